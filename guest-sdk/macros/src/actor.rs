@@ -1,0 +1,273 @@
+//! `#[fabric::actor]` on a struct (the class) and on its `impl` block.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::options;
+use crate::signature::{
+    caller_params, decode_params, encode_params, params, result_ok_type, returns,
+};
+
+pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let item: syn::Item = syn::parse2(item)?;
+    match item {
+        syn::Item::Struct(s) => expand_struct(attr, s),
+        syn::Item::Impl(i) => expand_impl(attr, i),
+        other => Err(syn::Error::new_spanned(
+            other,
+            "#[fabric::actor] goes on the actor's struct and on its impl block",
+        )),
+    }
+}
+
+fn handle_ident(class: &syn::Ident) -> syn::Ident {
+    format_ident!("{}Handle", class)
+}
+
+fn expand_struct(attr: TokenStream, s: syn::ItemStruct) -> syn::Result<TokenStream> {
+    if !attr.is_empty() {
+        return Err(syn::Error::new_spanned(
+            attr,
+            "the struct takes no options; pass `fabric::ActorOptions` to `Name::options(..)`",
+        ));
+    }
+    if !s.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &s.generics,
+            "actor classes cannot be generic",
+        ));
+    }
+    let class = &s.ident;
+    let vis = &s.vis;
+    let handle = handle_ident(class);
+    let name = class.to_string();
+    let doc = format!(
+        "The remote methods of actor [`{class}`]; reach them through `ActorHandle<{class}>`."
+    );
+    Ok(quote! {
+        #s
+
+        #[doc = #doc]
+        #[derive(Clone, Copy)]
+        #vis struct #handle {
+            __id: u128,
+        }
+
+        impl ::core::convert::From<u128> for #handle {
+            fn from(id: u128) -> Self {
+                #handle { __id: id }
+            }
+        }
+
+        impl ::fabric::ActorClass for #class {
+            const NAME: &'static str = #name;
+            type Methods = #handle;
+        }
+    })
+}
+
+/// The constructor's kind of return: `Self` or `Result<Self, E>`.
+fn ctor_fallible(sig: &syn::Signature, class: &syn::Ident) -> syn::Result<bool> {
+    let is_class = |t: &syn::Type| matches!(t, syn::Type::Path(p) if p.qself.is_none() && (p.path.is_ident("Self") || p.path.is_ident(class)));
+    match &sig.output {
+        syn::ReturnType::Type(_, t) if is_class(t) => Ok(false),
+        syn::ReturnType::Type(_, t) if result_ok_type(t).as_ref().is_some_and(is_class) => Ok(true),
+        _ => Err(syn::Error::new_spanned(
+            sig,
+            "the constructor `new` must return `Self` or `Result<Self, E>`",
+        )),
+    }
+}
+
+fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream> {
+    let declared = options::parse(
+        attr,
+        &[
+            "num_cpus",
+            "num_gpus",
+            "memory",
+            "resources",
+            "max_restarts",
+        ],
+    )?;
+    if let Some((_, path, _)) = &imp.trait_ {
+        return Err(syn::Error::new_spanned(
+            path,
+            "#[fabric::actor] goes on the inherent impl block, not a trait impl",
+        ));
+    }
+    if !imp.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &imp.generics,
+            "actor classes cannot be generic",
+        ));
+    }
+    let self_ty = (*imp.self_ty).clone();
+    let class = match &self_ty {
+        syn::Type::Path(p) if p.qself.is_none() => p
+            .path
+            .segments
+            .last()
+            .map(|s| s.ident.clone())
+            .ok_or_else(|| syn::Error::new_spanned(&self_ty, "expected the actor's type"))?,
+        _ => {
+            return Err(syn::Error::new_spanned(
+                &self_ty,
+                "expected the actor's type",
+            ));
+        }
+    };
+    let handle = handle_ident(&class);
+    let builder = format_ident!("{}Builder", class);
+
+    let mut ctor = None;
+    let mut methods = Vec::new();
+    for item in &imp.items {
+        let syn::ImplItem::Fn(f) = item else { continue };
+        match f.sig.inputs.first() {
+            Some(syn::FnArg::Receiver(r)) => {
+                if r.reference.is_none() {
+                    return Err(syn::Error::new_spanned(
+                        r,
+                        "actor methods take `&self` or `&mut self`",
+                    ));
+                }
+                if let Some(a) = &f.sig.asyncness {
+                    return Err(syn::Error::new_spanned(a, "actor methods cannot be async"));
+                }
+                if !f.sig.generics.params.is_empty() {
+                    return Err(syn::Error::new_spanned(
+                        &f.sig.generics,
+                        "actor methods cannot be generic",
+                    ));
+                }
+                methods.push(&f.sig);
+            }
+            _ if f.sig.ident == "new" => ctor = Some(&f.sig),
+            _ => {}
+        }
+    }
+    let ctor = ctor.ok_or_else(|| {
+        syn::Error::new_spanned(
+            &imp.self_ty,
+            "an actor needs a constructor: `fn new(..) -> Self`",
+        )
+    })?;
+    let ctor_params = params(ctor, Some(&self_ty))?;
+    let ctor_caller = caller_params(&ctor_params);
+    let ctor_names: Vec<_> = ctor_params.iter().map(|p| &p.ident).collect();
+    let ctor_encode = encode_params(&ctor_params);
+    let ctor_decode = decode_params(&ctor_params);
+    let construct = if ctor_fallible(ctor, &class)? {
+        quote!(::fabric::__rt::ctor_result(<#self_ty>::new(#(#ctor_names),*)))
+    } else {
+        quote!(::fabric::__rt::ctor_result(::std::result::Result::<#self_ty, ::std::convert::Infallible>::Ok(<#self_ty>::new(#(#ctor_names),*))))
+    };
+    let calls = &declared.calls;
+
+    let mut handle_methods = Vec::new();
+    let mut dispatch_arms = Vec::new();
+    for sig in methods {
+        let m = &sig.ident;
+        let m_name = m.to_string();
+        let ps = params(sig, Some(&self_ty))?;
+        let ret = returns(sig, Some(&self_ty));
+        let value_ty = &ret.value;
+        let caller = caller_params(&ps);
+        let encode = encode_params(&ps);
+        let decode = decode_params(&ps);
+        let names: Vec<_> = ps.iter().map(|p| &p.ident).collect();
+        let encode_ret = if ret.fallible {
+            quote!(::fabric::__rt::ret_result(__out))
+        } else {
+            quote!(::fabric::__rt::ret(&__out))
+        };
+        let doc = format!("Calls `{class}::{m_name}` on the actor; `.remote()` queues it.");
+        handle_methods.push(quote! {
+            #[doc = #doc]
+            pub fn #m(&self, #caller) -> ::fabric::ActorMethod<#value_ty> {
+                let __built = (|| -> ::fabric::Result<::fabric::__rt::ArgList> {
+                    #encode
+                    ::std::result::Result::Ok(__args)
+                })();
+                ::fabric::ActorMethod::new(self.__id, #m_name, __built)
+            }
+        });
+        dispatch_arms.push(quote! {
+            #m_name => {
+                #decode
+                let __out = __this.#m(#(#names),*);
+                #encode_ret
+            }
+        });
+    }
+
+    let doc_builder = format!("Creates a [`{class}`] actor with chosen options.");
+    Ok(quote! {
+        #imp
+
+        #[allow(private_interfaces, clippy::all)]
+        impl #self_ty {
+            /// Creates the actor; returns a handle to call it through.
+            pub fn remote(#ctor_caller) -> ::fabric::Result<::fabric::ActorHandle<#self_ty>> {
+                <#self_ty>::options(::fabric::ActorOptions::new()).remote(#(#ctor_names),*)
+            }
+
+            /// An actor creation with `options` (name, resources, ..).
+            pub fn options(options: ::fabric::ActorOptions) -> #builder {
+                #builder { options: ::fabric::ActorOptions::new() #(#calls)* .merge(options) }
+            }
+        }
+
+        #[doc = #doc_builder]
+        #[allow(private_interfaces)]
+        pub struct #builder {
+            options: ::fabric::ActorOptions,
+        }
+
+        #[allow(private_interfaces, clippy::all)]
+        impl #builder {
+            /// Creates the actor.
+            pub fn remote(self, #ctor_caller) -> ::fabric::Result<::fabric::ActorHandle<#self_ty>> {
+                #ctor_encode
+                ::fabric::__rt::create_actor::<#self_ty>(__args, &self.options)
+            }
+        }
+
+        #[allow(private_interfaces, clippy::all)]
+        impl #handle {
+            #(#handle_methods)*
+        }
+
+        const _: () = {
+            fn __new(__args: ::std::vec::Vec<::std::vec::Vec<u8>>)
+                -> ::std::result::Result<::std::boxed::Box<dyn ::std::any::Any>, ::fabric::__rt::CallError>
+            {
+                #ctor_decode
+                #construct
+            }
+
+            fn __call(
+                __state: &mut dyn ::std::any::Any,
+                __method: &str,
+                __args: ::std::vec::Vec<::std::vec::Vec<u8>>,
+            ) -> ::std::result::Result<::fabric::__rt::Returned, ::fabric::__rt::CallError> {
+                let __this = __state
+                    .downcast_mut::<#self_ty>()
+                    .expect("an actor's state has its class's type");
+                match __method {
+                    #(#dispatch_arms)*
+                    _ => ::std::result::Result::Err(::fabric::__rt::CallError::UnknownMethod),
+                }
+            }
+
+            ::fabric::__rt::inventory::submit! {
+                ::fabric::__rt::ActorClassEntry {
+                    name: <#self_ty as ::fabric::ActorClass>::NAME,
+                    new: __new,
+                    call: __call,
+                }
+            }
+        };
+    })
+}

@@ -1,0 +1,115 @@
+//! `#[fabric::remote]` on a function.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::options;
+use crate::signature::{caller_params, decode_params, encode_params, params, returns};
+
+const OPTIONS: &[&str] = &[
+    "num_cpus",
+    "num_gpus",
+    "memory",
+    "resources",
+    "max_retries",
+    "retry_exceptions",
+    "name",
+];
+
+pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let declared = options::parse(attr, OPTIONS)?;
+    let f: syn::ItemFn = syn::parse2(item)?;
+    let sig = &f.sig;
+    if let Some(a) = &sig.asyncness {
+        return Err(syn::Error::new_spanned(
+            a,
+            "remote functions cannot be async",
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "remote functions cannot be generic",
+        ));
+    }
+    if let Some(syn::FnArg::Receiver(r)) = sig.inputs.first() {
+        return Err(syn::Error::new_spanned(
+            r,
+            "use #[fabric::actor] for methods",
+        ));
+    }
+    let ident = &sig.ident;
+    let vis = &f.vis;
+    let name = declared
+        .name
+        .map(|l| l.value())
+        .unwrap_or_else(|| ident.to_string());
+    let ps = params(sig, None)?;
+    let ret = returns(sig, None);
+    let value_ty = &ret.value;
+    let caller = caller_params(&ps);
+    let arg_names: Vec<_> = ps.iter().map(|p| &p.ident).collect();
+    let encode = encode_params(&ps);
+    let decode = decode_params(&ps);
+    let encode_ret = if ret.fallible {
+        quote!(::fabric::__rt::ret_result(__out))
+    } else {
+        quote!(::fabric::__rt::ret(&__out))
+    };
+    let calls = &declared.calls;
+    let doc = format!("Remote calls of [`{ident}`](fn@{ident}), registered as `{name}`.");
+
+    Ok(quote! {
+        #f
+
+        #[doc = #doc]
+        #[allow(non_snake_case, dead_code, private_interfaces, clippy::all)]
+        #vis mod #ident {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// The name this function is registered under.
+            pub const NAME: &str = #name;
+
+            /// The options declared on the function.
+            pub fn declared_options() -> ::fabric::TaskOptions {
+                ::fabric::TaskOptions::new() #(#calls)*
+            }
+
+            /// Submits a call as a task; returns a reference to its result.
+            pub fn remote(#caller) -> ::fabric::Result<::fabric::ObjectRef<#value_ty>> {
+                self::options(::fabric::TaskOptions::new()).remote(#(#arg_names),*)
+            }
+
+            /// A call with `options` overriding the declared ones.
+            pub fn options(options: ::fabric::TaskOptions) -> Call {
+                Call { options: self::declared_options().merge(options) }
+            }
+
+            /// A call with its options decided; `.remote(..)` submits it.
+            pub struct Call {
+                options: ::fabric::TaskOptions,
+            }
+
+            impl Call {
+                /// Submits the call as a task.
+                pub fn remote(self, #caller) -> ::fabric::Result<::fabric::ObjectRef<#value_ty>> {
+                    #encode
+                    ::fabric::__rt::submit(self::NAME, __args, &self.options)
+                }
+            }
+
+            fn __dispatch(__args: ::std::vec::Vec<::std::vec::Vec<u8>>)
+                -> ::std::result::Result<::fabric::__rt::Returned, ::fabric::__rt::CallError>
+            {
+                #decode
+                let __out = super::#ident(#(#arg_names),*);
+                #encode_ret
+            }
+
+            ::fabric::__rt::inventory::submit! {
+                ::fabric::__rt::RemoteFn { name: self::NAME, call: self::__dispatch }
+            }
+        }
+    })
+}

@@ -1,0 +1,84 @@
+//! The wasmfabric guest SDK: write Ray-style tasks and actors in Rust,
+//! compile them to a WebAssembly component, run them on a fabric.
+//!
+//! ```ignore
+//! // Build: cargo build --target wasm32-wasip2 --release
+//! // Run:   fabric run target/wasm32-wasip2/release/app.wasm
+//! use fabric::prelude::*;
+//!
+//! #[fabric::remote]
+//! fn add(x: i64, y: i64) -> i64 { x + y }
+//!
+//! #[fabric::actor]
+//! struct Counter { value: i64 }
+//!
+//! #[fabric::actor]
+//! impl Counter {
+//!     fn new() -> Self { Counter { value: 0 } }
+//!     fn increment(&mut self) -> i64 { self.value += 1; self.value }
+//! }
+//!
+//! #[fabric::main]
+//! fn main() -> fabric::Result<()> {
+//!     let r = add::remote(1, 2)?;                 // ObjectRef<i64>
+//!     println!("{}", fabric::get(&r)?);           // 3
+//!     let counter = Counter::remote()?;           // ActorHandle<Counter>
+//!     println!("{}", fabric::get(&counter.increment().remote()?)?); // 1
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How it works
+//! `#[fabric::remote] fn add` keeps `add` as a plain function and adds a
+//! module `add` with `add::remote(..)` (submit it as a task) and
+//! `add::options(..)` (submit it with other resources). Arguments are any
+//! value of the parameter's type or an [`ObjectRef`] to one: the host waits
+//! for a referenced object and passes its value, as Ray does. Values travel
+//! as MessagePack (`rmp-serde`), so guests in other languages can read them;
+//! an [`ObjectRef`] nested inside a value is MessagePack extension type 1
+//! holding its 16-byte id, an [`ActorHandle`] extension type 2.
+//!
+//! A panic in a task or actor method reaches the caller as
+//! [`Error::TaskFailed`] with kind [`FailureKind::Panic`] and the panic
+//! message.
+
+extern crate self as fabric;
+
+mod actor;
+mod context;
+mod error;
+mod object;
+mod remote;
+mod value;
+
+#[doc(hidden)]
+pub mod __rt;
+
+/// Bindings generated from `wit/fabric.wit`. Not a stable API.
+#[doc(hidden)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "app",
+        pub_export_macro: true,
+        export_macro_name: "__export_app",
+        default_bindings_module: "::fabric::__bindings",
+        runtime_path: "::fabric::__rt::wit_bindgen_rt",
+    });
+}
+
+pub use actor::{
+    ActorClass, ActorHandle, ActorMethod, ActorOptions, get_actor, get_actor_in, kill,
+};
+pub use context::{RuntimeContext, context};
+pub use error::{Error, FailureKind, Result};
+pub use object::{
+    ObjectId, ObjectRef, cancel, get, get_all, get_all_timeout, get_timeout, put, wait,
+};
+pub use remote::{Arg, TaskOptions};
+pub use wasmfabric_sdk_macros::{actor, main, remote};
+
+/// What most programs need: `use fabric::prelude::*;`.
+pub mod prelude {
+    pub use crate::{ActorHandle, ActorOptions, Arg, ObjectRef, TaskOptions};
+}

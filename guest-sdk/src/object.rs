@@ -1,0 +1,215 @@
+//! Object references and the calls that use them: `put`, `get`, `wait`.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::__bindings::fabric::core::host;
+use crate::__bindings::fabric::core::types::Id;
+use crate::error::Result;
+use crate::value::{self, EXT_OBJECT_REF};
+
+/// The 128-bit id of an object.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub u128);
+
+impl std::fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl std::fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectId({:08x})", (self.0 >> 96) as u32)
+    }
+}
+
+pub(crate) fn id_from_wit(id: Id) -> u128 {
+    (u128::from(id.hi) << 64) | u128::from(id.lo)
+}
+
+pub(crate) fn id_to_wit(id: u128) -> Id {
+    Id {
+        hi: (id >> 64) as u64,
+        lo: id as u64,
+    }
+}
+
+/// The host handle behind an [`ObjectRef`]; dropping it releases the reference.
+pub(crate) struct RefInner {
+    pub(crate) handle: host::ObjectRef,
+    id: Cell<Option<u128>>,
+}
+
+impl RefInner {
+    pub(crate) fn new(handle: host::ObjectRef) -> Rc<Self> {
+        Rc::new(RefInner {
+            handle,
+            id: Cell::new(None),
+        })
+    }
+
+    pub(crate) fn id(&self) -> u128 {
+        if let Some(id) = self.id.get() {
+            return id;
+        }
+        let id = id_from_wit(self.handle.id());
+        self.id.set(Some(id));
+        id
+    }
+}
+
+/// A reference to an immutable object that holds (or will hold) a `T`.
+///
+/// Cloning is cheap and shares the reference; the object lives while any
+/// reference to it does, here or in another task.
+pub struct ObjectRef<T> {
+    pub(crate) inner: Rc<RefInner>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> ObjectRef<T> {
+    pub(crate) fn from_handle(handle: host::ObjectRef) -> Self {
+        Self::from_inner(RefInner::new(handle))
+    }
+
+    pub(crate) fn from_inner(inner: Rc<RefInner>) -> Self {
+        ObjectRef {
+            inner,
+            _t: PhantomData,
+        }
+    }
+
+    pub fn id(&self) -> ObjectId {
+        ObjectId(self.inner.id())
+    }
+
+    /// The value, waiting for it if needed. Same as [`get`].
+    pub fn get(&self) -> Result<T>
+    where
+        T: DeserializeOwned,
+    {
+        get(self)
+    }
+}
+
+impl<T> Clone for ObjectRef<T> {
+    fn clone(&self) -> Self {
+        Self::from_inner(self.inner.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for ObjectRef<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectRef({:?})", self.id())
+    }
+}
+
+impl<T> PartialEq for ObjectRef<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl<T> Serialize for ObjectRef<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        value::note_nested(&self.inner);
+        value::serialize_id(EXT_OBJECT_REF, self.inner.id(), s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for ObjectRef<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let id = value::deserialize_id(EXT_OBJECT_REF, d)?;
+        let handle =
+            host::adopt(id_to_wit(id)).map_err(|e| D::Error::custom(crate::Error::from(e)))?;
+        Ok(ObjectRef::from_handle(handle))
+    }
+}
+
+/// Stores `value` in the object store and returns a reference to it.
+pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
+    let enc = value::encode(value)?;
+    let nested: Vec<&host::ObjectRef> = enc.nested.iter().map(|r| &r.handle).collect();
+    let handle = host::put(&enc.bytes, &nested)?;
+    Ok(ObjectRef::from_handle(handle))
+}
+
+fn millis(t: Option<Duration>) -> Option<u64> {
+    t.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
+/// The value of an object, waiting for it as long as it takes.
+///
+/// A task that waits here gives its CPU back to the node meanwhile, so
+/// nested tasks can run even on a one-CPU node.
+pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
+    let bytes = host::get(&r.inner.handle, None)?;
+    value::decode(&bytes)
+}
+
+/// Like [`get`], failing with [`crate::Error::Timeout`] after `timeout`.
+pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
+    let bytes = host::get(&r.inner.handle, millis(Some(timeout)))?;
+    value::decode(&bytes)
+}
+
+/// The values of several objects, in order, in one host call.
+pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    get_all_inner(refs, None)
+}
+
+/// Like [`get_all`], failing with [`crate::Error::Timeout`] after `timeout`.
+pub fn get_all_timeout<T: DeserializeOwned>(
+    refs: &[ObjectRef<T>],
+    timeout: Duration,
+) -> Result<Vec<T>> {
+    get_all_inner(refs, Some(timeout))
+}
+
+fn get_all_inner<T: DeserializeOwned>(
+    refs: &[ObjectRef<T>],
+    timeout: Option<Duration>,
+) -> Result<Vec<T>> {
+    let handles: Vec<&host::ObjectRef> = refs.iter().map(|r| &r.inner.handle).collect();
+    let values = host::get_many(&handles, millis(timeout))?;
+    values.iter().map(|b| value::decode(b)).collect()
+}
+
+/// Waits until `num_ready` of `refs` are ready, or `timeout` passes, and
+/// splits them into (ready, not ready), keeping their order. At most
+/// `num_ready` are returned as ready.
+pub fn wait<T>(
+    refs: &[ObjectRef<T>],
+    num_ready: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+    let handles: Vec<&host::ObjectRef> = refs.iter().map(|r| &r.inner.handle).collect();
+    let num = u32::try_from(num_ready)
+        .map_err(|_| crate::Error::InvalidArgument("num_ready is too large".into()))?;
+    let ready_idx = host::wait(&handles, num, millis(timeout))?;
+    let mut is_ready = vec![false; refs.len()];
+    for i in ready_idx {
+        if let Some(slot) = is_ready.get_mut(i as usize) {
+            *slot = true;
+        }
+    }
+    let (ready, pending): (Vec<_>, Vec<_>) =
+        refs.iter().cloned().zip(is_ready).partition(|(_, r)| *r);
+    Ok((
+        ready.into_iter().map(|(r, _)| r).collect(),
+        pending.into_iter().map(|(r, _)| r).collect(),
+    ))
+}
+
+/// Cancels the task that produces `r`: it never starts, or stops now.
+pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
+    host::cancel(&r.inner.handle)?;
+    Ok(())
+}

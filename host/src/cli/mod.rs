@@ -1,0 +1,89 @@
+//! The `fabric` command line: one clap enum, one file per subcommand.
+
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fabric_host::error::LoadError;
+
+#[derive(Parser)]
+#[command(
+    name = "fabric",
+    version,
+    about = "Run WebAssembly components as sandboxed Ray-style tasks and actors"
+)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `fabric_host=debug` (default: $RUST_LOG, else `warn`).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run an application's driver on an embedded local node.
+    Run(run::RunArgs),
+}
+
+impl Command {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Run(args) => run::run(args),
+        }
+    }
+}
+
+pub fn init_tracing(level: Option<&str>) {
+    let filter = match level {
+        Some(l) => tracing_subscriber::EnvFilter::new(l),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints an error with its cause chain and, where one helps, a hint.
+pub fn report(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if let Some(h) = hint(err) {
+        eprintln!("hint: {h}");
+    }
+}
+
+fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<LoadError>() {
+            return Some(match e {
+                LoadError::NotWasm => {
+                    "pass the `.wasm` file that `cargo build --target wasm32-wasip2` wrote"
+                }
+                LoadError::CoreModule => {
+                    "build with `cargo build --release --target wasm32-wasip2` (not wasm32-unknown-unknown or wasm32-wasip1)"
+                }
+                LoadError::WorldMismatch(_) => {
+                    "build the application with the wasmfabric SDK (`fabric` crate) and mark its driver `#[fabric::main]`"
+                }
+                LoadError::Invalid(_) | LoadError::Compile(_) => {
+                    "rebuild the component; the file may be truncated or corrupt"
+                }
+            });
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>()
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            return Some(
+                "check the path; build the application first with `cargo build --release --target wasm32-wasip2`",
+            );
+        }
+    }
+    None
+}

@@ -1,0 +1,129 @@
+//! `fabric run`: start an embedded node, run the app's driver, exit with its status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use fabric_host::error::{FabricError, FailureKind};
+use fabric_host::logs::TerminalSink;
+use fabric_host::resources::ResourceSet;
+use fabric_host::{Node, NodeConfig};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The application: a component built with the wasmfabric SDK.
+    pub app: PathBuf,
+
+    /// CPUs the node offers (default: all of this machine's).
+    #[arg(long, value_name = "N")]
+    pub num_cpus: Option<f64>,
+
+    /// GPUs the node offers (default: detected with nvidia-smi).
+    #[arg(long, value_name = "N")]
+    pub num_gpus: Option<u32>,
+
+    /// Custom resources the node offers, e.g. `ssd=1,tpu=4`.
+    #[arg(long, value_name = "NAME=AMOUNT,...", value_parser = ResourceSet::parse_custom)]
+    pub resources: Option<ResourceSet>,
+
+    /// Object store capacity in bytes (default: 30% of memory).
+    #[arg(long, value_name = "BYTES")]
+    pub object_store_memory: Option<u64>,
+
+    /// Instead of the driver, run the remote function FUNCTION once with the
+    /// arguments after `--` (each a JSON value) and print its result as JSON.
+    #[arg(long, value_name = "FUNCTION")]
+    pub call: Option<String>,
+
+    /// Arguments for the driver (or for `--call`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let bytes =
+        std::fs::read(&args.app).with_context(|| format!("cannot read {}", args.app.display()))?;
+    let config = NodeConfig {
+        num_cpus: args.num_cpus,
+        num_gpus: args.num_gpus,
+        custom: args.resources.clone().unwrap_or_default(),
+        object_store_memory: args.object_store_memory,
+        ..NodeConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fabric-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let node = Node::start(config).context("cannot start the node")?;
+        let app = node
+            .load(&bytes)
+            .await
+            .with_context(|| format!("cannot load {}", args.app.display()))?;
+        match &args.call {
+            None => {
+                let outcome = node
+                    .run_job(app, args.args.clone(), Arc::new(TerminalSink))
+                    .await;
+                match outcome.result {
+                    Ok(()) => Ok(ExitCode::SUCCESS),
+                    Err(e) => {
+                        report_job_error(&e);
+                        Ok(ExitCode::from(1))
+                    }
+                }
+            }
+            Some(function) => call(&node, app, function, &args.args).await,
+        }
+    })
+}
+
+async fn call(
+    node: &Node,
+    app: Arc<fabric_host::AppComponent>,
+    function: &str,
+    args: &[String],
+) -> anyhow::Result<ExitCode> {
+    let mut encoded = Vec::with_capacity(args.len());
+    for (i, a) in args.iter().enumerate() {
+        let v: serde_json::Value =
+            serde_json::from_str(a).with_context(|| format!("argument {i} is not JSON: `{a}`"))?;
+        encoded.push(bytes::Bytes::from(
+            rmp_serde::to_vec_named(&v).context("cannot encode argument")?,
+        ));
+    }
+    match node
+        .call(app, function, encoded, Arc::new(TerminalSink))
+        .await
+    {
+        Ok(value) => {
+            let v: serde_json::Value =
+                rmp_serde::from_slice(&value).context("the result is not plain data")?;
+            println!("{v}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            report_job_error(&e);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn report_job_error(e: &FabricError) {
+    eprintln!("error: the job failed: {e}");
+    let hint = match e {
+        FabricError::TaskFailed(f) if f.kind == FailureKind::UnknownFunction => {
+            Some("check the function name: it must be marked #[fabric::remote] in the component")
+        }
+        FabricError::ResourcesInfeasible(_) => {
+            Some("give the node more with --num-cpus, --num-gpus or --resources")
+        }
+        _ => None,
+    };
+    if let Some(h) = hint {
+        eprintln!("hint: {h}");
+    }
+}

@@ -1,0 +1,74 @@
+//! Node configuration: what the node offers and how big its pools are.
+//!
+//! Unset amounts are detected: CPUs from the OS, GPUs from
+//! `CUDA_VISIBLE_DEVICES` or `nvidia-smi`, memory from `/proc/meminfo`.
+//!
+//! ```
+//! use fabric_host::config::NodeConfig;
+//! let cfg = NodeConfig { num_cpus: Some(4.0), num_gpus: Some(1), ..NodeConfig::default() };
+//! let total = cfg.resolve().unwrap().total;
+//! assert_eq!(total.to_string().split(", ").take(2).collect::<Vec<_>>(), ["CPU: 4", "GPU: 1"]);
+//! ```
+
+use crate::error::NodeError;
+use crate::resources::{ResourceSet, detect, to_fixed};
+use crate::runtime::engine::EngineSettings;
+
+/// Settings for one node. `Default` detects everything.
+#[derive(Clone, Debug, Default)]
+pub struct NodeConfig {
+    /// CPUs to offer (default: detected).
+    pub num_cpus: Option<f64>,
+    /// GPUs to offer (default: detected).
+    pub num_gpus: Option<u32>,
+    /// Memory to offer to tasks and actors, in bytes (default: 70% of RAM,
+    /// less the object store).
+    pub memory: Option<u64>,
+    /// Custom resources, e.g. from `--resources ssd=1`.
+    pub custom: ResourceSet,
+    /// Object store capacity in bytes (default: 30% of RAM).
+    pub object_store_memory: Option<u64>,
+    /// Instance pool sizing.
+    pub engine: EngineSettings,
+}
+
+/// A configuration with every amount decided.
+#[derive(Clone, Debug)]
+pub struct ResolvedConfig {
+    pub total: ResourceSet,
+    pub num_gpus: usize,
+    pub object_store_memory: u64,
+    pub engine: EngineSettings,
+}
+
+impl NodeConfig {
+    pub fn resolve(&self) -> Result<ResolvedConfig, NodeError> {
+        let cpus = self.num_cpus.unwrap_or_else(|| detect::cpus() as f64);
+        to_fixed("CPU", cpus).map_err(NodeError::Config)?;
+        let gpus = self
+            .num_gpus
+            .map(|g| g as usize)
+            .unwrap_or_else(detect::gpus);
+        let ram = detect::memory_bytes();
+        let store = self.object_store_memory.unwrap_or(ram / 10 * 3);
+        if store == 0 {
+            return Err(NodeError::Config(
+                "object store memory must be above 0".into(),
+            ));
+        }
+        let memory = self
+            .memory
+            .unwrap_or_else(|| (ram / 10 * 7).saturating_sub(store));
+        let mut total = ResourceSet::default()
+            .with_cpus(cpus)
+            .with_gpus(gpus as f64)
+            .with_memory(memory);
+        total.custom = self.custom.custom.clone();
+        Ok(ResolvedConfig {
+            total,
+            num_gpus: gpus,
+            object_store_memory: store,
+            engine: self.engine.clone(),
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! The `fabric:core/host` interface: the host side of every guest import.
+//!
+//! Each capability links its own functions: [`objects`] (object references,
+//! `put`, `get`, `wait`), [`tasks`] (`submit`, `cancel`), [`actors`]
+//! (create, call, kill, look up) and [`context`] (where the code runs, panic
+//! reports). The functions are linked by hand rather than through generated
+//! traits so that `get` can hand the store's shared [`bytes::Bytes`] straight
+//! to the guest's memory, with no copy on the way.
+//!
+//! A guest that breaks the interface contract (a stale handle, say) traps:
+//! only its own instance fails. Everything a well-formed guest can get wrong
+//! comes back as a typed `error`.
+
+pub(crate) mod actors;
+pub(crate) mod context;
+pub(crate) mod objects;
+pub(crate) mod tasks;
+
+use bytes::Bytes;
+use wasmtime::component::{Linker, Resource, ResourceTable};
+
+use crate::bindings::fabric::core::host::Arg;
+use crate::bindings::fabric::core::types::{Error as WitError, Resources};
+use crate::error::FabricError;
+use crate::object_store::ObjectRef;
+use crate::resources::{ResourceSet, to_fixed};
+use crate::runtime::instance::InstanceState;
+use crate::runtime::task::TaskArg;
+
+pub(crate) const HOST_INTERFACE: &str = "fabric:core/host@0.1.0";
+const TYPES_INTERFACE: &str = "fabric:core/types@0.1.0";
+
+/// Longest function, class or actor name accepted.
+const MAX_NAME: usize = 256;
+
+/// Links WASI 0.2 and `fabric:core/host` into `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    linker.instance(TYPES_INTERFACE)?;
+    let mut host = linker.instance(HOST_INTERFACE)?;
+    objects::add_to_linker(&mut host)?;
+    tasks::add_to_linker(&mut host)?;
+    actors::add_to_linker(&mut host)?;
+    context::add_to_linker(&mut host)?;
+    Ok(())
+}
+
+/// A typed error back to the guest, or the trap of a broken contract.
+pub(crate) type HostResult<T> = wasmtime::Result<Result<T, WitError>>;
+
+pub(crate) fn fail<T>(e: FabricError) -> HostResult<T> {
+    Ok(Err(e.to_wit()))
+}
+
+/// Converts guest arguments: values become shared bytes, object handles
+/// become counted references.
+pub(crate) fn convert_args(
+    table: &ResourceTable,
+    args: Vec<Arg>,
+) -> wasmtime::Result<Vec<TaskArg>> {
+    args.into_iter()
+        .map(|a| match a {
+            Arg::Value(v) => Ok(TaskArg::Value(Bytes::from(v))),
+            Arg::Object(r) => Ok(TaskArg::Object(table.get(&r)?.clone())),
+        })
+        .collect()
+}
+
+/// Counted references for the handles a value nests.
+pub(crate) fn convert_nested(
+    table: &ResourceTable,
+    nested: &[Resource<ObjectRef>],
+) -> wasmtime::Result<Vec<ObjectRef>> {
+    nested.iter().map(|r| Ok(table.get(r)?.clone())).collect()
+}
+
+/// Checks a function, class or method name.
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), FabricError> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(FabricError::InvalidArgument(format!(
+            "{kind} name must be 1 to {MAX_NAME} bytes, got {}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A demand from the WIT `resources` record, with `default_cpus` when unset.
+pub(crate) fn demand_of(r: &Resources, default_cpus: f64) -> Result<ResourceSet, FabricError> {
+    let bad = FabricError::InvalidArgument;
+    let mut set = ResourceSet {
+        cpu: to_fixed("num_cpus", r.num_cpus.unwrap_or(default_cpus)).map_err(bad)?,
+        gpu: to_fixed("num_gpus", r.num_gpus.unwrap_or(0.0)).map_err(bad)?,
+        memory: r.memory.unwrap_or(0).min(i64::MAX as u64) as i64,
+        custom: Vec::new(),
+    };
+    for (name, amount) in &r.custom {
+        check_name("resource", name)?;
+        if matches!(name.as_str(), "CPU" | "GPU" | "memory") {
+            return Err(bad(format!(
+                "`{name}` has its own option, not a custom resource"
+            )));
+        }
+        let fixed = to_fixed(name, *amount).map_err(bad)?;
+        set = set.with_custom(name, 0.0);
+        let i = set
+            .custom
+            .iter()
+            .position(|(n, _)| **n == **name)
+            .expect("just inserted");
+        set.custom[i].1 = fixed;
+    }
+    Ok(set)
+}

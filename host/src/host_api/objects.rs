@@ -1,0 +1,193 @@
+//! Object references, `put`, `get`, `get-many`, `wait` and `adopt`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{LinkerInstance, Resource, ResourceType};
+
+use super::{HostResult, convert_nested, fail};
+use crate::bindings::fabric::core::types::{Error as WitError, Id};
+use crate::error::FabricError;
+use crate::ids::ObjectId;
+use crate::object_store::{ObjectRef, ReadyCounter};
+use crate::runtime::instance::InstanceState;
+
+type Ctx<'a> = StoreContextMut<'a, InstanceState>;
+
+pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
+    host.resource(
+        "object-ref",
+        ResourceType::host::<ObjectRef>(),
+        |mut store, rep| {
+            // Dropping the guard releases the guest's reference.
+            store
+                .data_mut()
+                .table
+                .delete(Resource::<ObjectRef>::new_own(rep))?;
+            Ok(())
+        },
+    )?;
+    host.func_wrap(
+        "[method]object-ref.id",
+        |store: Ctx, (this,): (Resource<ObjectRef>,)| {
+            Ok((store.data().table.get(&this)?.id().to_wit(),))
+        },
+    )?;
+    host.func_wrap(
+        "[method]object-ref.clone",
+        |mut store: Ctx, (this,): (Resource<ObjectRef>,)| {
+            let table = &mut store.data_mut().table;
+            let copy = table.get(&this)?.clone();
+            Ok((table.push(copy)?,))
+        },
+    )?;
+    host.func_wrap(
+        "put",
+        |mut store: Ctx, (value, nested): (Vec<u8>, Vec<Resource<ObjectRef>>)| {
+            Ok((put(store.data_mut(), value, nested)?,))
+        },
+    )?;
+    host.func_wrap_async(
+        "get",
+        |mut store: Ctx, (obj, timeout): (Resource<ObjectRef>, Option<u64>)| {
+            Box::new(async move { Ok((get(store.data_mut(), obj, timeout).await?,)) })
+        },
+    )?;
+    host.func_wrap_async(
+        "get-many",
+        |mut store: Ctx, (objs, timeout): (Vec<Resource<ObjectRef>>, Option<u64>)| {
+            Box::new(async move { Ok((get_many(store.data_mut(), objs, timeout).await?,)) })
+        },
+    )?;
+    host.func_wrap_async(
+        "wait",
+        |mut store: Ctx,
+         (objs, num_ready, timeout): (Vec<Resource<ObjectRef>>, u32, Option<u64>)| {
+            Box::new(async move { Ok((wait(store.data_mut(), objs, num_ready, timeout).await?,)) })
+        },
+    )?;
+    host.func_wrap("adopt", |mut store: Ctx, (id,): (Id,)| {
+        Ok((adopt(store.data_mut(), id)?,))
+    })?;
+    Ok(())
+}
+
+fn put(
+    state: &mut InstanceState,
+    value: Vec<u8>,
+    nested: Vec<Resource<ObjectRef>>,
+) -> HostResult<Resource<ObjectRef>> {
+    let exec = state.exec()?;
+    let nested = convert_nested(&state.table, &nested)?;
+    match exec
+        .core
+        .objects
+        .put(exec.job.id, Bytes::from(value), nested)
+    {
+        Ok(r) => Ok(Ok(state.table.push(r)?)),
+        Err(e) => fail(e),
+    }
+}
+
+fn timeout_of(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
+}
+
+fn to_wit<T>(r: Result<T, FabricError>) -> Result<T, WitError> {
+    r.map_err(|e| e.to_wit())
+}
+
+async fn get(
+    state: &mut InstanceState,
+    obj: Resource<ObjectRef>,
+    timeout: Option<u64>,
+) -> HostResult<Bytes> {
+    let r = state.table.get(&obj)?.clone();
+    if let Some(v) = r.try_get() {
+        return Ok(to_wit(v));
+    }
+    // Waiting: give this instance's CPUs back meanwhile.
+    let _blocked = state.exec()?.lease.as_ref().and_then(|l| l.block());
+    Ok(to_wit(r.get(timeout_of(timeout)).await))
+}
+
+async fn get_many(
+    state: &mut InstanceState,
+    objs: Vec<Resource<ObjectRef>>,
+    timeout: Option<u64>,
+) -> HostResult<Vec<Bytes>> {
+    let refs = objs
+        .iter()
+        .map(|o| Ok(state.table.get(o)?.clone()))
+        .collect::<wasmtime::Result<Vec<ObjectRef>>>()?;
+    let mut out = Vec::with_capacity(refs.len());
+    let mut blocked = None;
+    let deadline = timeout_of(timeout).map(|t| tokio::time::Instant::now() + t);
+    for r in &refs {
+        let value = match r.try_get() {
+            Some(v) => v,
+            None => {
+                if blocked.is_none() {
+                    blocked = state.exec()?.lease.as_ref().and_then(|l| l.block());
+                }
+                let left =
+                    deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+                r.get(left).await
+            }
+        };
+        match value {
+            Ok(b) => out.push(b),
+            Err(e) => return fail(e),
+        }
+    }
+    Ok(Ok(out))
+}
+
+async fn wait(
+    state: &mut InstanceState,
+    objs: Vec<Resource<ObjectRef>>,
+    num_ready: u32,
+    timeout: Option<u64>,
+) -> HostResult<Vec<u32>> {
+    let refs = objs
+        .iter()
+        .map(|o| Ok(state.table.get(o)?.clone()))
+        .collect::<wasmtime::Result<Vec<ObjectRef>>>()?;
+    if num_ready as usize > refs.len() {
+        return fail(FabricError::InvalidArgument(format!(
+            "num_ready ({num_ready}) is larger than the number of objects ({})",
+            refs.len()
+        )));
+    }
+    let needed = num_ready as usize;
+    let counter = ReadyCounter::new(0, needed);
+    let already = refs.iter().filter(|r| !r.on_ready(counter.clone())).count();
+    counter.add_ready(already);
+    if already < needed {
+        let _blocked = state.exec()?.lease.as_ref().and_then(|l| l.block());
+        let waiting = counter.wait();
+        match timeout_of(timeout) {
+            Some(t) => {
+                let _ = tokio::time::timeout(t, waiting).await;
+            }
+            None => waiting.await,
+        }
+    }
+    let ready = refs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_ready())
+        .map(|(i, _)| i as u32)
+        .take(needed)
+        .collect();
+    Ok(Ok(ready))
+}
+
+fn adopt(state: &mut InstanceState, id: Id) -> HostResult<Resource<ObjectRef>> {
+    let exec = state.exec()?;
+    match exec.core.objects.adopt(ObjectId::from_wit(id)) {
+        Ok(r) => Ok(Ok(state.table.push(r)?)),
+        Err(e) => fail(e),
+    }
+}

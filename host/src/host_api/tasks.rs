@@ -1,0 +1,91 @@
+//! `submit` and `cancel`.
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{LinkerInstance, Resource};
+
+use super::{HostResult, check_name, convert_args, convert_nested, demand_of, fail};
+use crate::bindings::fabric::core::host::Arg;
+use crate::bindings::fabric::core::types::TaskOptions;
+use crate::error::FabricError;
+use crate::ids::TaskId;
+use crate::object_store::ObjectRef;
+use crate::runtime::instance::InstanceState;
+use crate::runtime::task::{self, TaskSpec};
+
+type Ctx<'a> = StoreContextMut<'a, InstanceState>;
+
+/// Retries after a system failure when the caller does not say (Ray's default).
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = 3;
+
+pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
+    host.func_wrap(
+        "submit",
+        |mut store: Ctx,
+         (function, args, nested, options): (
+            String,
+            Vec<Arg>,
+            Vec<Resource<ObjectRef>>,
+            TaskOptions,
+        )| { Ok((submit(store.data_mut(), function, args, nested, options)?,)) },
+    )?;
+    host.func_wrap(
+        "cancel",
+        |mut store: Ctx, (obj,): (Resource<ObjectRef>,)| Ok((cancel(store.data_mut(), obj)?,)),
+    )?;
+    Ok(())
+}
+
+fn submit(
+    state: &mut InstanceState,
+    function: String,
+    args: Vec<Arg>,
+    nested: Vec<Resource<ObjectRef>>,
+    options: TaskOptions,
+) -> HostResult<Resource<ObjectRef>> {
+    let exec = state.exec()?;
+    let core = exec.core.clone();
+    let job = exec.job.clone();
+    if let Err(e) = check_name("function", &function) {
+        return fail(e);
+    }
+    let demand = match demand_of(&options.resources, 1.0) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = core.scheduler.check_feasible(&demand) {
+        return fail(e);
+    }
+    if job.is_finished() {
+        return fail(FabricError::Cancelled);
+    }
+    let args = convert_args(&state.table, args)?;
+    let nested = convert_nested(&state.table, &nested)?;
+    let result = crate::ids::ObjectId::random();
+    let result_ref = core.objects.create_pending(result, job.id);
+    task::submit(
+        &core,
+        TaskSpec {
+            id: TaskId::random(),
+            job,
+            function: function.into(),
+            args,
+            nested,
+            demand,
+            result,
+            max_retries: options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            retry_exceptions: options.retry_exceptions,
+        },
+    );
+    Ok(Ok(state.table.push(result_ref)?))
+}
+
+fn cancel(state: &mut InstanceState, obj: Resource<ObjectRef>) -> HostResult<()> {
+    let id = state.table.get(&obj)?.id();
+    let core = &state.exec()?.core;
+    if let Some((_, control)) = core.tasks.remove(&id) {
+        control.cancel();
+        core.objects
+            .fulfill(id, Err(FabricError::Cancelled), Vec::new());
+    }
+    Ok(Ok(()))
+}

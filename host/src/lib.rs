@@ -1,0 +1,44 @@
+//! wasmfabric host: a node that runs untrusted WebAssembly components as
+//! Ray-style tasks and actors.
+//!
+//! Each task invocation runs in its own wasmtime store, each actor in one
+//! long-lived store; values move between them through a node-local,
+//! reference-counted object store; a resource scheduler admits work by its
+//! declared CPUs, GPUs, memory and custom resources. The `fabric` binary is
+//! the command line on top of [`Node`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use fabric_host::{Node, NodeConfig, logs::MemorySink};
+//! # async fn demo() -> anyhow::Result<()> {
+//! let node = Node::start(NodeConfig { num_cpus: Some(2.0), ..NodeConfig::default() })?;
+//! let app = node.load(&std::fs::read("examples/target/wasm32-wasip2/release/add.wasm")?).await?;
+//! let logs = Arc::new(MemorySink::default());
+//! node.run_job(app, vec![], logs.clone()).await.result?;
+//! assert_eq!(logs.stdout(), "3\n");
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod error;
+mod host_api;
+pub mod ids;
+pub mod logs;
+pub mod node;
+pub mod object_store;
+pub mod resources;
+pub mod runtime;
+pub mod scheduler;
+
+pub use config::NodeConfig;
+pub use node::{JobOutcome, Node, NodeStats};
+pub use runtime::component::AppComponent;
+
+/// Types generated from `wit/fabric.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "app",
+        with: { "fabric:core/host.object-ref": crate::object_store::ObjectRef },
+    });
+}

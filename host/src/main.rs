@@ -1,0 +1,23 @@
+//! `fabric`: run WebAssembly components as Ray-style tasks and actors.
+//!
+//! ```text
+//! fabric run app.wasm [--num-cpus N] [--num-gpus N] [--resources k=v,..] [-- ARGS]
+//! ```
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(cli.log_level.as_deref());
+    match cli.command.run() {
+        Ok(code) => code,
+        Err(err) => {
+            cli::report(&err);
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! A node: the embedded runtime that `fabric run` starts, and the unit a
+//! cluster is made of.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use fabric_host::{Node, NodeConfig, logs::TerminalSink};
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let node = Node::start(NodeConfig::default())?;
+//! let app = node.load(&std::fs::read("app.wasm")?).await?;
+//! let outcome = node.run_job(app, vec![], Arc::new(TerminalSink)).await;
+//! outcome.result?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use wasmtime::component::Linker;
+
+use crate::config::NodeConfig;
+use crate::error::{FabricError, FailureKind, LoadError, NodeError};
+use crate::host_api;
+use crate::ids::{JobId, NodeId, ObjectId, TaskId};
+use crate::logs::LogSink;
+use crate::object_store::ObjectStore;
+use crate::resources::ResourceSet;
+use crate::runtime::NodeCore;
+use crate::runtime::component::{self, AppComponent};
+use crate::runtime::engine::FabricEngine;
+use crate::runtime::instance::{self, Role};
+use crate::runtime::job::Job;
+use crate::runtime::task::{self, TaskArg, TaskSpec};
+use crate::scheduler::Scheduler;
+
+/// How a job ended.
+#[derive(Debug)]
+pub struct JobOutcome {
+    pub job_id: JobId,
+    /// `Ok` when `main` returned `Ok`; else why it did not.
+    pub result: Result<(), FabricError>,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    core: Arc<NodeCore>,
+}
+
+/// A snapshot of a node's state.
+#[derive(Clone, Debug)]
+pub struct NodeStats {
+    pub total: ResourceSet,
+    pub free: ResourceSet,
+    pub queued_tasks: usize,
+    pub running_tasks: usize,
+    pub actors: usize,
+    pub objects: usize,
+    pub object_store_used: u64,
+    pub object_store_capacity: u64,
+}
+
+impl Node {
+    /// Starts a node on the current tokio runtime.
+    pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let resolved = config.resolve()?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| NodeError::Config("a node must start inside a tokio runtime".into()))?;
+        let engine = FabricEngine::new(&resolved.engine)?;
+        let mut linker = Linker::new(engine.engine());
+        host_api::add_to_linker(&mut linker).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+        let core = NodeCore {
+            id: NodeId::random(),
+            engine,
+            linker,
+            objects: ObjectStore::new(resolved.object_store_memory),
+            scheduler: Scheduler::new(resolved.total.clone(), resolved.num_gpus),
+            tasks: DashMap::new(),
+            actors: DashMap::new(),
+            named_actors: DashMap::new(),
+            jobs: DashMap::new(),
+            components: DashMap::new(),
+            runtime,
+            config: resolved,
+        };
+        tracing::info!(node = %core.id.short(), resources = %core.config.total, "node started");
+        Ok(Node {
+            core: Arc::new(core),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.core.id
+    }
+
+    /// Compiles (or finds in the cache) an application component.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Arc<AppComponent>, LoadError> {
+        component::check_header(bytes)?;
+        let digest = component::digest(bytes);
+        if let Some(app) = self.core.components.get(&digest) {
+            return Ok(app.clone());
+        }
+        let core = self.core.clone();
+        let owned = bytes.to_vec();
+        let app = tokio::task::spawn_blocking(move || {
+            component::load(core.engine.engine(), &core.linker, &owned)
+        })
+        .await
+        .map_err(|e| LoadError::Compile(e.to_string()))??;
+        self.core.components.insert(digest, app.clone());
+        Ok(app)
+    }
+
+    /// Runs `main` of `app` as a job and waits for it. When `main` returns,
+    /// the job's actors stop and its unfinished tasks are cancelled.
+    pub async fn run_job(
+        &self,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+    ) -> JobOutcome {
+        let job = Job::new(app, logs);
+        self.core.jobs.insert(job.id, job.clone());
+        tracing::debug!(job = %job.id.short(), "job started");
+        let (core, driver_job) = (self.core.clone(), job.clone());
+        let driver = self.core.runtime.spawn(async move {
+            let mut argv = vec!["app".to_string()];
+            argv.extend(args.iter().cloned());
+            let mut store = instance::new_store(&core, &driver_job, Role::Driver, None, &argv);
+            let inst = instance::instantiate(&mut store, &driver_job, "main").await?;
+            instance::call_main(&mut store, &inst, &driver_job.app.exports.main, &args).await
+        });
+        let result = driver.await.unwrap_or_else(|e| {
+            Err(FabricError::failure(
+                "main",
+                FailureKind::System,
+                format!("the driver stopped: {e}"),
+            ))
+        });
+        self.core.finish_job(&job);
+        self.core.jobs.remove(&job.id);
+        tracing::debug!(job = %job.id.short(), ok = result.is_ok(), "job finished");
+        JobOutcome {
+            job_id: job.id,
+            result,
+        }
+    }
+
+    /// Runs one remote function of `app` as a task with encoded `args` and
+    /// returns its encoded result (what `fabric run --call` does).
+    pub async fn call(
+        &self,
+        app: Arc<AppComponent>,
+        function: &str,
+        args: Vec<Bytes>,
+        logs: Arc<dyn LogSink>,
+    ) -> Result<Bytes, FabricError> {
+        host_api::check_name("function", function)?;
+        let job = Job::new(app, logs);
+        self.core.jobs.insert(job.id, job.clone());
+        let result = ObjectId::random();
+        let result_ref = self.core.objects.create_pending(result, job.id);
+        task::submit(
+            &self.core,
+            TaskSpec {
+                id: TaskId::random(),
+                job: job.clone(),
+                function: function.into(),
+                args: args.into_iter().map(TaskArg::Value).collect(),
+                nested: Vec::new(),
+                demand: ResourceSet::default()
+                    .with_cpus(1.0)
+                    .min_cpus(self.core.scheduler.total()),
+                result,
+                max_retries: 0,
+                retry_exceptions: false,
+            },
+        );
+        let value = result_ref.get(None).await;
+        self.core.finish_job(&job);
+        self.core.jobs.remove(&job.id);
+        value
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.core;
+        NodeStats {
+            total: c.scheduler.total().clone(),
+            free: c.scheduler.free(),
+            queued_tasks: c.scheduler.queued(),
+            running_tasks: c.tasks.len(),
+            actors: c.actors.iter().filter(|a| a.death().is_none()).count(),
+            objects: c.objects.len(),
+            object_store_used: c.objects.used_bytes(),
+            object_store_capacity: c.objects.capacity_bytes(),
+        }
+    }
+
+    /// The node's object store (for embedding and tests).
+    pub fn objects(&self) -> &ObjectStore {
+        &self.core.objects
+    }
+}

@@ -1,0 +1,173 @@
+//! Loading an application: bytes to a compiled, pre-instantiated component.
+//!
+//! Loading checks what the bytes are before compiling them, so a user who
+//! passes a text file, a core module or a component built for another world
+//! is told which it is. A loaded [`AppComponent`] holds the compiled code and
+//! an `InstancePre` (imports resolved once), so starting a task costs one
+//! instantiation from the pool and nothing else. Components are cached by
+//! content digest: running the same `.wasm` twice compiles it once.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Store;
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
+
+use crate::bindings::exports::fabric::core::guest::Output;
+use crate::bindings::fabric::core::types::Error as WitError;
+use crate::error::LoadError;
+use crate::runtime::instance::InstanceState;
+
+/// The interface every application exports.
+pub const GUEST_INTERFACE: &str = "fabric:core/guest@0.1.0";
+
+/// Export indices of the `guest` interface, looked up once per component.
+#[derive(Clone)]
+pub(crate) struct GuestExports {
+    pub dispatch: ComponentExportIndex,
+    pub actor_new: ComponentExportIndex,
+    pub actor_call: ComponentExportIndex,
+    pub main: ComponentExportIndex,
+}
+
+/// A compiled application, ready to instantiate.
+pub struct AppComponent {
+    digest: String,
+    pub(crate) pre: InstancePre<InstanceState>,
+    pub(crate) exports: GuestExports,
+}
+
+impl AppComponent {
+    /// Hex SHA-256 of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// The SHA-256 digest of `bytes`, in hex.
+pub fn digest(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Tells a component from a core module from something else by its header.
+pub fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    match &bytes[4..8] {
+        [1, 0, 0, 0] => Err(LoadError::CoreModule),
+        // Component binaries: version 0x0d, layer 1.
+        [_, _, 1, 0] => Ok(()),
+        other => Err(LoadError::Invalid(format!(
+            "unknown WebAssembly version/layer bytes {other:?}"
+        ))),
+    }
+}
+
+/// Compiles and links `bytes`. CPU heavy: call it from a blocking thread of
+/// a tokio runtime (it instantiates once to check the export types).
+pub(crate) fn load(
+    engine: &wasmtime::Engine,
+    linker: &Linker<InstanceState>,
+    bytes: &[u8],
+) -> Result<Arc<AppComponent>, LoadError> {
+    check_header(bytes)?;
+    let component =
+        Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| {
+        LoadError::WorldMismatch(format!(
+            "{e:#} (a wasmfabric application may import only `fabric:core/host` and WASI 0.2)"
+        ))
+    })?;
+    let guest = component
+        .get_export_index(None, GUEST_INTERFACE)
+        .ok_or_else(|| {
+            LoadError::WorldMismatch(format!(
+                "it does not export `{GUEST_INTERFACE}`; mark the driver with `#[fabric::main]` \
+             and build with the wasmfabric SDK"
+            ))
+        })?;
+    let lookup = |name: &str| {
+        component
+            .get_export_index(Some(&guest), name)
+            .ok_or_else(|| {
+                LoadError::WorldMismatch(format!("`{GUEST_INTERFACE}` has no `{name}` export"))
+            })
+    };
+    let exports = GuestExports {
+        dispatch: lookup("dispatch")?,
+        actor_new: lookup("actor-new")?,
+        actor_call: lookup("actor-call")?,
+        main: lookup("main")?,
+    };
+    typecheck(engine, &pre, &exports)?;
+    Ok(Arc::new(AppComponent {
+        digest: digest(bytes),
+        pre,
+        exports,
+    }))
+}
+
+/// Checks the export signatures once, so each call can skip the check.
+fn typecheck(
+    engine: &wasmtime::Engine,
+    pre: &InstancePre<InstanceState>,
+    exports: &GuestExports,
+) -> Result<(), LoadError> {
+    let mismatch = |name: &str, e: wasmtime::Error| {
+        LoadError::WorldMismatch(format!(
+            "export `{name}` has the wrong type (built with another SDK version?): {e:#}"
+        ))
+    };
+    let mut store = Store::new(engine, InstanceState::detached());
+    // Nothing runs here but instantiation; give it the time it needs.
+    store.set_epoch_deadline(100);
+    let instance = tokio::runtime::Handle::current()
+        .block_on(pre.instantiate_async(&mut store))
+        .map_err(|e| LoadError::WorldMismatch(format!("it cannot be instantiated: {e:#}")))?;
+    instance
+        .get_typed_func::<(&str, &[bytes::Bytes]), (Result<Output, WitError>,)>(
+            &mut store,
+            &exports.dispatch,
+        )
+        .map_err(|e| mismatch("dispatch", e))?;
+    instance
+        .get_typed_func::<(&str, &[bytes::Bytes]), (Result<Output, WitError>,)>(
+            &mut store,
+            &exports.actor_call,
+        )
+        .map_err(|e| mismatch("actor-call", e))?;
+    instance
+        .get_typed_func::<(&str, &[bytes::Bytes]), (Result<(), WitError>,)>(
+            &mut store,
+            &exports.actor_new,
+        )
+        .map_err(|e| mismatch("actor-new", e))?;
+    instance
+        .get_typed_func::<(&[String],), (Result<(), String>,)>(&mut store, &exports.main)
+        .map_err(|e| mismatch("main", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadError::NotWasm)
+        ));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(
+            check_header(b"\0asm\x0d\0\x02\0"),
+            Err(LoadError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,129 @@
+//! The wasmtime engine every instance on a node shares.
+//!
+//! One [`Engine`] per node, configured once: the pooling instance allocator
+//! (instances come from pre-reserved slots, so creating a store and
+//! instantiating costs tens of microseconds), async support (a guest blocked
+//! in `get` parks its fiber, not a thread), and epoch interruption (a ticker
+//! thread advances the epoch every [`EPOCH_TICK`]; running guests yield to
+//! the scheduler at each tick, so a busy guest cannot monopolise a thread).
+//!
+//! ```no_run
+//! use fabric_host::runtime::engine::{EngineSettings, FabricEngine};
+//! let engine = FabricEngine::new(&EngineSettings::default()).unwrap();
+//! let _ = engine.engine();
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::error::NodeError;
+
+/// How often the epoch advances: the time slice of a running guest.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Sizing of the engine's instance pool.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Live instances at once (tasks running, actors alive, drivers).
+    pub max_instances: u32,
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub max_instance_memory: u64,
+    /// Native stack for a running guest (its wasm stack lives inside it).
+    pub async_stack_size: usize,
+    /// Wasm stack a guest may use before it traps with a stack overflow.
+    pub max_wasm_stack: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_instances: 12_000,
+            max_instance_memory: 4 << 30,
+            async_stack_size: 2 << 20,
+            max_wasm_stack: 1 << 20,
+        }
+    }
+}
+
+/// A shared engine plus the ticker that drives its epochs.
+#[derive(Clone)]
+pub struct FabricEngine {
+    engine: Engine,
+    settings: EngineSettings,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl FabricEngine {
+    pub fn new(settings: &EngineSettings) -> Result<Self, NodeError> {
+        if settings.max_instances == 0 {
+            return Err(NodeError::Config("max_instances must be at least 1".into()));
+        }
+        let n = settings.max_instances;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            // A Rust component has a handful of core instances (its module and
+            // the shims that adapt imports); leave room for bigger ones.
+            .max_core_instances_per_component(32)
+            .total_core_instances(n.saturating_mul(4))
+            .max_memories_per_component(4)
+            .total_memories(n.saturating_add(64))
+            .max_tables_per_component(8)
+            .total_tables(n.saturating_mul(3))
+            .total_stacks(n)
+            .max_memory_size(settings.max_instance_memory as usize);
+
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .async_stack_size(settings.async_stack_size)
+            .max_wasm_stack(settings.max_wasm_stack)
+            .parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(FabricEngine {
+            engine,
+            settings: settings.clone(),
+            _ticker: ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Arc<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("fabric-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Arc::new(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

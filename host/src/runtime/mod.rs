@@ -1,0 +1,95 @@
+//! The node's runtime: everything a running job touches, in one place.
+//!
+//! [`NodeCore`] is shared (behind an `Arc`) by every instance's store data,
+//! so a host call reaches the object store, the scheduler, the task and
+//! actor registries and the engine without locks on the way. The public
+//! face of it is [`crate::node::Node`].
+
+pub mod actor;
+pub mod component;
+pub mod engine;
+pub mod instance;
+pub mod job;
+pub mod task;
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use wasmtime::component::Linker;
+
+use crate::config::ResolvedConfig;
+use crate::error::FabricError;
+use crate::ids::{ActorId, NodeId, ObjectId};
+use crate::object_store::ObjectStore;
+use crate::resources::ResourceSet;
+use crate::scheduler::{Lease, Scheduler};
+
+use self::actor::ActorRecord;
+use self::component::AppComponent;
+use self::engine::FabricEngine;
+use self::instance::InstanceState;
+use self::job::Job;
+use self::task::TaskControl;
+
+pub(crate) struct NodeCore {
+    pub id: NodeId,
+    pub engine: FabricEngine,
+    pub linker: Linker<InstanceState>,
+    pub objects: ObjectStore,
+    pub scheduler: Scheduler,
+    /// Tasks not finished yet, by the id of their result object.
+    pub tasks: DashMap<ObjectId, Arc<TaskControl>>,
+    pub actors: DashMap<ActorId, Arc<ActorRecord>>,
+    /// `(namespace, name)` to actor.
+    pub named_actors: DashMap<(String, String), ActorId>,
+    pub jobs: DashMap<crate::ids::JobId, Arc<Job>>,
+    /// Loaded components by content digest.
+    pub components: DashMap<String, Arc<AppComponent>>,
+    pub runtime: tokio::runtime::Handle,
+    pub config: ResolvedConfig,
+}
+
+impl NodeCore {
+    /// A lease for `demand`, waiting in the scheduler's queue if needed.
+    pub(crate) async fn acquire(&self, demand: ResourceSet) -> Lease {
+        if let Some(lease) = self.scheduler.try_acquire(&demand) {
+            return lease;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.scheduler.submit(
+            demand,
+            Box::new(move |lease| {
+                // A dropped receiver (the waiter was stopped) gives the lease back.
+                let _ = tx.send(lease);
+            }),
+            None,
+        );
+        rx.await
+            .expect("the scheduler keeps queued work until it starts it")
+    }
+
+    /// Stops what a finished job left behind: its actors and its tasks.
+    pub(crate) fn finish_job(&self, job: &Job) {
+        for id in job.mark_finished() {
+            if let Some((_, rec)) = self.actors.remove(&id) {
+                actor::kill(
+                    self,
+                    &rec,
+                    format!("actor {}({}) stopped: its job ended", rec.class, id.short()),
+                );
+            }
+        }
+        let mine: Vec<(ObjectId, Arc<TaskControl>)> = self
+            .tasks
+            .iter()
+            .filter(|e| e.value().job().id == job.id)
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        for (result, control) in mine {
+            control.cancel();
+            self.tasks.remove(&result);
+            self.objects
+                .fulfill(result, Err(FabricError::Cancelled), Vec::new());
+        }
+    }
+}
