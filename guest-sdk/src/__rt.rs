@@ -64,8 +64,13 @@ pub fn decode_arg<T: DeserializeOwned>(
     index: usize,
     name: &str,
 ) -> Result<T, CallError> {
-    value::decode(&args[index])
-        .map_err(|e| CallError::Value(format!("argument {index} (`{name}`): {e}")))
+    value::decode(&args[index]).map_err(|e| {
+        let detail = match e {
+            crate::Error::Value(m) => m,
+            other => other.to_string(),
+        };
+        CallError::Value(format!("argument {index} (`{name}`): {detail}"))
+    })
 }
 
 /// Encodes a plain return value.

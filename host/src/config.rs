@@ -28,7 +28,7 @@ pub struct NodeConfig {
     pub custom: ResourceSet,
     /// Object store capacity in bytes (default: 30% of RAM).
     pub object_store_memory: Option<u64>,
-    /// Instance pool sizing.
+    /// Instance pool sizing (for a node with an engine of its own).
     pub engine: EngineSettings,
 }
 

@@ -39,10 +39,12 @@ macro_rules! id128 {
                 format!("{:08x}", (self.0 >> 96) as u32)
             }
 
+            #[allow(dead_code)]
             pub(crate) fn to_wit(self) -> WitId {
                 WitId { hi: (self.0 >> 64) as u64, lo: self.0 as u64 }
             }
 
+            #[allow(dead_code)]
             pub(crate) fn from_wit(id: WitId) -> Self {
                 Self((u128::from(id.hi) << 64) | u128::from(id.lo))
             }

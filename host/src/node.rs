@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use wasmtime::component::Linker;
 
 use crate::config::NodeConfig;
 use crate::error::{FabricError, FailureKind, LoadError, NodeError};
@@ -27,7 +26,7 @@ use crate::logs::LogSink;
 use crate::object_store::ObjectStore;
 use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
-use crate::runtime::component::{self, AppComponent};
+use crate::runtime::component::AppComponent;
 use crate::runtime::engine::FabricEngine;
 use crate::runtime::instance::{self, Role};
 use crate::runtime::job::Job;
@@ -62,25 +61,27 @@ pub struct NodeStats {
 }
 
 impl Node {
-    /// Starts a node on the current tokio runtime.
+    /// Starts a node, with an engine of its own, on the current tokio runtime.
     pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let engine = FabricEngine::new(&config.engine)?;
+        Self::start_with_engine(config, engine)
+    }
+
+    /// Starts a node that shares `engine` (and its compiled components) with
+    /// other nodes in this process. `config.engine` is ignored.
+    pub fn start_with_engine(config: NodeConfig, engine: FabricEngine) -> Result<Node, NodeError> {
         let resolved = config.resolve()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| NodeError::Config("a node must start inside a tokio runtime".into()))?;
-        let engine = FabricEngine::new(&resolved.engine)?;
-        let mut linker = Linker::new(engine.engine());
-        host_api::add_to_linker(&mut linker).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
         let core = NodeCore {
             id: NodeId::random(),
             engine,
-            linker,
             objects: ObjectStore::new(resolved.object_store_memory),
             scheduler: Scheduler::new(resolved.total.clone(), resolved.num_gpus),
             tasks: DashMap::new(),
             actors: DashMap::new(),
             named_actors: DashMap::new(),
             jobs: DashMap::new(),
-            components: DashMap::new(),
             runtime,
             config: resolved,
         };
@@ -96,20 +97,12 @@ impl Node {
 
     /// Compiles (or finds in the cache) an application component.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<AppComponent>, LoadError> {
-        component::check_header(bytes)?;
-        let digest = component::digest(bytes);
-        if let Some(app) = self.core.components.get(&digest) {
-            return Ok(app.clone());
-        }
-        let core = self.core.clone();
-        let owned = bytes.to_vec();
-        let app = tokio::task::spawn_blocking(move || {
-            component::load(core.engine.engine(), &core.linker, &owned)
-        })
-        .await
-        .map_err(|e| LoadError::Compile(e.to_string()))??;
-        self.core.components.insert(digest, app.clone());
-        Ok(app)
+        self.core.engine.load(bytes).await
+    }
+
+    /// The engine this node runs on (share it with [`Node::start_with_engine`]).
+    pub fn engine(&self) -> &FabricEngine {
+        &self.core.engine
     }
 
     /// Runs `main` of `app` as a job and waits for it. When `main` returns,
@@ -168,7 +161,7 @@ impl Node {
                 job: job.clone(),
                 function: function.into(),
                 args: args.into_iter().map(TaskArg::Value).collect(),
-                nested: Vec::new(),
+                _nested: Vec::new(),
                 demand: ResourceSet::default()
                     .with_cpus(1.0)
                     .min_cpus(self.core.scheduler.total()),

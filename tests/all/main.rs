@@ -1,1 +1,11 @@
+//! The integration tests: real components built from the SDK (see
+//! tests/artifacts), run through the real host and the real `fabric` binary.
 
+#[path = "../support/mod.rs"]
+mod support;
+
+mod actors;
+mod cli;
+mod coverage;
+mod examples;
+mod tasks;

@@ -69,7 +69,7 @@ fn submit(
             job,
             function: function.into(),
             args,
-            nested,
+            _nested: nested,
             demand,
             result,
             max_retries: options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),

@@ -93,7 +93,6 @@ pub(crate) fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
         abort: Mutex::new(None),
     });
     core.actors.insert(spec.id, record.clone());
-    spec.job.add_actor(spec.id);
     let mailbox = Mailbox {
         rx,
         core: core.clone(),

@@ -7,6 +7,10 @@
 //! thread advances the epoch every [`EPOCH_TICK`]; running guests yield to
 //! the scheduler at each tick, so a busy guest cannot monopolise a thread).
 //!
+//! The engine also owns the linker (the host functions every instance
+//! imports) and the cache of compiled components, so nodes that share an
+//! engine (an in-process test cluster) compile each component once.
+//!
 //! ```no_run
 //! use fabric_host::runtime::engine::{EngineSettings, FabricEngine};
 //! let engine = FabricEngine::new(&EngineSettings::default()).unwrap();
@@ -17,9 +21,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use dashmap::DashMap;
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::error::NodeError;
+use crate::error::{LoadError, NodeError};
+use crate::runtime::component::{self, AppComponent};
+use crate::runtime::instance::InstanceState;
 
 /// How often the epoch advances: the time slice of a running guest.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -48,12 +56,20 @@ impl Default for EngineSettings {
     }
 }
 
-/// A shared engine plus the ticker that drives its epochs.
+/// A shared engine, its linker and component cache, and the ticker that
+/// drives its epochs. Cheap to clone.
 #[derive(Clone)]
 pub struct FabricEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
     engine: Engine,
+    linker: Linker<InstanceState>,
     settings: EngineSettings,
-    _ticker: Arc<EpochTicker>,
+    /// Compiled components by content digest.
+    components: DashMap<String, Arc<AppComponent>>,
+    _ticker: EpochTicker,
 }
 
 impl FabricEngine {
@@ -83,20 +99,43 @@ impl FabricEngine {
             .max_wasm_stack(settings.max_wasm_stack)
             .parallel_compilation(true);
         let engine = Engine::new(&config).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
-        let ticker = EpochTicker::start(engine.clone());
+        let mut linker = Linker::new(&engine);
+        crate::host_api::add_to_linker(&mut linker).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(engine.clone()).map_err(|e| NodeError::Engine(format!("cannot start the epoch thread: {e}")))?;
         Ok(FabricEngine {
-            engine,
-            settings: settings.clone(),
-            _ticker: ticker,
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                settings: settings.clone(),
+                components: DashMap::new(),
+                _ticker: ticker,
+            }),
         })
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.inner.engine
     }
 
     pub fn settings(&self) -> &EngineSettings {
-        &self.settings
+        &self.inner.settings
+    }
+
+    /// Compiles `bytes` as an application, or returns the cached compile of
+    /// the same bytes. Compiling runs on a blocking thread.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Arc<AppComponent>, LoadError> {
+        component::check_header(bytes)?;
+        let digest = component::digest(bytes);
+        if let Some(app) = self.inner.components.get(&digest) {
+            return Ok(app.clone());
+        }
+        let inner = self.inner.clone();
+        let owned = bytes.to_vec();
+        let app = tokio::task::spawn_blocking(move || component::load(&inner.engine, &inner.linker, &owned))
+            .await
+            .map_err(|e| LoadError::Compile(e.to_string()))??;
+        self.inner.components.insert(digest, app.clone());
+        Ok(app)
     }
 }
 
@@ -106,19 +145,18 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Arc<Self> {
+    fn start(engine: Engine) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        std::thread::Builder::new()
-            .name("fabric-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .expect("spawning the epoch thread");
-        Arc::new(EpochTicker { stop })
+        // The thread holds only a weak engine reference in effect: it stops
+        // when the ticker (owned by the engine's inner state) drops.
+        std::thread::Builder::new().name("fabric-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(EpochTicker { stop })
     }
 }
 

@@ -1,15 +1,15 @@
 //! A job: one run of an application's driver and everything it started.
 //!
-//! The job owns what outlives a single task: its component, its log sink,
-//! its namespace for named actors, and the list of its actors. When the
+//! The job owns what outlives a single task: its component, its log sink
+//! and its namespace for named actors. When the
 //! driver returns, [`crate::runtime::NodeCore::finish_job`] stops the job's
 //! actors and cancels its queued and running tasks, as Ray does when a driver
 //! exits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::ids::{ActorId, JobId};
+use crate::ids::JobId;
 use crate::logs::LogSink;
 use crate::runtime::component::AppComponent;
 use crate::scheduler::Cancellable;
@@ -21,7 +21,6 @@ pub struct Job {
     /// Where the job's named actors live unless a call names another.
     pub namespace: String,
     finished: AtomicBool,
-    actors: Mutex<Vec<ActorId>>,
 }
 
 impl Job {
@@ -33,7 +32,6 @@ impl Job {
             logs,
             namespace: format!("job-{id}"),
             finished: AtomicBool::new(false),
-            actors: Mutex::new(Vec::new()),
         })
     }
 
@@ -41,13 +39,8 @@ impl Job {
         self.finished.load(Ordering::Acquire)
     }
 
-    pub(crate) fn mark_finished(&self) -> Vec<ActorId> {
+    pub(crate) fn mark_finished(&self) {
         self.finished.store(true, Ordering::Release);
-        std::mem::take(&mut *self.actors.lock().unwrap())
-    }
-
-    pub(crate) fn add_actor(&self, id: ActorId) {
-        self.actors.lock().unwrap().push(id);
     }
 }
 

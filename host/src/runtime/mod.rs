@@ -15,7 +15,6 @@ pub mod task;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use wasmtime::component::Linker;
 
 use crate::config::ResolvedConfig;
 use crate::error::FabricError;
@@ -25,16 +24,13 @@ use crate::resources::ResourceSet;
 use crate::scheduler::{Lease, Scheduler};
 
 use self::actor::ActorRecord;
-use self::component::AppComponent;
 use self::engine::FabricEngine;
-use self::instance::InstanceState;
 use self::job::Job;
 use self::task::TaskControl;
 
 pub(crate) struct NodeCore {
     pub id: NodeId,
     pub engine: FabricEngine,
-    pub linker: Linker<InstanceState>,
     pub objects: ObjectStore,
     pub scheduler: Scheduler,
     /// Tasks not finished yet, by the id of their result object.
@@ -43,8 +39,6 @@ pub(crate) struct NodeCore {
     /// `(namespace, name)` to actor.
     pub named_actors: DashMap<(String, String), ActorId>,
     pub jobs: DashMap<crate::ids::JobId, Arc<Job>>,
-    /// Loaded components by content digest.
-    pub components: DashMap<String, Arc<AppComponent>>,
     pub runtime: tokio::runtime::Handle,
     pub config: ResolvedConfig,
 }
@@ -70,13 +64,11 @@ impl NodeCore {
 
     /// Stops what a finished job left behind: its actors and its tasks.
     pub(crate) fn finish_job(&self, job: &Job) {
-        for id in job.mark_finished() {
+        job.mark_finished();
+        let actors: Vec<ActorId> = self.actors.iter().filter(|a| a.job.id == job.id).map(|a| *a.key()).collect();
+        for id in actors {
             if let Some((_, rec)) = self.actors.remove(&id) {
-                actor::kill(
-                    self,
-                    &rec,
-                    format!("actor {}({}) stopped: its job ended", rec.class, id.short()),
-                );
+                actor::kill(self, &rec, format!("actor {}({}) stopped: its job ended", rec.class, id.short()));
             }
         }
         let mine: Vec<(ObjectId, Arc<TaskControl>)> = self

@@ -89,7 +89,7 @@ pub(crate) struct TaskSpec {
     pub function: Arc<str>,
     pub args: Vec<TaskArg>,
     /// References inside value arguments: kept alive until the task ends.
-    pub nested: Vec<ObjectRef>,
+    pub _nested: Vec<ObjectRef>,
     pub demand: ResourceSet,
     pub result: ObjectId,
     pub max_retries: u32,

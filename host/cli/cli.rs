@@ -1,6 +1,6 @@
 //! The `fabric` command line: one clap enum, one file per subcommand.
 
-mod run;
+
 
 use std::process::ExitCode;
 
@@ -25,13 +25,13 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run an application's driver on an embedded local node.
-    Run(run::RunArgs),
+    Run(crate::run::RunArgs),
 }
 
 impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
-            Command::Run(args) => run::run(args),
+            Command::Run(args) => crate::run::run(args),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! ```
 
 mod cli;
+mod run;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,119 @@
+//! The `fabric` binary: output, exit status, and a clear error (with a hint,
+//! never a panic) for every kind of bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::support::{examples, programs};
+
+fn fabric(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running fabric")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A scratch file with `bytes` in it.
+fn scratch(bytes: &[u8]) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!("fabric-cli-{}-{}.wasm", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Exit status 2 and an error on stderr that contains each of `needles`.
+fn assert_refused(out: &Output, needles: &[&str]) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+}
+
+#[test]
+fn run_prints_driver_lines_plain_and_actor_lines_prefixed() {
+    let out = fabric(&["run", examples::PRODUCER_CONSUMER, "--num-cpus", "2"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.lines().any(|l| l.starts_with("(Consumer actor=") && l.ends_with(") consumed message-3")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("producer sent 5")), "{stdout}");
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let out = fabric(&["run", "/no/such/app.wasm"]);
+    assert_refused(&out, &["error: cannot read /no/such/app.wasm", "No such file", "hint:"]);
+}
+
+#[test]
+fn bytes_that_are_not_wasm_are_a_clear_error() {
+    let path = scratch(b"#!/bin/sh\necho not wasm\n");
+    let out = fabric(&["run", path.to_str().unwrap()]);
+    assert_refused(&out, &["not WebAssembly", "hint:"]);
+}
+
+#[test]
+fn a_core_module_is_a_clear_error() {
+    // The smallest valid core module: magic and version 1.
+    let path = scratch(b"\0asm\x01\0\0\0");
+    let out = fabric(&["run", path.to_str().unwrap()]);
+    assert_refused(&out, &["core WebAssembly module, not a component", "wasm32-wasip2"]);
+}
+
+#[test]
+fn a_corrupt_component_is_a_clear_error() {
+    let mut bytes = std::fs::read(examples::ADD).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    let path = scratch(&bytes);
+    let out = fabric(&["run", path.to_str().unwrap()]);
+    assert_refused(&out, &["invalid or could not be compiled"]);
+}
+
+#[test]
+fn a_component_of_another_world_is_a_clear_error() {
+    let out = fabric(&["run", programs::NOT_FABRIC]);
+    assert_refused(&out, &["does not implement the `fabric:core/app` world", "fabric:core/guest", "#[fabric::main]"]);
+}
+
+#[test]
+fn calling_a_function_the_component_does_not_export_is_a_clear_error() {
+    let out = fabric(&["run", programs::TASKS, "--call", "no_such_function"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no remote function named `no_such_function`"), "{err}");
+    assert!(err.contains("hint: check the function name"), "{err}");
+}
+
+#[test]
+fn call_runs_one_remote_function_with_json_arguments() {
+    let out = fabric(&["run", programs::TASKS, "--call", "combine", "--", "3", "4"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "304\n");
+    let out = fabric(&["run", programs::TASKS, "--call", "combine", "--", "3", "{oops"]);
+    assert_refused(&out, &["argument 1 is not JSON"]);
+}
+
+#[test]
+fn a_failing_driver_exits_with_status_one() {
+    let out = fabric(&["run", programs::TASKS, "--", "no-such-scenario"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: the job failed") && err.contains("unknown scenario `no-such-scenario`"), "{err}");
+}
+
+#[test]
+fn bad_flags_are_rejected_before_anything_runs() {
+    let out = fabric(&["run", examples::ADD, "--resources", "ssd"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("expected `name=amount`"), "{err}");
+    let out = fabric(&["run", examples::ADD, "--num-cpus=-3"]);
+    assert_refused(&out, &["cannot start the node", "`CPU` must be a finite amount >= 0"]);
+}

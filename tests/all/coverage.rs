@@ -1,0 +1,40 @@
+//! Every guest program, and every scenario in a scenario program, has a test
+//! (as wasmtime's test-programs check): adding a program without a test fails.
+
+use crate::support::{examples, node, programs, run_ok};
+
+fn test_sources() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all");
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "coverage.rs" {
+            all.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    all
+}
+
+#[test]
+fn every_guest_program_has_a_test() {
+    let sources = test_sources();
+    for (group, list) in [("examples", examples::ALL), ("programs", programs::ALL)] {
+        for (package, _) in list {
+            let konst = format!("{group}::{}", package.replace('-', "_").to_uppercase());
+            assert!(sources.contains(&konst), "no test uses {konst} ({package})");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_has_a_test() {
+    let sources = test_sources();
+    for program in [programs::TASKS, programs::ACTORS] {
+        let list = run_ok(&node(1.0), program, &["list"]).await;
+        let scenarios: Vec<&str> = list.split_whitespace().collect();
+        assert!(scenarios.len() > 5, "{list}");
+        for s in scenarios {
+            assert!(sources.contains(&format!("\"{s}\"")), "scenario `{s}` of {program} has no test");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Builds every guest program (the examples and the test programs) as a
+//! WebAssembly component and emits a path constant for each, as wasmtime's
+//! test-programs crate does.
+//!
+//! The guests build in release mode with their own target directory
+//! (`target/guests`): a nested cargo must not share the outer build's lock.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let target_dir = root.join("target").join("guests");
+
+    let mut out = String::new();
+    for (group, dir) in [("examples", root.join("examples")), ("programs", root.join("tests/programs"))] {
+        watch(&dir);
+        let members = members(&dir);
+        build(&dir, &target_dir);
+        out.push_str(&format!("/// Guest components under `{}`.\npub mod {group} {{\n", dir.strip_prefix(&root).unwrap().display()));
+        let mut all = Vec::new();
+        for (package, wasm_name) in &members {
+            let path = target_dir.join(TARGET).join("release").join(format!("{wasm_name}.wasm"));
+            assert!(path.exists(), "guest {package} did not produce {}", path.display());
+            let konst = wasm_name.to_uppercase();
+            out.push_str(&format!("    pub const {konst}: &str = {:?};\n", path.display().to_string()));
+            all.push(format!("({package:?}, {konst})"));
+        }
+        out.push_str(&format!("    /// Every program: (package name, path).\n    pub const ALL: &[(&str, &str)] = &[{}];\n}}\n", all.join(", ")));
+    }
+    watch(&root.join("guest-sdk"));
+    watch(&root.join("wit"));
+    let dest = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("artifacts.rs");
+    std::fs::write(dest, out).unwrap();
+}
+
+/// Package names and their component file names, from each member's Cargo.toml.
+fn members(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let manifest = path.join("Cargo.toml");
+        if !manifest.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let name = text
+            .lines()
+            .find_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("name")
+                    .map(str::trim)
+                    .and_then(|r| r.strip_prefix('='))
+                    .map(|r| r.trim().trim_matches('"').to_string())
+            })
+            .unwrap_or_else(|| panic!("no package name in {}", manifest.display()));
+        out.insert(name.clone(), name.replace('-', "_"));
+    }
+    out
+}
+
+fn build(dir: &Path, target_dir: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--workspace")
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    // Flags meant for the host build (coverage, sanitizers) must not leak in.
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("running cargo to build the guest programs");
+    if !status.success() {
+        panic!(
+            "building the guests in {} failed; is the target installed? (`rustup target add {TARGET}`)",
+            dir.display()
+        );
+    }
+}
+
+fn watch(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name == "target" || name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            watch(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}

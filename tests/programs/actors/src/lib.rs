@@ -1,0 +1,173 @@
+//! Actor scenarios for the integration tests, selected by the driver's
+//! first argument.
+
+use fabric::prelude::*;
+use fabric::Error;
+
+const SCENARIOS: &[&str] = &[
+    "order", "named", "kill", "method-panic", "ctor-panic", "method-error", "handle-passing", "unknown-method", "ctor-args",
+];
+
+#[fabric::actor]
+struct Log {
+    entries: Vec<u32>,
+}
+
+#[fabric::actor]
+impl Log {
+    fn new() -> Self {
+        Log { entries: Vec::new() }
+    }
+
+    fn append(&mut self, i: u32) -> usize {
+        self.entries.push(i);
+        self.entries.len()
+    }
+
+    fn entries(&self) -> Vec<u32> {
+        self.entries.clone()
+    }
+
+    fn explode(&mut self) -> u32 {
+        panic!("log exploded after {} entries", self.entries.len());
+    }
+
+    fn check(&self, limit: u32) -> Result<u32, String> {
+        if self.entries.len() as u32 > limit {
+            Err(format!("{} entries is over the limit of {limit}", self.entries.len()))
+        } else {
+            Ok(limit)
+        }
+    }
+}
+
+#[fabric::actor]
+struct Fragile {
+    _x: u32,
+}
+
+#[fabric::actor]
+impl Fragile {
+    fn new(x: u32) -> Self {
+        if x == 0 {
+            panic!("cannot build a Fragile from zero");
+        }
+        Fragile { _x: x }
+    }
+
+    fn ping(&self) -> String {
+        "pong".into()
+    }
+}
+
+#[fabric::actor]
+struct Account {
+    owner: String,
+    balance: i64,
+}
+
+#[fabric::actor]
+impl Account {
+    fn new(owner: String, balance: i64) -> Result<Self, String> {
+        if balance < 0 {
+            return Err(format!("{owner} cannot open with a negative balance"));
+        }
+        Ok(Account { owner, balance })
+    }
+
+    fn deposit(&mut self, amount: i64) -> i64 {
+        self.balance += amount;
+        self.balance
+    }
+
+    fn describe(&self) -> String {
+        format!("{}: {}", self.owner, self.balance)
+    }
+}
+
+/// A task that calls an actor through a handle it was given.
+#[fabric::remote]
+fn append_from_task(log: ActorHandle<Log>, i: u32) -> fabric::Result<usize> {
+    fabric::get(&log.append(i).remote()?)
+}
+
+fn describe(e: &Error) -> String {
+    match e {
+        Error::TaskFailed { function, kind, message, .. } => format!("TaskFailed {function} {kind:?}: {message}"),
+        other => format!("{other:?}"),
+    }
+}
+
+#[fabric::main]
+fn main() -> fabric::Result<()> {
+    let scenario = std::env::args().nth(1).unwrap_or_default();
+    match scenario.as_str() {
+        "list" => println!("{}", SCENARIOS.join(" ")),
+        "order" => {
+            let log = Log::remote()?;
+            let calls: Vec<_> = (0..1000).map(|i| log.append(i).remote()).collect::<fabric::Result<_>>()?;
+            let lens = fabric::get_all(&calls)?;
+            let entries = fabric::get(&log.entries().remote()?)?;
+            let in_order = entries == (0..1000).collect::<Vec<u32>>() && lens == (1..=1000).collect::<Vec<usize>>();
+            println!("order {} {}", entries.len(), in_order);
+        }
+        "named" => {
+            let log = Log::options(ActorOptions::new().name("journal")).remote()?;
+            fabric::get(&log.append(7).remote()?)?;
+            let found: ActorHandle<Log> = fabric::get_actor("journal")?;
+            println!("found {:?}", fabric::get(&found.entries().remote()?)?);
+            let again = Log::options(ActorOptions::new().name("journal").get_if_exists(true)).remote()?;
+            println!("same {}", again.id() == log.id());
+            println!("{}", describe(&Log::options(ActorOptions::new().name("journal")).remote().unwrap_err()));
+            println!("{}", describe(&fabric::get_actor::<Log>("nobody").unwrap_err()));
+        }
+        "kill" => {
+            let log = Log::remote()?;
+            fabric::get(&log.append(1).remote()?)?;
+            log.kill()?;
+            println!("{}", describe(&fabric::get(&log.append(2).remote()?).unwrap_err()));
+        }
+        "method-panic" => {
+            let log = Log::remote()?;
+            fabric::get(&log.append(1).remote()?)?;
+            println!("{}", describe(&fabric::get(&log.explode().remote()?).unwrap_err()));
+            println!("{}", describe(&fabric::get(&log.append(2).remote()?).unwrap_err()));
+        }
+        "ctor-panic" => {
+            let f = Fragile::remote(0)?;
+            println!("{}", describe(&fabric::get(&f.ping().remote()?).unwrap_err()));
+            let ok = Fragile::remote(1)?;
+            println!("{}", fabric::get(&ok.ping().remote()?)?);
+        }
+        "method-error" => {
+            let log = Log::remote()?;
+            fabric::get(&log.append(1).remote()?)?;
+            fabric::get(&log.append(2).remote()?)?;
+            println!("{}", describe(&fabric::get(&log.check(1).remote()?).unwrap_err()));
+            println!("still alive {}", fabric::get(&log.append(3).remote()?)?);
+        }
+        "handle-passing" => {
+            let log = Log::remote()?;
+            let refs: Vec<_> = (0..5).map(|i| append_from_task::remote(log.clone(), i)).collect::<fabric::Result<_>>()?;
+            fabric::get_all(&refs)?;
+            let mut entries = fabric::get(&log.entries().remote()?)?;
+            entries.sort_unstable();
+            println!("from tasks {entries:?}");
+        }
+        "unknown-method" => {
+            let log = Log::remote()?;
+            // An Account handle pointing at a Log: its methods are unknown there.
+            let wrong: ActorHandle<Account> = ActorHandle::from_id(log.id());
+            println!("{}", describe(&fabric::get(&wrong.describe().remote()?).unwrap_err()));
+        }
+        "ctor-args" => {
+            let a = Account::remote("ada".to_string(), 10)?;
+            fabric::get(&a.deposit(5).remote()?)?;
+            println!("{}", fabric::get(&a.describe().remote()?)?);
+            let bad = Account::remote("bob".to_string(), -1)?;
+            println!("{}", describe(&fabric::get(&bad.describe().remote()?).unwrap_err()));
+        }
+        other => return Err(Error::InvalidArgument(format!("unknown scenario `{other}`; try: {}", SCENARIOS.join(" ")))),
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Task scenarios for the integration tests. The driver runs the scenario
+//! named by its first argument and prints what the test checks.
+
+use std::time::Duration;
+
+use fabric::prelude::*;
+use fabric::{Error, FailureKind};
+
+/// Every scenario; the tests check that each one has a test.
+const SCENARIOS: &[&str] = &[
+    "nested", "dag", "panic", "app-error", "timeout", "infeasible", "wait", "cancel", "nested-refs", "unknown-function", "gpu",
+    "large-object", "retry", "options", "custom-resource", "decode-error",
+];
+
+#[fabric::remote]
+fn level(n: u32) -> fabric::Result<u32> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let below = level::remote(n - 1)?;
+    Ok(fabric::get(&below)? + 1)
+}
+
+#[fabric::remote]
+fn source(x: i64) -> i64 {
+    x
+}
+
+#[fabric::remote]
+fn double(x: i64) -> i64 {
+    2 * x
+}
+
+#[fabric::remote]
+fn increment(x: i64) -> i64 {
+    x + 1
+}
+
+#[fabric::remote]
+fn combine(a: i64, b: i64) -> i64 {
+    a * 100 + b
+}
+
+#[fabric::remote]
+fn boom(answer: u32) -> u32 {
+    panic!("boom: the answer is {answer}");
+}
+
+#[fabric::remote]
+fn reject(input: String) -> Result<String, String> {
+    Err(format!("bad input `{input}`"))
+}
+
+#[fabric::remote]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[fabric::remote(num_gpus = 4)]
+fn needs_four_gpus() -> u32 {
+    4
+}
+
+#[fabric::remote(num_gpus = 1)]
+fn gpu_ids() -> Vec<u32> {
+    fabric::context().gpu_ids
+}
+
+#[fabric::remote(resources(ssd = 1))]
+fn on_ssd() -> String {
+    "ran on ssd".into()
+}
+
+#[fabric::remote]
+fn sum_refs(refs: Vec<ObjectRef<i64>>) -> fabric::Result<i64> {
+    Ok(fabric::get_all(&refs)?.into_iter().sum())
+}
+
+#[fabric::remote]
+fn checksum(data: serde_bytes::ByteBuf) -> (usize, u64) {
+    (data.len(), data.iter().map(|b| u64::from(*b)).sum())
+}
+
+#[fabric::remote]
+fn cpus_seen() -> String {
+    "ok".into()
+}
+
+#[fabric::remote]
+fn takes_number(n: u64) -> u64 {
+    n
+}
+
+#[fabric::actor]
+struct Attempts {
+    n: u32,
+}
+
+#[fabric::actor]
+impl Attempts {
+    fn new() -> Self {
+        Attempts { n: 0 }
+    }
+
+    fn next(&mut self) -> u32 {
+        self.n += 1;
+        self.n
+    }
+}
+
+/// Fails until its third attempt (counted by an actor).
+#[fabric::remote]
+fn flaky(attempts: ActorHandle<Attempts>) -> fabric::Result<u32> {
+    let n = fabric::get(&attempts.next().remote()?)?;
+    if n < 3 {
+        panic!("attempt {n} fails");
+    }
+    Ok(n)
+}
+
+fn describe(e: &Error) -> String {
+    match e {
+        Error::TaskFailed { function, kind, message, .. } => format!("TaskFailed {function} {kind:?}: {message}"),
+        other => format!("{other:?}"),
+    }
+}
+
+#[fabric::main]
+fn main() -> fabric::Result<()> {
+    let scenario = std::env::args().nth(1).unwrap_or_default();
+    match scenario.as_str() {
+        "list" => println!("{}", SCENARIOS.join(" ")),
+        "nested" => {
+            let r = level::remote(3)?;
+            println!("nested depth {}", fabric::get(&r)?);
+        }
+        "dag" => {
+            let a = source::remote(5)?;
+            let b = double::remote(&a)?;
+            let c = increment::remote(&a)?;
+            let d = combine::remote(b, c)?;
+            println!("dag {}", fabric::get(&d)?);
+        }
+        "panic" => {
+            let r = boom::remote(42)?;
+            println!("{}", describe(&fabric::get(&r).unwrap_err()));
+        }
+        "app-error" => {
+            let r = reject::remote("x".to_string())?;
+            println!("{}", describe(&fabric::get(&r).unwrap_err()));
+        }
+        "timeout" => {
+            let r = sleep_ms::remote(2_000)?;
+            let e = fabric::get_timeout(&r, Duration::from_millis(100)).unwrap_err();
+            println!("{}", describe(&e));
+            println!("then {}", fabric::get(&r)?);
+        }
+        "infeasible" => {
+            let e = needs_four_gpus::remote().unwrap_err();
+            println!("{}", describe(&e));
+            let e = cpus_seen::options(TaskOptions::new().num_cpus(64.0)).remote().unwrap_err();
+            println!("{}", describe(&e));
+        }
+        "wait" => {
+            let slow = sleep_ms::remote(3_000)?;
+            let fast = sleep_ms::remote(10)?;
+            let (ready, pending) = fabric::wait(&[slow.clone(), fast.clone()], 1, None)?;
+            println!("ready {:?} pending {}", fabric::get_all(&ready)?, pending.len());
+            let (ready, pending) = fabric::wait(&[slow], 1, Some(Duration::from_millis(50)))?;
+            println!("after timeout ready {} pending {}", ready.len(), pending.len());
+        }
+        "cancel" => {
+            let r = sleep_ms::remote(60_000)?;
+            std::thread::sleep(Duration::from_millis(200));
+            fabric::cancel(&r)?;
+            println!("{}", describe(&fabric::get(&r).unwrap_err()));
+            let queued: Vec<_> = (0..4).map(|_| sleep_ms::remote(60_000)).collect::<fabric::Result<_>>()?;
+            for q in &queued {
+                fabric::cancel(q)?;
+            }
+            let outcomes: Vec<String> = queued.iter().map(|q| describe(&fabric::get(q).unwrap_err())).collect();
+            println!("queued {}", outcomes.join(","));
+        }
+        "nested-refs" => {
+            let refs: Vec<ObjectRef<i64>> = (1..=4).map(|i| fabric::put(&i)).collect::<fabric::Result<_>>()?;
+            let boxed = fabric::put(&refs)?;
+            drop(refs);
+            let r = sum_refs::remote(&boxed)?;
+            println!("sum {}", fabric::get(&r)?);
+            let back: Vec<ObjectRef<i64>> = fabric::get(&boxed)?;
+            println!("first {}", fabric::get(&back[0])?);
+        }
+        "unknown-function" => {
+            let r = fabric::__rt::submit::<u32>("no_such_function", fabric::__rt::ArgList::new(), &TaskOptions::new())?;
+            println!("{}", describe(&fabric::get(&r).unwrap_err()));
+        }
+        "gpu" => {
+            let r = gpu_ids::remote()?;
+            println!("gpu ids {:?}", fabric::get(&r)?);
+        }
+        "large-object" => {
+            let data = serde_bytes::ByteBuf::from(vec![7u8; 32 << 20]);
+            let r = fabric::put(&data)?;
+            let back = fabric::get(&r)?;
+            let sum = checksum::remote(&r)?;
+            println!("large {} {:?}", back.len() == data.len(), fabric::get(&sum)?);
+        }
+        "retry" => {
+            let attempts = Attempts::remote()?;
+            let r = flaky::options(TaskOptions::new().max_retries(5).retry_exceptions(true)).remote(attempts.clone())?;
+            println!("retry succeeded on attempt {}", fabric::get(&r)?);
+            let attempts = Attempts::remote()?;
+            let r = flaky::options(TaskOptions::new().max_retries(1).retry_exceptions(true)).remote(attempts)?;
+            println!("{}", describe(&fabric::get(&r).unwrap_err()));
+        }
+        "options" => {
+            let refs: Vec<_> = (0..4)
+                .map(|_| cpus_seen::options(TaskOptions::new().num_cpus(0.5)).remote())
+                .collect::<fabric::Result<_>>()?;
+            println!("options {:?}", fabric::get_all(&refs)?);
+        }
+        "custom-resource" => {
+            println!("{}", fabric::get(&on_ssd::remote()?)?);
+        }
+        "decode-error" => {
+            let r = fabric::__rt::submit::<u64>("takes_number", {
+                let mut a = fabric::__rt::ArgList::new();
+                a.push(Arg::Value("not a number".to_string()))?;
+                a
+            }, &TaskOptions::new())?;
+            let e = fabric::get(&r).unwrap_err();
+            println!("{}", describe(&e));
+            assert!(matches!(e, Error::TaskFailed { kind: FailureKind::BadValue, .. }));
+        }
+        other => return Err(Error::InvalidArgument(format!("unknown scenario `{other}`; try: {}", SCENARIOS.join(" ")))),
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Helpers shared by the integration tests and the benchmarks: a shared
+//! engine (each component compiles once per test process), nodes sized per
+//! test, and running a guest program to completion.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use fabric_host::logs::MemorySink;
+use fabric_host::runtime::engine::{EngineSettings, FabricEngine};
+use fabric_host::{JobOutcome, Node, NodeConfig};
+
+pub use fabric_test_artifacts::{examples, programs};
+
+/// One engine for the whole test process.
+pub fn engine() -> FabricEngine {
+    static ENGINE: OnceLock<FabricEngine> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            FabricEngine::new(&EngineSettings {
+                max_instances: 2_000,
+                ..EngineSettings::default()
+            })
+            .expect("engine")
+        })
+        .clone()
+}
+
+/// A node with `cpus` CPUs, no GPU, a 1 GiB object store.
+pub fn node(cpus: f64) -> Node {
+    node_with(NodeConfig {
+        num_cpus: Some(cpus),
+        ..test_config()
+    })
+}
+
+/// The defaults tests build on: no detection of this machine's GPUs.
+pub fn test_config() -> NodeConfig {
+    NodeConfig {
+        num_gpus: Some(0),
+        memory: Some(4 << 30),
+        object_store_memory: Some(1 << 30),
+        ..NodeConfig::default()
+    }
+}
+
+pub fn node_with(config: NodeConfig) -> Node {
+    Node::start_with_engine(config, engine()).expect("node")
+}
+
+/// A finished job and what it printed.
+pub struct Run {
+    pub outcome: JobOutcome,
+    pub logs: Arc<MemorySink>,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        self.logs.stdout()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.logs.stderr()
+    }
+}
+
+/// Runs the driver of the component at `wasm` with `args`.
+pub async fn run(node: &Node, wasm: &str, args: &[&str]) -> Run {
+    let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("reading {wasm}: {e}"));
+    let app = node.load(&bytes).await.expect("load");
+    let logs = Arc::new(MemorySink::default());
+    let outcome = node
+        .run_job(app, args.iter().map(|s| s.to_string()).collect(), logs.clone())
+        .await;
+    Run { outcome, logs }
+}
+
+/// Runs a driver that must succeed and returns its stdout. Afterwards the
+/// node must have freed every object and given back every resource.
+pub async fn run_ok(node: &Node, wasm: &str, args: &[&str]) -> String {
+    let r = run(node, wasm, args).await;
+    if let Err(e) = &r.outcome.result {
+        panic!("job {wasm} {args:?} failed: {e}\nstdout:\n{}\nstderr:\n{}", r.stdout(), r.stderr());
+    }
+    assert_released(node).await;
+    r.stdout()
+}
+
+/// Waits (up to 5 s) until the node holds no objects, no tasks and no
+/// leased resources, and fails the test if it does not get there.
+pub async fn assert_released(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = node.stats();
+        let clean = s.objects == 0 && s.object_store_used == 0 && s.running_tasks == 0 && s.queued_tasks == 0 && s.free == s.total;
+        if clean {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("the node did not release everything after the job: {s:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
