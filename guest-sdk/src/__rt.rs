@@ -40,11 +40,16 @@ pub struct RemoteFn {
 }
 inventory::collect!(RemoteFn);
 
+/// Constructs an actor's state from encoded arguments.
+pub type NewFn = fn(Vec<Vec<u8>>) -> Result<Box<dyn Any>, CallError>;
+/// Runs a method (by name) on an actor's state.
+pub type MethodFn = fn(&mut dyn Any, &str, Vec<Vec<u8>>) -> Result<Returned, CallError>;
+
 /// An actor class, registered by `#[fabric::actor]` on its `impl`.
 pub struct ActorClassEntry {
     pub name: &'static str,
-    pub new: fn(Vec<Vec<u8>>) -> Result<Box<dyn Any>, CallError>,
-    pub call: fn(&mut dyn Any, &str, Vec<Vec<u8>>) -> Result<Returned, CallError>,
+    pub new: NewFn,
+    pub call: MethodFn,
 }
 inventory::collect!(ActorClassEntry);
 

@@ -1,7 +1,7 @@
 //! The wasmfabric guest SDK: write Ray-style tasks and actors in Rust,
 //! compile them to a WebAssembly component, run them on a fabric.
 //!
-//! ```ignore
+//! ```no_run
 //! // Build: cargo build --target wasm32-wasip2 --release
 //! // Run:   fabric run target/wasm32-wasip2/release/app.wasm
 //! use fabric::prelude::*;
@@ -73,9 +73,11 @@ pub use actor::{
 pub use context::{RuntimeContext, context};
 pub use error::{Error, FailureKind, Result};
 pub use object::{
-    ObjectId, ObjectRef, cancel, get, get_all, get_all_timeout, get_timeout, put, wait,
+    ObjectId, ObjectRef, cancel, get, get_all, get_all_timeout, get_timeout, put, put_bytes, wait,
 };
 pub use remote::{Arg, TaskOptions};
+/// Re-exported so `ObjectRef<serde_bytes::ByteBuf>` needs no extra dependency.
+pub use serde_bytes;
 pub use wasmfabric_sdk_macros::{actor, main, remote};
 
 /// What most programs need: `use fabric::prelude::*;`.

@@ -141,6 +141,35 @@ pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
     Ok(ObjectRef::from_handle(handle))
 }
 
+/// Stores a byte buffer without encoding it first: the host copies it once,
+/// straight out of this instance's memory. The fastest way to share large
+/// binary data; read it back as a `serde_bytes::ByteBuf` (or any type that
+/// decodes from MessagePack `bin`).
+pub fn put_bytes(data: &[u8]) -> Result<ObjectRef<serde_bytes::ByteBuf>> {
+    let handle = host::put_bytes(&bin_header(data.len())?, data)?;
+    Ok(ObjectRef::from_handle(handle))
+}
+
+/// The MessagePack `bin` header for `len` bytes.
+fn bin_header(len: usize) -> Result<Vec<u8>> {
+    Ok(match len {
+        0..=0xff => vec![0xc4, len as u8],
+        0x100..=0xffff => {
+            let mut h = vec![0xc5];
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+            h
+        }
+        _ => {
+            let len = u32::try_from(len).map_err(|_| {
+                crate::Error::InvalidArgument("a byte object must be under 4 GiB".into())
+            })?;
+            let mut h = vec![0xc6];
+            h.extend_from_slice(&len.to_be_bytes());
+            h
+        }
+    })
+}
+
 fn millis(t: Option<Duration>) -> Option<u64> {
     t.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64)
 }
@@ -182,6 +211,9 @@ fn get_all_inner<T: DeserializeOwned>(
     values.iter().map(|b| value::decode(b)).collect()
 }
 
+/// `(ready, not ready)`, as [`wait`] returns them.
+pub type ReadySplit<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
 /// Waits until `num_ready` of `refs` are ready, or `timeout` passes, and
 /// splits them into (ready, not ready), keeping their order. At most
 /// `num_ready` are returned as ready.
@@ -189,7 +221,7 @@ pub fn wait<T>(
     refs: &[ObjectRef<T>],
     num_ready: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+) -> Result<ReadySplit<T>> {
     let handles: Vec<&host::ObjectRef> = refs.iter().map(|r| &r.inner.handle).collect();
     let num = u32::try_from(num_ready)
         .map_err(|_| crate::Error::InvalidArgument("num_ready is too large".into()))?;

@@ -1,7 +1,5 @@
 //! The `fabric` command line: one clap enum, one file per subcommand.
 
-
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -5,6 +5,7 @@
 //! ```
 
 mod cli;
+mod project;
 mod run;
 
 use std::process::ExitCode;

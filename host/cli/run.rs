@@ -13,7 +13,8 @@ use fabric_host::{Node, NodeConfig};
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The application: a component built with the wasmfabric SDK.
+    /// The application: a component built with the wasmfabric SDK, or a
+    /// Cargo project directory to build for wasm32-wasip2 first.
     pub app: PathBuf,
 
     /// CPUs the node offers (default: all of this machine's).
@@ -43,8 +44,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let app_path = crate::project::component_path(&args.app)?;
     let bytes =
-        std::fs::read(&args.app).with_context(|| format!("cannot read {}", args.app.display()))?;
+        std::fs::read(&app_path).with_context(|| format!("cannot read {}", app_path.display()))?;
     let config = NodeConfig {
         num_cpus: args.num_cpus,
         num_gpus: args.num_gpus,
@@ -62,7 +64,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let app = node
             .load(&bytes)
             .await
-            .with_context(|| format!("cannot load {}", args.app.display()))?;
+            .with_context(|| format!("cannot load {}", app_path.display()))?;
         match &args.call {
             None => {
                 let outcome = node

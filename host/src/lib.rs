@@ -10,7 +10,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use fabric_host::{Node, NodeConfig, logs::MemorySink};
-//! # async fn demo() -> anyhow::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let node = Node::start(NodeConfig { num_cpus: Some(2.0), ..NodeConfig::default() })?;
 //! let app = node.load(&std::fs::read("examples/target/wasm32-wasip2/release/add.wasm")?).await?;
 //! let logs = Arc::new(MemorySink::default());
@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod buffers;
 pub mod config;
 pub mod error;
 mod host_api;

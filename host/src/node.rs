@@ -5,7 +5,7 @@
 //! use std::sync::Arc;
 //! use fabric_host::{Node, NodeConfig, logs::TerminalSink};
 //!
-//! # async fn demo() -> anyhow::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let node = Node::start(NodeConfig::default())?;
 //! let app = node.load(&std::fs::read("app.wasm")?).await?;
 //! let outcome = node.run_job(app, vec![], Arc::new(TerminalSink)).await;
@@ -174,6 +174,25 @@ impl Node {
         self.core.finish_job(&job);
         self.core.jobs.remove(&job.id);
         value
+    }
+
+    /// Times `samples` instantiations of `app` (new store, instantiate,
+    /// drop), the fixed cost every task pays. For benchmarks and diagnosis.
+    pub async fn measure_instantiate(
+        &self,
+        app: Arc<AppComponent>,
+        samples: usize,
+    ) -> Result<Vec<std::time::Duration>, FabricError> {
+        let job = Job::new(app, Arc::new(crate::logs::MemorySink::default()));
+        let mut out = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let start = std::time::Instant::now();
+            let mut store = instance::new_store(&self.core, &job, Role::Driver, None, &[]);
+            instance::instantiate(&mut store, &job, "instantiate").await?;
+            drop(store);
+            out.push(start.elapsed());
+        }
+        Ok(out)
     }
 
     pub fn stats(&self) -> NodeStats {

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+use crate::buffers::BufferPool;
 use crate::error::FabricError;
 use crate::ids::{JobId, ObjectId};
 
@@ -78,6 +79,7 @@ struct Inner {
     entries: DashMap<ObjectId, Arc<Entry>>,
     used: AtomicI64,
     capacity: i64,
+    buffers: BufferPool,
 }
 
 impl Inner {
@@ -140,6 +142,9 @@ impl ObjectStore {
                 entries: DashMap::new(),
                 used: AtomicI64::new(0),
                 capacity: capacity.min(i64::MAX as u64) as i64,
+                // Keep up to an eighth of the store (at most 1 GiB) in
+                // recycled large buffers.
+                buffers: BufferPool::new((capacity / 8).min(1 << 30) as usize),
             }),
         }
     }
@@ -189,6 +194,29 @@ impl ObjectStore {
                 _nested: nested,
             },
             len,
+        ))
+    }
+
+    /// Stores the concatenation of `parts` (e.g. a value read straight out of
+    /// a guest's memory): one copy, into a recycled buffer when large. The
+    /// budget is checked before anything is copied.
+    pub fn put_parts(
+        &self,
+        owner: JobId,
+        parts: &[&[u8]],
+        nested: Vec<ObjectRef>,
+    ) -> Result<ObjectRef, FabricError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.inner.charge(len as i64)?;
+        let value = self.inner.buffers.copy_parts(parts);
+        Ok(self.insert(
+            ObjectId::random(),
+            owner,
+            State::Ready {
+                value: Ok(value),
+                _nested: nested,
+            },
+            len as i64,
         ))
     }
 

@@ -18,29 +18,47 @@ async fn named_actors_are_found_and_names_are_unique() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "found [7]");
     assert_eq!(lines[1], "same true");
-    assert!(lines[2].starts_with("InvalidArgument(\"an actor named `journal` already exists"), "{out}");
-    assert!(lines[3].starts_with("NotFound(\"no actor named `nobody`"), "{out}");
+    assert!(
+        lines[2].starts_with("InvalidArgument(\"an actor named `journal` already exists"),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("NotFound(\"no actor named `nobody`"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_actor_fails_later_calls() {
     let out = scenario("kill").await;
-    assert!(out.starts_with("ActorDied(\"actor Log(") && out.contains(") was killed"), "{out}");
+    assert!(
+        out.starts_with("ActorDied(\"actor Log(") && out.contains(") was killed"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_method_fails_its_call_and_kills_the_actor() {
     let out = scenario("method-panic").await;
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("TaskFailed Log.explode Panic: log exploded after 1 entries"), "{out}");
-    assert!(lines[1].starts_with("ActorDied(") && lines[1].contains("log exploded"), "{out}");
+    assert!(
+        lines[0].starts_with("TaskFailed Log.explode Panic: log exploded after 1 entries"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("ActorDied(") && lines[1].contains("log exploded"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_constructor_leaves_a_dead_actor() {
     let out = scenario("ctor-panic").await;
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("ActorDied(") && lines[0].contains("cannot build a Fragile from zero"), "{out}");
+    assert!(
+        lines[0].starts_with("ActorDied(") && lines[0].contains("cannot build a Fragile from zero"),
+        "{out}"
+    );
     assert_eq!(lines[1], "pong");
 }
 
@@ -48,19 +66,30 @@ async fn a_panicking_constructor_leaves_a_dead_actor() {
 async fn a_method_error_fails_only_that_call() {
     let out = scenario("method-error").await;
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "TaskFailed Log.check ApplicationError: 2 entries is over the limit of 1");
+    assert_eq!(
+        lines[0],
+        "TaskFailed Log.check ApplicationError: 2 entries is over the limit of 1"
+    );
     assert_eq!(lines[1], "still alive 3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_can_call_actors_through_passed_handles() {
-    assert_eq!(scenario("handle-passing").await, "from tasks [0, 1, 2, 3, 4]\n");
+    assert_eq!(
+        scenario("handle-passing").await,
+        "from tasks [0, 1, 2, 3, 4]\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_method_is_a_typed_error() {
     let out = scenario("unknown-method").await;
-    assert!(out.starts_with("TaskFailed Log.describe UnknownFunction: actor `Log` has no method `describe`"), "{out}");
+    assert!(
+        out.starts_with(
+            "TaskFailed Log.describe UnknownFunction: actor `Log` has no method `describe`"
+        ),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,5 +97,9 @@ async fn constructors_take_arguments_and_may_fail() {
     let out = scenario("ctor-args").await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "ada: 15");
-    assert!(lines[1].starts_with("ActorDied(") && lines[1].contains("bob cannot open with a negative balance"), "{out}");
+    assert!(
+        lines[1].starts_with("ActorDied(")
+            && lines[1].contains("bob cannot open with a negative balance"),
+        "{out}"
+    );
 }

@@ -22,7 +22,11 @@ fn text(b: &[u8]) -> String {
 /// A scratch file with `bytes` in it.
 fn scratch(bytes: &[u8]) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!("fabric-cli-{}-{}.wasm", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let path = std::env::temp_dir().join(format!(
+        "fabric-cli-{}-{}.wasm",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::write(&path, bytes).unwrap();
     path
 }
@@ -42,14 +46,29 @@ fn run_prints_driver_lines_plain_and_actor_lines_prefixed() {
     let out = fabric(&["run", examples::PRODUCER_CONSUMER, "--num-cpus", "2"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(stdout.lines().any(|l| l.starts_with("(Consumer actor=") && l.ends_with(") consumed message-3")), "{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with("producer sent 5")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("(Consumer actor=") && l.ends_with(") consumed message-3")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("producer sent 5")),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn a_missing_file_is_a_clear_error() {
     let out = fabric(&["run", "/no/such/app.wasm"]);
-    assert_refused(&out, &["error: cannot read /no/such/app.wasm", "No such file", "hint:"]);
+    assert_refused(
+        &out,
+        &[
+            "error: cannot read /no/such/app.wasm",
+            "No such file",
+            "hint:",
+        ],
+    );
 }
 
 #[test]
@@ -64,7 +83,10 @@ fn a_core_module_is_a_clear_error() {
     // The smallest valid core module: magic and version 1.
     let path = scratch(b"\0asm\x01\0\0\0");
     let out = fabric(&["run", path.to_str().unwrap()]);
-    assert_refused(&out, &["core WebAssembly module, not a component", "wasm32-wasip2"]);
+    assert_refused(
+        &out,
+        &["core WebAssembly module, not a component", "wasm32-wasip2"],
+    );
 }
 
 #[test]
@@ -79,7 +101,14 @@ fn a_corrupt_component_is_a_clear_error() {
 #[test]
 fn a_component_of_another_world_is_a_clear_error() {
     let out = fabric(&["run", programs::NOT_FABRIC]);
-    assert_refused(&out, &["does not implement the `fabric:core/app` world", "fabric:core/guest", "#[fabric::main]"]);
+    assert_refused(
+        &out,
+        &[
+            "does not implement the `fabric:core/app` world",
+            "fabric:core/guest",
+            "#[fabric::main]",
+        ],
+    );
 }
 
 #[test]
@@ -87,7 +116,10 @@ fn calling_a_function_the_component_does_not_export_is_a_clear_error() {
     let out = fabric(&["run", programs::TASKS, "--call", "no_such_function"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("no remote function named `no_such_function`"), "{err}");
+    assert!(
+        err.contains("no remote function named `no_such_function`"),
+        "{err}"
+    );
     assert!(err.contains("hint: check the function name"), "{err}");
 }
 
@@ -96,7 +128,15 @@ fn call_runs_one_remote_function_with_json_arguments() {
     let out = fabric(&["run", programs::TASKS, "--call", "combine", "--", "3", "4"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "304\n");
-    let out = fabric(&["run", programs::TASKS, "--call", "combine", "--", "3", "{oops"]);
+    let out = fabric(&[
+        "run",
+        programs::TASKS,
+        "--call",
+        "combine",
+        "--",
+        "3",
+        "{oops",
+    ]);
     assert_refused(&out, &["argument 1 is not JSON"]);
 }
 
@@ -105,7 +145,11 @@ fn a_failing_driver_exits_with_status_one() {
     let out = fabric(&["run", programs::TASKS, "--", "no-such-scenario"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("error: the job failed") && err.contains("unknown scenario `no-such-scenario`"), "{err}");
+    assert!(
+        err.contains("error: the job failed")
+            && err.contains("unknown scenario `no-such-scenario`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -115,5 +159,30 @@ fn bad_flags_are_rejected_before_anything_runs() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("expected `name=amount`"), "{err}");
     let out = fabric(&["run", examples::ADD, "--num-cpus=-3"]);
-    assert_refused(&out, &["cannot start the node", "`CPU` must be a finite amount >= 0"]);
+    assert_refused(
+        &out,
+        &[
+            "cannot start the node",
+            "`CPU` must be a finite amount >= 0",
+        ],
+    );
+}
+
+/// The README's first command: `fabric run` on a Cargo project builds it for
+/// wasm32-wasip2 and runs the component.
+#[test]
+fn run_builds_a_cargo_project_directory_first() {
+    let project = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/add");
+    let out = fabric(&["run", project, "--num-cpus", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "3\n");
+    // A library crate builds, but into no component.
+    let out = fabric(&[
+        "run",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/guest-sdk/macros/../Cargo.toml"
+        ),
+    ]);
+    assert_refused(&out, &["produced no component", "cdylib"]);
 }

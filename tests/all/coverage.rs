@@ -34,7 +34,10 @@ async fn every_scenario_has_a_test() {
         let scenarios: Vec<&str> = list.split_whitespace().collect();
         assert!(scenarios.len() > 5, "{list}");
         for s in scenarios {
-            assert!(sources.contains(&format!("\"{s}\"")), "scenario `{s}` of {program} has no test");
+            assert!(
+                sources.contains(&format!("\"{s}\"")),
+                "scenario `{s}` of {program} has no test"
+            );
         }
     }
 }

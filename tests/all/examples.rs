@@ -9,7 +9,10 @@ use crate::support::{examples, node, node_with, run, run_ok, test_config};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_runs_the_whole_tour() {
     let out = run_ok(&node(2.0), examples::HELLO, &[]).await;
-    assert_eq!(out, "3\n1\n2\n3\n4\n5\n[1, 2, 3, 4, 5]\n[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]\n");
+    assert_eq!(
+        out,
+        "3\n1\n2\n3\n4\n5\n[1, 2, 3, 4, 5]\n[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,12 +22,18 @@ async fn add_prints_three() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counter_counts_to_five() {
-    assert_eq!(run_ok(&node(1.0), examples::COUNTER, &[]).await, "1\n2\n3\n4\n5\n");
+    assert_eq!(
+        run_ok(&node(1.0), examples::COUNTER, &[]).await,
+        "1\n2\n3\n4\n5\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_round_trips_a_list() {
-    assert_eq!(run_ok(&node(1.0), examples::PUT_GET, &[]).await, "[1, 2, 3, 4, 5]\nsum = 15\n");
+    assert_eq!(
+        run_ok(&node(1.0), examples::PUT_GET, &[]).await,
+        "[1, 2, 3, 4, 5]\nsum = 15\n"
+    );
 }
 
 /// Ten one-second tasks take ceil(10 / CPUs) seconds: never fewer (the
@@ -36,8 +45,14 @@ async fn squares_run_as_wide_as_the_cpus() {
         let out = run_ok(&node(cpus), examples::SQUARES, &[]).await;
         let secs = start.elapsed().as_secs_f64();
         assert_eq!(out, "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]\n");
-        assert!(secs >= waves, "{cpus} CPUs: {secs:.2} s is faster than {waves} waves of 1 s");
-        assert!(secs < waves + 2.5, "{cpus} CPUs: {secs:.2} s; tasks did not run in parallel");
+        assert!(
+            secs >= waves,
+            "{cpus} CPUs: {secs:.2} s is faster than {waves} waves of 1 s"
+        );
+        assert!(
+            secs < waves + 2.5,
+            "{cpus} CPUs: {secs:.2} s; tasks did not run in parallel"
+        );
     }
 }
 
@@ -48,7 +63,10 @@ async fn gpu_task_runs_where_a_gpu_is_configured() {
         num_gpus: Some(1),
         ..test_config()
     });
-    assert_eq!(run_ok(&node, examples::GPU, &[]).await, "task ran with GPU ids [0]\n");
+    assert_eq!(
+        run_ok(&node, examples::GPU, &[]).await,
+        "task ran with GPU ids [0]\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,9 +95,15 @@ async fn linear_regression_loss_falls_every_epoch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_consumer_passes_messages() {
     let out = run_ok(&node(2.0), examples::PRODUCER_CONSUMER, &[]).await;
-    let consumed: Vec<&str> = out.lines().filter(|l| l.contains(") consumed message-")).collect();
+    let consumed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(") consumed message-"))
+        .collect();
     assert_eq!(consumed.len(), 5, "{out}");
-    assert!(consumed[0].starts_with("(Consumer actor="), "actor output is prefixed: {out}");
+    assert!(
+        consumed[0].starts_with("(Consumer actor="),
+        "actor output is prefixed: {out}"
+    );
     assert!(out.ends_with(
         "producer sent 5, consumer received 5: [\"message-1\", \"message-2\", \"message-3\", \"message-4\", \"message-5\"]\n"
     ));

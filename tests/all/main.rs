@@ -5,6 +5,7 @@
 mod support;
 
 mod actors;
+mod bench_guest;
 mod cli;
 mod coverage;
 mod examples;

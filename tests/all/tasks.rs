@@ -26,12 +26,18 @@ async fn refs_as_arguments_form_a_dag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_panic_is_a_typed_error_with_its_message() {
     let out = scenario(1.0, "panic").await;
-    assert!(out.starts_with("TaskFailed boom Panic: boom: the answer is 42 (at "), "{out}");
+    assert!(
+        out.starts_with("TaskFailed boom Panic: boom: the answer is 42 (at "),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_err_return_is_an_application_error() {
-    assert_eq!(scenario(1.0, "app-error").await, "TaskFailed reject ApplicationError: bad input `x`\n");
+    assert_eq!(
+        scenario(1.0, "app-error").await,
+        "TaskFailed reject ApplicationError: bad input `x`\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,18 +50,27 @@ async fn infeasible_resources_fail_at_submit_naming_the_resource() {
     let out = scenario(2.0, "infeasible").await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[0].starts_with("ResourcesInfeasible(") && lines[0].contains("GPU: 4 (node has 0)"), "{out}");
+    assert!(
+        lines[0].starts_with("ResourcesInfeasible(") && lines[0].contains("GPU: 4 (node has 0)"),
+        "{out}"
+    );
     assert!(lines[1].contains("CPU: 64 (node has 2)"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_the_ready_ones_first() {
-    assert_eq!(scenario(2.0, "wait").await, "ready [10] pending 1\nafter timeout ready 0 pending 1\n");
+    assert_eq!(
+        scenario(2.0, "wait").await,
+        "ready [10] pending 1\nafter timeout ready 0 pending 1\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_running_and_queued_tasks() {
-    assert_eq!(scenario(1.0, "cancel").await, "Cancelled\nqueued Cancelled,Cancelled,Cancelled,Cancelled\n");
+    assert_eq!(
+        scenario(1.0, "cancel").await,
+        "Cancelled\nqueued Cancelled,Cancelled,Cancelled,Cancelled\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,12 +92,18 @@ async fn gpu_tasks_get_gpu_ids() {
         num_gpus: Some(2),
         ..test_config()
     });
-    assert_eq!(run_ok(&node, programs::TASKS, &["gpu"]).await, "gpu ids [0]\n");
+    assert_eq!(
+        run_ok(&node, programs::TASKS, &["gpu"]).await,
+        "gpu ids [0]\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_round_trip() {
-    assert_eq!(scenario(2.0, "large-object").await, "large true (33554432, 234881024)\n");
+    assert_eq!(
+        scenario(2.0, "large-object").await,
+        "large true (33554432, 234881024)\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,13 +111,19 @@ async fn retries_rerun_a_failing_task_until_it_succeeds_or_runs_out() {
     let out = scenario(2.0, "retry").await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "retry succeeded on attempt 3", "{out}");
-    assert!(lines[1].starts_with("TaskFailed flaky Panic: attempt 2 fails"), "{out}");
+    assert!(
+        lines[1].starts_with("TaskFailed flaky Panic: attempt 2 fails"),
+        "{out}"
+    );
     assert!(lines[1].ends_with("(after 1 retries)"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_call_options_override_declared_ones() {
-    assert_eq!(scenario(1.0, "options").await, "options [\"ok\", \"ok\", \"ok\", \"ok\"]\n");
+    assert_eq!(
+        scenario(1.0, "options").await,
+        "options [\"ok\", \"ok\", \"ok\", \"ok\"]\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,14 +133,42 @@ async fn custom_resources_admit_tasks_that_ask_for_them() {
         custom: ResourceSet::parse_custom("ssd=1").unwrap(),
         ..test_config()
     });
-    assert_eq!(run_ok(&node, programs::TASKS, &["custom-resource"]).await, "ran on ssd\n");
-    let bare = crate::support::run(&crate::support::node(1.0), programs::TASKS, &["custom-resource"]).await;
-    let err = bare.outcome.result.expect_err("no ssd on this node").to_string();
+    assert_eq!(
+        run_ok(&node, programs::TASKS, &["custom-resource"]).await,
+        "ran on ssd\n"
+    );
+    let bare = crate::support::run(
+        &crate::support::node(1.0),
+        programs::TASKS,
+        &["custom-resource"],
+    )
+    .await;
+    let err = bare
+        .outcome
+        .result
+        .expect_err("no ssd on this node")
+        .to_string();
     assert!(err.contains("ssd: 1 (node has 0)"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_argument_is_a_bad_value_error() {
     let out = scenario(1.0, "decode-error").await;
-    assert!(out.starts_with("TaskFailed takes_number BadValue: argument 0 (`n`): cannot decode value as u64"), "{out}");
+    assert!(
+        out.starts_with(
+            "TaskFailed takes_number BadValue: argument 0 (`n`): cannot decode value as u64"
+        ),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_bytes_stores_raw_bytes_readable_as_bin() {
+    let out = scenario(2.0, "put-bytes").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    for (line, len) in lines.iter().zip([0u64, 10, 300, 70_000, 3 << 20]) {
+        let sum: u64 = (0..len).map(|i| i % 253).sum();
+        assert_eq!(*line, format!("{len} true {}", len * 1000 + sum % 1000));
+    }
 }

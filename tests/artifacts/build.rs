@@ -13,21 +13,42 @@ const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let root = manifest
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
     let target_dir = root.join("target").join("guests");
 
+    ensure_target();
     let mut out = String::new();
-    for (group, dir) in [("examples", root.join("examples")), ("programs", root.join("tests/programs"))] {
+    for (group, dir) in [
+        ("examples", root.join("examples")),
+        ("programs", root.join("tests/programs")),
+    ] {
         watch(&dir);
         let members = members(&dir);
         build(&dir, &target_dir);
-        out.push_str(&format!("/// Guest components under `{}`.\npub mod {group} {{\n", dir.strip_prefix(&root).unwrap().display()));
+        out.push_str(&format!(
+            "/// Guest components under `{}`.\npub mod {group} {{\n",
+            dir.strip_prefix(&root).unwrap().display()
+        ));
         let mut all = Vec::new();
         for (package, wasm_name) in &members {
-            let path = target_dir.join(TARGET).join("release").join(format!("{wasm_name}.wasm"));
-            assert!(path.exists(), "guest {package} did not produce {}", path.display());
+            let path = target_dir
+                .join(TARGET)
+                .join("release")
+                .join(format!("{wasm_name}.wasm"));
+            assert!(
+                path.exists(),
+                "guest {package} did not produce {}",
+                path.display()
+            );
             let konst = wasm_name.to_uppercase();
-            out.push_str(&format!("    pub const {konst}: &str = {:?};\n", path.display().to_string()));
+            out.push_str(&format!(
+                "    pub const {konst}: &str = {:?};\n",
+                path.display().to_string()
+            ));
             all.push(format!("({package:?}, {konst})"));
         }
         out.push_str(&format!("    /// Every program: (package name, path).\n    pub const ALL: &[(&str, &str)] = &[{}];\n}}\n", all.join(", ")));
@@ -63,6 +84,32 @@ fn members(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// Installs the wasm32-wasip2 standard library with rustup when it is
+/// missing, so `cargo test` works on a fresh machine.
+fn ensure_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let installed = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .is_some_and(|dir| dir.is_dir());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the {TARGET} target: rustup target add {TARGET}");
+    let ok = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        panic!(
+            "the {TARGET} target is missing and `rustup target add {TARGET}` failed; install it and retry"
+        );
+    }
+}
+
 fn build(dir: &Path, target_dir: &Path) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -76,10 +123,19 @@ fn build(dir: &Path, target_dir: &Path) {
         .arg("--target-dir")
         .arg(target_dir);
     // Flags meant for the host build (coverage, sanitizers) must not leak in.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo to build the guest programs");
+    let status = cmd
+        .status()
+        .expect("running cargo to build the guest programs");
     if !status.success() {
         panic!(
             "building the guests in {} failed; is the target installed? (`rustup target add {TARGET}`)",

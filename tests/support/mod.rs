@@ -11,6 +11,7 @@ use fabric_host::logs::MemorySink;
 use fabric_host::runtime::engine::{EngineSettings, FabricEngine};
 use fabric_host::{JobOutcome, Node, NodeConfig};
 
+#[allow(unused_imports)]
 pub use fabric_test_artifacts::{examples, programs};
 
 /// One engine for the whole test process.
@@ -71,7 +72,11 @@ pub async fn run(node: &Node, wasm: &str, args: &[&str]) -> Run {
     let app = node.load(&bytes).await.expect("load");
     let logs = Arc::new(MemorySink::default());
     let outcome = node
-        .run_job(app, args.iter().map(|s| s.to_string()).collect(), logs.clone())
+        .run_job(
+            app,
+            args.iter().map(|s| s.to_string()).collect(),
+            logs.clone(),
+        )
         .await;
     Run { outcome, logs }
 }
@@ -81,7 +86,11 @@ pub async fn run(node: &Node, wasm: &str, args: &[&str]) -> Run {
 pub async fn run_ok(node: &Node, wasm: &str, args: &[&str]) -> String {
     let r = run(node, wasm, args).await;
     if let Err(e) = &r.outcome.result {
-        panic!("job {wasm} {args:?} failed: {e}\nstdout:\n{}\nstderr:\n{}", r.stdout(), r.stderr());
+        panic!(
+            "job {wasm} {args:?} failed: {e}\nstdout:\n{}\nstderr:\n{}",
+            r.stdout(),
+            r.stderr()
+        );
     }
     assert_released(node).await;
     r.stdout()
@@ -93,7 +102,11 @@ pub async fn assert_released(node: &Node) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let s = node.stats();
-        let clean = s.objects == 0 && s.object_store_used == 0 && s.running_tasks == 0 && s.queued_tasks == 0 && s.free == s.total;
+        let clean = s.objects == 0
+            && s.object_store_used == 0
+            && s.running_tasks == 0
+            && s.queued_tasks == 0
+            && s.free == s.total;
         if clean {
             return;
         }

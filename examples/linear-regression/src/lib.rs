@@ -48,7 +48,9 @@ fn make_data() -> Vec<Sample> {
     (0..SAMPLES)
         .map(|_| {
             let x: Vec<f64> = (0..FEATURES).map(|_| rng.next_f64()).collect();
-            let y = x.iter().zip(&true_w).map(|(a, w)| a * w).sum::<f64>() + 0.5 + 0.01 * rng.next_f64();
+            let y = x.iter().zip(&true_w).map(|(a, w)| a * w).sum::<f64>()
+                + 0.5
+                + 0.01 * rng.next_f64();
             Sample { x, y }
         })
         .collect()
@@ -57,7 +59,11 @@ fn make_data() -> Vec<Sample> {
 /// One epoch of SGD over `data`, starting from `model`.
 #[fabric::remote]
 fn train_epoch(model: Model, data: Vec<Sample>) -> Model {
-    let Model { mut weights, mut bias, .. } = model;
+    let Model {
+        mut weights,
+        mut bias,
+        ..
+    } = model;
     let mut total = 0.0;
     for s in &data {
         let pred = s.x.iter().zip(&weights).map(|(a, w)| a * w).sum::<f64>() + bias;
@@ -68,19 +74,34 @@ fn train_epoch(model: Model, data: Vec<Sample>) -> Model {
         }
         bias -= LEARNING_RATE * err;
     }
-    Model { weights, bias, loss: total / data.len() as f64 }
+    Model {
+        weights,
+        bias,
+        loss: total / data.len() as f64,
+    }
 }
 
 #[fabric::main]
 fn main() -> fabric::Result<()> {
     let data = fabric::put(&make_data())?;
-    let mut model = fabric::put(&Model { weights: vec![0.0; FEATURES], bias: 0.0, loss: f64::NAN })?;
+    let mut model = fabric::put(&Model {
+        weights: vec![0.0; FEATURES],
+        bias: 0.0,
+        loss: f64::NAN,
+    })?;
     for epoch in 1..=EPOCHS {
         // The previous model goes in by reference: no copy through the driver.
         model = train_epoch::remote(&model, &data)?;
         println!("epoch {epoch}: loss {:.9}", fabric::get(&model)?.loss);
     }
     let last = fabric::get(&model)?;
-    println!("weights {:?} bias {:.3}", last.weights.iter().map(|w| (w * 100.0).round() / 100.0).collect::<Vec<_>>(), last.bias);
+    println!(
+        "weights {:?} bias {:.3}",
+        last.weights
+            .iter()
+            .map(|w| (w * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
+        last.bias
+    );
     Ok(())
 }

@@ -18,7 +18,9 @@ struct Consumer {
 #[fabric::actor]
 impl Consumer {
     fn new() -> Self {
-        Consumer { received: Vec::new() }
+        Consumer {
+            received: Vec::new(),
+        }
     }
 
     fn consume(&mut self, message: String) -> usize {
@@ -49,7 +51,11 @@ impl Producer {
         let mut acks = Vec::new();
         for _ in 0..n {
             self.sent += 1;
-            acks.push(self.consumer.consume(format!("message-{}", self.sent)).remote()?);
+            acks.push(
+                self.consumer
+                    .consume(format!("message-{}", self.sent))
+                    .remote()?,
+            );
         }
         fabric::get_all(&acks)?;
         Ok(self.sent)
@@ -62,6 +68,10 @@ fn main() -> fabric::Result<()> {
     let producer = Producer::remote(consumer.clone())?;
     let sent = fabric::get(&producer.produce(5).remote()?)?;
     let received = fabric::get(&consumer.received().remote()?)?;
-    println!("producer sent {sent}, consumer received {}: {:?}", received.len(), received);
+    println!(
+        "producer sent {sent}, consumer received {}: {:?}",
+        received.len(),
+        received
+    );
     Ok(())
 }

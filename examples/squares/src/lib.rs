@@ -18,7 +18,9 @@ fn square(i: u64) -> u64 {
 #[fabric::main]
 fn main() -> fabric::Result<()> {
     let start = Instant::now();
-    let refs = (0..10).map(square::remote).collect::<fabric::Result<Vec<_>>>()?;
+    let refs = (0..10)
+        .map(square::remote)
+        .collect::<fabric::Result<Vec<_>>>()?;
     println!("{:?}", fabric::get_all(&refs)?);
     eprintln!("took {:.1} s", start.elapsed().as_secs_f64());
     Ok(())

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wasmtime::StoreContextMut;
-use wasmtime::component::{LinkerInstance, Resource, ResourceType};
+use wasmtime::component::{LinkerInstance, Resource, ResourceType, WasmList};
 
 use super::{HostResult, convert_nested, fail};
 use crate::bindings::fabric::core::types::{Error as WitError, Id};
@@ -44,8 +44,14 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     )?;
     host.func_wrap(
         "put",
-        |mut store: Ctx, (value, nested): (Vec<u8>, Vec<Resource<ObjectRef>>)| {
-            Ok((put(store.data_mut(), value, nested)?,))
+        |mut store: Ctx, (value, nested): (WasmList<u8>, Vec<Resource<ObjectRef>>)| {
+            Ok((put(&mut store, &[value], nested)?,))
+        },
+    )?;
+    host.func_wrap(
+        "put-bytes",
+        |mut store: Ctx, (header, data): (WasmList<u8>, WasmList<u8>)| {
+            Ok((put(&mut store, &[header, data], Vec::new())?,))
         },
     )?;
     host.func_wrap_async(
@@ -73,19 +79,20 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     Ok(())
 }
 
+/// Stores the concatenation of `parts`, copied once out of guest memory.
 fn put(
-    state: &mut InstanceState,
-    value: Vec<u8>,
+    store: &mut Ctx,
+    parts: &[WasmList<u8>],
     nested: Vec<Resource<ObjectRef>>,
 ) -> HostResult<Resource<ObjectRef>> {
+    let state = store.data();
     let exec = state.exec()?;
+    let (objects, job) = (exec.core.objects.clone(), exec.job.id);
     let nested = convert_nested(&state.table, &nested)?;
-    match exec
-        .core
-        .objects
-        .put(exec.job.id, Bytes::from(value), nested)
-    {
-        Ok(r) => Ok(Ok(state.table.push(r)?)),
+    let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_le_slice(&*store)).collect();
+    let stored = objects.put_parts(job, &slices, nested);
+    match stored {
+        Ok(r) => Ok(Ok(store.data_mut().table.push(r)?)),
         Err(e) => fail(e),
     }
 }

@@ -226,19 +226,18 @@ async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) 
             Err(e) => Err(e),
         };
         mailbox.current = None;
-        let fatal = match &outcome {
-            Err(FabricError::TaskFailed(f)) => matches!(
-                f.kind,
-                FailureKind::Panic | FailureKind::Trap | FailureKind::System
-            ),
-            _ => false,
+        // A trap or panic poisons the instance; an error value does not.
+        let death = match &outcome {
+            Err(e @ FabricError::TaskFailed(f))
+                if matches!(
+                    f.kind,
+                    FailureKind::Panic | FailureKind::Trap | FailureKind::System
+                ) =>
+            {
+                Some(format!("{label} died: {e}"))
+            }
+            _ => None,
         };
-        let death = fatal.then(|| {
-            format!(
-                "{label} died: {}",
-                outcome.as_ref().err().expect("fatal is an error")
-            )
-        });
         match outcome {
             Ok((value, nested)) => core.objects.fulfill(call.result, Ok(value), nested),
             Err(e) => core.objects.fulfill(call.result, Err(e), Vec::new()),

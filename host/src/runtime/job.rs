@@ -6,8 +6,8 @@
 //! actors and cancels its queued and running tasks, as Ray does when a driver
 //! exits.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ids::JobId;
 use crate::logs::LogSink;

@@ -65,10 +65,19 @@ impl NodeCore {
     /// Stops what a finished job left behind: its actors and its tasks.
     pub(crate) fn finish_job(&self, job: &Job) {
         job.mark_finished();
-        let actors: Vec<ActorId> = self.actors.iter().filter(|a| a.job.id == job.id).map(|a| *a.key()).collect();
+        let actors: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|a| a.job.id == job.id)
+            .map(|a| *a.key())
+            .collect();
         for id in actors {
             if let Some((_, rec)) = self.actors.remove(&id) {
-                actor::kill(self, &rec, format!("actor {}({}) stopped: its job ended", rec.class, id.short()));
+                actor::kill(
+                    self,
+                    &rec,
+                    format!("actor {}({}) stopped: its job ended", rec.class, id.short()),
+                );
             }
         }
         let mine: Vec<(ObjectId, Arc<TaskControl>)> = self

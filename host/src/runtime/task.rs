@@ -122,10 +122,13 @@ pub(crate) fn submit(core: &Arc<NodeCore>, spec: TaskSpec) {
     tracker.on_ready();
 }
 
+/// What a [`DepTracker`] needs to schedule its task.
+type Launch = (Arc<NodeCore>, TaskSpec, Arc<TaskControl>);
+
 /// Launches a task once its last pending argument is ready.
 struct DepTracker {
     remaining: AtomicUsize,
-    launch: Mutex<Option<(Arc<NodeCore>, TaskSpec, Arc<TaskControl>)>>,
+    launch: Mutex<Option<Launch>>,
 }
 
 impl ReadyListener for DepTracker {

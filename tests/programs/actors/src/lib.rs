@@ -1,11 +1,19 @@
 //! Actor scenarios for the integration tests, selected by the driver's
 //! first argument.
 
-use fabric::prelude::*;
 use fabric::Error;
+use fabric::prelude::*;
 
 const SCENARIOS: &[&str] = &[
-    "order", "named", "kill", "method-panic", "ctor-panic", "method-error", "handle-passing", "unknown-method", "ctor-args",
+    "order",
+    "named",
+    "kill",
+    "method-panic",
+    "ctor-panic",
+    "method-error",
+    "handle-passing",
+    "unknown-method",
+    "ctor-args",
 ];
 
 #[fabric::actor]
@@ -16,7 +24,9 @@ struct Log {
 #[fabric::actor]
 impl Log {
     fn new() -> Self {
-        Log { entries: Vec::new() }
+        Log {
+            entries: Vec::new(),
+        }
     }
 
     fn append(&mut self, i: u32) -> usize {
@@ -34,7 +44,10 @@ impl Log {
 
     fn check(&self, limit: u32) -> Result<u32, String> {
         if self.entries.len() as u32 > limit {
-            Err(format!("{} entries is over the limit of {limit}", self.entries.len()))
+            Err(format!(
+                "{} entries is over the limit of {limit}",
+                self.entries.len()
+            ))
         } else {
             Ok(limit)
         }
@@ -93,7 +106,12 @@ fn append_from_task(log: ActorHandle<Log>, i: u32) -> fabric::Result<usize> {
 
 fn describe(e: &Error) -> String {
     match e {
-        Error::TaskFailed { function, kind, message, .. } => format!("TaskFailed {function} {kind:?}: {message}"),
+        Error::TaskFailed {
+            function,
+            kind,
+            message,
+            ..
+        } => format!("TaskFailed {function} {kind:?}: {message}"),
         other => format!("{other:?}"),
     }
 }
@@ -105,10 +123,13 @@ fn main() -> fabric::Result<()> {
         "list" => println!("{}", SCENARIOS.join(" ")),
         "order" => {
             let log = Log::remote()?;
-            let calls: Vec<_> = (0..1000).map(|i| log.append(i).remote()).collect::<fabric::Result<_>>()?;
+            let calls: Vec<_> = (0..1000)
+                .map(|i| log.append(i).remote())
+                .collect::<fabric::Result<_>>()?;
             let lens = fabric::get_all(&calls)?;
             let entries = fabric::get(&log.entries().remote()?)?;
-            let in_order = entries == (0..1000).collect::<Vec<u32>>() && lens == (1..=1000).collect::<Vec<usize>>();
+            let in_order = entries == (0..1000).collect::<Vec<u32>>()
+                && lens == (1..=1000).collect::<Vec<usize>>();
             println!("order {} {}", entries.len(), in_order);
         }
         "named" => {
@@ -116,26 +137,49 @@ fn main() -> fabric::Result<()> {
             fabric::get(&log.append(7).remote()?)?;
             let found: ActorHandle<Log> = fabric::get_actor("journal")?;
             println!("found {:?}", fabric::get(&found.entries().remote()?)?);
-            let again = Log::options(ActorOptions::new().name("journal").get_if_exists(true)).remote()?;
+            let again =
+                Log::options(ActorOptions::new().name("journal").get_if_exists(true)).remote()?;
             println!("same {}", again.id() == log.id());
-            println!("{}", describe(&Log::options(ActorOptions::new().name("journal")).remote().unwrap_err()));
-            println!("{}", describe(&fabric::get_actor::<Log>("nobody").unwrap_err()));
+            println!(
+                "{}",
+                describe(
+                    &Log::options(ActorOptions::new().name("journal"))
+                        .remote()
+                        .unwrap_err()
+                )
+            );
+            println!(
+                "{}",
+                describe(&fabric::get_actor::<Log>("nobody").unwrap_err())
+            );
         }
         "kill" => {
             let log = Log::remote()?;
             fabric::get(&log.append(1).remote()?)?;
             log.kill()?;
-            println!("{}", describe(&fabric::get(&log.append(2).remote()?).unwrap_err()));
+            println!(
+                "{}",
+                describe(&fabric::get(&log.append(2).remote()?).unwrap_err())
+            );
         }
         "method-panic" => {
             let log = Log::remote()?;
             fabric::get(&log.append(1).remote()?)?;
-            println!("{}", describe(&fabric::get(&log.explode().remote()?).unwrap_err()));
-            println!("{}", describe(&fabric::get(&log.append(2).remote()?).unwrap_err()));
+            println!(
+                "{}",
+                describe(&fabric::get(&log.explode().remote()?).unwrap_err())
+            );
+            println!(
+                "{}",
+                describe(&fabric::get(&log.append(2).remote()?).unwrap_err())
+            );
         }
         "ctor-panic" => {
             let f = Fragile::remote(0)?;
-            println!("{}", describe(&fabric::get(&f.ping().remote()?).unwrap_err()));
+            println!(
+                "{}",
+                describe(&fabric::get(&f.ping().remote()?).unwrap_err())
+            );
             let ok = Fragile::remote(1)?;
             println!("{}", fabric::get(&ok.ping().remote()?)?);
         }
@@ -143,12 +187,17 @@ fn main() -> fabric::Result<()> {
             let log = Log::remote()?;
             fabric::get(&log.append(1).remote()?)?;
             fabric::get(&log.append(2).remote()?)?;
-            println!("{}", describe(&fabric::get(&log.check(1).remote()?).unwrap_err()));
+            println!(
+                "{}",
+                describe(&fabric::get(&log.check(1).remote()?).unwrap_err())
+            );
             println!("still alive {}", fabric::get(&log.append(3).remote()?)?);
         }
         "handle-passing" => {
             let log = Log::remote()?;
-            let refs: Vec<_> = (0..5).map(|i| append_from_task::remote(log.clone(), i)).collect::<fabric::Result<_>>()?;
+            let refs: Vec<_> = (0..5)
+                .map(|i| append_from_task::remote(log.clone(), i))
+                .collect::<fabric::Result<_>>()?;
             fabric::get_all(&refs)?;
             let mut entries = fabric::get(&log.entries().remote()?)?;
             entries.sort_unstable();
@@ -158,16 +207,27 @@ fn main() -> fabric::Result<()> {
             let log = Log::remote()?;
             // An Account handle pointing at a Log: its methods are unknown there.
             let wrong: ActorHandle<Account> = ActorHandle::from_id(log.id());
-            println!("{}", describe(&fabric::get(&wrong.describe().remote()?).unwrap_err()));
+            println!(
+                "{}",
+                describe(&fabric::get(&wrong.describe().remote()?).unwrap_err())
+            );
         }
         "ctor-args" => {
             let a = Account::remote("ada".to_string(), 10)?;
             fabric::get(&a.deposit(5).remote()?)?;
             println!("{}", fabric::get(&a.describe().remote()?)?);
             let bad = Account::remote("bob".to_string(), -1)?;
-            println!("{}", describe(&fabric::get(&bad.describe().remote()?).unwrap_err()));
+            println!(
+                "{}",
+                describe(&fabric::get(&bad.describe().remote()?).unwrap_err())
+            );
         }
-        other => return Err(Error::InvalidArgument(format!("unknown scenario `{other}`; try: {}", SCENARIOS.join(" ")))),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown scenario `{other}`; try: {}",
+                SCENARIOS.join(" ")
+            )));
+        }
     }
     Ok(())
 }

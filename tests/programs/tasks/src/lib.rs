@@ -8,8 +8,23 @@ use fabric::{Error, FailureKind};
 
 /// Every scenario; the tests check that each one has a test.
 const SCENARIOS: &[&str] = &[
-    "nested", "dag", "panic", "app-error", "timeout", "infeasible", "wait", "cancel", "nested-refs", "unknown-function", "gpu",
-    "large-object", "retry", "options", "custom-resource", "decode-error",
+    "nested",
+    "dag",
+    "panic",
+    "app-error",
+    "timeout",
+    "infeasible",
+    "wait",
+    "cancel",
+    "nested-refs",
+    "unknown-function",
+    "gpu",
+    "large-object",
+    "put-bytes",
+    "retry",
+    "options",
+    "custom-resource",
+    "decode-error",
 ];
 
 #[fabric::remote]
@@ -121,7 +136,12 @@ fn flaky(attempts: ActorHandle<Attempts>) -> fabric::Result<u32> {
 
 fn describe(e: &Error) -> String {
     match e {
-        Error::TaskFailed { function, kind, message, .. } => format!("TaskFailed {function} {kind:?}: {message}"),
+        Error::TaskFailed {
+            function,
+            kind,
+            message,
+            ..
+        } => format!("TaskFailed {function} {kind:?}: {message}"),
         other => format!("{other:?}"),
     }
 }
@@ -159,31 +179,48 @@ fn main() -> fabric::Result<()> {
         "infeasible" => {
             let e = needs_four_gpus::remote().unwrap_err();
             println!("{}", describe(&e));
-            let e = cpus_seen::options(TaskOptions::new().num_cpus(64.0)).remote().unwrap_err();
+            let e = cpus_seen::options(TaskOptions::new().num_cpus(64.0))
+                .remote()
+                .unwrap_err();
             println!("{}", describe(&e));
         }
         "wait" => {
             let slow = sleep_ms::remote(3_000)?;
             let fast = sleep_ms::remote(10)?;
             let (ready, pending) = fabric::wait(&[slow.clone(), fast.clone()], 1, None)?;
-            println!("ready {:?} pending {}", fabric::get_all(&ready)?, pending.len());
+            println!(
+                "ready {:?} pending {}",
+                fabric::get_all(&ready)?,
+                pending.len()
+            );
             let (ready, pending) = fabric::wait(&[slow], 1, Some(Duration::from_millis(50)))?;
-            println!("after timeout ready {} pending {}", ready.len(), pending.len());
+            println!(
+                "after timeout ready {} pending {}",
+                ready.len(),
+                pending.len()
+            );
         }
         "cancel" => {
             let r = sleep_ms::remote(60_000)?;
             std::thread::sleep(Duration::from_millis(200));
             fabric::cancel(&r)?;
             println!("{}", describe(&fabric::get(&r).unwrap_err()));
-            let queued: Vec<_> = (0..4).map(|_| sleep_ms::remote(60_000)).collect::<fabric::Result<_>>()?;
+            let queued: Vec<_> = (0..4)
+                .map(|_| sleep_ms::remote(60_000))
+                .collect::<fabric::Result<_>>()?;
             for q in &queued {
                 fabric::cancel(q)?;
             }
-            let outcomes: Vec<String> = queued.iter().map(|q| describe(&fabric::get(q).unwrap_err())).collect();
+            let outcomes: Vec<String> = queued
+                .iter()
+                .map(|q| describe(&fabric::get(q).unwrap_err()))
+                .collect();
             println!("queued {}", outcomes.join(","));
         }
         "nested-refs" => {
-            let refs: Vec<ObjectRef<i64>> = (1..=4).map(|i| fabric::put(&i)).collect::<fabric::Result<_>>()?;
+            let refs: Vec<ObjectRef<i64>> = (1..=4)
+                .map(|i| fabric::put(&i))
+                .collect::<fabric::Result<_>>()?;
             let boxed = fabric::put(&refs)?;
             drop(refs);
             let r = sum_refs::remote(&boxed)?;
@@ -192,7 +229,11 @@ fn main() -> fabric::Result<()> {
             println!("first {}", fabric::get(&back[0])?);
         }
         "unknown-function" => {
-            let r = fabric::__rt::submit::<u32>("no_such_function", fabric::__rt::ArgList::new(), &TaskOptions::new())?;
+            let r = fabric::__rt::submit::<u32>(
+                "no_such_function",
+                fabric::__rt::ArgList::new(),
+                &TaskOptions::new(),
+            )?;
             println!("{}", describe(&fabric::get(&r).unwrap_err()));
         }
         "gpu" => {
@@ -204,14 +245,34 @@ fn main() -> fabric::Result<()> {
             let r = fabric::put(&data)?;
             let back = fabric::get(&r)?;
             let sum = checksum::remote(&r)?;
-            println!("large {} {:?}", back.len() == data.len(), fabric::get(&sum)?);
+            println!(
+                "large {} {:?}",
+                back.len() == data.len(),
+                fabric::get(&sum)?
+            );
+        }
+        "put-bytes" => {
+            // Every size class of the MessagePack bin header, and a large one.
+            for len in [0usize, 10, 300, 70_000, 3 << 20] {
+                let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+                let r = fabric::put_bytes(&data)?;
+                let back: serde_bytes::ByteBuf = fabric::get(&r)?;
+                let (n, sum) = fabric::get(&checksum::remote(&r)?)?;
+                println!(
+                    "{len} {} {}",
+                    back.into_vec() == data,
+                    n as u64 * 1000 + sum % 1000
+                );
+            }
         }
         "retry" => {
             let attempts = Attempts::remote()?;
-            let r = flaky::options(TaskOptions::new().max_retries(5).retry_exceptions(true)).remote(attempts.clone())?;
+            let r = flaky::options(TaskOptions::new().max_retries(5).retry_exceptions(true))
+                .remote(attempts.clone())?;
             println!("retry succeeded on attempt {}", fabric::get(&r)?);
             let attempts = Attempts::remote()?;
-            let r = flaky::options(TaskOptions::new().max_retries(1).retry_exceptions(true)).remote(attempts)?;
+            let r = flaky::options(TaskOptions::new().max_retries(1).retry_exceptions(true))
+                .remote(attempts)?;
             println!("{}", describe(&fabric::get(&r).unwrap_err()));
         }
         "options" => {
@@ -224,16 +285,31 @@ fn main() -> fabric::Result<()> {
             println!("{}", fabric::get(&on_ssd::remote()?)?);
         }
         "decode-error" => {
-            let r = fabric::__rt::submit::<u64>("takes_number", {
-                let mut a = fabric::__rt::ArgList::new();
-                a.push(Arg::Value("not a number".to_string()))?;
-                a
-            }, &TaskOptions::new())?;
+            let r = fabric::__rt::submit::<u64>(
+                "takes_number",
+                {
+                    let mut a = fabric::__rt::ArgList::new();
+                    a.push(Arg::Value("not a number".to_string()))?;
+                    a
+                },
+                &TaskOptions::new(),
+            )?;
             let e = fabric::get(&r).unwrap_err();
             println!("{}", describe(&e));
-            assert!(matches!(e, Error::TaskFailed { kind: FailureKind::BadValue, .. }));
+            assert!(matches!(
+                e,
+                Error::TaskFailed {
+                    kind: FailureKind::BadValue,
+                    ..
+                }
+            ));
         }
-        other => return Err(Error::InvalidArgument(format!("unknown scenario `{other}`; try: {}", SCENARIOS.join(" ")))),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown scenario `{other}`; try: {}",
+                SCENARIOS.join(" ")
+            )));
+        }
     }
     Ok(())
 }
