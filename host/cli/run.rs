@@ -115,13 +115,25 @@ async fn call(
 }
 
 fn report_job_error(e: &FabricError) {
-    eprintln!("error: the job failed: {e}");
+    match e {
+        // The driver's own `Err`: its message says it all.
+        FabricError::TaskFailed(f)
+            if f.function == "main" && f.kind == FailureKind::ApplicationError =>
+        {
+            eprintln!(
+                "error: the job failed: the driver returned an error: {}",
+                f.message
+            )
+        }
+        _ => eprintln!("error: the job failed: {e}"),
+    }
+    let text = e.to_string();
     let hint = match e {
+        _ if text.contains("resources infeasible") => {
+            Some("give the node more with --num-cpus, --num-gpus or --resources")
+        }
         FabricError::TaskFailed(f) if f.kind == FailureKind::UnknownFunction => {
             Some("check the function name: it must be marked #[fabric::remote] in the component")
-        }
-        FabricError::ResourcesInfeasible(_) => {
-            Some("give the node more with --num-cpus, --num-gpus or --resources")
         }
         _ => None,
     };

@@ -103,3 +103,11 @@ async fn constructors_take_arguments_and_may_fail() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_create_actors_that_outlive_them() {
+    assert_eq!(
+        scenario("actor-from-task").await,
+        "made by a task [41, 42]\n"
+    );
+}

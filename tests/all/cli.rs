@@ -186,3 +186,22 @@ fn run_builds_a_cargo_project_directory_first() {
     ]);
     assert_refused(&out, &["produced no component", "cdylib"]);
 }
+
+#[test]
+fn an_infeasible_request_fails_fast_with_a_hint() {
+    let out = fabric(&["run", examples::GPU, "--num-gpus", "0"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the driver returned an error: resources infeasible"),
+        "{err}"
+    );
+    assert!(err.contains("GPU: 1 (node has 0)"), "{err}");
+    assert!(
+        err.contains("hint: give the node more with --num-cpus, --num-gpus or --resources"),
+        "{err}"
+    );
+    let out = fabric(&["run", examples::GPU, "--num-gpus", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "task ran with GPU ids [0]\n");
+}

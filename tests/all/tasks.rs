@@ -172,3 +172,19 @@ async fn put_bytes_stores_raw_bytes_readable_as_bin() {
         assert_eq!(*line, format!("{len} true {}", len * 1000 + sum % 1000));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_object_store_refuses_with_a_named_limit_until_objects_are_freed() {
+    let node = node_with(NodeConfig {
+        num_cpus: Some(1.0),
+        object_store_memory: Some(8 << 20),
+        ..test_config()
+    });
+    let out = run_ok(&node, programs::TASKS, &["store-full"]).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("LimitExceeded { name: \"object-store-memory\", value: 8388608"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "after free 5242880");
+}

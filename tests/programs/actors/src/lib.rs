@@ -14,6 +14,7 @@ const SCENARIOS: &[&str] = &[
     "handle-passing",
     "unknown-method",
     "ctor-args",
+    "actor-from-task",
 ];
 
 #[fabric::actor]
@@ -96,6 +97,14 @@ impl Account {
     fn describe(&self) -> String {
         format!("{}: {}", self.owner, self.balance)
     }
+}
+
+/// A task that creates an actor and hands it back: it outlives the task.
+#[fabric::remote]
+fn make_log(first: u32) -> fabric::Result<ActorHandle<Log>> {
+    let log = Log::remote()?;
+    fabric::get(&log.append(first).remote()?)?;
+    Ok(log)
 }
 
 /// A task that calls an actor through a handle it was given.
@@ -220,6 +229,14 @@ fn main() -> fabric::Result<()> {
             println!(
                 "{}",
                 describe(&fabric::get(&bad.describe().remote()?).unwrap_err())
+            );
+        }
+        "actor-from-task" => {
+            let log = fabric::get(&make_log::remote(41)?)?;
+            fabric::get(&log.append(42).remote()?)?;
+            println!(
+                "made by a task {:?}",
+                fabric::get(&log.entries().remote()?)?
             );
         }
         other => {

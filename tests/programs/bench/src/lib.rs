@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-
 const WORKLOADS: &[&str] = &[
     "tasks-sync",
     "tasks-async",

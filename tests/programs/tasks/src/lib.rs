@@ -21,6 +21,7 @@ const SCENARIOS: &[&str] = &[
     "gpu",
     "large-object",
     "put-bytes",
+    "store-full",
     "retry",
     "options",
     "custom-resource",
@@ -264,6 +265,18 @@ fn main() -> fabric::Result<()> {
                     n as u64 * 1000 + sum % 1000
                 );
             }
+        }
+        "store-full" => {
+            // Run on a node whose store holds 8 MiB: the second 5 MiB object
+            // does not fit, and freeing the first makes room again.
+            let first = fabric::put_bytes(&vec![1u8; 5 << 20])?;
+            println!(
+                "{}",
+                describe(&fabric::put_bytes(&vec![2u8; 5 << 20]).unwrap_err())
+            );
+            drop(first);
+            let again = fabric::put_bytes(&vec![3u8; 5 << 20])?;
+            println!("after free {}", fabric::get(&checksum::remote(&again)?)?.0);
         }
         "retry" => {
             let attempts = Attempts::remote()?;
