@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::__bindings::fabric::core::{host, types};
 use crate::error::Result;
 use crate::object::{ObjectRef, id_from_wit, id_to_wit};
-use crate::remote::{ArgList, resources_to_wit};
+use crate::remote::{ArgList, Placement, resources_to_wit};
 use crate::value::{self, EXT_ACTOR};
 
 /// A type made into an actor by `#[fabric::actor]`.
@@ -99,6 +99,9 @@ pub struct ActorOptions {
     /// With `name`: return the existing actor instead of failing.
     pub get_if_exists: bool,
     pub max_restarts: Option<u32>,
+    pub placement: Option<Placement>,
+    /// Keep the actor when its job ends (until it is killed).
+    pub detached: bool,
 }
 
 impl ActorOptions {
@@ -147,6 +150,34 @@ impl ActorOptions {
         self
     }
 
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// Create it on node `node_id` only (`soft`: there if it has room).
+    pub fn on_node(self, node_id: &str, soft: bool) -> Self {
+        self.placement(Placement::Node {
+            node_id: node_id.to_string(),
+            soft,
+        })
+    }
+
+    /// Create it on a node labelled `key=value` (`soft`: preferably).
+    pub fn on_label(self, key: &str, value: &str, soft: bool) -> Self {
+        self.placement(Placement::Label {
+            key: key.to_string(),
+            value: value.to_string(),
+            soft,
+        })
+    }
+
+    /// Keep the actor alive after its job ends, until it is killed.
+    pub fn detached(mut self) -> Self {
+        self.detached = true;
+        self
+    }
+
     /// `self` with every field that `over` sets replaced by `over`'s.
     pub fn merge(mut self, over: ActorOptions) -> Self {
         self.num_cpus = over.num_cpus.or(self.num_cpus);
@@ -159,6 +190,8 @@ impl ActorOptions {
         self.namespace = over.namespace.or(self.namespace);
         self.get_if_exists |= over.get_if_exists;
         self.max_restarts = over.max_restarts.or(self.max_restarts);
+        self.placement = over.placement.or(self.placement);
+        self.detached |= over.detached;
         self
     }
 
@@ -169,6 +202,8 @@ impl ActorOptions {
             namespace: self.namespace.clone(),
             get_if_exists: self.get_if_exists,
             max_restarts: self.max_restarts,
+            placement: self.placement.as_ref().map(Placement::to_wit),
+            detached: self.detached,
         }
     }
 }

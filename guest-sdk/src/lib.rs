@@ -75,12 +75,12 @@ pub use error::{Error, FailureKind, Result};
 pub use object::{
     ObjectId, ObjectRef, cancel, get, get_all, get_all_timeout, get_timeout, put, put_bytes, wait,
 };
-pub use remote::{Arg, TaskOptions};
+pub use remote::{Arg, Placement, TaskOptions};
 /// Re-exported so `ObjectRef<serde_bytes::ByteBuf>` needs no extra dependency.
 pub use serde_bytes;
 pub use wasmfabric_sdk_macros::{actor, main, remote};
 
 /// What most programs need: `use fabric::prelude::*;`.
 pub mod prelude {
-    pub use crate::{ActorHandle, ActorOptions, Arg, ObjectRef, TaskOptions};
+    pub use crate::{ActorHandle, ActorOptions, Arg, ObjectRef, Placement, TaskOptions};
 }

@@ -34,6 +34,42 @@ impl<T> From<&ObjectRef<T>> for Arg<T> {
     }
 }
 
+/// Where a task or actor should run (unset: here if it fits, else on a node
+/// where it fits, preferring one that holds its arguments).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Placement {
+    /// Deal tasks out round-robin over the nodes that fit.
+    Spread,
+    /// On the node with this id (from [`crate::context`]); with `soft`,
+    /// elsewhere when that node has no room.
+    Node { node_id: String, soft: bool },
+    /// On nodes labelled `key=value`; with `soft`, elsewhere when none has room.
+    Label {
+        key: String,
+        value: String,
+        soft: bool,
+    },
+}
+
+impl Placement {
+    pub(crate) fn to_wit(&self) -> types::Placement {
+        match self {
+            Placement::Spread => types::Placement::Spread,
+            Placement::Node { node_id, soft } => types::Placement::Node(types::NodeAffinity {
+                node_id: node_id.clone(),
+                soft: *soft,
+            }),
+            Placement::Label { key, value, soft } => {
+                types::Placement::Label(types::LabelAffinity {
+                    key: key.clone(),
+                    value: value.clone(),
+                    soft: *soft,
+                })
+            }
+        }
+    }
+}
+
 /// Resources and retry policy of a task. Unset fields keep the function's
 /// declared value, then the fabric's default (1 CPU, 3 retries).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +82,7 @@ pub struct TaskOptions {
     pub max_retries: Option<u32>,
     pub retry_exceptions: Option<bool>,
     pub name: Option<String>,
+    pub placement: Option<Placement>,
 }
 
 impl TaskOptions {
@@ -91,6 +128,33 @@ impl TaskOptions {
         self
     }
 
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// Deal these tasks out round-robin over the nodes (Ray's `SPREAD`).
+    pub fn spread(self) -> Self {
+        self.placement(Placement::Spread)
+    }
+
+    /// Run on node `node_id` only (`soft`: there if it has room).
+    pub fn on_node(self, node_id: &str, soft: bool) -> Self {
+        self.placement(Placement::Node {
+            node_id: node_id.to_string(),
+            soft,
+        })
+    }
+
+    /// Run on a node labelled `key=value` (`soft`: preferably).
+    pub fn on_label(self, key: &str, value: &str, soft: bool) -> Self {
+        self.placement(Placement::Label {
+            key: key.to_string(),
+            value: value.to_string(),
+            soft,
+        })
+    }
+
     /// `self` with every field that `over` sets replaced by `over`'s.
     pub fn merge(mut self, over: TaskOptions) -> Self {
         self.num_cpus = over.num_cpus.or(self.num_cpus);
@@ -102,12 +166,14 @@ impl TaskOptions {
         self.max_retries = over.max_retries.or(self.max_retries);
         self.retry_exceptions = over.retry_exceptions.or(self.retry_exceptions);
         self.name = over.name.or(self.name);
+        self.placement = over.placement.or(self.placement);
         self
     }
 
     pub(crate) fn to_wit(&self) -> types::TaskOptions {
         types::TaskOptions {
             resources: resources_to_wit(self.num_cpus, self.num_gpus, self.memory, &self.resources),
+            placement: self.placement.as_ref().map(Placement::to_wit),
             max_retries: self.max_retries,
             retry_exceptions: self.retry_exceptions.unwrap_or(false),
             name: self.name.clone(),

@@ -61,7 +61,7 @@ impl Drop for Pooled {
 impl PoolInner {
     /// A buffer with capacity for `len` bytes: a pooled one no more than
     /// twice as large, else a new one.
-    fn take(&self, len: usize) -> Vec<u8> {
+    pub(crate) fn take(&self, len: usize) -> Vec<u8> {
         if len >= POOLED_MIN {
             let mut free = self.free.lock().unwrap();
             let best = free
@@ -107,6 +107,25 @@ impl BufferPool {
         self.inner.cached.load(Ordering::Acquire)
     }
 
+    /// An empty buffer with room for `len` bytes (recycled when large); fill
+    /// it and [`BufferPool::seal`] it.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        self.inner.take(len)
+    }
+
+    /// Freezes a buffer from [`BufferPool::take`]; it returns to the pool
+    /// when the last reader drops it.
+    pub fn seal(&self, buf: Vec<u8>) -> Bytes {
+        if buf.capacity() >= POOLED_MIN {
+            Bytes::from_owner(Pooled {
+                buf,
+                pool: self.inner.clone(),
+            })
+        } else {
+            Bytes::from(buf)
+        }
+    }
+
     /// One buffer holding `parts` back to back.
     pub fn copy_parts(&self, parts: &[&[u8]]) -> Bytes {
         let total: usize = parts.iter().map(|p| p.len()).sum();
@@ -121,14 +140,7 @@ impl BufferPool {
         }
         // SAFETY: the loop above wrote all `total` bytes.
         unsafe { buf.set_len(total) };
-        if total >= POOLED_MIN {
-            Bytes::from_owner(Pooled {
-                buf,
-                pool: self.inner.clone(),
-            })
-        } else {
-            Bytes::from(buf)
-        }
+        self.seal(buf)
     }
 }
 

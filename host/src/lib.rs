@@ -20,6 +20,7 @@
 //! ```
 
 pub mod buffers;
+pub mod cluster;
 pub mod config;
 pub mod error;
 mod host_api;
@@ -27,6 +28,7 @@ pub mod ids;
 pub mod logs;
 pub mod node;
 pub mod object_store;
+pub mod placement;
 pub mod resources;
 pub mod runtime;
 pub mod scheduler;

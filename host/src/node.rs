@@ -30,7 +30,7 @@ use crate::runtime::component::AppComponent;
 use crate::runtime::engine::FabricEngine;
 use crate::runtime::instance::{self, Role};
 use crate::runtime::job::Job;
-use crate::runtime::task::{self, TaskArg, TaskSpec};
+use crate::runtime::task::{self, Reply, TaskArg, TaskSpec};
 use crate::scheduler::Scheduler;
 
 /// How a job ended.
@@ -45,6 +45,19 @@ pub struct JobOutcome {
 #[derive(Clone)]
 pub struct Node {
     core: Arc<NodeCore>,
+}
+
+/// Runs a job's driver to the end of `main`.
+async fn run_driver(
+    core: &Arc<NodeCore>,
+    job: &Arc<Job>,
+    args: Vec<String>,
+) -> Result<(), FabricError> {
+    let mut argv = vec!["app".to_string()];
+    argv.extend(args.iter().cloned());
+    let mut store = instance::new_store(core, job, Role::Driver, None, &argv);
+    let inst = instance::instantiate(&mut store, job, "main").await?;
+    instance::call_main(&mut store, &inst, &job.app.exports.main, &args).await
 }
 
 /// A snapshot of a node's state.
@@ -82,8 +95,10 @@ impl Node {
             actors: DashMap::new(),
             named_actors: DashMap::new(),
             jobs: DashMap::new(),
+            queued_tasks: Default::default(),
             runtime,
             config: resolved,
+            cluster: Default::default(),
         };
         tracing::info!(node = %core.id.short(), resources = %core.config.total, "node started");
         Ok(Node {
@@ -93,6 +108,19 @@ impl Node {
 
     pub fn id(&self) -> NodeId {
         self.core.id
+    }
+
+    pub(crate) fn from_core(core: Arc<NodeCore>) -> Self {
+        Node { core }
+    }
+
+    /// Joins the cluster whose head is `config.head`, or founds one as its
+    /// head. The node keeps running jobs of its own as before.
+    pub async fn join(
+        &self,
+        config: crate::cluster::ClusterConfig,
+    ) -> Result<crate::cluster::ClusterHandle, NodeError> {
+        crate::cluster::join(&self.core, self.clone(), config).await
     }
 
     /// Compiles (or finds in the cache) an application component.
@@ -106,38 +134,57 @@ impl Node {
     }
 
     /// Runs `main` of `app` as a job and waits for it. When `main` returns,
-    /// the job's actors stop and its unfinished tasks are cancelled.
+    /// the job's actors stop and its unfinished tasks are cancelled, on
+    /// every node of the cluster.
     pub async fn run_job(
         &self,
         app: Arc<AppComponent>,
         args: Vec<String>,
         logs: Arc<dyn LogSink>,
     ) -> JobOutcome {
-        let job = Job::new(app, logs);
+        self.start_job(app, args, logs).1.await
+    }
+
+    /// Starts `main` of `app` as a job; returns its id and a future of its
+    /// outcome (the job runs whether or not the future is awaited).
+    pub fn start_job(
+        &self,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+    ) -> (
+        JobId,
+        impl std::future::Future<Output = JobOutcome> + Send + 'static,
+    ) {
+        let job = Job::new(app, logs, self.core.id);
         self.core.jobs.insert(job.id, job.clone());
         tracing::debug!(job = %job.id.short(), "job started");
-        let (core, driver_job) = (self.core.clone(), job.clone());
-        let driver = self.core.runtime.spawn(async move {
-            let mut argv = vec!["app".to_string()];
-            argv.extend(args.iter().cloned());
-            let mut store = instance::new_store(&core, &driver_job, Role::Driver, None, &argv);
-            let inst = instance::instantiate(&mut store, &driver_job, "main").await?;
-            instance::call_main(&mut store, &inst, &driver_job.app.exports.main, &args).await
+        let core = self.core.clone();
+        let id = job.id;
+        let handle = self.core.runtime.spawn(async move {
+            let result = run_driver(&core, &job, args).await;
+            core.finish_job(&job);
+            core.jobs.remove(&job.id);
+            if let Some(cluster) = core.cluster() {
+                cluster.job_finished(job.id);
+            }
+            tracing::debug!(job = %job.id.short(), ok = result.is_ok(), "job finished");
+            JobOutcome {
+                job_id: job.id,
+                result,
+            }
         });
-        let result = driver.await.unwrap_or_else(|e| {
-            Err(FabricError::failure(
-                "main",
-                FailureKind::System,
-                format!("the driver stopped: {e}"),
-            ))
-        });
-        self.core.finish_job(&job);
-        self.core.jobs.remove(&job.id);
-        tracing::debug!(job = %job.id.short(), ok = result.is_ok(), "job finished");
-        JobOutcome {
-            job_id: job.id,
-            result,
-        }
+        let outcome = async move {
+            handle.await.unwrap_or_else(|e| JobOutcome {
+                job_id: id,
+                result: Err(FabricError::failure(
+                    "main",
+                    FailureKind::System,
+                    format!("the driver stopped: {e}"),
+                )),
+            })
+        };
+        (id, outcome)
     }
 
     /// Runs one remote function of `app` as a task with encoded `args` and
@@ -150,7 +197,7 @@ impl Node {
         logs: Arc<dyn LogSink>,
     ) -> Result<Bytes, FabricError> {
         host_api::check_name("function", function)?;
-        let job = Job::new(app, logs);
+        let job = Job::new(app, logs, self.core.id);
         self.core.jobs.insert(job.id, job.clone());
         let result = ObjectId::random();
         let result_ref = self.core.objects.create_pending(result, job.id);
@@ -161,13 +208,16 @@ impl Node {
                 job: job.clone(),
                 function: function.into(),
                 args: args.into_iter().map(TaskArg::Value).collect(),
-                _nested: Vec::new(),
+                nested: Vec::new(),
                 demand: ResourceSet::default()
                     .with_cpus(1.0)
                     .min_cpus(self.core.scheduler.total()),
+                strategy: Default::default(),
                 result,
                 max_retries: 0,
                 retry_exceptions: false,
+                attempt: 0,
+                reply: Reply::Local,
             },
         );
         let value = result_ref.get(None).await;
@@ -183,7 +233,11 @@ impl Node {
         app: Arc<AppComponent>,
         samples: usize,
     ) -> Result<Vec<std::time::Duration>, FabricError> {
-        let job = Job::new(app, Arc::new(crate::logs::MemorySink::default()));
+        let job = Job::new(
+            app,
+            Arc::new(crate::logs::MemorySink::default()),
+            self.core.id,
+        );
         let mut out = Vec::with_capacity(samples);
         for _ in 0..samples {
             let start = std::time::Instant::now();

@@ -9,6 +9,14 @@
 //! bounded by a byte budget; a value that does not fit is refused with a
 //! `limit-exceeded` error naming `object-store-memory`.
 //!
+//! In a cluster an object has one owner: the node that created it. Another
+//! node that holds a reference keeps a *borrowed* entry for it, whose value
+//! lives elsewhere until someone here reads it; then the bytes are fetched
+//! (through [`RemoteObjects`]) and kept as a local copy. When the last local
+//! reference to a borrowed entry goes, the borrow is given back to the owner;
+//! when an owned object is freed, the copies other nodes keep for it are
+//! dropped too.
+//!
 //! ```
 //! use fabric_host::object_store::ObjectStore;
 //! use fabric_host::ids::{JobId, ObjectId};
@@ -25,8 +33,8 @@
 //! # }
 //! ```
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,30 +43,63 @@ use tokio::sync::Notify;
 
 use crate::buffers::BufferPool;
 use crate::error::FabricError;
-use crate::ids::{JobId, ObjectId};
+use crate::ids::{JobId, NodeId, ObjectId};
 
 /// Called once when a pending object becomes ready (or fails).
 pub trait ReadyListener: Send + Sync {
     fn on_ready(&self);
 }
 
+/// What the store needs from the cluster: fetching values that live on other
+/// nodes, and telling owners and holders of copies when references go.
+pub trait RemoteObjects: Send + Sync {
+    /// Fetches the value of `id` from one of `at`, then calls
+    /// [`ObjectStore::fill`] (with an error if no node has it).
+    fn fetch(&self, id: ObjectId, at: Vec<NodeId>);
+    /// The last local reference to a borrowed object is gone: give
+    /// `registrations` borrows back to its owner `home`.
+    fn released_borrow(&self, id: ObjectId, home: NodeId, registrations: u32);
+    /// An object owned here was freed: drop the copies `holders` keep for it.
+    fn freed_copies(&self, id: ObjectId, holders: Vec<NodeId>);
+}
+
 /// The value of a ready object, or why it has none.
 pub type ObjectValue = Result<Bytes, FabricError>;
 
+/// Someone waiting for an object: for its value to be here, or only for it
+/// to be computed (wherever its value ends up).
+struct Listener {
+    listener: Arc<dyn ReadyListener>,
+    wants_value_here: bool,
+}
+
 enum State {
-    Pending {
-        listeners: Vec<Arc<dyn ReadyListener>>,
+    /// Being computed here.
+    Pending { listeners: Vec<Listener> },
+    /// Ready (or pending at its owner), but the bytes are on the nodes `at`.
+    Elsewhere {
+        at: Vec<NodeId>,
+        /// The value's size when known (0 when not).
+        size: u64,
+        listeners: Vec<Listener>,
+        fetching: bool,
     },
     Ready {
         value: ObjectValue,
         /// References encoded inside the value: kept alive with it.
-        _nested: Vec<ObjectRef>,
+        nested: Vec<ObjectRef>,
     },
 }
 
 struct Entry {
     id: ObjectId,
-    owner: JobId,
+    job: JobId,
+    /// The owner, when the object is borrowed from another node.
+    home: Option<NodeId>,
+    /// Borrows the owner counted for this node (given back on release).
+    registrations: AtomicU32,
+    /// For an owned object: nodes that keep a copy on its behalf.
+    copies: Mutex<Vec<NodeId>>,
     refs: AtomicUsize,
     /// Bytes charged to the store for this object.
     charged: AtomicI64,
@@ -70,7 +111,7 @@ impl Entry {
     fn value(&self) -> Option<ObjectValue> {
         match &*self.state.lock().unwrap() {
             State::Ready { value, .. } => Some(value.clone()),
-            State::Pending { .. } => None,
+            _ => None,
         }
     }
 }
@@ -80,25 +121,37 @@ struct Inner {
     used: AtomicI64,
     capacity: i64,
     buffers: BufferPool,
+    remote: OnceLock<Arc<dyn RemoteObjects>>,
 }
 
 impl Inner {
+    /// The last reference to `entry` is gone: unmap it, give back its bytes,
+    /// and tell the cluster.
     fn release(&self, entry: &Arc<Entry>) {
-        // Remove only if nobody revived it (see `adopt`); then give back its bytes.
-        if let Some((_, e)) = self
-            .entries
-            .remove_if(&entry.id, |_, e| e.refs.load(Ordering::Acquire) == 0)
-        {
-            self.used
-                .fetch_sub(e.charged.swap(0, Ordering::AcqRel), Ordering::AcqRel);
-            // Dropping the state drops nested references, which may free more objects.
-            let state = std::mem::replace(
-                &mut *e.state.lock().unwrap(),
-                State::Pending {
-                    listeners: Vec::new(),
-                },
-            );
-            drop(state);
+        // A borrow may already have replaced a dying entry under the same id.
+        self.entries
+            .remove_if(&entry.id, |_, e| Arc::ptr_eq(e, entry));
+        self.used
+            .fetch_sub(entry.charged.swap(0, Ordering::AcqRel), Ordering::AcqRel);
+        // Dropping the state drops nested references, which may free more objects.
+        let state = std::mem::replace(
+            &mut *entry.state.lock().unwrap(),
+            State::Pending {
+                listeners: Vec::new(),
+            },
+        );
+        drop(state);
+        if let Some(remote) = self.remote.get() {
+            if let Some(home) = entry.home {
+                let n = entry.registrations.swap(0, Ordering::AcqRel);
+                if n > 0 {
+                    remote.released_borrow(entry.id, home, n);
+                }
+            }
+            let copies = std::mem::take(&mut *entry.copies.lock().unwrap());
+            if !copies.is_empty() {
+                remote.freed_copies(entry.id, copies);
+            }
         }
     }
 
@@ -118,6 +171,67 @@ impl Inner {
             ));
         }
         Ok(())
+    }
+
+    /// A new reference to a live entry; `None` if it is dying.
+    fn revive(self: &Arc<Self>, entry: Arc<Entry>) -> Option<ObjectRef> {
+        entry
+            .refs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c > 0).then_some(c + 1)
+            })
+            .ok()?;
+        Some(ObjectRef {
+            entry,
+            store: self.clone(),
+        })
+    }
+
+    /// Moves `entry` to `next` (which must not be pending), charging `value`'s
+    /// bytes, and wakes everyone waiting for it. Returns false if it was not
+    /// in a state that `allowed` accepts.
+    fn complete(
+        &self,
+        entry: &Entry,
+        value: ObjectValue,
+        nested: Vec<ObjectRef>,
+        allowed: fn(&State) -> bool,
+    ) -> bool {
+        let (value, nested) = match value {
+            Ok(bytes) => match self.charge(bytes.len() as i64) {
+                Ok(()) => {
+                    entry
+                        .charged
+                        .fetch_add(bytes.len() as i64, Ordering::AcqRel);
+                    (Ok(bytes), nested)
+                }
+                Err(e) => (Err(e), Vec::new()),
+            },
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let listeners = {
+            let mut state = entry.state.lock().unwrap();
+            if !allowed(&state) {
+                if let Ok(b) = &value {
+                    entry.charged.fetch_sub(b.len() as i64, Ordering::AcqRel);
+                    self.used.fetch_sub(b.len() as i64, Ordering::AcqRel);
+                }
+                return false;
+            }
+            let listeners = match &mut *state {
+                State::Pending { listeners } | State::Elsewhere { listeners, .. } => {
+                    std::mem::take(listeners)
+                }
+                State::Ready { .. } => Vec::new(),
+            };
+            *state = State::Ready { value, nested };
+            listeners
+        };
+        entry.ready.notify_waiters();
+        for l in listeners {
+            l.listener.on_ready();
+        }
+        true
     }
 }
 
@@ -145,14 +259,30 @@ impl ObjectStore {
                 // Keep up to an eighth of the store (at most 1 GiB) in
                 // recycled large buffers.
                 buffers: BufferPool::new((capacity / 8).min(1 << 30) as usize),
+                remote: OnceLock::new(),
             }),
         }
     }
 
-    fn insert(&self, id: ObjectId, owner: JobId, state: State, charged: i64) -> ObjectRef {
+    /// Connects the store to its cluster (once).
+    pub fn set_remote(&self, remote: Arc<dyn RemoteObjects>) {
+        let _ = self.inner.remote.set(remote);
+    }
+
+    fn insert(
+        &self,
+        id: ObjectId,
+        job: JobId,
+        home: Option<NodeId>,
+        state: State,
+        charged: i64,
+    ) -> ObjectRef {
         let entry = Arc::new(Entry {
             id,
-            owner,
+            job,
+            home,
+            registrations: AtomicU32::new(0),
+            copies: Mutex::new(Vec::new()),
             refs: AtomicUsize::new(1),
             charged: AtomicI64::new(charged),
             state: Mutex::new(state),
@@ -166,10 +296,11 @@ impl ObjectStore {
     }
 
     /// A pending object that [`ObjectStore::fulfill`] will complete.
-    pub fn create_pending(&self, id: ObjectId, owner: JobId) -> ObjectRef {
+    pub fn create_pending(&self, id: ObjectId, job: JobId) -> ObjectRef {
         self.insert(
             id,
-            owner,
+            job,
+            None,
             State::Pending {
                 listeners: Vec::new(),
             },
@@ -180,7 +311,7 @@ impl ObjectStore {
     /// Stores a ready value under a fresh id.
     pub fn put(
         &self,
-        owner: JobId,
+        job: JobId,
         value: Bytes,
         nested: Vec<ObjectRef>,
     ) -> Result<ObjectRef, FabricError> {
@@ -188,10 +319,11 @@ impl ObjectStore {
         self.inner.charge(len)?;
         Ok(self.insert(
             ObjectId::random(),
-            owner,
+            job,
+            None,
             State::Ready {
                 value: Ok(value),
-                _nested: nested,
+                nested,
             },
             len,
         ))
@@ -202,7 +334,7 @@ impl ObjectStore {
     /// budget is checked before anything is copied.
     pub fn put_parts(
         &self,
-        owner: JobId,
+        job: JobId,
         parts: &[&[u8]],
         nested: Vec<ObjectRef>,
     ) -> Result<ObjectRef, FabricError> {
@@ -211,83 +343,148 @@ impl ObjectStore {
         let value = self.inner.buffers.copy_parts(parts);
         Ok(self.insert(
             ObjectId::random(),
-            owner,
+            job,
+            None,
             State::Ready {
                 value: Ok(value),
-                _nested: nested,
+                nested,
             },
             len as i64,
         ))
+    }
+
+    /// A buffer for `len` bytes from the recycled pool (to receive an object).
+    pub fn buffer(&self, len: usize) -> Vec<u8> {
+        self.inner.buffers.take(len)
+    }
+
+    /// Wraps a filled [`ObjectStore::buffer`] so it returns to the pool.
+    pub fn seal(&self, buf: Vec<u8>) -> Bytes {
+        self.inner.buffers.seal(buf)
     }
 
     /// Completes a pending object. A value that does not fit becomes a
     /// `limit-exceeded` error. Completing a freed or already ready object does
     /// nothing (its task finished after it was cancelled or forgotten).
     pub fn fulfill(&self, id: ObjectId, value: ObjectValue, nested: Vec<ObjectRef>) {
-        let Some(entry) = self.inner.entries.get(&id).map(|e| e.clone()) else {
-            return;
-        };
-        let (value, nested) = match value {
-            Ok(bytes) => {
-                let len = bytes.len() as i64;
-                match self.inner.charge(len) {
-                    Ok(()) => {
-                        entry.charged.fetch_add(len, Ordering::AcqRel);
-                        (Ok(bytes), nested)
-                    }
-                    Err(e) => (Err(e), Vec::new()),
-                }
-            }
-            Err(e) => (Err(e), Vec::new()),
-        };
-        let listeners = {
-            let mut state = entry.state.lock().unwrap();
-            match &mut *state {
-                State::Ready { .. } => {
-                    // Lost the race with a cancel: give back what we charged.
-                    if let Ok(b) = &value {
-                        let len = b.len() as i64;
-                        entry.charged.fetch_sub(len, Ordering::AcqRel);
-                        self.inner.used.fetch_sub(len, Ordering::AcqRel);
-                    }
-                    return;
-                }
-                State::Pending { listeners } => {
-                    let listeners = std::mem::take(listeners);
-                    *state = State::Ready {
-                        value,
-                        _nested: nested,
-                    };
-                    listeners
-                }
-            }
-        };
-        entry.ready.notify_waiters();
-        for l in listeners {
-            l.on_ready();
+        if let Some(entry) = self.entry(id) {
+            self.inner.complete(&entry, value, nested, |s| {
+                matches!(s, State::Pending { .. })
+            });
         }
     }
 
+    /// Completes a pending object whose value stayed on the nodes `at` (a
+    /// large result of a task that ran there); they keep it until this
+    /// object is freed.
+    pub fn fulfill_elsewhere(&self, id: ObjectId, at: Vec<NodeId>, size: u64) {
+        let Some(entry) = self.entry(id) else {
+            // Freed meanwhile: the holders must drop their copies now.
+            if let Some(remote) = self.inner.remote.get() {
+                remote.freed_copies(id, at);
+            }
+            return;
+        };
+        let settled = {
+            let mut state = entry.state.lock().unwrap();
+            let State::Pending { listeners } = &mut *state else {
+                return;
+            };
+            let (here, settled): (Vec<Listener>, Vec<Listener>) = std::mem::take(listeners)
+                .into_iter()
+                .partition(|l| l.wants_value_here);
+            entry.copies.lock().unwrap().extend(at.iter().copied());
+            *state = State::Elsewhere {
+                at,
+                size,
+                listeners: here,
+                fetching: false,
+            };
+            settled
+        };
+        // Waiters for the value must come and fetch it; the others go on.
+        entry.ready.notify_waiters();
+        for l in settled {
+            l.listener.on_ready();
+        }
+        let wanted_here = matches!(&*entry.state.lock().unwrap(), State::Elsewhere { listeners, .. } if !listeners.is_empty());
+        if wanted_here && let Some(r) = self.inner.revive(entry) {
+            r.fetch_if_elsewhere();
+        }
+    }
+
+    /// Gives a fetched copy to a borrowed (or remotely stored) object.
+    pub fn fill(&self, id: ObjectId, value: ObjectValue, nested: Vec<ObjectRef>) {
+        if let Some(entry) = self.entry(id) {
+            self.inner.complete(&entry, value, nested, |s| {
+                matches!(s, State::Elsewhere { .. })
+            });
+        }
+    }
+
+    /// A reference to an object owned by `home`, whose owner has counted this
+    /// node as one more borrower.
+    pub fn borrow(&self, id: ObjectId, home: NodeId, job: JobId) -> ObjectRef {
+        if let Some(e) = self.entry(id)
+            && let Some(r) = self.inner.revive(e)
+        {
+            r.entry.registrations.fetch_add(1, Ordering::AcqRel);
+            return r;
+        }
+        let r = self.insert(
+            id,
+            job,
+            Some(home),
+            State::Elsewhere {
+                at: vec![home],
+                size: 0,
+                listeners: Vec::new(),
+                fetching: false,
+            },
+            0,
+        );
+        r.entry.registrations.store(1, Ordering::Release);
+        r
+    }
+
+    /// A copy of an object owned by `home`, kept here on its behalf (the
+    /// value of a large task result that ran here).
+    pub fn keep_copy(
+        &self,
+        id: ObjectId,
+        home: NodeId,
+        job: JobId,
+        value: Bytes,
+        nested: Vec<ObjectRef>,
+    ) -> Result<ObjectRef, FabricError> {
+        let len = value.len() as i64;
+        self.inner.charge(len)?;
+        Ok(self.insert(
+            id,
+            job,
+            Some(home),
+            State::Ready {
+                value: Ok(value),
+                nested,
+            },
+            len,
+        ))
+    }
+
+    fn entry(&self, id: ObjectId) -> Option<Arc<Entry>> {
+        self.inner.entries.get(&id).map(|e| e.clone())
+    }
+
     /// A new reference to an object found by id inside a value. Fails with
-    /// not-found when the object was freed or belongs to another owner scope.
+    /// not-found when the object was freed.
     pub fn adopt(&self, id: ObjectId) -> Result<ObjectRef, FabricError> {
-        let entry = self
-            .inner
-            .entries
-            .get(&id)
-            .map(|e| e.clone())
-            .ok_or_else(|| FabricError::NotFound(format!("object {id}")))?;
-        // Revive only a live object: a count of zero means it is being freed.
-        entry
-            .refs
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c > 0).then_some(c + 1)
-            })
-            .map_err(|_| FabricError::NotFound(format!("object {id}")))?;
-        Ok(ObjectRef {
-            entry,
-            store: self.inner.clone(),
-        })
+        self.lookup(id)
+            .ok_or_else(|| FabricError::NotFound(format!("object {id}")))
+    }
+
+    /// A new reference to a live object, if there is one.
+    pub fn lookup(&self, id: ObjectId) -> Option<ObjectRef> {
+        self.inner.revive(self.entry(id)?)
     }
 
     /// Bytes of values held now.
@@ -299,7 +496,7 @@ impl ObjectStore {
         self.inner.capacity as u64
     }
 
-    /// Objects held now (ready or pending).
+    /// Objects held now (ready, pending, or borrowed).
     pub fn len(&self) -> usize {
         self.inner.entries.len()
     }
@@ -314,26 +511,85 @@ impl ObjectStore {
     }
 }
 
+/// Where an object's value is, as seen from this node.
+#[derive(Debug)]
+pub enum Location {
+    /// Being computed here.
+    Pending,
+    /// Here (or failed).
+    Ready(ObjectValue),
+    /// On these nodes (with its size, 0 if unknown).
+    Elsewhere(Vec<NodeId>, u64),
+}
+
 impl ObjectRef {
     pub fn id(&self) -> ObjectId {
         self.entry.id
     }
 
     /// The job that created the object.
-    pub fn owner(&self) -> JobId {
-        self.entry.owner
+    pub fn job(&self) -> JobId {
+        self.entry.job
     }
 
-    /// The value if the object is ready.
+    /// The owning node, if the object is borrowed from another node.
+    pub fn home(&self) -> Option<NodeId> {
+        self.entry.home
+    }
+
+    /// The value if it is here.
     pub fn try_get(&self) -> Option<ObjectValue> {
         self.entry.value()
     }
 
+    /// Whether the value is here.
     pub fn is_ready(&self) -> bool {
         matches!(&*self.entry.state.lock().unwrap(), State::Ready { .. })
     }
 
-    /// Waits for the value, up to `timeout` (forever when `None`).
+    /// Where the value is now.
+    pub fn location(&self) -> Location {
+        match &*self.entry.state.lock().unwrap() {
+            State::Pending { .. } => Location::Pending,
+            State::Ready { value, .. } => Location::Ready(value.clone()),
+            State::Elsewhere { at, size, .. } => Location::Elsewhere(at.clone(), *size),
+        }
+    }
+
+    /// The references inside the value, when it is here.
+    pub fn nested(&self) -> Vec<ObjectRef> {
+        match &*self.entry.state.lock().unwrap() {
+            State::Ready { nested, .. } => nested.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Starts fetching the value if it is elsewhere and nobody fetches it yet.
+    fn fetch_if_elsewhere(&self) {
+        let at = match &mut *self.entry.state.lock().unwrap() {
+            State::Elsewhere { at, fetching, .. } if !*fetching => {
+                *fetching = true;
+                at.clone()
+            }
+            _ => return,
+        };
+        match self.store.remote.get() {
+            Some(remote) => remote.fetch(self.entry.id, at),
+            None => {
+                let lost = FabricError::ObjectLost(format!(
+                    "object {} is on another node and this node is in no cluster",
+                    self.entry.id
+                ));
+                self.store
+                    .complete(&self.entry, Err(lost), Vec::new(), |s| {
+                        matches!(s, State::Elsewhere { .. })
+                    });
+            }
+        }
+    }
+
+    /// Waits for the value, fetching it if it is elsewhere, up to `timeout`
+    /// (forever when `None`).
     pub async fn get(&self, timeout: Option<Duration>) -> ObjectValue {
         let wait = async {
             loop {
@@ -343,6 +599,7 @@ impl ObjectRef {
                 if let Some(v) = self.entry.value() {
                     return v;
                 }
+                self.fetch_if_elsewhere();
                 notified.await;
             }
         };
@@ -354,16 +611,67 @@ impl ObjectRef {
         }
     }
 
-    /// Calls `listener` once the object is ready; returns false (and does not
-    /// register) when it already is.
-    pub fn on_ready(&self, listener: Arc<dyn ReadyListener>) -> bool {
+    /// Calls `listener` once the object is no longer being computed here
+    /// (ready here, or its value is elsewhere); returns false (and does not
+    /// register) when it already is not.
+    pub fn on_settled(&self, listener: Arc<dyn ReadyListener>) -> bool {
         match &mut *self.entry.state.lock().unwrap() {
             State::Pending { listeners } => {
-                listeners.push(listener);
+                listeners.push(Listener {
+                    listener,
+                    wants_value_here: false,
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Calls `listener` once the value is here (fetching it if it is
+    /// elsewhere); returns false (and does not register) when it already is.
+    pub fn on_ready(&self, listener: Arc<dyn ReadyListener>) -> bool {
+        let registered = match &mut *self.entry.state.lock().unwrap() {
+            State::Pending { listeners } | State::Elsewhere { listeners, .. } => {
+                listeners.push(Listener {
+                    listener,
+                    wants_value_here: true,
+                });
                 true
             }
             State::Ready { .. } => false,
+        };
+        if registered {
+            self.fetch_if_elsewhere();
         }
+        registered
+    }
+
+    /// Waits until the object is no longer being computed here.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.entry.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !matches!(&*self.entry.state.lock().unwrap(), State::Pending { .. }) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Records that `node` keeps a copy of this (owned) object, to be dropped
+    /// when it is freed.
+    pub fn add_copy(&self, node: NodeId) {
+        let mut copies = self.entry.copies.lock().unwrap();
+        if !copies.contains(&node) {
+            copies.push(node);
+        }
+    }
+
+    /// Counts one more borrow the owner holds for this node (a reference
+    /// that arrived again).
+    pub fn add_registration(&self) {
+        self.entry.registrations.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -1,9 +1,10 @@
-//! Creating, calling, killing and finding actors.
+//! Creating, calling, killing and finding actors. In a cluster these go
+//! through [`crate::cluster::Cluster`]: an actor may live on another node.
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, Resource};
 
-use super::{HostResult, check_name, convert_args, convert_nested, demand_of, fail};
+use super::{HostResult, check_name, convert_args, convert_nested, demand_of, fail, strategy_of};
 use crate::bindings::fabric::core::host::Arg;
 use crate::bindings::fabric::core::types::{ActorOptions, Id};
 use crate::error::FabricError;
@@ -11,11 +12,12 @@ use crate::ids::{ActorId, ObjectId};
 use crate::object_store::ObjectRef;
 use crate::runtime::actor::{self, ActorCall, ActorSpec};
 use crate::runtime::instance::InstanceState;
+use crate::runtime::task::Reply;
 
 type Ctx<'a> = StoreContextMut<'a, InstanceState>;
 
 pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
-    host.func_wrap(
+    host.func_wrap_async(
         "create-actor",
         |mut store: Ctx,
          (class, args, nested, options): (
@@ -23,28 +25,34 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             Vec<Arg>,
             Vec<Resource<ObjectRef>>,
             ActorOptions,
-        )| { Ok((create(store.data_mut(), class, args, nested, options)?,)) },
+        )| {
+            Box::new(
+                async move { Ok((create(store.data_mut(), class, args, nested, options).await?,)) },
+            )
+        },
     )?;
-    host.func_wrap(
+    host.func_wrap_async(
         "call-actor",
         |mut store: Ctx,
          (actor, method, args, nested): (Id, String, Vec<Arg>, Vec<Resource<ObjectRef>>)| {
-            Ok((call(store.data_mut(), actor, method, args, nested)?,))
+            Box::new(
+                async move { Ok((call(store.data_mut(), actor, method, args, nested).await?,)) },
+            )
         },
     )?;
-    host.func_wrap("kill-actor", |mut store: Ctx, (actor,): (Id,)| {
-        Ok((kill(store.data_mut(), actor)?,))
+    host.func_wrap_async("kill-actor", |mut store: Ctx, (actor,): (Id,)| {
+        Box::new(async move { Ok((kill(store.data_mut(), actor).await?,)) })
     })?;
-    host.func_wrap(
+    host.func_wrap_async(
         "get-actor",
         |mut store: Ctx, (name, namespace): (String, Option<String>)| {
-            Ok((lookup(store.data_mut(), name, namespace)?,))
+            Box::new(async move { Ok((lookup(store.data_mut(), name, namespace).await?,)) })
         },
     )?;
     Ok(())
 }
 
-fn create(
+async fn create(
     state: &mut InstanceState,
     class: String,
     args: Vec<Arg>,
@@ -62,58 +70,50 @@ fn create(
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    if let Err(e) = core.scheduler.check_feasible(&demand) {
+    let strategy = match strategy_of(options.placement) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = core.check_feasible(&demand) {
         return fail(e);
     }
     if job.is_finished() {
         return fail(FabricError::Cancelled);
     }
-    let id = ActorId::random();
     let name = match options.name {
         None => None,
         Some(name) => {
             if let Err(e) = check_name("actor", &name) {
                 return fail(e);
             }
-            let key = (
+            Some((
                 options.namespace.unwrap_or_else(|| job.namespace.clone()),
                 name,
-            );
-            match core.named_actors.entry(key.clone()) {
-                dashmap::Entry::Occupied(existing) => {
-                    if options.get_if_exists {
-                        return Ok(Ok(existing.get().to_wit()));
-                    }
-                    return fail(FabricError::InvalidArgument(format!(
-                        "an actor named `{}` already exists in namespace `{}`",
-                        key.1, key.0
-                    )));
-                }
-                dashmap::Entry::Vacant(slot) => {
-                    slot.insert(id);
-                }
-            }
-            Some(key)
+            ))
         }
     };
-    let args = convert_args(&state.table, args)?;
-    let nested = convert_nested(&state.table, &nested)?;
-    actor::spawn(
-        &core,
-        ActorSpec {
-            id,
-            job,
-            class: class.into(),
-            args,
-            nested,
-            demand,
-            name,
-        },
-    );
-    Ok(Ok(id.to_wit()))
+    let spec = ActorSpec {
+        id: ActorId::random(),
+        job,
+        class: class.into(),
+        args: convert_args(&state.table, args)?,
+        nested: convert_nested(&state.table, &nested)?,
+        demand,
+        name,
+        detached: options.detached,
+    };
+    let created = match core.cluster() {
+        Some(cluster) => {
+            cluster
+                .create_actor(spec, strategy, options.get_if_exists)
+                .await
+        }
+        None => actor::create_local(&core, spec, options.get_if_exists),
+    };
+    Ok(created.map(|id| id.to_wit()).map_err(|e| e.to_wit()))
 }
 
-fn call(
+async fn call(
     state: &mut InstanceState,
     actor: Id,
     method: String,
@@ -127,46 +127,65 @@ fn call(
         return fail(e);
     }
     let id = ActorId::from_wit(actor);
-    let Some(record) = core.actors.get(&id).map(|r| r.clone()) else {
-        return fail(FabricError::NotFound(format!("actor {id}")));
-    };
-    let args = convert_args(&state.table, args)?;
-    let nested = convert_nested(&state.table, &nested)?;
     let result = ObjectId::random();
-    let result_ref = core.objects.create_pending(result, job_id);
-    record.call(
-        &core,
-        ActorCall {
-            method: method.into(),
-            args,
-            nested,
-            result,
-        },
-    );
-    Ok(Ok(state.table.push(result_ref)?))
-}
-
-fn kill(state: &mut InstanceState, actor: Id) -> HostResult<()> {
-    let core = &state.exec()?.core;
-    let id = ActorId::from_wit(actor);
-    let Some(record) = core.actors.get(&id).map(|r| r.clone()) else {
-        return fail(FabricError::NotFound(format!("actor {id}")));
+    let call = ActorCall {
+        method: method.into(),
+        args: convert_args(&state.table, args)?,
+        nested: convert_nested(&state.table, &nested)?,
+        result,
+        reply: Reply::Local,
     };
-    actor::kill(
-        core,
-        &record,
-        format!("actor {}({}) was killed", record.class, id.short()),
-    );
-    Ok(Ok(()))
+    let local = core.actors.get(&id).map(|r| r.clone());
+    let result_ref = core.objects.create_pending(result, job_id);
+    let routed = match (local, core.cluster()) {
+        (Some(record), _) => {
+            record.call(&core, call);
+            Ok(())
+        }
+        (None, Some(cluster)) => cluster.call_actor(id, call).await,
+        (None, None) => Err(FabricError::NotFound(format!("actor {id}"))),
+    };
+    match routed {
+        Ok(()) => Ok(Ok(state.table.push(result_ref)?)),
+        Err(e) => fail(e),
+    }
 }
 
-fn lookup(state: &mut InstanceState, name: String, namespace: Option<String>) -> HostResult<Id> {
+async fn kill(state: &mut InstanceState, actor: Id) -> HostResult<()> {
+    let core = state.exec()?.core.clone();
+    let id = ActorId::from_wit(actor);
+    let local = core.actors.get(&id).map(|r| r.clone());
+    let killed = match (local, core.cluster()) {
+        (Some(record), _) => {
+            actor::kill(
+                &core,
+                &record,
+                format!("actor {}({}) was killed", record.class, id.short()),
+            );
+            Ok(())
+        }
+        (None, Some(cluster)) => cluster.kill_actor(id).await,
+        (None, None) => Err(FabricError::NotFound(format!("actor {id}"))),
+    };
+    Ok(killed.map_err(|e| e.to_wit()))
+}
+
+async fn lookup(
+    state: &mut InstanceState,
+    name: String,
+    namespace: Option<String>,
+) -> HostResult<Id> {
     let exec = state.exec()?;
+    let core = exec.core.clone();
     let ns = namespace.unwrap_or_else(|| exec.job.namespace.clone());
-    match exec.core.named_actors.get(&(ns.clone(), name.clone())) {
-        Some(id) => Ok(Ok(id.to_wit())),
-        None => fail(FabricError::NotFound(format!(
+    if let Some(id) = core.named_actors.get(&(ns.clone(), name.clone())) {
+        return Ok(Ok(id.to_wit()));
+    }
+    let found = match core.cluster() {
+        Some(cluster) => cluster.lookup_named(&ns, &name).await,
+        None => Err(FabricError::NotFound(format!(
             "no actor named `{name}` in namespace `{ns}`"
         ))),
-    }
+    };
+    Ok(found.map(|id| id.to_wit()).map_err(|e| e.to_wit()))
 }

@@ -20,9 +20,11 @@ use bytes::Bytes;
 use wasmtime::component::{Linker, Resource, ResourceTable};
 
 use crate::bindings::fabric::core::host::Arg;
-use crate::bindings::fabric::core::types::{Error as WitError, Resources};
+use crate::bindings::fabric::core::types::{Error as WitError, Placement, Resources};
 use crate::error::FabricError;
+use crate::ids::NodeId;
 use crate::object_store::ObjectRef;
+use crate::placement::Strategy;
 use crate::resources::{ResourceSet, to_fixed};
 use crate::runtime::instance::InstanceState;
 use crate::runtime::task::TaskArg;
@@ -83,6 +85,30 @@ pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), FabricError> {
         )));
     }
     Ok(())
+}
+
+/// A placement strategy from the WIT `placement` option.
+pub(crate) fn strategy_of(p: Option<Placement>) -> Result<Strategy, FabricError> {
+    let node = |s: &str| {
+        s.parse::<NodeId>().map_err(|_| {
+            FabricError::InvalidArgument(format!(
+                "`{s}` is not a node id (32 hex digits, as `context` reports)"
+            ))
+        })
+    };
+    Ok(match p {
+        None => Strategy::Default,
+        Some(Placement::Spread) => Strategy::Spread,
+        Some(Placement::Node(a)) => Strategy::Node {
+            node: node(&a.node_id)?,
+            soft: a.soft,
+        },
+        Some(Placement::Label(l)) => Strategy::Label {
+            key: l.key,
+            value: l.value,
+            soft: l.soft,
+        },
+    })
 }
 
 /// A demand from the WIT `resources` record, with `default_cpus` when unset.

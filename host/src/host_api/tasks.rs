@@ -3,14 +3,14 @@
 use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, Resource};
 
-use super::{HostResult, check_name, convert_args, convert_nested, demand_of, fail};
+use super::{HostResult, check_name, convert_args, convert_nested, demand_of, fail, strategy_of};
 use crate::bindings::fabric::core::host::Arg;
 use crate::bindings::fabric::core::types::TaskOptions;
 use crate::error::FabricError;
 use crate::ids::TaskId;
 use crate::object_store::ObjectRef;
 use crate::runtime::instance::InstanceState;
-use crate::runtime::task::{self, TaskSpec};
+use crate::runtime::task::{self, Reply, TaskSpec};
 
 type Ctx<'a> = StoreContextMut<'a, InstanceState>;
 
@@ -52,7 +52,11 @@ fn submit(
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    if let Err(e) = core.scheduler.check_feasible(&demand) {
+    let strategy = match strategy_of(options.placement) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = core.check_feasible(&demand) {
         return fail(e);
     }
     if job.is_finished() {
@@ -69,11 +73,14 @@ fn submit(
             job,
             function: function.into(),
             args,
-            _nested: nested,
+            nested,
             demand,
+            strategy,
             result,
             max_retries: options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             retry_exceptions: options.retry_exceptions,
+            attempt: 0,
+            reply: Reply::Local,
         },
     );
     Ok(Ok(state.table.push(result_ref)?))
@@ -84,6 +91,9 @@ fn cancel(state: &mut InstanceState, obj: Resource<ObjectRef>) -> HostResult<()>
     let core = &state.exec()?.core;
     if let Some((_, control)) = core.tasks.remove(&id) {
         control.cancel();
+        if let Some(cluster) = core.cluster() {
+            cluster.cancel_forwarded(id);
+        }
         core.objects
             .fulfill(id, Err(FabricError::Cancelled), Vec::new());
     }

@@ -20,7 +20,7 @@ use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
 use crate::runtime::instance::{self, Role};
 use crate::runtime::job::Job;
-use crate::runtime::task::{TaskArg, resolve_args};
+use crate::runtime::task::{Reply, TaskArg, resolve_args};
 
 /// One queued method call.
 pub(crate) struct ActorCall {
@@ -28,6 +28,7 @@ pub(crate) struct ActorCall {
     pub args: Vec<TaskArg>,
     pub nested: Vec<ObjectRef>,
     pub result: ObjectId,
+    pub reply: Reply,
 }
 
 /// What the node knows about a live actor.
@@ -37,6 +38,8 @@ pub(crate) struct ActorRecord {
     pub class: Arc<str>,
     /// `(namespace, name)` when the actor is named.
     pub name: Option<(String, String)>,
+    /// Outlives its job.
+    pub detached: bool,
     mailbox: mpsc::UnboundedSender<ActorCall>,
     dead: Mutex<Option<String>>,
     abort: Mutex<Option<AbortHandle>>,
@@ -51,6 +54,7 @@ pub(crate) struct ActorSpec {
     pub nested: Vec<ObjectRef>,
     pub demand: ResourceSet,
     pub name: Option<(String, String)>,
+    pub detached: bool,
 }
 
 impl ActorRecord {
@@ -60,24 +64,48 @@ impl ActorRecord {
     }
 
     /// Queues a call; a dead actor fails it at once.
-    pub(crate) fn call(&self, core: &NodeCore, call: ActorCall) {
+    pub(crate) fn call(&self, core: &Arc<NodeCore>, call: ActorCall) {
         if let Some(reason) = self.death() {
-            core.objects
-                .fulfill(call.result, Err(FabricError::ActorDied(reason)), Vec::new());
+            core.complete(call.result, call.reply, Err(FabricError::ActorDied(reason)));
             return;
         }
         if let Err(mpsc::error::SendError(call)) = self.mailbox.send(call) {
             let reason = self
                 .death()
                 .unwrap_or_else(|| "its mailbox is closed".into());
-            core.objects
-                .fulfill(call.result, Err(FabricError::ActorDied(reason)), Vec::new());
+            core.complete(call.result, call.reply, Err(FabricError::ActorDied(reason)));
         }
     }
 
     fn label(&self) -> String {
         format!("actor {}({})", self.class, self.id.short())
     }
+}
+
+/// Creates an actor on this node (no cluster): claims its name, if any,
+/// in this node's registry, then starts it.
+pub(crate) fn create_local(
+    core: &Arc<NodeCore>,
+    spec: ActorSpec,
+    get_if_exists: bool,
+) -> Result<ActorId, FabricError> {
+    if let Some(key) = &spec.name {
+        match core.named_actors.entry(key.clone()) {
+            dashmap::Entry::Occupied(existing) if get_if_exists => return Ok(*existing.get()),
+            dashmap::Entry::Occupied(_) => {
+                return Err(FabricError::InvalidArgument(format!(
+                    "an actor named `{}` already exists in namespace `{}`",
+                    key.1, key.0
+                )));
+            }
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(spec.id);
+            }
+        }
+    }
+    let id = spec.id;
+    spawn(core, spec);
+    Ok(id)
 }
 
 /// Starts an actor: registers it and spawns its task.
@@ -88,6 +116,7 @@ pub(crate) fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
         job: spec.job.clone(),
         class: spec.class.clone(),
         name: spec.name.clone(),
+        detached: spec.detached,
         mailbox: tx,
         dead: Mutex::new(None),
         abort: Mutex::new(None),
@@ -134,7 +163,7 @@ pub(crate) struct Mailbox {
     rx: mpsc::UnboundedReceiver<ActorCall>,
     core: Arc<NodeCore>,
     record: Arc<ActorRecord>,
-    current: Option<ObjectId>,
+    current: Option<(ObjectId, Reply)>,
 }
 
 impl Mailbox {
@@ -154,17 +183,19 @@ impl Drop for Mailbox {
         }
         let reason = self.record.death().unwrap_or_default();
         release_name(&self.core, &self.record);
+        if let Some(cluster) = self.core.cluster() {
+            cluster.actor_died(self.record.id, reason.clone());
+        }
         self.rx.close();
-        if let Some(id) = self.current.take() {
+        if let Some((id, reply)) = self.current.take() {
             self.core
-                .objects
-                .fulfill(id, Err(FabricError::ActorDied(reason.clone())), Vec::new());
+                .complete(id, reply, Err(FabricError::ActorDied(reason.clone())));
         }
         while let Ok(call) = self.rx.try_recv() {
-            self.core.objects.fulfill(
+            self.core.complete(
                 call.result,
+                call.reply,
                 Err(FabricError::ActorDied(reason.clone())),
-                Vec::new(),
             );
         }
     }
@@ -208,7 +239,7 @@ async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) 
     drop((argv, spec.args, spec.nested));
 
     while let Some(call) = mailbox.rx.recv().await {
-        mailbox.current = Some(call.result);
+        mailbox.current = Some((call.result, call.reply));
         await_args(&call.args).await;
         let what = format!("{}.{}", spec.class, call.method);
         let outcome = match resolve_args(&call.args) {
@@ -238,10 +269,7 @@ async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) 
             }
             _ => None,
         };
-        match outcome {
-            Ok((value, nested)) => core.objects.fulfill(call.result, Ok(value), nested),
-            Err(e) => core.objects.fulfill(call.result, Err(e), Vec::new()),
-        }
+        core.complete(call.result, call.reply, outcome);
         drop((call.args, call.nested));
         if let Some(reason) = death {
             // The instance is poisoned after a trap: it cannot run again.

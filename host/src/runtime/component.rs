@@ -33,6 +33,8 @@ pub(crate) struct GuestExports {
 /// A compiled application, ready to instantiate.
 pub struct AppComponent {
     digest: String,
+    /// The component as loaded, to hand to other nodes.
+    bytes: bytes::Bytes,
     pub(crate) pre: InstancePre<InstanceState>,
     pub(crate) exports: GuestExports,
 }
@@ -41,6 +43,11 @@ impl AppComponent {
     /// Hex SHA-256 of the component bytes.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The component's bytes.
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.bytes
     }
 }
 
@@ -104,6 +111,7 @@ pub(crate) fn load(
     typecheck(engine, &pre, &exports)?;
     Ok(Arc::new(AppComponent {
         digest: digest(bytes),
+        bytes: bytes::Bytes::copy_from_slice(bytes),
         pre,
         exports,
     }))

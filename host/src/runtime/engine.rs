@@ -140,6 +140,11 @@ impl FabricEngine {
         &self.inner.settings
     }
 
+    /// The compiled component with this digest, if this engine has it.
+    pub fn cached(&self, digest: &str) -> Option<Arc<AppComponent>> {
+        self.inner.components.get(digest).map(|a| a.clone())
+    }
+
     /// Compiles `bytes` as an application, or returns the cached compile of
     /// the same bytes. Compiling runs on a blocking thread.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<AppComponent>, LoadError> {

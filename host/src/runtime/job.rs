@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::ids::JobId;
+use crate::ids::{JobId, NodeId};
 use crate::logs::LogSink;
 use crate::runtime::component::AppComponent;
 use crate::scheduler::Cancellable;
@@ -20,17 +20,33 @@ pub struct Job {
     pub logs: Arc<dyn LogSink>,
     /// Where the job's named actors live unless a call names another.
     pub namespace: String,
+    /// The node running the driver.
+    pub driver: NodeId,
     finished: AtomicBool,
 }
 
 impl Job {
-    pub(crate) fn new(app: Arc<AppComponent>, logs: Arc<dyn LogSink>) -> Arc<Self> {
+    /// A new job whose driver runs on `driver` (this node).
+    pub(crate) fn new(app: Arc<AppComponent>, logs: Arc<dyn LogSink>, driver: NodeId) -> Arc<Self> {
         let id = JobId::random();
+        Self::with_id(id, app, logs, format!("job-{id}"), driver)
+    }
+
+    /// A job known under `id`: a new one, or (on another node than its
+    /// driver's) one whose tasks and actors arrive here.
+    pub(crate) fn with_id(
+        id: JobId,
+        app: Arc<AppComponent>,
+        logs: Arc<dyn LogSink>,
+        namespace: String,
+        driver: NodeId,
+    ) -> Arc<Self> {
         Arc::new(Job {
             id,
             app,
             logs,
-            namespace: format!("job-{id}"),
+            namespace,
+            driver,
             finished: AtomicBool::new(false),
         })
     }

@@ -12,7 +12,8 @@ pub mod instance;
 pub mod job;
 pub mod task;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use dashmap::DashMap;
 
@@ -25,8 +26,10 @@ use crate::scheduler::{Lease, Scheduler};
 
 use self::actor::ActorRecord;
 use self::engine::FabricEngine;
+use self::instance::CallResult;
 use self::job::Job;
-use self::task::TaskControl;
+use self::task::{Reply, TaskControl};
+use crate::cluster::Cluster;
 
 pub(crate) struct NodeCore {
     pub id: NodeId,
@@ -39,11 +42,42 @@ pub(crate) struct NodeCore {
     /// `(namespace, name)` to actor.
     pub named_actors: DashMap<(String, String), ActorId>,
     pub jobs: DashMap<crate::ids::JobId, Arc<Job>>,
+    /// Tasks waiting in the local queue that may move to another node.
+    pub queued_tasks: Mutex<VecDeque<Weak<TaskControl>>>,
     pub runtime: tokio::runtime::Handle,
     pub config: ResolvedConfig,
+    /// Set once the node joins a cluster.
+    pub cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl NodeCore {
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Fails fast when no node (this one, or any in the cluster) could ever
+    /// satisfy `demand`.
+    pub(crate) fn check_feasible(&self, demand: &ResourceSet) -> Result<(), FabricError> {
+        match self.cluster() {
+            Some(c) => c.check_feasible(demand),
+            None => self.scheduler.check_feasible(demand),
+        }
+    }
+
+    /// Delivers the outcome of a task or actor call: into the local store,
+    /// or back to the node that owns the result.
+    pub(crate) fn complete(self: &Arc<Self>, result: ObjectId, reply: Reply, outcome: CallResult) {
+        match (reply, self.cluster()) {
+            (Reply::Remote { owner, job }, Some(cluster)) => {
+                cluster.send_result(owner, job, result, outcome)
+            }
+            _ => match outcome {
+                Ok((value, nested)) => self.objects.fulfill(result, Ok(value), nested),
+                Err(e) => self.objects.fulfill(result, Err(e), Vec::new()),
+            },
+        }
+    }
+
     /// A lease for `demand`, waiting in the scheduler's queue if needed.
     pub(crate) async fn acquire(&self, demand: ResourceSet) -> Lease {
         if let Some(lease) = self.scheduler.try_acquire(&demand) {
@@ -68,7 +102,7 @@ impl NodeCore {
         let actors: Vec<ActorId> = self
             .actors
             .iter()
-            .filter(|a| a.job.id == job.id)
+            .filter(|a| a.job.id == job.id && !a.detached)
             .map(|a| *a.key())
             .collect();
         for id in actors {

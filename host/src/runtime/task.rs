@@ -1,21 +1,29 @@
-//! Tasks: submission, dependency tracking, and running one invocation.
+//! Tasks: submission, dependency tracking, placement, and running one
+//! invocation.
 //!
-//! A submitted task waits, without a thread or a future of its own, until
-//! every object it takes as an argument is ready (a [`DepTracker`] listens on
-//! them), then queues in the scheduler for its resources, then runs in a
-//! fresh instance on the async runtime. Its result goes to the object store
-//! under the id the caller already holds. A running task is registered by
-//! that id so it can be cancelled, or stopped when its job ends.
+//! A submitted task waits, without a thread or a future of its own, until no
+//! argument of it is still being computed here (an [`ArgWaiter`] listens on
+//! them). Then it is placed: here, or (in a cluster) on another node, which
+//! gets it as a forwarded task. A task that runs here waits until its
+//! arguments' values are here too (fetching the ones that live elsewhere),
+//! queues in the scheduler for its resources, and runs in a fresh instance
+//! on the async runtime. Its result goes to the object store under the id
+//! the caller already holds, or back to the owning node. A task is registered
+//! by that id until it finishes, so it can be cancelled, or stopped when its
+//! job ends; while it waits in the local queue it can be taken back out and
+//! sent to a node with room (see [`steal`]).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use tokio::task::AbortHandle;
 
 use crate::error::FabricError;
-use crate::ids::{ObjectId, TaskId};
+use crate::ids::{JobId, NodeId, ObjectId, TaskId};
 use crate::object_store::{ObjectRef, ReadyListener};
+use crate::placement::{Placement, Strategy};
 use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
 use crate::runtime::instance::{self, CallResult, Role};
@@ -29,13 +37,13 @@ pub(crate) enum TaskArg {
 }
 
 impl TaskArg {
-    /// The argument's bytes; an object argument must be ready.
+    /// The argument's bytes; an object argument must be here.
     pub(crate) fn resolve(&self) -> Result<Bytes, FabricError> {
         match self {
             TaskArg::Value(b) => Ok(b.clone()),
             TaskArg::Object(r) => r.try_get().unwrap_or_else(|| {
                 Err(FabricError::ObjectLost(format!(
-                    "argument {} is not ready",
+                    "argument {} is not here",
                     r.id()
                 )))
             }),
@@ -55,14 +63,37 @@ pub(crate) fn resolve_args(args: &[TaskArg]) -> Result<Vec<Bytes>, FabricError> 
     args.iter().map(TaskArg::resolve).collect()
 }
 
+/// Where a finished call's result goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// Into this node's object store.
+    Local,
+    /// Back to the node that owns the result object (for this job).
+    Remote { owner: NodeId, job: JobId },
+}
+
 /// What the fabric keeps about a task until it finishes.
 pub(crate) struct TaskControl {
     job: Arc<Job>,
     cancelled: AtomicBool,
+    /// Taken out of the local queue to run on another node.
+    stolen: AtomicBool,
     abort: Mutex<Option<AbortHandle>>,
+    /// The task while it waits in the local queue.
+    queued: Mutex<Option<TaskSpec>>,
 }
 
 impl TaskControl {
+    pub(crate) fn new(job: Arc<Job>) -> Arc<Self> {
+        Arc::new(TaskControl {
+            job,
+            cancelled: AtomicBool::new(false),
+            stolen: AtomicBool::new(false),
+            abort: Mutex::new(None),
+            queued: Mutex::new(None),
+        })
+    }
+
     pub(crate) fn job(&self) -> &Arc<Job> {
         &self.job
     }
@@ -74,11 +105,16 @@ impl TaskControl {
             h.abort();
         }
     }
+
+    fn called_off(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire) || self.job.is_finished()
+    }
 }
 
 impl Cancellable for TaskControl {
+    /// Also true once the task was taken out of the queue to run elsewhere.
     fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire) || self.job.is_finished()
+        self.called_off() || self.stolen.load(Ordering::Acquire)
     }
 }
 
@@ -89,67 +125,123 @@ pub(crate) struct TaskSpec {
     pub function: Arc<str>,
     pub args: Vec<TaskArg>,
     /// References inside value arguments: kept alive until the task ends.
-    pub _nested: Vec<ObjectRef>,
+    pub nested: Vec<ObjectRef>,
     pub demand: ResourceSet,
+    pub strategy: Strategy,
     pub result: ObjectId,
     pub max_retries: u32,
     pub retry_exceptions: bool,
+    /// Attempts made so far.
+    pub attempt: u32,
+    pub reply: Reply,
 }
 
-/// Submits a task whose result object already exists.
+impl TaskSpec {
+    /// Whether the task may run on another node than this one: not when it
+    /// was forwarded here, nor when it is pinned to this node.
+    fn may_move(&self) -> bool {
+        self.reply == Reply::Local && !self.strategy.is_hard_affinity()
+    }
+}
+
+/// Submits a new task whose result object already exists.
 pub(crate) fn submit(core: &Arc<NodeCore>, spec: TaskSpec) {
-    let control = Arc::new(TaskControl {
-        job: spec.job.clone(),
-        cancelled: AtomicBool::new(false),
-        abort: Mutex::new(None),
-    });
+    let control = TaskControl::new(spec.job.clone());
     core.tasks.insert(spec.result, control.clone());
-    let tracker = Arc::new(DepTracker {
+    let core = core.clone();
+    // Placement needs to know where the arguments are, not to have them.
+    wait_for_args(Want::Settled, spec, move |spec| place(core, spec, control));
+}
+
+/// Places a task whose arguments are all computed.
+fn place(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
+    let Some(cluster) = core.cluster() else {
+        return run_here(core, spec, control);
+    };
+    match cluster.place_task(&spec) {
+        Placement::Local => run_here(core, spec, control),
+        Placement::Remote(node) => cluster.forward_task(node, spec, control),
+        Placement::Infeasible(e) => finish(&core, spec, &control, Err(e)),
+    }
+}
+
+/// Runs a task on this node: once its arguments are here, it queues for
+/// its resources. Forwarded tasks come in here.
+pub(crate) fn run_here(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
+    wait_for_args(Want::Here, spec, move |spec| enqueue(core, spec, control));
+}
+
+/// Registers a task forwarded to this node by another.
+pub(crate) fn accept_forwarded(core: &Arc<NodeCore>, spec: TaskSpec) {
+    let control = TaskControl::new(spec.job.clone());
+    core.tasks.insert(spec.result, control.clone());
+    run_here(core.clone(), spec, control);
+}
+
+/// Which readiness of the arguments to wait for.
+enum Want {
+    /// None is still being computed on this node.
+    Settled,
+    /// Every value is on this node.
+    Here,
+}
+
+/// Calls `then` with the task once its arguments are as `want` says, without
+/// holding a thread or a future meanwhile.
+fn wait_for_args(want: Want, spec: TaskSpec, then: impl FnOnce(TaskSpec) + Send + 'static) {
+    let waiter = Arc::new(ArgWaiter {
         remaining: AtomicUsize::new(1),
-        launch: Mutex::new(Some((core.clone(), spec, control))),
+        then: Mutex::new(None),
     });
-    {
-        let guard = tracker.launch.lock().unwrap();
-        let (_, spec, _) = guard.as_ref().expect("just set");
-        for r in spec.args.iter().filter_map(TaskArg::object) {
-            tracker.remaining.fetch_add(1, Ordering::AcqRel);
-            if !r.on_ready(tracker.clone()) {
-                tracker.remaining.fetch_sub(1, Ordering::AcqRel);
-            }
+    for r in spec.args.iter().filter_map(TaskArg::object) {
+        waiter.remaining.fetch_add(1, Ordering::AcqRel);
+        let registered = match want {
+            Want::Settled => r.on_settled(waiter.clone()),
+            Want::Here => r.on_ready(waiter.clone()),
+        };
+        if !registered {
+            waiter.remaining.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    // Drop the initial count: launches now if nothing is pending.
-    tracker.on_ready();
+    *waiter.then.lock().unwrap() = Some(Box::new(move || then(spec)));
+    // Drop the initial count: goes on now if nothing is pending.
+    waiter.on_ready();
 }
 
-/// What a [`DepTracker`] needs to schedule its task.
-type Launch = (Arc<NodeCore>, TaskSpec, Arc<TaskControl>);
-
-/// Launches a task once its last pending argument is ready.
-struct DepTracker {
+/// Goes on with a task once the last awaited argument is ready.
+struct ArgWaiter {
     remaining: AtomicUsize,
-    launch: Mutex<Option<Launch>>,
+    then: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
-impl ReadyListener for DepTracker {
+impl ReadyListener for ArgWaiter {
     fn on_ready(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Some((core, spec, control)) = self.launch.lock().unwrap().take()
+            && let Some(then) = self.then.lock().unwrap().take()
         {
-            schedule(core, spec, control);
+            then();
         }
     }
 }
 
-fn schedule(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
-    let sched = core.scheduler.clone();
+/// Queues a task in the local scheduler. While it waits it can be stolen.
+fn enqueue(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
     let demand = spec.demand.clone();
+    let movable = spec.may_move();
+    *control.queued.lock().unwrap() = Some(spec);
     let cancel: Arc<dyn Cancellable> = control.clone();
-    sched.submit(
+    let ctl = control.clone();
+    let start_core = core.clone();
+    core.scheduler.submit(
         demand,
         Box::new(move |lease| {
-            let ctl = control.clone();
-            let handle = core.runtime.spawn(run(core.clone(), spec, control, lease));
+            let Some(spec) = ctl.queued.lock().unwrap().take() else {
+                return; // stolen meanwhile: the lease goes back
+            };
+            let handle =
+                start_core
+                    .runtime
+                    .spawn(run(start_core.clone(), spec, ctl.clone(), lease));
             *ctl.abort.lock().unwrap() = Some(handle.abort_handle());
             // A cancel that came before the handle was stored could not abort it.
             if ctl.cancelled.load(Ordering::Acquire) {
@@ -158,58 +250,87 @@ fn schedule(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
         }),
         Some(cancel),
     );
+    // Still queued: others may take it to a node with room.
+    if movable && control.queued.lock().unwrap().is_some() {
+        core.queued_tasks
+            .lock()
+            .unwrap()
+            .push_back(Arc::downgrade(&control));
+    }
+}
+
+/// Takes up to `max` tasks that wait in the local queue (newest first) and
+/// may run elsewhere, for `accept` to send to other nodes; `accept` says
+/// whether it took each one (a task it refuses stays queued).
+pub(crate) fn steal(
+    core: &NodeCore,
+    max: usize,
+    mut accept: impl FnMut(&TaskSpec) -> bool,
+) -> Vec<(TaskSpec, Arc<TaskControl>)> {
+    let mut out = Vec::new();
+    let mut queue = core.queued_tasks.lock().unwrap();
+    let mut keep = VecDeque::new();
+    while out.len() < max {
+        let Some(weak) = queue.pop_back() else { break };
+        let Some(control) = Weak::upgrade(&weak) else {
+            continue;
+        };
+        let mut slot = control.queued.lock().unwrap();
+        match slot.as_ref() {
+            Some(spec) if !control.called_off() => {
+                if accept(spec) {
+                    let spec = slot.take().expect("checked");
+                    control.stolen.store(true, Ordering::Release);
+                    drop(slot);
+                    out.push((spec, control));
+                } else {
+                    drop(slot);
+                    keep.push_front(weak);
+                }
+            }
+            _ => {}
+        }
+    }
+    queue.extend(keep);
+    out
 }
 
 async fn run(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, lease: Lease) {
-    let result = if control.is_cancelled() {
+    let result = if control.called_off() {
         drop(lease);
         Err(FabricError::Cancelled)
     } else {
         execute(&core, &spec, lease).await
     };
-    let result = match result {
-        Err(FabricError::TaskFailed(f))
-            if spec.max_retries > 0 && (f.retryable || spec.retry_exceptions) =>
-        {
-            retry(&core, &spec, &control, FabricError::TaskFailed(f)).await
+    finish(&core, spec, &control, result);
+}
+
+/// A task attempt ended: retry it if it may be, else deliver the outcome.
+pub(crate) fn finish(
+    core: &Arc<NodeCore>,
+    mut spec: TaskSpec,
+    control: &Arc<TaskControl>,
+    outcome: CallResult,
+) {
+    if let Err(FabricError::TaskFailed(f)) = &outcome
+        && (f.retryable || spec.retry_exceptions)
+        && spec.attempt < spec.max_retries
+        && !control.called_off()
+    {
+        spec.attempt += 1;
+        tracing::debug!(task = %spec.id.short(), function = %spec.function, attempt = spec.attempt, error = %f, "retrying task");
+        control.stolen.store(false, Ordering::Release);
+        return place(core.clone(), spec, control.clone());
+    }
+    let outcome = match outcome {
+        Err(FabricError::TaskFailed(mut f)) if spec.attempt > 0 => {
+            f.message = format!("{} (after {} retries)", f.message, spec.attempt);
+            Err(FabricError::TaskFailed(f))
         }
         other => other,
     };
     core.tasks.remove(&spec.result);
-    match result {
-        Ok((value, nested)) => core.objects.fulfill(spec.result, Ok(value), nested),
-        Err(e) => core.objects.fulfill(spec.result, Err(e), Vec::new()),
-    }
-}
-
-/// Runs the task again, up to `max_retries` more times, while it keeps
-/// failing in a retryable way. Each attempt asks the scheduler again.
-async fn retry(
-    core: &Arc<NodeCore>,
-    spec: &TaskSpec,
-    control: &TaskControl,
-    mut last: FabricError,
-) -> CallResult {
-    for attempt in 1..=spec.max_retries {
-        if control.is_cancelled() {
-            return Err(FabricError::Cancelled);
-        }
-        tracing::debug!(task = %spec.id.short(), function = %spec.function, attempt, error = %last, "retrying task");
-        let lease = core.acquire(spec.demand.clone()).await;
-        match execute(core, spec, lease).await {
-            Err(FabricError::TaskFailed(f)) if f.retryable || spec.retry_exceptions => {
-                last = FabricError::TaskFailed(f);
-            }
-            other => return other,
-        }
-    }
-    match last {
-        FabricError::TaskFailed(mut f) => {
-            f.message = format!("{} (after {} retries)", f.message, spec.max_retries);
-            Err(FabricError::TaskFailed(f))
-        }
-        e => Err(e),
-    }
+    core.complete(spec.result, spec.reply, outcome);
 }
 
 /// One attempt: a fresh instance, one `dispatch` call.

@@ -1,0 +1,237 @@
+//! Membership: registering with the head, heartbeats, and this node's view
+//! of the others (what they have, what is free, who died).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use wasmfabric_proto::v1 as pb;
+
+use super::Cluster;
+use super::convert::{node_id, resources_from_pb, resources_to_pb};
+use crate::error::{FabricError, NodeError};
+use crate::ids::NodeId;
+use crate::placement::Candidate;
+use crate::resources::ResourceSet;
+
+/// Tasks a node may be sent beyond its free resources, in multiples of its
+/// total: keeps it busy between heartbeats.
+const QUEUE_ALLOWANCE: i64 = 2;
+
+/// A node as this node sees it.
+#[derive(Clone, Debug)]
+pub struct PeerView {
+    pub id: NodeId,
+    pub address: String,
+    pub total: ResourceSet,
+    /// Free resources at its last heartbeat.
+    pub free: ResourceSet,
+    pub labels: HashMap<String, String>,
+    pub alive: bool,
+    pub is_head: bool,
+}
+
+impl PeerView {
+    fn from_pb(n: &pb::NodeInfo) -> Option<Self> {
+        Some(PeerView {
+            id: node_id(&n.node_id).ok()?,
+            address: n.address.clone(),
+            total: resources_from_pb(n.total.as_ref()),
+            free: resources_from_pb(n.free.as_ref()),
+            labels: n.labels.clone(),
+            alive: n.state() == pb::NodeState::Alive,
+            is_head: n.is_head,
+        })
+    }
+}
+
+impl Cluster {
+    /// Registers this node with the head.
+    pub(super) async fn register(&self) -> Result<(), NodeError> {
+        let core = self
+            .core()
+            .ok_or_else(|| NodeError::Config("the node stopped".into()))?;
+        let req = pb::RegisterRequest {
+            node_id: super::convert::id_bytes(self.id.as_u128()),
+            address: self.address.clone(),
+            total: Some(resources_to_pb(core.scheduler.total())),
+            labels: self.config.labels.clone().into_iter().collect(),
+            object_store_capacity: core.objects.capacity_bytes(),
+        };
+        let reply = self
+            .head
+            .clone()
+            .register(req)
+            .await
+            .map_err(|s| {
+                NodeError::Config(format!(
+                    "cannot register with the head at {}: {}",
+                    self.config.head.as_deref().unwrap_or(&self.address),
+                    s.message()
+                ))
+            })?
+            .into_inner();
+        self.update_view(&reply.nodes);
+        Ok(())
+    }
+
+    /// Sends a heartbeat every interval until the node leaves.
+    pub(super) fn start_heartbeats(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let interval = self.config.heartbeat_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut warned = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(core) = self.core() else { return };
+                let stats = crate::Node::from_core(core.clone()).stats();
+                let req = pb::HeartbeatRequest {
+                    node_id: super::convert::id_bytes(self.id.as_u128()),
+                    free: Some(resources_to_pb(&stats.free)),
+                    queued_tasks: stats.queued_tasks as u64,
+                    running_tasks: stats.running_tasks as u64,
+                    object_store_used: stats.object_store_used,
+                };
+                match self.head.clone().heartbeat(req).await {
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        if warned {
+                            tracing::info!("the head answers again");
+                            warned = false;
+                        }
+                        if reply.reregister {
+                            if let Err(e) = self.register().await {
+                                tracing::warn!(error = %e, "re-registering with the head failed");
+                            }
+                        } else {
+                            self.update_view(&reply.nodes);
+                        }
+                    }
+                    Err(s) if !warned => {
+                        tracing::warn!(error = %s.message(), "the head does not answer heartbeats");
+                        warned = true;
+                    }
+                    Err(_) => {}
+                }
+                self.spill();
+            }
+        });
+    }
+
+    /// Replaces the view with the head's list; handles nodes that died.
+    pub(super) fn update_view(&self, nodes: &[pb::NodeInfo]) {
+        let fresh: BTreeMap<NodeId, PeerView> = nodes
+            .iter()
+            .filter_map(PeerView::from_pb)
+            .map(|v| (v.id, v))
+            .collect();
+        let died: Vec<NodeId> = {
+            let mut view = self.view.write().unwrap();
+            let died = view
+                .values()
+                .filter(|old| old.alive && fresh.get(&old.id).is_none_or(|n| !n.alive))
+                .map(|old| old.id)
+                .collect();
+            *view = fresh;
+            died
+        };
+        for node in died {
+            if node != self.id {
+                self.on_node_dead(node);
+            }
+        }
+        // What was sent since the last view is now part of `free`.
+        for p in self.peers.iter() {
+            p.reset_in_flight();
+        }
+    }
+
+    /// A live node's view, if there is one.
+    pub(crate) fn peer_view(&self, node: NodeId) -> Option<PeerView> {
+        self.view
+            .read()
+            .unwrap()
+            .get(&node)
+            .filter(|v| v.alive)
+            .cloned()
+    }
+
+    /// The live nodes as placement candidates. This node's entry uses the
+    /// exact free resources; the others' an estimate from their last
+    /// heartbeat, less what this node sent them since.
+    pub(crate) fn with_candidates<R>(&self, f: impl FnOnce(&[Candidate<'_>]) -> R) -> R {
+        let core = self.core();
+        let view = self.view.read().unwrap();
+        let local_free = core
+            .as_ref()
+            .map(|c| c.scheduler.free())
+            .unwrap_or_default();
+        let local_total = core
+            .as_ref()
+            .map(|c| c.scheduler.total().clone())
+            .unwrap_or_default();
+        let mut candidates = Vec::with_capacity(view.len() + 1);
+        candidates.push(Candidate {
+            id: self.id,
+            total: &local_total,
+            available: local_free,
+            labels: view.get(&self.id).map(|v| &v.labels),
+            is_local: true,
+        });
+        for v in view.values().filter(|v| v.alive && v.id != self.id) {
+            let mut available = v.free.clone();
+            for _ in 0..QUEUE_ALLOWANCE {
+                available.add(&v.total);
+            }
+            if let Some(p) = self.peers.get(&v.id) {
+                available.subtract(&p.in_flight());
+            }
+            candidates.push(Candidate {
+                id: v.id,
+                total: &v.total,
+                available,
+                labels: Some(&v.labels),
+                is_local: false,
+            });
+        }
+        f(&candidates)
+    }
+
+    /// Fails fast when no live node could ever satisfy `demand`.
+    pub(crate) fn check_feasible(&self, demand: &ResourceSet) -> Result<(), FabricError> {
+        let core = self.core();
+        if let Some(c) = &core
+            && c.scheduler.check_feasible(demand).is_ok()
+        {
+            return Ok(());
+        }
+        let view = self.view.read().unwrap();
+        if view.values().any(|v| v.alive && v.total.contains(demand)) {
+            return Ok(());
+        }
+        let closest = view
+            .values()
+            .filter(|v| v.alive)
+            .map(|v| v.total.missing(demand))
+            .min_by_key(|m| m.len())
+            .unwrap_or_default();
+        Err(FabricError::ResourcesInfeasible(format!(
+            "no node in the cluster can ever satisfy {{{demand}}}: {}",
+            closest.join(", ")
+        )))
+    }
+
+    /// Everything that depended on a node that died: its borrows, the tasks
+    /// and calls sent to it, and the actors it hosted.
+    pub(super) fn on_node_dead(&self, node: NodeId) {
+        tracing::warn!(node = %node.short(), "a node died");
+        self.peers.remove(&node);
+        self.borrowers.retain(|(_, n), _| *n != node);
+        self.actor_nodes.retain(|_, n| *n != node);
+        self.fail_remote_work(node);
+    }
+}

@@ -1,0 +1,261 @@
+//! Clusters: nodes that share work over gRPC.
+//!
+//! A cluster is one head and any number of workers, each a full node. The
+//! head serves membership (registration, heartbeats, death detection), the
+//! actor directory and job submission; every node serves its peers (see
+//! [`service`]). What runs where is decided by the node that has the work,
+//! from its own view of the cluster, refreshed by heartbeats: a task that
+//! fits locally never leaves the node and costs no RPC at all.
+//!
+//! Objects are owned by the node that created them (see
+//! [`crate::object_store`]). A node that sends a reference to another first
+//! has the owner count the receiver as a borrower; the receiver gives the
+//! borrow back when its last local reference goes. So an object lives while
+//! any node references it, and copies die with the borrows that made them.
+//!
+//! ```no_run
+//! use fabric_host::{Node, NodeConfig, cluster::ClusterConfig};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let head = Node::start(NodeConfig::default())?;
+//! let joined = head.join(ClusterConfig::head("127.0.0.1:6380".parse()?)).await?;
+//! let worker = Node::start(NodeConfig::default())?;
+//! worker.join(ClusterConfig::worker("127.0.0.1:0".parse()?, joined.address())).await?;
+//! # Ok(()) }
+//! ```
+
+mod actors;
+pub(crate) mod convert;
+mod head;
+mod jobs;
+mod membership;
+mod objects;
+mod peers;
+mod service;
+mod tasks;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use wasmfabric_proto::v1::head_client::HeadClient;
+
+use crate::error::NodeError;
+use crate::ids::{ActorId, JobId, NodeId, ObjectId};
+use crate::object_store::ObjectRef;
+use crate::runtime::NodeCore;
+use crate::runtime::component::AppComponent;
+
+pub use head::HeadState;
+pub use membership::PeerView;
+
+use self::actors::RemoteCall;
+use self::peers::Peer;
+use self::tasks::RemoteTask;
+
+/// Largest message a node accepts (a forwarded task's inline values, a
+/// component). Bigger values travel as objects, in chunks.
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+/// How a node joins (or founds) a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Where to listen; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The host name or IP peers use to reach this node (default: the listen
+    /// IP, or 127.0.0.1 when listening on all interfaces).
+    pub advertise_host: Option<String>,
+    /// The head's address; `None` makes this node the head.
+    pub head: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub heartbeat_interval: Duration,
+    /// A node silent for this long is declared dead (head only).
+    pub node_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Settings for a head listening on `listen`.
+    pub fn head(listen: SocketAddr) -> Self {
+        ClusterConfig {
+            listen,
+            advertise_host: None,
+            head: None,
+            labels: BTreeMap::new(),
+            heartbeat_interval: Duration::from_millis(500),
+            node_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Settings for a worker joining the head at `head`.
+    pub fn worker(listen: SocketAddr, head: impl Into<String>) -> Self {
+        ClusterConfig {
+            head: Some(head.into()),
+            ..Self::head(listen)
+        }
+    }
+}
+
+/// A node's membership in a cluster: its peers, its view of them, and the
+/// bookkeeping of work and objects that crosses nodes.
+pub(crate) struct Cluster {
+    core: Weak<NodeCore>,
+    pub(crate) id: NodeId,
+    pub(crate) address: String,
+    head: HeadClient<Channel>,
+    config: ClusterConfig,
+    /// Every node the head told us about, this one included.
+    view: RwLock<BTreeMap<NodeId, PeerView>>,
+    peers: DashMap<NodeId, Arc<Peer>>,
+    /// Tasks this node forwarded, by result id, until their result comes.
+    remote_tasks: DashMap<ObjectId, RemoteTask>,
+    /// Actor calls this node sent to other nodes, by result id.
+    remote_calls: DashMap<ObjectId, RemoteCall>,
+    /// Objects owned here that other nodes borrow: (object, node) to the
+    /// reference held for them and how many borrows they hold.
+    borrowers: DashMap<(ObjectId, NodeId), (ObjectRef, u32)>,
+    /// Copies kept here for their owners (large results of tasks run here).
+    kept: DashMap<ObjectId, ObjectRef>,
+    /// Where actors live (a cache of the head's directory).
+    actor_nodes: DashMap<ActorId, NodeId>,
+    /// Calls that arrived for actors this node is still creating.
+    early_calls: DashMap<ActorId, Vec<crate::runtime::actor::ActorCall>>,
+    /// Components fetched from peers, by digest (one fetch per digest).
+    modules: DashMap<String, Arc<tokio::sync::OnceCell<Arc<AppComponent>>>>,
+    /// Jobs whose work arrived here (one creation per job).
+    job_cells: DashMap<JobId, Arc<tokio::sync::OnceCell<Arc<crate::runtime::job::Job>>>>,
+    spread_cursor: AtomicUsize,
+    stop: watch::Sender<bool>,
+}
+
+impl Cluster {
+    /// Leaves the cluster: deregisters, then stops serving and heartbeating.
+    pub(crate) async fn leave(&self) {
+        let req = wasmfabric_proto::v1::DeregisterRequest {
+            node_id: convert::id_bytes(self.id.as_u128()),
+        };
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.head.clone().deregister(req)).await;
+        let _ = self.stop.send(true);
+    }
+
+    /// The node this cluster state belongs to (alive as long as it is used).
+    pub(crate) fn core(&self) -> Option<Arc<NodeCore>> {
+        self.core.upgrade()
+    }
+}
+
+/// A joined node: where it listens, and how to leave.
+pub struct ClusterHandle {
+    address: String,
+    node_id: NodeId,
+    head: Option<Arc<HeadState>>,
+    cluster: Arc<Cluster>,
+}
+
+impl ClusterHandle {
+    /// The address peers and clients reach this node at (`host:port`).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The head's state, if this node is the head.
+    pub fn head(&self) -> Option<&Arc<HeadState>> {
+        self.head.as_ref()
+    }
+
+    /// Leaves the cluster: tells the head, stops serving and heartbeating.
+    pub async fn leave(&self) {
+        self.cluster.leave().await;
+    }
+
+    /// The nodes this node knows of.
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.cluster
+            .view
+            .read()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Joins (or founds) a cluster: serves the node's gRPC services, registers
+/// with the head and starts heartbeats.
+pub(crate) async fn join(
+    core: &Arc<NodeCore>,
+    node: crate::Node,
+    config: ClusterConfig,
+) -> Result<ClusterHandle, NodeError> {
+    if core.cluster.get().is_some() {
+        return Err(NodeError::Config(
+            "this node already belongs to a cluster".into(),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| NodeError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| NodeError::Config(format!("cannot read the listen address: {e}")))?;
+    let host = config.advertise_host.clone().unwrap_or_else(|| {
+        if local.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            local.ip().to_string()
+        }
+    });
+    let address = format!("{host}:{}", local.port());
+    let head_address = config.head.clone().unwrap_or_else(|| address.clone());
+    let head_client = HeadClient::new(peers::channel(&head_address)?)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let (stop, stop_rx) = watch::channel(false);
+    let cluster = Arc::new(Cluster {
+        core: Arc::downgrade(core),
+        id: core.id,
+        address: address.clone(),
+        head: head_client,
+        config: config.clone(),
+        view: RwLock::new(BTreeMap::new()),
+        peers: DashMap::new(),
+        remote_tasks: DashMap::new(),
+        remote_calls: DashMap::new(),
+        borrowers: DashMap::new(),
+        kept: DashMap::new(),
+        actor_nodes: DashMap::new(),
+        early_calls: DashMap::new(),
+        modules: DashMap::new(),
+        job_cells: DashMap::new(),
+        spread_cursor: AtomicUsize::new(0),
+        stop,
+    });
+    let head = config
+        .head
+        .is_none()
+        .then(|| HeadState::new(node, config.heartbeat_interval, config.node_timeout));
+    service::serve(cluster.clone(), head.clone(), listener, stop_rx.clone());
+    if let Some(h) = &head {
+        h.start_death_watch(stop_rx.clone());
+    }
+    let _ = core.cluster.set(cluster.clone());
+    core.objects
+        .set_remote(Arc::new(objects::StoreLink(Arc::downgrade(&cluster))));
+    cluster.register().await?;
+    cluster.clone().start_heartbeats(stop_rx);
+    tracing::info!(node = %core.id.short(), %address, head = %head_address, "joined the cluster");
+    Ok(ClusterHandle {
+        address,
+        node_id: core.id,
+        head,
+        cluster,
+    })
+}

@@ -1,0 +1,340 @@
+//! Objects across nodes: lending references, fetching values, and giving
+//! borrows and copies back.
+//!
+//! Rule: before a node sends a reference to another node, the object's
+//! owner counts the receiver as a borrower (the sender does it itself when
+//! it is the owner, else asks the owner with `AddBorrower`). The receiver
+//! gives the borrows back when its last local reference goes. A value moves
+//! only when someone reads it: `FetchObject` streams it in chunks of one
+//! buffer shared with the store (never a second copy on the sender), into
+//! one pooled buffer on the receiver.
+
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use wasmfabric_proto::v1 as pb;
+
+use super::Cluster;
+use super::convert::{error_from_pb, error_to_pb, id_bytes, node_id, object_id, rpc_failure};
+use crate::error::FabricError;
+use crate::ids::{JobId, NodeId, ObjectId};
+use crate::object_store::{Location, ObjectRef, RemoteObjects};
+
+/// Bytes per chunk of an object transfer.
+pub(crate) const CHUNK: usize = 1 << 20;
+
+/// The object store's way back to the cluster.
+pub(crate) struct StoreLink(pub Weak<Cluster>);
+
+impl RemoteObjects for StoreLink {
+    fn fetch(&self, id: ObjectId, at: Vec<NodeId>) {
+        if let Some(c) = self.0.upgrade() {
+            tokio::spawn(async move { c.fetch(id, at).await });
+        }
+    }
+
+    fn released_borrow(&self, id: ObjectId, home: NodeId, registrations: u32) {
+        if let Some(c) = self.0.upgrade() {
+            c.send_to(
+                home,
+                pb::peer_message::Kind::RemoveBorrower(pb::RemoveBorrower {
+                    object_id: id_bytes(id.as_u128()),
+                    count: registrations,
+                }),
+            );
+        }
+    }
+
+    fn freed_copies(&self, id: ObjectId, holders: Vec<NodeId>) {
+        if let Some(c) = self.0.upgrade() {
+            for node in holders {
+                if node == c.id {
+                    c.kept.remove(&id);
+                } else {
+                    c.send_to(
+                        node,
+                        pb::peer_message::Kind::FreeObject(pb::FreeObject {
+                            object_id: id_bytes(id.as_u128()),
+                        }),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Counts `node` as borrowing `r` (owned here) once more.
+    pub(crate) fn add_borrower(&self, r: &ObjectRef, node: NodeId) {
+        self.borrowers
+            .entry((r.id(), node))
+            .and_modify(|(_, n)| *n += 1)
+            .or_insert_with(|| (r.clone(), 1));
+    }
+
+    /// `node` gave back `count` borrows of `id`.
+    pub(crate) fn remove_borrower(&self, id: ObjectId, node: NodeId, count: u32) {
+        self.borrowers.remove_if_mut(&(id, node), |_, (_, n)| {
+            *n = n.saturating_sub(count);
+            *n == 0
+        });
+    }
+
+    /// Makes `r` safe to send to `to`: the owner counts `to` as a borrower.
+    pub(crate) async fn lend(
+        &self,
+        r: &ObjectRef,
+        to: NodeId,
+    ) -> Result<pb::ObjectRef, FabricError> {
+        let owner = r.home().unwrap_or(self.id);
+        if owner == self.id {
+            self.add_borrower(r, to);
+        } else {
+            let peer = self.peer(owner)?;
+            let ok = peer
+                .client
+                .clone()
+                .add_borrower(pb::AddBorrowerRequest {
+                    object_id: id_bytes(r.id().as_u128()),
+                    borrower: id_bytes(to.as_u128()),
+                })
+                .await
+                .map_err(|s| rpc_failure("AddBorrower", &s))?
+                .into_inner()
+                .ok;
+            if !ok {
+                return Err(FabricError::ObjectLost(format!(
+                    "object {} is gone from its owner",
+                    r.id()
+                )));
+            }
+        }
+        Ok(pb::ObjectRef {
+            id: id_bytes(r.id().as_u128()),
+            owner: id_bytes(owner.as_u128()),
+        })
+    }
+
+    /// Lends every reference in `refs` to `to`.
+    pub(crate) async fn lend_all(
+        &self,
+        refs: &[ObjectRef],
+        to: NodeId,
+    ) -> Result<Vec<pb::ObjectRef>, FabricError> {
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            out.push(self.lend(r, to).await?);
+        }
+        Ok(out)
+    }
+
+    /// A local reference for a reference that arrived (already lent to us).
+    pub(crate) fn receive_ref(&self, r: &pb::ObjectRef, job: JobId) -> Result<ObjectRef, Status> {
+        let id = object_id(&r.id)?;
+        let owner = node_id(&r.owner)?;
+        let core = self
+            .core()
+            .ok_or_else(|| Status::unavailable("the node is stopping"))?;
+        if owner == self.id {
+            // Our own object came back: hold it here, and drop the borrow
+            // the sender registered for us.
+            let local = core.objects.lookup(id);
+            self.remove_borrower(id, self.id, 1);
+            return local.ok_or_else(|| Status::not_found(format!("object {id} is gone")));
+        }
+        Ok(core.objects.borrow(id, owner, job))
+    }
+
+    pub(crate) fn receive_refs(
+        &self,
+        refs: &[pb::ObjectRef],
+        job: JobId,
+    ) -> Result<Vec<ObjectRef>, Status> {
+        refs.iter().map(|r| self.receive_ref(r, job)).collect()
+    }
+
+    /// Fetches the value of `id` from the first of `at` that has it, into
+    /// the local store; records the failure if none does.
+    pub(crate) async fn fetch(self: Arc<Self>, id: ObjectId, mut at: Vec<NodeId>) {
+        let Some(core) = self.core() else { return };
+        let mut last = FabricError::ObjectLost(format!("object {id} is on no live node"));
+        let mut tried = 0;
+        while let Some(node) = (!at.is_empty()).then(|| at.remove(0)) {
+            tried += 1;
+            if tried > 8 {
+                break;
+            }
+            match self.fetch_from(id, node).await {
+                Ok(Fetched::Value(bytes, nested)) => {
+                    let job = core
+                        .objects
+                        .lookup(id)
+                        .map(|r| r.job())
+                        .unwrap_or(JobId::from_u128(0));
+                    match self.receive_refs(&nested, job) {
+                        Ok(nested) => return core.objects.fill(id, Ok(bytes), nested),
+                        Err(s) => {
+                            last = FabricError::ObjectLost(format!(
+                                "a reference inside object {id} is gone: {}",
+                                s.message()
+                            ))
+                        }
+                    }
+                }
+                Ok(Fetched::Redirect(next)) => at.insert(0, next),
+                Ok(Fetched::Failed(e)) => return core.objects.fill(id, Err(e), Vec::new()),
+                Err(e) => last = e,
+            }
+        }
+        core.objects.fill(id, Err(last), Vec::new());
+    }
+
+    async fn fetch_from(&self, id: ObjectId, node: NodeId) -> Result<Fetched, FabricError> {
+        let peer = self.peer(node)?;
+        let mut stream = peer
+            .client
+            .clone()
+            .fetch_object(pb::FetchObjectRequest {
+                object_id: id_bytes(id.as_u128()),
+                requester: id_bytes(self.id.as_u128()),
+            })
+            .await
+            .map_err(|s| rpc_failure("FetchObject", &s))?
+            .into_inner();
+        let lost = |m: &str| {
+            FabricError::ObjectLost(format!(
+                "fetching object {id} from node {}: {m}",
+                node.short()
+            ))
+        };
+        let first = stream
+            .message()
+            .await
+            .map_err(|s| lost(s.message()))?
+            .ok_or_else(|| lost("empty stream"))?;
+        let (size, nested) = match first.kind {
+            Some(pb::object_chunk::Kind::Header(h)) => (h.size as usize, h.nested),
+            Some(pb::object_chunk::Kind::Redirect(to)) => {
+                return Ok(Fetched::Redirect(
+                    node_id(&to).map_err(|s| lost(s.message()))?,
+                ));
+            }
+            Some(pb::object_chunk::Kind::Error(e)) => {
+                return Ok(Fetched::Failed(error_from_pb(&e)));
+            }
+            _ => return Err(lost("no header")),
+        };
+        let core = self.core().ok_or_else(|| lost("the node is stopping"))?;
+        let mut buf = core.objects.buffer(size);
+        while let Some(chunk) = stream.message().await.map_err(|s| lost(s.message()))? {
+            match chunk.kind {
+                Some(pb::object_chunk::Kind::Data(d)) if buf.len() + d.len() <= size => {
+                    buf.extend_from_slice(&d)
+                }
+                Some(pb::object_chunk::Kind::Error(e)) => {
+                    return Ok(Fetched::Failed(error_from_pb(&e)));
+                }
+                _ => return Err(lost("unexpected chunk")),
+            }
+        }
+        if buf.len() != size {
+            return Err(lost(&format!("got {} of {size} bytes", buf.len())));
+        }
+        Ok(Fetched::Value(core.objects.seal(buf), nested))
+    }
+
+    /// Serves `FetchObject`: the value in chunks, a redirect to where it is,
+    /// or an error.
+    pub(crate) fn serve_fetch(
+        self: Arc<Self>,
+        id: ObjectId,
+        requester: NodeId,
+    ) -> ReceiverStream<Result<pb::ObjectChunk, Status>> {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let chunk = |kind| Ok(pb::ObjectChunk { kind: Some(kind) });
+            let found = self.core().and_then(|c| c.objects.lookup(id));
+            let Some(r) = found else {
+                let e = FabricError::ObjectLost(format!(
+                    "object {id} is not on node {}",
+                    self.id.short()
+                ));
+                let _ = tx
+                    .send(chunk(pb::object_chunk::Kind::Error(error_to_pb(&e))))
+                    .await;
+                return;
+            };
+            // The owner serves a value still being computed once it is done.
+            r.settled().await;
+            match r.location() {
+                Location::Ready(Ok(bytes)) => {
+                    let nested = match self.lend_all(&r.nested(), requester).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ = tx
+                                .send(chunk(pb::object_chunk::Kind::Error(error_to_pb(&e))))
+                                .await;
+                            return;
+                        }
+                    };
+                    let header = pb::object_chunk::Header {
+                        size: bytes.len() as u64,
+                        nested,
+                    };
+                    if tx
+                        .send(chunk(pb::object_chunk::Kind::Header(header)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    send_chunks(&tx, bytes).await;
+                }
+                Location::Ready(Err(e)) => {
+                    let _ = tx
+                        .send(chunk(pb::object_chunk::Kind::Error(error_to_pb(&e))))
+                        .await;
+                }
+                Location::Elsewhere(at, _) => {
+                    let next = at.into_iter().find(|n| *n != requester && *n != self.id);
+                    let kind = match next {
+                        Some(n) => pb::object_chunk::Kind::Redirect(id_bytes(n.as_u128())),
+                        None => pb::object_chunk::Kind::Error(error_to_pb(
+                            &FabricError::ObjectLost(format!("object {id} has no copy left")),
+                        )),
+                    };
+                    let _ = tx.send(chunk(kind)).await;
+                }
+                Location::Pending => unreachable!("settled"),
+            }
+            drop(r);
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+/// Streams `bytes` as slices of the one buffer (no copies).
+async fn send_chunks(tx: &mpsc::Sender<Result<pb::ObjectChunk, Status>>, bytes: Bytes) {
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let end = (offset + CHUNK).min(bytes.len());
+        let data = pb::object_chunk::Kind::Data(bytes.slice(offset..end));
+        if tx
+            .send(Ok(pb::ObjectChunk { kind: Some(data) }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        offset = end;
+    }
+}
+
+enum Fetched {
+    Value(Bytes, Vec<pb::ObjectRef>),
+    Redirect(NodeId),
+    Failed(FabricError),
+}

@@ -1,0 +1,161 @@
+//! Connections to peers: a gRPC client per node, and one ordered stream of
+//! messages to it.
+//!
+//! Every message a node sends another (forwarded tasks, actor calls,
+//! results, borrow bookkeeping, logs) goes through one queue per peer, which
+//! a pump drains in batches into one `Deliver` call. So the receiver sees a
+//! sender's messages in the order they were sent: an actor's calls from one
+//! node run in order, and a result always arrives before the sender gives
+//! back the borrows it held for it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use wasmfabric_proto::v1 as pb;
+use wasmfabric_proto::v1::node_client::NodeClient;
+
+use super::convert::id_bytes;
+use super::{Cluster, MAX_MESSAGE};
+use crate::error::{FabricError, FailureKind, NodeError};
+use crate::ids::NodeId;
+use crate::resources::ResourceSet;
+
+/// Messages per `Deliver` batch.
+const BATCH: usize = 256;
+
+/// A lazy channel to `address` (`host:port`).
+pub(crate) fn channel(address: &str) -> Result<Channel, NodeError> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| NodeError::Config(format!("`{address}` is not a valid address: {e}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// One peer: a client for its calls, and the queue of messages to it.
+pub(crate) struct Peer {
+    pub client: NodeClient<Channel>,
+    outbound: mpsc::UnboundedSender<pb::PeerMessage>,
+    /// Resources of the tasks sent since the last view update.
+    in_flight: Mutex<ResourceSet>,
+}
+
+impl Peer {
+    pub(crate) fn send(&self, msg: pb::peer_message::Kind) -> bool {
+        self.outbound
+            .send(pb::PeerMessage { kind: Some(msg) })
+            .is_ok()
+    }
+
+    pub(crate) fn in_flight(&self) -> ResourceSet {
+        self.in_flight.lock().unwrap().clone()
+    }
+
+    pub(crate) fn add_in_flight(&self, demand: &ResourceSet) {
+        self.in_flight.lock().unwrap().add(demand);
+    }
+
+    pub(crate) fn reset_in_flight(&self) {
+        *self.in_flight.lock().unwrap() = ResourceSet::default();
+    }
+}
+
+impl Cluster {
+    /// The connection to a live peer, made on first use.
+    pub(crate) fn peer(&self, node: NodeId) -> Result<Arc<Peer>, FabricError> {
+        if let Some(p) = self.peers.get(&node) {
+            return Ok(p.clone());
+        }
+        let view = self.peer_view(node).ok_or_else(|| {
+            FabricError::failure(
+                "peer",
+                FailureKind::System,
+                format!("node {} is not a live member of the cluster", node.short()),
+            )
+        })?;
+        let channel = channel(&view.address)
+            .map_err(|e| FabricError::failure("peer", FailureKind::System, e.to_string()))?;
+        let client = NodeClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        match self.peers.entry(node) {
+            dashmap::Entry::Occupied(e) => Ok(e.get().clone()),
+            dashmap::Entry::Vacant(slot) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let peer = Arc::new(Peer {
+                    client: client.clone(),
+                    outbound: tx,
+                    in_flight: Mutex::new(ResourceSet::default()),
+                });
+                slot.insert(peer.clone());
+                tokio::spawn(pump(self.id, node, client, rx, self.stop.subscribe()));
+                Ok(peer)
+            }
+        }
+    }
+
+    /// Sends a message to `node`; false when it cannot be reached.
+    pub(crate) fn send_to(&self, node: NodeId, msg: pb::peer_message::Kind) -> bool {
+        match self.peer(node) {
+            Ok(p) => p.send(msg),
+            Err(e) => {
+                tracing::debug!(node = %node.short(), error = %e, "dropping a message to an unreachable node");
+                false
+            }
+        }
+    }
+}
+
+/// Drains the queue to `to` into `Deliver` calls, reconnecting after a
+/// failure, until the queue or the node closes.
+async fn pump(
+    from: NodeId,
+    to: NodeId,
+    client: NodeClient<Channel>,
+    mut rx: mpsc::UnboundedReceiver<pb::PeerMessage>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let from = id_bytes(from.as_u128());
+    loop {
+        let (tx, stream_rx) = mpsc::channel::<pb::DeliverRequest>(16);
+        let mut call = {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.deliver(ReceiverStream::new(stream_rx)).await })
+        };
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(first) = msg else { return };
+                    let mut messages = vec![first];
+                    while messages.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(m) => messages.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    let req = pb::DeliverRequest { from: from.clone(), messages };
+                    if tx.send(req).await.is_err() {
+                        break;
+                    }
+                }
+                ended = &mut call => {
+                    match ended {
+                        Ok(Err(s)) => tracing::debug!(to = %to.short(), error = %s.message(), "the stream to a peer ended"),
+                        Ok(Ok(_)) => {}
+                        Err(e) => tracing::debug!(to = %to.short(), error = %e, "the stream task failed"),
+                    }
+                    break;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+        // Messages in the broken call are lost; node death handling covers
+        // what depended on them. Retry the connection shortly.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,146 @@
+//! The `Node` gRPC service every node serves to its peers, and the server
+//! that hosts it (with `Head` too, on the head).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use wasmfabric_proto::v1 as pb;
+use wasmfabric_proto::v1::head_server::HeadServer;
+use wasmfabric_proto::v1::node_server::{Node as NodeService, NodeServer};
+
+use super::convert::{node_id, object_id};
+use super::{Cluster, HeadState, MAX_MESSAGE};
+use crate::ids::NodeId;
+
+/// Serves `Node` (and `Head` on the head) on `listener` until `stop`.
+pub(super) fn serve(
+    cluster: Arc<Cluster>,
+    head: Option<Arc<HeadState>>,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let node = NodeServer::new(Service { cluster })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let head = head.map(|h| {
+        HeadServer::from_arc(h)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    });
+    tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(listener);
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(node)
+            .add_optional_service(head)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "the node's gRPC server stopped");
+        }
+    });
+}
+
+struct Service {
+    cluster: Arc<Cluster>,
+}
+
+impl Service {
+    async fn handle(&self, from: NodeId, msg: pb::PeerMessage) -> Result<(), Status> {
+        use pb::peer_message::Kind;
+        let c = &self.cluster;
+        match msg.kind {
+            Some(Kind::Task(t)) => c.on_forward_task(from, t).await,
+            Some(Kind::Result(r)) => c.on_result(from, r),
+            Some(Kind::CreateActor(a)) => c.on_create_actor(from, a).await,
+            Some(Kind::ActorCall(a)) => c.on_actor_call(from, a),
+            Some(Kind::KillActor(k)) => {
+                c.on_kill_actor(k);
+                Ok(())
+            }
+            Some(Kind::RemoveBorrower(r)) => {
+                c.remove_borrower(object_id(&r.object_id)?, from, r.count);
+                Ok(())
+            }
+            Some(Kind::FreeObject(f)) => {
+                c.drop_kept(object_id(&f.object_id)?);
+                Ok(())
+            }
+            Some(Kind::JobFinished(j)) => c.on_job_finished(j),
+            Some(Kind::Logs(l)) => c.on_logs(l),
+            Some(Kind::CancelTask(t)) => {
+                c.on_cancel_task(object_id(&t.result_id)?);
+                Ok(())
+            }
+            None => Err(Status::invalid_argument("an empty peer message")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for Service {
+    async fn deliver(
+        &self,
+        request: Request<Streaming<pb::DeliverRequest>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            let from = node_id(&batch.from)?;
+            for msg in batch.messages {
+                // One bad message must not stop the messages behind it.
+                if let Err(s) = self.handle(from, msg).await {
+                    tracing::warn!(from = %from.short(), error = %s.message(), "a peer message failed");
+                }
+            }
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    type FetchObjectStream = ReceiverStream<Result<pb::ObjectChunk, Status>>;
+
+    async fn fetch_object(
+        &self,
+        request: Request<pb::FetchObjectRequest>,
+    ) -> Result<Response<Self::FetchObjectStream>, Status> {
+        let r = request.into_inner();
+        let id = object_id(&r.object_id)?;
+        let requester = node_id(&r.requester)?;
+        Ok(Response::new(
+            self.cluster.clone().serve_fetch(id, requester),
+        ))
+    }
+
+    type FetchModuleStream = ReceiverStream<Result<pb::ModuleChunk, Status>>;
+
+    async fn fetch_module(
+        &self,
+        request: Request<pb::FetchModuleRequest>,
+    ) -> Result<Response<Self::FetchModuleStream>, Status> {
+        Ok(Response::new(
+            self.cluster.serve_module(&request.into_inner().digest)?,
+        ))
+    }
+
+    async fn add_borrower(
+        &self,
+        request: Request<pb::AddBorrowerRequest>,
+    ) -> Result<Response<pb::AddBorrowerReply>, Status> {
+        let r = request.into_inner();
+        let id = object_id(&r.object_id)?;
+        let borrower = node_id(&r.borrower)?;
+        let found = self.cluster.core().and_then(|c| c.objects.lookup(id));
+        let ok = match found {
+            Some(obj) => {
+                self.cluster.add_borrower(&obj, borrower);
+                true
+            }
+            None => false,
+        };
+        Ok(Response::new(pb::AddBorrowerReply { ok }))
+    }
+}
