@@ -24,12 +24,24 @@ pub struct Cli {
 pub enum Command {
     /// Run an application's driver on an embedded local node.
     Run(crate::run::RunArgs),
+    /// Start a cluster node: the head (--head) or a worker (--address).
+    Start(crate::start::StartArgs),
+    /// Run an application on a cluster, streaming its output back.
+    Submit(crate::submit::SubmitArgs),
+    /// Show a cluster's nodes, jobs and actors.
+    Status(crate::status::StatusArgs),
+    /// Stop the nodes started on this machine.
+    Stop(crate::stop::StopArgs),
 }
 
 impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Command::Run(args) => crate::run::run(args),
+            Command::Start(args) => crate::start::start(args),
+            Command::Submit(args) => crate::submit::submit(args),
+            Command::Status(args) => crate::status::status(args),
+            Command::Stop(args) => crate::stop::stop(args),
         }
     }
 }
@@ -74,6 +86,14 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
                     "rebuild the component; the file may be truncated or corrupt"
                 }
             });
+        }
+        if cause
+            .downcast_ref::<crate::head_client::Unreachable>()
+            .is_some()
+        {
+            return Some(
+                "check the address (`fabric start --head` prints it), or start a head with `fabric start --head`",
+            );
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>()
             && e.kind() == std::io::ErrorKind::NotFound

@@ -5,8 +5,15 @@
 //! ```
 
 mod cli;
+mod data_dir;
+mod head_client;
+mod node_args;
 mod project;
 mod run;
+mod start;
+mod status;
+mod stop;
+mod submit;
 
 use std::process::ExitCode;
 

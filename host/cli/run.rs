@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use fabric_host::Node;
 use fabric_host::error::{FabricError, FailureKind};
 use fabric_host::logs::TerminalSink;
-use fabric_host::resources::ResourceSet;
-use fabric_host::{Node, NodeConfig};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -17,21 +16,8 @@ pub struct RunArgs {
     /// Cargo project directory to build for wasm32-wasip2 first.
     pub app: PathBuf,
 
-    /// CPUs the node offers (default: all of this machine's).
-    #[arg(long, value_name = "N")]
-    pub num_cpus: Option<f64>,
-
-    /// GPUs the node offers (default: detected with nvidia-smi).
-    #[arg(long, value_name = "N")]
-    pub num_gpus: Option<u32>,
-
-    /// Custom resources the node offers, e.g. `ssd=1,tpu=4`.
-    #[arg(long, value_name = "NAME=AMOUNT,...", value_parser = ResourceSet::parse_custom)]
-    pub resources: Option<ResourceSet>,
-
-    /// Object store capacity in bytes (default: 30% of memory).
-    #[arg(long, value_name = "BYTES")]
-    pub object_store_memory: Option<u64>,
+    #[command(flatten)]
+    pub node: crate::node_args::NodeArgs,
 
     /// Instead of the driver, run the remote function FUNCTION once with the
     /// arguments after `--` (each a JSON value) and print its result as JSON.
@@ -47,13 +33,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let app_path = crate::project::component_path(&args.app)?;
     let bytes =
         std::fs::read(&app_path).with_context(|| format!("cannot read {}", app_path.display()))?;
-    let config = NodeConfig {
-        num_cpus: args.num_cpus,
-        num_gpus: args.num_gpus,
-        custom: args.resources.clone().unwrap_or_default(),
-        object_store_memory: args.object_store_memory,
-        ..NodeConfig::default()
-    };
+    let config = args.node.config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fabric-worker")

@@ -39,7 +39,7 @@ pub enum Strategy {
     /// Here if it fits, else where it fits (and its arguments are).
     #[default]
     Default,
-    /// Round-robin over the nodes that fit.
+    /// Round-robin over the nodes that can run it.
     Spread,
     /// On one node: only there (`soft: false`) or there if it fits.
     Node { node: NodeId, soft: bool },
@@ -161,16 +161,17 @@ pub fn place(
         }
         Strategy::Default | Strategy::Spread => feasible.clone(),
     };
+    if matches!(strategy, Strategy::Spread) {
+        // Round-robin over every node that can run it: an even deal, even
+        // when some are busy (they queue their share).
+        let i = cursor.fetch_add(1, Ordering::Relaxed) % pool.len();
+        return to(pool[i]);
+    }
     let free: Vec<&Candidate<'_>> = pool
         .iter()
         .copied()
         .filter(|c| c.available.contains(demand))
         .collect();
-    if matches!(strategy, Strategy::Spread) {
-        let wheel = if free.is_empty() { &pool } else { &free };
-        let i = cursor.fetch_add(1, Ordering::Relaxed) % wheel.len();
-        return to(wheel[i]);
-    }
     // Data locality: the node holding the most argument bytes, if it has room.
     let local_bytes = |id: NodeId| {
         arg_bytes
@@ -209,14 +210,17 @@ pub fn place(
         .expect("pool is not empty"))
 }
 
-/// The error for a demand that fits no node, naming what is missing.
+/// The error for a demand that fits no node, naming what is missing (against
+/// the most any node has of each resource).
 fn infeasible(demand: &ResourceSet, candidates: &[Candidate<'_>]) -> FabricError {
-    let closest = candidates
-        .iter()
-        .min_by_key(|c| c.total.missing(demand).len());
-    let detail = match closest {
-        Some(c) => c.total.missing(demand).join(", "),
-        None => "the cluster has no live nodes".into(),
+    let mut best = ResourceSet::default();
+    for c in candidates {
+        best.max_with(c.total);
+    }
+    let detail = if candidates.is_empty() {
+        "the cluster has no live nodes".into()
+    } else {
+        best.missing(demand).join(", ")
     };
     FabricError::ResourcesInfeasible(format!("no node can ever satisfy {{{demand}}}: {detail}"))
 }

@@ -182,6 +182,18 @@ impl ResourceSet {
         out
     }
 
+    /// The larger of each amount in `self` and `other`: what the best node
+    /// of a group has of each resource.
+    pub fn max_with(&mut self, other: &ResourceSet) {
+        self.cpu = self.cpu.max(other.cpu);
+        self.gpu = self.gpu.max(other.gpu);
+        self.memory = self.memory.max(other.memory);
+        for (n, v) in &other.custom {
+            let cur = self.custom(n);
+            self.set_custom(n, cur.max(*v));
+        }
+    }
+
     pub fn subtract(&mut self, demand: &ResourceSet) {
         self.cpu -= demand.cpu;
         self.gpu -= demand.gpu;

@@ -7,6 +7,8 @@ mod support;
 mod actors;
 mod bench_guest;
 mod cli;
+mod cluster;
 mod coverage;
 mod examples;
+mod processes;
 mod tasks;

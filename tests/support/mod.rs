@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -115,4 +117,81 @@ pub async fn assert_released(node: &Node) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An in-process cluster: real nodes talking real gRPC over loopback, in
+/// this test process (they share one engine, so components compile once).
+pub struct TestCluster {
+    pub nodes: Vec<Node>,
+    pub handles: Vec<fabric_host::cluster::ClusterHandle>,
+}
+
+impl TestCluster {
+    pub fn head(&self) -> &Node {
+        &self.nodes[0]
+    }
+
+    /// The id of node `i` as guests see it (hex).
+    pub fn id(&self, i: usize) -> String {
+        self.nodes[i].id().to_string()
+    }
+
+    /// Adds a worker and waits until the head's node sees it.
+    pub async fn add(&mut self, config: NodeConfig) {
+        let node = node_with(config);
+        let mut cfg = fabric_host::cluster::ClusterConfig::worker(
+            "127.0.0.1:0".parse().unwrap(),
+            self.handles[0].address(),
+        );
+        cfg.heartbeat_interval = Duration::from_millis(100);
+        let handle = node.join(cfg).await.expect("join");
+        self.nodes.push(node);
+        self.handles.push(handle);
+        let n = self.nodes.len();
+        self.wait_for_alive(n).await;
+    }
+
+    /// Waits until every node sees `n` live nodes.
+    pub async fn wait_for_alive(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self
+                .handles
+                .iter()
+                .all(|h| h.peers().iter().filter(|p| p.alive).count() == n)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not converge on {n} live nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every node released every object and resource.
+    pub async fn assert_released(&self) {
+        for node in &self.nodes {
+            assert_released(node).await;
+        }
+    }
+}
+
+/// A head (first config) and workers (the rest), with fast heartbeats.
+pub async fn test_cluster(configs: Vec<NodeConfig>) -> TestCluster {
+    let mut configs = configs.into_iter();
+    let head = node_with(configs.next().expect("a head config"));
+    let mut cfg = fabric_host::cluster::ClusterConfig::head("127.0.0.1:0".parse().unwrap());
+    cfg.heartbeat_interval = Duration::from_millis(100);
+    cfg.node_timeout = Duration::from_secs(1);
+    let handle = head.join(cfg).await.expect("head");
+    let mut cluster = TestCluster {
+        nodes: vec![head],
+        handles: vec![handle],
+    };
+    for c in configs {
+        cluster.add(c).await;
+    }
+    cluster
 }

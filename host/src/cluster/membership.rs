@@ -213,15 +213,16 @@ impl Cluster {
         if view.values().any(|v| v.alive && v.total.contains(demand)) {
             return Ok(());
         }
-        let closest = view
-            .values()
-            .filter(|v| v.alive)
-            .map(|v| v.total.missing(demand))
-            .min_by_key(|m| m.len())
+        let mut best = core
+            .as_ref()
+            .map(|c| c.scheduler.total().clone())
             .unwrap_or_default();
+        for v in view.values().filter(|v| v.alive) {
+            best.max_with(&v.total);
+        }
         Err(FabricError::ResourcesInfeasible(format!(
             "no node in the cluster can ever satisfy {{{demand}}}: {}",
-            closest.join(", ")
+            best.missing(demand).join(", ")
         )))
     }
 

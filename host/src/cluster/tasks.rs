@@ -98,7 +98,7 @@ impl Cluster {
         spec: &TaskSpec,
         node: NodeId,
     ) -> Result<pb::ForwardTask, FabricError> {
-        let core = self.core().ok_or_else(|| FabricError::Cancelled)?;
+        let core = self.core().ok_or(FabricError::Cancelled)?;
         let mut args = Vec::with_capacity(spec.args.len());
         for a in &spec.args {
             let kind = match a {

@@ -1,0 +1,77 @@
+//! The data directory of the nodes started on this machine: one file per
+//! running node (`nodes/<pid>`: its id and address), the head's address,
+//! and the logs of nodes started in the background.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// The default data directory (like Ray's /tmp/ray).
+pub const DEFAULT: &str = "/tmp/fabric";
+
+pub fn nodes_dir(dir: &Path) -> PathBuf {
+    dir.join("nodes")
+}
+
+pub fn logs_dir(dir: &Path) -> PathBuf {
+    dir.join("logs")
+}
+
+/// Records a running node (its process id, node id and address).
+pub fn write_node(
+    dir: &Path,
+    pid: u32,
+    node_id: &str,
+    address: &str,
+    is_head: bool,
+) -> anyhow::Result<()> {
+    let nodes = nodes_dir(dir);
+    std::fs::create_dir_all(&nodes)
+        .with_context(|| format!("cannot create {}", nodes.display()))?;
+    let role = if is_head { "head" } else { "worker" };
+    std::fs::write(
+        nodes.join(pid.to_string()),
+        format!("{node_id} {address} {role}\n"),
+    )?;
+    if is_head {
+        std::fs::write(dir.join("head_address"), format!("{address}\n"))?;
+    }
+    Ok(())
+}
+
+pub fn remove_node(dir: &Path, pid: u32) {
+    let _ = std::fs::remove_file(nodes_dir(dir).join(pid.to_string()));
+}
+
+/// The nodes recorded as running here: (pid, node id, address, role).
+pub fn read_nodes(dir: &Path) -> Vec<(u32, String, String, String)> {
+    let Ok(entries) = std::fs::read_dir(nodes_dir(dir)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let mut parts = text.split_whitespace();
+            Some((
+                pid,
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next().unwrap_or("worker").to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The head address: the flag, else $FABRIC_ADDRESS (clap fills it), else
+/// the head started on this machine.
+pub fn head_address(flag: Option<String>, dir: &Path) -> anyhow::Result<String> {
+    if let Some(a) = flag {
+        return Ok(a);
+    }
+    let file = dir.join("head_address");
+    std::fs::read_to_string(&file)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| anyhow::anyhow!("no head address: pass --address HOST:PORT (or set FABRIC_ADDRESS), or start a head here with `fabric start --head`"))
+}

@@ -1,0 +1,42 @@
+//! Node options shared by `fabric run` and `fabric start`.
+
+use clap::Args;
+use fabric_host::NodeConfig;
+use fabric_host::resources::ResourceSet;
+
+#[derive(Args, Clone, Debug)]
+pub struct NodeArgs {
+    /// CPUs the node offers (default: all of this machine's).
+    #[arg(long, value_name = "N")]
+    pub num_cpus: Option<f64>,
+
+    /// GPUs the node offers (default: detected with nvidia-smi).
+    #[arg(long, value_name = "N")]
+    pub num_gpus: Option<u32>,
+
+    /// Custom resources the node offers, e.g. `ssd=1,tpu=4`.
+    #[arg(long, value_name = "NAME=AMOUNT,...", value_parser = ResourceSet::parse_custom)]
+    pub resources: Option<ResourceSet>,
+
+    /// Memory offered to tasks and actors, in bytes (default: 70% of RAM
+    /// less the object store).
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<u64>,
+
+    /// Object store capacity in bytes (default: 30% of memory).
+    #[arg(long, value_name = "BYTES")]
+    pub object_store_memory: Option<u64>,
+}
+
+impl NodeArgs {
+    pub fn config(&self) -> NodeConfig {
+        NodeConfig {
+            num_cpus: self.num_cpus,
+            num_gpus: self.num_gpus,
+            memory: self.memory,
+            custom: self.resources.clone().unwrap_or_default(),
+            object_store_memory: self.object_store_memory,
+            ..NodeConfig::default()
+        }
+    }
+}

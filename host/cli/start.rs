@@ -1,0 +1,198 @@
+//! `fabric start`: run a node of a cluster (the head, or a worker joining one).
+//!
+//! Without `--block` the node runs in the background: `start` launches it,
+//! waits until it has joined, prints its address and returns (as `ray
+//! start` does). `fabric stop` stops the nodes started on this machine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use fabric_host::Node;
+use fabric_host::cluster::ClusterConfig;
+
+use crate::data_dir;
+use crate::node_args::NodeArgs;
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Start the head of a new cluster.
+    #[arg(long, conflicts_with = "address")]
+    pub head: bool,
+
+    /// Join the cluster whose head is at HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "head")]
+    pub address: Option<String>,
+
+    /// Port to listen on (default: 6380 for the head, any free one for a worker).
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub host: String,
+
+    /// Host name or IP others reach this node at (default: --host).
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
+
+    /// Labels for placement, e.g. `zone=a,disk=ssd`.
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = parse_labels)]
+    pub labels: Option<BTreeMap<String, String>>,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+
+    /// Milliseconds between heartbeats.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub heartbeat_ms: u64,
+
+    /// Milliseconds without a heartbeat before the head declares a node dead.
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    pub node_timeout_ms: u64,
+
+    /// Where node records and background logs go.
+    #[arg(long, default_value = data_dir::DEFAULT, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Stay in the foreground until stopped (Ctrl-C or `fabric stop`).
+    #[arg(long)]
+    pub block: bool,
+}
+
+fn parse_labels(spec: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("expected `key=value`, got `{part}`"))?;
+        if k.trim().is_empty() {
+            return Err(format!("empty label name in `{part}`"));
+        }
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+pub fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
+    if args.block {
+        return run_blocking(args);
+    }
+    spawn_background(args)
+}
+
+/// Re-runs this command with `--block` in the background and waits until
+/// the node has joined.
+fn spawn_background(args: StartArgs) -> anyhow::Result<ExitCode> {
+    let logs = data_dir::logs_dir(&args.data_dir);
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let log_path = logs.join(format!("node-{stamp}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the fabric executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1)).arg("--block");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start the node process")?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((_, id, address, role)) = data_dir::read_nodes(&args.data_dir)
+            .into_iter()
+            .find(|n| n.0 == pid)
+        {
+            println!(
+                "started a {role} node: id {id}, address {address}, pid {pid}, log {}",
+                log_path.display()
+            );
+            if role == "head" {
+                println!("  add nodes:  fabric start --address {address}");
+                println!("  run a job:  fabric submit --address {address} APP.wasm");
+                println!("  see it:     fabric status --address {address}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(status) = child.try_wait()? {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "the node exited ({status}) before joining; its log ({}):\n{}",
+                log_path.display(),
+                tail.join("\n")
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the node did not join within 60 s; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
+    let port = args.port.unwrap_or(if args.head { 6380 } else { 0 });
+    let listen = format!("{}:{port}", args.host)
+        .parse()
+        .with_context(|| format!("`{}` is not an IP address", args.host))?;
+    let mut config = match &args.address {
+        Some(head) => ClusterConfig::worker(listen, head.clone()),
+        None => ClusterConfig::head(listen),
+    };
+    config.advertise_host = args.advertise.clone();
+    config.labels = args.labels.clone().unwrap_or_default();
+    config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
+    config.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fabric-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let node = Node::start(args.node.config()).context("cannot start the node")?;
+        let joined = node.join(config).await.context("cannot join the cluster")?;
+        let pid = std::process::id();
+        data_dir::write_node(
+            &args.data_dir,
+            pid,
+            &node.id().to_string(),
+            joined.address(),
+            args.head,
+        )?;
+        eprintln!(
+            "node {} listening on {} ({})",
+            node.id(),
+            joined.address(),
+            if args.head { "head" } else { "worker" }
+        );
+        wait_for_stop().await;
+        eprintln!("stopping");
+        joined.leave().await;
+        data_dir::remove_node(&args.data_dir, pid);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_stop() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

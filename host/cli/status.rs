@@ -1,0 +1,184 @@
+//! `fabric status`: the cluster's nodes, jobs and actors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use fabric_host::resources::{ResourceSet, UNIT, fmt_bytes};
+use wasmfabric_proto::v1 as pb;
+
+use crate::{data_dir, head_client};
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The head's address (default: $FABRIC_ADDRESS, else the head started here).
+    #[arg(long, env = "FABRIC_ADDRESS", value_name = "HOST:PORT")]
+    pub address: Option<String>,
+
+    #[arg(long, default_value = data_dir::DEFAULT, value_name = "DIR", hide = true)]
+    pub data_dir: PathBuf,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn res(r: Option<&pb::Resources>) -> ResourceSet {
+    let Some(r) = r else {
+        return ResourceSet::default();
+    };
+    let mut s = ResourceSet {
+        cpu: r.cpu,
+        gpu: r.gpu,
+        memory: r.memory,
+        custom: Vec::new(),
+    };
+    for (k, v) in &r.custom {
+        s = s.with_custom(k, *v as f64 / UNIT as f64);
+    }
+    s
+}
+
+fn amount(v: i64) -> String {
+    let x = v as f64 / UNIT as f64;
+    if v % UNIT == 0 {
+        format!("{}", v / UNIT)
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// `used/total` for one resource.
+fn used(total: i64, free: i64) -> String {
+    format!("{}/{}", amount(total - free), amount(total))
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let address = data_dir::head_address(args.address.clone(), &args.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let state = runtime.block_on(async {
+        let mut head = head_client::connect(&address).await?;
+        let reply = head
+            .cluster_state(pb::ClusterStateRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .context("the head did not answer")?;
+        anyhow::Ok(reply.into_inner())
+    })?;
+    let alive = state
+        .nodes
+        .iter()
+        .filter(|n| n.state() == pb::NodeState::Alive)
+        .count();
+    println!(
+        "cluster at {address}: {alive} of {} nodes alive",
+        state.nodes.len()
+    );
+    println!();
+    println!(
+        "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>6} {:<16} {:<6}",
+        "NODE",
+        "ADDRESS",
+        "STATE",
+        "CPU",
+        "GPU",
+        "MEMORY",
+        "OBJECT STORE",
+        "TASKS",
+        "CUSTOM",
+        "LABELS"
+    );
+    for n in &state.nodes {
+        let total = res(n.total.as_ref());
+        let free = res(n.free.as_ref());
+        let state = match n.state() {
+            pb::NodeState::Alive => "ALIVE",
+            pb::NodeState::Dead => "DEAD",
+            pb::NodeState::Draining => "DRAIN",
+            pb::NodeState::Unspecified => "?",
+        };
+        let custom: Vec<String> = total
+            .custom
+            .iter()
+            .map(|(k, v)| format!("{k}:{}", used(*v, free.custom(k))))
+            .collect();
+        let mut labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let id = hex(&n.node_id);
+        let role = if n.is_head { " (head)" } else { "" };
+        let memory = format!(
+            "{}/{}",
+            fmt_bytes(total.memory - free.memory),
+            fmt_bytes(total.memory)
+        );
+        let store = format!(
+            "{}/{}",
+            fmt_bytes(n.object_store_used as i64),
+            fmt_bytes(n.object_store_capacity as i64)
+        );
+        let custom = if custom.is_empty() {
+            "-".to_string()
+        } else {
+            custom.join(",")
+        };
+        let labels = format!("{}{role}", labels.join(","));
+        println!(
+            "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>6} {:<16} {}",
+            &id[..8.min(id.len())],
+            n.address,
+            state,
+            used(total.cpu, free.cpu),
+            used(total.gpu, free.gpu),
+            memory,
+            store,
+            n.running_tasks + n.queued_tasks,
+            custom,
+            labels,
+        );
+    }
+    println!();
+    println!("{:<34} {:<10} {:<5}", "JOB", "STATUS", "ERROR");
+    for j in &state.jobs {
+        let status = match j.status() {
+            pb::job_record::Status::Running => "RUNNING",
+            pb::job_record::Status::Succeeded => "SUCCEEDED",
+            pb::job_record::Status::Failed => "FAILED",
+            pb::job_record::Status::Unspecified => "?",
+        };
+        println!(
+            "{:<34} {:<10} {}",
+            hex(&j.job_id),
+            status,
+            j.error.lines().next().unwrap_or("")
+        );
+    }
+    println!();
+    println!(
+        "{:<10} {:<16} {:<24} {:<10} {:<6} {:<4}",
+        "ACTOR", "CLASS", "NAME", "NODE", "STATE", "NOTE"
+    );
+    for a in &state.actors {
+        let name = if a.name.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{}/{}", a.namespace, a.name)
+        };
+        let id = hex(&a.actor_id);
+        let node = hex(&a.node_id);
+        let state = if a.dead { "DEAD" } else { "ALIVE" };
+        let note = if a.detached { "detached" } else { "" };
+        println!(
+            "{:<10} {:<16} {:<24} {:<10} {:<6} {}",
+            &id[..8],
+            a.class,
+            name,
+            &node[..8.min(node.len())],
+            state,
+            note
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

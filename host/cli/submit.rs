@@ -1,0 +1,85 @@
+//! `fabric submit`: run a job on a cluster and stream its output back.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use wasmfabric_proto::v1 as pb;
+
+use crate::{data_dir, head_client};
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The head's address (default: $FABRIC_ADDRESS, else the head started here).
+    #[arg(long, env = "FABRIC_ADDRESS", value_name = "HOST:PORT")]
+    pub address: Option<String>,
+
+    /// The application: a component, or a Cargo project to build first.
+    pub app: PathBuf,
+
+    /// Arguments for the driver.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+
+    #[arg(long, default_value = data_dir::DEFAULT, value_name = "DIR", hide = true)]
+    pub data_dir: PathBuf,
+}
+
+pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let address = data_dir::head_address(args.address.clone(), &args.data_dir)?;
+    let path = crate::project::component_path(&args.app)?;
+    let component =
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    fabric_host::runtime::component::check_header(&component)
+        .with_context(|| format!("cannot submit {}", path.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut head = head_client::connect(&address).await?;
+        let request = pb::SubmitJobRequest {
+            component: component.into(),
+            args: args.args.clone(),
+        };
+        let mut events = head
+            .submit_job(request)
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .context("the head refused the job")?
+            .into_inner();
+        while let Some(event) = events
+            .message()
+            .await
+            .context("the job's output stream broke")?
+        {
+            match event.kind {
+                Some(pb::job_event::Kind::Started(s)) => {
+                    let id: String = s.job_id.iter().map(|b| format!("{b:02x}")).collect();
+                    tracing::info!(job = %id, "job started");
+                }
+                Some(pb::job_event::Kind::Log(l)) => {
+                    let mut line = l.prefix.into_bytes();
+                    line.extend_from_slice(&l.line);
+                    line.push(b'\n');
+                    let _ = if l.stderr {
+                        std::io::stderr().write_all(&line)
+                    } else {
+                        std::io::stdout().write_all(&line)
+                    };
+                }
+                Some(pb::job_event::Kind::Finished(f)) => {
+                    if f.ok {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    let message = f.error.map(|e| e.message).unwrap_or_default();
+                    eprintln!("error: the job failed: {message}");
+                    return Ok(ExitCode::from(1));
+                }
+                None => {}
+            }
+        }
+        anyhow::bail!("the head closed the job's stream before it finished")
+    })
+}

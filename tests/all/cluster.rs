@@ -1,0 +1,168 @@
+//! Clusters in one process: real nodes, real gRPC over loopback. Each test
+//! also checks that, after the job, no node holds an object or a resource.
+
+use fabric_host::NodeConfig;
+use fabric_host::resources::ResourceSet;
+
+use crate::support::{TestCluster, programs, run_ok, test_cluster, test_config};
+
+fn cpus(n: f64) -> NodeConfig {
+    NodeConfig {
+        num_cpus: Some(n),
+        ..test_config()
+    }
+}
+
+/// Head: 2 CPUs. Node 1: 2 CPUs and a GPU. Node 2: 2 CPUs and `ssd`.
+async fn three_nodes() -> TestCluster {
+    test_cluster(vec![
+        cpus(2.0),
+        NodeConfig {
+            num_gpus: Some(1),
+            ..cpus(2.0)
+        },
+        NodeConfig {
+            custom: ResourceSet::parse_custom("ssd=1").unwrap(),
+            ..cpus(2.0)
+        },
+    ])
+    .await
+}
+
+async fn scenario(c: &TestCluster, args: &[&str]) -> String {
+    let out = run_ok(c.head(), programs::CLUSTER, args).await;
+    c.assert_released().await;
+    out
+}
+
+fn ran_on(out: &str) -> Vec<(String, usize)> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("node "))
+        .map(|l| {
+            let (node, k) = l.split_once(" ran ").unwrap();
+            (node.to_string(), k.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_runs_on_every_node() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["fan-out", "600"]).await;
+    assert!(out.starts_with("tasks 600\n"), "{out}");
+    let nodes = ran_on(&out);
+    assert_eq!(nodes.len(), 3, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_and_custom_resource_tasks_land_where_the_resource_is() {
+    let c = three_nodes().await;
+    assert_eq!(
+        scenario(&c, &["gpu"]).await,
+        format!("gpu task on {} with [0]\n", c.id(1))
+    );
+    assert_eq!(
+        scenario(&c, &["ssd"]).await,
+        format!("ssd task on {}\n", c.id(2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_put_on_one_node_is_read_on_another() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["object-across", &c.id(2)]).await;
+    assert_eq!(
+        out,
+        format!(
+            "put on {} read on {}: 3145728 bytes, sum 9437184\n",
+            c.id(0),
+            c.id(2)
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_on_one_node_is_called_from_another() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["actor-across", &c.id(1), &c.id(2)]).await;
+    assert_eq!(
+        out,
+        format!(
+            "task on {} called actor on {}: 5 then 6\n",
+            c.id(2),
+            c.id(1)
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_actor_is_found_from_another_node() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["named-across", &c.id(1), &c.id(2)]).await;
+    assert_eq!(
+        out,
+        format!(
+            "task on {} found the named actor on {}: 7\n",
+            c.id(2),
+            c.id(1)
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_stays_where_it_was_made_until_read() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["result-elsewhere", &c.id(1)]).await;
+    assert_eq!(
+        out,
+        format!("made on {}: 2097152 bytes, inner 42\n", c.id(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_deals_tasks_to_every_node() {
+    let c = three_nodes().await;
+    let nodes = ran_on(&scenario(&c, &["spread"]).await);
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    assert!(nodes.iter().all(|(_, k)| *k == 10), "{nodes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_named_actor_outlives_its_job() {
+    let c = three_nodes().await;
+    assert_eq!(
+        run_ok(c.head(), programs::CLUSTER, &["detached-create", &c.id(1)]).await,
+        "created 1\n"
+    );
+    assert_eq!(
+        run_ok(c.head(), programs::CLUSTER, &["detached-use"]).await,
+        "still there 2\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joins_mid_job_receives_work() {
+    let mut c = test_cluster(vec![cpus(1.0), cpus(1.0)]).await;
+    let (head, app) = (c.head().clone(), std::fs::read(programs::CLUSTER).unwrap());
+    let logs = std::sync::Arc::new(fabric_host::logs::MemorySink::default());
+    let job = {
+        let logs = logs.clone();
+        tokio::spawn(async move {
+            let app = head.load(&app).await.unwrap();
+            head.run_job(app, vec!["elastic".into(), "24".into(), "500".into()], logs)
+                .await
+        })
+    };
+    while !logs.stdout().contains("submitted") {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    c.add(cpus(2.0)).await;
+    job.await.unwrap().result.expect("job");
+    let out = logs.stdout();
+    let newcomer = c.id(2);
+    assert!(
+        ran_on(&out).iter().any(|(n, k)| *n == newcomer && *k > 0),
+        "the new node ran nothing:\n{out}"
+    );
+    c.assert_released().await;
+}

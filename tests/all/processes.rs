@@ -1,0 +1,193 @@
+//! A cluster of real `fabric` processes on 127.0.0.1: a head with 2 CPUs,
+//! a worker with 2 CPUs and a GPU, a worker with 2 CPUs and `ssd=1`. Jobs go
+//! in with `fabric submit`; each checks where its work ran.
+
+use std::time::{Duration, Instant};
+
+use crate::support::procs::ProcCluster;
+use crate::support::programs;
+
+fn three_nodes() -> ProcCluster {
+    let mut c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "2", "--num-gpus", "0"],
+    );
+    c.add(&["--num-cpus", "2", "--num-gpus", "1"]);
+    c.add(&["--num-cpus", "2", "--num-gpus", "0", "--resources", "ssd=1"]);
+    c
+}
+
+fn ok(out: (String, String, bool)) -> String {
+    assert!(
+        out.2,
+        "the job failed:\nstdout:\n{}\nstderr:\n{}",
+        out.0, out.1
+    );
+    out.0
+}
+
+fn nodes_that_ran(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("node "))
+        .filter(|l| !l.ends_with(" ran 0"))
+        .map(|l| l.split_once(" ran ").unwrap().0.to_string())
+        .collect()
+}
+
+/// One cluster for the checks that need no restarts (process starts are slow).
+#[test]
+fn work_lands_where_it_should_across_processes() {
+    let c = three_nodes();
+    let (head, gpu, ssd) = (
+        c.nodes[0].id.clone(),
+        c.nodes[1].id.clone(),
+        c.nodes[2].id.clone(),
+    );
+
+    // A 1,000-task fan-out runs on all three nodes.
+    let out = ok(c.submit(programs::CLUSTER, &["fan-out", "1000"]));
+    assert!(out.starts_with("tasks 1000\n"), "{out}");
+    let mut ran = nodes_that_ran(&out);
+    ran.sort();
+    let mut all = vec![head.clone(), gpu.clone(), ssd.clone()];
+    all.sort();
+    assert_eq!(ran, all, "{out}");
+
+    // The GPU task lands on the GPU node, the ssd task on the ssd node.
+    assert_eq!(
+        ok(c.submit(programs::CLUSTER, &["gpu"])),
+        format!("gpu task on {gpu} with [0]\n")
+    );
+    assert_eq!(
+        ok(c.submit(programs::CLUSTER, &["ssd"])),
+        format!("ssd task on {ssd}\n")
+    );
+
+    // An object put on node A (the driver's) is read by a task on node C.
+    let out = ok(c.submit(programs::CLUSTER, &["object-across", &ssd]));
+    assert_eq!(
+        out,
+        format!("put on {head} read on {ssd}: 3145728 bytes, sum 9437184\n")
+    );
+
+    // An actor on node B is called from node C.
+    let out = ok(c.submit(programs::CLUSTER, &["actor-across", &gpu, &ssd]));
+    assert_eq!(
+        out,
+        format!("task on {ssd} called actor on {gpu}: 5 then 6\n")
+    );
+
+    // A named actor is found from another node.
+    let out = ok(c.submit(programs::CLUSTER, &["named-across", &gpu, &ssd]));
+    assert_eq!(
+        out,
+        format!("task on {ssd} found the named actor on {gpu}: 7\n")
+    );
+
+    // Each worker fetched the job's component once, for all those jobs.
+    for i in 1..3 {
+        let fetches = c.log(i).matches("fetched a component").count();
+        assert_eq!(
+            fetches,
+            1,
+            "node {i} fetched the component {fetches} times:\n{}",
+            c.log(i)
+        );
+    }
+
+    // The actors are in the head's directory, shown by `fabric status`.
+    let status = c.status();
+    assert!(
+        status.contains("Tally") && status.contains("shared-tally"),
+        "{status}"
+    );
+    assert!(status.contains("SUCCEEDED"), "{status}");
+}
+
+#[test]
+fn a_node_that_joins_mid_job_receives_work() {
+    let mut c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "1", "--num-gpus", "0"],
+    );
+    c.add(&["--num-cpus", "1", "--num-gpus", "0"]);
+    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["elastic", "30", "500"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("submitted"))
+    {
+        assert!(Instant::now() < deadline, "the job did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let newcomer = c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
+    assert!(job.wait().unwrap().success());
+    let out = lines.lock().unwrap().join("\n");
+    assert!(
+        nodes_that_ran(&out).contains(&c.nodes[newcomer].id),
+        "the node that joined ran nothing:\n{out}"
+    );
+}
+
+#[test]
+fn a_killed_node_is_detected_and_shown_by_status() {
+    let mut c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "1", "--num-gpus", "0"],
+    );
+    c.add(&["--num-cpus", "1", "--num-gpus", "0"]);
+    let victim = c.nodes[1].id[..8].to_string();
+    c.kill(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = c.status();
+        let row = status
+            .lines()
+            .find(|l| l.starts_with(&victim))
+            .unwrap_or_default()
+            .to_string();
+        if row.contains("DEAD") {
+            assert!(status.contains("1 of 2 nodes alive"), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed node is not shown dead:\n{status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The cluster still runs jobs.
+    let out = ok(c.submit(programs::CLUSTER, &["fan-out", "20"]));
+    assert!(out.starts_with("tasks 20\n"), "{out}");
+}
+
+#[test]
+fn cluster_commands_fail_clearly_without_a_head() {
+    let c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "1", "--num-gpus", "0"],
+    );
+    // A port nothing listens on (the head's, after it is gone, is racy).
+    let out = c.fabric(&["status", "--address", "127.0.0.1:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot reach the head at 127.0.0.1:1") && err.contains("hint:"),
+        "{err}"
+    );
+    let out = c.fabric(&["submit", "--address", "127.0.0.1:1", programs::CLUSTER]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = c.fabric(&[
+        "start",
+        "--address",
+        "127.0.0.1:1",
+        "--block",
+        "--data-dir",
+        c.dir.join("x").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot join the cluster"), "{err}");
+}

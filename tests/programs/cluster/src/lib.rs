@@ -1,0 +1,230 @@
+//! Cluster scenarios for the integration tests. The driver runs the scenario
+//! named by its first argument; node ids, where a scenario needs them, come
+//! after it. Lines it prints are what the tests check.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fabric::prelude::*;
+use fabric::serde_bytes::ByteBuf;
+
+const SCENARIOS: &[&str] = &[
+    "fan-out",
+    "gpu",
+    "ssd",
+    "object-across",
+    "actor-across",
+    "named-across",
+    "elastic",
+    "result-elsewhere",
+    "spread",
+    "detached-create",
+    "detached-use",
+    "big-transfer",
+    "broadcast",
+    "where",
+];
+
+/// The node this code runs on.
+fn here() -> String {
+    fabric::context().node_id
+}
+
+#[fabric::remote]
+fn where_am_i(sleep_ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(sleep_ms));
+    here()
+}
+
+#[fabric::remote(num_gpus = 1)]
+fn on_gpu() -> (String, Vec<u32>) {
+    (here(), fabric::context().gpu_ids)
+}
+
+#[fabric::remote(resources(ssd = 1))]
+fn on_ssd() -> String {
+    here()
+}
+
+#[fabric::remote]
+fn checksum(data: ByteBuf) -> (String, usize, u64) {
+    (here(), data.len(), data.iter().map(|b| u64::from(*b)).sum())
+}
+
+#[fabric::remote]
+fn make_big(len: usize) -> (String, ByteBuf, ObjectRef<u64>) {
+    let inner = fabric::put(&42u64).expect("put");
+    (here(), ByteBuf::from(vec![5u8; len]), inner)
+}
+
+#[fabric::actor]
+struct Tally {
+    total: i64,
+}
+
+#[fabric::actor]
+impl Tally {
+    fn new() -> Self {
+        Tally { total: 0 }
+    }
+
+    fn add(&mut self, n: i64) -> (String, i64) {
+        self.total += n;
+        (here(), self.total)
+    }
+}
+
+#[fabric::remote]
+fn add_via(tally: ActorHandle<Tally>, n: i64) -> fabric::Result<(String, String, i64)> {
+    let (actor_node, total) = fabric::get(&tally.add(n).remote()?)?;
+    Ok((here(), actor_node, total))
+}
+
+#[fabric::remote]
+fn add_by_name(name: String, n: i64) -> fabric::Result<(String, String, i64)> {
+    let tally: ActorHandle<Tally> = fabric::get_actor(&name)?;
+    let (actor_node, total) = fabric::get(&tally.add(n).remote()?)?;
+    Ok((here(), actor_node, total))
+}
+
+fn count(nodes: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for n in nodes {
+        *m.entry(n).or_default() += 1;
+    }
+    m
+}
+
+#[fabric::main]
+fn main() -> fabric::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    match arg(0).as_str() {
+        "list" => println!("{}", SCENARIOS.join(" ")),
+        "where" => println!("driver on {}", here()),
+        "fan-out" => {
+            let n: usize = arg(1).parse().unwrap_or(1000);
+            let refs: Vec<_> = (0..n)
+                .map(|_| where_am_i::remote(5))
+                .collect::<fabric::Result<_>>()?;
+            let nodes = count(fabric::get_all(&refs)?);
+            println!("tasks {}", nodes.values().sum::<usize>());
+            for (node, k) in nodes {
+                println!("node {node} ran {k}");
+            }
+        }
+        "spread" => {
+            let refs: Vec<_> = (0..30)
+                .map(|_| where_am_i::options(TaskOptions::new().spread()).remote(0))
+                .collect::<fabric::Result<_>>()?;
+            for (node, k) in count(fabric::get_all(&refs)?) {
+                println!("node {node} ran {k}");
+            }
+        }
+        "gpu" => {
+            let (node, gpus) = fabric::get(&on_gpu::remote()?)?;
+            println!("gpu task on {node} with {gpus:?}");
+        }
+        "ssd" => println!("ssd task on {}", fabric::get(&on_ssd::remote()?)?),
+        "object-across" => {
+            let data = fabric::put_bytes(&vec![3u8; 3 << 20])?;
+            let r = checksum::options(TaskOptions::new().on_node(&arg(1), false)).remote(&data)?;
+            let (node, len, sum) = fabric::get(&r)?;
+            println!("put on {} read on {node}: {len} bytes, sum {sum}", here());
+        }
+        "big-transfer" => {
+            let mib: usize = arg(2).parse().unwrap_or(64);
+            let data = fabric::put_bytes(&vec![1u8; mib << 20])?;
+            let start = std::time::Instant::now();
+            let r = checksum::options(TaskOptions::new().on_node(&arg(1), false)).remote(&data)?;
+            let (node, len, sum) = fabric::get(&r)?;
+            println!(
+                "moved {len} bytes to {node} (sum {sum}) in {:.3} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        "broadcast" => {
+            // The same object read on every node named in the arguments.
+            let mib: usize = arg(1).parse().unwrap_or(16);
+            let data = fabric::put_bytes(&vec![2u8; mib << 20])?;
+            let start = std::time::Instant::now();
+            let refs: Vec<_> = args[2..]
+                .iter()
+                .map(|n| checksum::options(TaskOptions::new().on_node(n, false)).remote(&data))
+                .collect::<fabric::Result<_>>()?;
+            let got = fabric::get_all(&refs)?;
+            println!(
+                "broadcast {} MiB to {} nodes in {:.3} s",
+                mib,
+                got.len(),
+                start.elapsed().as_secs_f64()
+            );
+            for (node, len, _) in got {
+                println!("{node} got {len}");
+            }
+        }
+        "actor-across" => {
+            let tally = Tally::options(ActorOptions::new().on_node(&arg(1), false)).remote()?;
+            let r = add_via::options(TaskOptions::new().on_node(&arg(2), false))
+                .remote(tally.clone(), 5)?;
+            let (task_node, actor_node, total) = fabric::get(&r)?;
+            let (_, total2) = fabric::get(&tally.add(1).remote()?)?;
+            println!("task on {task_node} called actor on {actor_node}: {total} then {total2}");
+        }
+        "named-across" => {
+            let _tally = Tally::options(
+                ActorOptions::new()
+                    .name("shared-tally")
+                    .on_node(&arg(1), false),
+            )
+            .remote()?;
+            let r = add_by_name::options(TaskOptions::new().on_node(&arg(2), false))
+                .remote("shared-tally".to_string(), 7)?;
+            let (task_node, actor_node, total) = fabric::get(&r)?;
+            println!("task on {task_node} found the named actor on {actor_node}: {total}");
+        }
+        "elastic" => {
+            // Long tasks: a node that joins while they run gets some.
+            let n: usize = arg(1).parse().unwrap_or(40);
+            let ms: u64 = arg(2).parse().unwrap_or(1000);
+            let refs: Vec<_> = (0..n)
+                .map(|_| where_am_i::remote(ms))
+                .collect::<fabric::Result<_>>()?;
+            println!("submitted {n}");
+            for (node, k) in count(fabric::get_all(&refs)?) {
+                println!("node {node} ran {k}");
+            }
+        }
+        "result-elsewhere" => {
+            let r =
+                make_big::options(TaskOptions::new().on_node(&arg(1), false)).remote(2 << 20)?;
+            let (node, big, inner) = fabric::get(&r)?;
+            println!(
+                "made on {node}: {} bytes, inner {}",
+                big.len(),
+                fabric::get(&inner)?
+            );
+        }
+        "detached-create" => {
+            let t = Tally::options(
+                ActorOptions::new()
+                    .name("keeper")
+                    .namespace("shared")
+                    .detached()
+                    .on_node(&arg(1), false),
+            )
+            .remote()?;
+            println!("created {:?}", fabric::get(&t.add(1).remote()?)?.1);
+        }
+        "detached-use" => {
+            let t: ActorHandle<Tally> = fabric::get_actor_in("shared", "keeper")?;
+            println!("still there {:?}", fabric::get(&t.add(1).remote()?)?.1);
+        }
+        other => {
+            return Err(fabric::Error::InvalidArgument(format!(
+                "unknown scenario `{other}`"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! A cluster of real `fabric` processes on 127.0.0.1, for the tests that
+//! must cross process boundaries: each node is a `fabric start --block`
+//! child with its own data directory; jobs go in with `fabric submit`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One node process.
+pub struct ProcNode {
+    pub child: Child,
+    pub id: String,
+    pub address: String,
+    pub log: PathBuf,
+}
+
+/// Nodes started by a test; all are killed when it is dropped.
+pub struct ProcCluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<ProcNode>,
+    bin: PathBuf,
+}
+
+fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "fabric-procs-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl ProcCluster {
+    /// Starts a head with `flags`.
+    pub fn start(bin: &str, flags: &[&str]) -> Self {
+        let mut c = ProcCluster {
+            dir: scratch_dir(),
+            nodes: Vec::new(),
+            bin: PathBuf::from(bin),
+        };
+        let mut all = vec!["--head", "--port", "0"];
+        all.extend_from_slice(flags);
+        c.spawn_node(&all);
+        c
+    }
+
+    pub fn head_address(&self) -> &str {
+        &self.nodes[0].address
+    }
+
+    /// Adds a worker with `flags`; returns its index.
+    pub fn add(&mut self, flags: &[&str]) -> usize {
+        let head = self.head_address().to_string();
+        let mut all = vec!["--address", head.as_str()];
+        all.extend_from_slice(flags);
+        self.spawn_node(&all);
+        self.nodes.len() - 1
+    }
+
+    fn spawn_node(&mut self, flags: &[&str]) {
+        let i = self.nodes.len();
+        let data = self.dir.join(format!("node{i}"));
+        let log = self.dir.join(format!("node{i}.log"));
+        let child = Command::new(&self.bin)
+            .args([
+                "--log-level",
+                "fabric_host=debug,info",
+                "start",
+                "--block",
+                "--heartbeat-ms",
+                "100",
+                "--node-timeout-ms",
+                "1000",
+            ])
+            .args(flags)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawning a node");
+        let pid = child.id();
+        let record = data.join("nodes").join(pid.to_string());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let text = loop {
+            if let Ok(t) = std::fs::read_to_string(&record) {
+                break t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not start; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut parts = text.split_whitespace();
+        let id = parts.next().unwrap().to_string();
+        let address = parts.next().unwrap().to_string();
+        self.nodes.push(ProcNode {
+            child,
+            id,
+            address,
+            log,
+        });
+        self.wait_for_alive(self.nodes.len());
+    }
+
+    /// Runs `fabric` with `args`.
+    pub fn fabric(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env_remove("FABRIC_ADDRESS")
+            .output()
+            .expect("running fabric")
+    }
+
+    pub fn status(&self) -> String {
+        let out = self.fabric(&["status", "--address", self.head_address()]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until `fabric status` shows `n` live nodes.
+    pub fn wait_for_alive(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.status();
+            if s.contains(&format!(": {n} of ")) && s.contains(" nodes alive") {
+                // Give every node a heartbeat to learn of the newcomer.
+                std::thread::sleep(Duration::from_millis(300));
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach {n} live nodes:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Submits `app` with `args`; (stdout, stderr, success).
+    pub fn submit(&self, app: &str, args: &[&str]) -> (String, String, bool) {
+        let mut all = vec!["submit", "--address", self.head_address(), app, "--"];
+        all.extend_from_slice(args);
+        let out = self.fabric(&all);
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.success(),
+        )
+    }
+
+    /// Starts a submit in the background; its stdout lines arrive in the vector.
+    pub fn submit_in_background(
+        &self,
+        app: &str,
+        args: &[&str],
+    ) -> (Child, Arc<Mutex<Vec<String>>>) {
+        let mut child = Command::new(&self.bin)
+            .args(["submit", "--address", self.head_address(), app, "--"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("running fabric submit");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        (child, lines)
+    }
+
+    /// Kills node `i` at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        let _ = self.nodes[i].child.kill();
+        let _ = self.nodes[i].child.wait();
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
