@@ -166,3 +166,37 @@ async fn a_node_that_joins_mid_job_receives_work() {
     );
     c.assert_released().await;
 }
+
+/// The task hot path never reaches the head: a 10,000-task job on one node
+/// makes no head RPC (heartbeats come on their own clock, not per task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_tasks_make_no_head_rpc() {
+    let c = test_cluster(vec![cpus(2.0)]).await;
+    let head = c.handles[0].head().expect("the head").clone();
+    let before = head.cluster_state().head_rpcs;
+    let out = scenario(&c, &["throughput", "10000"]).await;
+    assert!(out.starts_with("throughput 10000 tasks in "), "{out}");
+    let after = head.cluster_state().head_rpcs;
+    for (rpc, n) in &after {
+        let delta = n - before.get(rpc).copied().unwrap_or(0);
+        if rpc != "Heartbeat" {
+            assert_eq!(delta, 0, "{rpc} was called {delta} times during the job");
+        }
+    }
+}
+
+/// Objects move between nodes in chunks, and copies go when the object does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_move_between_nodes_and_copies_are_dropped() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["transfer", "32", &c.id(2)]).await;
+    assert!(
+        out.starts_with(&format!("transfer 33554432 bytes to {} in ", c.id(2))),
+        "{out}"
+    );
+    let out = scenario(&c, &["broadcast", "8", &c.id(1), &c.id(2)]).await;
+    assert!(
+        out.starts_with("broadcast 8388608 bytes to 2 nodes in "),
+        "{out}"
+    );
+}

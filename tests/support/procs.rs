@@ -22,6 +22,7 @@ pub struct ProcCluster {
     pub dir: PathBuf,
     pub nodes: Vec<ProcNode>,
     bin: PathBuf,
+    log_level: String,
 }
 
 fn scratch_dir() -> PathBuf {
@@ -37,12 +38,18 @@ fn scratch_dir() -> PathBuf {
 }
 
 impl ProcCluster {
-    /// Starts a head with `flags`.
+    /// Starts a head with `flags` (nodes log at debug level).
     pub fn start(bin: &str, flags: &[&str]) -> Self {
+        Self::start_logging(bin, "fabric_host=debug,info", flags)
+    }
+
+    /// Starts a head with `flags`; nodes log with `log_level`.
+    pub fn start_logging(bin: &str, log_level: &str, flags: &[&str]) -> Self {
         let mut c = ProcCluster {
             dir: scratch_dir(),
             nodes: Vec::new(),
             bin: PathBuf::from(bin),
+            log_level: log_level.to_string(),
         };
         let mut all = vec!["--head", "--port", "0"];
         all.extend_from_slice(flags);

@@ -37,6 +37,8 @@ pub struct HeadState {
     actors: Mutex<HashMap<ActorId, pb::ActorInfo>>,
     names: Mutex<HashMap<(String, String), ActorId>>,
     jobs: Arc<Mutex<Vec<pb::JobRecord>>>,
+    /// Calls served, by RPC name.
+    rpcs: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn now_ms() -> u64 {
@@ -56,6 +58,7 @@ impl HeadState {
             actors: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             jobs: Arc::new(Mutex::new(Vec::new())),
+            rpcs: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -125,7 +128,18 @@ impl HeadState {
             nodes: self.nodes_pb(),
             jobs: self.jobs.lock().unwrap().clone(),
             actors: self.actors.lock().unwrap().values().cloned().collect(),
+            head_rpcs: self
+                .rpcs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
         }
+    }
+
+    fn count(&self, rpc: &'static str) {
+        *self.rpcs.lock().unwrap().entry(rpc).or_default() += 1;
     }
 }
 
@@ -170,6 +184,7 @@ impl Head for HeadState {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterReply>, Status> {
+        self.count("Register");
         let r = request.into_inner();
         let id = node_id(&r.node_id)?;
         let is_head = id == self.node.id();
@@ -202,6 +217,7 @@ impl Head for HeadState {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        self.count("Heartbeat");
         let r = request.into_inner();
         let id = node_id(&r.node_id)?;
         let known = {
@@ -232,6 +248,7 @@ impl Head for HeadState {
         &self,
         request: Request<pb::DeregisterRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.count("Deregister");
         let id = node_id(&request.into_inner().node_id)?;
         if let Some(rec) = self.nodes.lock().unwrap().get_mut(&id) {
             rec.info.set_state(pb::NodeState::Dead);
@@ -245,6 +262,7 @@ impl Head for HeadState {
         &self,
         _: Request<pb::ClusterStateRequest>,
     ) -> Result<Response<pb::ClusterStateReply>, Status> {
+        self.count("ClusterState");
         Ok(Response::new(HeadState::cluster_state(self)))
     }
 
@@ -252,6 +270,7 @@ impl Head for HeadState {
         &self,
         request: Request<pb::RegisterActorRequest>,
     ) -> Result<Response<pb::RegisterActorReply>, Status> {
+        self.count("RegisterActor");
         let r = request.into_inner();
         let info = r
             .actor
@@ -288,6 +307,7 @@ impl Head for HeadState {
         &self,
         request: Request<pb::LookupActorRequest>,
     ) -> Result<Response<pb::LookupActorReply>, Status> {
+        self.count("LookupActor");
         let actors = self.actors.lock().unwrap();
         let found = match request.into_inner().by {
             Some(pb::lookup_actor_request::By::ActorId(id)) => actors.get(&actor_id(&id)?).cloned(),
@@ -310,6 +330,7 @@ impl Head for HeadState {
         &self,
         request: Request<pb::ActorDiedRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.count("ActorDied");
         let r = request.into_inner();
         let id = actor_id(&r.actor_id)?;
         let mut actors = self.actors.lock().unwrap();
@@ -331,6 +352,7 @@ impl Head for HeadState {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<Self::SubmitJobStream>, Status> {
+        self.count("SubmitJob");
         let r = request.into_inner();
         let app = self
             .node

@@ -20,7 +20,8 @@ const SCENARIOS: &[&str] = &[
     "spread",
     "detached-create",
     "detached-use",
-    "big-transfer",
+    "throughput",
+    "transfer",
     "broadcast",
     "where",
 ];
@@ -55,6 +56,20 @@ fn checksum(data: ByteBuf) -> (String, usize, u64) {
 fn make_big(len: usize) -> (String, ByteBuf, ObjectRef<u64>) {
     let inner = fabric::put(&42u64).expect("put");
     (here(), ByteBuf::from(vec![5u8; len]), inner)
+}
+
+#[fabric::remote]
+fn noop() -> u8 {
+    0
+}
+
+/// Waits until the objects inside `refs` are on this node (a `wait` fetches
+/// them) without copying them into this instance.
+#[fabric::remote]
+fn fetch_here(refs: Vec<ObjectRef<ByteBuf>>) -> fabric::Result<String> {
+    let (ready, _) = fabric::wait(&refs, refs.len(), None)?;
+    assert_eq!(ready.len(), refs.len());
+    Ok(here())
 }
 
 #[fabric::actor]
@@ -132,36 +147,51 @@ fn main() -> fabric::Result<()> {
             let (node, len, sum) = fabric::get(&r)?;
             println!("put on {} read on {node}: {len} bytes, sum {sum}", here());
         }
-        "big-transfer" => {
-            let mib: usize = arg(2).parse().unwrap_or(64);
+        "throughput" => {
+            let n: usize = arg(1).parse().unwrap_or(10_000);
+            let start = std::time::Instant::now();
+            let refs: Vec<_> = (0..n)
+                .map(|_| noop::remote())
+                .collect::<fabric::Result<_>>()?;
+            fabric::get_all(&refs)?;
+            println!(
+                "throughput {n} tasks in {:.6} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        "transfer" => {
+            // Moves one object of `mib` MiB from this node to node `arg(2)`.
+            let mib: usize = arg(1).parse().unwrap_or(64);
             let data = fabric::put_bytes(&vec![1u8; mib << 20])?;
             let start = std::time::Instant::now();
-            let r = checksum::options(TaskOptions::new().on_node(&arg(1), false)).remote(&data)?;
-            let (node, len, sum) = fabric::get(&r)?;
+            let r = fetch_here::options(TaskOptions::new().on_node(&arg(2), false))
+                .remote(vec![data])?;
+            let node = fabric::get(&r)?;
             println!(
-                "moved {len} bytes to {node} (sum {sum}) in {:.3} s",
+                "transfer {} bytes to {node} in {:.6} s",
+                mib << 20,
                 start.elapsed().as_secs_f64()
             );
         }
         "broadcast" => {
-            // The same object read on every node named in the arguments.
+            // One object of `mib` MiB read on every node named after it.
             let mib: usize = arg(1).parse().unwrap_or(16);
             let data = fabric::put_bytes(&vec![2u8; mib << 20])?;
             let start = std::time::Instant::now();
             let refs: Vec<_> = args[2..]
                 .iter()
-                .map(|n| checksum::options(TaskOptions::new().on_node(n, false)).remote(&data))
+                .map(|n| {
+                    fetch_here::options(TaskOptions::new().on_node(n, false))
+                        .remote(vec![data.clone()])
+                })
                 .collect::<fabric::Result<_>>()?;
             let got = fabric::get_all(&refs)?;
             println!(
-                "broadcast {} MiB to {} nodes in {:.3} s",
-                mib,
+                "broadcast {} bytes to {} nodes in {:.6} s",
+                mib << 20,
                 got.len(),
                 start.elapsed().as_secs_f64()
             );
-            for (node, len, _) in got {
-                println!("{node} got {len}");
-            }
         }
         "actor-across" => {
             let tally = Tally::options(ActorOptions::new().on_node(&arg(1), false)).remote()?;
