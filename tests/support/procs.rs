@@ -77,7 +77,7 @@ impl ProcCluster {
         let child = Command::new(&self.bin)
             .args([
                 "--log-level",
-                "fabric_host=debug,info",
+                &self.log_level,
                 "start",
                 "--block",
                 "--heartbeat-ms",
