@@ -188,3 +188,19 @@ async fn a_full_object_store_refuses_with_a_named_limit_until_objects_are_freed(
     );
     assert_eq!(lines[1], "after free 5242880");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_larger_than_wasmtimes_per_call_default_move() {
+    assert_eq!(scenario(1.0, "huge-object").await, "huge 209715200 true\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_pinned_to_another_node_fails_on_a_lone_node() {
+    let out = scenario(1.0, "pinned-elsewhere").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ResourcesInfeasible(") && lines[0].contains("is not a live member"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "soft ok");
+}

@@ -119,6 +119,9 @@ pub(crate) fn new_store(
     };
     let mut store = Store::new(core.engine.engine(), state);
     store.limiter(|s| &mut s.limits);
+    // A single call may hand the host as much as the object store holds
+    // (wasmtime's default allows 128 MiB per call).
+    store.set_hostcall_fuel(core.objects.capacity_bytes().min(u64::from(u32::MAX)) as usize);
     // Yield to the async scheduler at every epoch tick.
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);

@@ -155,12 +155,27 @@ pub(crate) fn submit(core: &Arc<NodeCore>, spec: TaskSpec) {
 
 /// Places a task whose arguments are all computed.
 fn place(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
-    let Some(cluster) = core.cluster() else {
-        return run_here(core, spec, control);
+    let placement = match core.cluster() {
+        Some(cluster) => cluster.place_task(&spec),
+        // Alone, a node runs everything itself, unless it is pinned elsewhere.
+        None if spec.strategy.is_hard_affinity() => {
+            let total = core.scheduler.total().clone();
+            let me = [crate::placement::Candidate::new(
+                core.id,
+                &total,
+                total.clone(),
+                true,
+            )];
+            crate::placement::place(&spec.demand, &spec.strategy, &me, &[], &Default::default())
+        }
+        None => Placement::Local,
     };
-    match cluster.place_task(&spec) {
+    match placement {
         Placement::Local => run_here(core, spec, control),
-        Placement::Remote(node) => cluster.forward_task(node, spec, control),
+        Placement::Remote(node) => match core.cluster() {
+            Some(cluster) => cluster.forward_task(node, spec, control),
+            None => unreachable!("a lone node places nothing remotely"),
+        },
         Placement::Infeasible(e) => finish(&core, spec, &control, Err(e)),
     }
 }

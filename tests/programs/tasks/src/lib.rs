@@ -21,6 +21,8 @@ const SCENARIOS: &[&str] = &[
     "gpu",
     "large-object",
     "put-bytes",
+    "huge-object",
+    "pinned-elsewhere",
     "store-full",
     "retry",
     "options",
@@ -251,6 +253,21 @@ fn main() -> fabric::Result<()> {
                 back.len() == data.len(),
                 fabric::get(&sum)?
             );
+        }
+        "huge-object" => {
+            // More than wasmtime's default 128 MiB per host call.
+            let r = fabric::put_bytes(&vec![9u8; 200 << 20])?;
+            let (len, sum) = fabric::get(&checksum::remote(&r)?)?;
+            println!("huge {len} {}", sum == 9 * (200 << 20));
+        }
+        "pinned-elsewhere" => {
+            let other = "00000000000000000000000000000001";
+            let e = cpus_seen::options(TaskOptions::new().on_node(other, false))
+                .remote()
+                .and_then(|r| fabric::get(&r));
+            println!("{}", describe(&e.unwrap_err()));
+            let soft = cpus_seen::options(TaskOptions::new().on_node(other, true)).remote()?;
+            println!("soft {}", fabric::get(&soft)?);
         }
         "put-bytes" => {
             // Every size class of the MessagePack bin header, and a large one.
