@@ -24,6 +24,30 @@ use bytes::Bytes;
 
 /// Objects smaller than this are plain allocations.
 pub const POOLED_MIN: usize = 1 << 20;
+/// New buffers at least this large ask for transparent huge pages: filling
+/// a fresh 1 GiB buffer takes 262,144 page faults with 4 KiB pages, 512
+/// with 2 MiB ones.
+const HUGE_PAGES_MIN: usize = 8 << 20;
+
+/// Asks the kernel to back `buf`'s (2 MiB-aligned) span with huge pages.
+fn advise_huge_pages(buf: &Vec<u8>) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_ptr() as usize;
+        let end = start + buf.capacity();
+        let aligned = (start + HUGE - 1) & !(HUGE - 1);
+        if end > aligned + HUGE {
+            let len = (end - aligned) & !(HUGE - 1);
+            // SAFETY: the range lies inside the buffer's own allocation, and
+            // MADV_HUGEPAGE only changes how it is backed, not its contents.
+            unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
 /// Copies at least this large are split over two threads.
 const PARALLEL_COPY_MIN: usize = 16 << 20;
 
@@ -77,7 +101,11 @@ impl PoolInner {
                 return buf;
             }
         }
-        Vec::with_capacity(len)
+        let buf = Vec::with_capacity(len);
+        if len >= HUGE_PAGES_MIN {
+            advise_huge_pages(&buf);
+        }
+        buf
     }
 
     fn give(&self, buf: Vec<u8>) {

@@ -223,6 +223,9 @@ impl Node {
         let value = result_ref.get(None).await;
         self.core.finish_job(&job);
         self.core.jobs.remove(&job.id);
+        if let Some(cluster) = self.core.cluster() {
+            cluster.job_finished(job.id);
+        }
         value
     }
 

@@ -89,6 +89,8 @@ enum State {
         /// References encoded inside the value: kept alive with it.
         nested: Vec<ObjectRef>,
     },
+    /// The last reference went; nothing may complete it any more.
+    Freed,
 }
 
 struct Entry {
@@ -101,6 +103,9 @@ struct Entry {
     /// For an owned object: nodes that keep a copy on its behalf.
     copies: Mutex<Vec<NodeId>>,
     refs: AtomicUsize,
+    /// References that only keep a copy for its owner ([`Pinned`]); they do
+    /// not count as this node using the object.
+    pins: AtomicUsize,
     /// Bytes charged to the store for this object.
     charged: AtomicI64,
     state: Mutex<State>,
@@ -131,26 +136,27 @@ impl Inner {
         // A borrow may already have replaced a dying entry under the same id.
         self.entries
             .remove_if(&entry.id, |_, e| Arc::ptr_eq(e, entry));
+        // Freed first, under the lock: nothing can complete (and charge) it after.
+        let state = std::mem::replace(&mut *entry.state.lock().unwrap(), State::Freed);
         self.used
             .fetch_sub(entry.charged.swap(0, Ordering::AcqRel), Ordering::AcqRel);
         // Dropping the state drops nested references, which may free more objects.
-        let state = std::mem::replace(
-            &mut *entry.state.lock().unwrap(),
-            State::Pending {
-                listeners: Vec::new(),
-            },
-        );
         drop(state);
+        self.return_borrows(entry);
         if let Some(remote) = self.remote.get() {
-            if let Some(home) = entry.home {
-                let n = entry.registrations.swap(0, Ordering::AcqRel);
-                if n > 0 {
-                    remote.released_borrow(entry.id, home, n);
-                }
-            }
             let copies = std::mem::take(&mut *entry.copies.lock().unwrap());
             if !copies.is_empty() {
                 remote.freed_copies(entry.id, copies);
+            }
+        }
+    }
+
+    /// Gives the owner back the borrows it counted for this node.
+    fn return_borrows(&self, entry: &Entry) {
+        if let (Some(home), Some(remote)) = (entry.home, self.remote.get()) {
+            let n = entry.registrations.swap(0, Ordering::AcqRel);
+            if n > 0 {
+                remote.released_borrow(entry.id, home, n);
             }
         }
     }
@@ -187,9 +193,10 @@ impl Inner {
         })
     }
 
-    /// Moves `entry` to `next` (which must not be pending), charging `value`'s
-    /// bytes, and wakes everyone waiting for it. Returns false if it was not
-    /// in a state that `allowed` accepts.
+    /// Makes `entry` ready with `value` (charging its bytes) if its state is
+    /// one `allowed` accepts, and wakes everyone waiting for it. Returns
+    /// whether it did. Charging happens under the state lock, so a release
+    /// can never miss (or double-refund) it.
     fn complete(
         &self,
         entry: &Entry,
@@ -197,32 +204,28 @@ impl Inner {
         nested: Vec<ObjectRef>,
         allowed: fn(&State) -> bool,
     ) -> bool {
-        let (value, nested) = match value {
-            Ok(bytes) => match self.charge(bytes.len() as i64) {
-                Ok(()) => {
-                    entry
-                        .charged
-                        .fetch_add(bytes.len() as i64, Ordering::AcqRel);
-                    (Ok(bytes), nested)
-                }
-                Err(e) => (Err(e), Vec::new()),
-            },
-            Err(e) => (Err(e), Vec::new()),
-        };
         let listeners = {
             let mut state = entry.state.lock().unwrap();
             if !allowed(&state) {
-                if let Ok(b) = &value {
-                    entry.charged.fetch_sub(b.len() as i64, Ordering::AcqRel);
-                    self.used.fetch_sub(b.len() as i64, Ordering::AcqRel);
-                }
                 return false;
             }
+            let (value, nested) = match value {
+                Ok(bytes) => match self.charge(bytes.len() as i64) {
+                    Ok(()) => {
+                        entry
+                            .charged
+                            .fetch_add(bytes.len() as i64, Ordering::AcqRel);
+                        (Ok(bytes), nested)
+                    }
+                    Err(e) => (Err(e), Vec::new()),
+                },
+                Err(e) => (Err(e), Vec::new()),
+            };
             let listeners = match &mut *state {
                 State::Pending { listeners } | State::Elsewhere { listeners, .. } => {
                     std::mem::take(listeners)
                 }
-                State::Ready { .. } => Vec::new(),
+                State::Ready { .. } | State::Freed => Vec::new(),
             };
             *state = State::Ready { value, nested };
             listeners
@@ -256,9 +259,10 @@ impl ObjectStore {
                 entries: DashMap::new(),
                 used: AtomicI64::new(0),
                 capacity: capacity.min(i64::MAX as u64) as i64,
-                // Keep up to an eighth of the store (at most 1 GiB) in
-                // recycled large buffers.
-                buffers: BufferPool::new((capacity / 8).min(1 << 30) as usize),
+                // Keep up to a quarter of the store (at most 4 GiB) in recycled
+                // large buffers: a fresh one costs more in page faults and
+                // zeroing than the copy into it.
+                buffers: BufferPool::new((capacity / 4).min(4 << 30) as usize),
                 remote: OnceLock::new(),
             }),
         }
@@ -269,6 +273,28 @@ impl ObjectStore {
         let _ = self.inner.remote.set(remote);
     }
 
+    fn new_entry(
+        id: ObjectId,
+        job: JobId,
+        home: Option<NodeId>,
+        state: State,
+        charged: i64,
+    ) -> Arc<Entry> {
+        Arc::new(Entry {
+            id,
+            job,
+            home,
+            registrations: AtomicU32::new(0),
+            copies: Mutex::new(Vec::new()),
+            refs: AtomicUsize::new(1),
+            pins: AtomicUsize::new(0),
+            charged: AtomicI64::new(charged),
+            state: Mutex::new(state),
+            ready: Notify::new(),
+        })
+    }
+
+    /// Stores a new entry under a fresh id (no other entry can have it).
     fn insert(
         &self,
         id: ObjectId,
@@ -277,21 +303,44 @@ impl ObjectStore {
         state: State,
         charged: i64,
     ) -> ObjectRef {
-        let entry = Arc::new(Entry {
-            id,
-            job,
-            home,
-            registrations: AtomicU32::new(0),
-            copies: Mutex::new(Vec::new()),
-            refs: AtomicUsize::new(1),
-            charged: AtomicI64::new(charged),
-            state: Mutex::new(state),
-            ready: Notify::new(),
-        });
+        let entry = Self::new_entry(id, job, home, state, charged);
         self.inner.entries.insert(id, entry.clone());
         ObjectRef {
             entry,
             store: self.inner.clone(),
+        }
+    }
+
+    /// A reference to the live entry for `id`, or to a new one made by
+    /// `make`, atomically (two arrivals of one id share one entry).
+    fn get_or_insert(&self, id: ObjectId, make: impl FnOnce() -> Arc<Entry>) -> (ObjectRef, bool) {
+        match self.inner.entries.entry(id) {
+            dashmap::Entry::Occupied(mut slot) => match self.inner.revive(slot.get().clone()) {
+                Some(r) => (r, false),
+                None => {
+                    // The old entry is dying; its releaser skips the map.
+                    let entry = make();
+                    slot.insert(entry.clone());
+                    (
+                        ObjectRef {
+                            entry,
+                            store: self.inner.clone(),
+                        },
+                        true,
+                    )
+                }
+            },
+            dashmap::Entry::Vacant(slot) => {
+                let entry = make();
+                slot.insert(entry.clone());
+                (
+                    ObjectRef {
+                        entry,
+                        store: self.inner.clone(),
+                    },
+                    true,
+                )
+            }
         }
     }
 
@@ -378,21 +427,29 @@ impl ObjectStore {
     /// large result of a task that ran there); they keep it until this
     /// object is freed.
     pub fn fulfill_elsewhere(&self, id: ObjectId, at: Vec<NodeId>, size: u64) {
-        let Some(entry) = self.entry(id) else {
-            // Freed meanwhile: the holders must drop their copies now.
+        let freed_meanwhile = |at: Vec<NodeId>| {
+            // The holders must drop their copies now.
             if let Some(remote) = self.inner.remote.get() {
                 remote.freed_copies(id, at);
             }
-            return;
+        };
+        let Some(entry) = self.entry(id) else {
+            return freed_meanwhile(at);
         };
         let settled = {
             let mut state = entry.state.lock().unwrap();
-            let State::Pending { listeners } = &mut *state else {
-                return;
+            let listeners = match &mut *state {
+                State::Pending { listeners } => listeners,
+                State::Freed => {
+                    drop(state);
+                    return freed_meanwhile(at);
+                }
+                _ => return,
             };
             let (here, settled): (Vec<Listener>, Vec<Listener>) = std::mem::take(listeners)
                 .into_iter()
                 .partition(|l| l.wants_value_here);
+            // Under the state lock: a release (which sets Freed first) sees them.
             entry.copies.lock().unwrap().extend(at.iter().copied());
             *state = State::Elsewhere {
                 at,
@@ -425,30 +482,23 @@ impl ObjectStore {
     /// A reference to an object owned by `home`, whose owner has counted this
     /// node as one more borrower.
     pub fn borrow(&self, id: ObjectId, home: NodeId, job: JobId) -> ObjectRef {
-        if let Some(e) = self.entry(id)
-            && let Some(r) = self.inner.revive(e)
-        {
-            r.entry.registrations.fetch_add(1, Ordering::AcqRel);
-            return r;
-        }
-        let r = self.insert(
-            id,
-            job,
-            Some(home),
-            State::Elsewhere {
+        let (r, _) = self.get_or_insert(id, || {
+            let state = State::Elsewhere {
                 at: vec![home],
                 size: 0,
                 listeners: Vec::new(),
                 fetching: false,
-            },
-            0,
-        );
-        r.entry.registrations.store(1, Ordering::Release);
+            };
+            Self::new_entry(id, job, Some(home), state, 0)
+        });
+        r.entry.registrations.fetch_add(1, Ordering::AcqRel);
         r
     }
 
-    /// A copy of an object owned by `home`, kept here on its behalf (the
-    /// value of a large task result that ran here).
+    /// Keeps the value of an object owned by `home` here on its behalf (a
+    /// large result of a task that ran here) until it is unpinned. If this
+    /// node already references the object (it borrowed it), that entry gets
+    /// the value.
     pub fn keep_copy(
         &self,
         id: ObjectId,
@@ -456,19 +506,28 @@ impl ObjectStore {
         job: JobId,
         value: Bytes,
         nested: Vec<ObjectRef>,
-    ) -> Result<ObjectRef, FabricError> {
+    ) -> Result<Pinned, FabricError> {
         let len = value.len() as i64;
-        self.inner.charge(len)?;
-        Ok(self.insert(
-            id,
-            job,
-            Some(home),
-            State::Ready {
-                value: Ok(value),
-                nested,
-            },
-            len,
-        ))
+        let (r, fresh) = self.get_or_insert(id, || {
+            let state = State::Elsewhere {
+                at: vec![home],
+                size: len as u64,
+                listeners: Vec::new(),
+                fetching: true,
+            };
+            Self::new_entry(id, job, Some(home), state, 0)
+        });
+        let accept = |s: &State| matches!(s, State::Elsewhere { .. } | State::Pending { .. });
+        if !self.inner.complete(&r.entry, Ok(value), nested, accept) && fresh {
+            return Err(FabricError::ObjectLost(format!(
+                "object {id} could not be kept"
+            )));
+        }
+        if let Some(Err(e)) = r.try_get() {
+            return Err(e);
+        }
+        r.entry.pins.fetch_add(1, Ordering::AcqRel);
+        Ok(Pinned(Some(r)))
     }
 
     fn entry(&self, id: ObjectId) -> Option<Arc<Entry>> {
@@ -553,6 +612,11 @@ impl ObjectRef {
             State::Pending { .. } => Location::Pending,
             State::Ready { value, .. } => Location::Ready(value.clone()),
             State::Elsewhere { at, size, .. } => Location::Elsewhere(at.clone(), *size),
+            // Unreachable while a reference exists; say so if it ever is.
+            State::Freed => Location::Ready(Err(FabricError::ObjectLost(format!(
+                "object {} was freed",
+                self.entry.id
+            )))),
         }
     }
 
@@ -638,7 +702,7 @@ impl ObjectRef {
                 });
                 true
             }
-            State::Ready { .. } => false,
+            State::Ready { .. } | State::Freed => false,
         };
         if registered {
             self.fetch_if_elsewhere();
@@ -687,8 +751,33 @@ impl Clone for ObjectRef {
 
 impl Drop for ObjectRef {
     fn drop(&mut self) {
-        if self.entry.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let before = self.entry.refs.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 {
             self.store.release(&self.entry);
+        } else if before - 1 == self.entry.pins.load(Ordering::Acquire) {
+            // Only copies kept for the owner remain: this node no longer
+            // uses the object, so the owner gets its borrows back.
+            self.store.return_borrows(&self.entry);
+        }
+    }
+}
+
+/// A reference that keeps a copy for the object's owner, until the owner
+/// frees the object. It does not count as this node using the object, so
+/// the borrows this node holds go back to the owner as soon as nothing else
+/// here references it.
+pub struct Pinned(Option<ObjectRef>);
+
+impl Pinned {
+    /// The node that owns the object.
+    pub fn home(&self) -> Option<NodeId> {
+        self.0.as_ref().and_then(|r| r.home())
+    }
+}
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.entry.pins.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

@@ -200,3 +200,16 @@ async fn objects_move_between_nodes_and_copies_are_dropped() {
         "{out}"
     );
 }
+
+/// A task that takes a large result runs where the result was kept, and
+/// once both are done every node frees everything (the kept copy's borrow
+/// must not keep it alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_result_reused_where_it_lives_is_freed_everywhere() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["kept-reused", &c.id(1)]).await;
+    assert_eq!(
+        out,
+        format!("consumed on {}: 2097152 bytes, inner 42\n", c.id(1))
+    );
+}

@@ -9,8 +9,8 @@ use wasmfabric_proto::v1 as pb;
 
 use super::Cluster;
 use super::convert::{
-    actor_id, error_from_pb, id_bytes, node_id, object_id, resources_from_pb, resources_to_pb,
-    rpc_failure,
+    actor_id, error_from_pb, id_bytes, node_id, object_id, resources_checked, resources_to_pb,
+    rpc_failure, status_failure,
 };
 use crate::error::FabricError;
 use crate::ids::{ActorId, JobId, NodeId};
@@ -75,8 +75,7 @@ impl Cluster {
         match reply.outcome {
             Some(pb::register_actor_reply::Outcome::Registered(_)) => {}
             Some(pb::register_actor_reply::Outcome::Existing(info)) => {
-                let id = actor_id(&info.actor_id)
-                    .map_err(|s| FabricError::InvalidArgument(s.message().into()))?;
+                let id = actor_id(&info.actor_id).map_err(status_failure)?;
                 if let Ok(n) = node_id(&info.node_id) {
                     self.actor_nodes.insert(id, n);
                 }
@@ -95,37 +94,53 @@ impl Cluster {
             if let Some(key) = &spec.name {
                 core.named_actors.insert(key.clone(), id);
             }
-            actor::spawn(&core, spec);
-            self.deliver_early_calls(id);
+            let mut held = self.early_calls.entry(id).or_default();
+            let record = actor::spawn(&core, spec);
+            for call in std::mem::take(&mut *held) {
+                record.call(&core, call);
+            }
+            drop(held);
+            self.early_calls.remove(&id);
             return Ok(id);
         }
-        let mut args = Vec::with_capacity(spec.args.len());
-        for a in &spec.args {
-            let kind = match a {
-                TaskArg::Value(b) => pb::arg::Kind::Value(b.clone()),
-                TaskArg::Object(r) => pb::arg::Kind::Object(self.lend(r, node).await?),
+        let sent: Result<(), FabricError> = async {
+            let (args, nested) = self
+                .send_args(&spec.args, &spec.nested, spec.job.id, node)
+                .await?;
+            let (namespace, name) = spec.name.clone().unwrap_or_default();
+            let msg = pb::CreateActor {
+                job: Some(self.job_info(&spec.job)),
+                actor_id: id_bytes(id.as_u128()),
+                class: spec.class.to_string(),
+                args,
+                nested,
+                demand: Some(resources_to_pb(&spec.demand)),
+                name,
+                namespace,
+                detached: spec.detached,
             };
-            args.push(pb::Arg { kind: Some(kind) });
+            if self.send_to(node, pb::peer_message::Kind::CreateActor(msg)) {
+                Ok(())
+            } else {
+                Err(FabricError::ActorDied(format!(
+                    "node {} chosen for the actor is unreachable",
+                    node.short()
+                )))
+            }
         }
-        let (namespace, name) = spec.name.clone().unwrap_or_default();
-        let msg = pb::CreateActor {
-            job: Some(self.job_info(&spec.job)),
-            actor_id: id_bytes(id.as_u128()),
-            class: spec.class.to_string(),
-            args,
-            nested: self.lend_all(&spec.nested, node).await?,
-            demand: Some(resources_to_pb(&spec.demand)),
-            name,
-            namespace,
-            detached: spec.detached,
-        };
-        if !self.send_to(node, pb::peer_message::Kind::CreateActor(msg)) {
-            return Err(FabricError::ActorDied(format!(
-                "node {} chosen for the actor is unreachable",
-                node.short()
-            )));
+        .await;
+        if let Err(e) = &sent {
+            // The directory must not keep a name for an actor that never was.
+            self.actor_died(
+                id,
+                format!(
+                    "actor {}({}) could not be created: {e}",
+                    spec.class,
+                    id.short()
+                ),
+            );
         }
-        Ok(id)
+        sent.map(|()| id)
     }
 
     /// Where an actor lives: the cache, else the head's directory.
@@ -151,7 +166,7 @@ impl Cluster {
         if info.dead {
             return Err(FabricError::ActorDied(info.death));
         }
-        let node = node_id(&info.node_id).map_err(|s| FabricError::NotFound(s.message().into()))?;
+        let node = node_id(&info.node_id).map_err(status_failure)?;
         self.actor_nodes.insert(id, node);
         Ok(node)
     }
@@ -166,33 +181,28 @@ impl Cluster {
         let node = self.actor_node(id).await?;
         if node == self.id {
             // The directory says here, but it is not (yet) in the registry.
-            self.hold_early_call(id, call);
+            self.hold_or_deliver(id, call);
             return Ok(());
-        }
-        let mut args = Vec::with_capacity(call.args.len());
-        let mut keep = Vec::new();
-        for a in &call.args {
-            let kind = match a {
-                TaskArg::Value(b) => pb::arg::Kind::Value(b.clone()),
-                TaskArg::Object(r) => {
-                    keep.push(r.clone());
-                    pb::arg::Kind::Object(self.lend(r, node).await?)
-                }
-            };
-            args.push(pb::Arg { kind: Some(kind) });
         }
         let job = self
             .core()
             .and_then(|c| c.objects.lookup(call.result))
             .map(|r| r.job())
             .unwrap_or(JobId::from_u128(0));
+        let (args, nested) = self.send_args(&call.args, &call.nested, job, node).await?;
         let msg = pb::ActorCall {
             actor_id: id_bytes(id.as_u128()),
             method: call.method.to_string(),
             args,
-            nested: self.lend_all(&call.nested, node).await?,
+            nested,
             result_id: id_bytes(call.result.as_u128()),
         };
+        let mut keep: Vec<ObjectRef> = call
+            .args
+            .iter()
+            .filter_map(TaskArg::object)
+            .cloned()
+            .collect();
         keep.extend(call.nested);
         self.remote_calls.insert(
             call.result,
@@ -202,7 +212,9 @@ impl Cluster {
                 _args: keep,
             },
         );
-        if !self.send_to(node, pb::peer_message::Kind::ActorCall(msg)) {
+        if self.peer_view(node).is_none()
+            || !self.send_to(node, pb::peer_message::Kind::ActorCall(msg))
+        {
             self.remote_calls.remove(&call.result);
             return Err(FabricError::ActorDied(format!(
                 "node {} hosting actor {id} is unreachable",
@@ -247,8 +259,7 @@ impl Cluster {
             .into_inner();
         match reply.actor.filter(|a| reply.found && !a.dead) {
             Some(info) => {
-                let id = actor_id(&info.actor_id)
-                    .map_err(|s| FabricError::NotFound(s.message().into()))?;
+                let id = actor_id(&info.actor_id).map_err(status_failure)?;
                 if let Ok(n) = node_id(&info.node_id) {
                     self.actor_nodes.insert(id, n);
                 }
@@ -260,7 +271,7 @@ impl Cluster {
         }
     }
 
-    /// An actor hosted here died: the directory learns it.
+    /// An actor hosted here died (or never started): the directory learns it.
     pub(crate) fn actor_died(self: &Arc<Self>, id: ActorId, reason: String) {
         let mut head = self.head.clone();
         tokio::spawn(async move {
@@ -274,85 +285,120 @@ impl Cluster {
         });
     }
 
-    /// Creates here an actor another node placed on this one.
+    /// Creates here an actor another node placed on this one. If it cannot
+    /// be, it is recorded dead, so its calls fail with the reason.
     pub(crate) async fn on_create_actor(
         self: &Arc<Self>,
         from: NodeId,
         c: pb::CreateActor,
     ) -> Result<(), Status> {
-        let info = c
+        let id = actor_id(&c.actor_id)?;
+        let job_id = c
             .job
-            .ok_or_else(|| Status::invalid_argument("an actor without its job"))?;
-        let job = self.ensure_job(from, &info).await?;
+            .as_ref()
+            .and_then(|j| super::convert::job_id(&j.job_id).ok())
+            .unwrap_or(JobId::from_u128(0));
+        let args = self.receive_args(&c.args, job_id);
+        let nested = self.receive_refs(&c.nested, job_id);
         let core = self
             .core()
             .ok_or_else(|| Status::unavailable("the node is stopping"))?;
-        let mut args = Vec::with_capacity(c.args.len());
-        for a in &c.args {
-            args.push(match &a.kind {
-                Some(pb::arg::Kind::Value(b)) => TaskArg::Value(b.clone()),
-                Some(pb::arg::Kind::Object(r)) => TaskArg::Object(self.receive_ref(r, job.id)?),
-                None => return Err(Status::invalid_argument("an empty argument")),
-            });
-        }
-        let id = actor_id(&c.actor_id)?;
-        let name = (!c.name.is_empty()).then(|| (c.namespace.clone(), c.name.clone()));
-        if let Some(key) = &name {
-            core.named_actors.insert(key.clone(), id);
-        }
-        actor::spawn(
-            &core,
-            ActorSpec {
+        let job = match &c.job {
+            Some(info) => self.ensure_job(from, info).await,
+            None => Err(Status::invalid_argument("an actor without its job")),
+        };
+        let spec: Result<ActorSpec, FabricError> = (|| {
+            let job = job.clone().map_err(status_failure)?;
+            let demand = resources_checked(c.demand.as_ref())?;
+            core.scheduler.check_feasible(&demand)?;
+            Ok(ActorSpec {
                 id,
                 job,
-                class: c.class.into(),
-                args,
-                nested: self.receive_refs(&c.nested, JobId::from_u128(0))?,
-                demand: resources_from_pb(c.demand.as_ref()),
-                name,
+                class: c.class.clone().into(),
+                args: args.map_err(status_failure)?,
+                nested: nested.map_err(status_failure)?,
+                demand,
+                name: (!c.name.is_empty()).then(|| (c.namespace.clone(), c.name.clone())),
                 detached: c.detached,
-            },
-        );
+            })
+        })();
         self.actor_nodes.insert(id, self.id);
-        self.deliver_early_calls(id);
+        let mut held = self.early_calls.entry(id).or_default();
+        match spec {
+            Ok(spec) => {
+                if let Some(key) = &spec.name {
+                    core.named_actors.insert(key.clone(), id);
+                }
+                let record = actor::spawn(&core, spec);
+                for call in std::mem::take(&mut *held) {
+                    record.call(&core, call);
+                }
+            }
+            Err(e) => {
+                let reason = format!(
+                    "actor {}({}) could not be created on node {}: {e}",
+                    c.class,
+                    id.short(),
+                    self.id.short()
+                );
+                if let Ok(job) = job {
+                    actor::record_dead(&core, id, job, c.class.clone().into(), reason.clone());
+                }
+                for call in std::mem::take(&mut *held) {
+                    core.complete(
+                        call.result,
+                        call.reply,
+                        Err(FabricError::ActorDied(reason.clone())),
+                    );
+                }
+                self.actor_died(id, reason);
+            }
+        }
+        drop(held);
+        self.early_calls.remove(&id);
         Ok(())
     }
 
-    /// A call from another node for an actor hosted here.
+    /// A call from another node for an actor hosted here; any failure to
+    /// queue it goes back as its result.
     pub(crate) fn on_actor_call(
         self: &Arc<Self>,
         from: NodeId,
         c: pb::ActorCall,
     ) -> Result<(), Status> {
+        let result = object_id(&c.result_id)?;
         let core = self
             .core()
             .ok_or_else(|| Status::unavailable("the node is stopping"))?;
-        let id = actor_id(&c.actor_id)?;
-        let result = object_id(&c.result_id)?;
+        let id = match actor_id(&c.actor_id) {
+            Ok(id) => id,
+            Err(s) => {
+                self.send_result(from, JobId::from_u128(0), result, Err(status_failure(s)));
+                return Ok(());
+            }
+        };
         let job = core
             .actors
             .get(&id)
             .map(|r| r.job.id)
             .unwrap_or(JobId::from_u128(0));
-        let mut args = Vec::with_capacity(c.args.len());
-        for a in &c.args {
-            args.push(match &a.kind {
-                Some(pb::arg::Kind::Value(b)) => TaskArg::Value(b.clone()),
-                Some(pb::arg::Kind::Object(r)) => TaskArg::Object(self.receive_ref(r, job)?),
-                None => return Err(Status::invalid_argument("an empty argument")),
-            });
-        }
+        let args = self.receive_args(&c.args, job);
+        let nested = self.receive_refs(&c.nested, job);
+        let (args, nested) = match (args, nested) {
+            (Ok(a), Ok(n)) => (a, n),
+            (Err(s), _) | (_, Err(s)) => {
+                self.send_result(from, job, result, Err(status_failure(s)));
+                return Ok(());
+            }
+        };
         let call = ActorCall {
             method: c.method.into(),
             args,
-            nested: self.receive_refs(&c.nested, job)?,
+            nested,
             result,
             reply: Reply::Remote { owner: from, job },
         };
-        match core.actors.get(&id).map(|r| r.clone()) {
-            Some(record) => record.call(&core, call),
-            None => self.hold_early_call(id, call),
-        }
+        self.hold_or_deliver(id, call);
         Ok(())
     }
 
@@ -366,38 +412,36 @@ impl Cluster {
         }
     }
 
-    /// Keeps a call for an actor being created here until it exists; fails
-    /// it if it never comes.
-    fn hold_early_call(self: &Arc<Self>, id: ActorId, call: ActorCall) {
-        self.early_calls.entry(id).or_default().push(call);
+    /// Delivers a call to the actor, or holds it while the actor is being
+    /// created here. Both happen under the same lock as the creation's
+    /// delivery of held calls, so calls keep their order.
+    fn hold_or_deliver(self: &Arc<Self>, id: ActorId, call: ActorCall) {
+        let Some(core) = self.core() else { return };
+        let mut held = self.early_calls.entry(id).or_default();
+        if let Some(record) = core.actors.get(&id).map(|r| r.clone()) {
+            drop(held);
+            self.early_calls.remove_if(&id, |_, calls| calls.is_empty());
+            return record.call(&core, call);
+        }
+        let result = call.result;
+        held.push(call);
+        drop(held);
         let cluster = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(EARLY_CALL_WAIT).await;
-            let stale = cluster
-                .early_calls
-                .remove(&id)
-                .map(|(_, calls)| calls)
-                .unwrap_or_default();
-            if let Some(core) = cluster.core() {
-                for call in stale {
-                    let e = FabricError::ActorDied(format!(
-                        "actor {id} never started on node {}",
-                        cluster.id.short()
-                    ));
-                    core.complete(call.result, call.reply, Err(e));
-                }
+            let mut stale = None;
+            if let Some(mut calls) = cluster.early_calls.get_mut(&id)
+                && let Some(i) = calls.iter().position(|c| c.result == result)
+            {
+                stale = Some(calls.remove(i));
+            }
+            if let (Some(call), Some(core)) = (stale, cluster.core()) {
+                let e = FabricError::ActorDied(format!(
+                    "actor {id} never started on node {}",
+                    cluster.id.short()
+                ));
+                core.complete(call.result, call.reply, Err(e));
             }
         });
-    }
-
-    fn deliver_early_calls(self: &Arc<Self>, id: ActorId) {
-        let Some(core) = self.core() else { return };
-        if let Some((_, calls)) = self.early_calls.remove(&id)
-            && let Some(record) = core.actors.get(&id).map(|r| r.clone())
-        {
-            for call in calls {
-                record.call(&core, call);
-            }
-        }
     }
 }

@@ -38,6 +38,34 @@ pub(crate) fn resources_to_pb(r: &ResourceSet) -> pb::Resources {
     }
 }
 
+/// A demand from a peer: every amount must be sane (not negative, not
+/// absurd), or a hostile peer could inflate a node's free resources.
+pub(crate) fn resources_checked(r: Option<&pb::Resources>) -> Result<ResourceSet, FabricError> {
+    const MAX: i64 = 1 << 50;
+    let set = resources_from_pb(r);
+    let ok = |v: i64| (0..=MAX).contains(&v);
+    if ok(set.cpu) && ok(set.gpu) && ok(set.memory) && set.custom.iter().all(|(_, v)| ok(*v)) {
+        Ok(set)
+    } else {
+        Err(FabricError::InvalidArgument(format!(
+            "a peer sent an impossible demand: {set}"
+        )))
+    }
+}
+
+/// A protocol error from a peer's message, as a typed failure.
+pub(crate) fn status_failure(s: Status) -> FabricError {
+    match s.code() {
+        tonic::Code::NotFound => FabricError::ObjectLost(s.message().to_string()),
+        tonic::Code::InvalidArgument => FabricError::InvalidArgument(s.message().to_string()),
+        _ => FabricError::failure(
+            "peer",
+            FailureKind::System,
+            format!("{}: {}", s.code(), s.message()),
+        ),
+    }
+}
+
 pub(crate) fn resources_from_pb(r: Option<&pb::Resources>) -> ResourceSet {
     let Some(r) = r else {
         return ResourceSet::default();

@@ -16,6 +16,9 @@ use crate::logs::{LogSink, LogSource, Stream};
 use crate::runtime::component::{AppComponent, digest};
 use crate::runtime::job::Job;
 
+/// Finished jobs each node remembers, to refuse their late work.
+const FINISHED_JOBS_KEPT: usize = 10_000;
+
 /// Bytes per chunk of a component transfer.
 const MODULE_CHUNK: usize = 1 << 20;
 
@@ -110,6 +113,12 @@ impl Cluster {
                     .into_inner();
                 let mut bytes = Vec::new();
                 while let Some(chunk) = stream.message().await? {
+                    if bytes.len() + chunk.data.len() > super::MAX_MESSAGE {
+                        return Err(Status::resource_exhausted(format!(
+                            "the component {digest_hex} is larger than {} bytes",
+                            super::MAX_MESSAGE
+                        )));
+                    }
                     bytes.extend_from_slice(&chunk.data);
                 }
                 if digest(&bytes) != digest_hex {
@@ -199,6 +208,7 @@ impl Cluster {
 
     pub(crate) fn on_job_finished(&self, f: pb::JobFinished) -> Result<(), Status> {
         let id = job_id(&f.job_id)?;
+        self.remember_finished(id);
         self.job_cells.remove(&id);
         if let Some(core) = self.core()
             && let Some((_, job)) = core.jobs.remove(&id)
@@ -206,5 +216,36 @@ impl Cluster {
             core.finish_job(&job);
         }
         Ok(())
+    }
+
+    /// Work of a finished job that arrives late is refused.
+    pub(crate) fn remember_finished(&self, id: JobId) {
+        let mut done = self.finished_jobs.lock().unwrap();
+        if done.len() >= FINISHED_JOBS_KEPT {
+            done.pop_front();
+        }
+        done.push_back(id);
+    }
+
+    /// A job ended on this node: what it sent to other nodes is no longer
+    /// awaited (their nodes stop it too), and its arguments are released.
+    pub(crate) fn drop_job_work(&self, job: JobId) {
+        let tasks: Vec<_> = self
+            .remote_tasks
+            .iter()
+            .filter(|t| t.spec_job() == job)
+            .map(|t| *t.key())
+            .collect();
+        for id in tasks {
+            if let Some((_, t)) = self.remote_tasks.remove(&id) {
+                self.send_to(
+                    t.node(),
+                    pb::peer_message::Kind::CancelTask(pb::CancelTask {
+                        result_id: id_bytes(id.as_u128()),
+                    }),
+                );
+            }
+        }
+        self.remote_calls.retain(|_, c| c.job != job);
     }
 }

@@ -232,6 +232,8 @@ impl Cluster {
         tracing::warn!(node = %node.short(), "a node died");
         self.peers.remove(&node);
         self.borrowers.retain(|(_, n), _| *n != node);
+        // Copies kept for a dead owner serve no one now.
+        self.kept.retain(|_, pinned| pinned.home() != Some(node));
         self.actor_nodes.retain(|_, n| *n != node);
         self.fail_remote_work(node);
     }

@@ -102,6 +102,8 @@ impl ClusterConfig {
 /// A node's membership in a cluster: its peers, its view of them, and the
 /// bookkeeping of work and objects that crosses nodes.
 pub(crate) struct Cluster {
+    /// This cluster state itself, for tasks that must not keep it alive.
+    me: Weak<Cluster>,
     core: Weak<NodeCore>,
     pub(crate) id: NodeId,
     pub(crate) address: String,
@@ -118,17 +120,25 @@ pub(crate) struct Cluster {
     /// reference held for them and how many borrows they hold.
     borrowers: DashMap<(ObjectId, NodeId), (ObjectRef, u32)>,
     /// Copies kept here for their owners (large results of tasks run here).
-    kept: DashMap<ObjectId, ObjectRef>,
+    kept: DashMap<ObjectId, crate::object_store::Pinned>,
+    /// Addresses of peers that messaged this node before the head's view
+    /// listed them (a node that just joined).
+    learned: DashMap<NodeId, String>,
     /// Where actors live (a cache of the head's directory).
     actor_nodes: DashMap<ActorId, NodeId>,
     /// Calls that arrived for actors this node is still creating.
     early_calls: DashMap<ActorId, Vec<crate::runtime::actor::ActorCall>>,
     /// Components fetched from peers, by digest (one fetch per digest).
     modules: DashMap<String, Arc<tokio::sync::OnceCell<Arc<AppComponent>>>>,
+    /// Jobs that ended (newest last), whose late work is refused.
+    finished_jobs: std::sync::Mutex<std::collections::VecDeque<JobId>>,
     /// Jobs whose work arrived here (one creation per job).
     job_cells: DashMap<JobId, Arc<tokio::sync::OnceCell<Arc<crate::runtime::job::Job>>>>,
     spread_cursor: AtomicUsize,
     stop: watch::Sender<bool>,
+    /// Set once this node has registered and knows the cluster: peer
+    /// messages wait for it (their replies need the senders' addresses).
+    registered: watch::Sender<bool>,
 }
 
 impl Cluster {
@@ -140,6 +150,32 @@ impl Cluster {
         let _ =
             tokio::time::timeout(Duration::from_secs(2), self.head.clone().deregister(req)).await;
         let _ = self.stop.send(true);
+    }
+
+    /// Where a peer that messaged us said it listens, unless the cluster
+    /// has declared it dead.
+    pub(crate) fn learned_address(&self, node: NodeId) -> Option<String> {
+        let dead = self
+            .view
+            .read()
+            .unwrap()
+            .get(&node)
+            .is_some_and(|v| !v.alive);
+        if dead {
+            None
+        } else {
+            self.learned.get(&node).map(|a| a.clone())
+        }
+    }
+
+    /// Waits until this node has registered with the head.
+    pub(crate) async fn wait_registered(&self) {
+        let mut rx = self.registered.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    pub(crate) fn weak(&self) -> Weak<Cluster> {
+        self.me.clone()
     }
 
     /// The node this cluster state belongs to (alive as long as it is used).
@@ -219,7 +255,8 @@ pub(crate) async fn join(
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let (stop, stop_rx) = watch::channel(false);
-    let cluster = Arc::new(Cluster {
+    let cluster = Arc::new_cyclic(|me| Cluster {
+        me: me.clone(),
         core: Arc::downgrade(core),
         id: core.id,
         address: address.clone(),
@@ -231,12 +268,15 @@ pub(crate) async fn join(
         remote_calls: DashMap::new(),
         borrowers: DashMap::new(),
         kept: DashMap::new(),
+        learned: DashMap::new(),
         actor_nodes: DashMap::new(),
         early_calls: DashMap::new(),
         modules: DashMap::new(),
         job_cells: DashMap::new(),
+        finished_jobs: Default::default(),
         spread_cursor: AtomicUsize::new(0),
         stop,
+        registered: watch::channel(false).0,
     });
     let head = config
         .head
@@ -250,6 +290,7 @@ pub(crate) async fn join(
     core.objects
         .set_remote(Arc::new(objects::StoreLink(Arc::downgrade(&cluster))));
     cluster.register().await?;
+    cluster.registered.send_replace(true);
     cluster.clone().start_heartbeats(stop_rx);
     tracing::info!(node = %core.id.short(), %address, head = %head_address, "joined the cluster");
     Ok(ClusterHandle {

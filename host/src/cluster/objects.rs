@@ -23,6 +23,39 @@ use crate::error::FabricError;
 use crate::ids::{JobId, NodeId, ObjectId};
 use crate::object_store::{Location, ObjectRef, RemoteObjects};
 
+/// References being lent to one node for one message: if the message is
+/// not sent (an error part way), dropping the loan takes the borrows back.
+pub(crate) struct Loan<'a> {
+    cluster: &'a Cluster,
+    to: NodeId,
+    lent: Vec<pb::ObjectRef>,
+    committed: bool,
+}
+
+impl Loan<'_> {
+    pub(crate) async fn lend(&mut self, r: &ObjectRef) -> Result<pb::ObjectRef, FabricError> {
+        let msg = self.cluster.lend(r, self.to).await?;
+        self.lent.push(msg.clone());
+        Ok(msg)
+    }
+
+    /// The message goes out: the borrows stand.
+    pub(crate) fn commit(mut self) -> Vec<pb::ObjectRef> {
+        self.committed = true;
+        std::mem::take(&mut self.lent)
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            for r in &self.lent {
+                self.cluster.unlend(r, self.to);
+            }
+        }
+    }
+}
+
 /// Bytes per chunk of an object transfer.
 pub(crate) const CHUNK: usize = 1 << 20;
 
@@ -43,6 +76,7 @@ impl RemoteObjects for StoreLink {
                 pb::peer_message::Kind::RemoveBorrower(pb::RemoveBorrower {
                     object_id: id_bytes(id.as_u128()),
                     count: registrations,
+                    borrower: Default::default(),
                 }),
             );
         }
@@ -118,17 +152,46 @@ impl Cluster {
         })
     }
 
-    /// Lends every reference in `refs` to `to`.
+    /// Lends every reference in `refs` to `to`, all or none.
     pub(crate) async fn lend_all(
         &self,
         refs: &[ObjectRef],
         to: NodeId,
     ) -> Result<Vec<pb::ObjectRef>, FabricError> {
-        let mut out = Vec::with_capacity(refs.len());
+        let mut loan = self.loan(to);
         for r in refs {
-            out.push(self.lend(r, to).await?);
+            loan.lend(r).await?;
         }
-        Ok(out)
+        Ok(loan.commit())
+    }
+
+    /// Starts lending references to `to`; what is not committed is undone.
+    pub(crate) fn loan(&self, to: NodeId) -> Loan<'_> {
+        Loan {
+            cluster: self,
+            to,
+            lent: Vec::new(),
+            committed: false,
+        }
+    }
+
+    /// Takes back one borrow counted for `to` (it never got the reference).
+    fn unlend(&self, r: &pb::ObjectRef, to: NodeId) {
+        let (Ok(id), Ok(owner)) = (object_id(&r.id), node_id(&r.owner)) else {
+            return;
+        };
+        if owner == self.id {
+            self.remove_borrower(id, to, 1);
+        } else {
+            self.send_to(
+                owner,
+                pb::peer_message::Kind::RemoveBorrower(pb::RemoveBorrower {
+                    object_id: r.id.clone(),
+                    count: 1,
+                    borrower: id_bytes(to.as_u128()),
+                }),
+            );
+        }
     }
 
     /// A local reference for a reference that arrived (already lent to us).
@@ -148,12 +211,94 @@ impl Cluster {
         Ok(core.objects.borrow(id, owner, job))
     }
 
+    /// Takes every reference that arrived, even past a bad one, so that all
+    /// the borrows lent with them are given back if the message fails.
     pub(crate) fn receive_refs(
         &self,
         refs: &[pb::ObjectRef],
         job: JobId,
     ) -> Result<Vec<ObjectRef>, Status> {
-        refs.iter().map(|r| self.receive_ref(r, job)).collect()
+        let mut out = Vec::with_capacity(refs.len());
+        let mut failed = None;
+        for r in refs {
+            match self.receive_ref(r, job) {
+                Ok(x) => out.push(x),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// The arguments of a forwarded task or call, with [`Cluster::receive_refs`]'s guarantee.
+    pub(crate) fn receive_args(
+        &self,
+        args: &[pb::Arg],
+        job: JobId,
+    ) -> Result<Vec<crate::runtime::task::TaskArg>, Status> {
+        use crate::runtime::task::TaskArg;
+        let mut out = Vec::with_capacity(args.len());
+        let mut failed = None;
+        for a in args {
+            let arg = match &a.kind {
+                Some(pb::arg::Kind::Value(b)) => Ok(TaskArg::Value(b.clone())),
+                Some(pb::arg::Kind::Object(r)) => self.receive_ref(r, job).map(TaskArg::Object),
+                None => Err(Status::invalid_argument("an empty argument")),
+            };
+            match arg {
+                Ok(x) => out.push(x),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Prepares arguments for `to`: small values inline; large ones become
+    /// objects here (fetched in chunks); objects are lent. All or none.
+    pub(crate) async fn send_args(
+        &self,
+        args: &[crate::runtime::task::TaskArg],
+        nested: &[ObjectRef],
+        job: JobId,
+        to: NodeId,
+    ) -> Result<(Vec<pb::Arg>, Vec<pb::ObjectRef>), FabricError> {
+        use crate::runtime::task::TaskArg;
+        let core = self.core().ok_or(FabricError::Cancelled)?;
+        let mut loan = self.loan(to);
+        let mut out = Vec::with_capacity(args.len());
+        let mut inline = 0usize;
+        for a in args {
+            let kind = match a {
+                TaskArg::Value(b)
+                    if b.len() <= super::tasks::INLINE_MAX
+                        && inline + b.len() <= super::tasks::INLINE_TOTAL =>
+                {
+                    inline += b.len();
+                    pb::arg::Kind::Value(b.clone())
+                }
+                TaskArg::Value(b) => {
+                    let r = core.objects.put(job, b.clone(), Vec::new())?;
+                    pb::arg::Kind::Object(loan.lend(&r).await?)
+                }
+                TaskArg::Object(r) => pb::arg::Kind::Object(loan.lend(r).await?),
+            };
+            out.push(pb::Arg { kind: Some(kind) });
+        }
+        let mut nested_msgs = Vec::with_capacity(nested.len());
+        for r in nested {
+            nested_msgs.push(loan.lend(r).await?);
+        }
+        loan.commit();
+        Ok((out, nested_msgs))
     }
 
     /// Fetches the value of `id` from the first of `at` that has it, into
@@ -169,20 +314,7 @@ impl Cluster {
             }
             match self.fetch_from(id, node).await {
                 Ok(Fetched::Value(bytes, nested)) => {
-                    let job = core
-                        .objects
-                        .lookup(id)
-                        .map(|r| r.job())
-                        .unwrap_or(JobId::from_u128(0));
-                    match self.receive_refs(&nested, job) {
-                        Ok(nested) => return core.objects.fill(id, Ok(bytes), nested),
-                        Err(s) => {
-                            last = FabricError::ObjectLost(format!(
-                                "a reference inside object {id} is gone: {}",
-                                s.message()
-                            ))
-                        }
-                    }
+                    return core.objects.fill(id, Ok(bytes), nested);
                 }
                 Ok(Fetched::Redirect(next)) => at.insert(0, next),
                 Ok(Fetched::Failed(e)) => return core.objects.fill(id, Err(e), Vec::new()),
@@ -228,6 +360,21 @@ impl Cluster {
             _ => return Err(lost("no header")),
         };
         let core = self.core().ok_or_else(|| lost("the node is stopping"))?;
+        // The references inside were lent to us: take them now, so they are
+        // given back even if the transfer fails.
+        let job = core
+            .objects
+            .lookup(id)
+            .map(|r| r.job())
+            .unwrap_or(JobId::from_u128(0));
+        let nested = self
+            .receive_refs(&nested, job)
+            .map_err(|s| lost(s.message()))?;
+        if size as u64 > core.objects.capacity_bytes() {
+            return Err(lost(&format!(
+                "its size ({size} bytes) is beyond this node's object store"
+            )));
+        }
         let mut buf = core.objects.buffer(size);
         while let Some(chunk) = stream.message().await.map_err(|s| lost(s.message()))? {
             match chunk.kind {
@@ -334,7 +481,7 @@ async fn send_chunks(tx: &mpsc::Sender<Result<pb::ObjectChunk, Status>>, bytes: 
 }
 
 enum Fetched {
-    Value(Bytes, Vec<pb::ObjectRef>),
+    Value(Bytes, Vec<ObjectRef>),
     Redirect(NodeId),
     Failed(FabricError),
 }

@@ -23,8 +23,16 @@ use crate::error::{FabricError, FailureKind, NodeError};
 use crate::ids::NodeId;
 use crate::resources::ResourceSet;
 
-/// Messages per `Deliver` batch.
+/// Messages per `Deliver` batch, and bytes (a single larger message goes
+/// alone, up to [`MAX_MESSAGE`]).
 const BATCH: usize = 256;
+const BATCH_BYTES: usize = 4 << 20;
+
+/// HTTP/2 flow-control windows for peer connections.
+pub(crate) const STREAM_WINDOW: u32 = 16 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 64 << 20;
+/// Largest HTTP/2 frame (the protocol's maximum is 16 MiB - 1).
+pub(crate) const MAX_FRAME: u32 = (1 << 24) - 1;
 
 /// A lazy channel to `address` (`host:port`).
 pub(crate) fn channel(address: &str) -> Result<Channel, NodeError> {
@@ -32,6 +40,11 @@ pub(crate) fn channel(address: &str) -> Result<Channel, NodeError> {
         .map_err(|e| NodeError::Config(format!("`{address}` is not a valid address: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
+        // Objects stream in 1 MiB chunks: HTTP/2's default 64 KiB windows
+        // would stall every transfer on round trips.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())
@@ -71,14 +84,18 @@ impl Cluster {
         if let Some(p) = self.peers.get(&node) {
             return Ok(p.clone());
         }
-        let view = self.peer_view(node).ok_or_else(|| {
+        let address = self
+            .peer_view(node)
+            .map(|v| v.address)
+            .or_else(|| self.learned_address(node));
+        let address = address.ok_or_else(|| {
             FabricError::failure(
                 "peer",
                 FailureKind::System,
                 format!("node {} is not a live member of the cluster", node.short()),
             )
         })?;
-        let channel = channel(&view.address)
+        let channel = channel(&address)
             .map_err(|e| FabricError::failure("peer", FailureKind::System, e.to_string()))?;
         let client = NodeClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -93,7 +110,7 @@ impl Cluster {
                     in_flight: Mutex::new(ResourceSet::default()),
                 });
                 slot.insert(peer.clone());
-                tokio::spawn(pump(self.id, node, client, rx, self.stop.subscribe()));
+                tokio::spawn(pump(self.weak(), node, client, rx, self.stop.subscribe()));
                 Ok(peer)
             }
         }
@@ -114,48 +131,76 @@ impl Cluster {
 /// Drains the queue to `to` into `Deliver` calls, reconnecting after a
 /// failure, until the queue or the node closes.
 async fn pump(
-    from: NodeId,
+    cluster: std::sync::Weak<Cluster>,
     to: NodeId,
     client: NodeClient<Channel>,
     mut rx: mpsc::UnboundedReceiver<pb::PeerMessage>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let from = id_bytes(from.as_u128());
+    use prost::Message as _;
+    let Some((from, from_address)) = cluster
+        .upgrade()
+        .map(|c| (id_bytes(c.id.as_u128()), c.address.clone()))
+    else {
+        return;
+    };
+    // A message taken from the queue that did not fit the last batch.
+    let mut carry: Option<pb::PeerMessage> = None;
     loop {
         let (tx, stream_rx) = mpsc::channel::<pb::DeliverRequest>(16);
         let mut call = {
             let mut client = client.clone();
             tokio::spawn(async move { client.deliver(ReceiverStream::new(stream_rx)).await })
         };
-        loop {
-            tokio::select! {
-                msg = rx.recv() => {
-                    let Some(first) = msg else { return };
-                    let mut messages = vec![first];
-                    while messages.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(m) => messages.push(m),
-                            Err(_) => break,
-                        }
+        let broken = loop {
+            let first = match carry.take() {
+                Some(m) => m,
+                None => tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(m) => m,
+                        None => return,
+                    },
+                    // The call ended (the peer closed it or the connection broke).
+                    _ = &mut call => break true,
+                    _ = stop.changed() => return,
+                },
+            };
+            let mut bytes = first.encoded_len();
+            if bytes > MAX_MESSAGE {
+                tracing::error!(to = %to.short(), bytes, "dropping a message larger than the protocol allows");
+                continue;
+            }
+            let mut messages = vec![first];
+            while messages.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) if bytes + m.encoded_len() <= BATCH_BYTES => {
+                        bytes += m.encoded_len();
+                        messages.push(m);
                     }
-                    let req = pb::DeliverRequest { from: from.clone(), messages };
-                    if tx.send(req).await.is_err() {
+                    Ok(m) => {
+                        carry = Some(m);
                         break;
                     }
+                    Err(_) => break,
                 }
-                ended = &mut call => {
-                    match ended {
-                        Ok(Err(s)) => tracing::debug!(to = %to.short(), error = %s.message(), "the stream to a peer ended"),
-                        Ok(Ok(_)) => {}
-                        Err(e) => tracing::debug!(to = %to.short(), error = %e, "the stream task failed"),
-                    }
-                    break;
-                }
-                _ = stop.changed() => return,
+            }
+            let req = pb::DeliverRequest {
+                from: from.clone(),
+                messages,
+                from_address: from_address.clone(),
+            };
+            if tx.send(req).await.is_err() {
+                break true;
+            }
+        };
+        if broken {
+            tracing::debug!(to = %to.short(), "the stream to a peer broke");
+            // What was in flight on it may be lost: fail over the work sent
+            // to that node rather than let its callers wait forever.
+            if let Some(c) = cluster.upgrade() {
+                c.fail_remote_work(to);
             }
         }
-        // Messages in the broken call are lost; node death handling covers
-        // what depended on them. Retry the connection shortly.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

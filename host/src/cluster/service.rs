@@ -21,9 +21,12 @@ pub(super) fn serve(
     listener: tokio::net::TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
-    let node = NodeServer::new(Service { cluster })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let node = NodeServer::new(Service {
+        cluster,
+        order: Default::default(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE)
+    .max_encoding_message_size(MAX_MESSAGE);
     let head = head.map(|h| {
         HeadServer::from_arc(h)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -36,6 +39,9 @@ pub(super) fn serve(
         };
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(super::peers::STREAM_WINDOW)
+            .initial_connection_window_size(super::peers::CONNECTION_WINDOW)
+            .max_frame_size(super::peers::MAX_FRAME)
             .add_service(node)
             .add_optional_service(head)
             .serve_with_incoming_shutdown(incoming, shutdown)
@@ -48,6 +54,9 @@ pub(super) fn serve(
 
 struct Service {
     cluster: Arc<Cluster>,
+    /// One lock per sender: a reconnected stream waits for the old one's
+    /// message in progress, so a sender's messages never run out of order.
+    order: dashmap::DashMap<NodeId, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Service {
@@ -64,7 +73,12 @@ impl Service {
                 Ok(())
             }
             Some(Kind::RemoveBorrower(r)) => {
-                c.remove_borrower(object_id(&r.object_id)?, from, r.count);
+                let borrower = if r.borrower.is_empty() {
+                    from
+                } else {
+                    node_id(&r.borrower)?
+                };
+                c.remove_borrower(object_id(&r.object_id)?, borrower, r.count);
                 Ok(())
             }
             Some(Kind::FreeObject(f)) => {
@@ -89,8 +103,16 @@ impl NodeService for Service {
         request: Request<Streaming<pb::DeliverRequest>>,
     ) -> Result<Response<pb::Empty>, Status> {
         let mut stream = request.into_inner();
+        self.cluster.wait_registered().await;
         while let Some(batch) = stream.message().await? {
             let from = node_id(&batch.from)?;
+            if !batch.from_address.is_empty() && self.cluster.peer_view(from).is_none() {
+                self.cluster
+                    .learned
+                    .insert(from, batch.from_address.clone());
+            }
+            let lock = self.order.entry(from).or_default().clone();
+            let _in_order = lock.lock().await;
             for msg in batch.messages {
                 // One bad message must not stop the messages behind it.
                 if let Err(s) = self.handle(from, msg).await {
@@ -133,6 +155,10 @@ impl NodeService for Service {
         let r = request.into_inner();
         let id = object_id(&r.object_id)?;
         let borrower = node_id(&r.borrower)?;
+        // A node the cluster declared dead could never give the borrow back.
+        if borrower != self.cluster.id && self.cluster.peer_view(borrower).is_none() {
+            return Ok(Response::new(pb::AddBorrowerReply { ok: false }));
+        }
         let found = self.cluster.core().and_then(|c| c.objects.lookup(id));
         let ok = match found {
             Some(obj) => {

@@ -8,7 +8,8 @@ use wasmfabric_proto::v1 as pb;
 
 use super::Cluster;
 use super::convert::{
-    error_from_pb, error_to_pb, id_bytes, object_id, resources_from_pb, resources_to_pb, task_id,
+    error_from_pb, error_to_pb, id_bytes, object_id, resources_checked, resources_to_pb,
+    status_failure, task_id,
 };
 use crate::error::{FabricError, FailureKind};
 use crate::ids::{JobId, NodeId, ObjectId};
@@ -20,6 +21,8 @@ use crate::runtime::task::{self, Reply, TaskArg, TaskControl, TaskSpec};
 
 /// Values up to this size travel inside messages; larger ones as objects.
 pub(crate) const INLINE_MAX: usize = 256 << 10;
+/// At most this many bytes of values inline in one message.
+pub(crate) const INLINE_TOTAL: usize = 2 << 20;
 
 /// A task this node forwarded, kept until its result comes back (its
 /// arguments stay referenced meanwhile, and it can be retried elsewhere).
@@ -27,6 +30,16 @@ pub(crate) struct RemoteTask {
     spec: TaskSpec,
     control: Arc<TaskControl>,
     node: NodeId,
+}
+
+impl RemoteTask {
+    pub(crate) fn spec_job(&self) -> JobId {
+        self.spec.job.id
+    }
+
+    pub(crate) fn node(&self) -> NodeId {
+        self.node
+    }
 }
 
 impl Cluster {
@@ -67,9 +80,23 @@ impl Cluster {
         peer.add_in_flight(&spec.demand);
         let cluster = self.clone();
         tokio::spawn(async move {
-            let msg = match cluster.forward_message(&spec, node).await {
-                Ok(m) => m,
+            let (args, nested) = match cluster
+                .send_args(&spec.args, &spec.nested, spec.job.id, node)
+                .await
+            {
+                Ok(a) => a,
                 Err(e) => return cluster.task_lost(spec, control, e),
+            };
+            let msg = pb::ForwardTask {
+                job: Some(cluster.job_info(&spec.job)),
+                task_id: id_bytes(spec.id.as_u128()),
+                function: spec.function.to_string(),
+                args,
+                nested,
+                demand: Some(resources_to_pb(&spec.demand)),
+                result_id: id_bytes(spec.result.as_u128()),
+                max_retries: 0,
+                retry_exceptions: false,
             };
             let result = spec.result;
             cluster.remote_tasks.insert(
@@ -80,7 +107,10 @@ impl Cluster {
                     node,
                 },
             );
-            if !peer.send(pb::peer_message::Kind::Task(msg))
+            // Registered before this check: if the node died meanwhile, either
+            // the check sees it or the death handling finds the task.
+            let alive = cluster.peer_view(node).is_some();
+            if (!alive || !peer.send(pb::peer_message::Kind::Task(msg)))
                 && let Some((_, rt)) = cluster.remote_tasks.remove(&result)
             {
                 let e = FabricError::failure(
@@ -91,38 +121,6 @@ impl Cluster {
                 cluster.task_lost(rt.spec, rt.control, e);
             }
         });
-    }
-
-    async fn forward_message(
-        &self,
-        spec: &TaskSpec,
-        node: NodeId,
-    ) -> Result<pb::ForwardTask, FabricError> {
-        let core = self.core().ok_or(FabricError::Cancelled)?;
-        let mut args = Vec::with_capacity(spec.args.len());
-        for a in &spec.args {
-            let kind = match a {
-                TaskArg::Value(b) if b.len() <= INLINE_MAX => pb::arg::Kind::Value(b.clone()),
-                // A large value goes as an object: fetched in chunks, not in one message.
-                TaskArg::Value(b) => {
-                    let r = core.objects.put(spec.job.id, b.clone(), Vec::new())?;
-                    pb::arg::Kind::Object(self.lend(&r, node).await?)
-                }
-                TaskArg::Object(r) => pb::arg::Kind::Object(self.lend(r, node).await?),
-            };
-            args.push(pb::Arg { kind: Some(kind) });
-        }
-        Ok(pb::ForwardTask {
-            job: Some(self.job_info(&spec.job)),
-            task_id: id_bytes(spec.id.as_u128()),
-            function: spec.function.to_string(),
-            args,
-            nested: self.lend_all(&spec.nested, node).await?,
-            demand: Some(resources_to_pb(&spec.demand)),
-            result_id: id_bytes(spec.result.as_u128()),
-            max_retries: 0,
-            retry_exceptions: false,
-        })
     }
 
     /// A forwarded task could not run where it was sent: retry or fail it.
@@ -139,50 +137,62 @@ impl Cluster {
         }
     }
 
-    /// Runs a task another node forwarded here; its result goes back there.
+    /// Runs a task another node forwarded here; its result goes back there,
+    /// and so does any failure to start it.
     pub(crate) async fn on_forward_task(
         self: &Arc<Self>,
         from: NodeId,
         t: pb::ForwardTask,
     ) -> Result<(), Status> {
-        let info = t
-            .job
-            .ok_or_else(|| Status::invalid_argument("a forwarded task without its job"))?;
-        let job = self.ensure_job(from, &info).await?;
+        // Without the result id there is nobody to answer.
         let result = object_id(&t.result_id)?;
-        let mut args = Vec::with_capacity(t.args.len());
-        for a in &t.args {
-            args.push(match &a.kind {
-                Some(pb::arg::Kind::Value(b)) => TaskArg::Value(b.clone()),
-                Some(pb::arg::Kind::Object(r)) => TaskArg::Object(self.receive_ref(r, job.id)?),
-                None => return Err(Status::invalid_argument("an empty argument")),
-            });
+        let job_id = t
+            .job
+            .as_ref()
+            .and_then(|j| super::convert::job_id(&j.job_id).ok())
+            .unwrap_or(JobId::from_u128(0));
+        // Take every lent reference first: on any failure below, dropping
+        // them gives the borrows back.
+        let args = self.receive_args(&t.args, job_id);
+        let nested = self.receive_refs(&t.nested, job_id);
+        let started: Result<(), FabricError> = async {
+            let (args, nested) = (
+                args.map_err(status_failure)?,
+                nested.map_err(status_failure)?,
+            );
+            let info = t.job.as_ref().ok_or_else(|| {
+                FabricError::InvalidArgument("a forwarded task without its job".into())
+            })?;
+            let job = self.ensure_job(from, info).await.map_err(status_failure)?;
+            let core = self.core().ok_or(FabricError::Cancelled)?;
+            let demand = resources_checked(t.demand.as_ref())?;
+            core.scheduler.check_feasible(&demand)?;
+            task::accept_forwarded(
+                &core,
+                TaskSpec {
+                    id: task_id(&t.task_id).map_err(status_failure)?,
+                    job: job.clone(),
+                    function: t.function.clone().into(),
+                    args,
+                    nested,
+                    demand,
+                    strategy: Strategy::Default,
+                    result,
+                    max_retries: 0,
+                    retry_exceptions: false,
+                    attempt: 0,
+                    reply: Reply::Remote {
+                        owner: from,
+                        job: job.id,
+                    },
+                },
+            );
+            Ok(())
         }
-        let core = self
-            .core()
-            .ok_or_else(|| Status::unavailable("the node is stopping"))?;
-        let spec = TaskSpec {
-            id: task_id(&t.task_id)?,
-            job: job.clone(),
-            function: t.function.into(),
-            args,
-            nested: self.receive_refs(&t.nested, job.id)?,
-            demand: resources_from_pb(t.demand.as_ref()),
-            strategy: Strategy::Default,
-            result,
-            max_retries: 0,
-            retry_exceptions: false,
-            attempt: 0,
-            reply: Reply::Remote {
-                owner: from,
-                job: job.id,
-            },
-        };
-        if let Err(e) = core.scheduler.check_feasible(&spec.demand) {
-            core.complete(result, spec.reply, Err(e));
-            return Ok(());
+        .await;
+        if let Err(e) = started {
+            self.send_result(from, job_id, result, Err(e));
         }
-        task::accept_forwarded(&core, spec);
         Ok(())
     }
 
@@ -247,14 +257,22 @@ impl Cluster {
             Some(pb::task_result::Outcome::StoredAt(n)) => Some(super::convert::node_id(n)?),
             _ => None,
         };
-        let task = self.remote_tasks.remove(&id).map(|(_, t)| t);
-        let call = self.remote_calls.remove(&id).map(|(_, c)| c);
+        // Only the node the work was sent to may answer for it.
+        let task = self
+            .remote_tasks
+            .remove_if(&id, |_, t| t.node == from)
+            .map(|(_, t)| t);
+        let call = self
+            .remote_calls
+            .remove_if(&id, |_, c| c.node == from)
+            .map(|(_, c)| c);
         let job = match (&task, &call) {
             (Some(t), _) => t.spec.job.id,
             (None, Some(c)) => c.job,
             (None, None) => {
-                // Nobody waits for it (cancelled, or its job ended): let the
-                // holder drop a copy it kept.
+                // Nobody waits for it (cancelled, or its job ended): give back
+                // the references it carried, and let the holder drop a copy.
+                drop(self.receive_refs(&r.nested, JobId::from_u128(0)));
                 if let Some(n) = stored_at {
                     self.send_to(
                         n,
@@ -266,19 +284,20 @@ impl Cluster {
                 return Ok(());
             }
         };
-        let outcome: Result<Option<CallResult>, FabricError> = match r.outcome {
-            Some(pb::task_result::Outcome::Value(v)) => {
-                Ok(Some(Ok((v, self.receive_refs(&r.nested, job)?))))
-            }
-            Some(pb::task_result::Outcome::Error(e)) => Ok(Some(Err(error_from_pb(&e)))),
-            Some(pb::task_result::Outcome::StoredAt(_)) => Ok(None),
-            None => Err(FabricError::failure(
+        let outcome: Option<CallResult> = match r.outcome {
+            Some(pb::task_result::Outcome::Value(v)) => Some(
+                self.receive_refs(&r.nested, job)
+                    .map(|n| (v, n))
+                    .map_err(status_failure),
+            ),
+            Some(pb::task_result::Outcome::Error(e)) => Some(Err(error_from_pb(&e))),
+            Some(pb::task_result::Outcome::StoredAt(_)) => None,
+            None => Some(Err(FabricError::failure(
                 "result",
                 FailureKind::System,
                 format!("node {} sent an empty result", from.short()),
-            )),
+            ))),
         };
-        let outcome = outcome.unwrap_or_else(|e| Some(Err(e)));
         if let Some(t) = task {
             match outcome {
                 Some(result) => task::finish(&core, t.spec, &t.control, result),
@@ -329,29 +348,32 @@ impl Cluster {
             return;
         }
         let mut targets: Vec<NodeId> = Vec::new();
-        // Room left per node as this pass hands out work.
-        let mut room: Vec<(NodeId, ResourceSet)> = Vec::new();
+        // (node, what it has, room left) as this pass hands out work.
+        let mut room: Vec<(NodeId, ResourceSet, ResourceSet)> = Vec::new();
         self.with_candidates(|cands| {
             for c in cands.iter().filter(|c| !c.is_local) {
-                room.push((c.id, c.available.clone()));
+                room.push((c.id, c.total.clone(), c.available.clone()));
             }
         });
         if room.is_empty() {
             return;
         }
         let stolen = task::steal(&core, 1024, |spec| {
-            let fits = room
-                .iter_mut()
-                .filter(|(_, free)| free.contains(&spec.demand))
-                .max_by_key(|(_, free)| free.cpu);
-            match (fits, &spec.strategy) {
-                (
-                    Some((id, free)),
-                    Strategy::Default
+            let movable = matches!(
+                spec.strategy,
+                Strategy::Default
                     | Strategy::Spread
                     | Strategy::Node { soft: true, .. }
-                    | Strategy::Label { soft: true, .. },
-                ) => {
+                    | Strategy::Label { soft: true, .. }
+            );
+            let fits = room
+                .iter_mut()
+                .filter(|(_, total, free)| {
+                    total.contains(&spec.demand) && free.contains(&spec.demand)
+                })
+                .max_by_key(|(_, _, free)| free.cpu);
+            match fits {
+                Some((id, _, free)) if movable => {
                     free.subtract(&spec.demand);
                     targets.push(*id);
                     true

@@ -136,6 +136,29 @@ pub(crate) fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
     record
 }
 
+/// Records an actor that could not be created here as dead, so calls to it
+/// fail at once with `reason`.
+pub(crate) fn record_dead(
+    core: &NodeCore,
+    id: ActorId,
+    job: Arc<Job>,
+    class: Arc<str>,
+    reason: String,
+) {
+    let (tx, _) = mpsc::unbounded_channel();
+    let record = Arc::new(ActorRecord {
+        id,
+        job,
+        class,
+        name: None,
+        detached: false,
+        mailbox: tx,
+        dead: Mutex::new(Some(reason)),
+        abort: Mutex::new(None),
+    });
+    core.actors.insert(id, record);
+}
+
 /// Marks the actor dead, frees its name and stops its task. The record stays
 /// (until its job ends) so later calls fail with the reason it died.
 pub(crate) fn kill(core: &NodeCore, record: &ActorRecord, reason: String) {

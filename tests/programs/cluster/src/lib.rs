@@ -17,6 +17,7 @@ const SCENARIOS: &[&str] = &[
     "named-across",
     "elastic",
     "result-elsewhere",
+    "kept-reused",
     "spread",
     "detached-create",
     "detached-use",
@@ -70,6 +71,11 @@ fn fetch_here(refs: Vec<ObjectRef<ByteBuf>>) -> fabric::Result<String> {
     let (ready, _) = fabric::wait(&refs, refs.len(), None)?;
     assert_eq!(ready.len(), refs.len());
     Ok(here())
+}
+
+#[fabric::remote]
+fn consume(made: (String, ByteBuf, ObjectRef<u64>)) -> fabric::Result<(String, usize, u64)> {
+    Ok((here(), made.1.len(), fabric::get(&made.2)?))
 }
 
 #[fabric::actor]
@@ -234,6 +240,15 @@ fn main() -> fabric::Result<()> {
                 big.len(),
                 fabric::get(&inner)?
             );
+        }
+        "kept-reused" => {
+            // A large result stays where it was made; a task that takes it
+            // goes there too (locality), borrowing the copy kept there.
+            let made =
+                make_big::options(TaskOptions::new().on_node(&arg(1), false)).remote(2 << 20)?;
+            let used = consume::remote(&made)?;
+            let (node, len, inner) = fabric::get(&used)?;
+            println!("consumed on {node}: {len} bytes, inner {inner}");
         }
         "detached-create" => {
             let t = Tally::options(
