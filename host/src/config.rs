@@ -11,6 +11,8 @@
 //! ```
 
 use crate::error::NodeError;
+use crate::limits::Limits;
+use crate::manifest::Policy;
 use crate::resources::{ResourceSet, detect, to_fixed};
 use crate::runtime::engine::EngineSettings;
 
@@ -30,6 +32,12 @@ pub struct NodeConfig {
     pub object_store_memory: Option<u64>,
     /// Instance pool sizing (for a node with an engine of its own).
     pub engine: EngineSettings,
+    /// What a job gets unless its manifest asks for other limits.
+    pub limits: Limits,
+    /// The most a manifest may ask for (default: the defaults).
+    pub max_limits: Option<Limits>,
+    /// What manifests may grant (default: nothing).
+    pub policy: Policy,
 }
 
 /// A configuration with every amount decided.
@@ -39,6 +47,9 @@ pub struct ResolvedConfig {
     pub num_gpus: usize,
     pub object_store_memory: u64,
     pub engine: EngineSettings,
+    pub limits: Limits,
+    pub max_limits: Limits,
+    pub policy: Policy,
 }
 
 impl NodeConfig {
@@ -69,6 +80,12 @@ impl NodeConfig {
             num_gpus: gpus,
             object_store_memory: store,
             engine: self.engine.clone(),
+            limits: self.limits.clone(),
+            max_limits: self
+                .max_limits
+                .clone()
+                .unwrap_or_else(|| self.limits.clone()),
+            policy: self.policy.clone(),
         })
     }
 }

@@ -25,7 +25,9 @@ pub mod config;
 pub mod error;
 mod host_api;
 pub mod ids;
+pub mod limits;
 pub mod logs;
+pub mod manifest;
 pub mod node;
 pub mod object_store;
 pub mod placement;
@@ -34,7 +36,7 @@ pub mod runtime;
 pub mod scheduler;
 
 pub use config::NodeConfig;
-pub use node::{JobOutcome, Node, NodeStats};
+pub use node::{JobOptions, JobOutcome, Node, NodeStats};
 pub use runtime::component::AppComponent;
 
 /// Types generated from `wit/fabric.wit`.

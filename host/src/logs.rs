@@ -126,10 +126,43 @@ struct LineBuffer {
     source: LogSource,
     stream: Stream,
     partial: Vec<u8>,
+    /// Bytes this instance may still write; past it, output is dropped.
+    budget: u64,
+    /// The limit, for the line that says output was dropped.
+    limit: u64,
+    truncated: bool,
 }
 
 impl LineBuffer {
-    fn write(&mut self, mut bytes: &[u8]) {
+    fn write(&mut self, bytes: &[u8]) {
+        if self.truncated {
+            return;
+        }
+        let n = bytes.len() as u64;
+        if n > self.budget {
+            let keep = self.budget as usize;
+            self.write_lines(&bytes[..keep]);
+            self.flush_partial();
+            self.truncated = true;
+            let marker = format!(
+                "[fabric: output dropped past {} bytes (log-bytes limit)]",
+                self.limit
+            );
+            self.sink.line(&self.source, self.stream, marker.as_bytes());
+            return;
+        }
+        self.budget -= n;
+        self.write_lines(bytes);
+    }
+
+    fn flush_partial(&mut self) {
+        if !self.partial.is_empty() {
+            let rest = std::mem::take(&mut self.partial);
+            self.sink.line(&self.source, self.stream, &rest);
+        }
+    }
+
+    fn write_lines(&mut self, mut bytes: &[u8]) {
         while let Some(pos) = memchr(b'\n', bytes) {
             let (line, rest) = bytes.split_at(pos);
             if self.partial.is_empty() {
@@ -160,9 +193,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 
 impl Drop for LineBuffer {
     fn drop(&mut self) {
-        if !self.partial.is_empty() {
-            self.sink.line(&self.source, self.stream, &self.partial);
-        }
+        self.flush_partial();
     }
 }
 
@@ -173,13 +204,17 @@ pub struct GuestOutput {
 }
 
 impl GuestOutput {
-    pub fn new(sink: Arc<dyn LogSink>, source: LogSource, stream: Stream) -> Self {
+    /// An output stream that forwards at most `limit` bytes.
+    pub fn new(sink: Arc<dyn LogSink>, source: LogSource, stream: Stream, limit: u64) -> Self {
         GuestOutput {
             buffer: Arc::new(Mutex::new(LineBuffer {
                 sink,
                 source,
                 stream,
                 partial: Vec::new(),
+                budget: limit,
+                limit,
+                truncated: false,
             })),
         }
     }
@@ -263,6 +298,7 @@ mod tests {
             sink.clone(),
             LogSource::actor("Counter", "abcd0123"),
             Stream::Stdout,
+            u64::MAX,
         );
         out.write(b"hel");
         out.write(b"lo\r\nwor");
@@ -275,6 +311,19 @@ mod tests {
         assert!(
             sink.stdout()
                 .ends_with("(Counter actor=abcd0123) partial\n")
+        );
+    }
+
+    #[test]
+    fn output_past_the_limit_is_dropped_with_a_marker() {
+        let sink = Arc::new(MemorySink::default());
+        let out = GuestOutput::new(sink.clone(), LogSource::driver(), Stream::Stderr, 10);
+        out.write(b"12345\n");
+        out.write(b"6789\nabcdef\n");
+        out.write(b"more\n");
+        assert_eq!(
+            sink.stderr(),
+            "12345\n6789\n[fabric: output dropped past 10 bytes (log-bytes limit)]\n"
         );
     }
 }

@@ -33,6 +33,15 @@ use crate::runtime::job::Job;
 use crate::runtime::task::{self, Reply, TaskArg, TaskSpec};
 use crate::scheduler::Scheduler;
 
+/// How to run a job: its manifest (limits and capabilities) and tenant.
+#[derive(Clone, Debug, Default)]
+pub struct JobOptions {
+    /// The job manifest, TOML (see [`crate::manifest`]); empty for none.
+    pub manifest: String,
+    /// The tenant it runs for (default: the node's local tenant).
+    pub tenant: Option<String>,
+}
+
 /// How a job ended.
 #[derive(Debug)]
 pub struct JobOutcome {
@@ -94,6 +103,7 @@ impl Node {
             tasks: DashMap::new(),
             actors: DashMap::new(),
             named_actors: DashMap::new(),
+            job_tenants: DashMap::new(),
             jobs: DashMap::new(),
             queued_tasks: Default::default(),
             runtime,
@@ -156,12 +166,34 @@ impl Node {
         JobId,
         impl std::future::Future<Output = JobOutcome> + Send + 'static,
     ) {
-        let job = Job::new(app, logs, self.core.id);
-        self.core.jobs.insert(job.id, job.clone());
-        tracing::debug!(job = %job.id.short(), "job started");
+        self.start_job_with(app, args, logs, JobOptions::default())
+    }
+
+    /// [`Node::start_job`] with a manifest and a tenant.
+    pub fn start_job_with(
+        &self,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+        options: JobOptions,
+    ) -> (
+        JobId,
+        impl std::future::Future<Output = JobOutcome> + Send + 'static,
+    ) {
+        let id = JobId::random();
         let core = self.core.clone();
-        let id = job.id;
         let handle = self.core.runtime.spawn(async move {
+            let job = match core.prepare_job(id, app, logs, &options, core.id).await {
+                Ok(job) => job,
+                Err(e) => {
+                    return JobOutcome {
+                        job_id: id,
+                        result: Err(e),
+                    };
+                }
+            };
+            core.jobs.insert(job.id, job.clone());
+            tracing::debug!(job = %job.id.short(), tenant = %job.tenant, "job started");
             let result = run_driver(&core, &job, args).await;
             core.finish_job(&job);
             core.jobs.remove(&job.id);
@@ -187,6 +219,17 @@ impl Node {
         (id, outcome)
     }
 
+    /// [`Node::run_job`] with a manifest and a tenant.
+    pub async fn run_job_with(
+        &self,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+        options: JobOptions,
+    ) -> JobOutcome {
+        self.start_job_with(app, args, logs, options).1.await
+    }
+
     /// Runs one remote function of `app` as a task with encoded `args` and
     /// returns its encoded result (what `fabric run --call` does).
     pub async fn call(
@@ -197,7 +240,16 @@ impl Node {
         logs: Arc<dyn LogSink>,
     ) -> Result<Bytes, FabricError> {
         host_api::check_name("function", function)?;
-        let job = Job::new(app, logs, self.core.id);
+        let job = self
+            .core
+            .prepare_job(
+                JobId::random(),
+                app,
+                logs,
+                &JobOptions::default(),
+                self.core.id,
+            )
+            .await?;
         self.core.jobs.insert(job.id, job.clone());
         let result = ObjectId::random();
         let result_ref = self.core.objects.create_pending(result, job.id);
@@ -236,11 +288,16 @@ impl Node {
         app: Arc<AppComponent>,
         samples: usize,
     ) -> Result<Vec<std::time::Duration>, FabricError> {
-        let job = Job::new(
-            app,
-            Arc::new(crate::logs::MemorySink::default()),
-            self.core.id,
-        );
+        let job = self
+            .core
+            .prepare_job(
+                JobId::random(),
+                app,
+                Arc::new(crate::logs::MemorySink::default()),
+                &JobOptions::default(),
+                self.core.id,
+            )
+            .await?;
         let mut out = Vec::with_capacity(samples);
         for _ in 0..samples {
             let start = std::time::Instant::now();

@@ -402,6 +402,11 @@ impl ObjectStore {
         ))
     }
 
+    /// One copy of `parts`, back to back, into a buffer from the recycled
+    /// pool (for values read out of a guest).
+    pub fn copy_in(&self, parts: &[&[u8]]) -> Bytes {
+        self.inner.buffers.copy_parts(parts)
+    }
     /// A buffer for `len` bytes from the recycled pool (to receive an object).
     pub fn buffer(&self, len: usize) -> Vec<u8> {
         self.inner.buffers.take(len)

@@ -30,6 +30,22 @@ pub(crate) struct RemoteCall {
     _args: Vec<ObjectRef>,
 }
 
+/// Where an actor lives and which tenant owns it.
+#[derive(Clone, Debug)]
+pub(crate) struct ActorPlace {
+    pub node: NodeId,
+    pub tenant: Arc<str>,
+}
+
+impl ActorPlace {
+    fn of(info: &pb::ActorInfo) -> Option<ActorPlace> {
+        Some(ActorPlace {
+            node: node_id(&info.node_id).ok()?,
+            tenant: info.tenant.as_str().into(),
+        })
+    }
+}
+
 fn actor_info(spec: &ActorSpec, node: NodeId) -> pb::ActorInfo {
     let (namespace, name) = spec.name.clone().unwrap_or_default();
     pb::ActorInfo {
@@ -42,6 +58,7 @@ fn actor_info(spec: &ActorSpec, node: NodeId) -> pb::ActorInfo {
         detached: spec.detached,
         dead: false,
         death: String::new(),
+        tenant: spec.job.tenant.to_string(),
     }
 }
 
@@ -76,8 +93,8 @@ impl Cluster {
             Some(pb::register_actor_reply::Outcome::Registered(_)) => {}
             Some(pb::register_actor_reply::Outcome::Existing(info)) => {
                 let id = actor_id(&info.actor_id).map_err(status_failure)?;
-                if let Ok(n) = node_id(&info.node_id) {
-                    self.actor_nodes.insert(id, n);
+                if let Some(place) = ActorPlace::of(&info) {
+                    self.actor_nodes.insert(id, place);
                 }
                 return Ok(id);
             }
@@ -89,7 +106,8 @@ impl Cluster {
             }
         }
         let id = spec.id;
-        self.actor_nodes.insert(id, node);
+        let tenant = spec.job.tenant.clone();
+        self.actor_nodes.insert(id, ActorPlace { node, tenant });
         if node == self.id {
             if let Some(key) = &spec.name {
                 core.named_actors.insert(key.clone(), id);
@@ -143,10 +161,17 @@ impl Cluster {
         sent.map(|()| id)
     }
 
-    /// Where an actor lives: the cache, else the head's directory.
-    async fn actor_node(&self, id: ActorId) -> Result<NodeId, FabricError> {
-        if let Some(n) = self.actor_nodes.get(&id) {
-            return Ok(*n);
+    /// Where an actor of `tenant` lives: the cache, else the head's
+    /// directory. Another tenant's actor is not found, exactly as a missing
+    /// one (no existence oracle).
+    async fn actor_node(&self, id: ActorId, tenant: &str) -> Result<NodeId, FabricError> {
+        let not_found = || FabricError::NotFound(format!("actor {id}"));
+        if let Some(p) = self.actor_nodes.get(&id) {
+            return if &*p.tenant == tenant {
+                Ok(p.node)
+            } else {
+                Err(not_found())
+            };
         }
         let reply = self
             .head
@@ -161,13 +186,14 @@ impl Cluster {
             .into_inner();
         let info = reply
             .actor
-            .filter(|_| reply.found)
-            .ok_or_else(|| FabricError::NotFound(format!("actor {id}")))?;
+            .filter(|a| reply.found && a.tenant == tenant)
+            .ok_or_else(not_found)?;
         if info.dead {
             return Err(FabricError::ActorDied(info.death));
         }
-        let node = node_id(&info.node_id).map_err(status_failure)?;
-        self.actor_nodes.insert(id, node);
+        let place = ActorPlace::of(&info).ok_or_else(not_found)?;
+        let node = place.node;
+        self.actor_nodes.insert(id, place);
         Ok(node)
     }
 
@@ -176,9 +202,10 @@ impl Cluster {
     pub(crate) async fn call_actor(
         self: &Arc<Self>,
         id: ActorId,
+        tenant: &str,
         call: ActorCall,
     ) -> Result<(), FabricError> {
-        let node = self.actor_node(id).await?;
+        let node = self.actor_node(id, tenant).await?;
         if node == self.id {
             // The directory says here, but it is not (yet) in the registry.
             self.hold_or_deliver(id, call);
@@ -225,8 +252,8 @@ impl Cluster {
     }
 
     /// Stops an actor wherever it lives.
-    pub(crate) async fn kill_actor(&self, id: ActorId) -> Result<(), FabricError> {
-        let node = self.actor_node(id).await?;
+    pub(crate) async fn kill_actor(&self, id: ActorId, tenant: &str) -> Result<(), FabricError> {
+        let node = self.actor_node(id, tenant).await?;
         let msg = pb::KillActor {
             actor_id: id_bytes(id.as_u128()),
             reason: format!("actor {} was killed", id.short()),
@@ -260,13 +287,14 @@ impl Cluster {
         match reply.actor.filter(|a| reply.found && !a.dead) {
             Some(info) => {
                 let id = actor_id(&info.actor_id).map_err(status_failure)?;
-                if let Ok(n) = node_id(&info.node_id) {
-                    self.actor_nodes.insert(id, n);
+                if let Some(place) = ActorPlace::of(&info) {
+                    self.actor_nodes.insert(id, place);
                 }
                 Ok(id)
             }
             None => Err(FabricError::NotFound(format!(
-                "no actor named `{name}` in namespace `{namespace}`"
+                "no actor named `{name}` in namespace `{}`",
+                crate::runtime::job::shown_namespace(namespace)
             ))),
         }
     }
@@ -322,7 +350,18 @@ impl Cluster {
                 detached: c.detached,
             })
         })();
-        self.actor_nodes.insert(id, self.id);
+        let tenant = c
+            .job
+            .as_ref()
+            .map(|j| j.tenant.as_str())
+            .unwrap_or_default();
+        self.actor_nodes.insert(
+            id,
+            ActorPlace {
+                node: self.id,
+                tenant: tenant.into(),
+            },
+        );
         let mut held = self.early_calls.entry(id).or_default();
         match spec {
             Ok(spec) => {

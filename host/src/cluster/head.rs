@@ -287,7 +287,8 @@ impl Head for HeadState {
                 } else {
                     let e = FabricError::InvalidArgument(format!(
                         "an actor named `{}` already exists in namespace `{}`",
-                        key.1, key.0
+                        key.1,
+                        crate::runtime::job::shown_namespace(&key.0)
                     ));
                     Outcome::Error(error_to_pb(&e))
                 };

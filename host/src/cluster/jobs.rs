@@ -14,7 +14,7 @@ use super::convert::{id_bytes, job_id, node_id};
 use crate::ids::{JobId, NodeId};
 use crate::logs::{LogSink, LogSource, Stream};
 use crate::runtime::component::{AppComponent, digest};
-use crate::runtime::job::Job;
+use crate::runtime::job::{Job, JobSpec, LOCAL_TENANT};
 
 /// Finished jobs each node remembers, to refuse their late work.
 const FINISHED_JOBS_KEPT: usize = 10_000;
@@ -52,6 +52,8 @@ impl Cluster {
             digest: job.app.digest().to_string(),
             namespace: job.namespace.clone(),
             driver_node: id_bytes(job.driver.as_u128()),
+            manifest: job.manifest_text.clone(),
+            tenant: job.tenant.to_string(),
         }
     }
 
@@ -79,7 +81,22 @@ impl Cluster {
                     job: id,
                     driver,
                 });
-                let job = Job::with_id(id, app, logs, info.namespace.clone(), driver);
+                let spec = JobSpec {
+                    id,
+                    app,
+                    logs,
+                    tenant: if info.tenant.is_empty() {
+                        LOCAL_TENANT.into()
+                    } else {
+                        info.tenant.as_str().into()
+                    },
+                    namespace: info.namespace.clone(),
+                    driver,
+                    manifest_text: info.manifest.clone(),
+                };
+                let job = Job::prepare(&core, spec)
+                    .await
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
                 core.jobs.insert(id, job.clone());
                 Ok::<_, Status>(job)
             })

@@ -234,7 +234,7 @@ impl Cluster {
         self.borrowers.retain(|(_, n), _| *n != node);
         // Copies kept for a dead owner serve no one now.
         self.kept.retain(|_, pinned| pinned.home() != Some(node));
-        self.actor_nodes.retain(|_, n| *n != node);
+        self.actor_nodes.retain(|_, p| p.node != node);
         self.fail_remote_work(node);
     }
 }

@@ -124,8 +124,8 @@ pub(crate) struct Cluster {
     /// Addresses of peers that messaged this node before the head's view
     /// listed them (a node that just joined).
     learned: DashMap<NodeId, String>,
-    /// Where actors live (a cache of the head's directory).
-    actor_nodes: DashMap<ActorId, NodeId>,
+    /// Where actors live and whose they are (a cache of the head's directory).
+    actor_nodes: DashMap<ActorId, actors::ActorPlace>,
     /// Calls that arrived for actors this node is still creating.
     early_calls: DashMap<ActorId, Vec<crate::runtime::actor::ActorCall>>,
     /// Components fetched from peers, by digest (one fetch per digest).

@@ -302,7 +302,9 @@ impl Cluster {
             match outcome {
                 Some(result) => task::finish(&core, t.spec, &t.control, result),
                 None => {
-                    core.tasks.remove(&id);
+                    if core.tasks.remove(&id).is_some() {
+                        t.spec.job.done_pending();
+                    }
                     core.objects
                         .fulfill_elsewhere(id, stored_at.into_iter().collect(), r.size);
                 }

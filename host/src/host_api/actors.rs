@@ -4,15 +4,19 @@
 use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, Resource};
 
-use super::{HostResult, check_name, convert_args, convert_nested, demand_of, fail, strategy_of};
-use crate::bindings::fabric::core::host::Arg;
+use super::{
+    HostResult, RawArg, check_name, convert_args, convert_nested, demand_of, fail, strategy_of,
+};
 use crate::bindings::fabric::core::types::{ActorOptions, Id};
 use crate::error::FabricError;
 use crate::ids::{ActorId, ObjectId};
 use crate::object_store::ObjectRef;
-use crate::runtime::actor::{self, ActorCall, ActorSpec};
+use crate::runtime::NodeCore;
+use crate::runtime::actor::{self, ActorCall, ActorRecord, ActorSpec};
 use crate::runtime::instance::InstanceState;
-use crate::runtime::task::Reply;
+use crate::runtime::job::scoped_namespace;
+use crate::runtime::task::{Reply, TaskArg};
+use std::sync::Arc;
 
 type Ctx<'a> = StoreContextMut<'a, InstanceState>;
 
@@ -22,22 +26,30 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
         |mut store: Ctx,
          (class, args, nested, options): (
             String,
-            Vec<Arg>,
+            Vec<RawArg>,
             Vec<Resource<ObjectRef>>,
             ActorOptions,
         )| {
-            Box::new(
-                async move { Ok((create(store.data_mut(), class, args, nested, options).await?,)) },
-            )
+            Box::new(async move {
+                let args = match convert_args(&store, args)? {
+                    Ok(a) => a,
+                    Err(e) => return Ok((Err(e.to_wit()),)),
+                };
+                Ok((create(store.data_mut(), class, args, nested, options).await?,))
+            })
         },
     )?;
     host.func_wrap_async(
         "call-actor",
         |mut store: Ctx,
-         (actor, method, args, nested): (Id, String, Vec<Arg>, Vec<Resource<ObjectRef>>)| {
-            Box::new(
-                async move { Ok((call(store.data_mut(), actor, method, args, nested).await?,)) },
-            )
+         (actor, method, args, nested): (Id, String, Vec<RawArg>, Vec<Resource<ObjectRef>>)| {
+            Box::new(async move {
+                let args = match convert_args(&store, args)? {
+                    Ok(a) => a,
+                    Err(e) => return Ok((Err(e.to_wit()),)),
+                };
+                Ok((call(store.data_mut(), actor, method, args, nested).await?,))
+            })
         },
     )?;
     host.func_wrap_async("kill-actor", |mut store: Ctx, (actor,): (Id,)| {
@@ -55,7 +67,7 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
 async fn create(
     state: &mut InstanceState,
     class: String,
-    args: Vec<Arg>,
+    args: Vec<TaskArg>,
     nested: Vec<Resource<ObjectRef>>,
     options: ActorOptions,
 ) -> HostResult<Id> {
@@ -86,17 +98,15 @@ async fn create(
             if let Err(e) = check_name("actor", &name) {
                 return fail(e);
             }
-            Some((
-                options.namespace.unwrap_or_else(|| job.namespace.clone()),
-                name,
-            ))
+            let ns = options.namespace.unwrap_or_else(|| job.namespace.clone());
+            Some((scoped_namespace(&job.tenant, &ns), name))
         }
     };
     let spec = ActorSpec {
         id: ActorId::random(),
         job,
         class: class.into(),
-        args: convert_args(&state.table, args)?,
+        args,
         nested: convert_nested(&state.table, &nested)?,
         demand,
         name,
@@ -117,12 +127,13 @@ async fn call(
     state: &mut InstanceState,
     actor: Id,
     method: String,
-    args: Vec<Arg>,
+    args: Vec<TaskArg>,
     nested: Vec<Resource<ObjectRef>>,
 ) -> HostResult<Resource<ObjectRef>> {
     let exec = state.exec()?;
     let core = exec.core.clone();
     let job_id = exec.job.id;
+    let tenant = exec.job.tenant.clone();
     if let Err(e) = check_name("method", &method) {
         return fail(e);
     }
@@ -130,19 +141,19 @@ async fn call(
     let result = ObjectId::random();
     let call = ActorCall {
         method: method.into(),
-        args: convert_args(&state.table, args)?,
+        args,
         nested: convert_nested(&state.table, &nested)?,
         result,
         reply: Reply::Local,
     };
-    let local = core.actors.get(&id).map(|r| r.clone());
+    let local = local_actor(&core, id, &tenant);
     let result_ref = core.objects.create_pending(result, job_id);
     let routed = match (local, core.cluster()) {
         (Some(record), _) => {
             record.call(&core, call);
             Ok(())
         }
-        (None, Some(cluster)) => cluster.call_actor(id, call).await,
+        (None, Some(cluster)) => cluster.call_actor(id, &tenant, call).await,
         (None, None) => Err(FabricError::NotFound(format!("actor {id}"))),
     };
     match routed {
@@ -152,9 +163,10 @@ async fn call(
 }
 
 async fn kill(state: &mut InstanceState, actor: Id) -> HostResult<()> {
-    let core = state.exec()?.core.clone();
+    let exec = state.exec()?;
+    let (core, tenant) = (exec.core.clone(), exec.job.tenant.clone());
     let id = ActorId::from_wit(actor);
-    let local = core.actors.get(&id).map(|r| r.clone());
+    let local = local_actor(&core, id, &tenant);
     let killed = match (local, core.cluster()) {
         (Some(record), _) => {
             actor::kill(
@@ -164,7 +176,7 @@ async fn kill(state: &mut InstanceState, actor: Id) -> HostResult<()> {
             );
             Ok(())
         }
-        (None, Some(cluster)) => cluster.kill_actor(id).await,
+        (None, Some(cluster)) => cluster.kill_actor(id, &tenant).await,
         (None, None) => Err(FabricError::NotFound(format!("actor {id}"))),
     };
     Ok(killed.map_err(|e| e.to_wit()))
@@ -177,15 +189,25 @@ async fn lookup(
 ) -> HostResult<Id> {
     let exec = state.exec()?;
     let core = exec.core.clone();
-    let ns = namespace.unwrap_or_else(|| exec.job.namespace.clone());
+    let shown = namespace.unwrap_or_else(|| exec.job.namespace.clone());
+    let ns = scoped_namespace(&exec.job.tenant, &shown);
     if let Some(id) = core.named_actors.get(&(ns.clone(), name.clone())) {
         return Ok(Ok(id.to_wit()));
     }
     let found = match core.cluster() {
         Some(cluster) => cluster.lookup_named(&ns, &name).await,
         None => Err(FabricError::NotFound(format!(
-            "no actor named `{name}` in namespace `{ns}`"
+            "no actor named `{name}` in namespace `{shown}`"
         ))),
     };
     Ok(found.map(|id| id.to_wit()).map_err(|e| e.to_wit()))
+}
+
+/// An actor hosted here that belongs to `tenant`. Another tenant's actor is
+/// not found, exactly as a missing one (no existence oracle).
+fn local_actor(core: &NodeCore, id: ActorId, tenant: &str) -> Option<Arc<ActorRecord>> {
+    core.actors
+        .get(&id)
+        .filter(|r| &*r.job.tenant == tenant)
+        .map(|r| r.clone())
 }

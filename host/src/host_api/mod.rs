@@ -16,13 +16,12 @@ pub(crate) mod context;
 pub(crate) mod objects;
 pub(crate) mod tasks;
 
-use bytes::Bytes;
-use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime::component::{ComponentType, Lift, Linker, Resource, ResourceTable, WasmList};
 
-use crate::bindings::fabric::core::host::Arg;
 use crate::bindings::fabric::core::types::{Error as WitError, Placement, Resources};
 use crate::error::FabricError;
 use crate::ids::NodeId;
+use crate::limits::exceeded;
 use crate::object_store::ObjectRef;
 use crate::placement::Strategy;
 use crate::resources::{ResourceSet, to_fixed};
@@ -54,19 +53,53 @@ pub(crate) fn fail<T>(e: FabricError) -> HostResult<T> {
     Ok(Err(e.to_wit()))
 }
 
-/// Converts guest arguments: values become shared bytes, object handles
-/// become counted references.
-pub(crate) fn convert_args(
-    table: &ResourceTable,
-    args: Vec<Arg>,
-) -> wasmtime::Result<Vec<TaskArg>> {
-    args.into_iter()
-        .map(|a| match a {
-            Arg::Value(v) => Ok(TaskArg::Value(Bytes::from(v))),
-            Arg::Object(r) => Ok(TaskArg::Object(table.get(&r)?.clone())),
-        })
-        .collect()
+/// An argument as the guest passes it: a value is read straight out of the
+/// guest's memory (after its size is checked), not copied by the lift.
+#[derive(ComponentType, Lift)]
+#[component(variant)]
+pub(crate) enum RawArg {
+    #[component(name = "value")]
+    Value(WasmList<u8>),
+    #[component(name = "object")]
+    Object(Resource<ObjectRef>),
 }
+
+/// Converts guest arguments: values become shared bytes (one copy, checked
+/// against the job's argument limit first), object handles counted
+/// references. `Ok(Err(..))` is a limit the guest broke.
+pub(crate) fn convert_args(
+    store: &Ctx<'_>,
+    args: Vec<RawArg>,
+) -> wasmtime::Result<Result<Vec<TaskArg>, FabricError>> {
+    let state = store.data();
+    let exec = state.exec()?;
+    let max = exec.job.limits.argument_bytes;
+    let total: u64 = args
+        .iter()
+        .map(|a| match a {
+            RawArg::Value(v) => v.len() as u64,
+            RawArg::Object(_) => 0,
+        })
+        .sum();
+    if total > max {
+        return Ok(Err(exceeded(
+            "argument-bytes",
+            max,
+            format!("the call's arguments are {total} bytes"),
+        )));
+    }
+    let objects = &exec.core.objects;
+    let mut out = Vec::with_capacity(args.len());
+    for a in args {
+        out.push(match a {
+            RawArg::Value(v) => TaskArg::Value(objects.copy_in(&[v.as_le_slice(store)])),
+            RawArg::Object(r) => TaskArg::Object(state.table.get(&r)?.clone()),
+        });
+    }
+    Ok(Ok(out))
+}
+
+pub(crate) type Ctx<'a> = wasmtime::StoreContextMut<'a, InstanceState>;
 
 /// Counted references for the handles a value nests.
 pub(crate) fn convert_nested(

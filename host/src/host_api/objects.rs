@@ -10,8 +10,10 @@ use super::{HostResult, convert_nested, fail};
 use crate::bindings::fabric::core::types::{Error as WitError, Id};
 use crate::error::FabricError;
 use crate::ids::ObjectId;
+use crate::limits::exceeded;
 use crate::object_store::{ObjectRef, ReadyCounter};
 use crate::runtime::instance::InstanceState;
+use crate::runtime::instance::Role;
 
 type Ctx<'a> = StoreContextMut<'a, InstanceState>;
 
@@ -88,12 +90,31 @@ fn put(
     let state = store.data();
     let exec = state.exec()?;
     let (objects, job) = (exec.core.objects.clone(), exec.job.id);
+    let max = exec.job.limits.object_bytes;
+    let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    if len > max {
+        return fail(exceeded(
+            "object-bytes",
+            max,
+            format!("the object is {len} bytes"),
+        ));
+    }
     let nested = convert_nested(&state.table, &nested)?;
     let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_le_slice(&*store)).collect();
     let stored = objects.put_parts(job, &slices, nested);
     match stored {
         Ok(r) => Ok(Ok(store.data_mut().table.push(r)?)),
         Err(e) => fail(e),
+    }
+}
+
+/// A task that waits for its own result waits forever: refuse it.
+fn not_own_result(state: &InstanceState, r: &ObjectRef) -> Result<(), FabricError> {
+    match state.exec().map(|e| &e.role) {
+        Ok(Role::Task { result, .. }) if *result == r.id() => Err(FabricError::InvalidArgument(
+            "a task cannot get its own result: it would wait for itself forever".into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -111,6 +132,9 @@ async fn get(
     timeout: Option<u64>,
 ) -> HostResult<Bytes> {
     let r = state.table.get(&obj)?.clone();
+    if let Err(e) = not_own_result(state, &r) {
+        return fail(e);
+    }
     if let Some(v) = r.try_get() {
         return Ok(to_wit(v));
     }
@@ -128,6 +152,9 @@ async fn get_many(
         .iter()
         .map(|o| Ok(state.table.get(o)?.clone()))
         .collect::<wasmtime::Result<Vec<ObjectRef>>>()?;
+    if let Err(e) = refs.iter().try_for_each(|r| not_own_result(state, r)) {
+        return fail(e);
+    }
     let mut out = Vec::with_capacity(refs.len());
     let mut blocked = None;
     let deadline = timeout_of(timeout).map(|t| tokio::time::Instant::now() + t);
@@ -193,7 +220,17 @@ async fn wait(
 
 fn adopt(state: &mut InstanceState, id: Id) -> HostResult<Resource<ObjectRef>> {
     let exec = state.exec()?;
-    match exec.core.objects.adopt(ObjectId::from_wit(id)) {
+    let id = ObjectId::from_wit(id);
+    // Another tenant's object is not found, exactly as a missing one.
+    let adopted =
+        exec.core
+            .objects
+            .adopt(id)
+            .and_then(|r| match exec.core.owned_by(&r, &exec.job.tenant) {
+                true => Ok(r),
+                false => Err(FabricError::NotFound(format!("object {id}"))),
+            });
+    match adopted {
         Ok(r) => Ok(Ok(state.table.push(r)?)),
         Err(e) => fail(e),
     }

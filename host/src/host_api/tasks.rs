@@ -1,18 +1,16 @@
 //! `submit` and `cancel`.
 
-use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, Resource};
 
-use super::{HostResult, check_name, convert_args, convert_nested, demand_of, fail, strategy_of};
-use crate::bindings::fabric::core::host::Arg;
+use super::{
+    Ctx, HostResult, RawArg, check_name, convert_args, convert_nested, demand_of, fail, strategy_of,
+};
 use crate::bindings::fabric::core::types::TaskOptions;
 use crate::error::FabricError;
 use crate::ids::TaskId;
 use crate::object_store::ObjectRef;
 use crate::runtime::instance::InstanceState;
 use crate::runtime::task::{self, Reply, TaskSpec};
-
-type Ctx<'a> = StoreContextMut<'a, InstanceState>;
 
 /// Retries after a system failure when the caller does not say (Ray's default).
 pub(crate) const DEFAULT_MAX_RETRIES: u32 = 3;
@@ -23,10 +21,10 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
         |mut store: Ctx,
          (function, args, nested, options): (
             String,
-            Vec<Arg>,
+            Vec<RawArg>,
             Vec<Resource<ObjectRef>>,
             TaskOptions,
-        )| { Ok((submit(store.data_mut(), function, args, nested, options)?,)) },
+        )| { Ok((submit(&mut store, function, args, nested, options)?,)) },
     )?;
     host.func_wrap(
         "cancel",
@@ -36,13 +34,13 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
 }
 
 fn submit(
-    state: &mut InstanceState,
+    store: &mut Ctx<'_>,
     function: String,
-    args: Vec<Arg>,
+    args: Vec<RawArg>,
     nested: Vec<Resource<ObjectRef>>,
     options: TaskOptions,
 ) -> HostResult<Resource<ObjectRef>> {
-    let exec = state.exec()?;
+    let exec = store.data().exec()?;
     let core = exec.core.clone();
     let job = exec.job.clone();
     if let Err(e) = check_name("function", &function) {
@@ -62,8 +60,16 @@ fn submit(
     if job.is_finished() {
         return fail(FabricError::Cancelled);
     }
-    let args = convert_args(&state.table, args)?;
-    let nested = convert_nested(&state.table, &nested)?;
+    let args = match convert_args(store, args)? {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    // A job may not have more than its limit of tasks in flight: this is
+    // what stops a task that submits itself without end.
+    if let Err(e) = job.add_pending() {
+        return fail(e);
+    }
+    let nested = convert_nested(&store.data().table, &nested)?;
     let result = crate::ids::ObjectId::random();
     let result_ref = core.objects.create_pending(result, job.id);
     task::submit(
@@ -83,7 +89,7 @@ fn submit(
             reply: Reply::Local,
         },
     );
-    Ok(Ok(state.table.push(result_ref)?))
+    Ok(Ok(store.data_mut().table.push(result_ref)?))
 }
 
 fn cancel(state: &mut InstanceState, obj: Resource<ObjectRef>) -> HostResult<()> {
@@ -91,6 +97,7 @@ fn cancel(state: &mut InstanceState, obj: Resource<ObjectRef>) -> HostResult<()>
     let core = &state.exec()?.core;
     if let Some((_, control)) = core.tasks.remove(&id) {
         control.cancel();
+        control.job().done_pending();
         if let Some(cluster) = core.cluster() {
             cluster.cancel_forwarded(id);
         }

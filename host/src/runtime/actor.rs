@@ -95,7 +95,8 @@ pub(crate) fn create_local(
             dashmap::Entry::Occupied(_) => {
                 return Err(FabricError::InvalidArgument(format!(
                     "an actor named `{}` already exists in namespace `{}`",
-                    key.1, key.0
+                    key.1,
+                    crate::runtime::job::shown_namespace(&key.0)
                 )));
             }
             dashmap::Entry::Vacant(slot) => {

@@ -52,6 +52,9 @@ pub struct EngineSettings {
     pub async_stack_size: usize,
     /// Wasm stack a guest may use before it traps with a stack overflow.
     pub max_wasm_stack: usize,
+    /// Meter CPU with fuel (deterministic, about 10-20% slower) instead of
+    /// epoch ticks alone. Jobs then get the `fuel` limit.
+    pub fuel_metering: bool,
 }
 
 impl Default for EngineSettings {
@@ -61,6 +64,7 @@ impl Default for EngineSettings {
             max_instance_memory: 4 << 30,
             async_stack_size: 2 << 20,
             max_wasm_stack: 1 << 20,
+            fuel_metering: false,
         }
     }
 }
@@ -114,6 +118,7 @@ impl FabricEngine {
             .epoch_interruption(true)
             .async_stack_size(settings.async_stack_size)
             .max_wasm_stack(settings.max_wasm_stack)
+            .consume_fuel(settings.fuel_metering)
             .parallel_compilation(true);
         let engine = Engine::new(&config).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);

@@ -3,25 +3,32 @@
 //! Every task invocation gets a fresh [`Store`] and instance, every actor one
 //! long-lived store, every driver one store. The store's data,
 //! [`InstanceState`], holds the instance's WASI context (stdout and stderr
-//! wired to the job's log sink; no files, environment or sockets), its
-//! resource table (the object references it holds), its memory limits, and
-//! its [`ExecContext`]: which node, job and role it runs as, and the resource
-//! lease it holds.
+//! wired to the job's log sink; files, environment and sockets only as the
+//! job's manifest grants them), its resource table (the object references it
+//! holds), its [`Limiter`], its CPU accounting, and its [`ExecContext`]:
+//! which node, job and role it runs as, and the resource lease it holds.
+//!
+//! Every limit a guest can break is recorded here when it is broken, so the
+//! trap it causes comes back as a typed `limit-exceeded` error naming it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use wasmtime::component::{Instance, ResourceTable, TypedFunc};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::component::{ComponentType, Instance, Lift, Resource, ResourceTable, TypedFunc};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::exports::fabric::core::guest::Output;
 use crate::bindings::fabric::core::types::Error as WitError;
 use crate::error::{FabricError, FailureKind};
-use crate::ids::{ActorId, TaskId};
+use crate::ids::{ActorId, ObjectId, TaskId};
+use crate::limits::{Limits, exceeded};
 use crate::logs::{GuestOutput, LogSource, Stream};
+use crate::manifest::DirMode;
 use crate::object_store::ObjectRef;
 use crate::runtime::NodeCore;
+use crate::runtime::engine::EPOCH_TICK;
 use crate::runtime::job::Job;
 use crate::scheduler::Lease;
 
@@ -29,8 +36,15 @@ use crate::scheduler::Lease;
 #[derive(Clone, Debug)]
 pub(crate) enum Role {
     Driver,
-    Task { id: TaskId, function: Arc<str> },
-    Actor { id: ActorId, class: Arc<str> },
+    Task {
+        id: TaskId,
+        function: Arc<str>,
+        result: ObjectId,
+    },
+    Actor {
+        id: ActorId,
+        class: Arc<str>,
+    },
 }
 
 /// Who an instance is, for the host calls it makes.
@@ -42,14 +56,77 @@ pub(crate) struct ExecContext {
     pub lease: Option<Lease>,
 }
 
+/// Bounds an instance's memories, tables and instances, and remembers
+/// which bound stopped it.
+pub(crate) struct Limiter {
+    memory: usize,
+    table_elements: usize,
+    instances: usize,
+    tables: usize,
+    breach: Option<FabricError>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.breach = Some(exceeded(
+                "memory",
+                self.memory as u64,
+                format!("the guest asked for {desired} bytes of linear memory"),
+            ));
+            wasmtime::bail!("linear memory limit reached");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.breach = Some(exceeded(
+                "table-elements",
+                self.table_elements as u64,
+                format!("the guest asked for a table of {desired} elements"),
+            ));
+            wasmtime::bail!("table limit reached");
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.instances
+    }
+}
+
 /// The data of every store.
 pub struct InstanceState {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    limits: StoreLimits,
+    limiter: Limiter,
     pub(crate) exec: Option<ExecContext>,
     /// The message of a panic the guest reported just before it aborted.
     pub(crate) panic: Option<String>,
+    /// A limit broken by a host call (the guest traps on it).
+    pub(crate) breach: Option<FabricError>,
+    /// Epoch ticks of running wasm in the current call, and the most allowed.
+    ticks: u64,
+    max_ticks: u64,
 }
 
 impl WasiView for InstanceState {
@@ -67,9 +144,12 @@ impl InstanceState {
         InstanceState {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
-            limits: StoreLimits::default(),
+            limiter: limiter(&Limits::default()),
             exec: None,
             panic: None,
+            breach: None,
+            ticks: 0,
+            max_ticks: u64::MAX,
         }
     }
 
@@ -78,9 +158,35 @@ impl InstanceState {
             wasmtime::format_err!("host call from an instance with no execution context")
         })
     }
+
+    /// The limits of this instance's job.
+    pub(crate) fn limits(&self) -> Option<&Limits> {
+        self.exec.as_ref().map(|e| &e.job.limits)
+    }
+
+    /// Why the instance stopped, if a limit did it.
+    fn take_breach(&mut self) -> Option<FabricError> {
+        self.breach.take().or_else(|| self.limiter.breach.take())
+    }
 }
 
-/// A store for `role`, with output wired to the job's logs.
+fn limiter(l: &Limits) -> Limiter {
+    Limiter {
+        memory: l.memory.min(usize::MAX as u64) as usize,
+        table_elements: l.table_elements as usize,
+        instances: l.instances as usize,
+        tables: l.tables as usize,
+        breach: None,
+    }
+}
+
+/// Epoch ticks in `d` (at least one).
+fn ticks_in(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// A store for `role`, with output wired to the job's logs and the job's
+/// limits and capabilities applied.
 pub(crate) fn new_store(
     core: &Arc<NodeCore>,
     job: &Arc<Job>,
@@ -90,25 +196,30 @@ pub(crate) fn new_store(
 ) -> Store<InstanceState> {
     let source = match &role {
         Role::Driver => LogSource::driver(),
-        Role::Task { id, function } => LogSource::task(function, &id.short()),
+        Role::Task { id, function, .. } => LogSource::task(function, &id.short()),
         Role::Actor { id, class } => LogSource::actor(class, &id.short()),
     };
+    let limits = &job.limits;
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(GuestOutput::new(
         job.logs.clone(),
         source.clone(),
         Stream::Stdout,
+        limits.log_bytes,
     ))
-    .stderr(GuestOutput::new(job.logs.clone(), source, Stream::Stderr))
-    .args(args);
-    let settings = core.engine.settings();
+    .stderr(GuestOutput::new(
+        job.logs.clone(),
+        source,
+        Stream::Stderr,
+        limits.log_bytes,
+    ))
+    .args(args)
+    .envs(&job.granted.env);
+    grant(&mut wasi, job);
     let state = InstanceState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(settings.max_instance_memory as usize)
-            .trap_on_grow_failure(true)
-            .build(),
+        limiter: limiter(limits),
         exec: Some(ExecContext {
             core: core.clone(),
             job: job.clone(),
@@ -116,16 +227,67 @@ pub(crate) fn new_store(
             lease,
         }),
         panic: None,
+        breach: None,
+        ticks: 0,
+        max_ticks: ticks_in(limits.cpu_time),
     };
     let mut store = Store::new(core.engine.engine(), state);
-    store.limiter(|s| &mut s.limits);
-    // A single call may hand the host as much as the object store holds
-    // (wasmtime's default allows 128 MiB per call).
-    store.set_hostcall_fuel(core.objects.capacity_bytes().min(u64::from(u32::MAX)) as usize);
-    // Yield to the async scheduler at every epoch tick.
+    store.limiter(|s| &mut s.limiter);
+    // Bounds what one host call can copy out of the guest; our own checks
+    // name the exact limit below this.
+    store.set_hostcall_fuel(limits.host_call_bytes().min(usize::MAX as u64) as usize);
+    if core.engine.settings().fuel_metering {
+        let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    }
+    // At every epoch tick: count the running guest's CPU time, stop it past
+    // its limit, else yield so others run.
     store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let s = ctx.data_mut();
+        s.ticks += 1;
+        if s.ticks > s.max_ticks {
+            let ms = s.max_ticks * EPOCH_TICK.as_millis() as u64;
+            s.breach = Some(exceeded(
+                "cpu-time",
+                ms,
+                format!("the call ran for over {ms} ms of CPU time"),
+            ));
+            wasmtime::bail!("CPU time limit reached");
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
     store
+}
+
+/// Applies the job's granted directories and network to a WASI context.
+fn grant(wasi: &mut WasiCtxBuilder, job: &Job) {
+    for d in &job.granted.dirs {
+        let perms = match d.mode {
+            DirMode::ReadOnly => FsPerms::ReadOnly,
+            DirMode::ReadWrite => FsPerms::ReadWrite,
+        };
+        if let Err(e) = wasi.preopened_dir(&d.host, &d.guest, perms) {
+            tracing::warn!(dir = %d.host.display(), error = %e, "cannot open a granted directory");
+        }
+    }
+    let allowed = job.granted.network.clone();
+    if !allowed.is_empty() {
+        wasi.allow_ip_name_lookup(job.granted.name_lookup);
+        let allowed = Arc::new(allowed);
+        wasi.socket_addr_check(move |addr, use_| {
+            let ok = match use_ {
+                // The implicit bind before a connect: any local address.
+                SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+                    addr.port() == 0 && addr.ip().is_unspecified()
+                }
+                SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
+                    allowed.contains(&addr)
+                }
+                _ => false,
+            };
+            Box::pin(async move { ok })
+        });
+    }
 }
 
 /// Instantiates the job's component in `store`.
@@ -139,17 +301,19 @@ pub(crate) async fn instantiate(
         .instantiate_async(&mut *store)
         .await
         .map_err(|e| {
+            if let Some(breach) = store.data_mut().take_breach() {
+                return breach;
+            }
             let msg = format!("{e:#}");
             if msg.contains("maximum concurrent") || msg.contains("limit of") {
-                FabricError::limit(
+                let max = store
+                    .data()
+                    .exec
+                    .as_ref()
+                    .map_or(0, |x| x.core.engine.settings().max_instances);
+                exceeded(
                     "instances",
-                    u64::from(
-                        store
-                            .data()
-                            .exec
-                            .as_ref()
-                            .map_or(0, |x| x.core.engine.settings().max_instances),
-                    ),
+                    u64::from(max),
                     format!("no instance slot free for {what}: {msg}"),
                 )
             } else {
@@ -162,8 +326,36 @@ pub(crate) async fn instantiate(
         })
 }
 
+/// A value returned by a guest, read straight out of its memory.
+/// The guest's `output`. The value is copied out by the lift: wasmtime runs
+/// the guest's post-return (which frees the list) before the call returns,
+/// so a borrowed `WasmList` would point at freed memory.
+#[derive(ComponentType, Lift)]
+#[component(record)]
+struct RawOutput {
+    #[component(name = "value")]
+    value: Vec<u8>,
+    #[component(name = "nested")]
+    nested: Vec<Resource<ObjectRef>>,
+}
+
 /// The result of a call that returns an `output`.
 pub(crate) type CallResult = Result<(Bytes, Vec<ObjectRef>), FabricError>;
+
+/// Runs `call` under the job's wall-clock limit.
+async fn bounded<T>(
+    wall: Duration,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, FabricError> {
+    tokio::time::timeout(wall, call).await.map_err(|_| {
+        let ms = wall.as_millis() as u64;
+        exceeded(
+            "wall-time",
+            ms,
+            format!("the call did not finish within {ms} ms"),
+        )
+    })
+}
 
 /// Calls `dispatch` or `actor-call` (same signature) and converts the result.
 pub(crate) async fn call_output(
@@ -178,11 +370,33 @@ pub(crate) async fn call_output(
         .get_func(&mut *store, export)
         .ok_or_else(|| FabricError::failure(what, FailureKind::System, "export vanished"))?;
     // SAFETY: the signature was checked when the component was loaded
-    // (`component::typecheck`).
-    let typed =
-        unsafe { TypedFunc::<(&str, &[Bytes]), (Result<Output, WitError>,)>::new_unchecked(func) };
-    match typed.call_async(&mut *store, (name, args)).await {
-        Ok((Ok(output),)) => {
+    // (`component::typecheck`); `RawOutput` lifts the same `output` record.
+    let typed = unsafe {
+        TypedFunc::<(&str, &[Bytes]), (Result<RawOutput, WitError>,)>::new_unchecked(func)
+    };
+    let limits = store
+        .data()
+        .exec
+        .as_ref()
+        .map(|e| e.job.limits.clone())
+        .unwrap_or_default();
+    store.data_mut().ticks = 0;
+    let called = bounded(
+        limits.wall_time,
+        typed.call_async(&mut *store, (name, args)),
+    )
+    .await;
+    match called {
+        Ok(Ok((Ok(output),))) => {
+            let len = output.value.len() as u64;
+            if len > limits.result_bytes {
+                return Err(exceeded(
+                    "result-bytes",
+                    limits.result_bytes,
+                    format!("{what} returned {len} bytes"),
+                ));
+            }
+            let value = Bytes::from(output.value);
             let mut nested = Vec::with_capacity(output.nested.len());
             for r in output.nested {
                 let guard = store.data_mut().table.delete(r).map_err(|e| {
@@ -194,10 +408,11 @@ pub(crate) async fn call_output(
                 })?;
                 nested.push(guard);
             }
-            Ok((Bytes::from(output.value), nested))
+            Ok((value, nested))
         }
-        Ok((Err(e),)) => Err(FabricError::from_wit(e)),
-        Err(e) => Err(trap_failure(what, e, store.data_mut().panic.take())),
+        Ok(Ok((Err(e),))) => Err(FabricError::from_wit(e)),
+        Ok(Err(e)) => Err(trap_failure(store, what, e)),
+        Err(timeout) => Err(timeout),
     }
 }
 
@@ -216,9 +431,15 @@ pub(crate) async fn call_new(
     // SAFETY: checked at load (`component::typecheck`).
     let typed =
         unsafe { TypedFunc::<(&str, &[Bytes]), (Result<(), WitError>,)>::new_unchecked(func) };
-    match typed.call_async(&mut *store, (class, args)).await {
+    let wall = store
+        .data()
+        .limits()
+        .map(|l| l.wall_time)
+        .unwrap_or_default();
+    store.data_mut().ticks = 0;
+    match bounded(wall, typed.call_async(&mut *store, (class, args))).await? {
         Ok((r,)) => r.map_err(FabricError::from_wit),
-        Err(e) => Err(trap_failure(&what, e, store.data_mut().panic.take())),
+        Err(e) => Err(trap_failure(store, &what, e)),
     }
 }
 
@@ -234,26 +455,61 @@ pub(crate) async fn call_main(
         .ok_or_else(|| FabricError::failure("main", FailureKind::System, "export vanished"))?;
     // SAFETY: checked at load (`component::typecheck`).
     let typed = unsafe { TypedFunc::<(&[String],), (Result<(), String>,)>::new_unchecked(func) };
-    match typed.call_async(&mut *store, (args,)).await {
+    let wall = store
+        .data()
+        .limits()
+        .map(|l| l.driver_wall_time)
+        .unwrap_or_default();
+    store.data_mut().ticks = 0;
+    match bounded(wall, typed.call_async(&mut *store, (args,))).await? {
         Ok((Ok(()),)) => Ok(()),
         Ok((Err(msg),)) => Err(FabricError::failure(
             "main",
             FailureKind::ApplicationError,
             msg,
         )),
-        Err(e) => Err(trap_failure("main", e, store.data_mut().panic.take())),
+        Err(e) => Err(trap_failure(store, "main", e)),
     }
 }
 
-/// Turns a trap into a typed failure: a reported panic keeps its message.
-pub(crate) fn trap_failure(what: &str, err: wasmtime::Error, panic: Option<String>) -> FabricError {
-    if let Some(message) = panic {
+/// Turns a trap into a typed failure: a broken limit names the limit, a
+/// reported panic keeps its message.
+pub(crate) fn trap_failure(
+    store: &mut Store<InstanceState>,
+    what: &str,
+    err: wasmtime::Error,
+) -> FabricError {
+    if let Some(breach) = store.data_mut().take_breach() {
+        return breach;
+    }
+    let state = store.data_mut();
+    if let Some(message) = state.panic.take() {
         return FabricError::failure(what, FailureKind::Panic, message);
     }
     let trap = err.downcast_ref::<wasmtime::Trap>().copied();
+    if trap == Some(wasmtime::Trap::StackOverflow) {
+        let max = state
+            .exec
+            .as_ref()
+            .map_or(0, |e| e.core.engine.settings().max_wasm_stack as u64);
+        return exceeded("wasm-stack", max, format!("{what} overflowed its stack"));
+    }
+    if trap == Some(wasmtime::Trap::OutOfFuel) {
+        let fuel = state.limits().and_then(|l| l.fuel).unwrap_or(0);
+        return exceeded("fuel", fuel, format!("{what} ran out of fuel"));
+    }
+    let message = format!("{err:#}");
+    if message.contains("too much data is being copied between the host and the guest") {
+        let max = state.limits().map_or(0, Limits::host_call_bytes);
+        return exceeded(
+            "host-call-bytes",
+            max,
+            format!("{what} tried to pass more than {max} bytes to the host in one call"),
+        );
+    }
     let message = match trap {
         Some(t) => format!("{t}\n{err:?}"),
-        None => format!("{err:#}"),
+        None => message,
     };
     FabricError::failure(what, FailureKind::Trap, message)
 }

@@ -1,54 +1,96 @@
 //! A job: one run of an application's driver and everything it started.
 //!
-//! The job owns what outlives a single task: its component, its log sink
-//! and its namespace for named actors. When the
-//! driver returns, [`crate::runtime::NodeCore::finish_job`] stops the job's
-//! actors and cancels its queued and running tasks, as Ray does when a driver
-//! exits.
+//! The job owns what outlives a single task: its component, its log sink,
+//! its tenant, its namespace for named actors, its manifest (and the limits
+//! and capabilities decided from it) and its count of pending tasks. When
+//! the driver returns, [`crate::runtime::NodeCore::finish_job`] stops the
+//! job's actors and cancels its queued and running tasks, as Ray does when a
+//! driver exits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::error::FabricError;
 use crate::ids::{JobId, NodeId};
+use crate::limits::{Limits, exceeded};
 use crate::logs::LogSink;
+use crate::manifest::{Granted, JobManifest};
+use crate::runtime::NodeCore;
 use crate::runtime::component::AppComponent;
 use crate::scheduler::Cancellable;
+
+/// The tenant of a node's own, local jobs (`fabric run`).
+pub const LOCAL_TENANT: &str = "local";
+
+/// Named actors live in namespaces of their tenant: the same name in
+/// another tenant is another actor, invisible to this one.
+pub(crate) fn scoped_namespace(tenant: &str, namespace: &str) -> String {
+    format!("{tenant}/{namespace}")
+}
+
+/// The namespace as its tenant wrote it.
+pub fn shown_namespace(scoped: &str) -> &str {
+    scoped.split_once('/').map_or(scoped, |(_, ns)| ns)
+}
 
 pub struct Job {
     pub id: JobId,
     pub app: Arc<AppComponent>,
     pub logs: Arc<dyn LogSink>,
+    /// The tenant the job runs for: everything it creates is theirs.
+    pub tenant: Arc<str>,
     /// Where the job's named actors live unless a call names another.
     pub namespace: String,
     /// The node running the driver.
     pub driver: NodeId,
+    /// The manifest as submitted (other nodes decide their limits from it).
+    pub manifest_text: String,
+    pub limits: Limits,
+    pub granted: Arc<Granted>,
+    /// Tasks submitted and not yet finished.
+    pending: AtomicU64,
     finished: AtomicBool,
 }
 
-impl Job {
-    /// A new job whose driver runs on `driver` (this node).
-    pub(crate) fn new(app: Arc<AppComponent>, logs: Arc<dyn LogSink>, driver: NodeId) -> Arc<Self> {
-        let id = JobId::random();
-        Self::with_id(id, app, logs, format!("job-{id}"), driver)
-    }
+/// What a job is made from.
+pub(crate) struct JobSpec {
+    pub id: JobId,
+    pub app: Arc<AppComponent>,
+    pub logs: Arc<dyn LogSink>,
+    pub tenant: Arc<str>,
+    pub namespace: String,
+    pub driver: NodeId,
+    /// Empty for none.
+    pub manifest_text: String,
+}
 
-    /// A job known under `id`: a new one, or (on another node than its
-    /// driver's) one whose tasks and actors arrive here.
-    pub(crate) fn with_id(
-        id: JobId,
-        app: Arc<AppComponent>,
-        logs: Arc<dyn LogSink>,
-        namespace: String,
-        driver: NodeId,
-    ) -> Arc<Self> {
-        Arc::new(Job {
-            id,
-            app,
-            logs,
-            namespace,
-            driver,
+impl Job {
+    /// Decides a job's limits and capabilities from its manifest, against
+    /// this node's operator defaults, caps and policy.
+    pub(crate) async fn prepare(core: &NodeCore, spec: JobSpec) -> Result<Arc<Job>, FabricError> {
+        let manifest = if spec.manifest_text.trim().is_empty() {
+            JobManifest::default()
+        } else {
+            JobManifest::parse(&spec.manifest_text)?
+        };
+        let cfg = &core.config;
+        let limits = cfg.limits.for_job(&cfg.max_limits, &manifest.limits)?;
+        cfg.policy.check(&manifest.capabilities)?;
+        let granted = Granted::resolve(&manifest.capabilities).await?;
+        core.job_tenants.insert(spec.id, spec.tenant.clone());
+        Ok(Arc::new(Job {
+            id: spec.id,
+            app: spec.app,
+            logs: spec.logs,
+            tenant: spec.tenant,
+            namespace: spec.namespace,
+            driver: spec.driver,
+            manifest_text: spec.manifest_text,
+            limits,
+            granted: Arc::new(granted),
+            pending: AtomicU64::new(0),
             finished: AtomicBool::new(false),
-        })
+        }))
     }
 
     pub fn is_finished(&self) -> bool {
@@ -57,6 +99,33 @@ impl Job {
 
     pub(crate) fn mark_finished(&self) {
         self.finished.store(true, Ordering::Release);
+    }
+
+    /// Counts a new task, unless the job already has its limit pending.
+    pub(crate) fn add_pending(&self) -> Result<(), FabricError> {
+        let max = self.limits.pending_tasks;
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                exceeded(
+                    "pending-tasks",
+                    max,
+                    format!(
+                        "job {} already has {max} tasks waiting or running",
+                        self.id.short()
+                    ),
+                )
+            })
+    }
+
+    /// A task of this job finished.
+    pub(crate) fn done_pending(&self) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 

@@ -42,6 +42,10 @@ pub(crate) struct NodeCore {
     /// `(namespace, name)` to actor.
     pub named_actors: DashMap<(String, String), ActorId>,
     pub jobs: DashMap<crate::ids::JobId, Arc<Job>>,
+    /// The tenant of every job this node has seen (kept after the job ends:
+    /// its objects and detached actors may outlive it). One small entry per
+    /// job.
+    pub job_tenants: DashMap<crate::ids::JobId, Arc<str>>,
     /// Tasks waiting in the local queue that may move to another node.
     pub queued_tasks: Mutex<VecDeque<Weak<TaskControl>>>,
     pub runtime: tokio::runtime::Handle,
@@ -62,6 +66,43 @@ impl NodeCore {
             Some(c) => c.check_feasible(demand),
             None => self.scheduler.check_feasible(demand),
         }
+    }
+
+    /// A job started on this node (its driver runs here).
+    pub(crate) async fn prepare_job(
+        &self,
+        id: crate::ids::JobId,
+        app: Arc<component::AppComponent>,
+        logs: Arc<dyn crate::logs::LogSink>,
+        options: &crate::node::JobOptions,
+        driver: NodeId,
+    ) -> Result<Arc<Job>, FabricError> {
+        let tenant: Arc<str> = options
+            .tenant
+            .as_deref()
+            .unwrap_or(job::LOCAL_TENANT)
+            .into();
+        Job::prepare(
+            self,
+            job::JobSpec {
+                id,
+                app,
+                logs,
+                namespace: format!("job-{id}"),
+                tenant,
+                driver,
+                manifest_text: options.manifest.clone(),
+            },
+        )
+        .await
+    }
+
+    /// Whether the object behind `r` belongs to `tenant`. An object of a job
+    /// this node never ran is treated as another tenant's.
+    pub(crate) fn owned_by(&self, r: &crate::object_store::ObjectRef, tenant: &str) -> bool {
+        self.job_tenants
+            .get(&r.job())
+            .is_some_and(|t| &**t == tenant)
     }
 
     /// Delivers the outcome of a task or actor call: into the local store,

@@ -344,7 +344,9 @@ pub(crate) fn finish(
         }
         other => other,
     };
-    core.tasks.remove(&spec.result);
+    if core.tasks.remove(&spec.result).is_some() {
+        spec.job.done_pending();
+    }
     core.complete(spec.result, spec.reply, outcome);
 }
 
@@ -354,6 +356,7 @@ async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallRes
     let role = Role::Task {
         id: spec.id,
         function: spec.function.clone(),
+        result: spec.result,
     };
     let mut store = instance::new_store(core, &spec.job, role, Some(lease), &[]);
     let inst = instance::instantiate(&mut store, &spec.job, &spec.function).await?;
