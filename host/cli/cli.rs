@@ -32,6 +32,10 @@ pub enum Command {
     Status(crate::status::StatusArgs),
     /// Stop the nodes started on this machine.
     Stop(crate::stop::StopArgs),
+    /// Manage tenants and see their usage.
+    Tenant(crate::tenant::TenantArgs),
+    /// Show the output of a job submitted to a cluster.
+    Logs(crate::logs::LogsArgs),
 }
 
 impl Command {
@@ -42,6 +46,8 @@ impl Command {
             Command::Submit(args) => crate::submit::submit(args),
             Command::Status(args) => crate::status::status(args),
             Command::Stop(args) => crate::stop::stop(args),
+            Command::Tenant(args) => crate::tenant::tenant(args),
+            Command::Logs(args) => crate::logs::logs(args),
         }
     }
 }
@@ -94,6 +100,17 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
             return Some(
                 "check the address (`fabric start --head` prints it), or start a head with `fabric start --head`",
             );
+        }
+        if cause
+            .downcast_ref::<crate::head_client::NoCredentials>()
+            .is_some()
+        {
+            return Some(
+                "on the head's machine the admin's credentials are found by default; elsewhere use the token `fabric tenant add` printed and the head's security/ca.crt",
+            );
+        }
+        if cause.to_string().contains("(Unauthenticated)") {
+            return Some("the token is wrong for this cluster: check FABRIC_TOKEN or --token");
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>()
             && e.kind() == std::io::ErrorKind::NotFound

@@ -13,6 +13,11 @@ pub fn nodes_dir(dir: &Path) -> PathBuf {
     dir.join("nodes")
 }
 
+/// The head's credentials: the cluster join file, CA certificate, tokens.
+pub fn security_dir(dir: &Path) -> PathBuf {
+    dir.join("security")
+}
+
 pub fn logs_dir(dir: &Path) -> PathBuf {
     dir.join("logs")
 }

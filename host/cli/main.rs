@@ -7,6 +7,7 @@
 mod cli;
 mod data_dir;
 mod head_client;
+mod logs;
 mod node_args;
 mod project;
 mod run;
@@ -14,6 +15,7 @@ mod start;
 mod status;
 mod stop;
 mod submit;
+mod tenant;
 
 use std::process::ExitCode;
 

@@ -1,7 +1,11 @@
 //! Node options shared by `fabric run` and `fabric start`.
 
+use anyhow::Context;
 use clap::Args;
 use fabric_host::NodeConfig;
+use fabric_host::config::NodeFile;
+use fabric_host::limits::Limits;
+use fabric_host::manifest::Policy;
 use fabric_host::resources::ResourceSet;
 
 #[derive(Args, Clone, Debug)]
@@ -26,17 +30,38 @@ pub struct NodeArgs {
     /// Object store capacity in bytes (default: 30% of memory).
     #[arg(long, value_name = "BYTES")]
     pub object_store_memory: Option<u64>,
+
+    /// Operator settings (TOML): default job limits (`[limits]`), the most
+    /// a manifest may ask for (`[max-limits]`), what it may grant
+    /// (`[policy]`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 impl NodeArgs {
-    pub fn config(&self) -> NodeConfig {
-        NodeConfig {
+    /// The node's settings; `local` (a `fabric run`, where the user is the
+    /// operator) lets manifests grant anything and raise any limit, unless
+    /// `--config` says otherwise.
+    pub fn config(&self, local: bool) -> anyhow::Result<NodeConfig> {
+        let mut cfg = NodeConfig {
             num_cpus: self.num_cpus,
             num_gpus: self.num_gpus,
             memory: self.memory,
             custom: self.resources.clone().unwrap_or_default(),
             object_store_memory: self.object_store_memory,
             ..NodeConfig::default()
+        };
+        if local {
+            cfg.policy = Policy::allow_all();
+            cfg.max_limits = Some(Limits::max());
         }
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let file = NodeFile::parse(&text).with_context(|| format!("in {}", path.display()))?;
+            file.apply(&mut cfg)
+                .with_context(|| format!("in {}", path.display()))?;
+        }
+        Ok(cfg)
     }
 }

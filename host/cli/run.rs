@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use fabric_host::Node;
 use fabric_host::error::{FabricError, FailureKind};
 use fabric_host::logs::TerminalSink;
+use fabric_host::{JobOptions, Node};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -24,6 +24,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FUNCTION")]
     pub call: Option<String>,
 
+    /// The job manifest (TOML): the limits and capabilities it asks for
+    /// (without one the guest sees no files, environment or network).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
     /// Arguments for the driver (or for `--call`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -33,7 +38,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let app_path = crate::project::component_path(&args.app)?;
     let bytes =
         std::fs::read(&app_path).with_context(|| format!("cannot read {}", app_path.display()))?;
-    let config = args.node.config();
+    let config = args.node.config(true)?;
+    let options = JobOptions {
+        manifest: read_manifest(args.manifest.as_deref())?,
+        tenant: None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fabric-worker")
@@ -48,7 +57,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         match &args.call {
             None => {
                 let outcome = node
-                    .run_job(app, args.args.clone(), Arc::new(TerminalSink))
+                    .run_job_with(app, args.args.clone(), Arc::new(TerminalSink), options)
                     .await;
                 match outcome.result {
                     Ok(()) => Ok(ExitCode::SUCCESS),
@@ -61,6 +70,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(function) => call(&node, app, function, &args.args).await,
         }
     })
+}
+
+/// The manifest file's text (checked here, so a typo fails before the job
+/// starts); empty without one.
+pub fn read_manifest(path: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let Some(path) = path else {
+        return Ok(String::new());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    fabric_host::manifest::JobManifest::parse(&text)
+        .with_context(|| format!("in {}", path.display()))?;
+    Ok(text)
 }
 
 async fn call(

@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use fabric_host::Node;
 use fabric_host::cluster::ClusterConfig;
+use fabric_host::security::{AdminToken, ClusterSecurity, Tokens, write_private};
+use std::sync::Arc;
 
 use crate::data_dir;
 use crate::node_args::NodeArgs;
@@ -61,6 +63,63 @@ pub struct StartArgs {
     /// Stay in the foreground until stopped (Ctrl-C or `fabric stop`).
     #[arg(long)]
     pub block: bool,
+
+    /// A worker's credentials: the head's join file (default: the one in
+    /// the data directory, which the head writes on its first start).
+    #[arg(long, value_name = "FILE", conflicts_with = "head")]
+    pub join_file: Option<PathBuf>,
+}
+
+/// The head's credentials, made on its first start: the cluster join file
+/// (TLS identity and node secret), the CA certificate clients trust, the
+/// token registry and the admin token. Returns the admin token when it was
+/// just made (the only time it is shown).
+fn head_credentials(
+    dir: &std::path::Path,
+) -> anyhow::Result<(ClusterSecurity, Arc<Tokens>, Option<AdminToken>)> {
+    let sec = data_dir::security_dir(dir);
+    let join = sec.join("cluster.join");
+    let security = match std::fs::read_to_string(&join) {
+        Ok(text) => ClusterSecurity::from_join_file(&text)
+            .with_context(|| format!("cannot read {}", join.display()))?,
+        Err(_) => {
+            let s = ClusterSecurity::generate()?;
+            write_private(&join, s.to_join_file().as_bytes())?;
+            s
+        }
+    };
+    std::fs::write(sec.join("ca.crt"), &security.ca_cert)
+        .with_context(|| format!("cannot write {}", sec.join("ca.crt").display()))?;
+    let (tokens, admin) = Tokens::open(&sec.join("tokens.toml"))?;
+    if let Some(t) = &admin {
+        write_private(&sec.join("admin.token"), t.0.as_bytes())?;
+    }
+    Ok((security, Arc::new(tokens), admin))
+}
+
+fn show_admin_token(dir: &std::path::Path, token: &AdminToken) {
+    let path = data_dir::security_dir(dir).join("admin.token");
+    println!(
+        "admin token (shown only now; also in {}, mode 0600):",
+        path.display()
+    );
+    println!("  {}", token.0);
+    println!("  give tenants their own: fabric tenant add NAME");
+}
+
+/// A worker's credentials, from the head's join file.
+fn worker_credentials(args: &StartArgs) -> anyhow::Result<ClusterSecurity> {
+    let path = args
+        .join_file
+        .clone()
+        .unwrap_or_else(|| data_dir::security_dir(&args.data_dir).join("cluster.join"));
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the cluster join file {}: {e}; copy the head's <data-dir>/security/cluster.join here (keep it secret) and pass --join-file",
+            path.display()
+        )
+    })?;
+    Ok(ClusterSecurity::from_join_file(&text)?)
 }
 
 fn parse_labels(spec: &str) -> Result<BTreeMap<String, String>, String> {
@@ -80,6 +139,15 @@ fn parse_labels(spec: &str) -> Result<BTreeMap<String, String>, String> {
 pub fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     if args.block {
         return run_blocking(args);
+    }
+    if args.head {
+        // Made here, not in the background node, so the admin token shows
+        // on this terminal rather than in a log file.
+        if let (_, _, Some(token)) = head_credentials(&args.data_dir)? {
+            show_admin_token(&args.data_dir, &token);
+        }
+    } else {
+        worker_credentials(&args)?;
     }
     spawn_background(args)
 }
@@ -117,7 +185,9 @@ fn spawn_background(args: StartArgs) -> anyhow::Result<ExitCode> {
                 log_path.display()
             );
             if role == "head" {
-                println!("  add nodes:  fabric start --address {address}");
+                println!(
+                    "  add nodes:  fabric start --address {address} [--join-file cluster.join]"
+                );
                 println!("  run a job:  fabric submit --address {address} APP.wasm");
                 println!("  see it:     fabric status --address {address}");
             }
@@ -149,8 +219,14 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
         .parse()
         .with_context(|| format!("`{}` is not an IP address", args.host))?;
     let mut config = match &args.address {
-        Some(head) => ClusterConfig::worker(listen, head.clone()),
-        None => ClusterConfig::head(listen),
+        Some(head) => ClusterConfig::worker(listen, head.clone(), worker_credentials(&args)?),
+        None => {
+            let (security, tokens, admin) = head_credentials(&args.data_dir)?;
+            if let Some(token) = &admin {
+                show_admin_token(&args.data_dir, token);
+            }
+            ClusterConfig::head(listen, security, tokens)
+        }
     };
     config.advertise_host = args.advertise.clone();
     config.labels = args.labels.clone().unwrap_or_default();
@@ -162,7 +238,7 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let node = Node::start(args.node.config()).context("cannot start the node")?;
+        let node = Node::start(args.node.config(false)?).context("cannot start the node")?;
         let joined = node.join(config).await.context("cannot join the cluster")?;
         let pid = std::process::id();
         data_dir::write_node(

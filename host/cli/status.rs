@@ -1,6 +1,5 @@
 //! `fabric status`: the cluster's nodes, jobs and actors.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,16 +7,13 @@ use clap::Args;
 use fabric_host::resources::{ResourceSet, UNIT, fmt_bytes};
 use wasmfabric_proto::v1 as pb;
 
+use crate::head_client::ClientArgs;
 use crate::{data_dir, head_client};
 
 #[derive(Args)]
 pub struct StatusArgs {
-    /// The head's address (default: $FABRIC_ADDRESS, else the head started here).
-    #[arg(long, env = "FABRIC_ADDRESS", value_name = "HOST:PORT")]
-    pub address: Option<String>,
-
-    #[arg(long, default_value = data_dir::DEFAULT, value_name = "DIR", hide = true)]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -55,17 +51,17 @@ fn used(total: i64, free: i64) -> String {
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let address = data_dir::head_address(args.address.clone(), &args.data_dir)?;
+    let address = data_dir::head_address(args.client.address.clone(), &args.client.data_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let state = runtime.block_on(async {
-        let mut head = head_client::connect(&address).await?;
+        let mut head = head_client::connect(&args.client).await?;
         let reply = head
             .cluster_state(pb::ClusterStateRequest {})
             .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))
-            .context("the head did not answer")?;
+            .map_err(head_client::status_error)
+            .context("the head refused")?;
         anyhow::Ok(reply.into_inner())
     })?;
     let alive = state
@@ -140,7 +136,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!();
-    println!("{:<34} {:<10} {:<5}", "JOB", "STATUS", "ERROR");
+    println!(
+        "{:<34} {:<12} {:<10} {:<5}",
+        "JOB", "TENANT", "STATUS", "ERROR"
+    );
     for j in &state.jobs {
         let status = match j.status() {
             pb::job_record::Status::Running => "RUNNING",
@@ -149,8 +148,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             pb::job_record::Status::Unspecified => "?",
         };
         println!(
-            "{:<34} {:<10} {}",
+            "{:<34} {:<12} {:<10} {}",
             hex(&j.job_id),
+            j.tenant,
             status,
             j.error.lines().next().unwrap_or("")
         );

@@ -8,13 +8,16 @@ use anyhow::Context;
 use clap::Args;
 use wasmfabric_proto::v1 as pb;
 
-use crate::{data_dir, head_client};
+use crate::head_client::{self, ClientArgs};
 
 #[derive(Args)]
 pub struct SubmitArgs {
-    /// The head's address (default: $FABRIC_ADDRESS, else the head started here).
-    #[arg(long, env = "FABRIC_ADDRESS", value_name = "HOST:PORT")]
-    pub address: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// The job manifest (TOML): the limits and capabilities it asks for.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
 
     /// The application: a component, or a Cargo project to build first.
     pub app: PathBuf,
@@ -22,13 +25,10 @@ pub struct SubmitArgs {
     /// Arguments for the driver.
     #[arg(last = true)]
     pub args: Vec<String>,
-
-    #[arg(long, default_value = data_dir::DEFAULT, value_name = "DIR", hide = true)]
-    pub data_dir: PathBuf,
 }
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let address = data_dir::head_address(args.address.clone(), &args.data_dir)?;
+    let manifest = crate::run::read_manifest(args.manifest.as_deref())?;
     let path = crate::project::component_path(&args.app)?;
     let component =
         std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -38,15 +38,16 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut head = head_client::connect(&address).await?;
+        let mut head = head_client::connect(&args.client).await?;
         let request = pb::SubmitJobRequest {
             component: component.into(),
             args: args.args.clone(),
+            manifest,
         };
         let mut events = head
             .submit_job(request)
             .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .map_err(head_client::status_error)
             .context("the head refused the job")?
             .into_inner();
         while let Some(event) = events
@@ -58,6 +59,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 Some(pb::job_event::Kind::Started(s)) => {
                     let id: String = s.job_id.iter().map(|b| format!("{b:02x}")).collect();
                     tracing::info!(job = %id, "job started");
+                    eprintln!("job {id} started (its output: fabric logs {id})");
                 }
                 Some(pb::job_event::Kind::Log(l)) => {
                     let mut line = l.prefix.into_bytes();

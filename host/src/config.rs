@@ -89,3 +89,55 @@ impl NodeConfig {
         })
     }
 }
+
+/// A node's operator settings file (TOML; unknown keys are errors): the
+/// limits jobs get by default, the most a manifest may ask for, and what
+/// manifests may grant.
+///
+/// ```
+/// use fabric_host::config::{NodeConfig, NodeFile};
+/// let file = NodeFile::parse(r#"
+///     [limits]
+///     memory = "512 MiB"
+///     [max-limits]
+///     memory = "1 GiB"
+///     [policy]
+///     grant-dirs = ["/srv/shared"]
+/// "#).unwrap();
+/// let mut cfg = NodeConfig::default();
+/// file.apply(&mut cfg).unwrap();
+/// assert_eq!(cfg.limits.memory, 512 << 20);
+/// assert_eq!(cfg.max_limits.unwrap().memory, 1 << 30);
+/// assert!(NodeFile::parse("[limit]\nmemory = 1").is_err());
+/// ```
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeFile {
+    #[serde(default)]
+    pub limits: crate::limits::LimitsRequest,
+    #[serde(default)]
+    pub max_limits: crate::limits::LimitsRequest,
+    #[serde(default)]
+    pub policy: Option<Policy>,
+}
+
+impl NodeFile {
+    pub fn parse(text: &str) -> Result<Self, NodeError> {
+        toml::from_str(text).map_err(|e| NodeError::Config(format!("invalid node settings: {e}")))
+    }
+
+    /// Applies the file over `cfg`: set limits replace `cfg.limits`, unset
+    /// maximums default to the limits, a policy replaces `cfg.policy`.
+    pub fn apply(&self, cfg: &mut NodeConfig) -> Result<(), NodeError> {
+        let max = Limits::max();
+        let bad = |e: crate::error::FabricError| NodeError::Config(e.to_string());
+        let limits = cfg.limits.for_job(&max, &self.limits).map_err(bad)?;
+        let caps = limits.for_job(&max, &self.max_limits).map_err(bad)?;
+        if let Some(p) = &self.policy {
+            cfg.policy = p.clone();
+        }
+        cfg.limits = limits;
+        cfg.max_limits = Some(caps);
+        Ok(())
+    }
+}

@@ -31,9 +31,12 @@ pub mod manifest;
 pub mod node;
 pub mod object_store;
 pub mod placement;
+pub mod quota;
 pub mod resources;
 pub mod runtime;
 pub mod scheduler;
+pub mod security;
+pub mod tenants;
 
 pub use config::NodeConfig;
 pub use node::{JobOptions, JobOutcome, Node, NodeStats};

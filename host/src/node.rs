@@ -95,15 +95,16 @@ impl Node {
         let resolved = config.resolve()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| NodeError::Config("a node must start inside a tokio runtime".into()))?;
+        let tenants = Arc::new(crate::tenants::TenantLedger::default());
         let core = NodeCore {
             id: NodeId::random(),
             engine,
-            objects: ObjectStore::new(resolved.object_store_memory),
+            objects: ObjectStore::with_ledger(resolved.object_store_memory, tenants.clone()),
             scheduler: Scheduler::new(resolved.total.clone(), resolved.num_gpus),
             tasks: DashMap::new(),
             actors: DashMap::new(),
             named_actors: DashMap::new(),
-            job_tenants: DashMap::new(),
+            tenants,
             jobs: DashMap::new(),
             queued_tasks: Default::default(),
             runtime,

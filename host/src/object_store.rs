@@ -44,6 +44,7 @@ use tokio::sync::Notify;
 use crate::buffers::BufferPool;
 use crate::error::FabricError;
 use crate::ids::{JobId, NodeId, ObjectId};
+use crate::tenants::{TenantAccount, TenantLedger};
 
 /// Called once when a pending object becomes ready (or fails).
 pub trait ReadyListener: Send + Sync {
@@ -96,6 +97,8 @@ enum State {
 struct Entry {
     id: ObjectId,
     job: JobId,
+    /// The tenant charged for its bytes (none for a job this node never saw).
+    account: Option<Arc<TenantAccount>>,
     /// The owner, when the object is borrowed from another node.
     home: Option<NodeId>,
     /// Borrows the owner counted for this node (given back on release).
@@ -127,6 +130,7 @@ struct Inner {
     capacity: i64,
     buffers: BufferPool,
     remote: OnceLock<Arc<dyn RemoteObjects>>,
+    ledger: Option<Arc<TenantLedger>>,
 }
 
 impl Inner {
@@ -138,8 +142,11 @@ impl Inner {
             .remove_if(&entry.id, |_, e| Arc::ptr_eq(e, entry));
         // Freed first, under the lock: nothing can complete (and charge) it after.
         let state = std::mem::replace(&mut *entry.state.lock().unwrap(), State::Freed);
-        self.used
-            .fetch_sub(entry.charged.swap(0, Ordering::AcqRel), Ordering::AcqRel);
+        let charged = entry.charged.swap(0, Ordering::AcqRel);
+        self.used.fetch_sub(charged, Ordering::AcqRel);
+        if let Some(a) = &entry.account {
+            a.uncharge_objects(charged.max(0) as u64);
+        }
         // Dropping the state drops nested references, which may free more objects.
         drop(state);
         self.return_borrows(entry);
@@ -161,7 +168,23 @@ impl Inner {
         }
     }
 
-    fn charge(&self, bytes: i64) -> Result<(), FabricError> {
+    /// Counts `bytes` against the store's capacity and the tenant's quota.
+    fn charge(&self, bytes: i64, account: Option<&Arc<TenantAccount>>) -> Result<(), FabricError> {
+        self.charge_store(bytes)?;
+        if let Some(a) = account
+            && let Err(e) = a.charge_objects(bytes.max(0) as u64)
+        {
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn account_of(&self, job: JobId) -> Option<Arc<TenantAccount>> {
+        self.ledger.as_ref().and_then(|l| l.of_job(job))
+    }
+
+    fn charge_store(&self, bytes: i64) -> Result<(), FabricError> {
         let before = self.used.fetch_add(bytes, Ordering::AcqRel);
         if before + bytes > self.capacity {
             self.used.fetch_sub(bytes, Ordering::AcqRel);
@@ -210,7 +233,7 @@ impl Inner {
                 return false;
             }
             let (value, nested) = match value {
-                Ok(bytes) => match self.charge(bytes.len() as i64) {
+                Ok(bytes) => match self.charge(bytes.len() as i64, entry.account.as_ref()) {
                     Ok(()) => {
                         entry
                             .charged
@@ -254,6 +277,16 @@ pub struct ObjectRef {
 impl ObjectStore {
     /// A store that holds at most `capacity` bytes of values.
     pub fn new(capacity: u64) -> Self {
+        Self::build(capacity, None)
+    }
+
+    /// A store that also charges each tenant (by the job that made an
+    /// object) against its quota, and meters its bytes.
+    pub fn with_ledger(capacity: u64, ledger: Arc<TenantLedger>) -> Self {
+        Self::build(capacity, Some(ledger))
+    }
+
+    fn build(capacity: u64, ledger: Option<Arc<TenantLedger>>) -> Self {
         ObjectStore {
             inner: Arc::new(Inner {
                 entries: DashMap::new(),
@@ -264,6 +297,7 @@ impl ObjectStore {
                 // zeroing than the copy into it.
                 buffers: BufferPool::new((capacity / 4).min(4 << 30) as usize),
                 remote: OnceLock::new(),
+                ledger,
             }),
         }
     }
@@ -276,6 +310,7 @@ impl ObjectStore {
     fn new_entry(
         id: ObjectId,
         job: JobId,
+        account: Option<Arc<TenantAccount>>,
         home: Option<NodeId>,
         state: State,
         charged: i64,
@@ -283,6 +318,7 @@ impl ObjectStore {
         Arc::new(Entry {
             id,
             job,
+            account,
             home,
             registrations: AtomicU32::new(0),
             copies: Mutex::new(Vec::new()),
@@ -299,11 +335,12 @@ impl ObjectStore {
         &self,
         id: ObjectId,
         job: JobId,
+        account: Option<Arc<TenantAccount>>,
         home: Option<NodeId>,
         state: State,
         charged: i64,
     ) -> ObjectRef {
-        let entry = Self::new_entry(id, job, home, state, charged);
+        let entry = Self::new_entry(id, job, account, home, state, charged);
         self.inner.entries.insert(id, entry.clone());
         ObjectRef {
             entry,
@@ -349,6 +386,7 @@ impl ObjectStore {
         self.insert(
             id,
             job,
+            self.inner.account_of(job),
             None,
             State::Pending {
                 listeners: Vec::new(),
@@ -365,10 +403,12 @@ impl ObjectStore {
         nested: Vec<ObjectRef>,
     ) -> Result<ObjectRef, FabricError> {
         let len = value.len() as i64;
-        self.inner.charge(len)?;
+        let account = self.inner.account_of(job);
+        self.inner.charge(len, account.as_ref())?;
         Ok(self.insert(
             ObjectId::random(),
             job,
+            account,
             None,
             State::Ready {
                 value: Ok(value),
@@ -388,11 +428,13 @@ impl ObjectStore {
         nested: Vec<ObjectRef>,
     ) -> Result<ObjectRef, FabricError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.inner.charge(len as i64)?;
+        let account = self.inner.account_of(job);
+        self.inner.charge(len as i64, account.as_ref())?;
         let value = self.inner.buffers.copy_parts(parts);
         Ok(self.insert(
             ObjectId::random(),
             job,
+            account,
             None,
             State::Ready {
                 value: Ok(value),
@@ -494,7 +536,7 @@ impl ObjectStore {
                 listeners: Vec::new(),
                 fetching: false,
             };
-            Self::new_entry(id, job, Some(home), state, 0)
+            Self::new_entry(id, job, self.inner.account_of(job), Some(home), state, 0)
         });
         r.entry.registrations.fetch_add(1, Ordering::AcqRel);
         r
@@ -520,7 +562,7 @@ impl ObjectStore {
                 listeners: Vec::new(),
                 fetching: true,
             };
-            Self::new_entry(id, job, Some(home), state, 0)
+            Self::new_entry(id, job, self.inner.account_of(job), Some(home), state, 0)
         });
         let accept = |s: &State| matches!(s, State::Elsewhere { .. } | State::Pending { .. });
         if !self.inner.complete(&r.entry, Ok(value), nested, accept) && fresh {

@@ -179,10 +179,13 @@ fn cluster_commands_fail_clearly_without_a_head() {
     );
     let out = c.fabric(&["submit", "--address", "127.0.0.1:1", programs::CLUSTER]);
     assert_eq!(out.status.code(), Some(2));
+    let join = c.join_file();
     let out = c.fabric(&[
         "start",
         "--address",
         "127.0.0.1:1",
+        "--join-file",
+        &join,
         "--block",
         "--data-dir",
         c.dir.join("x").to_str().unwrap(),

@@ -124,7 +124,12 @@ pub async fn assert_released(node: &Node) {
 pub struct TestCluster {
     pub nodes: Vec<Node>,
     pub handles: Vec<fabric_host::cluster::ClusterHandle>,
+    pub security: fabric_host::security::ClusterSecurity,
+    pub tokens: Arc<fabric_host::security::Tokens>,
 }
+
+/// The admin token of every in-process test cluster.
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token";
 
 impl TestCluster {
     pub fn head(&self) -> &Node {
@@ -142,6 +147,7 @@ impl TestCluster {
         let mut cfg = fabric_host::cluster::ClusterConfig::worker(
             "127.0.0.1:0".parse().unwrap(),
             self.handles[0].address(),
+            self.security.clone(),
         );
         cfg.heartbeat_interval = Duration::from_millis(100);
         let handle = node.join(cfg).await.expect("join");
@@ -182,13 +188,21 @@ impl TestCluster {
 pub async fn test_cluster(configs: Vec<NodeConfig>) -> TestCluster {
     let mut configs = configs.into_iter();
     let head = node_with(configs.next().expect("a head config"));
-    let mut cfg = fabric_host::cluster::ClusterConfig::head("127.0.0.1:0".parse().unwrap());
+    let security = fabric_host::security::ClusterSecurity::generate().expect("credentials");
+    let tokens = Arc::new(fabric_host::security::Tokens::in_memory(TEST_ADMIN_TOKEN));
+    let mut cfg = fabric_host::cluster::ClusterConfig::head(
+        "127.0.0.1:0".parse().unwrap(),
+        security.clone(),
+        tokens.clone(),
+    );
     cfg.heartbeat_interval = Duration::from_millis(100);
     cfg.node_timeout = Duration::from_secs(1);
     let handle = head.join(cfg).await.expect("head");
     let mut cluster = TestCluster {
         nodes: vec![head],
         handles: vec![handle],
+        security,
+        tokens,
     };
     for c in configs {
         cluster.add(c).await;

@@ -64,7 +64,8 @@ impl ProcCluster {
     /// Adds a worker with `flags`; returns its index.
     pub fn add(&mut self, flags: &[&str]) -> usize {
         let head = self.head_address().to_string();
-        let mut all = vec!["--address", head.as_str()];
+        let join = self.join_file();
+        let mut all = vec!["--address", head.as_str(), "--join-file", join.as_str()];
         all.extend_from_slice(flags);
         self.spawn_node(&all);
         self.nodes.len() - 1
@@ -119,11 +120,43 @@ impl ProcCluster {
         self.wait_for_alive(self.nodes.len());
     }
 
-    /// Runs `fabric` with `args`.
+    /// The head's join file (what a worker needs to join).
+    pub fn join_file(&self) -> String {
+        self.dir
+            .join("node0/security/cluster.join")
+            .display()
+            .to_string()
+    }
+
+    /// The admin token the head made on its first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node0/security/admin.token"))
+            .expect("the head wrote its admin token")
+    }
+
+    /// `fabric` with the admin's credentials in its environment.
+    pub fn command(&self) -> Command {
+        self.command_as(&self.admin_token())
+    }
+
+    /// `fabric` with `token` (and the cluster's CA) in its environment.
+    pub fn command_as(&self, token: &str) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.env_remove("FABRIC_ADDRESS")
+            .env("FABRIC_TOKEN", token)
+            .env("FABRIC_CA_CERT", self.dir.join("node0/security/ca.crt"));
+        cmd
+    }
+
+    /// Runs `fabric` with `args`, as the admin.
     pub fn fabric(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
+        self.command().args(args).output().expect("running fabric")
+    }
+
+    /// Runs `fabric` with `args`, with `token`.
+    pub fn fabric_as(&self, token: &str, args: &[&str]) -> Output {
+        self.command_as(token)
             .args(args)
-            .env_remove("FABRIC_ADDRESS")
             .output()
             .expect("running fabric")
     }
@@ -169,7 +202,8 @@ impl ProcCluster {
         app: &str,
         args: &[&str],
     ) -> (Child, Arc<Mutex<Vec<String>>>) {
-        let mut child = Command::new(&self.bin)
+        let mut child = self
+            .command()
             .args(["submit", "--address", self.head_address(), app, "--"])
             .args(args)
             .stdout(Stdio::piped())

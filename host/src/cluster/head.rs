@@ -7,10 +7,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::head_server::Head;
@@ -18,7 +17,6 @@ use wasmfabric_proto::v1::head_server::Head;
 use super::convert::{actor_id, error_to_pb, id_bytes, node_id};
 use crate::error::FabricError;
 use crate::ids::{ActorId, NodeId};
-use crate::logs::{LogSink, LogSource, Stream};
 
 /// Finished jobs the head remembers for `fabric status`.
 const JOB_HISTORY: usize = 1000;
@@ -36,22 +34,49 @@ pub struct HeadState {
     nodes: Mutex<BTreeMap<NodeId, NodeRecord>>,
     actors: Mutex<HashMap<ActorId, pb::ActorInfo>>,
     names: Mutex<HashMap<(String, String), ActorId>>,
-    jobs: Arc<Mutex<Vec<pb::JobRecord>>>,
+    pub(super) jobs: Arc<Mutex<Vec<pb::JobRecord>>>,
+    /// Recent output of the jobs in `jobs`, for `fabric logs`.
+    pub(super) job_logs: Mutex<HashMap<bytes::Bytes, Arc<Mutex<JobLog>>>>,
+    /// The latest per-tenant loads each node reported.
+    loads: Mutex<HashMap<NodeId, Vec<pb::TenantLoad>>>,
+    /// Client tokens and tenants.
+    pub(super) tokens: Arc<crate::security::Tokens>,
     /// Calls served, by RPC name.
     rpcs: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Lines of one job's output kept at the head.
+const JOB_LOG_LINES: usize = 10_000;
+
+/// The most recent output of one job.
+#[derive(Default)]
+pub(super) struct JobLog {
+    pub lines: std::collections::VecDeque<pb::LogLine>,
+    pub dropped: u64,
+}
+
+impl JobLog {
+    pub(super) fn push(&mut self, line: pb::LogLine) {
+        if self.lines.len() == JOB_LOG_LINES {
+            self.lines.pop_front();
+            self.dropped += 1;
+        }
+        self.lines.push_back(line);
+    }
 }
 
 impl HeadState {
-    pub(crate) fn new(node: crate::Node, interval: Duration, timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        node: crate::Node,
+        interval: Duration,
+        timeout: Duration,
+        tokens: Arc<crate::security::Tokens>,
+    ) -> Arc<Self> {
         Arc::new(HeadState {
             node,
+            job_logs: Mutex::new(HashMap::new()),
+            loads: Mutex::new(HashMap::new()),
+            tokens,
             interval,
             timeout,
             nodes: Mutex::new(BTreeMap::new()),
@@ -122,6 +147,10 @@ impl HeadState {
             .collect()
     }
 
+    pub(super) fn node(&self) -> &crate::Node {
+        &self.node
+    }
+
     /// Nodes, jobs and actors, as `fabric status` shows them.
     pub fn cluster_state(&self) -> pb::ClusterStateReply {
         pb::ClusterStateReply {
@@ -138,13 +167,57 @@ impl HeadState {
         }
     }
 
-    fn count(&self, rpc: &'static str) {
+    /// Per tenant, usage summed over every node (live nodes' holdings only).
+    pub(super) fn tenant_totals(&self) -> super::quotas::Totals {
+        let alive: std::collections::HashSet<NodeId> = self
+            .nodes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| r.info.state() == pb::NodeState::Alive)
+            .map(|(id, _)| *id)
+            .collect();
+        let loads = self.loads.lock().unwrap();
+        super::quotas::totals(loads.iter().flat_map(|(n, ls)| {
+            let alive = alive.contains(n);
+            ls.iter().map(move |l| (alive, l))
+        }))
+    }
+
+    /// The quota'd tenants' limits for node `me`.
+    fn limits_for(&self, me: NodeId) -> Vec<pb::TenantLimit> {
+        let quotas: Vec<(String, crate::quota::Quota)> = self
+            .tokens
+            .tenants()
+            .into_iter()
+            .map(|t| (t.name, t.quota))
+            .collect();
+        if quotas.iter().all(|(_, q)| q.is_unlimited()) {
+            return Vec::new();
+        }
+        let alive: std::collections::HashSet<NodeId> = self
+            .nodes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| r.info.state() == pb::NodeState::Alive)
+            .map(|(id, _)| *id)
+            .collect();
+        let loads = self.loads.lock().unwrap();
+        let others = loads
+            .iter()
+            .filter(|(n, _)| **n != me && alive.contains(n))
+            .flat_map(|(_, ls)| ls.iter());
+        super::quotas::limits_for(&quotas, others)
+    }
+
+    pub(super) fn count(&self, rpc: &'static str) {
         *self.rpcs.lock().unwrap().entry(rpc).or_default() += 1;
     }
 }
 
 /// Records a job's state (the newest `JOB_HISTORY` are kept).
-fn set_job(jobs: &Mutex<Vec<pb::JobRecord>>, record: pb::JobRecord) {
+pub(super) fn set_job(jobs: &Mutex<Vec<pb::JobRecord>>, record: pb::JobRecord) {
     let mut jobs = jobs.lock().unwrap();
     match jobs.iter_mut().find(|j| j.job_id == record.job_id) {
         Some(j) => *j = record,
@@ -158,24 +231,6 @@ fn set_job(jobs: &Mutex<Vec<pb::JobRecord>>, record: pb::JobRecord) {
 
 fn hex_short(id: &[u8]) -> String {
     id.iter().take(4).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Sends a job's output lines down its submit stream.
-struct SubmitSink {
-    tx: mpsc::UnboundedSender<Result<pb::JobEvent, Status>>,
-}
-
-impl LogSink for SubmitSink {
-    fn line(&self, source: &LogSource, stream: Stream, line: &[u8]) {
-        let log = pb::LogLine {
-            prefix: source.prefix.to_string(),
-            stderr: stream == Stream::Stderr,
-            line: bytes::Bytes::copy_from_slice(line),
-        };
-        let _ = self.tx.send(Ok(pb::JobEvent {
-            kind: Some(pb::job_event::Kind::Log(log)),
-        }));
-    }
 }
 
 #[tonic::async_trait]
@@ -238,9 +293,17 @@ impl Head for HeadState {
                 None => false,
             }
         };
+        if known {
+            self.loads.lock().unwrap().insert(id, r.tenants);
+        }
         Ok(Response::new(pb::HeartbeatReply {
             nodes: if known { self.nodes_pb() } else { Vec::new() },
             reregister: !known,
+            tenants: if known {
+                self.limits_for(id)
+            } else {
+                Vec::new()
+            },
         }))
     }
 
@@ -256,14 +319,6 @@ impl Head for HeadState {
         self.node_gone(id, "its node left the cluster");
         tracing::info!(node = %id.short(), "node left");
         Ok(Response::new(pb::Empty {}))
-    }
-
-    async fn cluster_state(
-        &self,
-        _: Request<pb::ClusterStateRequest>,
-    ) -> Result<Response<pb::ClusterStateReply>, Status> {
-        self.count("ClusterState");
-        Ok(Response::new(HeadState::cluster_state(self)))
     }
 
     async fn register_actor(
@@ -345,65 +400,5 @@ impl Head for HeadState {
             }
         }
         Ok(Response::new(pb::Empty {}))
-    }
-
-    type SubmitJobStream = UnboundedReceiverStream<Result<pb::JobEvent, Status>>;
-
-    async fn submit_job(
-        &self,
-        request: Request<pb::SubmitJobRequest>,
-    ) -> Result<Response<Self::SubmitJobStream>, Status> {
-        self.count("SubmitJob");
-        let r = request.into_inner();
-        let app = self
-            .node
-            .load(&r.component)
-            .await
-            .map_err(|e| Status::invalid_argument(format!("cannot load the component: {e}")))?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let sink = Arc::new(SubmitSink { tx: tx.clone() });
-        let digest = app.digest().to_string();
-        let (job_id, running) = self.node.start_job(app, r.args, sink);
-        let mut record = pb::JobRecord {
-            job_id: id_bytes(job_id.as_u128()),
-            digest,
-            driver_node: id_bytes(self.node.id().as_u128()),
-            started_ms: now_ms(),
-            ..Default::default()
-        };
-        record.set_status(pb::job_record::Status::Running);
-        set_job(&self.jobs, record.clone());
-        let _ = tx.send(Ok(pb::JobEvent {
-            kind: Some(pb::job_event::Kind::Started(pb::job_event::Started {
-                job_id: record.job_id.clone(),
-            })),
-        }));
-        let jobs = self.jobs.clone();
-        tokio::spawn(async move {
-            let outcome = running.await;
-            let (ok, error) = match &outcome.result {
-                Ok(()) => (true, None),
-                Err(e) => (false, Some(error_to_pb(e))),
-            };
-            record.set_status(if ok {
-                pb::job_record::Status::Succeeded
-            } else {
-                pb::job_record::Status::Failed
-            });
-            record.error = outcome
-                .result
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            set_job(&jobs, record);
-            let _ = tx.send(Ok(pb::JobEvent {
-                kind: Some(pb::job_event::Kind::Finished(pb::job_event::Finished {
-                    ok,
-                    error,
-                })),
-            }));
-        });
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
 }

@@ -95,6 +95,7 @@ impl Cluster {
                     queued_tasks: stats.queued_tasks as u64,
                     running_tasks: stats.running_tasks as u64,
                     object_store_used: stats.object_store_used,
+                    tenants: super::quotas::loads(&core),
                 };
                 match self.head.clone().heartbeat(req).await {
                     Ok(reply) => {
@@ -109,6 +110,7 @@ impl Cluster {
                             }
                         } else {
                             self.update_view(&reply.nodes);
+                            super::quotas::apply_limits(&core, &reply.tenants);
                         }
                     }
                     Err(s) if !warned => {

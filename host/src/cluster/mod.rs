@@ -16,20 +16,29 @@
 //! ```no_run
 //! use fabric_host::{Node, NodeConfig, cluster::ClusterConfig};
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use fabric_host::security::{ClusterSecurity, Tokens};
+//! let security = ClusterSecurity::generate()?;
+//! let tokens = std::sync::Arc::new(Tokens::in_memory("admin-token"));
 //! let head = Node::start(NodeConfig::default())?;
-//! let joined = head.join(ClusterConfig::head("127.0.0.1:6380".parse()?)).await?;
+//! let joined = head
+//!     .join(ClusterConfig::head("127.0.0.1:6380".parse()?, security.clone(), tokens))
+//!     .await?;
 //! let worker = Node::start(NodeConfig::default())?;
-//! worker.join(ClusterConfig::worker("127.0.0.1:0".parse()?, joined.address())).await?;
+//! worker
+//!     .join(ClusterConfig::worker("127.0.0.1:0".parse()?, joined.address(), security))
+//!     .await?;
 //! # Ok(()) }
 //! ```
 
 mod actors;
+mod control;
 pub(crate) mod convert;
 mod head;
 mod jobs;
 mod membership;
 mod objects;
 mod peers;
+mod quotas;
 mod service;
 mod tasks;
 
@@ -41,14 +50,15 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use wasmfabric_proto::v1::head_client::HeadClient;
 
+use self::peers::NodeChannel;
 use crate::error::NodeError;
 use crate::ids::{ActorId, JobId, NodeId, ObjectId};
 use crate::object_store::ObjectRef;
 use crate::runtime::NodeCore;
 use crate::runtime::component::AppComponent;
+use crate::security::{ClusterSecurity, Tokens};
 
 pub use head::HeadState;
 pub use membership::PeerView;
@@ -75,13 +85,19 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     /// A node silent for this long is declared dead (head only).
     pub node_timeout: Duration,
+    /// The cluster's TLS identity and node secret.
+    pub security: ClusterSecurity,
+    /// The client tokens (the head's; workers have none).
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 impl ClusterConfig {
     /// Settings for a head listening on `listen`.
-    pub fn head(listen: SocketAddr) -> Self {
+    pub fn head(listen: SocketAddr, security: ClusterSecurity, tokens: Arc<Tokens>) -> Self {
         ClusterConfig {
             listen,
+            security,
+            tokens: Some(tokens),
             advertise_host: None,
             head: None,
             labels: BTreeMap::new(),
@@ -91,10 +107,16 @@ impl ClusterConfig {
     }
 
     /// Settings for a worker joining the head at `head`.
-    pub fn worker(listen: SocketAddr, head: impl Into<String>) -> Self {
+    pub fn worker(listen: SocketAddr, head: impl Into<String>, security: ClusterSecurity) -> Self {
         ClusterConfig {
+            listen,
+            advertise_host: None,
             head: Some(head.into()),
-            ..Self::head(listen)
+            labels: BTreeMap::new(),
+            heartbeat_interval: Duration::from_millis(500),
+            node_timeout: Duration::from_secs(3),
+            security,
+            tokens: None,
         }
     }
 }
@@ -107,7 +129,7 @@ pub(crate) struct Cluster {
     core: Weak<NodeCore>,
     pub(crate) id: NodeId,
     pub(crate) address: String,
-    head: HeadClient<Channel>,
+    head: HeadClient<NodeChannel>,
     config: ClusterConfig,
     /// Every node the head told us about, this one included.
     view: RwLock<BTreeMap<NodeId, PeerView>>,
@@ -251,7 +273,7 @@ pub(crate) async fn join(
     });
     let address = format!("{host}:{}", local.port());
     let head_address = config.head.clone().unwrap_or_else(|| address.clone());
-    let head_client = HeadClient::new(peers::channel(&head_address)?)
+    let head_client = HeadClient::new(peers::channel(&head_address, &config.security)?)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let (stop, stop_rx) = watch::channel(false);
@@ -278,11 +300,21 @@ pub(crate) async fn join(
         stop,
         registered: watch::channel(false).0,
     });
-    let head = config
-        .head
-        .is_none()
-        .then(|| HeadState::new(node, config.heartbeat_interval, config.node_timeout));
-    service::serve(cluster.clone(), head.clone(), listener, stop_rx.clone());
+    let head = match (&config.head, &config.tokens) {
+        (Some(_), _) => None,
+        (None, Some(tokens)) => Some(HeadState::new(
+            node,
+            config.heartbeat_interval,
+            config.node_timeout,
+            tokens.clone(),
+        )),
+        (None, None) => {
+            return Err(NodeError::Config(
+                "a head needs its client tokens (ClusterConfig::head)".into(),
+            ));
+        }
+    };
+    service::serve(cluster.clone(), head.clone(), listener, stop_rx.clone())?;
     if let Some(h) = &head {
         h.start_death_watch(stop_rx.clone());
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::node_client::NodeClient;
@@ -22,6 +23,7 @@ use super::{Cluster, MAX_MESSAGE};
 use crate::error::{FabricError, FailureKind, NodeError};
 use crate::ids::NodeId;
 use crate::resources::ResourceSet;
+use crate::security::{AddSecret, ClusterSecurity};
 
 /// Messages per `Deliver` batch, and bytes (a single larger message goes
 /// alone, up to [`MAX_MESSAGE`]).
@@ -34,10 +36,16 @@ pub(crate) const CONNECTION_WINDOW: u32 = 64 << 20;
 /// Largest HTTP/2 frame (the protocol's maximum is 16 MiB - 1).
 pub(crate) const MAX_FRAME: u32 = (1 << 24) - 1;
 
-/// A lazy channel to `address` (`host:port`).
-pub(crate) fn channel(address: &str) -> Result<Channel, NodeError> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+/// A channel to another node, with the cluster secret on every call.
+pub(crate) type NodeChannel = InterceptedService<Channel, AddSecret>;
+
+/// A lazy TLS channel to the node at `address` (`host:port`) that sends
+/// the cluster secret with every call.
+pub(crate) fn channel(address: &str, security: &ClusterSecurity) -> Result<NodeChannel, NodeError> {
+    let endpoint = Endpoint::from_shared(format!("https://{address}"))
         .map_err(|e| NodeError::Config(format!("`{address}` is not a valid address: {e}")))?
+        .tls_config(security.client_tls())
+        .map_err(|e| NodeError::Config(format!("bad TLS settings: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         // Objects stream in 1 MiB chunks: HTTP/2's default 64 KiB windows
@@ -47,12 +55,15 @@ pub(crate) fn channel(address: &str) -> Result<Channel, NodeError> {
         .max_frame_size(MAX_FRAME)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    Ok(InterceptedService::new(
+        endpoint.connect_lazy(),
+        AddSecret::new(&security.secret)?,
+    ))
 }
 
 /// One peer: a client for its calls, and the queue of messages to it.
 pub(crate) struct Peer {
-    pub client: NodeClient<Channel>,
+    pub client: NodeClient<NodeChannel>,
     outbound: mpsc::UnboundedSender<pb::PeerMessage>,
     /// Resources of the tasks sent since the last view update.
     in_flight: Mutex<ResourceSet>,
@@ -95,7 +106,7 @@ impl Cluster {
                 format!("node {} is not a live member of the cluster", node.short()),
             )
         })?;
-        let channel = channel(&address)
+        let channel = channel(&address, &self.config.security)
             .map_err(|e| FabricError::failure("peer", FailureKind::System, e.to_string()))?;
         let client = NodeClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -133,7 +144,7 @@ impl Cluster {
 async fn pump(
     cluster: std::sync::Weak<Cluster>,
     to: NodeId,
-    client: NodeClient<Channel>,
+    client: NodeClient<NodeChannel>,
     mut rx: mpsc::UnboundedReceiver<pb::PeerMessage>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

@@ -10,46 +10,71 @@ use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::head_server::HeadServer;
 use wasmfabric_proto::v1::node_server::{Node as NodeService, NodeServer};
 
+use super::control::ControlService;
 use super::convert::{node_id, object_id};
 use super::{Cluster, HeadState, MAX_MESSAGE};
+use crate::error::NodeError;
 use crate::ids::NodeId;
+use crate::security::RequireSecret;
+use tonic::codegen::InterceptedService;
+use wasmfabric_proto::v1::control_server::ControlServer;
 
-/// Serves `Node` (and `Head` on the head) on `listener` until `stop`.
+/// Serves, over TLS, `Node` (and on the head `Head`, both only to callers
+/// with the cluster secret, and `Control`, to callers with a token) on
+/// `listener` until `stop`.
 pub(super) fn serve(
     cluster: Arc<Cluster>,
     head: Option<Arc<HeadState>>,
     listener: tokio::net::TcpListener,
     mut stop: watch::Receiver<bool>,
-) {
-    let node = NodeServer::new(Service {
-        cluster,
-        order: Default::default(),
-    })
-    .max_decoding_message_size(MAX_MESSAGE)
-    .max_encoding_message_size(MAX_MESSAGE);
-    let head = head.map(|h| {
-        HeadServer::from_arc(h)
+) -> Result<(), NodeError> {
+    let security = cluster.config.security.clone();
+    let secret = RequireSecret(security.secret.as_str().into());
+    let node = InterceptedService::new(
+        NodeServer::new(Service {
+            cluster,
+            order: Default::default(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
+        secret.clone(),
+    );
+    let control = head.clone().map(|h| {
+        ControlServer::new(ControlService { head: h })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     });
+    let head = head.map(|h| {
+        InterceptedService::new(
+            HeadServer::from_arc(h)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            secret,
+        )
+    });
+    let builder = tonic::transport::Server::builder()
+        .tls_config(security.server_tls())
+        .map_err(|e| NodeError::Config(format!("bad TLS settings: {e}")))?;
     tokio::spawn(async move {
         let incoming = TcpListenerStream::new(listener);
         let shutdown = async move {
             let _ = stop.changed().await;
         };
-        let result = tonic::transport::Server::builder()
+        let result = { builder }
             .tcp_nodelay(true)
             .initial_stream_window_size(super::peers::STREAM_WINDOW)
             .initial_connection_window_size(super::peers::CONNECTION_WINDOW)
             .max_frame_size(super::peers::MAX_FRAME)
             .add_service(node)
             .add_optional_service(head)
+            .add_optional_service(control)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "the node's gRPC server stopped");
         }
     });
+    Ok(())
 }
 
 struct Service {

@@ -86,7 +86,7 @@ async fn create(
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    if let Err(e) = core.check_feasible(&demand) {
+    if let Err(e) = core.check_feasible(&demand, &job.account) {
         return fail(e);
     }
     if job.is_finished() {

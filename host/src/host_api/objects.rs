@@ -139,8 +139,12 @@ async fn get(
         return Ok(to_wit(v));
     }
     // Waiting: give this instance's CPUs back meanwhile.
-    let _blocked = state.exec()?.lease.as_ref().and_then(|l| l.block());
-    Ok(to_wit(r.get(timeout_of(timeout)).await))
+    let waited = std::time::Instant::now();
+    let blocked = state.exec()?.lease.as_ref().and_then(|l| l.block());
+    let value = r.get(timeout_of(timeout)).await;
+    drop(blocked);
+    state.blocked += waited.elapsed();
+    Ok(to_wit(value))
 }
 
 async fn get_many(
@@ -157,6 +161,7 @@ async fn get_many(
     }
     let mut out = Vec::with_capacity(refs.len());
     let mut blocked = None;
+    let waited = std::time::Instant::now();
     let deadline = timeout_of(timeout).map(|t| tokio::time::Instant::now() + t);
     for r in &refs {
         let value = match r.try_get() {
@@ -172,8 +177,16 @@ async fn get_many(
         };
         match value {
             Ok(b) => out.push(b),
-            Err(e) => return fail(e),
+            Err(e) => {
+                if blocked.take().is_some() {
+                    state.blocked += waited.elapsed();
+                }
+                return fail(e);
+            }
         }
+    }
+    if blocked.take().is_some() {
+        state.blocked += waited.elapsed();
     }
     Ok(Ok(out))
 }
@@ -199,7 +212,8 @@ async fn wait(
     let already = refs.iter().filter(|r| !r.on_ready(counter.clone())).count();
     counter.add_ready(already);
     if already < needed {
-        let _blocked = state.exec()?.lease.as_ref().and_then(|l| l.block());
+        let waited = std::time::Instant::now();
+        let blocked = state.exec()?.lease.as_ref().and_then(|l| l.block());
         let waiting = counter.wait();
         match timeout_of(timeout) {
             Some(t) => {
@@ -207,6 +221,8 @@ async fn wait(
             }
             None => waiting.await,
         }
+        drop(blocked);
+        state.blocked += waited.elapsed();
     }
     let ready = refs
         .iter()

@@ -54,7 +54,7 @@ fn submit(
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    if let Err(e) = core.check_feasible(&demand) {
+    if let Err(e) = core.check_feasible(&demand, &job.account) {
         return fail(e);
     }
     if job.is_finished() {

@@ -111,6 +111,7 @@ pub(crate) fn create_local(
 
 /// Starts an actor: registers it and spawns its task.
 pub(crate) fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
+    spec.job.account.count_actor();
     let (tx, rx) = mpsc::unbounded_channel();
     let record = Arc::new(ActorRecord {
         id: spec.id,
@@ -234,7 +235,7 @@ async fn await_args(args: &[TaskArg]) {
 
 async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) {
     let label = mailbox.record.label();
-    let lease = core.acquire(spec.demand.clone()).await;
+    let lease = core.acquire(spec.demand.clone(), &spec.job.tenant).await;
     await_args(&spec.args).await;
     let argv = match resolve_args(&spec.args) {
         Ok(a) => a,

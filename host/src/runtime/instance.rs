@@ -12,7 +12,7 @@
 //! trap it causes comes back as a typed `limit-exceeded` error naming it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::component::{ComponentType, Instance, Lift, Resource, ResourceTable, TypedFunc};
@@ -64,12 +64,24 @@ pub(crate) struct Limiter {
     instances: usize,
     tables: usize,
     breach: Option<FabricError>,
+    /// The tenant whose memory meter this instance's memory counts in.
+    account: Option<Arc<crate::tenants::TenantAccount>>,
+    /// Bytes of linear memory the instance holds now.
+    held: usize,
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        if let Some(a) = &self.account {
+            a.memory_changed(-(self.held as i64));
+        }
+    }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -80,6 +92,11 @@ impl ResourceLimiter for Limiter {
                 format!("the guest asked for {desired} bytes of linear memory"),
             ));
             wasmtime::bail!("linear memory limit reached");
+        }
+        let grown = desired.saturating_sub(current);
+        self.held += grown;
+        if let Some(a) = &self.account {
+            a.memory_changed(grown as i64);
         }
         Ok(true)
     }
@@ -127,6 +144,8 @@ pub struct InstanceState {
     /// Epoch ticks of running wasm in the current call, and the most allowed.
     ticks: u64,
     max_ticks: u64,
+    /// Time the current call spent waiting in `get` or `wait`.
+    pub(crate) blocked: Duration,
 }
 
 impl WasiView for InstanceState {
@@ -144,12 +163,13 @@ impl InstanceState {
         InstanceState {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
-            limiter: limiter(&Limits::default()),
+            limiter: limiter(&Limits::default(), None),
             exec: None,
             panic: None,
             breach: None,
             ticks: 0,
             max_ticks: u64::MAX,
+            blocked: Duration::ZERO,
         }
     }
 
@@ -170,8 +190,10 @@ impl InstanceState {
     }
 }
 
-fn limiter(l: &Limits) -> Limiter {
+fn limiter(l: &Limits, account: Option<Arc<crate::tenants::TenantAccount>>) -> Limiter {
     Limiter {
+        account,
+        held: 0,
         memory: l.memory.min(usize::MAX as u64) as usize,
         table_elements: l.table_elements as usize,
         instances: l.instances as usize,
@@ -219,7 +241,7 @@ pub(crate) fn new_store(
     let state = InstanceState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
-        limiter: limiter(limits),
+        limiter: limiter(limits, Some(job.account.clone())),
         exec: Some(ExecContext {
             core: core.clone(),
             job: job.clone(),
@@ -230,6 +252,7 @@ pub(crate) fn new_store(
         breach: None,
         ticks: 0,
         max_ticks: ticks_in(limits.cpu_time),
+        blocked: Duration::ZERO,
     };
     let mut store = Store::new(core.engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
@@ -342,6 +365,25 @@ struct RawOutput {
 /// The result of a call that returns an `output`.
 pub(crate) type CallResult = Result<(Bytes, Vec<ObjectRef>), FabricError>;
 
+/// Starts a call's CPU accounting.
+fn begin_call(store: &mut Store<InstanceState>) -> Instant {
+    let s = store.data_mut();
+    s.ticks = 0;
+    s.blocked = Duration::ZERO;
+    Instant::now()
+}
+
+/// Charges the call's running time (less the time it waited in `get` or
+/// `wait`, with its CPUs handed back) to its tenant.
+fn end_call(store: &mut Store<InstanceState>, started: Instant) {
+    let s = store.data();
+    if let Some(exec) = &s.exec {
+        exec.job
+            .account
+            .add_cpu(started.elapsed().saturating_sub(s.blocked));
+    }
+}
+
 /// Runs `call` under the job's wall-clock limit.
 async fn bounded<T>(
     wall: Duration,
@@ -380,12 +422,13 @@ pub(crate) async fn call_output(
         .as_ref()
         .map(|e| e.job.limits.clone())
         .unwrap_or_default();
-    store.data_mut().ticks = 0;
+    let started = begin_call(store);
     let called = bounded(
         limits.wall_time,
         typed.call_async(&mut *store, (name, args)),
     )
     .await;
+    end_call(store, started);
     match called {
         Ok(Ok((Ok(output),))) => {
             let len = output.value.len() as u64;
@@ -436,8 +479,10 @@ pub(crate) async fn call_new(
         .limits()
         .map(|l| l.wall_time)
         .unwrap_or_default();
-    store.data_mut().ticks = 0;
-    match bounded(wall, typed.call_async(&mut *store, (class, args))).await? {
+    let started = begin_call(store);
+    let called = bounded(wall, typed.call_async(&mut *store, (class, args))).await;
+    end_call(store, started);
+    match called? {
         Ok((r,)) => r.map_err(FabricError::from_wit),
         Err(e) => Err(trap_failure(store, &what, e)),
     }
@@ -460,8 +505,10 @@ pub(crate) async fn call_main(
         .limits()
         .map(|l| l.driver_wall_time)
         .unwrap_or_default();
-    store.data_mut().ticks = 0;
-    match bounded(wall, typed.call_async(&mut *store, (args,))).await? {
+    let started = begin_call(store);
+    let called = bounded(wall, typed.call_async(&mut *store, (args,))).await;
+    end_call(store, started);
+    match called? {
         Ok((Ok(()),)) => Ok(()),
         Ok((Err(msg),)) => Err(FabricError::failure(
             "main",

@@ -46,6 +46,8 @@ pub struct Job {
     /// The manifest as submitted (other nodes decide their limits from it).
     pub manifest_text: String,
     pub limits: Limits,
+    /// The tenant's books on this node.
+    pub account: Arc<crate::tenants::TenantAccount>,
     pub granted: Arc<Granted>,
     /// Tasks submitted and not yet finished.
     pending: AtomicU64,
@@ -77,7 +79,8 @@ impl Job {
         let limits = cfg.limits.for_job(&cfg.max_limits, &manifest.limits)?;
         cfg.policy.check(&manifest.capabilities)?;
         let granted = Granted::resolve(&manifest.capabilities).await?;
-        core.job_tenants.insert(spec.id, spec.tenant.clone());
+        let account = core.tenants.account(&spec.tenant);
+        core.tenants.add_job(spec.id, account.clone());
         Ok(Arc::new(Job {
             id: spec.id,
             app: spec.app,
@@ -87,6 +90,7 @@ impl Job {
             driver: spec.driver,
             manifest_text: spec.manifest_text,
             limits,
+            account,
             granted: Arc::new(granted),
             pending: AtomicU64::new(0),
             finished: AtomicBool::new(false),

@@ -42,10 +42,8 @@ pub(crate) struct NodeCore {
     /// `(namespace, name)` to actor.
     pub named_actors: DashMap<(String, String), ActorId>,
     pub jobs: DashMap<crate::ids::JobId, Arc<Job>>,
-    /// The tenant of every job this node has seen (kept after the job ends:
-    /// its objects and detached actors may outlive it). One small entry per
-    /// job.
-    pub job_tenants: DashMap<crate::ids::JobId, Arc<str>>,
+    /// Per-tenant books: the tenant of every job seen, usage and quotas.
+    pub tenants: Arc<crate::tenants::TenantLedger>,
     /// Tasks waiting in the local queue that may move to another node.
     pub queued_tasks: Mutex<VecDeque<Weak<TaskControl>>>,
     pub runtime: tokio::runtime::Handle,
@@ -61,7 +59,27 @@ impl NodeCore {
 
     /// Fails fast when no node (this one, or any in the cluster) could ever
     /// satisfy `demand`.
-    pub(crate) fn check_feasible(&self, demand: &ResourceSet) -> Result<(), FabricError> {
+    pub(crate) fn check_feasible(
+        &self,
+        demand: &ResourceSet,
+        account: &crate::tenants::TenantAccount,
+    ) -> Result<(), FabricError> {
+        let quota = account.quota();
+        if let Some(which) = quota.resource_cap().never_admits(demand) {
+            let (value, unit) = match which.as_str() {
+                "cpus" => (quota.cpus.unwrap_or_default() as u64, "CPUs"),
+                "gpus" => (quota.gpus.unwrap_or_default() as u64, "GPUs"),
+                _ => (quota.memory.unwrap_or_default(), "bytes of memory"),
+            };
+            return Err(FabricError::limit(
+                &format!("{which}-quota"),
+                value,
+                format!(
+                    "{{{demand}}} is more than tenant `{}` may ever hold ({value} {unit})",
+                    account.name
+                ),
+            ));
+        }
         match self.cluster() {
             Some(c) => c.check_feasible(demand),
             None => self.scheduler.check_feasible(demand),
@@ -100,9 +118,9 @@ impl NodeCore {
     /// Whether the object behind `r` belongs to `tenant`. An object of a job
     /// this node never ran is treated as another tenant's.
     pub(crate) fn owned_by(&self, r: &crate::object_store::ObjectRef, tenant: &str) -> bool {
-        self.job_tenants
-            .get(&r.job())
-            .is_some_and(|t| &**t == tenant)
+        self.tenants
+            .of_job(r.job())
+            .is_some_and(|a| &*a.name == tenant)
     }
 
     /// Delivers the outcome of a task or actor call: into the local store,
@@ -120,13 +138,18 @@ impl NodeCore {
     }
 
     /// A lease for `demand`, waiting in the scheduler's queue if needed.
-    pub(crate) async fn acquire(&self, demand: ResourceSet) -> Lease {
-        if let Some(lease) = self.scheduler.try_acquire(&demand) {
+    pub(crate) async fn acquire(
+        &self,
+        demand: ResourceSet,
+        tenant: &crate::scheduler::Tenant,
+    ) -> Lease {
+        if let Some(lease) = self.scheduler.try_acquire(&demand, tenant) {
             return lease;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.scheduler.submit(
             demand,
+            tenant,
             Box::new(move |lease| {
                 // A dropped receiver (the waiter was stopped) gives the lease back.
                 let _ = tx.send(lease);

@@ -242,6 +242,7 @@ impl ReadyListener for ArgWaiter {
 /// Queues a task in the local scheduler. While it waits it can be stolen.
 fn enqueue(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
     let demand = spec.demand.clone();
+    let tenant = spec.job.tenant.clone();
     let movable = spec.may_move();
     *control.queued.lock().unwrap() = Some(spec);
     let cancel: Arc<dyn Cancellable> = control.clone();
@@ -249,6 +250,7 @@ fn enqueue(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
     let start_core = core.clone();
     core.scheduler.submit(
         demand,
+        &tenant,
         Box::new(move |lease| {
             let Some(spec) = ctl.queued.lock().unwrap().take() else {
                 return; // stolen meanwhile: the lease goes back
@@ -315,6 +317,7 @@ async fn run(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, lea
         drop(lease);
         Err(FabricError::Cancelled)
     } else {
+        spec.job.account.count_task();
         execute(&core, &spec, lease).await
     };
     finish(&core, spec, &control, result);
