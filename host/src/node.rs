@@ -310,6 +310,25 @@ impl Node {
         Ok(out)
     }
 
+    /// Sets `tenant`'s quota on this node (a cluster's head sets quotas
+    /// cluster-wide instead, with `fabric tenant`).
+    pub fn set_quota(&self, tenant: &str, quota: crate::quota::Quota) {
+        let cap = quota.resource_cap();
+        self.core.scheduler.set_cap(&tenant.into(), cap);
+        self.core
+            .tenants
+            .account(tenant)
+            .set_view(crate::tenants::QuotaView {
+                quota,
+                object_bytes_elsewhere: 0,
+            });
+    }
+
+    /// Every tenant's meters on this node.
+    pub fn tenant_usage(&self) -> Vec<crate::tenants::TenantUsage> {
+        self.core.tenants.usage()
+    }
+
     pub fn stats(&self) -> NodeStats {
         let c = &self.core;
         NodeStats {

@@ -1,7 +1,7 @@
 //! Every guest program, and every scenario in a scenario program, has a test
 //! (as wasmtime's test-programs check): adding a program without a test fails.
 
-use crate::support::{examples, node, programs, run_ok};
+use crate::support::{examples, node, programs, run_ok, wat};
 
 fn test_sources() -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all");
@@ -18,9 +18,14 @@ fn test_sources() -> String {
 #[test]
 fn every_guest_program_has_a_test() {
     let sources = test_sources();
-    for (group, list) in [("examples", examples::ALL), ("programs", programs::ALL)] {
+    for (group, list) in [
+        ("examples", examples::ALL),
+        ("programs", programs::ALL),
+        ("wat", wat::ALL),
+    ] {
         for (package, _) in list {
-            let konst = format!("{group}::{}", package.replace('-', "_").to_uppercase());
+            let name = package.trim_end_matches(".wat");
+            let konst = format!("{group}::{}", name.replace('-', "_").to_uppercase());
             assert!(sources.contains(&konst), "no test uses {konst} ({package})");
         }
     }
@@ -29,7 +34,7 @@ fn every_guest_program_has_a_test() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_has_a_test() {
     let sources = test_sources();
-    for program in [programs::TASKS, programs::ACTORS] {
+    for program in [programs::TASKS, programs::ACTORS, programs::HOSTILE] {
         let list = run_ok(&node(1.0), program, &["list"]).await;
         let scenarios: Vec<&str> = list.split_whitespace().collect();
         assert!(scenarios.len() > 5, "{list}");

@@ -10,5 +10,7 @@ mod cli;
 mod cluster;
 mod coverage;
 mod examples;
+mod hostile;
 mod processes;
 mod tasks;
+mod tenants;

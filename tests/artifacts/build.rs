@@ -53,6 +53,7 @@ fn main() {
         }
         out.push_str(&format!("    /// Every program: (package name, path).\n    pub const ALL: &[(&str, &str)] = &[{}];\n}}\n", all.join(", ")));
     }
+    out.push_str(&wat_programs(&root, &target_dir.join("wat")));
     watch(&root.join("guest-sdk"));
     watch(&root.join("wit"));
     let dest = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("artifacts.rs");
@@ -157,4 +158,65 @@ fn watch(dir: &Path) {
             println!("cargo:rerun-if-changed={}", path.display());
         }
     }
+}
+
+/// Wraps each core module in `tests/programs/wat` into a component of the
+/// `fabric:core/app` world (for attacks Rust cannot express) and returns
+/// the `wat` module of path constants.
+fn wat_programs(root: &Path, out_dir: &Path) -> String {
+    let dir = root.join("tests/programs/wat");
+    watch(&dir);
+    std::fs::create_dir_all(out_dir).unwrap();
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve.push_dir(root.join("wit")).expect("parsing wit/");
+    let world = resolve
+        .select_world(&[pkg], Some("app"))
+        .expect("the app world");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wat"))
+        .collect();
+    files.sort();
+    let mut out = String::from(
+        "/// Attack guests written in WAT under `tests/programs/wat`.\npub mod wat {\n",
+    );
+    let mut all = Vec::new();
+    for file in files {
+        let stem = file
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .replace('-', "_");
+        let mut module =
+            wat::parse_file(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+            false,
+        )
+        .expect("embedding the world");
+        let component = wit_component::ComponentEncoder::default()
+            .module(&module)
+            .and_then(|e| e.validate(true).encode())
+            .unwrap_or_else(|e| panic!("{}: {e:#}", file.display()));
+        let path = out_dir.join(format!("{stem}.wasm"));
+        std::fs::write(&path, component).unwrap();
+        let konst = stem.to_uppercase();
+        out.push_str(&format!(
+            "    pub const {konst}: &str = {:?};\n",
+            path.display().to_string()
+        ));
+        all.push(format!(
+            "({:?}, {konst})",
+            file.file_name().unwrap().to_string_lossy()
+        ));
+    }
+    out.push_str(&format!(
+        "    /// Every program: (file name, path).\n    pub const ALL: &[(&str, &str)] = &[{}];\n}}\n",
+        all.join(", ")
+    ));
+    out
 }

@@ -14,7 +14,7 @@ use fabric_host::runtime::engine::{EngineSettings, FabricEngine};
 use fabric_host::{JobOutcome, Node, NodeConfig};
 
 #[allow(unused_imports)]
-pub use fabric_test_artifacts::{examples, programs};
+pub use fabric_test_artifacts::{examples, programs, wat};
 
 /// One engine for the whole test process.
 pub fn engine() -> FabricEngine {

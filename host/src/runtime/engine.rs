@@ -32,6 +32,10 @@ use crate::runtime::instance::InstanceState;
 /// How often the epoch advances: the time slice of a running guest.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Elements of one table in the instance pool: the most any job's
+/// `table-elements` limit may allow (the limit names the breach first).
+pub const MAX_TABLE_ELEMENTS: usize = 20_000;
+
 /// Bytes of a freed instance's linear memory reset in place rather than
 /// returned to the kernel.
 const KEEP_RESIDENT_MEMORY: usize = 4 << 20;
@@ -100,6 +104,7 @@ impl FabricEngine {
             .max_memories_per_component(4)
             .total_memories(n.saturating_add(64))
             .max_tables_per_component(8)
+            .table_elements(MAX_TABLE_ELEMENTS)
             .total_tables(n.saturating_mul(3))
             .total_stacks(n)
             .max_memory_size(settings.max_instance_memory as usize)

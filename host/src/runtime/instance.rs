@@ -295,6 +295,9 @@ fn grant(wasi: &mut WasiCtxBuilder, job: &Job) {
     }
     let allowed = job.granted.network.clone();
     if !allowed.is_empty() {
+        // Sockets stay off (wasmtime-wasi's default) unless the job was
+        // granted a destination; then only granted addresses pass the check.
+        wasi.allow_tcp(true).allow_udp(true);
         wasi.allow_ip_name_lookup(job.granted.name_lookup);
         let allowed = Arc::new(allowed);
         wasi.socket_addr_check(move |addr, use_| {
@@ -554,9 +557,11 @@ pub(crate) fn trap_failure(
             format!("{what} tried to pass more than {max} bytes to the host in one call"),
         );
     }
+    // `{:#}` is the error chain with the guest's wasm backtrace, never the
+    // host's own backtrace (which would tell a tenant about the host).
     let message = match trap {
-        Some(t) => format!("{t}\n{err:?}"),
-        None => message,
+        Some(t) if !message.starts_with(&t.to_string()) => format!("{t}: {message}"),
+        _ => message,
     };
     FabricError::failure(what, FailureKind::Trap, message)
 }
