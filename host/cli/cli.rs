@@ -36,6 +36,9 @@ pub enum Command {
     Tenant(crate::tenant::TenantArgs),
     /// Show the output of a job submitted to a cluster.
     Logs(crate::logs::LogsArgs),
+    /// The bounded compiler process a node starts (internal).
+    #[command(name = "__compile", hide = true)]
+    Compile(crate::compile::CompileArgs),
 }
 
 impl Command {
@@ -48,6 +51,7 @@ impl Command {
             Command::Stop(args) => crate::stop::stop(args),
             Command::Tenant(args) => crate::tenant::tenant(args),
             Command::Logs(args) => crate::logs::logs(args),
+            Command::Compile(args) => crate::compile::compile(args),
         }
     }
 }
@@ -90,6 +94,9 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 }
                 LoadError::Invalid(_) | LoadError::Compile(_) => {
                     "rebuild the component; the file may be truncated or corrupt"
+                }
+                LoadError::CompileBound(_) => {
+                    "raise the bound in the node's settings file (`[compile]` time and memory) if you trust this component"
                 }
             });
         }

@@ -5,6 +5,7 @@
 //! ```
 
 mod cli;
+mod compile;
 mod data_dir;
 mod head_client;
 mod logs;

@@ -7,6 +7,7 @@ use fabric_host::config::NodeFile;
 use fabric_host::limits::Limits;
 use fabric_host::manifest::Policy;
 use fabric_host::resources::ResourceSet;
+use fabric_host::runtime::compile::CompileSandbox;
 
 #[derive(Args, Clone, Debug)]
 pub struct NodeArgs {
@@ -55,6 +56,9 @@ impl NodeArgs {
             cfg.policy = Policy::allow_all();
             cfg.max_limits = Some(Limits::max());
         }
+        // Components are compiled in a bounded child process of this binary.
+        let exe = std::env::current_exe().context("cannot find the fabric executable")?;
+        cfg.engine.compile = Some(CompileSandbox::new(exe));
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;

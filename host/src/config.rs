@@ -119,6 +119,19 @@ pub struct NodeFile {
     pub max_limits: crate::limits::LimitsRequest,
     #[serde(default)]
     pub policy: Option<Policy>,
+    /// Bounds on compiling a component (`time = "60s"`, `memory = "4 GiB"`).
+    #[serde(default)]
+    pub compile: Option<CompileBounds>,
+}
+
+/// The `[compile]` table of a node settings file.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CompileBounds {
+    #[serde(default, with = "crate::limits::humantime_serde_opt")]
+    pub time: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "crate::limits::size::option")]
+    pub memory: Option<u64>,
 }
 
 impl NodeFile {
@@ -135,6 +148,10 @@ impl NodeFile {
         let caps = limits.for_job(&max, &self.max_limits).map_err(bad)?;
         if let Some(p) = &self.policy {
             cfg.policy = p.clone();
+        }
+        if let (Some(bounds), Some(sandbox)) = (&self.compile, &mut cfg.engine.compile) {
+            sandbox.time = bounds.time.unwrap_or(sandbox.time);
+            sandbox.memory = bounds.memory.unwrap_or(sandbox.memory);
         }
         cfg.limits = limits;
         cfg.max_limits = Some(caps);

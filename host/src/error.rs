@@ -190,6 +190,8 @@ pub enum LoadError {
     WorldMismatch(String),
     #[error("compiling the component failed: {0}")]
     Compile(String),
+    #[error("compiling the component broke its bound: {0}")]
+    CompileBound(String),
 }
 
 /// Why a node could not start or run a job.

@@ -252,7 +252,7 @@ pub mod size {
 }
 
 /// Durations in manifests: strings like `"30s"` or `"5m"`.
-mod humantime_serde_opt {
+pub(crate) mod humantime_serde_opt {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

@@ -628,3 +628,50 @@ async fn another_tenants_jobs_and_logs_are_invisible() {
         "{logs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_bomb_stops_at_the_compile_bounds() {
+    // 400 KB of wasm that takes over a minute of CPU to compile, on a node
+    // that allows 2 s (its own engine: the bound is per engine).
+    let engine = fabric_host::runtime::engine::FabricEngine::new(
+        &fabric_host::runtime::engine::EngineSettings {
+            max_instances: 100,
+            compile: Some(fabric_host::runtime::compile::CompileSandbox {
+                time: Duration::from_secs(2),
+                ..crate::support::compile_sandbox()
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let node = Node::start_with_engine(
+        NodeConfig {
+            num_cpus: Some(2.0),
+            ..test_config()
+        },
+        engine,
+    )
+    .unwrap();
+    let victim = start_victim(&node, 500).await;
+    let bomb = std::fs::read(crate::support::wat::COMPILE_BOMB).unwrap();
+    let err = node.load(&bomb).await.err().expect("refused");
+    match &err {
+        LoadError::CompileBound(m) => assert!(m.contains("2 s CPU-time bound"), "{m}"),
+        other => panic!("expected the compile bound, got {other}"),
+    }
+    assert_victim_ok(&finish(victim).await);
+    // A memory bound stops it too.
+    let memory_bound = fabric_host::runtime::engine::FabricEngine::new(
+        &fabric_host::runtime::engine::EngineSettings {
+            max_instances: 100,
+            compile: Some(fabric_host::runtime::compile::CompileSandbox {
+                memory: 96 << 20,
+                ..crate::support::compile_sandbox()
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = memory_bound.load(&bomb).await.err().expect("refused");
+    assert!(matches!(err, LoadError::CompileBound(_)), "{err}");
+}

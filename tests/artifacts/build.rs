@@ -178,6 +178,11 @@ fn wat_programs(root: &Path, out_dir: &Path) -> String {
         .filter(|p| p.extension().is_some_and(|e| e == "wat"))
         .collect();
     files.sort();
+    // A compile bomb: one function of a million instructions, generated
+    // here rather than kept as a 10 MB file.
+    let bomb = out_dir.join("compile-bomb.wat");
+    std::fs::write(&bomb, compile_bomb(50_000)).unwrap();
+    files.push(bomb);
     let mut out = String::from(
         "/// Attack guests written in WAT under `tests/programs/wat`.\npub mod wat {\n",
     );
@@ -219,4 +224,29 @@ fn wat_programs(root: &Path, out_dir: &Path) -> String {
         all.join(", ")
     ));
     out
+}
+
+/// The text of a valid app component's core module whose driver is one
+/// function of `n` four-instruction steps: cheap to write, costly to compile.
+fn compile_bomb(n: usize) -> String {
+    let table_bomb = include_str!("../programs/wat/table-bomb.wat");
+    let start = table_bomb.find("  ;; The driver").expect("driver marker");
+    let end = table_bomb
+        .find("  (func (export \"fabric:core/guest@0.1.0#dispatch\")")
+        .expect("dispatch");
+    // `n` values live at once, each computed from the argument (nothing
+    // folds away), then summed: the register allocator's worst case.
+    let mut body = String::with_capacity(n * 80);
+    body.push_str(
+        "  (func (export \"fabric:core/guest@0.1.0#main\") (param i32 i32) (result i32)\n",
+    );
+    for i in 0..n {
+        body.push_str(&format!("    local.get 0 i32.const {i} i32.xor\n"));
+    }
+    for _ in 1..n {
+        body.push_str("    i32.add\n");
+    }
+    // Returned, so no dead-code pass can drop the work.
+    body.push_str("  )\n\n");
+    format!("{}{}{}", &table_bomb[..start], body, &table_bomb[end..])
 }

@@ -23,11 +23,19 @@ pub fn engine() -> FabricEngine {
         .get_or_init(|| {
             FabricEngine::new(&EngineSettings {
                 max_instances: 2_000,
+                // Components compile as on a real node: in a bounded child
+                // process of the `fabric` binary.
+                compile: Some(compile_sandbox()),
                 ..EngineSettings::default()
             })
             .expect("engine")
         })
         .clone()
+}
+
+/// The `fabric` binary as the bounded compiler, with the default bounds.
+pub fn compile_sandbox() -> fabric_host::runtime::compile::CompileSandbox {
+    fabric_host::runtime::compile::CompileSandbox::new(env!("CARGO_BIN_EXE_fabric").into())
 }
 
 /// A node with `cpus` CPUs, no GPU, a 1 GiB object store.

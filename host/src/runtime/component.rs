@@ -82,6 +82,32 @@ pub(crate) fn load(
     check_header(bytes)?;
     let component =
         Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    prepare(engine, linker, bytes, component)
+}
+
+/// Loads a component compiled by a bounded compiler process.
+pub(crate) fn load_precompiled(
+    engine: &wasmtime::Engine,
+    linker: &Linker<InstanceState>,
+    bytes: &[u8],
+    artifact: &[u8],
+) -> Result<Arc<AppComponent>, LoadError> {
+    // SAFETY: `artifact` is what our own compiler process (the `fabric`
+    // binary, same wasmtime, same engine settings) wrote for `bytes` just
+    // now over a pipe; wasmtime also checks it was made for this engine's
+    // configuration.
+    let component = unsafe { Component::deserialize(engine, artifact) }
+        .map_err(|e| LoadError::Compile(format!("the compiled artifact does not load: {e:#}")))?;
+    prepare(engine, linker, bytes, component)
+}
+
+/// Links a compiled component and checks it implements the app world.
+fn prepare(
+    engine: &wasmtime::Engine,
+    linker: &Linker<InstanceState>,
+    bytes: &[u8],
+    component: Component,
+) -> Result<Arc<AppComponent>, LoadError> {
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         LoadError::WorldMismatch(format!(
             "{e:#} (a wasmfabric application may import only `fabric:core/host` and WASI 0.2)"

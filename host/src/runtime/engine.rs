@@ -59,6 +59,43 @@ pub struct EngineSettings {
     /// Meter CPU with fuel (deterministic, about 10-20% slower) instead of
     /// epoch ticks alone. Jobs then get the `fuel` limit.
     pub fuel_metering: bool,
+    /// Compile components in a bounded child process (see
+    /// [`super::compile`]); `None` compiles in this process, for trusted
+    /// code only.
+    pub compile: Option<super::compile::CompileSandbox>,
+}
+
+impl EngineSettings {
+    /// The settings that shape compiled code, as one command-line value.
+    pub(crate) fn to_arg(&self) -> String {
+        format!(
+            "max-instances={},max-instance-memory={},async-stack-size={},max-wasm-stack={},fuel={}",
+            self.max_instances,
+            self.max_instance_memory,
+            self.async_stack_size,
+            self.max_wasm_stack,
+            u8::from(self.fuel_metering)
+        )
+    }
+
+    pub(crate) fn from_arg(arg: &str) -> Result<Self, String> {
+        let mut s = EngineSettings::default();
+        for part in arg.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("bad setting `{part}`"))?;
+            let n: u64 = v.parse().map_err(|_| format!("bad value in `{part}`"))?;
+            match k {
+                "max-instances" => s.max_instances = n as u32,
+                "max-instance-memory" => s.max_instance_memory = n,
+                "async-stack-size" => s.async_stack_size = n as usize,
+                "max-wasm-stack" => s.max_wasm_stack = n as usize,
+                "fuel" => s.fuel_metering = n != 0,
+                _ => return Err(format!("unknown setting `{k}`")),
+            }
+        }
+        Ok(s)
+    }
 }
 
 impl Default for EngineSettings {
@@ -69,6 +106,7 @@ impl Default for EngineSettings {
             async_stack_size: 2 << 20,
             max_wasm_stack: 1 << 20,
             fuel_metering: false,
+            compile: None,
         }
     }
 }
@@ -94,37 +132,7 @@ impl FabricEngine {
         if settings.max_instances == 0 {
             return Err(NodeError::Config("max_instances must be at least 1".into()));
         }
-        let n = settings.max_instances;
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(n)
-            // A Rust component has a handful of core instances (its module and
-            // the shims that adapt imports); leave room for bigger ones.
-            .max_core_instances_per_component(32)
-            .total_core_instances(n.saturating_mul(4))
-            .max_memories_per_component(4)
-            .total_memories(n.saturating_add(64))
-            .max_tables_per_component(8)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .total_tables(n.saturating_mul(3))
-            .total_stacks(n)
-            .max_memory_size(settings.max_instance_memory as usize)
-            // Reusing a slot must not cost an madvise and a TLB shootdown per
-            // task: reset the pages a guest dirtied with memset instead (found
-            // with PAGEMAP_SCAN where the kernel has it) and keep them mapped.
-            .pagemap_scan(Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
-            .table_keep_resident(KEEP_RESIDENT_TABLE)
-            .async_stack_keep_resident(KEEP_RESIDENT_STACK)
-            .decommit_batch_size(DECOMMIT_BATCH);
-
-        let mut config = Config::new();
-        config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
-            .async_stack_size(settings.async_stack_size)
-            .max_wasm_stack(settings.max_wasm_stack)
-            .consume_fuel(settings.fuel_metering)
-            .parallel_compilation(true);
+        let config = engine_config(settings);
         let engine = Engine::new(&config).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         crate::host_api::add_to_linker(&mut linker)
@@ -163,10 +171,17 @@ impl FabricEngine {
         if let Some(app) = self.inner.components.get(&digest) {
             return Ok(app.clone());
         }
+        let artifact = match &self.inner.settings.compile {
+            Some(sandbox) => {
+                Some(super::compile::compile_in_child(sandbox, &self.inner.settings, bytes).await?)
+            }
+            None => None,
+        };
         let inner = self.inner.clone();
         let owned = bytes.to_vec();
-        let app = tokio::task::spawn_blocking(move || {
-            component::load(&inner.engine, &inner.linker, &owned)
+        let app = tokio::task::spawn_blocking(move || match artifact {
+            Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &owned, &a),
+            None => component::load(&inner.engine, &inner.linker, &owned),
         })
         .await
         .map_err(|e| LoadError::Compile(e.to_string()))??;
@@ -176,6 +191,43 @@ impl FabricEngine {
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// The wasmtime configuration of a node's engine (and of the compiler
+/// process that compiles for it: the two must match).
+pub(crate) fn engine_config(settings: &EngineSettings) -> Config {
+    let n = settings.max_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        // A Rust component has a handful of core instances (its module and
+        // the shims that adapt imports); leave room for bigger ones.
+        .max_core_instances_per_component(32)
+        .total_core_instances(n.saturating_mul(4))
+        .max_memories_per_component(4)
+        .total_memories(n.saturating_add(64))
+        .max_tables_per_component(8)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .total_tables(n.saturating_mul(3))
+        .total_stacks(n)
+        .max_memory_size(settings.max_instance_memory as usize)
+        // Reusing a slot must not cost an madvise and a TLB shootdown per
+        // task: reset the pages a guest dirtied with memset instead (found
+        // with PAGEMAP_SCAN where the kernel has it) and keep them mapped.
+        .pagemap_scan(Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+        .table_keep_resident(KEEP_RESIDENT_TABLE)
+        .async_stack_keep_resident(KEEP_RESIDENT_STACK)
+        .decommit_batch_size(DECOMMIT_BATCH);
+
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .async_stack_size(settings.async_stack_size)
+        .max_wasm_stack(settings.max_wasm_stack)
+        .consume_fuel(settings.fuel_metering)
+        .parallel_compilation(true);
+    config
+}
+
 struct EpochTicker {
     stop: Arc<AtomicBool>,
 }

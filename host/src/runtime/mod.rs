@@ -6,6 +6,7 @@
 //! face of it is [`crate::node::Node`].
 
 pub mod actor;
+pub mod compile;
 pub mod component;
 pub mod engine;
 pub mod instance;

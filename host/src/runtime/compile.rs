@@ -1,0 +1,205 @@
+//! Compiling untrusted components under a time and memory bound.
+//!
+//! Wasmtime does not treat a component that is slow or memory-hungry to
+//! compile as a vulnerability, so a node must not compile a tenant's
+//! component in its own process without a bound. With a [`CompileSandbox`]
+//! the engine compiles each new component in a child process (the `fabric`
+//! binary's hidden `__compile` command) whose CPU time and address space
+//! are capped with `setrlimit`, and which is killed past a wall-clock
+//! deadline. The child writes wasmtime's compiled artifact to its stdout;
+//! the node loads it with `Component::deserialize`. A child that breaks a
+//! bound fails the load with a typed [`LoadError::CompileBound`].
+//!
+//! The child's engine is configured exactly as the node's (the same
+//! [`EngineSettings`]), except that it allocates instances on demand: it
+//! never runs one, and the pool's address-space reservation would not fit
+//! under the memory bound.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::engine::{EngineSettings, engine_config};
+use crate::error::LoadError;
+
+/// Where and how tightly to compile untrusted components.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompileSandbox {
+    /// The `fabric` binary (it serves the hidden `__compile` command).
+    pub program: PathBuf,
+    /// CPU time one compilation may use.
+    pub time: Duration,
+    /// Address space the compiler process may map, in bytes.
+    pub memory: u64,
+}
+
+impl CompileSandbox {
+    /// Bounds for `program` that fit any component our SDK builds: 60 s of
+    /// CPU and 4 GiB of address space.
+    pub fn new(program: PathBuf) -> Self {
+        CompileSandbox {
+            program,
+            time: Duration::from_secs(60),
+            memory: 4 << 30,
+        }
+    }
+}
+
+/// Exit code of a child that ran out of memory (as opposed to crashing).
+/// Public for the CLI, which passes it through.
+const EXIT_NO_MEMORY: i32 = 86;
+
+/// Compiles `bytes` in a bounded child process; returns wasmtime's artifact.
+pub(crate) async fn compile_in_child(
+    sandbox: &CompileSandbox,
+    settings: &EngineSettings,
+    bytes: &[u8],
+) -> Result<Vec<u8>, LoadError> {
+    let cpu_secs = sandbox.time.as_secs().max(1);
+    let mut child = tokio::process::Command::new(&sandbox.program)
+        .arg("__compile")
+        .arg(format!("--cpu-secs={cpu_secs}"))
+        .arg(format!("--memory={}", sandbox.memory))
+        .arg(format!("--settings={}", settings.to_arg()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            LoadError::Compile(format!(
+                "cannot start the compiler process {}: {e}",
+                sandbox.program.display()
+            ))
+        })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let input = bytes.to_vec();
+    let work = async move {
+        let feed = async move {
+            // A child that dies early closes the pipe: its exit says why.
+            let _ = stdin.write_all(&input).await;
+            drop(stdin);
+        };
+        let mut artifact = Vec::new();
+        let mut message = Vec::new();
+        let (_, out, _) = tokio::join!(
+            feed,
+            stdout.read_to_end(&mut artifact),
+            stderr.read_to_end(&mut message)
+        );
+        out.map(|_| (artifact, message))
+    };
+    // The CPU limit is the real bound; the wall clock catches a child that
+    // sleeps or is starved.
+    let deadline = sandbox.time * 2 + Duration::from_secs(5);
+    let outcome = tokio::time::timeout(deadline, work).await;
+    let (artifact, message) = match outcome {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return Err(LoadError::Compile(format!(
+                "reading the compiler's output: {e}"
+            )));
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(LoadError::CompileBound(format!(
+                "compiling took longer than {} s of wall-clock time",
+                deadline.as_secs()
+            )));
+        }
+    };
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| LoadError::Compile(format!("waiting for the compiler: {e}")))?;
+    if status.success() {
+        return Ok(artifact);
+    }
+    let message = String::from_utf8_lossy(&message).trim().to_string();
+    use std::os::unix::process::ExitStatusExt;
+    Err(match (status.code(), status.signal()) {
+        (Some(EXIT_NO_MEMORY), _) => LoadError::CompileBound(format!(
+            "compiling needs more than the {} MiB memory bound",
+            sandbox.memory >> 20
+        )),
+        // Rust aborts when an allocation fails under the address-space cap.
+        (_, Some(libc::SIGABRT)) if message.contains("memory allocation") => {
+            LoadError::CompileBound(format!(
+                "compiling needs more than the {} MiB memory bound",
+                sandbox.memory >> 20
+            ))
+        }
+        (_, Some(libc::SIGXCPU | libc::SIGKILL)) => LoadError::CompileBound(format!(
+            "compiling took more than the {cpu_secs} s CPU-time bound"
+        )),
+        (Some(1), _) if !message.is_empty() => LoadError::Invalid(message),
+        _ => LoadError::Compile(format!("the compiler process failed ({status}): {message}")),
+    })
+}
+
+/// The child's side: reads a component on stdin, writes its compiled
+/// artifact to stdout. Exit codes: 0 done, 1 invalid component (message on
+/// stderr), [`EXIT_NO_MEMORY`] out of memory, 2 bad arguments.
+pub fn child_main(cpu_secs: u64, memory: u64, settings: &str) -> i32 {
+    let settings = match EngineSettings::from_arg(settings) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bad engine settings: {e}");
+            return 2;
+        }
+    };
+    limit(libc::RLIMIT_CPU, cpu_secs, cpu_secs + 1);
+    limit(libc::RLIMIT_AS, memory, memory);
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("cannot read the component: {e}");
+        return 2;
+    }
+    let mut config = engine_config(&settings);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+    let engine = match wasmtime::Engine::new(&config) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot configure the compiler: {e:#}");
+            return if format!("{e:#}").contains("memory") {
+                EXIT_NO_MEMORY
+            } else {
+                2
+            };
+        }
+    };
+    match engine.precompile_component(&input) {
+        Ok(artifact) => match std::io::stdout().lock().write_all(&artifact) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("cannot write the artifact: {e}");
+                2
+            }
+        },
+        Err(e) => {
+            let message = format!("{e:#}");
+            eprintln!("{message}");
+            if message.contains("allocate") || message.contains("out of memory") {
+                EXIT_NO_MEMORY
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) {
+    let rl = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct we pass and changes only this
+    // process's limits.
+    unsafe {
+        libc::setrlimit(resource, &rl);
+    }
+}
