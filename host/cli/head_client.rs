@@ -19,7 +19,7 @@ use crate::data_dir;
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
     /// The head's address (default: $FABRIC_ADDRESS, else the head started here).
-    #[arg(long, env = "FABRIC_ADDRESS", value_name = "HOST:PORT")]
+    #[arg(long, env = "FABRIC_ADDRESS", value_name = "HOST:PORT", global = true)]
     pub address: Option<String>,
 
     /// Your token (default: $FABRIC_TOKEN, else the admin token of the head
@@ -34,10 +34,10 @@ pub struct ClientArgs {
 
     /// The cluster's CA certificate (default: $FABRIC_CA_CERT, else the one
     /// of the head started here).
-    #[arg(long, env = "FABRIC_CA_CERT", value_name = "FILE")]
+    #[arg(long, env = "FABRIC_CA_CERT", value_name = "FILE", global = true)]
     pub ca_cert: Option<PathBuf>,
 
-    #[arg(long, default_value = data_dir::DEFAULT, value_name = "DIR", hide = true)]
+    #[arg(long, default_value = data_dir::DEFAULT, value_name = "DIR", hide = true, global = true)]
     pub data_dir: PathBuf,
 }
 

@@ -133,7 +133,7 @@ fn print_usage(tenants: &[pb::TenantUsage]) {
     );
     const GIB: f64 = (1u64 << 30) as f64;
     for t in tenants {
-        let q = t.quota.clone().unwrap_or_default();
+        let q = t.quota.unwrap_or_default();
         let mut quota = Vec::new();
         if let Some(v) = q.cpus {
             quota.push(format!("cpus={v}"));

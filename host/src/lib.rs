@@ -23,6 +23,8 @@ pub mod buffers;
 pub mod cluster;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host_api;
 pub mod ids;
 pub mod limits;

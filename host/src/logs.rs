@@ -219,7 +219,7 @@ impl GuestOutput {
         }
     }
 
-    fn write(&self, bytes: &[u8]) {
+    pub(crate) fn write_bytes(&self, bytes: &[u8]) {
         self.buffer.lock().unwrap().write(bytes);
     }
 }
@@ -250,7 +250,7 @@ impl OutputStream for GuestOutput {
                 "write larger than the permitted budget"
             )));
         }
-        GuestOutput::write(self, &bytes);
+        self.write_bytes(&bytes);
         Ok(())
     }
 
@@ -274,7 +274,7 @@ impl tokio::io::AsyncWrite for GuestOutput {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        GuestOutput::write(&self, buf);
+        self.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -300,9 +300,9 @@ mod tests {
             Stream::Stdout,
             u64::MAX,
         );
-        out.write(b"hel");
-        out.write(b"lo\r\nwor");
-        out.write(b"ld\npartial");
+        out.write_bytes(b"hel");
+        out.write_bytes(b"lo\r\nwor");
+        out.write_bytes(b"ld\npartial");
         assert_eq!(
             sink.stdout(),
             "(Counter actor=abcd0123) hello\n(Counter actor=abcd0123) world\n"
@@ -318,9 +318,9 @@ mod tests {
     fn output_past_the_limit_is_dropped_with_a_marker() {
         let sink = Arc::new(MemorySink::default());
         let out = GuestOutput::new(sink.clone(), LogSource::driver(), Stream::Stderr, 10);
-        out.write(b"12345\n");
-        out.write(b"6789\nabcdef\n");
-        out.write(b"more\n");
+        out.write_bytes(b"12345\n");
+        out.write_bytes(b"6789\nabcdef\n");
+        out.write_bytes(b"more\n");
         assert_eq!(
             sink.stderr(),
             "12345\n6789\n[fabric: output dropped past 10 bytes (log-bytes limit)]\n"

@@ -95,7 +95,7 @@ pub struct Policy {
     #[serde(default)]
     pub grant_dirs: Vec<PathBuf>,
     /// Network destinations that may be granted: `host:port`, where either
-    /// part may be `*`.
+    /// part may be `*` and the host may be `*.domain` (any name under it).
     #[serde(default)]
     pub grant_network: Vec<String>,
     /// Whether environment variables may be granted.
@@ -146,7 +146,16 @@ impl Policy {
                 let Ok((ph, pp)) = split_host_port(p) else {
                     return false;
                 };
-                (ph == "*" || ph.eq_ignore_ascii_case(host)) && (pp == "*" || pp == port)
+                let host_ok = ph == "*"
+                    || ph.eq_ignore_ascii_case(host)
+                    || ph.strip_prefix('*').is_some_and(|suffix| {
+                        suffix.starts_with('.')
+                            && host.len() > suffix.len()
+                            && host
+                                .to_ascii_lowercase()
+                                .ends_with(&suffix.to_ascii_lowercase())
+                    });
+                host_ok && (pp == "*" || pp == port)
             });
             if !ok {
                 return refuse(format!("network destination {dest}"));
@@ -239,7 +248,11 @@ mod tests {
     fn policy_refuses_what_it_does_not_list() {
         let policy = Policy {
             grant_dirs: vec!["/srv/data".into()],
-            grant_network: vec!["api.svc:443".into(), "db:*".into()],
+            grant_network: vec![
+                "api.svc:443".into(),
+                "db:*".into(),
+                "*.example.com:443".into(),
+            ],
             grant_env: false,
         };
         let caps = |dirs: Vec<&str>, net: Vec<&str>| Capabilities {
@@ -267,6 +280,26 @@ mod tests {
         );
         assert!(policy.check(&caps(vec!["/etc"], vec![])).is_err());
         assert!(policy.check(&caps(vec![], vec!["evil:443"])).is_err());
+        assert!(
+            policy
+                .check(&caps(vec![], vec!["a.example.com:443"]))
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check(&caps(vec![], vec!["example.com:443"]))
+                .is_err()
+        );
+        assert!(
+            policy
+                .check(&caps(vec![], vec!["evilexample.com:443"]))
+                .is_err()
+        );
+        assert!(
+            policy
+                .check(&caps(vec![], vec!["a.example.com:80"]))
+                .is_err()
+        );
         let mut env = caps(vec![], vec![]);
         env.env.insert("A".into(), "b".into());
         assert!(policy.check(&env).is_err());

@@ -205,3 +205,81 @@ fn an_infeasible_request_fails_fast_with_a_hint() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "task ran with GPU ids [0]\n");
 }
+
+/// A manifest file with `text` in it.
+fn manifest(text: &str) -> PathBuf {
+    let path = scratch(b"");
+    let path = path.with_extension("toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_manifest_grants_capabilities_and_a_bad_one_is_refused_before_running() {
+    // Without a manifest the guest sees no environment.
+    let out = fabric(&["run", programs::HOSTILE, "--", "env"]);
+    assert_eq!(
+        text(&out.stdout),
+        "task sees env []\ndriver sees env []\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // A manifest grants one variable.
+    let m = manifest("[capabilities]\nenv = { MODE = \"cli\" }\n");
+    let out = fabric(&[
+        "run",
+        "--manifest",
+        m.to_str().unwrap(),
+        programs::HOSTILE,
+        "--",
+        "env",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "task sees env [\"MODE\"]\ndriver sees env [\"MODE\"]\n"
+    );
+    // A typo is an error naming the key, before anything runs.
+    let bad = manifest("[limits]\nmemroy = \"1 GiB\"\n");
+    let out = fabric(&[
+        "run",
+        "--manifest",
+        bad.to_str().unwrap(),
+        programs::HOSTILE,
+        "--",
+        "env",
+    ]);
+    assert_refused(&out, &["invalid job manifest", "memroy"]);
+    // A limit from the manifest reaches the guest's calls.
+    let tight = manifest("[limits]\nwall-time = \"1s\"\n");
+    let out = fabric(&[
+        "run",
+        "--manifest",
+        tight.to_str().unwrap(),
+        programs::HOSTILE,
+        "--",
+        "sleep-forever",
+    ]);
+    assert_eq!(text(&out.stdout), "nap: limit-exceeded wall-time 1000\n");
+}
+
+#[test]
+fn node_settings_files_reject_unknown_keys_and_cap_manifests() {
+    let settings = manifest("[max-limits]\nmemory = \"128 MiB\"\n");
+    let greedy = manifest("[limits]\nmemory = \"1 GiB\"\n");
+    let out = fabric(&[
+        "run",
+        "--config",
+        settings.to_str().unwrap(),
+        "--manifest",
+        greedy.to_str().unwrap(),
+        programs::HOSTILE,
+        "--",
+        "env",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("above the operator's cap"), "{err}");
+    let typo = manifest("[limitz]\n");
+    let out = fabric(&["run", "--config", typo.to_str().unwrap(), programs::HOSTILE]);
+    assert_refused(&out, &["invalid node settings", "limitz"]);
+}

@@ -124,6 +124,12 @@ fn a_node_that_joins_mid_job_receives_work() {
     }
     let newcomer = c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
     assert!(job.wait().unwrap().success());
+    // The reader thread may still be draining the pipe.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.lock().unwrap().iter().any(|l| l.starts_with("node ")) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = lines.lock().unwrap().join("\n");
     assert!(
         nodes_that_ran(&out).contains(&c.nodes[newcomer].id),
@@ -193,4 +199,141 @@ fn cluster_commands_fail_clearly_without_a_head() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot join the cluster"), "{err}");
+}
+
+/// Auth across real processes: the head made an admin token on its first
+/// start; tenants get tokens from `fabric tenant add`; every client call
+/// needs one; a tenant sees only its own jobs and logs; a worker needs the
+/// cluster's join file.
+#[test]
+fn tenants_need_tokens_and_see_only_their_own_jobs() {
+    let c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "2", "--num-gpus", "0"],
+    );
+    let security = c.dir.join("node0/security");
+    use std::os::unix::fs::PermissionsExt;
+    for secret in ["admin.token", "cluster.join", "tokens.toml"] {
+        let mode = std::fs::metadata(security.join(secret))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret} must be private");
+    }
+    let add = |name: &str, extra: &[&str]| {
+        let mut args = vec!["tenant", "add", name, "--address", c.head_address()];
+        args.extend_from_slice(extra);
+        let out = c.fabric(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .nth(1)
+            .map(|l| l.trim().to_string())
+            .expect("the token line")
+    };
+    let alice = add("alice", &[]);
+    let mallory = add("mallory", &["--cpus", "1", "--jobs", "2"]);
+
+    let submit_as = |token: &str, args: &[&str]| {
+        let mut all = vec![
+            "submit",
+            "--address",
+            c.head_address(),
+            programs::CLUSTER,
+            "--",
+        ];
+        all.extend_from_slice(args);
+        c.fabric_as(token, &all)
+    };
+    let out = submit_as(&alice, &["fan-out", "20"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("tasks 20\n"));
+    let started = String::from_utf8_lossy(&out.stderr).into_owned();
+    let job = started
+        .split_whitespace()
+        .nth(1)
+        .expect("`job <id> started` on stderr")
+        .to_string();
+
+    // Alice reads her job's logs; mallory gets not-found, as for no job.
+    let logs = c.fabric_as(&alice, &["logs", &job, "--address", c.head_address()]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("tasks 20"));
+    let stolen = c.fabric_as(&mallory, &["logs", &job, "--address", c.head_address()]);
+    let err = String::from_utf8_lossy(&stolen.stderr);
+    assert!(
+        !stolen.status.success() && err.contains("no such job"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&stolen.stdout).contains("tasks 20"));
+    let status = c.fabric_as(&mallory, &["status", "--address", c.head_address()]);
+    assert!(!String::from_utf8_lossy(&status.stdout).contains(&job));
+
+    // Usage: mallory sees only herself, the admin sees everyone.
+    let usage = |token: &str| {
+        let out = c.fabric_as(token, &["tenant", "usage", "--address", c.head_address()]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mine = usage(&mallory);
+    assert!(
+        mine.contains("mallory") && !mine.contains("alice"),
+        "{mine}"
+    );
+    assert!(mine.contains("cpus=1,jobs=2"), "{mine}");
+    let all = usage(&c.admin_token());
+    assert!(all.contains("alice") && all.contains("mallory"), "{all}");
+
+    // No token, a wrong token, a tenant acting as admin: all refused.
+    let no_token = std::process::Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .args([
+            "status",
+            "--address",
+            c.head_address(),
+            "--data-dir",
+            "/nonexistent",
+        ])
+        .env_remove("FABRIC_TOKEN")
+        .env("FABRIC_CA_CERT", security.join("ca.crt"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&no_token.stderr);
+    assert!(
+        !no_token.status.success() && err.contains("no token"),
+        "{err}"
+    );
+    let wrong = c.fabric_as("fadm_wrong", &["status", "--address", c.head_address()]);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("not valid for this cluster") && err.contains("hint:"),
+        "{err}"
+    );
+    let escalate = c.fabric_as(
+        &mallory,
+        &["tenant", "add", "mallory2", "--address", c.head_address()],
+    );
+    let err = String::from_utf8_lossy(&escalate.stderr);
+    assert!(err.contains("only the admin token"), "{err}");
+
+    // A worker without the join file cannot join.
+    let out = c.fabric(&[
+        "start",
+        "--address",
+        c.head_address(),
+        "--block",
+        "--data-dir",
+        c.dir.join("stranger").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cluster join file"),
+        "{err}"
+    );
 }

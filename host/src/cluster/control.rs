@@ -291,7 +291,7 @@ impl ControlService {
         let jobs = self.head.jobs.lock().unwrap();
         let mut logs = self.head.job_logs.lock().unwrap();
         if logs.len() > jobs.len() {
-            logs.retain(|id, _| jobs.iter().any(|j| &j.job_id == id));
+            logs.retain(|id, _| jobs.iter().any(|j| j.job_id == *id));
         }
     }
 }

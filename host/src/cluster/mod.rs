@@ -62,6 +62,7 @@ use crate::security::{ClusterSecurity, Tokens};
 
 pub use head::HeadState;
 pub use membership::PeerView;
+pub(crate) use quotas::quota_from_pb;
 
 use self::actors::RemoteCall;
 use self::peers::Peer;
