@@ -182,6 +182,19 @@ impl Node {
         impl std::future::Future<Output = JobOutcome> + Send + 'static,
     ) {
         let id = JobId::random();
+        (id, self.start_job_as(id, app, args, logs, options))
+    }
+
+    /// [`Node::start_job_with`] under an id the caller chose (fresh from
+    /// [`JobId::random`]).
+    pub fn start_job_as(
+        &self,
+        id: JobId,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+        options: JobOptions,
+    ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
         let core = self.core.clone();
         let handle = self.core.runtime.spawn(async move {
             let job = match core.prepare_job(id, app, logs, &options, core.id).await {
@@ -217,7 +230,7 @@ impl Node {
                 )),
             })
         };
-        (id, outcome)
+        outcome
     }
 
     /// [`Node::run_job`] with a manifest and a tenant.

@@ -14,7 +14,7 @@ use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::control_server::Control;
 
 use super::convert::{error_to_pb, id_bytes};
-use super::head::{HeadState, JobLog, set_job};
+use super::head::{HeadState, JOBS_WITH_LOGS, JobLog, set_job};
 use super::quotas::{quota_from_pb, quota_to_pb};
 use crate::error::FabricError;
 use crate::logs::{LogSink, LogSource, Stream};
@@ -49,15 +49,11 @@ impl ControlService {
     }
 
     /// Refuses a job over the tenant's quota of running jobs.
-    fn check_job_quota(&self, tenant: &str) -> Result<(), Status> {
+    fn check_job_quota(&self, tenant: &str, jobs: &[pb::JobRecord]) -> Result<(), Status> {
         let Some(max) = self.head.tokens.quota(tenant).jobs else {
             return Ok(());
         };
-        let running = self
-            .head
-            .jobs
-            .lock()
-            .unwrap()
+        let running = jobs
             .iter()
             .filter(|j| j.tenant == tenant && j.status() == pb::job_record::Status::Running)
             .count();
@@ -118,7 +114,8 @@ impl Control for ControlService {
         let who = self.who(&request)?;
         self.head.count("SubmitJob");
         let tenant = who.tenant().to_string();
-        self.check_job_quota(&tenant)?;
+        // Checked before the (slow) load and again when the job is recorded.
+        self.check_job_quota(&tenant, &self.head.jobs.lock().unwrap())?;
         let r = request.into_inner();
         let node = self.head.node();
         let app = node
@@ -132,20 +129,28 @@ impl Control for ControlService {
             log: log.clone(),
         });
         let digest = app.digest().to_string();
-        let options = JobOptions {
-            manifest: r.manifest,
-            tenant: Some(tenant.clone()),
-        };
-        let (job_id, running) = node.start_job_with(app, r.args, sink, options);
+        let job_id = crate::ids::JobId::random();
         let mut record = pb::JobRecord {
             job_id: id_bytes(job_id.as_u128()),
             digest,
             driver_node: id_bytes(node.id().as_u128()),
             started_ms: now_ms(),
-            tenant,
+            tenant: tenant.clone(),
             ..Default::default()
         };
         record.set_status(pb::job_record::Status::Running);
+        {
+            // Check and record under one lock: two racing submits cannot
+            // both take the last slot of the quota.
+            let mut jobs = self.head.jobs.lock().unwrap();
+            self.check_job_quota(&tenant, &jobs)?;
+            jobs.push(record.clone());
+        }
+        let options = JobOptions {
+            manifest: r.manifest,
+            tenant: Some(tenant.clone()),
+        };
+        let running = node.start_job_as(job_id, app, r.args, sink, options);
         self.head
             .job_logs
             .lock()
@@ -285,13 +290,19 @@ impl Control for ControlService {
 }
 
 impl ControlService {
-    /// Records a job and forgets the logs of jobs no longer remembered.
+    /// Records a job and forgets the logs of all but the most recent jobs.
     fn record(&self, record: pb::JobRecord) {
         set_job(&self.head.jobs, record);
         let jobs = self.head.jobs.lock().unwrap();
         let mut logs = self.head.job_logs.lock().unwrap();
-        if logs.len() > jobs.len() {
-            logs.retain(|id, _| jobs.iter().any(|j| j.job_id == *id));
+        if logs.len() > JOBS_WITH_LOGS {
+            let recent: Vec<&bytes::Bytes> = jobs
+                .iter()
+                .rev()
+                .take(JOBS_WITH_LOGS)
+                .map(|j| &j.job_id)
+                .collect();
+            logs.retain(|id, _| recent.contains(&id));
         }
     }
 }

@@ -47,21 +47,31 @@ pub struct HeadState {
 
 /// Lines of one job's output kept at the head.
 const JOB_LOG_LINES: usize = 10_000;
+/// Bytes of one job's output kept at the head.
+const JOB_LOG_BYTES: usize = 1 << 20;
+/// Jobs whose output the head keeps (the most recent).
+pub(super) const JOBS_WITH_LOGS: usize = 100;
 
-/// The most recent output of one job.
+/// The most recent output of one job (at most [`JOB_LOG_LINES`] lines and
+/// [`JOB_LOG_BYTES`] bytes: older lines are dropped and counted).
 #[derive(Default)]
 pub(super) struct JobLog {
     pub lines: std::collections::VecDeque<pb::LogLine>,
     pub dropped: u64,
+    bytes: usize,
 }
 
 impl JobLog {
     pub(super) fn push(&mut self, line: pb::LogLine) {
-        if self.lines.len() == JOB_LOG_LINES {
-            self.lines.pop_front();
+        self.bytes += line.line.len() + line.prefix.len();
+        self.lines.push_back(line);
+        while self.lines.len() > JOB_LOG_LINES || self.bytes > JOB_LOG_BYTES {
+            let Some(old) = self.lines.pop_front() else {
+                break;
+            };
+            self.bytes -= old.line.len() + old.prefix.len();
             self.dropped += 1;
         }
-        self.lines.push_back(line);
     }
 }
 
