@@ -220,7 +220,7 @@ impl Node {
                 result,
             }
         });
-        let outcome = async move {
+        async move {
             handle.await.unwrap_or_else(|e| JobOutcome {
                 job_id: id,
                 result: Err(FabricError::failure(
@@ -229,8 +229,7 @@ impl Node {
                     format!("the driver stopped: {e}"),
                 )),
             })
-        };
-        outcome
+        }
     }
 
     /// [`Node::run_job`] with a manifest and a tenant.
