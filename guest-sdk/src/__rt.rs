@@ -151,7 +151,7 @@ fn flush_output() {
 fn to_output(r: Returned) -> Output {
     Output {
         value: r.0.bytes,
-        nested: r.0.nested.iter().map(|n| n.handle.clone()).collect(),
+        nested: r.0.nested.iter().map(|n| n.handle().clone()).collect(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Object references and the calls that use them: `put`, `get`, `wait`.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::time::Duration;
@@ -42,15 +42,44 @@ pub(crate) fn id_to_wit(id: u128) -> Id {
 
 /// The host handle behind an [`ObjectRef`]; dropping it releases the reference.
 pub(crate) struct RefInner {
-    pub(crate) handle: host::ObjectRef,
+    /// Set at once, or (for a reference decoded from a value) by the
+    /// decoder, which adopts all of a value's references in one host call.
+    handle: OnceCell<host::ObjectRef>,
     id: Cell<Option<u128>>,
 }
 
 impl RefInner {
     pub(crate) fn new(handle: host::ObjectRef) -> Rc<Self> {
         Rc::new(RefInner {
-            handle,
+            handle: OnceCell::from(handle),
             id: Cell::new(None),
+        })
+    }
+
+    /// A reference to `id` whose handle [`value::decode`] adopts later.
+    pub(crate) fn unadopted(id: u128) -> Rc<Self> {
+        Rc::new(RefInner {
+            handle: OnceCell::new(),
+            id: Cell::new(Some(id)),
+        })
+    }
+
+    /// Gives an unadopted reference its handle (a second one is dropped).
+    pub(crate) fn set_handle(&self, handle: host::ObjectRef) {
+        let _ = self.handle.set(handle);
+    }
+
+    pub(crate) fn handle(&self) -> &host::ObjectRef {
+        // Only code running inside a `Deserialize` can see a reference
+        // before its decoder adopted it; adopt it alone then.
+        self.handle.get_or_init(|| {
+            host::adopt(id_to_wit(self.id())).unwrap_or_else(|e| {
+                panic!(
+                    "object {:032x} cannot be adopted: {}",
+                    self.id(),
+                    crate::Error::from(e)
+                )
+            })
         })
     }
 
@@ -58,7 +87,7 @@ impl RefInner {
         if let Some(id) = self.id.get() {
             return id;
         }
-        let id = id_from_wit(self.handle.id());
+        let id = id_from_wit(self.handle().id());
         self.id.set(Some(id));
         id
     }
@@ -127,16 +156,15 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let id = value::deserialize_id(EXT_OBJECT_REF, d)?;
-        let handle =
-            host::adopt(id_to_wit(id)).map_err(|e| D::Error::custom(crate::Error::from(e)))?;
-        Ok(ObjectRef::from_handle(handle))
+        let inner = value::adopt_later(id).map_err(D::Error::custom)?;
+        Ok(ObjectRef::from_inner(inner))
     }
 }
 
 /// Stores `value` in the object store and returns a reference to it.
 pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
     let enc = value::encode(value)?;
-    let nested: Vec<&host::ObjectRef> = enc.nested.iter().map(|r| &r.handle).collect();
+    let nested: Vec<&host::ObjectRef> = enc.nested.iter().map(|r| r.handle()).collect();
     let handle = host::put(&enc.bytes, &nested)?;
     Ok(ObjectRef::from_handle(handle))
 }
@@ -179,13 +207,13 @@ fn millis(t: Option<Duration>) -> Option<u64> {
 /// A task that waits here gives its CPU back to the node meanwhile, so
 /// nested tasks can run even on a one-CPU node.
 pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
-    let bytes = host::get(&r.inner.handle, None)?;
+    let bytes = host::get(r.inner.handle(), None)?;
     value::decode(&bytes)
 }
 
 /// Like [`get`], failing with [`crate::Error::Timeout`] after `timeout`.
 pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
-    let bytes = host::get(&r.inner.handle, millis(Some(timeout)))?;
+    let bytes = host::get(r.inner.handle(), millis(Some(timeout)))?;
     value::decode(&bytes)
 }
 
@@ -206,7 +234,7 @@ fn get_all_inner<T: DeserializeOwned>(
     refs: &[ObjectRef<T>],
     timeout: Option<Duration>,
 ) -> Result<Vec<T>> {
-    let handles: Vec<&host::ObjectRef> = refs.iter().map(|r| &r.inner.handle).collect();
+    let handles: Vec<&host::ObjectRef> = refs.iter().map(|r| r.inner.handle()).collect();
     let values = host::get_many(&handles, millis(timeout))?;
     values.iter().map(|b| value::decode(b)).collect()
 }
@@ -222,7 +250,7 @@ pub fn wait<T>(
     num_ready: usize,
     timeout: Option<Duration>,
 ) -> Result<ReadySplit<T>> {
-    let handles: Vec<&host::ObjectRef> = refs.iter().map(|r| &r.inner.handle).collect();
+    let handles: Vec<&host::ObjectRef> = refs.iter().map(|r| r.inner.handle()).collect();
     let num = u32::try_from(num_ready)
         .map_err(|_| crate::Error::InvalidArgument("num_ready is too large".into()))?;
     let ready_idx = host::wait(&handles, num, millis(timeout))?;
@@ -242,6 +270,6 @@ pub fn wait<T>(
 
 /// Cancels the task that produces `r`: it never starts, or stops now.
 pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
-    host::cancel(&r.inner.handle)?;
+    host::cancel(r.inner.handle())?;
     Ok(())
 }

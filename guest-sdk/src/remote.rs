@@ -243,10 +243,10 @@ impl ArgList {
             .into_iter()
             .filter_map(|a| match a {
                 EncodedArg::Value(v) => Some(host::Arg::Value(v)),
-                EncodedArg::Ref(_) => next_ref.next().map(|r| host::Arg::Object(&r.handle)),
+                EncodedArg::Ref(_) => next_ref.next().map(|r| host::Arg::Object(r.handle())),
             })
             .collect();
-        let nested: Vec<&host::ObjectRef> = nested.iter().map(|r| &r.handle).collect();
+        let nested: Vec<&host::ObjectRef> = nested.iter().map(|r| r.handle()).collect();
         f(&args, &nested)
     }
 }

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::__bindings::fabric::core::host;
 use crate::error::{Error, Result};
 use crate::object::RefInner;
 
@@ -22,6 +23,8 @@ pub(crate) const EXT_ACTOR: i8 = 2;
 
 thread_local! {
     static NESTED: RefCell<Option<Vec<Rc<RefInner>>>> = const { RefCell::new(None) };
+    /// References decoded by the running [`decode`], adopted when it ends.
+    static UNADOPTED: RefCell<Option<Vec<Rc<RefInner>>>> = const { RefCell::new(None) };
 }
 
 /// An encoded value and the references it nests.
@@ -50,14 +53,47 @@ pub(crate) fn note_nested(r: &Rc<RefInner>) {
     });
 }
 
-/// Decodes a value.
+/// Decodes a value; the object references inside it are adopted together,
+/// in one host call, once it is decoded.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| {
+    let outer = UNADOPTED.with(|u| u.borrow_mut().replace(Vec::new()));
+    let value = rmp_serde::from_slice(bytes);
+    let unadopted = UNADOPTED
+        .with(|u| std::mem::replace(&mut *u.borrow_mut(), outer))
+        .unwrap_or_default();
+    let value = value.map_err(|e| {
         Error::Value(format!(
             "cannot decode value as {}: {e}",
             std::any::type_name::<T>()
         ))
-    })
+    })?;
+    if !unadopted.is_empty() {
+        let ids: Vec<_> = unadopted
+            .iter()
+            .map(|r| crate::object::id_to_wit(r.id()))
+            .collect();
+        let handles = host::adopt_many(&ids)?;
+        for (r, h) in unadopted.iter().zip(handles) {
+            r.set_handle(h);
+        }
+    }
+    Ok(value)
+}
+
+/// Called by `ObjectRef`'s `Deserialize`: a reference to `id`, adopted at
+/// the end of the running [`decode`] (or now, outside one).
+pub(crate) fn adopt_later(id: u128) -> Result<Rc<RefInner>> {
+    let deferred = UNADOPTED.with(|u| {
+        u.borrow_mut().as_mut().map(|list| {
+            let r = RefInner::unadopted(id);
+            list.push(r.clone());
+            r
+        })
+    });
+    match deferred {
+        Some(r) => Ok(r),
+        None => Ok(RefInner::new(host::adopt(crate::object::id_to_wit(id))?)),
+    }
 }
 
 /// The MessagePack extension wrapper rmp-serde recognizes by name.

@@ -109,6 +109,13 @@ impl NodeConfig {
 /// assert_eq!(cfg.limits.memory, 512 << 20);
 /// assert_eq!(cfg.max_limits.unwrap().memory, 1 << 30);
 /// assert!(NodeFile::parse("[limit]\nmemory = 1").is_err());
+///
+/// // A dense node: 100,000 small instances.
+/// let dense = NodeFile::parse("[instances]\nmax = 100000\nmax-memory = \"64 MiB\"").unwrap();
+/// let mut cfg = NodeConfig::default();
+/// dense.apply(&mut cfg).unwrap();
+/// assert_eq!(cfg.engine.max_instances, 100_000);
+/// assert_eq!(cfg.limits.memory, 64 << 20);
 /// ```
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -122,6 +129,22 @@ pub struct NodeFile {
     /// Bounds on compiling a component (`time = "60s"`, `memory = "4 GiB"`).
     #[serde(default)]
     pub compile: Option<CompileBounds>,
+    /// Sizing of the instance pool (`max = 100000`, `max-memory = "64 MiB"`).
+    #[serde(default)]
+    pub instances: Option<InstancePool>,
+}
+
+/// The `[instances]` table of a node settings file: how many instances
+/// (tasks running, actors alive, drivers) the node holds at once, and the
+/// largest linear memory of each. A dense node (say 100,000 actors) needs a
+/// smaller `max-memory` (each slot reserves that much address space) and
+/// `vm.max_map_count` of about 6 per instance.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InstancePool {
+    pub max: Option<u32>,
+    #[serde(default, deserialize_with = "crate::limits::size::option")]
+    pub max_memory: Option<u64>,
 }
 
 /// The `[compile]` table of a node settings file.
@@ -152,6 +175,28 @@ impl NodeFile {
         if let (Some(bounds), Some(sandbox)) = (&self.compile, &mut cfg.engine.compile) {
             sandbox.time = bounds.time.unwrap_or(sandbox.time);
             sandbox.memory = bounds.memory.unwrap_or(sandbox.memory);
+        }
+        let (mut limits, mut caps) = (limits, caps);
+        if let Some(pool) = &self.instances {
+            if let Some(max) = pool.max {
+                if max == 0 {
+                    return Err(NodeError::Config(
+                        "[instances] max must be at least 1".into(),
+                    ));
+                }
+                cfg.engine.max_instances = max;
+            }
+            if let Some(mem) = pool.max_memory {
+                if !(1 << 20..=4 << 30).contains(&mem) {
+                    return Err(NodeError::Config(
+                        "[instances] max-memory must be between 1 MiB and 4 GiB".into(),
+                    ));
+                }
+                cfg.engine.max_instance_memory = mem;
+                // No job may ask for more memory than a slot holds.
+                limits.memory = limits.memory.min(mem);
+                caps.memory = caps.memory.min(mem);
+            }
         }
         cfg.limits = limits;
         cfg.max_limits = Some(caps);

@@ -52,7 +52,9 @@ pub struct Limits {
     pub result_bytes: u64,
     /// Bytes of one `put`.
     pub object_bytes: u64,
-    /// Tasks a job may have submitted and not yet finished.
+    /// Tasks a job may have submitted and not yet finished. It also sizes
+    /// the handle table of each instance: a guest may hold this many refs
+    /// plus 100,000.
     pub pending_tasks: u64,
     /// Bytes of stdout and stderr one call may write.
     pub log_bytes: u64,

@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::buffers::BufferPool;
@@ -49,6 +48,22 @@ use crate::tenants::{TenantAccount, TenantLedger};
 /// Called once when a pending object becomes ready (or fails).
 pub trait ReadyListener: Send + Sync {
     fn on_ready(&self);
+
+    /// True once nobody waits on this listener any more: the store may
+    /// drop it unfired (so a guest that waits with a timeout in a loop
+    /// cannot grow an object's listener list without bound).
+    fn is_done(&self) -> bool {
+        false
+    }
+}
+
+/// Adds `l` to `listeners`, first dropping listeners nobody waits on when
+/// the list reaches a power of two (amortized O(1) per push).
+fn push_listener(listeners: &mut Vec<Listener>, l: Listener) {
+    if listeners.len() >= 16 && listeners.len().is_power_of_two() {
+        listeners.retain(|l| !l.listener.is_done());
+    }
+    listeners.push(l);
 }
 
 /// What the store needs from the cluster: fetching values that live on other
@@ -125,7 +140,7 @@ impl Entry {
 }
 
 struct Inner {
-    entries: DashMap<ObjectId, Arc<Entry>>,
+    entries: crate::ids::IdMap<ObjectId, Arc<Entry>>,
     used: AtomicI64,
     capacity: i64,
     buffers: BufferPool,
@@ -289,7 +304,7 @@ impl ObjectStore {
     fn build(capacity: u64, ledger: Option<Arc<TenantLedger>>) -> Self {
         ObjectStore {
             inner: Arc::new(Inner {
-                entries: DashMap::new(),
+                entries: Default::default(),
                 used: AtomicI64::new(0),
                 capacity: capacity.min(i64::MAX as u64) as i64,
                 // Keep up to a quarter of the store (at most 4 GiB) in recycled
@@ -728,10 +743,13 @@ impl ObjectRef {
     pub fn on_settled(&self, listener: Arc<dyn ReadyListener>) -> bool {
         match &mut *self.entry.state.lock().unwrap() {
             State::Pending { listeners } => {
-                listeners.push(Listener {
-                    listener,
-                    wants_value_here: false,
-                });
+                push_listener(
+                    listeners,
+                    Listener {
+                        listener,
+                        wants_value_here: false,
+                    },
+                );
                 true
             }
             _ => false,
@@ -743,10 +761,13 @@ impl ObjectRef {
     pub fn on_ready(&self, listener: Arc<dyn ReadyListener>) -> bool {
         let registered = match &mut *self.entry.state.lock().unwrap() {
             State::Pending { listeners } | State::Elsewhere { listeners, .. } => {
-                listeners.push(Listener {
-                    listener,
-                    wants_value_here: true,
-                });
+                push_listener(
+                    listeners,
+                    Listener {
+                        listener,
+                        wants_value_here: true,
+                    },
+                );
                 true
             }
             State::Ready { .. } | State::Freed => false,
@@ -840,6 +861,8 @@ pub(crate) struct ReadyCounter {
     ready: AtomicUsize,
     needed: usize,
     notify: Notify,
+    /// Set when the waiter stopped waiting (done or timed out).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl ReadyCounter {
@@ -848,7 +871,13 @@ impl ReadyCounter {
             ready: AtomicUsize::new(already_ready),
             needed,
             notify: Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The waiter is gone: listeners still registered may be dropped.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
     }
 
     pub(crate) fn add_ready(&self, n: usize) {
@@ -873,6 +902,10 @@ impl ReadyListener for ReadyCounter {
         if self.ready.fetch_add(1, Ordering::AcqRel) + 1 >= self.needed {
             self.notify.notify_one();
         }
+    }
+
+    fn is_done(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.ready.load(Ordering::Acquire) >= self.needed
     }
 }
 
@@ -960,5 +993,33 @@ mod tests {
         assert_eq!(counter.ready.load(Ordering::Acquire), 1);
         assert!(!p.on_ready(counter.clone()), "already ready");
         assert_eq!(p.try_get(), Some(Err(FabricError::Cancelled)));
+    }
+
+    #[test]
+    fn waits_that_gave_up_do_not_pile_up_listeners() {
+        let store = ObjectStore::new(1000);
+        let p = store.create_pending(ObjectId::random(), JobId::random());
+        // A guest polling `wait(.., timeout 0)` on an object that never
+        // becomes ready: each wait registers, then gives up.
+        for _ in 0..100_000 {
+            let counter = ReadyCounter::new(0, 1);
+            assert!(p.on_ready(counter.clone()));
+            counter.close();
+        }
+        let listeners = match &*p.entry.state.lock().unwrap() {
+            State::Pending { listeners } => listeners.len(),
+            _ => unreachable!("still pending"),
+        };
+        assert!(listeners <= 32, "{listeners} listeners kept");
+        // A live waiter is never dropped.
+        let live = ReadyCounter::new(0, 1);
+        assert!(p.on_ready(live.clone()));
+        for _ in 0..1000 {
+            let counter = ReadyCounter::new(0, 1);
+            p.on_ready(counter.clone());
+            counter.close();
+        }
+        store.fulfill(p.id(), Ok(Bytes::new()), vec![]);
+        assert_eq!(live.ready.load(Ordering::Acquire), 1);
     }
 }

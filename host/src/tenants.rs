@@ -188,7 +188,7 @@ pub struct TenantLedger {
     accounts: DashMap<Arc<str>, Arc<TenantAccount>>,
     /// The account of every job this node has seen (kept after the job ends:
     /// its objects and detached actors may outlive it).
-    jobs: DashMap<JobId, Arc<TenantAccount>>,
+    jobs: crate::ids::IdMap<JobId, Arc<TenantAccount>>,
 }
 
 impl TenantLedger {

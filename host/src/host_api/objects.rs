@@ -78,6 +78,9 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     host.func_wrap("adopt", |mut store: Ctx, (id,): (Id,)| {
         Ok((adopt(store.data_mut(), id)?,))
     })?;
+    host.func_wrap("adopt-many", |mut store: Ctx, (ids,): (Vec<Id>,)| {
+        Ok((adopt_many(store.data_mut(), ids)?,))
+    })?;
     Ok(())
 }
 
@@ -197,17 +200,32 @@ async fn wait(
     num_ready: u32,
     timeout: Option<u64>,
 ) -> HostResult<Vec<u32>> {
+    if num_ready as usize > objs.len() {
+        return fail(FabricError::InvalidArgument(format!(
+            "num_ready ({num_ready}) is larger than the number of objects ({})",
+            objs.len()
+        )));
+    }
+    let needed = num_ready as usize;
+    // Fast path: enough are ready already. Scan in order and stop at the
+    // `needed`-th, without taking references or registering listeners (a
+    // loop of `wait(.., 1)` over tasks finishing in order stays O(1) here).
+    let mut ready = Vec::with_capacity(needed);
+    for (i, o) in objs.iter().enumerate() {
+        if ready.len() == needed {
+            break;
+        }
+        if state.table.get(o)?.is_ready() {
+            ready.push(i as u32);
+        }
+    }
+    if ready.len() == needed {
+        return Ok(Ok(ready));
+    }
     let refs = objs
         .iter()
         .map(|o| Ok(state.table.get(o)?.clone()))
         .collect::<wasmtime::Result<Vec<ObjectRef>>>()?;
-    if num_ready as usize > refs.len() {
-        return fail(FabricError::InvalidArgument(format!(
-            "num_ready ({num_ready}) is larger than the number of objects ({})",
-            refs.len()
-        )));
-    }
-    let needed = num_ready as usize;
     let counter = ReadyCounter::new(0, needed);
     let already = refs.iter().filter(|r| !r.on_ready(counter.clone())).count();
     counter.add_ready(already);
@@ -224,6 +242,7 @@ async fn wait(
         drop(blocked);
         state.blocked += waited.elapsed();
     }
+    counter.close();
     let ready = refs
         .iter()
         .enumerate()
@@ -234,20 +253,43 @@ async fn wait(
     Ok(Ok(ready))
 }
 
-fn adopt(state: &mut InstanceState, id: Id) -> HostResult<Resource<ObjectRef>> {
-    let exec = state.exec()?;
+/// A new reference to object `id` for the calling job. Another tenant's
+/// object is not found, exactly as a missing one.
+fn adopt_one(
+    exec: &crate::runtime::instance::ExecContext,
+    id: Id,
+) -> Result<ObjectRef, FabricError> {
     let id = ObjectId::from_wit(id);
-    // Another tenant's object is not found, exactly as a missing one.
-    let adopted =
-        exec.core
-            .objects
-            .adopt(id)
-            .and_then(|r| match exec.core.owned_by(&r, &exec.job.tenant) {
-                true => Ok(r),
-                false => Err(FabricError::NotFound(format!("object {id}"))),
-            });
-    match adopted {
+    exec.core
+        .objects
+        .adopt(id)
+        .and_then(|r| match exec.core.owned_by(&r, &exec.job) {
+            true => Ok(r),
+            false => Err(FabricError::NotFound(format!("object {id}"))),
+        })
+}
+
+fn adopt(state: &mut InstanceState, id: Id) -> HostResult<Resource<ObjectRef>> {
+    match adopt_one(state.exec()?, id) {
         Ok(r) => Ok(Ok(state.table.push(r)?)),
         Err(e) => fail(e),
     }
+}
+
+fn adopt_many(state: &mut InstanceState, ids: Vec<Id>) -> HostResult<Vec<Resource<ObjectRef>>> {
+    let exec = state.exec()?;
+    // All or nothing: take every reference before handing any out.
+    let refs = match ids
+        .into_iter()
+        .map(|id| adopt_one(exec, id))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(refs) => refs,
+        Err(e) => return fail(e),
+    };
+    let mut handles = Vec::with_capacity(refs.len());
+    for r in refs {
+        handles.push(state.table.push(r)?);
+    }
+    Ok(Ok(handles))
 }

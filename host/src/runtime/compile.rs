@@ -58,7 +58,22 @@ pub(crate) async fn compile_in_child(
     bytes: &[u8],
 ) -> Result<Vec<u8>, LoadError> {
     let cpu_secs = sandbox.time.as_secs().max(1);
-    let mut child = tokio::process::Command::new(&sandbox.program)
+    let memory = sandbox.memory;
+    let mut command = tokio::process::Command::new(&sandbox.program);
+    // The limits must hold from the child's first instruction: an
+    // allocator that reserves address space at start-up (mimalloc does)
+    // would otherwise commit memory inside reservations made before a
+    // limit set in the child's `main`.
+    // SAFETY: the closure runs between fork and exec and only calls
+    // setrlimit, which is async-signal-safe, on its own stack values.
+    unsafe {
+        command.pre_exec(move || {
+            limit(libc::RLIMIT_CPU, cpu_secs, cpu_secs + 1);
+            limit(libc::RLIMIT_AS, memory, memory);
+            Ok(())
+        });
+    }
+    let mut child = command
         .arg("__compile")
         .arg(format!("--cpu-secs={cpu_secs}"))
         .arg(format!("--memory={}", sandbox.memory))
@@ -133,6 +148,16 @@ pub(crate) async fn compile_in_child(
                 sandbox.memory >> 20
             ))
         }
+        // A thread or mapping the cap refused, reported as a panic.
+        (Some(101), _)
+            if message.contains("Cannot allocate memory")
+                || message.contains("Resource temporarily unavailable") =>
+        {
+            LoadError::CompileBound(format!(
+                "compiling needs more than the {} MiB memory bound",
+                sandbox.memory >> 20
+            ))
+        }
         (_, Some(libc::SIGXCPU | libc::SIGKILL)) => LoadError::CompileBound(format!(
             "compiling took more than the {cpu_secs} s CPU-time bound"
         )),
@@ -160,7 +185,12 @@ pub fn child_main(cpu_secs: u64, memory: u64, settings: &str) -> i32 {
         return 2;
     }
     let mut config = engine_config(&settings);
-    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+    // One thread: no thread pool to start under the address-space cap (its
+    // stacks alone can exceed a small bound), and the CPU bound is the
+    // compile's own time either way.
+    config
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand)
+        .parallel_compilation(false);
     let engine = match wasmtime::Engine::new(&config) {
         Ok(e) => e,
         Err(e) => {

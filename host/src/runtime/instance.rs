@@ -238,9 +238,21 @@ pub(crate) fn new_store(
     .args(args)
     .envs(&job.granted.env);
     grant(&mut wasi, job);
+    // wasmtime caps live handles per store (100,000 by default) and host
+    // table entries (1,000,000), which would trap a driver holding more refs
+    // than that long before its pending-tasks limit: allow that limit plus
+    // room for puts and actors, twice (a `get_all` of every ref it holds
+    // lends each one again for the call).
+    let handles = limits
+        .pending_tasks
+        .saturating_add(100_000)
+        .saturating_mul(2)
+        .min(1 << 27) as usize;
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(handles);
     let state = InstanceState {
         wasi: wasi.build(),
-        table: ResourceTable::new(),
+        table,
         limiter: limiter(limits, Some(job.account.clone())),
         exec: Some(ExecContext {
             core: core.clone(),
@@ -259,6 +271,7 @@ pub(crate) fn new_store(
     // Bounds what one host call can copy out of the guest; our own checks
     // name the exact limit below this.
     store.set_hostcall_fuel(limits.host_call_bytes().min(usize::MAX as u64) as usize);
+    store.set_max_component_handles(handles);
     if core.engine.settings().fuel_metering {
         let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
     }

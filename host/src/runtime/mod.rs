@@ -38,11 +38,11 @@ pub(crate) struct NodeCore {
     pub objects: ObjectStore,
     pub scheduler: Scheduler,
     /// Tasks not finished yet, by the id of their result object.
-    pub tasks: DashMap<ObjectId, Arc<TaskControl>>,
-    pub actors: DashMap<ActorId, Arc<ActorRecord>>,
+    pub tasks: crate::ids::IdMap<ObjectId, Arc<TaskControl>>,
+    pub actors: crate::ids::IdMap<ActorId, Arc<ActorRecord>>,
     /// `(namespace, name)` to actor.
     pub named_actors: DashMap<(String, String), ActorId>,
-    pub jobs: DashMap<crate::ids::JobId, Arc<Job>>,
+    pub jobs: crate::ids::IdMap<crate::ids::JobId, Arc<Job>>,
     /// Per-tenant books: the tenant of every job seen, usage and quotas.
     pub tenants: Arc<crate::tenants::TenantLedger>,
     /// Tasks waiting in the local queue that may move to another node.
@@ -116,12 +116,15 @@ impl NodeCore {
         .await
     }
 
-    /// Whether the object behind `r` belongs to `tenant`. An object of a job
-    /// this node never ran is treated as another tenant's.
-    pub(crate) fn owned_by(&self, r: &crate::object_store::ObjectRef, tenant: &str) -> bool {
-        self.tenants
-            .of_job(r.job())
-            .is_some_and(|a| &*a.name == tenant)
+    /// Whether the object behind `r` belongs to the tenant of `job`. An
+    /// object of a job this node never ran is treated as another tenant's.
+    pub(crate) fn owned_by(&self, r: &crate::object_store::ObjectRef, job: &Job) -> bool {
+        // The common case, an object of the asking job, needs no lookup.
+        r.job() == job.id
+            || self
+                .tenants
+                .of_job(r.job())
+                .is_some_and(|a| a.name == job.tenant)
     }
 
     /// Delivers the outcome of a task or actor call: into the local store,
