@@ -45,6 +45,8 @@
 extern crate self as fabric;
 
 mod actor;
+#[cfg(all(feature = "allocator", target_arch = "wasm32"))]
+mod alloc;
 mod context;
 mod error;
 mod object;
@@ -53,6 +55,10 @@ mod value;
 
 #[doc(hidden)]
 pub mod __rt;
+
+#[cfg(all(feature = "allocator", target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: alloc::FabricAlloc = alloc::FabricAlloc;
 
 /// Bindings generated from `wit/fabric.wit`. Not a stable API.
 #[doc(hidden)]

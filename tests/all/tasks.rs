@@ -204,3 +204,11 @@ async fn a_task_pinned_to_another_node_fails_on_a_lone_node() {
     );
     assert_eq!(lines[1], "soft ok");
 }
+
+/// The SDK's allocator has the host zero large blocks (dropping their
+/// pages): a reused dirty block still reads as zeros, its neighbours keep
+/// their bytes, and a put of it stores zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_zeroed_blocks_are_zero_even_when_reused() {
+    assert_eq!(scenario(1.0, "zeroed-blocks").await, "zeroed true\n");
+}

@@ -2,8 +2,8 @@
 //!
 //! Each capability links its own functions: [`objects`] (object references,
 //! `put`, `get`, `wait`), [`tasks`] (`submit`, `cancel`), [`actors`]
-//! (create, call, kill, look up) and [`context`] (where the code runs, panic
-//! reports). The functions are linked by hand rather than through generated
+//! (create, call, kill, look up), [`context`] (where the code runs, panic
+//! reports) and `memory` (zeroing a large block of guest memory). The functions are linked by hand rather than through generated
 //! traits so that `get` can hand the store's shared [`bytes::Bytes`] straight
 //! to the guest's memory, with no copy on the way.
 //!
@@ -13,6 +13,7 @@
 
 pub(crate) mod actors;
 pub(crate) mod context;
+mod memory;
 pub(crate) mod objects;
 pub(crate) mod tasks;
 
@@ -43,6 +44,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
     tasks::add_to_linker(&mut host)?;
     actors::add_to_linker(&mut host)?;
     context::add_to_linker(&mut host)?;
+    memory::add_to_linker(&mut host)?;
     Ok(())
 }
 
