@@ -23,6 +23,11 @@ unsafe extern "C" {
 }
 
 /// See the module docs.
+///
+/// Only `alloc_zeroed` calls the host: `alloc` and `realloc` also serve
+/// `cabi_realloc`, which runs while the host is lowering a value into this
+/// instance, when calling an import traps ("cannot leave component
+/// instance").
 pub struct FabricAlloc;
 
 // SAFETY: every method forwards to `System` with the caller's arguments;

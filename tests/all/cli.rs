@@ -283,3 +283,28 @@ fn node_settings_files_reject_unknown_keys_and_cap_manifests() {
     let out = fabric(&["run", "--config", typo.to_str().unwrap(), programs::HOSTILE]);
     assert_refused(&out, &["invalid node settings", "limitz"]);
 }
+
+#[test]
+fn node_settings_size_the_instance_pool() {
+    // A small, dense pool still runs jobs; a job's memory limit follows it.
+    let dense = manifest("[instances]\nmax = 64\nmax-memory = \"64 MiB\"\n");
+    let out = fabric(&["run", "--config", dense.to_str().unwrap(), examples::ADD]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let greedy = manifest("[limits]\nmemory = \"1 GiB\"\n");
+    let out = fabric(&[
+        "run",
+        "--config",
+        dense.to_str().unwrap(),
+        "--manifest",
+        greedy.to_str().unwrap(),
+        programs::HOSTILE,
+        "--",
+        "env",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("above the operator's cap"), "{err}");
+    let tiny = manifest("[instances]\nmax-memory = \"1 KiB\"\n");
+    let out = fabric(&["run", "--config", tiny.to_str().unwrap(), examples::ADD]);
+    assert_refused(&out, &["max-memory must be between"]);
+}
