@@ -101,7 +101,9 @@ impl EngineSettings {
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
-            max_instances: 12_000,
+            // Fits the kernel's default vm.max_map_count (65,530) at about six
+            // mappings per live instance.
+            max_instances: 10_000,
             max_instance_memory: 4 << 30,
             async_stack_size: 2 << 20,
             max_wasm_stack: 1 << 20,
