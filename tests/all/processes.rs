@@ -337,3 +337,47 @@ fn tenants_need_tokens_and_see_only_their_own_jobs() {
         "{err}"
     );
 }
+
+/// Chaos: `kill -9` of a worker in the middle of a 1,000-task job. The tasks
+/// it was running are retried on the nodes that are left, and every one of
+/// the 1,000 results is right.
+#[test]
+fn a_worker_killed_mid_job_loses_no_results() {
+    let mut c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "1", "--num-gpus", "0"],
+    );
+    c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
+    c.wait_for_alive(2);
+    let victim = c.nodes[1].id.clone();
+    let (mut job, lines) =
+        c.submit_in_background(programs::CLUSTER, &["survive-kill", "1000", "20"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("submitted"))
+    {
+        assert!(Instant::now() < deadline, "the job did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the worker take some of the work, then kill it.
+    std::thread::sleep(Duration::from_millis(1500));
+    c.kill(1);
+    assert!(
+        job.wait().unwrap().success(),
+        "the job failed; head log:\n{}",
+        c.log(0)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.lock().unwrap().iter().any(|l| l.starts_with("node ")) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = lines.lock().unwrap().join("\n");
+    assert!(out.contains("correct 1000 of 1000"), "{out}");
+    // The killed worker did run some tasks before it died (so the kill
+    // really hit the job), and the rest ran on the head.
+    assert!(nodes_that_ran(&out).contains(&victim), "{out}");
+}

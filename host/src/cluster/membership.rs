@@ -184,7 +184,10 @@ impl Cluster {
             labels: view.get(&self.id).map(|v| &v.labels),
             is_local: true,
         });
-        for v in view.values().filter(|v| v.alive && v.id != self.id) {
+        for v in view
+            .values()
+            .filter(|v| v.alive && v.id != self.id && !self.is_suspect(v.id))
+        {
             let mut available = v.free.clone();
             for _ in 0..QUEUE_ALLOWANCE {
                 available.add(&v.total);
@@ -226,6 +229,27 @@ impl Cluster {
             "no node in the cluster can ever satisfy {{{demand}}}: {}",
             best.missing(demand).join(", ")
         )))
+    }
+
+    /// `node` could not be reached: keep new work off it for a while (two
+    /// death timeouts), until the head declares it dead or it answers again.
+    pub(crate) fn suspect(&self, node: NodeId) {
+        if node != self.id {
+            tracing::debug!(node = %node.short(), "a node is unreachable; placing elsewhere");
+            self.suspects.insert(node, std::time::Instant::now());
+        }
+    }
+
+    fn is_suspect(&self, node: NodeId) -> bool {
+        let window = self.config.node_timeout * 2;
+        match self.suspects.get(&node).map(|t| t.elapsed() < window) {
+            Some(true) => true,
+            Some(false) => {
+                self.suspects.remove(&node);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Everything that depended on a node that died: its borrows, the tasks

@@ -158,6 +158,10 @@ pub(crate) struct Cluster {
     /// Jobs whose work arrived here (one creation per job).
     job_cells: DashMap<JobId, Arc<tokio::sync::OnceCell<Arc<crate::runtime::job::Job>>>>,
     spread_cursor: AtomicUsize,
+    /// Nodes this node could not reach lately, by when: placement skips them
+    /// until the head's verdict comes (dead) or the suspicion expires, so a
+    /// retry does not go back to a node that just crashed.
+    suspects: DashMap<NodeId, std::time::Instant>,
     stop: watch::Sender<bool>,
     /// Set once this node has registered and knows the cluster: peer
     /// messages wait for it (their replies need the senders' addresses).
@@ -298,6 +302,7 @@ pub(crate) async fn join(
         job_cells: DashMap::new(),
         finished_jobs: Default::default(),
         spread_cursor: AtomicUsize::new(0),
+        suspects: DashMap::new(),
         stop,
         registered: watch::channel(false).0,
     });

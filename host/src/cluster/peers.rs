@@ -208,7 +208,10 @@ async fn pump(
             tracing::debug!(to = %to.short(), "the stream to a peer broke");
             // What was in flight on it may be lost: fail over the work sent
             // to that node rather than let its callers wait forever.
+            // It is suspect first, so the retries go to other nodes
+            // rather than back to one that may have crashed.
             if let Some(c) = cluster.upgrade() {
+                c.suspect(to);
                 c.fail_remote_work(to);
             }
         }

@@ -75,7 +75,10 @@ impl Cluster {
     ) {
         let peer = match self.peer(node) {
             Ok(p) => p,
-            Err(e) => return self.task_lost(spec, control, e),
+            Err(e) => {
+                self.suspect(node);
+                return self.task_lost(spec, control, e);
+            }
         };
         peer.add_in_flight(&spec.demand);
         let cluster = self.clone();
@@ -113,6 +116,7 @@ impl Cluster {
             if (!alive || !peer.send(pb::peer_message::Kind::Task(msg)))
                 && let Some((_, rt)) = cluster.remote_tasks.remove(&result)
             {
+                cluster.suspect(node);
                 let e = FabricError::failure(
                     &rt.spec.function,
                     FailureKind::System,

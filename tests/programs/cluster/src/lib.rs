@@ -25,6 +25,7 @@ const SCENARIOS: &[&str] = &[
     "transfer",
     "broadcast",
     "where",
+    "survive-kill",
 ];
 
 /// The node this code runs on.
@@ -36,6 +37,13 @@ fn here() -> String {
 fn where_am_i(sleep_ms: u64) -> String {
     std::thread::sleep(Duration::from_millis(sleep_ms));
     here()
+}
+
+/// `i * i`, slowly, and where it ran.
+#[fabric::remote]
+fn square_slowly(i: u64, sleep_ms: u64) -> (u64, String) {
+    std::thread::sleep(Duration::from_millis(sleep_ms));
+    (i * i, here())
 }
 
 #[fabric::remote(num_gpus = 1)]
@@ -218,6 +226,25 @@ fn main() -> fabric::Result<()> {
                 .remote("shared-tally".to_string(), 7)?;
             let (task_node, actor_node, total) = fabric::get(&r)?;
             println!("task on {task_node} found the named actor on {actor_node}: {total}");
+        }
+        "survive-kill" => {
+            // A node is killed while these run: every result must still be
+            // right (tasks lost with it are retried elsewhere).
+            let n: u64 = arg(1).parse().unwrap_or(1000);
+            let ms: u64 = arg(2).parse().unwrap_or(20);
+            let refs: Vec<_> = (0..n)
+                .map(|i| square_slowly::remote(i, ms))
+                .collect::<fabric::Result<_>>()?;
+            println!("submitted {n}");
+            let results = fabric::get_all(&refs)?;
+            let correct = (0..n)
+                .zip(&results)
+                .filter(|(i, (sq, _))| *sq == i * i)
+                .count();
+            println!("correct {correct} of {n}");
+            for (node, k) in count(results.into_iter().map(|(_, node)| node)) {
+                println!("node {node} ran {k}");
+            }
         }
         "elastic" => {
             // Long tasks: a node that joins while they run gets some.
