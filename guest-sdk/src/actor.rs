@@ -42,7 +42,7 @@ impl<A: ActorClass> ActorHandle<A> {
         self.id
     }
 
-    /// Stops the actor; its queued calls fail with [`Error::ActorDied`].
+    /// Stops the actor; its queued calls fail with [`crate::Error::ActorDied`].
     pub fn kill(&self) -> Result<()> {
         host::kill_actor(id_to_wit(self.id))?;
         Ok(())

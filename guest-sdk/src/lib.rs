@@ -41,6 +41,12 @@
 //! A panic in a task or actor method reaches the caller as
 //! [`Error::TaskFailed`] with kind [`FailureKind::Panic`] and the panic
 //! message.
+//!
+//! The SDK sets the guest's global allocator (cargo feature `allocator`, on
+//! by default): the system allocator, except that large zeroed blocks
+//! (`vec![0u8; n]`) are zeroed by the host, which drops their pages instead
+//! of writing them. A guest with an allocator of its own turns the feature
+//! off (`default-features = false`).
 
 extern crate self as fabric;
 

@@ -8,6 +8,7 @@ use fabric_host::limits::Limits;
 use fabric_host::manifest::Policy;
 use fabric_host::resources::ResourceSet;
 use fabric_host::runtime::compile::CompileSandbox;
+use fabric_host::spill::Spill;
 
 #[derive(Args, Clone, Debug)]
 pub struct NodeArgs {
@@ -32,6 +33,15 @@ pub struct NodeArgs {
     #[arg(long, value_name = "BYTES")]
     pub object_store_memory: Option<u64>,
 
+    /// Where objects that do not fit in the store spill (default: a fresh
+    /// directory under the system's temporary directory).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_spill")]
+    pub spill_dir: Option<std::path::PathBuf>,
+
+    /// Never spill: a put that does not fit fails with a limit error.
+    #[arg(long)]
+    pub no_spill: bool,
+
     /// Operator settings (TOML): default job limits (`[limits]`), the most
     /// a manifest may ask for (`[max-limits]`), what it may grant
     /// (`[policy]`).
@@ -50,6 +60,11 @@ impl NodeArgs {
             memory: self.memory,
             custom: self.resources.clone().unwrap_or_default(),
             object_store_memory: self.object_store_memory,
+            spill: match (&self.spill_dir, self.no_spill) {
+                (_, true) => Spill::Off,
+                (Some(dir), false) => Spill::Dir(dir.clone()),
+                (None, false) => Spill::Temporary,
+            },
             ..NodeConfig::default()
         };
         if local {

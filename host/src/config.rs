@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub custom: ResourceSet,
     /// Object store capacity in bytes (default: 30% of RAM).
     pub object_store_memory: Option<u64>,
+    /// Where values that do not fit go (default: a temporary directory).
+    pub spill: crate::spill::Spill,
     /// Instance pool sizing (for a node with an engine of its own).
     pub engine: EngineSettings,
     /// What a job gets unless its manifest asks for other limits.
@@ -46,6 +48,7 @@ pub struct ResolvedConfig {
     pub total: ResourceSet,
     pub num_gpus: usize,
     pub object_store_memory: u64,
+    pub spill: crate::spill::Spill,
     pub engine: EngineSettings,
     pub limits: Limits,
     pub max_limits: Limits,
@@ -79,6 +82,7 @@ impl NodeConfig {
             total,
             num_gpus: gpus,
             object_store_memory: store,
+            spill: self.spill.clone(),
             engine: self.engine.clone(),
             limits: self.limits.clone(),
             max_limits: self

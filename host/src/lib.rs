@@ -38,6 +38,7 @@ pub mod resources;
 pub mod runtime;
 pub mod scheduler;
 pub mod security;
+pub mod spill;
 pub mod tenants;
 
 pub use config::NodeConfig;

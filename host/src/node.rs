@@ -99,7 +99,11 @@ impl Node {
         let core = NodeCore {
             id: NodeId::random(),
             engine,
-            objects: ObjectStore::with_ledger(resolved.object_store_memory, tenants.clone()),
+            objects: ObjectStore::with_ledger(
+                resolved.object_store_memory,
+                tenants.clone(),
+                resolved.spill.clone(),
+            ),
             scheduler: Scheduler::new(resolved.total.clone(), resolved.num_gpus),
             tasks: Default::default(),
             actors: Default::default(),

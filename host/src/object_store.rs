@@ -33,7 +33,7 @@
 //! # }
 //! ```
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ use tokio::sync::Notify;
 use crate::buffers::BufferPool;
 use crate::error::FabricError;
 use crate::ids::{JobId, NodeId, ObjectId};
+use crate::spill::{Spill, SpillDir};
 use crate::tenants::{TenantAccount, TenantLedger};
 
 /// Called once when a pending object becomes ready (or fails).
@@ -105,9 +106,19 @@ enum State {
         /// References encoded inside the value: kept alive with it.
         nested: Vec<ObjectRef>,
     },
+    /// Ready, with its value written to a spill file to make room; reading
+    /// it loads it back.
+    Spilled {
+        file: std::path::PathBuf,
+        len: usize,
+        nested: Vec<ObjectRef>,
+    },
     /// The last reference went; nothing may complete it any more.
     Freed,
 }
+
+/// Values smaller than this are not worth a spill file.
+const SPILL_MIN: usize = 64 << 10;
 
 struct Entry {
     id: ObjectId,
@@ -128,15 +139,8 @@ struct Entry {
     charged: AtomicI64,
     state: Mutex<State>,
     ready: Notify,
-}
-
-impl Entry {
-    fn value(&self) -> Option<ObjectValue> {
-        match &*self.state.lock().unwrap() {
-            State::Ready { value, .. } => Some(value.clone()),
-            _ => None,
-        }
-    }
+    /// When it was last read or stored, on the store's clock (for LRU).
+    last_used: AtomicU64,
 }
 
 struct Inner {
@@ -146,6 +150,12 @@ struct Inner {
     buffers: BufferPool,
     remote: OnceLock<Arc<dyn RemoteObjects>>,
     ledger: Option<Arc<TenantLedger>>,
+    /// Where values go when they do not fit.
+    spill: Spill,
+    /// The spill directory, made at the first spill.
+    spill_dir: OnceLock<Result<SpillDir, String>>,
+    /// Counts reads and stores: the LRU order.
+    clock: AtomicU64,
 }
 
 impl Inner {
@@ -158,7 +168,12 @@ impl Inner {
         // Freed first, under the lock: nothing can complete (and charge) it after.
         let state = std::mem::replace(&mut *entry.state.lock().unwrap(), State::Freed);
         let charged = entry.charged.swap(0, Ordering::AcqRel);
-        self.used.fetch_sub(charged, Ordering::AcqRel);
+        if let State::Spilled { file, .. } = &state {
+            // Its bytes left memory when it spilled; only the file remains.
+            self.remove_spill_file(file);
+        } else {
+            self.used.fetch_sub(charged, Ordering::AcqRel);
+        }
         if let Some(a) = &entry.account {
             a.uncharge_objects(charged.max(0) as u64);
         }
@@ -200,21 +215,164 @@ impl Inner {
     }
 
     fn charge_store(&self, bytes: i64) -> Result<(), FabricError> {
-        let before = self.used.fetch_add(bytes, Ordering::AcqRel);
-        if before + bytes > self.capacity {
+        let mut spill_error = None;
+        for attempt in 0..2 {
+            let before = self.used.fetch_add(bytes, Ordering::AcqRel);
+            if before + bytes <= self.capacity {
+                return Ok(());
+            }
             self.used.fetch_sub(bytes, Ordering::AcqRel);
+            if attempt == 0 {
+                match self.make_room(before + bytes - self.capacity) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => spill_error = Some(e),
+                }
+            }
             return Err(FabricError::limit(
                 "object-store-memory",
                 self.capacity as u64,
                 format!(
-                    "an object of {} does not fit: {} of {} in use",
+                    "an object of {} does not fit: {} of {} in use{}",
                     crate::resources::fmt_bytes(bytes),
                     crate::resources::fmt_bytes(before),
-                    crate::resources::fmt_bytes(self.capacity)
+                    crate::resources::fmt_bytes(self.capacity),
+                    spill_error
+                        .map(|e| format!(", and spilling to disk failed: {e}"))
+                        .unwrap_or_default()
                 ),
             ));
         }
-        Ok(())
+        unreachable!("the loop returns")
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn spill_dir(&self) -> Result<&SpillDir, String> {
+        self.spill_dir
+            .get_or_init(|| {
+                match &self.spill {
+                    Spill::Temporary => SpillDir::temporary(),
+                    Spill::Dir(p) => SpillDir::at(p.clone()),
+                    Spill::Off => return Err("spilling is off".into()),
+                }
+                .map_err(|e| format!("cannot make the spill directory: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| e.clone())
+    }
+
+    fn remove_spill_file(&self, file: &std::path::Path) {
+        if let Ok(dir) = self.spill_dir() {
+            dir.remove(file);
+        }
+    }
+
+    /// Spills least recently used ready values until `needed` bytes are
+    /// free. `Ok(false)`: not enough to spill. Entries locked by others
+    /// (e.g. the one being completed) are skipped. A value being read right
+    /// now (a guest's `get`, a transfer) stays valid for that reader: its
+    /// bytes are shared, and go when the reader is done.
+    fn make_room(&self, needed: i64) -> Result<bool, String> {
+        if self.spill == Spill::Off || needed > self.capacity {
+            return Ok(false);
+        }
+        let mut candidates: Vec<(u64, Arc<Entry>)> = self
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let entry = e.value();
+                let state = entry.state.try_lock().ok()?;
+                match &*state {
+                    State::Ready { value: Ok(b), .. } if b.len() >= SPILL_MIN => {
+                        Some((entry.last_used.load(Ordering::Relaxed), entry.clone()))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        candidates.sort_by_key(|(t, _)| *t);
+        let mut freed = 0i64;
+        for (_, entry) in candidates {
+            if freed >= needed {
+                break;
+            }
+            let Ok(mut state) = entry.state.try_lock() else {
+                continue;
+            };
+            let State::Ready { value: Ok(b), .. } = &*state else {
+                continue;
+            };
+            let file = self
+                .spill_dir()?
+                .write(entry.id.as_u128(), b)
+                .map_err(|e| e.to_string())?;
+            let len = b.len();
+            let State::Ready { nested, .. } = std::mem::replace(&mut *state, State::Freed) else {
+                unreachable!("matched above")
+            };
+            *state = State::Spilled { file, len, nested };
+            drop(state);
+            self.used.fetch_sub(len as i64, Ordering::AcqRel);
+            freed += len as i64;
+            tracing::debug!(object = %entry.id.short(), bytes = len, "spilled an object to disk");
+        }
+        Ok(freed >= needed)
+    }
+
+    /// The value of a ready or spilled `entry` (loading a spilled one back
+    /// into memory, or, when memory is full of values in use, reading it
+    /// from its file without keeping it), `None` when it is not here.
+    fn value_of(&self, entry: &Entry) -> Option<ObjectValue> {
+        let (file, len) = match &*entry.state.lock().unwrap() {
+            State::Ready { value, .. } => {
+                entry.last_used.store(self.tick(), Ordering::Relaxed);
+                return Some(value.clone());
+            }
+            State::Spilled { file, len, .. } => (file.clone(), *len),
+            _ => return None,
+        };
+        let loaded = self
+            .spill_dir()
+            .and_then(|d| d.read(&file, len).map_err(|e| e.to_string()));
+        let bytes = match loaded {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                // Another reader may have loaded it meanwhile.
+                if let State::Ready { value, .. } = &*entry.state.lock().unwrap() {
+                    return Some(value.clone());
+                }
+                return Some(Err(FabricError::ObjectLost(format!(
+                    "object {} was spilled to disk and cannot be read back: {e}",
+                    entry.id
+                ))));
+            }
+        };
+        if self.charge_store(len as i64).is_ok() {
+            let mut state = entry.state.lock().unwrap();
+            match &mut *state {
+                State::Spilled {
+                    file: f, nested, ..
+                } if *f == file => {
+                    let nested = std::mem::take(nested);
+                    *state = State::Ready {
+                        value: Ok(bytes.clone()),
+                        nested,
+                    };
+                    drop(state);
+                    entry.last_used.store(self.tick(), Ordering::Relaxed);
+                    self.remove_spill_file(&file);
+                }
+                // Loaded by another reader, or freed: give the charge back.
+                _ => {
+                    drop(state);
+                    self.used.fetch_sub(len as i64, Ordering::AcqRel);
+                }
+            }
+        }
+        Some(Ok(bytes))
     }
 
     /// A new reference to a live entry; `None` if it is dying.
@@ -263,9 +421,10 @@ impl Inner {
                 State::Pending { listeners } | State::Elsewhere { listeners, .. } => {
                     std::mem::take(listeners)
                 }
-                State::Ready { .. } | State::Freed => Vec::new(),
+                State::Ready { .. } | State::Spilled { .. } | State::Freed => Vec::new(),
             };
             *state = State::Ready { value, nested };
+            entry.last_used.store(self.tick(), Ordering::Relaxed);
             listeners
         };
         entry.ready.notify_waiters();
@@ -292,16 +451,21 @@ pub struct ObjectRef {
 impl ObjectStore {
     /// A store that holds at most `capacity` bytes of values.
     pub fn new(capacity: u64) -> Self {
-        Self::build(capacity, None)
+        Self::build(capacity, None, Spill::Off)
+    }
+
+    /// A store that spills what does not fit as `spill` says.
+    pub fn with_spill(capacity: u64, spill: Spill) -> Self {
+        Self::build(capacity, None, spill)
     }
 
     /// A store that also charges each tenant (by the job that made an
     /// object) against its quota, and meters its bytes.
-    pub fn with_ledger(capacity: u64, ledger: Arc<TenantLedger>) -> Self {
-        Self::build(capacity, Some(ledger))
+    pub fn with_ledger(capacity: u64, ledger: Arc<TenantLedger>, spill: Spill) -> Self {
+        Self::build(capacity, Some(ledger), spill)
     }
 
-    fn build(capacity: u64, ledger: Option<Arc<TenantLedger>>) -> Self {
+    fn build(capacity: u64, ledger: Option<Arc<TenantLedger>>, spill: Spill) -> Self {
         ObjectStore {
             inner: Arc::new(Inner {
                 entries: Default::default(),
@@ -313,6 +477,9 @@ impl ObjectStore {
                 buffers: BufferPool::new((capacity / 4).min(4 << 30) as usize),
                 remote: OnceLock::new(),
                 ledger,
+                spill,
+                spill_dir: OnceLock::new(),
+                clock: AtomicU64::new(0),
             }),
         }
     }
@@ -342,6 +509,7 @@ impl ObjectStore {
             charged: AtomicI64::new(charged),
             state: Mutex::new(state),
             ready: Notify::new(),
+            last_used: AtomicU64::new(0),
         })
     }
 
@@ -356,6 +524,7 @@ impl ObjectStore {
         charged: i64,
     ) -> ObjectRef {
         let entry = Self::new_entry(id, job, account, home, state, charged);
+        entry.last_used.store(self.inner.tick(), Ordering::Relaxed);
         self.inner.entries.insert(id, entry.clone());
         ObjectRef {
             entry,
@@ -660,19 +829,29 @@ impl ObjectRef {
 
     /// The value if it is here.
     pub fn try_get(&self) -> Option<ObjectValue> {
-        self.entry.value()
+        self.store.value_of(&self.entry)
     }
 
     /// Whether the value is here.
     pub fn is_ready(&self) -> bool {
-        matches!(&*self.entry.state.lock().unwrap(), State::Ready { .. })
+        matches!(
+            &*self.entry.state.lock().unwrap(),
+            State::Ready { .. } | State::Spilled { .. }
+        )
     }
 
     /// Where the value is now.
     pub fn location(&self) -> Location {
-        match &*self.entry.state.lock().unwrap() {
+        let state = self.entry.state.lock().unwrap();
+        match &*state {
             State::Pending { .. } => Location::Pending,
             State::Ready { value, .. } => Location::Ready(value.clone()),
+            State::Spilled { .. } => {
+                drop(state);
+                Location::Ready(self.store.value_of(&self.entry).unwrap_or(Err(
+                    FabricError::ObjectLost(format!("object {} was freed", self.entry.id)),
+                )))
+            }
             State::Elsewhere { at, size, .. } => Location::Elsewhere(at.clone(), *size),
             // Unreachable while a reference exists; say so if it ever is.
             State::Freed => Location::Ready(Err(FabricError::ObjectLost(format!(
@@ -685,7 +864,7 @@ impl ObjectRef {
     /// The references inside the value, when it is here.
     pub fn nested(&self) -> Vec<ObjectRef> {
         match &*self.entry.state.lock().unwrap() {
-            State::Ready { nested, .. } => nested.clone(),
+            State::Ready { nested, .. } | State::Spilled { nested, .. } => nested.clone(),
             _ => Vec::new(),
         }
     }
@@ -722,7 +901,7 @@ impl ObjectRef {
                 let notified = self.entry.ready.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if let Some(v) = self.entry.value() {
+                if let Some(v) = self.store.value_of(&self.entry) {
                     return v;
                 }
                 self.fetch_if_elsewhere();
@@ -770,7 +949,7 @@ impl ObjectRef {
                 );
                 true
             }
-            State::Ready { .. } | State::Freed => false,
+            State::Ready { .. } | State::Spilled { .. } | State::Freed => false,
         };
         if registered {
             self.fetch_if_elsewhere();
@@ -993,6 +1172,61 @@ mod tests {
         assert_eq!(counter.ready.load(Ordering::Acquire), 1);
         assert!(!p.on_ready(counter.clone()), "already ready");
         assert_eq!(p.try_get(), Some(Err(FabricError::Cancelled)));
+    }
+
+    #[test]
+    fn what_does_not_fit_spills_least_recently_used_first_and_comes_back() {
+        let dir = std::env::temp_dir().join(format!("spill-unit-{:x}", rand::random::<u64>()));
+        let store = ObjectStore::with_spill(4 << 20, Spill::Dir(dir.clone()));
+        let job = JobId::random();
+        let value = |i: u8| Bytes::from(vec![i; 1 << 20]);
+        let refs: Vec<ObjectRef> = (0..12u8)
+            .map(|i| store.put(job, value(i), vec![]).unwrap())
+            .collect();
+        assert!(store.used_bytes() <= 4 << 20, "{}", store.used_bytes());
+        let files = || std::fs::read_dir(&dir).unwrap().count();
+        assert!(files() >= 8, "{} spill files", files());
+        // The oldest went first: the newest are still in memory.
+        assert!(matches!(
+            &*refs[11].entry.state.lock().unwrap(),
+            State::Ready { .. }
+        ));
+        assert!(matches!(
+            &*refs[0].entry.state.lock().unwrap(),
+            State::Spilled { .. }
+        ));
+        // Every value reads back right (loading some spills others).
+        for (i, r) in refs.iter().enumerate() {
+            assert_eq!(r.try_get().unwrap().unwrap(), value(i as u8));
+            assert!(r.is_ready());
+        }
+        assert!(store.used_bytes() <= 4 << 20);
+        drop(refs);
+        assert_eq!(files(), 0, "files of freed objects are deleted");
+        assert_eq!(store.used_bytes(), 0);
+        // Too big to ever fit: refused, nothing spilled for it.
+        assert!(
+            store
+                .put(job, Bytes::from(vec![0u8; 5 << 20]), vec![])
+                .is_err()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn with_spilling_off_a_full_store_refuses() {
+        let store = ObjectStore::new(2 << 20);
+        let job = JobId::random();
+        let _a = store
+            .put(job, Bytes::from(vec![1u8; 1 << 20]), vec![])
+            .unwrap();
+        let _b = store
+            .put(job, Bytes::from(vec![2u8; 1 << 20]), vec![])
+            .unwrap();
+        let e = store
+            .put(job, Bytes::from(vec![3u8; 1 << 20]), vec![])
+            .unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{e}");
     }
 
     #[test]

@@ -308,3 +308,48 @@ fn node_settings_size_the_instance_pool() {
     let out = fabric(&["run", "--config", tiny.to_str().unwrap(), examples::ADD]);
     assert_refused(&out, &["max-memory must be between"]);
 }
+
+/// Chaos, memory pressure, with a real node process: a store filled three
+/// times over spills to the given directory, every read is right, and the
+/// files are gone once the job's objects are; with `--no-spill` the same
+/// job fails with the store's limit.
+#[test]
+fn a_node_spills_what_does_not_fit_and_cleans_up() {
+    let dir = std::env::temp_dir().join(format!("fabric-cli-spill-{}", std::process::id()));
+    let out = fabric(&[
+        "run",
+        "--object-store-memory",
+        "8388608",
+        "--spill-dir",
+        dir.to_str().unwrap(),
+        programs::TASKS,
+        "--",
+        "overfill",
+        "24",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("overfill 24 correct 24"),
+        "{}",
+        text(&out.stdout)
+    );
+    let left = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "spill files left in {}", dir.display());
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = fabric(&[
+        "run",
+        "--object-store-memory",
+        "8388608",
+        "--no-spill",
+        programs::TASKS,
+        "--",
+        "overfill",
+        "24",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("does not fit"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -175,9 +175,11 @@ async fn put_bytes_stores_raw_bytes_readable_as_bin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_object_store_refuses_with_a_named_limit_until_objects_are_freed() {
+    // With spilling off: what does not fit is refused.
     let node = node_with(NodeConfig {
         num_cpus: Some(1.0),
         object_store_memory: Some(8 << 20),
+        spill: fabric_host::spill::Spill::Off,
         ..test_config()
     });
     let out = run_ok(&node, programs::TASKS, &["store-full"]).await;
@@ -211,4 +213,32 @@ async fn a_task_pinned_to_another_node_fails_on_a_lone_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_zeroed_blocks_are_zero_even_when_reused() {
     assert_eq!(scenario(1.0, "zeroed-blocks").await, "zeroed true\n");
+}
+
+/// Chaos, memory pressure: a store filled three times over spills its least
+/// recently used objects to disk, every read gets the right bytes back, and
+/// the spill files go with their objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_filled_three_times_over_spills_and_every_read_is_right() {
+    let dir = std::env::temp_dir().join(format!("fabric-spill-test-{}", rand_suffix()));
+    let node = node_with(NodeConfig {
+        num_cpus: Some(1.0),
+        object_store_memory: Some(8 << 20),
+        spill: fabric_host::spill::Spill::Dir(dir.clone()),
+        ..test_config()
+    });
+    let out = run_ok(&node, programs::TASKS, &["overfill", "24"]).await;
+    assert_eq!(out, "overfill 24 correct 24\n");
+    // The job is over: its objects are freed, and their files deleted.
+    crate::support::assert_released(&node).await;
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "spill files left: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }

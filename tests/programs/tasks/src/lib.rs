@@ -29,6 +29,7 @@ const SCENARIOS: &[&str] = &[
     "custom-resource",
     "decode-error",
     "zeroed-blocks",
+    "overfill",
 ];
 
 #[fabric::remote]
@@ -283,6 +284,31 @@ fn main() -> fabric::Result<()> {
                     n as u64 * 1000 + sum % 1000
                 );
             }
+        }
+        "overfill" => {
+            // n objects of 1 MiB, each with its own bytes, on a store that
+            // holds 8 MiB: all stay referenced, so the store must spill.
+            let n: usize = std::env::args()
+                .nth(2)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(24);
+            let fill = |i: usize| -> Vec<u8> {
+                (0..1usize << 20)
+                    .map(|j| ((i * 31 + j) % 251) as u8)
+                    .collect()
+            };
+            let refs = (0..n)
+                .map(|i| fabric::put_bytes(&fill(i)))
+                .collect::<fabric::Result<Vec<_>>>()?;
+            let mut correct = 0;
+            // Twice, in two orders: loading one back spills another.
+            for i in (0..n).chain((0..n).rev()) {
+                let back: serde_bytes::ByteBuf = fabric::get(&refs[i])?;
+                if back.into_vec() == fill(i) && i < n {
+                    correct += 1;
+                }
+            }
+            println!("overfill {n} correct {}", correct / 2);
         }
         "zeroed-blocks" => {
             // Large zeroed blocks are zeroed by the host (the SDK's
