@@ -381,3 +381,51 @@ fn a_worker_killed_mid_job_loses_no_results() {
     // really hit the job), and the rest ran on the head.
     assert!(nodes_that_ran(&out).contains(&victim), "{out}");
 }
+
+/// Chaos: a worker killed and replaced five times while a job runs. Every
+/// kill loses the tasks running there; they are retried (up to 10 times
+/// each, as the job asks) on whatever nodes are alive, and the job
+/// completes with every result right.
+#[test]
+fn a_job_survives_a_worker_killed_and_restarted_five_times() {
+    let mut c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "1", "--num-gpus", "0"],
+    );
+    c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
+    c.wait_for_alive(2);
+    let (mut job, lines) =
+        c.submit_in_background(programs::CLUSTER, &["survive-kill", "1000", "40", "10"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("submitted"))
+    {
+        assert!(Instant::now() < deadline, "the job did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut worker = 1;
+    for round in 0..5 {
+        std::thread::sleep(Duration::from_millis(1000));
+        // Every kill lands while the job runs.
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "the job ended before kill {round}"
+        );
+        worker = c.replace(worker, &["--num-cpus", "2", "--num-gpus", "0"]);
+    }
+    assert!(
+        job.wait().unwrap().success(),
+        "the job failed; head log:\n{}",
+        c.log(0)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.lock().unwrap().iter().any(|l| l.starts_with("node ")) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = lines.lock().unwrap().join("\n");
+    assert!(out.contains("correct 1000 of 1000"), "{out}");
+}

@@ -227,6 +227,15 @@ impl ProcCluster {
         let _ = self.nodes[i].child.wait();
     }
 
+    /// Kills worker `i` (SIGKILL) and starts a new worker with `flags` in
+    /// its place, as a crashed machine that comes back would; returns the
+    /// new worker's index (indices after `i` shift down by one).
+    pub fn replace(&mut self, i: usize, flags: &[&str]) -> usize {
+        self.kill(i);
+        self.nodes.remove(i);
+        self.add(flags)
+    }
+
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
     }

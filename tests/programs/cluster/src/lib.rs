@@ -232,8 +232,10 @@ fn main() -> fabric::Result<()> {
             // right (tasks lost with it are retried elsewhere).
             let n: u64 = arg(1).parse().unwrap_or(1000);
             let ms: u64 = arg(2).parse().unwrap_or(20);
+            let retries: u32 = arg(3).parse().unwrap_or(3);
+            let opts = TaskOptions::new().max_retries(retries);
             let refs: Vec<_> = (0..n)
-                .map(|i| square_slowly::remote(i, ms))
+                .map(|i| square_slowly::options(opts.clone()).remote(i, ms))
                 .collect::<fabric::Result<_>>()?;
             println!("submitted {n}");
             let results = fabric::get_all(&refs)?;
