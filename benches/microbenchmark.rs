@@ -182,6 +182,27 @@ async fn timed(
     ops_secs(&line)
 }
 
+/// A node started with `config` (no GPUs) and the benchmark loaded on it.
+async fn loaded_node(config: NodeConfig, wasm: &[u8]) -> (Node, Arc<AppComponent>) {
+    let node = Node::start(NodeConfig {
+        num_gpus: Some(0),
+        ..config
+    })
+    .expect("node");
+    let app = node.load(wasm).await.expect("load");
+    (node, app)
+}
+
+/// A small instance pool, for the scale envelope's extra nodes: each engine
+/// reserves address space for its pool (4 GiB a slot), and this process
+/// already has the suite's node and may get the dense one.
+fn small_pool() -> EngineSettings {
+    EngineSettings {
+        max_instances: 64,
+        ..EngineSettings::default()
+    }
+}
+
 fn mean_sd(xs: &[f64]) -> (f64, f64) {
     let mean = xs.iter().sum::<f64>() / xs.len() as f64;
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
@@ -248,19 +269,20 @@ fn main() {
         let mut figures: BTreeMap<String, Figure> = BTreeMap::new();
 
         // Ray's suite, on a node shaped like `ray.init()`'s.
-        let node = Node::start(NodeConfig {
-            num_gpus: Some(0),
-            object_store_memory: Some(4 << 30),
-            // Every engine in this process reserves address space for its
-            // instance pool (4 GiB a slot); leave room for the dense node.
-            engine: EngineSettings {
-                max_instances: 1_000,
-                ..EngineSettings::default()
+        let (node, app) = loaded_node(
+            NodeConfig {
+                object_store_memory: Some(4 << 30),
+                // Every engine in this process reserves address space for its
+                // instance pool (4 GiB a slot); leave room for the dense node.
+                engine: EngineSettings {
+                    max_instances: 1_000,
+                    ..EngineSettings::default()
+                },
+                ..NodeConfig::default()
             },
-            ..NodeConfig::default()
-        })
-        .expect("node");
-        let app = node.load(&wasm).await.expect("load");
+            &wasm,
+        )
+        .await;
         let extra = vec![format!("clients={clients}")];
         println!(
             "{:<46} {:>22} {:>10} {:>9}",
@@ -384,25 +406,21 @@ async fn scale(
 
     // A 1 GiB object, put and get, in a guest with room for two copies.
     if want("put_get_object") {
-        let big = Node::start(NodeConfig {
-            num_gpus: Some(0),
-            // A quarter of the store caches freed buffers: room for one 1 GiB.
-            object_store_memory: Some(5 << 30),
-            limits: Limits {
-                memory: 4 << 30,
-                object_bytes: 2 << 30,
-                ..Limits::default()
+        let (big, big_app) = loaded_node(
+            NodeConfig {
+                // A quarter of the store caches freed buffers: room for one 1 GiB.
+                object_store_memory: Some(5 << 30),
+                limits: Limits {
+                    memory: 4 << 30,
+                    object_bytes: 2 << 30,
+                    ..Limits::default()
+                },
+                engine: small_pool(),
+                ..NodeConfig::default()
             },
-            // A small pool: each engine reserves address space for its pool,
-            // and this process already has the suite's node.
-            engine: EngineSettings {
-                max_instances: 64,
-                ..EngineSettings::default()
-            },
-            ..NodeConfig::default()
-        })
-        .expect("node");
-        let big_app = big.load(wasm).await.expect("load");
+            wasm,
+        )
+        .await;
         let (mut puts, mut gets) = (Vec::new(), Vec::new());
         // The first run meets a fresh node (no buffer to reuse); later ones,
         // a node that has held an object of this size before.
@@ -421,18 +439,15 @@ async fn scale(
         drop(big);
         let (pm, ps) = mean_sd(&puts[1..]);
         let (gm, gs) = mean_sd(&gets[1..]);
-        println!(
-            "{:<46} {:>22}   first on a fresh node: {:.2} GB/s",
-            "1 GiB object put",
-            format!("{pm:.2} ± {ps:.2} GB/s"),
-            puts[0]
-        );
-        println!(
-            "{:<46} {:>22}   first on a fresh node: {:.2} GB/s",
-            "1 GiB object get (into the guest)",
-            format!("{gm:.2} ± {gs:.2} GB/s"),
-            gets[0]
-        );
+        for (what, (m, sd), first) in [
+            ("1 GiB object put", (pm, ps), puts[0]),
+            ("1 GiB object get (into the guest)", (gm, gs), gets[0]),
+        ] {
+            println!(
+                "{what:<46} {:>22}   first on a fresh node: {first:.2} GB/s",
+                format!("{m:.2} ± {sd:.2} GB/s")
+            );
+        }
         put("put_1gib_gbps", pm, ps, "GB/s");
         put("get_1gib_gbps", gm, gs, "GB/s");
     }
@@ -440,20 +455,18 @@ async fn scale(
     // A million tasks queued at once behind a task that holds every CPU.
     if want("queued_tasks") {
         let n = args.queued_tasks;
-        let queue = Node::start(NodeConfig {
-            num_gpus: Some(0),
-            limits: Limits {
-                pending_tasks: n as u64 + 16,
-                ..Limits::default()
+        let (queue, queue_app) = loaded_node(
+            NodeConfig {
+                limits: Limits {
+                    pending_tasks: n as u64 + 16,
+                    ..Limits::default()
+                },
+                engine: small_pool(),
+                ..NodeConfig::default()
             },
-            engine: EngineSettings {
-                max_instances: 64,
-                ..EngineSettings::default()
-            },
-            ..NodeConfig::default()
-        })
-        .expect("node");
-        let queue_app = queue.load(wasm).await.expect("load");
+            wasm,
+        )
+        .await;
         let before = rss_bytes();
         reset_peak_rss();
         let gate_secs = 30;
@@ -505,21 +518,22 @@ async fn scale(
             (n * 7).next_power_of_two()
         );
     }
-    let dense = Node::start(NodeConfig {
-        num_gpus: Some(0),
-        engine: EngineSettings {
-            max_instances: n as u32 + 64,
-            max_instance_memory: 64 << 20,
-            ..EngineSettings::default()
+    let (dense, dense_app) = loaded_node(
+        NodeConfig {
+            engine: EngineSettings {
+                max_instances: n as u32 + 64,
+                max_instance_memory: 64 << 20,
+                ..EngineSettings::default()
+            },
+            limits: Limits {
+                memory: 64 << 20,
+                ..Limits::default()
+            },
+            ..NodeConfig::default()
         },
-        limits: Limits {
-            memory: 64 << 20,
-            ..Limits::default()
-        },
-        ..NodeConfig::default()
-    })
-    .expect("dense node");
-    let dense_app = dense.load(wasm).await.expect("load");
+        wasm,
+    )
+    .await;
     let before = rss_bytes();
     let sink = Arc::new(Lines::default());
     let job = {

@@ -535,34 +535,24 @@ impl ObjectStore {
     /// A reference to the live entry for `id`, or to a new one made by
     /// `make`, atomically (two arrivals of one id share one entry).
     fn get_or_insert(&self, id: ObjectId, make: impl FnOnce() -> Arc<Entry>) -> (ObjectRef, bool) {
-        match self.inner.entries.entry(id) {
-            dashmap::Entry::Occupied(mut slot) => match self.inner.revive(slot.get().clone()) {
-                Some(r) => (r, false),
-                None => {
-                    // The old entry is dying; its releaser skips the map.
-                    let entry = make();
-                    slot.insert(entry.clone());
-                    (
-                        ObjectRef {
-                            entry,
-                            store: self.inner.clone(),
-                        },
-                        true,
-                    )
+        let entry = match self.inner.entries.entry(id) {
+            dashmap::Entry::Occupied(mut slot) => {
+                if let Some(r) = self.inner.revive(slot.get().clone()) {
+                    return (r, false);
                 }
-            },
+                // The old entry is dying; its releaser skips the map.
+                let entry = make();
+                slot.insert(entry.clone());
+                entry
+            }
             dashmap::Entry::Vacant(slot) => {
                 let entry = make();
                 slot.insert(entry.clone());
-                (
-                    ObjectRef {
-                        entry,
-                        store: self.inner.clone(),
-                    },
-                    true,
-                )
+                entry
             }
-        }
+        };
+        let store = self.inner.clone();
+        (ObjectRef { entry, store }, true)
     }
 
     /// A pending object that [`ObjectStore::fulfill`] will complete.

@@ -262,14 +262,14 @@ fn a_manifest_grants_capabilities_and_a_bad_one_is_refused_before_running() {
     assert_eq!(text(&out.stdout), "nap: limit-exceeded wall-time 1000\n");
 }
 
-#[test]
-fn node_settings_files_reject_unknown_keys_and_cap_manifests() {
-    let settings = manifest("[max-limits]\nmemory = \"128 MiB\"\n");
+/// A job asking for 1 GiB of memory on a node run with the settings file
+/// `config` fails, naming the operator's cap.
+fn assert_a_1_gib_manifest_is_above_the_cap(config: &std::path::Path) {
     let greedy = manifest("[limits]\nmemory = \"1 GiB\"\n");
     let out = fabric(&[
         "run",
         "--config",
-        settings.to_str().unwrap(),
+        config.to_str().unwrap(),
         "--manifest",
         greedy.to_str().unwrap(),
         programs::HOSTILE,
@@ -279,6 +279,12 @@ fn node_settings_files_reject_unknown_keys_and_cap_manifests() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("above the operator's cap"), "{err}");
+}
+
+#[test]
+fn node_settings_files_reject_unknown_keys_and_cap_manifests() {
+    let settings = manifest("[max-limits]\nmemory = \"128 MiB\"\n");
+    assert_a_1_gib_manifest_is_above_the_cap(&settings);
     let typo = manifest("[limitz]\n");
     let out = fabric(&["run", "--config", typo.to_str().unwrap(), programs::HOSTILE]);
     assert_refused(&out, &["invalid node settings", "limitz"]);
@@ -290,20 +296,7 @@ fn node_settings_size_the_instance_pool() {
     let dense = manifest("[instances]\nmax = 64\nmax-memory = \"64 MiB\"\n");
     let out = fabric(&["run", "--config", dense.to_str().unwrap(), examples::ADD]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let greedy = manifest("[limits]\nmemory = \"1 GiB\"\n");
-    let out = fabric(&[
-        "run",
-        "--config",
-        dense.to_str().unwrap(),
-        "--manifest",
-        greedy.to_str().unwrap(),
-        programs::HOSTILE,
-        "--",
-        "env",
-    ]);
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("above the operator's cap"), "{err}");
+    assert_a_1_gib_manifest_is_above_the_cap(&dense);
     let tiny = manifest("[instances]\nmax-memory = \"1 KiB\"\n");
     let out = fabric(&["run", "--config", tiny.to_str().unwrap(), examples::ADD]);
     assert_refused(&out, &["max-memory must be between"]);
@@ -315,18 +308,15 @@ fn node_settings_size_the_instance_pool() {
 /// job fails with the store's limit.
 #[test]
 fn a_node_spills_what_does_not_fit_and_cleans_up() {
-    let dir = std::env::temp_dir().join(format!("fabric-cli-spill-{}", std::process::id()));
-    let out = fabric(&[
-        "run",
-        "--object-store-memory",
-        "8388608",
-        "--spill-dir",
-        dir.to_str().unwrap(),
-        programs::TASKS,
-        "--",
-        "overfill",
-        "24",
-    ]);
+    // 24 objects of 1 MiB on an 8 MiB store, with `spill` flags.
+    let overfill = |spill: &[&str]| {
+        let mut args = vec!["run", "--object-store-memory", "8388608"];
+        args.extend_from_slice(spill);
+        args.extend_from_slice(&[programs::TASKS, "--", "overfill", "24"]);
+        fabric(&args)
+    };
+    let dir = crate::support::unique_temp_path("cli-spill");
+    let out = overfill(&["--spill-dir", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("overfill 24 correct 24"),
@@ -336,16 +326,7 @@ fn a_node_spills_what_does_not_fit_and_cleans_up() {
     let left = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "spill files left in {}", dir.display());
     let _ = std::fs::remove_dir_all(&dir);
-    let out = fabric(&[
-        "run",
-        "--object-store-memory",
-        "8388608",
-        "--no-spill",
-        programs::TASKS,
-        "--",
-        "overfill",
-        "24",
-    ]);
+    let out = overfill(&["--no-spill"]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("does not fit"),

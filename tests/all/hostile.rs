@@ -262,18 +262,9 @@ async fn another_tenants_named_actor_is_invisible() {
 
 /// A scratch directory under the temp dir (which the arena may grant).
 fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "fabric-hostile-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let dir = crate::support::unique_temp_path(&format!("hostile-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,8 @@
 //! a worker with 2 CPUs and a GPU, a worker with 2 CPUs and `ssd=1`. Jobs go
 //! in with `fabric submit`; each checks where its work ran.
 
+use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::procs::ProcCluster;
@@ -32,6 +34,49 @@ fn nodes_that_ran(out: &str) -> Vec<String> {
         .filter(|l| !l.ends_with(" ran 0"))
         .map(|l| l.split_once(" ran ").unwrap().0.to_string())
         .collect()
+}
+
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// Waits until a job submitted in the background says it submitted its work.
+fn wait_until_started(lines: &Lines) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("submitted"))
+    {
+        assert!(Instant::now() < deadline, "the job did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a finished background job printed, once the reader thread has
+/// drained the pipe (up to its `node ... ran` lines).
+fn output_of(lines: &Lines) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.lock().unwrap().iter().any(|l| l.starts_with("node ")) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lines.lock().unwrap().join("\n")
+}
+
+/// A head with 1 CPU and a worker (index 1) with 2, running the
+/// `survive-kill` scenario with `args`, started.
+fn chaos_job(args: &[&str]) -> (ProcCluster, Child, Lines) {
+    let mut c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "1", "--num-gpus", "0"],
+    );
+    c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
+    c.wait_for_alive(2);
+    let mut all = vec!["survive-kill"];
+    all.extend_from_slice(args);
+    let (job, lines) = c.submit_in_background(programs::CLUSTER, &all);
+    wait_until_started(&lines);
+    (c, job, lines)
 }
 
 /// One cluster for the checks that need no restarts (process starts are slow).
@@ -112,25 +157,10 @@ fn a_node_that_joins_mid_job_receives_work() {
     );
     c.add(&["--num-cpus", "1", "--num-gpus", "0"]);
     let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["elastic", "30", "500"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.starts_with("submitted"))
-    {
-        assert!(Instant::now() < deadline, "the job did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_started(&lines);
     let newcomer = c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
     assert!(job.wait().unwrap().success());
-    // The reader thread may still be draining the pipe.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lines.lock().unwrap().iter().any(|l| l.starts_with("node ")) && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = lines.lock().unwrap().join("\n");
+    let out = output_of(&lines);
     assert!(
         nodes_that_ran(&out).contains(&c.nodes[newcomer].id),
         "the node that joined ran nothing:\n{out}"
@@ -343,25 +373,8 @@ fn tenants_need_tokens_and_see_only_their_own_jobs() {
 /// the 1,000 results is right.
 #[test]
 fn a_worker_killed_mid_job_loses_no_results() {
-    let mut c = ProcCluster::start(
-        env!("CARGO_BIN_EXE_fabric"),
-        &["--num-cpus", "1", "--num-gpus", "0"],
-    );
-    c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
-    c.wait_for_alive(2);
+    let (mut c, mut job, lines) = chaos_job(&["1000", "20"]);
     let victim = c.nodes[1].id.clone();
-    let (mut job, lines) =
-        c.submit_in_background(programs::CLUSTER, &["survive-kill", "1000", "20"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.starts_with("submitted"))
-    {
-        assert!(Instant::now() < deadline, "the job did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // Let the worker take some of the work, then kill it.
     std::thread::sleep(Duration::from_millis(1500));
     c.kill(1);
@@ -370,12 +383,7 @@ fn a_worker_killed_mid_job_loses_no_results() {
         "the job failed; head log:\n{}",
         c.log(0)
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lines.lock().unwrap().iter().any(|l| l.starts_with("node ")) && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = lines.lock().unwrap().join("\n");
+    let out = output_of(&lines);
     assert!(out.contains("correct 1000 of 1000"), "{out}");
     // The killed worker did run some tasks before it died (so the kill
     // really hit the job), and the rest ran on the head.
@@ -388,24 +396,7 @@ fn a_worker_killed_mid_job_loses_no_results() {
 /// completes with every result right.
 #[test]
 fn a_job_survives_a_worker_killed_and_restarted_five_times() {
-    let mut c = ProcCluster::start(
-        env!("CARGO_BIN_EXE_fabric"),
-        &["--num-cpus", "1", "--num-gpus", "0"],
-    );
-    c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
-    c.wait_for_alive(2);
-    let (mut job, lines) =
-        c.submit_in_background(programs::CLUSTER, &["survive-kill", "1000", "40", "10"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.starts_with("submitted"))
-    {
-        assert!(Instant::now() < deadline, "the job did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut c, mut job, lines) = chaos_job(&["1000", "40", "10"]);
     let mut worker = 1;
     for round in 0..5 {
         std::thread::sleep(Duration::from_millis(1000));
@@ -421,11 +412,6 @@ fn a_job_survives_a_worker_killed_and_restarted_five_times() {
         "the job failed; head log:\n{}",
         c.log(0)
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lines.lock().unwrap().iter().any(|l| l.starts_with("node ")) && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = lines.lock().unwrap().join("\n");
+    let out = output_of(&lines);
     assert!(out.contains("correct 1000 of 1000"), "{out}");
 }

@@ -220,7 +220,7 @@ async fn large_zeroed_blocks_are_zero_even_when_reused() {
 /// the spill files go with their objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_filled_three_times_over_spills_and_every_read_is_right() {
-    let dir = std::env::temp_dir().join(format!("fabric-spill-test-{}", rand_suffix()));
+    let dir = crate::support::unique_temp_path("spill");
     let node = node_with(NodeConfig {
         num_cpus: Some(1.0),
         object_store_memory: Some(8 << 20),
@@ -234,11 +234,4 @@ async fn a_store_filled_three_times_over_spills_and_every_read_is_right() {
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "spill files left: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }

@@ -16,6 +16,17 @@ use fabric_host::{JobOutcome, Node, NodeConfig};
 #[allow(unused_imports)]
 pub use fabric_test_artifacts::{examples, programs, wat};
 
+/// A path under the temp dir that no other test (or test process) uses;
+/// nothing is created there.
+pub fn unique_temp_path(name: &str) -> std::path::PathBuf {
+    use std::hash::{BuildHasher, RandomState};
+    std::env::temp_dir().join(format!(
+        "fabric-{name}-{}-{:016x}",
+        std::process::id(),
+        RandomState::new().hash_one(Instant::now())
+    ))
+}
+
 /// One engine for the whole test process.
 pub fn engine() -> FabricEngine {
     static ENGINE: OnceLock<FabricEngine> = OnceLock::new();

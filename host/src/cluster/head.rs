@@ -177,16 +177,19 @@ impl HeadState {
         }
     }
 
-    /// Per tenant, usage summed over every node (live nodes' holdings only).
-    pub(super) fn tenant_totals(&self) -> super::quotas::Totals {
-        let alive: std::collections::HashSet<NodeId> = self
-            .nodes
+    fn alive_nodes(&self) -> std::collections::HashSet<NodeId> {
+        self.nodes
             .lock()
             .unwrap()
             .iter()
             .filter(|(_, r)| r.info.state() == pb::NodeState::Alive)
             .map(|(id, _)| *id)
-            .collect();
+            .collect()
+    }
+
+    /// Per tenant, usage summed over every node (live nodes' holdings only).
+    pub(super) fn tenant_totals(&self) -> super::quotas::Totals {
+        let alive = self.alive_nodes();
         let loads = self.loads.lock().unwrap();
         super::quotas::totals(loads.iter().flat_map(|(n, ls)| {
             let alive = alive.contains(n);
@@ -205,14 +208,7 @@ impl HeadState {
         if quotas.iter().all(|(_, q)| q.is_unlimited()) {
             return Vec::new();
         }
-        let alive: std::collections::HashSet<NodeId> = self
-            .nodes
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, r)| r.info.state() == pb::NodeState::Alive)
-            .map(|(id, _)| *id)
-            .collect();
+        let alive = self.alive_nodes();
         let loads = self.loads.lock().unwrap();
         let others = loads
             .iter()
