@@ -98,7 +98,10 @@ pub struct ActorOptions {
     pub namespace: Option<String>,
     /// With `name`: return the existing actor instead of failing.
     pub get_if_exists: bool,
+    /// Restarts after a trap, panic or node death (default 0).
     pub max_restarts: Option<u32>,
+    /// Resends of a call lost with the actor's node (default 0).
+    pub max_task_retries: Option<u32>,
     pub placement: Option<Placement>,
     /// Keep the actor when its job ends (until it is killed).
     pub detached: bool,
@@ -150,6 +153,13 @@ impl ActorOptions {
         self
     }
 
+    /// Calls in flight when the actor's node dies are sent again, up to `n`
+    /// times each, to the restarted actor (so such a call may run twice).
+    pub fn max_task_retries(mut self, n: u32) -> Self {
+        self.max_task_retries = Some(n);
+        self
+    }
+
     pub fn placement(mut self, placement: Placement) -> Self {
         self.placement = Some(placement);
         self
@@ -190,6 +200,7 @@ impl ActorOptions {
         self.namespace = over.namespace.or(self.namespace);
         self.get_if_exists |= over.get_if_exists;
         self.max_restarts = over.max_restarts.or(self.max_restarts);
+        self.max_task_retries = over.max_task_retries.or(self.max_task_retries);
         self.placement = over.placement.or(self.placement);
         self.detached |= over.detached;
         self
@@ -202,6 +213,7 @@ impl ActorOptions {
             namespace: self.namespace.clone(),
             get_if_exists: self.get_if_exists,
             max_restarts: self.max_restarts,
+            max_task_retries: self.max_task_retries,
             placement: self.placement.as_ref().map(Placement::to_wit),
             detached: self.detached,
         }

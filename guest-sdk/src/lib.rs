@@ -53,6 +53,7 @@ extern crate self as fabric;
 mod actor;
 #[cfg(all(feature = "allocator", target_arch = "wasm32"))]
 mod alloc;
+pub mod checkpoint;
 mod context;
 mod error;
 mod object;

@@ -99,6 +99,9 @@ pub fn peer_bytes(data: &[u8]) {
             Some(Kind::KillActor(k)) => {
                 let _ = actor_id(&k.actor_id);
             }
+            Some(Kind::ActorState(a)) => {
+                let _ = actor_id(&a.actor_id);
+            }
             Some(Kind::RemoveBorrower(r)) => {
                 let _ = object_id(&r.object_id);
                 let _ = node_id(&r.borrower);

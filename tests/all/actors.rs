@@ -111,3 +111,47 @@ async fn tasks_create_actors_that_outlive_them() {
         "made by a task [41, 42]\n"
     );
 }
+
+/// `max_restarts`: a crash (panic) fails its own call, and the actor comes
+/// back in a fresh instance whose constructor reads the last checkpoint, so
+/// the count goes on. Restarts run out after 2: the third crash kills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_actor_restarts_from_its_checkpoint_until_restarts_run_out() {
+    let out = scenario("restart").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("crash 1: TaskFailed Durable.crash Panic: crashed at 3"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "after crash 1: n=4 lives=2", "{out}");
+    assert!(lines[2].starts_with("crash 2: TaskFailed Durable.crash Panic: crashed at 4"));
+    assert_eq!(lines[3], "after crash 2: n=5 lives=3", "{out}");
+    assert!(lines[4].starts_with("crash 3: TaskFailed Durable.crash Panic: crashed at 5"));
+    assert!(
+        lines[5].starts_with("after crash 3: ActorDied(")
+            && lines[5].contains("crashed at 5")
+            && lines[5].contains("(after 2 restarts)"),
+        "{out}"
+    );
+}
+
+/// Without a checkpoint a restart starts from the constructor's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_without_checkpoints_restarts_from_scratch() {
+    let out = scenario("restart-no-checkpoint").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1], "after crash 1: n=1 lives=1", "{out}");
+    assert_eq!(lines[3], "after crash 2: n=1 lives=1", "{out}");
+    assert!(lines[5].starts_with("after crash 3: ActorDied("), "{out}");
+}
+
+/// Only an actor has a checkpoint: a task's save is refused, a driver's load
+/// finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_actors_save_checkpoints() {
+    let out = scenario("checkpoint-outside-actor").await;
+    assert_eq!(
+        out,
+        "InvalidArgument(\"only an actor can save a checkpoint\")\nOk(None)\n"
+    );
+}

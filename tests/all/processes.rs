@@ -63,15 +63,20 @@ fn output_of(lines: &Lines) -> String {
     lines.lock().unwrap().join("\n")
 }
 
-/// A head with 1 CPU and a worker (index 1) with 2, running the
-/// `survive-kill` scenario with `args`, started.
-fn chaos_job(args: &[&str]) -> (ProcCluster, Child, Lines) {
+/// A head with 1 CPU and a worker (index 1) with 2.
+fn chaos_cluster() -> ProcCluster {
     let mut c = ProcCluster::start(
         env!("CARGO_BIN_EXE_fabric"),
         &["--num-cpus", "1", "--num-gpus", "0"],
     );
     c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
     c.wait_for_alive(2);
+    c
+}
+
+/// [`chaos_cluster`] running the `survive-kill` scenario with `args`, started.
+fn chaos_job(args: &[&str]) -> (ProcCluster, Child, Lines) {
+    let c = chaos_cluster();
     let mut all = vec!["survive-kill"];
     all.extend_from_slice(args);
     let (job, lines) = c.submit_in_background(programs::CLUSTER, &all);
@@ -414,4 +419,73 @@ fn a_job_survives_a_worker_killed_and_restarted_five_times() {
     );
     let out = output_of(&lines);
     assert!(out.contains("correct 1000 of 1000"), "{out}");
+}
+
+/// Chaos: `kill -9` of the node hosting an actor while a driver on the head
+/// calls it. The actor (max_restarts 1, max_task_retries 3) restarts on the
+/// head from its last checkpoint: every call succeeds, and the count goes on
+/// from where it was. The documented semantics allow one thing only: a call
+/// whose checkpoint reached the creating node before its node died, but not
+/// its result, runs again, so the count may skip one at the move.
+#[test]
+fn the_actor_of_a_killed_node_restarts_from_its_checkpoint() {
+    let mut c = chaos_cluster();
+    let victim = c.nodes[1].id.clone();
+    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["actor-restart", &victim]);
+    wait_until_started(&lines);
+    c.kill(1);
+    assert!(
+        job.wait().unwrap().success(),
+        "the job failed; head log:\n{}",
+        c.log(0)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.lock().unwrap().iter().any(|l| l == "done") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = lines.lock().unwrap().join("\n");
+    let calls: Vec<(String, u64, u64)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("call "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[1].to_string(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    let head = c.nodes[0].id.clone();
+    let first_moved = calls
+        .iter()
+        .position(|(node, _, _)| *node != victim)
+        .unwrap_or_else(|| panic!("the actor never left the killed node:\n{out}"));
+    assert!(first_moved > 20, "the kill came before call 20:\n{out}");
+    // Before the kill: the first life, on the victim; after: the second, on
+    // the head (the only node left).
+    assert!(
+        calls[..first_moved]
+            .iter()
+            .all(|(n, _, l)| *n == victim && *l == 1),
+        "{out}"
+    );
+    assert!(
+        calls[first_moved..]
+            .iter()
+            .all(|(n, _, l)| *n == head && *l == 2),
+        "{out}"
+    );
+    assert!(calls.len() - first_moved >= 20, "{out}");
+    // The count never restarts: +1 per call, except at most one +2 at the move.
+    assert_eq!(calls[0].1, 1, "{out}");
+    for (i, w) in calls.windows(2).enumerate() {
+        let step = w[1].1 - w[0].1;
+        let at_move = i + 1 == first_moved;
+        assert!(
+            step == 1 || (at_move && step == 2),
+            "call {} stepped by {step}:\n{out}",
+            i + 1
+        );
+    }
 }

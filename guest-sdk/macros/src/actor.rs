@@ -88,6 +88,7 @@ fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream
             "memory",
             "resources",
             "max_restarts",
+            "max_task_retries",
         ],
     )?;
     if let Some((_, path, _)) = &imp.trait_ {

@@ -45,6 +45,10 @@ pub fn parse(attr: TokenStream, allowed: &[&str]) -> syn::Result<Declared> {
                 let v: syn::Expr = meta.value()?.parse()?;
                 d.calls.push(quote!(.max_restarts((#v) as u32)));
             }
+            "max_task_retries" => {
+                let v: syn::Expr = meta.value()?.parse()?;
+                d.calls.push(quote!(.max_task_retries((#v) as u32)));
+            }
             "retry_exceptions" => {
                 let v: syn::Expr = meta.value()?.parse()?;
                 d.calls.push(quote!(.retry_exceptions(#v)));

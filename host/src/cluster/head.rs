@@ -129,18 +129,47 @@ impl HeadState {
         });
     }
 
-    /// Marks the actors of a dead node dead and frees their names.
+    /// The actors of a dead node: those with restarts left whose creator
+    /// lives are *restarting* (they keep their names; the creator places
+    /// them again), the others are dead and free their names. Actors that
+    /// the dead node created and that were waiting for it to restart them
+    /// are dead too.
     fn node_gone(&self, node: NodeId, why: &str) {
         let node_bytes = id_bytes(node.as_u128());
+        let alive = self.alive_nodes();
+        let owner_alive = |a: &pb::ActorInfo| {
+            node_id(&a.owner_node_id).is_ok_and(|o| o != node && alive.contains(&o))
+        };
         let mut actors = self.actors.lock().unwrap();
         let mut names = self.names.lock().unwrap();
-        for a in actors
-            .values_mut()
-            .filter(|a| a.node_id == node_bytes && !a.dead)
-        {
+        for a in actors.values_mut().filter(|a| !a.dead) {
+            let hosted = a.node_id == node_bytes;
+            let orphaned = a.restarting && a.owner_node_id == node_bytes;
+            if !hosted && !orphaned {
+                continue;
+            }
+            if hosted && a.restarts < a.max_restarts && owner_alive(a) {
+                a.restarting = true;
+                continue;
+            }
             a.dead = true;
-            a.death = format!("actor {}({}) died: {why}", a.class, hex_short(&a.actor_id));
-            names.remove(&(a.namespace.clone(), a.name.clone()));
+            a.restarting = false;
+            a.death = if orphaned {
+                format!(
+                    "actor {}({}) died: its node died and so did the node that would restart it",
+                    a.class,
+                    hex_short(&a.actor_id)
+                )
+            } else {
+                format!("actor {}({}) died: {why}", a.class, hex_short(&a.actor_id))
+            };
+            let key = (a.namespace.clone(), a.name.clone());
+            if names
+                .get(&key)
+                .is_some_and(|id| id_bytes(id.as_u128()) == a.actor_id)
+            {
+                names.remove(&key);
+            }
         }
     }
 
@@ -215,6 +244,35 @@ impl HeadState {
             .filter(|(n, _)| **n != me && alive.contains(n))
             .flat_map(|(_, ls)| ls.iter());
         super::quotas::limits_for(&quotas, others)
+    }
+
+    /// A restarting actor's creator placed it again: its entry moves to
+    /// the new node (keeping its name). Only an actor whose node died, and
+    /// only its creator, may be moved; a killed actor stays dead.
+    fn move_restarted(&self, id: ActorId, to: pb::ActorInfo) -> Result<(), FabricError> {
+        let alive = self.alive_nodes();
+        let mut actors = self.actors.lock().unwrap();
+        let Some(a) = actors.get_mut(&id) else {
+            return Err(FabricError::NotFound(format!("actor {id}")));
+        };
+        if a.dead {
+            return Err(FabricError::ActorDied(a.death.clone()));
+        }
+        if a.owner_node_id != to.owner_node_id {
+            return Err(FabricError::InvalidArgument(format!(
+                "only the node that created actor {id} may restart it"
+            )));
+        }
+        let host_alive = node_id(&a.node_id).is_ok_and(|n| alive.contains(&n));
+        if !a.restarting && host_alive {
+            return Err(FabricError::InvalidArgument(format!(
+                "actor {id} is alive on its node"
+            )));
+        }
+        a.node_id = to.node_id;
+        a.restarts = to.restarts;
+        a.restarting = false;
+        Ok(())
     }
 
     pub(super) fn count(&self, rpc: &'static str) {
@@ -338,6 +396,15 @@ impl Head for HeadState {
             .ok_or_else(|| Status::invalid_argument("no actor"))?;
         let id = actor_id(&info.actor_id)?;
         use pb::register_actor_reply::Outcome;
+        if r.restart {
+            let outcome = match self.move_restarted(id, info) {
+                Ok(()) => Outcome::Registered(pb::Empty {}),
+                Err(e) => Outcome::Error(error_to_pb(&e)),
+            };
+            return Ok(Response::new(pb::RegisterActorReply {
+                outcome: Some(outcome),
+            }));
+        }
         let mut actors = self.actors.lock().unwrap();
         let mut names = self.names.lock().unwrap();
         if !info.name.is_empty() {

@@ -264,5 +264,7 @@ impl Cluster {
             }
         }
         self.remote_calls.retain(|_, c| c.job != job);
+        self.owned_actors
+            .retain(|_, o| o.detached() || o.job() != job);
     }
 }

@@ -240,7 +240,7 @@ impl Cluster {
         }
     }
 
-    fn is_suspect(&self, node: NodeId) -> bool {
+    pub(super) fn is_suspect(&self, node: NodeId) -> bool {
         let window = self.config.node_timeout * 2;
         match self.suspects.get(&node).map(|t| t.elapsed() < window) {
             Some(true) => true,
@@ -262,5 +262,6 @@ impl Cluster {
         self.kept.retain(|_, pinned| pinned.home() != Some(node));
         self.actor_nodes.retain(|_, p| p.node != node);
         self.fail_remote_work(node);
+        self.restart_owned_actors(node);
     }
 }

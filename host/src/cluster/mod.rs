@@ -149,6 +149,8 @@ pub(crate) struct Cluster {
     learned: DashMap<NodeId, String>,
     /// Where actors live and whose they are (a cache of the head's directory).
     actor_nodes: DashMap<ActorId, actors::ActorPlace>,
+    /// Restartable actors this node created on other nodes.
+    owned_actors: DashMap<ActorId, actors::OwnedActor>,
     /// Calls that arrived for actors this node is still creating.
     early_calls: DashMap<ActorId, Vec<crate::runtime::actor::ActorCall>>,
     /// Components fetched from peers, by digest (one fetch per digest).
@@ -298,6 +300,7 @@ pub(crate) async fn join(
         learned: DashMap::new(),
         actor_nodes: DashMap::new(),
         early_calls: DashMap::new(),
+        owned_actors: DashMap::new(),
         modules: DashMap::new(),
         job_cells: DashMap::new(),
         finished_jobs: Default::default(),

@@ -419,15 +419,19 @@ impl Cluster {
             .map(|c| *c.key())
             .collect();
         for id in lost_calls {
-            if self.remote_calls.remove(&id).is_some() {
-                core.complete(
-                    id,
-                    Reply::Local,
-                    Err(FabricError::ActorDied(format!(
-                        "node {} hosting the actor died",
-                        node.short()
-                    ))),
-                );
+            if let Some((_, lost)) = self.remote_calls.remove(&id) {
+                if lost.retries_left() > 0 {
+                    self.retry_call(lost);
+                } else {
+                    core.complete(
+                        id,
+                        Reply::Local,
+                        Err(FabricError::ActorDied(format!(
+                            "node {} hosting the actor died while it ran this call",
+                            node.short()
+                        ))),
+                    );
+                }
             }
         }
     }

@@ -12,8 +12,8 @@ use crate::error::FabricError;
 use crate::ids::{ActorId, ObjectId};
 use crate::object_store::ObjectRef;
 use crate::runtime::NodeCore;
-use crate::runtime::actor::{self, ActorCall, ActorRecord, ActorSpec};
-use crate::runtime::instance::InstanceState;
+use crate::runtime::actor::{self, ActorCall, ActorRecord, ActorSpec, Restarts};
+use crate::runtime::instance::{InstanceState, Role};
 use crate::runtime::job::scoped_namespace;
 use crate::runtime::task::{Reply, TaskArg};
 use std::sync::Arc;
@@ -54,6 +54,17 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     )?;
     host.func_wrap_async("kill-actor", |mut store: Ctx, (actor,): (Id,)| {
         Box::new(async move { Ok((kill(store.data_mut(), actor).await?,)) })
+    })?;
+    host.func_wrap("save-checkpoint", |mut store: Ctx, (state,): (Vec<u8>,)| {
+        Ok((save_checkpoint(store.data_mut(), state)?,))
+    })?;
+    host.func_wrap("load-checkpoint", |store: Ctx, (): ()| {
+        let exec = store.data().exec()?;
+        let saved = match &exec.role {
+            Role::Actor { id, .. } => exec.core.actors.get(id).and_then(|r| r.checkpoint()),
+            _ => None,
+        };
+        Ok((saved.map(|b| b.to_vec()),))
     })?;
     host.func_wrap_async(
         "get-actor",
@@ -102,16 +113,21 @@ async fn create(
             Some((scoped_namespace(&job.tenant, &ns), name))
         }
     };
-    let spec = ActorSpec {
-        id: ActorId::random(),
+    let policy = Restarts {
+        max_restarts: options.max_restarts.unwrap_or(0),
+        max_task_retries: options.max_task_retries.unwrap_or(0),
+    };
+    let spec = ActorSpec::new(
+        ActorId::random(),
         job,
-        class: class.into(),
+        class.into(),
         args,
-        nested: convert_nested(&state.table, &nested)?,
+        convert_nested(&state.table, &nested)?,
         demand,
         name,
-        detached: options.detached,
-    };
+        options.detached,
+        policy,
+    );
     let created = match core.cluster() {
         Some(cluster) => {
             cluster
@@ -180,6 +196,33 @@ async fn kill(state: &mut InstanceState, actor: Id) -> HostResult<()> {
         (None, None) => Err(FabricError::NotFound(format!("actor {id}"))),
     };
     Ok(killed.map_err(|e| e.to_wit()))
+}
+
+/// Largest checkpoint (it travels in one message to the creating node and
+/// in the message that restarts the actor).
+const MAX_CHECKPOINT: u64 = 64 << 20;
+
+fn save_checkpoint(state: &mut InstanceState, bytes: Vec<u8>) -> HostResult<()> {
+    let exec = state.exec()?;
+    let Role::Actor { id, .. } = &exec.role else {
+        return fail(FabricError::InvalidArgument(
+            "only an actor can save a checkpoint".into(),
+        ));
+    };
+    let max = exec.job.limits.result_bytes.min(MAX_CHECKPOINT);
+    let len = bytes.len() as u64;
+    if len > max {
+        return fail(FabricError::limit(
+            "checkpoint-bytes",
+            max,
+            format!("a checkpoint of {len} bytes"),
+        ));
+    }
+    let Some(record) = exec.core.actors.get(id).map(|r| r.clone()) else {
+        return fail(FabricError::ActorDied(format!("actor {id} is gone")));
+    };
+    record.save_checkpoint(&exec.core, bytes.into());
+    Ok(Ok(()))
 }
 
 async fn lookup(

@@ -4,17 +4,29 @@
 //! in submission order and run strictly in that order; a call whose
 //! arguments are not ready yet holds up the calls behind it, as in Ray. A
 //! method that returns an error fails only that call; a trap or panic
-//! poisons the instance, so the actor dies and every queued and later call
-//! fails with `actor-died`. Killing an actor stops its task at once; the
-//! [`Mailbox`] guard fails whatever was still queued.
+//! poisons the instance: the call that trapped fails with the trap, and the
+//! actor either restarts in a fresh instance (while it has restarts left,
+//! see [`Restarts`]; queued calls then run on the new instance) or dies,
+//! and every queued and later call fails with `actor-died`. A restart runs
+//! the constructor again, which may read the state the actor last saved
+//! with `save-checkpoint`. Killing an actor stops its task at once and is
+//! never followed by a restart; the [`Mailbox`] guard fails whatever was
+//! still queued.
+//!
+//! A restart after the actor's *node* died is the business of the node
+//! that created the actor: it keeps the spec and the last checkpoint (see
+//! `cluster::actors`).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::error::{FabricError, FailureKind};
-use crate::ids::{ActorId, ObjectId};
+use crate::ids::{ActorId, NodeId, ObjectId};
 use crate::object_store::ObjectRef;
 use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
@@ -23,6 +35,7 @@ use crate::runtime::job::Job;
 use crate::runtime::task::{Reply, TaskArg, resolve_args};
 
 /// One queued method call.
+#[derive(Clone)]
 pub(crate) struct ActorCall {
     pub method: Arc<str>,
     pub args: Vec<TaskArg>,
@@ -40,12 +53,29 @@ pub(crate) struct ActorRecord {
     pub name: Option<(String, String)>,
     /// Outlives its job.
     pub detached: bool,
+    /// The node that created it, when another: it keeps what a restart
+    /// after this node's death needs, so it hears of checkpoints.
+    pub owner: Option<NodeId>,
+    /// Restarts so far (this incarnation's and earlier ones') and allowed.
+    restarts: AtomicU32,
+    /// The state the actor last saved.
+    checkpoint: Mutex<Option<Bytes>>,
     mailbox: mpsc::UnboundedSender<ActorCall>,
     dead: Mutex<Option<String>>,
     abort: Mutex<Option<AbortHandle>>,
 }
 
+/// How often an actor is brought back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Restarts {
+    /// Restarts allowed after a trap, a panic or its node's death.
+    pub max_restarts: u32,
+    /// Times a call lost with the actor's node is sent again.
+    pub max_task_retries: u32,
+}
+
 /// What creating an actor needs.
+#[derive(Clone)]
 pub(crate) struct ActorSpec {
     pub id: ActorId,
     pub job: Arc<Job>,
@@ -55,6 +85,44 @@ pub(crate) struct ActorSpec {
     pub demand: ResourceSet,
     pub name: Option<(String, String)>,
     pub detached: bool,
+    pub policy: Restarts,
+    /// Restarts before this creation (0 for a new actor).
+    pub restarts: u32,
+    /// The state the actor saved before this creation (a restart).
+    pub checkpoint: Option<Bytes>,
+    /// The node that created the actor, when another.
+    pub owner: Option<NodeId>,
+}
+
+impl ActorSpec {
+    /// A new actor: never restarted, nothing saved, created here.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: ActorId,
+        job: Arc<Job>,
+        class: Arc<str>,
+        args: Vec<TaskArg>,
+        nested: Vec<ObjectRef>,
+        demand: ResourceSet,
+        name: Option<(String, String)>,
+        detached: bool,
+        policy: Restarts,
+    ) -> Self {
+        ActorSpec {
+            id,
+            job,
+            class,
+            args,
+            nested,
+            demand,
+            name,
+            detached,
+            policy,
+            restarts: 0,
+            checkpoint: None,
+            owner: None,
+        }
+    }
 }
 
 impl ActorRecord {
@@ -79,6 +147,28 @@ impl ActorRecord {
 
     fn label(&self) -> String {
         format!("actor {}({})", self.class, self.id.short())
+    }
+
+    /// Saves the actor's state; the creating node, if another, hears of it.
+    pub(crate) fn save_checkpoint(&self, core: &NodeCore, state: Bytes) {
+        *self.checkpoint.lock().unwrap() = Some(state.clone());
+        self.tell_owner(core, Some(state), false);
+    }
+
+    /// The state the actor last saved.
+    pub(crate) fn checkpoint(&self) -> Option<Bytes> {
+        self.checkpoint.lock().unwrap().clone()
+    }
+
+    pub(crate) fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Tells the node that created the actor (if another) what changed.
+    fn tell_owner(&self, core: &NodeCore, checkpoint: Option<Bytes>, dead: bool) {
+        if let (Some(owner), Some(cluster)) = (self.owner, core.cluster()) {
+            cluster.send_actor_state(owner, self.id, self.restarts(), checkpoint, dead);
+        }
     }
 }
 
@@ -119,6 +209,9 @@ pub(crate) fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
         class: spec.class.clone(),
         name: spec.name.clone(),
         detached: spec.detached,
+        owner: spec.owner,
+        restarts: AtomicU32::new(spec.restarts),
+        checkpoint: Mutex::new(spec.checkpoint.clone()),
         mailbox: tx,
         dead: Mutex::new(None),
         abort: Mutex::new(None),
@@ -154,6 +247,9 @@ pub(crate) fn record_dead(
         class,
         name: None,
         detached: false,
+        owner: None,
+        restarts: AtomicU32::new(0),
+        checkpoint: Mutex::new(None),
         mailbox: tx,
         dead: Mutex::new(Some(reason)),
         abort: Mutex::new(None),
@@ -211,6 +307,8 @@ impl Drop for Mailbox {
         if let Some(cluster) = self.core.cluster() {
             cluster.actor_died(self.record.id, reason.clone());
         }
+        // Dead for good: its creator need not keep what restarts need.
+        self.record.tell_owner(&self.core, None, true);
         self.rx.close();
         if let Some((id, reply)) = self.current.take() {
             self.core
@@ -235,7 +333,7 @@ async fn await_args(args: &[TaskArg]) {
 
 async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) {
     let label = mailbox.record.label();
-    let lease = core.acquire(spec.demand.clone(), &spec.job.tenant).await;
+    let mut lease = Some(core.acquire(spec.demand.clone(), &spec.job.tenant).await);
     await_args(&spec.args).await;
     let argv = match resolve_args(&spec.args) {
         Ok(a) => a,
@@ -245,39 +343,92 @@ async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) 
             ));
         }
     };
-    let role = Role::Actor {
-        id: spec.id,
-        class: spec.class.clone(),
-    };
-    let mut store = instance::new_store(&core, &spec.job, role, Some(lease), &[]);
-    let what = format!("{}.new", spec.class);
-    let inst = match instance::instantiate(&mut store, &spec.job, &what).await {
-        Ok(i) => i,
-        Err(e) => return mailbox.die(format!("{label} could not start: {e}")),
-    };
+    let restartable = spec.policy.max_restarts > 0;
+    // A restart re-runs the constructor with the same arguments: keep their
+    // bytes (not the references) only when there can be one.
+    let kept_argv = restartable.then(|| argv.clone());
+    let mut argv = Some(argv);
+    drop((spec.args, spec.nested));
     let exports = spec.job.app.exports.clone();
-    if let Err(e) =
-        instance::call_new(&mut store, &inst, &exports.actor_new, &spec.class, &argv).await
-    {
-        return mailbox.die(format!("{label} could not start: {e}"));
+    loop {
+        let role = Role::Actor {
+            id: spec.id,
+            class: spec.class.clone(),
+        };
+        let lease_now = match lease.take() {
+            Some(l) => l,
+            None => core.acquire(spec.demand.clone(), &spec.job.tenant).await,
+        };
+        let mut store = instance::new_store(&core, &spec.job, role, Some(lease_now), &[]);
+        let what = format!("{}.new", spec.class);
+        let inst = match instance::instantiate(&mut store, &spec.job, &what).await {
+            Ok(i) => i,
+            Err(e) => return mailbox.die(format!("{label} could not start: {e}")),
+        };
+        let ctor_args = match argv.take() {
+            Some(a) => a,
+            None => kept_argv.clone().unwrap_or_default(),
+        };
+        if let Err(e) = instance::call_new(
+            &mut store,
+            &inst,
+            &exports.actor_new,
+            &spec.class,
+            &ctor_args,
+        )
+        .await
+        {
+            return mailbox.die(format!("{label} could not start: {e}"));
+        }
+        drop(ctor_args);
+        let Some(reason) = serve(
+            &core,
+            &spec.class,
+            &mut store,
+            &inst,
+            &exports,
+            &mut mailbox,
+        )
+        .await
+        else {
+            return;
+        };
+        // The instance is poisoned: restart it in a fresh one, or die.
+        let record = &mailbox.record;
+        let done = record.restarts();
+        if done >= spec.policy.max_restarts || record.death().is_some() {
+            let reason = if restartable {
+                format!("{reason} (after {done} restarts)")
+            } else {
+                reason
+            };
+            return mailbox.die(reason);
+        }
+        record.restarts.store(done + 1, Ordering::Relaxed);
+        record.tell_owner(&core, None, false);
+        tracing::warn!(actor = %spec.id.short(), class = %spec.class, restart = done + 1, max = spec.policy.max_restarts, %reason, "restarting the actor");
     }
-    drop((argv, spec.args, spec.nested));
+}
 
+/// Runs calls on the instance until the mailbox closes (`None`) or a call
+/// poisons the instance (`Some(why)`).
+async fn serve(
+    core: &Arc<NodeCore>,
+    class: &Arc<str>,
+    store: &mut wasmtime::Store<instance::InstanceState>,
+    inst: &wasmtime::component::Instance,
+    exports: &crate::runtime::component::GuestExports,
+    mailbox: &mut Mailbox,
+) -> Option<String> {
+    let label = mailbox.record.label();
     while let Some(call) = mailbox.rx.recv().await {
         mailbox.current = Some((call.result, call.reply));
         await_args(&call.args).await;
-        let what = format!("{}.{}", spec.class, call.method);
+        let what = format!("{}.{}", class, call.method);
         let outcome = match resolve_args(&call.args) {
             Ok(argv) => {
-                instance::call_output(
-                    &mut store,
-                    &inst,
-                    &exports.actor_call,
-                    &call.method,
-                    &argv,
-                    &what,
-                )
-                .await
+                instance::call_output(store, inst, &exports.actor_call, &call.method, &argv, &what)
+                    .await
             }
             Err(e) => Err(e),
         };
@@ -296,9 +447,9 @@ async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) 
         };
         core.complete(call.result, call.reply, outcome);
         drop((call.args, call.nested));
-        if let Some(reason) = death {
-            // The instance is poisoned after a trap: it cannot run again.
-            return mailbox.die(reason);
+        if death.is_some() {
+            return death;
         }
     }
+    None
 }

@@ -31,6 +31,7 @@ use crate::runtime::job::Job;
 use crate::scheduler::{Cancellable, Lease};
 
 /// An argument as the host holds it.
+#[derive(Clone)]
 pub(crate) enum TaskArg {
     Value(Bytes),
     Object(ObjectRef),

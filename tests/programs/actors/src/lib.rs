@@ -15,6 +15,9 @@ const SCENARIOS: &[&str] = &[
     "unknown-method",
     "ctor-args",
     "actor-from-task",
+    "restart",
+    "restart-no-checkpoint",
+    "checkpoint-outside-actor",
 ];
 
 #[fabric::actor]
@@ -96,6 +99,49 @@ impl Account {
 
     fn describe(&self) -> String {
         format!("{}: {}", self.owner, self.balance)
+    }
+}
+
+/// A counter that checkpoints after every increment, so a restart
+/// continues from the last count.
+#[fabric::actor]
+struct Durable {
+    n: u64,
+    /// Constructor runs of this actor (1 plus its restarts).
+    lives: u64,
+    checkpoints: bool,
+}
+
+#[fabric::actor]
+impl Durable {
+    fn new(checkpoints: bool) -> fabric::Result<Self> {
+        let (n, lives) = fabric::checkpoint::load::<(u64, u64)>()?.unwrap_or((0, 0));
+        Ok(Durable {
+            n,
+            lives: lives + 1,
+            checkpoints,
+        })
+    }
+
+    fn incr(&mut self) -> fabric::Result<(u64, u64)> {
+        self.n += 1;
+        if self.checkpoints {
+            fabric::checkpoint::save(&(self.n, self.lives))?;
+        }
+        Ok((self.n, self.lives))
+    }
+
+    fn crash(&mut self) -> u64 {
+        panic!("crashed at {}", self.n);
+    }
+}
+
+/// A task that tries to checkpoint (it is no actor).
+#[fabric::remote]
+fn checkpoint_in_task() -> String {
+    match fabric::checkpoint::save(&1u8) {
+        Ok(()) => "saved".into(),
+        Err(e) => format!("{e:?}"),
     }
 }
 
@@ -238,6 +284,31 @@ fn main() -> fabric::Result<()> {
                 "made by a task {:?}",
                 fabric::get(&log.entries().remote()?)?
             );
+        }
+        "restart" | "restart-no-checkpoint" => {
+            // Restarts allowed: 2. Each crash fails its own call; the calls
+            // behind it run on the restarted instance.
+            let c = Durable::options(ActorOptions::new().max_restarts(2))
+                .remote(scenario == "restart")?;
+            for _ in 0..3 {
+                fabric::get(&c.incr().remote()?)?;
+            }
+            for round in 1..=3 {
+                let crash = c.crash().remote()?;
+                let next = c.incr().remote()?;
+                println!(
+                    "crash {round}: {}",
+                    describe(&fabric::get(&crash).unwrap_err())
+                );
+                match fabric::get(&next) {
+                    Ok((n, lives)) => println!("after crash {round}: n={n} lives={lives}"),
+                    Err(e) => println!("after crash {round}: {}", describe(&e)),
+                }
+            }
+        }
+        "checkpoint-outside-actor" => {
+            println!("{}", fabric::get(&checkpoint_in_task::remote()?)?);
+            println!("{:?}", fabric::checkpoint::load::<u8>());
         }
         other => {
             return Err(Error::InvalidArgument(format!(

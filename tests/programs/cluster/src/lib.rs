@@ -26,6 +26,7 @@ const SCENARIOS: &[&str] = &[
     "broadcast",
     "where",
     "survive-kill",
+    "actor-restart",
 ];
 
 /// The node this code runs on.
@@ -100,6 +101,30 @@ impl Tally {
     fn add(&mut self, n: i64) -> (String, i64) {
         self.total += n;
         (here(), self.total)
+    }
+}
+
+/// A counter that checkpoints every increment (restarts continue from it).
+#[fabric::actor]
+struct Durable {
+    n: u64,
+    lives: u64,
+}
+
+#[fabric::actor]
+impl Durable {
+    fn new() -> fabric::Result<Self> {
+        let (n, lives) = fabric::checkpoint::load::<(u64, u64)>()?.unwrap_or((0, 0));
+        Ok(Durable {
+            n,
+            lives: lives + 1,
+        })
+    }
+
+    fn incr(&mut self) -> fabric::Result<(String, u64, u64)> {
+        self.n += 1;
+        fabric::checkpoint::save(&(self.n, self.lives))?;
+        Ok((here(), self.n, self.lives))
     }
 }
 
@@ -247,6 +272,36 @@ fn main() -> fabric::Result<()> {
             for (node, k) in count(results.into_iter().map(|(_, node)| node)) {
                 println!("node {node} ran {k}");
             }
+        }
+        "actor-restart" => {
+            // The actor starts on node `arg(1)`, which the test kills while
+            // this calls it. Every call must succeed (lost ones are sent
+            // again) and the count must go on from the last checkpoint.
+            let victim = arg(1);
+            let counter = Durable::options(
+                ActorOptions::new()
+                    .on_node(&victim, true)
+                    .max_restarts(1)
+                    .max_task_retries(3),
+            )
+            .remote()?;
+            let started = std::time::Instant::now();
+            let mut moved = 0;
+            for i in 0.. {
+                let (node, n, lives) = fabric::get(&counter.incr().remote()?)?;
+                println!("call {i} {node} {n} {lives}");
+                if i == 20 {
+                    println!("submitted");
+                }
+                if node != victim {
+                    moved += 1;
+                }
+                if moved >= 20 || started.elapsed() > Duration::from_secs(120) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            println!("done");
         }
         "elastic" => {
             // Long tasks: a node that joins while they run gets some.
