@@ -1,6 +1,7 @@
 //! The data directory of the nodes started on this machine: one file per
 //! running node (`nodes/<pid>`: its id and address), the head's address,
-//! and the logs of nodes started in the background.
+//! its credentials and durable state (`head.redb`), and the logs of nodes
+//! started in the background.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,11 @@ pub fn nodes_dir(dir: &Path) -> PathBuf {
 /// The head's credentials: the cluster join file, CA certificate, tokens.
 pub fn security_dir(dir: &Path) -> PathBuf {
     dir.join("security")
+}
+
+/// The head's durable cluster state (nodes, actors, jobs).
+pub fn head_state_file(dir: &Path) -> PathBuf {
+    dir.join("head.redb")
 }
 
 pub fn logs_dir(dir: &Path) -> PathBuf {

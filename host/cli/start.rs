@@ -225,7 +225,10 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
             if let Some(token) = &admin {
                 show_admin_token(&args.data_dir, token);
             }
-            ClusterConfig::head(listen, security, tokens)
+            let mut config = ClusterConfig::head(listen, security, tokens);
+            // A head started again on this directory takes its state back.
+            config.state_file = Some(data_dir::head_state_file(&args.data_dir));
+            config
         }
     };
     config.advertise_host = args.advertise.clone();

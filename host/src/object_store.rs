@@ -691,6 +691,25 @@ impl ObjectStore {
         }
     }
 
+    /// An object owned here whose value was only on nodes that are gone goes
+    /// back to pending, to be computed again (lineage reconstruction). Its
+    /// waiters stay. False unless its value is elsewhere (it is here, being
+    /// rebuilt already, or freed).
+    pub fn rebuild_pending(&self, id: ObjectId) -> bool {
+        let Some(entry) = self.entry(id) else {
+            return false;
+        };
+        let mut state = entry.state.lock().unwrap();
+        let State::Elsewhere { at, listeners, .. } = &mut *state else {
+            return false;
+        };
+        let lost = std::mem::take(at);
+        let listeners = std::mem::take(listeners);
+        entry.copies.lock().unwrap().retain(|n| !lost.contains(n));
+        *state = State::Pending { listeners };
+        true
+    }
+
     /// Gives a fetched copy to a borrowed (or remotely stored) object.
     pub fn fill(&self, id: ObjectId, value: ObjectValue, nested: Vec<ObjectRef>) {
         if let Some(entry) = self.entry(id) {

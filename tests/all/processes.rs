@@ -489,3 +489,79 @@ fn the_actor_of_a_killed_node_restarts_from_its_checkpoint() {
         );
     }
 }
+
+/// Chaos: `kill -9` of the node holding the only copies of two large task
+/// results (b made from a) and of a `put` object. Reading b rebuilds a and
+/// then b on the node that is left, from their lineage, with the right
+/// bytes; the `put` object cannot be rebuilt and reads as `ObjectLost`.
+#[test]
+fn results_lost_with_their_node_are_rebuilt_from_lineage() {
+    let mut c = chaos_cluster();
+    let victim = c.nodes[1].id.clone();
+    let head = c.nodes[0].id.clone();
+    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["lost-node", &victim]);
+    wait_until_started(&lines);
+    c.kill(1);
+    assert!(
+        job.wait().unwrap().success(),
+        "the job failed; head log:\n{}",
+        c.log(0)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("put object"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = lines.lock().unwrap().join("\n");
+    assert!(
+        out.contains(&format!(
+            "first a on {victim}, b on {victim}, 1048576 bytes"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("then a on {head}, b on {head}, right true")),
+        "{out}"
+    );
+    assert!(out.contains("put object: lost: "), "{out}");
+}
+
+/// Chaos: `kill -9` of the head while a call runs on a detached named actor
+/// on a worker, then the head started again on its data directory. The
+/// worker keeps running (the call completes there), rejoins the restarted
+/// head, and the actor still answers by name with every update in it; the
+/// job whose driver died with the head is recorded as failed.
+#[test]
+fn a_detached_named_actor_answers_after_the_head_is_killed_and_restarted() {
+    let head_flags = ["--num-cpus", "1", "--num-gpus", "0"];
+    let mut c = chaos_cluster();
+    let worker = c.nodes[1].id.clone();
+    let created = ok(c.submit(programs::CLUSTER, &["detached-create", &worker]));
+    assert!(created.contains("created 1"), "{created}");
+    let (mut slow, lines) = c.submit_in_background(programs::CLUSTER, &["detached-slow"]);
+    wait_until_started(&lines);
+    // The slow call (3 s) is running on the worker when the head dies.
+    std::thread::sleep(Duration::from_millis(500));
+    c.restart_head(&head_flags, 2);
+    assert!(
+        !slow.wait().unwrap().success(),
+        "its driver died with the head"
+    );
+    let used = ok(c.submit(programs::CLUSTER, &["detached-use"]));
+    // 1 (created) + 10 (the call that ran through the head's restart) + 1.
+    assert!(
+        used.contains("still there 12"),
+        "{used}\nhead log:\n{}",
+        c.log(0)
+    );
+    let status = c.status();
+    assert!(
+        status.contains("the head stopped while the job ran"),
+        "{status}"
+    );
+}

@@ -72,9 +72,38 @@ impl ProcCluster {
     }
 
     fn spawn_node(&mut self, flags: &[&str]) {
-        let i = self.nodes.len();
+        let node = self.spawn_at(self.nodes.len(), flags);
+        self.nodes.push(node);
+        self.wait_for_alive(self.nodes.len());
+    }
+
+    /// Kills the head (SIGKILL) and starts it again with `flags` on the same
+    /// data directory and port, as a head that crashed and was restarted.
+    /// Waits until `alive` nodes are alive again.
+    pub fn restart_head(&mut self, flags: &[&str], alive: usize) {
+        self.kill(0);
+        let port = self.nodes[0]
+            .address
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut all = vec!["--head", "--port", port.as_str()];
+        all.extend_from_slice(flags);
+        self.nodes[0] = self.spawn_at(0, &all);
+        self.wait_for_alive(alive);
+    }
+
+    /// Starts node process `i` (its data directory is `node{i}`).
+    fn spawn_at(&self, i: usize, flags: &[&str]) -> ProcNode {
         let data = self.dir.join(format!("node{i}"));
-        let log = self.dir.join(format!("node{i}.log"));
+        // A restarted node logs to a new file.
+        let mut log = self.dir.join(format!("node{i}.log"));
+        let mut n = 1;
+        while log.exists() {
+            log = self.dir.join(format!("node{i}.{n}.log"));
+            n += 1;
+        }
         let child = Command::new(&self.bin)
             .args([
                 "--log-level",
@@ -111,13 +140,12 @@ impl ProcCluster {
         let mut parts = text.split_whitespace();
         let id = parts.next().unwrap().to_string();
         let address = parts.next().unwrap().to_string();
-        self.nodes.push(ProcNode {
+        ProcNode {
             child,
             id,
             address,
             log,
-        });
-        self.wait_for_alive(self.nodes.len());
+        }
     }
 
     /// The head's join file (what a worker needs to join).

@@ -391,7 +391,7 @@ impl Cluster {
     }
 
     /// How long a caller waits for an actor whose node died to come back.
-    fn restart_wait(&self) -> Duration {
+    pub(super) fn restart_wait(&self) -> Duration {
         self.config.node_timeout * 4 + Duration::from_secs(30)
     }
 

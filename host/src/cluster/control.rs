@@ -14,7 +14,7 @@ use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::control_server::Control;
 
 use super::convert::{error_to_pb, id_bytes};
-use super::head::{HeadState, JOBS_WITH_LOGS, JobLog, set_job};
+use super::head::{HeadState, JOBS_WITH_LOGS, JobLog};
 use super::quotas::{quota_from_pb, quota_to_pb};
 use crate::error::FabricError;
 use crate::logs::{LogSink, LogSource, Stream};
@@ -292,7 +292,7 @@ impl Control for ControlService {
 impl ControlService {
     /// Records a job and forgets the logs of all but the most recent jobs.
     fn record(&self, record: pb::JobRecord) {
-        set_job(&self.head.jobs, record);
+        self.head.set_job(record);
         let jobs = self.head.jobs.lock().unwrap();
         let mut logs = self.head.job_logs.lock().unwrap();
         if logs.len() > JOBS_WITH_LOGS {

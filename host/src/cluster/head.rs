@@ -4,6 +4,13 @@
 //! which nodes are alive and what they have (from heartbeats), which actors
 //! exist where and under which names, and the jobs submitted to it (whose
 //! drivers run on the head's own node).
+//!
+//! With a state file (see [`super::head_store`]) the nodes, actors and jobs
+//! survive a restart of the head: a head started again on the same data
+//! directory gives every node it knew one death timeout to heartbeat, keeps
+//! serving the actor directory (named and detached actors on live workers
+//! answer as before), and records the jobs whose drivers it was running as
+//! failed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,6 +22,7 @@ use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::head_server::Head;
 
 use super::convert::{actor_id, error_to_pb, id_bytes, node_id};
+use super::head_store::{HeadStore, Loaded, Record};
 use crate::error::FabricError;
 use crate::ids::{ActorId, NodeId};
 
@@ -43,6 +51,8 @@ pub struct HeadState {
     pub(super) tokens: Arc<crate::security::Tokens>,
     /// Calls served, by RPC name.
     rpcs: Mutex<BTreeMap<&'static str, u64>>,
+    /// Where the state above is saved (none: in memory only).
+    store: Option<Arc<HeadStore>>,
 }
 
 /// Lines of one job's output kept at the head.
@@ -81,8 +91,13 @@ impl HeadState {
         interval: Duration,
         timeout: Duration,
         tokens: Arc<crate::security::Tokens>,
+        restored: Option<(Arc<HeadStore>, Loaded)>,
     ) -> Arc<Self> {
-        Arc::new(HeadState {
+        let (store, loaded) = match restored {
+            Some((s, l)) => (Some(s), l),
+            None => (None, Loaded::default()),
+        };
+        let head = Arc::new(HeadState {
             node,
             job_logs: Mutex::new(HashMap::new()),
             loads: Mutex::new(HashMap::new()),
@@ -94,7 +109,85 @@ impl HeadState {
             names: Mutex::new(HashMap::new()),
             jobs: Arc::new(Mutex::new(Vec::new())),
             rpcs: Mutex::new(BTreeMap::new()),
-        })
+            store,
+        });
+        head.restore(loaded);
+        head
+    }
+
+    /// Takes back the state a previous run of the head saved.
+    fn restore(&self, loaded: Loaded) {
+        let (n_nodes, n_actors, n_jobs) =
+            (loaded.nodes.len(), loaded.actors.len(), loaded.jobs.len());
+        if n_nodes + n_actors + n_jobs == 0 {
+            return;
+        }
+        let mut nodes = self.nodes.lock().unwrap();
+        for mut info in loaded.nodes {
+            let Ok(id) = node_id(&info.node_id) else {
+                continue;
+            };
+            // Whoever was head is a node like any other now: it must
+            // heartbeat (it will not: that head's process is gone).
+            info.is_head = false;
+            nodes.insert(
+                id,
+                NodeRecord {
+                    info,
+                    last_seen: Instant::now(),
+                },
+            );
+        }
+        drop(nodes);
+        let mut actors = self.actors.lock().unwrap();
+        let mut names = self.names.lock().unwrap();
+        for info in loaded.actors {
+            let Ok(id) = actor_id(&info.actor_id) else {
+                continue;
+            };
+            if !info.dead && !info.name.is_empty() {
+                names.insert((info.namespace.clone(), info.name.clone()), id);
+            }
+            actors.insert(id, info);
+        }
+        drop((actors, names));
+        let mut failed = Vec::new();
+        let mut jobs = loaded.jobs;
+        jobs.sort_by_key(|j| j.started_ms);
+        for j in &mut jobs {
+            if j.status() == pb::job_record::Status::Running {
+                // Its driver ran in the head's process, which is gone.
+                j.set_status(pb::job_record::Status::Failed);
+                j.error = "the head stopped while the job ran".into();
+                failed.push(Record::Job(j.clone()));
+            }
+        }
+        *self.jobs.lock().unwrap() = jobs;
+        self.save_later(failed);
+        tracing::info!(
+            nodes = n_nodes,
+            actors = n_actors,
+            jobs = n_jobs,
+            "restored the head's state"
+        );
+    }
+
+    /// Saves `records` soon (in order with every other save).
+    fn save_later(&self, records: Vec<Record>) {
+        if let Some(s) = &self.store {
+            s.save_later(records);
+        }
+    }
+
+    /// Saves `records` before the caller answers anyone.
+    async fn save(&self, records: Vec<Record>) -> Result<(), Status> {
+        match &self.store {
+            Some(s) => s
+                .save(records)
+                .await
+                .map_err(|e| Status::unavailable(format!("the head could not save: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// Declares nodes dead once they miss heartbeats for the timeout.
@@ -123,6 +216,7 @@ impl HeadState {
                 };
                 for id in dead {
                     tracing::warn!(node = %id.short(), timeout = ?head.timeout, "node missed its heartbeats: declared dead");
+                    head.save_node(id);
                     head.node_gone(id, "its node died");
                 }
             }
@@ -142,6 +236,7 @@ impl HeadState {
         };
         let mut actors = self.actors.lock().unwrap();
         let mut names = self.names.lock().unwrap();
+        let mut changed = Vec::new();
         for a in actors.values_mut().filter(|a| !a.dead) {
             let hosted = a.node_id == node_bytes;
             let orphaned = a.restarting && a.owner_node_id == node_bytes;
@@ -150,6 +245,7 @@ impl HeadState {
             }
             if hosted && a.restarts < a.max_restarts && owner_alive(a) {
                 a.restarting = true;
+                changed.push(Record::Actor(a.clone()));
                 continue;
             }
             a.dead = true;
@@ -170,6 +266,17 @@ impl HeadState {
             {
                 names.remove(&key);
             }
+            changed.push(Record::Actor(a.clone()));
+        }
+        drop((actors, names));
+        self.save_later(changed);
+    }
+
+    /// Saves a node's record (its address and state).
+    fn save_node(&self, id: NodeId) {
+        let info = self.nodes.lock().unwrap().get(&id).map(|r| r.info.clone());
+        if let Some(info) = info {
+            self.save_later(vec![Record::Node(info)]);
         }
     }
 
@@ -249,7 +356,7 @@ impl HeadState {
     /// A restarting actor's creator placed it again: its entry moves to
     /// the new node (keeping its name). Only an actor whose node died, and
     /// only its creator, may be moved; a killed actor stays dead.
-    fn move_restarted(&self, id: ActorId, to: pb::ActorInfo) -> Result<(), FabricError> {
+    fn move_restarted(&self, id: ActorId, to: pb::ActorInfo) -> Result<pb::ActorInfo, FabricError> {
         let alive = self.alive_nodes();
         let mut actors = self.actors.lock().unwrap();
         let Some(a) = actors.get_mut(&id) else {
@@ -272,7 +379,7 @@ impl HeadState {
         a.node_id = to.node_id;
         a.restarts = to.restarts;
         a.restarting = false;
-        Ok(())
+        Ok(a.clone())
     }
 
     pub(super) fn count(&self, rpc: &'static str) {
@@ -280,16 +387,22 @@ impl HeadState {
     }
 }
 
-/// Records a job's state (the newest `JOB_HISTORY` are kept).
-pub(super) fn set_job(jobs: &Mutex<Vec<pb::JobRecord>>, record: pb::JobRecord) {
-    let mut jobs = jobs.lock().unwrap();
-    match jobs.iter_mut().find(|j| j.job_id == record.job_id) {
-        Some(j) => *j = record,
-        None => jobs.push(record),
-    }
-    if jobs.len() > JOB_HISTORY {
-        let excess = jobs.len() - JOB_HISTORY;
-        jobs.drain(..excess);
+impl HeadState {
+    /// Records (and saves) a job's state; the newest `JOB_HISTORY` are kept.
+    pub(super) fn set_job(&self, record: pb::JobRecord) {
+        let mut saved = vec![Record::Job(record.clone())];
+        {
+            let mut jobs = self.jobs.lock().unwrap();
+            match jobs.iter_mut().find(|j| j.job_id == record.job_id) {
+                Some(j) => *j = record,
+                None => jobs.push(record),
+            }
+            if jobs.len() > JOB_HISTORY {
+                let excess = jobs.len() - JOB_HISTORY;
+                saved.extend(jobs.drain(..excess).map(|j| Record::ForgetJob(j.job_id)));
+            }
+        }
+        self.save_later(saved);
     }
 }
 
@@ -322,10 +435,11 @@ impl Head for HeadState {
         self.nodes.lock().unwrap().insert(
             id,
             NodeRecord {
-                info,
+                info: info.clone(),
                 last_seen: Instant::now(),
             },
         );
+        self.save(vec![Record::Node(info)]).await?;
         Ok(Response::new(pb::RegisterReply {
             nodes: self.nodes_pb(),
             heartbeat_interval_ms: self.interval.as_millis() as u64,
@@ -380,6 +494,7 @@ impl Head for HeadState {
         if let Some(rec) = self.nodes.lock().unwrap().get_mut(&id) {
             rec.info.set_state(pb::NodeState::Dead);
         }
+        self.save_node(id);
         self.node_gone(id, "its node left the cluster");
         tracing::info!(node = %id.short(), "node left");
         Ok(Response::new(pb::Empty {}))
@@ -398,35 +513,48 @@ impl Head for HeadState {
         use pb::register_actor_reply::Outcome;
         if r.restart {
             let outcome = match self.move_restarted(id, info) {
-                Ok(()) => Outcome::Registered(pb::Empty {}),
+                Ok(moved) => {
+                    self.save(vec![Record::Actor(moved)]).await?;
+                    Outcome::Registered(pb::Empty {})
+                }
                 Err(e) => Outcome::Error(error_to_pb(&e)),
             };
             return Ok(Response::new(pb::RegisterActorReply {
                 outcome: Some(outcome),
             }));
         }
-        let mut actors = self.actors.lock().unwrap();
-        let mut names = self.names.lock().unwrap();
-        if !info.name.is_empty() {
+        let existing = {
+            let mut actors = self.actors.lock().unwrap();
+            let mut names = self.names.lock().unwrap();
             let key = (info.namespace.clone(), info.name.clone());
-            if let Some(existing) = names.get(&key).and_then(|a| actors.get(a)) {
-                let outcome = if r.get_if_exists {
-                    Outcome::Existing(existing.clone())
-                } else {
-                    let e = FabricError::InvalidArgument(format!(
-                        "an actor named `{}` already exists in namespace `{}`",
-                        key.1,
-                        crate::runtime::job::shown_namespace(&key.0)
-                    ));
-                    Outcome::Error(error_to_pb(&e))
-                };
-                return Ok(Response::new(pb::RegisterActorReply {
-                    outcome: Some(outcome),
-                }));
+            match names.get(&key).and_then(|a| actors.get(a)) {
+                Some(existing) if !info.name.is_empty() => Some((key, existing.clone())),
+                _ => {
+                    if !info.name.is_empty() {
+                        names.insert(key, id);
+                    }
+                    actors.insert(id, info.clone());
+                    None
+                }
             }
-            names.insert(key, id);
+        };
+        if let Some((key, existing)) = existing {
+            let outcome = if r.get_if_exists {
+                Outcome::Existing(existing)
+            } else {
+                let e = FabricError::InvalidArgument(format!(
+                    "an actor named `{}` already exists in namespace `{}`",
+                    key.1,
+                    crate::runtime::job::shown_namespace(&key.0)
+                ));
+                Outcome::Error(error_to_pb(&e))
+            };
+            return Ok(Response::new(pb::RegisterActorReply {
+                outcome: Some(outcome),
+            }));
         }
-        actors.insert(id, info);
+        // Confirmed only once saved: a head that restarts still knows it.
+        self.save(vec![Record::Actor(info)]).await?;
         Ok(Response::new(pb::RegisterActorReply {
             outcome: Some(Outcome::Registered(pb::Empty {})),
         }))
@@ -462,15 +590,22 @@ impl Head for HeadState {
         self.count("ActorDied");
         let r = request.into_inner();
         let id = actor_id(&r.actor_id)?;
-        let mut actors = self.actors.lock().unwrap();
-        if let Some(a) = actors.get_mut(&id) {
-            a.dead = true;
-            a.death = r.reason;
-            let key = (a.namespace.clone(), a.name.clone());
-            let mut names = self.names.lock().unwrap();
-            if names.get(&key) == Some(&id) {
-                names.remove(&key);
-            }
+        let died = {
+            let mut actors = self.actors.lock().unwrap();
+            actors.get_mut(&id).map(|a| {
+                a.dead = true;
+                a.restarting = false;
+                a.death = r.reason;
+                let key = (a.namespace.clone(), a.name.clone());
+                let mut names = self.names.lock().unwrap();
+                if names.get(&key) == Some(&id) {
+                    names.remove(&key);
+                }
+                a.clone()
+            })
+        };
+        if let Some(a) = died {
+            self.save(vec![Record::Actor(a)]).await?;
         }
         Ok(Response::new(pb::Empty {}))
     }

@@ -240,6 +240,11 @@ impl Cluster {
         }
     }
 
+    /// Alive in the head's view and not suspected of being gone.
+    pub(super) fn is_live(&self, node: NodeId) -> bool {
+        self.peer_view(node).is_some() && !self.is_suspect(node)
+    }
+
     pub(super) fn is_suspect(&self, node: NodeId) -> bool {
         let window = self.config.node_timeout * 2;
         match self.suspects.get(&node).map(|t| t.elapsed() < window) {

@@ -34,7 +34,9 @@ mod actors;
 mod control;
 pub(crate) mod convert;
 mod head;
+mod head_store;
 mod jobs;
+mod lineage;
 mod membership;
 mod objects;
 mod peers;
@@ -61,6 +63,7 @@ use crate::runtime::component::AppComponent;
 use crate::security::{ClusterSecurity, Tokens};
 
 pub use head::HeadState;
+pub use head_store::{HeadStore, Loaded, Record};
 pub use membership::PeerView;
 pub(crate) use quotas::quota_from_pb;
 
@@ -90,6 +93,9 @@ pub struct ClusterConfig {
     pub security: ClusterSecurity,
     /// The client tokens (the head's; workers have none).
     pub tokens: Option<Arc<Tokens>>,
+    /// Where the head keeps its durable state (a redb file); `None` keeps it
+    /// in memory only, lost when the head stops.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl ClusterConfig {
@@ -104,6 +110,7 @@ impl ClusterConfig {
             labels: BTreeMap::new(),
             heartbeat_interval: Duration::from_millis(500),
             node_timeout: Duration::from_secs(3),
+            state_file: None,
         }
     }
 
@@ -118,6 +125,7 @@ impl ClusterConfig {
             node_timeout: Duration::from_secs(3),
             security,
             tokens: None,
+            state_file: None,
         }
     }
 }
@@ -149,6 +157,9 @@ pub(crate) struct Cluster {
     learned: DashMap<NodeId, String>,
     /// Where actors live and whose they are (a cache of the head's directory).
     actor_nodes: DashMap<ActorId, actors::ActorPlace>,
+    /// Specs of results owned here that live on other nodes, to rebuild
+    /// them if those nodes are lost.
+    lineage: lineage::Lineage,
     /// Restartable actors this node created on other nodes.
     owned_actors: DashMap<ActorId, actors::OwnedActor>,
     /// Calls that arrived for actors this node is still creating.
@@ -301,6 +312,7 @@ pub(crate) async fn join(
         actor_nodes: DashMap::new(),
         early_calls: DashMap::new(),
         owned_actors: DashMap::new(),
+        lineage: Default::default(),
         modules: DashMap::new(),
         job_cells: DashMap::new(),
         finished_jobs: Default::default(),
@@ -311,12 +323,19 @@ pub(crate) async fn join(
     });
     let head = match (&config.head, &config.tokens) {
         (Some(_), _) => None,
-        (None, Some(tokens)) => Some(HeadState::new(
-            node,
-            config.heartbeat_interval,
-            config.node_timeout,
-            tokens.clone(),
-        )),
+        (None, Some(tokens)) => {
+            let restored = match &config.state_file {
+                Some(path) => Some(HeadStore::open(path)?),
+                None => None,
+            };
+            Some(HeadState::new(
+                node,
+                config.heartbeat_interval,
+                config.node_timeout,
+                tokens.clone(),
+                restored,
+            ))
+        }
         (None, None) => {
             return Err(NodeError::Config(
                 "a head needs its client tokens (ClusterConfig::head)".into(),

@@ -10,6 +10,7 @@
 //! one pooled buffer on the receiver.
 
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -84,6 +85,7 @@ impl RemoteObjects for StoreLink {
 
     fn freed_copies(&self, id: ObjectId, holders: Vec<NodeId>) {
         if let Some(c) = self.0.upgrade() {
+            c.lineage.forget(id);
             for node in holders {
                 if node == c.id {
                     c.kept.remove(&id);
@@ -303,24 +305,55 @@ impl Cluster {
 
     /// Fetches the value of `id` from the first of `at` that has it, into
     /// the local store; records the failure if none does.
-    pub(crate) async fn fetch(self: Arc<Self>, id: ObjectId, mut at: Vec<NodeId>) {
+    ///
+    /// When every copy it was sent to fails: the owner rebuilds the value
+    /// from its lineage if it can; a borrower whose owner redirected it to a
+    /// node that is gone asks the owner again (which rebuilds it, or says it
+    /// is lost once it learns the node died).
+    pub(crate) async fn fetch(self: Arc<Self>, id: ObjectId, at: Vec<NodeId>) {
         let Some(core) = self.core() else { return };
-        let mut last = FabricError::ObjectLost(format!("object {id} is on no live node"));
-        let mut tried = 0;
-        while let Some(node) = (!at.is_empty()).then(|| at.remove(0)) {
-            tried += 1;
-            if tried > 8 {
-                break;
-            }
-            match self.fetch_from(id, node).await {
-                Ok(Fetched::Value(bytes, nested)) => {
-                    return core.objects.fill(id, Ok(bytes), nested);
+        let owner = core.objects.lookup(id).and_then(|r| r.home());
+        let deadline = Instant::now() + self.restart_wait();
+        let mut at = at;
+        let last = loop {
+            let mut last = FabricError::ObjectLost(format!("object {id} is on no live node"));
+            let mut redirected_and_failed = false;
+            let mut tried = 0;
+            while let Some(node) = (!at.is_empty()).then(|| at.remove(0)) {
+                tried += 1;
+                if tried > 8 {
+                    break;
                 }
-                Ok(Fetched::Redirect(next)) => at.insert(0, next),
-                Ok(Fetched::Failed(e)) => return core.objects.fill(id, Err(e), Vec::new()),
-                Err(e) => last = e,
+                match self.fetch_from(id, node).await {
+                    Ok(Fetched::Value(bytes, nested)) => {
+                        return core.objects.fill(id, Ok(bytes), nested);
+                    }
+                    Ok(Fetched::Redirect(next)) => at.insert(0, next),
+                    Ok(Fetched::Failed(e)) => return core.objects.fill(id, Err(e), Vec::new()),
+                    Err(e) => {
+                        redirected_and_failed |= Some(node) != owner;
+                        last = e;
+                    }
+                }
             }
-        }
+            match owner {
+                None => match self.rebuild(id) {
+                    Ok(true) => return,
+                    Ok(false) => break last,
+                    Err(e) => break e,
+                },
+                Some(o) if redirected_and_failed && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    at = vec![o];
+                }
+                Some(o) => {
+                    break FabricError::ObjectLost(format!(
+                        "object {id} is lost: its owner, node {}, cannot serve it ({last})",
+                        o.short()
+                    ));
+                }
+            }
+        };
         core.objects.fill(id, Err(last), Vec::new());
     }
 
@@ -334,7 +367,11 @@ impl Cluster {
                 requester: id_bytes(self.id.as_u128()),
             })
             .await
-            .map_err(|s| rpc_failure("FetchObject", &s))?
+            .map_err(|s| {
+                // Placement (of a rebuild, say) should not pick it for now.
+                self.suspect(node);
+                rpc_failure("FetchObject", &s)
+            })?
             .into_inner();
         let lost = |m: &str| {
             FabricError::ObjectLost(format!(
@@ -414,9 +451,29 @@ impl Cluster {
                     .await;
                 return;
             };
-            // The owner serves a value still being computed once it is done.
-            r.settled().await;
-            match r.location() {
+            // The owner serves a value still being computed once it is done
+            // (or rebuilt).
+            let location = loop {
+                r.settled().await;
+                match r.location() {
+                    Location::Elsewhere(at, _)
+                        if !at.iter().any(|n| *n == self.id || self.is_live(*n)) =>
+                    {
+                        match self.rebuild(id) {
+                            Ok(true) => continue,
+                            Ok(false) => {
+                                break Location::Ready(Err(FabricError::ObjectLost(format!(
+                                    "object {id} was lost with node {} and cannot be rebuilt (made by put, or its lineage was not kept)",
+                                    at.first().map(|n| n.short()).unwrap_or_default()
+                                ))));
+                            }
+                            Err(e) => break Location::Ready(Err(e)),
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            match location {
                 Location::Ready(Ok(bytes)) => {
                     let nested = match self.lend_all(&r.nested(), requester).await {
                         Ok(n) => n,

@@ -309,6 +309,9 @@ impl Cluster {
                     if core.tasks.remove(&id).is_some() {
                         t.spec.job.done_pending();
                     }
+                    // Only that node has it: keep what rebuilding it takes
+                    // (forgotten when the result is freed, even right away).
+                    self.lineage.keep(t.spec);
                     core.objects
                         .fulfill_elsewhere(id, stored_at.into_iter().collect(), r.size);
                 }

@@ -120,6 +120,7 @@ impl Cancellable for TaskControl {
 }
 
 /// A task ready to submit.
+#[derive(Clone)]
 pub(crate) struct TaskSpec {
     pub id: TaskId,
     pub job: Arc<Job>,
