@@ -32,6 +32,8 @@ pub enum Command {
     Status(crate::status::StatusArgs),
     /// Stop the nodes started on this machine.
     Stop(crate::stop::StopArgs),
+    /// Take a worker out of the cluster: its work finishes, its results move.
+    Drain(crate::drain::DrainArgs),
     /// Manage tenants and see their usage.
     Tenant(crate::tenant::TenantArgs),
     /// Show the output of a job submitted to a cluster.
@@ -49,6 +51,7 @@ impl Command {
             Command::Submit(args) => crate::submit::submit(args),
             Command::Status(args) => crate::status::status(args),
             Command::Stop(args) => crate::stop::stop(args),
+            Command::Drain(args) => crate::drain::drain(args),
             Command::Tenant(args) => crate::tenant::tenant(args),
             Command::Logs(args) => crate::logs::logs(args),
             Command::Compile(args) => crate::compile::compile(args),

@@ -7,6 +7,7 @@
 mod cli;
 mod compile;
 mod data_dir;
+mod drain;
 mod head_client;
 mod logs;
 mod node_args;

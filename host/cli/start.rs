@@ -257,9 +257,14 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
             joined.address(),
             if args.head { "head" } else { "worker" }
         );
-        wait_for_stop().await;
-        eprintln!("stopping");
-        joined.leave().await;
+        tokio::select! {
+            _ = wait_for_stop() => {
+                eprintln!("stopping");
+                joined.leave().await;
+            }
+            // `fabric drain`: it has handed its work on and left.
+            _ = joined.left() => eprintln!("drained: exiting"),
+        }
         data_dir::remove_node(&args.data_dir, pid);
         Ok(ExitCode::SUCCESS)
     })

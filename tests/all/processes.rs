@@ -565,3 +565,107 @@ fn a_detached_named_actor_answers_after_the_head_is_killed_and_restarted() {
         "{status}"
     );
 }
+
+/// Elasticity: `fabric drain` of a worker in the middle of a job whose
+/// results are large (each stays on the node that made it). The drained node
+/// takes no new work, finishes what runs, hands the results it keeps to
+/// their owner, leaves, and its process exits by itself; the job completes
+/// with every result right, including those made on the drained node.
+#[test]
+fn a_drained_worker_finishes_its_work_hands_over_its_results_and_exits() {
+    let mut c = chaos_cluster();
+    c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
+    let drained = c.nodes[1].id.clone();
+    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["big-results", "300", "40"]);
+    wait_until_started(&lines);
+    // The head and unknown nodes cannot be drained: clear errors.
+    for (node, why) in [
+        (c.nodes[0].id.as_str(), "the head cannot be drained"),
+        (
+            "ffffffffff",
+            "no live node has an id starting with `ffffffffff`",
+        ),
+    ] {
+        let out = c.fabric(&["drain", node, "--address", c.head_address()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{err}");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = c.fabric(&[
+        "drain",
+        &drained[..8],
+        "--address",
+        c.head_address(),
+        "--timeout",
+        "60",
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("drained and left the cluster"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its process exits on its own, cleanly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = c.nodes[1].child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drained node did not exit; its log:\n{}",
+            c.log(1)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}");
+    assert!(
+        job.try_wait().unwrap().is_none(),
+        "the job ended before the drain finished"
+    );
+    assert!(
+        job.wait().unwrap().success(),
+        "the job failed; head log:\n{}",
+        c.log(0)
+    );
+    let out = output_of(&lines);
+    assert!(out.contains("correct 300 of 300"), "{out}");
+    assert!(
+        nodes_that_ran(&out).contains(&drained),
+        "the drained node {drained} ran nothing:\n{out}\nits log:\n{}",
+        c.log(1)
+    );
+    // It handed over the results it kept, and nothing it ran was lost (no
+    // task had to run again).
+    let log = without_colors(&c.log(1));
+    let moved: usize = log
+        .split("drained: leaving the cluster moved=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no drain summary in its log:\n{log}"));
+    assert!(moved > 0, "{log}");
+    assert!(
+        !without_colors(&c.log(0)).contains("retrying task"),
+        "{}",
+        c.log(0)
+    );
+}
+
+/// A log without its terminal color codes.
+fn without_colors(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}

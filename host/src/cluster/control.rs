@@ -6,6 +6,7 @@
 //! everything and manages tenants.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -254,6 +255,35 @@ impl Control for ControlService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn drain_node(
+        &self,
+        request: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeReply>, Status> {
+        self.admin(&request)?;
+        self.head.count("DrainNode");
+        let r = request.into_inner();
+        let id = self.head.find_node(&r.node)?;
+        self.head.start_draining(id)?;
+        let wait = match r.timeout_ms {
+            0 => Self::DRAIN_WAIT,
+            ms => Duration::from_millis(ms),
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let left = loop {
+            if self.head.has_left(id) {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Ok(Response::new(pb::DrainNodeReply {
+            node_id: id_bytes(id.as_u128()),
+            left,
+        }))
+    }
+
     async fn tenant_usage(
         &self,
         request: Request<pb::TenantUsageRequest>,
@@ -290,6 +320,9 @@ impl Control for ControlService {
 }
 
 impl ControlService {
+    /// How long `DrainNode` waits for the node to leave by default.
+    const DRAIN_WAIT: Duration = Duration::from_secs(600);
+
     /// Records a job and forgets the logs of all but the most recent jobs.
     fn record(&self, record: pb::JobRecord) {
         self.head.set_job(record);

@@ -205,8 +205,7 @@ impl HeadState {
                     nodes
                         .iter_mut()
                         .filter(|(_, r)| {
-                            r.info.state() == pb::NodeState::Alive
-                                && r.last_seen.elapsed() > head.timeout
+                            is_up(r.info.state()) && r.last_seen.elapsed() > head.timeout
                         })
                         .map(|(id, r)| {
                             r.info.set_state(pb::NodeState::Dead);
@@ -318,7 +317,7 @@ impl HeadState {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, r)| r.info.state() == pb::NodeState::Alive)
+            .filter(|(_, r)| is_up(r.info.state()))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -406,6 +405,70 @@ impl HeadState {
     }
 }
 
+/// Alive, or draining (which is alive until it leaves).
+fn is_up(state: pb::NodeState) -> bool {
+    matches!(state, pb::NodeState::Alive | pb::NodeState::Draining)
+}
+
+impl HeadState {
+    /// The live node whose id is `id`, or the only one whose id starts with
+    /// it (hex).
+    pub(super) fn find_node(&self, id: &str) -> Result<NodeId, Status> {
+        let id = id.trim().to_ascii_lowercase();
+        if id.is_empty() {
+            return Err(Status::invalid_argument(
+                "name a node (its id or a prefix of it)",
+            ));
+        }
+        let nodes = self.nodes.lock().unwrap();
+        let matches: Vec<NodeId> = nodes
+            .iter()
+            .filter(|(n, r)| is_up(r.info.state()) && n.to_string().starts_with(&id))
+            .map(|(n, _)| *n)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Status::not_found(format!(
+                "no live node has an id starting with `{id}`"
+            ))),
+            _ => Err(Status::invalid_argument(format!(
+                "{} live nodes have ids starting with `{id}`: give more of it",
+                matches.len()
+            ))),
+        }
+    }
+
+    /// Marks a worker draining: heartbeats tell every node (it included).
+    pub(super) fn start_draining(&self, id: NodeId) -> Result<(), Status> {
+        if id == self.node.id() {
+            return Err(Status::failed_precondition(
+                "the head cannot be drained: it runs the jobs' drivers and the cluster's directory",
+            ));
+        }
+        let info = {
+            let mut nodes = self.nodes.lock().unwrap();
+            let rec = nodes
+                .get_mut(&id)
+                .filter(|r| is_up(r.info.state()))
+                .ok_or_else(|| Status::not_found(format!("node {id} is not alive")))?;
+            rec.info.set_state(pb::NodeState::Draining);
+            rec.info.clone()
+        };
+        tracing::info!(node = %id.short(), "draining a node");
+        self.save_later(vec![Record::Node(info)]);
+        Ok(())
+    }
+
+    /// Whether the node has left (or died).
+    pub(super) fn has_left(&self, id: NodeId) -> bool {
+        self.nodes
+            .lock()
+            .unwrap()
+            .get(&id)
+            .is_none_or(|r| !is_up(r.info.state()))
+    }
+}
+
 fn hex_short(id: &[u8]) -> String {
     id.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
@@ -459,7 +522,7 @@ impl Head for HeadState {
                 Some(rec) => {
                     // A node declared dead stays dead: its work was already
                     // failed over. It sees itself dead in the reply.
-                    if rec.info.state() == pb::NodeState::Alive {
+                    if is_up(rec.info.state()) {
                         rec.last_seen = Instant::now();
                         rec.info.free = r.free;
                         rec.info.queued_tasks = r.queued_tasks;

@@ -27,7 +27,10 @@ pub struct PeerView {
     /// Free resources at its last heartbeat.
     pub free: ResourceSet,
     pub labels: HashMap<String, String>,
+    /// Alive (draining nodes included).
     pub alive: bool,
+    /// Leaving: it takes no new work.
+    pub draining: bool,
     pub is_head: bool,
 }
 
@@ -39,7 +42,8 @@ impl PeerView {
             total: resources_from_pb(n.total.as_ref()),
             free: resources_from_pb(n.free.as_ref()),
             labels: n.labels.clone(),
-            alive: n.state() == pb::NodeState::Alive,
+            alive: matches!(n.state(), pb::NodeState::Alive | pb::NodeState::Draining),
+            draining: n.state() == pb::NodeState::Draining,
             is_head: n.is_head,
         })
     }
@@ -131,6 +135,9 @@ impl Cluster {
             .filter_map(PeerView::from_pb)
             .map(|v| (v.id, v))
             .collect();
+        if fresh.get(&self.id).is_some_and(|me| me.draining) {
+            self.start_drain();
+        }
         let died: Vec<NodeId> = {
             let mut view = self.view.write().unwrap();
             let died = view
@@ -168,8 +175,10 @@ impl Cluster {
     pub(crate) fn with_candidates<R>(&self, f: impl FnOnce(&[Candidate<'_>]) -> R) -> R {
         let core = self.core();
         let view = self.view.read().unwrap();
+        // A draining node offers no room: work goes elsewhere if it can.
         let local_free = core
             .as_ref()
+            .filter(|_| !self.is_draining())
             .map(|c| c.scheduler.free())
             .unwrap_or_default();
         let local_total = core
@@ -186,7 +195,7 @@ impl Cluster {
         });
         for v in view
             .values()
-            .filter(|v| v.alive && v.id != self.id && !self.is_suspect(v.id))
+            .filter(|v| v.alive && !v.draining && v.id != self.id && !self.is_suspect(v.id))
         {
             let mut available = v.free.clone();
             for _ in 0..QUEUE_ALLOWANCE {

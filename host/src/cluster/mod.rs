@@ -33,6 +33,7 @@
 mod actors;
 mod control;
 pub(crate) mod convert;
+mod drain;
 mod head;
 mod head_store;
 mod jobs;
@@ -175,6 +176,11 @@ pub(crate) struct Cluster {
     /// until the head's verdict comes (dead) or the suspicion expires, so a
     /// retry does not go back to a node that just crashed.
     suspects: DashMap<NodeId, std::time::Instant>,
+    /// Set once the head asked this node to drain.
+    draining: std::sync::atomic::AtomicBool,
+    /// Forwarded tasks that arrived and are not yet accepted (their job's
+    /// component may still be compiling): a drain waits for them too.
+    accepting: AtomicUsize,
     stop: watch::Sender<bool>,
     /// Set once this node has registered and knows the cluster: peer
     /// messages wait for it (their replies need the senders' addresses).
@@ -252,6 +258,13 @@ impl ClusterHandle {
         self.cluster.leave().await;
     }
 
+    /// Resolves once this node has left the cluster (it was drained, or
+    /// [`ClusterHandle::leave`] was called).
+    pub async fn left(&self) {
+        let mut stop = self.cluster.stop.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
     /// The nodes this node knows of.
     pub fn peers(&self) -> Vec<PeerView> {
         self.cluster
@@ -318,6 +331,8 @@ pub(crate) async fn join(
         finished_jobs: Default::default(),
         spread_cursor: AtomicUsize::new(0),
         suspects: DashMap::new(),
+        draining: Default::default(),
+        accepting: AtomicUsize::new(0),
         stop,
         registered: watch::channel(false).0,
     });

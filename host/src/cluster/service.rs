@@ -174,6 +174,16 @@ impl NodeService for Service {
         ))
     }
 
+    async fn take_object(
+        &self,
+        request: Request<pb::TakeObjectRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.cluster
+            .on_take_object(&request.into_inner().object_id)
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn add_borrower(
         &self,
         request: Request<pb::AddBorrowerRequest>,

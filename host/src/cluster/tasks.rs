@@ -155,6 +155,7 @@ impl Cluster {
             .as_ref()
             .and_then(|j| super::convert::job_id(&j.job_id).ok())
             .unwrap_or(JobId::from_u128(0));
+        let _accepting = self.accepting();
         // Take every lent reference first: on any failure below, dropping
         // them gives the borrows back.
         let args = self.receive_args(&t.args, job_id);

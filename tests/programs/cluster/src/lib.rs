@@ -29,6 +29,7 @@ const SCENARIOS: &[&str] = &[
     "actor-restart",
     "lost-node",
     "detached-slow",
+    "big-results",
 ];
 
 /// The node this code runs on.
@@ -110,6 +111,14 @@ impl Tally {
         std::thread::sleep(Duration::from_millis(ms));
         self.add(n)
     }
+}
+
+/// `i * i`, slowly, where it ran, and 300 KiB of `i` (too large to travel
+/// inline: it stays where it was made until read).
+#[fabric::remote]
+fn square_big(i: u64, sleep_ms: u64) -> (u64, String, ByteBuf) {
+    std::thread::sleep(Duration::from_millis(sleep_ms));
+    (i * i, here(), ByteBuf::from(vec![i as u8; 300 << 10]))
 }
 
 /// `len` bytes from `seed`, and where they were made.
@@ -362,6 +371,27 @@ fn main() -> fabric::Result<()> {
             match fabric::get(&put) {
                 Err(fabric::Error::ObjectLost(why)) => println!("put object: lost: {why}"),
                 other => println!("put object: {:?}", other.map(|v| v.len())),
+            }
+        }
+        "big-results" => {
+            // A node is drained while these run: every result (and every
+            // large value made on it) must still be right.
+            let n: u64 = arg(1).parse().unwrap_or(300);
+            let ms: u64 = arg(2).parse().unwrap_or(40);
+            let refs: Vec<_> = (0..n)
+                .map(|i| square_big::remote(i, ms))
+                .collect::<fabric::Result<_>>()?;
+            println!("submitted {n}");
+            let results = fabric::get_all(&refs)?;
+            let correct = (0..n)
+                .zip(&results)
+                .filter(|(i, (sq, _, big))| {
+                    *sq == i * i && big.len() == 300 << 10 && big.iter().all(|b| *b == *i as u8)
+                })
+                .count();
+            println!("correct {correct} of {n}");
+            for (node, k) in count(results.into_iter().map(|(_, node, _)| node)) {
+                println!("node {node} ran {k}");
             }
         }
         "elastic" => {
