@@ -28,6 +28,17 @@ async fn counter_counts_to_five() {
     );
 }
 
+/// A crash restarts the actor from its checkpoint: the count goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_counter_goes_on_after_a_crash() {
+    let out = run_ok(&node(1.0), examples::DURABLE_COUNTER, &[]).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    assert_eq!(lines[..3], ["1", "2", "3"], "{out}");
+    assert!(lines[3].starts_with("crashed: crashing at 3"), "{out}");
+    assert_eq!(lines[4..], ["4", "5"], "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_round_trips_a_list() {
     assert_eq!(

@@ -72,6 +72,12 @@ impl HeadStore {
             std::fs::create_dir_all(dir).map_err(|e| db_error(path, e))?;
         }
         let db = Database::create(path).map_err(|e| db_error(path, e))?;
+        // Tenants' job and actor records: for the operator's eyes only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| db_error(path, e))?;
+        }
         let loaded = load(&db).map_err(|e| db_error(path, e))?;
         let (tx, rx) = mpsc::channel();
         let shown = path.display().to_string();
