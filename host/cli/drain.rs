@@ -56,6 +56,11 @@ pub fn drain(args: DrainArgs) -> anyhow::Result<ExitCode> {
             started.elapsed().as_secs_f64()
         );
         Ok(ExitCode::SUCCESS)
+    } else if reply.died {
+        eprintln!(
+            "node {id} died while draining (it stopped heartbeating before it left): what it ran is retried elsewhere, results only it held are rebuilt where they can be"
+        );
+        Ok(ExitCode::FAILURE)
     } else {
         eprintln!(
             "node {id} is still draining after {} s (its running work has not finished); see `fabric status`",

@@ -269,18 +269,19 @@ impl Control for ControlService {
             ms => Duration::from_millis(ms),
         };
         let deadline = tokio::time::Instant::now() + wait;
-        let left = loop {
-            if self.head.has_left(id) {
-                break true;
+        let gone = loop {
+            if let Some(cleanly) = self.head.has_left(id) {
+                break Some(cleanly);
             }
             if tokio::time::Instant::now() >= deadline {
-                break false;
+                break None;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         Ok(Response::new(pb::DrainNodeReply {
             node_id: id_bytes(id.as_u128()),
-            left,
+            left: gone == Some(true),
+            died: gone == Some(false),
         }))
     }
 

@@ -53,6 +53,8 @@ pub struct HeadState {
     rpcs: Mutex<BTreeMap<&'static str, u64>>,
     /// Where the state above is saved (none: in memory only).
     store: Option<Arc<HeadStore>>,
+    /// Nodes that left by deregistering (rather than dying).
+    departed: Mutex<std::collections::HashSet<NodeId>>,
 }
 
 /// Lines of one job's output kept at the head.
@@ -110,6 +112,7 @@ impl HeadState {
             jobs: Arc::new(Mutex::new(Vec::new())),
             rpcs: Mutex::new(BTreeMap::new()),
             store,
+            departed: Mutex::new(Default::default()),
         });
         head.restore(loaded);
         head
@@ -459,13 +462,16 @@ impl HeadState {
         Ok(())
     }
 
-    /// Whether the node has left (or died).
-    pub(super) fn has_left(&self, id: NodeId) -> bool {
-        self.nodes
+    /// Whether the node is gone: `Some(true)` if it left (deregistered),
+    /// `Some(false)` if it died, `None` while it is up.
+    pub(super) fn has_left(&self, id: NodeId) -> Option<bool> {
+        let up = self
+            .nodes
             .lock()
             .unwrap()
             .get(&id)
-            .is_none_or(|r| !is_up(r.info.state()))
+            .is_some_and(|r| is_up(r.info.state()));
+        (!up).then(|| self.departed.lock().unwrap().contains(&id))
     }
 }
 
@@ -557,6 +563,7 @@ impl Head for HeadState {
         if let Some(rec) = self.nodes.lock().unwrap().get_mut(&id) {
             rec.info.set_state(pb::NodeState::Dead);
         }
+        self.departed.lock().unwrap().insert(id);
         self.save_node(id);
         self.node_gone(id, "its node left the cluster");
         tracing::info!(node = %id.short(), "node left");
