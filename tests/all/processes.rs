@@ -543,6 +543,26 @@ fn a_detached_named_actor_answers_after_the_head_is_killed_and_restarted() {
     let worker = c.nodes[1].id.clone();
     let created = ok(c.submit(programs::CLUSTER, &["detached-create", &worker]));
     assert!(created.contains("created 1"), "{created}");
+    // A tenant made before the crash, with a quota.
+    let out = c.fabric(&[
+        "tenant",
+        "add",
+        "carol",
+        "--jobs",
+        "3",
+        "--address",
+        c.head_address(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let carol = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .map(|l| l.trim().to_string())
+        .expect("the token line");
     let (mut slow, lines) = c.submit_in_background(programs::CLUSTER, &["detached-slow"]);
     wait_until_started(&lines);
     // The slow call (3 s) is running on the worker when the head dies.
@@ -564,6 +584,14 @@ fn a_detached_named_actor_answers_after_the_head_is_killed_and_restarted() {
         status.contains("the head stopped while the job ran"),
         "{status}"
     );
+    // The tenant, its token and its quota survived too.
+    let out = c.fabric_as(&carol, &["tenant", "usage", "--address", c.head_address()]);
+    let usage = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && usage.contains("carol"),
+        "{usage}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Elasticity: `fabric drain` of a worker in the middle of a job whose
@@ -576,7 +604,7 @@ fn a_drained_worker_finishes_its_work_hands_over_its_results_and_exits() {
     let mut c = chaos_cluster();
     c.add(&["--num-cpus", "2", "--num-gpus", "0"]);
     let drained = c.nodes[1].id.clone();
-    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["big-results", "300", "40"]);
+    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["big-results", "600", "40"]);
     wait_until_started(&lines);
     // The head and unknown nodes cannot be drained: clear errors.
     for (node, why) in [
@@ -629,7 +657,7 @@ fn a_drained_worker_finishes_its_work_hands_over_its_results_and_exits() {
         c.log(0)
     );
     let out = output_of(&lines);
-    assert!(out.contains("correct 300 of 300"), "{out}");
+    assert!(out.contains("correct 600 of 600"), "{out}");
     assert!(
         nodes_that_ran(&out).contains(&drained),
         "the drained node {drained} ran nothing:\n{out}\nits log:\n{}",
