@@ -155,3 +155,16 @@ async fn only_actors_save_checkpoints() {
         "InvalidArgument(\"only an actor can save a checkpoint\")\nOk(None)\n"
     );
 }
+
+/// A checkpoint over its cap (64 MiB, or the job's result-size limit if
+/// smaller) is refused with a typed limit error; the actor carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_checkpoint_is_a_limit_error() {
+    let out = scenario("checkpoint-too-big").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("LimitExceeded { name: \"checkpoint-bytes\", value: 67108864"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "(1, 1)", "{out}");
+}

@@ -18,6 +18,7 @@ const SCENARIOS: &[&str] = &[
     "restart",
     "restart-no-checkpoint",
     "checkpoint-outside-actor",
+    "checkpoint-too-big",
 ];
 
 #[fabric::actor]
@@ -133,6 +134,15 @@ impl Durable {
 
     fn crash(&mut self) -> u64 {
         panic!("crashed at {}", self.n);
+    }
+
+    /// Tries to save `mib` MiB as the checkpoint.
+    fn save_big(&mut self, mib: usize) -> String {
+        let state = fabric::serde_bytes::ByteBuf::from(vec![1u8; mib << 20]);
+        match fabric::checkpoint::save(&state) {
+            Ok(()) => "saved".into(),
+            Err(e) => format!("{e:?}"),
+        }
     }
 }
 
@@ -305,6 +315,12 @@ fn main() -> fabric::Result<()> {
                     Err(e) => println!("after crash {round}: {}", describe(&e)),
                 }
             }
+        }
+        "checkpoint-too-big" => {
+            // Over the 64 MiB cap: refused, and the actor lives on.
+            let c = Durable::options(ActorOptions::new().max_restarts(1)).remote(true)?;
+            println!("{}", fabric::get(&c.save_big(65).remote()?)?);
+            println!("{:?}", fabric::get(&c.incr().remote()?)?);
         }
         "checkpoint-outside-actor" => {
             println!("{}", fabric::get(&checkpoint_in_task::remote()?)?);
