@@ -157,7 +157,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     println!();
     println!(
-        "{:<10} {:<16} {:<24} {:<10} {:<6} {:<4}",
+        "{:<10} {:<16} {:<24} {:<10} {:<10} {:<4}",
         "ACTOR", "CLASS", "NAME", "NODE", "STATE", "NOTE"
     );
     for a in &state.actors {
@@ -168,10 +168,25 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         };
         let id = hex(&a.actor_id);
         let node = hex(&a.node_id);
-        let state = if a.dead { "DEAD" } else { "ALIVE" };
-        let note = if a.detached { "detached" } else { "" };
+        let state = match (a.dead, a.restarting) {
+            (true, _) => "DEAD",
+            (false, true) => "RESTARTING",
+            (false, false) => "ALIVE",
+        };
+        let mut notes = Vec::new();
+        if a.detached {
+            notes.push("detached".to_string());
+        }
+        if a.max_restarts > 0 {
+            // The head counts moves after node deaths (not in-place restarts).
+            notes.push(format!(
+                "max-restarts {}, moved {}",
+                a.max_restarts, a.restarts
+            ));
+        }
+        let note = notes.join(", ");
         println!(
-            "{:<10} {:<16} {:<24} {:<10} {:<6} {}",
+            "{:<10} {:<16} {:<24} {:<10} {:<10} {}",
             &id[..8],
             a.class,
             name,
