@@ -178,11 +178,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             notes.push("detached".to_string());
         }
         if a.max_restarts > 0 {
-            // The head counts moves after node deaths (not in-place restarts).
-            notes.push(format!(
-                "max-restarts {}, moved {}",
-                a.max_restarts, a.restarts
-            ));
+            notes.push(format!("max-restarts {}", a.max_restarts));
         }
         let note = notes.join(", ");
         println!(
