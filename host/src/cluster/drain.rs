@@ -7,11 +7,11 @@
 //!
 //! 1. moves the tasks still queued in its scheduler to nodes with room and
 //!    lets those that run finish (and those it owns elsewhere come back),
-//!    up to [`DRAIN_TIMEOUT`];
+//!    and lets the calls queued on its actors run, up to [`DRAIN_TIMEOUT`];
 //! 2. hands every result it keeps for another node (a large value made
 //!    here) to that owner, which fetches it, so no sole copy leaves with it;
-//! 3. leaves the cluster (its actors then restart elsewhere if they may, or
-//!    die) and its `fabric start` process exits.
+//! 3. leaves the cluster (its actors then restart elsewhere from their
+//!    checkpoints if they may, or die) and its `fabric start` process exits.
 //!
 //! Objects this node *owns* (made by its own tasks' `put`) leave with it,
 //! as they would when it stops: ownership does not move.
@@ -67,7 +67,8 @@ impl Cluster {
         let mut last_report = Instant::now();
         loop {
             self.spill();
-            let busy = core.tasks.len() + self.accepting.load(Ordering::Acquire);
+            let calls: usize = core.actors.iter().map(|a| a.busy()).sum();
+            let busy = core.tasks.len() + self.accepting.load(Ordering::Acquire) + calls;
             if busy == 0 {
                 break;
             }
@@ -79,7 +80,7 @@ impl Cluster {
                 break;
             }
             if last_report.elapsed() > Duration::from_secs(5) {
-                tracing::info!(tasks = busy, "draining: waiting for tasks");
+                tracing::info!(busy, "draining: waiting for tasks and actor calls");
                 last_report = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

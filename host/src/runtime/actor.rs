@@ -17,7 +17,7 @@
 //! that created the actor: it keeps the spec and the last checkpoint (see
 //! `cluster::actors`).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -60,6 +60,8 @@ pub(crate) struct ActorRecord {
     restarts: AtomicU32,
     /// The state the actor last saved.
     checkpoint: Mutex<Option<Bytes>>,
+    /// Calls queued or running (a draining node waits for them).
+    busy: AtomicUsize,
     mailbox: mpsc::UnboundedSender<ActorCall>,
     dead: Mutex<Option<String>>,
     abort: Mutex<Option<AbortHandle>>,
@@ -137,7 +139,9 @@ impl ActorRecord {
             core.complete(call.result, call.reply, Err(FabricError::ActorDied(reason)));
             return;
         }
+        self.busy.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::error::SendError(call)) = self.mailbox.send(call) {
+            self.done_one();
             let reason = self
                 .death()
                 .unwrap_or_else(|| "its mailbox is closed".into());
@@ -147,6 +151,15 @@ impl ActorRecord {
 
     fn label(&self) -> String {
         format!("actor {}({})", self.class, self.id.short())
+    }
+
+    /// Calls queued or running.
+    pub(crate) fn busy(&self) -> usize {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    fn done_one(&self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Saves the actor's state; the creating node, if another, hears of it.
@@ -212,6 +225,7 @@ pub(crate) fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
         owner: spec.owner,
         restarts: AtomicU32::new(spec.restarts),
         checkpoint: Mutex::new(spec.checkpoint.clone()),
+        busy: AtomicUsize::new(0),
         mailbox: tx,
         dead: Mutex::new(None),
         abort: Mutex::new(None),
@@ -250,6 +264,7 @@ pub(crate) fn record_dead(
         owner: None,
         restarts: AtomicU32::new(0),
         checkpoint: Mutex::new(None),
+        busy: AtomicUsize::new(0),
         mailbox: tx,
         dead: Mutex::new(Some(reason)),
         abort: Mutex::new(None),
@@ -313,6 +328,7 @@ impl Drop for Mailbox {
         if let Some((id, reply)) = self.current.take() {
             self.core
                 .complete(id, reply, Err(FabricError::ActorDied(reason.clone())));
+            self.record.done_one();
         }
         while let Ok(call) = self.rx.try_recv() {
             self.core.complete(
@@ -320,6 +336,7 @@ impl Drop for Mailbox {
                 call.reply,
                 Err(FabricError::ActorDied(reason.clone())),
             );
+            self.record.done_one();
         }
     }
 }
@@ -446,6 +463,7 @@ async fn serve(
             _ => None,
         };
         core.complete(call.result, call.reply, outcome);
+        mailbox.record.done_one();
         drop((call.args, call.nested));
         if death.is_some() {
             return death;
