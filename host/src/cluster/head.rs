@@ -7,10 +7,11 @@
 //!
 //! With a state file (see [`super::head_store`]) the nodes, actors and jobs
 //! survive a restart of the head: a head started again on the same data
-//! directory gives every node it knew one death timeout to heartbeat, keeps
-//! serving the actor directory (named and detached actors on live workers
-//! answer as before), and records the jobs whose drivers it was running as
-//! failed.
+//! directory gives every worker it knew one death timeout to heartbeat
+//! (the previous head's own node is dead at once: this process replaced
+//! it), keeps serving the actor directory (named and detached actors on live
+//! workers answer as before), and records the jobs whose drivers it was
+//! running as failed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -126,12 +127,19 @@ impl HeadState {
             return;
         }
         let mut nodes = self.nodes.lock().unwrap();
+        let mut old_heads = Vec::new();
         for mut info in loaded.nodes {
             let Ok(id) = node_id(&info.node_id) else {
                 continue;
             };
-            // Whoever was head is a node like any other now: it must
-            // heartbeat (it will not: that head's process is gone).
+            if info.is_head && is_up(info.state()) {
+                // The head that saved this state ran on this data directory
+                // and this address: its process is gone (this one replaced
+                // it), so it is dead now, not in a death timeout (peers
+                // would send it work meanwhile, and reach this process).
+                info.set_state(pb::NodeState::Dead);
+                old_heads.push(id);
+            }
             info.is_head = false;
             nodes.insert(
                 id,
@@ -167,6 +175,10 @@ impl HeadState {
         }
         *self.jobs.lock().unwrap() = jobs;
         self.save_later(failed);
+        for id in old_heads {
+            self.save_node(id);
+            self.node_gone(id, "the head it ran on stopped");
+        }
         tracing::info!(
             nodes = n_nodes,
             actors = n_actors,

@@ -7,8 +7,8 @@
 //! Writes go to one writer thread that commits whatever has queued up in
 //! one transaction (group commit), durably (`fsync`) before acknowledging:
 //! a directory change the head confirmed survives its crash. Heartbeats are
-//! not written: a restarted head gives every node it knew one death timeout
-//! to heartbeat again.
+//! not written: a restarted head gives every worker it knew one death
+//! timeout to heartbeat again.
 //!
 //! ```no_run
 //! # use fabric_host::cluster::HeadStore;
