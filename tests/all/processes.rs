@@ -55,12 +55,36 @@ fn wait_until_started(lines: &Lines) {
 /// What a finished background job printed, once the reader thread has
 /// drained the pipe (up to its `node ... ran` lines).
 fn output_of(lines: &Lines) -> String {
+    output_through(lines, "node ")
+}
+
+/// What a finished background job printed, once the reader thread has
+/// drained the pipe up to a line starting with `last`.
+fn output_through(lines: &Lines, last: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !lines.lock().unwrap().iter().any(|l| l.starts_with("node ")) && Instant::now() < deadline
-    {
+    while !lines.lock().unwrap().iter().any(|l| l.starts_with(last)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     lines.lock().unwrap().join("\n")
+}
+
+/// Runs `scenario <worker 1's id>` on a [`chaos_cluster`], kills worker 1
+/// as soon as the job says it submitted its work, and waits for the job to
+/// succeed. Returns the cluster, the killed worker's id, and what the job
+/// printed through its line starting with `last`.
+fn job_across_a_worker_kill(scenario: &str, last: &str) -> (ProcCluster, String, String) {
+    let mut c = chaos_cluster();
+    let victim = c.nodes[1].id.clone();
+    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &[scenario, &victim]);
+    wait_until_started(&lines);
+    c.kill(1);
+    assert!(
+        job.wait().unwrap().success(),
+        "the job failed; head log:\n{}",
+        c.log(0)
+    );
+    let out = output_through(&lines, last);
+    (c, victim, out)
 }
 
 /// A head with 1 CPU and a worker (index 1) with 2.
@@ -429,21 +453,7 @@ fn a_job_survives_a_worker_killed_and_restarted_five_times() {
 /// its result, runs again, so the count may skip one at the move.
 #[test]
 fn the_actor_of_a_killed_node_restarts_from_its_checkpoint() {
-    let mut c = chaos_cluster();
-    let victim = c.nodes[1].id.clone();
-    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["actor-restart", &victim]);
-    wait_until_started(&lines);
-    c.kill(1);
-    assert!(
-        job.wait().unwrap().success(),
-        "the job failed; head log:\n{}",
-        c.log(0)
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lines.lock().unwrap().iter().any(|l| l == "done") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = lines.lock().unwrap().join("\n");
+    let (c, victim, out) = job_across_a_worker_kill("actor-restart", "done");
     let calls: Vec<(String, u64, u64)> = out
         .lines()
         .filter_map(|l| l.strip_prefix("call "))
@@ -496,28 +506,8 @@ fn the_actor_of_a_killed_node_restarts_from_its_checkpoint() {
 /// bytes; the `put` object cannot be rebuilt and reads as `ObjectLost`.
 #[test]
 fn results_lost_with_their_node_are_rebuilt_from_lineage() {
-    let mut c = chaos_cluster();
-    let victim = c.nodes[1].id.clone();
+    let (c, victim, out) = job_across_a_worker_kill("lost-node", "put object");
     let head = c.nodes[0].id.clone();
-    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["lost-node", &victim]);
-    wait_until_started(&lines);
-    c.kill(1);
-    assert!(
-        job.wait().unwrap().success(),
-        "the job failed; head log:\n{}",
-        c.log(0)
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.starts_with("put object"))
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = lines.lock().unwrap().join("\n");
     assert!(
         out.contains(&format!(
             "first a on {victim}, b on {victim}, 1048576 bytes"

@@ -123,39 +123,16 @@ impl Cluster {
         strategy: Strategy,
         get_if_exists: bool,
     ) -> Result<ActorId, FabricError> {
-        let node = match self
-            .with_candidates(|c| place(&spec.demand, &strategy, c, &[], &self.spread_cursor))
+        let node = self.place_actor(&spec, &strategy)?;
+        if let Some(info) = self
+            .register_actor(&spec, node, get_if_exists, false)
+            .await?
         {
-            Placement::Local => self.id,
-            Placement::Remote(n) => n,
-            Placement::Infeasible(e) => return Err(e),
-        };
-        let reply = self
-            .head
-            .clone()
-            .register_actor(pb::RegisterActorRequest {
-                actor: Some(actor_info(&spec, node, self.id)),
-                get_if_exists,
-                restart: false,
-            })
-            .await
-            .map_err(|s| rpc_failure("RegisterActor", &s))?
-            .into_inner();
-        match reply.outcome {
-            Some(pb::register_actor_reply::Outcome::Registered(_)) => {}
-            Some(pb::register_actor_reply::Outcome::Existing(info)) => {
-                let id = actor_id(&info.actor_id).map_err(status_failure)?;
-                if let Some(place) = ActorPlace::of(&info) {
-                    self.actor_nodes.insert(id, place);
-                }
-                return Ok(id);
+            let id = actor_id(&info.actor_id).map_err(status_failure)?;
+            if let Some(place) = ActorPlace::of(&info) {
+                self.actor_nodes.insert(id, place);
             }
-            Some(pb::register_actor_reply::Outcome::Error(e)) => return Err(error_from_pb(&e)),
-            None => {
-                return Err(FabricError::InvalidArgument(
-                    "the head sent an empty reply".into(),
-                ));
-            }
+            return Ok(id);
         }
         let id = spec.id;
         self.actor_nodes.insert(id, place_of(&spec, node));
@@ -189,6 +166,46 @@ impl Cluster {
             );
         }
         sent.map(|()| id)
+    }
+
+    /// The node an actor should live on.
+    fn place_actor(&self, spec: &ActorSpec, strategy: &Strategy) -> Result<NodeId, FabricError> {
+        match self.with_candidates(|c| place(&spec.demand, strategy, c, &[], &self.spread_cursor)) {
+            Placement::Local => Ok(self.id),
+            Placement::Remote(n) => Ok(n),
+            Placement::Infeasible(e) => Err(e),
+        }
+    }
+
+    /// Registers the actor on `node` in the head's directory (`restart`:
+    /// moves a restarting one there). `Some` is the existing actor that
+    /// holds the name, when `get_if_exists` found one.
+    async fn register_actor(
+        &self,
+        spec: &ActorSpec,
+        node: NodeId,
+        get_if_exists: bool,
+        restart: bool,
+    ) -> Result<Option<pb::ActorInfo>, FabricError> {
+        let reply = self
+            .head
+            .clone()
+            .register_actor(pb::RegisterActorRequest {
+                actor: Some(actor_info(spec, node, self.id)),
+                get_if_exists,
+                restart,
+            })
+            .await
+            .map_err(|s| rpc_failure("RegisterActor", &s))?
+            .into_inner();
+        match reply.outcome {
+            Some(pb::register_actor_reply::Outcome::Registered(_)) => Ok(None),
+            Some(pb::register_actor_reply::Outcome::Existing(info)) => Ok(Some(info)),
+            Some(pb::register_actor_reply::Outcome::Error(e)) => Err(error_from_pb(&e)),
+            None => Err(FabricError::InvalidArgument(
+                "the head sent an empty reply".into(),
+            )),
+        }
     }
 
     /// Starts an actor on this node, then delivers the calls that came for
@@ -311,32 +328,15 @@ impl Cluster {
         spec: ActorSpec,
         strategy: Strategy,
     ) -> Result<NodeId, FabricError> {
-        let node = match self
-            .with_candidates(|c| place(&spec.demand, &strategy, c, &[], &self.spread_cursor))
+        let node = self.place_actor(&spec, &strategy)?;
+        if self
+            .register_actor(&spec, node, false, true)
+            .await?
+            .is_some()
         {
-            Placement::Local => self.id,
-            Placement::Remote(n) => n,
-            Placement::Infeasible(e) => return Err(e),
-        };
-        let reply = self
-            .head
-            .clone()
-            .register_actor(pb::RegisterActorRequest {
-                actor: Some(actor_info(&spec, node, self.id)),
-                get_if_exists: false,
-                restart: true,
-            })
-            .await
-            .map_err(|s| rpc_failure("RegisterActor", &s))?
-            .into_inner();
-        match reply.outcome {
-            Some(pb::register_actor_reply::Outcome::Registered(_)) => {}
-            Some(pb::register_actor_reply::Outcome::Error(e)) => return Err(error_from_pb(&e)),
-            _ => {
-                return Err(FabricError::InvalidArgument(
-                    "the head sent an unexpected reply to a restart".into(),
-                ));
-            }
+            return Err(FabricError::InvalidArgument(
+                "the head sent an unexpected reply to a restart".into(),
+            ));
         }
         let id = spec.id;
         self.actor_nodes.insert(id, place_of(&spec, node));
