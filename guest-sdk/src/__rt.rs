@@ -24,6 +24,9 @@ use crate::value::{self, Encoded};
 pub enum CallError {
     /// The user's function returned `Err`; its `Display` text.
     App(String),
+    /// The user's function returned a [`crate::Error`] (say, with `?` on a
+    /// call that failed): it reaches the caller as itself, not as text.
+    Fabric(crate::Error),
     /// An argument or the result could not be decoded or encoded.
     Value(String),
     /// No method of that name.
@@ -86,22 +89,42 @@ pub fn ret<T: Serialize>(v: &T) -> Result<Returned, CallError> {
 }
 
 /// Encodes a `Result` return value: `Err` is the function's failure.
-pub fn ret_result<T: Serialize, E: std::fmt::Display>(
+pub fn ret_result<T: Serialize, E: std::fmt::Display + 'static>(
     r: Result<T, E>,
 ) -> Result<Returned, CallError> {
     match r {
         Ok(v) => ret(&v),
-        Err(e) => Err(CallError::App(e.to_string())),
+        Err(e) => Err(app_error(e)),
     }
 }
 
 /// A constructor's `Self` or `Result<Self, E>`.
-pub fn ctor_result<T: 'static, E: std::fmt::Display>(
+pub fn ctor_result<T: 'static, E: std::fmt::Display + 'static>(
     r: Result<T, E>,
 ) -> Result<Box<dyn Any>, CallError> {
     match r {
         Ok(v) => Ok(Box::new(v)),
-        Err(e) => Err(CallError::App(e.to_string())),
+        Err(e) => Err(app_error(e)),
+    }
+}
+
+/// The failure of a function that returned `Err(e)`: a fabric error (also
+/// inside a `Box<dyn Error>`) as itself, anything else as its text.
+fn app_error<E: std::fmt::Display + 'static>(e: E) -> CallError {
+    let any: &dyn Any = &e;
+    let fabric = any
+        .downcast_ref::<crate::Error>()
+        .or_else(|| {
+            any.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>()
+                .and_then(|b| b.downcast_ref::<crate::Error>())
+        })
+        .or_else(|| {
+            any.downcast_ref::<Box<dyn std::error::Error>>()
+                .and_then(|b| b.downcast_ref::<crate::Error>())
+        });
+    match fabric {
+        Some(f) => CallError::Fabric(f.clone()),
+        None => CallError::App(e.to_string()),
     }
 }
 
@@ -158,6 +181,7 @@ fn to_output(r: Returned) -> Output {
 fn to_wit(function: &str, e: CallError) -> WitError {
     match e {
         CallError::App(m) => failure(function, FailureKind::ApplicationError, m),
+        CallError::Fabric(e) => e.into_wit(function),
         CallError::Value(m) => failure(function, FailureKind::BadValue, m),
         CallError::UnknownMethod => failure(
             function,

@@ -126,6 +126,51 @@ impl From<wit::Error> for Error {
     }
 }
 
+impl Error {
+    /// This error as the host's WIT error, returned by `function`: every
+    /// kind keeps its kind (an error only this instance can have, a value
+    /// it could not encode or decode, becomes `function`'s `bad-value`).
+    pub(crate) fn into_wit(self, function: &str) -> wit::Error {
+        match self {
+            Error::TaskFailed {
+                function,
+                kind,
+                message,
+                retryable,
+            } => wit::Error::TaskFailed(wit::TaskFailure {
+                function,
+                kind: match kind {
+                    FailureKind::ApplicationError => wit::FailureKind::ApplicationError,
+                    FailureKind::Panic => wit::FailureKind::Panic,
+                    FailureKind::Trap => wit::FailureKind::Trap,
+                    FailureKind::UnknownFunction => wit::FailureKind::UnknownFunction,
+                    FailureKind::BadValue => wit::FailureKind::BadValue,
+                    FailureKind::System => wit::FailureKind::System,
+                },
+                message,
+                retryable,
+            }),
+            Error::ActorDied(m) => wit::Error::ActorDied(m),
+            Error::ObjectLost(m) => wit::Error::ObjectLost(m),
+            Error::Timeout => wit::Error::Timeout,
+            Error::Cancelled => wit::Error::Cancelled,
+            Error::ResourcesInfeasible(m) => wit::Error::ResourcesInfeasible(m),
+            Error::LimitExceeded {
+                name,
+                value,
+                message,
+            } => wit::Error::LimitExceeded(wit::Limit {
+                name,
+                value,
+                message,
+            }),
+            Error::NotFound(m) => wit::Error::NotFound(m),
+            Error::InvalidArgument(m) => wit::Error::InvalidArgument(m),
+            Error::Value(m) => failure(function, wit::FailureKind::BadValue, m),
+        }
+    }
+}
+
 /// A failure of `function` as the WIT error the host expects.
 pub(crate) fn failure(function: &str, kind: wit::FailureKind, message: String) -> wit::Error {
     wit::Error::TaskFailed(wit::TaskFailure {

@@ -109,6 +109,41 @@ impl FabricError {
         })
     }
 
+    /// This error as the outcome of task `task`, which did not run because
+    /// its argument `index` (the result of `producer`, when known) failed
+    /// with it: the same kind, its message saying so once.
+    pub(crate) fn for_dependent(self, task: &str, index: usize, producer: Option<&str>) -> Self {
+        let source = match producer {
+            Some(p) => format!("the result of task `{p}`"),
+            None => "an object that failed".to_string(),
+        };
+        let note = format!("(task `{task}` did not run: its argument {index} is {source})");
+        let with_note = |m: String| format!("{m} {note}");
+        match self {
+            FabricError::TaskFailed(mut f) => {
+                f.message = with_note(f.message);
+                f.retryable = false;
+                FabricError::TaskFailed(f)
+            }
+            FabricError::ActorDied(m) => FabricError::ActorDied(with_note(m)),
+            FabricError::ObjectLost(m) => FabricError::ObjectLost(with_note(m)),
+            FabricError::ResourcesInfeasible(m) => FabricError::ResourcesInfeasible(with_note(m)),
+            FabricError::LimitExceeded {
+                name,
+                value,
+                message,
+            } => FabricError::LimitExceeded {
+                name,
+                value,
+                message: with_note(message),
+            },
+            FabricError::NotFound(m) => FabricError::NotFound(with_note(m)),
+            FabricError::InvalidArgument(m) => FabricError::InvalidArgument(with_note(m)),
+            FabricError::Timeout => FabricError::Timeout,
+            FabricError::Cancelled => FabricError::Cancelled,
+        }
+    }
+
     pub(crate) fn to_wit(&self) -> wit::Error {
         match self {
             FabricError::TaskFailed(t) => wit::Error::TaskFailed(wit::TaskFailure {

@@ -56,6 +56,10 @@ pub struct Limits {
     /// the handle table of each instance: a guest may hold this many refs
     /// plus 100,000.
     pub pending_tasks: u64,
+    /// Objects a job may hold on one node at once (its puts, task results
+    /// and references it received): each costs host memory besides its
+    /// bytes.
+    pub objects: u64,
     /// Bytes of stdout and stderr one call may write.
     pub log_bytes: u64,
 }
@@ -75,6 +79,7 @@ impl Default for Limits {
             result_bytes: 256 << 20,
             object_bytes: 2 << 30,
             pending_tasks: 1_000_000,
+            objects: 4_000_000,
             log_bytes: 16 << 20,
         }
     }
@@ -98,6 +103,7 @@ impl Limits {
             result_bytes: 4 << 30,
             object_bytes: 4 << 30,
             pending_tasks: 1 << 40,
+            objects: 1 << 40,
             log_bytes: 1 << 40,
         }
     }
@@ -131,6 +137,8 @@ pub struct LimitsRequest {
     pub object_bytes: Option<u64>,
     #[serde(default)]
     pub pending_tasks: Option<u64>,
+    #[serde(default)]
+    pub objects: Option<u64>,
     #[serde(default, deserialize_with = "size::option")]
     pub log_bytes: Option<u64>,
 }
@@ -205,6 +213,7 @@ impl Limits {
                 caps.pending_tasks,
                 job.pending_tasks,
             )?,
+            objects: pick("objects", self.objects, caps.objects, job.objects)?,
             log_bytes: pick("log-bytes", self.log_bytes, caps.log_bytes, job.log_bytes)?,
         })
     }

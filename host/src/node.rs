@@ -269,7 +269,18 @@ impl Node {
             .await?;
         self.core.jobs.insert(job.id, job.clone());
         let result = ObjectId::random();
-        let result_ref = self.core.objects.create_pending(result, job.id);
+        let result_ref = match self
+            .core
+            .objects
+            .create_pending(result, job.id, function.into())
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.core.finish_job(&job);
+                self.core.jobs.remove(&job.id);
+                return Err(e);
+            }
+        };
         task::submit(
             &self.core,
             TaskSpec {

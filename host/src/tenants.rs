@@ -120,6 +120,12 @@ impl TenantAccount {
         })
     }
 
+    /// Counts `bytes` more of the tenant's objects whatever its quota (what
+    /// must be kept: a reference another node sent).
+    pub(crate) fn force_objects(&self, bytes: u64) {
+        let _ = self.objects.change(bytes as i64, |_| Ok(()));
+    }
+
     pub fn uncharge_objects(&self, bytes: u64) {
         let _ = self.objects.change(-(bytes as i64), |_| Ok(()));
     }
@@ -182,13 +188,60 @@ pub struct TenantUsage {
     pub actors: u64,
 }
 
+/// What a node charges one job for: its tenant's account, and the objects
+/// of the job it holds now, against the job's `objects` limit.
+pub struct JobBooks {
+    pub account: Arc<TenantAccount>,
+    job: JobId,
+    objects: AtomicU64,
+    max_objects: u64,
+    /// Set when the job ended here: the books go once its last object does.
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl JobBooks {
+    /// Counts one more object of the job here, unless it holds its limit.
+    pub(crate) fn add_object(&self) -> Result<(), FabricError> {
+        let max = self.max_objects;
+        self.objects
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                FabricError::limit(
+                    "objects",
+                    max,
+                    format!("the job already holds {max} objects on this node"),
+                )
+            })
+    }
+
+    /// Counts one more object that must be kept whatever the limit (a
+    /// reference another node sent, a copy kept for its owner).
+    pub(crate) fn force_object(&self) {
+        self.objects.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One object of the job went; true when it was the last one of a
+    /// finished job (its books may go).
+    pub(crate) fn remove_object(&self) -> bool {
+        self.objects.fetch_sub(1, Ordering::AcqRel) == 1 && self.finished.load(Ordering::Acquire)
+    }
+
+    /// The job's objects held here now.
+    pub fn objects(&self) -> u64 {
+        self.objects.load(Ordering::Acquire)
+    }
+}
+
 /// Every tenant's account on this node.
 #[derive(Default)]
 pub struct TenantLedger {
     accounts: DashMap<Arc<str>, Arc<TenantAccount>>,
-    /// The account of every job this node has seen (kept after the job ends:
+    /// The books of every job this node has seen (kept after the job ends:
     /// its objects and detached actors may outlive it).
-    jobs: crate::ids::IdMap<JobId, Arc<TenantAccount>>,
+    jobs: crate::ids::IdMap<JobId, Arc<JobBooks>>,
 }
 
 impl TenantLedger {
@@ -203,13 +256,57 @@ impl TenantLedger {
             .clone()
     }
 
-    pub(crate) fn add_job(&self, job: JobId, account: Arc<TenantAccount>) {
-        self.jobs.insert(job, account);
+    /// Opens the books of `job` (once: a job prepared again keeps them).
+    pub(crate) fn add_job(
+        &self,
+        job: JobId,
+        account: Arc<TenantAccount>,
+        max_objects: u64,
+    ) -> Arc<JobBooks> {
+        self.jobs
+            .entry(job)
+            .or_insert_with(|| {
+                Arc::new(JobBooks {
+                    account,
+                    job,
+                    objects: AtomicU64::new(0),
+                    max_objects,
+                    finished: Default::default(),
+                })
+            })
+            .clone()
     }
 
     /// The account of job `job`, if this node has seen it.
     pub fn of_job(&self, job: JobId) -> Option<Arc<TenantAccount>> {
-        self.jobs.get(&job).map(|a| a.clone())
+        self.jobs.get(&job).map(|b| b.account.clone())
+    }
+
+    /// The job ended here: its books go now if it holds no object, else
+    /// when its last object goes (see [`TenantLedger::forget`]).
+    pub(crate) fn job_finished(&self, job: JobId) {
+        if let Some(books) = self.books_of(job) {
+            books.finished.store(true, Ordering::Release);
+            if books.objects() == 0 {
+                self.jobs.remove(&job);
+            }
+        }
+    }
+
+    /// Forgets the books of a finished job whose last object just went.
+    pub(crate) fn forget(&self, books: &JobBooks) {
+        self.jobs
+            .remove_if(&books.job, |_, b| std::ptr::eq(&**b, books));
+    }
+
+    /// Jobs whose books this node keeps (running, or with objects left).
+    pub fn jobs_kept(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// The books of job `job`, if this node has seen it.
+    pub fn books_of(&self, job: JobId) -> Option<Arc<JobBooks>> {
+        self.jobs.get(&job).map(|b| b.clone())
     }
 
     /// Every tenant's meters here.

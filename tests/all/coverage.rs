@@ -34,7 +34,12 @@ fn every_guest_program_has_a_test() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_has_a_test() {
     let sources = test_sources();
-    for program in [programs::TASKS, programs::ACTORS, programs::HOSTILE] {
+    for program in [
+        programs::TASKS,
+        programs::ACTORS,
+        programs::HOSTILE,
+        programs::BREACHES,
+    ] {
         let list = run_ok(&node(1.0), program, &["list"]).await;
         let scenarios: Vec<&str> = list.split_whitespace().collect();
         assert!(scenarios.len() > 5, "{list}");

@@ -17,18 +17,18 @@ use fabric_host::{JobOptions, JobOutcome, Node, NodeConfig};
 use crate::support::{node_with, programs, test_config};
 
 /// What a finished job printed.
-struct Job {
+pub(crate) struct Job {
     outcome: JobOutcome,
     logs: Arc<MemorySink>,
 }
 
 impl Job {
-    fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         self.logs.stdout()
     }
 
     /// Its stdout, after checking that the driver itself succeeded.
-    fn ok(&self) -> String {
+    pub(crate) fn ok(&self) -> String {
         if let Err(e) = &self.outcome.result {
             panic!(
                 "the job failed: {e}\nstdout:\n{}\nstderr:\n{}",
@@ -43,7 +43,7 @@ impl Job {
 /// A node of 2 CPUs where manifests may raise limits up to the runtime's
 /// maximum and grant anything under the system's temp directory and any
 /// loopback port (what each test grants is in its manifest).
-fn arena() -> Node {
+pub(crate) fn arena() -> Node {
     node_with(NodeConfig {
         num_cpus: Some(2.0),
         max_limits: Some(Limits::max()),
@@ -72,7 +72,18 @@ async fn start(
     manifest: &str,
     args: &[&str],
 ) -> (tokio::task::JoinHandle<JobOutcome>, Arc<MemorySink>) {
-    let bytes = std::fs::read(programs::HOSTILE).expect("hostile guest");
+    start_program(node, programs::HOSTILE, tenant, manifest, args).await
+}
+
+/// Starts the driver of the guest at `wasm` as a job of `tenant`.
+pub(crate) async fn start_program(
+    node: &Node,
+    wasm: &str,
+    tenant: &str,
+    manifest: &str,
+    args: &[&str],
+) -> (tokio::task::JoinHandle<JobOutcome>, Arc<MemorySink>) {
+    let bytes = std::fs::read(wasm).expect("guest program");
     let app = node.load(&bytes).await.expect("load");
     let logs = Arc::new(MemorySink::default());
     let options = JobOptions {
@@ -88,7 +99,7 @@ async fn start(
     (tokio::spawn(running), logs)
 }
 
-async fn finish(job: (tokio::task::JoinHandle<JobOutcome>, Arc<MemorySink>)) -> Job {
+pub(crate) async fn finish(job: (tokio::task::JoinHandle<JobOutcome>, Arc<MemorySink>)) -> Job {
     Job {
         outcome: job.0.await.expect("job task"),
         logs: job.1,
@@ -96,7 +107,7 @@ async fn finish(job: (tokio::task::JoinHandle<JobOutcome>, Arc<MemorySink>)) -> 
 }
 
 /// Alice's job: tasks, an object and a named actor, checked after `hold_ms`.
-async fn start_victim(
+pub(crate) async fn start_victim(
     node: &Node,
     hold_ms: u64,
 ) -> (tokio::task::JoinHandle<JobOutcome>, Arc<MemorySink>) {
@@ -119,7 +130,7 @@ async fn victim_id(logs: &MemorySink, what: &str) -> String {
     }
 }
 
-fn assert_victim_ok(victim: &Job) {
+pub(crate) fn assert_victim_ok(victim: &Job) {
     let out = victim.ok();
     assert!(
         out.contains("victim ok: sum 2870 in 1 rounds, alice's secret, alice's vault"),
@@ -140,7 +151,7 @@ async fn attack(args: &[&str]) -> String {
     attack_with(&arena(), ATTACK_LIMITS, args).await.ok()
 }
 
-fn one_line(out: &str, prefix: &str) -> String {
+pub(crate) fn one_line(out: &str, prefix: &str) -> String {
     out.lines()
         .find(|l| l.starts_with(prefix))
         .unwrap_or_else(|| panic!("no line starting `{prefix}` in:\n{out}"))
@@ -261,7 +272,7 @@ async fn another_tenants_named_actor_is_invisible() {
 }
 
 /// A scratch directory under the temp dir (which the arena may grant).
-fn scratch(name: &str) -> std::path::PathBuf {
+pub(crate) fn scratch(name: &str) -> std::path::PathBuf {
     let dir = crate::support::unique_temp_path(&format!("hostile-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -6,6 +6,7 @@ mod support;
 
 mod actors;
 mod bench_guest;
+mod breaches;
 mod cli;
 mod cluster;
 mod coverage;

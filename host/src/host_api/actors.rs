@@ -155,15 +155,19 @@ async fn call(
     }
     let id = ActorId::from_wit(actor);
     let result = ObjectId::random();
+    let method: std::sync::Arc<str> = method.into();
     let call = ActorCall {
-        method: method.into(),
+        method: method.clone(),
         args,
         nested: convert_nested(&state.table, &nested)?,
         result,
         reply: Reply::Local,
     };
     let local = local_actor(&core, id, &tenant);
-    let result_ref = core.objects.create_pending(result, job_id);
+    let result_ref = match core.objects.create_pending(result, job_id, method) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
     let routed = match (local, core.cluster()) {
         (Some(record), _) => {
             record.call(&core, call);

@@ -53,6 +53,9 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     host.func_wrap(
         "put-bytes",
         |mut store: Ctx, (header, data): (WasmList<u8>, WasmList<u8>)| {
+            if let Err(e) = check_bin_header(header.as_le_slice(&store), data.len()) {
+                return Ok((Err(e.to_wit()),));
+            }
             Ok((put(&mut store, &[header, data], Vec::new())?,))
         },
     )?;
@@ -108,6 +111,41 @@ fn put(
     match stored {
         Ok(r) => Ok(Ok(store.data_mut().table.push(r)?)),
         Err(e) => fail(e),
+    }
+}
+
+/// `put-bytes` stores `header` and `data` as one MessagePack value: the
+/// header must be a `bin` header (`bin 8`, `bin 16` or `bin 32`) whose
+/// length is exactly `data`'s, or the object would not be the value the
+/// caller says it is.
+fn check_bin_header(header: &[u8], data_len: usize) -> Result<(), FabricError> {
+    let bad = |why: String| {
+        Err(FabricError::InvalidArgument(format!(
+            "put-bytes: the header must be the MessagePack `bin` header of the data ({why})"
+        )))
+    };
+    let (width, stated) = match header.first() {
+        Some(0xc4) => (1, header.get(1..2).map(|b| u64::from(b[0]))),
+        Some(0xc5) => (
+            2,
+            header
+                .get(1..3)
+                .map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
+        ),
+        Some(0xc6) => (
+            4,
+            header
+                .get(1..5)
+                .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
+        ),
+        Some(other) => return bad(format!("it starts with 0x{other:02x}")),
+        None => return bad("it is empty".into()),
+    };
+    match stated {
+        _ if header.len() != 1 + width => bad(format!("it is {} bytes long", header.len())),
+        Some(n) if n == data_len as u64 => Ok(()),
+        Some(n) => bad(format!("it says {n} bytes, the data is {data_len}")),
+        None => bad("it is cut short".into()),
     }
 }
 
@@ -292,4 +330,30 @@ fn adopt_many(state: &mut InstanceState, ids: Vec<Id>) -> HostResult<Vec<Resourc
         handles.push(state.table.push(r)?);
     }
     Ok(Ok(handles))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_bin_header;
+
+    #[test]
+    fn only_a_bin_header_of_the_datas_length_is_accepted() {
+        assert!(check_bin_header(&[0xc4, 3], 3).is_ok());
+        assert!(check_bin_header(&[0xc5, 0x01, 0x00], 256).is_ok());
+        assert!(check_bin_header(&[0xc6, 0, 0x10, 0, 0], 1 << 20).is_ok());
+        // A longer form than needed is still the data's bin header.
+        assert!(check_bin_header(&[0xc6, 0, 0, 0, 3], 3).is_ok());
+        for (header, len) in [
+            (vec![], 0),
+            (vec![0xc4], 0),
+            (vec![0xc4, 4], 3),
+            (vec![0xc4, 3, 0], 3),
+            (vec![0x93, 1, 2], 0),
+            (vec![0xc6, 0xff, 0xff, 0xff, 0xff], 3),
+            (vec![0u8; 300 << 20], 0),
+        ] {
+            let e = check_bin_header(&header, len).unwrap_err().to_string();
+            assert!(e.starts_with("invalid argument: put-bytes"), "{e}");
+        }
+    }
 }

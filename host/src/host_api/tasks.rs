@@ -66,18 +66,25 @@ fn submit(
     };
     // A job may not have more than its limit of tasks in flight: this is
     // what stops a task that submits itself without end.
+    let nested = convert_nested(&store.data().table, &nested)?;
+    let result = crate::ids::ObjectId::random();
+    let function: std::sync::Arc<str> = function.into();
+    let result_ref = match core
+        .objects
+        .create_pending(result, job.id, function.clone())
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
     if let Err(e) = job.add_pending() {
         return fail(e);
     }
-    let nested = convert_nested(&store.data().table, &nested)?;
-    let result = crate::ids::ObjectId::random();
-    let result_ref = core.objects.create_pending(result, job.id);
     task::submit(
         &core,
         TaskSpec {
             id: TaskId::random(),
             job,
-            function: function.into(),
+            function,
             args,
             nested,
             demand,

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::error::{FabricError, FailureKind};
+use crate::error::FabricError;
 use crate::ids::{ActorId, NodeId, ObjectId};
 use crate::object_store::ObjectRef;
 use crate::resources::ResourceSet;
@@ -352,7 +352,7 @@ async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) 
     let label = mailbox.record.label();
     let mut lease = Some(core.acquire(spec.demand.clone(), &spec.job.tenant).await);
     await_args(&spec.args).await;
-    let argv = match resolve_args(&spec.args) {
+    let argv = match resolve_args(&format!("{}.new", spec.class), &spec.args) {
         Ok(a) => a,
         Err(e) => {
             return mailbox.die(format!(
@@ -442,7 +442,7 @@ async fn serve(
         mailbox.current = Some((call.result, call.reply));
         await_args(&call.args).await;
         let what = format!("{}.{}", class, call.method);
-        let outcome = match resolve_args(&call.args) {
+        let outcome = match resolve_args(&what, &call.args) {
             Ok(argv) => {
                 instance::call_output(store, inst, &exports.actor_call, &call.method, &argv, &what)
                     .await
@@ -450,16 +450,10 @@ async fn serve(
             Err(e) => Err(e),
         };
         mailbox.current = None;
-        // A trap or panic poisons the instance; an error value does not.
+        // A trap, panic or broken limit poisons the instance; an error the
+        // method returned (or an argument that failed) does not.
         let death = match &outcome {
-            Err(e @ FabricError::TaskFailed(f))
-                if matches!(
-                    f.kind,
-                    FailureKind::Panic | FailureKind::Trap | FailureKind::System
-                ) =>
-            {
-                Some(format!("{label} died: {e}"))
-            }
+            Err(e) if store.data().poisoned => Some(format!("{label} died: {e}")),
             _ => None,
         };
         core.complete(call.result, call.reply, outcome);

@@ -146,6 +146,10 @@ pub struct InstanceState {
     max_ticks: u64,
     /// Time the current call spent waiting in `get` or `wait`.
     pub(crate) blocked: Duration,
+    /// Set when a call ended without returning (a trap, a panic, a broken
+    /// limit, a timeout): the instance cannot be entered again. An error the
+    /// guest returned does not set it.
+    pub(crate) poisoned: bool,
 }
 
 impl WasiView for InstanceState {
@@ -170,6 +174,7 @@ impl InstanceState {
             ticks: 0,
             max_ticks: u64::MAX,
             blocked: Duration::ZERO,
+            poisoned: false,
         }
     }
 
@@ -265,6 +270,7 @@ pub(crate) fn new_store(
         ticks: 0,
         max_ticks: ticks_in(limits.cpu_time),
         blocked: Duration::ZERO,
+        poisoned: false,
     };
     let mut store = Store::new(core.engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
@@ -445,6 +451,7 @@ pub(crate) async fn call_output(
     )
     .await;
     end_call(store, started);
+    store.data_mut().poisoned = !matches!(called, Ok(Ok(_)));
     match called {
         Ok(Ok((Ok(output),))) => {
             let len = output.value.len() as u64;
@@ -469,9 +476,22 @@ pub(crate) async fn call_output(
             }
             Ok((value, nested))
         }
-        Ok(Ok((Err(e),))) => Err(FabricError::from_wit(e)),
+        Ok(Ok((Err(e),))) => Err(returned_error(e)),
         Ok(Err(e)) => Err(trap_failure(store, what, e)),
         Err(timeout) => Err(timeout),
+    }
+}
+
+/// An error the guest returned (its own, or one it passed on with `?`):
+/// it stays what it is, but is never a reason for the system to retry the
+/// call (a child's lost node was the child's to retry).
+fn returned_error(e: WitError) -> FabricError {
+    match FabricError::from_wit(e) {
+        FabricError::TaskFailed(mut f) => {
+            f.retryable = false;
+            FabricError::TaskFailed(f)
+        }
+        other => other,
     }
 }
 
@@ -498,6 +518,7 @@ pub(crate) async fn call_new(
     let started = begin_call(store);
     let called = bounded(wall, typed.call_async(&mut *store, (class, args))).await;
     end_call(store, started);
+    store.data_mut().poisoned = !matches!(called, Ok(Ok(_)));
     match called? {
         Ok((r,)) => r.map_err(FabricError::from_wit),
         Err(e) => Err(trap_failure(store, &what, e)),

@@ -80,7 +80,8 @@ impl Job {
         cfg.policy.check(&manifest.capabilities)?;
         let granted = Granted::resolve(&manifest.capabilities).await?;
         let account = core.tenants.account(&spec.tenant);
-        core.tenants.add_job(spec.id, account.clone());
+        core.tenants
+            .add_job(spec.id, account.clone(), limits.objects);
         Ok(Arc::new(Job {
             id: spec.id,
             app: spec.app,

@@ -167,6 +167,7 @@ impl NodeCore {
     /// Stops what a finished job left behind: its actors and its tasks.
     pub(crate) fn finish_job(&self, job: &Job) {
         job.mark_finished();
+        self.tenants.job_finished(job.id);
         if let Some(cluster) = self.cluster() {
             cluster.remember_finished(job.id);
             cluster.drop_job_work(job.id);

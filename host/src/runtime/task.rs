@@ -59,9 +59,27 @@ impl TaskArg {
     }
 }
 
-/// Resolves all arguments, failing with the first failed one.
-pub(crate) fn resolve_args(args: &[TaskArg]) -> Result<Vec<Bytes>, FabricError> {
-    args.iter().map(TaskArg::resolve).collect()
+/// Resolves all arguments of `function`, failing with the first failed one
+/// (as [`FabricError::for_dependent`] says).
+pub(crate) fn resolve_args(function: &str, args: &[TaskArg]) -> Result<Vec<Bytes>, FabricError> {
+    args.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.resolve().map_err(|e| match a {
+                TaskArg::Object(r) if r.is_ready() => e.for_dependent(function, i, r.producer()),
+                _ => e,
+            })
+        })
+        .collect()
+}
+
+/// The error of the first argument of `function` that failed here, if any:
+/// such a task cannot run.
+fn failed_argument(function: &str, args: &[TaskArg]) -> Option<FabricError> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        let r = a.object()?;
+        Some(r.failure()?.for_dependent(function, i, r.producer()))
+    })
 }
 
 /// Where a finished call's result goes.
@@ -157,6 +175,10 @@ pub(crate) fn submit(core: &Arc<NodeCore>, spec: TaskSpec) {
 
 /// Places a task whose arguments are all computed.
 fn place(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
+    if let Some(e) = failed_argument(&spec.function, &spec.args) {
+        // It cannot run, here or anywhere: no retry either.
+        return deliver(&core, spec, Err(e));
+    }
     let placement = match core.cluster() {
         Some(cluster) => cluster.place_task(&spec),
         // Alone, a node runs everything itself, unless it is pinned elsewhere.
@@ -332,13 +354,15 @@ pub(crate) fn finish(
     control: &Arc<TaskControl>,
     outcome: CallResult,
 ) {
-    if let Err(FabricError::TaskFailed(f)) = &outcome
-        && (f.retryable || spec.retry_exceptions)
-        && spec.attempt < spec.max_retries
-        && !control.called_off()
-    {
+    let retry = match &outcome {
+        Ok(_) | Err(FabricError::Cancelled) => false,
+        Err(FabricError::TaskFailed(f)) => f.retryable || spec.retry_exceptions,
+        // Any other error the task ended with (its own, or one it passed on).
+        Err(_) => spec.retry_exceptions,
+    };
+    if retry && spec.attempt < spec.max_retries && !control.called_off() {
         spec.attempt += 1;
-        tracing::debug!(task = %spec.id.short(), function = %spec.function, attempt = spec.attempt, error = %f, "retrying task");
+        tracing::debug!(task = %spec.id.short(), function = %spec.function, attempt = spec.attempt, error = ?outcome.as_ref().err(), "retrying task");
         control.stolen.store(false, Ordering::Release);
         return place(core.clone(), spec, control.clone());
     }
@@ -349,6 +373,12 @@ pub(crate) fn finish(
         }
         other => other,
     };
+    deliver(core, spec, outcome);
+}
+
+/// The task is done: it leaves the task table and its outcome goes to
+/// whoever holds its result.
+fn deliver(core: &Arc<NodeCore>, spec: TaskSpec, outcome: CallResult) {
     if core.tasks.remove(&spec.result).is_some() {
         spec.job.done_pending();
     }
@@ -357,7 +387,7 @@ pub(crate) fn finish(
 
 /// One attempt: a fresh instance, one `dispatch` call.
 async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallResult {
-    let args = resolve_args(&spec.args)?;
+    let args = resolve_args(&spec.function, &spec.args)?;
     let role = Role::Task {
         id: spec.id,
         function: spec.function.clone(),

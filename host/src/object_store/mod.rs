@@ -6,8 +6,9 @@
 //! it again. Objects are reference counted by [`ObjectRef`] guards: a guest's
 //! handle, a queued task's argument and an object that nests another all hold
 //! one, and the object is freed when the last guard drops. The store is
-//! bounded by a byte budget; a value that does not fit is refused with a
-//! `limit-exceeded` error naming `object-store-memory`.
+//! bounded by a byte budget, which counts each object's host overhead
+//! ([`OBJECT_OVERHEAD`]) as well as its value; a value that does not fit is
+//! refused with a `limit-exceeded` error naming `object-store-memory`.
 //!
 //! In a cluster an object has one owner: the node that created it. Another
 //! node that holds a reference keeps a *borrowed* entry for it, whose value
@@ -24,7 +25,8 @@
 //! let store = ObjectStore::new(1 << 20);
 //! let r = store.put(JobId::random(), "hello".into(), Vec::new()).unwrap();
 //! assert_eq!(&r.get(None).await.unwrap()[..], b"hello");
-//! assert_eq!(store.used_bytes(), 5);
+//! // Its 5 bytes and what the store itself spends on an object.
+//! assert_eq!(store.used_bytes(), 5 + fabric_host::object_store::OBJECT_OVERHEAD);
 //! drop(r); // the last reference: the object is freed
 //! assert_eq!(store.used_bytes(), 0);
 //! # });
@@ -44,7 +46,34 @@ use crate::buffers::BufferPool;
 use crate::error::FabricError;
 use crate::ids::{JobId, NodeId, ObjectId};
 use crate::spill::{Spill, SpillDir};
-use crate::tenants::{TenantAccount, TenantLedger};
+use crate::tenants::{JobBooks, TenantAccount, TenantLedger};
+
+mod cascade;
+
+thread_local! {
+    /// Entries whose last reference went during a release on this thread.
+    static RELEASES: cascade::Queue<(Arc<Inner>, Arc<Entry>)> = const { std::cell::RefCell::new(None) };
+    /// Listeners woken during a wake-up on this thread.
+    static WAKEUPS: cascade::Queue<Arc<dyn ReadyListener>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Frees `entry` (its last reference went), and, in the same loop, what
+/// that frees in turn: a chain of nested objects never recurses.
+fn release(store: &Arc<Inner>, entry: &Arc<Entry>) {
+    cascade::run(
+        &RELEASES,
+        (store.clone(), entry.clone()),
+        |(store, entry)| store.release(&entry),
+    );
+}
+
+/// Wakes `listeners`; a wake-up that completes another object (and so wakes
+/// its listeners) is queued, not nested.
+fn wake(listeners: Vec<Listener>) {
+    for l in listeners {
+        cascade::run(&WAKEUPS, l.listener, |l| l.on_ready());
+    }
+}
 
 /// Called once when a pending object becomes ready (or fails).
 pub trait ReadyListener: Send + Sync {
@@ -120,11 +149,23 @@ enum State {
 /// Values smaller than this are not worth a spill file.
 const SPILL_MIN: usize = 64 << 10;
 
+/// Host memory one object costs besides its value: its entry, its slot in
+/// the store's map, and a guest's handle to it (measured, see
+/// `tests/all/breaches.rs`). Every object is charged this much on top of its
+/// bytes, against the store's capacity and its tenant's quota, so a flood of
+/// empty objects meets the same limits as a flood of large ones.
+pub const OBJECT_OVERHEAD: u64 = 512;
+
 struct Entry {
     id: ObjectId,
     job: JobId,
-    /// The tenant charged for its bytes (none for a job this node never saw).
-    account: Option<Arc<TenantAccount>>,
+    /// The job's books here: its tenant is charged for the object's bytes
+    /// and overhead, the job for one object (none for a job this node never
+    /// saw).
+    books: Option<Arc<JobBooks>>,
+    /// The task or method whose result this is, when it was made here as
+    /// one (for errors that name it).
+    producer: Option<Arc<str>>,
     /// The owner, when the object is borrowed from another node.
     home: Option<NodeId>,
     /// Borrows the owner counted for this node (given back on release).
@@ -174,8 +215,17 @@ impl Inner {
         } else {
             self.used.fetch_sub(charged, Ordering::AcqRel);
         }
-        if let Some(a) = &entry.account {
-            a.uncharge_objects(charged.max(0) as u64);
+        self.used
+            .fetch_sub(OBJECT_OVERHEAD as i64, Ordering::AcqRel);
+        if let Some(books) = &entry.books {
+            books
+                .account
+                .uncharge_objects(charged.max(0) as u64 + OBJECT_OVERHEAD);
+            if books.remove_object()
+                && let Some(ledger) = &self.ledger
+            {
+                ledger.forget(books);
+            }
         }
         // Dropping the state drops nested references, which may free more objects.
         drop(state);
@@ -210,8 +260,35 @@ impl Inner {
         Ok(())
     }
 
-    fn account_of(&self, job: JobId) -> Option<Arc<TenantAccount>> {
-        self.ledger.as_ref().and_then(|l| l.of_job(job))
+    fn books_of(&self, job: JobId) -> Option<Arc<JobBooks>> {
+        self.ledger.as_ref().and_then(|l| l.books_of(job))
+    }
+
+    /// Charges a new object: one object to its job, its `value` bytes and
+    /// its overhead to the store and its tenant. Refused past a limit.
+    fn admit(&self, books: Option<&Arc<JobBooks>>, value: i64) -> Result<(), FabricError> {
+        if let Some(b) = books {
+            b.add_object()?;
+        }
+        let account = books.map(|b| &b.account);
+        if let Err(e) = self.charge(value + OBJECT_OVERHEAD as i64, account) {
+            if let Some(b) = books {
+                b.remove_object();
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Charges a new object that must be held whatever the limits (a
+    /// reference another node sent, a copy kept for its owner).
+    fn admit_anyway(&self, books: Option<&Arc<JobBooks>>) {
+        self.used
+            .fetch_add(OBJECT_OVERHEAD as i64, Ordering::AcqRel);
+        if let Some(b) = books {
+            b.force_object();
+            b.account.force_objects(OBJECT_OVERHEAD);
+        }
     }
 
     fn charge_store(&self, bytes: i64) -> Result<(), FabricError> {
@@ -406,7 +483,7 @@ impl Inner {
                 return false;
             }
             let (value, nested) = match value {
-                Ok(bytes) => match self.charge(bytes.len() as i64, entry.account.as_ref()) {
+                Ok(bytes) => match self.charge(bytes.len() as i64, entry.account()) {
                     Ok(()) => {
                         entry
                             .charged
@@ -428,9 +505,7 @@ impl Inner {
             listeners
         };
         entry.ready.notify_waiters();
-        for l in listeners {
-            l.listener.on_ready();
-        }
+        wake(listeners);
         true
     }
 }
@@ -492,7 +567,7 @@ impl ObjectStore {
     fn new_entry(
         id: ObjectId,
         job: JobId,
-        account: Option<Arc<TenantAccount>>,
+        books: Option<Arc<JobBooks>>,
         home: Option<NodeId>,
         state: State,
         charged: i64,
@@ -500,7 +575,8 @@ impl ObjectStore {
         Arc::new(Entry {
             id,
             job,
-            account,
+            books,
+            producer: None,
             home,
             registrations: AtomicU32::new(0),
             copies: Mutex::new(Vec::new()),
@@ -513,19 +589,22 @@ impl ObjectStore {
         })
     }
 
-    /// Stores a new entry under a fresh id (no other entry can have it).
+    /// Stores a new, admitted entry under a fresh id (no other entry can
+    /// have it).
     fn insert(
         &self,
         id: ObjectId,
         job: JobId,
-        account: Option<Arc<TenantAccount>>,
-        home: Option<NodeId>,
+        books: Option<Arc<JobBooks>>,
         state: State,
         charged: i64,
     ) -> ObjectRef {
-        let entry = Self::new_entry(id, job, account, home, state, charged);
+        self.insert_entry(Self::new_entry(id, job, books, None, state, charged))
+    }
+
+    fn insert_entry(&self, entry: Arc<Entry>) -> ObjectRef {
         entry.last_used.store(self.inner.tick(), Ordering::Relaxed);
-        self.inner.entries.insert(id, entry.clone());
+        self.inner.entries.insert(entry.id, entry.clone());
         ObjectRef {
             entry,
             store: self.inner.clone(),
@@ -555,18 +634,23 @@ impl ObjectStore {
         (ObjectRef { entry, store }, true)
     }
 
-    /// A pending object that [`ObjectStore::fulfill`] will complete.
-    pub fn create_pending(&self, id: ObjectId, job: JobId) -> ObjectRef {
-        self.insert(
-            id,
-            job,
-            self.inner.account_of(job),
-            None,
-            State::Pending {
-                listeners: Vec::new(),
-            },
-            0,
-        )
+    /// A pending object that [`ObjectStore::fulfill`] will complete with the
+    /// result of `producer` (a task or method name); refused when the job or
+    /// the store cannot take one more object.
+    pub fn create_pending(
+        &self,
+        id: ObjectId,
+        job: JobId,
+        producer: Arc<str>,
+    ) -> Result<ObjectRef, FabricError> {
+        let books = self.inner.books_of(job);
+        self.inner.admit(books.as_ref(), 0)?;
+        let state = State::Pending {
+            listeners: Vec::new(),
+        };
+        let mut entry = Self::new_entry(id, job, books, None, state, 0);
+        Arc::get_mut(&mut entry).expect("just made").producer = Some(producer);
+        Ok(self.insert_entry(entry))
     }
 
     /// Stores a ready value under a fresh id.
@@ -577,13 +661,12 @@ impl ObjectStore {
         nested: Vec<ObjectRef>,
     ) -> Result<ObjectRef, FabricError> {
         let len = value.len() as i64;
-        let account = self.inner.account_of(job);
-        self.inner.charge(len, account.as_ref())?;
+        let books = self.inner.books_of(job);
+        self.inner.admit(books.as_ref(), len)?;
         Ok(self.insert(
             ObjectId::random(),
             job,
-            account,
-            None,
+            books,
             State::Ready {
                 value: Ok(value),
                 nested,
@@ -602,14 +685,13 @@ impl ObjectStore {
         nested: Vec<ObjectRef>,
     ) -> Result<ObjectRef, FabricError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let account = self.inner.account_of(job);
-        self.inner.charge(len as i64, account.as_ref())?;
+        let books = self.inner.books_of(job);
+        self.inner.admit(books.as_ref(), len as i64)?;
         let value = self.inner.buffers.copy_parts(parts);
         Ok(self.insert(
             ObjectId::random(),
             job,
-            account,
-            None,
+            books,
             State::Ready {
                 value: Ok(value),
                 nested,
@@ -682,9 +764,7 @@ impl ObjectStore {
         };
         // Waiters for the value must come and fetch it; the others go on.
         entry.ready.notify_waiters();
-        for l in settled {
-            l.listener.on_ready();
-        }
+        wake(settled);
         let wanted_here = matches!(&*entry.state.lock().unwrap(), State::Elsewhere { listeners, .. } if !listeners.is_empty());
         if wanted_here && let Some(r) = self.inner.revive(entry) {
             r.fetch_if_elsewhere();
@@ -729,7 +809,9 @@ impl ObjectStore {
                 listeners: Vec::new(),
                 fetching: false,
             };
-            Self::new_entry(id, job, self.inner.account_of(job), Some(home), state, 0)
+            let books = self.inner.books_of(job);
+            self.inner.admit_anyway(books.as_ref());
+            Self::new_entry(id, job, books, Some(home), state, 0)
         });
         r.entry.registrations.fetch_add(1, Ordering::AcqRel);
         r
@@ -755,7 +837,9 @@ impl ObjectStore {
                 listeners: Vec::new(),
                 fetching: true,
             };
-            Self::new_entry(id, job, self.inner.account_of(job), Some(home), state, 0)
+            let books = self.inner.books_of(job);
+            self.inner.admit_anyway(books.as_ref());
+            Self::new_entry(id, job, books, Some(home), state, 0)
         });
         let accept = |s: &State| matches!(s, State::Elsewhere { .. } | State::Pending { .. });
         if !self.inner.complete(&r.entry, Ok(value), nested, accept) && fresh {
@@ -786,7 +870,7 @@ impl ObjectStore {
         self.inner.revive(self.entry(id)?)
     }
 
-    /// Bytes of values held now.
+    /// Bytes held now: values in memory, and each object's overhead.
     pub fn used_bytes(&self) -> u64 {
         self.inner.used.load(Ordering::Acquire).max(0) as u64
     }
@@ -821,6 +905,12 @@ pub enum Location {
     Elsewhere(Vec<NodeId>, u64),
 }
 
+impl Entry {
+    fn account(&self) -> Option<&Arc<TenantAccount>> {
+        self.books.as_ref().map(|b| &b.account)
+    }
+}
+
 impl ObjectRef {
     pub fn id(&self) -> ObjectId {
         self.entry.id
@@ -834,6 +924,20 @@ impl ObjectRef {
     /// The owning node, if the object is borrowed from another node.
     pub fn home(&self) -> Option<NodeId> {
         self.entry.home
+    }
+
+    /// The task or method this object is the result of, when it was made
+    /// here as one.
+    pub fn producer(&self) -> Option<&str> {
+        self.entry.producer.as_deref()
+    }
+
+    /// Why the object failed, if it is ready here with an error.
+    pub fn failure(&self) -> Option<FabricError> {
+        match &*self.entry.state.lock().unwrap() {
+            State::Ready { value: Err(e), .. } => Some(e.clone()),
+            _ => None,
+        }
     }
 
     /// The value if it is here.
@@ -1009,7 +1113,7 @@ impl Drop for ObjectRef {
     fn drop(&mut self) {
         let before = self.entry.refs.fetch_sub(1, Ordering::AcqRel);
         if before == 1 {
-            self.store.release(&self.entry);
+            release(&self.store, &self.entry);
         } else if before - 1 == self.entry.pins.load(Ordering::Acquire) {
             // Only copies kept for the owner remain: this node no longer
             // uses the object, so the owner gets its borrows back.
@@ -1098,171 +1202,4 @@ impl ReadyListener for ReadyCounter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn refcount_frees_and_nested_refs_keep_alive() {
-        let store = ObjectStore::new(1000);
-        let job = JobId::random();
-        let inner = store.put(job, Bytes::from_static(b"abc"), vec![]).unwrap();
-        let inner_id = inner.id();
-        let outer = store
-            .put(job, Bytes::from_static(b"xy"), vec![inner.clone()])
-            .unwrap();
-        drop(inner);
-        assert!(store.contains(inner_id), "nested reference keeps it alive");
-        assert_eq!(store.used_bytes(), 5);
-        let again = store.adopt(inner_id).unwrap();
-        drop(outer);
-        assert!(store.contains(inner_id));
-        drop(again);
-        assert!(!store.contains(inner_id));
-        assert_eq!(store.used_bytes(), 0);
-        assert!(matches!(
-            store.adopt(inner_id),
-            Err(FabricError::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn full_store_refuses_with_a_named_limit() {
-        let store = ObjectStore::new(10);
-        let _a = store
-            .put(JobId::random(), Bytes::from(vec![0; 8]), vec![])
-            .unwrap();
-        let err = store
-            .put(JobId::random(), Bytes::from(vec![0; 8]), vec![])
-            .unwrap_err();
-        assert!(
-            matches!(&err, FabricError::LimitExceeded { name, value: 10, .. } if name == "object-store-memory")
-        );
-        // A task result that does not fit becomes an error value.
-        let p = store.create_pending(ObjectId::random(), JobId::random());
-        store.fulfill(p.id(), Ok(Bytes::from(vec![0; 8])), vec![]);
-        assert!(matches!(
-            p.try_get(),
-            Some(Err(FabricError::LimitExceeded { .. }))
-        ));
-        assert_eq!(store.used_bytes(), 8);
-    }
-
-    #[test]
-    fn get_waits_for_fulfil_and_times_out() {
-        rt().block_on(async {
-            let store = ObjectStore::new(1000);
-            let p = store.create_pending(ObjectId::random(), JobId::random());
-            assert_eq!(
-                p.get(Some(Duration::from_millis(10))).await,
-                Err(FabricError::Timeout)
-            );
-            let s2 = store.clone();
-            let id = p.id();
-            tokio::spawn(async move { s2.fulfill(id, Ok(Bytes::from_static(b"v")), vec![]) });
-            assert_eq!(&p.get(None).await.unwrap()[..], b"v");
-        });
-    }
-
-    #[test]
-    fn listeners_fire_once_on_ready() {
-        let store = ObjectStore::new(1000);
-        let p = store.create_pending(ObjectId::random(), JobId::random());
-        let counter = ReadyCounter::new(0, 1);
-        assert!(p.on_ready(counter.clone()));
-        store.fulfill(p.id(), Err(FabricError::Cancelled), vec![]);
-        store.fulfill(p.id(), Ok(Bytes::new()), vec![]);
-        assert_eq!(counter.ready.load(Ordering::Acquire), 1);
-        assert!(!p.on_ready(counter.clone()), "already ready");
-        assert_eq!(p.try_get(), Some(Err(FabricError::Cancelled)));
-    }
-
-    #[test]
-    fn what_does_not_fit_spills_least_recently_used_first_and_comes_back() {
-        let dir = std::env::temp_dir().join(format!("spill-unit-{:x}", rand::random::<u64>()));
-        let store = ObjectStore::with_spill(4 << 20, Spill::Dir(dir.clone()));
-        let job = JobId::random();
-        let value = |i: u8| Bytes::from(vec![i; 1 << 20]);
-        let refs: Vec<ObjectRef> = (0..12u8)
-            .map(|i| store.put(job, value(i), vec![]).unwrap())
-            .collect();
-        assert!(store.used_bytes() <= 4 << 20, "{}", store.used_bytes());
-        let files = || std::fs::read_dir(&dir).unwrap().count();
-        assert!(files() >= 8, "{} spill files", files());
-        // The oldest went first: the newest are still in memory.
-        assert!(matches!(
-            &*refs[11].entry.state.lock().unwrap(),
-            State::Ready { .. }
-        ));
-        assert!(matches!(
-            &*refs[0].entry.state.lock().unwrap(),
-            State::Spilled { .. }
-        ));
-        // Every value reads back right (loading some spills others).
-        for (i, r) in refs.iter().enumerate() {
-            assert_eq!(r.try_get().unwrap().unwrap(), value(i as u8));
-            assert!(r.is_ready());
-        }
-        assert!(store.used_bytes() <= 4 << 20);
-        drop(refs);
-        assert_eq!(files(), 0, "files of freed objects are deleted");
-        assert_eq!(store.used_bytes(), 0);
-        // Too big to ever fit: refused, nothing spilled for it.
-        assert!(
-            store
-                .put(job, Bytes::from(vec![0u8; 5 << 20]), vec![])
-                .is_err()
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn with_spilling_off_a_full_store_refuses() {
-        let store = ObjectStore::new(2 << 20);
-        let job = JobId::random();
-        let _a = store
-            .put(job, Bytes::from(vec![1u8; 1 << 20]), vec![])
-            .unwrap();
-        let _b = store
-            .put(job, Bytes::from(vec![2u8; 1 << 20]), vec![])
-            .unwrap();
-        let e = store
-            .put(job, Bytes::from(vec![3u8; 1 << 20]), vec![])
-            .unwrap_err();
-        assert!(e.to_string().contains("does not fit"), "{e}");
-    }
-
-    #[test]
-    fn waits_that_gave_up_do_not_pile_up_listeners() {
-        let store = ObjectStore::new(1000);
-        let p = store.create_pending(ObjectId::random(), JobId::random());
-        // A guest polling `wait(.., timeout 0)` on an object that never
-        // becomes ready: each wait registers, then gives up.
-        for _ in 0..100_000 {
-            let counter = ReadyCounter::new(0, 1);
-            assert!(p.on_ready(counter.clone()));
-            counter.close();
-        }
-        let listeners = match &*p.entry.state.lock().unwrap() {
-            State::Pending { listeners } => listeners.len(),
-            _ => unreachable!("still pending"),
-        };
-        assert!(listeners <= 32, "{listeners} listeners kept");
-        // A live waiter is never dropped.
-        let live = ReadyCounter::new(0, 1);
-        assert!(p.on_ready(live.clone()));
-        for _ in 0..1000 {
-            let counter = ReadyCounter::new(0, 1);
-            p.on_ready(counter.clone());
-            counter.close();
-        }
-        store.fulfill(p.id(), Ok(Bytes::new()), vec![]);
-        assert_eq!(live.ready.load(Ordering::Acquire), 1);
-    }
-}
+mod tests;

@@ -1,0 +1,134 @@
+//! Breaches a tenant could trigger before, each beside a well-behaved job
+//! of another tenant (as in `hostile.rs`): shapes of nested objects that
+//! took the node down, costs charged to no one, forged headers, errors that
+//! lost their kind. The attacks are tests/programs/breaches.
+
+use fabric_host::quota::Quota;
+
+use crate::hostile::{arena, assert_victim_ok, finish, one_line, start_program, start_victim};
+use crate::support::programs;
+
+/// Runs breach `args` as mallory under `manifest` beside alice's victim job
+/// on `node`; returns what the attack printed (its driver must succeed).
+async fn breach(node: &fabric_host::Node, manifest: &str, args: &[&str]) -> String {
+    let victim = start_victim(node, 1500).await;
+    let attack = finish(start_program(node, programs::BREACHES, "mallory", manifest, args).await)
+        .await
+        .ok();
+    assert_victim_ok(&finish(victim).await);
+    attack
+}
+
+/// Room for a long attack: a million host calls take a while in a debug build.
+const LONG: &str = r#"
+[limits]
+memory = "256 MiB"
+cpu-time = "600s"
+wall-time = "600s"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_a_million_nested_objects_is_freed_without_taking_the_node_down() {
+    // Each object nests the one before and only the newest is held: freeing
+    // it frees a million objects, one inside the other. That walk once
+    // recursed and overflowed the node's stack.
+    let node = arena();
+    let out = breach(&node, LONG, &["nested-chain", "1000000"]).await;
+    assert_eq!(
+        out,
+        "chain of 1000000: built\nchain of 1000000: freed, then put 7\n"
+    );
+    crate::support::assert_released(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_of_a_million_nested_objects_is_freed_without_taking_the_node_down() {
+    // Holding a million handles at once takes a handle table that large.
+    let manifest = format!("{LONG}pending-tasks = 1000000\n");
+    let node = arena();
+    let out = breach(&node, &manifest, &["nested-fan", "1000000"]).await;
+    assert_eq!(
+        out,
+        "fan of 1000000: built\nfan of 1000000: freed, then put 7\n"
+    );
+    crate::support::assert_released(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_objects_cost_their_overhead_against_the_tenants_quota() {
+    // Two million empty puts once took a node to 1.8 GiB, charged to no one.
+    let node = arena();
+    node.set_quota(
+        "mallory",
+        Quota {
+            object_store: Some(64 << 20),
+            ..Quota::default()
+        },
+    );
+    let manifest = format!("{LONG}pending-tasks = 1000000\n");
+    let out = breach(&node, &manifest, &["empty-puts"]).await;
+    let line = one_line(&out, "stored ");
+    assert!(
+        line.ends_with("empty objects, then: limit-exceeded object-store-quota 67108864"),
+        "{line}"
+    );
+    let stored: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let fit = (64 << 20) / fabric_host::object_store::OBJECT_OVERHEAD;
+    assert!(stored <= fit && stored + 100 >= fit, "{stored} of {fit}");
+    crate::support::assert_released(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_objects_limit_caps_what_one_job_holds_on_a_node() {
+    let node = arena();
+    let manifest = format!("{LONG}objects = 1000\n");
+    let out = breach(&node, &manifest, &["empty-puts"]).await;
+    assert_eq!(
+        one_line(&out, "stored "),
+        "stored 1000 empty objects, then: limit-exceeded objects 1000"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_bytes_takes_only_the_bin_header_of_its_data() {
+    // A 300 MiB "header" was once stored as the object.
+    let manifest = "[limits]\nmemory = \"1 GiB\"\nwall-time = \"60s\"\n";
+    let out = breach(&arena(), manifest, &["put-bytes-header"]).await;
+    for case in ["300 MiB header", "wrong length", "not bin"] {
+        let line = one_line(&out, &format!("{case}: "));
+        assert!(
+            line.starts_with(&format!(
+                "{case}: invalid-argument: put-bytes: the header must be the MessagePack `bin` header"
+            )),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        one_line(&out, "bin 8 of 16: "),
+        "bin 8 of 16: stored 18 bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_passed_up_through_many_tasks_keeps_its_kind() {
+    // Deep down the tree a submit meets the pending-tasks limit; each level
+    // passes the error up with `?`. It once reached the driver as an
+    // application error naming `descend` at every level.
+    let manifest = "[limits]\npending-tasks = 20\nwall-time = \"60s\"\n";
+    let out = breach(&arena(), manifest, &["error-chain", "14"]).await;
+    assert_eq!(
+        out,
+        "driver got: limit-exceeded pending-tasks 20\nhops named: 0\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_argument_failed_says_so_and_names_the_arguments_task() {
+    let out = breach(&arena(), "", &["failed-argument"]).await;
+    assert_eq!(
+        out,
+        "double: invalid-argument: bad input \
+         (task `double` did not run: its argument 0 is the result of task `refuse`) \
+         (task `double` did not run: its argument 0 is the result of task `double`)\n"
+    );
+}

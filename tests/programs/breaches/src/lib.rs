@@ -1,0 +1,232 @@
+//! Attacks on what a tenant can make a node hold or reach, for
+//! tests/all/breaches.rs: chains and fans of nested objects, floods of empty
+//! objects, forged `put-bytes` headers, directory grants through symbolic
+//! links, and errors passed up through many tasks. The driver runs the
+//! scenario named by its first argument and prints what it got back.
+
+use std::time::Duration;
+
+use fabric::__bindings::fabric::core::host;
+use fabric::Error;
+
+/// Every scenario; the tests check that each one has a test.
+const SCENARIOS: &[&str] = &[
+    "nested-chain",
+    "nested-fan",
+    "empty-puts",
+    "put-bytes-header",
+    "error-chain",
+    "failed-argument",
+    "read",
+    "make-link",
+    "swap-dir-for-link",
+    "hold",
+];
+
+/// What a host call failed with, as the tests match it.
+fn describe(e: &Error) -> String {
+    match e {
+        Error::LimitExceeded { name, value, .. } => format!("limit-exceeded {name} {value}"),
+        Error::InvalidArgument(m) => format!("invalid-argument: {m}"),
+        Error::TaskFailed { kind, .. } => format!("task-failed {kind:?}: {e}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn arg(n: usize) -> String {
+    std::env::args().nth(n).unwrap_or_default()
+}
+
+fn count(n: usize, default: u64) -> u64 {
+    arg(n).parse().unwrap_or(default)
+}
+
+/// A one-byte MessagePack value (0).
+const ZERO: &[u8] = &[0];
+
+/// `n` objects, each nesting the one before; only the newest is held.
+fn nested_chain(n: u64) -> fabric::Result<()> {
+    let mut head = host::put(ZERO, &[])?;
+    for _ in 1..n {
+        let next = host::put(ZERO, &[&head])?;
+        head = next;
+    }
+    println!("chain of {n}: built");
+    drop(head);
+    // The node freed the whole chain (in one loop, not n nested calls):
+    // a fresh object still works.
+    let after = fabric::put(&7u8)?;
+    println!("chain of {n}: freed, then put {}", fabric::get(&after)?);
+    Ok(())
+}
+
+/// One object nesting `n` others, which only it holds.
+fn nested_fan(n: u64) -> fabric::Result<()> {
+    let leaves: Vec<host::ObjectRef> = (0..n)
+        .map(|_| host::put(ZERO, &[]))
+        .collect::<Result<_, _>>()?;
+    let borrowed: Vec<&host::ObjectRef> = leaves.iter().collect();
+    let root = host::put(ZERO, &borrowed)?;
+    drop(borrowed);
+    drop(leaves);
+    println!("fan of {n}: built");
+    drop(root);
+    let after = fabric::put(&7u8)?;
+    println!("fan of {n}: freed, then put {}", fabric::get(&after)?);
+    Ok(())
+}
+
+/// Empty objects until the node refuses one.
+fn empty_puts() {
+    let mut kept = Vec::new();
+    let err = loop {
+        match host::put(&[], &[]) {
+            Ok(r) => kept.push(r),
+            Err(e) => break Error::from(e),
+        }
+        if kept.len() >= 50_000_000 {
+            println!("UNEXPECTED: 50000000 empty objects held");
+            return;
+        }
+    };
+    println!(
+        "stored {} empty objects, then: {}",
+        kept.len(),
+        describe(&err)
+    );
+}
+
+/// `put-bytes` with headers that are not the data's `bin` header.
+fn put_bytes_header() {
+    let data = vec![5u8; 16];
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("300 MiB header", vec![0xc4; 300 << 20]),
+        ("wrong length", vec![0xc4, 17]),
+        ("not bin", vec![0x92, 1, 2]),
+        ("bin 8 of 16", vec![0xc4, 16]),
+    ];
+    for (what, header) in cases {
+        match host::put_bytes(&header, &data) {
+            Ok(r) => {
+                let stored = host::get(&r, None).map(|b| b.len()).unwrap_or(0);
+                println!("{what}: stored {stored} bytes");
+            }
+            Err(e) => println!("{what}: {}", describe(&Error::from(e))),
+        }
+    }
+}
+
+/// Two children per level: deep down, a submit meets the job's
+/// pending-tasks limit and its error travels back up through every level.
+#[fabric::remote]
+fn descend(depth: u32) -> fabric::Result<u64> {
+    if depth == 0 {
+        std::thread::sleep(Duration::from_millis(20));
+        return Ok(1);
+    }
+    let left = descend::remote(depth - 1)?;
+    let right = descend::remote(depth - 1)?;
+    Ok(fabric::get(&left)? + fabric::get(&right)?)
+}
+
+#[fabric::remote]
+fn refuse(why: String) -> fabric::Result<u64> {
+    Err(Error::InvalidArgument(why))
+}
+
+#[fabric::remote]
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+#[fabric::remote]
+fn read(path: String) -> String {
+    match std::fs::read_to_string(&path) {
+        Ok(text) => format!("READ {:?}", text.trim()),
+        Err(e) => format!("denied ({:?})", e.kind()),
+    }
+}
+
+/// Makes a symbolic link at `link` pointing at `target` (a relative path:
+/// WASI refuses absolute ones).
+#[fabric::remote]
+fn make_link(target: String, link: String) -> String {
+    #[allow(deprecated)]
+    match std::fs::soft_link(&target, &link) {
+        Ok(()) => "LINKED".into(),
+        Err(e) => format!("failed ({:?})", e.kind()),
+    }
+}
+
+/// Moves directory `dir` aside and puts a link to `target` in its place.
+#[fabric::remote]
+fn swap_dir_for_link(dir: String, target: String) -> String {
+    if let Err(e) = std::fs::rename(&dir, format!("{dir}-moved")) {
+        return format!("rename failed ({:?})", e.kind());
+    }
+    #[allow(deprecated)]
+    match std::fs::soft_link(&target, &dir) {
+        Ok(()) => "SWAPPED".into(),
+        Err(e) => format!("link failed ({:?})", e.kind()),
+    }
+}
+
+fn print_all<T: std::fmt::Display>(what: &str, r: fabric::Result<T>) {
+    match r {
+        Ok(v) => println!("{what}: {v}"),
+        Err(e) => println!("{what}: {}", describe(&e)),
+    }
+}
+
+#[fabric::main]
+fn main() -> fabric::Result<()> {
+    match arg(1).as_str() {
+        "list" => println!("{}", SCENARIOS.join(" ")),
+        "nested-chain" => nested_chain(count(2, 1_000_000))?,
+        "nested-fan" => nested_fan(count(2, 1_000_000))?,
+        "empty-puts" => empty_puts(),
+        "put-bytes-header" => put_bytes_header(),
+        "error-chain" => {
+            let r = descend::remote(count(2, 14) as u32).and_then(|r| fabric::get(&r));
+            match r {
+                Ok(v) => println!("UNEXPECTED: descend returned {v}"),
+                Err(e) => {
+                    let text = e.to_string();
+                    println!("driver got: {}", describe(&e));
+                    println!("hops named: {}", text.matches("returned an error").count());
+                }
+            }
+        }
+        "failed-argument" => {
+            let bad = refuse::remote("bad input".to_string())?;
+            let doubled = double::remote(bad)?;
+            let again = double::remote(doubled)?;
+            print_all("double", fabric::get(&again));
+        }
+        "read" => {
+            for p in std::env::args().skip(2) {
+                print_all(&p, fabric::get(&read::remote(p.clone())?));
+            }
+        }
+        "make-link" => print_all("link", fabric::get(&make_link::remote(arg(2), arg(3))?)),
+        "swap-dir-for-link" => {
+            // One job: read through the grant, swap the directory for a
+            // link (a task), then read through the same grant again.
+            let path = arg(4);
+            print_all("before", fabric::get(&read::remote(path.clone())?));
+            print_all(
+                "swap",
+                fabric::get(&swap_dir_for_link::remote(arg(2), arg(3))?),
+            );
+            print_all("after", fabric::get(&read::remote(path)?));
+        }
+        "hold" => std::thread::sleep(Duration::from_millis(count(2, 1000))),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown scenario `{other}`; try: {}",
+                SCENARIOS.join(" ")
+            )));
+        }
+    }
+    Ok(())
+}
