@@ -22,6 +22,7 @@
 pub mod buffers;
 pub mod cluster;
 pub mod config;
+pub mod dir_grants;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -91,7 +91,8 @@ pub enum DirMode {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Policy {
-    /// Directories (and everything under them) that may be granted.
+    /// Directories (and everything under them) that may be granted; a grant
+    /// whose path goes through a symbolic link below one of them is refused.
     #[serde(default)]
     pub grant_dirs: Vec<PathBuf>,
     /// Network destinations that may be granted: `host:port`, where either
@@ -124,20 +125,19 @@ impl Policy {
         if !caps.env.is_empty() && !self.grant_env {
             return refuse("environment variables".into());
         }
+        if caps.dirs.len() > crate::dir_grants::MAX_DIR_GRANTS {
+            return Err(FabricError::InvalidArgument(format!(
+                "a job may grant at most {} directories, the manifest asks for {}",
+                crate::dir_grants::MAX_DIR_GRANTS,
+                caps.dirs.len()
+            )));
+        }
         for d in &caps.dirs {
-            if !d.host.is_absolute() {
+            if let Err(why) = crate::dir_grants::allowed_by_text(&self.grant_dirs, &d.host) {
                 return Err(FabricError::InvalidArgument(format!(
-                    "directory grant {} must be an absolute path",
+                    "directory grant {}: {why}",
                     d.host.display()
                 )));
-            }
-            let host = normalize(&d.host);
-            if !self
-                .grant_dirs
-                .iter()
-                .any(|allowed| host.starts_with(normalize(allowed)))
-            {
-                return refuse(format!("directory {}", d.host.display()));
             }
         }
         for dest in &caps.network {
@@ -165,34 +165,18 @@ impl Policy {
     }
 }
 
-/// `a/./b/../c` to `a/c`, without touching the filesystem (a grant may not
-/// escape its allowed prefix with `..`).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 fn split_host_port(s: &str) -> Result<(&str, &str), FabricError> {
     s.rsplit_once(':')
         .filter(|(h, p)| !h.is_empty() && !p.is_empty())
         .ok_or_else(|| FabricError::InvalidArgument(format!("`{s}` is not host:port")))
 }
 
-/// Capabilities ready to hand to each instance: directories checked to
-/// exist, network names resolved.
-#[derive(Clone, Debug, Default)]
+/// Capabilities ready to hand to each instance: directories opened (see
+/// [`crate::dir_grants`]), network names resolved.
+#[derive(Debug, Default)]
 pub struct Granted {
     pub env: Vec<(String, String)>,
-    pub dirs: Vec<DirGrant>,
+    pub dirs: Vec<crate::dir_grants::OpenedDir>,
     /// Outbound addresses the guests may connect to.
     pub network: HashSet<SocketAddr>,
     /// Whether guests may look names up (a name was granted).
@@ -200,8 +184,9 @@ pub struct Granted {
 }
 
 impl Granted {
-    /// Resolves `caps` (after `policy` allowed them).
-    pub async fn resolve(caps: &Capabilities) -> Result<Granted, FabricError> {
+    /// Resolves `caps` (after `policy` allowed them): opens each directory
+    /// beneath the policy's roots, resolves each destination.
+    pub async fn resolve(caps: &Capabilities, policy: &Policy) -> Result<Granted, FabricError> {
         let mut network = HashSet::new();
         let mut name_lookup = false;
         for dest in &caps.network {
@@ -219,21 +204,18 @@ impl Granted {
             })?;
             network.extend(addrs);
         }
-        for d in &caps.dirs {
-            if !d.host.is_dir() {
-                return Err(FabricError::InvalidArgument(format!(
-                    "granted directory {} does not exist on this node",
-                    d.host.display()
-                )));
-            }
-        }
+        let dirs = caps
+            .dirs
+            .iter()
+            .map(|d| crate::dir_grants::open_grant(&policy.grant_dirs, d))
+            .collect::<Result<_, _>>()?;
         Ok(Granted {
             env: caps
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            dirs: caps.dirs.clone(),
+            dirs,
             network,
             name_lookup,
         })

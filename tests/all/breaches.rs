@@ -132,3 +132,149 @@ async fn a_task_whose_argument_failed_says_so_and_names_the_arguments_task() {
          (task `double` did not run: its argument 0 is the result of task `double`)\n"
     );
 }
+
+/// A node whose operator allows granting only `<base>/allowed`, and the
+/// layout the link attacks use: a read-write area and a directory in it,
+/// and a secret next to the allowed root.
+fn link_arena(name: &str) -> (fabric_host::Node, std::path::PathBuf) {
+    let base = crate::hostile::scratch(name);
+    let allowed = base.join("allowed");
+    std::fs::create_dir_all(allowed.join("rw/sub")).unwrap();
+    std::fs::create_dir_all(base.join("secret")).unwrap();
+    std::fs::write(allowed.join("rw/sub/file.txt"), "inside").unwrap();
+    std::fs::write(base.join("secret/file.txt"), "SECRET").unwrap();
+    let node = crate::support::node_with(fabric_host::NodeConfig {
+        num_cpus: Some(2.0),
+        policy: fabric_host::manifest::Policy {
+            grant_dirs: vec![allowed],
+            ..Default::default()
+        },
+        ..crate::support::test_config()
+    });
+    (node, base)
+}
+
+fn grant(host: &std::path::Path, guest: &str, mode: &str) -> String {
+    format!(
+        "[[capabilities.dir]]\nhost = {:?}\nguest = {guest:?}\nmode = {mode:?}\n",
+        host.display().to_string()
+    )
+}
+
+/// Runs the breaches driver as mallory; returns its result and output.
+async fn run_as_mallory(
+    node: &fabric_host::Node,
+    manifest: &str,
+    args: &[&str],
+) -> crate::hostile::Job {
+    finish(start_program(node, programs::BREACHES, "mallory", manifest, args).await).await
+}
+
+fn refused_for_a_link(job: &crate::hostile::Job) {
+    match &job.outcome.result {
+        Err(fabric_host::error::FabricError::InvalidArgument(m)) => {
+            assert!(m.contains("goes through a symbolic link"), "{m}")
+        }
+        other => panic!(
+            "expected the grant to be refused, got {other:?}: {}",
+            job.stdout()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_inside_an_allowed_directory_is_not_a_way_out() {
+    // The link sits inside the allowed root and points outside it. Granting
+    // it once passed the text check and the grant read /etc/passwd.
+    let (node, base) = link_arena("link-inside");
+    let allowed = base.join("allowed");
+    std::os::unix::fs::symlink("/etc", allowed.join("etc-link")).unwrap();
+    let job = run_as_mallory(
+        &node,
+        &grant(&allowed.join("etc-link"), "/data", "ro"),
+        &["read", "/data/passwd"],
+    )
+    .await;
+    refused_for_a_link(&job);
+    // Granting the root that holds the link: the link leads nowhere.
+    let out = run_as_mallory(
+        &node,
+        &grant(&allowed, "/data", "ro"),
+        &["read", "/data/etc-link/passwd", "/data/rw/sub/file.txt"],
+    )
+    .await
+    .ok();
+    assert!(
+        one_line(&out, "/data/etc-link/passwd: ").contains("denied"),
+        "{out}"
+    );
+    assert_eq!(
+        one_line(&out, "/data/rw/sub/file.txt: "),
+        "/data/rw/sub/file.txt: READ \"inside\""
+    );
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_through_a_read_write_grant_cannot_be_granted_later() {
+    let (node, base) = link_arena("link-made");
+    let rw = base.join("allowed/rw");
+    // A tenant with a read-write grant makes `up -> ../..` inside it ...
+    let out = run_as_mallory(
+        &node,
+        &grant(&rw, "/rw", "rw"),
+        &["make-link", "../..", "/rw/up"],
+    )
+    .await
+    .ok();
+    assert_eq!(out, "link: LINKED\n");
+    assert!(rw.join("up").symlink_metadata().unwrap().is_symlink());
+    // ... and a later job grants `<allowed>/rw/up`, whose text is inside
+    // the policy but which leads out of it (to the secret).
+    let job = run_as_mallory(
+        &node,
+        &grant(&rw.join("up"), "/data", "ro"),
+        &["read", "/data/secret/file.txt"],
+    )
+    .await;
+    refused_for_a_link(&job);
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_a_link_between_two_tasks_changes_nothing_for_the_job() {
+    // One job grants `rw/sub` read-only and its parent read-write. Between
+    // two tasks, a task swaps `sub` for a link to the secret: the second
+    // read must still see the directory the job was granted.
+    let (node, base) = link_arena("link-swap");
+    let rw = base.join("allowed/rw");
+    let manifest = format!(
+        "{}{}",
+        grant(&rw, "/rw", "rw"),
+        grant(&rw.join("sub"), "/sub", "ro")
+    );
+    let out = run_as_mallory(
+        &node,
+        &manifest,
+        &[
+            "swap-dir-for-link",
+            "/rw/sub",
+            "../../secret",
+            "/sub/file.txt",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(
+        out,
+        "before: READ \"inside\"\nswap: SWAPPED\nafter: READ \"inside\"\n"
+    );
+    // The swap really happened on the host.
+    let link = std::fs::read_link(rw.join("sub")).unwrap();
+    assert_eq!(link, std::path::Path::new("../../secret"));
+    assert_eq!(
+        std::fs::read_to_string(rw.join("sub/file.txt")).unwrap(),
+        "SECRET"
+    );
+    let _ = std::fs::remove_dir_all(base);
+}

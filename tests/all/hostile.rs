@@ -18,8 +18,8 @@ use crate::support::{node_with, programs, test_config};
 
 /// What a finished job printed.
 pub(crate) struct Job {
-    outcome: JobOutcome,
-    logs: Arc<MemorySink>,
+    pub(crate) outcome: JobOutcome,
+    pub(crate) logs: Arc<MemorySink>,
 }
 
 impl Job {

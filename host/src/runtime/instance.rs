@@ -308,7 +308,8 @@ fn grant(wasi: &mut WasiCtxBuilder, job: &Job) {
             DirMode::ReadOnly => FsPerms::ReadOnly,
             DirMode::ReadWrite => FsPerms::ReadWrite,
         };
-        if let Err(e) = wasi.preopened_dir(&d.host, &d.guest, perms) {
+        // Through the descriptor the job opened at admission, never by path.
+        if let Err(e) = wasi.preopened_dir(d.descriptor_path(), &d.guest, perms) {
             tracing::warn!(dir = %d.host.display(), error = %e, "cannot open a granted directory");
         }
     }

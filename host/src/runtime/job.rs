@@ -78,7 +78,7 @@ impl Job {
         let cfg = &core.config;
         let limits = cfg.limits.for_job(&cfg.max_limits, &manifest.limits)?;
         cfg.policy.check(&manifest.capabilities)?;
-        let granted = Granted::resolve(&manifest.capabilities).await?;
+        let granted = Granted::resolve(&manifest.capabilities, &cfg.policy).await?;
         let account = core.tenants.account(&spec.tenant);
         core.tenants
             .add_job(spec.id, account.clone(), limits.objects);
