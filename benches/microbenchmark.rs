@@ -31,9 +31,13 @@ use tokio::sync::Notify;
 
 use support::programs;
 
-// The allocator of the `fabric` binary, so figures are the node's.
+// The allocator of the `fabric` binary, set up as it does, so figures are
+// the node's.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[path = "../host/cli/allocator.rs"]
+mod allocator;
 
 /// Ray's suite: name, Ray 2.60's figure on this kind of machine (from
 /// ../shared/notes/wasmtime-48.md; the side-by-side script measures it
@@ -253,6 +257,7 @@ struct Figure {
 }
 
 fn main() {
+    allocator::configure();
     let args = parse_args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,6 +4,7 @@
 //! fabric run app.wasm [--num-cpus N] [--num-gpus N] [--resources k=v,..] [-- ARGS]
 //! ```
 
+mod allocator;
 mod cli;
 mod compile;
 mod data_dir;
@@ -27,6 +28,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    allocator::configure();
     let cli = cli::Cli::parse();
     cli::init_tracing(cli.log_level.as_deref());
     match cli.command.run() {

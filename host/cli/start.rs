@@ -241,7 +241,9 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let node = Node::start(args.node.config(false)?).context("cannot start the node")?;
+        let node_config = args.node.config(false)?;
+        config.ingress = node_config.ingress.clone();
+        let node = Node::start(node_config).context("cannot start the node")?;
         let joined = node.join(config).await.context("cannot join the cluster")?;
         let pid = std::process::id();
         data_dir::write_node(

@@ -75,7 +75,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     );
     println!();
     println!(
-        "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>6} {:<16} {:<6}",
+        "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>21} {:>6} {:<16} {:<6}",
         "NODE",
         "ADDRESS",
         "STATE",
@@ -83,6 +83,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         "GPU",
         "MEMORY",
         "OBJECT STORE",
+        "RESIDENT/ACCOUNTED",
         "TASKS",
         "CUSTOM",
         "LABELS"
@@ -121,8 +122,15 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             custom.join(",")
         };
         let labels = format!("{}{role}", labels.join(","));
+        // The process's resident memory beside what the node accounts for
+        // (objects, live instances, compiled components).
+        let resident = format!(
+            "{}/{}",
+            fmt_bytes(n.resident_bytes as i64),
+            fmt_bytes(n.accounted_bytes as i64)
+        );
         println!(
-            "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>6} {:<16} {}",
+            "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>21} {:>6} {:<16} {}",
             &id[..8.min(id.len())],
             n.address,
             state,
@@ -130,6 +138,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             used(total.gpu, free.gpu),
             memory,
             store,
+            resident,
             n.running_tasks + n.queued_tasks,
             custom,
             labels,

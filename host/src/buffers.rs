@@ -19,6 +19,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -48,6 +49,10 @@ fn advise_huge_pages(buf: &Vec<u8>) {
     let _ = buf;
 }
 
+/// Freeing this much asks the allocator to return it to the system at once
+/// (see [`crate::allocator`]).
+pub(crate) const LARGE_FREE: usize = 16 << 20;
+
 /// Copies at least this large are split over two threads.
 const PARALLEL_COPY_MIN: usize = 16 << 20;
 
@@ -58,7 +63,8 @@ pub struct BufferPool {
 }
 
 struct PoolInner {
-    free: Mutex<Vec<Vec<u8>>>,
+    /// Free buffers, each with when it was freed.
+    free: Mutex<Vec<(Vec<u8>, Instant)>>,
     cached: AtomicUsize,
     limit: usize,
 }
@@ -91,11 +97,11 @@ impl PoolInner {
             let best = free
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.capacity() >= len && b.capacity() <= len.saturating_mul(2))
-                .min_by_key(|(_, b)| b.capacity())
+                .filter(|(_, (b, _))| b.capacity() >= len && b.capacity() <= len.saturating_mul(2))
+                .min_by_key(|(_, (b, _))| b.capacity())
                 .map(|(i, _)| i);
             if let Some(i) = best {
-                let mut buf = free.swap_remove(i);
+                let (mut buf, _) = free.swap_remove(i);
                 self.cached.fetch_sub(buf.capacity(), Ordering::AcqRel);
                 buf.clear();
                 return buf;
@@ -111,10 +117,14 @@ impl PoolInner {
     fn give(&self, buf: Vec<u8>) {
         let cap = buf.capacity();
         if cap < POOLED_MIN || self.cached.load(Ordering::Acquire) + cap > self.limit {
+            drop(buf);
+            if cap >= LARGE_FREE {
+                crate::allocator::trim(true);
+            }
             return;
         }
         self.cached.fetch_add(cap, Ordering::AcqRel);
-        self.free.lock().unwrap().push(buf);
+        self.free.lock().unwrap().push((buf, Instant::now()));
     }
 }
 
@@ -133,6 +143,26 @@ impl BufferPool {
     /// Bytes held in free buffers now.
     pub fn cached_bytes(&self) -> usize {
         self.inner.cached.load(Ordering::Acquire)
+    }
+
+    /// Gives the buffers nobody reused for `idle` back to the system: the
+    /// pool speeds up a stream of large objects, it does not hold memory
+    /// for a node that went quiet.
+    pub fn trim(&self, idle: Duration) {
+        let stale: Vec<Vec<u8>> = {
+            let mut free = self.inner.free.lock().unwrap();
+            let (stale, fresh) = std::mem::take(&mut *free)
+                .into_iter()
+                .partition(|(_, at)| at.elapsed() >= idle);
+            *free = fresh;
+            stale.into_iter().map(|(b, _)| b).collect()
+        };
+        let bytes: usize = stale.iter().map(Vec::capacity).sum();
+        self.inner.cached.fetch_sub(bytes, Ordering::AcqRel);
+        drop(stale);
+        if bytes >= LARGE_FREE {
+            crate::allocator::trim(true);
+        }
     }
 
     /// An empty buffer with room for `len` bytes (recycled when large); fill
@@ -214,6 +244,9 @@ mod tests {
         drop(b);
         drop(c);
         assert!(pool.cached_bytes() <= 3 << 20, "bounded");
+        // Buffers nobody reuses go back.
+        pool.trim(Duration::ZERO);
+        assert_eq!(pool.cached_bytes(), 0);
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::error::NodeError;
 use crate::limits::Limits;
 use crate::manifest::Policy;
 use crate::resources::{ResourceSet, detect, to_fixed};
+use std::time::Duration;
+
 use crate::runtime::engine::EngineSettings;
 
 /// Settings for one node. `Default` detects everything.
@@ -40,6 +42,9 @@ pub struct NodeConfig {
     pub max_limits: Option<Limits>,
     /// What manifests may grant (default: nothing).
     pub policy: Policy,
+    /// What an unauthenticated caller can make the node hold, once it
+    /// serves a cluster.
+    pub ingress: IngressLimits,
 }
 
 /// A configuration with every amount decided.
@@ -136,6 +141,27 @@ pub struct NodeFile {
     /// Sizing of the instance pool (`max = 100000`, `max-memory = "64 MiB"`).
     #[serde(default)]
     pub instances: Option<InstancePool>,
+    /// Compiled components kept and compiles at once (`cache = "512 MiB"`,
+    /// `cache-per-tenant = "128 MiB"`, `compiles = 2`, `compiles-per-tenant = 1`).
+    #[serde(default)]
+    pub components: Option<ComponentsTable>,
+    /// Bounds on unauthenticated callers (`handshake-timeout = "10s"`,
+    /// `client-connections-per-address = 32`, ...; see [`IngressLimits`]).
+    #[serde(default)]
+    pub ingress: Option<IngressLimits>,
+}
+
+/// The `[components]` table of a node settings file (see
+/// [`crate::runtime::component_cache`]).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ComponentsTable {
+    #[serde(default, deserialize_with = "crate::limits::size::option")]
+    pub cache: Option<u64>,
+    #[serde(default, deserialize_with = "crate::limits::size::option")]
+    pub cache_per_tenant: Option<u64>,
+    pub compiles: Option<usize>,
+    pub compiles_per_tenant: Option<usize>,
 }
 
 /// The `[instances]` table of a node settings file: how many instances
@@ -202,8 +228,58 @@ impl NodeFile {
                 caps.memory = caps.memory.min(mem);
             }
         }
+        if let Some(c) = &self.components {
+            let b = &mut cfg.engine.components;
+            b.cache_bytes = c.cache.unwrap_or(b.cache_bytes);
+            b.cache_bytes_per_tenant = c.cache_per_tenant.unwrap_or(b.cache_bytes_per_tenant);
+            b.compiles = c.compiles.unwrap_or(b.compiles);
+            b.compiles_per_tenant = c.compiles_per_tenant.unwrap_or(b.compiles_per_tenant);
+            if b.compiles == 0 || b.compiles_per_tenant == 0 {
+                return Err(NodeError::Config(
+                    "[components] compiles and compiles-per-tenant must be at least 1".into(),
+                ));
+            }
+        }
+        if let Some(ingress) = &self.ingress {
+            cfg.ingress = ingress.clone();
+        }
         cfg.limits = limits;
         cfg.max_limits = Some(caps);
         Ok(())
+    }
+}
+
+/// How much an unauthenticated caller can make a node hold.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IngressLimits {
+    /// A TLS handshake not done by then is dropped (`"10s"`).
+    #[serde(deserialize_with = "crate::limits::humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress from one address.
+    pub handshakes_per_address: usize,
+    /// Handshakes in progress in all.
+    pub handshakes: usize,
+    /// Open client (non-peer) connections from one address.
+    pub client_connections_per_address: usize,
+    /// Concurrent calls on one client connection.
+    pub client_streams: u32,
+    /// HTTP/2 flow-control windows of a client connection and of each of
+    /// its calls: the most a client's unread bytes can take.
+    pub client_connection_window: u32,
+    pub client_stream_window: u32,
+}
+
+impl Default for IngressLimits {
+    fn default() -> Self {
+        IngressLimits {
+            handshake_timeout: Duration::from_secs(10),
+            handshakes_per_address: 32,
+            handshakes: 512,
+            client_connections_per_address: 32,
+            client_streams: 16,
+            client_connection_window: 1 << 20,
+            client_stream_window: 256 << 10,
+        }
     }
 }

@@ -80,6 +80,21 @@ macro_rules! id128 {
 /// a small host call.
 pub type IdMap<K, V> = dashmap::DashMap<K, V, IdHash>;
 
+/// Shrinks `map` when it holds under a quarter of what it has room for: a
+/// map that once held a million entries keeps their room until told.
+pub fn shrink_if_sparse<K, V, S>(map: &dashmap::DashMap<K, V, S>)
+where
+    K: Eq + std::hash::Hash,
+    S: std::hash::BuildHasher + Clone,
+{
+    let room = map.capacity();
+    if room > 4096 && map.len() < room / 4 {
+        map.shrink_to_fit();
+        // What was a large table goes back to the system now.
+        crate::allocator::trim(room > 1 << 20);
+    }
+}
+
 /// The hasher of [`IdMap`].
 #[derive(Clone, Copy, Default)]
 pub struct IdHash;

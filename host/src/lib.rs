@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod allocator;
 pub mod buffers;
 pub mod cluster;
 pub mod config;
@@ -43,7 +44,7 @@ pub mod spill;
 pub mod tenants;
 
 pub use config::NodeConfig;
-pub use node::{JobOptions, JobOutcome, Node, NodeStats};
+pub use node::{JobOptions, JobOutcome, MemoryReport, Node, NodeStats};
 pub use runtime::component::AppComponent;
 
 /// Types generated from `wit/fabric.wit`.

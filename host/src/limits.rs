@@ -79,7 +79,7 @@ impl Default for Limits {
             result_bytes: 256 << 20,
             object_bytes: 2 << 30,
             pending_tasks: 1_000_000,
-            objects: 4_000_000,
+            objects: 2_000_000,
             log_bytes: 16 << 20,
         }
     }
@@ -260,6 +260,15 @@ pub mod size {
             Some(Raw::Text(t)) => parse(&t).map(Some).map_err(serde::de::Error::custom),
         }
     }
+}
+
+/// A duration written like `"30s"` or `"5m"`.
+pub(crate) fn humantime_serde<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e})")))
 }
 
 /// Durations in manifests: strings like `"30s"` or `"5m"`.

@@ -69,6 +69,34 @@ async fn run_driver(
     instance::call_main(&mut store, &inst, &job.app.exports.main, &args).await
 }
 
+/// How often a node gives back what finished work left behind.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Gives back, while the node lives, the memory finished work left: large
+/// buffers nobody reused for a second, and the room of maps that once held
+/// far more than they do now.
+fn start_upkeep(core: &Arc<NodeCore>) {
+    let weak = Arc::downgrade(core);
+    core.runtime.spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(core) = weak.upgrade() else { return };
+            core.objects.give_back(std::time::Duration::from_secs(1));
+            crate::ids::shrink_if_sparse(&core.tasks);
+            crate::ids::shrink_if_sparse(&core.actors);
+            {
+                let mut queued = core.queued_tasks.lock().unwrap();
+                if queued.capacity() > 4096 && queued.len() < queued.capacity() / 4 {
+                    queued.shrink_to_fit();
+                }
+            }
+            crate::allocator::trim(false);
+        }
+    });
+}
+
 /// A snapshot of a node's state.
 #[derive(Clone, Debug)]
 pub struct NodeStats {
@@ -80,6 +108,43 @@ pub struct NodeStats {
     pub objects: usize,
     pub object_store_used: u64,
     pub object_store_capacity: u64,
+    /// The process's memory, and what the node accounts for.
+    pub memory: MemoryReport,
+}
+
+/// The node process's resident memory beside what the node accounts for
+/// (to tenants, or as its own caches), read at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// Resident memory of the whole process (`/proc/self/statm`).
+    pub resident: u64,
+    /// The object store: values, each object's overhead, and the recycled
+    /// buffers it keeps for large values.
+    pub object_store: u64,
+    /// Linear memory of the live instances (tasks, actors, drivers).
+    pub instances: u64,
+    /// Compiled components kept beyond their use.
+    pub components: u64,
+}
+
+impl MemoryReport {
+    /// What the node accounts for, all told.
+    pub fn accounted(&self) -> u64 {
+        self.object_store + self.instances + self.components
+    }
+}
+
+/// This process's resident memory, in bytes.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a system setting.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
 }
 
 impl Node {
@@ -116,9 +181,9 @@ impl Node {
             cluster: Default::default(),
         };
         tracing::info!(node = %core.id.short(), resources = %core.config.total, "node started");
-        Ok(Node {
-            core: Arc::new(core),
-        })
+        let core = Arc::new(core);
+        start_upkeep(&core);
+        Ok(Node { core })
     }
 
     pub fn id(&self) -> NodeId {
@@ -141,6 +206,16 @@ impl Node {
     /// Compiles (or finds in the cache) an application component.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<AppComponent>, LoadError> {
         self.core.engine.load(bytes).await
+    }
+
+    /// [`Node::load`] for `tenant`, who is charged for keeping the compiled
+    /// component and whose compiles take turns.
+    pub async fn load_for(
+        &self,
+        bytes: &[u8],
+        tenant: &str,
+    ) -> Result<Arc<AppComponent>, LoadError> {
+        self.core.engine.load_for(bytes, tenant).await
     }
 
     /// The engine this node runs on (share it with [`Node::start_with_engine`]).
@@ -351,9 +426,14 @@ impl Node {
             });
     }
 
-    /// Every tenant's meters on this node.
+    /// Every tenant's meters on this node (with the compiled components
+    /// kept for it, which the engine tracks).
     pub fn tenant_usage(&self) -> Vec<crate::tenants::TenantUsage> {
-        self.core.tenants.usage()
+        let mut usage = self.core.tenants.usage();
+        for u in &mut usage {
+            u.component_bytes = self.core.engine.component_bytes_of(&u.tenant);
+        }
+        usage
     }
 
     pub fn stats(&self) -> NodeStats {
@@ -367,6 +447,24 @@ impl Node {
             objects: c.objects.len(),
             object_store_used: c.objects.used_bytes(),
             object_store_capacity: c.objects.capacity_bytes(),
+            memory: self.memory(),
+        }
+    }
+
+    /// The process's resident memory beside what the node accounts for.
+    pub fn memory(&self) -> MemoryReport {
+        let c = &self.core;
+        let instances = c
+            .tenants
+            .accounts()
+            .iter()
+            .map(|a| a.usage().memory_bytes)
+            .sum();
+        MemoryReport {
+            resident: resident_bytes(),
+            object_store: c.objects.used_bytes() + c.objects.cached_buffer_bytes(),
+            instances,
+            components: c.engine.component_bytes(),
         }
     }
 

@@ -168,6 +168,7 @@ impl TenantAccount {
             cpu_seconds: self.cpu_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             tasks: self.tasks.load(Ordering::Relaxed),
             actors: self.actors.load(Ordering::Relaxed),
+            component_bytes: 0,
         }
     }
 }
@@ -186,6 +187,9 @@ pub struct TenantUsage {
     pub cpu_seconds: f64,
     pub tasks: u64,
     pub actors: u64,
+    /// Compiled components kept for it beyond their use (filled in by
+    /// the node, whose engine keeps them).
+    pub component_bytes: u64,
 }
 
 /// What a node charges one job for: its tenant's account, and the objects

@@ -5,12 +5,14 @@
 mod support;
 
 mod actors;
+mod admission;
 mod bench_guest;
 mod breaches;
 mod cli;
 mod cluster;
 mod coverage;
 mod examples;
+mod footprint;
 mod hostile;
 mod processes;
 mod tasks;

@@ -71,6 +71,57 @@ pub fn node_with(config: NodeConfig) -> Node {
     Node::start_with_engine(config, engine()).expect("node")
 }
 
+/// The breaches guest made distinct (its own digest, its own compile) by an
+/// unused core module holding the global `n`: custom sections would not do,
+/// a node drops them before it digests a component.
+pub fn distinct_component(n: u32) -> Vec<u8> {
+    // (module (global i32 (i32.const n))), n as a 5-byte signed LEB128.
+    let mut global = vec![1, 0x7f, 0x00, 0x41];
+    let v = n & 0x0fff_ffff;
+    global.extend_from_slice(&[
+        (v as u8 & 0x7f) | 0x80,
+        ((v >> 7) as u8 & 0x7f) | 0x80,
+        ((v >> 14) as u8 & 0x7f) | 0x80,
+        ((v >> 21) as u8 & 0x7f) | 0x80,
+        0x00,
+    ]);
+    global.push(0x0b);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.push(6);
+    leb128(global.len() as u64, &mut module);
+    module.extend_from_slice(&global);
+    let mut wasm = std::fs::read(programs::BREACHES).expect("the breaches guest");
+    wasm.push(1); // a core module section
+    leb128(module.len() as u64, &mut wasm);
+    wasm.extend_from_slice(&module);
+    wasm
+}
+
+/// `wasm` with a custom section of `len` bytes (pattern `fill`) appended.
+pub fn with_custom_section(mut wasm: Vec<u8>, len: usize, fill: u8) -> Vec<u8> {
+    let name = b"padding";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.resize(body.len() + len, fill);
+    wasm.push(0);
+    leb128(body.len() as u64, &mut wasm);
+    wasm.extend_from_slice(&body);
+    wasm
+}
+
+/// `v` as unsigned LEB128 (how wasm writes sizes).
+fn leb128(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 /// A finished job and what it printed.
 pub struct Run {
     pub outcome: JobOutcome,
@@ -145,6 +196,7 @@ pub struct TestCluster {
     pub handles: Vec<fabric_host::cluster::ClusterHandle>,
     pub security: fabric_host::security::ClusterSecurity,
     pub tokens: Arc<fabric_host::security::Tokens>,
+    pub ingress: fabric_host::config::IngressLimits,
 }
 
 /// The admin token of every in-process test cluster.
@@ -169,6 +221,7 @@ impl TestCluster {
             self.security.clone(),
         );
         cfg.heartbeat_interval = Duration::from_millis(100);
+        cfg.ingress = self.ingress.clone();
         let handle = node.join(cfg).await.expect("join");
         self.nodes.push(node);
         self.handles.push(handle);
@@ -205,8 +258,35 @@ impl TestCluster {
 
 /// A head (first config) and workers (the rest), with fast heartbeats.
 pub async fn test_cluster(configs: Vec<NodeConfig>) -> TestCluster {
+    test_cluster_on(engine(), configs).await
+}
+
+/// [`test_cluster`] on an engine of its own (whose compiles a test counts).
+pub async fn test_cluster_on(engine: FabricEngine, configs: Vec<NodeConfig>) -> TestCluster {
+    build_cluster(
+        engine,
+        fabric_host::config::IngressLimits::default(),
+        configs,
+    )
+    .await
+}
+
+/// [`test_cluster`] whose nodes bound their callers with `ingress`.
+pub async fn test_cluster_with_ingress(
+    ingress: fabric_host::config::IngressLimits,
+    configs: Vec<NodeConfig>,
+) -> TestCluster {
+    build_cluster(engine(), ingress, configs).await
+}
+
+async fn build_cluster(
+    engine: FabricEngine,
+    ingress: fabric_host::config::IngressLimits,
+    configs: Vec<NodeConfig>,
+) -> TestCluster {
     let mut configs = configs.into_iter();
-    let head = node_with(configs.next().expect("a head config"));
+    let head =
+        Node::start_with_engine(configs.next().expect("a head config"), engine).expect("node");
     let security = fabric_host::security::ClusterSecurity::generate().expect("credentials");
     let tokens = Arc::new(fabric_host::security::Tokens::in_memory(TEST_ADMIN_TOKEN));
     let mut cfg = fabric_host::cluster::ClusterConfig::head(
@@ -216,12 +296,14 @@ pub async fn test_cluster(configs: Vec<NodeConfig>) -> TestCluster {
     );
     cfg.heartbeat_interval = Duration::from_millis(100);
     cfg.node_timeout = Duration::from_secs(1);
+    cfg.ingress = ingress.clone();
     let handle = head.join(cfg).await.expect("head");
     let mut cluster = TestCluster {
         nodes: vec![head],
         handles: vec![handle],
         security,
         tokens,
+        ingress,
     };
     for c in configs {
         cluster.add(c).await;

@@ -267,6 +267,56 @@ impl ProcCluster {
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
     }
+
+    /// Resident memory of node `i`'s process, in bytes.
+    pub fn rss(&self, i: usize) -> u64 {
+        rss_of(self.nodes[i].child.id())
+    }
+
+    /// A `Control` client of the head holding `token` (over TLS, as the CLI).
+    pub async fn control(
+        &self,
+        token: &str,
+    ) -> wasmfabric_proto::v1::control_client::ControlClient<
+        tonic::codegen::InterceptedService<
+            tonic::transport::Channel,
+            fabric_host::security::AddToken,
+        >,
+    > {
+        let ca = std::fs::read_to_string(self.dir.join("node0/security/ca.crt")).unwrap();
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("https://{}", self.head_address()))
+                .unwrap()
+                .tls_config(fabric_host::security::client_tls(&ca))
+                .unwrap()
+                .connect()
+                .await
+                .expect("TLS connection to the head");
+        wasmfabric_proto::v1::control_client::ControlClient::with_interceptor(
+            channel,
+            fabric_host::security::AddToken::new(token).unwrap(),
+        )
+        .max_encoding_message_size(fabric_host::cluster::MAX_MESSAGE)
+        .max_decoding_message_size(fabric_host::cluster::MAX_MESSAGE)
+    }
+
+    /// A node settings file in the cluster's directory, for `--config`.
+    pub fn settings_file(&self, name: &str, text: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+/// Resident memory of process `pid`, in bytes (`VmRSS`).
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb << 10)
+        .unwrap_or(0)
 }
 
 impl Drop for ProcCluster {

@@ -15,9 +15,9 @@ use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::control_server::Control;
 
 use super::convert::{error_to_pb, id_bytes};
+use super::gate::{Caller, Ticket};
 use super::head::{HeadState, JOBS_WITH_LOGS, JobLog};
 use super::quotas::{quota_from_pb, quota_to_pb};
-use crate::error::FabricError;
 use crate::logs::{LogSink, LogSource, Stream};
 use crate::node::JobOptions;
 use crate::security::Principal;
@@ -35,8 +35,13 @@ fn now_ms() -> u64 {
 }
 
 impl ControlService {
+    /// The caller, as the gate found it (or, without a gate, from the
+    /// request's token).
     fn who<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.head.tokens.authorize(request)
+        match request.extensions().get::<Caller>() {
+            Some(Caller(p)) => Ok(p.clone()),
+            None => self.head.tokens.authorize(request),
+        }
     }
 
     fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -47,26 +52,6 @@ impl ControlService {
                 "only the admin token may do this",
             ))
         }
-    }
-
-    /// Refuses a job over the tenant's quota of running jobs.
-    fn check_job_quota(&self, tenant: &str, jobs: &[pb::JobRecord]) -> Result<(), Status> {
-        let Some(max) = self.head.tokens.quota(tenant).jobs else {
-            return Ok(());
-        };
-        let running = jobs
-            .iter()
-            .filter(|j| j.tenant == tenant && j.status() == pb::job_record::Status::Running)
-            .count();
-        if running as u64 >= max as u64 {
-            let e = FabricError::limit(
-                "jobs-quota",
-                max as u64,
-                format!("tenant `{tenant}` already runs {running} jobs"),
-            );
-            return Err(Status::resource_exhausted(e.to_string()));
-        }
-        Ok(())
     }
 }
 
@@ -115,12 +100,16 @@ impl Control for ControlService {
         let who = self.who(&request)?;
         self.head.count("SubmitJob");
         let tenant = who.tenant().to_string();
-        // Checked before the (slow) load and again when the job is recorded.
-        self.check_job_quota(&tenant, &self.head.jobs.lock().unwrap())?;
+        // The gate took a job slot before the body was read.
+        let (slot, _submitting) = match request.extensions().get::<Ticket>().and_then(Ticket::take)
+        {
+            Some(a) => (a.slot, Some(a.submitting)),
+            None => (self.head.reserve_job(&tenant)?, None),
+        };
         let r = request.into_inner();
         let node = self.head.node();
         let app = node
-            .load(&r.component)
+            .load_for(&r.component, &tenant)
             .await
             .map_err(|e| Status::invalid_argument(format!("cannot load the component: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -140,13 +129,7 @@ impl Control for ControlService {
             ..Default::default()
         };
         record.set_status(pb::job_record::Status::Running);
-        {
-            // Check and record under one lock: two racing submits cannot
-            // both take the last slot of the quota.
-            let mut jobs = self.head.jobs.lock().unwrap();
-            self.check_job_quota(&tenant, &jobs)?;
-            jobs.push(record.clone());
-        }
+        slot.record(record.clone());
         let options = JobOptions {
             manifest: r.manifest,
             tenant: Some(tenant.clone()),

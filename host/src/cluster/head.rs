@@ -56,6 +56,9 @@ pub struct HeadState {
     store: Option<Arc<HeadStore>>,
     /// Nodes that left by deregistering (rather than dying).
     departed: Mutex<std::collections::HashSet<NodeId>>,
+    /// Job slots taken by submissions whose jobs are not recorded yet, by
+    /// tenant (see [`super::job_slots`]).
+    pub(super) reserved_jobs: Mutex<HashMap<Arc<str>, u32>>,
 }
 
 /// Lines of one job's output kept at the head.
@@ -114,6 +117,7 @@ impl HeadState {
             rpcs: Mutex::new(BTreeMap::new()),
             store,
             departed: Mutex::new(Default::default()),
+            reserved_jobs: Mutex::new(HashMap::new()),
         });
         head.restore(loaded);
         head
@@ -546,6 +550,8 @@ impl Head for HeadState {
                         rec.info.queued_tasks = r.queued_tasks;
                         rec.info.running_tasks = r.running_tasks;
                         rec.info.object_store_used = r.object_store_used;
+                        rec.info.resident_bytes = r.resident_bytes;
+                        rec.info.accounted_bytes = r.accounted_bytes;
                     }
                     true
                 }

@@ -74,7 +74,7 @@ impl Cluster {
         let cell = self.job_cells.entry(id).or_default().clone();
         let job = cell
             .get_or_try_init(|| async {
-                let app = self.module(from, &info.digest).await?;
+                let app = self.module(from, &info.digest, &info.tenant).await?;
                 let driver = node_id(&info.driver_node)?;
                 let logs = Arc::new(DriverLogs {
                     cluster: Arc::downgrade(self),
@@ -106,8 +106,14 @@ impl Cluster {
     }
 
     /// The compiled component with `digest`: cached, or fetched from `from`
-    /// (once per node), checked against its digest, and compiled.
-    async fn module(&self, from: NodeId, digest_hex: &str) -> Result<Arc<AppComponent>, Status> {
+    /// (one fetch at a time per digest), checked against its digest, and
+    /// compiled for `tenant`.
+    async fn module(
+        &self,
+        from: NodeId,
+        digest_hex: &str,
+        tenant: &str,
+    ) -> Result<Arc<AppComponent>, Status> {
         let core = self
             .core()
             .ok_or_else(|| Status::unavailable("the node is stopping"))?;
@@ -142,11 +148,16 @@ impl Cluster {
                     return Err(Status::data_loss(format!("the component fetched for digest {digest_hex} does not match it")));
                 }
                 tracing::debug!(digest = %&digest_hex[..12], from = %from.short(), "fetched a component");
-                core.engine.load(&bytes).await.map_err(|e| Status::invalid_argument(e.to_string()))
+                let tenant = if tenant.is_empty() { LOCAL_TENANT } else { tenant };
+                core.engine.load_for(&bytes, tenant).await.map_err(|e| Status::invalid_argument(e.to_string()))
             })
-            .await?
-            .clone();
-        Ok(app)
+            .await
+            .cloned();
+        // The cell only joins concurrent fetches: once done, the engine
+        // keeps the component (within its budgets), not this map.
+        self.modules
+            .remove_if(digest_hex, |_, c| Arc::ptr_eq(c, &cell));
+        app
     }
 
     /// Serves `FetchModule`: the component with `digest`, in chunks.

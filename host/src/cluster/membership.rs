@@ -100,6 +100,8 @@ impl Cluster {
                     running_tasks: stats.running_tasks as u64,
                     object_store_used: stats.object_store_used,
                     tenants: super::quotas::loads(&core),
+                    resident_bytes: stats.memory.resident,
+                    accounted_bytes: stats.memory.accounted(),
                 };
                 match self.head.clone().heartbeat(req).await {
                     Ok(reply) => {

@@ -34,8 +34,11 @@ mod actors;
 mod control;
 pub(crate) mod convert;
 mod drain;
+mod gate;
 mod head;
 mod head_store;
+mod ingress;
+mod job_slots;
 mod jobs;
 mod lineage;
 mod membership;
@@ -63,6 +66,8 @@ use crate::runtime::NodeCore;
 use crate::runtime::component::AppComponent;
 use crate::security::{ClusterSecurity, Tokens};
 
+pub use crate::config::IngressLimits;
+pub use gate::SUBMIT_JOB_PATH;
 pub use head::HeadState;
 pub use head_store::{HeadStore, Loaded, Record};
 pub use membership::PeerView;
@@ -97,6 +102,8 @@ pub struct ClusterConfig {
     /// Where the head keeps its durable state (a redb file); `None` keeps it
     /// in memory only, lost when the head stops.
     pub state_file: Option<std::path::PathBuf>,
+    /// What an unauthenticated caller can make this node hold.
+    pub ingress: IngressLimits,
 }
 
 impl ClusterConfig {
@@ -112,6 +119,7 @@ impl ClusterConfig {
             heartbeat_interval: Duration::from_millis(500),
             node_timeout: Duration::from_secs(3),
             state_file: None,
+            ingress: IngressLimits::default(),
         }
     }
 
@@ -127,6 +135,7 @@ impl ClusterConfig {
             security,
             tokens: None,
             state_file: None,
+            ingress: IngressLimits::default(),
         }
     }
 }

@@ -44,7 +44,9 @@ pub(crate) type NodeChannel = InterceptedService<Channel, AddSecret>;
 pub(crate) fn channel(address: &str, security: &ClusterSecurity) -> Result<NodeChannel, NodeError> {
     let endpoint = Endpoint::from_shared(format!("https://{address}"))
         .map_err(|e| NodeError::Config(format!("`{address}` is not a valid address: {e}")))?
-        .tls_config(security.client_tls())
+        // As a peer: with the cluster's node certificate, so the other
+        // node serves this connection as a peer's (see `ingress`).
+        .tls_config(security.peer_tls())
         .map_err(|e| NodeError::Config(format!("bad TLS settings: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)

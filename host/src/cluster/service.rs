@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::head_server::HeadServer;
@@ -19,16 +19,43 @@ use crate::security::RequireSecret;
 use tonic::codegen::InterceptedService;
 use wasmfabric_proto::v1::control_server::ControlServer;
 
-/// Serves, over TLS, `Node` (and on the head `Head`, both only to callers
-/// with the cluster secret, and `Control`, to callers with a token) on
-/// `listener` until `stop`.
+/// Serves, over TLS, on `listener` until `stop`: to peers, `Node` (and on
+/// the head `Head`), both only to callers with the cluster secret; to
+/// clients, on the head, `Control` behind its gate (see [`super::ingress`]).
 pub(super) fn serve(
     cluster: Arc<Cluster>,
     head: Option<Arc<HeadState>>,
     listener: tokio::net::TcpListener,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let security = cluster.config.security.clone();
+    let limits = cluster.config.ingress.clone();
+    let acceptor = super::ingress::acceptor(&security)?;
+    let (peers_tx, peers_rx) = mpsc::channel(64);
+    let clients = head.clone().map(|h| {
+        let (tx, rx) = mpsc::channel(64);
+        serve_clients(h, &limits, rx, stop.clone());
+        tx
+    });
+    serve_peers(cluster, head, &security, peers_rx, stop.clone());
+    let routes = super::ingress::Routes {
+        peers: peers_tx,
+        clients,
+    };
+    super::ingress::accept(listener, acceptor, limits, routes, stop);
+    Ok(())
+}
+
+type Connections = mpsc::Receiver<std::io::Result<super::ingress::Conn>>;
+
+/// The peers' server: windows sized for object transfers.
+fn serve_peers(
+    cluster: Arc<Cluster>,
+    head: Option<Arc<HeadState>>,
+    security: &crate::security::ClusterSecurity,
+    connections: Connections,
+    mut stop: watch::Receiver<bool>,
+) {
     let secret = RequireSecret(security.secret.as_str().into());
     let node = InterceptedService::new(
         NodeServer::new(Service {
@@ -39,11 +66,6 @@ pub(super) fn serve(
         .max_encoding_message_size(MAX_MESSAGE),
         secret.clone(),
     );
-    let control = head.clone().map(|h| {
-        ControlServer::new(ControlService { head: h })
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
-    });
     let head = head.map(|h| {
         InterceptedService::new(
             HeadServer::from_arc(h)
@@ -52,29 +74,57 @@ pub(super) fn serve(
             secret,
         )
     });
-    let builder = tonic::transport::Server::builder()
-        .tls_config(security.server_tls())
-        .map_err(|e| NodeError::Config(format!("bad TLS settings: {e}")))?;
     tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        let result = tonic::transport::Server::builder()
+            .initial_stream_window_size(super::peers::STREAM_WINDOW)
+            .initial_connection_window_size(super::peers::CONNECTION_WINDOW)
+            .max_frame_size(super::peers::MAX_FRAME)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            .add_service(node)
+            .add_optional_service(head)
+            .serve_with_incoming_shutdown(ReceiverStream::new(connections), shutdown)
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "the node's peer server stopped");
+        }
+    });
+}
+
+/// The clients' server (on the head): small windows, few streams, and the
+/// gate before `Control`.
+fn serve_clients(
+    head: Arc<HeadState>,
+    limits: &crate::config::IngressLimits,
+    connections: Connections,
+    mut stop: watch::Receiver<bool>,
+) {
+    let control = ControlServer::new(ControlService { head: head.clone() })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(limits.client_stream_window)
+        .initial_connection_window_size(limits.client_connection_window)
+        .max_concurrent_streams(limits.client_streams)
+        .http2_max_header_list_size(16 << 10)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
+    tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.changed().await;
         };
         let result = { builder }
-            .tcp_nodelay(true)
-            .initial_stream_window_size(super::peers::STREAM_WINDOW)
-            .initial_connection_window_size(super::peers::CONNECTION_WINDOW)
-            .max_frame_size(super::peers::MAX_FRAME)
-            .add_service(node)
-            .add_optional_service(head)
-            .add_optional_service(control)
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .layer(super::gate::GateLayer::new(head))
+            .add_service(control)
+            .serve_with_incoming_shutdown(ReceiverStream::new(connections), shutdown)
             .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, "the node's gRPC server stopped");
+            tracing::error!(error = %e, "the node's client server stopped");
         }
     });
-    Ok(())
 }
 
 struct Service {

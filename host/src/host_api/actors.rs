@@ -177,7 +177,7 @@ async fn call(
         (None, None) => Err(FabricError::NotFound(format!("actor {id}"))),
     };
     match routed {
-        Ok(()) => Ok(Ok(state.table.push(result_ref)?)),
+        Ok(()) => Ok(Ok(state.push_ref(result_ref)?)),
         Err(e) => fail(e),
     }
 }

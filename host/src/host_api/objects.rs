@@ -25,8 +25,7 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             // Dropping the guard releases the guest's reference.
             store
                 .data_mut()
-                .table
-                .delete(Resource::<ObjectRef>::new_own(rep))?;
+                .take_ref(Resource::<ObjectRef>::new_own(rep))?;
             Ok(())
         },
     )?;
@@ -39,9 +38,9 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     host.func_wrap(
         "[method]object-ref.clone",
         |mut store: Ctx, (this,): (Resource<ObjectRef>,)| {
-            let table = &mut store.data_mut().table;
-            let copy = table.get(&this)?.clone();
-            Ok((table.push(copy)?,))
+            let state = store.data_mut();
+            let copy = state.table.get(&this)?.clone();
+            Ok((state.push_ref(copy)?,))
         },
     )?;
     host.func_wrap(
@@ -109,7 +108,7 @@ fn put(
     let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_le_slice(&*store)).collect();
     let stored = objects.put_parts(job, &slices, nested);
     match stored {
-        Ok(r) => Ok(Ok(store.data_mut().table.push(r)?)),
+        Ok(r) => Ok(Ok(store.data_mut().push_ref(r)?)),
         Err(e) => fail(e),
     }
 }
@@ -309,7 +308,7 @@ fn adopt_one(
 
 fn adopt(state: &mut InstanceState, id: Id) -> HostResult<Resource<ObjectRef>> {
     match adopt_one(state.exec()?, id) {
-        Ok(r) => Ok(Ok(state.table.push(r)?)),
+        Ok(r) => Ok(Ok(state.push_ref(r)?)),
         Err(e) => fail(e),
     }
 }
@@ -327,7 +326,7 @@ fn adopt_many(state: &mut InstanceState, ids: Vec<Id>) -> HostResult<Vec<Resourc
     };
     let mut handles = Vec::with_capacity(refs.len());
     for r in refs {
-        handles.push(state.table.push(r)?);
+        handles.push(state.push_ref(r)?);
     }
     Ok(Ok(handles))
 }

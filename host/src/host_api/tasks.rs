@@ -96,7 +96,7 @@ fn submit(
             reply: Reply::Local,
         },
     );
-    Ok(Ok(store.data_mut().table.push(result_ref)?))
+    Ok(Ok(store.data_mut().push_ref(result_ref)?))
 }
 
 fn cancel(state: &mut InstanceState, obj: Resource<ObjectRef>) -> HostResult<()> {

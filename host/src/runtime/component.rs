@@ -33,8 +33,11 @@ pub(crate) struct GuestExports {
 /// A compiled application, ready to instantiate.
 pub struct AppComponent {
     digest: String,
-    /// The component as loaded, to hand to other nodes.
+    /// The component as loaded (without custom sections), to hand to other
+    /// nodes.
     bytes: bytes::Bytes,
+    /// Host memory it holds: its bytes and its compiled code.
+    held: u64,
     pub(crate) pre: InstancePre<InstanceState>,
     pub(crate) exports: GuestExports,
 }
@@ -48,6 +51,11 @@ impl AppComponent {
     /// The component's bytes.
     pub fn bytes(&self) -> &bytes::Bytes {
         &self.bytes
+    }
+
+    /// Host memory it holds: its bytes and its compiled code.
+    pub fn held_bytes(&self) -> u64 {
+        self.held
     }
 }
 
@@ -135,9 +143,12 @@ fn prepare(
         main: lookup("main")?,
     };
     typecheck(engine, &pre, &exports)?;
+    let image = component.image_range();
+    let code = (image.end as usize).saturating_sub(image.start as usize);
     Ok(Arc::new(AppComponent {
         digest: digest(bytes),
         bytes: bytes::Bytes::copy_from_slice(bytes),
+        held: (code + bytes.len()) as u64,
         pre,
         exports,
     }))

@@ -8,8 +8,9 @@
 //! the scheduler at each tick, so a busy guest cannot monopolise a thread).
 //!
 //! The engine also owns the linker (the host functions every instance
-//! imports) and the cache of compiled components, so nodes that share an
-//! engine (an in-process test cluster) compile each component once.
+//! imports) and the compiled components (see [`super::component_cache`]),
+//! so nodes that share an engine (an in-process test cluster) compile each
+//! component once.
 //!
 //! ```no_run
 //! use fabric_host::runtime::engine::{EngineSettings, FabricEngine};
@@ -18,15 +19,15 @@
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::error::{LoadError, NodeError};
 use crate::runtime::component::{self, AppComponent};
+use crate::runtime::component_cache::ComponentCache;
 use crate::runtime::instance::InstanceState;
 
 /// How often the epoch advances: the time slice of a running guest.
@@ -36,14 +37,23 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// `table-elements` limit may allow (the limit names the breach first).
 pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 
-/// Bytes of a freed instance's linear memory reset in place rather than
-/// returned to the kernel.
-const KEEP_RESIDENT_MEMORY: usize = 4 << 20;
-/// Likewise for tables and async stacks.
-const KEEP_RESIDENT_TABLE: usize = 256 << 10;
-const KEEP_RESIDENT_STACK: usize = 256 << 10;
-/// Decommits (of what lies beyond the resident part) done per system call batch.
-const DECOMMIT_BATCH: usize = 64;
+/// Bytes of a freed instance's linear memory reset in place (and kept
+/// resident for the next instance in its slot) rather than returned to the
+/// kernel. A small task dirties about 16 KiB, so reusing its slot costs a
+/// memset, not an madvise and page faults; whatever a task dirties beyond
+/// this goes back to the kernel as soon as the task ends. Every slot an
+/// instance ever used keeps up to this much, so it is kept small (see
+/// benches/README.md for the measurements behind these values).
+const KEEP_RESIDENT_MEMORY: usize = 64 << 10;
+/// Likewise for tables (a small task dirties about 8 KiB of them).
+const KEEP_RESIDENT_TABLE: usize = 16 << 10;
+// Async stacks are not zeroed on reuse (zeroing cost 10-20% of a small
+// task's time, measured): a stack slot keeps the pages its deepest call
+// touched.
+/// Decommits are not batched: a batch holds the memory of every instance
+/// in it until it fills (sixteen tasks that each read a 100 MB object once
+/// held 3.3 GB).
+const DECOMMIT_BATCH: usize = 1;
 
 /// Sizing of the engine's instance pool.
 #[derive(Clone, Debug)]
@@ -63,6 +73,9 @@ pub struct EngineSettings {
     /// [`super::compile`]); `None` compiles in this process, for trusted
     /// code only.
     pub compile: Option<super::compile::CompileSandbox>,
+    /// What compiled components the node keeps, and how many compiles run
+    /// at once.
+    pub components: super::component_cache::ComponentBounds,
 }
 
 impl EngineSettings {
@@ -109,6 +122,7 @@ impl Default for EngineSettings {
             max_wasm_stack: 1 << 20,
             fuel_metering: false,
             compile: None,
+            components: Default::default(),
         }
     }
 }
@@ -125,7 +139,8 @@ struct EngineInner {
     linker: Linker<InstanceState>,
     settings: EngineSettings,
     /// Compiled components by content digest.
-    components: DashMap<String, Arc<AppComponent>>,
+    components: ComponentCache,
+    compiles: CompileCounts,
     _ticker: EpochTicker,
 }
 
@@ -147,7 +162,8 @@ impl FabricEngine {
                 engine,
                 linker,
                 settings: settings.clone(),
-                components: DashMap::new(),
+                components: ComponentCache::new(settings.components.clone()),
+                compiles: Default::default(),
                 _ticker: ticker,
             }),
         })
@@ -163,33 +179,115 @@ impl FabricEngine {
 
     /// The compiled component with this digest, if this engine has it.
     pub fn cached(&self, digest: &str) -> Option<Arc<AppComponent>> {
-        self.inner.components.get(digest).map(|a| a.clone())
+        self.inner.components.get(digest)
     }
 
-    /// Compiles `bytes` as an application, or returns the cached compile of
-    /// the same bytes. Compiling runs on a blocking thread.
+    /// Bytes of compiled components kept for `tenant` beyond their use.
+    pub fn component_bytes_of(&self, tenant: &str) -> u64 {
+        self.inner.components.bytes_of(tenant)
+    }
+
+    /// Bytes of compiled components kept beyond their use, all tenants.
+    pub fn component_bytes(&self) -> u64 {
+        self.inner.components.kept_bytes()
+    }
+
+    /// [`FabricEngine::load_for`] the node's local tenant.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<AppComponent>, LoadError> {
+        self.load_for(bytes, crate::runtime::job::LOCAL_TENANT)
+            .await
+    }
+
+    /// Compiles `bytes` as an application for `tenant` (who is charged for
+    /// keeping it), or returns the compile of the same component. Custom
+    /// sections are dropped first (see [`super::strip`]); compiling waits
+    /// for a slot of the node and of the tenant, and runs off the async
+    /// threads.
+    pub async fn load_for(
+        &self,
+        bytes: &[u8],
+        tenant: &str,
+    ) -> Result<Arc<AppComponent>, LoadError> {
         component::check_header(bytes)?;
-        let digest = component::digest(bytes);
+        let owned = bytes.to_vec();
+        let stripped =
+            tokio::task::spawn_blocking(move || super::strip::strip_custom_sections(&owned))
+                .await
+                .map_err(|e| LoadError::Compile(e.to_string()))?
+                .map_err(LoadError::Invalid)?;
+        let digest = component::digest(&stripped);
         if let Some(app) = self.inner.components.get(&digest) {
-            return Ok(app.clone());
+            return Ok(app);
         }
+        let _slot = self.inner.components.compile_slot(tenant).await;
+        // Compiled by another load while this one waited?
+        if let Some(app) = self.inner.components.get(&digest) {
+            return Ok(app);
+        }
+        let _running = self.inner.compiles.start();
         let artifact = match &self.inner.settings.compile {
-            Some(sandbox) => {
-                Some(super::compile::compile_in_child(sandbox, &self.inner.settings, bytes).await?)
-            }
+            Some(sandbox) => Some(
+                super::compile::compile_in_child(sandbox, &self.inner.settings, &stripped).await?,
+            ),
             None => None,
         };
         let inner = self.inner.clone();
-        let owned = bytes.to_vec();
         let app = tokio::task::spawn_blocking(move || match artifact {
-            Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &owned, &a),
-            None => component::load(&inner.engine, &inner.linker, &owned),
+            Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &stripped, &a),
+            None => component::load(&inner.engine, &inner.linker, &stripped),
         })
         .await
         .map_err(|e| LoadError::Compile(e.to_string()))??;
-        self.inner.components.insert(digest, app.clone());
+        self.inner.components.keep(&app, tenant);
         Ok(app)
+    }
+
+    /// Compiles so far, and how many ran at once.
+    pub fn compile_stats(&self) -> CompileStats {
+        self.inner.compiles.stats()
+    }
+}
+
+/// What the engine compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompileStats {
+    /// Compiles started (each component once, unless it was dropped from
+    /// the cache and loaded again).
+    pub started: u64,
+    /// Compiles running now.
+    pub running: u64,
+    /// The most that ran at once.
+    pub most_at_once: u64,
+}
+
+#[derive(Default)]
+struct CompileCounts {
+    started: AtomicU64,
+    running: AtomicU64,
+    most_at_once: AtomicU64,
+}
+
+impl CompileCounts {
+    /// Counts a compile until the guard drops.
+    fn start(&self) -> impl Drop + '_ {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
+        self.most_at_once.fetch_max(now, Ordering::AcqRel);
+        struct Running<'a>(&'a AtomicU64);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        Running(&self.running)
+    }
+
+    fn stats(&self) -> CompileStats {
+        CompileStats {
+            started: self.started.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+            most_at_once: self.most_at_once.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -251,7 +349,6 @@ pub(crate) fn engine_config(settings: &EngineSettings) -> Config {
         .pagemap_scan(Enabled::Auto)
         .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
-        .async_stack_keep_resident(KEEP_RESIDENT_STACK)
         .decommit_batch_size(DECOMMIT_BATCH);
 
     let mut config = Config::new();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::component::{ComponentType, Instance, Lift, Resource, ResourceTable, TypedFunc};
-use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -30,6 +30,7 @@ use crate::object_store::ObjectRef;
 use crate::runtime::NodeCore;
 use crate::runtime::engine::EPOCH_TICK;
 use crate::runtime::job::Job;
+use crate::runtime::limiter::{Limiter, MemoryCharge};
 use crate::scheduler::Lease;
 
 /// What an instance runs as.
@@ -56,81 +57,6 @@ pub(crate) struct ExecContext {
     pub lease: Option<Lease>,
 }
 
-/// Bounds an instance's memories, tables and instances, and remembers
-/// which bound stopped it.
-pub(crate) struct Limiter {
-    memory: usize,
-    table_elements: usize,
-    instances: usize,
-    tables: usize,
-    breach: Option<FabricError>,
-    /// The tenant whose memory meter this instance's memory counts in.
-    account: Option<Arc<crate::tenants::TenantAccount>>,
-    /// Bytes of linear memory the instance holds now.
-    held: usize,
-}
-
-impl Drop for Limiter {
-    fn drop(&mut self) {
-        if let Some(a) = &self.account {
-            a.memory_changed(-(self.held as i64));
-        }
-    }
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
-            self.breach = Some(exceeded(
-                "memory",
-                self.memory as u64,
-                format!("the guest asked for {desired} bytes of linear memory"),
-            ));
-            wasmtime::bail!("linear memory limit reached");
-        }
-        let grown = desired.saturating_sub(current);
-        self.held += grown;
-        if let Some(a) = &self.account {
-            a.memory_changed(grown as i64);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.table_elements {
-            self.breach = Some(exceeded(
-                "table-elements",
-                self.table_elements as u64,
-                format!("the guest asked for a table of {desired} elements"),
-            ));
-            wasmtime::bail!("table limit reached");
-        }
-        Ok(true)
-    }
-
-    fn instances(&self) -> usize {
-        self.instances
-    }
-
-    fn tables(&self) -> usize {
-        self.tables
-    }
-
-    fn memories(&self) -> usize {
-        self.instances
-    }
-}
-
 /// The data of every store.
 pub struct InstanceState {
     wasi: WasiCtx,
@@ -150,7 +76,19 @@ pub struct InstanceState {
     /// limit, a timeout): the instance cannot be entered again. An error the
     /// guest returned does not set it.
     pub(crate) poisoned: bool,
+    /// Object references in the handle table now, and the most it held.
+    handles: usize,
+    most_handles: usize,
 }
+
+/// Host memory a guest's handle to an object costs (its slots in the
+/// instance's handle tables), charged to the instance's memory for as long
+/// as the instance lives: the tables keep their room when handles go.
+pub(crate) const HANDLE_OVERHEAD: u64 = 256;
+
+/// Handle-table growth is charged in steps of this many handles (one
+/// tenant-meter update per step, not per handle).
+const HANDLE_CHARGE_STEP: usize = 1024;
 
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -167,7 +105,7 @@ impl InstanceState {
         InstanceState {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
-            limiter: limiter(&Limits::default(), None),
+            limiter: Limiter::new(&Limits::default(), MemoryCharge::new(None)),
             exec: None,
             panic: None,
             breach: None,
@@ -175,6 +113,8 @@ impl InstanceState {
             max_ticks: u64::MAX,
             blocked: Duration::ZERO,
             poisoned: false,
+            handles: 0,
+            most_handles: 0,
         }
     }
 
@@ -189,27 +129,75 @@ impl InstanceState {
         self.exec.as_ref().map(|e| &e.job.limits)
     }
 
+    /// Hands the guest a reference: a new entry in its handle table, whose
+    /// growth is charged to the instance.
+    pub(crate) fn push_ref(&mut self, r: ObjectRef) -> wasmtime::Result<Resource<ObjectRef>> {
+        let handle = self.table.push(r)?;
+        self.handles += 1;
+        if self.handles > self.most_handles {
+            self.most_handles = self.handles;
+            // Each full step of new room, once (a few handles are free).
+            if self.most_handles.is_multiple_of(HANDLE_CHARGE_STEP) {
+                self.limiter
+                    .charge_more(HANDLE_CHARGE_STEP as u64 * HANDLE_OVERHEAD);
+            }
+        }
+        Ok(handle)
+    }
+
+    /// Takes a reference out of the guest's handle table (it dropped it, or
+    /// returned it inside a value).
+    pub(crate) fn take_ref(&mut self, handle: Resource<ObjectRef>) -> wasmtime::Result<ObjectRef> {
+        let r = self.table.delete(handle)?;
+        self.handles -= 1;
+        Ok(r)
+    }
+
     /// Why the instance stopped, if a limit did it.
     fn take_breach(&mut self) -> Option<FabricError> {
-        self.breach.take().or_else(|| self.limiter.breach.take())
-    }
-}
-
-fn limiter(l: &Limits, account: Option<Arc<crate::tenants::TenantAccount>>) -> Limiter {
-    Limiter {
-        account,
-        held: 0,
-        memory: l.memory.min(usize::MAX as u64) as usize,
-        table_elements: l.table_elements as usize,
-        instances: l.instances as usize,
-        tables: l.tables as usize,
-        breach: None,
+        self.breach.take().or_else(|| self.limiter.take_breach())
     }
 }
 
 /// Epoch ticks in `d` (at least one).
 fn ticks_in(d: Duration) -> u64 {
     (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// An instance's store, and the charge for its linear memory, which is
+/// given back only once the store (and so the instance's memory, which the
+/// pool decommits as the store drops) is gone.
+pub(crate) struct Sandbox {
+    store: std::mem::ManuallyDrop<Store<InstanceState>>,
+    charge: Arc<MemoryCharge>,
+}
+
+/// An instance that held this much has its memory returned to the system
+/// at once when it ends, before its charge is.
+const LARGE_INSTANCE: u64 = 64 << 20;
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here, and never used after.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.store) };
+        if self.charge.held() >= LARGE_INSTANCE {
+            crate::allocator::trim(true);
+        }
+        // The charge goes when `self.charge` (its last holder) drops.
+    }
+}
+
+impl std::ops::Deref for Sandbox {
+    type Target = Store<InstanceState>;
+    fn deref(&self) -> &Store<InstanceState> {
+        &self.store
+    }
+}
+
+impl std::ops::DerefMut for Sandbox {
+    fn deref_mut(&mut self) -> &mut Store<InstanceState> {
+        &mut self.store
+    }
 }
 
 /// A store for `role`, with output wired to the job's logs and the job's
@@ -220,7 +208,7 @@ pub(crate) fn new_store(
     role: Role,
     lease: Option<Lease>,
     args: &[String],
-) -> Store<InstanceState> {
+) -> Sandbox {
     let source = match &role {
         Role::Driver => LogSource::driver(),
         Role::Task { id, function, .. } => LogSource::task(function, &id.short()),
@@ -255,10 +243,11 @@ pub(crate) fn new_store(
         .min(1 << 27) as usize;
     let mut table = ResourceTable::new();
     table.set_max_capacity(handles);
+    let charge = MemoryCharge::new(Some(job.account.clone()));
     let state = InstanceState {
         wasi: wasi.build(),
         table,
-        limiter: limiter(limits, Some(job.account.clone())),
+        limiter: Limiter::new(limits, charge.clone()),
         exec: Some(ExecContext {
             core: core.clone(),
             job: job.clone(),
@@ -271,6 +260,8 @@ pub(crate) fn new_store(
         max_ticks: ticks_in(limits.cpu_time),
         blocked: Duration::ZERO,
         poisoned: false,
+        handles: 0,
+        most_handles: 0,
     };
     let mut store = Store::new(core.engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
@@ -298,7 +289,10 @@ pub(crate) fn new_store(
         }
         Ok(UpdateDeadline::Yield(1))
     });
-    store
+    Sandbox {
+        store: std::mem::ManuallyDrop::new(store),
+        charge,
+    }
 }
 
 /// Applies the job's granted directories and network to a WASI context.
@@ -466,7 +460,7 @@ pub(crate) async fn call_output(
             let value = Bytes::from(output.value);
             let mut nested = Vec::with_capacity(output.nested.len());
             for r in output.nested {
-                let guard = store.data_mut().table.delete(r).map_err(|e| {
+                let guard = store.data_mut().take_ref(r).map_err(|e| {
                     FabricError::failure(
                         what,
                         FailureKind::Trap,

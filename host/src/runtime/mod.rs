@@ -8,9 +8,12 @@
 pub mod actor;
 pub mod compile;
 pub mod component;
+pub mod component_cache;
 pub mod engine;
 pub mod instance;
 pub mod job;
+mod limiter;
+pub mod strip;
 pub mod task;
 
 use std::collections::VecDeque;

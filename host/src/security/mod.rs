@@ -105,9 +105,15 @@ impl ClusterSecurity {
         ServerTlsConfig::new().identity(Identity::from_pem(&self.node_cert, &self.node_key))
     }
 
-    /// What a node (or a client holding the CA) connects with.
+    /// What a client holding the CA connects with.
     pub fn client_tls(&self) -> ClientTlsConfig {
         client_tls(&self.ca_cert)
+    }
+
+    /// What a node connects to its peers with: the cluster's CA, and the
+    /// node certificate as its own (which tells peers it is a node).
+    pub fn peer_tls(&self) -> ClientTlsConfig {
+        client_tls(&self.ca_cert).identity(Identity::from_pem(&self.node_cert, &self.node_key))
     }
 }
 

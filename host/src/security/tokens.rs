@@ -175,8 +175,13 @@ impl Tokens {
 
     /// Who a client call speaks for, from its `authorization: Bearer` header.
     pub fn authorize<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let header = request
-            .metadata()
+        self.authorize_headers(request.metadata().as_ref())
+    }
+
+    /// [`Tokens::authorize`] from a request's HTTP headers alone (before its
+    /// body is read).
+    pub fn authorize_headers(&self, headers: &http::HeaderMap) -> Result<Principal, Status> {
+        let header = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| {

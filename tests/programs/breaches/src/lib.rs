@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use fabric::__bindings::fabric::core::host;
 use fabric::Error;
+use fabric::prelude::*;
 
 /// Every scenario; the tests check that each one has a test.
 const SCENARIOS: &[&str] = &[
@@ -21,6 +22,9 @@ const SCENARIOS: &[&str] = &[
     "make-link",
     "swap-dir-for-link",
     "hold",
+    "read-big",
+    "touch",
+    "burst",
 ];
 
 /// What a host call failed with, as the tests match it.
@@ -171,6 +175,21 @@ fn swap_dir_for_link(dir: String, target: String) -> String {
     }
 }
 
+/// Writes `mib` MiB of fresh memory, holds it `ms` milliseconds, and
+/// gives it back.
+#[fabric::remote]
+fn touch(mib: u64, ms: u64) -> u64 {
+    let block = vec![1u8; (mib << 20) as usize];
+    std::hint::black_box(&block);
+    std::thread::sleep(Duration::from_millis(ms));
+    block.len() as u64
+}
+
+#[fabric::remote]
+fn measure(data: serde_bytes::ByteBuf) -> u64 {
+    data.len() as u64
+}
+
 fn print_all<T: std::fmt::Display>(what: &str, r: fabric::Result<T>) {
     match r {
         Ok(v) => println!("{what}: {v}"),
@@ -221,6 +240,37 @@ fn main() -> fabric::Result<()> {
             print_all("after", fabric::get(&read::remote(path)?));
         }
         "hold" => std::thread::sleep(Duration::from_millis(count(2, 1000))),
+        "read-big" => {
+            // One object of `mb` MB, read by `readers` tasks one after another.
+            let (mb, readers) = (count(2, 100), count(3, 16));
+            let big = fabric::put_bytes(&vec![7u8; (mb * 1_000_000) as usize])?;
+            let mut total = 0;
+            for _ in 0..readers {
+                total += fabric::get(&measure::remote(&big)?)?;
+            }
+            println!("read {total} bytes in {readers} tasks");
+        }
+        "touch" => {
+            // `tasks` tasks one after another, each writing `mib` MiB.
+            let (mib, tasks) = (count(2, 200), count(3, 70));
+            let mut total = 0;
+            for _ in 0..tasks {
+                total += fabric::get(&touch::remote(mib, 0)?)?;
+            }
+            println!("touched {} MiB in {tasks} tasks", total >> 20);
+        }
+        "burst" => {
+            // `tasks` tasks at once, each writing `mib` MiB and holding it
+            // `ms` milliseconds, each asking for `cpus` CPUs (0: all run
+            // at once).
+            let (tasks, mib, ms) = (count(2, 500), count(3, 3), count(4, 0));
+            let cpus: f64 = arg(5).parse().unwrap_or(1.0);
+            let refs: Vec<_> = (0..tasks)
+                .map(|_| touch::options(TaskOptions::new().num_cpus(cpus)).remote(mib, ms))
+                .collect::<fabric::Result<_>>()?;
+            let total: u64 = fabric::get_all(&refs)?.into_iter().sum();
+            println!("burst of {tasks} touched {} MiB", total >> 20);
+        }
         other => {
             return Err(Error::InvalidArgument(format!(
                 "unknown scenario `{other}`; try: {}",

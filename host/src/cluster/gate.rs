@@ -1,0 +1,168 @@
+//! The gate in front of the `Control` service: who is calling, and whether
+//! they may, decided from the request's headers before its body is read.
+//!
+//! A call without a valid token is answered `unauthenticated` at once; its
+//! body (a component of up to 256 MiB, say) is never read or decoded. A
+//! `SubmitJob` also takes one of its tenant's job slots here, so a tenant at
+//! its jobs quota is refused before the node receives, let alone compiles,
+//! its component; and a tenant may have only a few submissions being
+//! received at once. Handlers find the caller ([`Caller`]) and the slot
+//! ([`super::job_slots::JobSlot`]) in the request's extensions.
+//!
+//! ```
+//! // The path of the call that carries a component:
+//! assert_eq!(fabric_host::cluster::SUBMIT_JOB_PATH, "/fabric.v1.Control/SubmitJob");
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tonic::Status;
+
+use super::head::HeadState;
+use super::job_slots::JobSlot;
+use crate::security::Principal;
+
+/// The gRPC path of `SubmitJob`.
+pub const SUBMIT_JOB_PATH: &str = "/fabric.v1.Control/SubmitJob";
+
+/// Submissions of one tenant being received or compiled at once.
+pub(super) const SUBMISSIONS_PER_TENANT: usize = 4;
+
+/// Who made a call (set by the gate).
+#[derive(Clone)]
+pub(super) struct Caller(pub Principal);
+
+/// A job slot taken for a `SubmitJob`, for its handler to take.
+#[derive(Clone)]
+pub(super) struct Ticket(Arc<Mutex<Option<Admitted>>>);
+
+/// What a submission holds until its job is recorded: its job slot, and
+/// its place among its tenant's submissions in progress.
+pub(super) struct Admitted {
+    pub slot: JobSlot,
+    pub submitting: Submitting,
+}
+
+impl Ticket {
+    pub(super) fn take(&self) -> Option<Admitted> {
+        self.0.lock().unwrap().take()
+    }
+}
+
+/// The tower layer that puts a [`Gate`] in front of a service.
+#[derive(Clone)]
+pub(super) struct GateLayer {
+    head: Arc<HeadState>,
+    submitting: Arc<Mutex<HashMap<Arc<str>, usize>>>,
+}
+
+impl GateLayer {
+    pub(super) fn new(head: Arc<HeadState>) -> Self {
+        GateLayer {
+            head,
+            submitting: Arc::default(),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(super) struct Gate<S> {
+    inner: S,
+    layer: GateLayer,
+}
+
+/// One submission in progress for a tenant; dropping it ends it.
+pub(super) struct Submitting {
+    counts: Arc<Mutex<HashMap<Arc<str>, usize>>>,
+    tenant: Arc<str>,
+}
+
+impl Drop for Submitting {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap();
+        if let Some(n) = counts.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+impl GateLayer {
+    /// Checks the caller and, for a submission, takes what it needs.
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
+        let who = self.head.tokens.authorize_headers(request.headers())?;
+        if request.uri().path() == SUBMIT_JOB_PATH {
+            let tenant: Arc<str> = who.tenant().into();
+            let submitting = self.begin_submission(&tenant)?;
+            let slot = self.head.reserve_job(&tenant)?;
+            let admitted = Admitted { slot, submitting };
+            request
+                .extensions_mut()
+                .insert(Ticket(Arc::new(Mutex::new(Some(admitted)))));
+        }
+        request.extensions_mut().insert(Caller(who));
+        Ok(())
+    }
+
+    fn begin_submission(&self, tenant: &Arc<str>) -> Result<Submitting, Status> {
+        let mut counts = self.submitting.lock().unwrap();
+        let n = counts.entry(tenant.clone()).or_default();
+        if *n >= SUBMISSIONS_PER_TENANT {
+            let e = crate::error::FabricError::limit(
+                "submissions",
+                SUBMISSIONS_PER_TENANT as u64,
+                format!("tenant `{tenant}` already has {n} jobs being submitted"),
+            );
+            return Err(Status::resource_exhausted(e.to_string()));
+        }
+        *n += 1;
+        Ok(Submitting {
+            counts: self.submitting.clone(),
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Gate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.layer.admit(&mut request) {
+            Ok(()) => Box::pin(self.inner.call(request)),
+            // Answered from the headers: the body is dropped unread.
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
