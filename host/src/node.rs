@@ -344,18 +344,20 @@ impl Node {
             .await?;
         self.core.jobs.insert(job.id, job.clone());
         let result = ObjectId::random();
-        let result_ref = match self
-            .core
-            .objects
-            .create_pending(result, job.id, function.into())
-        {
-            Ok(r) => r,
-            Err(e) => {
-                self.core.finish_job(&job);
-                self.core.jobs.remove(&job.id);
-                return Err(e);
-            }
-        };
+        let held = args.iter().map(|a| a.len() as u64).sum();
+        let result_ref =
+            match self
+                .core
+                .objects
+                .create_pending(result, job.id, function.into(), held)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    self.core.finish_job(&job);
+                    self.core.jobs.remove(&job.id);
+                    return Err(e);
+                }
+            };
         task::submit(
             &self.core,
             TaskSpec {

@@ -278,3 +278,36 @@ async fn a_directory_swapped_for_a_link_between_two_tasks_changes_nothing_for_th
     );
     let _ = std::fs::remove_dir_all(base);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arguments_held_by_waiting_calls_are_charged_to_the_tenant() {
+    // Calls that cannot run yet keep their arguments on the node: once they
+    // were charged to no one, bounded only by the count of pending tasks.
+    let node = arena();
+    node.set_quota(
+        "mallory",
+        Quota {
+            object_store: Some(64 << 20),
+            ..Quota::default()
+        },
+    );
+    let manifest = "[limits]\nwall-time = \"120s\"\ndriver-wall-time = \"120s\"\n";
+    let out = breach(&node, manifest, &["queued-args"]).await;
+    for what in ["tasks", "actor calls"] {
+        let line = one_line(&out, &format!("{what}: "));
+        assert!(
+            line.ends_with("then: limit-exceeded object-store-quota 67108864"),
+            "{line}"
+        );
+        let queued: u64 = line
+            .split(" queued ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((55..=64).contains(&queued), "{line}");
+    }
+}

@@ -309,17 +309,20 @@ impl ControlService {
 
     /// Records a job and forgets the logs of all but the most recent jobs.
     fn record(&self, record: pb::JobRecord) {
+        let tenant = record.tenant.clone();
         self.head.set_job(record);
         let jobs = self.head.jobs.lock().unwrap();
         let mut logs = self.head.job_logs.lock().unwrap();
-        if logs.len() > JOBS_WITH_LOGS {
-            let recent: Vec<&bytes::Bytes> = jobs
-                .iter()
-                .rev()
-                .take(JOBS_WITH_LOGS)
-                .map(|j| &j.job_id)
-                .collect();
-            logs.retain(|id, _| recent.contains(&id));
+        // The tenant's jobs with logs, newest first: past its share, the
+        // oldest lose them (another tenant's logs are not touched).
+        let with_logs: Vec<&bytes::Bytes> = jobs
+            .iter()
+            .rev()
+            .filter(|j| j.tenant == tenant && logs.contains_key(&j.job_id))
+            .map(|j| &j.job_id)
+            .collect();
+        for old in with_logs.into_iter().skip(JOBS_WITH_LOGS) {
+            logs.remove(old);
         }
     }
 }

@@ -27,8 +27,9 @@ use super::head_store::{HeadStore, Loaded, Record};
 use crate::error::FabricError;
 use crate::ids::{ActorId, NodeId};
 
-/// Finished jobs the head remembers for `fabric status`.
-const JOB_HISTORY: usize = 1000;
+/// Finished jobs the head remembers for `fabric status`, per tenant (one
+/// tenant's many jobs do not push another's out).
+const JOB_HISTORY: usize = 200;
 
 struct NodeRecord {
     info: pb::NodeInfo,
@@ -59,14 +60,20 @@ pub struct HeadState {
     /// Job slots taken by submissions whose jobs are not recorded yet, by
     /// tenant (see [`super::job_slots`]).
     pub(super) reserved_jobs: Mutex<HashMap<Arc<str>, u32>>,
+    /// Each tenant's dead actors, oldest first: the directory keeps the
+    /// last [`DEAD_ACTORS_KEPT`] of them (to say why they died), not all.
+    dead_actors: Mutex<HashMap<String, std::collections::VecDeque<ActorId>>>,
 }
+
+/// Dead actors whose records (and death reasons) the head keeps, per tenant.
+const DEAD_ACTORS_KEPT: usize = 1000;
 
 /// Lines of one job's output kept at the head.
 const JOB_LOG_LINES: usize = 10_000;
 /// Bytes of one job's output kept at the head.
 const JOB_LOG_BYTES: usize = 1 << 20;
-/// Jobs whose output the head keeps (the most recent).
-pub(super) const JOBS_WITH_LOGS: usize = 100;
+/// Jobs whose output the head keeps: each tenant's most recent.
+pub(super) const JOBS_WITH_LOGS: usize = 20;
 
 /// The most recent output of one job (at most [`JOB_LOG_LINES`] lines and
 /// [`JOB_LOG_BYTES`] bytes: older lines are dropped and counted).
@@ -118,6 +125,7 @@ impl HeadState {
             store,
             departed: Mutex::new(Default::default()),
             reserved_jobs: Mutex::new(HashMap::new()),
+            dead_actors: Mutex::new(HashMap::new()),
         });
         head.restore(loaded);
         head
@@ -154,6 +162,7 @@ impl HeadState {
             );
         }
         drop(nodes);
+        let mut dead = Vec::new();
         let mut actors = self.actors.lock().unwrap();
         let mut names = self.names.lock().unwrap();
         for info in loaded.actors {
@@ -163,9 +172,17 @@ impl HeadState {
             if !info.dead && !info.name.is_empty() {
                 names.insert((info.namespace.clone(), info.name.clone()), id);
             }
+            if info.dead {
+                dead.push((info.tenant.clone(), id));
+            }
             actors.insert(id, info);
         }
         drop((actors, names));
+        let forgotten: Vec<Record> = dead
+            .into_iter()
+            .flat_map(|(tenant, id)| self.forget_old_dead(&tenant, id))
+            .collect();
+        self.save_later(forgotten);
         let mut failed = Vec::new();
         let mut jobs = loaded.jobs;
         jobs.sort_by_key(|j| j.started_ms);
@@ -406,18 +423,40 @@ impl HeadState {
 }
 
 impl HeadState {
-    /// Records (and saves) a job's state; the newest `JOB_HISTORY` are kept.
+    /// Records (and saves) a job's state; each tenant's newest
+    /// `JOB_HISTORY` finished jobs are kept (running ones always are).
     pub(super) fn set_job(&self, record: pb::JobRecord) {
         let mut saved = vec![Record::Job(record.clone())];
         {
             let mut jobs = self.jobs.lock().unwrap();
+            let tenant = record.tenant.clone();
             match jobs.iter_mut().find(|j| j.job_id == record.job_id) {
                 Some(j) => *j = record,
                 None => jobs.push(record),
             }
-            if jobs.len() > JOB_HISTORY {
-                let excess = jobs.len() - JOB_HISTORY;
-                saved.extend(jobs.drain(..excess).map(|j| Record::ForgetJob(j.job_id)));
+            let finished = |j: &pb::JobRecord| {
+                j.tenant == tenant && j.status() != pb::job_record::Status::Running
+            };
+            let mut excess = jobs
+                .iter()
+                .filter(|j| finished(j))
+                .count()
+                .saturating_sub(JOB_HISTORY);
+            // Oldest first: the list is in the order jobs started.
+            jobs.retain(|j| {
+                if excess > 0 && finished(j) {
+                    excess -= 1;
+                    saved.push(Record::ForgetJob(j.job_id.clone()));
+                    false
+                } else {
+                    true
+                }
+            });
+            let mut logs = self.job_logs.lock().unwrap();
+            for r in &saved {
+                if let Record::ForgetJob(id) = r {
+                    logs.remove(id);
+                }
             }
         }
         self.save_later(saved);
@@ -693,8 +732,32 @@ impl Head for HeadState {
             })
         };
         if let Some(a) = died {
-            self.save(vec![Record::Actor(a)]).await?;
+            let mut saved = vec![Record::Actor(a.clone())];
+            saved.extend(self.forget_old_dead(&a.tenant, id));
+            self.save(saved).await?;
         }
         Ok(Response::new(pb::Empty {}))
+    }
+}
+
+impl HeadState {
+    /// Notes that `id` (of `tenant`) died; forgets that tenant's oldest dead
+    /// actors beyond [`DEAD_ACTORS_KEPT`], returning what to save.
+    fn forget_old_dead(&self, tenant: &str, id: ActorId) -> Vec<Record> {
+        let mut dead = self.dead_actors.lock().unwrap();
+        let list = dead.entry(tenant.to_string()).or_default();
+        if !list.contains(&id) {
+            list.push_back(id);
+        }
+        let mut forgotten = Vec::new();
+        while list.len() > DEAD_ACTORS_KEPT {
+            let Some(old) = list.pop_front() else { break };
+            let mut actors = self.actors.lock().unwrap();
+            if actors.get(&old).is_some_and(|a| a.dead) {
+                actors.remove(&old);
+                forgotten.push(Record::ForgetActor(id_bytes(old.as_u128())));
+            }
+        }
+        forgotten
     }
 }

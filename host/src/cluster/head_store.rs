@@ -41,6 +41,8 @@ pub enum Record {
     Job(pb::JobRecord),
     /// A job dropped from the history.
     ForgetJob(bytes::Bytes),
+    /// A dead actor dropped from the directory.
+    ForgetActor(bytes::Bytes),
 }
 
 /// What the store held when it was opened.
@@ -175,6 +177,9 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                 }
                 Record::ForgetJob(id) => {
                     jobs.remove(&id[..])?;
+                }
+                Record::ForgetActor(id) => {
+                    actors.remove(&id[..])?;
                 }
             }
         }

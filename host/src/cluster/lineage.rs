@@ -11,7 +11,8 @@
 //!
 //! Limits: a result is rebuilt at most `max_retries` times (0: never), and
 //! the kept specs of a node take at most [`LINEAGE_BUDGET`] bytes (their
-//! inline arguments, mostly); a result whose spec did not fit, an object made
+//! inline arguments, mostly), those of one tenant at most
+//! [`LINEAGE_BUDGET_PER_TENANT`]; a result whose spec did not fit, an object made
 //! by `put`, and an object whose owner died are not rebuilt: reading them
 //! gives `object-lost`, saying why.
 
@@ -26,12 +27,17 @@ use crate::runtime::task::{self, Reply, TaskArg, TaskSpec};
 
 /// Bytes of task specs a node keeps for rebuilding results.
 pub(crate) const LINEAGE_BUDGET: u64 = 256 << 20;
+/// Of those, the bytes one tenant's specs may take (so one tenant's many
+/// large results do not leave another's unrebuildable).
+pub(crate) const LINEAGE_BUDGET_PER_TENANT: u64 = 64 << 20;
 
 /// The specs of results owned here whose values live on other nodes.
 #[derive(Default)]
 pub(crate) struct Lineage {
     specs: DashMap<ObjectId, Kept>,
     bytes: AtomicU64,
+    /// Bytes kept per tenant.
+    by_tenant: std::sync::Mutex<std::collections::HashMap<std::sync::Arc<str>, u64>>,
 }
 
 struct Kept {
@@ -61,9 +67,7 @@ impl Lineage {
             return;
         }
         let bytes = cost(&spec);
-        let used = self.bytes.fetch_add(bytes, Ordering::AcqRel);
-        if used + bytes > LINEAGE_BUDGET {
-            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if !self.charge(&spec.job.tenant, bytes) {
             tracing::debug!(task = %spec.id.short(), "lineage budget full: this result cannot be rebuilt");
             return;
         }
@@ -74,7 +78,7 @@ impl Lineage {
             .specs
             .remove(&result)
             .map(|(_, old)| {
-                self.bytes.fetch_sub(old.bytes, Ordering::AcqRel);
+                self.uncharge(&old.spec.job.tenant, old.bytes);
                 old.rebuilds
             })
             .unwrap_or(0);
@@ -88,10 +92,38 @@ impl Lineage {
         );
     }
 
+    /// Counts `bytes` more for `tenant`, unless the node's or the tenant's
+    /// budget would be exceeded.
+    fn charge(&self, tenant: &std::sync::Arc<str>, bytes: u64) -> bool {
+        let mut by_tenant = self.by_tenant.lock().unwrap();
+        let mine = by_tenant.entry(tenant.clone()).or_default();
+        let used = self.bytes.load(Ordering::Acquire);
+        if used + bytes > LINEAGE_BUDGET || *mine + bytes > LINEAGE_BUDGET_PER_TENANT {
+            if *mine == 0 {
+                by_tenant.remove(tenant);
+            }
+            return false;
+        }
+        *mine += bytes;
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        true
+    }
+
+    fn uncharge(&self, tenant: &str, bytes: u64) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        let mut by_tenant = self.by_tenant.lock().unwrap();
+        if let Some(mine) = by_tenant.get_mut(tenant) {
+            *mine = mine.saturating_sub(bytes);
+            if *mine == 0 {
+                by_tenant.remove(tenant);
+            }
+        }
+    }
+
     /// The result was freed: its spec goes.
     pub(crate) fn forget(&self, id: ObjectId) {
         if let Some((_, k)) = self.specs.remove(&id) {
-            self.bytes.fetch_sub(k.bytes, Ordering::AcqRel);
+            self.uncharge(&k.spec.job.tenant, k.bytes);
         }
     }
 }

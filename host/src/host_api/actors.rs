@@ -5,11 +5,12 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, Resource};
 
 use super::{
-    HostResult, RawArg, check_name, convert_args, convert_nested, demand_of, fail, strategy_of,
+    HostResult, RawArg, check_name, convert_args, convert_nested, demand_of, fail, reserve_result,
+    strategy_of,
 };
 use crate::bindings::fabric::core::types::{ActorOptions, Id};
 use crate::error::FabricError;
-use crate::ids::{ActorId, ObjectId};
+use crate::ids::ActorId;
 use crate::object_store::ObjectRef;
 use crate::runtime::NodeCore;
 use crate::runtime::actor::{self, ActorCall, ActorRecord, ActorSpec, Restarts};
@@ -44,11 +45,27 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
         |mut store: Ctx,
          (actor, method, args, nested): (Id, String, Vec<RawArg>, Vec<Resource<ObjectRef>>)| {
             Box::new(async move {
+                if let Err(e) = check_name("method", &method) {
+                    return Ok((Err(e.to_wit()),));
+                }
+                let method: Arc<str> = method.into();
+                // Charged before the arguments are copied out of the guest.
+                let result_ref = match reserve_result(&store, &args, method.clone())? {
+                    Ok(r) => r,
+                    Err(e) => return Ok((Err(e.to_wit()),)),
+                };
                 let args = match convert_args(&store, args)? {
                     Ok(a) => a,
                     Err(e) => return Ok((Err(e.to_wit()),)),
                 };
-                Ok((call(store.data_mut(), actor, method, args, nested).await?,))
+                let call = ActorCall {
+                    method,
+                    args,
+                    nested: convert_nested(&store.data().table, &nested)?,
+                    result: result_ref.id(),
+                    reply: Reply::Local,
+                };
+                Ok((send_call(store.data_mut(), actor, call, result_ref).await?,))
             })
         },
     )?;
@@ -139,35 +156,19 @@ async fn create(
     Ok(created.map(|id| id.to_wit()).map_err(|e| e.to_wit()))
 }
 
-async fn call(
+/// Sends `call` to `actor` (here or on its node); the caller gets its
+/// pending result.
+async fn send_call(
     state: &mut InstanceState,
     actor: Id,
-    method: String,
-    args: Vec<TaskArg>,
-    nested: Vec<Resource<ObjectRef>>,
+    call: ActorCall,
+    result_ref: ObjectRef,
 ) -> HostResult<Resource<ObjectRef>> {
     let exec = state.exec()?;
     let core = exec.core.clone();
-    let job_id = exec.job.id;
     let tenant = exec.job.tenant.clone();
-    if let Err(e) = check_name("method", &method) {
-        return fail(e);
-    }
     let id = ActorId::from_wit(actor);
-    let result = ObjectId::random();
-    let method: std::sync::Arc<str> = method.into();
-    let call = ActorCall {
-        method: method.clone(),
-        args,
-        nested: convert_nested(&state.table, &nested)?,
-        result,
-        reply: Reply::Local,
-    };
     let local = local_actor(&core, id, &tenant);
-    let result_ref = match core.objects.create_pending(result, job_id, method) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
     let routed = match (local, core.cluster()) {
         (Some(record), _) => {
             record.call(&core, call);

@@ -76,13 +76,7 @@ pub(crate) fn convert_args(
     let state = store.data();
     let exec = state.exec()?;
     let max = exec.job.limits.argument_bytes;
-    let total: u64 = args
-        .iter()
-        .map(|a| match a {
-            RawArg::Value(v) => v.len() as u64,
-            RawArg::Object(_) => 0,
-        })
-        .sum();
+    let total = value_bytes(&args);
     if total > max {
         return Ok(Err(exceeded(
             "argument-bytes",
@@ -102,6 +96,43 @@ pub(crate) fn convert_args(
 }
 
 pub(crate) type Ctx<'a> = wasmtime::StoreContextMut<'a, InstanceState>;
+
+/// The pending result of a call of `producer` with `args` (not read from
+/// the guest yet): its value arguments, while the call is pending, and its
+/// own overhead are charged to the job before anything is copied. Refused
+/// past the argument limit, the job's objects limit, the store's capacity or
+/// the tenant's quota.
+pub(crate) fn reserve_result(
+    store: &Ctx<'_>,
+    args: &[RawArg],
+    producer: std::sync::Arc<str>,
+) -> wasmtime::Result<Result<ObjectRef, FabricError>> {
+    let exec = store.data().exec()?;
+    let total = value_bytes(args);
+    let max = exec.job.limits.argument_bytes;
+    if total > max {
+        return Ok(Err(exceeded(
+            "argument-bytes",
+            max,
+            format!("the call's arguments are {total} bytes"),
+        )));
+    }
+    let id = crate::ids::ObjectId::random();
+    Ok(exec
+        .core
+        .objects
+        .create_pending(id, exec.job.id, producer, total))
+}
+
+/// Bytes of the value arguments among `args`.
+fn value_bytes(args: &[RawArg]) -> u64 {
+    args.iter()
+        .map(|a| match a {
+            RawArg::Value(v) => v.len() as u64,
+            RawArg::Object(_) => 0,
+        })
+        .sum()
+}
 
 /// Counted references for the handles a value nests.
 pub(crate) fn convert_nested(

@@ -3,7 +3,8 @@
 use wasmtime::component::{LinkerInstance, Resource};
 
 use super::{
-    Ctx, HostResult, RawArg, check_name, convert_args, convert_nested, demand_of, fail, strategy_of,
+    Ctx, HostResult, RawArg, check_name, convert_args, convert_nested, demand_of, fail,
+    reserve_result, strategy_of,
 };
 use crate::bindings::fabric::core::types::TaskOptions;
 use crate::error::FabricError;
@@ -60,22 +61,20 @@ fn submit(
     if job.is_finished() {
         return fail(FabricError::Cancelled);
     }
+    let function: std::sync::Arc<str> = function.into();
+    // Charged before the arguments are copied out of the guest.
+    let result_ref = match reserve_result(store, &args, function.clone())? {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let result = result_ref.id();
     let args = match convert_args(store, args)? {
         Ok(a) => a,
         Err(e) => return fail(e),
     };
+    let nested = convert_nested(&store.data().table, &nested)?;
     // A job may not have more than its limit of tasks in flight: this is
     // what stops a task that submits itself without end.
-    let nested = convert_nested(&store.data().table, &nested)?;
-    let result = crate::ids::ObjectId::random();
-    let function: std::sync::Arc<str> = function.into();
-    let result_ref = match core
-        .objects
-        .create_pending(result, job.id, function.clone())
-    {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
     if let Err(e) = job.add_pending() {
         return fail(e);
     }

@@ -290,6 +290,18 @@ impl Inner {
         Ok(())
     }
 
+    /// Gives back what `entry` was charged besides its overhead (under its
+    /// state lock).
+    fn discharge_held(&self, entry: &Entry) {
+        let held = entry.charged.swap(0, Ordering::AcqRel);
+        if held != 0 {
+            self.used.fetch_sub(held, Ordering::AcqRel);
+            if let Some(a) = entry.account() {
+                a.uncharge_objects(held.max(0) as u64);
+            }
+        }
+    }
+
     /// Charges a new object that must be held whatever the limits (a
     /// reference another node sent, a copy kept for its owner).
     fn admit_anyway(&self, books: Option<&Arc<JobBooks>>) {
@@ -492,6 +504,9 @@ impl Inner {
             if !allowed(&state) {
                 return false;
             }
+            // What a pending result held (its task's arguments) goes: the
+            // value is charged instead.
+            self.discharge_held(entry);
             let (value, nested) = match value {
                 Ok(bytes) => match self.charge(bytes.len() as i64, entry.account()) {
                     Ok(()) => {
@@ -645,20 +660,23 @@ impl ObjectStore {
     }
 
     /// A pending object that [`ObjectStore::fulfill`] will complete with the
-    /// result of `producer` (a task or method name); refused when the job or
-    /// the store cannot take one more object.
+    /// result of `producer` (a task or method name). Until then it is also
+    /// charged `held` bytes (the arguments its task keeps); refused when the
+    /// job or the store cannot take one more object, or the bytes.
     pub fn create_pending(
         &self,
         id: ObjectId,
         job: JobId,
         producer: Arc<str>,
+        held: u64,
     ) -> Result<ObjectRef, FabricError> {
         let books = self.inner.books_of(job);
-        self.inner.admit(books.as_ref(), 0)?;
+        let held = held.min(i64::MAX as u64) as i64;
+        self.inner.admit(books.as_ref(), held)?;
         let state = State::Pending {
             listeners: Vec::new(),
         };
-        let mut entry = Self::new_entry(id, job, books, None, state, 0);
+        let mut entry = Self::new_entry(id, job, books, None, state, held);
         Arc::get_mut(&mut entry).expect("just made").producer = Some(producer);
         Ok(self.insert_entry(entry))
     }
@@ -764,6 +782,7 @@ impl ObjectStore {
                 .partition(|l| l.wants_value_here);
             // Under the state lock: a release (which sets Freed first) sees them.
             entry.copies.lock().unwrap().extend(at.iter().copied());
+            self.inner.discharge_held(&entry);
             *state = State::Elsewhere {
                 at,
                 size,

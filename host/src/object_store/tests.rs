@@ -46,7 +46,7 @@ fn full_store_refuses_with_a_named_limit() {
     );
     // A task result that does not fit becomes an error value.
     let p = store
-        .create_pending(ObjectId::random(), JobId::random(), "f".into())
+        .create_pending(ObjectId::random(), JobId::random(), "f".into(), 0)
         .unwrap();
     store.fulfill(p.id(), Ok(Bytes::from(vec![0; 8])), vec![]);
     assert!(matches!(
@@ -54,12 +54,28 @@ fn full_store_refuses_with_a_named_limit() {
         Some(Err(FabricError::LimitExceeded { .. }))
     ));
     assert_eq!(store.used_bytes(), 8 + 2 * OBJECT_OVERHEAD);
+    // A pending result is charged what its task holds, until it is done.
+    drop(p);
+    assert_eq!(store.used_bytes(), 8 + OBJECT_OVERHEAD);
+    let held = store.create_pending(ObjectId::random(), JobId::random(), "f".into(), 10);
+    assert!(held.is_err(), "its arguments do not fit");
+    let q = store
+        .create_pending(ObjectId::random(), JobId::random(), "f".into(), 2)
+        .unwrap();
+    assert_eq!(store.used_bytes(), 8 + 2 * OBJECT_OVERHEAD + 2);
+    store.fulfill(q.id(), Ok(Bytes::from(vec![0; 1])), vec![]);
+    assert_eq!(store.used_bytes(), 8 + 2 * OBJECT_OVERHEAD + 1);
+    drop(q);
     // Empty objects are not free: each costs its overhead.
     let empties: Vec<ObjectRef> =
         std::iter::from_fn(|| store.put(JobId::random(), Bytes::new(), vec![]).ok())
             .take(100)
             .collect();
-    assert!(empties.is_empty(), "the store is full of overhead already");
+    assert_eq!(
+        empties.len(),
+        1,
+        "room for one more object's overhead, no more"
+    );
 }
 
 #[test]
@@ -67,7 +83,7 @@ fn get_waits_for_fulfil_and_times_out() {
     rt().block_on(async {
         let store = ObjectStore::new(1000);
         let p = store
-            .create_pending(ObjectId::random(), JobId::random(), "f".into())
+            .create_pending(ObjectId::random(), JobId::random(), "f".into(), 0)
             .unwrap();
         assert_eq!(
             p.get(Some(Duration::from_millis(10))).await,
@@ -84,7 +100,7 @@ fn get_waits_for_fulfil_and_times_out() {
 fn listeners_fire_once_on_ready() {
     let store = ObjectStore::new(1000);
     let p = store
-        .create_pending(ObjectId::random(), JobId::random(), "f".into())
+        .create_pending(ObjectId::random(), JobId::random(), "f".into(), 0)
         .unwrap();
     let counter = ReadyCounter::new(0, 1);
     assert!(p.on_ready(counter.clone()));
@@ -154,7 +170,7 @@ fn with_spilling_off_a_full_store_refuses() {
 fn waits_that_gave_up_do_not_pile_up_listeners() {
     let store = ObjectStore::new(1000);
     let p = store
-        .create_pending(ObjectId::random(), JobId::random(), "f".into())
+        .create_pending(ObjectId::random(), JobId::random(), "f".into(), 0)
         .unwrap();
     // A guest polling `wait(.., timeout 0)` on an object that never
     // becomes ready: each wait registers, then gives up.

@@ -25,6 +25,7 @@ const SCENARIOS: &[&str] = &[
     "read-big",
     "touch",
     "burst",
+    "queued-args",
 ];
 
 /// What a host call failed with, as the tests match it.
@@ -190,6 +191,49 @@ fn measure(data: serde_bytes::ByteBuf) -> u64 {
     data.len() as u64
 }
 
+/// Sits on its argument for `ms` milliseconds.
+#[fabric::remote]
+fn sit(data: serde_bytes::ByteBuf, ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    data.len() as u64
+}
+
+#[fabric::actor]
+struct Sitter {
+    calls: u64,
+}
+
+#[fabric::actor]
+impl Sitter {
+    fn new() -> Self {
+        Sitter { calls: 0 }
+    }
+
+    fn sit(&mut self, data: serde_bytes::ByteBuf, ms: u64) -> u64 {
+        self.calls += 1;
+        std::thread::sleep(Duration::from_millis(ms));
+        data.len() as u64
+    }
+}
+
+/// Queues calls with 1 MiB arguments that cannot run yet, until one is
+/// refused; says how many were queued and why the next was not.
+fn queue_until_refused(what: &str, mut submit: impl FnMut() -> fabric::Result<()>) {
+    let mut queued = 0;
+    let err = loop {
+        match submit() {
+            Ok(()) => queued += 1,
+            Err(e) => break e,
+        }
+        // Four times what the quota allows: enough to show it is not.
+        if queued >= 256 {
+            println!("{what}: UNEXPECTED: 256 queued");
+            return;
+        }
+    };
+    println!("{what}: queued {queued}, then: {}", describe(&err));
+}
+
 fn print_all<T: std::fmt::Display>(what: &str, r: fabric::Result<T>) {
     match r {
         Ok(v) => println!("{what}: {v}"),
@@ -240,6 +284,25 @@ fn main() -> fabric::Result<()> {
             print_all("after", fabric::get(&read::remote(path)?));
         }
         "hold" => std::thread::sleep(Duration::from_millis(count(2, 1000))),
+        "queued-args" => {
+            // Arguments held by calls that wait are charged to the tenant.
+            let mib = serde_bytes::ByteBuf::from(vec![3u8; 1 << 20]);
+            let mut tasks = Vec::new();
+            queue_until_refused("tasks", || {
+                tasks.push(sit::remote(mib.clone(), 60_000)?);
+                Ok(())
+            });
+            for t in &tasks {
+                fabric::cancel(t)?;
+            }
+            drop(tasks);
+            let sitter = Sitter::remote()?;
+            let mut calls = Vec::new();
+            queue_until_refused("actor calls", || {
+                calls.push(sitter.sit(mib.clone(), 60_000).remote()?);
+                Ok(())
+            });
+        }
         "read-big" => {
             // One object of `mb` MB, read by `readers` tasks one after another.
             let (mb, readers) = (count(2, 100), count(3, 16));
