@@ -101,6 +101,9 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 LoadError::CompileBound(_) => {
                     "raise the bound in the node's settings file (`[compile]` time and memory) if you trust this component"
                 }
+                LoadError::Busy(_) => {
+                    "every instance slot of the node is in use: try again when some work has finished, or raise `[instances] max`"
+                }
             });
         }
         if cause

@@ -111,23 +111,49 @@ impl FabricError {
 
     /// This error as the outcome of task `task`, which did not run because
     /// its argument `index` (the result of `producer`, when known) failed
-    /// with it: the same kind, its message saying so once.
+    /// with it: the same kind, its message saying so. The note names the
+    /// argument's task and, past the first hop, the task that failed first;
+    /// it replaces an earlier note, so a long chain of tasks that did not
+    /// run does not grow the message.
     pub(crate) fn for_dependent(self, task: &str, index: usize, producer: Option<&str>) -> Self {
         let source = match producer {
             Some(p) => format!("the result of task `{p}`"),
             None => "an object that failed".to_string(),
         };
-        let note = format!("(task `{task}` did not run: its argument {index} is {source})");
-        let with_note = |m: String| format!("{m} {note}");
+        let annotate = |m: String| {
+            let (root, origin) = match m.rfind(DEPENDENT_NOTE) {
+                Some(at) if m.ends_with(')') => {
+                    let origin = first_to_fail(&m[at..]);
+                    (m[..at].to_string(), Some(origin))
+                }
+                _ => (m, None),
+            };
+            let upstream = match origin {
+                Some(Some(o)) => format!(", which did not run either; first to fail: task `{o}`"),
+                Some(None) => ", which did not run either".to_string(),
+                None => String::new(),
+            };
+            bound(format!(
+                "{root}{DEPENDENT_NOTE}{task}` did not run: its argument {index} is {source}{upstream})"
+            ))
+        };
+        let mut e = self.map_text(annotate);
+        if let FabricError::TaskFailed(f) = &mut e {
+            f.retryable = false;
+        }
+        e
+    }
+
+    /// Every text in this error through `f` (names and messages alike).
+    fn map_text(self, f: impl Fn(String) -> String) -> Self {
         match self {
-            FabricError::TaskFailed(mut f) => {
-                f.message = with_note(f.message);
-                f.retryable = false;
-                FabricError::TaskFailed(f)
+            FabricError::TaskFailed(mut t) => {
+                t.message = f(t.message);
+                FabricError::TaskFailed(t)
             }
-            FabricError::ActorDied(m) => FabricError::ActorDied(with_note(m)),
-            FabricError::ObjectLost(m) => FabricError::ObjectLost(with_note(m)),
-            FabricError::ResourcesInfeasible(m) => FabricError::ResourcesInfeasible(with_note(m)),
+            FabricError::ActorDied(m) => FabricError::ActorDied(f(m)),
+            FabricError::ObjectLost(m) => FabricError::ObjectLost(f(m)),
+            FabricError::ResourcesInfeasible(m) => FabricError::ResourcesInfeasible(f(m)),
             FabricError::LimitExceeded {
                 name,
                 value,
@@ -135,12 +161,38 @@ impl FabricError {
             } => FabricError::LimitExceeded {
                 name,
                 value,
-                message: with_note(message),
+                message: f(message),
             },
-            FabricError::NotFound(m) => FabricError::NotFound(with_note(m)),
-            FabricError::InvalidArgument(m) => FabricError::InvalidArgument(with_note(m)),
+            FabricError::NotFound(m) => FabricError::NotFound(f(m)),
+            FabricError::InvalidArgument(m) => FabricError::InvalidArgument(f(m)),
             FabricError::Timeout => FabricError::Timeout,
             FabricError::Cancelled => FabricError::Cancelled,
+        }
+    }
+
+    /// This error with every text cut to a bounded length: what a guest (or
+    /// a peer) hands the host as an error is kept no larger than this.
+    pub(crate) fn bounded(self) -> Self {
+        let mut e = self.map_text(bound);
+        match &mut e {
+            FabricError::TaskFailed(t) => t.function = bound_name(std::mem::take(&mut t.function)),
+            FabricError::LimitExceeded { name, .. } => *name = bound_name(std::mem::take(name)),
+            _ => {}
+        }
+        e
+    }
+
+    /// Bytes of host memory its texts take (what storing it costs).
+    pub(crate) fn text_bytes(&self) -> usize {
+        match self {
+            FabricError::TaskFailed(t) => t.function.len() + t.message.len(),
+            FabricError::LimitExceeded { name, message, .. } => name.len() + message.len(),
+            FabricError::ActorDied(m)
+            | FabricError::ObjectLost(m)
+            | FabricError::ResourcesInfeasible(m)
+            | FabricError::NotFound(m)
+            | FabricError::InvalidArgument(m) => m.len(),
+            FabricError::Timeout | FabricError::Cancelled => 0,
         }
     }
 
@@ -209,6 +261,46 @@ impl FabricError {
     }
 }
 
+/// The longest message an error keeps (a guest's own error text included).
+pub const MAX_ERROR_TEXT: usize = 64 << 10;
+
+/// The longest name (of a function, a limit) an error keeps.
+const MAX_ERROR_NAME: usize = 256;
+
+/// What [`FabricError::for_dependent`] puts before a dependent's note.
+const DEPENDENT_NOTE: &str = " (task `";
+
+/// The task that failed first, from an earlier dependent's note: the one
+/// it names as first to fail, else its argument's producer.
+fn first_to_fail(note: &str) -> Option<String> {
+    let after = |marker: &str| {
+        let rest = &note[note.find(marker)? + marker.len()..];
+        Some(rest[..rest.find('`')?].to_string())
+    };
+    after("first to fail: task `").or_else(|| after("is the result of task `"))
+}
+
+/// `text` cut to [`MAX_ERROR_TEXT`] bytes (at a character boundary).
+fn bound(text: String) -> String {
+    cut(text, MAX_ERROR_TEXT)
+}
+
+fn bound_name(text: String) -> String {
+    cut(text, MAX_ERROR_NAME)
+}
+
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        text.push_str(" [truncated]");
+    }
+    text
+}
+
 /// Why a component could not be loaded as an application.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -227,6 +319,8 @@ pub enum LoadError {
     Compile(String),
     #[error("compiling the component broke its bound: {0}")]
     CompileBound(String),
+    #[error("the node has no free instance slot to check the component with (try again): {0}")]
+    Busy(String),
 }
 
 /// Why a node could not start or run a job.

@@ -263,3 +263,23 @@ pub fn manifest(text: &str) {
         let _ = Policy::allow_all().check(&m.capabilities);
     }
 }
+
+/// A component as a tenant uploads it: its header is checked and its custom
+/// sections are stripped (a node does both before it digests or compiles
+/// one); what stripping keeps strips to itself again.
+pub fn component(bytes: &[u8]) {
+    if crate::runtime::component::check_header(bytes).is_err() {
+        return;
+    }
+    if let Ok(stripped) = crate::runtime::strip::strip_custom_sections(bytes) {
+        assert!(stripped.len() <= bytes.len());
+        let again = crate::runtime::strip::strip_custom_sections(&stripped)
+            .expect("a stripped component parses");
+        assert_eq!(again, stripped);
+    }
+}
+
+/// A `put-bytes` header as a guest sends it, for data of `len` bytes.
+pub fn put_bytes_header(header: &[u8], len: usize) {
+    let _ = crate::host_api::objects::check_bin_header(header, len);
+}

@@ -206,7 +206,7 @@ fn still_open(streams: &[std::net::TcpStream]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_finish_a_handshake_are_capped_and_closed() {
-    // A thousand TCP connections that send nothing once stayed open forever.
+    // Two thousand TCP connections that send nothing once stayed open forever.
     raise_fd_limit();
     let limits = IngressLimits {
         handshake_timeout: Duration::from_secs(1),
@@ -227,7 +227,7 @@ async fn connections_that_never_finish_a_handshake_are_capped_and_closed() {
     )
     .await;
     let address = c.handles[0].address().to_string();
-    let idle: Vec<std::net::TcpStream> = (0..1000)
+    let idle: Vec<std::net::TcpStream> = (0..2000)
         .filter_map(|_| std::net::TcpStream::connect(&address).ok())
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;

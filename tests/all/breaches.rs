@@ -128,8 +128,8 @@ async fn a_task_whose_argument_failed_says_so_and_names_the_arguments_task() {
     assert_eq!(
         out,
         "double: invalid-argument: bad input \
-         (task `double` did not run: its argument 0 is the result of task `refuse`) \
-         (task `double` did not run: its argument 0 is the result of task `double`)\n"
+         (task `double` did not run: its argument 0 is the result of task `double`, \
+         which did not run either; first to fail: task `refuse`)\n"
     );
 }
 
@@ -309,5 +309,68 @@ async fn arguments_held_by_waiting_calls_are_charged_to_the_tenant() {
             .parse()
             .unwrap();
         assert!((55..=64).contains(&queued), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_own_error_text_is_bounded_and_charged() {
+    // Forty tasks failing with 32 MiB messages once held 1.3 GiB of the
+    // node, charged to no one.
+    let node = arena();
+    // Forty kept errors of 64 KiB are more than a 2 MiB quota.
+    node.set_quota(
+        "mallory",
+        Quota {
+            object_store: Some(2 << 20),
+            ..Quota::default()
+        },
+    );
+    let manifest = "[limits]\nmemory = \"256 MiB\"\nwall-time = \"120s\"\n";
+    let out = breach(&node, manifest, &["fat-errors", "32", "40"]).await;
+    let kept = fabric_host::error::MAX_ERROR_TEXT + " [truncated]".len();
+    assert_eq!(
+        out,
+        format!(
+            "40 errors of 32 MiB: longest kept {kept} bytes\n\
+             then put: limit-exceeded object-store-quota 2097152\n"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_chain_of_tasks_that_did_not_run_keeps_a_short_message() {
+    // Each task that did not run once added its note to a full copy of
+    // the message: twenty thousand of them made an 11 MB message and took
+    // the node 45 s.
+    let manifest = "[limits]\npending-tasks = 100000\nwall-time = \"120s\"\n";
+    let out = breach(&arena(), manifest, &["dependents", "20000"]).await;
+    let line = one_line(&out, "after 20000 tasks: ");
+    assert!(
+        line.ends_with(
+            "bad input (task `double` did not run: its argument 0 is the result of \
+             task `double`, which did not run either; first to fail: task `refuse`)"
+        ),
+        "{line}"
+    );
+    let bytes: usize = line
+        .trim_start_matches("after 20000 tasks: ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bytes < 200, "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_a_guest_gives_are_bounded() {
+    // A 64 MiB namespace once cost the node 190 MiB per named actor.
+    let out = breach(&arena(), LONG, &["long-names"]).await;
+    for what in ["namespace", "lookup", "label"] {
+        let line = one_line(&out, &format!("{what}: "));
+        assert!(
+            line.contains("invalid-argument") && line.contains("name must be 1 to 256 bytes"),
+            "{line}"
+        );
     }
 }

@@ -142,6 +142,10 @@ pub(crate) fn error_to_pb(e: &FabricError) -> pb::Error {
 }
 
 pub(crate) fn error_from_pb(e: &pb::Error) -> FabricError {
+    error_of_pb(e).bounded()
+}
+
+fn error_of_pb(e: &pb::Error) -> FabricError {
     use pb::error::{FailureKind as F, Kind as K};
     let m = e.message.clone();
     match e.kind() {

@@ -127,6 +127,9 @@ async fn create(
                 return fail(e);
             }
             let ns = options.namespace.unwrap_or_else(|| job.namespace.clone());
+            if let Err(e) = check_name("namespace", &ns) {
+                return fail(e);
+            }
             Some((scoped_namespace(&job.tenant, &ns), name))
         }
     };
@@ -238,6 +241,9 @@ async fn lookup(
     let exec = state.exec()?;
     let core = exec.core.clone();
     let shown = namespace.unwrap_or_else(|| exec.job.namespace.clone());
+    if let Err(e) = check_name("actor", &name).and_then(|()| check_name("namespace", &shown)) {
+        return fail(e);
+    }
     let ns = scoped_namespace(&exec.job.tenant, &shown);
     if let Some(id) = core.named_actors.get(&(ns.clone(), name.clone())) {
         return Ok(Ok(id.to_wit()));

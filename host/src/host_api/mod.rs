@@ -142,7 +142,9 @@ pub(crate) fn convert_nested(
     nested.iter().map(|r| Ok(table.get(r)?.clone())).collect()
 }
 
-/// Checks a function, class or method name.
+/// Checks a name a guest gives (of a function, class, method, actor,
+/// namespace, resource or label): every string a guest hands the host that
+/// the host keeps is bounded.
 pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), FabricError> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(FabricError::InvalidArgument(format!(
@@ -169,11 +171,15 @@ pub(crate) fn strategy_of(p: Option<Placement>) -> Result<Strategy, FabricError>
             node: node(&a.node_id)?,
             soft: a.soft,
         },
-        Some(Placement::Label(l)) => Strategy::Label {
-            key: l.key,
-            value: l.value,
-            soft: l.soft,
-        },
+        Some(Placement::Label(l)) => {
+            check_name("label key", &l.key)?;
+            check_name("label value", &l.value)?;
+            Strategy::Label {
+                key: l.key,
+                value: l.value,
+                soft: l.soft,
+            }
+        }
     })
 }
 

@@ -117,7 +117,7 @@ fn put(
 /// header must be a `bin` header (`bin 8`, `bin 16` or `bin 32`) whose
 /// length is exactly `data`'s, or the object would not be the value the
 /// caller says it is.
-fn check_bin_header(header: &[u8], data_len: usize) -> Result<(), FabricError> {
+pub(crate) fn check_bin_header(header: &[u8], data_len: usize) -> Result<(), FabricError> {
     let bad = |why: String| {
         Err(FabricError::InvalidArgument(format!(
             "put-bytes: the header must be the MessagePack `bin` header of the data ({why})"

@@ -47,6 +47,10 @@ fn submit(
     if let Err(e) = check_name("function", &function) {
         return fail(e);
     }
+    // The display name is not kept, but bounded like every name.
+    if let Some(Err(e)) = options.name.as_deref().map(|n| check_name("task", n)) {
+        return fail(e);
+    }
     let demand = match demand_of(&options.resources, 1.0) {
         Ok(d) => d,
         Err(e) => return fail(e),

@@ -517,7 +517,17 @@ impl Inner {
                     }
                     Err(e) => (Err(e), Vec::new()),
                 },
-                Err(e) => (Err(e), Vec::new()),
+                Err(e) => {
+                    // An error is kept too: its text is charged (whatever
+                    // the quota: the outcome must be stored).
+                    let bytes = e.text_bytes() as i64;
+                    self.used.fetch_add(bytes, Ordering::AcqRel);
+                    if let Some(a) = entry.account() {
+                        a.force_objects(bytes as u64);
+                    }
+                    entry.charged.fetch_add(bytes, Ordering::AcqRel);
+                    (Err(e), Vec::new())
+                }
             };
             let listeners = match &mut *state {
                 State::Pending { listeners } | State::Elsewhere { listeners, .. } => {

@@ -170,7 +170,15 @@ fn typecheck(
     store.set_epoch_deadline(100);
     let instance = tokio::runtime::Handle::current()
         .block_on(pre.instantiate_async(&mut store))
-        .map_err(|e| LoadError::WorldMismatch(format!("it cannot be instantiated: {e:#}")))?;
+        .map_err(|e| {
+            let message = format!("{e:#}");
+            // A full instance pool is the node's state, not the component's.
+            if message.contains("maximum concurrent") || message.contains("limit of") {
+                LoadError::Busy(message)
+            } else {
+                LoadError::WorldMismatch(format!("it cannot be instantiated: {message}"))
+            }
+        })?;
     instance
         .get_typed_func::<(&str, &[bytes::Bytes]), (Result<Output, WitError>,)>(
             &mut store,

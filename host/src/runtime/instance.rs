@@ -481,7 +481,7 @@ pub(crate) async fn call_output(
 /// it stays what it is, but is never a reason for the system to retry the
 /// call (a child's lost node was the child's to retry).
 fn returned_error(e: WitError) -> FabricError {
-    match FabricError::from_wit(e) {
+    match FabricError::from_wit(e).bounded() {
         FabricError::TaskFailed(mut f) => {
             f.retryable = false;
             FabricError::TaskFailed(f)

@@ -26,6 +26,9 @@ const SCENARIOS: &[&str] = &[
     "touch",
     "burst",
     "queued-args",
+    "fat-errors",
+    "dependents",
+    "long-names",
 ];
 
 /// What a host call failed with, as the tests match it.
@@ -142,6 +145,12 @@ fn refuse(why: String) -> fabric::Result<u64> {
 #[fabric::remote]
 fn double(x: u64) -> u64 {
     x * 2
+}
+
+/// Fails with a message of `mib` MiB.
+#[fabric::remote]
+fn fail_big(mib: u64) -> fabric::Result<u64> {
+    Err(Error::InvalidArgument("E".repeat((mib << 20) as usize)))
 }
 
 #[fabric::remote]
@@ -284,6 +293,56 @@ fn main() -> fabric::Result<()> {
             print_all("after", fabric::get(&read::remote(path)?));
         }
         "hold" => std::thread::sleep(Duration::from_millis(count(2, 1000))),
+        "fat-errors" => {
+            // Tasks that fail with huge messages, all held.
+            let (mib, tasks) = (count(2, 32), count(3, 40));
+            let refs: Vec<_> = (0..tasks)
+                .map(|_| fail_big::remote(mib))
+                .collect::<fabric::Result<_>>()?;
+            let mut longest = 0;
+            for r in &refs {
+                if let Err(Error::InvalidArgument(m)) = fabric::get(r) {
+                    longest = longest.max(m.len());
+                }
+            }
+            println!("{tasks} errors of {mib} MiB: longest kept {longest} bytes");
+            // What they keep is charged: a small put may no longer fit.
+            print_all("then put", fabric::put(&1u8).map(|_| "stored"));
+        }
+        "dependents" => {
+            // A failed task, then a chain of `n` tasks each taking the one
+            // before as its argument: none of them runs.
+            let n = count(2, 20_000);
+            let mut last = double::remote(refuse::remote("bad input".to_string())?)?;
+            for _ in 1..n {
+                last = double::remote(last)?;
+            }
+            match fabric::get(&last) {
+                Err(Error::InvalidArgument(m)) => {
+                    println!("after {n} tasks: {} bytes: {m}", m.len())
+                }
+                other => println!("UNEXPECTED: {other:?}"),
+            }
+        }
+        "long-names" => {
+            // Names and namespaces of 1 MiB: refused, never kept.
+            let long = "n".repeat(1 << 20);
+            let options = ActorOptions::new().name("ok").namespace(&long);
+            print_all(
+                "namespace",
+                Sitter::options(options).remote().map(|a| a.id()),
+            );
+            print_all(
+                "lookup",
+                fabric::get_actor_in::<Sitter>(&long, "ok").map(|a| a.id()),
+            );
+            print_all(
+                "label",
+                touch::options(TaskOptions::new().on_label(&long, "x", false))
+                    .remote(0, 0)
+                    .map(|r| r.id().0),
+            );
+        }
         "queued-args" => {
             // Arguments held by calls that wait are charged to the tenant.
             let mib = serde_bytes::ByteBuf::from(vec![3u8; 1 << 20]);
