@@ -19,6 +19,19 @@ async fn breach(node: &fabric_host::Node, manifest: &str, args: &[&str]) -> Stri
     attack
 }
 
+/// The arena, where mallory may hold `bytes` of objects.
+fn arena_with_quota(bytes: u64) -> fabric_host::Node {
+    let node = arena();
+    node.set_quota(
+        "mallory",
+        Quota {
+            object_store: Some(bytes),
+            ..Quota::default()
+        },
+    );
+    node
+}
+
 /// Room for a long attack: a million host calls take a while in a debug build.
 const LONG: &str = r#"
 [limits]
@@ -57,14 +70,7 @@ async fn a_fan_of_a_million_nested_objects_is_freed_without_taking_the_node_down
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_objects_cost_their_overhead_against_the_tenants_quota() {
     // Two million empty puts once took a node to 1.8 GiB, charged to no one.
-    let node = arena();
-    node.set_quota(
-        "mallory",
-        Quota {
-            object_store: Some(64 << 20),
-            ..Quota::default()
-        },
-    );
+    let node = arena_with_quota(64 << 20);
     let manifest = format!("{LONG}pending-tasks = 1000000\n");
     let out = breach(&node, &manifest, &["empty-puts"]).await;
     let line = one_line(&out, "stored ");
@@ -283,14 +289,7 @@ async fn a_directory_swapped_for_a_link_between_two_tasks_changes_nothing_for_th
 async fn arguments_held_by_waiting_calls_are_charged_to_the_tenant() {
     // Calls that cannot run yet keep their arguments on the node: once they
     // were charged to no one, bounded only by the count of pending tasks.
-    let node = arena();
-    node.set_quota(
-        "mallory",
-        Quota {
-            object_store: Some(64 << 20),
-            ..Quota::default()
-        },
-    );
+    let node = arena_with_quota(64 << 20);
     let manifest = "[limits]\nwall-time = \"120s\"\ndriver-wall-time = \"120s\"\n";
     let out = breach(&node, manifest, &["queued-args"]).await;
     for what in ["tasks", "actor calls"] {
@@ -316,15 +315,8 @@ async fn arguments_held_by_waiting_calls_are_charged_to_the_tenant() {
 async fn a_tasks_own_error_text_is_bounded_and_charged() {
     // Forty tasks failing with 32 MiB messages once held 1.3 GiB of the
     // node, charged to no one.
-    let node = arena();
     // Forty kept errors of 64 KiB are more than a 2 MiB quota.
-    node.set_quota(
-        "mallory",
-        Quota {
-            object_store: Some(2 << 20),
-            ..Quota::default()
-        },
-    );
+    let node = arena_with_quota(2 << 20);
     let manifest = "[limits]\nmemory = \"256 MiB\"\nwall-time = \"120s\"\n";
     let out = breach(&node, manifest, &["fat-errors", "32", "40"]).await;
     let kept = fabric_host::error::MAX_ERROR_TEXT + " [truncated]".len();

@@ -698,19 +698,9 @@ impl ObjectStore {
         value: Bytes,
         nested: Vec<ObjectRef>,
     ) -> Result<ObjectRef, FabricError> {
-        let len = value.len() as i64;
         let books = self.inner.books_of(job);
-        self.inner.admit(books.as_ref(), len)?;
-        Ok(self.insert(
-            ObjectId::random(),
-            job,
-            books,
-            State::Ready {
-                value: Ok(value),
-                nested,
-            },
-            len,
-        ))
+        self.inner.admit(books.as_ref(), value.len() as i64)?;
+        Ok(self.insert_ready(job, books, value, nested))
     }
 
     /// Stores the concatenation of `parts` (e.g. a value read straight out of
@@ -726,16 +716,23 @@ impl ObjectStore {
         let books = self.inner.books_of(job);
         self.inner.admit(books.as_ref(), len as i64)?;
         let value = self.inner.buffers.copy_parts(parts);
-        Ok(self.insert(
-            ObjectId::random(),
-            job,
-            books,
-            State::Ready {
-                value: Ok(value),
-                nested,
-            },
-            len as i64,
-        ))
+        Ok(self.insert_ready(job, books, value, nested))
+    }
+
+    /// Stores an admitted value under a fresh id.
+    fn insert_ready(
+        &self,
+        job: JobId,
+        books: Option<Arc<JobBooks>>,
+        value: Bytes,
+        nested: Vec<ObjectRef>,
+    ) -> ObjectRef {
+        let len = value.len() as i64;
+        let state = State::Ready {
+            value: Ok(value),
+            nested,
+        };
+        self.insert(ObjectId::random(), job, books, state, len)
     }
 
     /// One copy of `parts`, back to back, into a buffer from the recycled
