@@ -244,7 +244,9 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
         let node_config = args.node.config(false)?;
         config.ingress = node_config.ingress.clone();
         let node = Node::start(node_config).context("cannot start the node")?;
-        let joined = node.join(config).await.context("cannot join the cluster")?;
+        let joined = fabric_host::cluster::join(&node, config)
+            .await
+            .context("cannot join the cluster")?;
         let pid = std::process::id();
         data_dir::write_node(
             &args.data_dir,

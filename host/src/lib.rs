@@ -1,11 +1,13 @@
-//! wasmfabric host: a node that runs untrusted WebAssembly components as
-//! Ray-style tasks and actors.
+//! wasmfabric host: nodes that run untrusted WebAssembly components as
+//! Ray-style tasks and actors, alone or in a cluster.
 //!
-//! Each task invocation runs in its own wasmtime store, each actor in one
-//! long-lived store; values move between them through a node-local,
-//! reference-counted object store; a resource scheduler admits work by its
-//! declared CPUs, GPUs, memory and custom resources. The `fabric` binary is
-//! the command line on top of [`Node`].
+//! The runtime of one node (instances, the object store, the scheduler,
+//! tasks, actors, jobs) is the `wasmfabric-runtime` crate, re-exported here;
+//! it knows nothing of other nodes. This crate adds what a cluster needs:
+//! the [`cluster`] (membership, work and objects across nodes, the head) and
+//! its [`security`] (TLS, the cluster secret, tokens). A node joins a
+//! cluster with [`cluster::join`]. The `fabric` binary (`host/cli`) is the
+//! command line on top.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -19,39 +21,14 @@
 //! # Ok(()) }
 //! ```
 
-pub mod allocator;
-pub mod buffers;
 pub mod cluster;
-pub mod config;
-pub mod dir_grants;
-pub mod error;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod host_api;
-pub mod ids;
-pub mod limits;
-pub mod logs;
-pub mod manifest;
-pub mod node;
-pub mod object_store;
-pub mod placement;
-pub mod quota;
-pub mod resources;
-pub mod runtime;
-pub mod scheduler;
 pub mod security;
-pub mod spill;
-pub mod tenants;
 
-pub use config::NodeConfig;
-pub use node::{JobOptions, JobOutcome, MemoryReport, Node, NodeStats};
-pub use runtime::component::AppComponent;
-
-/// Types generated from `wit/fabric.wit`.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "app",
-        with: { "fabric:core/host.object-ref": crate::object_store::ObjectRef },
-    });
-}
+pub use fabric_runtime::{
+    AppComponent, JobOptions, JobOutcome, MemoryReport, Node, NodeConfig, NodeStats, allocator,
+    bindings, buffers, config, dir_grants, error, ids, limits, logs, manifest, node, object_store,
+    placement, quota, resources, runtime, scheduler, spill, tenants,
+};

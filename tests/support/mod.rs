@@ -222,7 +222,7 @@ impl TestCluster {
         );
         cfg.heartbeat_interval = Duration::from_millis(100);
         cfg.ingress = self.ingress.clone();
-        let handle = node.join(cfg).await.expect("join");
+        let handle = fabric_host::cluster::join(&node, cfg).await.expect("join");
         self.nodes.push(node);
         self.handles.push(handle);
         let n = self.nodes.len();
@@ -297,7 +297,7 @@ async fn build_cluster(
     cfg.heartbeat_interval = Duration::from_millis(100);
     cfg.node_timeout = Duration::from_secs(1);
     cfg.ingress = ingress.clone();
-    let handle = head.join(cfg).await.expect("head");
+    let handle = fabric_host::cluster::join(&head, cfg).await.expect("head");
     let mut cluster = TestCluster {
         nodes: vec![head],
         handles: vec![handle],

@@ -214,7 +214,7 @@ impl Cluster {
         let core = self.core().ok_or(FabricError::Cancelled)?;
         let id = spec.id;
         if let Some(key) = &spec.name {
-            core.named_actors.insert(key.clone(), id);
+            core.named_actors().insert(key.clone(), id);
         }
         let mut held = self.early_calls.entry(id).or_default();
         let record = actor::spawn(&core, spec);
@@ -475,7 +475,7 @@ impl Cluster {
         }
         let job = self
             .core()
-            .and_then(|c| c.objects.lookup(call.result))
+            .and_then(|c| c.objects().lookup(call.result))
             .map(|r| r.job())
             .unwrap_or(JobId::from_u128(0));
         let (args, nested) = self.send_args(&call.args, &call.nested, job, node).await?;
@@ -651,7 +651,7 @@ impl Cluster {
         let spec: Result<ActorSpec, FabricError> = (|| {
             let job = job.clone().map_err(status_failure)?;
             let demand = resources_checked(c.demand.as_ref())?;
-            core.scheduler.check_feasible(&demand)?;
+            core.scheduler().check_feasible(&demand)?;
             Ok(ActorSpec {
                 id,
                 job,
@@ -687,7 +687,7 @@ impl Cluster {
         match spec {
             Ok(spec) => {
                 if let Some(key) = &spec.name {
-                    core.named_actors.insert(key.clone(), id);
+                    core.named_actors().insert(key.clone(), id);
                 }
                 let record = actor::spawn(&core, spec);
                 for call in std::mem::take(&mut *held) {
@@ -738,7 +738,7 @@ impl Cluster {
             }
         };
         let job = core
-            .actors
+            .actors()
             .get(&id)
             .map(|r| r.job.id)
             .unwrap_or(JobId::from_u128(0));
@@ -767,7 +767,7 @@ impl Cluster {
         let Ok(id) = actor_id(&k.actor_id) else {
             return;
         };
-        if let Some(record) = core.actors.get(&id).map(|r| r.clone()) {
+        if let Some(record) = core.actors().get(&id).map(|r| r.clone()) {
             actor::kill(&core, &record, k.reason);
         }
     }
@@ -778,7 +778,7 @@ impl Cluster {
     fn hold_or_deliver(self: &Arc<Self>, id: ActorId, call: ActorCall) {
         let Some(core) = self.core() else { return };
         let mut held = self.early_calls.entry(id).or_default();
-        if let Some(record) = core.actors.get(&id).map(|r| r.clone()) {
+        if let Some(record) = core.actors().get(&id).map(|r| r.clone()) {
             drop(held);
             self.early_calls.remove_if(&id, |_, calls| calls.is_empty());
             return record.call(&core, call);

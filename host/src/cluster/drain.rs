@@ -67,8 +67,8 @@ impl Cluster {
         let mut last_report = Instant::now();
         loop {
             self.spill();
-            let calls: usize = core.actors.iter().map(|a| a.busy()).sum();
-            let busy = core.tasks.len() + self.accepting.load(Ordering::Acquire) + calls;
+            let calls: usize = core.actors().iter().map(|a| a.busy()).sum();
+            let busy = core.tasks().len() + self.accepting.load(Ordering::Acquire) + calls;
             if busy == 0 {
                 break;
             }
@@ -137,7 +137,7 @@ impl Cluster {
     /// object is gone, and nobody needs it).
     pub(crate) async fn on_take_object(&self, id: &[u8]) -> Result<(), Status> {
         let id = object_id(id)?;
-        let Some(r) = self.core().and_then(|c| c.objects.lookup(id)) else {
+        let Some(r) = self.core().and_then(|c| c.objects().lookup(id)) else {
             return Ok(());
         };
         match r.get(Some(Duration::from_secs(600))).await {

@@ -68,7 +68,7 @@ impl Cluster {
         let core = self
             .core()
             .ok_or_else(|| Status::unavailable("the node is stopping"))?;
-        if let Some(job) = core.jobs.get(&id) {
+        if let Some(job) = core.jobs().get(&id) {
             return Ok(job.clone());
         }
         let cell = self.job_cells.entry(id).or_default().clone();
@@ -97,7 +97,7 @@ impl Cluster {
                 let job = Job::prepare(&core, spec)
                     .await
                     .map_err(|e| Status::failed_precondition(e.to_string()))?;
-                core.jobs.insert(id, job.clone());
+                core.jobs().insert(id, job.clone());
                 Ok::<_, Status>(job)
             })
             .await?
@@ -117,7 +117,7 @@ impl Cluster {
         let core = self
             .core()
             .ok_or_else(|| Status::unavailable("the node is stopping"))?;
-        if let Some(app) = core.engine.cached(digest_hex) {
+        if let Some(app) = core.engine().cached(digest_hex) {
             return Ok(app);
         }
         let cell = self
@@ -149,7 +149,7 @@ impl Cluster {
                 }
                 tracing::debug!(digest = %&digest_hex[..12], from = %from.short(), "fetched a component");
                 let tenant = if tenant.is_empty() { LOCAL_TENANT } else { tenant };
-                core.engine.load_for(&bytes, tenant).await.map_err(|e| Status::invalid_argument(e.to_string()))
+                core.engine().load_for(&bytes, tenant).await.map_err(|e| Status::invalid_argument(e.to_string()))
             })
             .await
             .cloned();
@@ -168,7 +168,7 @@ impl Cluster {
         let core = self
             .core()
             .ok_or_else(|| Status::unavailable("the node is stopping"))?;
-        let app = core.engine.cached(digest_hex).ok_or_else(|| {
+        let app = core.engine().cached(digest_hex).ok_or_else(|| {
             Status::not_found(format!(
                 "no component with digest {digest_hex} on this node"
             ))
@@ -197,7 +197,10 @@ impl Cluster {
     /// Output lines of a job whose driver runs here.
     pub(crate) fn on_logs(&self, batch: pb::LogBatch) -> Result<(), Status> {
         let id = job_id(&batch.job_id)?;
-        let Some(job) = self.core().and_then(|c| c.jobs.get(&id).map(|j| j.clone())) else {
+        let Some(job) = self
+            .core()
+            .and_then(|c| c.jobs().get(&id).map(|j| j.clone()))
+        else {
             return Ok(()); // the job ended; late lines are dropped
         };
         for l in batch.lines {
@@ -239,7 +242,7 @@ impl Cluster {
         self.remember_finished(id);
         self.job_cells.remove(&id);
         if let Some(core) = self.core()
-            && let Some((_, job)) = core.jobs.remove(&id)
+            && let Some((_, job)) = core.jobs().remove(&id)
         {
             core.finish_job(&job);
         }

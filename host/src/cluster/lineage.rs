@@ -148,7 +148,7 @@ impl Cluster {
             if kept.spec.job.is_finished() {
                 return Ok(false);
             }
-            if !core.objects.rebuild_pending(id) {
+            if !core.objects().rebuild_pending(id) {
                 // Here already, or being rebuilt.
                 return Ok(true);
             }
@@ -156,11 +156,9 @@ impl Cluster {
             kept.spec.clone()
         };
         tracing::warn!(object = %id, task = %spec.id.short(), function = %spec.function, "rebuilding a result lost with its node");
-        if let Err(e) = spec.job.add_pending() {
-            core.objects.fulfill(id, Err(e), Vec::new());
-            return Ok(true);
+        if let Err(e) = task::submit(&core, spec) {
+            core.objects().fulfill(id, Err(e), Vec::new());
         }
-        task::submit(&core, spec);
         Ok(true)
     }
 }

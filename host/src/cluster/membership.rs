@@ -58,9 +58,9 @@ impl Cluster {
         let req = pb::RegisterRequest {
             node_id: super::convert::id_bytes(self.id.as_u128()),
             address: self.address.clone(),
-            total: Some(resources_to_pb(core.scheduler.total())),
+            total: Some(resources_to_pb(core.scheduler().total())),
             labels: self.config.labels.clone().into_iter().collect(),
-            object_store_capacity: core.objects.capacity_bytes(),
+            object_store_capacity: core.objects().capacity_bytes(),
         };
         let reply = self
             .head
@@ -181,11 +181,11 @@ impl Cluster {
         let local_free = core
             .as_ref()
             .filter(|_| !self.is_draining())
-            .map(|c| c.scheduler.free())
+            .map(|c| c.scheduler().free())
             .unwrap_or_default();
         let local_total = core
             .as_ref()
-            .map(|c| c.scheduler.total().clone())
+            .map(|c| c.scheduler().total().clone())
             .unwrap_or_default();
         let mut candidates = Vec::with_capacity(view.len() + 1);
         candidates.push(Candidate {
@@ -221,7 +221,7 @@ impl Cluster {
     pub(crate) fn check_feasible(&self, demand: &ResourceSet) -> Result<(), FabricError> {
         let core = self.core();
         if let Some(c) = &core
-            && c.scheduler.check_feasible(demand).is_ok()
+            && c.scheduler().check_feasible(demand).is_ok()
         {
             return Ok(());
         }
@@ -231,7 +231,7 @@ impl Cluster {
         }
         let mut best = core
             .as_ref()
-            .map(|c| c.scheduler.total().clone())
+            .map(|c| c.scheduler().total().clone())
             .unwrap_or_default();
         for v in view.values().filter(|v| v.alive) {
             best.max_with(&v.total);

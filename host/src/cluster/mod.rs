@@ -14,19 +14,17 @@
 //! any node references it, and copies die with the borrows that made them.
 //!
 //! ```no_run
-//! use fabric_host::{Node, NodeConfig, cluster::ClusterConfig};
+//! use fabric_host::{Node, NodeConfig, cluster::{ClusterConfig, join}};
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use fabric_host::security::{ClusterSecurity, Tokens};
 //! let security = ClusterSecurity::generate()?;
 //! let tokens = std::sync::Arc::new(Tokens::in_memory("admin-token"));
 //! let head = Node::start(NodeConfig::default())?;
-//! let joined = head
-//!     .join(ClusterConfig::head("127.0.0.1:6380".parse()?, security.clone(), tokens))
-//!     .await?;
+//! let config = ClusterConfig::head("127.0.0.1:6380".parse()?, security.clone(), tokens);
+//! let joined = join(&head, config).await?;
 //! let worker = Node::start(NodeConfig::default())?;
-//! worker
-//!     .join(ClusterConfig::worker("127.0.0.1:0".parse()?, joined.address(), security))
-//!     .await?;
+//! let config = ClusterConfig::worker("127.0.0.1:0".parse()?, joined.address(), security);
+//! join(&worker, config).await?;
 //! # Ok(()) }
 //! ```
 
@@ -44,6 +42,7 @@ mod lineage;
 mod membership;
 mod objects;
 mod peers;
+mod port;
 mod quotas;
 mod service;
 mod tasks;
@@ -71,6 +70,7 @@ pub use gate::SUBMIT_JOB_PATH;
 pub use head::HeadState;
 pub use head_store::{HeadStore, Loaded, Record};
 pub use membership::PeerView;
+#[cfg(feature = "fuzzing")]
 pub(crate) use quotas::quota_from_pb;
 
 use self::actors::RemoteCall;
@@ -288,12 +288,9 @@ impl ClusterHandle {
 
 /// Joins (or founds) a cluster: serves the node's gRPC services, registers
 /// with the head and starts heartbeats.
-pub(crate) async fn join(
-    core: &Arc<NodeCore>,
-    node: crate::Node,
-    config: ClusterConfig,
-) -> Result<ClusterHandle, NodeError> {
-    if core.cluster.get().is_some() {
+pub async fn join(node: &crate::Node, config: ClusterConfig) -> Result<ClusterHandle, NodeError> {
+    let core = node.core();
+    if core.in_cluster() {
         return Err(NodeError::Config(
             "this node already belongs to a cluster".into(),
         ));
@@ -320,7 +317,7 @@ pub(crate) async fn join(
     let cluster = Arc::new_cyclic(|me| Cluster {
         me: me.clone(),
         core: Arc::downgrade(core),
-        id: core.id,
+        id: core.id(),
         address: address.clone(),
         head: head_client,
         config: config.clone(),
@@ -353,7 +350,7 @@ pub(crate) async fn join(
                 None => None,
             };
             Some(HeadState::new(
-                node,
+                node.clone(),
                 config.heartbeat_interval,
                 config.node_timeout,
                 tokens.clone(),
@@ -370,16 +367,17 @@ pub(crate) async fn join(
     if let Some(h) = &head {
         h.start_death_watch(stop_rx.clone());
     }
-    let _ = core.cluster.set(cluster.clone());
-    core.objects
+    core.join_cluster(cluster.clone())
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    core.objects()
         .set_remote(Arc::new(objects::StoreLink(Arc::downgrade(&cluster))));
     cluster.register().await?;
     cluster.registered.send_replace(true);
     cluster.clone().start_heartbeats(stop_rx);
-    tracing::info!(node = %core.id.short(), %address, head = %head_address, "joined the cluster");
+    tracing::info!(node = %core.id().short(), %address, head = %head_address, "joined the cluster");
     Ok(ClusterHandle {
         address,
-        node_id: core.id,
+        node_id: core.id(),
         head,
         cluster,
     })

@@ -206,11 +206,11 @@ impl Cluster {
         if owner == self.id {
             // Our own object came back: hold it here, and drop the borrow
             // the sender registered for us.
-            let local = core.objects.lookup(id);
+            let local = core.objects().lookup(id);
             self.remove_borrower(id, self.id, 1);
             return local.ok_or_else(|| Status::not_found(format!("object {id} is gone")));
         }
-        Ok(core.objects.borrow(id, owner, job))
+        Ok(core.objects().borrow(id, owner, job))
     }
 
     /// Takes every reference that arrived, even past a bad one, so that all
@@ -288,7 +288,7 @@ impl Cluster {
                     pb::arg::Kind::Value(b.clone())
                 }
                 TaskArg::Value(b) => {
-                    let r = core.objects.put(job, b.clone(), Vec::new())?;
+                    let r = core.objects().put(job, b.clone(), Vec::new())?;
                     pb::arg::Kind::Object(loan.lend(&r).await?)
                 }
                 TaskArg::Object(r) => pb::arg::Kind::Object(loan.lend(r).await?),
@@ -312,7 +312,7 @@ impl Cluster {
     /// is lost once it learns the node died).
     pub(crate) async fn fetch(self: Arc<Self>, id: ObjectId, at: Vec<NodeId>) {
         let Some(core) = self.core() else { return };
-        let owner = core.objects.lookup(id).and_then(|r| r.home());
+        let owner = core.objects().lookup(id).and_then(|r| r.home());
         let deadline = Instant::now() + self.restart_wait();
         let mut at = at;
         let last = loop {
@@ -326,10 +326,10 @@ impl Cluster {
                 }
                 match self.fetch_from(id, node).await {
                     Ok(Fetched::Value(bytes, nested)) => {
-                        return core.objects.fill(id, Ok(bytes), nested);
+                        return core.objects().fill(id, Ok(bytes), nested);
                     }
                     Ok(Fetched::Redirect(next)) => at.insert(0, next),
-                    Ok(Fetched::Failed(e)) => return core.objects.fill(id, Err(e), Vec::new()),
+                    Ok(Fetched::Failed(e)) => return core.objects().fill(id, Err(e), Vec::new()),
                     Err(e) => {
                         redirected_and_failed |= Some(node) != owner;
                         last = e;
@@ -354,7 +354,7 @@ impl Cluster {
                 }
             }
         };
-        core.objects.fill(id, Err(last), Vec::new());
+        core.objects().fill(id, Err(last), Vec::new());
     }
 
     async fn fetch_from(&self, id: ObjectId, node: NodeId) -> Result<Fetched, FabricError> {
@@ -400,19 +400,19 @@ impl Cluster {
         // The references inside were lent to us: take them now, so they are
         // given back even if the transfer fails.
         let job = core
-            .objects
+            .objects()
             .lookup(id)
             .map(|r| r.job())
             .unwrap_or(JobId::from_u128(0));
         let nested = self
             .receive_refs(&nested, job)
             .map_err(|s| lost(s.message()))?;
-        if size as u64 > core.objects.capacity_bytes() {
+        if size as u64 > core.objects().capacity_bytes() {
             return Err(lost(&format!(
                 "its size ({size} bytes) is beyond this node's object store"
             )));
         }
-        let mut buf = core.objects.buffer(size);
+        let mut buf = core.objects().buffer(size);
         while let Some(chunk) = stream.message().await.map_err(|s| lost(s.message()))? {
             match chunk.kind {
                 Some(pb::object_chunk::Kind::Data(d)) if buf.len() + d.len() <= size => {
@@ -427,7 +427,7 @@ impl Cluster {
         if buf.len() != size {
             return Err(lost(&format!("got {} of {size} bytes", buf.len())));
         }
-        Ok(Fetched::Value(core.objects.seal(buf), nested))
+        Ok(Fetched::Value(core.objects().seal(buf), nested))
     }
 
     /// Serves `FetchObject`: the value in chunks, a redirect to where it is,
@@ -440,7 +440,7 @@ impl Cluster {
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let chunk = |kind| Ok(pb::ObjectChunk { kind: Some(kind) });
-            let found = self.core().and_then(|c| c.objects.lookup(id));
+            let found = self.core().and_then(|c| c.objects().lookup(id));
             let Some(r) = found else {
                 let e = FabricError::ObjectLost(format!(
                     "object {id} is not on node {}",

@@ -36,12 +36,12 @@ pub(crate) fn quota_from_pb(q: Option<&pb::Quota>) -> Quota {
 /// What this node reports for each tenant in its heartbeat.
 pub(crate) fn loads(core: &NodeCore) -> Vec<pb::TenantLoad> {
     let held: HashMap<std::sync::Arc<str>, ResourceSet> = core
-        .scheduler
+        .scheduler()
         .held()
         .into_iter()
         .map(|h| (h.tenant, h.held))
         .collect();
-    core.tenants
+    core.tenants()
         .usage()
         .into_iter()
         .map(|u| pb::TenantLoad {
@@ -68,16 +68,16 @@ pub(crate) fn apply_limits(core: &NodeCore, limits: &[pb::TenantLimit]) {
         let quota = quota_from_pb(l.quota.as_ref());
         let elsewhere = resources_from_pb(l.held_elsewhere.as_ref());
         let tenant: std::sync::Arc<str> = l.tenant.as_str().into();
-        core.scheduler
+        core.scheduler()
             .set_cap(&tenant, less(quota.resource_cap(), &elsewhere));
-        core.tenants.account(&l.tenant).set_view(QuotaView {
+        core.tenants().account(&l.tenant).set_view(QuotaView {
             quota,
             object_bytes_elsewhere: l.object_bytes_elsewhere,
         });
     }
-    for a in core.tenants.accounts() {
+    for a in core.tenants().accounts() {
         if !listed.contains(&*a.name) && !a.quota().is_unlimited() {
-            core.scheduler.set_cap(&a.name, ResourceCap::default());
+            core.scheduler().set_cap(&a.name, ResourceCap::default());
             a.set_view(QuotaView::default());
         }
     }

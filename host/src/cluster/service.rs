@@ -245,7 +245,7 @@ impl NodeService for Service {
         if borrower != self.cluster.id && self.cluster.peer_view(borrower).is_none() {
             return Ok(Response::new(pb::AddBorrowerReply { ok: false }));
         }
-        let found = self.cluster.core().and_then(|c| c.objects.lookup(id));
+        let found = self.cluster.core().and_then(|c| c.objects().lookup(id));
         let ok = match found {
             Some(obj) => {
                 self.cluster.add_borrower(&obj, borrower);

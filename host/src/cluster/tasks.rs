@@ -17,7 +17,8 @@ use crate::object_store::Location;
 use crate::placement::{self, Placement, Strategy};
 use crate::resources::ResourceSet;
 use crate::runtime::instance::CallResult;
-use crate::runtime::task::{self, Reply, TaskArg, TaskControl, TaskSpec};
+use crate::runtime::task::{self, Reply, TaskArg, TaskSpec};
+use crate::runtime::task_table::TaskControl;
 
 /// Values up to this size travel inside messages; larger ones as objects.
 pub(crate) const INLINE_MAX: usize = 256 << 10;
@@ -171,7 +172,7 @@ impl Cluster {
             let job = self.ensure_job(from, info).await.map_err(status_failure)?;
             let core = self.core().ok_or(FabricError::Cancelled)?;
             let demand = resources_checked(t.demand.as_ref())?;
-            core.scheduler.check_feasible(&demand)?;
+            core.scheduler().check_feasible(&demand)?;
             task::accept_forwarded(
                 &core,
                 TaskSpec {
@@ -233,7 +234,7 @@ impl Cluster {
                     let kept = cluster
                         .core()
                         .ok_or(FabricError::Cancelled)
-                        .and_then(|c| c.objects.keep_copy(result, owner, job, value, nested));
+                        .and_then(|c| c.objects().keep_copy(result, owner, job, value, nested));
                     msg.outcome = Some(match kept {
                         Ok(r) => {
                             cluster.kept.insert(result, r);
@@ -307,13 +308,11 @@ impl Cluster {
             match outcome {
                 Some(result) => task::finish(&core, t.spec, &t.control, result),
                 None => {
-                    if core.tasks.remove(&id).is_some() {
-                        t.spec.job.done_pending();
-                    }
+                    core.tasks().remove(id);
                     // Only that node has it: keep what rebuilding it takes
                     // (forgotten when the result is freed, even right away).
                     self.lineage.keep(t.spec);
-                    core.objects
+                    core.objects()
                         .fulfill_elsewhere(id, stored_at.into_iter().collect(), r.size);
                 }
             }
@@ -322,9 +321,10 @@ impl Cluster {
         } else if call.is_some() {
             match outcome {
                 Some(result) => core.complete(id, Reply::Local, result),
-                None => core
-                    .objects
-                    .fulfill_elsewhere(id, stored_at.into_iter().collect(), r.size),
+                None => {
+                    core.objects()
+                        .fulfill_elsewhere(id, stored_at.into_iter().collect(), r.size)
+                }
             }
         }
         Ok(())
@@ -333,7 +333,7 @@ impl Cluster {
     /// The owner cancelled a task it forwarded here.
     pub(crate) fn on_cancel_task(&self, id: ObjectId) {
         if let Some(core) = self.core()
-            && let Some((_, control)) = core.tasks.remove(&id)
+            && let Some(control) = core.tasks().remove(id)
         {
             control.cancel();
         }
@@ -354,7 +354,7 @@ impl Cluster {
     /// Moves tasks waiting in the local queue to nodes that have room.
     pub(crate) fn spill(self: &Arc<Self>) {
         let Some(core) = self.core() else { return };
-        if core.queued_tasks.lock().unwrap().is_empty() {
+        if !core.tasks().has_movable() {
             return;
         }
         let mut targets: Vec<NodeId> = Vec::new();
@@ -368,7 +368,7 @@ impl Cluster {
         if room.is_empty() {
             return;
         }
-        let stolen = task::steal(&core, 1024, |spec| {
+        let stolen = core.tasks().steal(1024, |spec| {
             let movable = matches!(
                 spec.strategy,
                 Strategy::Default

@@ -1,0 +1,50 @@
+//! `context` (where the code runs) and `report-panic`.
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::LinkerInstance;
+
+use crate::bindings::fabric::core::types::RuntimeContext;
+use crate::runtime::instance::{InstanceState, Role};
+
+type Ctx<'a> = StoreContextMut<'a, InstanceState>;
+
+/// Longest panic message kept.
+const MAX_PANIC_MESSAGE: usize = 64 * 1024;
+
+pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
+    host.func_wrap("context", |store: Ctx, (): ()| {
+        let exec = store.data().exec()?;
+        let (task_id, actor_id) = match &exec.role {
+            Role::Driver => (None, None),
+            Role::Task { id, .. } => (Some(id.to_string()), None),
+            Role::Actor { id, .. } => (None, Some(id.to_wit())),
+        };
+        Ok((RuntimeContext {
+            job_id: exec.job.id.to_string(),
+            node_id: exec.core.id().to_string(),
+            task_id,
+            actor_id,
+            gpu_ids: exec
+                .lease
+                .as_ref()
+                .map(|l| l.gpu_ids().to_vec())
+                .unwrap_or_default(),
+        },))
+    })?;
+    host.func_wrap(
+        "report-panic",
+        |mut store: Ctx, (mut message,): (String,)| {
+            if message.len() > MAX_PANIC_MESSAGE {
+                let mut cut = MAX_PANIC_MESSAGE;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message.truncate(cut);
+                message.push_str(" [truncated]");
+            }
+            store.data_mut().panic = Some(message);
+            Ok(())
+        },
+    )?;
+    Ok(())
+}

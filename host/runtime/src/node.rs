@@ -1,0 +1,422 @@
+//! A node: the embedded runtime that `fabric run` starts, and the unit a
+//! cluster is made of.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use fabric_runtime::{Node, NodeConfig, logs::TerminalSink};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::start(NodeConfig::default())?;
+//! let app = node.load(&std::fs::read("app.wasm")?).await?;
+//! let outcome = node.run_job(app, vec![], Arc::new(TerminalSink)).await;
+//! outcome.result?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::NodeConfig;
+use crate::error::{FabricError, FailureKind, LoadError, NodeError};
+use crate::host_api;
+use crate::ids::{JobId, NodeId, ObjectId};
+use crate::logs::LogSink;
+use crate::object_store::ObjectStore;
+use crate::resources::ResourceSet;
+use crate::runtime::NodeCore;
+use crate::runtime::component::AppComponent;
+use crate::runtime::engine::FabricEngine;
+use crate::runtime::instance::{self, Role};
+use crate::runtime::job::Job;
+use crate::runtime::task::{self, TaskArg, TaskSpec};
+
+/// How to run a job: its manifest (limits and capabilities) and tenant.
+#[derive(Clone, Debug, Default)]
+pub struct JobOptions {
+    /// The job manifest, TOML (see [`crate::manifest`]); empty for none.
+    pub manifest: String,
+    /// The tenant it runs for (default: the node's local tenant).
+    pub tenant: Option<String>,
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub struct JobOutcome {
+    pub job_id: JobId,
+    /// `Ok` when `main` returned `Ok`; else why it did not.
+    pub result: Result<(), FabricError>,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    core: Arc<NodeCore>,
+}
+
+/// Runs a job's driver to the end of `main`.
+async fn run_driver(
+    core: &Arc<NodeCore>,
+    job: &Arc<Job>,
+    args: Vec<String>,
+) -> Result<(), FabricError> {
+    let mut argv = vec!["app".to_string()];
+    argv.extend(args.iter().cloned());
+    let mut store = instance::new_store(core, job, Role::Driver, None, &argv);
+    let inst = instance::instantiate(&mut store, job, "main").await?;
+    instance::call_main(&mut store, &inst, &job.app.exports.main, &args).await
+}
+
+/// How often a node gives back what finished work left behind.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Gives back, while the node lives, the memory finished work left: large
+/// buffers nobody reused for a second, and the room of maps that once held
+/// far more than they do now.
+fn start_upkeep(core: &Arc<NodeCore>) {
+    let weak = Arc::downgrade(core);
+    core.runtime().spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(core) = weak.upgrade() else { return };
+            core.give_back();
+        }
+    });
+}
+
+/// A snapshot of a node's state.
+#[derive(Clone, Debug)]
+pub struct NodeStats {
+    pub total: ResourceSet,
+    pub free: ResourceSet,
+    pub queued_tasks: usize,
+    pub running_tasks: usize,
+    pub actors: usize,
+    pub objects: usize,
+    pub object_store_used: u64,
+    pub object_store_capacity: u64,
+    /// The process's memory, and what the node accounts for.
+    pub memory: MemoryReport,
+}
+
+/// The node process's resident memory beside what the node accounts for
+/// (to tenants, or as its own caches), read at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// Resident memory of the whole process (`/proc/self/statm`).
+    pub resident: u64,
+    /// The object store: values, each object's overhead, and the recycled
+    /// buffers it keeps for large values.
+    pub object_store: u64,
+    /// Linear memory of the live instances (tasks, actors, drivers).
+    pub instances: u64,
+    /// Compiled components kept beyond their use.
+    pub components: u64,
+}
+
+impl MemoryReport {
+    /// What the node accounts for, all told.
+    pub fn accounted(&self) -> u64 {
+        self.object_store + self.instances + self.components
+    }
+}
+
+/// This process's resident memory, in bytes.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a system setting.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
+}
+
+impl Node {
+    /// Starts a node, with an engine of its own, on the current tokio runtime.
+    pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let engine = FabricEngine::new(&config.engine)?;
+        Self::start_with_engine(config, engine)
+    }
+
+    /// Starts a node that shares `engine` (and its compiled components) with
+    /// other nodes in this process. `config.engine` is ignored.
+    pub fn start_with_engine(config: NodeConfig, engine: FabricEngine) -> Result<Node, NodeError> {
+        let resolved = config.resolve()?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| NodeError::Config("a node must start inside a tokio runtime".into()))?;
+        let core = NodeCore::new(resolved, engine, runtime);
+        tracing::info!(node = %core.id().short(), resources = %core.config().total, "node started");
+        start_upkeep(&core);
+        Ok(Node { core })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.core.id()
+    }
+
+    /// The node of a runtime (for the cluster crate).
+    #[doc(hidden)]
+    pub fn from_core(core: Arc<NodeCore>) -> Self {
+        Node { core }
+    }
+
+    /// The node's runtime (for the cluster crate, which joins it to a
+    /// cluster through it).
+    #[doc(hidden)]
+    pub fn core(&self) -> &Arc<NodeCore> {
+        &self.core
+    }
+
+    /// Compiles (or finds in the cache) an application component.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Arc<AppComponent>, LoadError> {
+        self.core.engine().load(bytes).await
+    }
+
+    /// [`Node::load`] for `tenant`, who is charged for keeping the compiled
+    /// component and whose compiles take turns.
+    pub async fn load_for(
+        &self,
+        bytes: &[u8],
+        tenant: &str,
+    ) -> Result<Arc<AppComponent>, LoadError> {
+        self.core.engine().load_for(bytes, tenant).await
+    }
+
+    /// The engine this node runs on (share it with [`Node::start_with_engine`]).
+    pub fn engine(&self) -> &FabricEngine {
+        self.core.engine()
+    }
+
+    /// Runs `main` of `app` as a job and waits for it. When `main` returns,
+    /// the job's actors stop and its unfinished tasks are cancelled, on
+    /// every node of the cluster.
+    pub async fn run_job(
+        &self,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+    ) -> JobOutcome {
+        self.start_job(app, args, logs).1.await
+    }
+
+    /// Starts `main` of `app` as a job; returns its id and a future of its
+    /// outcome (the job runs whether or not the future is awaited).
+    pub fn start_job(
+        &self,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+    ) -> (
+        JobId,
+        impl std::future::Future<Output = JobOutcome> + Send + 'static,
+    ) {
+        self.start_job_with(app, args, logs, JobOptions::default())
+    }
+
+    /// [`Node::start_job`] with a manifest and a tenant.
+    pub fn start_job_with(
+        &self,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+        options: JobOptions,
+    ) -> (
+        JobId,
+        impl std::future::Future<Output = JobOutcome> + Send + 'static,
+    ) {
+        let id = JobId::random();
+        (id, self.start_job_as(id, app, args, logs, options))
+    }
+
+    /// [`Node::start_job_with`] under an id the caller chose (fresh from
+    /// [`JobId::random`]).
+    pub fn start_job_as(
+        &self,
+        id: JobId,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+        options: JobOptions,
+    ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
+        let core = self.core.clone();
+        let handle = self.core.runtime().spawn(async move {
+            let job = match core.prepare_job(id, app, logs, &options).await {
+                Ok(job) => job,
+                Err(e) => {
+                    return JobOutcome {
+                        job_id: id,
+                        result: Err(e),
+                    };
+                }
+            };
+            core.jobs().insert(job.id, job.clone());
+            tracing::debug!(job = %job.id.short(), tenant = %job.tenant, "job started");
+            let result = run_driver(&core, &job, args).await;
+            core.end_driven_job(&job);
+            tracing::debug!(job = %job.id.short(), ok = result.is_ok(), "job finished");
+            JobOutcome {
+                job_id: job.id,
+                result,
+            }
+        });
+        async move {
+            handle.await.unwrap_or_else(|e| JobOutcome {
+                job_id: id,
+                result: Err(FabricError::failure(
+                    "main",
+                    FailureKind::System,
+                    format!("the driver stopped: {e}"),
+                )),
+            })
+        }
+    }
+
+    /// [`Node::run_job`] with a manifest and a tenant.
+    pub async fn run_job_with(
+        &self,
+        app: Arc<AppComponent>,
+        args: Vec<String>,
+        logs: Arc<dyn LogSink>,
+        options: JobOptions,
+    ) -> JobOutcome {
+        self.start_job_with(app, args, logs, options).1.await
+    }
+
+    /// Runs one remote function of `app` as a task with encoded `args` and
+    /// returns its encoded result (what `fabric run --call` does).
+    pub async fn call(
+        &self,
+        app: Arc<AppComponent>,
+        function: &str,
+        args: Vec<Bytes>,
+        logs: Arc<dyn LogSink>,
+    ) -> Result<Bytes, FabricError> {
+        host_api::check_name("function", function)?;
+        let job = self
+            .core
+            .prepare_job(JobId::random(), app, logs, &JobOptions::default())
+            .await?;
+        self.core.jobs().insert(job.id, job.clone());
+        let value = self.call_in(&job, function, args).await;
+        self.core.end_driven_job(&job);
+        value
+    }
+
+    /// Runs `function` of `job` as one task and waits for its result.
+    async fn call_in(
+        &self,
+        job: &Arc<Job>,
+        function: &str,
+        args: Vec<Bytes>,
+    ) -> Result<Bytes, FabricError> {
+        let result = ObjectId::random();
+        let held = args.iter().map(|a| a.len() as u64).sum();
+        let result_ref =
+            self.core
+                .objects()
+                .create_pending(result, job.id, function.into(), held)?;
+        let args = args.into_iter().map(TaskArg::Value).collect();
+        let spec = TaskSpec {
+            demand: ResourceSet::default()
+                .with_cpus(1.0)
+                .min_cpus(self.core.scheduler().total()),
+            max_retries: 0,
+            ..TaskSpec::new(job.clone(), function.into(), args, result)
+        };
+        task::submit(&self.core, spec)?;
+        result_ref.get(None).await
+    }
+
+    /// Times `samples` instantiations of `app` (new store, instantiate,
+    /// drop), the fixed cost every task pays. For benchmarks and diagnosis.
+    pub async fn measure_instantiate(
+        &self,
+        app: Arc<AppComponent>,
+        samples: usize,
+    ) -> Result<Vec<std::time::Duration>, FabricError> {
+        let job = self
+            .core
+            .prepare_job(
+                JobId::random(),
+                app,
+                Arc::new(crate::logs::MemorySink::default()),
+                &JobOptions::default(),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let start = std::time::Instant::now();
+            let mut store = instance::new_store(&self.core, &job, Role::Driver, None, &[]);
+            instance::instantiate(&mut store, &job, "instantiate").await?;
+            drop(store);
+            out.push(start.elapsed());
+        }
+        Ok(out)
+    }
+
+    /// Sets `tenant`'s quota on this node (a cluster's head sets quotas
+    /// cluster-wide instead, with `fabric tenant`).
+    pub fn set_quota(&self, tenant: &str, quota: crate::quota::Quota) {
+        let cap = quota.resource_cap();
+        self.core.scheduler().set_cap(&tenant.into(), cap);
+        self.core
+            .tenants()
+            .account(tenant)
+            .set_view(crate::tenants::QuotaView {
+                quota,
+                object_bytes_elsewhere: 0,
+            });
+    }
+
+    /// Every tenant's meters on this node (with the compiled components
+    /// kept for it, which the engine tracks).
+    pub fn tenant_usage(&self) -> Vec<crate::tenants::TenantUsage> {
+        let mut usage = self.core.tenants().usage();
+        for u in &mut usage {
+            u.component_bytes = self.core.engine().component_bytes_of(&u.tenant);
+        }
+        usage
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.core;
+        NodeStats {
+            total: c.scheduler().total().clone(),
+            free: c.scheduler().free(),
+            queued_tasks: c.scheduler().queued(),
+            running_tasks: c.tasks().len(),
+            actors: c.actors().iter().filter(|a| a.death().is_none()).count(),
+            objects: c.objects().len(),
+            object_store_used: c.objects().used_bytes(),
+            object_store_capacity: c.objects().capacity_bytes(),
+            memory: self.memory(),
+        }
+    }
+
+    /// The process's resident memory beside what the node accounts for.
+    pub fn memory(&self) -> MemoryReport {
+        let c = &self.core;
+        let instances = c
+            .tenants()
+            .accounts()
+            .iter()
+            .map(|a| a.usage().memory_bytes)
+            .sum();
+        MemoryReport {
+            resident: resident_bytes(),
+            object_store: c.objects().used_bytes() + c.objects().cached_buffer_bytes(),
+            instances,
+            components: c.engine().component_bytes(),
+        }
+    }
+
+    /// The node's object store (for embedding and tests).
+    pub fn objects(&self) -> &ObjectStore {
+        self.core.objects()
+    }
+}

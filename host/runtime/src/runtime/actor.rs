@@ -1,0 +1,462 @@
+//! Actors: one long-lived instance that runs its calls one at a time.
+//!
+//! An actor is a tokio task that owns one store. Calls arrive on its mailbox
+//! in submission order and run strictly in that order; a call whose
+//! arguments are not ready yet holds up the calls behind it, as in Ray. A
+//! method that returns an error fails only that call; a trap or panic
+//! poisons the instance: the call that trapped fails with the trap, and the
+//! actor either restarts in a fresh instance (while it has restarts left,
+//! see [`Restarts`]; queued calls then run on the new instance) or dies,
+//! and every queued and later call fails with `actor-died`. A restart runs
+//! the constructor again, which may read the state the actor last saved
+//! with `save-checkpoint`. Killing an actor stops its task at once and is
+//! never followed by a restart; the [`Mailbox`] guard fails whatever was
+//! still queued.
+//!
+//! A restart after the actor's *node* died is the business of the node
+//! that created the actor: it keeps the spec and the last checkpoint (the
+//! cluster's remote actors, reached through the node's port).
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::error::FabricError;
+use crate::ids::{ActorId, NodeId, ObjectId};
+use crate::object_store::ObjectRef;
+use crate::resources::ResourceSet;
+use crate::runtime::NodeCore;
+use crate::runtime::instance::{self, Role};
+use crate::runtime::job::Job;
+use crate::runtime::task::{Reply, TaskArg, resolve_args};
+
+/// One queued method call.
+#[derive(Clone)]
+pub struct ActorCall {
+    pub method: Arc<str>,
+    pub args: Vec<TaskArg>,
+    pub nested: Vec<ObjectRef>,
+    pub result: ObjectId,
+    pub reply: Reply,
+}
+
+/// What the node knows about a live actor.
+pub struct ActorRecord {
+    pub id: ActorId,
+    pub job: Arc<Job>,
+    pub class: Arc<str>,
+    /// `(namespace, name)` when the actor is named.
+    pub name: Option<(String, String)>,
+    /// Outlives its job.
+    pub detached: bool,
+    /// The node that created it, when another: it keeps what a restart
+    /// after this node's death needs, so it hears of checkpoints.
+    pub owner: Option<NodeId>,
+    /// Restarts so far (this incarnation's and earlier ones') and allowed.
+    restarts: AtomicU32,
+    /// The state the actor last saved.
+    checkpoint: Mutex<Option<Bytes>>,
+    /// Calls queued or running (a draining node waits for them).
+    busy: AtomicUsize,
+    mailbox: mpsc::UnboundedSender<ActorCall>,
+    dead: Mutex<Option<String>>,
+    abort: Mutex<Option<AbortHandle>>,
+}
+
+/// How often an actor is brought back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restarts {
+    /// Restarts allowed after a trap, a panic or its node's death.
+    pub max_restarts: u32,
+    /// Times a call lost with the actor's node is sent again.
+    pub max_task_retries: u32,
+}
+
+/// What creating an actor needs.
+#[derive(Clone)]
+pub struct ActorSpec {
+    pub id: ActorId,
+    pub job: Arc<Job>,
+    pub class: Arc<str>,
+    pub args: Vec<TaskArg>,
+    pub nested: Vec<ObjectRef>,
+    pub demand: ResourceSet,
+    pub name: Option<(String, String)>,
+    pub detached: bool,
+    pub policy: Restarts,
+    /// Restarts before this creation (0 for a new actor).
+    pub restarts: u32,
+    /// The state the actor saved before this creation (a restart).
+    pub checkpoint: Option<Bytes>,
+    /// The node that created the actor, when another.
+    pub owner: Option<NodeId>,
+}
+
+impl ActorSpec {
+    /// A new actor: never restarted, nothing saved, created here.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: ActorId,
+        job: Arc<Job>,
+        class: Arc<str>,
+        args: Vec<TaskArg>,
+        nested: Vec<ObjectRef>,
+        demand: ResourceSet,
+        name: Option<(String, String)>,
+        detached: bool,
+        policy: Restarts,
+    ) -> Self {
+        ActorSpec {
+            id,
+            job,
+            class,
+            args,
+            nested,
+            demand,
+            name,
+            detached,
+            policy,
+            restarts: 0,
+            checkpoint: None,
+            owner: None,
+        }
+    }
+}
+
+impl ActorRecord {
+    /// Why the actor died, if it did.
+    pub(crate) fn death(&self) -> Option<String> {
+        self.dead.lock().unwrap().clone()
+    }
+
+    /// Queues a call; a dead actor fails it at once.
+    pub fn call(&self, core: &Arc<NodeCore>, call: ActorCall) {
+        if let Some(reason) = self.death() {
+            core.complete(call.result, call.reply, Err(FabricError::ActorDied(reason)));
+            return;
+        }
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError(call)) = self.mailbox.send(call) {
+            self.done_one();
+            let reason = self
+                .death()
+                .unwrap_or_else(|| "its mailbox is closed".into());
+            core.complete(call.result, call.reply, Err(FabricError::ActorDied(reason)));
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("actor {}({})", self.class, self.id.short())
+    }
+
+    /// Calls queued or running.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    fn done_one(&self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Saves the actor's state; the creating node, if another, hears of it.
+    pub(crate) fn save_checkpoint(&self, core: &NodeCore, state: Bytes) {
+        *self.checkpoint.lock().unwrap() = Some(state.clone());
+        self.tell_owner(core, Some(state), false);
+    }
+
+    /// The state the actor last saved.
+    pub(crate) fn checkpoint(&self) -> Option<Bytes> {
+        self.checkpoint.lock().unwrap().clone()
+    }
+
+    pub(crate) fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Tells the node that created the actor (if another) what changed.
+    fn tell_owner(&self, core: &NodeCore, checkpoint: Option<Bytes>, dead: bool) {
+        if let Some(owner) = self.owner {
+            core.port()
+                .actor_changed(owner, self.id, self.restarts(), checkpoint, dead);
+        }
+    }
+}
+
+/// Creates an actor on this node (no cluster): claims its name, if any,
+/// in this node's registry, then starts it.
+pub(crate) fn create_local(
+    core: &Arc<NodeCore>,
+    spec: ActorSpec,
+    get_if_exists: bool,
+) -> Result<ActorId, FabricError> {
+    if let Some(key) = &spec.name {
+        match core.named_actors().entry(key.clone()) {
+            dashmap::Entry::Occupied(existing) if get_if_exists => return Ok(*existing.get()),
+            dashmap::Entry::Occupied(_) => {
+                return Err(FabricError::InvalidArgument(format!(
+                    "an actor named `{}` already exists in namespace `{}`",
+                    key.1,
+                    crate::runtime::job::shown_namespace(&key.0)
+                )));
+            }
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(spec.id);
+            }
+        }
+    }
+    let id = spec.id;
+    spawn(core, spec);
+    Ok(id)
+}
+
+/// Starts an actor: registers it and spawns its task.
+pub fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
+    spec.job.account.count_actor();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let record = Arc::new(ActorRecord {
+        id: spec.id,
+        job: spec.job.clone(),
+        class: spec.class.clone(),
+        name: spec.name.clone(),
+        detached: spec.detached,
+        owner: spec.owner,
+        restarts: AtomicU32::new(spec.restarts),
+        checkpoint: Mutex::new(spec.checkpoint.clone()),
+        busy: AtomicUsize::new(0),
+        mailbox: tx,
+        dead: Mutex::new(None),
+        abort: Mutex::new(None),
+    });
+    core.actors().insert(spec.id, record.clone());
+    let mailbox = Mailbox {
+        rx,
+        core: core.clone(),
+        record: record.clone(),
+        current: None,
+    };
+    let handle = core
+        .runtime()
+        .spawn(actor_main(core.clone(), spec, mailbox));
+    *record.abort.lock().unwrap() = Some(handle.abort_handle());
+    if record.death().is_some() {
+        handle.abort();
+    }
+    record
+}
+
+/// Records an actor that could not be created here as dead, so calls to it
+/// fail at once with `reason`.
+pub fn record_dead(core: &NodeCore, id: ActorId, job: Arc<Job>, class: Arc<str>, reason: String) {
+    let (tx, _) = mpsc::unbounded_channel();
+    let record = Arc::new(ActorRecord {
+        id,
+        job,
+        class,
+        name: None,
+        detached: false,
+        owner: None,
+        restarts: AtomicU32::new(0),
+        checkpoint: Mutex::new(None),
+        busy: AtomicUsize::new(0),
+        mailbox: tx,
+        dead: Mutex::new(Some(reason)),
+        abort: Mutex::new(None),
+    });
+    core.actors().insert(id, record);
+}
+
+/// Marks the actor dead, frees its name and stops its task. The record stays
+/// (until its job ends) so later calls fail with the reason it died.
+pub fn kill(core: &NodeCore, record: &ActorRecord, reason: String) {
+    {
+        let mut dead = record.dead.lock().unwrap();
+        if dead.is_none() {
+            *dead = Some(reason);
+        }
+    }
+    release_name(core, record);
+    if let Some(h) = record.abort.lock().unwrap().take() {
+        h.abort();
+    }
+}
+
+fn release_name(core: &NodeCore, record: &ActorRecord) {
+    if let Some(key) = &record.name {
+        core.named_actors().remove_if(key, |_, id| *id == record.id);
+    }
+}
+
+/// The receiving end of an actor's calls. Dropping it (the actor ended or
+/// was killed) fails the call in flight and every queued one.
+pub(crate) struct Mailbox {
+    rx: mpsc::UnboundedReceiver<ActorCall>,
+    core: Arc<NodeCore>,
+    record: Arc<ActorRecord>,
+    current: Option<(ObjectId, Reply)>,
+}
+
+impl Mailbox {
+    fn die(&mut self, reason: String) {
+        tracing::debug!(actor = %self.record.id.short(), class = %self.record.class, %reason, "actor died");
+        let mut dead = self.record.dead.lock().unwrap();
+        if dead.is_none() {
+            *dead = Some(reason);
+        }
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        if self.record.death().is_none() {
+            self.die(format!("{} stopped", self.record.label()));
+        }
+        let reason = self.record.death().unwrap_or_default();
+        release_name(&self.core, &self.record);
+        self.core.port().actor_died(self.record.id, reason.clone());
+        // Dead for good: its creator need not keep what restarts need.
+        self.record.tell_owner(&self.core, None, true);
+        self.rx.close();
+        if let Some((id, reply)) = self.current.take() {
+            self.core
+                .complete(id, reply, Err(FabricError::ActorDied(reason.clone())));
+            self.record.done_one();
+        }
+        while let Ok(call) = self.rx.try_recv() {
+            self.core.complete(
+                call.result,
+                call.reply,
+                Err(FabricError::ActorDied(reason.clone())),
+            );
+            self.record.done_one();
+        }
+    }
+}
+
+/// Waits until every object argument is ready (failed ones included).
+async fn await_args(args: &[TaskArg]) {
+    for r in args.iter().filter_map(TaskArg::object) {
+        let _ = r.get(None).await;
+    }
+}
+
+async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) {
+    let label = mailbox.record.label();
+    let mut lease = Some(core.acquire(spec.demand.clone(), &spec.job.tenant).await);
+    await_args(&spec.args).await;
+    let argv = match resolve_args(&format!("{}.new", spec.class), &spec.args) {
+        Ok(a) => a,
+        Err(e) => {
+            return mailbox.die(format!(
+                "{label} could not start: a constructor argument failed: {e}"
+            ));
+        }
+    };
+    let restartable = spec.policy.max_restarts > 0;
+    // A restart re-runs the constructor with the same arguments: keep their
+    // bytes (not the references) only when there can be one.
+    let kept_argv = restartable.then(|| argv.clone());
+    let mut argv = Some(argv);
+    drop((spec.args, spec.nested));
+    let exports = spec.job.app.exports.clone();
+    loop {
+        let role = Role::Actor {
+            id: spec.id,
+            class: spec.class.clone(),
+        };
+        let lease_now = match lease.take() {
+            Some(l) => l,
+            None => core.acquire(spec.demand.clone(), &spec.job.tenant).await,
+        };
+        let mut store = instance::new_store(&core, &spec.job, role, Some(lease_now), &[]);
+        let what = format!("{}.new", spec.class);
+        let inst = match instance::instantiate(&mut store, &spec.job, &what).await {
+            Ok(i) => i,
+            Err(e) => return mailbox.die(format!("{label} could not start: {e}")),
+        };
+        let ctor_args = match argv.take() {
+            Some(a) => a,
+            None => kept_argv.clone().unwrap_or_default(),
+        };
+        if let Err(e) = instance::call_new(
+            &mut store,
+            &inst,
+            &exports.actor_new,
+            &spec.class,
+            &ctor_args,
+        )
+        .await
+        {
+            return mailbox.die(format!("{label} could not start: {e}"));
+        }
+        drop(ctor_args);
+        let Some(reason) = serve(
+            &core,
+            &spec.class,
+            &mut store,
+            &inst,
+            &exports,
+            &mut mailbox,
+        )
+        .await
+        else {
+            return;
+        };
+        // The instance is poisoned: restart it in a fresh one, or die.
+        let record = &mailbox.record;
+        let done = record.restarts();
+        if done >= spec.policy.max_restarts || record.death().is_some() {
+            let reason = if restartable {
+                format!("{reason} (after {done} restarts)")
+            } else {
+                reason
+            };
+            return mailbox.die(reason);
+        }
+        record.restarts.store(done + 1, Ordering::Relaxed);
+        record.tell_owner(&core, None, false);
+        tracing::warn!(actor = %spec.id.short(), class = %spec.class, restart = done + 1, max = spec.policy.max_restarts, %reason, "restarting the actor");
+    }
+}
+
+/// Runs calls on the instance until the mailbox closes (`None`) or a call
+/// poisons the instance (`Some(why)`).
+async fn serve(
+    core: &Arc<NodeCore>,
+    class: &Arc<str>,
+    store: &mut wasmtime::Store<instance::InstanceState>,
+    inst: &wasmtime::component::Instance,
+    exports: &crate::runtime::component::GuestExports,
+    mailbox: &mut Mailbox,
+) -> Option<String> {
+    let label = mailbox.record.label();
+    while let Some(call) = mailbox.rx.recv().await {
+        mailbox.current = Some((call.result, call.reply));
+        await_args(&call.args).await;
+        let what = format!("{}.{}", class, call.method);
+        let outcome = match resolve_args(&what, &call.args) {
+            Ok(argv) => {
+                instance::call_output(store, inst, &exports.actor_call, &call.method, &argv, &what)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        mailbox.current = None;
+        // A trap, panic or broken limit poisons the instance; an error the
+        // method returned (or an argument that failed) does not.
+        let death = match &outcome {
+            Err(e) if store.data().poisoned => Some(format!("{label} died: {e}")),
+            _ => None,
+        };
+        core.complete(call.result, call.reply, outcome);
+        mailbox.record.done_one();
+        drop((call.args, call.nested));
+        if death.is_some() {
+            return death;
+        }
+    }
+    None
+}

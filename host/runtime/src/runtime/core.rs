@@ -1,0 +1,300 @@
+//! The state of a node's runtime, and what every part of it asks of it.
+//!
+//! A [`NodeCore`] owns the node's engine, object store, scheduler, task
+//! table, actors, jobs and tenant books; its fields are private, so each is
+//! reached through the method that says what it is for. Work that leaves
+//! the node goes through its cluster port: [`port::Alone`] until the node
+//! joins a cluster, the cluster's port after.
+//!
+//! ```no_run
+//! use fabric_runtime::{Node, NodeConfig};
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::start(NodeConfig::default())?;
+//! assert!(!node.core().in_cluster());
+//! # Ok(()) }
+//! ```
+
+use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
+
+use crate::config::ResolvedConfig;
+use crate::error::FabricError;
+use crate::ids::{ActorId, IdMap, JobId, NodeId, ObjectId};
+use crate::object_store::{ObjectRef, ObjectStore};
+use crate::resources::ResourceSet;
+use crate::scheduler::{Lease, Scheduler};
+use crate::tenants::{TenantAccount, TenantLedger};
+
+use super::actor::{self, ActorRecord};
+use super::component::AppComponent;
+use super::engine::FabricEngine;
+use super::instance::CallResult;
+use super::job::{self, Job};
+use super::port::{Alone, ClusterPort};
+use super::task::Reply;
+use super::task_table::TaskTable;
+
+/// A node's runtime.
+pub struct NodeCore {
+    id: NodeId,
+    engine: FabricEngine,
+    objects: ObjectStore,
+    scheduler: Scheduler,
+    tasks: TaskTable,
+    actors: IdMap<ActorId, Arc<ActorRecord>>,
+    /// `(namespace, name)` to actor.
+    named_actors: DashMap<(String, String), ActorId>,
+    jobs: IdMap<JobId, Arc<Job>>,
+    /// Per-tenant books: the tenant of every job seen, usage and quotas.
+    tenants: Arc<TenantLedger>,
+    runtime: tokio::runtime::Handle,
+    config: ResolvedConfig,
+    /// The cluster's port, once the node joins one.
+    port: OnceLock<Arc<dyn ClusterPort>>,
+    alone: Alone,
+}
+
+impl NodeCore {
+    /// A node's runtime, alone until it joins a cluster.
+    pub(crate) fn new(
+        config: ResolvedConfig,
+        engine: FabricEngine,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        let tenants = Arc::new(TenantLedger::default());
+        Arc::new_cyclic(|me| NodeCore {
+            id: NodeId::random(),
+            engine,
+            objects: ObjectStore::with_ledger(
+                config.object_store_memory,
+                tenants.clone(),
+                config.spill.clone(),
+            ),
+            scheduler: Scheduler::new(config.total.clone(), config.num_gpus),
+            tasks: TaskTable::default(),
+            actors: IdMap::default(),
+            named_actors: DashMap::new(),
+            jobs: IdMap::default(),
+            tenants,
+            runtime,
+            config,
+            port: OnceLock::new(),
+            alone: Alone(me.clone()),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn engine(&self) -> &FabricEngine {
+        &self.engine
+    }
+
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// The tasks this node has not finished.
+    pub fn tasks(&self) -> &TaskTable {
+        &self.tasks
+    }
+
+    /// Actors hosted here, live or dead (until their job ends).
+    pub fn actors(&self) -> &IdMap<ActorId, Arc<ActorRecord>> {
+        &self.actors
+    }
+
+    /// Named actors registered on this node.
+    pub fn named_actors(&self) -> &DashMap<(String, String), ActorId> {
+        &self.named_actors
+    }
+
+    /// Jobs that run (or have work) here.
+    pub fn jobs(&self) -> &IdMap<JobId, Arc<Job>> {
+        &self.jobs
+    }
+
+    pub fn tenants(&self) -> &Arc<TenantLedger> {
+        &self.tenants
+    }
+
+    /// The async runtime the node's work runs on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    pub fn config(&self) -> &ResolvedConfig {
+        &self.config
+    }
+
+    /// Where work that leaves this node goes.
+    pub fn port(&self) -> &dyn ClusterPort {
+        match self.port.get() {
+            Some(p) => &**p,
+            None => &self.alone,
+        }
+    }
+
+    /// Plugs in the port of the cluster this node joins (once).
+    pub fn join_cluster(&self, port: Arc<dyn ClusterPort>) -> Result<(), FabricError> {
+        self.port.set(port).map_err(|_| {
+            FabricError::InvalidArgument("this node already belongs to a cluster".into())
+        })
+    }
+
+    /// Whether the node belongs to a cluster.
+    pub fn in_cluster(&self) -> bool {
+        self.port.get().is_some()
+    }
+
+    /// Fails fast when no node (this one, or any in the cluster) could ever
+    /// satisfy `demand`, or when it is more than the tenant may ever hold.
+    pub(crate) fn check_feasible(
+        &self,
+        demand: &ResourceSet,
+        account: &TenantAccount,
+    ) -> Result<(), FabricError> {
+        let quota = account.quota();
+        if let Some(which) = quota.resource_cap().never_admits(demand) {
+            let (value, unit) = match which.as_str() {
+                "cpus" => (quota.cpus.unwrap_or_default() as u64, "CPUs"),
+                "gpus" => (quota.gpus.unwrap_or_default() as u64, "GPUs"),
+                _ => (quota.memory.unwrap_or_default(), "bytes of memory"),
+            };
+            return Err(FabricError::limit(
+                &format!("{which}-quota"),
+                value,
+                format!(
+                    "{{{demand}}} is more than tenant `{}` may ever hold ({value} {unit})",
+                    account.name
+                ),
+            ));
+        }
+        self.port().check_feasible(demand)
+    }
+
+    /// A job started on this node (its driver runs here).
+    pub(crate) async fn prepare_job(
+        &self,
+        id: JobId,
+        app: Arc<AppComponent>,
+        logs: Arc<dyn crate::logs::LogSink>,
+        options: &crate::node::JobOptions,
+    ) -> Result<Arc<Job>, FabricError> {
+        let tenant: Arc<str> = options
+            .tenant
+            .as_deref()
+            .unwrap_or(job::LOCAL_TENANT)
+            .into();
+        Job::prepare(
+            self,
+            job::JobSpec {
+                id,
+                app,
+                logs,
+                namespace: format!("job-{id}"),
+                tenant,
+                driver: self.id,
+                manifest_text: options.manifest.clone(),
+            },
+        )
+        .await
+    }
+
+    /// Whether the object behind `r` belongs to the tenant of `job`. An
+    /// object of a job this node never ran is treated as another tenant's.
+    pub(crate) fn owned_by(&self, r: &ObjectRef, job: &Job) -> bool {
+        // The common case, an object of the asking job, needs no lookup.
+        r.job() == job.id
+            || self
+                .tenants
+                .of_job(r.job())
+                .is_some_and(|a| a.name == job.tenant)
+    }
+
+    /// Delivers the outcome of a task or actor call: into the local store,
+    /// or back to the node that owns the result.
+    pub fn complete(&self, result: ObjectId, reply: Reply, outcome: CallResult) {
+        match reply {
+            Reply::Remote { owner, job } => self.port().send_result(owner, job, result, outcome),
+            Reply::Local => match outcome {
+                Ok((value, nested)) => self.objects.fulfill(result, Ok(value), nested),
+                Err(e) => self.objects.fulfill(result, Err(e), Vec::new()),
+            },
+        }
+    }
+
+    /// A lease for `demand`, waiting in the scheduler's queue if needed.
+    pub(crate) async fn acquire(
+        &self,
+        demand: ResourceSet,
+        tenant: &crate::scheduler::Tenant,
+    ) -> Lease {
+        if let Some(lease) = self.scheduler.try_acquire(&demand, tenant) {
+            return lease;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.scheduler.submit(
+            demand,
+            tenant,
+            Box::new(move |lease| {
+                // A dropped receiver (the waiter was stopped) gives the lease back.
+                let _ = tx.send(lease);
+            }),
+            None,
+        );
+        rx.await
+            .expect("the scheduler keeps queued work until it starts it")
+    }
+
+    /// Stops what a finished job left behind: its actors and its tasks.
+    pub fn finish_job(&self, job: &Job) {
+        job.mark_finished();
+        self.tenants.job_finished(job.id);
+        self.port().job_ended_here(job.id);
+        let actors: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|a| a.job.id == job.id && !a.detached)
+            .map(|a| *a.key())
+            .collect();
+        for id in actors {
+            if let Some((_, rec)) = self.actors.remove(&id) {
+                actor::kill(
+                    self,
+                    &rec,
+                    format!("actor {}({}) stopped: its job ended", rec.class, id.short()),
+                );
+            }
+        }
+        for (result, control) in self.tasks.of_job(job.id) {
+            control.cancel();
+            if self.tasks.remove(result).is_some() {
+                self.objects
+                    .fulfill(result, Err(FabricError::Cancelled), Vec::new());
+            }
+        }
+    }
+
+    /// A job whose driver ran here ended: its work stops here and on every
+    /// other node, and it leaves the job table.
+    pub(crate) fn end_driven_job(&self, job: &Job) {
+        self.finish_job(job);
+        self.jobs.remove(&job.id);
+        self.port().driver_returned(job.id);
+    }
+
+    /// Gives back the memory finished work left (see `Node`'s upkeep).
+    pub(crate) fn give_back(&self) {
+        self.objects.give_back(std::time::Duration::from_secs(1));
+        self.tasks.give_back(self.scheduler.queued());
+        crate::ids::shrink_if_sparse(&self.actors);
+        crate::allocator::trim(false);
+    }
+}

@@ -1,0 +1,422 @@
+//! The wasmtime engine every instance on a node shares.
+//!
+//! One [`Engine`] per node, configured once: the pooling instance allocator
+//! (instances come from pre-reserved slots, so creating a store and
+//! instantiating costs tens of microseconds), async support (a guest blocked
+//! in `get` parks its fiber, not a thread), and epoch interruption (a ticker
+//! thread advances the epoch every [`EPOCH_TICK`]; running guests yield to
+//! the scheduler at each tick, so a busy guest cannot monopolise a thread).
+//!
+//! The engine also owns the linker (the host functions every instance
+//! imports) and the compiled components (see [`super::component_cache`]),
+//! so nodes that share an engine (an in-process test cluster) compile each
+//! component once.
+//!
+//! ```no_run
+//! use fabric_runtime::runtime::engine::{EngineSettings, FabricEngine};
+//! let engine = FabricEngine::new(&EngineSettings::default()).unwrap();
+//! let _ = engine.engine();
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::error::{LoadError, NodeError};
+use crate::runtime::component::{self, AppComponent};
+use crate::runtime::component_cache::ComponentCache;
+use crate::runtime::instance::InstanceState;
+
+/// How often the epoch advances: the time slice of a running guest.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Elements of one table in the instance pool: the most any job's
+/// `table-elements` limit may allow (the limit names the breach first).
+pub const MAX_TABLE_ELEMENTS: usize = 20_000;
+
+/// Bytes of a freed instance's linear memory reset in place (and kept
+/// resident for the next instance in its slot) rather than returned to the
+/// kernel. A small task dirties about 16 KiB, so reusing its slot costs a
+/// memset, not an madvise and page faults; whatever a task dirties beyond
+/// this goes back to the kernel as soon as the task ends. Every slot an
+/// instance ever used keeps up to this much, so it is kept small (see
+/// benches/README.md for the measurements behind these values).
+const KEEP_RESIDENT_MEMORY: usize = 64 << 10;
+/// Likewise for tables (a small task dirties about 8 KiB of them).
+const KEEP_RESIDENT_TABLE: usize = 16 << 10;
+// Async stacks are not zeroed on reuse (zeroing cost 10-20% of a small
+// task's time, measured): a stack slot keeps the pages its deepest call
+// touched.
+/// Decommits are not batched: a batch holds the memory of every instance
+/// in it until it fills (sixteen tasks that each read a 100 MB object once
+/// held 3.3 GB).
+const DECOMMIT_BATCH: usize = 1;
+
+/// Sizing of the engine's instance pool.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Live instances at once (tasks running, actors alive, drivers).
+    pub max_instances: u32,
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub max_instance_memory: u64,
+    /// Native stack for a running guest (its wasm stack lives inside it).
+    pub async_stack_size: usize,
+    /// Wasm stack a guest may use before it traps with a stack overflow.
+    pub max_wasm_stack: usize,
+    /// Meter CPU with fuel (deterministic, about 10-20% slower) instead of
+    /// epoch ticks alone. Jobs then get the `fuel` limit.
+    pub fuel_metering: bool,
+    /// Compile components in a bounded child process (see
+    /// [`super::compile`]); `None` compiles in this process, for trusted
+    /// code only.
+    pub compile: Option<super::compile::CompileSandbox>,
+    /// What compiled components the node keeps, and how many compiles run
+    /// at once.
+    pub components: super::component_cache::ComponentBounds,
+}
+
+impl EngineSettings {
+    /// The settings that shape compiled code, as one command-line value.
+    pub(crate) fn to_arg(&self) -> String {
+        format!(
+            "max-instances={},max-instance-memory={},async-stack-size={},max-wasm-stack={},fuel={}",
+            self.max_instances,
+            self.max_instance_memory,
+            self.async_stack_size,
+            self.max_wasm_stack,
+            u8::from(self.fuel_metering)
+        )
+    }
+
+    pub(crate) fn from_arg(arg: &str) -> Result<Self, String> {
+        let mut s = EngineSettings::default();
+        for part in arg.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("bad setting `{part}`"))?;
+            let n: u64 = v.parse().map_err(|_| format!("bad value in `{part}`"))?;
+            match k {
+                "max-instances" => s.max_instances = n as u32,
+                "max-instance-memory" => s.max_instance_memory = n,
+                "async-stack-size" => s.async_stack_size = n as usize,
+                "max-wasm-stack" => s.max_wasm_stack = n as usize,
+                "fuel" => s.fuel_metering = n != 0,
+                _ => return Err(format!("unknown setting `{k}`")),
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            // Fits the kernel's default vm.max_map_count (65,530) at about six
+            // mappings per live instance.
+            max_instances: 10_000,
+            max_instance_memory: 4 << 30,
+            async_stack_size: 2 << 20,
+            max_wasm_stack: 1 << 20,
+            fuel_metering: false,
+            compile: None,
+            components: Default::default(),
+        }
+    }
+}
+
+/// A shared engine, its linker and component cache, and the ticker that
+/// drives its epochs. Cheap to clone.
+#[derive(Clone)]
+pub struct FabricEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    settings: EngineSettings,
+    /// Compiled components by content digest.
+    components: ComponentCache,
+    compiles: CompileCounts,
+    _ticker: EpochTicker,
+}
+
+impl FabricEngine {
+    pub fn new(settings: &EngineSettings) -> Result<Self, NodeError> {
+        if settings.max_instances == 0 {
+            return Err(NodeError::Config("max_instances must be at least 1".into()));
+        }
+        let settings = &fit_to_mapping_limit(settings);
+        let config = engine_config(settings);
+        let engine = Engine::new(&config).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        crate::host_api::add_to_linker(&mut linker)
+            .map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(engine.clone())
+            .map_err(|e| NodeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(FabricEngine {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                settings: settings.clone(),
+                components: ComponentCache::new(settings.components.clone()),
+                compiles: Default::default(),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    /// The compiled component with this digest, if this engine has it.
+    pub fn cached(&self, digest: &str) -> Option<Arc<AppComponent>> {
+        self.inner.components.get(digest)
+    }
+
+    /// Bytes of compiled components kept for `tenant` beyond their use.
+    pub fn component_bytes_of(&self, tenant: &str) -> u64 {
+        self.inner.components.bytes_of(tenant)
+    }
+
+    /// Bytes of compiled components kept beyond their use, all tenants.
+    pub fn component_bytes(&self) -> u64 {
+        self.inner.components.kept_bytes()
+    }
+
+    /// [`FabricEngine::load_for`] the node's local tenant.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Arc<AppComponent>, LoadError> {
+        self.load_for(bytes, crate::runtime::job::LOCAL_TENANT)
+            .await
+    }
+
+    /// Compiles `bytes` as an application for `tenant` (who is charged for
+    /// keeping it), or returns the compile of the same component. Custom
+    /// sections are dropped first (see [`super::strip`]); compiling waits
+    /// for a slot of the node and of the tenant, and runs off the async
+    /// threads.
+    pub async fn load_for(
+        &self,
+        bytes: &[u8],
+        tenant: &str,
+    ) -> Result<Arc<AppComponent>, LoadError> {
+        component::check_header(bytes)?;
+        let owned = bytes.to_vec();
+        let stripped =
+            tokio::task::spawn_blocking(move || super::strip::strip_custom_sections(&owned))
+                .await
+                .map_err(|e| LoadError::Compile(e.to_string()))?
+                .map_err(LoadError::Invalid)?;
+        let digest = component::digest(&stripped);
+        if let Some(app) = self.inner.components.get(&digest) {
+            return Ok(app);
+        }
+        let _slot = self.inner.components.compile_slot(tenant).await;
+        // Compiled by another load while this one waited?
+        if let Some(app) = self.inner.components.get(&digest) {
+            return Ok(app);
+        }
+        let _running = self.inner.compiles.start();
+        let artifact = match &self.inner.settings.compile {
+            Some(sandbox) => Some(
+                super::compile::compile_in_child(sandbox, &self.inner.settings, &stripped).await?,
+            ),
+            None => None,
+        };
+        let inner = self.inner.clone();
+        let app = tokio::task::spawn_blocking(move || match artifact {
+            Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &stripped, &a),
+            None => component::load(&inner.engine, &inner.linker, &stripped),
+        })
+        .await
+        .map_err(|e| LoadError::Compile(e.to_string()))??;
+        self.inner.components.keep(&app, tenant);
+        Ok(app)
+    }
+
+    /// Compiles so far, and how many ran at once.
+    pub fn compile_stats(&self) -> CompileStats {
+        self.inner.compiles.stats()
+    }
+}
+
+/// What the engine compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompileStats {
+    /// Compiles started (each component once, unless it was dropped from
+    /// the cache and loaded again).
+    pub started: u64,
+    /// Compiles running now.
+    pub running: u64,
+    /// The most that ran at once.
+    pub most_at_once: u64,
+}
+
+#[derive(Default)]
+struct CompileCounts {
+    started: AtomicU64,
+    running: AtomicU64,
+    most_at_once: AtomicU64,
+}
+
+impl CompileCounts {
+    /// Counts a compile until the guard drops.
+    fn start(&self) -> impl Drop + '_ {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
+        self.most_at_once.fetch_max(now, Ordering::AcqRel);
+        struct Running<'a>(&'a AtomicU64);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        Running(&self.running)
+    }
+
+    fn stats(&self) -> CompileStats {
+        CompileStats {
+            started: self.started.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+            most_at_once: self.most_at_once.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Memory mappings a live instance adds (its memory, table and stack slots
+/// split the pool's reservations; measured: 182,249 for 30,000 actors).
+const MAPPINGS_PER_INSTANCE: u64 = 6;
+/// Mappings left for everything else in the process.
+const OTHER_MAPPINGS: u64 = 5_000;
+
+/// `settings` with no more instances than the kernel's limit on memory
+/// mappings allows. Past that limit every allocation in the process fails
+/// and it aborts; a full pool instead refuses the next instance with a
+/// typed error.
+fn fit_to_mapping_limit(settings: &EngineSettings) -> EngineSettings {
+    let mut fitted = settings.clone();
+    let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return fitted;
+    };
+    let room = (limit.saturating_sub(OTHER_MAPPINGS) / MAPPINGS_PER_INSTANCE).max(1);
+    if u64::from(settings.max_instances) > room {
+        tracing::warn!(
+            configured = settings.max_instances,
+            allowed = room,
+            "vm.max_map_count ({limit}) allows about {room} live instances; raise it with \
+             `sysctl -w vm.max_map_count={}` to host {} instances",
+            (u64::from(settings.max_instances) * MAPPINGS_PER_INSTANCE + OTHER_MAPPINGS)
+                .next_power_of_two(),
+            settings.max_instances
+        );
+        fitted.max_instances = room as u32;
+    }
+    fitted
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// The wasmtime configuration of a node's engine (and of the compiler
+/// process that compiles for it: the two must match).
+pub(crate) fn engine_config(settings: &EngineSettings) -> Config {
+    let n = settings.max_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        // A Rust component has a handful of core instances (its module and
+        // the shims that adapt imports); leave room for bigger ones.
+        .max_core_instances_per_component(32)
+        .total_core_instances(n.saturating_mul(4))
+        .max_memories_per_component(4)
+        .total_memories(n.saturating_add(64))
+        .max_tables_per_component(8)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .total_tables(n.saturating_mul(3))
+        .total_stacks(n)
+        .max_memory_size(settings.max_instance_memory as usize)
+        // Reusing a slot must not cost an madvise and a TLB shootdown per
+        // task: reset the pages a guest dirtied with memset instead (found
+        // with PAGEMAP_SCAN where the kernel has it) and keep them mapped.
+        .pagemap_scan(Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+        .table_keep_resident(KEEP_RESIDENT_TABLE)
+        .decommit_batch_size(DECOMMIT_BATCH);
+
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .async_stack_size(settings.async_stack_size)
+        .max_wasm_stack(settings.max_wasm_stack)
+        .consume_fuel(settings.fuel_metering)
+        .parallel_compilation(true);
+    // Each pool slot reserves address space for the largest memory (4 GiB
+    // by default, which lets compiled code skip bounds checks). A dense
+    // node (100,000 instances) cannot reserve that much: with a smaller
+    // maximum, reserve only that, at the cost of explicit bounds checks.
+    if settings.max_instance_memory < 4 << 30 {
+        config.memory_reservation(settings.max_instance_memory);
+    }
+    config
+}
+
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // The thread holds only a weak engine reference in effect: it stops
+        // when the ticker (owned by the engine's inner state) drops.
+        std::thread::Builder::new()
+            .name("fabric-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_larger_than_the_mapping_limit_allows_is_cut_to_fit() {
+        let huge = EngineSettings {
+            max_instances: u32::MAX,
+            ..EngineSettings::default()
+        };
+        let fitted = fit_to_mapping_limit(&huge);
+        if let Ok(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count") {
+            let limit: u64 = limit.trim().parse().unwrap();
+            assert!(u64::from(fitted.max_instances) * MAPPINGS_PER_INSTANCE <= limit);
+            assert!(fitted.max_instances >= 1);
+        }
+        let small = EngineSettings {
+            max_instances: 10,
+            ..EngineSettings::default()
+        };
+        assert_eq!(fit_to_mapping_limit(&small).max_instances, 10);
+    }
+}

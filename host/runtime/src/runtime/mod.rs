@@ -1,0 +1,23 @@
+//! The node's runtime: instances, tasks, actors and jobs on this node.
+//!
+//! [`NodeCore`] (in [`core`]) is shared, behind an `Arc`, by every
+//! instance's store data, so a host call reaches the object store, the
+//! scheduler, the task table and the engine without locks on the way. Work
+//! that involves other nodes goes through the node's [`port::ClusterPort`].
+//! The public face of all this is [`crate::node::Node`].
+
+pub mod actor;
+pub mod compile;
+pub mod component;
+pub mod component_cache;
+pub mod core;
+pub mod engine;
+pub mod instance;
+pub mod job;
+mod limiter;
+pub mod port;
+pub mod strip;
+pub mod task;
+pub mod task_table;
+
+pub use self::core::NodeCore;

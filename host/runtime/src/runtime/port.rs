@@ -1,0 +1,193 @@
+//! The runtime's one way out to the rest of a cluster.
+//!
+//! The runtime runs tasks and actors on this node and knows nothing of other
+//! nodes. Whatever involves them (placing a task elsewhere, sending a result
+//! to the node that owns it, creating or calling an actor that lives
+//! elsewhere, telling other nodes a job ended) goes through a
+//! [`ClusterPort`]. A lone node plugs in [`Alone`], which keeps everything
+//! here; a node that joins a cluster plugs in the cluster's port (in the
+//! `wasmfabric-host` crate), once. The port grows with the features that
+//! need other nodes (generators, placement groups, HTTP ingress).
+//!
+//! ```
+//! use fabric_runtime::runtime::port::ClusterPort;
+//! fn assert_object_safe(_: &dyn ClusterPort) {}
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+
+use crate::error::FabricError;
+use crate::ids::{ActorId, JobId, NodeId, ObjectId};
+use crate::placement::{Candidate, Placement, Strategy};
+use crate::resources::ResourceSet;
+use crate::runtime::NodeCore;
+use crate::runtime::actor::{self, ActorCall, ActorSpec};
+use crate::runtime::instance::CallResult;
+use crate::runtime::task::TaskSpec;
+use crate::runtime::task_table::TaskControl;
+
+/// What a port's asynchronous calls return.
+pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FabricError>> + Send + 'a>>;
+
+/// What the runtime asks of the cluster its node belongs to.
+pub trait ClusterPort: Send + Sync {
+    /// Whether some node could ever give `demand`.
+    fn check_feasible(&self, demand: &ResourceSet) -> Result<(), FabricError>;
+
+    /// Where a task whose arguments are computed should run.
+    fn place_task(&self, spec: &TaskSpec) -> Placement;
+
+    /// Runs a task on `node`; its outcome comes back to this node's runtime
+    /// (to [`crate::runtime::task::finish`]).
+    fn forward_task(&self, node: NodeId, spec: TaskSpec, control: Arc<TaskControl>);
+
+    /// Stops a task this node forwarded (cancelled, or its job ended).
+    fn cancel_forwarded(&self, result: ObjectId);
+
+    /// Delivers the outcome of work that ran here to `owner`, the node that
+    /// holds its result object.
+    fn send_result(&self, owner: NodeId, job: JobId, result: ObjectId, outcome: CallResult);
+
+    /// Creates an actor, here or on another node.
+    fn create_actor(
+        &self,
+        spec: ActorSpec,
+        strategy: Strategy,
+        get_if_exists: bool,
+    ) -> PortFuture<'_, ActorId>;
+
+    /// Queues `call` on an actor that does not live here.
+    fn call_actor<'a>(
+        &'a self,
+        actor: ActorId,
+        tenant: &'a str,
+        call: ActorCall,
+    ) -> PortFuture<'a, ()>;
+
+    /// Kills an actor that does not live here.
+    fn kill_actor<'a>(&'a self, actor: ActorId, tenant: &'a str) -> PortFuture<'a, ()>;
+
+    /// Finds a named actor that is not registered here.
+    fn lookup_actor<'a>(&'a self, namespace: &'a str, name: &'a str) -> PortFuture<'a, ActorId>;
+
+    /// An actor living here for `owner` (the node that created it) saved a
+    /// checkpoint, restarted, or died for good.
+    fn actor_changed(
+        &self,
+        owner: NodeId,
+        actor: ActorId,
+        restarts: u32,
+        checkpoint: Option<Bytes>,
+        dead: bool,
+    );
+
+    /// An actor living here died.
+    fn actor_died(&self, actor: ActorId, reason: String);
+
+    /// A job ended on this node: work it sent elsewhere is no longer
+    /// awaited, and its late work is refused.
+    fn job_ended_here(&self, job: JobId);
+
+    /// The driver of `job`, which ran here, returned: every node stops the
+    /// job's work.
+    fn driver_returned(&self, job: JobId);
+}
+
+/// The port of a node in no cluster: everything runs here.
+pub struct Alone(pub(crate) Weak<NodeCore>);
+
+fn node_stopping() -> FabricError {
+    FabricError::Cancelled
+}
+
+impl ClusterPort for Alone {
+    fn check_feasible(&self, demand: &ResourceSet) -> Result<(), FabricError> {
+        match self.0.upgrade() {
+            Some(core) => core.scheduler().check_feasible(demand),
+            None => Err(node_stopping()),
+        }
+    }
+
+    fn place_task(&self, spec: &TaskSpec) -> Placement {
+        let Some(core) = self.0.upgrade() else {
+            return Placement::Infeasible(node_stopping());
+        };
+        // Alone, a node runs everything itself, unless it is pinned elsewhere.
+        if !spec.strategy.is_hard_affinity() {
+            return Placement::Local;
+        }
+        let total = core.scheduler().total().clone();
+        let me = [Candidate::new(core.id(), &total, total.clone(), true)];
+        crate::placement::place(&spec.demand, &spec.strategy, &me, &[], &Default::default())
+    }
+
+    fn forward_task(&self, node: NodeId, spec: TaskSpec, control: Arc<TaskControl>) {
+        // Unreachable: a lone node places nothing elsewhere. Fail it, do
+        // not lose it.
+        if let Some(core) = self.0.upgrade() {
+            let e = FabricError::ResourcesInfeasible(format!(
+                "node {} is not in this node's cluster (it is in none)",
+                node.short()
+            ));
+            crate::runtime::task::finish(&core, spec, &control, Err(e));
+        }
+    }
+
+    fn cancel_forwarded(&self, _result: ObjectId) {}
+
+    fn send_result(&self, _owner: NodeId, _job: JobId, result: ObjectId, outcome: CallResult) {
+        // Unreachable: without a cluster every result is owned here.
+        if let Some(core) = self.0.upgrade() {
+            core.complete(result, crate::runtime::task::Reply::Local, outcome);
+        }
+    }
+
+    fn create_actor(
+        &self,
+        spec: ActorSpec,
+        _strategy: Strategy,
+        get_if_exists: bool,
+    ) -> PortFuture<'_, ActorId> {
+        let created = match self.0.upgrade() {
+            Some(core) => actor::create_local(&core, spec, get_if_exists),
+            None => Err(node_stopping()),
+        };
+        Box::pin(std::future::ready(created))
+    }
+
+    fn call_actor<'a>(
+        &'a self,
+        actor: ActorId,
+        _tenant: &'a str,
+        _call: ActorCall,
+    ) -> PortFuture<'a, ()> {
+        Box::pin(std::future::ready(Err(FabricError::NotFound(format!(
+            "actor {actor}"
+        )))))
+    }
+
+    fn kill_actor<'a>(&'a self, actor: ActorId, _tenant: &'a str) -> PortFuture<'a, ()> {
+        Box::pin(std::future::ready(Err(FabricError::NotFound(format!(
+            "actor {actor}"
+        )))))
+    }
+
+    fn lookup_actor<'a>(&'a self, namespace: &'a str, name: &'a str) -> PortFuture<'a, ActorId> {
+        let shown = crate::runtime::job::shown_namespace(namespace);
+        Box::pin(std::future::ready(Err(FabricError::NotFound(format!(
+            "no actor named `{name}` in namespace `{shown}`"
+        )))))
+    }
+
+    fn actor_changed(&self, _: NodeId, _: ActorId, _: u32, _: Option<Bytes>, _: bool) {}
+
+    fn actor_died(&self, _actor: ActorId, _reason: String) {}
+
+    fn job_ended_here(&self, _job: JobId) {}
+
+    fn driver_returned(&self, _job: JobId) {}
+}

@@ -1,0 +1,319 @@
+//! Tasks: submission, dependency tracking, placement, and running one
+//! invocation.
+//!
+//! A submitted task waits, without a thread or a future of its own, until no
+//! argument of it is still being computed here (an [`ArgWaiter`] listens on
+//! them). Then it is placed: here, or (in a cluster) on another node, which
+//! gets it as a forwarded task. A task that runs here waits until its
+//! arguments' values are here too (fetching the ones that live elsewhere),
+//! queues in the scheduler for its resources, and runs in a fresh instance
+//! on the async runtime. Its result goes to the object store under the id
+//! the caller already holds, or back to the owning node. A task is registered
+//! by that id until it finishes, so it can be cancelled, or stopped when its
+//! job ends; while it waits in the local queue it can be taken back out and
+//! sent to a node with room (see [`steal`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::error::FabricError;
+use crate::ids::{JobId, NodeId, ObjectId, TaskId};
+use crate::object_store::{ObjectRef, ReadyListener};
+use crate::placement::{Placement, Strategy};
+use crate::resources::ResourceSet;
+use crate::runtime::NodeCore;
+use crate::runtime::instance::{self, CallResult, Role};
+use crate::runtime::job::Job;
+use crate::runtime::task_table::TaskControl;
+use crate::scheduler::{Cancellable, Lease};
+
+/// An argument as the host holds it.
+#[derive(Clone)]
+pub enum TaskArg {
+    Value(Bytes),
+    Object(ObjectRef),
+}
+
+impl TaskArg {
+    /// The argument's bytes; an object argument must be here.
+    pub(crate) fn resolve(&self) -> Result<Bytes, FabricError> {
+        match self {
+            TaskArg::Value(b) => Ok(b.clone()),
+            TaskArg::Object(r) => r.try_get().unwrap_or_else(|| {
+                Err(FabricError::ObjectLost(format!(
+                    "argument {} is not here",
+                    r.id()
+                )))
+            }),
+        }
+    }
+
+    pub fn object(&self) -> Option<&ObjectRef> {
+        match self {
+            TaskArg::Object(r) => Some(r),
+            TaskArg::Value(_) => None,
+        }
+    }
+}
+
+/// Resolves all arguments of `function`, failing with the first failed one
+/// (as [`FabricError::for_dependent`] says).
+pub(crate) fn resolve_args(function: &str, args: &[TaskArg]) -> Result<Vec<Bytes>, FabricError> {
+    args.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.resolve().map_err(|e| match a {
+                TaskArg::Object(r) if r.is_ready() => e.for_dependent(function, i, r.producer()),
+                _ => e,
+            })
+        })
+        .collect()
+}
+
+/// The error of the first argument of `function` that failed here, if any:
+/// such a task cannot run.
+fn failed_argument(function: &str, args: &[TaskArg]) -> Option<FabricError> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        let r = a.object()?;
+        Some(r.failure()?.for_dependent(function, i, r.producer()))
+    })
+}
+
+/// Where a finished call's result goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Into this node's object store.
+    Local,
+    /// Back to the node that owns the result object (for this job).
+    Remote { owner: NodeId, job: JobId },
+}
+
+/// Retries after a system failure when the caller does not say (Ray's default).
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+/// A task ready to submit.
+#[derive(Clone)]
+pub struct TaskSpec {
+    pub id: TaskId,
+    pub job: Arc<Job>,
+    pub function: Arc<str>,
+    pub args: Vec<TaskArg>,
+    /// References inside value arguments: kept alive until the task ends.
+    pub nested: Vec<ObjectRef>,
+    pub demand: ResourceSet,
+    pub strategy: Strategy,
+    pub result: ObjectId,
+    pub max_retries: u32,
+    pub retry_exceptions: bool,
+    /// Attempts made so far.
+    pub attempt: u32,
+    pub reply: Reply,
+}
+
+impl TaskSpec {
+    /// A task of `job` running `function` on `args`, whose result goes into
+    /// the object `result` here: a fresh id, one CPU, placed anywhere,
+    /// retried [`DEFAULT_MAX_RETRIES`] times after a system failure. The
+    /// other fields are set by struct update where a caller differs.
+    pub fn new(job: Arc<Job>, function: Arc<str>, args: Vec<TaskArg>, result: ObjectId) -> Self {
+        TaskSpec {
+            id: TaskId::random(),
+            job,
+            function,
+            args,
+            nested: Vec::new(),
+            demand: ResourceSet::default().with_cpus(1.0),
+            strategy: Strategy::Default,
+            result,
+            max_retries: DEFAULT_MAX_RETRIES,
+            retry_exceptions: false,
+            attempt: 0,
+            reply: Reply::Local,
+        }
+    }
+
+    /// Whether the task may run on another node than this one: not when it
+    /// was forwarded here, nor when it is pinned to this node.
+    fn may_move(&self) -> bool {
+        self.reply == Reply::Local && !self.strategy.is_hard_affinity()
+    }
+}
+
+/// Submits a new task whose result object already exists; refused when its
+/// job has its limit of tasks pending.
+pub fn submit(core: &Arc<NodeCore>, spec: TaskSpec) -> Result<(), FabricError> {
+    let control = core.tasks().add(&spec)?;
+    let core = core.clone();
+    // Placement needs to know where the arguments are, not to have them.
+    wait_for_args(Want::Settled, spec, move |spec| place(core, spec, control));
+    Ok(())
+}
+
+/// Places a task whose arguments are all computed.
+fn place(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
+    if let Some(e) = failed_argument(&spec.function, &spec.args) {
+        // It cannot run, here or anywhere: no retry either.
+        return deliver(&core, spec, Err(e));
+    }
+    match core.port().place_task(&spec) {
+        Placement::Local => run_here(core, spec, control),
+        Placement::Remote(node) => core.port().forward_task(node, spec, control),
+        Placement::Infeasible(e) => finish(&core, spec, &control, Err(e)),
+    }
+}
+
+/// Runs a task on this node: once its arguments are here, it queues for
+/// its resources. Forwarded tasks come in here.
+pub(crate) fn run_here(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
+    wait_for_args(Want::Here, spec, move |spec| enqueue(core, spec, control));
+}
+
+/// Registers a task forwarded to this node by another (which counted it).
+pub fn accept_forwarded(core: &Arc<NodeCore>, spec: TaskSpec) {
+    let control = core.tasks().add_forwarded(&spec);
+    run_here(core.clone(), spec, control);
+}
+
+/// Which readiness of the arguments to wait for.
+enum Want {
+    /// None is still being computed on this node.
+    Settled,
+    /// Every value is on this node.
+    Here,
+}
+
+/// Calls `then` with the task once its arguments are as `want` says, without
+/// holding a thread or a future meanwhile.
+fn wait_for_args(want: Want, spec: TaskSpec, then: impl FnOnce(TaskSpec) + Send + 'static) {
+    let waiter = Arc::new(ArgWaiter {
+        remaining: AtomicUsize::new(1),
+        then: Mutex::new(None),
+    });
+    for r in spec.args.iter().filter_map(TaskArg::object) {
+        waiter.remaining.fetch_add(1, Ordering::AcqRel);
+        let registered = match want {
+            Want::Settled => r.on_settled(waiter.clone()),
+            Want::Here => r.on_ready(waiter.clone()),
+        };
+        if !registered {
+            waiter.remaining.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    *waiter.then.lock().unwrap() = Some(Box::new(move || then(spec)));
+    // Drop the initial count: goes on now if nothing is pending.
+    waiter.on_ready();
+}
+
+/// Goes on with a task once the last awaited argument is ready.
+struct ArgWaiter {
+    remaining: AtomicUsize,
+    then: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl ReadyListener for ArgWaiter {
+    fn on_ready(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(then) = self.then.lock().unwrap().take()
+        {
+            then();
+        }
+    }
+}
+
+/// Queues a task in the local scheduler. While it waits it can be stolen.
+fn enqueue(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
+    let demand = spec.demand.clone();
+    let tenant = spec.job.tenant.clone();
+    let movable = spec.may_move();
+    control.park(spec);
+    let cancel: Arc<dyn Cancellable> = control.clone();
+    let ctl = control.clone();
+    let start_core = core.clone();
+    core.scheduler().submit(
+        demand,
+        &tenant,
+        Box::new(move |lease| {
+            let Some(spec) = ctl.unpark() else {
+                return; // stolen meanwhile: the lease goes back
+            };
+            let run = run(start_core.clone(), spec, ctl.clone(), lease);
+            ctl.running(start_core.runtime().spawn(run).abort_handle());
+        }),
+        Some(cancel),
+    );
+    // Still queued: in a cluster, others may take it to a node with room.
+    if movable && core.in_cluster() {
+        core.tasks().queue_movable(&control);
+    }
+}
+
+async fn run(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, lease: Lease) {
+    let result = if control.called_off() {
+        drop(lease);
+        Err(FabricError::Cancelled)
+    } else {
+        spec.job.account.count_task();
+        execute(&core, &spec, lease).await
+    };
+    finish(&core, spec, &control, result);
+}
+
+/// A task attempt ended: retry it if it may be, else deliver the outcome.
+pub fn finish(
+    core: &Arc<NodeCore>,
+    mut spec: TaskSpec,
+    control: &Arc<TaskControl>,
+    outcome: CallResult,
+) {
+    let retry = match &outcome {
+        Ok(_) | Err(FabricError::Cancelled) => false,
+        Err(FabricError::TaskFailed(f)) => f.retryable || spec.retry_exceptions,
+        // Any other error the task ended with (its own, or one it passed on).
+        Err(_) => spec.retry_exceptions,
+    };
+    if retry && spec.attempt < spec.max_retries && !control.called_off() {
+        spec.attempt += 1;
+        tracing::debug!(task = %spec.id.short(), function = %spec.function, attempt = spec.attempt, error = ?outcome.as_ref().err(), "retrying task");
+        control.placed_again();
+        return place(core.clone(), spec, control.clone());
+    }
+    let outcome = match outcome {
+        Err(FabricError::TaskFailed(mut f)) if spec.attempt > 0 => {
+            f.message = format!("{} (after {} retries)", f.message, spec.attempt);
+            Err(FabricError::TaskFailed(f))
+        }
+        other => other,
+    };
+    deliver(core, spec, outcome);
+}
+
+/// The task is done: it leaves the task table and its outcome goes to
+/// whoever holds its result.
+fn deliver(core: &Arc<NodeCore>, spec: TaskSpec, outcome: CallResult) {
+    core.tasks().remove(spec.result);
+    core.complete(spec.result, spec.reply, outcome);
+}
+
+/// One attempt: a fresh instance, one `dispatch` call.
+async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallResult {
+    let args = resolve_args(&spec.function, &spec.args)?;
+    let role = Role::Task {
+        id: spec.id,
+        function: spec.function.clone(),
+        result: spec.result,
+    };
+    let mut store = instance::new_store(core, &spec.job, role, Some(lease), &[]);
+    let inst = instance::instantiate(&mut store, &spec.job, &spec.function).await?;
+    let exports = &spec.job.app.exports;
+    instance::call_output(
+        &mut store,
+        &inst,
+        &exports.dispatch,
+        &spec.function,
+        &args,
+        &spec.function,
+    )
+    .await
+}

@@ -1,0 +1,264 @@
+//! The tasks a node has not finished: the one owner of their bookkeeping.
+//!
+//! Every unfinished task of this node is in the [`TaskTable`] under the id
+//! of its result object, with its [`TaskControl`] (to cancel it, or take it
+//! out of the local queue to run elsewhere). A task submitted here counts
+//! against its job's pending-tasks limit from [`TaskTable::add`] to
+//! [`TaskTable::remove`], and nowhere else: [`PendingTasks`] can only be
+//! changed in this module. A task another node forwarded here is in the
+//! table too, but counts on the node that submitted it.
+//! The debug assertion in [`TaskTable::remove`] is the invariant the tests
+//! exercise: a count that would go below zero means a task was counted
+//! down without having been counted up.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::task::AbortHandle;
+
+use crate::error::FabricError;
+use crate::ids::{IdMap, JobId, ObjectId};
+use crate::limits::exceeded;
+use crate::runtime::job::Job;
+use crate::runtime::task::TaskSpec;
+use crate::scheduler::Cancellable;
+
+/// A job's tasks submitted on this node and not finished. Only the task
+/// table changes it (its field is private to this module).
+#[derive(Debug, Default)]
+pub struct PendingTasks(AtomicU64);
+
+impl PendingTasks {
+    /// Tasks pending now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What the fabric keeps about a task until it finishes.
+pub struct TaskControl {
+    job: Arc<Job>,
+    cancelled: AtomicBool,
+    /// Taken out of the local queue to run on another node.
+    stolen: AtomicBool,
+    abort: Mutex<Option<AbortHandle>>,
+    /// The task while it waits in the local queue.
+    queued: Mutex<Option<TaskSpec>>,
+}
+
+impl TaskControl {
+    fn new(job: Arc<Job>) -> Arc<Self> {
+        Arc::new(TaskControl {
+            job,
+            cancelled: AtomicBool::new(false),
+            stolen: AtomicBool::new(false),
+            abort: Mutex::new(None),
+            queued: Mutex::new(None),
+        })
+    }
+
+    pub fn job(&self) -> &Arc<Job> {
+        &self.job
+    }
+
+    /// Stops the task if it runs; keeps it from starting if it waits.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        if let Some(h) = self.abort.lock().unwrap().take() {
+            h.abort();
+        }
+    }
+
+    /// Cancelled, or its job ended.
+    pub(crate) fn called_off(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire) || self.job.is_finished()
+    }
+
+    /// Holds the task while it waits in the local queue.
+    pub(crate) fn park(&self, spec: TaskSpec) {
+        *self.queued.lock().unwrap() = Some(spec);
+    }
+
+    /// The task, unless it was stolen meanwhile.
+    pub(crate) fn unpark(&self) -> Option<TaskSpec> {
+        self.queued.lock().unwrap().take()
+    }
+
+    fn is_parked(&self) -> bool {
+        self.queued.lock().unwrap().is_some()
+    }
+
+    /// Records how to stop the task now that it runs (at once, if a cancel
+    /// came first).
+    pub(crate) fn running(&self, handle: AbortHandle) {
+        *self.abort.lock().unwrap() = Some(handle.clone());
+        // A cancel that came before the handle was stored could not abort it.
+        if self.cancelled.load(Ordering::Acquire) {
+            handle.abort();
+        }
+    }
+
+    /// The task goes through placement again (a retry): it is no longer
+    /// the one stolen.
+    pub(crate) fn placed_again(&self) {
+        self.stolen.store(false, Ordering::Release);
+    }
+}
+
+impl Cancellable for TaskControl {
+    /// Also true once the task was taken out of the queue to run elsewhere.
+    fn is_cancelled(&self) -> bool {
+        self.called_off() || self.stolen.load(Ordering::Acquire)
+    }
+}
+
+/// One unfinished task.
+struct Unfinished {
+    control: Arc<TaskControl>,
+    /// Whether it counts against its job's pending tasks here.
+    counted: bool,
+}
+
+/// The node's unfinished tasks, and those of them that may still move.
+#[derive(Default)]
+pub struct TaskTable {
+    unfinished: IdMap<ObjectId, Unfinished>,
+    /// Tasks waiting in the local queue that may run on another node.
+    movable: Mutex<VecDeque<Weak<TaskControl>>>,
+}
+
+impl TaskTable {
+    /// Registers a task submitted on this node, counting it against its
+    /// job's pending-tasks limit (refused at the limit: what stops a task
+    /// that submits itself without end).
+    pub fn add(&self, spec: &TaskSpec) -> Result<Arc<TaskControl>, FabricError> {
+        let job = &spec.job;
+        let max = job.limits.pending_tasks;
+        job.pending
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| {
+                exceeded(
+                    "pending-tasks",
+                    max,
+                    format!(
+                        "job {} already has {max} tasks waiting or running",
+                        job.id.short()
+                    ),
+                )
+            })?;
+        Ok(self.insert(spec, true))
+    }
+
+    /// Registers a task another node forwarded here (counted there).
+    pub fn add_forwarded(&self, spec: &TaskSpec) -> Arc<TaskControl> {
+        self.insert(spec, false)
+    }
+
+    fn insert(&self, spec: &TaskSpec, counted: bool) -> Arc<TaskControl> {
+        let control = TaskControl::new(spec.job.clone());
+        let entry = Unfinished {
+            control: control.clone(),
+            counted,
+        };
+        self.unfinished.insert(spec.result, entry);
+        control
+    }
+
+    /// The task producing `result` is done (finished, failed, cancelled):
+    /// it leaves the table, and its job counts one task less.
+    pub fn remove(&self, result: ObjectId) -> Option<Arc<TaskControl>> {
+        let (_, gone) = self.unfinished.remove(&result)?;
+        if gone.counted {
+            let before = gone.control.job.pending.0.fetch_sub(1, Ordering::AcqRel);
+            debug_assert!(before > 0, "a job's pending tasks went below zero");
+        }
+        Some(gone.control)
+    }
+
+    /// Unfinished tasks.
+    pub fn len(&self) -> usize {
+        self.unfinished.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.unfinished.is_empty()
+    }
+
+    /// The unfinished tasks of `job`, by result.
+    pub fn of_job(&self, job: JobId) -> Vec<(ObjectId, Arc<TaskControl>)> {
+        self.unfinished
+            .iter()
+            .filter(|e| e.value().control.job.id == job)
+            .map(|e| (*e.key(), e.value().control.clone()))
+            .collect()
+    }
+
+    /// Notes a task waiting in the local queue that may run elsewhere.
+    pub(crate) fn queue_movable(&self, control: &Arc<TaskControl>) {
+        if control.is_parked() {
+            self.movable
+                .lock()
+                .unwrap()
+                .push_back(Arc::downgrade(control));
+        }
+    }
+
+    /// Whether any task waits that might move.
+    pub fn has_movable(&self) -> bool {
+        !self.movable.lock().unwrap().is_empty()
+    }
+
+    /// Takes up to `max` tasks that wait in the local queue (newest first)
+    /// and may run elsewhere, for `accept` to send to other nodes; `accept`
+    /// says whether it took each one (a task it refuses stays queued).
+    pub fn steal(
+        &self,
+        max: usize,
+        mut accept: impl FnMut(&TaskSpec) -> bool,
+    ) -> Vec<(TaskSpec, Arc<TaskControl>)> {
+        let mut out = Vec::new();
+        let mut queue = self.movable.lock().unwrap();
+        let mut keep = VecDeque::new();
+        while out.len() < max {
+            let Some(weak) = queue.pop_back() else { break };
+            let Some(control) = Weak::upgrade(&weak) else {
+                continue;
+            };
+            let mut slot = control.queued.lock().unwrap();
+            match slot.as_ref() {
+                Some(spec) if !control.called_off() => {
+                    if accept(spec) {
+                        let spec = slot.take().expect("checked");
+                        control.stolen.store(true, Ordering::Release);
+                        drop(slot);
+                        out.push((spec, control));
+                    } else {
+                        drop(slot);
+                        keep.push_front(weak);
+                    }
+                }
+                _ => {}
+            }
+        }
+        queue.extend(keep);
+        out
+    }
+
+    /// Gives back the room of a table that once held far more tasks, and
+    /// forgets queued tasks that have started or ended since (when they
+    /// are most of the queue: `still_queued` is how many wait now).
+    pub(crate) fn give_back(&self, still_queued: usize) {
+        crate::ids::shrink_if_sparse(&self.unfinished);
+        let mut queue = self.movable.lock().unwrap();
+        if queue.len() > 2 * still_queued + 1024 {
+            queue.retain(|w| w.upgrade().is_some_and(|c| c.is_parked()));
+        }
+        if queue.capacity() > 4096 && queue.len() < queue.capacity() / 4 {
+            queue.shrink_to_fit();
+        }
+    }
+}

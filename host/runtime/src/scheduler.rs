@@ -1,0 +1,645 @@
+//! The local scheduler: admits work by its declared resources, fairly
+//! between tenants and within their quotas.
+//!
+//! A node has a fixed [`ResourceSet`]. Work asks for a demand on behalf of a
+//! tenant; when it fits the free set (and the tenant's quota) it gets a
+//! [`Lease`] at once, otherwise it waits in a FIFO queue of its tenant and
+//! shape (work with the same demand), so a queue of GPU tasks never holds up
+//! CPU tasks behind it. Dropping a lease gives its resources back and admits
+//! whatever now fits, one at a time, always from the tenant holding the
+//! smallest share of the node (its dominant share, as in DRF), so a tenant
+//! that floods the queue does not starve one that asks for little. A guest
+//! that blocks in `get` or `wait` hands its CPUs back for as long as it
+//! waits ([`Lease::block`]), which is what keeps nested tasks from
+//! deadlocking a small node.
+//!
+//! ```
+//! use fabric_runtime::scheduler::Scheduler;
+//! use fabric_runtime::resources::ResourceSet;
+//! let sched = Scheduler::new(ResourceSet::default().with_cpus(1.0), 0);
+//! let one_cpu = ResourceSet::default().with_cpus(1.0);
+//! let lease = sched.try_acquire(&one_cpu, &"acme".into()).unwrap();
+//! assert!(sched.try_acquire(&one_cpu, &"acme".into()).is_none());
+//! drop(lease);
+//! assert!(sched.try_acquire(&one_cpu, &"acme".into()).is_some());
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::FabricError;
+use crate::quota::ResourceCap;
+use crate::resources::{ResourceSet, UNIT};
+
+/// Runs admitted work; called with the lease, outside the scheduler's lock.
+pub type StartFn = Box<dyn FnOnce(Lease) + Send>;
+
+/// The tenant work runs for.
+pub type Tenant = Arc<str>;
+
+/// Queued work that may be called off before it starts (a cancelled task, a
+/// task of a finished job): it is dropped when it reaches the queue's front.
+pub trait Cancellable: Send + Sync {
+    fn is_cancelled(&self) -> bool;
+}
+
+impl Cancellable for AtomicBool {
+    fn is_cancelled(&self) -> bool {
+        self.load(Ordering::Acquire)
+    }
+}
+
+struct Waiter {
+    start: StartFn,
+    cancelled: Option<Arc<dyn Cancellable>>,
+}
+
+struct ShapeQueue {
+    tenant: Tenant,
+    demand: ResourceSet,
+    waiters: VecDeque<Waiter>,
+}
+
+/// What one tenant holds here and may hold.
+#[derive(Default)]
+struct TenantUse {
+    held: ResourceSet,
+    cap: ResourceCap,
+}
+
+struct State {
+    free: ResourceSet,
+    /// Free fraction of each GPU, in 1/10,000 units.
+    gpu_free: Vec<i64>,
+    queues: Vec<ShapeQueue>,
+    tenants: HashMap<Tenant, TenantUse>,
+    /// Where the next admission scan starts, so equal shares take turns.
+    next_queue: usize,
+    queued: usize,
+}
+
+impl State {
+    /// GPU ids for `demand` if they are free: whole GPUs for a request of one
+    /// or more, a share of the fullest-fitting GPU for a fraction.
+    fn pick_gpus(&self, demand: &ResourceSet) -> Option<Vec<u32>> {
+        if demand.gpu <= 0 {
+            return Some(Vec::new());
+        }
+        if demand.gpu < UNIT {
+            return self
+                .gpu_free
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| **f >= demand.gpu)
+                .min_by_key(|(_, f)| **f)
+                .map(|(i, _)| vec![i as u32]);
+        }
+        let want = demand.gpu_slots();
+        let ids: Vec<u32> = self
+            .gpu_free
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f >= UNIT)
+            .map(|(i, _)| i as u32)
+            .take(want)
+            .collect();
+        (ids.len() == want).then_some(ids)
+    }
+
+    fn within_quota(&self, tenant: &Tenant, demand: &ResourceSet) -> bool {
+        self.tenants
+            .get(tenant)
+            .is_none_or(|t| t.cap.admits(&t.held, demand))
+    }
+
+    fn take(&mut self, demand: &ResourceSet, tenant: &Tenant) -> Option<Vec<u32>> {
+        if !self.free.contains(demand) || !self.within_quota(tenant, demand) {
+            return None;
+        }
+        let gpus = self.pick_gpus(demand)?;
+        self.free.subtract(demand);
+        let share = if demand.gpu < UNIT { demand.gpu } else { UNIT };
+        for id in &gpus {
+            self.gpu_free[*id as usize] -= share;
+        }
+        let held = &mut self.tenants.entry(tenant.clone()).or_default().held;
+        held.cpu += demand.cpu;
+        held.gpu += demand.gpu;
+        held.memory += demand.memory;
+        Some(gpus)
+    }
+
+    fn give_back(&mut self, demand: &ResourceSet, gpus: &[u32], tenant: &Tenant) {
+        self.free.add(demand);
+        let share = if demand.gpu < UNIT { demand.gpu } else { UNIT };
+        for id in gpus {
+            self.gpu_free[*id as usize] += share;
+        }
+        if let Some(t) = self.tenants.get_mut(tenant) {
+            t.held.cpu -= demand.cpu;
+            t.held.gpu -= demand.gpu;
+            t.held.memory -= demand.memory;
+        }
+    }
+
+    /// A tenant's dominant share of `total`, in parts per million.
+    fn share(&self, tenant: &Tenant, total: &ResourceSet) -> i64 {
+        let Some(t) = self.tenants.get(tenant) else {
+            return 0;
+        };
+        let part = |held: i64, total: i64| {
+            if total > 0 {
+                held.max(0) * 1_000_000 / total
+            } else {
+                0
+            }
+        };
+        part(t.held.cpu, total.cpu)
+            .max(part(t.held.gpu, total.gpu))
+            .max(part(t.held.memory, total.memory))
+    }
+
+    fn has_queue(&self, tenant: &Tenant, demand: &ResourceSet) -> bool {
+        self.queues
+            .iter()
+            .any(|q| q.demand == *demand && q.tenant == *tenant && !q.waiters.is_empty())
+    }
+}
+
+struct Inner {
+    total: ResourceSet,
+    state: Mutex<State>,
+}
+
+/// The node's resource scheduler. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+/// Resources held by running work. Dropping it gives them back.
+pub struct Lease {
+    sched: Arc<Inner>,
+    demand: ResourceSet,
+    gpus: Vec<u32>,
+    tenant: Tenant,
+}
+
+/// A lease's CPUs, handed back while its holder waits; taken back on drop.
+pub struct Blocked {
+    sched: Arc<Inner>,
+    cpu: i64,
+    tenant: Tenant,
+}
+
+/// What one tenant holds on a node.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TenantHeld {
+    pub tenant: Tenant,
+    pub held: ResourceSet,
+}
+
+impl Scheduler {
+    /// A scheduler over `total`, with `num_gpus` GPUs numbered from 0.
+    pub fn new(total: ResourceSet, num_gpus: usize) -> Self {
+        Scheduler {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    free: total.clone(),
+                    gpu_free: vec![UNIT; num_gpus],
+                    queues: Vec::new(),
+                    tenants: HashMap::new(),
+                    next_queue: 0,
+                    queued: 0,
+                }),
+                total,
+            }),
+        }
+    }
+
+    pub fn total(&self) -> &ResourceSet {
+        &self.inner.total
+    }
+
+    /// Resources not leased now (may be briefly negative, see [`Lease::block`]).
+    pub fn free(&self) -> ResourceSet {
+        self.inner.state.lock().unwrap().free.clone()
+    }
+
+    /// Work waiting for resources.
+    pub fn queued(&self) -> usize {
+        self.inner.state.lock().unwrap().queued
+    }
+
+    /// What each tenant holds here now.
+    pub fn held(&self) -> Vec<TenantHeld> {
+        let st = self.inner.state.lock().unwrap();
+        st.tenants
+            .iter()
+            .map(|(t, u)| TenantHeld {
+                tenant: t.clone(),
+                held: u.held.clone(),
+            })
+            .collect()
+    }
+
+    /// Sets how much `tenant` may hold here (its quota less what it holds
+    /// elsewhere), and admits what now fits.
+    pub fn set_cap(&self, tenant: &Tenant, cap: ResourceCap) {
+        let started = {
+            let mut st = self.inner.state.lock().unwrap();
+            let t = st.tenants.entry(tenant.clone()).or_default();
+            if t.cap == cap {
+                return;
+            }
+            t.cap = cap;
+            self.inner.admit(&mut st)
+        };
+        for (start, lease) in started {
+            start(lease);
+        }
+    }
+
+    /// Fails fast when `demand` could never fit on this node.
+    pub fn check_feasible(&self, demand: &ResourceSet) -> Result<(), FabricError> {
+        if demand.gpu > UNIT && demand.gpu % UNIT != 0 {
+            return Err(FabricError::InvalidArgument(format!(
+                "num_gpus above 1 must be a whole number, got {}",
+                demand.gpu as f64 / UNIT as f64
+            )));
+        }
+        let missing = self.inner.total.missing(demand);
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(FabricError::ResourcesInfeasible(format!(
+                "no node can ever satisfy {{{demand}}}: {}",
+                missing.join(", ")
+            )))
+        }
+    }
+
+    /// A lease now, if `demand` fits (node and quota) and nothing of the
+    /// tenant's with its shape is queued.
+    pub fn try_acquire(&self, demand: &ResourceSet, tenant: &Tenant) -> Option<Lease> {
+        let mut st = self.inner.state.lock().unwrap();
+        if st.has_queue(tenant, demand) {
+            return None;
+        }
+        let gpus = st.take(demand, tenant)?;
+        Some(Lease {
+            sched: self.inner.clone(),
+            demand: demand.clone(),
+            gpus,
+            tenant: tenant.clone(),
+        })
+    }
+
+    /// Runs `start` with a lease for `demand` now or when it fits. A set
+    /// `cancelled` flag drops the work instead of starting it. The demand must
+    /// have passed [`Scheduler::check_feasible`].
+    pub fn submit(
+        &self,
+        demand: ResourceSet,
+        tenant: &Tenant,
+        start: StartFn,
+        cancelled: Option<Arc<dyn Cancellable>>,
+    ) {
+        let lease = {
+            let mut st = self.inner.state.lock().unwrap();
+            let queued = st.has_queue(tenant, &demand);
+            match (!queued).then(|| st.take(&demand, tenant)).flatten() {
+                Some(gpus) => Lease {
+                    sched: self.inner.clone(),
+                    demand,
+                    gpus,
+                    tenant: tenant.clone(),
+                },
+                None => {
+                    let waiter = Waiter { start, cancelled };
+                    match st
+                        .queues
+                        .iter_mut()
+                        .find(|q| q.demand == demand && q.tenant == *tenant)
+                    {
+                        Some(q) => q.waiters.push_back(waiter),
+                        None => st.queues.push(ShapeQueue {
+                            tenant: tenant.clone(),
+                            demand,
+                            waiters: VecDeque::from([waiter]),
+                        }),
+                    }
+                    st.queued += 1;
+                    return;
+                }
+            }
+        };
+        start(lease);
+    }
+}
+
+impl Inner {
+    /// Admits queued work that fits, one at a time, each from the tenant
+    /// with the smallest dominant share (ties: round-robin over queues).
+    fn admit(self: &Arc<Self>, st: &mut State) -> Vec<(StartFn, Lease)> {
+        let mut started = Vec::new();
+        loop {
+            let n = st.queues.len();
+            let mut best: Option<(i64, usize)> = None;
+            for k in 0..n {
+                let i = (st.next_queue + k) % n;
+                // Work called off before it started leaves the queue here.
+                while st.queues[i]
+                    .waiters
+                    .front()
+                    .is_some_and(|w| w.cancelled.as_ref().is_some_and(|c| c.is_cancelled()))
+                {
+                    st.queues[i].waiters.pop_front();
+                    st.queued -= 1;
+                }
+                let q = &st.queues[i];
+                if q.waiters.is_empty()
+                    || !st.free.contains(&q.demand)
+                    || !st.within_quota(&q.tenant, &q.demand)
+                    || st.pick_gpus(&q.demand).is_none()
+                {
+                    continue;
+                }
+                let share = st.share(&q.tenant, &self.total);
+                if best.is_none_or(|(s, _)| share < s) {
+                    best = Some((share, i));
+                }
+            }
+            let Some((_, i)) = best else { break };
+            let (demand, tenant) = (st.queues[i].demand.clone(), st.queues[i].tenant.clone());
+            let gpus = st.take(&demand, &tenant).expect("checked to fit above");
+            let w = st.queues[i].waiters.pop_front().expect("front exists");
+            st.queued -= 1;
+            st.next_queue = (i + 1) % n;
+            started.push((
+                w.start,
+                Lease {
+                    sched: self.clone(),
+                    demand,
+                    gpus,
+                    tenant,
+                },
+            ));
+        }
+        st.queues.retain(|q| !q.waiters.is_empty());
+        if st.next_queue >= st.queues.len() {
+            st.next_queue = 0;
+        }
+        started
+    }
+
+    fn release(self: &Arc<Self>, demand: &ResourceSet, gpus: &[u32], tenant: &Tenant) {
+        let started = {
+            let mut st = self.state.lock().unwrap();
+            st.give_back(demand, gpus, tenant);
+            if st.queued == 0 {
+                return;
+            }
+            self.admit(&mut st)
+        };
+        for (start, lease) in started {
+            start(lease);
+        }
+    }
+
+    fn change_cpu(self: &Arc<Self>, cpu: i64, tenant: &Tenant) {
+        let delta = ResourceSet {
+            cpu,
+            ..ResourceSet::default()
+        };
+        if cpu >= 0 {
+            self.release(&delta, &[], tenant);
+        } else {
+            let mut st = self.state.lock().unwrap();
+            st.free.cpu += cpu;
+            if let Some(t) = st.tenants.get_mut(tenant) {
+                t.held.cpu -= cpu;
+            }
+        }
+    }
+}
+
+impl Lease {
+    pub fn demand(&self) -> &ResourceSet {
+        &self.demand
+    }
+
+    /// The GPUs this lease holds.
+    pub fn gpu_ids(&self) -> &[u32] {
+        &self.gpus
+    }
+
+    /// Hands this lease's CPUs back until the returned guard drops. The CPUs
+    /// come back even if others took them meanwhile (the node is briefly
+    /// oversubscribed), so a woken waiter never waits twice.
+    pub fn block(&self) -> Option<Blocked> {
+        if self.demand.cpu <= 0 {
+            return None;
+        }
+        self.sched.change_cpu(self.demand.cpu, &self.tenant);
+        Some(Blocked {
+            sched: self.sched.clone(),
+            cpu: self.demand.cpu,
+            tenant: self.tenant.clone(),
+        })
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.sched.change_cpu(-self.cpu, &self.tenant);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.sched.release(&self.demand, &self.gpus, &self.tenant);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn tn() -> Tenant {
+        "t".into()
+    }
+
+    fn cpus(n: f64) -> ResourceSet {
+        ResourceSet::default().with_cpus(n)
+    }
+
+    #[test]
+    fn queued_work_starts_in_order_when_resources_return() {
+        let sched = Scheduler::new(cpus(1.0), 0);
+        let (tx, rx) = mpsc::channel();
+        let first = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
+        for i in 0..3 {
+            let tx = tx.clone();
+            sched.submit(
+                cpus(1.0),
+                &tn(),
+                Box::new(move |lease| tx.send((i, lease)).unwrap()),
+                None,
+            );
+        }
+        assert_eq!(sched.queued(), 3);
+        drop(first);
+        let (i, lease) = rx.try_recv().unwrap();
+        assert_eq!(i, 0);
+        assert!(rx.try_recv().is_err(), "one CPU, one task");
+        drop(lease);
+        assert_eq!(rx.try_recv().unwrap().0, 1);
+    }
+
+    #[test]
+    fn a_blocked_shape_does_not_hold_up_another() {
+        let sched = Scheduler::new(cpus(2.0).with_gpus(1.0), 1);
+        let gpu = cpus(1.0).with_gpus(1.0);
+        let held = sched.try_acquire(&gpu, &tn()).unwrap();
+        assert_eq!(held.gpu_ids(), &[0]);
+        let (tx, rx) = mpsc::channel();
+        let t = tx.clone();
+        sched.submit(
+            gpu.clone(),
+            &tn(),
+            Box::new(move |l| t.send(("gpu", l)).unwrap()),
+            None,
+        );
+        sched.submit(
+            cpus(1.0),
+            &tn(),
+            Box::new(move |l| tx.send(("cpu", l)).unwrap()),
+            None,
+        );
+        assert_eq!(rx.try_recv().unwrap().0, "cpu");
+        drop(held);
+        let (what, lease) = rx.try_recv().unwrap();
+        assert_eq!((what, lease.gpu_ids()), ("gpu", &[0u32][..]));
+    }
+
+    #[test]
+    fn blocking_hands_back_cpus_and_fractional_gpus_share() {
+        let sched = Scheduler::new(cpus(1.0).with_gpus(1.0), 1);
+        let lease = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
+        {
+            let _b = lease.block().unwrap();
+            let inner = sched
+                .try_acquire(&cpus(1.0), &tn())
+                .expect("CPU free while blocked");
+            drop(inner);
+        }
+        assert_eq!(sched.free().cpu, 0);
+        let half = ResourceSet::default().with_gpus(0.5);
+        let a = sched.try_acquire(&half, &tn()).unwrap();
+        let b = sched.try_acquire(&half, &tn()).unwrap();
+        assert_eq!((a.gpu_ids(), b.gpu_ids()), (&[0u32][..], &[0u32][..]));
+        assert!(sched.try_acquire(&half, &tn()).is_none());
+    }
+
+    #[test]
+    fn infeasible_demands_name_the_missing_resource() {
+        let sched = Scheduler::new(cpus(2.0), 0);
+        let err = sched
+            .check_feasible(&ResourceSet::default().with_gpus(1.0))
+            .unwrap_err();
+        assert!(err.to_string().contains("GPU: 1 (node has 0)"), "{err}");
+        assert!(
+            sched
+                .check_feasible(&ResourceSet::default().with_gpus(1.5))
+                .is_err()
+        );
+        assert!(sched.check_feasible(&cpus(2.0)).is_ok());
+    }
+
+    #[test]
+    fn cancelled_waiters_are_dropped() {
+        let sched = Scheduler::new(cpus(1.0), 0);
+        let held = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
+        let flag = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<Lease>();
+        sched.submit(
+            cpus(1.0),
+            &tn(),
+            Box::new(move |l| tx.send(l).unwrap()),
+            Some(flag.clone()),
+        );
+        flag.store(true, Ordering::Release);
+        drop(held);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(sched.queued(), 0);
+    }
+
+    #[test]
+    fn a_flooding_tenant_does_not_starve_another() {
+        let sched = Scheduler::new(cpus(2.0), 0);
+        let (a, b): (Tenant, Tenant) = ("a".into(), "b".into());
+        let (tx, rx) = mpsc::channel();
+        let held: Vec<Lease> = (0..2)
+            .map(|_| sched.try_acquire(&cpus(1.0), &a).unwrap())
+            .collect();
+        for i in 0..10 {
+            let tx = tx.clone();
+            sched.submit(
+                cpus(1.0),
+                &a,
+                Box::new(move |l| drop(tx.send((format!("a{i}"), l)))),
+                None,
+            );
+        }
+        let tx2 = tx.clone();
+        sched.submit(
+            cpus(1.0),
+            &b,
+            Box::new(move |l| drop(tx2.send(("b".into(), l)))),
+            None,
+        );
+        drop(held);
+        // Two CPUs came back: b (share 0) goes first, then a's oldest.
+        let first = rx.try_recv().unwrap();
+        let second = rx.try_recv().unwrap();
+        assert_eq!((first.0.as_str(), second.0.as_str()), ("b", "a0"));
+    }
+
+    #[test]
+    fn work_over_a_tenants_quota_waits_until_the_quota_allows_it() {
+        let sched = Scheduler::new(cpus(4.0), 0);
+        let a: Tenant = "a".into();
+        let cap = ResourceCap {
+            cpu: Some(UNIT),
+            ..ResourceCap::default()
+        };
+        sched.set_cap(&a, cap);
+        let one = sched.try_acquire(&cpus(1.0), &a).unwrap();
+        assert!(
+            sched.try_acquire(&cpus(1.0), &a).is_none(),
+            "quota of one CPU"
+        );
+        assert!(
+            sched.try_acquire(&cpus(1.0), &"b".into()).is_some(),
+            "others are not held up"
+        );
+        let (tx, rx) = mpsc::channel();
+        sched.submit(cpus(1.0), &a, Box::new(move |l| tx.send(l).unwrap()), None);
+        assert!(rx.try_recv().is_err());
+        sched.set_cap(
+            &a,
+            ResourceCap {
+                cpu: Some(2 * UNIT),
+                ..ResourceCap::default()
+            },
+        );
+        assert!(
+            rx.try_recv().is_ok(),
+            "a larger quota admits the waiting work"
+        );
+        drop(one);
+    }
+}

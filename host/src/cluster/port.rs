@@ -1,0 +1,110 @@
+//! The cluster as the runtime sees it: its [`ClusterPort`].
+//!
+//! When a node joins a cluster, its runtime's port becomes this one: work
+//! that involves other nodes (placing tasks, results, actors elsewhere,
+//! jobs that end) is handed to the [`Cluster`] here. Each method only
+//! forwards to the part of the cluster that owns that work.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Cluster;
+use crate::error::FabricError;
+use crate::ids::{ActorId, JobId, NodeId, ObjectId};
+use crate::placement::{Placement, Strategy};
+use crate::resources::ResourceSet;
+use crate::runtime::actor::{ActorCall, ActorSpec};
+use crate::runtime::instance::CallResult;
+use crate::runtime::port::{ClusterPort, PortFuture};
+use crate::runtime::task::TaskSpec;
+use crate::runtime::task_table::TaskControl;
+
+impl Cluster {
+    /// This cluster state itself, for work that outlives the call.
+    fn arc(&self) -> Result<Arc<Cluster>, FabricError> {
+        self.me.upgrade().ok_or(FabricError::Cancelled)
+    }
+}
+
+impl ClusterPort for Cluster {
+    fn check_feasible(&self, demand: &ResourceSet) -> Result<(), FabricError> {
+        Cluster::check_feasible(self, demand)
+    }
+
+    fn place_task(&self, spec: &TaskSpec) -> Placement {
+        Cluster::place_task(self, spec)
+    }
+
+    fn forward_task(&self, node: NodeId, spec: TaskSpec, control: Arc<TaskControl>) {
+        if let Ok(me) = self.arc() {
+            me.forward_task(node, spec, control);
+        }
+    }
+
+    fn cancel_forwarded(&self, result: ObjectId) {
+        Cluster::cancel_forwarded(self, result);
+    }
+
+    fn send_result(&self, owner: NodeId, job: JobId, result: ObjectId, outcome: CallResult) {
+        if let Ok(me) = self.arc() {
+            me.send_result(owner, job, result, outcome);
+        }
+    }
+
+    fn create_actor(
+        &self,
+        spec: ActorSpec,
+        strategy: Strategy,
+        get_if_exists: bool,
+    ) -> PortFuture<'_, ActorId> {
+        Box::pin(async move {
+            self.arc()?
+                .create_actor(spec, strategy, get_if_exists)
+                .await
+        })
+    }
+
+    fn call_actor<'a>(
+        &'a self,
+        actor: ActorId,
+        tenant: &'a str,
+        call: ActorCall,
+    ) -> PortFuture<'a, ()> {
+        Box::pin(async move { self.arc()?.call_actor(actor, tenant, call).await })
+    }
+
+    fn kill_actor<'a>(&'a self, actor: ActorId, tenant: &'a str) -> PortFuture<'a, ()> {
+        Box::pin(Cluster::kill_actor(self, actor, tenant))
+    }
+
+    fn lookup_actor<'a>(&'a self, namespace: &'a str, name: &'a str) -> PortFuture<'a, ActorId> {
+        Box::pin(self.lookup_named(namespace, name))
+    }
+
+    fn actor_changed(
+        &self,
+        owner: NodeId,
+        actor: ActorId,
+        restarts: u32,
+        checkpoint: Option<Bytes>,
+        dead: bool,
+    ) {
+        self.send_actor_state(owner, actor, restarts, checkpoint, dead);
+    }
+
+    fn actor_died(&self, actor: ActorId, reason: String) {
+        if let Ok(me) = self.arc() {
+            Cluster::actor_died(&me, actor, reason);
+        }
+    }
+
+    fn job_ended_here(&self, job: JobId) {
+        self.remember_finished(job);
+        self.drop_job_work(job);
+    }
+
+    fn driver_returned(&self, job: JobId) {
+        self.job_finished(job);
+    }
+}
