@@ -172,16 +172,16 @@ fn bad_flags_are_rejected_before_anything_runs() {
 /// wasm32-wasip2 and runs the component.
 #[test]
 fn run_builds_a_cargo_project_directory_first() {
-    let project = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/add");
-    let out = fabric(&["run", project, "--num-cpus", "1"]);
+    let project = format!("{}/examples/add", crate::support::REPO_ROOT);
+    let out = fabric(&["run", &project, "--num-cpus", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "3\n");
     // A library crate builds, but into no component.
     let out = fabric(&[
         "run",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/guest-sdk/macros/../Cargo.toml"
+        &format!(
+            "{}/guest-sdk/macros/../Cargo.toml",
+            crate::support::REPO_ROOT
         ),
     ]);
     assert_refused(&out, &["produced no component", "cdylib"]);

@@ -4,7 +4,7 @@
 use crate::support::{examples, node, programs, run_ok, wat};
 
 fn test_sources() -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all");
+    let dir = std::path::Path::new(crate::support::REPO_ROOT).join("tests/all");
     let mut all = String::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

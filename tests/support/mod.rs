@@ -16,6 +16,9 @@ use fabric_host::{JobOutcome, Node, NodeConfig};
 #[allow(unused_imports)]
 pub use fabric_test_artifacts::{examples, programs, wat};
 
+/// The repository's root (the tests are built by `host/cli`'s package).
+pub const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
 /// A path under the temp dir that no other test (or test process) uses;
 /// nothing is created there.
 pub fn unique_temp_path(name: &str) -> std::path::PathBuf {

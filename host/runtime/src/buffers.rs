@@ -16,9 +16,10 @@
 //! assert_eq!(pool.cached_bytes(), 2 << 20 | 16);
 //! ```
 
+use parking_lot::Mutex;
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -93,7 +94,7 @@ impl PoolInner {
     /// twice as large, else a new one.
     pub(crate) fn take(&self, len: usize) -> Vec<u8> {
         if len >= POOLED_MIN {
-            let mut free = self.free.lock().unwrap();
+            let mut free = self.free.lock();
             let best = free
                 .iter()
                 .enumerate()
@@ -124,7 +125,7 @@ impl PoolInner {
             return;
         }
         self.cached.fetch_add(cap, Ordering::AcqRel);
-        self.free.lock().unwrap().push((buf, Instant::now()));
+        self.free.lock().push((buf, Instant::now()));
     }
 }
 
@@ -150,7 +151,7 @@ impl BufferPool {
     /// for a node that went quiet.
     pub fn trim(&self, idle: Duration) {
         let stale: Vec<Vec<u8>> = {
-            let mut free = self.inner.free.lock().unwrap();
+            let mut free = self.inner.free.lock();
             let (stale, fresh) = std::mem::take(&mut *free)
                 .into_iter()
                 .partition(|(_, at)| at.elapsed() >= idle);

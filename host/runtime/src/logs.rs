@@ -13,9 +13,10 @@
 //! assert_eq!(sink.stdout(), "(add task=1a2b3c4d) 3\n");
 //! ```
 
+use parking_lot::Mutex;
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -92,11 +93,11 @@ pub struct MemorySink {
 
 impl MemorySink {
     pub fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.out.lock()).into_owned()
     }
 
     pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.err.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.err.lock()).into_owned()
     }
 }
 
@@ -106,7 +107,7 @@ impl LogSink for MemorySink {
             Stream::Stdout => &self.out,
             Stream::Stderr => &self.err,
         };
-        let _ = write_line(&mut *buf.lock().unwrap(), source, line);
+        let _ = write_line(&mut *buf.lock(), source, line);
     }
 }
 
@@ -220,7 +221,7 @@ impl GuestOutput {
     }
 
     pub(crate) fn write_bytes(&self, bytes: &[u8]) {
-        self.buffer.lock().unwrap().write(bytes);
+        self.buffer.lock().write(bytes);
     }
 }
 

@@ -24,9 +24,10 @@
 //! assert!(sched.try_acquire(&one_cpu, &"acme".into()).is_some());
 //! ```
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use crate::error::FabricError;
 use crate::quota::ResourceCap;
@@ -224,17 +225,17 @@ impl Scheduler {
 
     /// Resources not leased now (may be briefly negative, see [`Lease::block`]).
     pub fn free(&self) -> ResourceSet {
-        self.inner.state.lock().unwrap().free.clone()
+        self.inner.state.lock().free.clone()
     }
 
     /// Work waiting for resources.
     pub fn queued(&self) -> usize {
-        self.inner.state.lock().unwrap().queued
+        self.inner.state.lock().queued
     }
 
     /// What each tenant holds here now.
     pub fn held(&self) -> Vec<TenantHeld> {
-        let st = self.inner.state.lock().unwrap();
+        let st = self.inner.state.lock();
         st.tenants
             .iter()
             .map(|(t, u)| TenantHeld {
@@ -248,7 +249,7 @@ impl Scheduler {
     /// elsewhere), and admits what now fits.
     pub fn set_cap(&self, tenant: &Tenant, cap: ResourceCap) {
         let started = {
-            let mut st = self.inner.state.lock().unwrap();
+            let mut st = self.inner.state.lock();
             let t = st.tenants.entry(tenant.clone()).or_default();
             if t.cap == cap {
                 return;
@@ -283,7 +284,7 @@ impl Scheduler {
     /// A lease now, if `demand` fits (node and quota) and nothing of the
     /// tenant's with its shape is queued.
     pub fn try_acquire(&self, demand: &ResourceSet, tenant: &Tenant) -> Option<Lease> {
-        let mut st = self.inner.state.lock().unwrap();
+        let mut st = self.inner.state.lock();
         if st.has_queue(tenant, demand) {
             return None;
         }
@@ -307,7 +308,7 @@ impl Scheduler {
         cancelled: Option<Arc<dyn Cancellable>>,
     ) {
         let lease = {
-            let mut st = self.inner.state.lock().unwrap();
+            let mut st = self.inner.state.lock();
             let queued = st.has_queue(tenant, &demand);
             match (!queued).then(|| st.take(&demand, tenant)).flatten() {
                 Some(gpus) => Lease {
@@ -396,7 +397,7 @@ impl Inner {
 
     fn release(self: &Arc<Self>, demand: &ResourceSet, gpus: &[u32], tenant: &Tenant) {
         let started = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock();
             st.give_back(demand, gpus, tenant);
             if st.queued == 0 {
                 return;
@@ -416,7 +417,7 @@ impl Inner {
         if cpu >= 0 {
             self.release(&delta, &[], tenant);
         } else {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock();
             st.free.cpu += cpu;
             if let Some(t) = st.tenants.get_mut(tenant) {
                 t.held.cpu -= cpu;

@@ -21,8 +21,9 @@
 //! assert_eq!(ledger.usage().iter().find(|u| &*u.tenant == "acme").unwrap().object_bytes, 100);
 //! ```
 
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -49,7 +50,7 @@ impl Integrator {
         delta: i64,
         check: impl FnOnce(i64) -> Result<(), FabricError>,
     ) -> Result<(), FabricError> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         if delta > 0 {
             check(s.0)?;
         }
@@ -62,7 +63,7 @@ impl Integrator {
 
     /// (bytes now, byte-seconds so far).
     fn read(&self) -> (i64, f64) {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         (s.0, s.1 + s.0.max(0) as f64 * s.2.elapsed().as_secs_f64())
     }
 }
@@ -103,7 +104,7 @@ impl TenantAccount {
     /// take it over its object-store quota.
     pub fn charge_objects(&self, bytes: u64) -> Result<(), FabricError> {
         let (cap, elsewhere) = {
-            let v = self.view.read().unwrap();
+            let v = self.view.read();
             (v.quota.object_store, v.object_bytes_elsewhere)
         };
         self.objects.change(bytes as i64, |now| match cap {
@@ -149,11 +150,11 @@ impl TenantAccount {
     }
 
     pub fn set_view(&self, view: QuotaView) {
-        *self.view.write().unwrap() = view;
+        *self.view.write() = view;
     }
 
     pub fn quota(&self) -> Quota {
-        self.view.read().unwrap().quota.clone()
+        self.view.read().quota.clone()
     }
 
     pub fn usage(&self) -> TenantUsage {

@@ -5,7 +5,8 @@
 //! id gives not-found, exactly as an unknown one. The admin token sees
 //! everything and manages tenants.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -68,7 +69,7 @@ impl LogSink for SubmitSink {
             stderr: stream == Stream::Stderr,
             line: bytes::Bytes::copy_from_slice(line),
         };
-        self.log.lock().unwrap().push(log.clone());
+        self.log.lock().push(log.clone());
         let _ = self.tx.send(Ok(pb::JobEvent {
             kind: Some(pb::job_event::Kind::Log(log)),
         }));
@@ -135,11 +136,7 @@ impl Control for ControlService {
             tenant: Some(tenant.clone()),
         };
         let running = node.start_job_as(job_id, app, r.args, sink, options);
-        self.head
-            .job_logs
-            .lock()
-            .unwrap()
-            .insert(record.job_id.clone(), log);
+        self.head.job_logs.lock().insert(record.job_id.clone(), log);
         self.record(record.clone());
         let _ = tx.send(Ok(pb::JobEvent {
             kind: Some(pb::job_event::Kind::Started(pb::job_event::Started {
@@ -186,7 +183,6 @@ impl Control for ControlService {
             .head
             .jobs
             .lock()
-            .unwrap()
             .iter()
             .find(|j| j.job_id == id)
             .map(|j| j.tenant.clone())
@@ -199,11 +195,10 @@ impl Control for ControlService {
             .head
             .job_logs
             .lock()
-            .unwrap()
             .get(&id)
             .cloned()
             .ok_or_else(not_found)?;
-        let log = log.lock().unwrap();
+        let log = log.lock();
         Ok(Response::new(pb::JobLogsReply {
             lines: log.lines.iter().cloned().collect(),
             dropped: log.dropped,
@@ -282,7 +277,7 @@ impl Control for ControlService {
                     ..Default::default()
                 });
         }
-        let jobs = self.head.jobs.lock().unwrap().clone();
+        let jobs = self.head.jobs.lock().clone();
         let mut tenants: Vec<pb::TenantUsage> = totals
             .into_values()
             .filter(|u| who.is_admin() || u.tenant == who.tenant())
@@ -311,8 +306,8 @@ impl ControlService {
     fn record(&self, record: pb::JobRecord) {
         let tenant = record.tenant.clone();
         self.head.set_job(record);
-        let jobs = self.head.jobs.lock().unwrap();
-        let mut logs = self.head.job_logs.lock().unwrap();
+        let jobs = self.head.jobs.lock();
+        let mut logs = self.head.job_logs.lock();
         // The tenant's jobs with logs, newest first: past its share, the
         // oldest lose them (another tenant's logs are not touched).
         let with_logs: Vec<&bytes::Bytes> = jobs

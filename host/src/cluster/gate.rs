@@ -14,10 +14,11 @@
 //! assert_eq!(fabric_host::cluster::SUBMIT_JOB_PATH, "/fabric.v1.Control/SubmitJob");
 //! ```
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::Status;
@@ -49,7 +50,7 @@ pub(super) struct Admitted {
 
 impl Ticket {
     pub(super) fn take(&self) -> Option<Admitted> {
-        self.0.lock().unwrap().take()
+        self.0.lock().take()
     }
 }
 
@@ -94,7 +95,7 @@ pub(super) struct Submitting {
 
 impl Drop for Submitting {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap();
+        let mut counts = self.counts.lock();
         if let Some(n) = counts.get_mut(&self.tenant) {
             *n -= 1;
             if *n == 0 {
@@ -122,7 +123,7 @@ impl GateLayer {
     }
 
     fn begin_submission(&self, tenant: &Arc<str>) -> Result<Submitting, Status> {
-        let mut counts = self.submitting.lock().unwrap();
+        let mut counts = self.submitting.lock();
         let n = counts.entry(tenant.clone()).or_default();
         if *n >= SUBMISSIONS_PER_TENANT {
             let e = crate::error::FabricError::limit(

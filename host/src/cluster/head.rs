@@ -13,8 +13,9 @@
 //! workers answer as before), and records the jobs whose drivers it was
 //! running as failed.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -138,7 +139,7 @@ impl HeadState {
         if n_nodes + n_actors + n_jobs == 0 {
             return;
         }
-        let mut nodes = self.nodes.lock().unwrap();
+        let mut nodes = self.nodes.lock();
         let mut old_heads = Vec::new();
         for mut info in loaded.nodes {
             let Ok(id) = node_id(&info.node_id) else {
@@ -163,8 +164,8 @@ impl HeadState {
         }
         drop(nodes);
         let mut dead = Vec::new();
-        let mut actors = self.actors.lock().unwrap();
-        let mut names = self.names.lock().unwrap();
+        let mut actors = self.actors.lock();
+        let mut names = self.names.lock();
         for info in loaded.actors {
             let Ok(id) = actor_id(&info.actor_id) else {
                 continue;
@@ -194,7 +195,7 @@ impl HeadState {
                 failed.push(Record::Job(j.clone()));
             }
         }
-        *self.jobs.lock().unwrap() = jobs;
+        *self.jobs.lock() = jobs;
         self.save_later(failed);
         for id in old_heads {
             self.save_node(id);
@@ -237,7 +238,7 @@ impl HeadState {
                     _ = stop.changed() => return,
                 }
                 let dead: Vec<NodeId> = {
-                    let mut nodes = head.nodes.lock().unwrap();
+                    let mut nodes = head.nodes.lock();
                     nodes
                         .iter_mut()
                         .filter(|(_, r)| {
@@ -269,8 +270,8 @@ impl HeadState {
         let owner_alive = |a: &pb::ActorInfo| {
             node_id(&a.owner_node_id).is_ok_and(|o| o != node && alive.contains(&o))
         };
-        let mut actors = self.actors.lock().unwrap();
-        let mut names = self.names.lock().unwrap();
+        let mut actors = self.actors.lock();
+        let mut names = self.names.lock();
         let mut changed = Vec::new();
         for a in actors.values_mut().filter(|a| !a.dead) {
             let hosted = a.node_id == node_bytes;
@@ -309,7 +310,7 @@ impl HeadState {
 
     /// Saves a node's record (its address and state).
     fn save_node(&self, id: NodeId) {
-        let info = self.nodes.lock().unwrap().get(&id).map(|r| r.info.clone());
+        let info = self.nodes.lock().get(&id).map(|r| r.info.clone());
         if let Some(info) = info {
             self.save_later(vec![Record::Node(info)]);
         }
@@ -318,7 +319,6 @@ impl HeadState {
     fn nodes_pb(&self) -> Vec<pb::NodeInfo> {
         self.nodes
             .lock()
-            .unwrap()
             .values()
             .map(|r| {
                 let mut info = r.info.clone();
@@ -336,12 +336,11 @@ impl HeadState {
     pub fn cluster_state(&self) -> pb::ClusterStateReply {
         pb::ClusterStateReply {
             nodes: self.nodes_pb(),
-            jobs: self.jobs.lock().unwrap().clone(),
-            actors: self.actors.lock().unwrap().values().cloned().collect(),
+            jobs: self.jobs.lock().clone(),
+            actors: self.actors.lock().values().cloned().collect(),
             head_rpcs: self
                 .rpcs
                 .lock()
-                .unwrap()
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
@@ -351,7 +350,6 @@ impl HeadState {
     fn alive_nodes(&self) -> std::collections::HashSet<NodeId> {
         self.nodes
             .lock()
-            .unwrap()
             .iter()
             .filter(|(_, r)| is_up(r.info.state()))
             .map(|(id, _)| *id)
@@ -361,7 +359,7 @@ impl HeadState {
     /// Per tenant, usage summed over every node (live nodes' holdings only).
     pub(super) fn tenant_totals(&self) -> super::quotas::Totals {
         let alive = self.alive_nodes();
-        let loads = self.loads.lock().unwrap();
+        let loads = self.loads.lock();
         super::quotas::totals(loads.iter().flat_map(|(n, ls)| {
             let alive = alive.contains(n);
             ls.iter().map(move |l| (alive, l))
@@ -380,7 +378,7 @@ impl HeadState {
             return Vec::new();
         }
         let alive = self.alive_nodes();
-        let loads = self.loads.lock().unwrap();
+        let loads = self.loads.lock();
         let others = loads
             .iter()
             .filter(|(n, _)| **n != me && alive.contains(n))
@@ -393,7 +391,7 @@ impl HeadState {
     /// only its creator, may be moved; a killed actor stays dead.
     fn move_restarted(&self, id: ActorId, to: pb::ActorInfo) -> Result<pb::ActorInfo, FabricError> {
         let alive = self.alive_nodes();
-        let mut actors = self.actors.lock().unwrap();
+        let mut actors = self.actors.lock();
         let Some(a) = actors.get_mut(&id) else {
             return Err(FabricError::NotFound(format!("actor {id}")));
         };
@@ -418,7 +416,7 @@ impl HeadState {
     }
 
     pub(super) fn count(&self, rpc: &'static str) {
-        *self.rpcs.lock().unwrap().entry(rpc).or_default() += 1;
+        *self.rpcs.lock().entry(rpc).or_default() += 1;
     }
 }
 
@@ -428,7 +426,7 @@ impl HeadState {
     pub(super) fn set_job(&self, record: pb::JobRecord) {
         let mut saved = vec![Record::Job(record.clone())];
         {
-            let mut jobs = self.jobs.lock().unwrap();
+            let mut jobs = self.jobs.lock();
             let tenant = record.tenant.clone();
             match jobs.iter_mut().find(|j| j.job_id == record.job_id) {
                 Some(j) => *j = record,
@@ -452,7 +450,7 @@ impl HeadState {
                     true
                 }
             });
-            let mut logs = self.job_logs.lock().unwrap();
+            let mut logs = self.job_logs.lock();
             for r in &saved {
                 if let Record::ForgetJob(id) = r {
                     logs.remove(id);
@@ -478,7 +476,7 @@ impl HeadState {
                 "name a node (its id or a prefix of it)",
             ));
         }
-        let nodes = self.nodes.lock().unwrap();
+        let nodes = self.nodes.lock();
         let matches: Vec<NodeId> = nodes
             .iter()
             .filter(|(n, r)| is_up(r.info.state()) && n.to_string().starts_with(&id))
@@ -504,7 +502,7 @@ impl HeadState {
             ));
         }
         let info = {
-            let mut nodes = self.nodes.lock().unwrap();
+            let mut nodes = self.nodes.lock();
             let rec = nodes
                 .get_mut(&id)
                 .filter(|r| is_up(r.info.state()))
@@ -523,10 +521,9 @@ impl HeadState {
         let up = self
             .nodes
             .lock()
-            .unwrap()
             .get(&id)
             .is_some_and(|r| is_up(r.info.state()));
-        (!up).then(|| self.departed.lock().unwrap().contains(&id))
+        (!up).then(|| self.departed.lock().contains(&id))
     }
 }
 
@@ -556,7 +553,7 @@ impl Head for HeadState {
         };
         info.set_state(pb::NodeState::Alive);
         tracing::info!(node = %id.short(), address = %info.address, "node registered");
-        self.nodes.lock().unwrap().insert(
+        self.nodes.lock().insert(
             id,
             NodeRecord {
                 info: info.clone(),
@@ -578,7 +575,7 @@ impl Head for HeadState {
         let r = request.into_inner();
         let id = node_id(&r.node_id)?;
         let known = {
-            let mut nodes = self.nodes.lock().unwrap();
+            let mut nodes = self.nodes.lock();
             match nodes.get_mut(&id) {
                 Some(rec) => {
                     // A node declared dead stays dead: its work was already
@@ -598,7 +595,7 @@ impl Head for HeadState {
             }
         };
         if known {
-            self.loads.lock().unwrap().insert(id, r.tenants);
+            self.loads.lock().insert(id, r.tenants);
         }
         Ok(Response::new(pb::HeartbeatReply {
             nodes: if known { self.nodes_pb() } else { Vec::new() },
@@ -617,10 +614,10 @@ impl Head for HeadState {
     ) -> Result<Response<pb::Empty>, Status> {
         self.count("Deregister");
         let id = node_id(&request.into_inner().node_id)?;
-        if let Some(rec) = self.nodes.lock().unwrap().get_mut(&id) {
+        if let Some(rec) = self.nodes.lock().get_mut(&id) {
             rec.info.set_state(pb::NodeState::Dead);
         }
-        self.departed.lock().unwrap().insert(id);
+        self.departed.lock().insert(id);
         self.save_node(id);
         self.node_gone(id, "its node left the cluster");
         tracing::info!(node = %id.short(), "node left");
@@ -651,8 +648,8 @@ impl Head for HeadState {
             }));
         }
         let existing = {
-            let mut actors = self.actors.lock().unwrap();
-            let mut names = self.names.lock().unwrap();
+            let mut actors = self.actors.lock();
+            let mut names = self.names.lock();
             let key = (info.namespace.clone(), info.name.clone());
             match names.get(&key).and_then(|a| actors.get(a)) {
                 Some(existing) if !info.name.is_empty() => Some((key, existing.clone())),
@@ -692,13 +689,12 @@ impl Head for HeadState {
         request: Request<pb::LookupActorRequest>,
     ) -> Result<Response<pb::LookupActorReply>, Status> {
         self.count("LookupActor");
-        let actors = self.actors.lock().unwrap();
+        let actors = self.actors.lock();
         let found = match request.into_inner().by {
             Some(pb::lookup_actor_request::By::ActorId(id)) => actors.get(&actor_id(&id)?).cloned(),
             Some(pb::lookup_actor_request::By::Name(n)) => self
                 .names
                 .lock()
-                .unwrap()
                 .get(&(n.namespace, n.name))
                 .and_then(|id| actors.get(id))
                 .cloned(),
@@ -718,13 +714,13 @@ impl Head for HeadState {
         let r = request.into_inner();
         let id = actor_id(&r.actor_id)?;
         let died = {
-            let mut actors = self.actors.lock().unwrap();
+            let mut actors = self.actors.lock();
             actors.get_mut(&id).map(|a| {
                 a.dead = true;
                 a.restarting = false;
                 a.death = r.reason;
                 let key = (a.namespace.clone(), a.name.clone());
-                let mut names = self.names.lock().unwrap();
+                let mut names = self.names.lock();
                 if names.get(&key) == Some(&id) {
                     names.remove(&key);
                 }
@@ -744,7 +740,7 @@ impl HeadState {
     /// Notes that `id` (of `tenant`) died; forgets that tenant's oldest dead
     /// actors beyond [`DEAD_ACTORS_KEPT`], returning what to save.
     fn forget_old_dead(&self, tenant: &str, id: ActorId) -> Vec<Record> {
-        let mut dead = self.dead_actors.lock().unwrap();
+        let mut dead = self.dead_actors.lock();
         let list = dead.entry(tenant.to_string()).or_default();
         if !list.contains(&id) {
             list.push_back(id);
@@ -752,7 +748,7 @@ impl HeadState {
         let mut forgotten = Vec::new();
         while list.len() > DEAD_ACTORS_KEPT {
             let Some(old) = list.pop_front() else { break };
-            let mut actors = self.actors.lock().unwrap();
+            let mut actors = self.actors.lock();
             if actors.get(&old).is_some_and(|a| a.dead) {
                 actors.remove(&old);
                 forgotten.push(Record::ForgetActor(id_bytes(old.as_u128())));

@@ -60,7 +60,7 @@ struct Batch {
 
 /// The head's database and its writer thread.
 pub struct HeadStore {
-    tx: std::sync::Mutex<mpsc::Sender<Batch>>,
+    tx: parking_lot::Mutex<mpsc::Sender<Batch>>,
 }
 
 fn db_error(path: &Path, e: impl std::fmt::Display) -> NodeError {
@@ -89,7 +89,7 @@ impl HeadStore {
             .map_err(|e| db_error(path, e))?;
         Ok((
             Arc::new(HeadStore {
-                tx: std::sync::Mutex::new(tx),
+                tx: parking_lot::Mutex::new(tx),
             }),
             loaded,
         ))
@@ -120,7 +120,7 @@ impl HeadStore {
     }
 
     fn send(&self, batch: Batch) {
-        if self.tx.lock().unwrap().send(batch).is_err() {
+        if self.tx.lock().send(batch).is_err() {
             tracing::error!("the head's state writer stopped: a change was not saved");
         }
     }

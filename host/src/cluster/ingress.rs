@@ -25,10 +25,11 @@
 //! assert!(limits.client_connection_window < 16 << 20);
 //! ```
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -191,7 +192,7 @@ impl Counts {
     }
 
     fn take(self: &Arc<Self>, from: IpAddr) -> Option<Slot> {
-        let mut held = self.held.lock().unwrap();
+        let mut held = self.held.lock();
         let n = held.per_address.get(&from).copied().unwrap_or(0);
         if n >= self.max_per_address || held.total >= self.max_total {
             return None;
@@ -207,7 +208,7 @@ impl Counts {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut held = self.counts.held.lock().unwrap();
+        let mut held = self.counts.held.lock();
         held.total -= 1;
         if let Some(n) = held.per_address.get_mut(&self.from) {
             *n -= 1;

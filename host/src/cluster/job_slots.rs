@@ -27,8 +27,8 @@ impl HeadState {
     /// Takes one of `tenant`'s job slots, or refuses when its running jobs
     /// and the submissions holding slots fill its jobs quota.
     pub(super) fn reserve_job(self: &Arc<Self>, tenant: &str) -> Result<JobSlot, Status> {
-        let jobs = self.jobs.lock().unwrap();
-        let mut reserved = self.reserved_jobs.lock().unwrap();
+        let jobs = self.jobs.lock();
+        let mut reserved = self.reserved_jobs.lock();
         let starting = reserved.get(tenant).copied().unwrap_or(0);
         if let Some(max) = self.tokens.quota(tenant).jobs {
             let running = jobs
@@ -60,14 +60,14 @@ impl JobSlot {
     /// The job starts: its record takes the slot's place (under one lock,
     /// so no other submission sees neither).
     pub(super) fn record(mut self, record: pb::JobRecord) {
-        let mut jobs = self.head.jobs.lock().unwrap();
+        let mut jobs = self.head.jobs.lock();
         jobs.push(record);
         self.release();
         self.recorded = true;
     }
 
     fn release(&self) {
-        let mut reserved = self.head.reserved_jobs.lock().unwrap();
+        let mut reserved = self.head.reserved_jobs.lock();
         if let Some(n) = reserved.get_mut(&self.tenant) {
             *n -= 1;
             if *n == 0 {

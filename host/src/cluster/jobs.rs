@@ -222,7 +222,6 @@ impl Cluster {
         let peers: Vec<NodeId> = self
             .view
             .read()
-            .unwrap()
             .values()
             .filter(|v| v.alive && v.id != self.id)
             .map(|v| v.id)
@@ -251,7 +250,7 @@ impl Cluster {
 
     /// Work of a finished job that arrives late is refused.
     pub(crate) fn remember_finished(&self, id: JobId) {
-        let mut done = self.finished_jobs.lock().unwrap();
+        let mut done = self.finished_jobs.lock();
         if done.len() >= FINISHED_JOBS_KEPT {
             done.pop_front();
         }

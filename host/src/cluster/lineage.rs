@@ -37,7 +37,7 @@ pub(crate) struct Lineage {
     specs: DashMap<ObjectId, Kept>,
     bytes: AtomicU64,
     /// Bytes kept per tenant.
-    by_tenant: std::sync::Mutex<std::collections::HashMap<std::sync::Arc<str>, u64>>,
+    by_tenant: parking_lot::Mutex<std::collections::HashMap<std::sync::Arc<str>, u64>>,
 }
 
 struct Kept {
@@ -95,7 +95,7 @@ impl Lineage {
     /// Counts `bytes` more for `tenant`, unless the node's or the tenant's
     /// budget would be exceeded.
     fn charge(&self, tenant: &std::sync::Arc<str>, bytes: u64) -> bool {
-        let mut by_tenant = self.by_tenant.lock().unwrap();
+        let mut by_tenant = self.by_tenant.lock();
         let mine = by_tenant.entry(tenant.clone()).or_default();
         let used = self.bytes.load(Ordering::Acquire);
         if used + bytes > LINEAGE_BUDGET || *mine + bytes > LINEAGE_BUDGET_PER_TENANT {
@@ -111,7 +111,7 @@ impl Lineage {
 
     fn uncharge(&self, tenant: &str, bytes: u64) {
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        let mut by_tenant = self.by_tenant.lock().unwrap();
+        let mut by_tenant = self.by_tenant.lock();
         if let Some(mine) = by_tenant.get_mut(tenant) {
             *mine = mine.saturating_sub(bytes);
             if *mine == 0 {

@@ -141,7 +141,7 @@ impl Cluster {
             self.start_drain();
         }
         let died: Vec<NodeId> = {
-            let mut view = self.view.write().unwrap();
+            let mut view = self.view.write();
             let died = view
                 .values()
                 .filter(|old| old.alive && fresh.get(&old.id).is_none_or(|n| !n.alive))
@@ -163,12 +163,7 @@ impl Cluster {
 
     /// A live node's view, if there is one.
     pub(crate) fn peer_view(&self, node: NodeId) -> Option<PeerView> {
-        self.view
-            .read()
-            .unwrap()
-            .get(&node)
-            .filter(|v| v.alive)
-            .cloned()
+        self.view.read().get(&node).filter(|v| v.alive).cloned()
     }
 
     /// The live nodes as placement candidates. This node's entry uses the
@@ -176,7 +171,7 @@ impl Cluster {
     /// heartbeat, less what this node sent them since.
     pub(crate) fn with_candidates<R>(&self, f: impl FnOnce(&[Candidate<'_>]) -> R) -> R {
         let core = self.core();
-        let view = self.view.read().unwrap();
+        let view = self.view.read();
         // A draining node offers no room: work goes elsewhere if it can.
         let local_free = core
             .as_ref()
@@ -225,7 +220,7 @@ impl Cluster {
         {
             return Ok(());
         }
-        let view = self.view.read().unwrap();
+        let view = self.view.read();
         if view.values().any(|v| v.alive && v.total.contains(demand)) {
             return Ok(());
         }

@@ -47,10 +47,11 @@ mod quotas;
 mod service;
 mod tasks;
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -177,7 +178,7 @@ pub(crate) struct Cluster {
     /// Components fetched from peers, by digest (one fetch per digest).
     modules: DashMap<String, Arc<tokio::sync::OnceCell<Arc<AppComponent>>>>,
     /// Jobs that ended (newest last), whose late work is refused.
-    finished_jobs: std::sync::Mutex<std::collections::VecDeque<JobId>>,
+    finished_jobs: parking_lot::Mutex<std::collections::VecDeque<JobId>>,
     /// Jobs whose work arrived here (one creation per job).
     job_cells: DashMap<JobId, Arc<tokio::sync::OnceCell<Arc<crate::runtime::job::Job>>>>,
     spread_cursor: AtomicUsize,
@@ -210,12 +211,7 @@ impl Cluster {
     /// Where a peer that messaged us said it listens, unless the cluster
     /// has declared it dead.
     pub(crate) fn learned_address(&self, node: NodeId) -> Option<String> {
-        let dead = self
-            .view
-            .read()
-            .unwrap()
-            .get(&node)
-            .is_some_and(|v| !v.alive);
+        let dead = self.view.read().get(&node).is_some_and(|v| !v.alive);
         if dead {
             None
         } else {
@@ -276,13 +272,7 @@ impl ClusterHandle {
 
     /// The nodes this node knows of.
     pub fn peers(&self) -> Vec<PeerView> {
-        self.cluster
-            .view
-            .read()
-            .unwrap()
-            .values()
-            .cloned()
-            .collect()
+        self.cluster.view.read().values().cloned().collect()
     }
 }
 

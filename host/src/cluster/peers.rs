@@ -8,7 +8,8 @@
 //! node run in order, and a result always arrives before the sender gives
 //! back the borrows it held for it.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -79,15 +80,15 @@ impl Peer {
     }
 
     pub(crate) fn in_flight(&self) -> ResourceSet {
-        self.in_flight.lock().unwrap().clone()
+        self.in_flight.lock().clone()
     }
 
     pub(crate) fn add_in_flight(&self, demand: &ResourceSet) {
-        self.in_flight.lock().unwrap().add(demand);
+        self.in_flight.lock().add(demand);
     }
 
     pub(crate) fn reset_in_flight(&self) {
-        *self.in_flight.lock().unwrap() = ResourceSet::default();
+        *self.in_flight.lock() = ResourceSet::default();
     }
 }
 

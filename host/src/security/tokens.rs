@@ -2,9 +2,10 @@
 //! speaks for. Only SHA-256 hashes of tokens are stored; the tokens
 //! themselves are shown once, when made.
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -155,14 +156,14 @@ impl Tokens {
         let Some(path) = &self.file else {
             return Ok(());
         };
-        let text = toml::to_string(&*self.stored.read().unwrap()).expect("plain data serializes");
+        let text = toml::to_string(&*self.stored.read()).expect("plain data serializes");
         write_private(path, text.as_bytes())
     }
 
     /// Who `token` speaks for, if anyone.
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
         let h = hash(token);
-        let stored = self.stored.read().unwrap();
+        let stored = self.stored.read();
         if super::constant_time_eq(h.as_bytes(), stored.admin_sha256.as_bytes()) {
             return Some(Principal::Admin);
         }
@@ -200,7 +201,7 @@ impl Tokens {
         quota.validate().map_err(NodeError::Config)?;
         let token = random_token("ften_");
         {
-            let mut stored = self.stored.write().unwrap();
+            let mut stored = self.stored.write();
             if stored.tenants.contains_key(name) {
                 return Err(NodeError::Config(format!("tenant `{name}` already exists")));
             }
@@ -220,7 +221,7 @@ impl Tokens {
     pub fn set_quota(&self, name: &str, quota: Quota) -> Result<(), NodeError> {
         quota.validate().map_err(NodeError::Config)?;
         {
-            let mut stored = self.stored.write().unwrap();
+            let mut stored = self.stored.write();
             let t = stored
                 .tenants
                 .get_mut(name)
@@ -234,7 +235,6 @@ impl Tokens {
     pub fn tenants(&self) -> Vec<TenantRecord> {
         self.stored
             .read()
-            .unwrap()
             .tenants
             .iter()
             .map(|(name, t)| TenantRecord {
@@ -248,7 +248,6 @@ impl Tokens {
     pub fn quota(&self, name: &str) -> Quota {
         self.stored
             .read()
-            .unwrap()
             .tenants
             .get(name)
             .map(|t| t.quota.clone())

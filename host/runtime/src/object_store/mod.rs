@@ -35,8 +35,9 @@
 //! # }
 //! ```
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -211,7 +212,7 @@ impl Inner {
         self.entries
             .remove_if(&entry.id, |_, e| Arc::ptr_eq(e, entry));
         // Freed first, under the lock: nothing can complete (and charge) it after.
-        let state = std::mem::replace(&mut *entry.state.lock().unwrap(), State::Freed);
+        let state = std::mem::replace(&mut *entry.state.lock(), State::Freed);
         let charged = entry.charged.swap(0, Ordering::AcqRel);
         if let State::Spilled { file, .. } = &state {
             // Its bytes left memory when it spilled; only the file remains.
@@ -241,7 +242,7 @@ impl Inner {
         }
         self.return_borrows(entry);
         if let Some(remote) = self.remote.get() {
-            let copies = std::mem::take(&mut *entry.copies.lock().unwrap());
+            let copies = std::mem::take(&mut *entry.copies.lock());
             if !copies.is_empty() {
                 remote.freed_copies(entry.id, copies);
             }
@@ -383,7 +384,7 @@ impl Inner {
             .iter()
             .filter_map(|e| {
                 let entry = e.value();
-                let state = entry.state.try_lock().ok()?;
+                let state = entry.state.try_lock()?;
                 match &*state {
                     State::Ready { value: Ok(b), .. } if b.len() >= SPILL_MIN => {
                         Some((entry.last_used.load(Ordering::Relaxed), entry.clone()))
@@ -398,7 +399,7 @@ impl Inner {
             if freed >= needed {
                 break;
             }
-            let Ok(mut state) = entry.state.try_lock() else {
+            let Some(mut state) = entry.state.try_lock() else {
                 continue;
             };
             let State::Ready { value: Ok(b), .. } = &*state else {
@@ -425,7 +426,7 @@ impl Inner {
     /// into memory, or, when memory is full of values in use, reading it
     /// from its file without keeping it), `None` when it is not here.
     fn value_of(&self, entry: &Entry) -> Option<ObjectValue> {
-        let (file, len) = match &*entry.state.lock().unwrap() {
+        let (file, len) = match &*entry.state.lock() {
             State::Ready { value, .. } => {
                 entry.last_used.store(self.tick(), Ordering::Relaxed);
                 return Some(value.clone());
@@ -440,7 +441,7 @@ impl Inner {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 // Another reader may have loaded it meanwhile.
-                if let State::Ready { value, .. } = &*entry.state.lock().unwrap() {
+                if let State::Ready { value, .. } = &*entry.state.lock() {
                     return Some(value.clone());
                 }
                 return Some(Err(FabricError::ObjectLost(format!(
@@ -450,7 +451,7 @@ impl Inner {
             }
         };
         if self.charge_store(len as i64).is_ok() {
-            let mut state = entry.state.lock().unwrap();
+            let mut state = entry.state.lock();
             match &mut *state {
                 State::Spilled {
                     file: f, nested, ..
@@ -500,7 +501,7 @@ impl Inner {
         allowed: fn(&State) -> bool,
     ) -> bool {
         let listeners = {
-            let mut state = entry.state.lock().unwrap();
+            let mut state = entry.state.lock();
             if !allowed(&state) {
                 return false;
             }
@@ -775,7 +776,7 @@ impl ObjectStore {
             return freed_meanwhile(at);
         };
         let settled = {
-            let mut state = entry.state.lock().unwrap();
+            let mut state = entry.state.lock();
             let listeners = match &mut *state {
                 State::Pending { listeners } => listeners,
                 State::Freed => {
@@ -788,7 +789,7 @@ impl ObjectStore {
                 .into_iter()
                 .partition(|l| l.wants_value_here);
             // Under the state lock: a release (which sets Freed first) sees them.
-            entry.copies.lock().unwrap().extend(at.iter().copied());
+            entry.copies.lock().extend(at.iter().copied());
             self.inner.discharge_held(&entry);
             *state = State::Elsewhere {
                 at,
@@ -801,7 +802,7 @@ impl ObjectStore {
         // Waiters for the value must come and fetch it; the others go on.
         entry.ready.notify_waiters();
         wake(settled);
-        let wanted_here = matches!(&*entry.state.lock().unwrap(), State::Elsewhere { listeners, .. } if !listeners.is_empty());
+        let wanted_here = matches!(&*entry.state.lock(), State::Elsewhere { listeners, .. } if !listeners.is_empty());
         if wanted_here && let Some(r) = self.inner.revive(entry) {
             r.fetch_if_elsewhere();
         }
@@ -815,13 +816,13 @@ impl ObjectStore {
         let Some(entry) = self.entry(id) else {
             return false;
         };
-        let mut state = entry.state.lock().unwrap();
+        let mut state = entry.state.lock();
         let State::Elsewhere { at, listeners, .. } = &mut *state else {
             return false;
         };
         let lost = std::mem::take(at);
         let listeners = std::mem::take(listeners);
-        entry.copies.lock().unwrap().retain(|n| !lost.contains(n));
+        entry.copies.lock().retain(|n| !lost.contains(n));
         *state = State::Pending { listeners };
         true
     }
@@ -983,7 +984,7 @@ impl ObjectRef {
 
     /// Why the object failed, if it is ready here with an error.
     pub fn failure(&self) -> Option<FabricError> {
-        match &*self.entry.state.lock().unwrap() {
+        match &*self.entry.state.lock() {
             State::Ready { value: Err(e), .. } => Some(e.clone()),
             _ => None,
         }
@@ -997,14 +998,14 @@ impl ObjectRef {
     /// Whether the value is here.
     pub fn is_ready(&self) -> bool {
         matches!(
-            &*self.entry.state.lock().unwrap(),
+            &*self.entry.state.lock(),
             State::Ready { .. } | State::Spilled { .. }
         )
     }
 
     /// Where the value is now.
     pub fn location(&self) -> Location {
-        let state = self.entry.state.lock().unwrap();
+        let state = self.entry.state.lock();
         match &*state {
             State::Pending { .. } => Location::Pending,
             State::Ready { value, .. } => Location::Ready(value.clone()),
@@ -1025,7 +1026,7 @@ impl ObjectRef {
 
     /// The references inside the value, when it is here.
     pub fn nested(&self) -> Vec<ObjectRef> {
-        match &*self.entry.state.lock().unwrap() {
+        match &*self.entry.state.lock() {
             State::Ready { nested, .. } | State::Spilled { nested, .. } => nested.clone(),
             _ => Vec::new(),
         }
@@ -1033,7 +1034,7 @@ impl ObjectRef {
 
     /// Starts fetching the value if it is elsewhere and nobody fetches it yet.
     fn fetch_if_elsewhere(&self) {
-        let at = match &mut *self.entry.state.lock().unwrap() {
+        let at = match &mut *self.entry.state.lock() {
             State::Elsewhere { at, fetching, .. } if !*fetching => {
                 *fetching = true;
                 at.clone()
@@ -1082,7 +1083,7 @@ impl ObjectRef {
     /// (ready here, or its value is elsewhere); returns false (and does not
     /// register) when it already is not.
     pub fn on_settled(&self, listener: Arc<dyn ReadyListener>) -> bool {
-        match &mut *self.entry.state.lock().unwrap() {
+        match &mut *self.entry.state.lock() {
             State::Pending { listeners } => {
                 push_listener(
                     listeners,
@@ -1100,7 +1101,7 @@ impl ObjectRef {
     /// Calls `listener` once the value is here (fetching it if it is
     /// elsewhere); returns false (and does not register) when it already is.
     pub fn on_ready(&self, listener: Arc<dyn ReadyListener>) -> bool {
-        let registered = match &mut *self.entry.state.lock().unwrap() {
+        let registered = match &mut *self.entry.state.lock() {
             State::Pending { listeners } | State::Elsewhere { listeners, .. } => {
                 push_listener(
                     listeners,
@@ -1125,7 +1126,7 @@ impl ObjectRef {
             let notified = self.entry.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !matches!(&*self.entry.state.lock().unwrap(), State::Pending { .. }) {
+            if !matches!(&*self.entry.state.lock(), State::Pending { .. }) {
                 return;
             }
             notified.await;
@@ -1135,7 +1136,7 @@ impl ObjectRef {
     /// Records that `node` keeps a copy of this (owned) object, to be dropped
     /// when it is freed.
     pub fn add_copy(&self, node: NodeId) {
-        let mut copies = self.entry.copies.lock().unwrap();
+        let mut copies = self.entry.copies.lock();
         if !copies.contains(&node) {
             copies.push(node);
         }

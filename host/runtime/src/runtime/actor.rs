@@ -17,8 +17,9 @@
 //! that created the actor: it keeps the spec and the last checkpoint (the
 //! cluster's remote actors, reached through the node's port).
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -130,7 +131,7 @@ impl ActorSpec {
 impl ActorRecord {
     /// Why the actor died, if it did.
     pub(crate) fn death(&self) -> Option<String> {
-        self.dead.lock().unwrap().clone()
+        self.dead.lock().clone()
     }
 
     /// Queues a call; a dead actor fails it at once.
@@ -164,13 +165,13 @@ impl ActorRecord {
 
     /// Saves the actor's state; the creating node, if another, hears of it.
     pub(crate) fn save_checkpoint(&self, core: &NodeCore, state: Bytes) {
-        *self.checkpoint.lock().unwrap() = Some(state.clone());
+        *self.checkpoint.lock() = Some(state.clone());
         self.tell_owner(core, Some(state), false);
     }
 
     /// The state the actor last saved.
     pub(crate) fn checkpoint(&self) -> Option<Bytes> {
-        self.checkpoint.lock().unwrap().clone()
+        self.checkpoint.lock().clone()
     }
 
     pub(crate) fn restarts(&self) -> u32 {
@@ -241,7 +242,7 @@ pub fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
     let handle = core
         .runtime()
         .spawn(actor_main(core.clone(), spec, mailbox));
-    *record.abort.lock().unwrap() = Some(handle.abort_handle());
+    *record.abort.lock() = Some(handle.abort_handle());
     if record.death().is_some() {
         handle.abort();
     }
@@ -273,13 +274,13 @@ pub fn record_dead(core: &NodeCore, id: ActorId, job: Arc<Job>, class: Arc<str>,
 /// (until its job ends) so later calls fail with the reason it died.
 pub fn kill(core: &NodeCore, record: &ActorRecord, reason: String) {
     {
-        let mut dead = record.dead.lock().unwrap();
+        let mut dead = record.dead.lock();
         if dead.is_none() {
             *dead = Some(reason);
         }
     }
     release_name(core, record);
-    if let Some(h) = record.abort.lock().unwrap().take() {
+    if let Some(h) = record.abort.lock().take() {
         h.abort();
     }
 }
@@ -302,7 +303,7 @@ pub(crate) struct Mailbox {
 impl Mailbox {
     fn die(&mut self, reason: String) {
         tracing::debug!(actor = %self.record.id.short(), class = %self.record.class, %reason, "actor died");
-        let mut dead = self.record.dead.lock().unwrap();
+        let mut dead = self.record.dead.lock();
         if dead.is_none() {
             *dead = Some(reason);
         }

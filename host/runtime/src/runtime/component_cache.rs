@@ -15,8 +15,9 @@
 //! assert!(bounds.cache_bytes_per_tenant <= bounds.cache_bytes);
 //! ```
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -98,10 +99,10 @@ impl ComponentCache {
 
     /// The component with `digest`, if someone holds it or it was kept.
     pub(crate) fn get(&self, digest: &str) -> Option<Arc<AppComponent>> {
-        if let Some(app) = self.recent.lock().unwrap().touch(digest) {
+        if let Some(app) = self.recent.lock().touch(digest) {
             return Some(app);
         }
-        let live = self.live.lock().unwrap();
+        let live = self.live.lock();
         live.by_digest.get(digest).and_then(Weak::upgrade)
     }
 
@@ -109,7 +110,7 @@ impl ComponentCache {
     /// and kept after, within the budgets.
     pub(crate) fn keep(&self, app: &Arc<AppComponent>, tenant: &str) {
         {
-            let mut live = self.live.lock().unwrap();
+            let mut live = self.live.lock();
             live.by_digest
                 .insert(app.digest().to_string(), Arc::downgrade(app));
             if live.by_digest.len() >= live.sweep_at {
@@ -117,7 +118,7 @@ impl ComponentCache {
                 live.sweep_at = (live.by_digest.len() * 2).max(64);
             }
         }
-        let mut recent = self.recent.lock().unwrap();
+        let mut recent = self.recent.lock();
         if app.held_bytes() > self.bounds.cache_bytes_per_tenant {
             return; // too large to keep beyond its use
         }
@@ -128,7 +129,7 @@ impl ComponentCache {
     /// Waits for a compile slot of the node and of `tenant`.
     pub(crate) async fn compile_slot(&self, tenant: &str) -> CompileSlot {
         let per_tenant = {
-            let mut slots = self.tenant_compiles.lock().unwrap();
+            let mut slots = self.tenant_compiles.lock();
             // Tenants with nothing compiling or waiting need no semaphore
             // (a permit or a waiter holds a reference to it).
             slots.retain(|_, s| Arc::strong_count(s) > 1);
@@ -153,13 +154,13 @@ impl ComponentCache {
 
     /// Bytes of kept components charged to `tenant`.
     pub(crate) fn bytes_of(&self, tenant: &str) -> u64 {
-        let recent = self.recent.lock().unwrap();
+        let recent = self.recent.lock();
         recent.by_tenant.get(tenant).copied().unwrap_or(0)
     }
 
     /// Bytes of kept components, all tenants.
     pub(crate) fn kept_bytes(&self) -> u64 {
-        self.recent.lock().unwrap().bytes
+        self.recent.lock().bytes
     }
 }
 

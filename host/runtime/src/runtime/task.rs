@@ -13,8 +13,9 @@
 //! job ends; while it waits in the local queue it can be taken back out and
 //! sent to a node with room (see [`steal`]).
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -201,7 +202,7 @@ fn wait_for_args(want: Want, spec: TaskSpec, then: impl FnOnce(TaskSpec) + Send 
             waiter.remaining.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    *waiter.then.lock().unwrap() = Some(Box::new(move || then(spec)));
+    *waiter.then.lock() = Some(Box::new(move || then(spec)));
     // Drop the initial count: goes on now if nothing is pending.
     waiter.on_ready();
 }
@@ -215,7 +216,7 @@ struct ArgWaiter {
 impl ReadyListener for ArgWaiter {
     fn on_ready(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Some(then) = self.then.lock().unwrap().take()
+            && let Some(then) = self.then.lock().take()
         {
             then();
         }

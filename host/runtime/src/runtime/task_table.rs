@@ -11,9 +11,10 @@
 //! exercise: a count that would go below zero means a task was counted
 //! down without having been counted up.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use tokio::task::AbortHandle;
 
@@ -65,7 +66,7 @@ impl TaskControl {
     /// Stops the task if it runs; keeps it from starting if it waits.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
-        if let Some(h) = self.abort.lock().unwrap().take() {
+        if let Some(h) = self.abort.lock().take() {
             h.abort();
         }
     }
@@ -77,22 +78,22 @@ impl TaskControl {
 
     /// Holds the task while it waits in the local queue.
     pub(crate) fn park(&self, spec: TaskSpec) {
-        *self.queued.lock().unwrap() = Some(spec);
+        *self.queued.lock() = Some(spec);
     }
 
     /// The task, unless it was stolen meanwhile.
     pub(crate) fn unpark(&self) -> Option<TaskSpec> {
-        self.queued.lock().unwrap().take()
+        self.queued.lock().take()
     }
 
     fn is_parked(&self) -> bool {
-        self.queued.lock().unwrap().is_some()
+        self.queued.lock().is_some()
     }
 
     /// Records how to stop the task now that it runs (at once, if a cancel
     /// came first).
     pub(crate) fn running(&self, handle: AbortHandle) {
-        *self.abort.lock().unwrap() = Some(handle.clone());
+        *self.abort.lock() = Some(handle.clone());
         // A cancel that came before the handle was stored could not abort it.
         if self.cancelled.load(Ordering::Acquire) {
             handle.abort();
@@ -200,16 +201,13 @@ impl TaskTable {
     /// Notes a task waiting in the local queue that may run elsewhere.
     pub(crate) fn queue_movable(&self, control: &Arc<TaskControl>) {
         if control.is_parked() {
-            self.movable
-                .lock()
-                .unwrap()
-                .push_back(Arc::downgrade(control));
+            self.movable.lock().push_back(Arc::downgrade(control));
         }
     }
 
     /// Whether any task waits that might move.
     pub fn has_movable(&self) -> bool {
-        !self.movable.lock().unwrap().is_empty()
+        !self.movable.lock().is_empty()
     }
 
     /// Takes up to `max` tasks that wait in the local queue (newest first)
@@ -221,14 +219,14 @@ impl TaskTable {
         mut accept: impl FnMut(&TaskSpec) -> bool,
     ) -> Vec<(TaskSpec, Arc<TaskControl>)> {
         let mut out = Vec::new();
-        let mut queue = self.movable.lock().unwrap();
+        let mut queue = self.movable.lock();
         let mut keep = VecDeque::new();
         while out.len() < max {
             let Some(weak) = queue.pop_back() else { break };
             let Some(control) = Weak::upgrade(&weak) else {
                 continue;
             };
-            let mut slot = control.queued.lock().unwrap();
+            let mut slot = control.queued.lock();
             match slot.as_ref() {
                 Some(spec) if !control.called_off() => {
                     if accept(spec) {
@@ -253,7 +251,7 @@ impl TaskTable {
     /// are most of the queue: `still_queued` is how many wait now).
     pub(crate) fn give_back(&self, still_queued: usize) {
         crate::ids::shrink_if_sparse(&self.unfinished);
-        let mut queue = self.movable.lock().unwrap();
+        let mut queue = self.movable.lock();
         if queue.len() > 2 * still_queued + 1024 {
             queue.retain(|w| w.upgrade().is_some_and(|c| c.is_parked()));
         }
