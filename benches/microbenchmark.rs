@@ -256,6 +256,31 @@ struct Figure {
     unit: String,
 }
 
+/// Every figure of a run, by name (what `--json` writes).
+#[derive(Default)]
+struct Figures(BTreeMap<String, Figure>);
+
+impl Figures {
+    fn put(&mut self, name: &str, mean: f64, sd: f64, unit: &str) {
+        let unit = unit.to_string();
+        self.0.insert(name.to_string(), Figure { mean, sd, unit });
+    }
+
+    fn write_json(&self, path: &str) {
+        let json: serde_json::Map<String, serde_json::Value> = self
+            .0
+            .iter()
+            .map(|(k, f)| {
+                (
+                    k.clone(),
+                    serde_json::json!({"mean": f.mean, "sd": f.sd, "unit": f.unit}),
+                )
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()).expect("write json");
+    }
+}
+
 fn main() {
     allocator::configure();
     let args = parse_args();
@@ -266,12 +291,11 @@ fn main() {
     rt.block_on(async {
         let wasm = std::fs::read(programs::BENCH).unwrap();
         let cpus = fabric_host::resources::detect::cpus();
-        let clients = (cpus / 2).max(1);
         println!(
             "wasmfabric microbenchmark: {cpus} CPUs, {} runs of ~{}s per figure (mean ± sd)\n",
             args.runs, args.run_seconds
         );
-        let mut figures: BTreeMap<String, Figure> = BTreeMap::new();
+        let mut figures = Figures::default();
 
         // Ray's suite, on a node shaped like `ray.init()`'s.
         let (node, app) = loaded_node(
@@ -288,65 +312,60 @@ fn main() {
             &wasm,
         )
         .await;
-        let extra = vec![format!("clients={clients}")];
-        println!(
-            "{:<46} {:>22} {:>10} {:>9}",
-            "metric", "wasmfabric", "Ray 2.60", "ratio"
-        );
-        for (name, ray, unit) in RAY_SUITE {
-            if args.scale_only
-                || args
-                    .only
-                    .as_ref()
-                    .is_some_and(|o| !o.iter().any(|x| x == name))
-            {
-                continue;
-            }
-            // Warm up with one rep, then size runs to the target time.
-            let (_, secs) = timed(&node, &app, name, 1, &extra).await;
-            let (_, secs2) = timed(&node, &app, name, 1, &extra).await;
-            let per_rep = secs.min(secs2).max(1e-7);
-            let reps = ((args.run_seconds / per_rep) as usize).clamp(1, 10_000_000);
-            let mut rates = Vec::new();
-            for _ in 0..args.runs {
-                let (ops, secs) = timed(&node, &app, name, reps, &extra).await;
-                rates.push(ops / secs);
-            }
-            let (m, sd) = mean_sd(&rates);
-            println!(
-                "{:<46} {:>22} {:>10} {:>8.1}x  {unit}",
-                name,
-                format!("{} ± {}", fmt_rate(m), fmt_rate(sd)),
-                fmt_rate(*ray),
-                m / ray
-            );
-            figures.insert(
-                name.to_string(),
-                Figure {
-                    mean: m,
-                    sd,
-                    unit: unit.to_string(),
-                },
-            );
+        if !args.scale_only {
+            ray_suite(&node, &app, &args, cpus, &mut figures).await;
         }
-
         if !args.ray_only {
             println!("\nscale envelope");
             scale(&node, &app, &wasm, &args, cpus, &mut figures).await;
         }
         if let Some(path) = &args.json {
-            let json: serde_json::Map<String, serde_json::Value> = figures
-                .iter()
-                .map(|(k, f)| {
-                    (
-                        k.clone(),
-                        serde_json::json!({"mean": f.mean, "sd": f.sd, "unit": f.unit}),
-                    )
-                })
-                .collect();
-            std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()).expect("write json");
+            figures.write_json(path);
         }
     });
+}
+
+/// Ray's suite under Ray's names, each against Ray's figure.
+async fn ray_suite(
+    node: &Node,
+    app: &Arc<AppComponent>,
+    args: &Args,
+    cpus: usize,
+    figures: &mut Figures,
+) {
+    let extra = vec![format!("clients={}", (cpus / 2).max(1))];
+    println!(
+        "{:<46} {:>22} {:>10} {:>9}",
+        "metric", "wasmfabric", "Ray 2.60", "ratio"
+    );
+    for (name, ray, unit) in RAY_SUITE {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|x| x == name))
+        {
+            continue;
+        }
+        // Warm up with one rep, then size runs to the target time.
+        let (_, secs) = timed(node, app, name, 1, &extra).await;
+        let (_, secs2) = timed(node, app, name, 1, &extra).await;
+        let per_rep = secs.min(secs2).max(1e-7);
+        let reps = ((args.run_seconds / per_rep) as usize).clamp(1, 10_000_000);
+        let mut rates = Vec::new();
+        for _ in 0..args.runs {
+            let (ops, secs) = timed(node, app, name, reps, &extra).await;
+            rates.push(ops / secs);
+        }
+        let (m, sd) = mean_sd(&rates);
+        println!(
+            "{:<46} {:>22} {:>10} {:>8.1}x  {unit}",
+            name,
+            format!("{} ± {}", fmt_rate(m), fmt_rate(sd)),
+            fmt_rate(*ray),
+            m / ray
+        );
+        figures.put(name, m, sd, unit);
+    }
 }
 
 async fn scale(
@@ -355,159 +374,163 @@ async fn scale(
     wasm: &[u8],
     args: &Args,
     cpus: usize,
-    figures: &mut BTreeMap<String, Figure>,
+    figures: &mut Figures,
 ) {
-    let mut put = |name: &str, mean: f64, sd: f64, unit: &str| {
-        figures.insert(
-            name.into(),
-            Figure {
-                mean,
-                sd,
-                unit: unit.into(),
-            },
-        );
-    };
     let want = |section: &str| {
         args.only
             .as_ref()
             .is_none_or(|o| o.iter().any(|x| x == section))
     };
-
-    // Instantiation latency of the benchmark component.
     if want("instantiate") {
-        let mut lat: Vec<f64> = node
-            .measure_instantiate(app.clone(), 5_000)
-            .await
-            .expect("instantiate")
-            .iter()
-            .map(|d| d.as_secs_f64() * 1e6)
-            .collect();
-        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
-        println!(
-            "{:<46} p50 {p50:.1} us, p99 {p99:.1} us",
-            "instantiate latency"
-        );
-        put("instantiate_p50_us", p50, 0.0, "us");
-        put("instantiate_p99_us", p99, 0.0, "us");
+        instantiate_latency(node, app, figures).await;
     }
-
-    // 10,000 object refs as the argument of one task.
     if want("refs_as_args") {
-        let mut rates = Vec::new();
-        for _ in 0..args.runs {
-            let lines = run(node, app, &["refs_as_args".into(), "10000".into()]).await;
-            let (n, secs) = ops_secs(&lines.find("refs_as_args ").unwrap());
-            rates.push(secs * 1e3 / (n / 10_000.0));
-        }
-        let (m, sd) = mean_sd(&rates);
-        println!(
-            "{:<46} {:>22}",
-            "task with 10,000 refs as args, submit to result",
-            format!("{m:.2} ± {sd:.2} ms")
-        );
-        put("refs_as_args_10k_ms", m, sd, "ms");
+        refs_as_args(node, app, args, figures).await;
     }
-
-    // A 1 GiB object, put and get, in a guest with room for two copies.
     if want("put_get_object") {
-        let (big, big_app) = loaded_node(
-            NodeConfig {
-                // A quarter of the store caches freed buffers: room for one 1 GiB.
-                object_store_memory: Some(5 << 30),
-                limits: Limits {
-                    memory: 4 << 30,
-                    object_bytes: 2 << 30,
-                    ..Limits::default()
-                },
-                engine: small_pool(),
-                ..NodeConfig::default()
-            },
-            wasm,
-        )
-        .await;
-        let (mut puts, mut gets) = (Vec::new(), Vec::new());
-        // The first run meets a fresh node (no buffer to reuse); later ones,
-        // a node that has held an object of this size before.
-        for _ in 0..=args.runs {
-            let lines = run(
-                &big,
-                &big_app,
-                &["put_get_object".into(), "1".into(), "mib=1024".into()],
-            )
-            .await;
-            let (b, s) = ops_secs(&lines.find("put_object ").unwrap());
-            puts.push(b / s / 1e9);
-            let (b, s) = ops_secs(&lines.find("get_object ").unwrap());
-            gets.push(b / s / 1e9);
-        }
-        drop(big);
-        let (pm, ps) = mean_sd(&puts[1..]);
-        let (gm, gs) = mean_sd(&gets[1..]);
-        for (what, (m, sd), first) in [
-            ("1 GiB object put", (pm, ps), puts[0]),
-            ("1 GiB object get (into the guest)", (gm, gs), gets[0]),
-        ] {
-            println!(
-                "{what:<46} {:>22}   first on a fresh node: {first:.2} GB/s",
-                format!("{m:.2} ± {sd:.2} GB/s")
-            );
-        }
-        put("put_1gib_gbps", pm, ps, "GB/s");
-        put("get_1gib_gbps", gm, gs, "GB/s");
+        put_get_object(wasm, args, figures).await;
     }
-
-    // A million tasks queued at once behind a task that holds every CPU.
     if want("queued_tasks") {
-        let n = args.queued_tasks;
-        let (queue, queue_app) = loaded_node(
-            NodeConfig {
-                limits: Limits {
-                    pending_tasks: n as u64 + 16,
-                    ..Limits::default()
-                },
-                engine: small_pool(),
-                ..NodeConfig::default()
-            },
-            wasm,
-        )
-        .await;
-        let before = rss_bytes();
-        reset_peak_rss();
-        let gate_secs = 30;
-        let lines = run(
-            &queue,
-            &queue_app,
-            &[
-                "queued_tasks".into(),
-                n.to_string(),
-                format!("clients={cpus}"),
-                format!("seconds={gate_secs}"),
-            ],
-        )
-        .await;
-        let peak = peak_rss_bytes().saturating_sub(before);
-        let queued = lines.find("queued ").unwrap();
-        let (ops, secs) = ops_secs(&lines.find("queued_tasks ").unwrap());
-        drop(queue);
-        println!("{:<46} {queued}", format!("{n} tasks queued on one node"));
-        println!(
-            "{:<46} {:>22}   then ran at {:.0} tasks/s",
-            "  peak RSS growth",
-            format!(
-                "{:.0} MiB ({:.0} B/task)",
-                mib(peak),
-                peak as f64 / n as f64
-            ),
-            ops / secs
-        );
-        put("queued_tasks_peak_rss_mib", mib(peak), 0.0, "MiB");
+        queued_tasks(wasm, args, cpus, figures).await;
     }
+    if want("idle_actors") {
+        idle_actors(wasm, args, figures).await;
+    }
+}
 
-    // 100,000 idle actors on one node whose instance pool is sized for them.
-    if !want("idle_actors") {
-        return;
+/// Instantiation latency of the benchmark component.
+async fn instantiate_latency(node: &Node, app: &Arc<AppComponent>, figures: &mut Figures) {
+    let mut lat: Vec<f64> = node
+        .measure_instantiate(app.clone(), 5_000)
+        .await
+        .expect("instantiate")
+        .iter()
+        .map(|d| d.as_secs_f64() * 1e6)
+        .collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
+    println!(
+        "{:<46} p50 {p50:.1} us, p99 {p99:.1} us",
+        "instantiate latency"
+    );
+    figures.put("instantiate_p50_us", p50, 0.0, "us");
+    figures.put("instantiate_p99_us", p99, 0.0, "us");
+}
+
+/// 10,000 object refs as the argument of one task.
+async fn refs_as_args(node: &Node, app: &Arc<AppComponent>, args: &Args, figures: &mut Figures) {
+    let mut rates = Vec::new();
+    for _ in 0..args.runs {
+        let lines = run(node, app, &["refs_as_args".into(), "10000".into()]).await;
+        let (n, secs) = ops_secs(&lines.find("refs_as_args ").unwrap());
+        rates.push(secs * 1e3 / (n / 10_000.0));
     }
+    let (m, sd) = mean_sd(&rates);
+    println!(
+        "{:<46} {:>22}",
+        "task with 10,000 refs as args, submit to result",
+        format!("{m:.2} ± {sd:.2} ms")
+    );
+    figures.put("refs_as_args_10k_ms", m, sd, "ms");
+}
+
+/// A 1 GiB object, put and get, in a guest with room for two copies.
+async fn put_get_object(wasm: &[u8], args: &Args, figures: &mut Figures) {
+    let (big, big_app) = loaded_node(
+        NodeConfig {
+            // A quarter of the store caches freed buffers: room for one 1 GiB.
+            object_store_memory: Some(5 << 30),
+            limits: Limits {
+                memory: 4 << 30,
+                object_bytes: 2 << 30,
+                ..Limits::default()
+            },
+            engine: small_pool(),
+            ..NodeConfig::default()
+        },
+        wasm,
+    )
+    .await;
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
+    // The first run meets a fresh node (no buffer to reuse); later ones,
+    // a node that has held an object of this size before.
+    for _ in 0..=args.runs {
+        let lines = run(
+            &big,
+            &big_app,
+            &["put_get_object".into(), "1".into(), "mib=1024".into()],
+        )
+        .await;
+        let (b, s) = ops_secs(&lines.find("put_object ").unwrap());
+        puts.push(b / s / 1e9);
+        let (b, s) = ops_secs(&lines.find("get_object ").unwrap());
+        gets.push(b / s / 1e9);
+    }
+    drop(big);
+    let (pm, ps) = mean_sd(&puts[1..]);
+    let (gm, gs) = mean_sd(&gets[1..]);
+    for (what, (m, sd), first) in [
+        ("1 GiB object put", (pm, ps), puts[0]),
+        ("1 GiB object get (into the guest)", (gm, gs), gets[0]),
+    ] {
+        println!(
+            "{what:<46} {:>22}   first on a fresh node: {first:.2} GB/s",
+            format!("{m:.2} ± {sd:.2} GB/s")
+        );
+    }
+    figures.put("put_1gib_gbps", pm, ps, "GB/s");
+    figures.put("get_1gib_gbps", gm, gs, "GB/s");
+}
+
+/// A million tasks queued at once behind a task that holds every CPU.
+async fn queued_tasks(wasm: &[u8], args: &Args, cpus: usize, figures: &mut Figures) {
+    let n = args.queued_tasks;
+    let (queue, queue_app) = loaded_node(
+        NodeConfig {
+            limits: Limits {
+                pending_tasks: n as u64 + 16,
+                ..Limits::default()
+            },
+            engine: small_pool(),
+            ..NodeConfig::default()
+        },
+        wasm,
+    )
+    .await;
+    let before = rss_bytes();
+    reset_peak_rss();
+    let gate_secs = 30;
+    let lines = run(
+        &queue,
+        &queue_app,
+        &[
+            "queued_tasks".into(),
+            n.to_string(),
+            format!("clients={cpus}"),
+            format!("seconds={gate_secs}"),
+        ],
+    )
+    .await;
+    let peak = peak_rss_bytes().saturating_sub(before);
+    let queued = lines.find("queued ").unwrap();
+    let (ops, secs) = ops_secs(&lines.find("queued_tasks ").unwrap());
+    drop(queue);
+    println!("{:<46} {queued}", format!("{n} tasks queued on one node"));
+    println!(
+        "{:<46} {:>22}   then ran at {:.0} tasks/s",
+        "  peak RSS growth",
+        format!(
+            "{:.0} MiB ({:.0} B/task)",
+            mib(peak),
+            peak as f64 / n as f64
+        ),
+        ops / secs
+    );
+    figures.put("queued_tasks_peak_rss_mib", mib(peak), 0.0, "MiB");
+}
+
+/// 100,000 idle actors on one node whose instance pool is sized for them.
+async fn idle_actors(wasm: &[u8], args: &Args, figures: &mut Figures) {
     let n = args.idle_actors;
     let map_count: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()
@@ -575,6 +598,6 @@ async fn scale(
         "  RSS of all of them",
         format!("{:.0} MiB", mib(after.saturating_sub(before)))
     );
-    put("idle_actors_per_s", created / secs, 0.0, "actors/s");
-    put("idle_actor_rss_kib", per_actor / 1024.0, 0.0, "KiB");
+    figures.put("idle_actors_per_s", created / secs, 0.0, "actors/s");
+    figures.put("idle_actor_rss_kib", per_actor / 1024.0, 0.0, "KiB");
 }

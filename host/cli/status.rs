@@ -64,6 +64,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .context("the head refused")?;
         anyhow::Ok(reply.into_inner())
     })?;
+    print_nodes(&state, &address);
+    print_jobs(&state);
+    print_actors(&state);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table of nodes: state, resources used, memory, tasks, labels.
+fn print_nodes(state: &pb::ClusterStateReply, address: &str) {
     let alive = state
         .nodes
         .iter()
@@ -144,6 +152,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             labels,
         );
     }
+}
+
+/// The table of jobs the head remembers.
+fn print_jobs(state: &pb::ClusterStateReply) {
     println!();
     println!(
         "{:<34} {:<12} {:<10} {:<5}",
@@ -164,6 +176,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             j.error.lines().next().unwrap_or("")
         );
     }
+}
+
+/// The table of actors in the head's directory.
+fn print_actors(state: &pb::ClusterStateReply) {
     println!();
     println!(
         "{:<10} {:<16} {:<24} {:<10} {:<10} {:<4}",
@@ -200,5 +216,4 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             note
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -505,13 +505,13 @@ async fn a_growing_table_stops_at_the_table_limit() {
     assert_victim_ok(&finish(victim).await);
 }
 
-/// A `Control` client of the in-process cluster `c`, holding `token`.
-pub(crate) async fn control(
-    c: &crate::support::TestCluster,
-    token: &str,
-) -> wasmfabric_proto::v1::control_client::ControlClient<
+/// A `Control` client that sends a token with every call.
+pub(crate) type Control = wasmfabric_proto::v1::control_client::ControlClient<
     tonic::codegen::InterceptedService<tonic::transport::Channel, fabric_host::security::AddToken>,
-> {
+>;
+
+/// A `Control` client of the in-process cluster `c`, holding `token`.
+pub(crate) async fn control(c: &crate::support::TestCluster, token: &str) -> Control {
     let channel =
         tonic::transport::Endpoint::from_shared(format!("https://{}", c.handles[0].address()))
             .unwrap()
@@ -554,47 +554,7 @@ async fn another_tenants_jobs_and_logs_are_invisible() {
     };
 
     // While alice's job runs, mallory probes for it.
-    let stolen = mallory
-        .job_logs(pb::JobLogsRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap_err();
-    let unknown = mallory
-        .job_logs(pb::JobLogsRequest {
-            job_id: vec![7u8; 16].into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(stolen.code(), tonic::Code::NotFound);
-    assert_eq!(
-        (stolen.code(), stolen.message()),
-        (unknown.code(), unknown.message()),
-        "another tenant's job looks exactly like no job"
-    );
-    let state = mallory
-        .cluster_state(pb::ClusterStateRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        state.jobs.is_empty() && state.actors.is_empty(),
-        "{state:?}"
-    );
-    let refused = mallory
-        .add_tenant(pb::AddTenantRequest {
-            name: "mallory2".into(),
-            quota: None,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    let mut anonymous = control(&c, "not-a-token").await;
-    let refused = anonymous
-        .cluster_state(pb::ClusterStateRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_mallory_finds_nothing(&c, &mut mallory, &job_id).await;
 
     // Alice's job finishes correctly, and she can read her own logs.
     let mut printed = String::new();
@@ -629,6 +589,57 @@ async fn another_tenants_jobs_and_logs_are_invisible() {
             .any(|l| String::from_utf8_lossy(&l.line).starts_with("victim ok")),
         "{logs:?}"
     );
+}
+
+/// Another tenant's job, its logs and actors look exactly like none; a
+/// tenant cannot add tenants and no token gets nothing.
+async fn assert_mallory_finds_nothing(
+    c: &crate::support::TestCluster,
+    mallory: &mut Control,
+    job_id: &[u8],
+) {
+    use wasmfabric_proto::v1 as pb;
+    let stolen = mallory
+        .job_logs(pb::JobLogsRequest {
+            job_id: job_id.to_vec().into(),
+        })
+        .await
+        .unwrap_err();
+    let unknown = mallory
+        .job_logs(pb::JobLogsRequest {
+            job_id: vec![7u8; 16].into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stolen.code(), tonic::Code::NotFound);
+    assert_eq!(
+        (stolen.code(), stolen.message()),
+        (unknown.code(), unknown.message()),
+        "another tenant's job looks exactly like no job"
+    );
+    let state = mallory
+        .cluster_state(pb::ClusterStateRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        state.jobs.is_empty() && state.actors.is_empty(),
+        "{state:?}"
+    );
+    let refused = mallory
+        .add_tenant(pb::AddTenantRequest {
+            name: "mallory2".into(),
+            quota: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let mut anonymous = control(c, "not-a-token").await;
+    let refused = anonymous
+        .cluster_state(pb::ClusterStateRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -350,6 +350,12 @@ fn tenants_need_tokens_and_see_only_their_own_jobs() {
     let all = usage(&c.admin_token());
     assert!(all.contains("alice") && all.contains("mallory"), "{all}");
 
+    assert_refused_without_rights(&c, &security, &mallory);
+}
+
+/// No token, a wrong token, a tenant acting as admin, a worker without the
+/// join file: all refused, each with its reason.
+fn assert_refused_without_rights(c: &ProcCluster, security: &std::path::Path, mallory: &str) {
     // No token, a wrong token, a tenant acting as admin: all refused.
     let no_token = std::process::Command::new(env!("CARGO_BIN_EXE_fabric"))
         .args([
@@ -375,7 +381,7 @@ fn tenants_need_tokens_and_see_only_their_own_jobs() {
         "{err}"
     );
     let escalate = c.fabric_as(
-        &mallory,
+        mallory,
         &["tenant", "add", "mallory2", "--address", c.head_address()],
     );
     let err = String::from_utf8_lossy(&escalate.stderr);

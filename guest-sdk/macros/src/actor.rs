@@ -91,6 +91,118 @@ fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream
             "max_task_retries",
         ],
     )?;
+    let class = class_of(&imp)?;
+    let self_ty = (*imp.self_ty).clone();
+    let (ctor, methods) = split_items(&imp)?;
+    let ctor_params = params(ctor, Some(&self_ty))?;
+    let ctor_caller = caller_params(&ctor_params);
+    let ctor_names: Vec<_> = ctor_params.iter().map(|p| &p.ident).collect();
+    let ctor_encode = encode_params(&ctor_params);
+    let ctor_decode = decode_params(&ctor_params);
+    let construct = if ctor_fallible(ctor, &class)? {
+        quote!(::fabric::__rt::ctor_result(<#self_ty>::new(#(#ctor_names),*)))
+    } else {
+        quote!(::fabric::__rt::ctor_result(::std::result::Result::<#self_ty, ::std::convert::Infallible>::Ok(<#self_ty>::new(#(#ctor_names),*))))
+    };
+    let calls = &declared.calls;
+    let handle = handle_ident(&class);
+    let builder = format_ident!("{}Builder", class);
+    let mut handle_methods = Vec::new();
+    let mut dispatch_arms = Vec::new();
+    for sig in methods {
+        let (method, arm) = method_code(sig, &class, &self_ty)?;
+        handle_methods.push(method);
+        dispatch_arms.push(arm);
+    }
+
+    let registration = registration(&self_ty, &ctor_decode, &construct, &dispatch_arms);
+    let doc_builder = format!("Creates a [`{class}`] actor with chosen options.");
+    let creation = quote! {
+        #[allow(private_interfaces, clippy::all)]
+        impl #self_ty {
+            /// Creates the actor; returns a handle to call it through.
+            pub fn remote(#ctor_caller) -> ::fabric::Result<::fabric::ActorHandle<#self_ty>> {
+                <#self_ty>::options(::fabric::ActorOptions::new()).remote(#(#ctor_names),*)
+            }
+
+            /// An actor creation with `options` (name, resources, ..).
+            pub fn options(options: ::fabric::ActorOptions) -> #builder {
+                #builder { options: ::fabric::ActorOptions::new() #(#calls)* .merge(options) }
+            }
+        }
+
+        #[doc = #doc_builder]
+        #[allow(private_interfaces)]
+        pub struct #builder {
+            options: ::fabric::ActorOptions,
+        }
+
+        #[allow(private_interfaces, clippy::all)]
+        impl #builder {
+            /// Creates the actor.
+            pub fn remote(self, #ctor_caller) -> ::fabric::Result<::fabric::ActorHandle<#self_ty>> {
+                #ctor_encode
+                ::fabric::__rt::create_actor::<#self_ty>(__args, &self.options)
+            }
+        }
+    };
+    Ok(quote! {
+        #imp
+
+        #creation
+
+        #[allow(private_interfaces, clippy::all)]
+        impl #handle {
+            #(#handle_methods)*
+        }
+
+        #registration
+    })
+}
+
+/// The constructor and dispatcher the guest's `ActorClassEntry` registers.
+fn registration(
+    self_ty: &syn::Type,
+    ctor_decode: &TokenStream,
+    construct: &TokenStream,
+    dispatch_arms: &[TokenStream],
+) -> TokenStream {
+    quote! {
+        const _: () = {
+            fn __new(__args: ::std::vec::Vec<::std::vec::Vec<u8>>)
+                -> ::std::result::Result<::std::boxed::Box<dyn ::std::any::Any>, ::fabric::__rt::CallError>
+            {
+                #ctor_decode
+                #construct
+            }
+
+            fn __call(
+                __state: &mut dyn ::std::any::Any,
+                __method: &str,
+                __args: ::std::vec::Vec<::std::vec::Vec<u8>>,
+            ) -> ::std::result::Result<::fabric::__rt::Returned, ::fabric::__rt::CallError> {
+                let __this = __state
+                    .downcast_mut::<#self_ty>()
+                    .expect("an actor's state has its class's type");
+                match __method {
+                    #(#dispatch_arms)*
+                    _ => ::std::result::Result::Err(::fabric::__rt::CallError::UnknownMethod),
+                }
+            }
+
+            ::fabric::__rt::inventory::submit! {
+                ::fabric::__rt::ActorClassEntry {
+                    name: <#self_ty as ::fabric::ActorClass>::NAME,
+                    new: __new,
+                    call: __call,
+                }
+            }
+        };
+    }
+}
+
+/// The actor class's name, from a plain inherent `impl` block.
+fn class_of(imp: &syn::ItemImpl) -> syn::Result<syn::Ident> {
     if let Some((_, path, _)) = &imp.trait_ {
         return Err(syn::Error::new_spanned(
             path,
@@ -103,24 +215,22 @@ fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream
             "actor classes cannot be generic",
         ));
     }
-    let self_ty = (*imp.self_ty).clone();
-    let class = match &self_ty {
+    match &*imp.self_ty {
         syn::Type::Path(p) if p.qself.is_none() => p
             .path
             .segments
             .last()
             .map(|s| s.ident.clone())
-            .ok_or_else(|| syn::Error::new_spanned(&self_ty, "expected the actor's type"))?,
-        _ => {
-            return Err(syn::Error::new_spanned(
-                &self_ty,
-                "expected the actor's type",
-            ));
-        }
-    };
-    let handle = handle_ident(&class);
-    let builder = format_ident!("{}Builder", class);
+            .ok_or_else(|| syn::Error::new_spanned(&imp.self_ty, "expected the actor's type")),
+        _ => Err(syn::Error::new_spanned(
+            &imp.self_ty,
+            "expected the actor's type",
+        )),
+    }
+}
 
+/// The constructor (`new`) and the methods (`&self` or `&mut self`) of the block.
+fn split_items(imp: &syn::ItemImpl) -> syn::Result<(&syn::Signature, Vec<&syn::Signature>)> {
     let mut ctor = None;
     let mut methods = Vec::new();
     for item in &imp.items {
@@ -154,121 +264,46 @@ fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream
             "an actor needs a constructor: `fn new(..) -> Self`",
         )
     })?;
-    let ctor_params = params(ctor, Some(&self_ty))?;
-    let ctor_caller = caller_params(&ctor_params);
-    let ctor_names: Vec<_> = ctor_params.iter().map(|p| &p.ident).collect();
-    let ctor_encode = encode_params(&ctor_params);
-    let ctor_decode = decode_params(&ctor_params);
-    let construct = if ctor_fallible(ctor, &class)? {
-        quote!(::fabric::__rt::ctor_result(<#self_ty>::new(#(#ctor_names),*)))
+    Ok((ctor, methods))
+}
+
+/// One method's caller on the handle and its arm in the dispatcher.
+fn method_code(
+    sig: &syn::Signature,
+    class: &syn::Ident,
+    self_ty: &syn::Type,
+) -> syn::Result<(TokenStream, TokenStream)> {
+    let m = &sig.ident;
+    let m_name = m.to_string();
+    let ps = params(sig, Some(self_ty))?;
+    let ret = returns(sig, Some(self_ty));
+    let value_ty = &ret.value;
+    let caller = caller_params(&ps);
+    let encode = encode_params(&ps);
+    let decode = decode_params(&ps);
+    let names: Vec<_> = ps.iter().map(|p| &p.ident).collect();
+    let encode_ret = if ret.fallible {
+        quote!(::fabric::__rt::ret_result(__out))
     } else {
-        quote!(::fabric::__rt::ctor_result(::std::result::Result::<#self_ty, ::std::convert::Infallible>::Ok(<#self_ty>::new(#(#ctor_names),*))))
+        quote!(::fabric::__rt::ret(&__out))
     };
-    let calls = &declared.calls;
-
-    let mut handle_methods = Vec::new();
-    let mut dispatch_arms = Vec::new();
-    for sig in methods {
-        let m = &sig.ident;
-        let m_name = m.to_string();
-        let ps = params(sig, Some(&self_ty))?;
-        let ret = returns(sig, Some(&self_ty));
-        let value_ty = &ret.value;
-        let caller = caller_params(&ps);
-        let encode = encode_params(&ps);
-        let decode = decode_params(&ps);
-        let names: Vec<_> = ps.iter().map(|p| &p.ident).collect();
-        let encode_ret = if ret.fallible {
-            quote!(::fabric::__rt::ret_result(__out))
-        } else {
-            quote!(::fabric::__rt::ret(&__out))
-        };
-        let doc = format!("Calls `{class}::{m_name}` on the actor; `.remote()` queues it.");
-        handle_methods.push(quote! {
-            #[doc = #doc]
-            pub fn #m(&self, #caller) -> ::fabric::ActorMethod<#value_ty> {
-                let __built = (|| -> ::fabric::Result<::fabric::__rt::ArgList> {
-                    #encode
-                    ::std::result::Result::Ok(__args)
-                })();
-                ::fabric::ActorMethod::new(self.__id, #m_name, __built)
-            }
-        });
-        dispatch_arms.push(quote! {
-            #m_name => {
-                #decode
-                let __out = __this.#m(#(#names),*);
-                #encode_ret
-            }
-        });
-    }
-
-    let doc_builder = format!("Creates a [`{class}`] actor with chosen options.");
-    Ok(quote! {
-        #imp
-
-        #[allow(private_interfaces, clippy::all)]
-        impl #self_ty {
-            /// Creates the actor; returns a handle to call it through.
-            pub fn remote(#ctor_caller) -> ::fabric::Result<::fabric::ActorHandle<#self_ty>> {
-                <#self_ty>::options(::fabric::ActorOptions::new()).remote(#(#ctor_names),*)
-            }
-
-            /// An actor creation with `options` (name, resources, ..).
-            pub fn options(options: ::fabric::ActorOptions) -> #builder {
-                #builder { options: ::fabric::ActorOptions::new() #(#calls)* .merge(options) }
-            }
+    let doc = format!("Calls `{class}::{m_name}` on the actor; `.remote()` queues it.");
+    let method = quote! {
+        #[doc = #doc]
+        pub fn #m(&self, #caller) -> ::fabric::ActorMethod<#value_ty> {
+            let __built = (|| -> ::fabric::Result<::fabric::__rt::ArgList> {
+                #encode
+                ::std::result::Result::Ok(__args)
+            })();
+            ::fabric::ActorMethod::new(self.__id, #m_name, __built)
         }
-
-        #[doc = #doc_builder]
-        #[allow(private_interfaces)]
-        pub struct #builder {
-            options: ::fabric::ActorOptions,
+    };
+    let arm = quote! {
+        #m_name => {
+            #decode
+            let __out = __this.#m(#(#names),*);
+            #encode_ret
         }
-
-        #[allow(private_interfaces, clippy::all)]
-        impl #builder {
-            /// Creates the actor.
-            pub fn remote(self, #ctor_caller) -> ::fabric::Result<::fabric::ActorHandle<#self_ty>> {
-                #ctor_encode
-                ::fabric::__rt::create_actor::<#self_ty>(__args, &self.options)
-            }
-        }
-
-        #[allow(private_interfaces, clippy::all)]
-        impl #handle {
-            #(#handle_methods)*
-        }
-
-        const _: () = {
-            fn __new(__args: ::std::vec::Vec<::std::vec::Vec<u8>>)
-                -> ::std::result::Result<::std::boxed::Box<dyn ::std::any::Any>, ::fabric::__rt::CallError>
-            {
-                #ctor_decode
-                #construct
-            }
-
-            fn __call(
-                __state: &mut dyn ::std::any::Any,
-                __method: &str,
-                __args: ::std::vec::Vec<::std::vec::Vec<u8>>,
-            ) -> ::std::result::Result<::fabric::__rt::Returned, ::fabric::__rt::CallError> {
-                let __this = __state
-                    .downcast_mut::<#self_ty>()
-                    .expect("an actor's state has its class's type");
-                match __method {
-                    #(#dispatch_arms)*
-                    _ => ::std::result::Result::Err(::fabric::__rt::CallError::UnknownMethod),
-                }
-            }
-
-            ::fabric::__rt::inventory::submit! {
-                ::fabric::__rt::ActorClassEntry {
-                    name: <#self_ty as ::fabric::ActorClass>::NAME,
-                    new: __new,
-                    call: __call,
-                }
-            }
-        };
-    })
+    };
+    Ok((method, arm))
 }

@@ -106,6 +106,54 @@ fn to(c: &Candidate<'_>) -> Placement {
     }
 }
 
+/// The nodes `strategy` lets `demand` go to, among the `feasible` ones (or
+/// the placement itself when the strategy decides it alone).
+fn pool_for<'a, 'b>(
+    demand: &ResourceSet,
+    strategy: &Strategy,
+    candidates: &[Candidate<'b>],
+    feasible: Vec<&'a Candidate<'b>>,
+) -> Result<Vec<&'a Candidate<'b>>, Placement> {
+    Ok(match strategy {
+        Strategy::Node { node, soft } => match feasible.iter().find(|c| c.id == *node) {
+            Some(c) if !soft || c.available.contains(demand) => return Err(to(c)),
+            _ if *soft => feasible,
+            _ => {
+                let why = if candidates.iter().any(|c| c.id == *node) {
+                    format!("node {node} can never fit {{{demand}}}")
+                } else {
+                    format!("node {node} is not a live member of the cluster")
+                };
+                return Err(Placement::Infeasible(FabricError::ResourcesInfeasible(why)));
+            }
+        },
+        Strategy::Label { key, value, soft } => {
+            let labelled: Vec<&Candidate<'_>> = feasible
+                .iter()
+                .copied()
+                .filter(|c| c.has_label(key, value))
+                .collect();
+            match (labelled.is_empty(), soft) {
+                (true, false) => {
+                    return Err(Placement::Infeasible(FabricError::ResourcesInfeasible(
+                        format!("no node labelled {key}={value} can fit {{{demand}}}"),
+                    )));
+                }
+                (true, true) => feasible.clone(),
+                (false, false) => labelled,
+                (false, true) => {
+                    if labelled.iter().any(|c| c.available.contains(demand)) {
+                        labelled
+                    } else {
+                        feasible.clone()
+                    }
+                }
+            }
+        }
+        Strategy::Default | Strategy::Spread => feasible,
+    })
+}
+
 /// Chooses a node for `demand`. `candidates` are the live nodes (this one
 /// included, marked `is_local`); `arg_bytes` says how many bytes of the
 /// task's arguments each node holds; `cursor` turns the `Spread` wheel.
@@ -123,43 +171,9 @@ pub fn place(
     if feasible.is_empty() {
         return Placement::Infeasible(infeasible(demand, candidates));
     }
-    let pool: Vec<&Candidate<'_>> = match strategy {
-        Strategy::Node { node, soft } => match feasible.iter().find(|c| c.id == *node) {
-            Some(c) if !soft || c.available.contains(demand) => return to(c),
-            _ if *soft => feasible.clone(),
-            _ => {
-                let why = if candidates.iter().any(|c| c.id == *node) {
-                    format!("node {node} can never fit {{{demand}}}")
-                } else {
-                    format!("node {node} is not a live member of the cluster")
-                };
-                return Placement::Infeasible(FabricError::ResourcesInfeasible(why));
-            }
-        },
-        Strategy::Label { key, value, soft } => {
-            let labelled: Vec<&Candidate<'_>> = feasible
-                .iter()
-                .copied()
-                .filter(|c| c.has_label(key, value))
-                .collect();
-            match (labelled.is_empty(), soft) {
-                (true, false) => {
-                    return Placement::Infeasible(FabricError::ResourcesInfeasible(format!(
-                        "no node labelled {key}={value} can fit {{{demand}}}"
-                    )));
-                }
-                (true, true) => feasible.clone(),
-                (false, false) => labelled,
-                (false, true) => {
-                    if labelled.iter().any(|c| c.available.contains(demand)) {
-                        labelled
-                    } else {
-                        feasible.clone()
-                    }
-                }
-            }
-        }
-        Strategy::Default | Strategy::Spread => feasible.clone(),
+    let pool = match pool_for(demand, strategy, candidates, feasible) {
+        Ok(pool) => pool,
+        Err(placement) => return placement,
     };
     if matches!(strategy, Strategy::Spread) {
         // Round-robin over every node that can run it: an even deal, even

@@ -57,38 +57,7 @@ pub(crate) async fn compile_in_child(
     settings: &EngineSettings,
     bytes: &[u8],
 ) -> Result<Vec<u8>, LoadError> {
-    let cpu_secs = sandbox.time.as_secs().max(1);
-    let memory = sandbox.memory;
-    let mut command = tokio::process::Command::new(&sandbox.program);
-    // The limits must hold from the child's first instruction: an
-    // allocator that reserves address space at start-up (mimalloc does)
-    // would otherwise commit memory inside reservations made before a
-    // limit set in the child's `main`.
-    // SAFETY: the closure runs between fork and exec and only calls
-    // setrlimit, which is async-signal-safe, on its own stack values.
-    unsafe {
-        command.pre_exec(move || {
-            limit(libc::RLIMIT_CPU, cpu_secs, cpu_secs + 1);
-            limit(libc::RLIMIT_AS, memory, memory);
-            Ok(())
-        });
-    }
-    let mut child = command
-        .arg("__compile")
-        .arg(format!("--cpu-secs={cpu_secs}"))
-        .arg(format!("--memory={}", sandbox.memory))
-        .arg(format!("--settings={}", settings.to_arg()))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            LoadError::Compile(format!(
-                "cannot start the compiler process {}: {e}",
-                sandbox.program.display()
-            ))
-        })?;
+    let mut child = spawn_compiler(sandbox, settings)?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
@@ -111,8 +80,7 @@ pub(crate) async fn compile_in_child(
     // The CPU limit is the real bound; the wall clock catches a child that
     // sleeps or is starved.
     let deadline = sandbox.time * 2 + Duration::from_secs(5);
-    let outcome = tokio::time::timeout(deadline, work).await;
-    let (artifact, message) = match outcome {
+    let (artifact, message) = match tokio::time::timeout(deadline, work).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             return Err(LoadError::Compile(format!(
@@ -134,36 +102,81 @@ pub(crate) async fn compile_in_child(
     if status.success() {
         return Ok(artifact);
     }
-    let message = String::from_utf8_lossy(&message).trim().to_string();
+    Err(why_it_failed(sandbox, status, &message))
+}
+
+/// Starts the compiler process, under its bounds from its first instruction.
+fn spawn_compiler(
+    sandbox: &CompileSandbox,
+    settings: &EngineSettings,
+) -> Result<tokio::process::Child, LoadError> {
+    let cpu_secs = sandbox.time.as_secs().max(1);
+    let memory = sandbox.memory;
+    let mut command = tokio::process::Command::new(&sandbox.program);
+    // The limits must hold from the child's first instruction: an
+    // allocator that reserves address space at start-up (mimalloc does)
+    // would otherwise commit memory inside reservations made before a
+    // limit set in the child's `main`.
+    // SAFETY: the closure runs between fork and exec and only calls
+    // setrlimit, which is async-signal-safe, on its own stack values.
+    unsafe {
+        command.pre_exec(move || {
+            limit(libc::RLIMIT_CPU, cpu_secs, cpu_secs + 1);
+            limit(libc::RLIMIT_AS, memory, memory);
+            Ok(())
+        });
+    }
+    command
+        .arg("__compile")
+        .arg(format!("--cpu-secs={cpu_secs}"))
+        .arg(format!("--memory={}", sandbox.memory))
+        .arg(format!("--settings={}", settings.to_arg()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            LoadError::Compile(format!(
+                "cannot start the compiler process {}: {e}",
+                sandbox.program.display()
+            ))
+        })
+}
+
+/// Why a compiler process that exited with `status` (saying `message` on
+/// stderr) failed: a bound it broke, an invalid component, or a crash.
+fn why_it_failed(
+    sandbox: &CompileSandbox,
+    status: std::process::ExitStatus,
+    message: &[u8],
+) -> LoadError {
     use std::os::unix::process::ExitStatusExt;
-    Err(match (status.code(), status.signal()) {
-        (Some(EXIT_NO_MEMORY), _) => LoadError::CompileBound(format!(
+    let message = String::from_utf8_lossy(message).trim().to_string();
+    let no_memory = || {
+        LoadError::CompileBound(format!(
             "compiling needs more than the {} MiB memory bound",
             sandbox.memory >> 20
-        )),
+        ))
+    };
+    match (status.code(), status.signal()) {
+        (Some(EXIT_NO_MEMORY), _) => no_memory(),
         // Rust aborts when an allocation fails under the address-space cap.
-        (_, Some(libc::SIGABRT)) if message.contains("memory allocation") => {
-            LoadError::CompileBound(format!(
-                "compiling needs more than the {} MiB memory bound",
-                sandbox.memory >> 20
-            ))
-        }
+        (_, Some(libc::SIGABRT)) if message.contains("memory allocation") => no_memory(),
         // A thread or mapping the cap refused, reported as a panic.
         (Some(101), _)
             if message.contains("Cannot allocate memory")
                 || message.contains("Resource temporarily unavailable") =>
         {
-            LoadError::CompileBound(format!(
-                "compiling needs more than the {} MiB memory bound",
-                sandbox.memory >> 20
-            ))
+            no_memory()
         }
         (_, Some(libc::SIGXCPU | libc::SIGKILL)) => LoadError::CompileBound(format!(
-            "compiling took more than the {cpu_secs} s CPU-time bound"
+            "compiling took more than the {} s CPU-time bound",
+            sandbox.time.as_secs().max(1)
         )),
         (Some(1), _) if !message.is_empty() => LoadError::Invalid(message),
         _ => LoadError::Compile(format!("the compiler process failed ({status}): {message}")),
-    })
+    }
 }
 
 /// The child's side: reads a component on stdin, writes its compiled
