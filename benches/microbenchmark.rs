@@ -39,9 +39,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../host/cli/allocator.rs"]
 mod allocator;
 
-/// Ray's suite: name, Ray 2.60's figure on this kind of machine (from
-/// ../shared/notes/wasmtime-48.md; the side-by-side script measures it
-/// afresh), unit.
+/// Ray's suite: name, Ray 2.60's figure measured on this kind of machine
+/// (2 cores; `benches/ray_side_by_side.py` measures it afresh), unit.
 const RAY_SUITE: &[(&str, f64, &str)] = &[
     ("single_client_tasks_sync", 542.0, "tasks/s"),
     ("single_client_tasks_async", 1_864.0, "tasks/s"),

@@ -4,10 +4,11 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
-use crate::__bindings::fabric::core::{host, types};
+use crate::__bindings::fabric::core::host;
 use crate::error::Result;
 use crate::object::{ObjectRef, id_from_wit, id_to_wit};
-use crate::remote::{ArgList, Placement, resources_to_wit};
+use crate::options::ActorOptions;
+use crate::remote::ArgList;
 use crate::value::{self, EXT_ACTOR};
 
 /// A type made into an actor by `#[fabric::actor]`.
@@ -82,141 +83,6 @@ impl<A: ActorClass> Serialize for ActorHandle<A> {
 impl<'de, A: ActorClass> Deserialize<'de> for ActorHandle<A> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(Self::from_id(value::deserialize_id(EXT_ACTOR, d)?))
-    }
-}
-
-/// Placement and naming of an actor.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ActorOptions {
-    /// CPUs held for the actor's whole life (default 0, as in Ray).
-    pub num_cpus: Option<f64>,
-    pub num_gpus: Option<f64>,
-    pub memory: Option<u64>,
-    pub resources: Vec<(String, f64)>,
-    /// Register under this name, findable with [`get_actor`].
-    pub name: Option<String>,
-    pub namespace: Option<String>,
-    /// With `name`: return the existing actor instead of failing.
-    pub get_if_exists: bool,
-    /// Restarts after a trap, panic or node death (default 0).
-    pub max_restarts: Option<u32>,
-    /// Resends of a call lost with the actor's node (default 0).
-    pub max_task_retries: Option<u32>,
-    pub placement: Option<Placement>,
-    /// Keep the actor when its job ends (until it is killed).
-    pub detached: bool,
-}
-
-impl ActorOptions {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn num_cpus(mut self, n: f64) -> Self {
-        self.num_cpus = Some(n);
-        self
-    }
-
-    pub fn num_gpus(mut self, n: f64) -> Self {
-        self.num_gpus = Some(n);
-        self
-    }
-
-    pub fn memory(mut self, bytes: u64) -> Self {
-        self.memory = Some(bytes);
-        self
-    }
-
-    pub fn resource(mut self, name: &str, amount: f64) -> Self {
-        self.resources.retain(|(n, _)| n != name);
-        self.resources.push((name.to_string(), amount));
-        self
-    }
-
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = Some(name.to_string());
-        self
-    }
-
-    pub fn namespace(mut self, ns: &str) -> Self {
-        self.namespace = Some(ns.to_string());
-        self
-    }
-
-    pub fn get_if_exists(mut self, yes: bool) -> Self {
-        self.get_if_exists = yes;
-        self
-    }
-
-    pub fn max_restarts(mut self, n: u32) -> Self {
-        self.max_restarts = Some(n);
-        self
-    }
-
-    /// Calls in flight when the actor's node dies are sent again, up to `n`
-    /// times each, to the restarted actor (so such a call may run twice).
-    pub fn max_task_retries(mut self, n: u32) -> Self {
-        self.max_task_retries = Some(n);
-        self
-    }
-
-    pub fn placement(mut self, placement: Placement) -> Self {
-        self.placement = Some(placement);
-        self
-    }
-
-    /// Create it on node `node_id` only (`soft`: there if it has room).
-    pub fn on_node(self, node_id: &str, soft: bool) -> Self {
-        self.placement(Placement::Node {
-            node_id: node_id.to_string(),
-            soft,
-        })
-    }
-
-    /// Create it on a node labelled `key=value` (`soft`: preferably).
-    pub fn on_label(self, key: &str, value: &str, soft: bool) -> Self {
-        self.placement(Placement::Label {
-            key: key.to_string(),
-            value: value.to_string(),
-            soft,
-        })
-    }
-
-    /// Keep the actor alive after its job ends, until it is killed.
-    pub fn detached(mut self) -> Self {
-        self.detached = true;
-        self
-    }
-
-    /// `self` with every field that `over` sets replaced by `over`'s.
-    pub fn merge(mut self, over: ActorOptions) -> Self {
-        self.num_cpus = over.num_cpus.or(self.num_cpus);
-        self.num_gpus = over.num_gpus.or(self.num_gpus);
-        self.memory = over.memory.or(self.memory);
-        for (n, a) in over.resources {
-            self = self.resource(&n, a);
-        }
-        self.name = over.name.or(self.name);
-        self.namespace = over.namespace.or(self.namespace);
-        self.get_if_exists |= over.get_if_exists;
-        self.max_restarts = over.max_restarts.or(self.max_restarts);
-        self.max_task_retries = over.max_task_retries.or(self.max_task_retries);
-        self.placement = over.placement.or(self.placement);
-        self.detached |= over.detached;
-        self
-    }
-
-    fn to_wit(&self) -> types::ActorOptions {
-        types::ActorOptions {
-            resources: resources_to_wit(self.num_cpus, self.num_gpus, self.memory, &self.resources),
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
-            get_if_exists: self.get_if_exists,
-            max_restarts: self.max_restarts,
-            max_task_retries: self.max_task_retries,
-            placement: self.placement.as_ref().map(Placement::to_wit),
-            detached: self.detached,
-        }
     }
 }
 

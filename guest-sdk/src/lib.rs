@@ -57,6 +57,7 @@ pub mod checkpoint;
 mod context;
 mod error;
 mod object;
+mod options;
 mod remote;
 mod value;
 
@@ -80,15 +81,16 @@ pub mod __bindings {
     });
 }
 
-pub use actor::{
-    ActorClass, ActorHandle, ActorMethod, ActorOptions, get_actor, get_actor_in, kill,
-};
+pub use actor::{ActorClass, ActorHandle, ActorMethod, get_actor, get_actor_in, kill};
 pub use context::{RuntimeContext, context};
 pub use error::{Error, FailureKind, Result};
 pub use object::{
     ObjectId, ObjectRef, cancel, get, get_all, get_all_timeout, get_timeout, put, put_bytes, wait,
 };
-pub use remote::{Arg, Placement, TaskOptions};
+pub use options::{
+    ActorOptions, ActorPolicy, Options, Placement, Policy, Resources, TaskOptions, TaskPolicy,
+};
+pub use remote::Arg;
 /// Re-exported so `ObjectRef<serde_bytes::ByteBuf>` needs no extra dependency.
 pub use serde_bytes;
 pub use wasmfabric_sdk_macros::{actor, main, remote};

@@ -8,11 +8,11 @@
 use prost::Message;
 use wasmfabric_proto::v1 as pb;
 
-use crate::cluster::convert::{
-    actor_id, error_from_pb, job_id, node_id, object_id, resources_checked, task_id,
-};
 use crate::limits::Limits;
 use crate::manifest::{JobManifest, Policy};
+use crate::wire::{
+    actor_id, error_from_pb, job_id, node_id, object_id, resources_checked, task_id,
+};
 
 pub use fabric_runtime::fuzzing::*;
 
@@ -133,7 +133,7 @@ pub fn control_bytes(data: &[u8]) {
     }
     if let Ok(r) = pb::HeartbeatReply::decode(data) {
         for l in &r.tenants {
-            let q = crate::cluster::quota_from_pb(l.quota.as_ref());
+            let q = crate::wire::quota_from_pb(l.quota.as_ref());
             let _ = q.validate();
             let _ = q.resource_cap();
         }

@@ -4,8 +4,9 @@
 //! The runtime of one node (instances, the object store, the scheduler,
 //! tasks, actors, jobs) is the `wasmfabric-runtime` crate, re-exported here;
 //! it knows nothing of other nodes. This crate adds what a cluster needs:
-//! the [`cluster`] (membership, work and objects across nodes, the head) and
-//! its [`security`] (TLS, the cluster secret, tokens). A node joins a
+//! the [`cluster`] (membership, work and objects across nodes), the
+//! [`head`] (the nodes, actors and jobs the whole cluster agrees on) and
+//! [`security`] (TLS, the cluster secret, tokens). A node joins a
 //! cluster with [`cluster::join`]. The `fabric` binary (`host/cli`) is the
 //! command line on top.
 //!
@@ -25,10 +26,14 @@ pub mod cluster;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod head;
 pub mod security;
+pub(crate) mod wire;
 
+// What a cluster user or embedder needs of the runtime; its internals
+// (buffers, directory grants, the scheduler, the bindings) stay in it.
 pub use fabric_runtime::{
     AppComponent, JobOptions, JobOutcome, MemoryReport, Node, NodeConfig, NodeStats, allocator,
-    bindings, buffers, config, dir_grants, error, ids, limits, logs, manifest, node, object_store,
-    placement, quota, resources, runtime, scheduler, spill, tenants,
+    config, error, ids, limits, logs, manifest, object_store, placement, quota, resources, runtime,
+    spill, tenants,
 };

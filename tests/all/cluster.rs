@@ -173,10 +173,10 @@ async fn a_node_that_joins_mid_job_receives_work() {
 async fn ten_thousand_tasks_make_no_head_rpc() {
     let c = test_cluster(vec![cpus(2.0)]).await;
     let head = c.handles[0].head().expect("the head").clone();
-    let before = head.cluster_state().head_rpcs;
+    let before = head.rpc_counts();
     let out = scenario(&c, &["throughput", "10000"]).await;
     assert!(out.starts_with("throughput 10000 tasks in "), "{out}");
-    let after = head.cluster_state().head_rpcs;
+    let after = head.rpc_counts();
     for (rpc, n) in &after {
         let delta = n - before.get(rpc).copied().unwrap_or(0);
         if rpc != "Heartbeat" {

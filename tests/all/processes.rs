@@ -403,6 +403,26 @@ fn assert_refused_without_rights(c: &ProcCluster, security: &std::path::Path, ma
     );
 }
 
+/// Waits until `fabric status` shows node `id` holding CPUs for tasks.
+fn wait_until_running_tasks(c: &ProcCluster, id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let busy = |status: &str| {
+        status
+            .lines()
+            .filter(|l| l.starts_with(&id[..8]))
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .any(|cpu| !cpu.starts_with("0/"))
+    };
+    while !busy(&c.status()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {id} never ran a task:\n{}",
+            c.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Chaos: `kill -9` of a worker in the middle of a 1,000-task job. The tasks
 /// it was running are retried on the nodes that are left, and every one of
 /// the 1,000 results is right.
@@ -410,8 +430,10 @@ fn assert_refused_without_rights(c: &ProcCluster, security: &std::path::Path, ma
 fn a_worker_killed_mid_job_loses_no_results() {
     let (mut c, mut job, lines) = chaos_job(&["1000", "20"]);
     let victim = c.nodes[1].id.clone();
-    // Let the worker take some of the work, then kill it.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Let the worker take some of the work (it fetches and compiles the
+    // component first: on a loaded machine that takes seconds), then kill it.
+    wait_until_running_tasks(&c, &victim);
+    std::thread::sleep(Duration::from_millis(300));
     c.kill(1);
     assert!(
         job.wait().unwrap().success(),

@@ -24,28 +24,14 @@ use tonic::Status;
 use wasmfabric_proto::v1 as pb;
 
 use super::Cluster;
-use super::convert::{id_bytes, object_id, rpc_failure};
 use crate::error::FabricError;
 use crate::ids::{NodeId, ObjectId};
+use crate::wire::{id_bytes, object_id, rpc_failure};
 
 /// The longest a drain waits for running work before it leaves anyway.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Counts a forwarded task as arriving until it is accepted (or refused).
-pub(crate) struct Accepting<'a>(&'a Cluster);
-
-impl Drop for Accepting<'_> {
-    fn drop(&mut self) {
-        self.0.accepting.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl Cluster {
-    pub(crate) fn accepting(&self) -> Accepting<'_> {
-        self.accepting.fetch_add(1, Ordering::AcqRel);
-        Accepting(self)
-    }
-
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
@@ -66,9 +52,9 @@ impl Cluster {
         tracing::info!("draining: no new work comes here; running work finishes");
         let mut last_report = Instant::now();
         loop {
-            self.spill();
+            self.move_queued_tasks();
             let calls: usize = core.actors().iter().map(|a| a.busy()).sum();
-            let busy = core.tasks().len() + self.accepting.load(Ordering::Acquire) + calls;
+            let busy = core.tasks().len() + self.tasks.arriving() + calls;
             if busy == 0 {
                 break;
             }
@@ -98,18 +84,14 @@ impl Cluster {
 
     /// Gives every value kept here for another node to that node.
     async fn hand_back_kept(&self) -> (usize, usize) {
-        let kept: Vec<(ObjectId, Option<NodeId>)> = self
-            .kept
-            .iter()
-            .map(|k| (*k.key(), k.value().home()))
-            .collect();
+        let kept = self.lending.kept();
         let (mut moved, mut failed) = (0, 0);
         for (id, owner) in kept {
             let Some(owner) = owner else { continue };
             match self.hand_to(owner, id).await {
                 Ok(()) => {
                     moved += 1;
-                    self.kept.remove(&id);
+                    self.lending.drop_kept(id);
                 }
                 Err(e) => {
                     failed += 1;
@@ -122,8 +104,7 @@ impl Cluster {
 
     async fn hand_to(&self, owner: NodeId, id: ObjectId) -> Result<(), FabricError> {
         let peer = self.peer(owner)?;
-        peer.client
-            .clone()
+        peer.client()
             .take_object(pb::TakeObjectRequest {
                 object_id: id_bytes(id.as_u128()),
             })

@@ -2,19 +2,22 @@
 //! component (fetched once per node, by digest), and its output, which goes
 //! back to the driver's node.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::{OnceCell, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use wasmfabric_proto::v1 as pb;
 
 use super::Cluster;
-use super::convert::{id_bytes, job_id, node_id};
 use crate::ids::{JobId, NodeId};
 use crate::logs::{LogSink, LogSource, Stream};
 use crate::runtime::component::{AppComponent, digest};
 use crate::runtime::job::{Job, JobSpec, LOCAL_TENANT};
+use crate::wire::{id_bytes, job_id, node_id};
 
 /// Finished jobs each node remembers, to refuse their late work.
 const FINISHED_JOBS_KEPT: usize = 10_000;
@@ -45,6 +48,47 @@ impl LogSink for DriverLogs {
     }
 }
 
+/// The jobs whose work came to this node from others: one creation per
+/// job (its component fetched once per digest), and the jobs that ended
+/// here, whose late work is refused. Only this module touches them.
+#[derive(Default)]
+pub(super) struct JobsHere {
+    /// Components being fetched from peers, by digest (one fetch each).
+    fetches: DashMap<String, Arc<OnceCell<Arc<AppComponent>>>>,
+    /// Jobs being created here, by id (one creation each).
+    creating: DashMap<JobId, Arc<OnceCell<Arc<Job>>>>,
+    /// Jobs that ended here: the newest [`FINISHED_JOBS_KEPT`], oldest first.
+    ended: Mutex<Ended>,
+}
+
+#[derive(Default)]
+struct Ended {
+    order: VecDeque<JobId>,
+    set: HashSet<JobId>,
+}
+
+impl JobsHere {
+    /// Remembers that `job` ended here (its late work is refused).
+    fn remember_ended(&self, job: JobId) {
+        let mut ended = self.ended.lock();
+        if !ended.set.insert(job) {
+            return;
+        }
+        ended.order.push_back(job);
+        if ended.order.len() > FINISHED_JOBS_KEPT
+            && let Some(old) = ended.order.pop_front()
+        {
+            ended.set.remove(&old);
+        }
+        drop(ended);
+        self.creating.remove(&job);
+    }
+
+    fn has_ended(&self, job: JobId) -> bool {
+        self.ended.lock().set.contains(&job)
+    }
+}
+
 impl Cluster {
     pub(crate) fn job_info(&self, job: &Job) -> pb::JobInfo {
         pb::JobInfo {
@@ -59,10 +103,15 @@ impl Cluster {
 
     /// The job `info` names, created here (with its component fetched from
     /// `from`) the first time work of it arrives.
+    ///
+    /// Work of a job that ended here is refused (a job made again for it
+    /// would hold its component and records with nothing to end it), except
+    /// a detached actor's, which outlives its job by design (`revive`).
     pub(crate) async fn ensure_job(
         self: &Arc<Self>,
         from: NodeId,
         info: &pb::JobInfo,
+        revive: bool,
     ) -> Result<Arc<Job>, Status> {
         let id = job_id(&info.job_id)?;
         let core = self
@@ -71,7 +120,11 @@ impl Cluster {
         if let Some(job) = core.jobs().get(&id) {
             return Ok(job.clone());
         }
-        let cell = self.job_cells.entry(id).or_default().clone();
+        let ended = || !revive && self.jobs.has_ended(id);
+        if ended() {
+            return Err(Status::failed_precondition(format!("job {id} has ended")));
+        }
+        let cell = self.jobs.creating.entry(id).or_default().clone();
         let job = cell
             .get_or_try_init(|| async {
                 let app = self.module(from, &info.digest, &info.tenant).await?;
@@ -97,6 +150,10 @@ impl Cluster {
                 let job = Job::prepare(&core, spec)
                     .await
                     .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                if ended() {
+                    // It ended while this node prepared it.
+                    return Err(Status::failed_precondition(format!("job {id} has ended")));
+                }
                 core.jobs().insert(id, job.clone());
                 Ok::<_, Status>(job)
             })
@@ -121,7 +178,8 @@ impl Cluster {
             return Ok(app);
         }
         let cell = self
-            .modules
+            .jobs
+            .fetches
             .entry(digest_hex.to_string())
             .or_default()
             .clone();
@@ -129,8 +187,7 @@ impl Cluster {
             .get_or_try_init(|| async {
                 let peer = self.peer(from).map_err(|e| Status::unavailable(e.to_string()))?;
                 let mut stream = peer
-                    .client
-                    .clone()
+                    .client()
                     .fetch_module(pb::FetchModuleRequest { digest: digest_hex.to_string() })
                     .await?
                     .into_inner();
@@ -155,7 +212,8 @@ impl Cluster {
             .cloned();
         // The cell only joins concurrent fetches: once done, the engine
         // keeps the component (within its budgets), not this map.
-        self.modules
+        self.jobs
+            .fetches
             .remove_if(digest_hex, |_, c| Arc::ptr_eq(c, &cell));
         app
     }
@@ -219,14 +277,7 @@ impl Cluster {
 
     /// The driver of `job` returned: every node stops the job's work.
     pub(crate) fn job_finished(&self, job: JobId) {
-        let peers: Vec<NodeId> = self
-            .view
-            .read()
-            .values()
-            .filter(|v| v.alive && v.id != self.id)
-            .map(|v| v.id)
-            .collect();
-        for node in peers {
+        for node in self.members.alive_others(self.id) {
             self.send_to(
                 node,
                 pb::peer_message::Kind::JobFinished(pb::JobFinished {
@@ -238,8 +289,7 @@ impl Cluster {
 
     pub(crate) fn on_job_finished(&self, f: pb::JobFinished) -> Result<(), Status> {
         let id = job_id(&f.job_id)?;
-        self.remember_finished(id);
-        self.job_cells.remove(&id);
+        self.jobs.remember_ended(id);
         if let Some(core) = self.core()
             && let Some((_, job)) = core.jobs().remove(&id)
         {
@@ -248,36 +298,22 @@ impl Cluster {
         Ok(())
     }
 
-    /// Work of a finished job that arrives late is refused.
-    pub(crate) fn remember_finished(&self, id: JobId) {
-        let mut done = self.finished_jobs.lock();
-        if done.len() >= FINISHED_JOBS_KEPT {
-            done.pop_front();
-        }
-        done.push_back(id);
+    /// `job` ended on this node: its late work is refused.
+    pub(super) fn remember_ended(&self, job: JobId) {
+        self.jobs.remember_ended(job);
     }
 
     /// A job ended on this node: what it sent to other nodes is no longer
     /// awaited (their nodes stop it too), and its arguments are released.
     pub(crate) fn drop_job_work(&self, job: JobId) {
-        let tasks: Vec<_> = self
-            .remote_tasks
-            .iter()
-            .filter(|t| t.spec_job() == job)
-            .map(|t| *t.key())
-            .collect();
-        for id in tasks {
-            if let Some((_, t)) = self.remote_tasks.remove(&id) {
-                self.send_to(
-                    t.node(),
-                    pb::peer_message::Kind::CancelTask(pb::CancelTask {
-                        result_id: id_bytes(id.as_u128()),
-                    }),
-                );
-            }
+        for (id, node) in self.tasks.take_job(job) {
+            self.send_to(
+                node,
+                pb::peer_message::Kind::CancelTask(pb::CancelTask {
+                    result_id: id_bytes(id.as_u128()),
+                }),
+            );
         }
-        self.remote_calls.retain(|_, c| c.job != job);
-        self.owned_actors
-            .retain(|_, o| o.detached() || o.job() != job);
+        self.actors.drop_job(job);
     }
 }

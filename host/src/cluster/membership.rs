@@ -3,16 +3,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
 
 use tokio::sync::watch;
 use wasmfabric_proto::v1 as pb;
 
 use super::Cluster;
-use super::convert::{node_id, resources_from_pb, resources_to_pb};
 use crate::error::{FabricError, NodeError};
 use crate::ids::NodeId;
 use crate::placement::Candidate;
 use crate::resources::ResourceSet;
+use crate::wire::{node_id, resources_from_pb, resources_to_pb};
 
 /// Tasks a node may be sent beyond its free resources, in multiples of its
 /// total: keeps it busy between heartbeats.
@@ -49,6 +54,106 @@ impl PeerView {
     }
 }
 
+/// Who is in the cluster, as this node sees it: the head's list of nodes
+/// (refreshed by every heartbeat), addresses learned from peers that
+/// messaged first, and nodes suspected gone. Only this module touches it.
+pub(super) struct Membership {
+    /// Every node the head told us about, this one included.
+    view: RwLock<BTreeMap<NodeId, PeerView>>,
+    /// Addresses of peers that messaged this node before the head's view
+    /// listed them (a node that just joined).
+    learned: DashMap<NodeId, String>,
+    /// Nodes this node could not reach lately, by when: placement skips them
+    /// until the head's verdict comes (dead) or the suspicion expires, so a
+    /// retry does not go back to a node that just crashed.
+    suspects: DashMap<NodeId, Instant>,
+    /// How long a suspicion lasts.
+    suspicion: Duration,
+    /// Where the next `Spread` placement starts.
+    spread_cursor: AtomicUsize,
+}
+
+impl Membership {
+    pub(super) fn new(node_timeout: Duration) -> Self {
+        Membership {
+            view: RwLock::new(BTreeMap::new()),
+            learned: DashMap::new(),
+            suspects: DashMap::new(),
+            suspicion: node_timeout * 2,
+            spread_cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Where the next `Spread` placement starts.
+    pub(super) fn spread_cursor(&self) -> &AtomicUsize {
+        &self.spread_cursor
+    }
+
+    /// Every node known, dead ones included.
+    pub(super) fn all(&self) -> Vec<PeerView> {
+        self.view.read().values().cloned().collect()
+    }
+
+    /// The live nodes other than `me`.
+    pub(super) fn alive_others(&self, me: NodeId) -> Vec<NodeId> {
+        self.view
+            .read()
+            .values()
+            .filter(|v| v.alive && v.id != me)
+            .map(|v| v.id)
+            .collect()
+    }
+
+    /// A node that messaged this one said it listens at `address`.
+    pub(super) fn learn(&self, node: NodeId, address: String) {
+        if self.view.read().get(&node).is_none_or(|v| !v.alive) {
+            self.learned.insert(node, address);
+        }
+    }
+
+    /// Where a peer that messaged us said it listens, unless the cluster
+    /// has declared it dead.
+    pub(super) fn learned_address(&self, node: NodeId) -> Option<String> {
+        let dead = self.view.read().get(&node).is_some_and(|v| !v.alive);
+        if dead {
+            None
+        } else {
+            self.learned.get(&node).map(|a| a.clone())
+        }
+    }
+
+    /// Replaces the view; returns the nodes that were alive and are not now.
+    fn replace(&self, fresh: BTreeMap<NodeId, PeerView>) -> Vec<NodeId> {
+        let mut view = self.view.write();
+        let died = view
+            .values()
+            .filter(|old| old.alive && fresh.get(&old.id).is_none_or(|n| !n.alive))
+            .map(|old| old.id)
+            .collect();
+        *view = fresh;
+        died
+    }
+
+    fn suspect(&self, node: NodeId) {
+        self.suspects.insert(node, Instant::now());
+    }
+
+    fn is_suspect(&self, node: NodeId) -> bool {
+        match self
+            .suspects
+            .get(&node)
+            .map(|t| t.elapsed() < self.suspicion)
+        {
+            Some(true) => true,
+            Some(false) => {
+                self.suspects.remove(&node);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
 impl Cluster {
     /// Registers this node with the head.
     pub(super) async fn register(&self) -> Result<(), NodeError> {
@@ -56,7 +161,7 @@ impl Cluster {
             .core()
             .ok_or_else(|| NodeError::Config("the node stopped".into()))?;
         let req = pb::RegisterRequest {
-            node_id: super::convert::id_bytes(self.id.as_u128()),
+            node_id: crate::wire::id_bytes(self.id.as_u128()),
             address: self.address.clone(),
             total: Some(resources_to_pb(core.scheduler().total())),
             labels: self.config.labels.clone().into_iter().collect(),
@@ -94,7 +199,7 @@ impl Cluster {
                 let Some(core) = self.core() else { return };
                 let stats = crate::Node::from_core(core.clone()).stats();
                 let req = pb::HeartbeatRequest {
-                    node_id: super::convert::id_bytes(self.id.as_u128()),
+                    node_id: crate::wire::id_bytes(self.id.as_u128()),
                     free: Some(resources_to_pb(&stats.free)),
                     queued_tasks: stats.queued_tasks as u64,
                     running_tasks: stats.running_tasks as u64,
@@ -125,7 +230,7 @@ impl Cluster {
                     }
                     Err(_) => {}
                 }
-                self.spill();
+                self.move_queued_tasks();
             }
         });
     }
@@ -140,30 +245,24 @@ impl Cluster {
         if fresh.get(&self.id).is_some_and(|me| me.draining) {
             self.start_drain();
         }
-        let died: Vec<NodeId> = {
-            let mut view = self.view.write();
-            let died = view
-                .values()
-                .filter(|old| old.alive && fresh.get(&old.id).is_none_or(|n| !n.alive))
-                .map(|old| old.id)
-                .collect();
-            *view = fresh;
-            died
-        };
+        let died = self.members.replace(fresh);
         for node in died {
             if node != self.id {
                 self.on_node_dead(node);
             }
         }
         // What was sent since the last view is now part of `free`.
-        for p in self.peers.iter() {
-            p.reset_in_flight();
-        }
+        self.peers.reset_in_flight();
     }
 
     /// A live node's view, if there is one.
     pub(crate) fn peer_view(&self, node: NodeId) -> Option<PeerView> {
-        self.view.read().get(&node).filter(|v| v.alive).cloned()
+        self.members
+            .view
+            .read()
+            .get(&node)
+            .filter(|v| v.alive)
+            .cloned()
     }
 
     /// The live nodes as placement candidates. This node's entry uses the
@@ -171,7 +270,7 @@ impl Cluster {
     /// heartbeat, less what this node sent them since.
     pub(crate) fn with_candidates<R>(&self, f: impl FnOnce(&[Candidate<'_>]) -> R) -> R {
         let core = self.core();
-        let view = self.view.read();
+        let view = self.members.view.read();
         // A draining node offers no room: work goes elsewhere if it can.
         let local_free = core
             .as_ref()
@@ -198,9 +297,7 @@ impl Cluster {
             for _ in 0..QUEUE_ALLOWANCE {
                 available.add(&v.total);
             }
-            if let Some(p) = self.peers.get(&v.id) {
-                available.subtract(&p.in_flight());
-            }
+            available.subtract(&self.peers.in_flight(v.id));
             candidates.push(Candidate {
                 id: v.id,
                 total: &v.total,
@@ -220,7 +317,7 @@ impl Cluster {
         {
             return Ok(());
         }
-        let view = self.view.read();
+        let view = self.members.view.read();
         if view.values().any(|v| v.alive && v.total.contains(demand)) {
             return Ok(());
         }
@@ -242,7 +339,7 @@ impl Cluster {
     pub(crate) fn suspect(&self, node: NodeId) {
         if node != self.id {
             tracing::debug!(node = %node.short(), "a node is unreachable; placing elsewhere");
-            self.suspects.insert(node, std::time::Instant::now());
+            self.members.suspect(node);
         }
     }
 
@@ -252,26 +349,16 @@ impl Cluster {
     }
 
     pub(super) fn is_suspect(&self, node: NodeId) -> bool {
-        let window = self.config.node_timeout * 2;
-        match self.suspects.get(&node).map(|t| t.elapsed() < window) {
-            Some(true) => true,
-            Some(false) => {
-                self.suspects.remove(&node);
-                false
-            }
-            None => false,
-        }
+        self.members.is_suspect(node)
     }
 
     /// Everything that depended on a node that died: its borrows, the tasks
     /// and calls sent to it, and the actors it hosted.
     pub(super) fn on_node_dead(&self, node: NodeId) {
         tracing::warn!(node = %node.short(), "a node died");
-        self.peers.remove(&node);
-        self.borrowers.retain(|(_, n), _| *n != node);
-        // Copies kept for a dead owner serve no one now.
-        self.kept.retain(|_, pinned| pinned.home() != Some(node));
-        self.actor_nodes.retain(|_, p| p.node != node);
+        self.peers.remove(node);
+        self.lending.forget_node(node);
+        self.actors.forget_places_on(node);
         self.fail_remote_work(node);
         self.restart_owned_actors(node);
     }

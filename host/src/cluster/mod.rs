@@ -29,14 +29,8 @@
 //! ```
 
 mod actors;
-mod control;
-pub(crate) mod convert;
 mod drain;
-mod gate;
-mod head;
-mod head_store;
 mod ingress;
-mod job_slots;
 mod jobs;
 mod lineage;
 mod membership;
@@ -47,36 +41,24 @@ mod quotas;
 mod service;
 mod tasks;
 
-use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use tokio::sync::watch;
 use wasmfabric_proto::v1::head_client::HeadClient;
 
 use self::peers::NodeChannel;
 use crate::error::NodeError;
-use crate::ids::{ActorId, JobId, NodeId, ObjectId};
-use crate::object_store::ObjectRef;
+use crate::head::{Head, HeadStore, Timing};
+use crate::ids::NodeId;
 use crate::runtime::NodeCore;
-use crate::runtime::component::AppComponent;
 use crate::security::{ClusterSecurity, Tokens};
 
 pub use crate::config::IngressLimits;
-pub use gate::SUBMIT_JOB_PATH;
-pub use head::HeadState;
-pub use head_store::{HeadStore, Loaded, Record};
+pub use crate::head::SUBMIT_JOB_PATH;
 pub use membership::PeerView;
-#[cfg(feature = "fuzzing")]
-pub(crate) use quotas::quota_from_pb;
-
-use self::actors::RemoteCall;
-use self::peers::Peer;
-use self::tasks::RemoteTask;
 
 /// Largest message a node accepts (a forwarded task's inline values, a
 /// component). Bigger values travel as objects, in chunks.
@@ -141,56 +123,34 @@ impl ClusterConfig {
     }
 }
 
-/// A node's membership in a cluster: its peers, its view of them, and the
-/// bookkeeping of work and objects that crosses nodes.
+/// A node's membership in a cluster: who it is to the others, and the
+/// parts that each own one kind of cross-node bookkeeping (their maps are
+/// private to their modules: each is changed only through its methods).
 pub(crate) struct Cluster {
     /// This cluster state itself, for tasks that must not keep it alive.
     me: Weak<Cluster>,
     core: Weak<NodeCore>,
-    pub(crate) id: NodeId,
-    pub(crate) address: String,
+    id: NodeId,
+    address: String,
     head: HeadClient<NodeChannel>,
     config: ClusterConfig,
-    /// Every node the head told us about, this one included.
-    view: RwLock<BTreeMap<NodeId, PeerView>>,
-    peers: DashMap<NodeId, Arc<Peer>>,
-    /// Tasks this node forwarded, by result id, until their result comes.
-    remote_tasks: DashMap<ObjectId, RemoteTask>,
-    /// Actor calls this node sent to other nodes, by result id.
-    remote_calls: DashMap<ObjectId, RemoteCall>,
-    /// Objects owned here that other nodes borrow: (object, node) to the
-    /// reference held for them and how many borrows they hold.
-    borrowers: DashMap<(ObjectId, NodeId), (ObjectRef, u32)>,
-    /// Copies kept here for their owners (large results of tasks run here).
-    kept: DashMap<ObjectId, crate::object_store::Pinned>,
-    /// Addresses of peers that messaged this node before the head's view
-    /// listed them (a node that just joined).
-    learned: DashMap<NodeId, String>,
-    /// Where actors live and whose they are (a cache of the head's directory).
-    actor_nodes: DashMap<ActorId, actors::ActorPlace>,
+    /// Who is in the cluster, as this node sees it.
+    members: membership::Membership,
+    /// Connections to peers.
+    peers: peers::Peers,
+    /// Tasks sent to other nodes and arriving from them.
+    tasks: tasks::RemoteTasks,
+    /// Actors across nodes: where they live, calls sent, restarts owed.
+    actors: actors::RemoteActors,
+    /// Objects lent to other nodes, and copies kept for them.
+    lending: objects::Lending,
     /// Specs of results owned here that live on other nodes, to rebuild
     /// them if those nodes are lost.
     lineage: lineage::Lineage,
-    /// Restartable actors this node created on other nodes.
-    owned_actors: DashMap<ActorId, actors::OwnedActor>,
-    /// Calls that arrived for actors this node is still creating.
-    early_calls: DashMap<ActorId, Vec<crate::runtime::actor::ActorCall>>,
-    /// Components fetched from peers, by digest (one fetch per digest).
-    modules: DashMap<String, Arc<tokio::sync::OnceCell<Arc<AppComponent>>>>,
-    /// Jobs that ended (newest last), whose late work is refused.
-    finished_jobs: parking_lot::Mutex<std::collections::VecDeque<JobId>>,
-    /// Jobs whose work arrived here (one creation per job).
-    job_cells: DashMap<JobId, Arc<tokio::sync::OnceCell<Arc<crate::runtime::job::Job>>>>,
-    spread_cursor: AtomicUsize,
-    /// Nodes this node could not reach lately, by when: placement skips them
-    /// until the head's verdict comes (dead) or the suspicion expires, so a
-    /// retry does not go back to a node that just crashed.
-    suspects: DashMap<NodeId, std::time::Instant>,
+    /// Jobs whose work came here from other nodes.
+    jobs: jobs::JobsHere,
     /// Set once the head asked this node to drain.
     draining: std::sync::atomic::AtomicBool,
-    /// Forwarded tasks that arrived and are not yet accepted (their job's
-    /// component may still be compiling): a drain waits for them too.
-    accepting: AtomicUsize,
     stop: watch::Sender<bool>,
     /// Set once this node has registered and knows the cluster: peer
     /// messages wait for it (their replies need the senders' addresses).
@@ -201,22 +161,11 @@ impl Cluster {
     /// Leaves the cluster: deregisters, then stops serving and heartbeating.
     pub(crate) async fn leave(&self) {
         let req = wasmfabric_proto::v1::DeregisterRequest {
-            node_id: convert::id_bytes(self.id.as_u128()),
+            node_id: crate::wire::id_bytes(self.id.as_u128()),
         };
         let _ =
             tokio::time::timeout(Duration::from_secs(2), self.head.clone().deregister(req)).await;
         let _ = self.stop.send(true);
-    }
-
-    /// Where a peer that messaged us said it listens, unless the cluster
-    /// has declared it dead.
-    pub(crate) fn learned_address(&self, node: NodeId) -> Option<String> {
-        let dead = self.view.read().get(&node).is_some_and(|v| !v.alive);
-        if dead {
-            None
-        } else {
-            self.learned.get(&node).map(|a| a.clone())
-        }
     }
 
     /// Waits until this node has registered with the head.
@@ -229,6 +178,13 @@ impl Cluster {
         self.me.clone()
     }
 
+    /// A node is gone or unreachable: retry (or fail) the tasks and the
+    /// actor calls sent to it.
+    pub(crate) fn fail_remote_work(&self, node: NodeId) {
+        self.fail_tasks_sent_to(node);
+        self.fail_calls_sent_to(node);
+    }
+
     /// The node this cluster state belongs to (alive as long as it is used).
     pub(crate) fn core(&self) -> Option<Arc<NodeCore>> {
         self.core.upgrade()
@@ -239,7 +195,7 @@ impl Cluster {
 pub struct ClusterHandle {
     address: String,
     node_id: NodeId,
-    head: Option<Arc<HeadState>>,
+    head: Option<Arc<Head>>,
     cluster: Arc<Cluster>,
 }
 
@@ -253,8 +209,8 @@ impl ClusterHandle {
         self.node_id
     }
 
-    /// The head's state, if this node is the head.
-    pub fn head(&self) -> Option<&Arc<HeadState>> {
+    /// The head, if this node founded the cluster.
+    pub fn head(&self) -> Option<&Arc<Head>> {
         self.head.as_ref()
     }
 
@@ -272,7 +228,7 @@ impl ClusterHandle {
 
     /// The nodes this node knows of.
     pub fn peers(&self) -> Vec<PeerView> {
-        self.cluster.view.read().values().cloned().collect()
+        self.cluster.members.all()
     }
 }
 
@@ -300,59 +256,9 @@ pub async fn join(node: &crate::Node, config: ClusterConfig) -> Result<ClusterHa
     });
     let address = format!("{host}:{}", local.port());
     let head_address = config.head.clone().unwrap_or_else(|| address.clone());
-    let head_client = HeadClient::new(peers::channel(&head_address, &config.security)?)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
     let (stop, stop_rx) = watch::channel(false);
-    let cluster = Arc::new_cyclic(|me| Cluster {
-        me: me.clone(),
-        core: Arc::downgrade(core),
-        id: core.id(),
-        address: address.clone(),
-        head: head_client,
-        config: config.clone(),
-        view: RwLock::new(BTreeMap::new()),
-        peers: DashMap::new(),
-        remote_tasks: DashMap::new(),
-        remote_calls: DashMap::new(),
-        borrowers: DashMap::new(),
-        kept: DashMap::new(),
-        learned: DashMap::new(),
-        actor_nodes: DashMap::new(),
-        early_calls: DashMap::new(),
-        owned_actors: DashMap::new(),
-        lineage: Default::default(),
-        modules: DashMap::new(),
-        job_cells: DashMap::new(),
-        finished_jobs: Default::default(),
-        spread_cursor: AtomicUsize::new(0),
-        suspects: DashMap::new(),
-        draining: Default::default(),
-        accepting: AtomicUsize::new(0),
-        stop,
-        registered: watch::channel(false).0,
-    });
-    let head = match (&config.head, &config.tokens) {
-        (Some(_), _) => None,
-        (None, Some(tokens)) => {
-            let restored = match &config.state_file {
-                Some(path) => Some(HeadStore::open(path)?),
-                None => None,
-            };
-            Some(HeadState::new(
-                node.clone(),
-                config.heartbeat_interval,
-                config.node_timeout,
-                tokens.clone(),
-                restored,
-            ))
-        }
-        (None, None) => {
-            return Err(NodeError::Config(
-                "a head needs its client tokens (ClusterConfig::head)".into(),
-            ));
-        }
-    };
+    let cluster = Cluster::new(core, address.clone(), &head_address, config.clone(), stop)?;
+    let head = start_head(node, &config)?;
     service::serve(cluster.clone(), head.clone(), listener, stop_rx.clone())?;
     if let Some(h) = &head {
         h.start_death_watch(stop_rx.clone());
@@ -371,4 +277,63 @@ pub async fn join(node: &crate::Node, config: ClusterConfig) -> Result<ClusterHa
         head,
         cluster,
     })
+}
+
+/// The head's state, when this node founds the cluster (restored from its
+/// state file, if it has one).
+fn start_head(node: &crate::Node, config: &ClusterConfig) -> Result<Option<Arc<Head>>, NodeError> {
+    match (&config.head, &config.tokens) {
+        (Some(_), _) => Ok(None),
+        (None, Some(tokens)) => {
+            let restored = match &config.state_file {
+                Some(path) => Some(HeadStore::open(path)?),
+                None => None,
+            };
+            let timing = Timing {
+                heartbeat: config.heartbeat_interval,
+                node_timeout: config.node_timeout,
+            };
+            Ok(Some(Head::new(
+                Arc::new(node.clone()),
+                timing,
+                tokens.clone(),
+                restored,
+            )))
+        }
+        (None, None) => Err(NodeError::Config(
+            "a head needs its client tokens (ClusterConfig::head)".into(),
+        )),
+    }
+}
+
+impl Cluster {
+    fn new(
+        core: &Arc<NodeCore>,
+        address: String,
+        head_address: &str,
+        config: ClusterConfig,
+        stop: watch::Sender<bool>,
+    ) -> Result<Arc<Cluster>, NodeError> {
+        let head = HeadClient::new(peers::channel(head_address, &config.security)?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(Arc::new_cyclic(|me| Cluster {
+            me: me.clone(),
+            core: Arc::downgrade(core),
+            id: core.id(),
+            address,
+            head,
+            members: membership::Membership::new(config.node_timeout),
+            config,
+            peers: Default::default(),
+            tasks: Default::default(),
+            actors: Default::default(),
+            lending: Default::default(),
+            lineage: Default::default(),
+            jobs: Default::default(),
+            draining: Default::default(),
+            stop,
+            registered: watch::channel(false).0,
+        }))
+    }
 }

@@ -19,10 +19,11 @@ use tonic::Status;
 use wasmfabric_proto::v1 as pb;
 
 use super::Cluster;
-use super::convert::{error_from_pb, error_to_pb, id_bytes, node_id, object_id, rpc_failure};
 use crate::error::FabricError;
 use crate::ids::{JobId, NodeId, ObjectId};
-use crate::object_store::{Location, ObjectRef, RemoteObjects};
+use crate::object_store::{Location, ObjectRef, Pinned, RemoteObjects};
+use crate::wire::{error_from_pb, error_to_pb, id_bytes, node_id, object_id, rpc_failure};
+use dashmap::DashMap;
 
 /// References being lent to one node for one message: if the message is
 /// not sent (an error part way), dropping the loan takes the borrows back.
@@ -60,6 +61,43 @@ impl Drop for Loan<'_> {
 /// Bytes per chunk of an object transfer.
 pub(crate) const CHUNK: usize = 1 << 20;
 
+/// Objects this node lends to others and copies it keeps for them. Only
+/// this module touches the maps.
+#[derive(Default)]
+pub(super) struct Lending {
+    /// Objects owned here that other nodes borrow: (object, node) to the
+    /// reference held for them and how many borrows they hold.
+    borrowers: DashMap<(ObjectId, NodeId), (ObjectRef, u32)>,
+    /// Copies kept here for their owners (large results of work run here).
+    kept: DashMap<ObjectId, Pinned>,
+}
+
+impl Lending {
+    /// Keeps `copy` (of `id`) here for its owner until it is freed.
+    pub(super) fn keep(&self, id: ObjectId, copy: Pinned) {
+        self.kept.insert(id, copy);
+    }
+
+    /// The copy of `id` kept here is no longer needed.
+    pub(super) fn drop_kept(&self, id: ObjectId) {
+        self.kept.remove(&id);
+    }
+
+    /// The copies kept here, with their owners.
+    pub(super) fn kept(&self) -> Vec<(ObjectId, Option<NodeId>)> {
+        self.kept
+            .iter()
+            .map(|k| (*k.key(), k.value().home()))
+            .collect()
+    }
+
+    /// `node` died: its borrows end, and copies kept for it serve no one.
+    pub(super) fn forget_node(&self, node: NodeId) {
+        self.borrowers.retain(|(_, n), _| *n != node);
+        self.kept.retain(|_, pinned| pinned.home() != Some(node));
+    }
+}
+
 /// The object store's way back to the cluster.
 pub(crate) struct StoreLink(pub Weak<Cluster>);
 
@@ -88,7 +126,7 @@ impl RemoteObjects for StoreLink {
             c.lineage.forget(id);
             for node in holders {
                 if node == c.id {
-                    c.kept.remove(&id);
+                    c.lending.drop_kept(id);
                 } else {
                     c.send_to(
                         node,
@@ -105,7 +143,8 @@ impl RemoteObjects for StoreLink {
 impl Cluster {
     /// Counts `node` as borrowing `r` (owned here) once more.
     pub(crate) fn add_borrower(&self, r: &ObjectRef, node: NodeId) {
-        self.borrowers
+        self.lending
+            .borrowers
             .entry((r.id(), node))
             .and_modify(|(_, n)| *n += 1)
             .or_insert_with(|| (r.clone(), 1));
@@ -113,10 +152,12 @@ impl Cluster {
 
     /// `node` gave back `count` borrows of `id`.
     pub(crate) fn remove_borrower(&self, id: ObjectId, node: NodeId, count: u32) {
-        self.borrowers.remove_if_mut(&(id, node), |_, (_, n)| {
-            *n = n.saturating_sub(count);
-            *n == 0
-        });
+        self.lending
+            .borrowers
+            .remove_if_mut(&(id, node), |_, (_, n)| {
+                *n = n.saturating_sub(count);
+                *n == 0
+            });
     }
 
     /// Makes `r` safe to send to `to`: the owner counts `to` as a borrower.
@@ -131,8 +172,7 @@ impl Cluster {
         } else {
             let peer = self.peer(owner)?;
             let ok = peer
-                .client
-                .clone()
+                .client()
                 .add_borrower(pb::AddBorrowerRequest {
                     object_id: id_bytes(r.id().as_u128()),
                     borrower: id_bytes(to.as_u128()),
@@ -360,8 +400,7 @@ impl Cluster {
     async fn fetch_from(&self, id: ObjectId, node: NodeId) -> Result<Fetched, FabricError> {
         let peer = self.peer(node)?;
         let mut stream = peer
-            .client
-            .clone()
+            .client()
             .fetch_object(pb::FetchObjectRequest {
                 object_id: id_bytes(id.as_u128()),
                 requester: id_bytes(self.id.as_u128()),

@@ -8,6 +8,7 @@
 //! node run in order, and a result always arrives before the sender gives
 //! back the borrows it held for it.
 
+use dashmap::DashMap;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +20,12 @@ use tonic::transport::{Channel, Endpoint};
 use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::node_client::NodeClient;
 
-use super::convert::id_bytes;
 use super::{Cluster, MAX_MESSAGE};
 use crate::error::{FabricError, FailureKind, NodeError};
 use crate::ids::NodeId;
 use crate::resources::ResourceSet;
 use crate::security::{AddSecret, ClusterSecurity};
+use crate::wire::id_bytes;
 
 /// Messages per `Deliver` batch, and bytes (a single larger message goes
 /// alone, up to [`MAX_MESSAGE`]).
@@ -66,20 +67,25 @@ pub(crate) fn channel(address: &str, security: &ClusterSecurity) -> Result<NodeC
 
 /// One peer: a client for its calls, and the queue of messages to it.
 pub(crate) struct Peer {
-    pub client: NodeClient<NodeChannel>,
+    client: NodeClient<NodeChannel>,
     outbound: mpsc::UnboundedSender<pb::PeerMessage>,
     /// Resources of the tasks sent since the last view update.
     in_flight: Mutex<ResourceSet>,
 }
 
 impl Peer {
+    /// A client for calls to the peer (clients share one connection).
+    pub(crate) fn client(&self) -> NodeClient<NodeChannel> {
+        self.client.clone()
+    }
+
     pub(crate) fn send(&self, msg: pb::peer_message::Kind) -> bool {
         self.outbound
             .send(pb::PeerMessage { kind: Some(msg) })
             .is_ok()
     }
 
-    pub(crate) fn in_flight(&self) -> ResourceSet {
+    fn in_flight(&self) -> ResourceSet {
         self.in_flight.lock().clone()
     }
 
@@ -87,21 +93,45 @@ impl Peer {
         self.in_flight.lock().add(demand);
     }
 
-    pub(crate) fn reset_in_flight(&self) {
+    fn reset_in_flight(&self) {
         *self.in_flight.lock() = ResourceSet::default();
+    }
+}
+
+/// The connections to peers, made on first use. Only this module touches
+/// the map.
+#[derive(Default)]
+pub(super) struct Peers(DashMap<NodeId, Arc<Peer>>);
+
+impl Peers {
+    /// Resources of the tasks sent to `node` since the last view update.
+    pub(super) fn in_flight(&self, node: NodeId) -> ResourceSet {
+        self.0.get(&node).map(|p| p.in_flight()).unwrap_or_default()
+    }
+
+    /// A new view came: what was sent since the last is part of `free`.
+    pub(super) fn reset_in_flight(&self) {
+        for p in self.0.iter() {
+            p.reset_in_flight();
+        }
+    }
+
+    /// `node` died: its connection goes.
+    pub(super) fn remove(&self, node: NodeId) {
+        self.0.remove(&node);
     }
 }
 
 impl Cluster {
     /// The connection to a live peer, made on first use.
     pub(crate) fn peer(&self, node: NodeId) -> Result<Arc<Peer>, FabricError> {
-        if let Some(p) = self.peers.get(&node) {
+        if let Some(p) = self.peers.0.get(&node) {
             return Ok(p.clone());
         }
         let address = self
             .peer_view(node)
             .map(|v| v.address)
-            .or_else(|| self.learned_address(node));
+            .or_else(|| self.members.learned_address(node));
         let address = address.ok_or_else(|| {
             FabricError::failure(
                 "peer",
@@ -114,7 +144,7 @@ impl Cluster {
         let client = NodeClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        match self.peers.entry(node) {
+        match self.peers.0.entry(node) {
             dashmap::Entry::Occupied(e) => Ok(e.get().clone()),
             dashmap::Entry::Vacant(slot) => {
                 let (tx, rx) = mpsc::unbounded_channel();

@@ -100,7 +100,7 @@ impl ClusterPort for Cluster {
     }
 
     fn job_ended_here(&self, job: JobId) {
-        self.remember_finished(job);
+        self.remember_ended(job);
         self.drop_job_work(job);
     }
 

@@ -1,37 +1,17 @@
-//! Tenant usage and quotas across the cluster: what each node reports in its
-//! heartbeat, how the head sums it, and how a node applies the quotas the
-//! head sends back (each tenant's quota less what it holds elsewhere).
+//! Tenant usage and quotas on a node of a cluster: what the node reports in
+//! its heartbeat, and how it applies the quotas the head sends back (each
+//! tenant's quota less what it holds elsewhere; the head's side is
+//! [`crate::head`]'s usage).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use wasmfabric_proto::v1 as pb;
 
-use super::convert::{resources_from_pb, resources_to_pb};
-use crate::quota::{Quota, ResourceCap};
+use crate::quota::ResourceCap;
 use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
 use crate::tenants::QuotaView;
-
-pub(crate) fn quota_to_pb(q: &Quota) -> pb::Quota {
-    pb::Quota {
-        cpus: q.cpus,
-        gpus: q.gpus,
-        memory: q.memory,
-        object_store: q.object_store,
-        jobs: q.jobs,
-    }
-}
-
-pub(crate) fn quota_from_pb(q: Option<&pb::Quota>) -> Quota {
-    q.map(|q| Quota {
-        cpus: q.cpus,
-        gpus: q.gpus,
-        memory: q.memory,
-        object_store: q.object_store,
-        jobs: q.jobs,
-    })
-    .unwrap_or_default()
-}
+use crate::wire::{quota_from_pb, resources_from_pb, resources_to_pb};
 
 /// What this node reports for each tenant in its heartbeat.
 pub(crate) fn loads(core: &NodeCore) -> Vec<pb::TenantLoad> {
@@ -90,64 +70,4 @@ fn less(cap: ResourceCap, elsewhere: &ResourceSet) -> ResourceCap {
         gpu: cap.gpu.map(|c| (c - elsewhere.gpu).max(0)),
         memory: cap.memory.map(|c| (c - elsewhere.memory).max(0)),
     }
-}
-
-/// The head's sums: per tenant, the loads of all nodes (`alive` decides
-/// whose holdings still count).
-pub(crate) struct Totals {
-    pub by_tenant: BTreeMap<String, pb::TenantUsage>,
-}
-
-pub(crate) fn totals<'a>(loads: impl Iterator<Item = (bool, &'a pb::TenantLoad)>) -> Totals {
-    let mut by_tenant: BTreeMap<String, pb::TenantUsage> = BTreeMap::new();
-    for (alive, l) in loads {
-        let u = by_tenant
-            .entry(l.tenant.clone())
-            .or_insert_with(|| pb::TenantUsage {
-                tenant: l.tenant.clone(),
-                ..Default::default()
-            });
-        u.cpu_seconds += l.cpu_seconds;
-        u.memory_byte_seconds += l.memory_byte_seconds;
-        u.object_byte_seconds += l.object_byte_seconds;
-        u.tasks += l.tasks;
-        u.actors += l.actors;
-        if alive {
-            let held = resources_from_pb(l.held.as_ref());
-            u.cpus_in_use += held.cpu as f64 / crate::resources::UNIT as f64;
-            u.gpus_in_use += held.gpu as f64 / crate::resources::UNIT as f64;
-            u.memory_in_use += held.memory.max(0) as u64;
-            u.object_bytes_in_use += l.object_bytes;
-        }
-    }
-    Totals { by_tenant }
-}
-
-/// For node `me`: each quota'd tenant's limit, counting what the other
-/// live nodes hold.
-pub(crate) fn limits_for<'a>(
-    quotas: &[(String, Quota)],
-    others: impl Iterator<Item = &'a pb::TenantLoad> + Clone,
-) -> Vec<pb::TenantLimit> {
-    quotas
-        .iter()
-        .filter(|(_, q)| !q.is_unlimited())
-        .map(|(tenant, q)| {
-            let mut held = ResourceSet::default();
-            let mut objects = 0;
-            for l in others.clone().filter(|l| &l.tenant == tenant) {
-                let h = resources_from_pb(l.held.as_ref());
-                held.cpu += h.cpu;
-                held.gpu += h.gpu;
-                held.memory += h.memory;
-                objects += l.object_bytes;
-            }
-            pb::TenantLimit {
-                tenant: tenant.clone(),
-                quota: Some(quota_to_pb(q)),
-                held_elsewhere: Some(resources_to_pb(&held)),
-                object_bytes_elsewhere: objects,
-            }
-        })
-        .collect()
 }

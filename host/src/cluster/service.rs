@@ -10,12 +10,14 @@ use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::head_server::HeadServer;
 use wasmfabric_proto::v1::node_server::{Node as NodeService, NodeServer};
 
-use super::control::ControlService;
-use super::convert::{node_id, object_id};
-use super::{Cluster, HeadState, MAX_MESSAGE};
+use super::{Cluster, MAX_MESSAGE};
 use crate::error::NodeError;
+use crate::head::Head;
+use crate::head::control::ControlService;
+use crate::head::service::HeadService;
 use crate::ids::NodeId;
 use crate::security::RequireSecret;
+use crate::wire::{node_id, object_id};
 use tonic::codegen::InterceptedService;
 use wasmfabric_proto::v1::control_server::ControlServer;
 
@@ -24,7 +26,7 @@ use wasmfabric_proto::v1::control_server::ControlServer;
 /// clients, on the head, `Control` behind its gate (see [`super::ingress`]).
 pub(super) fn serve(
     cluster: Arc<Cluster>,
-    head: Option<Arc<HeadState>>,
+    head: Option<Arc<Head>>,
     listener: tokio::net::TcpListener,
     stop: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
@@ -51,7 +53,7 @@ type Connections = mpsc::Receiver<std::io::Result<super::ingress::Conn>>;
 /// The peers' server: windows sized for object transfers.
 fn serve_peers(
     cluster: Arc<Cluster>,
-    head: Option<Arc<HeadState>>,
+    head: Option<Arc<Head>>,
     security: &crate::security::ClusterSecurity,
     connections: Connections,
     mut stop: watch::Receiver<bool>,
@@ -68,7 +70,7 @@ fn serve_peers(
     );
     let head = head.map(|h| {
         InterceptedService::new(
-            HeadServer::from_arc(h)
+            HeadServer::new(HeadService(h))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             secret,
@@ -97,7 +99,7 @@ fn serve_peers(
 /// The clients' server (on the head): small windows, few streams, and the
 /// gate before `Control`.
 fn serve_clients(
-    head: Arc<HeadState>,
+    head: Arc<Head>,
     limits: &crate::config::IngressLimits,
     connections: Connections,
     mut stop: watch::Receiver<bool>,
@@ -117,7 +119,7 @@ fn serve_clients(
             let _ = stop.changed().await;
         };
         let result = { builder }
-            .layer(super::gate::GateLayer::new(head))
+            .layer(crate::head::gate::GateLayer::new(head))
             .add_service(control)
             .serve_with_incoming_shutdown(ReceiverStream::new(connections), shutdown)
             .await;
@@ -157,7 +159,7 @@ impl Service {
                 Ok(())
             }
             Some(Kind::FreeObject(f)) => {
-                c.drop_kept(object_id(&f.object_id)?);
+                c.lending.drop_kept(object_id(&f.object_id)?);
                 Ok(())
             }
             Some(Kind::JobFinished(j)) => c.on_job_finished(j),
@@ -182,10 +184,8 @@ impl NodeService for Service {
         self.cluster.wait_registered().await;
         while let Some(batch) = stream.message().await? {
             let from = node_id(&batch.from)?;
-            if !batch.from_address.is_empty() && self.cluster.peer_view(from).is_none() {
-                self.cluster
-                    .learned
-                    .insert(from, batch.from_address.clone());
+            if !batch.from_address.is_empty() {
+                self.cluster.members.learn(from, batch.from_address.clone());
             }
             let lock = self.order.entry(from).or_default().clone();
             let _in_order = lock.lock().await;

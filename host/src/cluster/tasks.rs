@@ -2,15 +2,13 @@
 //! work to nodes with room.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use dashmap::DashMap;
 use tonic::Status;
 use wasmfabric_proto::v1 as pb;
 
 use super::Cluster;
-use super::convert::{
-    error_from_pb, error_to_pb, id_bytes, object_id, resources_checked, resources_to_pb,
-    status_failure, task_id,
-};
 use crate::error::{FabricError, FailureKind};
 use crate::ids::{JobId, NodeId, ObjectId};
 use crate::object_store::Location;
@@ -19,6 +17,10 @@ use crate::resources::ResourceSet;
 use crate::runtime::instance::CallResult;
 use crate::runtime::task::{self, Reply, TaskArg, TaskSpec};
 use crate::runtime::task_table::TaskControl;
+use crate::wire::{
+    error_from_pb, error_to_pb, id_bytes, object_id, resources_checked, resources_to_pb,
+    status_failure, task_id,
+};
 
 /// Values up to this size travel inside messages; larger ones as objects.
 pub(crate) const INLINE_MAX: usize = 256 << 10;
@@ -27,19 +29,69 @@ pub(crate) const INLINE_TOTAL: usize = 2 << 20;
 
 /// A task this node forwarded, kept until its result comes back (its
 /// arguments stay referenced meanwhile, and it can be retried elsewhere).
-pub(crate) struct RemoteTask {
+struct RemoteTask {
     spec: TaskSpec,
     control: Arc<TaskControl>,
     node: NodeId,
 }
 
-impl RemoteTask {
-    pub(crate) fn spec_job(&self) -> JobId {
-        self.spec.job.id
+/// The tasks that cross this node: those it sent to other nodes (until
+/// their results come back) and those arriving from them (until accepted).
+/// Only this module touches them.
+#[derive(Default)]
+pub(super) struct RemoteTasks {
+    /// Tasks this node forwarded, by result id.
+    sent: DashMap<ObjectId, RemoteTask>,
+    /// Forwarded tasks that arrived and are not yet accepted (their job's
+    /// component may still be compiling): a drain waits for them too.
+    arriving: AtomicUsize,
+}
+
+impl RemoteTasks {
+    /// Forwarded tasks that arrived here and are not yet accepted.
+    pub(super) fn arriving(&self) -> usize {
+        self.arriving.load(Ordering::Acquire)
     }
 
-    pub(crate) fn node(&self) -> NodeId {
-        self.node
+    /// Counts a forwarded task as arriving until the guard goes.
+    fn arrival(&self) -> Arrival<'_> {
+        self.arriving.fetch_add(1, Ordering::AcqRel);
+        Arrival(self)
+    }
+
+    /// Takes out the tasks of `job` sent elsewhere: (result, node).
+    pub(super) fn take_job(&self, job: JobId) -> Vec<(ObjectId, NodeId)> {
+        let ids: Vec<ObjectId> = self
+            .sent
+            .iter()
+            .filter(|t| t.spec.job.id == job)
+            .map(|t| *t.key())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.sent.remove(&id).map(|(id, t)| (id, t.node)))
+            .collect()
+    }
+
+    /// Takes out the tasks sent to `node`.
+    fn take_sent_to(&self, node: NodeId) -> Vec<RemoteTask> {
+        let ids: Vec<ObjectId> = self
+            .sent
+            .iter()
+            .filter(|t| t.node == node)
+            .map(|t| *t.key())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.sent.remove(&id).map(|(_, t)| t))
+            .collect()
+    }
+}
+
+/// A forwarded task counted as arriving.
+struct Arrival<'a>(&'a RemoteTasks);
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.0.arriving.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -62,7 +114,7 @@ impl Cluster {
                 &spec.strategy,
                 c,
                 &arg_bytes,
-                &self.spread_cursor,
+                self.members.spread_cursor(),
             )
         })
     }
@@ -103,7 +155,7 @@ impl Cluster {
                 retry_exceptions: false,
             };
             let result = spec.result;
-            cluster.remote_tasks.insert(
+            cluster.tasks.sent.insert(
                 result,
                 RemoteTask {
                     spec,
@@ -115,7 +167,7 @@ impl Cluster {
             // the check sees it or the death handling finds the task.
             let alive = cluster.peer_view(node).is_some();
             if (!alive || !peer.send(pb::peer_message::Kind::Task(msg)))
-                && let Some((_, rt)) = cluster.remote_tasks.remove(&result)
+                && let Some((_, rt)) = cluster.tasks.sent.remove(&result)
             {
                 cluster.suspect(node);
                 let e = FabricError::failure(
@@ -154,9 +206,9 @@ impl Cluster {
         let job_id = t
             .job
             .as_ref()
-            .and_then(|j| super::convert::job_id(&j.job_id).ok())
+            .and_then(|j| crate::wire::job_id(&j.job_id).ok())
             .unwrap_or(JobId::from_u128(0));
-        let _accepting = self.accepting();
+        let _arrival = self.tasks.arrival();
         // Take every lent reference first: on any failure below, dropping
         // them gives the borrows back.
         let args = self.receive_args(&t.args, job_id);
@@ -169,7 +221,10 @@ impl Cluster {
             let info = t.job.as_ref().ok_or_else(|| {
                 FabricError::InvalidArgument("a forwarded task without its job".into())
             })?;
-            let job = self.ensure_job(from, info).await.map_err(status_failure)?;
+            let job = self
+                .ensure_job(from, info, false)
+                .await
+                .map_err(status_failure)?;
             let core = self.core().ok_or(FabricError::Cancelled)?;
             let demand = resources_checked(t.demand.as_ref())?;
             core.scheduler().check_feasible(&demand)?;
@@ -237,7 +292,7 @@ impl Cluster {
                         .and_then(|c| c.objects().keep_copy(result, owner, job, value, nested));
                     msg.outcome = Some(match kept {
                         Ok(r) => {
-                            cluster.kept.insert(result, r);
+                            cluster.lending.keep(result, r);
                             pb::task_result::Outcome::StoredAt(id_bytes(cluster.id.as_u128()))
                         }
                         Err(e) => pb::task_result::Outcome::Error(error_to_pb(&e)),
@@ -260,21 +315,22 @@ impl Cluster {
             .core()
             .ok_or_else(|| Status::unavailable("the node is stopping"))?;
         let stored_at = match &r.outcome {
-            Some(pb::task_result::Outcome::StoredAt(n)) => Some(super::convert::node_id(n)?),
+            Some(pb::task_result::Outcome::StoredAt(n)) => Some(crate::wire::node_id(n)?),
             _ => None,
         };
         // Only the node the work was sent to may answer for it.
         let task = self
-            .remote_tasks
+            .tasks
+            .sent
             .remove_if(&id, |_, t| t.node == from)
             .map(|(_, t)| t);
-        let call = self
-            .remote_calls
-            .remove_if(&id, |_, c| c.node == from)
-            .map(|(_, c)| c);
-        let job = match (&task, &call) {
+        let call_job = match task {
+            Some(_) => None,
+            None => self.take_call_answered(id, from),
+        };
+        let job = match (&task, call_job) {
             (Some(t), _) => t.spec.job.id,
-            (None, Some(c)) => c.job,
+            (None, Some(job)) => job,
             (None, None) => {
                 // Nobody waits for it (cancelled, or its job ended): give back
                 // the references it carried, and let the holder drop a copy.
@@ -317,8 +373,8 @@ impl Cluster {
                 }
             }
             // The node that ran it has room again.
-            self.spill();
-        } else if call.is_some() {
+            self.move_queued_tasks();
+        } else if call_job.is_some() {
             match outcome {
                 Some(result) => core.complete(id, Reply::Local, result),
                 None => {
@@ -341,7 +397,7 @@ impl Cluster {
 
     /// Cancels a task this node forwarded, on the node running it.
     pub(crate) fn cancel_forwarded(&self, result: ObjectId) {
-        if let Some((_, t)) = self.remote_tasks.remove(&result) {
+        if let Some((_, t)) = self.tasks.sent.remove(&result) {
             self.send_to(
                 t.node,
                 pb::peer_message::Kind::CancelTask(pb::CancelTask {
@@ -352,7 +408,7 @@ impl Cluster {
     }
 
     /// Moves tasks waiting in the local queue to nodes that have room.
-    pub(crate) fn spill(self: &Arc<Self>) {
+    pub(super) fn move_queued_tasks(self: &Arc<Self>) {
         let Some(core) = self.core() else { return };
         if !core.tasks().has_movable() {
             return;
@@ -397,51 +453,16 @@ impl Cluster {
         }
     }
 
-    /// A node died: retry (or fail) what was sent to it.
-    pub(super) fn fail_remote_work(&self, node: NodeId) {
+    /// A node died: retry (or fail) the tasks sent to it.
+    pub(super) fn fail_tasks_sent_to(&self, node: NodeId) {
         let Some(core) = self.core() else { return };
-        let lost_tasks: Vec<ObjectId> = self
-            .remote_tasks
-            .iter()
-            .filter(|t| t.node == node)
-            .map(|t| *t.key())
-            .collect();
-        for id in lost_tasks {
-            if let Some((_, t)) = self.remote_tasks.remove(&id) {
-                let e = FabricError::failure(
-                    &t.spec.function,
-                    FailureKind::System,
-                    format!("node {} running it died", node.short()),
-                );
-                task::finish(&core, t.spec, &t.control, Err(e));
-            }
+        for t in self.tasks.take_sent_to(node) {
+            let e = FabricError::failure(
+                &t.spec.function,
+                FailureKind::System,
+                format!("node {} running it died", node.short()),
+            );
+            task::finish(&core, t.spec, &t.control, Err(e));
         }
-        let lost_calls: Vec<ObjectId> = self
-            .remote_calls
-            .iter()
-            .filter(|c| c.node == node)
-            .map(|c| *c.key())
-            .collect();
-        for id in lost_calls {
-            if let Some((_, lost)) = self.remote_calls.remove(&id) {
-                if lost.retries_left() > 0 {
-                    self.retry_call(lost);
-                } else {
-                    core.complete(
-                        id,
-                        Reply::Local,
-                        Err(FabricError::ActorDied(format!(
-                            "node {} hosting the actor died while it ran this call",
-                            node.short()
-                        ))),
-                    );
-                }
-            }
-        }
-    }
-
-    /// The large value of `id` this node kept for its owner is no longer needed.
-    pub(crate) fn drop_kept(&self, id: ObjectId) {
-        self.kept.remove(&id);
     }
 }

@@ -3,7 +3,8 @@
 //! Each capability links its own functions: [`objects`] (object references,
 //! `put`, `get`, `wait`), [`tasks`] (`submit`, `cancel`), [`actors`]
 //! (create, call, kill, look up), [`context`] (where the code runs, panic
-//! reports) and `memory` (zeroing a large block of guest memory). The functions are linked by hand rather than through generated
+//! reports) and `memory` (zeroing a large block of guest memory); new tasks
+//! and actors pass one [`admit`] check. The functions are linked by hand rather than through generated
 //! traits so that `get` can hand the store's shared [`bytes::Bytes`] straight
 //! to the guest's memory, with no copy on the way.
 //!
@@ -12,6 +13,7 @@
 //! comes back as a typed `error`.
 
 pub(crate) mod actors;
+mod admission;
 pub(crate) mod context;
 mod memory;
 pub(crate) mod objects;
@@ -48,11 +50,48 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
     Ok(())
 }
 
-/// A typed error back to the guest, or the trap of a broken contract.
-pub(crate) type HostResult<T> = wasmtime::Result<Result<T, WitError>>;
+pub(crate) use admission::{Creating, admit};
 
-pub(crate) fn fail<T>(e: FabricError) -> HostResult<T> {
-    Ok(Err(e.to_wit()))
+/// Why a host call returns no value: a typed error the guest gets back (it
+/// got something wrong that a well-formed guest can), or a broken contract
+/// (a stale handle, say) that traps its instance. Host calls return
+/// [`HostCall`] and use `?` on both kinds; [`to_wasm`] splits them at the
+/// linker.
+#[derive(Debug)]
+pub(crate) enum HostError {
+    Guest(FabricError),
+    Trap(wasmtime::Error),
+}
+
+impl From<FabricError> for HostError {
+    fn from(e: FabricError) -> Self {
+        HostError::Guest(e)
+    }
+}
+
+impl From<wasmtime::Error> for HostError {
+    fn from(e: wasmtime::Error) -> Self {
+        HostError::Trap(e)
+    }
+}
+
+impl From<wasmtime::component::ResourceTableError> for HostError {
+    fn from(e: wasmtime::component::ResourceTableError) -> Self {
+        HostError::Trap(e.into())
+    }
+}
+
+/// What a host call returns inside the host.
+pub(crate) type HostCall<T> = Result<T, HostError>;
+
+/// A host call's outcome as the guest sees it: a value or a typed error,
+/// or (a broken contract) a trap.
+pub(crate) fn to_wasm<T>(r: HostCall<T>) -> wasmtime::Result<Result<T, WitError>> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(HostError::Guest(e)) => Ok(Err(e.to_wit())),
+        Err(HostError::Trap(t)) => Err(t),
+    }
 }
 
 /// An argument as the guest passes it: a value is read straight out of the
@@ -68,22 +107,11 @@ pub(crate) enum RawArg {
 
 /// Converts guest arguments: values become shared bytes (one copy, checked
 /// against the job's argument limit first), object handles counted
-/// references. `Ok(Err(..))` is a limit the guest broke.
-pub(crate) fn convert_args(
-    store: &Ctx<'_>,
-    args: Vec<RawArg>,
-) -> wasmtime::Result<Result<Vec<TaskArg>, FabricError>> {
+/// references.
+pub(crate) fn convert_args(store: &Ctx<'_>, args: Vec<RawArg>) -> HostCall<Vec<TaskArg>> {
     let state = store.data();
     let exec = state.exec()?;
-    let max = exec.job.limits.argument_bytes;
-    let total = value_bytes(&args);
-    if total > max {
-        return Ok(Err(exceeded(
-            "argument-bytes",
-            max,
-            format!("the call's arguments are {total} bytes"),
-        )));
-    }
+    check_argument_bytes(exec.job.limits.argument_bytes, &args)?;
     let objects = &exec.core.objects();
     let mut out = Vec::with_capacity(args.len());
     for a in args {
@@ -92,7 +120,20 @@ pub(crate) fn convert_args(
             RawArg::Object(r) => TaskArg::Object(state.table.get(&r)?.clone()),
         });
     }
-    Ok(Ok(out))
+    Ok(out)
+}
+
+/// Refuses arguments whose values pass the job's argument limit (`max`).
+fn check_argument_bytes(max: u64, args: &[RawArg]) -> Result<(), FabricError> {
+    let total = value_bytes(args);
+    if total > max {
+        return Err(exceeded(
+            "argument-bytes",
+            max,
+            format!("the call's arguments are {total} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) type Ctx<'a> = wasmtime::StoreContextMut<'a, InstanceState>;
@@ -106,22 +147,15 @@ pub(crate) fn reserve_result(
     store: &Ctx<'_>,
     args: &[RawArg],
     producer: std::sync::Arc<str>,
-) -> wasmtime::Result<Result<ObjectRef, FabricError>> {
+) -> HostCall<ObjectRef> {
     let exec = store.data().exec()?;
-    let total = value_bytes(args);
-    let max = exec.job.limits.argument_bytes;
-    if total > max {
-        return Ok(Err(exceeded(
-            "argument-bytes",
-            max,
-            format!("the call's arguments are {total} bytes"),
-        )));
-    }
+    check_argument_bytes(exec.job.limits.argument_bytes, args)?;
     let id = crate::ids::ObjectId::random();
+    let total = value_bytes(args);
     Ok(exec
         .core
         .objects()
-        .create_pending(id, exec.job.id, producer, total))
+        .create_pending(id, exec.job.id, producer, total)?)
 }
 
 /// Bytes of the value arguments among `args`.

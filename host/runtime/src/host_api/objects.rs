@@ -6,8 +6,8 @@ use bytes::Bytes;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, Resource, ResourceType, WasmList};
 
-use super::{HostResult, convert_nested, fail};
-use crate::bindings::fabric::core::types::{Error as WitError, Id};
+use super::{HostCall, convert_nested, to_wasm};
+use crate::bindings::fabric::core::types::Id;
 use crate::error::FabricError;
 use crate::ids::ObjectId;
 use crate::limits::exceeded;
@@ -46,7 +46,7 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     host.func_wrap(
         "put",
         |mut store: Ctx, (value, nested): (WasmList<u8>, Vec<Resource<ObjectRef>>)| {
-            Ok((put(&mut store, &[value], nested)?,))
+            Ok((to_wasm(put(&mut store, &[value], nested))?,))
         },
     )?;
     host.func_wrap(
@@ -55,33 +55,39 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             if let Err(e) = check_bin_header(header.as_le_slice(&store), data.len()) {
                 return Ok((Err(e.to_wit()),));
             }
-            Ok((put(&mut store, &[header, data], Vec::new())?,))
+            Ok((to_wasm(put(&mut store, &[header, data], Vec::new()))?,))
         },
     )?;
     host.func_wrap_async(
         "get",
         |mut store: Ctx, (obj, timeout): (Resource<ObjectRef>, Option<u64>)| {
-            Box::new(async move { Ok((get(store.data_mut(), obj, timeout).await?,)) })
+            Box::new(async move { Ok((to_wasm(get(store.data_mut(), obj, timeout).await)?,)) })
         },
     )?;
     host.func_wrap_async(
         "get-many",
         |mut store: Ctx, (objs, timeout): (Vec<Resource<ObjectRef>>, Option<u64>)| {
-            Box::new(async move { Ok((get_many(store.data_mut(), objs, timeout).await?,)) })
+            Box::new(
+                async move { Ok((to_wasm(get_many(store.data_mut(), objs, timeout).await)?,)) },
+            )
         },
     )?;
     host.func_wrap_async(
         "wait",
         |mut store: Ctx,
          (objs, num_ready, timeout): (Vec<Resource<ObjectRef>>, u32, Option<u64>)| {
-            Box::new(async move { Ok((wait(store.data_mut(), objs, num_ready, timeout).await?,)) })
+            Box::new(async move {
+                Ok((to_wasm(
+                    wait(store.data_mut(), objs, num_ready, timeout).await,
+                )?,))
+            })
         },
     )?;
     host.func_wrap("adopt", |mut store: Ctx, (id,): (Id,)| {
-        Ok((adopt(store.data_mut(), id)?,))
+        Ok((to_wasm(adopt(store.data_mut(), id))?,))
     })?;
     host.func_wrap("adopt-many", |mut store: Ctx, (ids,): (Vec<Id>,)| {
-        Ok((adopt_many(store.data_mut(), ids)?,))
+        Ok((to_wasm(adopt_many(store.data_mut(), ids))?,))
     })?;
     Ok(())
 }
@@ -91,26 +97,20 @@ fn put(
     store: &mut Ctx,
     parts: &[WasmList<u8>],
     nested: Vec<Resource<ObjectRef>>,
-) -> HostResult<Resource<ObjectRef>> {
+) -> HostCall<Resource<ObjectRef>> {
     let state = store.data();
     let exec = state.exec()?;
     let (objects, job) = (exec.core.objects().clone(), exec.job.id);
     let max = exec.job.limits.object_bytes;
     let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
     if len > max {
-        return fail(exceeded(
-            "object-bytes",
-            max,
-            format!("the object is {len} bytes"),
-        ));
+        let e = exceeded("object-bytes", max, format!("the object is {len} bytes"));
+        return Err(e.into());
     }
     let nested = convert_nested(&state.table, &nested)?;
     let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_le_slice(&*store)).collect();
-    let stored = objects.put_parts(job, &slices, nested);
-    match stored {
-        Ok(r) => Ok(Ok(store.data_mut().push_ref(r)?)),
-        Err(e) => fail(e),
-    }
+    let stored = objects.put_parts(job, &slices, nested)?;
+    Ok(store.data_mut().push_ref(stored)?)
 }
 
 /// `put-bytes` stores `header` and `data` as one MessagePack value: the
@@ -162,21 +162,15 @@ fn timeout_of(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
 }
 
-fn to_wit<T>(r: Result<T, FabricError>) -> Result<T, WitError> {
-    r.map_err(|e| e.to_wit())
-}
-
 async fn get(
     state: &mut InstanceState,
     obj: Resource<ObjectRef>,
     timeout: Option<u64>,
-) -> HostResult<Bytes> {
+) -> HostCall<Bytes> {
     let r = state.table.get(&obj)?.clone();
-    if let Err(e) = not_own_result(state, &r) {
-        return fail(e);
-    }
+    not_own_result(state, &r)?;
     if let Some(v) = r.try_get() {
-        return Ok(to_wit(v));
+        return Ok(v?);
     }
     // Waiting: give this instance's CPUs back meanwhile.
     let waited = std::time::Instant::now();
@@ -184,21 +178,19 @@ async fn get(
     let value = r.get(timeout_of(timeout)).await;
     drop(blocked);
     state.blocked += waited.elapsed();
-    Ok(to_wit(value))
+    Ok(value?)
 }
 
 async fn get_many(
     state: &mut InstanceState,
     objs: Vec<Resource<ObjectRef>>,
     timeout: Option<u64>,
-) -> HostResult<Vec<Bytes>> {
+) -> HostCall<Vec<Bytes>> {
     let refs = objs
         .iter()
         .map(|o| Ok(state.table.get(o)?.clone()))
         .collect::<wasmtime::Result<Vec<ObjectRef>>>()?;
-    if let Err(e) = refs.iter().try_for_each(|r| not_own_result(state, r)) {
-        return fail(e);
-    }
+    refs.iter().try_for_each(|r| not_own_result(state, r))?;
     let mut out = Vec::with_capacity(refs.len());
     let mut blocked = None;
     let waited = std::time::Instant::now();
@@ -221,14 +213,14 @@ async fn get_many(
                 if blocked.take().is_some() {
                     state.blocked += waited.elapsed();
                 }
-                return fail(e);
+                return Err(e.into());
             }
         }
     }
     if blocked.take().is_some() {
         state.blocked += waited.elapsed();
     }
-    Ok(Ok(out))
+    Ok(out)
 }
 
 async fn wait(
@@ -236,12 +228,13 @@ async fn wait(
     objs: Vec<Resource<ObjectRef>>,
     num_ready: u32,
     timeout: Option<u64>,
-) -> HostResult<Vec<u32>> {
+) -> HostCall<Vec<u32>> {
     if num_ready as usize > objs.len() {
-        return fail(FabricError::InvalidArgument(format!(
+        return Err(FabricError::InvalidArgument(format!(
             "num_ready ({num_ready}) is larger than the number of objects ({})",
             objs.len()
-        )));
+        ))
+        .into());
     }
     let needed = num_ready as usize;
     // Fast path: enough are ready already. Scan in order and stop at the
@@ -257,7 +250,7 @@ async fn wait(
         }
     }
     if ready.len() == needed {
-        return Ok(Ok(ready));
+        return Ok(ready);
     }
     let refs = objs
         .iter()
@@ -287,7 +280,7 @@ async fn wait(
         .map(|(i, _)| i as u32)
         .take(needed)
         .collect();
-    Ok(Ok(ready))
+    Ok(ready)
 }
 
 /// A new reference to object `id` for the calling job. Another tenant's
@@ -306,29 +299,23 @@ fn adopt_one(
         })
 }
 
-fn adopt(state: &mut InstanceState, id: Id) -> HostResult<Resource<ObjectRef>> {
-    match adopt_one(state.exec()?, id) {
-        Ok(r) => Ok(Ok(state.push_ref(r)?)),
-        Err(e) => fail(e),
-    }
+fn adopt(state: &mut InstanceState, id: Id) -> HostCall<Resource<ObjectRef>> {
+    let r = adopt_one(state.exec()?, id)?;
+    Ok(state.push_ref(r)?)
 }
 
-fn adopt_many(state: &mut InstanceState, ids: Vec<Id>) -> HostResult<Vec<Resource<ObjectRef>>> {
+fn adopt_many(state: &mut InstanceState, ids: Vec<Id>) -> HostCall<Vec<Resource<ObjectRef>>> {
     let exec = state.exec()?;
     // All or nothing: take every reference before handing any out.
-    let refs = match ids
+    let refs = ids
         .into_iter()
         .map(|id| adopt_one(exec, id))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(refs) => refs,
-        Err(e) => return fail(e),
-    };
+        .collect::<Result<Vec<_>, _>>()?;
     let mut handles = Vec::with_capacity(refs.len());
     for r in refs {
         handles.push(state.push_ref(r)?);
     }
-    Ok(Ok(handles))
+    Ok(handles)
 }
 
 #[cfg(test)]

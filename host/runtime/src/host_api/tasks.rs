@@ -3,8 +3,8 @@
 use wasmtime::component::{LinkerInstance, Resource};
 
 use super::{
-    Ctx, HostResult, RawArg, check_name, convert_args, convert_nested, demand_of, fail,
-    reserve_result, strategy_of,
+    Creating, Ctx, HostCall, RawArg, admit, check_name, convert_args, convert_nested,
+    reserve_result, to_wasm,
 };
 use crate::bindings::fabric::core::types::TaskOptions;
 use crate::error::FabricError;
@@ -24,11 +24,17 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             Vec<RawArg>,
             Vec<Resource<ObjectRef>>,
             TaskOptions,
-        )| { Ok((submit(&mut store, function, args, nested, options)?,)) },
+        )| {
+            Ok((to_wasm(submit(
+                &mut store, function, args, nested, options,
+            ))?,))
+        },
     )?;
     host.func_wrap(
         "cancel",
-        |mut store: Ctx, (obj,): (Resource<ObjectRef>,)| Ok((cancel(store.data_mut(), obj)?,)),
+        |mut store: Ctx, (obj,): (Resource<ObjectRef>,)| {
+            Ok((to_wasm(cancel(store.data_mut(), obj))?,))
+        },
     )?;
     Ok(())
 }
@@ -39,59 +45,41 @@ fn submit(
     args: Vec<RawArg>,
     nested: Vec<Resource<ObjectRef>>,
     options: TaskOptions,
-) -> HostResult<Resource<ObjectRef>> {
+) -> HostCall<Resource<ObjectRef>> {
     let exec = store.data().exec()?;
-    let core = exec.core.clone();
-    let job = exec.job.clone();
-    if let Err(e) = check_name("function", &function) {
-        return fail(e);
-    }
+    let (core, job) = (exec.core.clone(), exec.job.clone());
     // The display name is not kept, but bounded like every name.
-    if let Some(Err(e)) = options.name.as_deref().map(|n| check_name("task", n)) {
-        return fail(e);
+    if let Some(name) = options.name.as_deref() {
+        check_name("task", name)?;
     }
-    let demand = match demand_of(&options.resources, 1.0) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    let strategy = match strategy_of(options.placement) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    if let Err(e) = core.check_feasible(&demand, &job.account) {
-        return fail(e);
-    }
-    if job.is_finished() {
-        return fail(FabricError::Cancelled);
-    }
+    let admitted = admit(
+        &core,
+        &job,
+        Creating::Task,
+        &function,
+        &options.resources,
+        options.placement,
+    )?;
     let function: std::sync::Arc<str> = function.into();
     // Charged before the arguments are copied out of the guest.
-    let result_ref = match reserve_result(store, &args, function.clone())? {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
+    let result_ref = reserve_result(store, &args, function.clone())?;
     let result = result_ref.id();
-    let args = match convert_args(store, args)? {
-        Ok(a) => a,
-        Err(e) => return fail(e),
-    };
+    let args = convert_args(store, args)?;
     let spec = TaskSpec {
         nested: convert_nested(&store.data().table, &nested)?,
-        demand,
-        strategy,
+        demand: admitted.demand,
+        strategy: admitted.strategy,
         max_retries: options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
         retry_exceptions: options.retry_exceptions,
         ..TaskSpec::new(job, function, args, result)
     };
     // Refused when the job has its limit of tasks in flight: what stops a
     // task that submits itself without end.
-    if let Err(e) = task::submit(&core, spec) {
-        return fail(e);
-    }
-    Ok(Ok(store.data_mut().push_ref(result_ref)?))
+    task::submit(&core, spec)?;
+    Ok(store.data_mut().push_ref(result_ref)?)
 }
 
-fn cancel(state: &mut InstanceState, obj: Resource<ObjectRef>) -> HostResult<()> {
+fn cancel(state: &mut InstanceState, obj: Resource<ObjectRef>) -> HostCall<()> {
     let id = state.table.get(&obj)?.id();
     let core = &state.exec()?.core;
     if let Some(control) = core.tasks().remove(id) {
@@ -100,5 +88,5 @@ fn cancel(state: &mut InstanceState, obj: Resource<ObjectRef>) -> HostResult<()>
         core.objects()
             .fulfill(id, Err(FabricError::Cancelled), Vec::new());
     }
-    Ok(Ok(()))
+    Ok(())
 }

@@ -7,7 +7,7 @@
 //! [`TaskTable::remove`], and nowhere else: [`PendingTasks`] can only be
 //! changed in this module. A task another node forwarded here is in the
 //! table too, but counts on the node that submitted it.
-//! The debug assertion in [`TaskTable::remove`] is the invariant the tests
+//! The debug assertion in [`PendingTasks`]' count down is the invariant the tests
 //! exercise: a count that would go below zero means a task was counted
 //! down without having been counted up.
 
@@ -34,6 +34,22 @@ impl PendingTasks {
     /// Tasks pending now.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// Counts one more task, unless `max` are pending (then how many are).
+    fn count_up(&self, max: u64) -> Result<(), u64> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| ())
+    }
+
+    /// Counts one task less. Below zero is a bug (a task counted down that
+    /// was never counted up): a debug assertion in test builds.
+    fn count_down(&self) {
+        let before = self.0.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "a job's pending tasks went below zero");
     }
 }
 
@@ -136,21 +152,16 @@ impl TaskTable {
     pub fn add(&self, spec: &TaskSpec) -> Result<Arc<TaskControl>, FabricError> {
         let job = &spec.job;
         let max = job.limits.pending_tasks;
-        job.pending
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .map_err(|_| {
-                exceeded(
-                    "pending-tasks",
-                    max,
-                    format!(
-                        "job {} already has {max} tasks waiting or running",
-                        job.id.short()
-                    ),
-                )
-            })?;
+        job.pending.count_up(max).map_err(|_| {
+            exceeded(
+                "pending-tasks",
+                max,
+                format!(
+                    "job {} already has {max} tasks waiting or running",
+                    job.id.short()
+                ),
+            )
+        })?;
         Ok(self.insert(spec, true))
     }
 
@@ -174,8 +185,7 @@ impl TaskTable {
     pub fn remove(&self, result: ObjectId) -> Option<Arc<TaskControl>> {
         let (_, gone) = self.unfinished.remove(&result)?;
         if gone.counted {
-            let before = gone.control.job.pending.0.fetch_sub(1, Ordering::AcqRel);
-            debug_assert!(before > 0, "a job's pending tasks went below zero");
+            gone.control.job.pending.count_down();
         }
         Some(gone.control)
     }
@@ -258,5 +268,31 @@ impl TaskTable {
         if queue.capacity() > 4096 && queue.len() < queue.capacity() / 4 {
             queue.shrink_to_fit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PendingTasks;
+
+    #[test]
+    fn the_count_stops_at_the_limit_and_comes_back_to_zero() {
+        let pending = PendingTasks::default();
+        for _ in 0..3 {
+            pending.count_up(3).unwrap();
+        }
+        assert_eq!(pending.count_up(3), Err(3), "refused at the limit");
+        for _ in 0..3 {
+            pending.count_down();
+        }
+        assert_eq!(pending.get(), 0);
+        pending.count_up(3).unwrap();
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a job's pending tasks went below zero")]
+    fn counting_down_what_was_never_counted_up_fires() {
+        PendingTasks::default().count_down();
     }
 }

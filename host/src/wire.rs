@@ -1,4 +1,6 @@
-//! Conversions between the node's types and the protocol's messages.
+//! Conversions between the node's types and the protocol's messages: ids,
+//! resources, errors, quotas. (The head's records convert in
+//! [`crate::head`]'s own wire module.)
 
 use bytes::Bytes;
 use tonic::Status;
@@ -189,6 +191,27 @@ pub(crate) fn rpc_failure(what: &str, s: &Status) -> FabricError {
         FailureKind::System,
         format!("{}: {}", s.code(), s.message()),
     )
+}
+
+pub(crate) fn quota_to_pb(q: &crate::quota::Quota) -> pb::Quota {
+    pb::Quota {
+        cpus: q.cpus,
+        gpus: q.gpus,
+        memory: q.memory,
+        object_store: q.object_store,
+        jobs: q.jobs,
+    }
+}
+
+pub(crate) fn quota_from_pb(q: Option<&pb::Quota>) -> crate::quota::Quota {
+    q.map(|q| crate::quota::Quota {
+        cpus: q.cpus,
+        gpus: q.gpus,
+        memory: q.memory,
+        object_store: q.object_store,
+        jobs: q.jobs,
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@
 //! its jobs quota is refused before the node receives, let alone compiles,
 //! its component; and a tenant may have only a few submissions being
 //! received at once. Handlers find the caller ([`Caller`]) and the slot
-//! ([`super::job_slots::JobSlot`]) in the request's extensions.
+//! ([`super::JobSlot`]) in the request's extensions.
 //!
 //! ```
 //! // The path of the call that carries a component:
-//! assert_eq!(fabric_host::cluster::SUBMIT_JOB_PATH, "/fabric.v1.Control/SubmitJob");
+//! assert_eq!(fabric_host::head::SUBMIT_JOB_PATH, "/fabric.v1.Control/SubmitJob");
 //! ```
 
 use parking_lot::Mutex;
@@ -23,46 +23,45 @@ use std::task::{Context, Poll};
 
 use tonic::Status;
 
-use super::head::HeadState;
-use super::job_slots::JobSlot;
+use super::{Head, JobSlot};
 use crate::security::Principal;
 
 /// The gRPC path of `SubmitJob`.
 pub const SUBMIT_JOB_PATH: &str = "/fabric.v1.Control/SubmitJob";
 
 /// Submissions of one tenant being received or compiled at once.
-pub(super) const SUBMISSIONS_PER_TENANT: usize = 4;
+pub(crate) const SUBMISSIONS_PER_TENANT: usize = 4;
 
 /// Who made a call (set by the gate).
 #[derive(Clone)]
-pub(super) struct Caller(pub Principal);
+pub(crate) struct Caller(pub Principal);
 
 /// A job slot taken for a `SubmitJob`, for its handler to take.
 #[derive(Clone)]
-pub(super) struct Ticket(Arc<Mutex<Option<Admitted>>>);
+pub(crate) struct Ticket(Arc<Mutex<Option<Admitted>>>);
 
 /// What a submission holds until its job is recorded: its job slot, and
 /// its place among its tenant's submissions in progress.
-pub(super) struct Admitted {
+pub(crate) struct Admitted {
     pub slot: JobSlot,
     pub submitting: Submitting,
 }
 
 impl Ticket {
-    pub(super) fn take(&self) -> Option<Admitted> {
+    pub(crate) fn take(&self) -> Option<Admitted> {
         self.0.lock().take()
     }
 }
 
 /// The tower layer that puts a [`Gate`] in front of a service.
 #[derive(Clone)]
-pub(super) struct GateLayer {
-    head: Arc<HeadState>,
+pub(crate) struct GateLayer {
+    head: Arc<Head>,
     submitting: Arc<Mutex<HashMap<Arc<str>, usize>>>,
 }
 
 impl GateLayer {
-    pub(super) fn new(head: Arc<HeadState>) -> Self {
+    pub(crate) fn new(head: Arc<Head>) -> Self {
         GateLayer {
             head,
             submitting: Arc::default(),
@@ -82,13 +81,13 @@ impl<S> tower::Layer<S> for GateLayer {
 }
 
 #[derive(Clone)]
-pub(super) struct Gate<S> {
+pub(crate) struct Gate<S> {
     inner: S,
     layer: GateLayer,
 }
 
 /// One submission in progress for a tenant; dropping it ends it.
-pub(super) struct Submitting {
+pub(crate) struct Submitting {
     counts: Arc<Mutex<HashMap<Arc<str>, usize>>>,
     tenant: Arc<str>,
 }
@@ -108,7 +107,7 @@ impl Drop for Submitting {
 impl GateLayer {
     /// Checks the caller and, for a submission, takes what it needs.
     fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
-        let who = self.head.tokens.authorize_headers(request.headers())?;
+        let who = self.head.tokens().authorize_headers(request.headers())?;
         if request.uri().path() == SUBMIT_JOB_PATH {
             let tenant: Arc<str> = who.tenant().into();
             let submitting = self.begin_submission(&tenant)?;

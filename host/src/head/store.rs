@@ -11,7 +11,7 @@
 //! timeout to heartbeat again.
 //!
 //! ```no_run
-//! # use fabric_host::cluster::HeadStore;
+//! # use fabric_host::head::HeadStore;
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let (store, loaded) = HeadStore::open(std::path::Path::new("/var/lib/fabric/head.redb"))?;
 //! println!("{} actors known", loaded.actors.len());
@@ -27,30 +27,21 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use tokio::sync::oneshot;
 use wasmfabric_proto::v1 as pb;
 
+use super::records::{ActorRecord, JobRecord, NodeRecord, Record};
+use super::wire;
+
 use crate::error::NodeError;
 
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
 const ACTORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("actors");
 const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
 
-/// One change to the durable state.
-#[derive(Debug)]
-pub enum Record {
-    Node(pb::NodeInfo),
-    Actor(pb::ActorInfo),
-    Job(pb::JobRecord),
-    /// A job dropped from the history.
-    ForgetJob(bytes::Bytes),
-    /// A dead actor dropped from the directory.
-    ForgetActor(bytes::Bytes),
-}
-
 /// What the store held when it was opened.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    pub nodes: Vec<pb::NodeInfo>,
-    pub actors: Vec<pb::ActorInfo>,
-    pub jobs: Vec<pb::JobRecord>,
+    pub nodes: Vec<NodeRecord>,
+    pub actors: Vec<ActorRecord>,
+    pub jobs: Vec<JobRecord>,
 }
 
 struct Batch {
@@ -134,14 +125,20 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
     txn.open_table(JOBS)?;
     txn.commit()?;
     let read = db.begin_read()?;
-    fn all<M: Message + Default>(
+    /// Every record of a table that decodes and converts; others are
+    /// skipped (with a warning), not fatal.
+    fn all<M: Message + Default, R>(
         t: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    ) -> Result<Vec<M>, redb::Error> {
+        convert: fn(M) -> Result<R, tonic::Status>,
+    ) -> Result<Vec<R>, redb::Error> {
         let mut out = Vec::new();
         for row in t.iter()? {
             let (_, v) = row?;
-            match M::decode(v.value()) {
-                Ok(m) => out.push(m),
+            match M::decode(v.value())
+                .map_err(|e| e.to_string())
+                .and_then(|m| convert(m).map_err(|s| s.message().to_string()))
+            {
+                Ok(r) => out.push(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping an unreadable record in the head's state")
                 }
@@ -150,9 +147,9 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
         Ok(out)
     }
     Ok(Loaded {
-        nodes: all(&read.open_table(NODES)?)?,
-        actors: all(&read.open_table(ACTORS)?)?,
-        jobs: all(&read.open_table(JOBS)?)?,
+        nodes: all::<pb::NodeInfo, _>(&read.open_table(NODES)?, wire::node_from_pb)?,
+        actors: all::<pb::ActorInfo, _>(&read.open_table(ACTORS)?, wire::actor_from_pb)?,
+        jobs: all::<pb::JobRecord, _>(&read.open_table(JOBS)?, wire::job_from_pb)?,
     })
 }
 
@@ -165,21 +162,25 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
         let mut actors = txn.open_table(ACTORS)?;
         let mut jobs = txn.open_table(JOBS)?;
         for r in batches.iter().flat_map(|b| &b.records) {
+            // Keyed by the id's 16 bytes, valued by the protocol's encoding.
             match r {
                 Record::Node(n) => {
-                    nodes.insert(&n.node_id[..], &n.encode_to_vec()[..])?;
+                    let info = wire::node_to_pb(n);
+                    nodes.insert(&info.node_id[..], &info.encode_to_vec()[..])?;
                 }
                 Record::Actor(a) => {
-                    actors.insert(&a.actor_id[..], &a.encode_to_vec()[..])?;
+                    let info = wire::actor_to_pb(a);
+                    actors.insert(&info.actor_id[..], &info.encode_to_vec()[..])?;
                 }
                 Record::Job(j) => {
-                    jobs.insert(&j.job_id[..], &j.encode_to_vec()[..])?;
+                    let record = wire::job_to_pb(j);
+                    jobs.insert(&record.job_id[..], &record.encode_to_vec()[..])?;
                 }
                 Record::ForgetJob(id) => {
-                    jobs.remove(&id[..])?;
+                    jobs.remove(&id.as_u128().to_be_bytes()[..])?;
                 }
                 Record::ForgetActor(id) => {
-                    actors.remove(&id[..])?;
+                    actors.remove(&id.as_u128().to_be_bytes()[..])?;
                 }
             }
         }
@@ -213,29 +214,45 @@ fn writer(db: Database, rx: mpsc::Receiver<Batch>, path: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::head::records::{ActorState, JobStatus};
+    use crate::ids::{ActorId, JobId, NodeId};
 
     #[tokio::test]
     async fn what_was_saved_is_there_after_reopening() {
         let dir = std::env::temp_dir().join(format!("head-store-{}", rand::random::<u64>()));
         let path = dir.join("head.redb");
-        let actor = pb::ActorInfo {
-            actor_id: vec![7u8; 16].into(),
+        let actor = ActorRecord {
+            id: ActorId::random(),
+            class: "Keeper".into(),
             name: "keeper".into(),
+            namespace: String::new(),
+            node: NodeId::random(),
+            owner: NodeId::random(),
+            job: JobId::random(),
             detached: true,
-            ..Default::default()
+            tenant: "acme".into(),
+            max_restarts: 0,
+            max_task_retries: 0,
+            restarts: 0,
+            state: ActorState::Alive,
         };
-        let job = |n: u8| pb::JobRecord {
-            job_id: vec![n; 16].into(),
-            ..Default::default()
+        let job = |n: u64| JobRecord {
+            id: JobId::random(),
+            digest: String::new(),
+            driver: NodeId::random(),
+            started_ms: n,
+            tenant: "acme".into(),
+            status: JobStatus::Succeeded,
         };
+        let (one, two) = (job(1), job(2));
         {
             let (store, loaded) = HeadStore::open(&path).unwrap();
             assert!(loaded.actors.is_empty() && loaded.jobs.is_empty());
-            store.save_later(vec![Record::Job(job(1)), Record::Job(job(2))]);
+            store.save_later(vec![Record::Job(one.clone()), Record::Job(two.clone())]);
             store
                 .save(vec![
                     Record::Actor(actor.clone()),
-                    Record::ForgetJob(job(1).job_id),
+                    Record::ForgetJob(one.id),
                 ])
                 .await
                 .unwrap();
@@ -251,7 +268,7 @@ mod tests {
             tries += 1;
         };
         assert_eq!(reopened.actors, vec![actor]);
-        assert_eq!(reopened.jobs, vec![job(2)]);
+        assert_eq!(reopened.jobs, vec![two]);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,0 +1,66 @@
+//! The one check every new task and actor passes before anything is copied
+//! out of the guest or reserved for it: its name, its resource demand, its
+//! placement, whether the demand can ever fit (and fits the tenant's
+//! quota), and whether its job still runs. Per-tenant caps on instances and
+//! actors belong here too: one place, so tasks and actors cannot drift.
+
+use crate::bindings::fabric::core::types::{Placement, Resources};
+use crate::error::FabricError;
+use crate::placement::Strategy;
+use crate::resources::ResourceSet;
+use crate::runtime::NodeCore;
+use crate::runtime::job::Job;
+
+use super::{check_name, demand_of, strategy_of};
+
+/// What is being created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Creating {
+    Task,
+    Actor,
+}
+
+impl Creating {
+    /// What its name is called in errors.
+    fn name_kind(self) -> &'static str {
+        match self {
+            Creating::Task => "function",
+            Creating::Actor => "actor class",
+        }
+    }
+
+    /// CPUs it holds when it does not say: like Ray, a task one and an
+    /// actor none.
+    fn default_cpus(self) -> f64 {
+        match self {
+            Creating::Task => 1.0,
+            Creating::Actor => 0.0,
+        }
+    }
+}
+
+/// A creation that passed [`admit`]: what it holds and where it may go.
+pub(crate) struct Admitted {
+    pub demand: ResourceSet,
+    pub strategy: Strategy,
+}
+
+/// Admits a new task or actor of `job` (its function or class `name`,
+/// asking for `resources` placed by `placement`), or says why not.
+pub(crate) fn admit(
+    core: &NodeCore,
+    job: &Job,
+    what: Creating,
+    name: &str,
+    resources: &Resources,
+    placement: Option<Placement>,
+) -> Result<Admitted, FabricError> {
+    check_name(what.name_kind(), name)?;
+    let demand = demand_of(resources, what.default_cpus())?;
+    let strategy = strategy_of(placement)?;
+    core.check_feasible(&demand, &job.account)?;
+    if job.is_finished() {
+        return Err(FabricError::Cancelled);
+    }
+    Ok(Admitted { demand, strategy })
+}

@@ -1,0 +1,243 @@
+//! The `Control` service: what clients (the `fabric` CLI) call on the head,
+//! a thin adapter over [`Head`].
+//!
+//! Every call needs a token (checked by the [`super::gate`] before the body
+//! is read). A tenant's token runs jobs as that tenant and sees only that
+//! tenant's jobs, logs, actors and usage: another tenant's job id gives
+//! not-found, exactly as an unknown one. The admin token sees everything
+//! and manages tenants.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+use wasmfabric_proto::v1 as pb;
+use wasmfabric_proto::v1::control_server::Control;
+
+use super::gate::{Caller, Ticket};
+use super::submit::Submission;
+use super::{Head, wire};
+use crate::logs::{LogSink, LogSource, Stream};
+use crate::security::Principal;
+use crate::wire::{error_to_pb, id_bytes, job_id, quota_from_pb};
+
+/// The head's client-facing service.
+pub(crate) struct ControlService {
+    pub head: Arc<Head>,
+}
+
+/// How long `DrainNode` waits for the node to leave by default.
+const DRAIN_WAIT: Duration = Duration::from_secs(600);
+
+type Events = mpsc::UnboundedSender<Result<pb::JobEvent, Status>>;
+
+impl ControlService {
+    /// The caller, as the gate found it (or, without a gate, from the
+    /// request's token).
+    fn who<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        match request.extensions().get::<Caller>() {
+            Some(Caller(p)) => Ok(p.clone()),
+            None => self.head.tokens().authorize(request),
+        }
+    }
+
+    fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.who(request)?.is_admin() {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "only the admin token may do this",
+            ))
+        }
+    }
+}
+
+/// Sends a job's output down its submit stream.
+struct SubmitSink(Events);
+
+impl LogSink for SubmitSink {
+    fn line(&self, source: &LogSource, stream: Stream, line: &[u8]) {
+        let log = pb::LogLine {
+            prefix: source.prefix.to_string(),
+            stderr: stream == Stream::Stderr,
+            line: bytes::Bytes::copy_from_slice(line),
+        };
+        let _ = self.0.send(Ok(event(pb::job_event::Kind::Log(log))));
+    }
+}
+
+fn event(kind: pb::job_event::Kind) -> pb::JobEvent {
+    pb::JobEvent { kind: Some(kind) }
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn cluster_state(
+        &self,
+        request: Request<pb::ClusterStateRequest>,
+    ) -> Result<Response<pb::ClusterStateReply>, Status> {
+        let who = self.who(&request)?;
+        let tenant = match &who {
+            Principal::Tenant(t) => Some(t.to_string()),
+            _ => None,
+        };
+        let visible = |t: &str| tenant.as_deref().is_none_or(|mine| mine == t);
+        let head = &self.head;
+        Ok(Response::new(pb::ClusterStateReply {
+            nodes: head.nodes().iter().map(wire::node_to_pb).collect(),
+            jobs: head
+                .jobs()
+                .iter()
+                .filter(|j| visible(&j.tenant))
+                .map(wire::job_to_pb)
+                .collect(),
+            actors: head
+                .actors()
+                .iter()
+                .filter(|a| visible(&a.tenant))
+                .map(wire::actor_to_pb)
+                .collect(),
+            head_rpcs: match tenant {
+                Some(_) => Default::default(),
+                None => head.rpc_counts().into_iter().collect(),
+            },
+        }))
+    }
+
+    type SubmitJobStream = UnboundedReceiverStream<Result<pb::JobEvent, Status>>;
+
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<Self::SubmitJobStream>, Status> {
+        let who = self.who(&request)?;
+        self.head.count("SubmitJob");
+        let tenant = who.tenant().to_string();
+        // The gate took a job slot before the body was read.
+        let (slot, _submitting) = match request.extensions().get::<Ticket>().and_then(Ticket::take)
+        {
+            Some(a) => (a.slot, Some(a.submitting)),
+            None => (self.head.reserve_job(&tenant)?, None),
+        };
+        let r = request.into_inner();
+        let job = Submission {
+            tenant,
+            component: r.component,
+            args: r.args,
+            manifest: r.manifest,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = Arc::new(SubmitSink(tx.clone()));
+        let announce = tx.clone();
+        let started = self
+            .head
+            .submit(slot, job, sink, move |id| {
+                let started = pb::job_event::Started {
+                    job_id: id_bytes(id.as_u128()),
+                };
+                let _ = announce.send(Ok(event(pb::job_event::Kind::Started(started))));
+            })
+            .await?;
+        tokio::spawn(async move {
+            let result = started.ended.await.unwrap_or_else(|_| {
+                Err(crate::error::FabricError::failure(
+                    "driver",
+                    crate::error::FailureKind::System,
+                    "the job's driver went away",
+                ))
+            });
+            let finished = pb::job_event::Finished {
+                ok: result.is_ok(),
+                error: result.as_ref().err().map(error_to_pb),
+            };
+            let _ = tx.send(Ok(event(pb::job_event::Kind::Finished(finished))));
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn job_logs(
+        &self,
+        request: Request<pb::JobLogsRequest>,
+    ) -> Result<Response<pb::JobLogsReply>, Status> {
+        let who = self.who(&request)?;
+        let not_found = || Status::not_found("no such job");
+        let id = job_id(&request.into_inner().job_id).map_err(|_| not_found())?;
+        let tenant = (!who.is_admin()).then(|| who.tenant());
+        let (lines, dropped) = self.head.job_output(id, tenant).ok_or_else(not_found)?;
+        Ok(Response::new(pb::JobLogsReply {
+            lines: lines.iter().map(wire::log_line_to_pb).collect(),
+            dropped,
+        }))
+    }
+
+    async fn add_tenant(
+        &self,
+        request: Request<pb::AddTenantRequest>,
+    ) -> Result<Response<pb::AddTenantReply>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        let token = self
+            .head
+            .tokens()
+            .add_tenant(&r.name, quota_from_pb(r.quota.as_ref()))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(tenant = %r.name, "tenant added");
+        Ok(Response::new(pb::AddTenantReply { token }))
+    }
+
+    async fn set_quota(
+        &self,
+        request: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        self.head
+            .tokens()
+            .set_quota(&r.name, quota_from_pb(r.quota.as_ref()))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeReply>, Status> {
+        self.admin(&request)?;
+        self.head.count("DrainNode");
+        let r = request.into_inner();
+        let id = self.head.find_node(&r.node)?;
+        self.head.start_draining(id)?;
+        let wait = match r.timeout_ms {
+            0 => DRAIN_WAIT,
+            ms => Duration::from_millis(ms),
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let gone = loop {
+            if let Some(cleanly) = self.head.has_left(id) {
+                break Some(cleanly);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Ok(Response::new(pb::DrainNodeReply {
+            node_id: id_bytes(id.as_u128()),
+            left: gone == Some(true),
+            died: gone == Some(false),
+        }))
+    }
+
+    async fn tenant_usage(
+        &self,
+        request: Request<pb::TenantUsageRequest>,
+    ) -> Result<Response<pb::TenantUsageReply>, Status> {
+        let who = self.who(&request)?;
+        let tenants = self.head.tenant_usage(&who);
+        Ok(Response::new(pb::TenantUsageReply {
+            tenants: tenants.iter().map(wire::usage_to_pb).collect(),
+        }))
+    }
+}

@@ -1,0 +1,47 @@
+//! What the head refuses, typed; it becomes a gRPC status only at the edge
+//! ([`HeadError::to_status`]).
+
+use tonic::Status;
+
+use super::nodes::FindError;
+use crate::error::{FabricError, LoadError, NodeError};
+use crate::ids::NodeId;
+
+/// Why the head could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    /// The change could not be made durable (and was not confirmed).
+    #[error("the head could not save: {0}")]
+    Unsaved(NodeError),
+    /// A limit or quota refused it (a typed `limit-exceeded`).
+    #[error("{0}")]
+    Refused(FabricError),
+    #[error("cannot load the component: {0}")]
+    Load(LoadError),
+    #[error(transparent)]
+    Find(#[from] FindError),
+    #[error("node {0} is not alive")]
+    NotAlive(NodeId),
+    #[error("the head cannot be drained: it runs the jobs' drivers and the cluster's directory")]
+    HeadNotDrainable,
+}
+
+impl HeadError {
+    pub(crate) fn to_status(&self) -> Status {
+        let text = self.to_string();
+        match self {
+            HeadError::Unsaved(_) => Status::unavailable(text),
+            HeadError::Refused(_) => Status::resource_exhausted(text),
+            HeadError::Load(_) => Status::invalid_argument(text),
+            HeadError::Find(FindError::None(_)) | HeadError::NotAlive(_) => Status::not_found(text),
+            HeadError::Find(_) => Status::invalid_argument(text),
+            HeadError::HeadNotDrainable => Status::failed_precondition(text),
+        }
+    }
+}
+
+impl From<HeadError> for Status {
+    fn from(e: HeadError) -> Status {
+        e.to_status()
+    }
+}

@@ -1,0 +1,243 @@
+//! The head's records to and from protobuf: the only place the head's types
+//! meet the protocol's (for the wire, and for the state file, which keeps
+//! the protocol's encoding so state files stay readable across versions).
+
+use std::time::Instant;
+
+use tonic::Status;
+use wasmfabric_proto::v1 as pb;
+
+use super::records::{
+    ActorRecord, ActorState, JobRecord, JobStatus, LogLine, NodeLoad, NodeRecord, NodeState,
+    TenantLoad,
+};
+use super::usage::{TenantLimit, TenantUsage};
+use crate::wire::{
+    actor_id, id_bytes, job_id, node_id, quota_to_pb, resources_from_pb, resources_to_pb,
+};
+
+pub(crate) fn node_to_pb(n: &NodeRecord) -> pb::NodeInfo {
+    let mut info = pb::NodeInfo {
+        node_id: id_bytes(n.id.as_u128()),
+        address: n.address.clone(),
+        total: Some(resources_to_pb(&n.total)),
+        free: Some(resources_to_pb(&n.load.free)),
+        labels: n.labels.clone(),
+        queued_tasks: n.load.queued_tasks,
+        running_tasks: n.load.running_tasks,
+        object_store_used: n.load.object_store_used,
+        object_store_capacity: n.object_store_capacity,
+        last_seen_ms: n.last_seen.elapsed().as_millis() as u64,
+        is_head: n.is_head,
+        resident_bytes: n.load.resident_bytes,
+        accounted_bytes: n.load.accounted_bytes,
+        ..Default::default()
+    };
+    info.set_state(match n.state {
+        NodeState::Alive => pb::NodeState::Alive,
+        NodeState::Draining => pb::NodeState::Draining,
+        NodeState::Dead => pb::NodeState::Dead,
+    });
+    info
+}
+
+pub(crate) fn node_from_pb(info: pb::NodeInfo) -> Result<NodeRecord, Status> {
+    let state = match info.state() {
+        pb::NodeState::Alive => NodeState::Alive,
+        pb::NodeState::Draining => NodeState::Draining,
+        pb::NodeState::Dead | pb::NodeState::Unspecified => NodeState::Dead,
+    };
+    Ok(NodeRecord {
+        id: node_id(&info.node_id)?,
+        load: NodeLoad {
+            free: resources_from_pb(info.free.as_ref()),
+            queued_tasks: info.queued_tasks,
+            running_tasks: info.running_tasks,
+            object_store_used: info.object_store_used,
+            resident_bytes: info.resident_bytes,
+            accounted_bytes: info.accounted_bytes,
+        },
+        total: resources_from_pb(info.total.as_ref()),
+        address: info.address,
+        labels: info.labels,
+        object_store_capacity: info.object_store_capacity,
+        is_head: info.is_head,
+        state,
+        last_seen: Instant::now(),
+    })
+}
+
+pub(crate) fn actor_to_pb(a: &ActorRecord) -> pb::ActorInfo {
+    let (dead, death) = match &a.state {
+        ActorState::Dead(why) => (true, why.clone()),
+        _ => (false, String::new()),
+    };
+    pb::ActorInfo {
+        actor_id: id_bytes(a.id.as_u128()),
+        class: a.class.clone(),
+        name: a.name.clone(),
+        namespace: a.namespace.clone(),
+        node_id: id_bytes(a.node.as_u128()),
+        job_id: id_bytes(a.job.as_u128()),
+        detached: a.detached,
+        dead,
+        death,
+        tenant: a.tenant.clone(),
+        owner_node_id: id_bytes(a.owner.as_u128()),
+        max_restarts: a.max_restarts,
+        max_task_retries: a.max_task_retries,
+        restarts: a.restarts,
+        restarting: a.state == ActorState::Restarting,
+    }
+}
+
+pub(crate) fn actor_from_pb(a: pb::ActorInfo) -> Result<ActorRecord, Status> {
+    let state = if a.dead {
+        ActorState::Dead(a.death)
+    } else if a.restarting {
+        ActorState::Restarting
+    } else {
+        ActorState::Alive
+    };
+    Ok(ActorRecord {
+        id: actor_id(&a.actor_id)?,
+        node: node_id(&a.node_id)?,
+        owner: node_id(&a.owner_node_id)?,
+        job: job_id(&a.job_id)?,
+        class: a.class,
+        name: a.name,
+        namespace: a.namespace,
+        detached: a.detached,
+        tenant: a.tenant,
+        max_restarts: a.max_restarts,
+        max_task_retries: a.max_task_retries,
+        restarts: a.restarts,
+        state,
+    })
+}
+
+pub(crate) fn job_to_pb(j: &JobRecord) -> pb::JobRecord {
+    use pb::job_record::Status;
+    let (status, error) = match &j.status {
+        JobStatus::Running => (Status::Running, String::new()),
+        JobStatus::Succeeded => (Status::Succeeded, String::new()),
+        JobStatus::Failed(e) => (Status::Failed, e.clone()),
+    };
+    let mut record = pb::JobRecord {
+        job_id: id_bytes(j.id.as_u128()),
+        digest: j.digest.clone(),
+        driver_node: id_bytes(j.driver.as_u128()),
+        error,
+        started_ms: j.started_ms,
+        tenant: j.tenant.clone(),
+        ..Default::default()
+    };
+    record.set_status(status);
+    record
+}
+
+pub(crate) fn job_from_pb(j: pb::JobRecord) -> Result<JobRecord, Status> {
+    use pb::job_record::Status;
+    let status = match j.status() {
+        Status::Running => JobStatus::Running,
+        Status::Succeeded => JobStatus::Succeeded,
+        Status::Failed | Status::Unspecified => JobStatus::Failed(j.error.clone()),
+    };
+    Ok(JobRecord {
+        id: job_id(&j.job_id)?,
+        driver: node_id(&j.driver_node)?,
+        digest: j.digest,
+        started_ms: j.started_ms,
+        tenant: j.tenant,
+        status,
+    })
+}
+
+pub(crate) fn log_line_to_pb(l: &LogLine) -> pb::LogLine {
+    pb::LogLine {
+        prefix: l.prefix.clone(),
+        stderr: l.stderr,
+        line: l.line.clone(),
+    }
+}
+
+pub(crate) fn tenant_load_from_pb(l: pb::TenantLoad) -> TenantLoad {
+    TenantLoad {
+        held: resources_from_pb(l.held.as_ref()),
+        tenant: l.tenant,
+        object_bytes: l.object_bytes,
+        cpu_seconds: l.cpu_seconds,
+        memory_byte_seconds: l.memory_byte_seconds,
+        object_byte_seconds: l.object_byte_seconds,
+        tasks: l.tasks,
+        actors: l.actors,
+    }
+}
+
+pub(crate) fn usage_to_pb(u: &TenantUsage) -> pb::TenantUsage {
+    let unit = crate::resources::UNIT as f64;
+    pb::TenantUsage {
+        tenant: u.tenant.clone(),
+        quota: Some(quota_to_pb(&u.quota)),
+        cpu_seconds: u.cpu_seconds,
+        memory_byte_seconds: u.memory_byte_seconds,
+        object_byte_seconds: u.object_byte_seconds,
+        tasks: u.tasks,
+        actors: u.actors,
+        jobs: u.jobs,
+        cpus_in_use: u.in_use.cpu as f64 / unit,
+        gpus_in_use: u.in_use.gpu as f64 / unit,
+        memory_in_use: u.in_use.memory.max(0) as u64,
+        object_bytes_in_use: u.object_bytes_in_use,
+        jobs_running: u.jobs_running,
+    }
+}
+
+pub(crate) fn limit_to_pb(l: &TenantLimit) -> pb::TenantLimit {
+    pb::TenantLimit {
+        tenant: l.tenant.clone(),
+        quota: Some(quota_to_pb(&l.quota)),
+        held_elsewhere: Some(resources_to_pb(&l.held_elsewhere)),
+        object_bytes_elsewhere: l.object_bytes_elsewhere,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ActorId, JobId, NodeId};
+
+    #[test]
+    fn records_survive_the_wire() {
+        let actor = ActorRecord {
+            id: ActorId::random(),
+            class: "Counter".into(),
+            name: "c".into(),
+            namespace: "ns".into(),
+            node: NodeId::random(),
+            owner: NodeId::random(),
+            job: JobId::random(),
+            detached: true,
+            tenant: "acme".into(),
+            max_restarts: 3,
+            max_task_retries: 1,
+            restarts: 2,
+            state: ActorState::Dead("its node died".into()),
+        };
+        assert_eq!(actor_from_pb(actor_to_pb(&actor)).unwrap(), actor);
+        let job = JobRecord {
+            id: JobId::random(),
+            digest: "d".into(),
+            driver: NodeId::random(),
+            started_ms: 7,
+            tenant: "acme".into(),
+            status: JobStatus::Failed("boom".into()),
+        };
+        assert_eq!(job_from_pb(job_to_pb(&job)).unwrap(), job);
+        let bad = pb::ActorInfo {
+            actor_id: vec![1; 3].into(),
+            ..actor_to_pb(&actor)
+        };
+        assert!(actor_from_pb(bad).is_err(), "a malformed id is refused");
+    }
+}
