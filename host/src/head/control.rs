@@ -17,9 +17,9 @@ use wasmfabric_proto::v1 as pb;
 use wasmfabric_proto::v1::control_server::Control;
 
 use super::gate::{Caller, Ticket};
-use super::submit::Submission;
+use super::records::LogLine;
+use super::submit::{Output, Submission};
 use super::{Head, wire};
-use crate::logs::{LogSink, LogSource, Stream};
 use crate::security::Principal;
 use crate::wire::{error_to_pb, id_bytes, job_id, quota_from_pb};
 
@@ -30,8 +30,6 @@ pub(crate) struct ControlService {
 
 /// How long `DrainNode` waits for the node to leave by default.
 const DRAIN_WAIT: Duration = Duration::from_secs(600);
-
-type Events = mpsc::UnboundedSender<Result<pb::JobEvent, Status>>;
 
 impl ControlService {
     /// The caller, as the gate found it (or, without a gate, from the
@@ -51,20 +49,6 @@ impl ControlService {
                 "only the admin token may do this",
             ))
         }
-    }
-}
-
-/// Sends a job's output down its submit stream.
-struct SubmitSink(Events);
-
-impl LogSink for SubmitSink {
-    fn line(&self, source: &LogSource, stream: Stream, line: &[u8]) {
-        let log = pb::LogLine {
-            prefix: source.prefix.to_string(),
-            stderr: stream == Stream::Stderr,
-            line: bytes::Bytes::copy_from_slice(line),
-        };
-        let _ = self.0.send(Ok(event(pb::job_event::Kind::Log(log))));
     }
 }
 
@@ -129,7 +113,11 @@ impl Control for ControlService {
             manifest: r.manifest,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let sink = Arc::new(SubmitSink(tx.clone()));
+        let lines = tx.clone();
+        let sink: Output = Arc::new(move |l: &LogLine| {
+            let log = pb::job_event::Kind::Log(wire::log_line_to_pb(l));
+            let _ = lines.send(Ok(event(log)));
+        });
         let announce = tx.clone();
         let started = self
             .head

@@ -102,23 +102,21 @@ impl Head {
         if quotas.iter().all(|(_, q)| q.is_unlimited()) {
             return Vec::new();
         }
-        let loads = self.nodes.loads();
-        let others = loads
-            .iter()
-            .filter(|(n, up, _)| *n != me && *up)
-            .flat_map(|(_, _, ls)| ls.iter());
-        usage::limits_for(&quotas, others)
+        self.nodes.with_loads(|loads| {
+            let others: Vec<&TenantLoad> = loads
+                .filter(|(n, up, _)| *n != me && *up)
+                .map(|(_, _, l)| l)
+                .collect();
+            usage::limits_for(&quotas, others.iter().copied())
+        })
     }
 
     /// Each tenant's usage over the cluster (every tenant with a token, and
     /// any that ran); a tenant caller sees only its own.
     pub(crate) fn tenant_usage(&self, who: &Principal) -> Vec<TenantUsage> {
-        let loads = self.nodes.loads();
-        let mut totals = usage::totals(
-            loads
-                .iter()
-                .flat_map(|(_, up, ls)| ls.iter().map(move |l| (*up, l))),
-        );
+        let mut totals = self
+            .nodes
+            .with_loads(|loads| usage::totals(loads.map(|(_, up, l)| (up, l))));
         for t in self.tokens.tenants() {
             totals.entry(t.name.clone()).or_insert_with(|| TenantUsage {
                 tenant: t.name.clone(),

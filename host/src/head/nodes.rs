@@ -116,16 +116,18 @@ impl NodeTable {
             .collect()
     }
 
-    /// Each node's tenant loads, with whether the node is up.
-    pub(crate) fn loads(&self) -> Vec<(NodeId, bool, Vec<TenantLoad>)> {
+    /// Calls `f` with every tenant load reported, each with its node and
+    /// whether that node is up (under the table's lock: nothing is copied).
+    pub(crate) fn with_loads<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = (NodeId, bool, &TenantLoad)>) -> R,
+    ) -> R {
         let t = self.0.lock();
-        t.loads
-            .iter()
-            .map(|(id, ls)| {
-                let up = t.records.get(id).is_some_and(|r| r.state.is_up());
-                (*id, up, ls.clone())
-            })
-            .collect()
+        let mut all = t.loads.iter().flat_map(|(id, ls)| {
+            let up = t.records.get(id).is_some_and(|r| r.state.is_up());
+            ls.iter().map(move |l| (*id, up, l))
+        });
+        f(&mut all)
     }
 
     /// The up node whose id is `prefix`, or the only one whose id starts

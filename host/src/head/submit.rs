@@ -30,20 +30,25 @@ pub(crate) struct Started {
     pub ended: oneshot::Receiver<Result<(), FabricError>>,
 }
 
-/// Keeps a job's output for `fabric logs` and passes it on to the client.
+/// Where a job's output goes besides the head's kept log (the client).
+pub(crate) type Output = Arc<dyn Fn(&LogLine) + Send + Sync>;
+
+/// Keeps a job's output for `fabric logs` and passes it on to the client
+/// (the line is copied out of the guest once; both share it).
 struct KeptOutput {
     log: Arc<Mutex<JobLog>>,
-    client: Arc<dyn LogSink>,
+    client: Output,
 }
 
 impl LogSink for KeptOutput {
     fn line(&self, source: &LogSource, stream: Stream, line: &[u8]) {
-        self.log.lock().push(LogLine {
+        let line = LogLine {
             prefix: source.prefix.to_string(),
             stderr: stream == Stream::Stderr,
             line: Bytes::copy_from_slice(line),
-        });
-        self.client.line(source, stream, line);
+        };
+        (self.client)(&line);
+        self.log.lock().push(line);
     }
 }
 
@@ -69,7 +74,7 @@ impl Head {
         self: &Arc<Self>,
         slot: JobSlot,
         job: Submission,
-        client: Arc<dyn LogSink>,
+        client: Output,
         started: impl FnOnce(JobId),
     ) -> Result<Started, HeadError> {
         let app = self
