@@ -83,7 +83,7 @@ fn print_nodes(state: &pb::ClusterStateReply, address: &str) {
     );
     println!();
     println!(
-        "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>21} {:>6} {:<16} {:<6}",
+        "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>21} {:>6} {:>18} {:<16} {:<6}",
         "NODE",
         "ADDRESS",
         "STATE",
@@ -93,6 +93,7 @@ fn print_nodes(state: &pb::ClusterStateReply, address: &str) {
         "OBJECT STORE",
         "RESIDENT/ACCOUNTED",
         "TASKS",
+        "INSTANCES (PEAK)",
         "CUSTOM",
         "LABELS"
     );
@@ -138,7 +139,7 @@ fn print_nodes(state: &pb::ClusterStateReply, address: &str) {
             fmt_bytes(n.accounted_bytes as i64)
         );
         println!(
-            "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>21} {:>6} {:<16} {}",
+            "{:<10} {:<22} {:<6} {:>9} {:>7} {:>19} {:>19} {:>21} {:>6} {:>18} {:<16} {}",
             &id[..8.min(id.len())],
             n.address,
             state,
@@ -148,9 +149,36 @@ fn print_nodes(state: &pb::ClusterStateReply, address: &str) {
             store,
             resident,
             n.running_tasks + n.queued_tasks,
+            instances(n),
             custom,
             labels,
         );
+    }
+}
+
+/// Live instances out of the node's slots, and the most at once:
+/// `12/10000 (58)`.
+fn instances(n: &pb::NodeInfo) -> String {
+    format!(
+        "{}/{} ({})",
+        n.live_instances, n.instance_slots, n.peak_instances
+    )
+}
+
+/// How long ago `unix_ms` was, as `3d4h`, `5h12m`, `7m3s` or `42s`.
+fn age(unix_ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if unix_ms == 0 {
+        return "-".into();
+    }
+    let s = now.saturating_sub(unix_ms) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
     }
 }
 
@@ -182,8 +210,8 @@ fn print_jobs(state: &pb::ClusterStateReply) {
 fn print_actors(state: &pb::ClusterStateReply) {
     println!();
     println!(
-        "{:<10} {:<16} {:<24} {:<10} {:<10} {:<4}",
-        "ACTOR", "CLASS", "NAME", "NODE", "STATE", "NOTE"
+        "{:<10} {:<16} {:<12} {:<24} {:<10} {:<10} {:>8} {:<4}",
+        "ACTOR", "CLASS", "TENANT", "NAME", "NODE", "STATE", "AGE", "NOTE"
     );
     for a in &state.actors {
         let name = if a.name.is_empty() {
@@ -207,12 +235,14 @@ fn print_actors(state: &pb::ClusterStateReply) {
         }
         let note = notes.join(", ");
         println!(
-            "{:<10} {:<16} {:<24} {:<10} {:<10} {}",
+            "{:<10} {:<16} {:<12} {:<24} {:<10} {:<10} {:>8} {}",
             &id[..8],
             a.class,
+            a.tenant,
             name,
             &node[..8.min(node.len())],
             state,
+            age(a.created_unix_ms),
             note
         );
     }

@@ -75,8 +75,13 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                     if f.ok {
                         return Ok(ExitCode::SUCCESS);
                     }
-                    let message = f.error.map(|e| e.message).unwrap_or_default();
-                    eprintln!("error: the job failed: {message}");
+                    // Typed again, so a broken limit is named with its value.
+                    match f.error {
+                        Some(e) => {
+                            eprintln!("error: the job failed: {}", fabric_host::error_from_pb(&e))
+                        }
+                        None => eprintln!("error: the job failed"),
+                    }
                     return Ok(ExitCode::from(1));
                 }
                 None => {}

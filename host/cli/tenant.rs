@@ -54,6 +54,14 @@ pub struct QuotaArgs {
     /// Jobs it may run at once.
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
+    /// Instances it may hold alive at once across the cluster (tasks
+    /// running, actors, drivers).
+    #[arg(long, value_name = "N")]
+    pub instances: Option<u64>,
+    /// Actors it may hold alive at once across the cluster (detached ones
+    /// count until killed).
+    #[arg(long, value_name = "N")]
+    pub actors: Option<u64>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -68,6 +76,8 @@ impl QuotaArgs {
             memory: self.memory,
             object_store: self.object_store,
             jobs: self.jobs,
+            instances: self.instances,
+            actors: self.actors,
         }
     }
 }
@@ -119,7 +129,7 @@ pub fn tenant(args: TenantArgs) -> anyhow::Result<ExitCode> {
 
 fn print_usage(tenants: &[pb::TenantUsage]) {
     println!(
-        "{:<16} {:>10} {:>14} {:>14} {:>8} {:>7} {:>5} {:>9} {:>12} {:<}",
+        "{:<16} {:>10} {:>14} {:>14} {:>8} {:>7} {:>5} {:>9} {:>12} {:>10} {:>11} {:<}",
         "TENANT",
         "CPU-S",
         "MEM-GIB-S",
@@ -129,29 +139,14 @@ fn print_usage(tenants: &[pb::TenantUsage]) {
         "JOBS",
         "CPUS-NOW",
         "OBJECTS-NOW",
+        "INST-NOW",
+        "ACTORS-NOW",
         "QUOTA"
     );
     const GIB: f64 = (1u64 << 30) as f64;
     for t in tenants {
-        let q = t.quota.unwrap_or_default();
-        let mut quota = Vec::new();
-        if let Some(v) = q.cpus {
-            quota.push(format!("cpus={v}"));
-        }
-        if let Some(v) = q.gpus {
-            quota.push(format!("gpus={v}"));
-        }
-        if let Some(v) = q.memory {
-            quota.push(format!("memory={}", fmt_bytes(v as i64)));
-        }
-        if let Some(v) = q.object_store {
-            quota.push(format!("object-store={}", fmt_bytes(v as i64)));
-        }
-        if let Some(v) = q.jobs {
-            quota.push(format!("jobs={v}"));
-        }
         println!(
-            "{:<16} {:>10.3} {:>14.3} {:>14.3} {:>8} {:>7} {:>5} {:>9.2} {:>12} {}",
+            "{:<16} {:>10.3} {:>14.3} {:>14.3} {:>8} {:>7} {:>5} {:>9.2} {:>12} {:>10} {:>11} {}",
             t.tenant,
             t.cpu_seconds,
             t.memory_byte_seconds / GIB,
@@ -161,11 +156,40 @@ fn print_usage(tenants: &[pb::TenantUsage]) {
             t.jobs,
             t.cpus_in_use,
             fmt_bytes(t.object_bytes_in_use as i64),
-            if quota.is_empty() {
-                "-".to_string()
-            } else {
-                quota.join(",")
-            }
+            t.live_instances,
+            t.live_actors,
+            quota_text(&t.quota.unwrap_or_default())
         );
+    }
+}
+
+/// A quota as `cpus=2,jobs=3`, or `-` when unlimited.
+fn quota_text(q: &pb::Quota) -> String {
+    let mut quota = Vec::new();
+    if let Some(v) = q.cpus {
+        quota.push(format!("cpus={v}"));
+    }
+    if let Some(v) = q.gpus {
+        quota.push(format!("gpus={v}"));
+    }
+    if let Some(v) = q.memory {
+        quota.push(format!("memory={}", fmt_bytes(v as i64)));
+    }
+    if let Some(v) = q.object_store {
+        quota.push(format!("object-store={}", fmt_bytes(v as i64)));
+    }
+    if let Some(v) = q.jobs {
+        quota.push(format!("jobs={v}"));
+    }
+    if let Some(v) = q.instances {
+        quota.push(format!("instances={v}"));
+    }
+    if let Some(v) = q.actors {
+        quota.push(format!("actors={v}"));
+    }
+    if quota.is_empty() {
+        "-".to_string()
+    } else {
+        quota.join(",")
     }
 }

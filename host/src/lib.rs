@@ -30,6 +30,8 @@ pub mod head;
 pub mod security;
 pub(crate) mod wire;
 
+pub use wire::error_from_pb;
+
 // What a cluster user or embedder needs of the runtime; its internals
 // (buffers, directory grants, the scheduler, the bindings) stay in it.
 pub use fabric_runtime::{

@@ -143,7 +143,8 @@ pub(crate) fn error_to_pb(e: &FabricError) -> pb::Error {
     out
 }
 
-pub(crate) fn error_from_pb(e: &pb::Error) -> FabricError {
+/// An error as it came over the wire, typed again.
+pub fn error_from_pb(e: &pb::Error) -> FabricError {
     error_of_pb(e).bounded()
 }
 
@@ -200,6 +201,8 @@ pub(crate) fn quota_to_pb(q: &crate::quota::Quota) -> pb::Quota {
         memory: q.memory,
         object_store: q.object_store,
         jobs: q.jobs,
+        instances: q.instances,
+        actors: q.actors,
     }
 }
 
@@ -210,6 +213,8 @@ pub(crate) fn quota_from_pb(q: Option<&pb::Quota>) -> crate::quota::Quota {
         memory: q.memory,
         object_store: q.object_store,
         jobs: q.jobs,
+        instances: q.instances,
+        actors: q.actors,
     })
     .unwrap_or_default()
 }

@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod coverage;
 mod examples;
+mod fairness;
 mod footprint;
 mod hostile;
 mod processes;

@@ -168,13 +168,50 @@ pub struct ComponentsTable {
 /// (tasks running, actors alive, drivers) the node holds at once, and the
 /// largest linear memory of each. A dense node (say 100,000 actors) needs a
 /// smaller `max-memory` (each slot reserves that much address space) and
-/// `vm.max_map_count` of about 6 per instance.
+/// `vm.max_map_count` of about 6 per instance. `guaranteed` gives tenants
+/// shares of the slots nobody else can take (`guaranteed = { acme = 200 }`,
+/// summing to no more than `max`; see [`crate::runtime::slots`]).
+///
+/// ```
+/// use fabric_runtime::config::{NodeConfig, NodeFile};
+/// let file = NodeFile::parse("[instances]\nmax = 100\nguaranteed = { acme = 60, beta = 40 }").unwrap();
+/// let mut cfg = NodeConfig::default();
+/// file.apply(&mut cfg).unwrap();
+/// assert_eq!(cfg.engine.guaranteed_instances.len(), 2);
+/// let over = NodeFile::parse("[instances]\nmax = 100\nguaranteed = { acme = 60, beta = 41 }").unwrap();
+/// assert!(over.apply(&mut NodeConfig::default()).is_err());
+/// ```
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct InstancePool {
     pub max: Option<u32>,
     #[serde(default, deserialize_with = "crate::limits::size::option")]
     pub max_memory: Option<u64>,
+    #[serde(default)]
+    pub guaranteed: std::collections::BTreeMap<String, u32>,
+}
+
+impl InstancePool {
+    /// Sets the guaranteed shares, which must fit the pool.
+    fn apply_shares(
+        &self,
+        engine: &mut crate::runtime::engine::EngineSettings,
+    ) -> Result<(), NodeError> {
+        let sum: u64 = self.guaranteed.values().map(|n| u64::from(*n)).sum();
+        if sum > u64::from(engine.max_instances) {
+            return Err(NodeError::Config(format!(
+                "[instances] guaranteed shares sum to {sum}, more than the pool's {} instances \
+                 (`max`)",
+                engine.max_instances
+            )));
+        }
+        engine.guaranteed_instances = self
+            .guaranteed
+            .iter()
+            .map(|(t, n)| (t.as_str().into(), *n))
+            .collect();
+        Ok(())
+    }
 }
 
 /// The `[compile]` table of a node settings file.
@@ -227,6 +264,7 @@ impl NodeFile {
                 limits.memory = limits.memory.min(mem);
                 caps.memory = caps.memory.min(mem);
             }
+            pool.apply_shares(&mut cfg.engine)?;
         }
         if let Some(c) = &self.components {
             let b = &mut cfg.engine.components;

@@ -62,6 +62,11 @@ pub struct Limits {
     pub objects: u64,
     /// Bytes of stdout and stderr one call may write.
     pub log_bytes: u64,
+    /// Instances a job may hold alive on one node at once (its tasks
+    /// running or blocked, its actors, its driver).
+    pub live_instances: u64,
+    /// Actors a job may hold alive on one node at once.
+    pub live_actors: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +86,8 @@ impl Default for Limits {
             pending_tasks: 1_000_000,
             objects: 2_000_000,
             log_bytes: 16 << 20,
+            live_instances: 10_000,
+            live_actors: 10_000,
         }
     }
 }
@@ -105,6 +112,8 @@ impl Limits {
             pending_tasks: 1 << 40,
             objects: 1 << 40,
             log_bytes: 1 << 40,
+            live_instances: 1 << 32,
+            live_actors: 1 << 32,
         }
     }
 }
@@ -141,6 +150,10 @@ pub struct LimitsRequest {
     pub objects: Option<u64>,
     #[serde(default, deserialize_with = "size::option")]
     pub log_bytes: Option<u64>,
+    #[serde(default)]
+    pub live_instances: Option<u64>,
+    #[serde(default)]
+    pub live_actors: Option<u64>,
 }
 
 impl Limits {
@@ -161,19 +174,22 @@ impl Limits {
                 None => Ok(if default > cap { cap } else { default }),
             }
         }
-        let fuel = match (job.fuel, caps.fuel) {
-            (Some(v), Some(cap)) if v > cap => {
-                return Err(FabricError::InvalidArgument(format!(
-                    "the job asks for fuel {v}, above the operator's cap of {cap}"
-                )));
-            }
-            (Some(v), _) => Some(v),
-            (None, cap) => self.fuel.or(cap),
-        };
         Ok(Limits {
+            fuel: self.fuel_for_job(caps, job)?,
+            live_instances: pick(
+                "live-instances",
+                self.live_instances,
+                caps.live_instances,
+                job.live_instances,
+            )?,
+            live_actors: pick(
+                "live-actors",
+                self.live_actors,
+                caps.live_actors,
+                job.live_actors,
+            )?,
             memory: pick("memory", self.memory, caps.memory, job.memory)?,
             cpu_time: pick("cpu-time", self.cpu_time, caps.cpu_time, job.cpu_time)?,
-            fuel,
             wall_time: pick("wall-time", self.wall_time, caps.wall_time, job.wall_time)?,
             driver_wall_time: pick(
                 "driver-wall-time",
@@ -216,6 +232,17 @@ impl Limits {
             objects: pick("objects", self.objects, caps.objects, job.objects)?,
             log_bytes: pick("log-bytes", self.log_bytes, caps.log_bytes, job.log_bytes)?,
         })
+    }
+
+    /// The fuel of a job (see [`Limits::for_job`]).
+    fn fuel_for_job(&self, caps: &Limits, job: &LimitsRequest) -> Result<Option<u64>, FabricError> {
+        match (job.fuel, caps.fuel) {
+            (Some(v), Some(cap)) if v > cap => Err(FabricError::InvalidArgument(format!(
+                "the job asks for fuel {v}, above the operator's cap of {cap}"
+            ))),
+            (Some(v), _) => Ok(Some(v)),
+            (None, cap) => Ok(self.fuel.or(cap)),
+        }
     }
 
     /// The most one host call may copy out of a guest: wasmtime refuses a

@@ -29,6 +29,7 @@ use crate::runtime::component::AppComponent;
 use crate::runtime::engine::FabricEngine;
 use crate::runtime::instance::{self, Role};
 use crate::runtime::job::Job;
+use crate::runtime::slots::Holder;
 use crate::runtime::task::{self, TaskArg, TaskSpec};
 
 /// How to run a job: its manifest (limits and capabilities) and tenant.
@@ -62,7 +63,8 @@ async fn run_driver(
 ) -> Result<(), FabricError> {
     let mut argv = vec!["app".to_string()];
     argv.extend(args.iter().cloned());
-    let mut store = instance::new_store(core, job, Role::Driver, None, &argv);
+    let slot = job.take_slot(core, Holder::Driver)?;
+    let mut store = instance::new_store(core, job, Role::Driver, None, Some(slot), &argv);
     let inst = instance::instantiate(&mut store, job, "main").await?;
     instance::call_main(&mut store, &inst, &job.app.exports.main, &args).await
 }
@@ -99,6 +101,17 @@ pub struct NodeStats {
     pub object_store_capacity: u64,
     /// The process's memory, and what the node accounts for.
     pub memory: MemoryReport,
+    /// The instance pool's slots in use (nodes of one process that share
+    /// an engine share its pool).
+    pub instances: InstanceReport,
+}
+
+/// Slots of the instance pool: held now, the most held at once, and all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstanceReport {
+    pub live: u64,
+    pub peak: u64,
+    pub slots: u64,
 }
 
 /// The node process's resident memory beside what the node accounts for
@@ -351,7 +364,9 @@ impl Node {
         let mut out = Vec::with_capacity(samples);
         for _ in 0..samples {
             let start = std::time::Instant::now();
-            let mut store = instance::new_store(&self.core, &job, Role::Driver, None, &[]);
+            let slot = job.take_slot(&self.core, Holder::Driver)?;
+            let mut store =
+                instance::new_store(&self.core, &job, Role::Driver, None, Some(slot), &[]);
             instance::instantiate(&mut store, &job, "instantiate").await?;
             drop(store);
             out.push(start.elapsed());
@@ -369,7 +384,7 @@ impl Node {
             .account(tenant)
             .set_view(crate::tenants::QuotaView {
                 quota,
-                object_bytes_elsewhere: 0,
+                ..Default::default()
             });
     }
 
@@ -395,6 +410,14 @@ impl Node {
             object_store_used: c.objects().used_bytes(),
             object_store_capacity: c.objects().capacity_bytes(),
             memory: self.memory(),
+            instances: {
+                let pool = c.engine().slots();
+                InstanceReport {
+                    live: pool.live(),
+                    peak: pool.peak(),
+                    slots: pool.total(),
+                }
+            },
         }
     }
 

@@ -2,9 +2,10 @@
 //!
 //! A quota caps a tenant's concurrent CPUs, GPUs and memory (what its
 //! running tasks and actors hold), the bytes its objects occupy in object
-//! stores, and its running jobs. Unset fields are unlimited. Work over a CPU,
-//! GPU or memory quota waits in the tenant's queue; an object or a job over
-//! quota fails with a `limit-exceeded` error naming the quota.
+//! stores, its running jobs, and its live instances and actors. Unset fields
+//! are unlimited. Work over a CPU, GPU or memory quota waits in the tenant's
+//! queue; an object, a job, an instance or an actor over quota fails with a
+//! `limit-exceeded` error naming the quota.
 //!
 //! ```
 //! use fabric_runtime::quota::Quota;
@@ -43,6 +44,14 @@ pub struct Quota {
     /// Jobs it may run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<u32>,
+    /// Instances it may hold alive at once (tasks running, actors,
+    /// drivers), across the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u64>,
+    /// Actors it may hold alive at once (detached ones included, until
+    /// killed), across the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actors: Option<u64>,
 }
 
 impl Quota {

@@ -11,7 +11,11 @@
 //! that floods the queue does not starve one that asks for little. A guest
 //! that blocks in `get` or `wait` hands its CPUs back for as long as it
 //! waits ([`Lease::block`]), which is what keeps nested tasks from
-//! deadlocking a small node.
+//! deadlocking a small node. Within one queue the deepest work in a task
+//! tree goes first (a task a task submitted before one its driver
+//! submitted; in submission order at one depth): the ancestors of deep work
+//! each hold an instance while they wait for it, so running it first keeps
+//! the instances in use near the tree's depth times the CPUs, not its width.
 //!
 //! ```
 //! use fabric_runtime::scheduler::Scheduler;
@@ -25,7 +29,7 @@
 //! ```
 
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -54,12 +58,43 @@ impl Cancellable for AtomicBool {
 struct Waiter {
     start: StartFn,
     cancelled: Option<Arc<dyn Cancellable>>,
+    depth: u32,
+}
+
+/// The waiters of one queue, deepest first, in submission order at one
+/// depth.
+#[derive(Default)]
+struct Levels {
+    by_depth: BTreeMap<u32, VecDeque<Waiter>>,
+}
+
+impl Levels {
+    fn push_back(&mut self, w: Waiter) {
+        self.by_depth.entry(w.depth).or_default().push_back(w);
+    }
+
+    fn front(&self) -> Option<&Waiter> {
+        self.by_depth.last_key_value().and_then(|(_, q)| q.front())
+    }
+
+    fn pop_front(&mut self) -> Option<Waiter> {
+        let mut deepest = self.by_depth.last_entry()?;
+        let w = deepest.get_mut().pop_front();
+        if deepest.get().is_empty() {
+            deepest.remove();
+        }
+        w
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_depth.is_empty()
+    }
 }
 
 struct ShapeQueue {
     tenant: Tenant,
     demand: ResourceSet,
-    waiters: VecDeque<Waiter>,
+    waiters: Levels,
 }
 
 /// What one tenant holds here and may hold.
@@ -307,6 +342,20 @@ impl Scheduler {
         start: StartFn,
         cancelled: Option<Arc<dyn Cancellable>>,
     ) {
+        self.submit_at(0, demand, tenant, start, cancelled);
+    }
+
+    /// [`Scheduler::submit`] for work `depth` levels down a task tree
+    /// (0: submitted by a driver or an actor): while it waits, deeper work
+    /// of its queue goes first.
+    pub fn submit_at(
+        &self,
+        depth: u32,
+        demand: ResourceSet,
+        tenant: &Tenant,
+        start: StartFn,
+        cancelled: Option<Arc<dyn Cancellable>>,
+    ) {
         let lease = {
             let mut st = self.inner.state.lock();
             let queued = st.has_queue(tenant, &demand);
@@ -318,18 +367,26 @@ impl Scheduler {
                     tenant: tenant.clone(),
                 },
                 None => {
-                    let waiter = Waiter { start, cancelled };
+                    let waiter = Waiter {
+                        start,
+                        cancelled,
+                        depth,
+                    };
                     match st
                         .queues
                         .iter_mut()
                         .find(|q| q.demand == demand && q.tenant == *tenant)
                     {
                         Some(q) => q.waiters.push_back(waiter),
-                        None => st.queues.push(ShapeQueue {
-                            tenant: tenant.clone(),
-                            demand,
-                            waiters: VecDeque::from([waiter]),
-                        }),
+                        None => {
+                            let mut waiters = Levels::default();
+                            waiters.push_back(waiter);
+                            st.queues.push(ShapeQueue {
+                                tenant: tenant.clone(),
+                                demand,
+                                waiters,
+                            });
+                        }
                     }
                     st.queued += 1;
                     return;
@@ -498,6 +555,30 @@ mod tests {
         assert!(rx.try_recv().is_err(), "one CPU, one task");
         drop(lease);
         assert_eq!(rx.try_recv().unwrap().0, 1);
+    }
+
+    #[test]
+    fn deeper_work_goes_first_and_work_at_one_depth_keeps_its_order() {
+        let sched = Scheduler::new(cpus(1.0), 0);
+        let held = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        for (name, depth) in [("a", 0), ("b", 2), ("c", 1), ("d", 2)] {
+            let tx = tx.clone();
+            sched.submit_at(
+                depth,
+                cpus(1.0),
+                &tn(),
+                Box::new(move |l| tx.send((name, l)).unwrap()),
+                None,
+            );
+        }
+        drop(held);
+        let mut order = Vec::new();
+        while let Ok((name, lease)) = rx.try_recv() {
+            order.push(name);
+            drop(lease);
+        }
+        assert_eq!(order, ["b", "d", "c", "a"]);
     }
 
     #[test]

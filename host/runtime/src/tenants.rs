@@ -74,6 +74,62 @@ pub struct QuotaView {
     pub quota: Quota,
     /// Object bytes it holds on the other nodes.
     pub object_bytes_elsewhere: u64,
+    /// Live instances and live actors it holds on the other nodes.
+    pub instances_elsewhere: u64,
+    pub actors_elsewhere: u64,
+}
+
+/// Takes one more of `counter` unless it holds `max`.
+fn take_one(counter: &AtomicU64, max: u64) -> Result<u64, u64> {
+    counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+        (n < max).then_some(n + 1)
+    })
+}
+
+/// Live instances (tasks running, actors, drivers) and live actors.
+#[derive(Default)]
+struct Live {
+    instances: AtomicU64,
+    actors: AtomicU64,
+}
+
+impl Live {
+    /// Takes an instance (and an actor) within `(max instances, max actors)`,
+    /// or says which one is full (`Err(true)`: the actors).
+    fn take(&self, (max_instances, max_actors): (u64, u64), actor: bool) -> Result<(), bool> {
+        take_one(&self.instances, max_instances).map_err(|_| false)?;
+        if actor && take_one(&self.actors, max_actors).is_err() {
+            self.instances.fetch_sub(1, Ordering::AcqRel);
+            return Err(true);
+        }
+        Ok(())
+    }
+
+    /// Whether [`Live::take`] would succeed now (taking nothing).
+    fn check(&self, (max_instances, max_actors): (u64, u64), actor: bool) -> Result<(), bool> {
+        let (instances, actors) = self.read();
+        if instances >= max_instances {
+            return Err(false);
+        }
+        if actor && actors >= max_actors {
+            return Err(true);
+        }
+        Ok(())
+    }
+
+    fn give_back(&self, actor: bool) {
+        self.instances.fetch_sub(1, Ordering::AcqRel);
+        if actor {
+            self.actors.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn read(&self) -> (u64, u64) {
+        (
+            self.instances.load(Ordering::Acquire),
+            self.actors.load(Ordering::Acquire),
+        )
+    }
 }
 
 /// One tenant's books on this node.
@@ -84,6 +140,7 @@ pub struct TenantAccount {
     cpu_nanos: AtomicU64,
     tasks: AtomicU64,
     actors: AtomicU64,
+    live: Live,
     view: RwLock<QuotaView>,
 }
 
@@ -96,6 +153,7 @@ impl TenantAccount {
             cpu_nanos: AtomicU64::new(0),
             tasks: AtomicU64::new(0),
             actors: AtomicU64::new(0),
+            live: Live::default(),
             view: RwLock::new(QuotaView::default()),
         }
     }
@@ -149,6 +207,62 @@ impl TenantAccount {
         self.actors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a live instance (and actor) here, unless the tenant's
+    /// `instances` (`actors`) quota, less what it holds elsewhere, is full.
+    pub(crate) fn take_live(&self, actor: bool) -> Result<(), FabricError> {
+        let (max, why) = self.live_room();
+        self.live.take(max, actor).map_err(why)
+    }
+
+    /// Whether one more live instance (and actor) would fit the tenant's
+    /// quotas as this node last heard (checked where the work is created;
+    /// the node it goes to counts it).
+    pub fn check_live(&self, actor: bool) -> Result<(), FabricError> {
+        let (max, why) = self.live_room();
+        self.live.check(max, actor).map_err(why)
+    }
+
+    /// The most live instances and actors the tenant may hold here, and
+    /// the error for going past one (`true`: the actors).
+    fn live_room(&self) -> ((u64, u64), impl FnOnce(bool) -> FabricError + '_) {
+        let (quota, elsewhere) = {
+            let v = self.view.read();
+            (
+                (v.quota.instances, v.quota.actors),
+                (v.instances_elsewhere, v.actors_elsewhere),
+            )
+        };
+        let room = |q: Option<u64>, e: u64| q.map_or(u64::MAX, |q| q.saturating_sub(e));
+        let max = (room(quota.0, elsewhere.0), room(quota.1, elsewhere.1));
+        let why = move |actors: bool| {
+            let (name, quota, elsewhere, what) = if actors {
+                ("actors-quota", quota.1, elsewhere.1, "actors")
+            } else {
+                ("instances-quota", quota.0, elsewhere.0, "instances")
+            };
+            let quota = quota.unwrap_or(0);
+            FabricError::limit(
+                name,
+                quota,
+                format!(
+                    "tenant `{}` holds its quota of {quota} live {what} ({elsewhere} of them \
+                     on other nodes)",
+                    self.name
+                ),
+            )
+        };
+        (max, why)
+    }
+
+    pub(crate) fn give_back_live(&self, actor: bool) {
+        self.live.give_back(actor);
+    }
+
+    /// Live instances and live actors it holds here now.
+    pub fn live(&self) -> (u64, u64) {
+        self.live.read()
+    }
+
     pub fn set_view(&self, view: QuotaView) {
         *self.view.write() = view;
     }
@@ -169,6 +283,8 @@ impl TenantAccount {
             cpu_seconds: self.cpu_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             tasks: self.tasks.load(Ordering::Relaxed),
             actors: self.actors.load(Ordering::Relaxed),
+            live_instances: self.live.read().0,
+            live_actors: self.live.read().1,
             component_bytes: 0,
         }
     }
@@ -188,6 +304,10 @@ pub struct TenantUsage {
     pub cpu_seconds: f64,
     pub tasks: u64,
     pub actors: u64,
+    /// Instances (tasks running, actors, drivers) and actors alive here now
+    /// (detached actors of ended jobs included).
+    pub live_instances: u64,
+    pub live_actors: u64,
     /// Compiled components kept for it beyond their use (filled in by
     /// the node, whose engine keeps them).
     pub component_bytes: u64,
@@ -200,6 +320,7 @@ pub struct JobBooks {
     job: JobId,
     objects: AtomicU64,
     max_objects: u64,
+    live: Live,
     /// Set when the job ended here: the books go once its last object does.
     finished: std::sync::atomic::AtomicBool,
 }
@@ -238,6 +359,47 @@ impl JobBooks {
     pub fn objects(&self) -> u64 {
         self.objects.load(Ordering::Acquire)
     }
+
+    /// Counts a live instance (and actor) of the job here, unless it holds
+    /// `(max instances, max actors)` (its `live-instances` and
+    /// `live-actors` limits).
+    pub(crate) fn take_live(&self, max: (u64, u64), actor: bool) -> Result<(), FabricError> {
+        self.live
+            .take(max, actor)
+            .map_err(|actors| live_limit(max, actors))
+    }
+
+    pub(crate) fn give_back_live(&self, actor: bool) {
+        self.live.give_back(actor);
+    }
+
+    /// Whether one more live instance (and actor) of the job would fit
+    /// `max` here now (taking nothing).
+    pub(crate) fn check_live(&self, max: (u64, u64), actor: bool) -> Result<(), FabricError> {
+        self.live
+            .check(max, actor)
+            .map_err(|actors| live_limit(max, actors))
+    }
+
+    /// Live instances and actors of the job here now.
+    pub fn live(&self) -> (u64, u64) {
+        self.live.read()
+    }
+}
+
+/// The error for a job past its `live-instances` or (`actors`) `live-actors`
+/// limit on a node.
+fn live_limit(max: (u64, u64), actors: bool) -> FabricError {
+    let (name, max, what) = if actors {
+        ("live-actors", max.1, "actors")
+    } else {
+        ("live-instances", max.0, "instances")
+    };
+    FabricError::limit(
+        name,
+        max,
+        format!("the job already holds {max} live {what} on this node"),
+    )
 }
 
 /// Every tenant's account on this node.
@@ -276,6 +438,7 @@ impl TenantLedger {
                     job,
                     objects: AtomicU64::new(0),
                     max_objects,
+                    live: Live::default(),
                     finished: Default::default(),
                 })
             })

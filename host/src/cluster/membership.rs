@@ -207,6 +207,9 @@ impl Cluster {
                     tenants: super::quotas::loads(&core),
                     resident_bytes: stats.memory.resident,
                     accounted_bytes: stats.memory.accounted(),
+                    live_instances: stats.instances.live,
+                    peak_instances: stats.instances.peak,
+                    instance_slots: stats.instances.slots,
                 };
                 match self.head.clone().heartbeat(req).await {
                     Ok(reply) => {

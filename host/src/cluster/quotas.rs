@@ -35,6 +35,8 @@ pub(crate) fn loads(core: &NodeCore) -> Vec<pb::TenantLoad> {
             object_byte_seconds: u.object_byte_seconds,
             tasks: u.tasks,
             actors: u.actors,
+            live_instances: u.live_instances,
+            live_actors: u.live_actors,
         })
         .collect()
 }
@@ -53,6 +55,8 @@ pub(crate) fn apply_limits(core: &NodeCore, limits: &[pb::TenantLimit]) {
         core.tenants().account(&l.tenant).set_view(QuotaView {
             quota,
             object_bytes_elsewhere: l.object_bytes_elsewhere,
+            instances_elsewhere: l.instances_elsewhere,
+            actors_elsewhere: l.actors_elsewhere,
         });
     }
     for a in core.tenants().accounts() {

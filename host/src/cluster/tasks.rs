@@ -153,6 +153,7 @@ impl Cluster {
                 result_id: id_bytes(spec.result.as_u128()),
                 max_retries: 0,
                 retry_exceptions: false,
+                depth: spec.depth,
             };
             let result = spec.result;
             cluster.tasks.sent.insert(
@@ -242,6 +243,7 @@ impl Cluster {
                     max_retries: 0,
                     retry_exceptions: false,
                     attempt: 0,
+                    depth: t.depth.max(1),
                     reply: Reply::Remote {
                         owner: from,
                         job: job.id,

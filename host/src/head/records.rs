@@ -42,6 +42,10 @@ pub struct NodeLoad {
     pub object_store_used: u64,
     pub resident_bytes: u64,
     pub accounted_bytes: u64,
+    /// Live instances now, the most at once, and the node's slots.
+    pub live_instances: u64,
+    pub peak_instances: u64,
+    pub instance_slots: u64,
 }
 
 /// One node of the cluster.
@@ -92,6 +96,15 @@ pub struct ActorRecord {
     pub max_task_retries: u32,
     pub restarts: u32,
     pub state: ActorState,
+    /// When the head registered it (Unix milliseconds).
+    pub created_unix_ms: u64,
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ActorRecord {
@@ -160,6 +173,9 @@ pub struct TenantLoad {
     pub object_byte_seconds: f64,
     pub tasks: u64,
     pub actors: u64,
+    /// Instances and actors alive there now.
+    pub live_instances: u64,
+    pub live_actors: u64,
 }
 
 /// One change to the head's durable state.

@@ -65,6 +65,9 @@ impl HeadRpc for HeadService {
             object_store_used: r.object_store_used,
             resident_bytes: r.resident_bytes,
             accounted_bytes: r.accounted_bytes,
+            live_instances: r.live_instances,
+            peak_instances: r.peak_instances,
+            instance_slots: r.instance_slots,
         };
         let tenants = r
             .tenants

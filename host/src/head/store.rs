@@ -235,6 +235,7 @@ mod tests {
             max_task_retries: 0,
             restarts: 0,
             state: ActorState::Alive,
+            created_unix_ms: 1_700_000_000_000,
         };
         let job = |n: u64| JobRecord {
             id: JobId::random(),

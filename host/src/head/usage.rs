@@ -23,6 +23,9 @@ pub struct TenantUsage {
     /// What its work holds now on live nodes.
     pub in_use: ResourceSet,
     pub object_bytes_in_use: u64,
+    /// Instances and actors alive now on live nodes.
+    pub live_instances: u64,
+    pub live_actors: u64,
 }
 
 /// A quota'd tenant's limit on one node.
@@ -32,6 +35,8 @@ pub(crate) struct TenantLimit {
     pub quota: Quota,
     pub held_elsewhere: ResourceSet,
     pub object_bytes_elsewhere: u64,
+    pub instances_elsewhere: u64,
+    pub actors_elsewhere: u64,
 }
 
 /// Per tenant, the loads of all nodes summed (`alive` decides whose
@@ -57,6 +62,8 @@ pub(crate) fn totals<'a>(
             u.in_use.gpu += l.held.gpu;
             u.in_use.memory += l.held.memory.max(0);
             u.object_bytes_in_use += l.object_bytes;
+            u.live_instances += l.live_instances;
+            u.live_actors += l.live_actors;
         }
     }
     by_tenant
@@ -73,18 +80,22 @@ pub(crate) fn limits_for<'a>(
         .filter(|(_, q)| !q.is_unlimited())
         .map(|(tenant, q)| {
             let mut held = ResourceSet::default();
-            let mut objects = 0;
+            let (mut objects, mut instances, mut actors) = (0, 0, 0);
             for l in others.clone().filter(|l| &l.tenant == tenant) {
                 held.cpu += l.held.cpu;
                 held.gpu += l.held.gpu;
                 held.memory += l.held.memory;
                 objects += l.object_bytes;
+                instances += l.live_instances;
+                actors += l.live_actors;
             }
             TenantLimit {
                 tenant: tenant.clone(),
                 quota: q.clone(),
                 held_elsewhere: held,
                 object_bytes_elsewhere: objects,
+                instances_elsewhere: instances,
+                actors_elsewhere: actors,
             }
         })
         .collect()

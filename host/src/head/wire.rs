@@ -31,6 +31,9 @@ pub(crate) fn node_to_pb(n: &NodeRecord) -> pb::NodeInfo {
         is_head: n.is_head,
         resident_bytes: n.load.resident_bytes,
         accounted_bytes: n.load.accounted_bytes,
+        live_instances: n.load.live_instances,
+        peak_instances: n.load.peak_instances,
+        instance_slots: n.load.instance_slots,
         ..Default::default()
     };
     info.set_state(match n.state {
@@ -56,6 +59,9 @@ pub(crate) fn node_from_pb(info: pb::NodeInfo) -> Result<NodeRecord, Status> {
             object_store_used: info.object_store_used,
             resident_bytes: info.resident_bytes,
             accounted_bytes: info.accounted_bytes,
+            live_instances: info.live_instances,
+            peak_instances: info.peak_instances,
+            instance_slots: info.instance_slots,
         },
         total: resources_from_pb(info.total.as_ref()),
         address: info.address,
@@ -88,6 +94,7 @@ pub(crate) fn actor_to_pb(a: &ActorRecord) -> pb::ActorInfo {
         max_task_retries: a.max_task_retries,
         restarts: a.restarts,
         restarting: a.state == ActorState::Restarting,
+        created_unix_ms: a.created_unix_ms,
     }
 }
 
@@ -113,6 +120,10 @@ pub(crate) fn actor_from_pb(a: pb::ActorInfo) -> Result<ActorRecord, Status> {
         max_task_retries: a.max_task_retries,
         restarts: a.restarts,
         state,
+        created_unix_ms: match a.created_unix_ms {
+            0 => super::records::unix_ms(),
+            t => t,
+        },
     })
 }
 
@@ -171,6 +182,8 @@ pub(crate) fn tenant_load_from_pb(l: pb::TenantLoad) -> TenantLoad {
         object_byte_seconds: l.object_byte_seconds,
         tasks: l.tasks,
         actors: l.actors,
+        live_instances: l.live_instances,
+        live_actors: l.live_actors,
     }
 }
 
@@ -190,6 +203,8 @@ pub(crate) fn usage_to_pb(u: &TenantUsage) -> pb::TenantUsage {
         memory_in_use: u.in_use.memory.max(0) as u64,
         object_bytes_in_use: u.object_bytes_in_use,
         jobs_running: u.jobs_running,
+        live_instances: u.live_instances,
+        live_actors: u.live_actors,
     }
 }
 
@@ -199,6 +214,8 @@ pub(crate) fn limit_to_pb(l: &TenantLimit) -> pb::TenantLimit {
         quota: Some(quota_to_pb(&l.quota)),
         held_elsewhere: Some(resources_to_pb(&l.held_elsewhere)),
         object_bytes_elsewhere: l.object_bytes_elsewhere,
+        instances_elsewhere: l.instances_elsewhere,
+        actors_elsewhere: l.actors_elsewhere,
     }
 }
 
@@ -223,6 +240,7 @@ mod tests {
             max_task_retries: 1,
             restarts: 2,
             state: ActorState::Dead("its node died".into()),
+            created_unix_ms: 1_700_000_000_000,
         };
         assert_eq!(actor_from_pb(actor_to_pb(&actor)).unwrap(), actor);
         let job = JobRecord {

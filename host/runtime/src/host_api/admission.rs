@@ -1,8 +1,10 @@
 //! The one check every new task and actor passes before anything is copied
 //! out of the guest or reserved for it: its name, its resource demand, its
 //! placement, whether the demand can ever fit (and fits the tenant's
-//! quota), and whether its job still runs. Per-tenant caps on instances and
-//! actors belong here too: one place, so tasks and actors cannot drift.
+//! quota), whether its job still runs, and for an actor whether its tenant
+//! and its job may hold one more (the node that hosts it counts it, see
+//! [`crate::runtime::slots`]; a task takes its instance slot when it starts).
+//! One place, so tasks and actors cannot drift.
 
 use crate::bindings::fabric::core::types::{Placement, Resources};
 use crate::error::FabricError;
@@ -61,6 +63,11 @@ pub(crate) fn admit(
     core.check_feasible(&demand, &job.account)?;
     if job.is_finished() {
         return Err(FabricError::Cancelled);
+    }
+    if what == Creating::Actor {
+        let limits = (job.limits.live_instances, job.limits.live_actors);
+        job.books.check_live(limits, true)?;
+        job.account.check_live(true)?;
     }
     Ok(Admitted { demand, strategy })
 }

@@ -9,7 +9,7 @@ use super::{
 use crate::bindings::fabric::core::types::TaskOptions;
 use crate::error::FabricError;
 use crate::object_store::ObjectRef;
-use crate::runtime::instance::InstanceState;
+use crate::runtime::instance::{InstanceState, Role};
 use crate::runtime::task::{self, TaskSpec};
 
 /// Retries after a system failure when the caller does not say (Ray's default).
@@ -48,6 +48,10 @@ fn submit(
 ) -> HostCall<Resource<ObjectRef>> {
     let exec = store.data().exec()?;
     let (core, job) = (exec.core.clone(), exec.job.clone());
+    let depth = match &exec.role {
+        Role::Task { depth, .. } => depth.saturating_add(1),
+        Role::Driver | Role::Actor { .. } => 1,
+    };
     // The display name is not kept, but bounded like every name.
     if let Some(name) = options.name.as_deref() {
         check_name("task", name)?;
@@ -66,6 +70,7 @@ fn submit(
     let result = result_ref.id();
     let args = convert_args(store, args)?;
     let spec = TaskSpec {
+        depth,
         nested: convert_nested(&store.data().table, &nested)?,
         demand: admitted.demand,
         strategy: admitted.strategy,

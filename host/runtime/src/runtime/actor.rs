@@ -33,6 +33,7 @@ use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
 use crate::runtime::instance::{self, Role};
 use crate::runtime::job::Job;
+use crate::runtime::slots::{Holder, InstanceSlot};
 use crate::runtime::task::{Reply, TaskArg, resolve_args};
 
 /// One queued method call.
@@ -209,13 +210,24 @@ pub(crate) fn create_local(
             }
         }
     }
+    let slot = match spec.job.take_slot(core, Holder::Actor) {
+        Ok(slot) => slot,
+        Err(e) => {
+            if let Some(key) = &spec.name {
+                core.named_actors().remove_if(key, |_, id| *id == spec.id);
+            }
+            return Err(e);
+        }
+    };
     let id = spec.id;
-    spawn(core, spec);
+    spawn(core, spec, slot);
     Ok(id)
 }
 
-/// Starts an actor: registers it and spawns its task.
-pub fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
+/// Starts an actor: registers it and spawns its task, which holds `slot`
+/// (taken for it with [`Job::take_slot`]) for as long as the actor lives,
+/// restarts included.
+pub fn spawn(core: &Arc<NodeCore>, spec: ActorSpec, slot: InstanceSlot) -> Arc<ActorRecord> {
     spec.job.account.count_actor();
     let (tx, rx) = mpsc::unbounded_channel();
     let record = Arc::new(ActorRecord {
@@ -241,7 +253,7 @@ pub fn spawn(core: &Arc<NodeCore>, spec: ActorSpec) -> Arc<ActorRecord> {
     };
     let handle = core
         .runtime()
-        .spawn(actor_main(core.clone(), spec, mailbox));
+        .spawn(actor_main(core.clone(), spec, mailbox, slot));
     *record.abort.lock() = Some(handle.abort_handle());
     if record.death().is_some() {
         handle.abort();
@@ -344,7 +356,12 @@ async fn await_args(args: &[TaskArg]) {
     }
 }
 
-async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) {
+async fn actor_main(
+    core: Arc<NodeCore>,
+    spec: ActorSpec,
+    mut mailbox: Mailbox,
+    _slot: InstanceSlot,
+) {
     let label = mailbox.record.label();
     let mut lease = Some(core.acquire(spec.demand.clone(), &spec.job.tenant).await);
     await_args(&spec.args).await;
@@ -372,7 +389,7 @@ async fn actor_main(core: Arc<NodeCore>, spec: ActorSpec, mut mailbox: Mailbox) 
             Some(l) => l,
             None => core.acquire(spec.demand.clone(), &spec.job.tenant).await,
         };
-        let mut store = instance::new_store(&core, &spec.job, role, Some(lease_now), &[]);
+        let mut store = instance::new_store(&core, &spec.job, role, Some(lease_now), None, &[]);
         let what = format!("{}.new", spec.class);
         let inst = match instance::instantiate(&mut store, &spec.job, &what).await {
             Ok(i) => i,

@@ -40,6 +40,8 @@ pub struct AppComponent {
     held: u64,
     pub(crate) pre: InstancePre<InstanceState>,
     pub(crate) exports: GuestExports,
+    /// Slots of the instance pool each of its instances takes.
+    pub(crate) slot_weight: u64,
 }
 
 impl AppComponent {
@@ -143,6 +145,7 @@ fn prepare(
         main: lookup("main")?,
     };
     typecheck(engine, &pre, &exports)?;
+    let slot_weight = crate::runtime::engine::slot_weight(&component);
     let image = component.image_range();
     let code = (image.end as usize).saturating_sub(image.start as usize);
     Ok(Arc::new(AppComponent {
@@ -151,6 +154,7 @@ fn prepare(
         held: (code + bytes.len()) as u64,
         pre,
         exports,
+        slot_weight,
     }))
 }
 

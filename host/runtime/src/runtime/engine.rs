@@ -29,6 +29,7 @@ use crate::error::{LoadError, NodeError};
 use crate::runtime::component::{self, AppComponent};
 use crate::runtime::component_cache::ComponentCache;
 use crate::runtime::instance::InstanceState;
+use crate::runtime::slots::InstancePool;
 
 /// How often the epoch advances: the time slice of a running guest.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -55,6 +56,26 @@ const KEEP_RESIDENT_TABLE: usize = 16 << 10;
 /// held 3.3 GB).
 const DECOMMIT_BATCH: usize = 1;
 
+/// Core instances, memories and tables one component may have.
+const MAX_CORE_INSTANCES: u32 = 32;
+const MAX_MEMORIES: u32 = 4;
+const MAX_TABLES: u32 = 8;
+/// Tables the pool holds per slot: a component with more weighs more.
+const TABLES_PER_SLOT: u32 = 3;
+
+/// Slots of the pool an instance of `component` takes: one, or more for a
+/// component with several memories or many tables (the pool has one memory
+/// and [`TABLES_PER_SLOT`] tables per slot).
+pub(crate) fn slot_weight(component: &wasmtime::component::Component) -> u64 {
+    match component.resources_required() {
+        Some(r) => {
+            u64::from(r.num_memories.max(1)).max(u64::from(r.num_tables.div_ceil(TABLES_PER_SLOT)))
+        }
+        // Not known before instantiation: the most a component may use.
+        None => u64::from(MAX_MEMORIES.max(MAX_TABLES.div_ceil(TABLES_PER_SLOT))),
+    }
+}
+
 /// Sizing of the engine's instance pool.
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
@@ -76,6 +97,9 @@ pub struct EngineSettings {
     /// What compiled components the node keeps, and how many compiles run
     /// at once.
     pub components: super::component_cache::ComponentBounds,
+    /// Tenants' guaranteed shares of the `max_instances` slots (see
+    /// [`super::slots`]); they sum to no more than `max_instances`.
+    pub guaranteed_instances: Vec<(Arc<str>, u32)>,
 }
 
 impl EngineSettings {
@@ -123,6 +147,7 @@ impl Default for EngineSettings {
             fuel_metering: false,
             compile: None,
             components: Default::default(),
+            guaranteed_instances: Vec::new(),
         }
     }
 }
@@ -141,6 +166,8 @@ struct EngineInner {
     /// Compiled components by content digest.
     components: ComponentCache,
     compiles: CompileCounts,
+    /// The pool's slots, by tenant.
+    slots: Arc<InstancePool>,
     _ticker: EpochTicker,
 }
 
@@ -150,6 +177,8 @@ impl FabricEngine {
             return Err(NodeError::Config("max_instances must be at least 1".into()));
         }
         let settings = &fit_to_mapping_limit(settings);
+        let slots = InstancePool::new(settings.max_instances, &settings.guaranteed_instances)
+            .map_err(NodeError::Config)?;
         let config = engine_config(settings);
         let engine = Engine::new(&config).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
@@ -164,6 +193,7 @@ impl FabricEngine {
                 settings: settings.clone(),
                 components: ComponentCache::new(settings.components.clone()),
                 compiles: Default::default(),
+                slots: Arc::new(slots),
                 _ticker: ticker,
             }),
         })
@@ -175,6 +205,11 @@ impl FabricEngine {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// The instance pool's slots, by tenant.
+    pub fn slots(&self) -> &Arc<InstancePool> {
+        &self.inner.slots
     }
 
     /// The compiled component with this digest, if this engine has it.
@@ -329,19 +364,29 @@ fn fit_to_mapping_limit(settings: &EngineSettings) -> EngineSettings {
 /// The wasmtime configuration of a node's engine (and of the compiler
 /// process that compiles for it: the two must match).
 pub(crate) fn engine_config(settings: &EngineSettings) -> Config {
+    // Tenants' instances take `max_instances` slots, weighed by what each
+    // uses of the pool (see `slots`); instantiations that check a loaded
+    // component (one per compile running) have slots of their own.
     let n = settings.max_instances;
+    let checks = settings.components.compiles.max(1) as u32;
+    let all = n.saturating_add(checks);
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(n)
+    pool.total_component_instances(all)
         // A Rust component has a handful of core instances (its module and
-        // the shims that adapt imports); leave room for bigger ones.
-        .max_core_instances_per_component(32)
-        .total_core_instances(n.saturating_mul(4))
-        .max_memories_per_component(4)
-        .total_memories(n.saturating_add(64))
-        .max_tables_per_component(8)
+        // the shims that adapt imports); leave room for bigger ones. Core
+        // instances are only counted (no memory is reserved for them), so
+        // every component may have its most.
+        .max_core_instances_per_component(MAX_CORE_INSTANCES)
+        .total_core_instances(all.saturating_mul(MAX_CORE_INSTANCES))
+        .max_memories_per_component(MAX_MEMORIES)
+        .total_memories(n.saturating_add(checks.saturating_mul(MAX_MEMORIES)))
+        .max_tables_per_component(MAX_TABLES)
         .table_elements(MAX_TABLE_ELEMENTS)
-        .total_tables(n.saturating_mul(3))
-        .total_stacks(n)
+        .total_tables(
+            n.saturating_mul(TABLES_PER_SLOT)
+                .saturating_add(checks.saturating_mul(MAX_TABLES)),
+        )
+        .total_stacks(all)
         .max_memory_size(settings.max_instance_memory as usize)
         // Reusing a slot must not cost an madvise and a TLB shootdown per
         // task: reset the pages a guest dirtied with memset instead (found

@@ -31,6 +31,7 @@ use crate::runtime::NodeCore;
 use crate::runtime::engine::EPOCH_TICK;
 use crate::runtime::job::Job;
 use crate::runtime::limiter::{Limiter, MemoryCharge};
+use crate::runtime::slots::InstanceSlot;
 use crate::scheduler::Lease;
 
 /// What an instance runs as.
@@ -41,6 +42,8 @@ pub(crate) enum Role {
         id: TaskId,
         function: Arc<str>,
         result: ObjectId,
+        /// How deep in its task tree it runs (see [`crate::runtime::task::TaskSpec::depth`]).
+        depth: u32,
     },
     Actor {
         id: ActorId,
@@ -170,6 +173,9 @@ fn ticks_in(d: Duration) -> u64 {
 pub(crate) struct Sandbox {
     store: std::mem::ManuallyDrop<Store<InstanceState>>,
     charge: Arc<MemoryCharge>,
+    /// The instance's slot of the pool, given back after the store (an
+    /// actor holds its slot itself, across restarts).
+    _slot: Option<InstanceSlot>,
 }
 
 /// An instance that held this much has its memory returned to the system
@@ -183,7 +189,8 @@ impl Drop for Sandbox {
         if self.charge.held() >= LARGE_INSTANCE {
             crate::allocator::trim(true);
         }
-        // The charge goes when `self.charge` (its last holder) drops.
+        // The charge goes when `self.charge` (its last holder) drops, the
+        // slot with `self._slot`.
     }
 }
 
@@ -207,6 +214,7 @@ pub(crate) fn new_store(
     job: &Arc<Job>,
     role: Role,
     lease: Option<Lease>,
+    slot: Option<InstanceSlot>,
     args: &[String],
 ) -> Sandbox {
     let source = match &role {
@@ -292,6 +300,7 @@ pub(crate) fn new_store(
     Sandbox {
         store: std::mem::ManuallyDrop::new(store),
         charge,
+        _slot: slot,
     }
 }
 

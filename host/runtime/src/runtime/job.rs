@@ -48,6 +48,8 @@ pub struct Job {
     pub limits: Limits,
     /// The tenant's books on this node.
     pub account: Arc<crate::tenants::TenantAccount>,
+    /// The job's books on this node (its objects, live instances, actors).
+    pub books: Arc<crate::tenants::JobBooks>,
     pub granted: Arc<Granted>,
     /// Tasks submitted here and not yet finished (kept by the task table).
     pub(crate) pending: crate::runtime::task_table::PendingTasks,
@@ -80,7 +82,8 @@ impl Job {
         cfg.policy.check(&manifest.capabilities)?;
         let granted = Granted::resolve(&manifest.capabilities, &cfg.policy).await?;
         let account = core.tenants().account(&spec.tenant);
-        core.tenants()
+        let books = core
+            .tenants()
             .add_job(spec.id, account.clone(), limits.objects);
         Ok(Arc::new(Job {
             id: spec.id,
@@ -92,6 +95,7 @@ impl Job {
             manifest_text: spec.manifest_text,
             limits,
             account,
+            books,
             granted: Arc::new(granted),
             pending: Default::default(),
             finished: AtomicBool::new(false),
@@ -100,6 +104,22 @@ impl Job {
 
     pub fn is_finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
+    }
+
+    /// Takes a slot of the node's instance pool for an instance of the job
+    /// (see [`crate::runtime::slots`]).
+    pub fn take_slot(
+        &self,
+        core: &NodeCore,
+        holder: crate::runtime::slots::Holder,
+    ) -> Result<crate::runtime::slots::InstanceSlot, FabricError> {
+        crate::runtime::slots::InstanceSlot::take(
+            core.engine().slots(),
+            &self.books,
+            (self.limits.live_instances, self.limits.live_actors),
+            holder,
+            self.app.slot_weight,
+        )
     }
 
     pub(crate) fn mark_finished(&self) {

@@ -16,6 +16,7 @@ pub mod instance;
 pub mod job;
 mod limiter;
 pub mod port;
+pub mod slots;
 pub mod strip;
 pub mod task;
 pub mod task_table;

@@ -27,6 +27,7 @@ use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
 use crate::runtime::instance::{self, CallResult, Role};
 use crate::runtime::job::Job;
+use crate::runtime::slots::Holder;
 use crate::runtime::task_table::TaskControl;
 use crate::scheduler::{Cancellable, Lease};
 
@@ -111,6 +112,10 @@ pub struct TaskSpec {
     /// Attempts made so far.
     pub attempt: u32,
     pub reply: Reply,
+    /// Levels of tasks above it in its task tree (1: a driver or an actor
+    /// submitted it): deeper tasks are started first (see
+    /// [`crate::scheduler`]).
+    pub depth: u32,
 }
 
 impl TaskSpec {
@@ -132,6 +137,7 @@ impl TaskSpec {
             retry_exceptions: false,
             attempt: 0,
             reply: Reply::Local,
+            depth: 1,
         }
     }
 
@@ -228,11 +234,13 @@ fn enqueue(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
     let demand = spec.demand.clone();
     let tenant = spec.job.tenant.clone();
     let movable = spec.may_move();
+    let depth = spec.depth;
     control.park(spec);
     let cancel: Arc<dyn Cancellable> = control.clone();
     let ctl = control.clone();
     let start_core = core.clone();
-    core.scheduler().submit(
+    core.scheduler().submit_at(
+        depth,
         demand,
         &tenant,
         Box::new(move |lease| {
@@ -304,8 +312,10 @@ async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallRes
         id: spec.id,
         function: spec.function.clone(),
         result: spec.result,
+        depth: spec.depth,
     };
-    let mut store = instance::new_store(core, &spec.job, role, Some(lease), &[]);
+    let slot = spec.job.take_slot(core, Holder::Task)?;
+    let mut store = instance::new_store(core, &spec.job, role, Some(lease), Some(slot), &[]);
     let inst = instance::instantiate(&mut store, &spec.job, &spec.function).await?;
     let exports = &spec.job.app.exports;
     instance::call_output(

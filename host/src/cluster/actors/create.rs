@@ -12,6 +12,7 @@ use crate::error::FabricError;
 use crate::ids::{ActorId, NodeId};
 use crate::placement::{Placement, Strategy, place};
 use crate::runtime::actor::ActorSpec;
+use crate::runtime::slots::Holder;
 use crate::wire::{
     actor_id, error_from_pb, id_bytes, resources_to_pb, rpc_failure, status_failure,
 };
@@ -26,6 +27,16 @@ impl Cluster {
         get_if_exists: bool,
     ) -> Result<ActorId, FabricError> {
         let node = self.place_actor(&spec, &strategy)?;
+        // Here, the actor takes its slot before anyone learns of it; for
+        // another node, the tenant's quotas are checked here (as this node
+        // last heard) and the slot is taken there.
+        let slot = if node == self.id {
+            let core = self.core().ok_or(FabricError::Cancelled)?;
+            Some(spec.job.take_slot(&core, Holder::Actor)?)
+        } else {
+            spec.job.account.check_live(true)?;
+            None
+        };
         if let Some(info) = self
             .register_actor(&spec, node, get_if_exists, false)
             .await?
@@ -38,8 +49,9 @@ impl Cluster {
         }
         let id = spec.id;
         self.actors.places.insert(id, place_of(&spec, node));
-        if node == self.id {
-            self.start_here(spec)?;
+        if let Some(slot) = slot {
+            let core = self.core().ok_or(FabricError::Cancelled)?;
+            self.start_with_held(&core, spec, slot);
             return Ok(id);
         }
         if spec.policy.max_restarts > 0 {
@@ -120,7 +132,8 @@ impl Cluster {
     /// it before it existed (in order).
     pub(super) fn start_here(&self, spec: ActorSpec) -> Result<(), FabricError> {
         let core = self.core().ok_or(FabricError::Cancelled)?;
-        self.start_with_held(&core, spec);
+        let slot = spec.job.take_slot(&core, Holder::Actor)?;
+        self.start_with_held(&core, spec, slot);
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use crate::object_store::ObjectRef;
 use crate::runtime::NodeCore;
 use crate::runtime::actor::{self, ActorCall, ActorSpec, Restarts};
 use crate::runtime::job::Job;
+use crate::runtime::slots::{Holder, InstanceSlot};
 use crate::runtime::task::{Reply, TaskArg};
 use crate::wire::{actor_id, id_bytes, job_id, object_id, resources_checked, status_failure};
 
@@ -75,10 +76,12 @@ impl Cluster {
                 args.map_err(status_failure)?,
                 nested.map_err(status_failure)?,
             );
-            hosted_spec(&core, from, &c, job, args, nested)
+            let spec = hosted_spec(&core, from, &c, job, args, nested)?;
+            let slot = spec.job.take_slot(&core, Holder::Actor)?;
+            Ok::<_, FabricError>((spec, slot))
         })();
         match spec {
-            Ok(spec) => self.start_with_held(&core, spec),
+            Ok((spec, slot)) => self.start_with_held(&core, spec, slot),
             Err(e) => {
                 let reason = format!(
                     "actor {}({}) could not be created on node {}: {e}",
@@ -98,13 +101,18 @@ impl Cluster {
 
     /// Starts an actor here, then delivers the calls that came for it
     /// before it existed, in order (new calls wait on the same lock).
-    pub(super) fn start_with_held(&self, core: &Arc<NodeCore>, spec: ActorSpec) {
+    pub(super) fn start_with_held(
+        &self,
+        core: &Arc<NodeCore>,
+        spec: ActorSpec,
+        slot: InstanceSlot,
+    ) {
         let id = spec.id;
         if let Some(key) = &spec.name {
             core.named_actors().insert(key.clone(), id);
         }
         let mut held = self.actors.early.entry(id).or_default();
-        let record = actor::spawn(core, spec);
+        let record = actor::spawn(core, spec, slot);
         for call in std::mem::take(&mut *held) {
             record.call(core, call);
         }

@@ -93,6 +93,8 @@ fn actor_info(spec: &ActorSpec, node: NodeId, owner: NodeId) -> pb::ActorInfo {
         max_task_retries: spec.policy.max_task_retries,
         restarts: spec.restarts,
         restarting: false,
+        // The head stamps it.
+        created_unix_ms: 0,
     }
 }
 

@@ -29,6 +29,8 @@ const SCENARIOS: &[&str] = &[
     "fat-errors",
     "dependents",
     "long-names",
+    "actor-flood",
+    "victim",
 ];
 
 /// What a host call failed with, as the tests match it.
@@ -243,6 +245,82 @@ fn queue_until_refused(what: &str, mut submit: impl FnMut() -> fabric::Result<()
     println!("{what}: queued {queued}, then: {}", describe(&err));
 }
 
+/// An actor that only holds its instance.
+#[fabric::actor]
+struct Idle {
+    n: u32,
+}
+
+#[fabric::actor]
+impl Idle {
+    fn new(n: u32) -> Self {
+        Idle { n }
+    }
+
+    fn ping(&self) -> u32 {
+        self.n
+    }
+}
+
+#[fabric::remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Creates up to `n` actors, each answering once, then holds them for
+/// `hold_ms`; prints how many it got and the error that stopped it. `how`
+/// may say `detached` (they outlive the job) and `spread` (over the nodes).
+fn actor_flood(n: u64, how: &str, hold_ms: u64) -> fabric::Result<()> {
+    let mut options = ActorOptions::new();
+    if how.contains("detached") {
+        options = options.detached();
+    }
+    if how.contains("spread") {
+        options = options.spread();
+    }
+    let mut made = Vec::new();
+    let mut stopped = None;
+    for i in 0..n {
+        match Idle::options(options.clone()).remote(i as u32) {
+            Ok(a) => made.push(a),
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
+        }
+    }
+    let mut answered = 0;
+    for a in &made {
+        if fabric::get(&a.ping().remote()?).is_ok() {
+            answered += 1;
+        }
+    }
+    println!(
+        "created {} actors, {answered} answered, then: {}",
+        made.len(),
+        stopped.map_or("nothing".into(), |e| describe(&e))
+    );
+    std::thread::sleep(Duration::from_millis(hold_ms));
+    Ok(())
+}
+
+/// Creates `actors` actors and runs `tasks` tasks, all of which must work.
+fn victim(actors: u64, tasks: u64) -> fabric::Result<()> {
+    let made = (0..actors)
+        .map(|i| Idle::remote(i as u32))
+        .collect::<fabric::Result<Vec<_>>>()?;
+    let mut sum = 0;
+    for a in &made {
+        sum += u64::from(fabric::get(&a.ping().remote()?)?);
+    }
+    let squares = (0..tasks)
+        .map(square::remote)
+        .collect::<fabric::Result<Vec<_>>>()?;
+    let total: u64 = fabric::get_all(&squares)?.into_iter().sum();
+    println!("victim: {actors} actors answered {sum}, {tasks} tasks summed {total}");
+    Ok(())
+}
+
 fn print_all<T: std::fmt::Display>(what: &str, r: fabric::Result<T>) {
     match r {
         Ok(v) => println!("{what}: {v}"),
@@ -292,6 +370,8 @@ fn main() -> fabric::Result<()> {
             );
             print_all("after", fabric::get(&read::remote(path)?));
         }
+        "actor-flood" => actor_flood(count(2, 1000), &arg(3), count(4, 0))?,
+        "victim" => victim(count(2, 10), count(3, 100))?,
         "hold" => std::thread::sleep(Duration::from_millis(count(2, 1000))),
         "fat-errors" => {
             // Tasks that fail with huge messages, all held.

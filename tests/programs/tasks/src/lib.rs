@@ -30,6 +30,7 @@ const SCENARIOS: &[&str] = &[
     "decode-error",
     "zeroed-blocks",
     "overfill",
+    "fib",
 ];
 
 #[fabric::remote]
@@ -39,6 +40,18 @@ fn level(n: u32) -> fabric::Result<u32> {
     }
     let below = level::remote(n - 1)?;
     Ok(fabric::get(&below)? + 1)
+}
+
+/// Naive recursive Fibonacci, one task per call: fib(n) makes
+/// 2 fib(n + 1) - 1 tasks in a tree n - 1 levels deep.
+#[fabric::remote]
+fn fib(n: u32) -> fabric::Result<u64> {
+    if n < 2 {
+        return Ok(u64::from(n));
+    }
+    let a = fib::remote(n - 1)?;
+    let b = fib::remote(n - 2)?;
+    Ok(fabric::get(&a)? + fabric::get(&b)?)
 }
 
 #[fabric::remote]
@@ -159,6 +172,16 @@ fn main() -> fabric::Result<()> {
         "nested" => {
             let r = level::remote(3)?;
             println!("nested depth {}", fabric::get(&r)?);
+        }
+        "fib" => {
+            let n: u32 = std::env::args()
+                .nth(2)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(20);
+            let started = std::time::Instant::now();
+            let r = fabric::get(&fib::remote(n)?)?;
+            println!("fib({n}) = {r}");
+            eprintln!("fib({n}) took {:.1} s", started.elapsed().as_secs_f64());
         }
         "dag" => {
             let a = source::remote(5)?;
