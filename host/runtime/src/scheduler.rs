@@ -11,11 +11,13 @@
 //! that floods the queue does not starve one that asks for little. A guest
 //! that blocks in `get` or `wait` hands its CPUs back for as long as it
 //! waits ([`Lease::block`]), which is what keeps nested tasks from
-//! deadlocking a small node. Within one queue the deepest work in a task
-//! tree goes first (a task a task submitted before one its driver
-//! submitted; in submission order at one depth): the ancestors of deep work
-//! each hold an instance while they wait for it, so running it first keeps
-//! the instances in use near the tree's depth times the CPUs, not its width.
+//! deadlocking a small node. Within one queue the jobs take turns, and of a
+//! job's work the deepest in its task tree goes first (a task a task
+//! submitted before one its driver submitted; in submission order at one
+//! depth): the ancestors of deep work each hold an instance while they wait
+//! for it, so running it first keeps the instances in use near the tree's
+//! depth times the CPUs, not its width, and taking turns keeps one job's
+//! deep tree from holding up another job's shallow work.
 //!
 //! ```
 //! use fabric_runtime::scheduler::Scheduler;
@@ -58,21 +60,27 @@ impl Cancellable for AtomicBool {
 struct Waiter {
     start: StartFn,
     cancelled: Option<Arc<dyn Cancellable>>,
-    depth: u32,
+    order: Order,
 }
 
-/// The waiters of one queue, deepest first, in submission order at one
+/// Where queued work stands among the work of its queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Order {
+    /// Work of one group (a job) takes turns with other groups' work.
+    pub group: u128,
+    /// Levels down a task tree (0: submitted by a driver or an actor):
+    /// within a group, deeper work goes first.
+    pub depth: u32,
+}
+
+/// The waiters of one group, deepest first, in submission order at one
 /// depth.
-#[derive(Default)]
-struct Levels {
+struct Group {
+    id: u128,
     by_depth: BTreeMap<u32, VecDeque<Waiter>>,
 }
 
-impl Levels {
-    fn push_back(&mut self, w: Waiter) {
-        self.by_depth.entry(w.depth).or_default().push_back(w);
-    }
-
+impl Group {
     fn front(&self) -> Option<&Waiter> {
         self.by_depth.last_key_value().and_then(|(_, q)| q.front())
     }
@@ -85,9 +93,51 @@ impl Levels {
         }
         w
     }
+}
+
+/// The waiters of one queue: groups take turns, each deepest first.
+#[derive(Default)]
+struct Levels {
+    groups: VecDeque<Group>,
+}
+
+impl Levels {
+    fn push_back(&mut self, w: Waiter) {
+        let id = w.order.group;
+        let group = match self.groups.iter_mut().position(|g| g.id == id) {
+            Some(i) => &mut self.groups[i],
+            None => {
+                self.groups.push_back(Group {
+                    id,
+                    by_depth: BTreeMap::new(),
+                });
+                self.groups.back_mut().expect("just pushed")
+            }
+        };
+        group
+            .by_depth
+            .entry(w.order.depth)
+            .or_default()
+            .push_back(w);
+    }
+
+    /// The next waiter: the deepest of the group whose turn it is.
+    fn front(&self) -> Option<&Waiter> {
+        self.groups.front().and_then(Group::front)
+    }
+
+    /// Takes [`Levels::front`]; its group's turn passes to the next one.
+    fn pop_front(&mut self) -> Option<Waiter> {
+        let mut group = self.groups.pop_front()?;
+        let w = group.pop_front();
+        if !group.by_depth.is_empty() {
+            self.groups.push_back(group);
+        }
+        w
+    }
 
     fn is_empty(&self) -> bool {
-        self.by_depth.is_empty()
+        self.groups.is_empty()
     }
 }
 
@@ -342,15 +392,14 @@ impl Scheduler {
         start: StartFn,
         cancelled: Option<Arc<dyn Cancellable>>,
     ) {
-        self.submit_at(0, demand, tenant, start, cancelled);
+        self.submit_at(Order::default(), demand, tenant, start, cancelled);
     }
 
-    /// [`Scheduler::submit`] for work `depth` levels down a task tree
-    /// (0: submitted by a driver or an actor): while it waits, deeper work
-    /// of its queue goes first.
+    /// [`Scheduler::submit`] for work placed by `order` among the work of
+    /// its queue (see [`Order`]).
     pub fn submit_at(
         &self,
-        depth: u32,
+        order: Order,
         demand: ResourceSet,
         tenant: &Tenant,
         start: StartFn,
@@ -370,7 +419,7 @@ impl Scheduler {
                     let waiter = Waiter {
                         start,
                         cancelled,
-                        depth,
+                        order,
                     };
                     match st
                         .queues
@@ -565,7 +614,7 @@ mod tests {
         for (name, depth) in [("a", 0), ("b", 2), ("c", 1), ("d", 2)] {
             let tx = tx.clone();
             sched.submit_at(
-                depth,
+                Order { group: 1, depth },
                 cpus(1.0),
                 &tn(),
                 Box::new(move |l| tx.send((name, l)).unwrap()),
@@ -579,6 +628,30 @@ mod tests {
             drop(lease);
         }
         assert_eq!(order, ["b", "d", "c", "a"]);
+    }
+
+    #[test]
+    fn jobs_take_turns_however_deep_their_work() {
+        let sched = Scheduler::new(cpus(1.0), 0);
+        let held = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        for (name, group, depth) in [("a1", 1, 9), ("a2", 1, 9), ("b", 2, 1), ("a3", 1, 10)] {
+            let tx = tx.clone();
+            sched.submit_at(
+                Order { group, depth },
+                cpus(1.0),
+                &tn(),
+                Box::new(move |l| tx.send((name, l)).unwrap()),
+                None,
+            );
+        }
+        drop(held);
+        let mut order = Vec::new();
+        while let Ok((name, lease)) = rx.try_recv() {
+            order.push(name);
+            drop(lease);
+        }
+        assert_eq!(order, ["a3", "b", "a1", "a2"]);
     }
 
     #[test]

@@ -181,6 +181,7 @@ impl Cluster {
             })?
             .into_inner();
         self.update_view(&reply.nodes);
+        super::quotas::apply_limits(&core, &reply.tenants);
         Ok(())
     }
 

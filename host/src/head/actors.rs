@@ -23,6 +23,9 @@ struct Directory {
     names: HashMap<(String, String), ActorId>,
     /// Each tenant's dead actors, oldest first.
     dead: HashMap<String, VecDeque<ActorId>>,
+    /// Each tenant's live (and restarting) actors: what its `actors` quota
+    /// counts, checked here as each actor registers.
+    live: HashMap<String, u64>,
 }
 
 /// What registering an actor came to.
@@ -32,6 +35,8 @@ pub(crate) enum Registration {
     Existing(ActorRecord),
     /// Its name is taken by this actor.
     NameTaken(ActorRecord),
+    /// Its tenant holds its quota of live actors (the quota).
+    OverQuota(u64),
 }
 
 /// The head's actors.
@@ -62,6 +67,11 @@ impl Directory {
         let Some(a) = self.actors.get_mut(&id) else {
             return Vec::new();
         };
+        if !a.is_dead()
+            && let Some(n) = self.live.get_mut(&a.tenant)
+        {
+            *n = n.saturating_sub(1);
+        }
         a.die(why);
         let (record, key, tenant) = (a.clone(), a.name_key(), a.tenant.clone());
         if let Some(key) = key
@@ -89,6 +99,9 @@ impl ActorDirectory {
                 }
                 (_, None) => {}
             }
+            if !a.is_dead() {
+                *d.live.entry(a.tenant.clone()).or_default() += 1;
+            }
             d.actors.insert(a.id, a);
         }
         dead.into_iter()
@@ -97,19 +110,34 @@ impl ActorDirectory {
     }
 
     /// Registers a new actor under its name (if it has one and the name is
-    /// free).
-    pub(crate) fn register(&self, actor: ActorRecord, get_if_exists: bool) -> Registration {
+    /// free), unless its tenant already holds `max_live` live actors.
+    pub(crate) fn register(
+        &self,
+        actor: ActorRecord,
+        get_if_exists: bool,
+        max_live: Option<u64>,
+    ) -> Registration {
         let mut d = self.0.lock();
-        if let Some(key) = actor.name_key() {
-            let existing = d.names.get(&key).and_then(|id| d.actors.get(id));
+        let key = actor.name_key();
+        if let Some(key) = &key {
+            let existing = d.names.get(key).and_then(|id| d.actors.get(id));
             if let Some(existing) = existing {
                 return match get_if_exists {
                     true => Registration::Existing(existing.clone()),
                     false => Registration::NameTaken(existing.clone()),
                 };
             }
+        }
+        let live = d.live.get(&actor.tenant).copied().unwrap_or(0);
+        if let Some(max) = max_live
+            && live >= max
+        {
+            return Registration::OverQuota(max);
+        }
+        if let Some(key) = key {
             d.names.insert(key, actor.id);
         }
+        *d.live.entry(actor.tenant.clone()).or_default() += 1;
         d.actors.insert(actor.id, actor);
         Registration::Registered
     }
@@ -233,12 +261,19 @@ impl super::Head {
         get_if_exists: bool,
     ) -> Result<ActorOutcome, super::HeadError> {
         let saved = Record::Actor(actor.clone());
-        match self.actors.register(actor, get_if_exists) {
+        let tenant = actor.tenant.clone();
+        let max_live = self.tokens.quota(&tenant).actors;
+        match self.actors.register(actor, get_if_exists, max_live) {
             Registration::Registered => {
                 self.save(vec![saved]).await?;
                 Ok(ActorOutcome::Registered)
             }
             Registration::Existing(a) => Ok(ActorOutcome::Existing(a)),
+            Registration::OverQuota(max) => Ok(ActorOutcome::Refused(FabricError::limit(
+                "actors-quota",
+                max,
+                format!("tenant `{tenant}` holds its quota of {max} live actors in the cluster"),
+            ))),
             Registration::NameTaken(a) => Ok(ActorOutcome::Refused(FabricError::InvalidArgument(
                 format!(
                     "an actor named `{}` already exists in namespace `{}`",
@@ -284,5 +319,60 @@ impl super::Head {
             return Ok(());
         }
         self.save(saved).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::JobId;
+
+    fn actor(tenant: &str, name: &str) -> ActorRecord {
+        ActorRecord {
+            id: ActorId::random(),
+            class: "Idle".into(),
+            name: name.into(),
+            namespace: "ns".into(),
+            node: NodeId::random(),
+            owner: NodeId::random(),
+            job: JobId::random(),
+            detached: true,
+            tenant: tenant.into(),
+            max_restarts: 0,
+            max_task_retries: 0,
+            restarts: 0,
+            state: ActorState::Alive,
+            created_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_tenants_live_actors_stay_within_its_quota_until_one_dies() {
+        let dir = ActorDirectory::default();
+        let (a, b) = (actor("acme", "a"), actor("acme", "b"));
+        let first = a.id;
+        for x in [a, b] {
+            assert!(matches!(
+                dir.register(x, false, Some(2)),
+                Registration::Registered
+            ));
+        }
+        let over = dir.register(actor("acme", "c"), false, Some(2));
+        assert!(matches!(over, Registration::OverQuota(2)));
+        // The refused one took no name; another tenant is not held up, and
+        // an existing name is still found at the quota.
+        assert!(matches!(
+            dir.register(actor("acme", "a"), true, Some(2)),
+            Registration::Existing(_)
+        ));
+        assert!(matches!(
+            dir.register(actor("beta", "e"), false, Some(1)),
+            Registration::Registered
+        ));
+        dir.died(first, "killed".into());
+        assert!(matches!(
+            dir.register(actor("acme", "d"), false, Some(2)),
+            Registration::Registered
+        ));
     }
 }

@@ -92,7 +92,7 @@ impl Head {
 
     /// The quota'd tenants' limits for node `me`, counting what the other
     /// live nodes hold.
-    fn limits_for(&self, me: NodeId) -> Vec<TenantLimit> {
+    pub(crate) fn limits_for(&self, me: NodeId) -> Vec<TenantLimit> {
         let quotas: Vec<(String, crate::quota::Quota)> = self
             .tokens
             .tenants()

@@ -44,10 +44,17 @@ impl HeadRpc for HeadService {
             labels: r.labels,
             object_store_capacity: r.object_store_capacity,
         };
+        let id = joining.id;
         let nodes = self.0.register_node(joining).await?;
         Ok(Response::new(pb::RegisterReply {
             nodes: nodes.iter().map(wire::node_to_pb).collect(),
             heartbeat_interval_ms: self.0.heartbeat_interval().as_millis() as u64,
+            tenants: self
+                .0
+                .limits_for(id)
+                .iter()
+                .map(wire::limit_to_pb)
+                .collect(),
         }))
     }
 

@@ -81,10 +81,14 @@ async fn create(
 ) -> HostCall<Id> {
     let exec = store.data().exec()?;
     let (core, job) = (exec.core.clone(), exec.job.clone());
+    let what = match (&options.name, options.get_if_exists) {
+        (Some(_), true) => Creating::ActorIfAbsent,
+        _ => Creating::Actor,
+    };
     let admitted = admit(
         &core,
         &job,
-        Creating::Actor,
+        what,
         &class,
         &options.resources,
         options.placement,

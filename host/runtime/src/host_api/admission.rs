@@ -20,6 +20,9 @@ use super::{check_name, demand_of, strategy_of};
 pub(crate) enum Creating {
     Task,
     Actor,
+    /// A named actor that may already exist (`get_if_exists`): the caps
+    /// are checked only if it is created.
+    ActorIfAbsent,
 }
 
 impl Creating {
@@ -27,7 +30,7 @@ impl Creating {
     fn name_kind(self) -> &'static str {
         match self {
             Creating::Task => "function",
-            Creating::Actor => "actor class",
+            Creating::Actor | Creating::ActorIfAbsent => "actor class",
         }
     }
 
@@ -36,7 +39,7 @@ impl Creating {
     fn default_cpus(self) -> f64 {
         match self {
             Creating::Task => 1.0,
-            Creating::Actor => 0.0,
+            Creating::Actor | Creating::ActorIfAbsent => 0.0,
         }
     }
 }

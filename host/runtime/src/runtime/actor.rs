@@ -258,6 +258,15 @@ pub fn spawn(core: &Arc<NodeCore>, spec: ActorSpec, slot: InstanceSlot) -> Arc<A
     if record.death().is_some() {
         handle.abort();
     }
+    // Its job ended while it was being created (after the job's actors
+    // were stopped): it must not outlive the job.
+    if record.job.is_finished() && !record.detached {
+        kill(
+            core,
+            &record,
+            format!("{} stopped: its job ended", record.label()),
+        );
+    }
     record
 }
 
@@ -363,7 +372,7 @@ async fn actor_main(
     _slot: InstanceSlot,
 ) {
     let label = mailbox.record.label();
-    let mut lease = Some(core.acquire(spec.demand.clone(), &spec.job.tenant).await);
+    let mut lease = Some(core.acquire(spec.demand.clone(), &spec.job).await);
     await_args(&spec.args).await;
     let argv = match resolve_args(&format!("{}.new", spec.class), &spec.args) {
         Ok(a) => a,
@@ -387,7 +396,7 @@ async fn actor_main(
         };
         let lease_now = match lease.take() {
             Some(l) => l,
-            None => core.acquire(spec.demand.clone(), &spec.job.tenant).await,
+            None => core.acquire(spec.demand.clone(), &spec.job).await,
         };
         let mut store = instance::new_store(&core, &spec.job, role, Some(lease_now), None, &[]);
         let what = format!("{}.new", spec.class);

@@ -231,16 +231,20 @@ impl NodeCore {
     }
 
     /// A lease for `demand`, waiting in the scheduler's queue if needed.
-    pub(crate) async fn acquire(
-        &self,
-        demand: ResourceSet,
-        tenant: &crate::scheduler::Tenant,
-    ) -> Lease {
+    pub(crate) async fn acquire(&self, demand: ResourceSet, job: &Job) -> Lease {
+        let tenant = &job.tenant;
         if let Some(lease) = self.scheduler.try_acquire(&demand, tenant) {
             return lease;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.scheduler.submit(
+        // An actor already holds its instance slot: of its job's queued
+        // work, it goes first.
+        let order = crate::scheduler::Order {
+            group: job.id.as_u128(),
+            depth: u32::MAX,
+        };
+        self.scheduler.submit_at(
+            order,
             demand,
             tenant,
             Box::new(move |lease| {

@@ -176,9 +176,15 @@ impl FabricEngine {
         if settings.max_instances == 0 {
             return Err(NodeError::Config("max_instances must be at least 1".into()));
         }
+        let asked = settings.max_instances;
         let settings = &fit_to_mapping_limit(settings);
         let slots = InstancePool::new(settings.max_instances, &settings.guaranteed_instances)
-            .map_err(NodeError::Config)?;
+            .map_err(|e| match settings.max_instances < asked {
+                true => NodeError::Config(format!(
+                    "{e} (the pool was cut from {asked} instances to fit vm.max_map_count)"
+                )),
+                false => NodeError::Config(e),
+            })?;
         let config = engine_config(settings);
         let engine = Engine::new(&config).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
@@ -254,12 +260,12 @@ impl FabricEngine {
         if let Some(app) = self.inner.components.get(&digest) {
             return Ok(app);
         }
-        let _slot = self.inner.components.compile_slot(tenant).await;
+        let slot = self.inner.components.compile_slot(tenant).await;
         // Compiled by another load while this one waited?
         if let Some(app) = self.inner.components.get(&digest) {
             return Ok(app);
         }
-        let _running = self.inner.compiles.start();
+        let running = self.inner.compiles.start();
         let artifact = match &self.inner.settings.compile {
             Some(sandbox) => Some(
                 super::compile::compile_in_child(sandbox, &self.inner.settings, &stripped).await?,
@@ -267,9 +273,17 @@ impl FabricEngine {
             None => None,
         };
         let inner = self.inner.clone();
-        let app = tokio::task::spawn_blocking(move || match artifact {
-            Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &stripped, &a),
-            None => component::load(&inner.engine, &inner.linker, &stripped),
+        // The compile slot goes with the blocking load: if this caller goes
+        // away, the load (which instantiates once to check the component,
+        // from the pool's slots kept for that) still holds it until it is
+        // done, so checks never outnumber those slots.
+        let app = tokio::task::spawn_blocking(move || {
+            // Fields drop in order: the count falls before the slot frees.
+            let _held = (running, slot);
+            match artifact {
+                Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &stripped, &a),
+                None => component::load(&inner.engine, &inner.linker, &stripped),
+            }
         })
         .await
         .map_err(|e| LoadError::Compile(e.to_string()))??;
@@ -298,23 +312,25 @@ pub struct CompileStats {
 #[derive(Default)]
 struct CompileCounts {
     started: AtomicU64,
-    running: AtomicU64,
+    /// Shared with each running compile's guard, which may outlive the
+    /// load that started it (see [`FabricEngine::load_for`]).
+    running: Arc<AtomicU64>,
     most_at_once: AtomicU64,
 }
 
 impl CompileCounts {
     /// Counts a compile until the guard drops.
-    fn start(&self) -> impl Drop + '_ {
+    fn start(&self) -> impl Drop + Send + 'static {
         self.started.fetch_add(1, Ordering::Relaxed);
         let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
         self.most_at_once.fetch_max(now, Ordering::AcqRel);
-        struct Running<'a>(&'a AtomicU64);
-        impl Drop for Running<'_> {
+        struct Running(Arc<AtomicU64>);
+        impl Drop for Running {
             fn drop(&mut self) {
                 self.0.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        Running(&self.running)
+        Running(self.running.clone())
     }
 
     fn stats(&self) -> CompileStats {

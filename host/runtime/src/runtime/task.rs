@@ -29,7 +29,7 @@ use crate::runtime::instance::{self, CallResult, Role};
 use crate::runtime::job::Job;
 use crate::runtime::slots::Holder;
 use crate::runtime::task_table::TaskControl;
-use crate::scheduler::{Cancellable, Lease};
+use crate::scheduler::{Cancellable, Lease, Order};
 
 /// An argument as the host holds it.
 #[derive(Clone)]
@@ -235,12 +235,17 @@ fn enqueue(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
     let tenant = spec.job.tenant.clone();
     let movable = spec.may_move();
     let depth = spec.depth;
+    let spec_job = spec.job.id.as_u128();
     control.park(spec);
     let cancel: Arc<dyn Cancellable> = control.clone();
     let ctl = control.clone();
     let start_core = core.clone();
-    core.scheduler().submit_at(
+    let order = Order {
+        group: spec_job,
         depth,
+    };
+    core.scheduler().submit_at(
+        order,
         demand,
         &tenant,
         Box::new(move |lease| {

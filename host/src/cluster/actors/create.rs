@@ -27,16 +27,8 @@ impl Cluster {
         get_if_exists: bool,
     ) -> Result<ActorId, FabricError> {
         let node = self.place_actor(&spec, &strategy)?;
-        // Here, the actor takes its slot before anyone learns of it; for
-        // another node, the tenant's quotas are checked here (as this node
-        // last heard) and the slot is taken there.
-        let slot = if node == self.id {
-            let core = self.core().ok_or(FabricError::Cancelled)?;
-            Some(spec.job.take_slot(&core, Holder::Actor)?)
-        } else {
-            spec.job.account.check_live(true)?;
-            None
-        };
+        // The head checks the tenant's actors quota as it registers the
+        // actor; the node that hosts it takes its instance slot.
         if let Some(info) = self
             .register_actor(&spec, node, get_if_exists, false)
             .await?
@@ -49,10 +41,8 @@ impl Cluster {
         }
         let id = spec.id;
         self.actors.places.insert(id, place_of(&spec, node));
-        if let Some(slot) = slot {
-            let core = self.core().ok_or(FabricError::Cancelled)?;
-            self.start_with_held(&core, spec, slot);
-            return Ok(id);
+        if node == self.id {
+            return self.start_registered_here(spec);
         }
         if spec.policy.max_restarts > 0 {
             self.actors.owned.insert(
@@ -80,6 +70,30 @@ impl Cluster {
             );
         }
         sent.map(|()| id)
+    }
+
+    /// Starts here an actor just registered in the head's directory; if it
+    /// gets no instance slot, the directory forgets it (and its name) and
+    /// the caller gets the typed refusal.
+    fn start_registered_here(self: &Arc<Self>, spec: ActorSpec) -> Result<ActorId, FabricError> {
+        let id = spec.id;
+        let core = self.core().ok_or(FabricError::Cancelled)?;
+        match spec.job.take_slot(&core, Holder::Actor) {
+            Ok(slot) => {
+                self.start_with_held(&core, spec, slot);
+                Ok(id)
+            }
+            Err(e) => {
+                self.actors.places.remove(&id);
+                let why = format!(
+                    "actor {}({}) could not be created: {e}",
+                    spec.class,
+                    id.short()
+                );
+                self.actor_died(id, why);
+                Err(e)
+            }
+        }
     }
 
     /// The node an actor should live on.

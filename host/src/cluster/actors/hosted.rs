@@ -93,6 +93,8 @@ impl Cluster {
                     actor::record_dead(&core, id, job, c.class.clone().into(), reason.clone());
                 }
                 self.fail_held(&core, id, &reason);
+                // Its creator keeps what a restart would need: no longer.
+                self.send_actor_state(from, id, c.restarts, None, true);
                 self.actor_died(id, reason);
             }
         }
