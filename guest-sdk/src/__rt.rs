@@ -12,18 +12,20 @@ pub use inventory;
 pub use wit_bindgen::rt as wit_bindgen_rt;
 
 pub use crate::actor::{ActorMethod, create as create_actor};
-pub use crate::remote::{ArgList, submit};
+pub use crate::remote::{ArgList, submit, submit_each};
+pub use crate::value::Encoded;
 
 use crate::__bindings::exports::fabric::core::guest::Output;
 use crate::__bindings::fabric::core::host;
 use crate::__bindings::fabric::core::types::{Error as WitError, FailureKind};
 use crate::error::failure;
-use crate::value::{self, Encoded};
+use crate::value;
 
 /// Why a generated function could not produce a value.
 pub enum CallError {
-    /// The user's function returned `Err`; its `Display` text.
-    App(String),
+    /// The user's function returned `Err`: its `Display` text, and the
+    /// error itself encoded when its type can be ([`ErrValue`]).
+    App(String, Option<Vec<u8>>),
     /// The user's function returned a [`crate::Error`] (say, with `?` on a
     /// call that failed): it reaches the caller as itself, not as text.
     Fabric(crate::Error),
@@ -33,8 +35,44 @@ pub enum CallError {
     UnknownMethod,
 }
 
-/// An encoded result.
-pub struct Returned(Encoded);
+/// An encoded result: one value, or several (see the WIT `output`).
+pub struct Returned {
+    bytes: Vec<u8>,
+    nested: Vec<std::rc::Rc<crate::object::RefInner>>,
+    ends: Vec<u32>,
+    nested_ends: Vec<u32>,
+}
+
+impl Returned {
+    fn one(e: Encoded) -> Self {
+        Returned {
+            bytes: e.bytes,
+            nested: e.nested,
+            ends: Vec::new(),
+            nested_ends: Vec::new(),
+        }
+    }
+
+    /// Several values, each encoded on its own, as one output.
+    fn several(values: Vec<Encoded>) -> Result<Self, CallError> {
+        let too_large = || CallError::Value("the values are over 4 GiB together".into());
+        let mut out = Returned {
+            bytes: Vec::with_capacity(values.iter().map(|v| v.bytes.len()).sum()),
+            nested: Vec::new(),
+            ends: Vec::with_capacity(values.len()),
+            nested_ends: Vec::with_capacity(values.len()),
+        };
+        for v in values {
+            out.bytes.extend_from_slice(&v.bytes);
+            out.nested.extend(v.nested);
+            out.ends
+                .push(u32::try_from(out.bytes.len()).map_err(|_| too_large())?);
+            out.nested_ends
+                .push(u32::try_from(out.nested.len()).map_err(|_| too_large())?);
+        }
+        Ok(out)
+    }
+}
 
 /// A remote function, registered by `#[fabric::remote]`.
 pub struct RemoteFn {
@@ -82,35 +120,82 @@ pub fn decode_arg<T: DeserializeOwned>(
 }
 
 /// Encodes a plain return value.
+pub fn ret_value<T: Serialize>(v: T) -> Result<Returned, CallError> {
+    ret(&v)
+}
+
+/// Encodes a plain return value.
 pub fn ret<T: Serialize>(v: &T) -> Result<Returned, CallError> {
     value::encode(v)
-        .map(Returned)
+        .map(Returned::one)
         .map_err(|e| CallError::Value(format!("result: {e}")))
 }
 
-/// Encodes a `Result` return value: `Err` is the function's failure.
-pub fn ret_result<T: Serialize, E: std::fmt::Display + 'static>(
-    r: Result<T, E>,
-) -> Result<Returned, CallError> {
-    match r {
-        Ok(v) => ret(&v),
-        Err(e) => Err(app_error(e)),
+/// What generated code returns for a function's `Result`: its value (each
+/// of its values, with `num_returns`) or its failure, the error encoded
+/// when its type can be. A macro because the choice of [`EncodeErr`] is
+/// made where the error's type is known.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __ret_result {
+    ($out:expr, $ret:path) => {
+        match $out {
+            ::std::result::Result::Ok(v) => $ret(v),
+            ::std::result::Result::Err(e) => {
+                #[allow(unused_imports)]
+                use $crate::__rt::{EncodeErr as _, NoErrValue as _};
+                let value = (&$crate::__rt::ErrValue(&e)).encode_err();
+                ::std::result::Result::Err($crate::__rt::app_error(e, value))
+            }
+        }
+    };
+}
+
+/// Encodes the values of a function declared with `num_returns`, each on
+/// its own.
+pub fn ret_each<T: crate::Returns>(v: T) -> Result<Returned, CallError> {
+    let values = v
+        .encode_each()
+        .map_err(|e| CallError::Value(format!("result: {e}")))?;
+    Returned::several(values)
+}
+
+/// An application error, wrapped so that generated code can ask whether
+/// its type can be encoded: `(&ErrValue(&e)).encode_err()` finds
+/// [`EncodeErr`] (on `ErrValue`, whose `&self` is the receiver as written)
+/// when `E: Serialize`, and else [`NoErrValue`] (on `&ErrValue`, reached
+/// only by the next, auto-referenced, lookup step).
+pub struct ErrValue<'a, E>(pub &'a E);
+
+/// An error type that can be encoded.
+pub trait EncodeErr {
+    fn encode_err(&self) -> Option<Vec<u8>>;
+}
+
+impl<E: Serialize> EncodeErr for ErrValue<'_, E> {
+    fn encode_err(&self) -> Option<Vec<u8>> {
+        rmp_serde::to_vec_named(self.0).ok()
     }
 }
 
-/// A constructor's `Self` or `Result<Self, E>`.
-pub fn ctor_result<T: 'static, E: std::fmt::Display + 'static>(
-    r: Result<T, E>,
-) -> Result<Box<dyn Any>, CallError> {
-    match r {
-        Ok(v) => Ok(Box::new(v)),
-        Err(e) => Err(app_error(e)),
+/// An error type that cannot be encoded: only its text travels.
+pub trait NoErrValue {
+    fn encode_err(&self) -> Option<Vec<u8>> {
+        None
     }
 }
 
-/// The failure of a function that returned `Err(e)`: a fabric error (also
-/// inside a `Box<dyn Error>`) as itself, anything else as its text.
-fn app_error<E: std::fmt::Display + 'static>(e: E) -> CallError {
+impl<E> NoErrValue for &ErrValue<'_, E> {}
+
+/// A constructor's `Self`, boxed.
+pub fn boxed<T: 'static>(v: T) -> Result<Box<dyn Any>, CallError> {
+    Ok(Box::new(v))
+}
+
+/// The failure of a function that returned `Err(e)` (`value`: `e` encoded,
+/// when its type can be): a fabric error (also inside a `Box<dyn Error>`)
+/// as itself, anything else as its text and value.
+pub fn app_error<E: std::fmt::Display + 'static>(e: E, value: Option<Vec<u8>>) -> CallError {
     let any: &dyn Any = &e;
     let fabric = any
         .downcast_ref::<crate::Error>()
@@ -124,7 +209,7 @@ fn app_error<E: std::fmt::Display + 'static>(e: E) -> CallError {
         });
     match fabric {
         Some(f) => CallError::Fabric(f.clone()),
-        None => CallError::App(e.to_string()),
+        None => CallError::App(e.to_string(), value),
     }
 }
 
@@ -173,14 +258,22 @@ fn flush_output() {
 
 fn to_output(r: Returned) -> Output {
     Output {
-        value: r.0.bytes,
-        nested: r.0.nested.iter().map(|n| n.handle().clone()).collect(),
+        value: r.bytes,
+        nested: r.nested.iter().map(|n| n.handle().clone()).collect(),
+        ends: r.ends,
+        nested_ends: r.nested_ends,
     }
 }
 
 fn to_wit(function: &str, e: CallError) -> WitError {
     match e {
-        CallError::App(m) => failure(function, FailureKind::ApplicationError, m),
+        CallError::App(m, value) => {
+            let mut e = failure(function, FailureKind::ApplicationError, m);
+            if let WitError::TaskFailed(f) = &mut e {
+                f.value = value;
+            }
+            e
+        }
         CallError::Fabric(e) => e.into_wit(function),
         CallError::Value(m) => failure(function, FailureKind::BadValue, m),
         CallError::UnknownMethod => failure(

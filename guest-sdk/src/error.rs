@@ -31,6 +31,10 @@ pub enum Error {
         kind: FailureKind,
         message: String,
         retryable: bool,
+        /// The function's own error, encoded, when it returned an `Err`
+        /// whose type implements `Serialize`: read it with
+        /// [`Error::app_error`].
+        value: Option<Vec<u8>>,
     },
     /// The actor is dead (killed, crashed, or its constructor failed).
     ActorDied(String),
@@ -109,6 +113,7 @@ impl From<wit::Error> for Error {
                 },
                 message: t.message,
                 retryable: t.retryable,
+                value: t.value,
             },
             wit::Error::ActorDied(m) => Error::ActorDied(m),
             wit::Error::ObjectLost(m) => Error::ObjectLost(m),
@@ -127,6 +132,33 @@ impl From<wit::Error> for Error {
 }
 
 impl Error {
+    /// The error a task or actor method returned, as its own type, when it
+    /// failed with `Err(e)` and `E` implements `Serialize` (it is encoded
+    /// as MessagePack, kept up to 64 KiB). `None` for any other failure, or
+    /// when the value does not decode as `E`. The `Display` text is still
+    /// in the error's message.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    /// enum BankError { Insufficient { needed: u64 } }
+    /// # fn demo(e: fabric::Error) {
+    /// match e.app_error::<BankError>() {
+    ///     Some(BankError::Insufficient { needed }) => println!("short by {needed}"),
+    ///     None => println!("failed: {e}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn app_error<E: serde::de::DeserializeOwned>(&self) -> Option<E> {
+        match self {
+            Error::TaskFailed {
+                kind: FailureKind::ApplicationError,
+                value: Some(v),
+                ..
+            } => rmp_serde::from_slice(v).ok(),
+            _ => None,
+        }
+    }
+
     /// This error as the host's WIT error, returned by `function`: every
     /// kind keeps its kind (an error only this instance can have, a value
     /// it could not encode or decode, becomes `function`'s `bad-value`).
@@ -137,6 +169,7 @@ impl Error {
                 kind,
                 message,
                 retryable,
+                value,
             } => wit::Error::TaskFailed(wit::TaskFailure {
                 function,
                 kind: match kind {
@@ -149,6 +182,7 @@ impl Error {
                 },
                 message,
                 retryable,
+                value,
             }),
             Error::ActorDied(m) => wit::Error::ActorDied(m),
             Error::ObjectLost(m) => wit::Error::ObjectLost(m),
@@ -178,5 +212,6 @@ pub(crate) fn failure(function: &str, kind: wit::FailureKind, message: String) -
         kind,
         message,
         retryable: false,
+        value: None,
     })
 }

@@ -42,6 +42,13 @@
 //! [`Error::TaskFailed`] with kind [`FailureKind::Panic`] and the panic
 //! message.
 //!
+//! Ray's ways of returning and passing values: `num_returns` on
+//! `#[fabric::remote]` gives one reference per value (see [`Returns`]);
+//! [`Refs`] passes many references as one argument, resolved by the host;
+//! [`get_each`] gets objects of different types at once; an `Err` whose
+//! type implements `Serialize` comes back typed ([`Error::app_error`]);
+//! [`get_bytes`] reads a byte object into the caller's memory once.
+//!
 //! The SDK sets the guest's global allocator (cargo feature `allocator`, on
 //! by default): the system allocator, except that large zeroed blocks
 //! (`vec![0u8; n]`) are zeroed by the host, which drops their pages instead
@@ -59,6 +66,7 @@ mod error;
 mod object;
 mod options;
 mod remote;
+mod returns;
 mod value;
 
 #[doc(hidden)]
@@ -85,17 +93,19 @@ pub use actor::{ActorClass, ActorHandle, ActorMethod, get_actor, get_actor_in, k
 pub use context::{RuntimeContext, context};
 pub use error::{Error, FailureKind, Result};
 pub use object::{
-    ObjectId, ObjectRef, cancel, get, get_all, get_all_timeout, get_timeout, put, put_bytes, wait,
+    GetEach, ObjectId, ObjectRef, cancel, get, get_all, get_all_timeout, get_bytes, get_bytes_into,
+    get_each, get_timeout, put, put_bytes, wait,
 };
 pub use options::{
     ActorOptions, ActorPolicy, Options, Placement, Policy, Resources, TaskOptions, TaskPolicy,
 };
-pub use remote::Arg;
+pub use remote::{Arg, Refs};
+pub use returns::Returns;
 /// Re-exported so `ObjectRef<serde_bytes::ByteBuf>` needs no extra dependency.
 pub use serde_bytes;
 pub use wasmfabric_sdk_macros::{actor, main, remote};
 
 /// What most programs need: `use fabric::prelude::*;`.
 pub mod prelude {
-    pub use crate::{ActorHandle, ActorOptions, Arg, ObjectRef, Placement, TaskOptions};
+    pub use crate::{ActorHandle, ActorOptions, Arg, ObjectRef, Placement, Refs, TaskOptions};
 }

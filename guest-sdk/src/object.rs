@@ -273,3 +273,140 @@ pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
     host::cancel(r.inner.handle())?;
     Ok(())
 }
+
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "fabric:core/host@0.1.0")]
+unsafe extern "C" {
+    // The core-ABI form of `read-bytes: func(obj: borrow<object-ref>,
+    // offset: u64, into: list<u8>) -> u64`. Declared by hand because the
+    // host writes into `into`, which must not be passed as a `&[u8]`.
+    #[link_name = "read-bytes"]
+    fn read_bytes_raw(obj: i32, offset: i64, ptr: *mut u8, len: usize) -> i64;
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+unsafe fn read_bytes_raw(_obj: i32, _offset: i64, _ptr: *mut u8, _len: usize) -> i64 {
+    unreachable!("guests run as wasm32 components")
+}
+
+/// The data of a byte object (one stored by [`put_bytes`]), waiting for it
+/// as [`get`] does: copied once, straight into a buffer allocated here,
+/// with no MessagePack header to decode (a [`get`] into a `ByteBuf` holds
+/// the encoded value and the decoded buffer at once). Any other object is
+/// [`crate::Error::InvalidArgument`].
+///
+/// ```no_run
+/// let r = fabric::put_bytes(&[7u8; 1 << 20])?;
+/// let data: Vec<u8> = fabric::get_bytes(&r)?;
+/// assert_eq!(data.len(), 1 << 20);
+/// # Ok::<(), fabric::Error>(())
+/// ```
+pub fn get_bytes(r: &ObjectRef<serde_bytes::ByteBuf>) -> Result<Vec<u8>> {
+    let len = host::bytes_len(r.inner.handle(), None)?;
+    let len = usize::try_from(len)
+        .map_err(|_| crate::Error::InvalidArgument("the object is too large here".into()))?;
+    // A large zeroed block costs no writes (see the allocator): the copy
+    // below is the only pass over it.
+    let mut buf = vec![0u8; len];
+    read_into(r, 0, &mut buf)?;
+    Ok(buf)
+}
+
+/// Copies a byte object's data from byte `offset` on into `buf` (all of
+/// it), a buffer the caller allocated and may reuse; returns the object's
+/// length. Waits for the object as [`get`] does. Reading past its end is
+/// [`crate::Error::InvalidArgument`].
+pub fn get_bytes_into(
+    r: &ObjectRef<serde_bytes::ByteBuf>,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<u64> {
+    let len = host::bytes_len(r.inner.handle(), None)?;
+    if offset
+        .checked_add(buf.len() as u64)
+        .is_none_or(|end| end > len)
+    {
+        return Err(crate::Error::InvalidArgument(format!(
+            "{} bytes from offset {offset} pass the end of the object's {len} bytes",
+            buf.len()
+        )));
+    }
+    read_into(r, offset, buf)?;
+    Ok(len)
+}
+
+/// `read-bytes` of a ready byte object whose range was checked.
+fn read_into(r: &ObjectRef<serde_bytes::ByteBuf>, offset: u64, buf: &mut [u8]) -> Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let handle = r.inner.handle().handle() as i32;
+    // SAFETY: `buf` is memory of this instance that this call borrows
+    // mutably; the host writes at most `buf.len()` bytes into it.
+    let copied = unsafe { read_bytes_raw(handle, offset as i64, buf.as_mut_ptr(), buf.len()) };
+    if copied as u64 != buf.len() as u64 {
+        return Err(crate::Error::ObjectLost(
+            "the byte object is no longer readable here".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refs of different types, fetched together by [`get_each`]: a tuple of
+/// `&ObjectRef`s.
+pub trait GetEach {
+    /// The tuple of values.
+    type Values;
+    #[doc(hidden)]
+    fn handles(&self) -> Vec<&host::ObjectRef>;
+    #[doc(hidden)]
+    fn decode(values: Vec<Vec<u8>>) -> Result<Self::Values>;
+}
+
+macro_rules! get_each_tuple {
+    ($($t:ident $v:ident),+) => {
+        impl<$($t: DeserializeOwned),+> GetEach for ($(&ObjectRef<$t>,)+) {
+            type Values = ($($t,)+);
+
+            fn handles(&self) -> Vec<&host::ObjectRef> {
+                let ($($v,)+) = self;
+                vec![$($v.inner.handle()),+]
+            }
+
+            fn decode(values: Vec<Vec<u8>>) -> Result<Self::Values> {
+                let mut it = values.into_iter();
+                Ok(($({
+                    let _: Option<$t> = None;
+                    let bytes = it.next().ok_or_else(|| {
+                        crate::Error::Value("the host returned too few values".into())
+                    })?;
+                    value::decode::<$t>(&bytes)?
+                },)+))
+            }
+        }
+    };
+}
+
+get_each_tuple!(A a);
+get_each_tuple!(A a, B b);
+get_each_tuple!(A a, B b, C c);
+get_each_tuple!(A a, B b, C c, D d);
+get_each_tuple!(A a, B b, C c, D d, E e);
+get_each_tuple!(A a, B b, C c, D d, E e, F f);
+get_each_tuple!(A a, B b, C c, D d, E e, F f, G g);
+get_each_tuple!(A a, B b, C c, D d, E e, F f, G g, H h);
+
+/// The values of references of different types, in one host call (Ray's
+/// `ray.get([a, b])` over objects of different types):
+///
+/// ```no_run
+/// let name = fabric::put(&"ada".to_string())?;
+/// let age = fabric::put(&36u32)?;
+/// let (n, a): (String, u32) = fabric::get_each((&name, &age))?;
+/// # Ok::<(), fabric::Error>(())
+/// ```
+pub fn get_each<G: GetEach>(refs: G) -> Result<G::Values> {
+    let handles = refs.handles();
+    let values = host::get_many(&handles, None)?;
+    G::decode(values)
+}

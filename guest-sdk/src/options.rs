@@ -109,6 +109,9 @@ pub struct Options<P> {
 pub struct TaskPolicy {
     pub max_retries: Option<u32>,
     pub retry_exceptions: Option<bool>,
+    /// Values the function returns, each its own object (for a function
+    /// declared with `num_returns`).
+    pub num_returns: Option<u32>,
 }
 
 /// An actor's naming, restarts and lifetime.
@@ -134,6 +137,7 @@ impl Policy for TaskPolicy {
     fn merge(&mut self, over: Self) {
         self.max_retries = over.max_retries.or(self.max_retries);
         self.retry_exceptions = over.retry_exceptions.or(self.retry_exceptions);
+        self.num_returns = over.num_returns.or(self.num_returns);
     }
 }
 
@@ -229,6 +233,14 @@ impl Options<TaskPolicy> {
         self
     }
 
+    /// How many values a function declared with `num_returns` returns on
+    /// this call (Ray's `f.options(num_returns=n)`): for a function that
+    /// returns a `Vec`, any number; for a tuple, its length.
+    pub fn num_returns(mut self, n: u32) -> Self {
+        self.policy.num_returns = Some(n);
+        self
+    }
+
     pub(crate) fn to_wit(&self) -> types::TaskOptions {
         types::TaskOptions {
             resources: self.resources.to_wit(),
@@ -236,6 +248,7 @@ impl Options<TaskPolicy> {
             max_retries: self.policy.max_retries,
             retry_exceptions: self.policy.retry_exceptions.unwrap_or(false),
             name: self.name.clone(),
+            num_returns: self.policy.num_returns,
         }
     }
 }

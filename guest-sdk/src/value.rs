@@ -28,9 +28,10 @@ thread_local! {
 }
 
 /// An encoded value and the references it nests.
-pub(crate) struct Encoded {
-    pub bytes: Vec<u8>,
-    pub nested: Vec<Rc<RefInner>>,
+#[doc(hidden)]
+pub struct Encoded {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) nested: Vec<Rc<RefInner>>,
 }
 
 /// Encodes `value`, collecting the object references inside it.

@@ -98,6 +98,7 @@ pub(crate) fn error_to_pb(e: &FabricError) -> pb::Error {
             out.function = t.function.clone();
             out.message = t.message.clone();
             out.retryable = t.retryable;
+            out.value = t.value.clone();
             out.set_failure_kind(match t.kind {
                 FailureKind::ApplicationError => F::ApplicationError,
                 FailureKind::Panic => F::Panic,
@@ -164,6 +165,7 @@ fn error_of_pb(e: &pb::Error) -> FabricError {
             },
             message: m,
             retryable: e.retryable,
+            value: e.value.clone(),
         }),
         K::ActorDied => FabricError::ActorDied(m),
         K::ObjectLost => FabricError::ObjectLost(m),

@@ -119,3 +119,13 @@ async fn producer_consumer_passes_messages() {
         "producer sent 5, consumer received 5: [\"message-1\", \"message-2\", \"message-3\", \"message-4\", \"message-5\"]\n"
     ));
 }
+
+/// Map-reduce with several returns per mapper, a reducer over refs, the
+/// text read as bytes, and a typed error for bad input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_count_maps_reduces_and_refuses_bad_input_by_type() {
+    assert_eq!(
+        run_ok(&node(2.0), examples::WORD_COUNT, &[]).await,
+        "36 words, 16 distinct\nthe: 8\ndog: 4\nfox: 4\nrefused: not text at byte 11\n"
+    );
+}

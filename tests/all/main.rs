@@ -8,6 +8,7 @@ mod actors;
 mod admission;
 mod bench_guest;
 mod breaches;
+mod calls;
 mod cli;
 mod cluster;
 mod coverage;

@@ -549,6 +549,27 @@ fn results_lost_with_their_node_are_rebuilt_from_lineage() {
     assert!(out.contains("put object: lost: "), "{out}");
 }
 
+/// Chaos: `kill -9` of the node holding both values of a task with
+/// `num_returns = 2`. Reading them runs the task again on the node that is
+/// left (once or twice: one value rebuilt, then the other), each value
+/// right and its own object.
+#[test]
+fn several_results_lost_with_their_node_are_rebuilt() {
+    let (c, victim, out) = job_across_a_worker_kill("lost-returns", "then x");
+    let head = c.nodes[0].id.clone();
+    assert!(
+        out.contains(&format!("first x on {victim}, y on {victim}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "then x on {head} right true, y on {head} right true"
+        )),
+        "{out}\nhead log:\n{}",
+        c.log(0)
+    );
+}
+
 /// Chaos: `kill -9` of the head while a call runs on a detached named actor
 /// on a worker, then the head started again on its data directory. The
 /// worker keeps running (the call completes there), rejoins the restarted

@@ -100,9 +100,9 @@ fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream
     let ctor_encode = encode_params(&ctor_params);
     let ctor_decode = decode_params(&ctor_params);
     let construct = if ctor_fallible(ctor, &class)? {
-        quote!(::fabric::__rt::ctor_result(<#self_ty>::new(#(#ctor_names),*)))
+        quote!(::fabric::__ret_result!(<#self_ty>::new(#(#ctor_names),*), ::fabric::__rt::boxed))
     } else {
-        quote!(::fabric::__rt::ctor_result(::std::result::Result::<#self_ty, ::std::convert::Infallible>::Ok(<#self_ty>::new(#(#ctor_names),*))))
+        quote!(::fabric::__rt::boxed(<#self_ty>::new(#(#ctor_names),*)))
     };
     let calls = &declared.calls;
     let handle = handle_ident(&class);
@@ -283,7 +283,7 @@ fn method_code(
     let decode = decode_params(&ps);
     let names: Vec<_> = ps.iter().map(|p| &p.ident).collect();
     let encode_ret = if ret.fallible {
-        quote!(::fabric::__rt::ret_result(__out))
+        quote!(::fabric::__ret_result!(__out, ::fabric::__rt::ret_value))
     } else {
         quote!(::fabric::__rt::ret(&__out))
     };

@@ -10,6 +10,9 @@ pub struct Declared {
     pub calls: Vec<TokenStream>,
     /// `name = "..."`: the registered name (remote functions only).
     pub name: Option<syn::LitStr>,
+    /// `num_returns = n`: the function returns several values, each its
+    /// own object (remote functions only).
+    pub num_returns: bool,
 }
 
 /// Parses `key = value` options; `allowed` lists the keys accepted here.
@@ -36,6 +39,11 @@ pub fn parse(attr: TokenStream, allowed: &[&str]) -> syn::Result<Declared> {
             "memory" => {
                 let v: syn::Expr = meta.value()?.parse()?;
                 d.calls.push(quote!(.memory((#v) as u64)));
+            }
+            "num_returns" => {
+                let v: syn::Expr = meta.value()?.parse()?;
+                d.calls.push(quote!(.num_returns((#v) as u32)));
+                d.num_returns = true;
             }
             "max_retries" => {
                 let v: syn::Expr = meta.value()?.parse()?;

@@ -14,30 +14,14 @@ const OPTIONS: &[&str] = &[
     "max_retries",
     "retry_exceptions",
     "name",
+    "num_returns",
 ];
 
 pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let declared = options::parse(attr, OPTIONS)?;
     let f: syn::ItemFn = syn::parse2(item)?;
     let sig = &f.sig;
-    if let Some(a) = &sig.asyncness {
-        return Err(syn::Error::new_spanned(
-            a,
-            "remote functions cannot be async",
-        ));
-    }
-    if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new_spanned(
-            &sig.generics,
-            "remote functions cannot be generic",
-        ));
-    }
-    if let Some(syn::FnArg::Receiver(r)) = sig.inputs.first() {
-        return Err(syn::Error::new_spanned(
-            r,
-            "use #[fabric::actor] for methods",
-        ));
-    }
+    check_signature(sig)?;
     let ident = &sig.ident;
     let vis = &f.vis;
     let name = declared
@@ -51,10 +35,11 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let arg_names: Vec<_> = ps.iter().map(|p| &p.ident).collect();
     let encode = encode_params(&ps);
     let decode = decode_params(&ps);
+    let (refs_ty, submit, each) = returned(declared.num_returns, value_ty);
     let encode_ret = if ret.fallible {
-        quote!(::fabric::__rt::ret_result(__out))
+        quote!(::fabric::__ret_result!(__out, #each))
     } else {
-        quote!(::fabric::__rt::ret(&__out))
+        quote!(#each(__out))
     };
     let calls = &declared.calls;
     let doc = format!("Remote calls of [`{ident}`](fn@{ident}), registered as `{name}`.");
@@ -76,8 +61,9 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 ::fabric::TaskOptions::new() #(#calls)*
             }
 
-            /// Submits a call as a task; returns a reference to its result.
-            pub fn remote(#caller) -> ::fabric::Result<::fabric::ObjectRef<#value_ty>> {
+            /// Submits a call as a task; returns a reference to its result
+            /// (with `num_returns`, one to each of its values).
+            pub fn remote(#caller) -> ::fabric::Result<#refs_ty> {
                 self::options(::fabric::TaskOptions::new()).remote(#(#arg_names),*)
             }
 
@@ -93,9 +79,9 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
             impl Call {
                 /// Submits the call as a task.
-                pub fn remote(self, #caller) -> ::fabric::Result<::fabric::ObjectRef<#value_ty>> {
+                pub fn remote(self, #caller) -> ::fabric::Result<#refs_ty> {
                     #encode
-                    ::fabric::__rt::submit(self::NAME, __args, &self.options)
+                    #submit(self::NAME, __args, &self.options)
                 }
             }
 
@@ -112,4 +98,47 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         }
     })
+}
+
+/// Refuses what a remote function cannot be.
+fn check_signature(sig: &syn::Signature) -> syn::Result<()> {
+    if let Some(a) = &sig.asyncness {
+        return Err(syn::Error::new_spanned(
+            a,
+            "remote functions cannot be async",
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "remote functions cannot be generic",
+        ));
+    }
+    if let Some(syn::FnArg::Receiver(r)) = sig.inputs.first() {
+        return Err(syn::Error::new_spanned(
+            r,
+            "use #[fabric::actor] for methods",
+        ));
+    }
+    Ok(())
+}
+
+/// What the caller gets, how it submits, and how the function's value is
+/// encoded. With `num_returns`, each value is its own object: the caller
+/// gets the references `Returns::Refs` names, the values are encoded one
+/// by one.
+fn returned(num_returns: bool, value_ty: &syn::Type) -> (TokenStream, TokenStream, TokenStream) {
+    if num_returns {
+        (
+            quote!(<#value_ty as ::fabric::Returns>::Refs),
+            quote!(::fabric::__rt::submit_each::<#value_ty>),
+            quote!(::fabric::__rt::ret_each),
+        )
+    } else {
+        (
+            quote!(::fabric::ObjectRef<#value_ty>),
+            quote!(::fabric::__rt::submit),
+            quote!(::fabric::__rt::ret_value),
+        )
+    }
 }

@@ -12,6 +12,7 @@
 //!     kind: FailureKind::Panic,
 //!     message: "boom".into(),
 //!     retryable: false,
+//!     value: None,
 //! });
 //! assert_eq!(e.to_string(), "task `add` panicked: boom");
 //! ```
@@ -50,7 +51,13 @@ pub struct TaskFailure {
     pub kind: FailureKind,
     pub message: String,
     pub retryable: bool,
+    /// An application error's own value, encoded by the guest (at most
+    /// [`MAX_ERROR_VALUE`] bytes), for the caller to decode.
+    pub value: Option<bytes::Bytes>,
 }
+
+/// The largest application error value kept (see [`TaskFailure::value`]).
+pub const MAX_ERROR_VALUE: usize = 64 << 10;
 
 impl std::fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +113,7 @@ impl FabricError {
             kind,
             message: message.into(),
             retryable: kind == FailureKind::System,
+            value: None,
         })
     }
 
@@ -170,12 +178,41 @@ impl FabricError {
         }
     }
 
+    /// This error as the other results of a call that returns several get
+    /// it: its text cut to 1 KiB, pointing at the first result for the
+    /// rest (an error value is shared, not copied).
+    pub(crate) fn for_sibling(&self) -> Self {
+        const BRIEF: usize = 1024;
+        self.clone().map_text(|m| {
+            if m.len() <= BRIEF {
+                return m;
+            }
+            let mut cut = BRIEF;
+            while !m.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!(
+                "{}… (the whole text is in the call's first result)",
+                &m[..cut]
+            )
+        })
+    }
+
     /// This error with every text cut to a bounded length: what a guest (or
     /// a peer) hands the host as an error is kept no larger than this.
     pub fn bounded(self) -> Self {
         let mut e = self.map_text(bound);
         match &mut e {
-            FabricError::TaskFailed(t) => t.function = bound_name(std::mem::take(&mut t.function)),
+            FabricError::TaskFailed(t) => {
+                t.function = bound_name(std::mem::take(&mut t.function));
+                if let Some(v) = t.value.take_if(|v| v.len() > MAX_ERROR_VALUE) {
+                    t.message = format!(
+                        "{} (its error value, {} bytes, was over {MAX_ERROR_VALUE} bytes and was dropped)",
+                        t.message,
+                        v.len()
+                    );
+                }
+            }
             FabricError::LimitExceeded { name, .. } => *name = bound_name(std::mem::take(name)),
             _ => {}
         }
@@ -185,7 +222,9 @@ impl FabricError {
     /// Bytes of host memory its texts take (what storing it costs).
     pub(crate) fn text_bytes(&self) -> usize {
         match self {
-            FabricError::TaskFailed(t) => t.function.len() + t.message.len(),
+            FabricError::TaskFailed(t) => {
+                t.function.len() + t.message.len() + t.value.as_ref().map_or(0, |v| v.len())
+            }
             FabricError::LimitExceeded { name, message, .. } => name.len() + message.len(),
             FabricError::ActorDied(m)
             | FabricError::ObjectLost(m)
@@ -210,6 +249,7 @@ impl FabricError {
                 },
                 message: t.message.clone(),
                 retryable: t.retryable,
+                value: t.value.as_ref().map(|v| v.to_vec()),
             }),
             FabricError::ActorDied(m) => wit::Error::ActorDied(m.clone()),
             FabricError::ObjectLost(m) => wit::Error::ObjectLost(m.clone()),
@@ -244,6 +284,7 @@ impl FabricError {
                 },
                 message: t.message,
                 retryable: t.retryable,
+                value: t.value.map(bytes::Bytes::from),
             }),
             wit::Error::ActorDied(m) => FabricError::ActorDied(m),
             wit::Error::ObjectLost(m) => FabricError::ObjectLost(m),

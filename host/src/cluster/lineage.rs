@@ -38,6 +38,9 @@ pub(crate) struct Lineage {
     bytes: AtomicU64,
     /// Bytes kept per tenant.
     by_tenant: parking_lot::Mutex<std::collections::HashMap<std::sync::Arc<str>, u64>>,
+    /// Held while a task with several results is submitted again, so two
+    /// of its lost results rebuilt at once run it once.
+    rerunning: parking_lot::Mutex<()>,
 }
 
 struct Kept {
@@ -54,15 +57,18 @@ fn cost(spec: &TaskSpec) -> u64 {
         .map(|a| match a {
             TaskArg::Value(b) => b.len() + 16,
             TaskArg::Object(_) => 64,
+            TaskArg::Objects(refs) => 64 * refs.len(),
         })
         .sum();
     (args + spec.function.len() + 64 * spec.nested.len() + 256) as u64
 }
 
 impl Lineage {
-    /// Keeps the spec of a task whose result stayed on another node, if it
-    /// fits the budget and the task may be rebuilt at all.
-    pub(crate) fn keep(&self, mut spec: TaskSpec) {
+    /// Keeps the spec of a task whose result `result` (one of its values)
+    /// stayed on another node, if it fits the budget and the task may be
+    /// rebuilt at all. Rebuilding runs the whole task again; its other
+    /// values, already here or freed, are left as they are.
+    pub(crate) fn keep(&self, result: ObjectId, mut spec: TaskSpec) {
         if spec.max_retries == 0 {
             return;
         }
@@ -73,7 +79,6 @@ impl Lineage {
         }
         spec.attempt = 0;
         spec.reply = Reply::Local;
-        let result = spec.result;
         let rebuilds = self
             .specs
             .remove(&result)
@@ -156,6 +161,12 @@ impl Cluster {
             kept.spec.clone()
         };
         tracing::warn!(object = %id, task = %spec.id.short(), function = %spec.function, "rebuilding a result lost with its node");
+        let rerun_guard = (!spec.more_results.is_empty()).then(|| self.lineage.rerunning.lock());
+        if rerun_guard.is_some() && core.tasks().is_unfinished(spec.result) {
+            // Running again already for another of its results: that run
+            // completes this one too (it is pending again).
+            return Ok(true);
+        }
         if let Err(e) = task::submit(&core, spec) {
             core.objects().fulfill(id, Err(e), Vec::new());
         }

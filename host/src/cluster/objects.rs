@@ -289,6 +289,15 @@ impl Cluster {
             let arg = match &a.kind {
                 Some(pb::arg::Kind::Value(b)) => Ok(TaskArg::Value(b.clone())),
                 Some(pb::arg::Kind::Object(r)) => self.receive_ref(r, job).map(TaskArg::Object),
+                Some(pb::arg::Kind::Objects(o)) => {
+                    if o.refs.len() > crate::runtime::task::MAX_OBJECTS_PER_ARG {
+                        // Still taken, so that dropping them gives the loans back.
+                        drop(self.receive_refs(&o.refs, job));
+                        Err(Status::invalid_argument("an argument of too many objects"))
+                    } else {
+                        self.receive_refs(&o.refs, job).map(TaskArg::Objects)
+                    }
+                }
                 None => Err(Status::invalid_argument("an empty argument")),
             };
             match arg {
@@ -332,6 +341,13 @@ impl Cluster {
                     pb::arg::Kind::Object(loan.lend(&r).await?)
                 }
                 TaskArg::Object(r) => pb::arg::Kind::Object(loan.lend(r).await?),
+                TaskArg::Objects(refs) => {
+                    let mut lent = Vec::with_capacity(refs.len());
+                    for r in refs {
+                        lent.push(loan.lend(r).await?);
+                    }
+                    pb::arg::Kind::Objects(pb::ObjectRefs { refs: lent })
+                }
             };
             out.push(pb::Arg { kind: Some(kind) });
         }

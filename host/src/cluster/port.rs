@@ -46,9 +46,9 @@ impl ClusterPort for Cluster {
         Cluster::cancel_forwarded(self, result);
     }
 
-    fn send_result(&self, owner: NodeId, job: JobId, result: ObjectId, outcome: CallResult) {
+    fn send_results(&self, owner: NodeId, job: JobId, outcomes: Vec<(ObjectId, CallResult)>) {
         if let Ok(me) = self.arc() {
-            me.send_result(owner, job, result, outcome);
+            me.send_results(owner, job, outcomes);
         }
     }
 

@@ -101,7 +101,7 @@ impl Cluster {
         let arg_bytes: Vec<(NodeId, u64)> = spec
             .args
             .iter()
-            .filter_map(TaskArg::object)
+            .flat_map(TaskArg::objects)
             .filter_map(|r| match r.location() {
                 Location::Ready(Ok(b)) => Some((self.id, b.len() as u64)),
                 Location::Elsewhere(at, size) => at.first().map(|n| (*n, size)),
@@ -154,6 +154,11 @@ impl Cluster {
                 max_retries: 0,
                 retry_exceptions: false,
                 depth: spec.depth,
+                more_results: spec
+                    .more_results
+                    .iter()
+                    .map(|id| id_bytes(id.as_u128()))
+                    .collect(),
             };
             let result = spec.result;
             cluster.tasks.sent.insert(
@@ -229,6 +234,17 @@ impl Cluster {
             let core = self.core().ok_or(FabricError::Cancelled)?;
             let demand = resources_checked(t.demand.as_ref())?;
             core.scheduler().check_feasible(&demand)?;
+            if t.more_results.len() >= task::MAX_NUM_RETURNS as usize {
+                return Err(FabricError::InvalidArgument(
+                    "a forwarded task with too many results".into(),
+                ));
+            }
+            let more_results = t
+                .more_results
+                .iter()
+                .map(|id| object_id(id))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(status_failure)?;
             task::accept_forwarded(
                 &core,
                 TaskSpec {
@@ -240,6 +256,7 @@ impl Cluster {
                     demand,
                     strategy: Strategy::Default,
                     result,
+                    more_results,
                     max_retries: 0,
                     retry_exceptions: false,
                     attempt: 0,
@@ -259,9 +276,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Sends the outcome of a task or actor call that ran here to the node
-    /// that owns its result. A large value stays here, as a copy kept for
-    /// the owner, and only its location travels.
+    /// Sends the failure of a task or actor call that could not start here
+    /// to the node that owns its result.
     pub(crate) fn send_result(
         self: &Arc<Self>,
         owner: NodeId,
@@ -269,48 +285,91 @@ impl Cluster {
         result: ObjectId,
         outcome: CallResult,
     ) {
+        self.send_results(owner, job, vec![(result, outcome)]);
+    }
+
+    /// Sends the outcomes of a task or actor call that ran here (one per
+    /// object it completes, its first result first) to the node that owns
+    /// them, in one message. A large value stays here, as a copy kept for
+    /// the owner, and only its location travels.
+    pub(crate) fn send_results(
+        self: &Arc<Self>,
+        owner: NodeId,
+        job: JobId,
+        outcomes: Vec<(ObjectId, CallResult)>,
+    ) {
         let cluster = self.clone();
         tokio::spawn(async move {
-            let mut msg = pb::TaskResult {
-                result_id: id_bytes(result.as_u128()),
-                ..Default::default()
-            };
-            match outcome {
-                Ok((value, nested)) if value.len() <= INLINE_MAX => match cluster
-                    .lend_all(&nested, owner)
-                    .await
-                {
+            let mut inline_left = INLINE_TOTAL;
+            let mut msgs = Vec::with_capacity(outcomes.len());
+            for (result, outcome) in outcomes {
+                msgs.push(
+                    cluster
+                        .result_msg(owner, job, result, outcome, &mut inline_left)
+                        .await,
+                );
+            }
+            if msgs.is_empty() {
+                return;
+            }
+            let mut first = msgs.remove(0);
+            first.more = msgs;
+            cluster.send_to(owner, pb::peer_message::Kind::Result(first));
+        });
+    }
+
+    /// The message for one outcome: a value within `inline_left` (what the
+    /// message may still carry) goes inline, a larger one stays here.
+    async fn result_msg(
+        &self,
+        owner: NodeId,
+        job: JobId,
+        result: ObjectId,
+        outcome: CallResult,
+        inline_left: &mut usize,
+    ) -> pb::TaskResult {
+        let mut msg = pb::TaskResult {
+            result_id: id_bytes(result.as_u128()),
+            ..Default::default()
+        };
+        let error = |e: &FabricError| Some(pb::task_result::Outcome::Error(error_to_pb(e)));
+        match outcome {
+            Ok((value, nested)) if value.len() <= INLINE_MAX.min(*inline_left) => {
+                *inline_left -= value.len();
+                match self.lend_all(&nested, owner).await {
                     Ok(n) => {
                         msg.nested = n;
                         msg.outcome = Some(pb::task_result::Outcome::Value(value));
                     }
-                    Err(e) => msg.outcome = Some(pb::task_result::Outcome::Error(error_to_pb(&e))),
-                },
-                Ok((value, nested)) => {
-                    msg.size = value.len() as u64;
-                    let kept = cluster
-                        .core()
-                        .ok_or(FabricError::Cancelled)
-                        .and_then(|c| c.objects().keep_copy(result, owner, job, value, nested));
-                    msg.outcome = Some(match kept {
-                        Ok(r) => {
-                            cluster.lending.keep(result, r);
-                            pb::task_result::Outcome::StoredAt(id_bytes(cluster.id.as_u128()))
-                        }
-                        Err(e) => pb::task_result::Outcome::Error(error_to_pb(&e)),
-                    });
+                    Err(e) => msg.outcome = error(&e),
                 }
-                Err(e) => msg.outcome = Some(pb::task_result::Outcome::Error(error_to_pb(&e))),
             }
-            cluster.send_to(owner, pb::peer_message::Kind::Result(msg));
-        });
+            Ok((value, nested)) => {
+                msg.size = value.len() as u64;
+                let kept = self
+                    .core()
+                    .ok_or(FabricError::Cancelled)
+                    .and_then(|c| c.objects().keep_copy(result, owner, job, value, nested));
+                msg.outcome = match kept {
+                    Ok(r) => {
+                        self.lending.keep(result, r);
+                        Some(pb::task_result::Outcome::StoredAt(id_bytes(
+                            self.id.as_u128(),
+                        )))
+                    }
+                    Err(e) => error(&e),
+                };
+            }
+            Err(e) => msg.outcome = error(&e),
+        }
+        msg
     }
 
     /// A result for a task or actor call this node sent out.
     pub(crate) fn on_result(
         self: &Arc<Self>,
         from: NodeId,
-        r: pb::TaskResult,
+        mut r: pb::TaskResult,
     ) -> Result<(), Status> {
         let id = object_id(&r.result_id)?;
         let core = self
@@ -334,45 +393,46 @@ impl Cluster {
             (Some(t), _) => t.spec.job.id,
             (None, Some(job)) => job,
             (None, None) => {
-                // Nobody waits for it (cancelled, or its job ended): give back
-                // the references it carried, and let the holder drop a copy.
-                drop(self.receive_refs(&r.nested, JobId::from_u128(0)));
-                if let Some(n) = stored_at {
-                    self.send_to(
-                        n,
-                        pb::peer_message::Kind::FreeObject(pb::FreeObject {
-                            object_id: r.result_id,
-                        }),
-                    );
+                // Nobody waits for it (cancelled, or its job ended).
+                for m in std::iter::once(&r).chain(&r.more) {
+                    self.release_unused(m);
                 }
                 return Ok(());
             }
         };
-        let outcome: Option<CallResult> = match r.outcome {
-            Some(pb::task_result::Outcome::Value(v)) => Some(
-                self.receive_refs(&r.nested, job)
-                    .map(|n| (v, n))
-                    .map_err(status_failure),
-            ),
-            Some(pb::task_result::Outcome::Error(e)) => Some(Err(error_from_pb(&e))),
-            Some(pb::task_result::Outcome::StoredAt(_)) => None,
-            None => Some(Err(FabricError::failure(
-                "result",
-                FailureKind::System,
-                format!("node {} sent an empty result", from.short()),
-            ))),
-        };
+        let outcome = self.received_outcome(from, job, &r);
         if let Some(t) = task {
-            match outcome {
-                Some(result) => task::finish(&core, t.spec, &t.control, result),
+            let more = std::mem::take(&mut r.more);
+            let succeeded = !matches!(outcome, Some(Err(_)));
+            if !succeeded {
+                // The failure went to all its results (or it is retried).
+                for m in &more {
+                    self.release_unused(m);
+                }
+            }
+            let spec = match outcome {
+                Some(result) => {
+                    let spec =
+                        (succeeded && !t.spec.more_results.is_empty()).then(|| t.spec.clone());
+                    task::finish(&core, t.spec, &t.control, result.map(|v| vec![v]));
+                    spec
+                }
                 None => {
                     core.tasks().remove(id);
                     // Only that node has it: keep what rebuilding it takes
                     // (forgotten when the result is freed, even right away).
-                    self.lineage.keep(t.spec);
+                    self.lineage.keep(id, t.spec.clone());
                     core.objects()
                         .fulfill_elsewhere(id, stored_at.into_iter().collect(), r.size);
+                    Some(t.spec)
                 }
+            };
+            // A failed call's failure went to all its results (or it is
+            // retried); a successful one's other values come with it.
+            match spec.filter(|s| !s.more_results.is_empty()) {
+                Some(spec) => self.complete_more(from, &core, &spec, more),
+                None if succeeded => more.iter().for_each(|m| self.release_unused(m)),
+                None => {}
             }
             // The node that ran it has room again.
             self.move_queued_tasks();
@@ -384,8 +444,92 @@ impl Cluster {
                         .fulfill_elsewhere(id, stored_at.into_iter().collect(), r.size)
                 }
             }
+            // An actor call returns one value: anything more is given back.
+            for m in &r.more {
+                self.release_unused(m);
+            }
         }
         Ok(())
+    }
+
+    /// The outcome in `r` (a value or a failure), or `None` when the value
+    /// stayed on `from`.
+    fn received_outcome(&self, from: NodeId, job: JobId, r: &pb::TaskResult) -> Option<CallResult> {
+        match &r.outcome {
+            Some(pb::task_result::Outcome::Value(v)) => Some(
+                self.receive_refs(&r.nested, job)
+                    .map(|n| (v.clone(), n))
+                    .map_err(status_failure),
+            ),
+            Some(pb::task_result::Outcome::Error(e)) => Some(Err(error_from_pb(e))),
+            Some(pb::task_result::Outcome::StoredAt(_)) => None,
+            None => Some(Err(FabricError::failure(
+                "result",
+                FailureKind::System,
+                format!("node {} sent an empty result", from.short()),
+            ))),
+        }
+    }
+
+    /// Completes the other values of a task that returned several, from
+    /// the `more` of its result message: only objects of that task, each at
+    /// most once; one the message lacks fails (it cannot come later).
+    fn complete_more(
+        &self,
+        from: NodeId,
+        core: &Arc<crate::runtime::NodeCore>,
+        spec: &TaskSpec,
+        more: Vec<pb::TaskResult>,
+    ) {
+        let mut waiting: std::collections::HashSet<ObjectId> =
+            spec.more_results.iter().copied().collect();
+        for m in more {
+            // Only this task's own results, each once; anything else is
+            // given back (and one left waiting fails below).
+            let id = object_id(&m.result_id).ok().filter(|id| waiting.remove(id));
+            let holder = match &m.outcome {
+                Some(pb::task_result::Outcome::StoredAt(n)) => crate::wire::node_id(n).ok(),
+                _ => None,
+            };
+            let Some(id) = id else {
+                self.release_unused(&m);
+                continue;
+            };
+            match (self.received_outcome(from, spec.job.id, &m), holder) {
+                (Some(outcome), _) => core.complete(id, Reply::Local, outcome),
+                (None, Some(at)) => {
+                    self.lineage.keep(id, spec.clone());
+                    core.objects().fulfill_elsewhere(id, vec![at], m.size);
+                }
+                (None, None) => {
+                    waiting.insert(id);
+                }
+            }
+        }
+        for id in waiting {
+            let e = FabricError::failure(
+                &spec.function,
+                FailureKind::System,
+                format!("node {} sent no value for one of its results", from.short()),
+            );
+            core.complete(id, Reply::Local, Err(e));
+        }
+    }
+
+    /// A result nobody takes: gives back the references it carried, and
+    /// lets the node that holds its value, when it stayed there, drop it.
+    fn release_unused(&self, m: &pb::TaskResult) {
+        drop(self.receive_refs(&m.nested, JobId::from_u128(0)));
+        if let Some(pb::task_result::Outcome::StoredAt(n)) = &m.outcome
+            && let Ok(holder) = crate::wire::node_id(n)
+        {
+            self.send_to(
+                holder,
+                pb::peer_message::Kind::FreeObject(pb::FreeObject {
+                    object_id: m.result_id.clone(),
+                }),
+            );
+        }
     }
 
     /// The owner cancelled a task it forwarded here.

@@ -1,7 +1,8 @@
 //! The `fabric:core/host` interface: the host side of every guest import.
 //!
 //! Each capability links its own functions: [`objects`] (object references,
-//! `put`, `get`, `wait`), [`tasks`] (`submit`, `cancel`), [`actors`]
+//! `put`, `get`, `wait`), `bytes` (reading a byte object into a guest's
+//! buffer), [`tasks`] (`submit`, `cancel`), [`actors`]
 //! (create, call, kill, look up), [`context`] (where the code runs, panic
 //! reports) and `memory` (zeroing a large block of guest memory); new tasks
 //! and actors pass one [`admit`] check. The functions are linked by hand rather than through generated
@@ -14,6 +15,7 @@
 
 pub(crate) mod actors;
 mod admission;
+mod bytes;
 pub(crate) mod context;
 mod memory;
 pub(crate) mod objects;
@@ -29,7 +31,7 @@ use crate::object_store::ObjectRef;
 use crate::placement::Strategy;
 use crate::resources::{ResourceSet, to_fixed};
 use crate::runtime::instance::InstanceState;
-use crate::runtime::task::TaskArg;
+use crate::runtime::task::{MAX_OBJECTS_PER_ARG, TaskArg};
 
 pub(crate) const HOST_INTERFACE: &str = "fabric:core/host@0.1.0";
 const TYPES_INTERFACE: &str = "fabric:core/types@0.1.0";
@@ -43,6 +45,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
     linker.instance(TYPES_INTERFACE)?;
     let mut host = linker.instance(HOST_INTERFACE)?;
     objects::add_to_linker(&mut host)?;
+    bytes::add_to_linker(&mut host)?;
     tasks::add_to_linker(&mut host)?;
     actors::add_to_linker(&mut host)?;
     context::add_to_linker(&mut host)?;
@@ -103,6 +106,8 @@ pub(crate) enum RawArg {
     Value(WasmList<u8>),
     #[component(name = "object")]
     Object(Resource<ObjectRef>),
+    #[component(name = "objects")]
+    Objects(Vec<Resource<ObjectRef>>),
 }
 
 /// Converts guest arguments: values become shared bytes (one copy, checked
@@ -112,16 +117,44 @@ pub(crate) fn convert_args(store: &Ctx<'_>, args: Vec<RawArg>) -> HostCall<Vec<T
     let state = store.data();
     let exec = state.exec()?;
     check_argument_bytes(exec.job.limits.argument_bytes, &args)?;
+    check_argument_refs(&args)?;
     let objects = &exec.core.objects();
     let mut out = Vec::with_capacity(args.len());
     for a in args {
         out.push(match a {
             RawArg::Value(v) => TaskArg::Value(objects.copy_in(&[v.as_le_slice(store)])),
             RawArg::Object(r) => TaskArg::Object(state.table.get(&r)?.clone()),
+            RawArg::Objects(refs) => TaskArg::Objects(convert_nested(&state.table, &refs)?),
         });
     }
     Ok(out)
 }
+
+/// Refuses a call that passes more than [`MAX_OBJECTS_PER_ARG`] objects in
+/// `objects` arguments, all of them together.
+fn check_argument_refs(args: &[RawArg]) -> Result<(), FabricError> {
+    let refs = objects_in(args);
+    if refs > MAX_OBJECTS_PER_ARG {
+        return Err(FabricError::InvalidArgument(format!(
+            "a call passing {refs} objects in `objects` arguments (at most {MAX_OBJECTS_PER_ARG})"
+        )));
+    }
+    Ok(())
+}
+
+/// Objects passed in `objects` arguments.
+fn objects_in(args: &[RawArg]) -> usize {
+    args.iter()
+        .map(|a| match a {
+            RawArg::Objects(refs) => refs.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Host memory one object of an `objects` argument holds while the call is
+/// pending (its counted reference and the listener waiting for it).
+const OBJECT_ARG_OVERHEAD: u64 = 96;
 
 /// Refuses arguments whose values pass the job's argument limit (`max`).
 fn check_argument_bytes(max: u64, args: &[RawArg]) -> Result<(), FabricError> {
@@ -150,8 +183,9 @@ pub(crate) fn reserve_result(
 ) -> HostCall<ObjectRef> {
     let exec = store.data().exec()?;
     check_argument_bytes(exec.job.limits.argument_bytes, args)?;
+    check_argument_refs(args)?;
     let id = crate::ids::ObjectId::random();
-    let total = value_bytes(args);
+    let total = value_bytes(args) + objects_in(args) as u64 * OBJECT_ARG_OVERHEAD;
     Ok(exec
         .core
         .objects()
@@ -163,7 +197,7 @@ fn value_bytes(args: &[RawArg]) -> u64 {
     args.iter()
         .map(|a| match a {
             RawArg::Value(v) => v.len() as u64,
-            RawArg::Object(_) => 0,
+            RawArg::Object(_) | RawArg::Objects(_) => 0,
         })
         .sum()
 }

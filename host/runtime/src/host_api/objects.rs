@@ -162,7 +162,7 @@ fn timeout_of(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
 }
 
-async fn get(
+pub(super) async fn get(
     state: &mut InstanceState,
     obj: Resource<ObjectRef>,
     timeout: Option<u64>,

@@ -447,7 +447,32 @@ impl ObjectStore {
                     drop(state);
                     return freed_meanwhile(at);
                 }
-                _ => return,
+                State::Elsewhere { at: holders, .. } => {
+                    // Settled already elsewhere (a task run again to rebuild
+                    // another of its values): the new copies join the old,
+                    // whose nodes may be gone.
+                    let mut copies = entry.copies.lock();
+                    for n in at {
+                        if !holders.contains(&n) {
+                            holders.push(n);
+                            copies.push(n);
+                        }
+                    }
+                    return;
+                }
+                _ => {
+                    // Here already: new copies are not needed (and an object
+                    // that is here needs no lineage). A node it knows as a
+                    // holder keeps its copy.
+                    let known = entry.copies.lock().clone();
+                    drop(state);
+                    let extra: Vec<NodeId> =
+                        at.into_iter().filter(|n| !known.contains(n)).collect();
+                    if !extra.is_empty() {
+                        freed_meanwhile(extra);
+                    }
+                    return;
+                }
             };
             let (here, settled): (Vec<Listener>, Vec<Listener>) = std::mem::take(listeners)
                 .into_iter()

@@ -33,6 +33,7 @@ use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
 use crate::runtime::instance::{self, Role};
 use crate::runtime::job::Job;
+use crate::runtime::output::Parts;
 use crate::runtime::slots::{Holder, InstanceSlot};
 use crate::runtime::task::{Reply, TaskArg, resolve_args};
 
@@ -360,7 +361,7 @@ impl Drop for Mailbox {
 
 /// Waits until every object argument is ready (failed ones included).
 async fn await_args(args: &[TaskArg]) {
-    for r in args.iter().filter_map(TaskArg::object) {
+    for r in args.iter().flat_map(TaskArg::objects) {
         let _ = r.get(None).await;
     }
 }
@@ -374,7 +375,7 @@ async fn actor_main(
     let label = mailbox.record.label();
     let mut lease = Some(core.acquire(spec.demand.clone(), &spec.job).await);
     await_args(&spec.args).await;
-    let argv = match resolve_args(&format!("{}.new", spec.class), &spec.args) {
+    let argv = match resolve_args(&spec.job, &format!("{}.new", spec.class), &spec.args) {
         Ok(a) => a,
         Err(e) => {
             return mailbox.die(format!(
@@ -460,13 +461,17 @@ async fn serve(
     mailbox: &mut Mailbox,
 ) -> Option<String> {
     let label = mailbox.record.label();
+    let Some(job) = store.data().exec.as_ref().map(|e| e.job.clone()) else {
+        return Some(format!("{label} has no job"));
+    };
     while let Some(call) = mailbox.rx.recv().await {
         mailbox.current = Some((call.result, call.reply));
         await_args(&call.args).await;
         let what = format!("{}.{}", class, call.method);
-        let outcome = match resolve_args(&what, &call.args) {
+        let outcome = match resolve_args(&job, &what, &call.args) {
             Ok(argv) => {
-                instance::call_output(store, inst, &exports.actor_call, &call.method, &argv, &what)
+                let export = &exports.actor_call;
+                instance::call_output(store, inst, export, &call.method, &argv, &what, Parts::one)
                     .await
             }
             Err(e) => Err(e),

@@ -29,7 +29,7 @@ use crate::tenants::{TenantAccount, TenantLedger};
 use super::actor::{self, ActorRecord};
 use super::component::AppComponent;
 use super::engine::FabricEngine;
-use super::instance::CallResult;
+use super::instance::{CallOutputs, CallResult};
 use super::job::{self, Job};
 use super::port::{Alone, ClusterPort};
 use super::task::Reply;
@@ -222,11 +222,59 @@ impl NodeCore {
     /// or back to the node that owns the result.
     pub fn complete(&self, result: ObjectId, reply: Reply, outcome: CallResult) {
         match reply {
-            Reply::Remote { owner, job } => self.port().send_result(owner, job, result, outcome),
-            Reply::Local => match outcome {
-                Ok((value, nested)) => self.objects.fulfill(result, Ok(value), nested),
-                Err(e) => self.objects.fulfill(result, Err(e), Vec::new()),
-            },
+            Reply::Remote { owner, job } => {
+                self.port()
+                    .send_results(owner, job, vec![(result, outcome)])
+            }
+            Reply::Local => self.fulfill(result, outcome),
+        }
+    }
+
+    /// Completes the objects `results` of one call with its values, in
+    /// order, or each with its failure; to another node, in one message.
+    pub fn complete_all(
+        &self,
+        mut results: impl Iterator<Item = ObjectId>,
+        reply: Reply,
+        outcome: CallOutputs,
+    ) {
+        let first = results
+            .next()
+            .expect("a call completes at least one object");
+        let outcomes: Vec<(ObjectId, CallResult)> = match outcome {
+            Ok(values) if values.len() == 1 => {
+                let value = values.into_iter().next().expect("one value");
+                return self.complete(first, reply, Ok(value));
+            }
+            Ok(values) => std::iter::once(first)
+                .chain(results)
+                .zip(values.into_iter().map(Ok))
+                .collect(),
+            // One message: the owner fails every result of the call itself.
+            Err(e) if matches!(reply, Reply::Remote { .. }) => vec![(first, Err(e))],
+            // The others get the failure with its text cut short (its value
+            // is shared): ten thousand results do not copy one long text.
+            Err(e) => {
+                let brief = e.for_sibling();
+                std::iter::once((first, Err(e)))
+                    .chain(results.map(|id| (id, Err(brief.clone()))))
+                    .collect()
+            }
+        };
+        match reply {
+            Reply::Remote { owner, job } => self.port().send_results(owner, job, outcomes),
+            Reply::Local => {
+                for (id, outcome) in outcomes {
+                    self.fulfill(id, outcome);
+                }
+            }
+        }
+    }
+
+    fn fulfill(&self, id: ObjectId, outcome: CallResult) {
+        match outcome {
+            Ok((value, nested)) => self.objects.fulfill(id, Ok(value), nested),
+            Err(e) => self.objects.fulfill(id, Err(e), Vec::new()),
         }
     }
 

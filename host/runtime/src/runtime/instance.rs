@@ -386,10 +386,21 @@ struct RawOutput {
     value: Vec<u8>,
     #[component(name = "nested")]
     nested: Vec<Resource<ObjectRef>>,
+    #[component(name = "ends")]
+    ends: Vec<u32>,
+    #[component(name = "nested-ends")]
+    nested_ends: Vec<u32>,
 }
 
-/// The result of a call that returns an `output`.
-pub type CallResult = Result<(Bytes, Vec<ObjectRef>), FabricError>;
+/// One value a call returned, with the references inside it.
+pub type Returned = (Bytes, Vec<ObjectRef>);
+
+/// The result of a call that returns one value.
+pub type CallResult = Result<Returned, FabricError>;
+
+/// The result of a call that returns one or more values (a task with
+/// `num-returns`), in order.
+pub type CallOutputs = Result<Vec<Returned>, FabricError>;
 
 /// Starts a call's CPU accounting.
 fn begin_call(store: &mut Store<InstanceState>) -> Instant {
@@ -425,15 +436,18 @@ async fn bounded<T>(
     })
 }
 
-/// Calls `dispatch` or `actor-call` (same signature) and converts the result.
-pub(crate) async fn call_output(
+/// Calls `dispatch` or `actor-call` (same signature) and converts the
+/// result with `values` (say, [`super::output::Parts::one`]), given the
+/// guest's output, `what` and the job's result limit.
+pub(crate) async fn call_output<R>(
     store: &mut Store<InstanceState>,
     instance: &Instance,
     export: &wasmtime::component::ComponentExportIndex,
     name: &str,
     args: &[Bytes],
     what: &str,
-) -> CallResult {
+    values: impl FnOnce(super::output::Parts, &str, u64) -> Result<R, FabricError>,
+) -> Result<R, FabricError> {
     let func = instance
         .get_func(&mut *store, export)
         .ok_or_else(|| FabricError::failure(what, FailureKind::System, "export vanished"))?;
@@ -458,15 +472,6 @@ pub(crate) async fn call_output(
     store.data_mut().poisoned = !matches!(called, Ok(Ok(_)));
     match called {
         Ok(Ok((Ok(output),))) => {
-            let len = output.value.len() as u64;
-            if len > limits.result_bytes {
-                return Err(exceeded(
-                    "result-bytes",
-                    limits.result_bytes,
-                    format!("{what} returned {len} bytes"),
-                ));
-            }
-            let value = Bytes::from(output.value);
             let mut nested = Vec::with_capacity(output.nested.len());
             for r in output.nested {
                 let guard = store.data_mut().take_ref(r).map_err(|e| {
@@ -478,7 +483,13 @@ pub(crate) async fn call_output(
                 })?;
                 nested.push(guard);
             }
-            Ok((value, nested))
+            let parts = super::output::Parts {
+                value: output.value,
+                nested,
+                ends: output.ends,
+                nested_ends: output.nested_ends,
+            };
+            values(parts, what, limits.result_bytes)
         }
         Ok(Ok((Err(e),))) => Err(returned_error(e)),
         Ok(Err(e)) => Err(trap_failure(store, what, e)),

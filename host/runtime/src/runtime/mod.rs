@@ -15,6 +15,7 @@ pub mod engine;
 pub mod instance;
 pub mod job;
 mod limiter;
+pub(crate) mod output;
 pub mod port;
 pub mod slots;
 pub mod strip;

@@ -48,9 +48,10 @@ pub trait ClusterPort: Send + Sync {
     /// Stops a task this node forwarded (cancelled, or its job ended).
     fn cancel_forwarded(&self, result: ObjectId);
 
-    /// Delivers the outcome of work that ran here to `owner`, the node that
-    /// holds its result object.
-    fn send_result(&self, owner: NodeId, job: JobId, result: ObjectId, outcome: CallResult);
+    /// Delivers the outcomes of one call that ran here (one per object it
+    /// completes, its first result first) to `owner`, the node that holds
+    /// its result objects.
+    fn send_results(&self, owner: NodeId, job: JobId, outcomes: Vec<(ObjectId, CallResult)>);
 
     /// Creates an actor, here or on another node.
     fn create_actor(
@@ -139,10 +140,12 @@ impl ClusterPort for Alone {
 
     fn cancel_forwarded(&self, _result: ObjectId) {}
 
-    fn send_result(&self, _owner: NodeId, _job: JobId, result: ObjectId, outcome: CallResult) {
+    fn send_results(&self, _owner: NodeId, _job: JobId, outcomes: Vec<(ObjectId, CallResult)>) {
         // Unreachable: without a cluster every result is owned here.
         if let Some(core) = self.0.upgrade() {
-            core.complete(result, crate::runtime::task::Reply::Local, outcome);
+            for (result, outcome) in outcomes {
+                core.complete(result, crate::runtime::task::Reply::Local, outcome);
+            }
         }
     }
 

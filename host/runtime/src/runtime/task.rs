@@ -25,7 +25,7 @@ use crate::object_store::{ObjectRef, ReadyListener};
 use crate::placement::{Placement, Strategy};
 use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
-use crate::runtime::instance::{self, CallResult, Role};
+use crate::runtime::instance::{self, CallOutputs, Role};
 use crate::runtime::job::Job;
 use crate::runtime::slots::Holder;
 use crate::runtime::task_table::TaskControl;
@@ -36,39 +36,104 @@ use crate::scheduler::{Cancellable, Lease, Order};
 pub enum TaskArg {
     Value(Bytes),
     Object(ObjectRef),
+    /// Several objects passed as one argument: their values, in order, as
+    /// one MessagePack array (Ray's `f.remote(*refs)`).
+    Objects(Vec<ObjectRef>),
 }
+
+/// At most this many values from one call (`num-returns`).
+pub const MAX_NUM_RETURNS: u32 = 10_000;
+
+/// At most this many objects in the `objects` arguments of one call.
+pub const MAX_OBJECTS_PER_ARG: usize = 1 << 20;
 
 impl TaskArg {
-    /// The argument's bytes; an object argument must be here.
-    pub(crate) fn resolve(&self) -> Result<Bytes, FabricError> {
+    /// The argument's bytes; its objects must be here. Several objects are
+    /// copied into one array of at most `max_bytes` (the job's object-size
+    /// limit: the array is a new value as large as one object may be).
+    fn resolve(&self, max_bytes: u64) -> Result<Bytes, (FabricError, Option<&ObjectRef>)> {
         match self {
             TaskArg::Value(b) => Ok(b.clone()),
-            TaskArg::Object(r) => r.try_get().unwrap_or_else(|| {
-                Err(FabricError::ObjectLost(format!(
-                    "argument {} is not here",
-                    r.id()
-                )))
-            }),
+            TaskArg::Object(r) => value_here(r),
+            TaskArg::Objects(refs) => {
+                let values = refs.iter().map(value_here).collect::<Result<Vec<_>, _>>()?;
+                let total = values
+                    .iter()
+                    .try_fold(0u64, |sum, v| sum.checked_add(v.len() as u64))
+                    .filter(|&t| t <= max_bytes);
+                if total.is_none() {
+                    let e = crate::limits::exceeded(
+                        "object-bytes",
+                        max_bytes,
+                        format!("an argument of {} objects is larger", refs.len()),
+                    );
+                    return Err((e, None));
+                }
+                Ok(msgpack_array(&values))
+            }
         }
     }
 
-    pub fn object(&self) -> Option<&ObjectRef> {
+    /// The objects this argument passes (none for a value).
+    pub fn objects(&self) -> &[ObjectRef] {
         match self {
-            TaskArg::Object(r) => Some(r),
-            TaskArg::Value(_) => None,
+            TaskArg::Object(r) => std::slice::from_ref(r),
+            TaskArg::Objects(refs) => refs,
+            TaskArg::Value(_) => &[],
         }
     }
 }
 
-/// Resolves all arguments of `function`, failing with the first failed one
-/// (as [`FabricError::for_dependent`] says).
-pub(crate) fn resolve_args(function: &str, args: &[TaskArg]) -> Result<Vec<Bytes>, FabricError> {
+/// The value of argument object `r`, which must be here; a failure comes
+/// with the object when it is its own (so its producer can be named).
+fn value_here(r: &ObjectRef) -> Result<Bytes, (FabricError, Option<&ObjectRef>)> {
+    let not_here = || {
+        Err(FabricError::ObjectLost(format!(
+            "argument {} is not here",
+            r.id()
+        )))
+    };
+    r.try_get()
+        .unwrap_or_else(not_here)
+        .map_err(|e| (e, r.is_ready().then_some(r)))
+}
+
+/// `values` (each one encoded value) as one MessagePack array.
+fn msgpack_array(values: &[Bytes]) -> Bytes {
+    let len: usize = values.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(len + 5);
+    let n = values.len();
+    match n {
+        0..=15 => out.push(0x90 | n as u8),
+        16..=0xffff => {
+            out.push(0xdc);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdd);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    for v in values {
+        out.extend_from_slice(v);
+    }
+    Bytes::from(out)
+}
+
+/// Resolves all arguments of `function` (a call of `job`), failing with
+/// the first failed one (as [`FabricError::for_dependent`] says).
+pub(crate) fn resolve_args(
+    job: &Job,
+    function: &str,
+    args: &[TaskArg],
+) -> Result<Vec<Bytes>, FabricError> {
+    let max_bytes = job.limits.object_bytes;
     args.iter()
         .enumerate()
         .map(|(i, a)| {
-            a.resolve().map_err(|e| match a {
-                TaskArg::Object(r) if r.is_ready() => e.for_dependent(function, i, r.producer()),
-                _ => e,
+            a.resolve(max_bytes).map_err(|(e, failed)| match failed {
+                Some(r) => e.for_dependent(function, i, r.producer()),
+                None => e,
             })
         })
         .collect()
@@ -78,8 +143,9 @@ pub(crate) fn resolve_args(function: &str, args: &[TaskArg]) -> Result<Vec<Bytes
 /// such a task cannot run.
 fn failed_argument(function: &str, args: &[TaskArg]) -> Option<FabricError> {
     args.iter().enumerate().find_map(|(i, a)| {
-        let r = a.object()?;
-        Some(r.failure()?.for_dependent(function, i, r.producer()))
+        a.objects()
+            .iter()
+            .find_map(|r| Some(r.failure()?.for_dependent(function, i, r.producer())))
     })
 }
 
@@ -107,6 +173,10 @@ pub struct TaskSpec {
     pub demand: ResourceSet,
     pub strategy: Strategy,
     pub result: ObjectId,
+    /// The objects of its other values, when it returns several (see
+    /// `num-returns`); `result` holds the first. Each is completed on its
+    /// own; the task is known by `result`.
+    pub more_results: Vec<ObjectId>,
     pub max_retries: u32,
     pub retry_exceptions: bool,
     /// Attempts made so far.
@@ -133,12 +203,23 @@ impl TaskSpec {
             demand: ResourceSet::default().with_cpus(1.0),
             strategy: Strategy::Default,
             result,
+            more_results: Vec::new(),
             max_retries: DEFAULT_MAX_RETRIES,
             retry_exceptions: false,
             attempt: 0,
             reply: Reply::Local,
             depth: 1,
         }
+    }
+
+    /// Every object it completes, `result` first.
+    pub fn results(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        std::iter::once(self.result).chain(self.more_results.iter().copied())
+    }
+
+    /// How many values it returns.
+    pub fn num_returns(&self) -> usize {
+        1 + self.more_results.len()
     }
 
     /// Whether the task may run on another node than this one: not when it
@@ -198,7 +279,7 @@ fn wait_for_args(want: Want, spec: TaskSpec, then: impl FnOnce(TaskSpec) + Send 
         remaining: AtomicUsize::new(1),
         then: Mutex::new(None),
     });
-    for r in spec.args.iter().filter_map(TaskArg::object) {
+    for r in spec.args.iter().flat_map(TaskArg::objects) {
         waiter.remaining.fetch_add(1, Ordering::AcqRel);
         let registered = match want {
             Want::Settled => r.on_settled(waiter.clone()),
@@ -279,7 +360,7 @@ pub fn finish(
     core: &Arc<NodeCore>,
     mut spec: TaskSpec,
     control: &Arc<TaskControl>,
-    outcome: CallResult,
+    outcome: CallOutputs,
 ) {
     let retry = match &outcome {
         Ok(_) | Err(FabricError::Cancelled) => false,
@@ -304,15 +385,15 @@ pub fn finish(
 }
 
 /// The task is done: it leaves the task table and its outcome goes to
-/// whoever holds its result.
-fn deliver(core: &Arc<NodeCore>, spec: TaskSpec, outcome: CallResult) {
+/// whoever holds its results.
+fn deliver(core: &Arc<NodeCore>, spec: TaskSpec, outcome: CallOutputs) {
     core.tasks().remove(spec.result);
-    core.complete(spec.result, spec.reply, outcome);
+    core.complete_all(spec.results(), spec.reply, outcome);
 }
 
 /// One attempt: a fresh instance, one `dispatch` call.
-async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallResult {
-    let args = resolve_args(&spec.function, &spec.args)?;
+async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallOutputs {
+    let args = resolve_args(&spec.job, &spec.function, &spec.args)?;
     let role = Role::Task {
         id: spec.id,
         function: spec.function.clone(),
@@ -330,6 +411,7 @@ async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallRes
         &spec.function,
         &args,
         &spec.function,
+        |parts, what, max| parts.split(what, spec.num_returns(), max),
     )
     .await
 }

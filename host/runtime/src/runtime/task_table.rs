@@ -62,11 +62,17 @@ pub struct TaskControl {
     abort: Mutex<Option<AbortHandle>>,
     /// The task while it waits in the local queue.
     queued: Mutex<Option<TaskSpec>>,
+    /// Its first result, by which it is known.
+    result: ObjectId,
+    /// The objects of its other values (`num-returns`), which name it too.
+    more_results: Box<[ObjectId]>,
 }
 
 impl TaskControl {
-    fn new(job: Arc<Job>) -> Arc<Self> {
+    fn new(job: Arc<Job>, result: ObjectId, more_results: Box<[ObjectId]>) -> Arc<Self> {
         Arc::new(TaskControl {
+            result,
+            more_results,
             job,
             cancelled: AtomicBool::new(false),
             stolen: AtomicBool::new(false),
@@ -77,6 +83,16 @@ impl TaskControl {
 
     pub fn job(&self) -> &Arc<Job> {
         &self.job
+    }
+
+    /// Every object the task completes, its first result first.
+    pub fn results(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        std::iter::once(self.result).chain(self.more_results.iter().copied())
+    }
+
+    /// The task's first result, by which it is known.
+    pub fn result(&self) -> ObjectId {
+        self.result
     }
 
     /// Stops the task if it runs; keeps it from starting if it waits.
@@ -141,6 +157,9 @@ struct Unfinished {
 #[derive(Default)]
 pub struct TaskTable {
     unfinished: IdMap<ObjectId, Unfinished>,
+    /// The other results of unfinished tasks that return several values,
+    /// to the first (by which the task is known).
+    aliases: IdMap<ObjectId, ObjectId>,
     /// Tasks waiting in the local queue that may run on another node.
     movable: Mutex<VecDeque<Weak<TaskControl>>>,
 }
@@ -165,25 +184,47 @@ impl TaskTable {
         Ok(self.insert(spec, true))
     }
 
+    /// Whether the task known by `result` (its first result) is unfinished.
+    pub fn is_unfinished(&self, result: ObjectId) -> bool {
+        self.unfinished.contains_key(&result)
+    }
+
     /// Registers a task another node forwarded here (counted there).
     pub fn add_forwarded(&self, spec: &TaskSpec) -> Arc<TaskControl> {
         self.insert(spec, false)
     }
 
     fn insert(&self, spec: &TaskSpec, counted: bool) -> Arc<TaskControl> {
-        let control = TaskControl::new(spec.job.clone());
+        let control = TaskControl::new(
+            spec.job.clone(),
+            spec.result,
+            spec.more_results.clone().into(),
+        );
         let entry = Unfinished {
             control: control.clone(),
             counted,
         };
+        for &other in &spec.more_results {
+            self.aliases.insert(other, spec.result);
+        }
         self.unfinished.insert(spec.result, entry);
         control
     }
 
-    /// The task producing `result` is done (finished, failed, cancelled):
-    /// it leaves the table, and its job counts one task less.
+    /// The task producing `result` (any of its results) is done (finished,
+    /// failed, cancelled): it leaves the table, and its job counts one task
+    /// less.
     pub fn remove(&self, result: ObjectId) -> Option<Arc<TaskControl>> {
-        let (_, gone) = self.unfinished.remove(&result)?;
+        let gone = match self.unfinished.remove(&result) {
+            Some((_, gone)) => gone,
+            None => {
+                let (_, first) = self.aliases.remove(&result)?;
+                self.unfinished.remove(&first)?.1
+            }
+        };
+        for other in gone.control.more_results.iter() {
+            self.aliases.remove(other);
+        }
         if gone.counted {
             gone.control.job.pending.count_down();
         }
@@ -261,6 +302,7 @@ impl TaskTable {
     /// are most of the queue: `still_queued` is how many wait now).
     pub(crate) fn give_back(&self, still_queued: usize) {
         crate::ids::shrink_if_sparse(&self.unfinished);
+        crate::ids::shrink_if_sparse(&self.aliases);
         let mut queue = self.movable.lock();
         if queue.len() > 2 * still_queued + 1024 {
             queue.retain(|w| w.upgrade().is_some_and(|c| c.is_parked()));

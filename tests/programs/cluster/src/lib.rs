@@ -28,6 +28,7 @@ const SCENARIOS: &[&str] = &[
     "survive-kill",
     "actor-restart",
     "lost-node",
+    "lost-returns",
     "detached-slow",
     "big-results",
 ];
@@ -126,6 +127,28 @@ fn square_big(i: u64, sleep_ms: u64) -> (u64, String, ByteBuf) {
 fn make_block(seed: u8, len: usize) -> (String, ByteBuf) {
     let bytes: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
     (here(), ByteBuf::from(bytes))
+}
+
+/// Two large blocks, each its own object (`num_returns`), and where they
+/// were made.
+#[fabric::remote(num_returns = 2)]
+fn two_blocks(seed: u8, len: usize) -> ((String, ByteBuf), (String, ByteBuf)) {
+    (make_block(seed, len), make_block(seed ^ 0xff, len))
+}
+
+/// Where two blocks were made.
+#[fabric::remote]
+fn block_nodes(x: (String, ByteBuf), y: (String, ByteBuf)) -> (String, String) {
+    (x.0, y.0)
+}
+
+/// Whether `block` holds `len` bytes counting up from `seed`.
+fn block_right(block: &[u8], seed: u8, len: usize) -> bool {
+    block.len() == len
+        && block
+            .iter()
+            .enumerate()
+            .all(|(i, x)| *x == seed.wrapping_add(i as u8))
 }
 
 /// `a` with every byte flipped by 0x5a, where `a` was made and where this ran.
@@ -372,6 +395,26 @@ fn main() -> fabric::Result<()> {
                 Err(fabric::Error::ObjectLost(why)) => println!("put object: lost: {why}"),
                 other => println!("put object: {:?}", other.map(|v| v.len())),
             }
+        }
+        "lost-returns" => {
+            // Both values of one task stay on node `arg(1)`; the test kills
+            // it. Reading each then rebuilds them elsewhere (running the
+            // task again), with the right bytes.
+            let there = TaskOptions::new().on_node(&arg(1), true);
+            let len = 1 << 20;
+            let (x, y) = two_blocks::options(there.clone()).remote(9u8, len)?;
+            // Read there, so no copy comes here (as `wait` would fetch one).
+            let where_made = fabric::get(&block_nodes::options(there).remote(&x, &y)?)?;
+            println!("first x on {}, y on {}", where_made.0, where_made.1);
+            println!("submitted");
+            std::thread::sleep(Duration::from_millis(1500));
+            let (node_y, block_y) = fabric::get(&y)?;
+            let (node_x, block_x) = fabric::get(&x)?;
+            println!(
+                "then x on {node_x} right {}, y on {node_y} right {}",
+                block_right(&block_x, 9, len),
+                block_right(&block_y, 9 ^ 0xff, len)
+            );
         }
         "big-results" => {
             // A node is drained while these run: every result (and every
