@@ -47,20 +47,16 @@ impl std::fmt::Display for InputError {
 
 /// Which reducer counts `word`.
 fn part_of(word: &str, parts: usize) -> usize {
-    let hash = word
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     (hash % parts as u64) as usize
 }
 
 /// Counts the words of `len` bytes of `text` from `start`, split into one
 /// map per reducer.
 #[fabric::remote(num_returns = 3)]
-fn count_words(
-    text: ObjectRef<ByteBuf>,
-    start: u64,
-    len: u64,
-) -> Result<Vec<Counts>, InputError> {
+fn count_words(text: ObjectRef<ByteBuf>, start: u64, len: u64) -> Result<Vec<Counts>, InputError> {
     let mut slice = vec![0u8; len as usize];
     fabric::get_bytes_into(&text, start, &mut slice)
         .map_err(|e| InputError::Unreadable(e.to_string()))?;
@@ -69,7 +65,9 @@ fn count_words(
     })?;
     let mut parts = vec![Counts::new(); PARTS as usize];
     for w in words.split_whitespace() {
-        *parts[part_of(w, PARTS as usize)].entry(w.to_string()).or_default() += 1;
+        *parts[part_of(w, PARTS as usize)]
+            .entry(w.to_string())
+            .or_default() += 1;
     }
     Ok(parts)
 }
@@ -111,10 +109,7 @@ fn main() -> fabric::Result<()> {
     let reduced: Vec<ObjectRef<Counts>> = (0..PARTS as usize)
         .map(|i| merge::remote(Refs(mapped.iter().map(|m| m[i].clone()).collect())))
         .collect::<fabric::Result<_>>()?;
-    let mut counts: Vec<(String, u64)> = fabric::get_all(&reduced)?
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut counts: Vec<(String, u64)> = fabric::get_all(&reduced)?.into_iter().flatten().collect();
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
     println!("{total} words, {} distinct", counts.len());

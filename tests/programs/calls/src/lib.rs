@@ -74,11 +74,9 @@ impl std::fmt::Display for BankError {
 
 #[fabric::remote]
 fn withdraw(balance: u64, amount: u64) -> Result<u64, BankError> {
-    balance
-        .checked_sub(amount)
-        .ok_or(BankError::Insufficient {
-            needed: amount - balance,
-        })
+    balance.checked_sub(amount).ok_or(BankError::Insufficient {
+        needed: amount - balance,
+    })
 }
 
 #[fabric::remote]
@@ -155,9 +153,15 @@ fn returns() -> fabric::Result<()> {
     // The function returns 2 values where the call asked for 5.
     let wrong = chunks::options(opts().num_returns(5)).remote(2u32, 8u32)?;
     for r in &wrong {
-        assert_eq!(fabric::get(r).unwrap_err(), fabric::get(&wrong[0]).unwrap_err());
+        assert_eq!(
+            fabric::get(r).unwrap_err(),
+            fabric::get(&wrong[0]).unwrap_err()
+        );
     }
-    println!("wrong count: {}", describe(&fabric::get(&wrong[4]).unwrap_err()));
+    println!(
+        "wrong count: {}",
+        describe(&fabric::get(&wrong[4]).unwrap_err())
+    );
     let e = three::options(TaskOptions::new().num_returns(2))
         .remote(1u32)
         .unwrap_err();
@@ -197,21 +201,25 @@ fn varargs() -> fabric::Result<()> {
 
 fn typed_errors() -> fabric::Result<()> {
     let e = fabric::get(&withdraw::options(opts()).remote(3u64, 8u64)?).unwrap_err();
-    println!("withdraw: {} -> {:?}", describe(&e), e.app_error::<BankError>());
+    println!(
+        "withdraw: {} -> {:?}",
+        describe(&e),
+        e.app_error::<BankError>()
+    );
     let e = fabric::get(&fail_at::options(opts()).remote(4u64)?).unwrap_err();
     println!("string: {:?}", e.app_error::<String>());
     let e = fabric::get(&untyped::options(opts()).remote()?).unwrap_err();
-    println!(
-        "untyped: {} -> {:?}",
-        describe(&e),
-        e.app_error::<String>()
-    );
+    println!("untyped: {} -> {:?}", describe(&e), e.app_error::<String>());
     let failed = withdraw::options(opts()).remote(1u64, 2u64)?;
     let e = fabric::get(&after::options(opts()).remote(&failed)?).unwrap_err();
     println!("dependent: {:?}", e.app_error::<BankError>());
     let account = Account::remote(10u64)?;
     let e = fabric::get(&account.take(11u64).remote()?).unwrap_err();
-    println!("actor: {} -> {:?}", describe(&e), e.app_error::<BankError>());
+    println!(
+        "actor: {} -> {:?}",
+        describe(&e),
+        e.app_error::<BankError>()
+    );
     assert!(matches!(
         e,
         Error::TaskFailed {
@@ -243,7 +251,10 @@ fn bytes() -> fabric::Result<()> {
         got == data[..3_000_000]
     );
     let not_bytes = mistyped(5)?;
-    println!("not bytes: {}", describe(&fabric::get_bytes(&not_bytes).unwrap_err()));
+    println!(
+        "not bytes: {}",
+        describe(&fabric::get_bytes(&not_bytes).unwrap_err())
+    );
     Ok(())
 }
 
