@@ -63,6 +63,9 @@ const RAY_SUITE: &[(&str, f64, &str)] = &[
         17.96,
         "gets/s",
     ),
+    // Not in `ray microbenchmark`: benches/ray_side_by_side.py times Ray's
+    // streaming generator itself (3,686 ± 299 items/s here, 2026-12-04).
+    ("single_client_generator_items", 3_686.0, "items/s"),
 ];
 
 struct Args {

@@ -13,6 +13,7 @@ pub use wit_bindgen::rt as wit_bindgen_rt;
 
 pub use crate::actor::{ActorMethod, create as create_actor};
 pub use crate::remote::{ArgList, submit, submit_each};
+pub use crate::stream::{drain, submit_stream};
 pub use crate::value::Encoded;
 
 use crate::__bindings::exports::fabric::core::guest::Output;

@@ -47,7 +47,9 @@
 //! [`Refs`] passes many references as one argument, resolved by the host;
 //! [`get_each`] gets objects of different types at once; an `Err` whose
 //! type implements `Serialize` comes back typed ([`Error::app_error`]);
-//! [`get_bytes`] reads a byte object into the caller's memory once.
+//! [`get_bytes`] reads a byte object into the caller's memory once; a
+//! function or actor method that returns a [`Generator`] streams its items
+//! to the caller, who takes them from an [`ObjectStream`] as they come.
 //!
 //! The SDK sets the guest's global allocator (cargo feature `allocator`, on
 //! by default): the system allocator, except that large zeroed blocks
@@ -67,6 +69,7 @@ mod object;
 mod options;
 mod remote;
 mod returns;
+mod stream;
 mod value;
 
 #[doc(hidden)]
@@ -103,9 +106,13 @@ pub use remote::{Arg, Refs};
 pub use returns::Returns;
 /// Re-exported so `ObjectRef<serde_bytes::ByteBuf>` needs no extra dependency.
 pub use serde_bytes;
+pub use stream::{ActorStreamMethod, Generator, ObjectStream};
 pub use wasmfabric_sdk_macros::{actor, main, remote};
 
 /// What most programs need: `use fabric::prelude::*;`.
 pub mod prelude {
-    pub use crate::{ActorHandle, ActorOptions, Arg, ObjectRef, Placement, Refs, TaskOptions};
+    pub use crate::{
+        ActorHandle, ActorOptions, Arg, Generator, ObjectRef, ObjectStream, Placement, Refs,
+        TaskOptions,
+    };
 }

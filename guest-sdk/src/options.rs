@@ -112,6 +112,9 @@ pub struct TaskPolicy {
     /// Values the function returns, each its own object (for a function
     /// declared with `num_returns`).
     pub num_returns: Option<u32>,
+    /// For a streaming generator: at most this many items yielded and not
+    /// yet taken by the caller (default 64).
+    pub backpressure: Option<u32>,
 }
 
 /// An actor's naming, restarts and lifetime.
@@ -138,6 +141,7 @@ impl Policy for TaskPolicy {
         self.max_retries = over.max_retries.or(self.max_retries);
         self.retry_exceptions = over.retry_exceptions.or(self.retry_exceptions);
         self.num_returns = over.num_returns.or(self.num_returns);
+        self.backpressure = over.backpressure.or(self.backpressure);
     }
 }
 
@@ -241,6 +245,15 @@ impl Options<TaskPolicy> {
         self
     }
 
+    /// For a streaming generator (a function returning
+    /// [`crate::Generator`]): at most `items` yielded and not yet taken by
+    /// the caller (default 64, at most 65,536); the generator waits
+    /// meanwhile (Ray's `_generator_backpressure_num_objects`).
+    pub fn backpressure(mut self, items: u32) -> Self {
+        self.policy.backpressure = Some(items);
+        self
+    }
+
     pub(crate) fn to_wit(&self) -> types::TaskOptions {
         types::TaskOptions {
             resources: self.resources.to_wit(),
@@ -249,6 +262,7 @@ impl Options<TaskPolicy> {
             retry_exceptions: self.policy.retry_exceptions.unwrap_or(false),
             name: self.name.clone(),
             num_returns: self.policy.num_returns,
+            backpressure: self.policy.backpressure,
         }
     }
 }

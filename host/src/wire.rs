@@ -153,7 +153,7 @@ fn error_of_pb(e: &pb::Error) -> FabricError {
     use pb::error::{FailureKind as F, Kind as K};
     let m = e.message.clone();
     match e.kind() {
-        K::TaskFailed => FabricError::TaskFailed(TaskFailure {
+        K::TaskFailed => FabricError::TaskFailed(Box::new(TaskFailure {
             function: e.function.clone(),
             kind: match e.failure_kind() {
                 F::ApplicationError => FailureKind::ApplicationError,
@@ -166,7 +166,7 @@ fn error_of_pb(e: &pb::Error) -> FabricError {
             message: m,
             retryable: e.retryable,
             value: e.value.clone(),
-        }),
+        })),
         K::ActorDied => FabricError::ActorDied(m),
         K::ObjectLost => FabricError::ObjectLost(m),
         K::Timeout => FabricError::Timeout,

@@ -1,5 +1,6 @@
 //! How calls return and take values (issue 13): several returns, refs as
-//! one argument, typed application errors, byte objects read once. Each
+//! one argument, typed application errors, byte objects read once,
+//! streaming generators. Each
 //! scenario of tests/programs/calls runs on one node, on an in-process
 //! cluster (tasks spread over its nodes; every object freed after), and on
 //! a cluster of real `fabric` processes.
@@ -42,11 +43,24 @@ const BYTES: &[&str] = &[
     "not bytes: invalid argument: not a byte object (one MessagePack `bin` value, as `put-bytes` stores it)",
 ];
 
+const STREAMS: &[&str] = &[
+    "squares: 20 items, sum 2470",
+    "typed: [0, 1, 2] then ApplicationError: task `until_short` returned an error: short by 3 -> Some(Insufficient { needed: 3 })",
+    "refused: ApplicationError: task `refuses` returned an error: no input -> Some(\"no input\")",
+    "backpressure 2: first 0, waiting at Some(3), then [1, 2, 3]",
+    "dropped: stopped true",
+    "backpressure 0: invalid argument: backpressure must be 1 to 65536 items, got 0",
+    "retried: each item once, in order true",
+    "actor: [1, 3, 6, 10] then at Some(10)",
+    "nested: [10, 20, 30]",
+];
+
 const SCENARIOS: &[(&str, &[&str])] = &[
     ("returns", RETURNS),
     ("varargs", VARARGS),
     ("typed-errors", TYPED_ERRORS),
     ("bytes", BYTES),
+    ("streams", STREAMS),
 ];
 
 fn check(name: &str, out: &str, want: &[&str]) {

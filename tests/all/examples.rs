@@ -129,3 +129,14 @@ async fn word_count_maps_reduces_and_refuses_bad_input_by_type() {
         "36 words, 16 distinct\nthe: 8\ndog: 4\nfox: 4\nrefused: not text at byte 11\n"
     );
 }
+
+/// A streaming pipeline: a generator consuming another as it streams, its
+/// items passed on to an actor as references, and an actor's generator
+/// method streaming the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_pipeline_passes_items_on_as_they_come() {
+    assert_eq!(
+        run_ok(&node(2.0), examples::STREAM_PIPELINE, &[]).await,
+        "55 alerts\nsensor 0: 18 alerts, worst 1.0 over\nsensor 1: 18 alerts, worst 1.0 over\nsensor 2: 19 alerts, worst 1.0 over\n"
+    );
+}

@@ -460,6 +460,24 @@ async fn a_task_that_gets_its_own_result_gets_an_error_not_a_deadlock() {
     );
 }
 
+/// Streams misused through the raw interface: typed refusals, a generator
+/// that ignores every refusal is cancelled with its stream, and 2,000
+/// streams dropped unread leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misused_streams_are_refused_and_leave_nothing_behind() {
+    let node = arena();
+    let out = attack_with(&node, ATTACK_LIMITS, &["streams"]).await.ok();
+    assert_eq!(
+        out,
+        "yield outside: invalid-argument: yield-item outside a streaming call (submit it with `submit-stream`)\n\
+         backpressure 0: invalid-argument: backpressure must be 1 to 65536 items, got 0\n\
+         backpressure 1048576: invalid-argument: backpressure must be 1 to 65536 items, got 1048576\n\
+         stubborn: took Ok(2), then dropped\n\
+         flood: 2000 streams opened and dropped\n"
+    );
+    crate::support::assert_released(&node).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeping_forever_stops_at_the_wall_time_limit() {
     let out = attack(&["sleep-forever"]).await;

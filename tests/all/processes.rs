@@ -570,6 +570,30 @@ fn several_results_lost_with_their_node_are_rebuilt() {
     );
 }
 
+/// Chaos: `kill -9` of the node running two streaming generators. The one
+/// with retries runs again on the node that is left and its caller gets
+/// all 40 items once each, in order (the first from the victim, the rest
+/// from the head); the one without retries ends, after the items it
+/// delivered, with a system failure.
+#[test]
+fn a_generator_whose_node_dies_streams_on_or_fails_at_the_next_item() {
+    let (c, victim, out) = job_across_a_worker_kill("stream-kill", "not retried");
+    let head = c.nodes[0].id.clone();
+    assert!(
+        out.contains(&format!(
+            "retried: 40 items, in order true, from [\"{victim}\", \"{head}\"], end"
+        )),
+        "{out}\nhead log:\n{}",
+        c.log(0)
+    );
+    assert!(
+        out.contains(&format!(
+            "not retried: some items true, in order true, from [\"{victim}\"], then System failure"
+        )),
+        "{out}"
+    );
+}
+
 /// Chaos: `kill -9` of the head while a call runs on a detached named actor
 /// on a worker, then the head started again on its data directory. The
 /// worker keeps running (the call completes there), rejoins the restarted

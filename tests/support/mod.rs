@@ -171,8 +171,8 @@ pub async fn run_ok(node: &Node, wasm: &str, args: &[&str]) -> String {
     r.stdout()
 }
 
-/// Waits (up to 5 s) until the node holds no objects, no tasks and no
-/// leased resources, and fails the test if it does not get there.
+/// Waits (up to 5 s) until the node holds no objects, no tasks, no
+/// streams and no leased resources, and fails the test if it does not get there.
 pub async fn assert_released(node: &Node) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -181,6 +181,7 @@ pub async fn assert_released(node: &Node) {
             && s.object_store_used == 0
             && s.running_tasks == 0
             && s.queued_tasks == 0
+            && s.streams == 0
             && s.free == s.total;
         if clean {
             return;

@@ -5,7 +5,7 @@ use quote::{format_ident, quote};
 
 use crate::options;
 use crate::signature::{
-    caller_params, decode_params, encode_params, params, result_ok_type, returns,
+    caller_params, decode_params, encode_params, generator_item, params, result_ok_type, returns,
 };
 
 pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
@@ -282,20 +282,31 @@ fn method_code(
     let encode = encode_params(&ps);
     let decode = decode_params(&ps);
     let names: Vec<_> = ps.iter().map(|p| &p.ident).collect();
-    let encode_ret = if ret.fallible {
-        quote!(::fabric::__ret_result!(__out, ::fabric::__rt::ret_value))
-    } else {
-        quote!(::fabric::__rt::ret(&__out))
+    let item = generator_item(value_ty);
+    let encode_ret = match &item {
+        Some(_) => crate::remote::generator_ret(ret.fallible),
+        None if ret.fallible => quote!(::fabric::__ret_result!(__out, ::fabric::__rt::ret_value)),
+        None => quote!(::fabric::__rt::ret(&__out)),
+    };
+    let (call_ty, call_new) = match &item {
+        Some(t) => (
+            quote!(::fabric::ActorStreamMethod<#t>),
+            quote!(::fabric::ActorStreamMethod::new),
+        ),
+        None => (
+            quote!(::fabric::ActorMethod<#value_ty>),
+            quote!(::fabric::ActorMethod::new),
+        ),
     };
     let doc = format!("Calls `{class}::{m_name}` on the actor; `.remote()` queues it.");
     let method = quote! {
         #[doc = #doc]
-        pub fn #m(&self, #caller) -> ::fabric::ActorMethod<#value_ty> {
+        pub fn #m(&self, #caller) -> #call_ty {
             let __built = (|| -> ::fabric::Result<::fabric::__rt::ArgList> {
                 #encode
                 ::std::result::Result::Ok(__args)
             })();
-            ::fabric::ActorMethod::new(self.__id, #m_name, __built)
+            #call_new(self.__id, #m_name, __built)
         }
     };
     let arm = quote! {

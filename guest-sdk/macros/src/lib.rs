@@ -14,7 +14,13 @@ use proc_macro::TokenStream;
 ///
 /// Options: `num_cpus = N`, `num_gpus = N`, `memory = BYTES`,
 /// `resources(name = N, ..)`, `max_retries = N`, `retry_exceptions = BOOL`,
-/// `name = "registered-name"`.
+/// `name = "registered-name"`, `num_returns = N` (one reference per value),
+/// `backpressure = N` (for a generator).
+///
+/// A function whose return type is `Generator<T>` (or `Generator<T, E>`,
+/// or either inside a `Result`) is a streaming generator: `remote` returns
+/// an `ObjectStream<T>` of its items. The same holds for an actor method,
+/// whose generator may borrow the actor.
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     remote::expand(attr.into(), item.into())

@@ -45,6 +45,10 @@ pub fn parse(attr: TokenStream, allowed: &[&str]) -> syn::Result<Declared> {
                 d.calls.push(quote!(.num_returns((#v) as u32)));
                 d.num_returns = true;
             }
+            "backpressure" => {
+                let v: syn::Expr = meta.value()?.parse()?;
+                d.calls.push(quote!(.backpressure((#v) as u32)));
+            }
             "max_retries" => {
                 let v: syn::Expr = meta.value()?.parse()?;
                 d.calls.push(quote!(.max_retries((#v) as u32)));

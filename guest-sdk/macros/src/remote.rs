@@ -4,7 +4,9 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use crate::options;
-use crate::signature::{caller_params, decode_params, encode_params, params, returns};
+use crate::signature::{
+    caller_params, decode_params, encode_params, generator_item, generator_static, params, returns,
+};
 
 const OPTIONS: &[&str] = &[
     "num_cpus",
@@ -15,11 +17,13 @@ const OPTIONS: &[&str] = &[
     "retry_exceptions",
     "name",
     "num_returns",
+    "backpressure",
 ];
 
 pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let declared = options::parse(attr, OPTIONS)?;
-    let f: syn::ItemFn = syn::parse2(item)?;
+    let mut f: syn::ItemFn = syn::parse2(item)?;
+    generator_static(&mut f.sig);
     let sig = &f.sig;
     check_signature(sig)?;
     let ident = &sig.ident;
@@ -36,10 +40,25 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let encode = encode_params(&ps);
     let decode = decode_params(&ps);
     let (refs_ty, submit, each) = returned(declared.num_returns, value_ty);
-    let encode_ret = if ret.fallible {
-        quote!(::fabric::__ret_result!(__out, #each))
-    } else {
-        quote!(#each(__out))
+    let item = generator_item(value_ty);
+    if item.is_some() && declared.num_returns {
+        return Err(syn::Error::new_spanned(
+            &sig.output,
+            "a generator streams its items: it takes no num_returns",
+        ));
+    }
+    let (refs_ty, submit, encode_ret) = match &item {
+        Some(t) => (
+            quote!(::fabric::ObjectStream<#t>),
+            quote!(::fabric::__rt::submit_stream),
+            generator_ret(ret.fallible),
+        ),
+        None if ret.fallible => (
+            refs_ty,
+            submit,
+            quote!(::fabric::__ret_result!(__out, #each)),
+        ),
+        None => (refs_ty, submit, quote!(#each(__out))),
     };
     let calls = &declared.calls;
     let doc = format!("Remote calls of [`{ident}`](fn@{ident}), registered as `{name}`.");
@@ -98,6 +117,32 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         }
     })
+}
+
+/// How generated code hands out a generator's items and ends its call:
+/// the generator's own error (an `Err` item, or the function's `Err`) as a
+/// typed application error.
+pub fn generator_ret(fallible: bool) -> TokenStream {
+    let drained = quote! {
+        let __drained = ::fabric::__rt::drain(__g)?;
+        ::fabric::__ret_result!(__drained, ::fabric::__rt::ret_value)
+    };
+    if fallible {
+        quote! {
+            match __out {
+                ::std::result::Result::Ok(__g) => { #drained }
+                ::std::result::Result::Err(__e) => ::fabric::__ret_result!(
+                    ::std::result::Result::<(), _>::Err(__e),
+                    ::fabric::__rt::ret_value
+                ),
+            }
+        }
+    } else {
+        quote! {
+            let __g = __out;
+            #drained
+        }
+    }
 }
 
 /// Refuses what a remote function cannot be.

@@ -144,3 +144,44 @@ impl VisitMut for ReplaceSelf<'_> {
         syn::visit_mut::visit_type_mut(self, ty);
     }
 }
+
+/// `T` of a streaming generator's return type `Generator<T>` or
+/// `Generator<'a, T, E>` (any path ending in `Generator`), if `ty` is one.
+pub fn generator_item(ty: &syn::Type) -> Option<syn::Type> {
+    let syn::Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Generator" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    })
+}
+
+/// Gives a `Generator` written without a lifetime in a free function's
+/// return type (`Generator<T>`, or inside `Result<..>`) the `'static` one
+/// it must have: a remote function's generator owns what it uses.
+pub fn generator_static(sig: &mut syn::Signature) {
+    struct Static;
+    impl VisitMut for Static {
+        fn visit_path_segment_mut(&mut self, seg: &mut syn::PathSegment) {
+            if seg.ident == "Generator"
+                && let syn::PathArguments::AngleBracketed(args) = &mut seg.arguments
+                && !args
+                    .args
+                    .iter()
+                    .any(|a| matches!(a, syn::GenericArgument::Lifetime(_)))
+            {
+                args.args.insert(0, syn::parse_quote!('static));
+            }
+            syn::visit_mut::visit_path_segment_mut(self, seg);
+        }
+    }
+    if let syn::ReturnType::Type(_, t) = &mut sig.output {
+        Static.visit_type_mut(t);
+    }
+}

@@ -7,13 +7,13 @@
 //!
 //! ```
 //! use fabric_runtime::error::{FabricError, TaskFailure, FailureKind};
-//! let e = FabricError::TaskFailed(TaskFailure {
+//! let e = FabricError::TaskFailed(Box::new(TaskFailure {
 //!     function: "add".into(),
 //!     kind: FailureKind::Panic,
 //!     message: "boom".into(),
 //!     retryable: false,
 //!     value: None,
-//! });
+//! }));
 //! assert_eq!(e.to_string(), "task `add` panicked: boom");
 //! ```
 
@@ -74,8 +74,11 @@ impl std::fmt::Display for TaskFailure {
 /// Every failure the fabric reports to guests and clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FabricError {
+    /// Boxed: a failure is rare and large (texts and a value), and every
+    /// object value (`Result<Bytes, FabricError>`) is as large as the
+    /// largest variant.
     #[error("{0}")]
-    TaskFailed(TaskFailure),
+    TaskFailed(Box<TaskFailure>),
     #[error("actor died: {0}")]
     ActorDied(String),
     #[error("object lost: {0}")]
@@ -108,13 +111,13 @@ impl FabricError {
     }
 
     pub fn failure(function: &str, kind: FailureKind, message: impl Into<String>) -> Self {
-        FabricError::TaskFailed(TaskFailure {
+        FabricError::TaskFailed(Box::new(TaskFailure {
             function: function.to_string(),
             kind,
             message: message.into(),
             retryable: kind == FailureKind::System,
             value: None,
-        })
+        }))
     }
 
     /// This error as the outcome of task `task`, which did not run because
@@ -272,7 +275,7 @@ impl FabricError {
 
     pub(crate) fn from_wit(e: wit::Error) -> Self {
         match e {
-            wit::Error::TaskFailed(t) => FabricError::TaskFailed(TaskFailure {
+            wit::Error::TaskFailed(t) => FabricError::TaskFailed(Box::new(TaskFailure {
                 function: t.function,
                 kind: match t.kind {
                     wit::FailureKind::ApplicationError => FailureKind::ApplicationError,
@@ -285,7 +288,7 @@ impl FabricError {
                 message: t.message,
                 retryable: t.retryable,
                 value: t.value.map(bytes::Bytes::from),
-            }),
+            })),
             wit::Error::ActorDied(m) => FabricError::ActorDied(m),
             wit::Error::ObjectLost(m) => FabricError::ObjectLost(m),
             wit::Error::Timeout => FabricError::Timeout,
@@ -380,6 +383,18 @@ pub enum NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every object's value is a `Result<Bytes, FabricError>` (and so is
+    /// every call's outcome): the error must stay as small as its texts
+    /// alone make it, however large a task failure grows.
+    #[test]
+    fn an_error_is_no_larger_than_its_largest_plain_variant() {
+        assert!(
+            std::mem::size_of::<FabricError>() <= 56,
+            "FabricError is {} bytes",
+            std::mem::size_of::<FabricError>()
+        );
+    }
 
     #[test]
     fn every_error_survives_the_wit_round_trip() {

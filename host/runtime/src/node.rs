@@ -95,6 +95,9 @@ pub struct NodeStats {
     pub free: ResourceSet,
     pub queued_tasks: usize,
     pub running_tasks: usize,
+    /// Streams of generators called from here, and credits of generators
+    /// running here for callers elsewhere.
+    pub streams: usize,
     pub actors: usize,
     pub objects: usize,
     pub object_store_used: u64,
@@ -405,6 +408,7 @@ impl Node {
             free: c.scheduler().free(),
             queued_tasks: c.scheduler().queued(),
             running_tasks: c.tasks().len(),
+            streams: c.streams().len(),
             actors: c.actors().iter().filter(|a| a.death().is_none()).count(),
             objects: c.objects().len(),
             object_store_used: c.objects().used_bytes(),

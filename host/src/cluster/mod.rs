@@ -39,6 +39,7 @@ mod peers;
 mod port;
 mod quotas;
 mod service;
+mod streams;
 mod tasks;
 
 use std::collections::BTreeMap;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::Cluster;
 use crate::error::FabricError;
 use crate::ids::{ActorId, JobId, NodeId, ObjectId};
+use crate::object_store::ObjectRef;
 use crate::placement::{Placement, Strategy};
 use crate::resources::ResourceSet;
 use crate::runtime::actor::{ActorCall, ActorSpec};
@@ -50,6 +51,29 @@ impl ClusterPort for Cluster {
         if let Ok(me) = self.arc() {
             me.send_results(owner, job, outcomes);
         }
+    }
+
+    fn send_item(
+        &self,
+        owner: NodeId,
+        job: JobId,
+        stream: ObjectId,
+        index: u64,
+        value: Bytes,
+        nested: Vec<ObjectRef>,
+    ) -> PortFuture<'_, ()> {
+        Box::pin(async move {
+            let me = self.arc()?;
+            me.send_item(owner, job, stream, index, value, nested).await
+        })
+    }
+
+    fn stream_ack(&self, node: NodeId, stream: ObjectId, taken: u64, have: u64, closed: bool) {
+        Cluster::stream_ack(self, node, stream, taken, have, closed);
+    }
+
+    fn close_stream(&self, stream: ObjectId) {
+        Cluster::close_stream(self, stream);
     }
 
     fn create_actor(

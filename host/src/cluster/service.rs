@@ -165,6 +165,8 @@ impl Service {
             Some(Kind::JobFinished(j)) => c.on_job_finished(j),
             Some(Kind::Logs(l)) => c.on_logs(l),
             Some(Kind::ActorState(a)) => c.on_actor_state(from, a),
+            Some(Kind::StreamItem(m)) => c.on_stream_item(from, m),
+            Some(Kind::StreamAck(a)) => c.on_stream_ack(a),
             Some(Kind::CancelTask(t)) => {
                 c.on_cancel_task(object_id(&t.result_id)?);
                 Ok(())

@@ -72,6 +72,11 @@ impl RemoteTasks {
             .collect()
     }
 
+    /// The node a task this node forwarded (by its result id) went to.
+    pub(super) fn sent_to(&self, result: ObjectId) -> Option<NodeId> {
+        self.sent.get(&result).map(|t| t.node)
+    }
+
     /// Takes out the tasks sent to `node`.
     fn take_sent_to(&self, node: NodeId) -> Vec<RemoteTask> {
         let ids: Vec<ObjectId> = self
@@ -84,6 +89,11 @@ impl RemoteTasks {
             .filter_map(|id| self.sent.remove(&id).map(|(_, t)| t))
             .collect()
     }
+}
+
+/// A generator's backpressure as a message states it (0: not a generator).
+pub(super) fn stream_bound(bound: u32) -> Option<u32> {
+    (bound > 0).then(|| bound.min(crate::runtime::streams::MAX_BACKPRESSURE))
 }
 
 /// A forwarded task counted as arriving.
@@ -159,6 +169,7 @@ impl Cluster {
                     .iter()
                     .map(|id| id_bytes(id.as_u128()))
                     .collect(),
+                stream_bound: spec.stream.unwrap_or(0),
             };
             let result = spec.result;
             cluster.tasks.sent.insert(
@@ -259,6 +270,7 @@ impl Cluster {
                     more_results,
                     max_retries: 0,
                     retry_exceptions: false,
+                    stream: stream_bound(t.stream_bound),
                     attempt: 0,
                     depth: t.depth.max(1),
                     reply: Reply::Remote {
@@ -320,7 +332,7 @@ impl Cluster {
 
     /// The message for one outcome: a value within `inline_left` (what the
     /// message may still carry) goes inline, a larger one stays here.
-    async fn result_msg(
+    pub(super) async fn result_msg(
         &self,
         owner: NodeId,
         job: JobId,
@@ -454,7 +466,12 @@ impl Cluster {
 
     /// The outcome in `r` (a value or a failure), or `None` when the value
     /// stayed on `from`.
-    fn received_outcome(&self, from: NodeId, job: JobId, r: &pb::TaskResult) -> Option<CallResult> {
+    pub(super) fn received_outcome(
+        &self,
+        from: NodeId,
+        job: JobId,
+        r: &pb::TaskResult,
+    ) -> Option<CallResult> {
         match &r.outcome {
             Some(pb::task_result::Outcome::Value(v)) => Some(
                 self.receive_refs(&r.nested, job)
@@ -518,7 +535,7 @@ impl Cluster {
 
     /// A result nobody takes: gives back the references it carried, and
     /// lets the node that holds its value, when it stayed there, drop it.
-    fn release_unused(&self, m: &pb::TaskResult) {
+    pub(super) fn release_unused(&self, m: &pb::TaskResult) {
         drop(self.receive_refs(&m.nested, JobId::from_u128(0)));
         if let Some(pb::task_result::Outcome::StoredAt(n)) = &m.outcome
             && let Ok(holder) = crate::wire::node_id(n)

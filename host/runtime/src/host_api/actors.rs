@@ -16,6 +16,7 @@ use crate::runtime::NodeCore;
 use crate::runtime::actor::{self, ActorCall, ActorRecord, ActorSpec, Restarts};
 use crate::runtime::instance::{InstanceState, Role};
 use crate::runtime::job::scoped_namespace;
+use crate::runtime::streams::OwnedStream;
 use crate::runtime::task::Reply;
 use std::sync::Arc;
 
@@ -41,7 +42,27 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
         |store: Ctx,
          (actor, method, args, nested): (Id, String, Vec<RawArg>, Vec<Resource<ObjectRef>>)| {
             Box::new(async move {
-                Ok((to_wasm(call(store, actor, method, args, nested).await)?,))
+                let mut store = store;
+                let called = call(&mut store, actor, method, args, nested, None).await;
+                let handle = called.and_then(|(r, _)| Ok(store.data_mut().push_ref(r)?));
+                Ok((to_wasm(handle)?,))
+            })
+        },
+    )?;
+    host.func_wrap_async(
+        "call-actor-stream",
+        |store: Ctx, (actor, method, args, nested, backpressure): CallStreamParams| {
+            Box::new(async move {
+                let mut store = store;
+                let called = match super::streams::backpressure(backpressure) {
+                    Ok(bound) => call(&mut store, actor, method, args, nested, Some(bound)).await,
+                    Err(e) => Err(e),
+                };
+                let handle = called.and_then(|(_, stream)| {
+                    let stream = stream.expect("a streaming call opens its stream");
+                    super::streams::hand_out(store.data_mut(), stream)
+                });
+                Ok((to_wasm(handle)?,))
             })
         },
     )?;
@@ -125,37 +146,60 @@ async fn create(
     Ok(created.to_wit())
 }
 
+/// What `call-actor-stream` takes.
+type CallStreamParams = (
+    Id,
+    String,
+    Vec<RawArg>,
+    Vec<Resource<ObjectRef>>,
+    Option<u32>,
+);
+
 /// Calls `method` of `actor` (here or on its node); the caller gets its
-/// pending result.
+/// pending result, and for a generator method (`stream` is its
+/// backpressure) its stream, opened before the call is queued.
 async fn call(
-    mut store: Ctx<'_>,
+    store: &mut Ctx<'_>,
     actor: Id,
     method: String,
     args: Vec<RawArg>,
     nested: Vec<Resource<ObjectRef>>,
-) -> HostCall<Resource<ObjectRef>> {
+    stream: Option<u32>,
+) -> HostCall<(ObjectRef, Option<Arc<OwnedStream>>)> {
     check_name("method", &method)?;
     let method: Arc<str> = method.into();
     // Charged before the arguments are copied out of the guest.
-    let result_ref = reserve_result(&store, &args, method.clone())?;
-    let args = convert_args(&store, args)?;
+    let result_ref = reserve_result(store, &args, method.clone())?;
+    let args = convert_args(store, args)?;
+    let exec = store.data().exec()?;
+    let core = exec.core.clone();
+    let tenant = exec.job.tenant.clone();
+    let opened = stream.map(|bound| {
+        let job = exec.job.clone();
+        core.streams()
+            .open(job, result_ref.clone(), method.clone(), bound)
+    });
     let call = ActorCall {
         method,
         args,
         nested: convert_nested(&store.data().table, &nested)?,
         result: result_ref.id(),
         reply: Reply::Local,
+        stream,
     };
-    let state = store.data_mut();
-    let exec = state.exec()?;
-    let core = exec.core.clone();
-    let tenant = exec.job.tenant.clone();
     let id = ActorId::from_wit(actor);
-    match local_actor(&core, id, &tenant) {
-        Some(record) => record.call(&core, call),
-        None => core.port().call_actor(id, &tenant, call).await?,
+    let queued = match local_actor(&core, id, &tenant) {
+        Some(record) => {
+            record.call(&core, call);
+            Ok(())
+        }
+        None => core.port().call_actor(id, &tenant, call).await,
+    };
+    if let Err(e) = queued {
+        core.streams().forget(result_ref.id());
+        return Err(e.into());
     }
-    Ok(state.push_ref(result_ref)?)
+    Ok((result_ref, opened))
 }
 
 async fn kill(state: &mut InstanceState, actor: Id) -> HostCall<()> {

@@ -19,6 +19,7 @@ mod bytes;
 pub(crate) mod context;
 mod memory;
 pub(crate) mod objects;
+mod streams;
 pub(crate) mod tasks;
 
 use wasmtime::component::{ComponentType, Lift, Linker, Resource, ResourceTable, WasmList};
@@ -47,6 +48,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
     objects::add_to_linker(&mut host)?;
     bytes::add_to_linker(&mut host)?;
     tasks::add_to_linker(&mut host)?;
+    streams::add_to_linker(&mut host)?;
     actors::add_to_linker(&mut host)?;
     context::add_to_linker(&mut host)?;
     memory::add_to_linker(&mut host)?;

@@ -148,12 +148,18 @@ pub(crate) fn check_bin_header(header: &[u8], data_len: usize) -> Result<(), Fab
     }
 }
 
-/// A task that waits for its own result waits forever: refuse it.
+/// A task that waits for one of its own results waits forever: refuse it.
 fn not_own_result(state: &InstanceState, r: &ObjectRef) -> Result<(), FabricError> {
     match state.exec().map(|e| &e.role) {
-        Ok(Role::Task { result, .. }) if *result == r.id() => Err(FabricError::InvalidArgument(
-            "a task cannot get its own result: it would wait for itself forever".into(),
-        )),
+        Ok(Role::Task {
+            result,
+            more_results,
+            ..
+        }) if *result == r.id() || more_results.contains(&r.id()) => {
+            Err(FabricError::InvalidArgument(
+                "a task cannot get its own result: it would wait for itself forever".into(),
+            ))
+        }
         _ => Ok(()),
     }
 }

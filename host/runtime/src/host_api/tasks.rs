@@ -1,4 +1,6 @@
-//! `submit` and `cancel`.
+//! `submit`, `submit-returns` and `cancel`.
+
+use std::sync::Arc;
 
 use wasmtime::component::{LinkerInstance, Resource};
 
@@ -10,6 +12,7 @@ use crate::bindings::fabric::core::types::TaskOptions;
 use crate::error::FabricError;
 use crate::object_store::ObjectRef;
 use crate::runtime::instance::{InstanceState, Role};
+use crate::runtime::streams::OwnedStream;
 use crate::runtime::task::{self, TaskSpec};
 
 /// Retries after a system failure when the caller does not say (Ray's default).
@@ -18,36 +21,25 @@ pub(crate) const DEFAULT_MAX_RETRIES: u32 = 3;
 pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
     host.func_wrap(
         "submit",
-        |mut store: Ctx,
-         (function, args, nested, options): (
-            String,
-            Vec<RawArg>,
-            Vec<Resource<ObjectRef>>,
-            TaskOptions,
-        )| {
-            let one = (options.num_returns.unwrap_or(1) == 1)
-                .then_some(())
-                .ok_or_else(|| {
-                    FabricError::InvalidArgument("num_returns over 1 needs `submit-returns`".into())
-                        .into()
-                });
-            let submitted = one.and_then(|()| submit(&mut store, function, args, nested, options));
-            let first = submitted.map(|mut refs| refs.pop().expect("one result"));
+        |mut store: Ctx, (function, args, nested, options): SubmitParams| {
+            let submitted = single(&options, "submit-returns")
+                .and_then(|()| submit(&mut store, function, args, nested, options, None));
+            let first = submitted.and_then(|(mut refs, _)| {
+                Ok(store.data_mut().push_ref(refs.pop().expect("one result"))?)
+            });
             Ok((to_wasm(first)?,))
         },
     )?;
     host.func_wrap(
         "submit-returns",
-        |mut store: Ctx,
-         (function, args, nested, options): (
-            String,
-            Vec<RawArg>,
-            Vec<Resource<ObjectRef>>,
-            TaskOptions,
-        )| {
-            Ok((to_wasm(submit(
-                &mut store, function, args, nested, options,
-            ))?,))
+        |mut store: Ctx, (function, args, nested, options): SubmitParams| {
+            let submitted = submit(&mut store, function, args, nested, options, None);
+            let handles = submitted.and_then(|(refs, _)| {
+                let state = store.data_mut();
+                let handles = refs.into_iter().map(|r| state.push_ref(r));
+                Ok(handles.collect::<wasmtime::Result<Vec<_>>>()?)
+            });
+            Ok((to_wasm(handles)?,))
         },
     )?;
     host.func_wrap(
@@ -59,13 +51,29 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     Ok(())
 }
 
-fn submit(
+/// What `submit`, `submit-returns` and `submit-stream` take.
+pub(crate) type SubmitParams = (String, Vec<RawArg>, Vec<Resource<ObjectRef>>, TaskOptions);
+
+/// Refuses `num-returns` over 1 where one reference comes back.
+pub(crate) fn single(options: &TaskOptions, instead: &str) -> HostCall<()> {
+    if options.num_returns.unwrap_or(1) == 1 {
+        return Ok(());
+    }
+    let e = format!("num_returns over 1 needs `{instead}`");
+    Err(FabricError::InvalidArgument(e).into())
+}
+
+/// Submits a task: the references to its results, in order, and, for a
+/// streaming generator (`stream` is its backpressure), its stream, opened
+/// before the task can yield into it.
+pub(crate) fn submit(
     store: &mut Ctx<'_>,
     function: String,
     args: Vec<RawArg>,
     nested: Vec<Resource<ObjectRef>>,
     options: TaskOptions,
-) -> HostCall<Vec<Resource<ObjectRef>>> {
+    stream: Option<u32>,
+) -> HostCall<(Vec<ObjectRef>, Option<Arc<OwnedStream>>)> {
     let exec = store.data().exec()?;
     let (core, job) = (exec.core.clone(), exec.job.clone());
     let depth = match &exec.role {
@@ -92,7 +100,7 @@ fn submit(
         &options.resources,
         options.placement,
     )?;
-    let function: std::sync::Arc<str> = function.into();
+    let function: Arc<str> = function.into();
     // Charged before the arguments are copied out of the guest.
     let result_ref = reserve_result(store, &args, function.clone())?;
     let result = result_ref.id();
@@ -101,6 +109,10 @@ fn submit(
         .map(|_| reserve_result(store, &[], function.clone()))
         .collect::<HostCall<Vec<ObjectRef>>>()?;
     let args = convert_args(store, args)?;
+    let opened = stream.map(|bound| {
+        let r = result_ref.clone();
+        core.streams().open(job.clone(), r, function.clone(), bound)
+    });
     let spec = TaskSpec {
         depth,
         nested: convert_nested(&store.data().table, &nested)?,
@@ -109,30 +121,24 @@ fn submit(
         max_retries: options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
         retry_exceptions: options.retry_exceptions,
         more_results: more_refs.iter().map(ObjectRef::id).collect(),
+        stream,
         ..TaskSpec::new(job, function, args, result)
     };
+    let mut refs = Vec::with_capacity(num_returns as usize);
+    refs.push(result_ref);
+    refs.extend(more_refs);
     // Refused when the job has its limit of tasks in flight: what stops a
     // task that submits itself without end.
-    task::submit(&core, spec)?;
-    let state = store.data_mut();
-    let mut handles = Vec::with_capacity(num_returns as usize);
-    for r in std::iter::once(result_ref).chain(more_refs) {
-        handles.push(state.push_ref(r)?);
+    if let Err(e) = task::submit(&core, spec) {
+        core.streams().forget(result);
+        return Err(e.into());
     }
-    Ok(handles)
+    Ok((refs, opened))
 }
 
 fn cancel(state: &mut InstanceState, obj: Resource<ObjectRef>) -> HostCall<()> {
     let id = state.table.get(&obj)?.id();
-    let core = &state.exec()?.core;
     // Any of a task's results names it.
-    if let Some(control) = core.tasks().remove(id) {
-        control.cancel();
-        core.port().cancel_forwarded(control.result());
-        for r in control.results() {
-            core.objects()
-                .fulfill(r, Err(FabricError::Cancelled), Vec::new());
-        }
-    }
+    task::cancel(&state.exec()?.core, id);
     Ok(())
 }

@@ -35,6 +35,7 @@ use crate::runtime::instance::{self, Role};
 use crate::runtime::job::Job;
 use crate::runtime::output::Parts;
 use crate::runtime::slots::{Holder, InstanceSlot};
+use crate::runtime::streams::{Generator, count_value};
 use crate::runtime::task::{Reply, TaskArg, resolve_args};
 
 /// One queued method call.
@@ -45,6 +46,8 @@ pub struct ActorCall {
     pub nested: Vec<ObjectRef>,
     pub result: ObjectId,
     pub reply: Reply,
+    /// For a generator method: its backpressure (see `TaskSpec::stream`).
+    pub stream: Option<u32>,
 }
 
 /// What the node knows about a live actor.
@@ -468,6 +471,9 @@ async fn serve(
         mailbox.current = Some((call.result, call.reply));
         await_args(&call.args).await;
         let what = format!("{}.{}", class, call.method);
+        store.data_mut().generator = call
+            .stream
+            .map(|bound| Generator::start(core, call.result, call.reply, bound));
         let outcome = match resolve_args(&job, &what, &call.args) {
             Ok(argv) => {
                 let export = &exports.actor_call;
@@ -475,6 +481,11 @@ async fn serve(
                     .await
             }
             Err(e) => Err(e),
+        };
+        let outcome = match store.data_mut().generator.take() {
+            // A generator's value is the number of items it yielded.
+            Some(g) => outcome.map(|_| (count_value(g.next), Vec::new())),
+            None => outcome,
         };
         mailbox.current = None;
         // A trap, panic or broken limit poisons the instance; an error the

@@ -32,6 +32,7 @@ use super::engine::FabricEngine;
 use super::instance::{CallOutputs, CallResult};
 use super::job::{self, Job};
 use super::port::{Alone, ClusterPort};
+use super::streams::Streams;
 use super::task::Reply;
 use super::task_table::TaskTable;
 
@@ -42,6 +43,8 @@ pub struct NodeCore {
     objects: ObjectStore,
     scheduler: Scheduler,
     tasks: TaskTable,
+    /// Streaming generators' items, on their callers' nodes.
+    streams: Streams,
     actors: IdMap<ActorId, Arc<ActorRecord>>,
     /// `(namespace, name)` to actor.
     named_actors: DashMap<(String, String), ActorId>,
@@ -73,6 +76,7 @@ impl NodeCore {
             ),
             scheduler: Scheduler::new(config.total.clone(), config.num_gpus),
             tasks: TaskTable::default(),
+            streams: Streams::default(),
             actors: IdMap::default(),
             named_actors: DashMap::new(),
             jobs: IdMap::default(),
@@ -103,6 +107,12 @@ impl NodeCore {
     /// The tasks this node has not finished.
     pub fn tasks(&self) -> &TaskTable {
         &self.tasks
+    }
+
+    /// The streams of generators called from here, and the credits of
+    /// generators running here for callers elsewhere.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
     }
 
     /// Actors hosted here, live or dead (until their job ends).
@@ -346,6 +356,7 @@ impl NodeCore {
     pub(crate) fn give_back(&self) {
         self.objects.give_back(std::time::Duration::from_secs(1));
         self.tasks.give_back(self.scheduler.queued());
+        self.streams.give_back();
         crate::ids::shrink_if_sparse(&self.actors);
         crate::allocator::trim(false);
     }

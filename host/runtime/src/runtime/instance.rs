@@ -42,6 +42,8 @@ pub(crate) enum Role {
         id: TaskId,
         function: Arc<str>,
         result: ObjectId,
+        /// Its other results (`num-returns`): none for most tasks.
+        more_results: Box<[ObjectId]>,
         /// How deep in its task tree it runs (see [`crate::runtime::task::TaskSpec::depth`]).
         depth: u32,
     },
@@ -82,6 +84,8 @@ pub struct InstanceState {
     /// Object references in the handle table now, and the most it held.
     handles: usize,
     most_handles: usize,
+    /// The streaming call running now, if it is one.
+    pub(crate) generator: Option<super::streams::Generator>,
 }
 
 /// Host memory a guest's handle to an object costs (its slots in the
@@ -118,6 +122,7 @@ impl InstanceState {
             poisoned: false,
             handles: 0,
             most_handles: 0,
+            generator: None,
         }
     }
 
@@ -135,6 +140,16 @@ impl InstanceState {
     /// Hands the guest a reference: a new entry in its handle table, whose
     /// growth is charged to the instance.
     pub(crate) fn push_ref(&mut self, r: ObjectRef) -> wasmtime::Result<Resource<ObjectRef>> {
+        self.push_counted(r)
+    }
+
+    /// Hands the guest a host resource, counted and charged as references
+    /// are (see [`InstanceState::push_ref`]); [`InstanceState::take_counted`]
+    /// takes it back.
+    pub(crate) fn push_counted<T: Send + 'static>(
+        &mut self,
+        r: T,
+    ) -> wasmtime::Result<Resource<T>> {
         let handle = self.table.push(r)?;
         self.handles += 1;
         if self.handles > self.most_handles {
@@ -151,6 +166,11 @@ impl InstanceState {
     /// Takes a reference out of the guest's handle table (it dropped it, or
     /// returned it inside a value).
     pub(crate) fn take_ref(&mut self, handle: Resource<ObjectRef>) -> wasmtime::Result<ObjectRef> {
+        self.take_counted(handle)
+    }
+
+    /// Takes a resource [`InstanceState::push_counted`] handed out.
+    pub(crate) fn take_counted<T: 'static>(&mut self, handle: Resource<T>) -> wasmtime::Result<T> {
         let r = self.table.delete(handle)?;
         self.handles -= 1;
         Ok(r)
@@ -270,6 +290,7 @@ pub(crate) fn new_store(
         poisoned: false,
         handles: 0,
         most_handles: 0,
+        generator: None,
     };
     let mut store = Store::new(core.engine().engine(), state);
     store.limiter(|s| &mut s.limiter);

@@ -18,6 +18,7 @@ mod limiter;
 pub(crate) mod output;
 pub mod port;
 pub mod slots;
+pub mod streams;
 pub mod strip;
 pub mod task;
 pub mod task_table;

@@ -22,6 +22,7 @@ use bytes::Bytes;
 
 use crate::error::FabricError;
 use crate::ids::{ActorId, JobId, NodeId, ObjectId};
+use crate::object_store::ObjectRef;
 use crate::placement::{Candidate, Placement, Strategy};
 use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
@@ -52,6 +53,29 @@ pub trait ClusterPort: Send + Sync {
     /// completes, its first result first) to `owner`, the node that holds
     /// its result objects.
     fn send_results(&self, owner: NodeId, job: JobId, outcomes: Vec<(ObjectId, CallResult)>);
+
+    /// Sends item `index` of `stream`, yielded by a generator running here,
+    /// to `owner`, its caller's node. Resolves once the item is on its way:
+    /// a generator's items, and then its call's result, reach the owner in
+    /// the order they were sent.
+    fn send_item(
+        &self,
+        owner: NodeId,
+        job: JobId,
+        stream: ObjectId,
+        index: u64,
+        value: Bytes,
+        nested: Vec<ObjectRef>,
+    ) -> PortFuture<'_, ()>;
+
+    /// Tells `node`, where a generator of `stream` runs, that its caller
+    /// took `taken` items and has `have` (and dropped the stream when
+    /// `closed`).
+    fn stream_ack(&self, node: NodeId, stream: ObjectId, taken: u64, have: u64, closed: bool);
+
+    /// The caller dropped `stream` before any item came: tells the node
+    /// its call was sent to, if any, to stop the generator.
+    fn close_stream(&self, stream: ObjectId);
 
     /// Creates an actor, here or on another node.
     fn create_actor(
@@ -148,6 +172,27 @@ impl ClusterPort for Alone {
             }
         }
     }
+
+    fn send_item(
+        &self,
+        _owner: NodeId,
+        _job: JobId,
+        stream: ObjectId,
+        index: u64,
+        value: Bytes,
+        nested: Vec<ObjectRef>,
+    ) -> PortFuture<'_, ()> {
+        // Unreachable: without a cluster every caller is here.
+        if let Some(core) = self.0.upgrade() {
+            let item = crate::runtime::streams::Item::Here(value, nested);
+            core.streams().push(&core, stream, index, None, item);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn stream_ack(&self, _: NodeId, _: ObjectId, _: u64, _: u64, _: bool) {}
+
+    fn close_stream(&self, _stream: ObjectId) {}
 
     fn create_actor(
         &self,

@@ -28,6 +28,7 @@ use crate::runtime::NodeCore;
 use crate::runtime::instance::{self, CallOutputs, Role};
 use crate::runtime::job::Job;
 use crate::runtime::slots::Holder;
+use crate::runtime::streams::{Generator, count_value};
 use crate::runtime::task_table::TaskControl;
 use crate::scheduler::{Cancellable, Lease, Order};
 
@@ -179,6 +180,10 @@ pub struct TaskSpec {
     pub more_results: Vec<ObjectId>,
     pub max_retries: u32,
     pub retry_exceptions: bool,
+    /// For a streaming generator: at most this many items yielded and not
+    /// taken by its caller (see [`crate::runtime::streams`]); `result` then
+    /// completes with the number of items.
+    pub stream: Option<u32>,
     /// Attempts made so far.
     pub attempt: u32,
     pub reply: Reply,
@@ -206,6 +211,7 @@ impl TaskSpec {
             more_results: Vec::new(),
             max_retries: DEFAULT_MAX_RETRIES,
             retry_exceptions: false,
+            stream: None,
             attempt: 0,
             reply: Reply::Local,
             depth: 1,
@@ -355,6 +361,21 @@ async fn run(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, lea
     finish(&core, spec, &control, result);
 }
 
+/// Cancels the unfinished task that completes `id` (any of its results):
+/// a queued one never runs, a running one stops, here or on the node it
+/// was sent to, and its results become `cancelled`. A finished task is
+/// left as it is.
+pub fn cancel(core: &NodeCore, id: ObjectId) {
+    if let Some(control) = core.tasks().remove(id) {
+        control.cancel();
+        core.port().cancel_forwarded(control.result());
+        for r in control.results() {
+            core.objects()
+                .fulfill(r, Err(FabricError::Cancelled), Vec::new());
+        }
+    }
+}
+
 /// A task attempt ended: retry it if it may be, else deliver the outcome.
 pub fn finish(
     core: &Arc<NodeCore>,
@@ -398,13 +419,17 @@ async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallOut
         id: spec.id,
         function: spec.function.clone(),
         result: spec.result,
+        more_results: spec.more_results.as_slice().into(),
         depth: spec.depth,
     };
     let slot = spec.job.take_slot(core, Holder::Task)?;
     let mut store = instance::new_store(core, &spec.job, role, Some(lease), Some(slot), &[]);
     let inst = instance::instantiate(&mut store, &spec.job, &spec.function).await?;
+    store.data_mut().generator = spec
+        .stream
+        .map(|bound| Generator::start(core, spec.result, spec.reply, bound));
     let exports = &spec.job.app.exports;
-    instance::call_output(
+    let values = instance::call_output(
         &mut store,
         &inst,
         &exports.dispatch,
@@ -413,5 +438,10 @@ async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallOut
         &spec.function,
         |parts, what, max| parts.split(what, spec.num_returns(), max),
     )
-    .await
+    .await;
+    match store.data_mut().generator.take() {
+        // A generator's value is the number of items it yielded.
+        Some(g) => values.map(|_| vec![(count_value(g.next), Vec::new())]),
+        None => values,
+    }
 }

@@ -111,6 +111,7 @@ impl Cluster {
             args,
             nested,
             result_id: id_bytes(call.result.as_u128()),
+            stream_bound: call.stream.unwrap_or(0),
         };
         let result = call.result;
         self.actors.calls.insert(

@@ -170,6 +170,7 @@ impl Cluster {
             nested,
             result,
             reply: Reply::Remote { owner: from, job },
+            stream: super::super::tasks::stream_bound(c.stream_bound),
         };
         self.hold_or_deliver(id, call);
         Ok(())

@@ -114,6 +114,11 @@ pub(super) struct RemoteActors {
 }
 
 impl RemoteActors {
+    /// The node a call this node sent (by its result id) went to.
+    pub(super) fn call_sent_to(&self, result: ObjectId) -> Option<NodeId> {
+        self.calls.get(&result).map(|c| c.node)
+    }
+
     /// `node` died: the actors cached there are looked up again.
     pub(super) fn forget_places_on(&self, node: NodeId) {
         self.places.retain(|_, p| p.node != node);

@@ -34,6 +34,7 @@ const RAY_WORKLOADS: &[&str] = &[
     "1_n_actor_calls_async",
     "n_n_actor_calls_async",
     "n_n_actor_calls_with_arg_async",
+    "single_client_generator_items",
 ];
 
 /// The scale envelope.
@@ -47,6 +48,12 @@ const SCALE_WORKLOADS: &[&str] = &[
 #[fabric::remote]
 fn small_value() -> u8 {
     0
+}
+
+/// `n` small items, streamed (Ray: a generator task).
+#[fabric::remote]
+fn small_items(n: u64) -> fabric::Generator<u8> {
+    fabric::Generator::new((0..n).map(|_| 0u8))
 }
 
 #[fabric::remote]
@@ -354,6 +361,14 @@ fn ray_workload(name: &str, reps: usize, o: &Options) -> fabric::Result<()> {
                 fabric::get_all(&refs).map(drop)
             })
         }
+        // One generator task of 1000 items, each taken and read as it
+        // comes (Ray: `for ref in gen.remote(1000): ray.get(ref)`).
+        "single_client_generator_items" => timeit(name, reps, 1000.0, || {
+            for item in small_items::remote(1000u64)? {
+                fabric::get(&item?)?;
+            }
+            Ok(())
+        }),
         _ => unreachable!("checked by the caller"),
     }
 }

@@ -8,6 +8,8 @@ use fabric::serde_bytes::ByteBuf;
 use fabric::{Error, FailureKind, Refs};
 use serde::{Deserialize, Serialize};
 
+mod streams;
+
 /// Options for every task: spread over the nodes when asked.
 fn opts() -> TaskOptions {
     match std::env::args().nth(2).as_deref() {
@@ -298,6 +300,7 @@ fn main() -> fabric::Result<()> {
         "typed-errors" => typed_errors(),
         "bytes" => bytes(),
         "bytes-speed" => bytes_speed(),
+        "streams" => streams::streams(),
         other => {
             println!("unknown scenario `{other}`");
             Ok(())

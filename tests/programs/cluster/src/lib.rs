@@ -29,9 +29,65 @@ const SCENARIOS: &[&str] = &[
     "actor-restart",
     "lost-node",
     "lost-returns",
+    "stream-kill",
     "detached-slow",
     "big-results",
 ];
+
+/// `n` items `(i, node)`, one every `ms` milliseconds.
+#[fabric::remote]
+fn ticks(n: u64, ms: u64) -> fabric::Generator<(u64, String)> {
+    fabric::Generator::new((0..n).map(move |i| {
+        std::thread::sleep(Duration::from_millis(ms));
+        (i, here())
+    }))
+}
+
+/// Takes every item of two streams in turn: each stream's indexes, the
+/// nodes its items came from (in order, each once), and how it ended.
+/// Says "submitted" once each gave three items.
+fn take_in_turn(
+    mut a: ObjectStream<(u64, String)>,
+    mut b: ObjectStream<(u64, String)>,
+) -> [(Vec<u64>, Vec<String>, String); 2] {
+    let mut out: [(Vec<u64>, Vec<String>, String); 2] = Default::default();
+    let mut open = [true, true];
+    let mut announced = false;
+    while open[0] || open[1] {
+        if !announced && out.iter().all(|o| o.0.len() >= 3) {
+            println!("submitted");
+            announced = true;
+        }
+        for (k, s) in [&mut a, &mut b].into_iter().enumerate() {
+            if !open[k] {
+                continue;
+            }
+            match s
+                .next_ref()
+                .and_then(|r| r.map(|r| fabric::get(&r)).transpose())
+            {
+                Ok(Some((i, node))) => {
+                    out[k].0.push(i);
+                    if out[k].1.last() != Some(&node) {
+                        out[k].1.push(node);
+                    }
+                }
+                Ok(None) => {
+                    open[k] = false;
+                    out[k].2 = "end".into();
+                }
+                Err(e) => {
+                    open[k] = false;
+                    out[k].2 = match e {
+                        fabric::Error::TaskFailed { kind, .. } => format!("{kind:?} failure"),
+                        other => other.to_string(),
+                    };
+                }
+            }
+        }
+    }
+    out
+}
 
 /// The node this code runs on.
 fn here() -> String {
@@ -395,6 +451,26 @@ fn main() -> fabric::Result<()> {
                 Err(fabric::Error::ObjectLost(why)) => println!("put object: lost: {why}"),
                 other => println!("put object: {:?}", other.map(|v| v.len())),
             }
+        }
+        "stream-kill" => {
+            // Two generators stream from node `arg(1)`, which the test
+            // kills: the one with retries runs again elsewhere and its
+            // caller sees every item once, in order; the one without ends
+            // with the failure after the items it delivered.
+            let there = TaskOptions::new().on_node(&arg(1), true).backpressure(4);
+            let a = ticks::options(there.clone().max_retries(3)).remote(40u64, 60u64)?;
+            let b = ticks::options(there.max_retries(0)).remote(40u64, 60u64)?;
+            let [(ia, na, ea), (ib, nb, eb)] = take_in_turn(a, b);
+            let in_order = ia == (0..40).collect::<Vec<u64>>();
+            println!(
+                "retried: {} items, in order {in_order}, from {na:?}, {ea}",
+                ia.len()
+            );
+            let prefix = ib.iter().copied().eq(0..ib.len() as u64);
+            println!(
+                "not retried: some items {}, in order {prefix}, from {nb:?}, then {eb}",
+                !ib.is_empty() && ib.len() < 40
+            );
         }
         "lost-returns" => {
             // Both values of one task stay on node `arg(1)`; the test kills

@@ -35,6 +35,7 @@ const SCENARIOS: &[&str] = &[
     "sleep-forever",
     "busy",
     "concurrency",
+    "streams",
 ];
 
 fn id(raw: u128) -> Id {
@@ -66,6 +67,69 @@ fn report<T: std::fmt::Debug>(what: &str, r: fabric::Result<T>) {
         Ok(v) => println!("{what}: UNEXPECTED SUCCESS {v:?}"),
         Err(e) => println!("{what}: {}", describe(&e)),
     }
+}
+
+// ---------------------------------------------------------------- streams
+
+/// A generator that ignores every refusal and yields without end.
+#[fabric::remote]
+fn stubborn() -> u64 {
+    let mut refused = 0u64;
+    loop {
+        if host::yield_item(&[0x01], &[]).is_err() {
+            refused += 1;
+        }
+        black_box(refused);
+    }
+}
+
+fn raw_options(backpressure: Option<u32>) -> fabric::__bindings::fabric::core::types::TaskOptions {
+    use fabric::__bindings::fabric::core::types::{Resources, TaskOptions as Raw};
+    Raw {
+        resources: Resources {
+            num_cpus: None,
+            num_gpus: None,
+            memory: None,
+            custom: Vec::new(),
+        },
+        placement: None,
+        max_retries: None,
+        retry_exceptions: false,
+        name: None,
+        num_returns: None,
+        backpressure,
+    }
+}
+
+/// Streams misused through the raw interface: a yield outside any
+/// generator, bad backpressure, a generator that ignores refusals, and a
+/// flood of streams dropped unread.
+fn streams_attack() {
+    let outside = host::yield_item(&[0x01], &[]).map_err(Error::from);
+    report("yield outside", outside);
+    for bad in [0, 1 << 20] {
+        let r = host::submit_stream("stubborn", &[], &[], &raw_options(Some(bad)));
+        report(
+            &format!("backpressure {bad}"),
+            r.map(drop).map_err(Error::from),
+        );
+    }
+    let many = host::submit_stream("stubborn", &[], &[], &raw_options(Some(1)))
+        .map_err(Error::from)
+        .and_then(|s| {
+            let took = (0..2)
+                .map(|_| s.next(Some(5_000)).map_err(Error::from))
+                .collect::<fabric::Result<Vec<_>>>()?;
+            Ok(took.iter().filter(|r| r.is_some()).count())
+        });
+    println!("stubborn: took {:?}, then dropped", many);
+    let mut opened = 0;
+    for _ in 0..2_000 {
+        if host::submit_stream("stubborn", &[], &[], &raw_options(Some(1))).is_ok() {
+            opened += 1;
+        }
+    }
+    println!("flood: {opened} streams opened and dropped");
 }
 
 // ---------------------------------------------------------------- victim
@@ -447,6 +511,7 @@ fn main() -> fabric::Result<()> {
             let windows = fabric::get_all(&refs)?;
             println!("max concurrent {}", max_overlap(&windows));
         }
+        "streams" => streams_attack(),
         "sleep-forever" => {
             report("nap", fabric::get(&nap::remote(u64::MAX / 2)?));
         }
