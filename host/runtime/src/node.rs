@@ -118,7 +118,8 @@ pub struct InstanceReport {
 }
 
 /// The node process's resident memory beside what the node accounts for
-/// (to tenants, or as its own caches), read at one instant.
+/// (to tenants, or as its own caches): each accounted part the larger of
+/// its values read just before and just after the resident memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryReport {
     /// Resident memory of the whole process (`/proc/self/statm`).
@@ -428,17 +429,27 @@ impl Node {
     /// The process's resident memory beside what the node accounts for.
     pub fn memory(&self) -> MemoryReport {
         let c = &self.core;
-        let instances = c
-            .tenants()
-            .accounts()
-            .iter()
-            .map(|a| a.usage().memory_bytes)
-            .sum();
+        let parts = || {
+            let instances: u64 = c
+                .tenants()
+                .accounts()
+                .iter()
+                .map(|a| a.usage().memory_bytes)
+                .sum();
+            let objects = c.objects().used_bytes() + c.objects().cached_buffer_bytes();
+            (objects, instances, c.engine().component_bytes())
+        };
+        // Each part is the larger of its values just before and just after
+        // the resident memory is read: memory taken or given back between
+        // the reads cannot look unaccounted.
+        let before = parts();
+        let resident = resident_bytes();
+        let after = parts();
         MemoryReport {
-            resident: resident_bytes(),
-            object_store: c.objects().used_bytes() + c.objects().cached_buffer_bytes(),
-            instances,
-            components: c.engine().component_bytes(),
+            resident,
+            object_store: before.0.max(after.0),
+            instances: before.1.max(after.1),
+            components: before.2.max(after.2),
         }
     }
 

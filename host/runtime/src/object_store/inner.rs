@@ -14,10 +14,22 @@ impl Inner {
         // Freed first, under the lock: nothing can complete (and charge) it after.
         let state = std::mem::replace(&mut *entry.state.lock(), State::Freed);
         let charged = entry.charged.swap(0, Ordering::AcqRel);
+        let spilled = matches!(&state, State::Spilled { .. });
         if let State::Spilled { file, .. } = &state {
             // Its bytes left memory when it spilled; only the file remains.
             self.remove_spill_file(file);
-        } else {
+        }
+        let large = matches!(&state, State::Ready { value: Ok(b), .. } if b.len() >= crate::buffers::LARGE_FREE);
+        // Dropping the state drops nested references, which may free more objects.
+        drop(state);
+        if large {
+            // Its memory goes back to the system now, not at the
+            // allocator's leisure (a pooled buffer stays in the pool).
+            crate::allocator::trim(true);
+        }
+        // Uncharged only now that its memory is gone: what the node
+        // accounts for never drops below what it holds.
+        if !spilled {
             self.used.fetch_sub(charged, Ordering::AcqRel);
         }
         self.used
@@ -31,14 +43,6 @@ impl Inner {
             {
                 ledger.forget(books);
             }
-        }
-        let large = matches!(&state, State::Ready { value: Ok(b), .. } if b.len() >= crate::buffers::LARGE_FREE);
-        // Dropping the state drops nested references, which may free more objects.
-        drop(state);
-        if large {
-            // Its memory goes back to the system now, not at the
-            // allocator's leisure (a pooled buffer stays in the pool).
-            crate::allocator::trim(true);
         }
         self.return_borrows(entry);
         if let Some(remote) = self.remote.get() {
