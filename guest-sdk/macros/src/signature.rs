@@ -80,9 +80,14 @@ pub fn returns(sig: &syn::Signature, self_ty: Option<&syn::Type>) -> Returns {
 
 /// `T` of `Result<T, ..>` (any path ending in `Result`), if `ty` is one.
 pub fn result_ok_type(ty: &syn::Type) -> Option<syn::Type> {
+    first_type_arg(ty, "Result")
+}
+
+/// The first type argument of `ty` when it is a path ending in `name<..>`.
+fn first_type_arg(ty: &syn::Type, name: &str) -> Option<syn::Type> {
     let syn::Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
-    if last.ident != "Result" {
+    if last.ident != name {
         return None;
     }
     let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
@@ -148,18 +153,7 @@ impl VisitMut for ReplaceSelf<'_> {
 /// `T` of a streaming generator's return type `Generator<T>` or
 /// `Generator<'a, T, E>` (any path ending in `Generator`), if `ty` is one.
 pub fn generator_item(ty: &syn::Type) -> Option<syn::Type> {
-    let syn::Type::Path(p) = ty else { return None };
-    let last = p.path.segments.last()?;
-    if last.ident != "Generator" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    args.args.iter().find_map(|a| match a {
-        syn::GenericArgument::Type(t) => Some(t.clone()),
-        _ => None,
-    })
+    first_type_arg(ty, "Generator")
 }
 
 /// Gives a `Generator` written without a lifetime in a free function's
