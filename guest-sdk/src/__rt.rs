@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 pub use inventory;
 pub use wit_bindgen::rt as wit_bindgen_rt;
 
-pub use crate::actor::{ActorMethod, create as create_actor};
+pub use crate::actor::{ActorMethod, ActorRef, create as create_actor};
+pub use crate::concurrent::CallFuture;
 pub use crate::remote::{ArgList, submit, submit_each};
 pub use crate::stream::{drain, submit_stream};
 pub use crate::value::Encoded;
@@ -87,11 +88,21 @@ pub type NewFn = fn(Vec<Vec<u8>>) -> Result<Box<dyn Any>, CallError>;
 /// Runs a method (by name) on an actor's state.
 pub type MethodFn = fn(&mut dyn Any, &str, Vec<Vec<u8>>) -> Result<Returned, CallError>;
 
+/// Starts a call of an `async fn` method (by name) on an actor's shared
+/// state: the future the concurrent actor's executor runs.
+pub type AsyncMethodFn = fn(
+    std::rc::Rc<dyn Any>,
+    &str,
+    Vec<Vec<u8>>,
+) -> Result<crate::concurrent::CallFuture, CallError>;
+
 /// An actor class, registered by `#[fabric::actor]` on its `impl`.
 pub struct ActorClassEntry {
     pub name: &'static str,
     pub new: NewFn,
     pub call: MethodFn,
+    /// Set for a class with `async fn` methods (a concurrent actor).
+    pub call_async: Option<AsyncMethodFn>,
 }
 inventory::collect!(ActorClassEntry);
 
@@ -313,9 +324,16 @@ pub fn dispatch(function: String, args: Vec<Vec<u8>>) -> Result<Output, WitError
     r.map(to_output).map_err(|e| to_wit(&function, e))
 }
 
+/// An actor's state: owned by the instance (plain methods take `&mut`), or
+/// shared by the calls in flight (a class with `async fn` methods).
+enum ActorState {
+    Owned(Box<dyn Any>),
+    Shared(std::rc::Rc<dyn Any>),
+}
+
 thread_local! {
     /// This instance's actor: its class entry and its state.
-    static ACTOR: RefCell<Option<(&'static ActorClassEntry, Box<dyn Any>)>> = const { RefCell::new(None) };
+    static ACTOR: RefCell<Option<(&'static ActorClassEntry, ActorState)>> = const { RefCell::new(None) };
 }
 
 /// The `actor-new` export.
@@ -332,8 +350,59 @@ pub fn actor_new(class: String, args: Vec<Vec<u8>>) -> Result<(), WitError> {
     let r = (entry.new)(args);
     flush_output();
     let state = r.map_err(|e| to_wit(&what, e))?;
+    let state = match entry.call_async {
+        Some(_) => ActorState::Shared(std::rc::Rc::from(state)),
+        None => ActorState::Owned(state),
+    };
     ACTOR.with(|a| *a.borrow_mut() = Some((entry, state)));
     Ok(())
+}
+
+/// A method's failure as the caller sees it.
+fn method_error(entry: &ActorClassEntry, method: &str, e: CallError) -> WitError {
+    let what = format!("{}.{method}", entry.name);
+    match e {
+        CallError::UnknownMethod => failure(
+            &what,
+            FailureKind::UnknownFunction,
+            format!("actor `{}` has no method `{method}`", entry.name),
+        ),
+        e => to_wit(&what, e),
+    }
+}
+
+/// The `actor-run` export: a concurrent actor's executor
+/// ([`crate::concurrent`]), until the host says stop.
+pub fn actor_run() -> Result<(), WitError> {
+    init_instance();
+    let Some((entry, state)) = ACTOR.with(|a| a.borrow_mut().take()) else {
+        return Err(failure(
+            "run",
+            FailureKind::System,
+            "this instance holds no actor".into(),
+        ));
+    };
+    let finish = |call: u64, method: &str, outcome: Result<Returned, CallError>| {
+        flush_output();
+        let outcome = outcome
+            .map(|r| host::Returned {
+                value: r.bytes,
+                nested: r.nested.iter().map(|n| n.handle().clone()).collect(),
+            })
+            .map_err(|e| method_error(entry, method, e));
+        host::finish_call(call, outcome);
+    };
+    match (state, entry.call_async) {
+        (ActorState::Shared(state), Some(start)) => {
+            let start = |m: &str, args| start(state.clone(), m, args);
+            crate::concurrent::run(crate::concurrent::Methods::Async(&start), &finish)
+        }
+        (ActorState::Owned(mut state), _) => {
+            let mut call = |m: &str, args| (entry.call)(state.as_mut(), m, args);
+            crate::concurrent::run(crate::concurrent::Methods::Sync(&mut call), &finish)
+        }
+        (ActorState::Shared(_), None) => unreachable!("a shared state comes with async methods"),
+    }
 }
 
 /// The `actor-call` export.
@@ -341,24 +410,17 @@ pub fn actor_call(method: String, args: Vec<Vec<u8>>) -> Result<Output, WitError
     init_instance();
     ACTOR.with(|a| {
         let mut slot = a.borrow_mut();
-        let Some((entry, state)) = slot.as_mut() else {
+        let Some((entry, ActorState::Owned(state))) = slot.as_mut() else {
             return Err(failure(
                 &method,
                 FailureKind::System,
-                "this instance holds no actor".into(),
+                "this instance holds no actor that runs one call at a time".into(),
             ));
         };
-        let what = format!("{}.{method}", entry.name);
         let r = (entry.call)(state.as_mut(), &method, args);
         flush_output();
-        r.map(to_output).map_err(|e| match e {
-            CallError::UnknownMethod => failure(
-                &what,
-                FailureKind::UnknownFunction,
-                format!("actor `{}` has no method `{method}`", entry.name),
-            ),
-            e => to_wit(&what, e),
-        })
+        r.map(to_output)
+            .map_err(|e| method_error(entry, &method, e))
     })
 }
 
@@ -412,6 +474,11 @@ macro_rules! __export_guest {
                     $crate::__bindings::fabric::core::types::Error,
                 > {
                     $crate::__rt::actor_call(method, args)
+                }
+                fn actor_run()
+                -> ::std::result::Result<(), $crate::__bindings::fabric::core::types::Error>
+                {
+                    $crate::__rt::actor_run()
                 }
                 fn main(
                     args: ::std::vec::Vec<::std::string::String>,

@@ -63,6 +63,7 @@ mod actor;
 #[cfg(all(feature = "allocator", target_arch = "wasm32"))]
 mod alloc;
 pub mod checkpoint;
+mod concurrent;
 mod context;
 mod error;
 mod object;
@@ -70,6 +71,7 @@ mod options;
 mod remote;
 mod returns;
 mod stream;
+pub mod util;
 mod value;
 
 #[doc(hidden)]
@@ -93,6 +95,7 @@ pub mod __bindings {
 }
 
 pub use actor::{ActorClass, ActorHandle, ActorMethod, get_actor, get_actor_in, kill};
+pub use concurrent::{block_on, get_async, ready, sleep};
 pub use context::{RuntimeContext, context};
 pub use error::{Error, FailureKind, Result};
 pub use object::{

@@ -129,6 +129,8 @@ pub struct ActorPolicy {
     pub max_task_retries: Option<u32>,
     /// Keep the actor when its job ends (until it is killed).
     pub detached: bool,
+    /// Calls it runs at once, interleaved (a concurrent actor).
+    pub max_concurrency: Option<u32>,
 }
 
 /// Resources and retry policy of a task.
@@ -152,6 +154,7 @@ impl Policy for ActorPolicy {
         self.max_restarts = over.max_restarts.or(self.max_restarts);
         self.max_task_retries = over.max_task_retries.or(self.max_task_retries);
         self.detached |= over.detached;
+        self.max_concurrency = over.max_concurrency.or(self.max_concurrency);
     }
 }
 
@@ -290,6 +293,16 @@ impl Options<ActorPolicy> {
         self
     }
 
+    /// Runs up to `n` calls at once (1 to 10,000; Ray's `max_concurrency`):
+    /// a call that awaits (`fabric::get_async`, `fabric::sleep`) lets
+    /// another run, all on the actor's one state. Only for classes with
+    /// `async fn` methods, where it defaults to 1,000 (as in Ray); a class
+    /// of plain methods still runs them one by one.
+    pub fn max_concurrency(mut self, n: u32) -> Self {
+        self.policy.max_concurrency = Some(n);
+        self
+    }
+
     /// Keep the actor alive after its job ends, until it is killed.
     pub fn detached(mut self) -> Self {
         self.policy.detached = true;
@@ -307,6 +320,7 @@ impl Options<ActorPolicy> {
             max_task_retries: p.max_task_retries,
             placement: self.placement.as_ref().map(Placement::to_wit),
             detached: p.detached,
+            max_concurrency: p.max_concurrency,
         }
     }
 }

@@ -183,7 +183,7 @@ pub fn submit_stream<T>(
 /// queues it and returns its stream.
 #[must_use = "call `.remote()` to run the method"]
 pub struct ActorStreamMethod<T> {
-    actor: u128,
+    actor: crate::actor::ActorRef,
     method: &'static str,
     args: Result<ArgList>,
     backpressure: Option<u32>,
@@ -192,7 +192,7 @@ pub struct ActorStreamMethod<T> {
 
 impl<T> ActorStreamMethod<T> {
     #[doc(hidden)]
-    pub fn new(actor: u128, method: &'static str, args: Result<ArgList>) -> Self {
+    pub fn new(actor: crate::actor::ActorRef, method: &'static str, args: Result<ArgList>) -> Self {
         ActorStreamMethod {
             actor,
             method,
@@ -211,7 +211,7 @@ impl<T> ActorStreamMethod<T> {
     /// Queues the call; returns the stream of its items.
     pub fn remote(self) -> Result<ObjectStream<T>> {
         let args = self.args?;
-        let actor = crate::object::id_to_wit(self.actor);
+        let actor = self.actor.handle();
         let handle = args.with_wit(|a, n| {
             host::call_actor_stream(actor, self.method, a, n, self.backpressure)
         })?;

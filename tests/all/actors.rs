@@ -168,3 +168,37 @@ async fn an_oversized_checkpoint_is_a_limit_error() {
     );
     assert_eq!(lines[1], "(1, 1)", "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_stops_with_its_last_handle_and_frees_its_resources() {
+    let node = crate::support::node_with(fabric_host::NodeConfig {
+        num_cpus: Some(2.0),
+        custom: fabric_host::resources::ResourceSet::parse_custom("ssd=1").unwrap(),
+        ..crate::support::test_config()
+    });
+    let out = run_ok(
+        &node,
+        programs::CLUSTER,
+        &["handle-lifetime", "here", "here"],
+    )
+    .await;
+    assert_eq!(out, crate::cluster::HANDLE_LIFETIME);
+    crate::support::assert_released(&node).await;
+    assert_eq!(node.stats().actors, 0, "the stopped actors' records stay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_actor_interleaves_calls_on_one_state() {
+    let node = crate::support::node(2.0);
+    let out = run_ok(&node, programs::CLUSTER, &["concurrent", "here"]).await;
+    assert_eq!(out, crate::cluster::CONCURRENT);
+    crate::support::assert_released(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_pool_and_a_queue_work_on_one_node() {
+    let node = crate::support::node(2.0);
+    let out = run_ok(&node, programs::CLUSTER, &["pool-queue", "here", "here"]).await;
+    assert_eq!(out, crate::cluster::POOL_QUEUE);
+    crate::support::assert_released(&node).await;
+}

@@ -226,6 +226,9 @@ async fn connections_that_never_finish_a_handshake_are_capped_and_closed() {
         ],
     )
     .await;
+    // The peers connect to each other first (over their own connections,
+    // as nodes on other hosts would: all of these share one address).
+    crate::support::run_ok(c.head(), crate::support::programs::CLUSTER, &["spread"]).await;
     let address = c.handles[0].address().to_string();
     let idle: Vec<std::net::TcpStream> = (0..2000)
         .filter_map(|_| std::net::TcpStream::connect(&address).ok())

@@ -95,6 +95,53 @@ async fn an_actor_on_one_node_is_called_from_another() {
     );
 }
 
+/// What `handle-lifetime` prints when every handle counted.
+pub(crate) const HANDLE_LIFETIME: &str = "a call made before the drop: 1
+through an object, from a task: 3
+held by another actor: 6
+the seat was given back: a new tally says 5
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_lives_while_a_handle_does_anywhere_and_stops_with_the_last() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["handle-lifetime", &c.id(2), &c.id(1)]).await;
+    assert_eq!(out, HANDLE_LIFETIME);
+    // Nothing of the stopped actors is left on their nodes.
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].stats().actors, 0, "node {i} keeps an actor");
+    }
+}
+
+/// What `concurrent` prints when calls interleave on one state.
+pub(crate) const CONCURRENT: &str = "naps done while a call waits for an object: true
+it waited for 42
+most naps at once 3, naps 12, on the chosen node: true
+a call on another call's result: true
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_actor_on_another_node_interleaves_its_calls() {
+    let c = three_nodes().await;
+    assert_eq!(scenario(&c, &["concurrent", &c.id(1)]).await, CONCURRENT);
+}
+
+/// What `pool-queue` prints.
+pub(crate) const POOL_QUEUE: &str = "map in order: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
+map_unordered, sorted: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
+submit then get_next: 49 64, more: false
+a put on a full queue: Err(Some(Full))
+the task took [\"a\", \"b\", \"item0\", \"item1\", \"item2\"]
+a get on an empty queue: Err(Some(Empty)), size 0
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_pool_and_a_queue_work_across_nodes() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["pool-queue", &c.id(1), &c.id(2)]).await;
+    assert_eq!(out, POOL_QUEUE);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_actor_is_found_from_another_node() {
     let c = three_nodes().await;

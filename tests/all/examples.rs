@@ -140,3 +140,15 @@ async fn stream_pipeline_passes_items_on_as_they_come() {
         "55 alerts\nsensor 0: 18 alerts, worst 1.0 over\nsensor 1: 18 alerts, worst 1.0 over\nsensor 2: 19 alerts, worst 1.0 over\n"
     );
 }
+
+/// A bounded queue a task fills, an actor pool that takes the items, and a
+/// concurrent actor that computes each slow square once for all callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queue_spreads_items_over_a_pool_and_shares_slow_work() {
+    let node = node(2.0);
+    assert_eq!(
+        run_ok(&node, examples::WORK_QUEUE, &[]).await,
+        "produced 8, took [0, 1, 2, 3, 0, 1, 2, 3]\nresults [1, 2, 5, 10, 1, 2, 5, 10]\nslow squares computed: 4\n"
+    );
+    crate::support::assert_released(&node).await;
+}

@@ -251,7 +251,10 @@ async fn another_tenants_actor_can_be_neither_called_nor_killed() {
     let out = finish(start(&node, "mallory", ATTACK_LIMITS, &["steal-actor", &id]).await)
         .await
         .ok();
-    assert_eq!(out, "call: not-found\nkill: not-found\n");
+    assert_eq!(
+        out,
+        "forged handle: not-found\nobject as handle: not-found\nkill object as handle: not-found\n"
+    );
     // The victim's final check calls the vault: it is alive and unchanged.
     assert_victim_ok(&finish(victim).await);
 }

@@ -151,6 +151,19 @@ fn work_lands_where_it_should_across_processes() {
         format!("task on {ssd} called actor on {gpu}: 5 then 6\n")
     );
 
+    // An actor on node C lives while a handle to it does (inside an object
+    // read on B, held by an actor on B) and stops with the last one.
+    let out = ok(c.submit(programs::CLUSTER, &["handle-lifetime", &ssd, &gpu]));
+    assert_eq!(out, crate::cluster::HANDLE_LIFETIME);
+
+    // A concurrent actor on node B interleaves its calls.
+    let out = ok(c.submit(programs::CLUSTER, &["concurrent", &gpu]));
+    assert_eq!(out, crate::cluster::CONCURRENT);
+
+    // An actor pool, and a queue on node C that a task on B takes from.
+    let out = ok(c.submit(programs::CLUSTER, &["pool-queue", &ssd, &gpu]));
+    assert_eq!(out, crate::cluster::POOL_QUEUE);
+
     // A named actor is found from another node.
     let out = ok(c.submit(programs::CLUSTER, &["named-across", &gpu, &ssd]));
     assert_eq!(

@@ -48,14 +48,14 @@ fn expand_struct(attr: TokenStream, s: syn::ItemStruct) -> syn::Result<TokenStre
         #s
 
         #[doc = #doc]
-        #[derive(Clone, Copy)]
+        #[derive(Clone)]
         #vis struct #handle {
-            __id: u128,
+            __actor: ::fabric::__rt::ActorRef,
         }
 
-        impl ::core::convert::From<u128> for #handle {
-            fn from(id: u128) -> Self {
-                #handle { __id: id }
+        impl ::core::convert::From<::fabric::__rt::ActorRef> for #handle {
+            fn from(actor: ::fabric::__rt::ActorRef) -> Self {
+                #handle { __actor: actor }
             }
         }
 
@@ -79,21 +79,26 @@ fn ctor_fallible(sig: &syn::Signature, class: &syn::Ident) -> syn::Result<bool> 
     }
 }
 
+/// The options `#[fabric::actor(..)]` on the impl block takes.
+const ACTOR_OPTIONS: &[&str] = &[
+    "num_cpus",
+    "num_gpus",
+    "memory",
+    "resources",
+    "max_restarts",
+    "max_task_retries",
+    "max_concurrency",
+];
+
 fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream> {
-    let declared = options::parse(
-        attr,
-        &[
-            "num_cpus",
-            "num_gpus",
-            "memory",
-            "resources",
-            "max_restarts",
-            "max_task_retries",
-        ],
-    )?;
+    let declared = options::parse(attr, ACTOR_OPTIONS)?;
     let class = class_of(&imp)?;
     let self_ty = (*imp.self_ty).clone();
     let (ctor, methods) = split_items(&imp)?;
+    let concurrent = methods.iter().any(|m| m.asyncness.is_some());
+    if concurrent {
+        check_concurrent(&methods)?;
+    }
     let ctor_params = params(ctor, Some(&self_ty))?;
     let ctor_caller = caller_params(&ctor_params);
     let ctor_names: Vec<_> = ctor_params.iter().map(|p| &p.ident).collect();
@@ -110,12 +115,24 @@ fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream
     let mut handle_methods = Vec::new();
     let mut dispatch_arms = Vec::new();
     for sig in methods {
-        let (method, arm) = method_code(sig, &class, &self_ty)?;
+        let (method, arm) = method_code(sig, &class, &self_ty, concurrent)?;
         handle_methods.push(method);
         dispatch_arms.push(arm);
     }
+    // A concurrent actor runs up to 1,000 calls at once unless told (Ray's
+    // default for async actors).
+    let default_concurrency = match concurrent {
+        true => quote!(.max_concurrency(1000)),
+        false => quote!(),
+    };
 
-    let registration = registration(&self_ty, &ctor_decode, &construct, &dispatch_arms);
+    let registration = registration(
+        &self_ty,
+        &ctor_decode,
+        &construct,
+        &dispatch_arms,
+        concurrent,
+    );
     let doc_builder = format!("Creates a [`{class}`] actor with chosen options.");
     let creation = quote! {
         #[allow(private_interfaces, clippy::all)]
@@ -127,7 +144,7 @@ fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream
 
             /// An actor creation with `options` (name, resources, ..).
             pub fn options(options: ::fabric::ActorOptions) -> #builder {
-                #builder { options: ::fabric::ActorOptions::new() #(#calls)* .merge(options) }
+                #builder { options: ::fabric::ActorOptions::new() #default_concurrency #(#calls)* .merge(options) }
             }
         }
 
@@ -160,13 +177,60 @@ fn expand_impl(attr: TokenStream, imp: syn::ItemImpl) -> syn::Result<TokenStream
     })
 }
 
-/// The constructor and dispatcher the guest's `ActorClassEntry` registers.
+/// The constructor and dispatcher the guest's `ActorClassEntry` registers:
+/// for a concurrent actor, a dispatcher that starts each call as a future
+/// over the shared state.
 fn registration(
     self_ty: &syn::Type,
     ctor_decode: &TokenStream,
     construct: &TokenStream,
     dispatch_arms: &[TokenStream],
+    concurrent: bool,
 ) -> TokenStream {
+    if concurrent {
+        return quote! {
+            const _: () = {
+                fn __new(__args: ::std::vec::Vec<::std::vec::Vec<u8>>)
+                    -> ::std::result::Result<::std::boxed::Box<dyn ::std::any::Any>, ::fabric::__rt::CallError>
+                {
+                    #ctor_decode
+                    #construct
+                }
+
+                fn __call(
+                    _: &mut dyn ::std::any::Any,
+                    _: &str,
+                    _: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                ) -> ::std::result::Result<::fabric::__rt::Returned, ::fabric::__rt::CallError> {
+                    ::std::result::Result::Err(::fabric::__rt::CallError::UnknownMethod)
+                }
+
+                fn __call_async(
+                    __state: ::std::rc::Rc<dyn ::std::any::Any>,
+                    __method: &str,
+                    __args: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                ) -> ::std::result::Result<::fabric::__rt::CallFuture, ::fabric::__rt::CallError> {
+                    let __this: ::std::rc::Rc<#self_ty> = match __state.downcast::<#self_ty>() {
+                        ::std::result::Result::Ok(s) => s,
+                        ::std::result::Result::Err(_) => unreachable!("an actor's state has its class's type"),
+                    };
+                    match __method {
+                        #(#dispatch_arms)*
+                        _ => ::std::result::Result::Err(::fabric::__rt::CallError::UnknownMethod),
+                    }
+                }
+
+                ::fabric::__rt::inventory::submit! {
+                    ::fabric::__rt::ActorClassEntry {
+                        name: <#self_ty as ::fabric::ActorClass>::NAME,
+                        new: __new,
+                        call: __call,
+                        call_async: ::std::option::Option::Some(__call_async),
+                    }
+                }
+            };
+        };
+    }
     quote! {
         const _: () = {
             fn __new(__args: ::std::vec::Vec<::std::vec::Vec<u8>>)
@@ -195,6 +259,7 @@ fn registration(
                     name: <#self_ty as ::fabric::ActorClass>::NAME,
                     new: __new,
                     call: __call,
+                    call_async: ::std::option::Option::None,
                 }
             }
         };
@@ -243,9 +308,6 @@ fn split_items(imp: &syn::ItemImpl) -> syn::Result<(&syn::Signature, Vec<&syn::S
                         "actor methods take `&self` or `&mut self`",
                     ));
                 }
-                if let Some(a) = &f.sig.asyncness {
-                    return Err(syn::Error::new_spanned(a, "actor methods cannot be async"));
-                }
                 if !f.sig.generics.params.is_empty() {
                     return Err(syn::Error::new_spanned(
                         &f.sig.generics,
@@ -272,6 +334,7 @@ fn method_code(
     sig: &syn::Signature,
     class: &syn::Ident,
     self_ty: &syn::Type,
+    concurrent: bool,
 ) -> syn::Result<(TokenStream, TokenStream)> {
     let m = &sig.ident;
     let m_name = m.to_string();
@@ -306,15 +369,60 @@ fn method_code(
                 #encode
                 ::std::result::Result::Ok(__args)
             })();
-            #call_new(self.__id, #m_name, __built)
+            #call_new(self.__actor.clone(), #m_name, __built)
         }
     };
-    let arm = quote! {
-        #m_name => {
-            #decode
-            let __out = __this.#m(#(#names),*);
-            #encode_ret
-        }
+    let arm = match (concurrent, &sig.asyncness) {
+        (false, _) => quote! {
+            #m_name => {
+                #decode
+                let __out = __this.#m(#(#names),*);
+                #encode_ret
+            }
+        },
+        // A call of a concurrent actor is a future over the shared state.
+        (true, Some(_)) => quote! {
+            #m_name => {
+                #decode
+                ::std::result::Result::Ok(::std::boxed::Box::pin(async move {
+                    let __out = __this.#m(#(#names),*).await;
+                    #encode_ret
+                }))
+            }
+        },
+        // A plain method of a concurrent actor runs at once, to its end.
+        (true, None) => quote! {
+            #m_name => {
+                #decode
+                let __out = __this.#m(#(#names),*);
+                let __done = { #encode_ret };
+                ::std::result::Result::Ok(::std::boxed::Box::pin(::std::future::ready(__done)))
+            }
+        },
     };
     Ok((method, arm))
+}
+
+/// A class with `async fn` methods is a concurrent actor: its calls share
+/// its state while they run, so every method takes `&self`, and none is a
+/// generator.
+fn check_concurrent(methods: &[&syn::Signature]) -> syn::Result<()> {
+    for sig in methods {
+        if let Some(syn::FnArg::Receiver(r)) = sig.inputs.first()
+            && r.mutability.is_some()
+        {
+            return Err(syn::Error::new_spanned(
+                r,
+                "an actor with `async fn` methods runs calls concurrently on one state: its \
+                 methods take `&self` (keep what changes in a `Cell` or `RefCell`)",
+            ));
+        }
+        if generator_item(&returns(sig, None).value).is_some() {
+            return Err(syn::Error::new_spanned(
+                &sig.output,
+                "an actor with `async fn` methods cannot have generator methods",
+            ));
+        }
+    }
+    Ok(())
 }

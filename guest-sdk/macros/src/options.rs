@@ -61,6 +61,10 @@ pub fn parse(attr: TokenStream, allowed: &[&str]) -> syn::Result<Declared> {
                 let v: syn::Expr = meta.value()?.parse()?;
                 d.calls.push(quote!(.max_task_retries((#v) as u32)));
             }
+            "max_concurrency" => {
+                let v: syn::Expr = meta.value()?.parse()?;
+                d.calls.push(quote!(.max_concurrency((#v) as u32)));
+            }
             "retry_exceptions" => {
                 let v: syn::Expr = meta.value()?.parse()?;
                 d.calls.push(quote!(.retry_exceptions(#v)));

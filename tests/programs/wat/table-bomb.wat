@@ -37,4 +37,6 @@
   (func (export "fabric:core/guest@0.1.0#actor-new") (param i32 i32 i32 i32) (result i32)
     (unreachable))
   (func (export "fabric:core/guest@0.1.0#actor-call") (param i32 i32 i32 i32) (result i32)
+    (unreachable))
+  (func (export "fabric:core/guest@0.1.0#actor-run") (result i32)
     (unreachable)))

@@ -1,5 +1,10 @@
 //! Creating, calling, killing and finding actors. In a cluster these go
 //! through the node's cluster port: an actor may live on another node.
+//!
+//! A guest holds an actor through a handle: a counted reference to the
+//! actor's handle object, whose id is the actor's (`ObjectStore::anchor`).
+//! The host takes the actor's id from the handle, never from a value the
+//! guest wrote, so a guest can call only actors it was handed.
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{LinkerInstance, Resource};
@@ -8,12 +13,12 @@ use super::{
     Creating, HostCall, RawArg, admit, check_name, convert_args, convert_nested, reserve_result,
     to_wasm,
 };
-use crate::bindings::fabric::core::types::{ActorOptions, Id};
+use crate::bindings::fabric::core::types::ActorOptions;
 use crate::error::FabricError;
 use crate::ids::ActorId;
 use crate::object_store::ObjectRef;
 use crate::runtime::NodeCore;
-use crate::runtime::actor::{self, ActorCall, ActorRecord, ActorSpec, Restarts};
+use crate::runtime::actor::{self, ActorCall, ActorRecord, ActorSpec, MAX_CONCURRENCY, Restarts};
 use crate::runtime::instance::{InstanceState, Role};
 use crate::runtime::job::scoped_namespace;
 use crate::runtime::streams::OwnedStream;
@@ -32,15 +37,23 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             Vec<Resource<ObjectRef>>,
             ActorOptions,
         )| {
-            Box::new(
-                async move { Ok((to_wasm(create(store, class, args, nested, options).await)?,)) },
-            )
+            Box::new(async move {
+                let mut store = store;
+                let created = create(&mut store, class, args, nested, options).await;
+                let handle = created.and_then(|r| Ok(store.data_mut().push_ref(r)?));
+                Ok((to_wasm(handle)?,))
+            })
         },
     )?;
     host.func_wrap_async(
         "call-actor",
         |store: Ctx,
-         (actor, method, args, nested): (Id, String, Vec<RawArg>, Vec<Resource<ObjectRef>>)| {
+         (actor, method, args, nested): (
+            Resource<ObjectRef>,
+            String,
+            Vec<RawArg>,
+            Vec<Resource<ObjectRef>>,
+        )| {
             Box::new(async move {
                 let mut store = store;
                 let called = call(&mut store, actor, method, args, nested, None).await;
@@ -66,9 +79,12 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             })
         },
     )?;
-    host.func_wrap_async("kill-actor", |mut store: Ctx, (actor,): (Id,)| {
-        Box::new(async move { Ok((to_wasm(kill(store.data_mut(), actor).await)?,)) })
-    })?;
+    host.func_wrap_async(
+        "kill-actor",
+        |mut store: Ctx, (actor,): (Resource<ObjectRef>,)| {
+            Box::new(async move { Ok((to_wasm(kill(store.data_mut(), actor).await)?,)) })
+        },
+    )?;
     host.func_wrap("save-checkpoint", |mut store: Ctx, (state,): (Vec<u8>,)| {
         Ok((to_wasm(save_checkpoint(store.data_mut(), state))?,))
     })?;
@@ -83,9 +99,11 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     host.func_wrap_async(
         "get-actor",
         |mut store: Ctx, (name, namespace): (String, Option<String>)| {
-            Box::new(
-                async move { Ok((to_wasm(lookup(store.data_mut(), name, namespace).await)?,)) },
-            )
+            Box::new(async move {
+                let found = lookup(store.data_mut(), name, namespace).await;
+                let handle = found.and_then(|r| Ok(store.data_mut().push_ref(r)?));
+                Ok((to_wasm(handle)?,))
+            })
         },
     )?;
     Ok(())
@@ -94,12 +112,12 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
 /// Creates an actor (here or on another node): admitted before its
 /// arguments are copied out of the guest.
 async fn create(
-    store: Ctx<'_>,
+    store: &mut Ctx<'_>,
     class: String,
     args: Vec<RawArg>,
     nested: Vec<Resource<ObjectRef>>,
     options: ActorOptions,
-) -> HostCall<Id> {
+) -> HostCall<ObjectRef> {
     let exec = store.data().exec()?;
     let (core, job) = (exec.core.clone(), exec.job.clone());
     let what = match (&options.name, options.get_if_exists) {
@@ -123,14 +141,28 @@ async fn create(
             Some((scoped_namespace(&job.tenant, &ns), name))
         }
     };
-    let args = convert_args(&store, args)?;
+    let args = convert_args(store, args)?;
+    let max_concurrency = match options.max_concurrency {
+        None => 0,
+        Some(n @ 1..=MAX_CONCURRENCY) => n,
+        Some(n) => {
+            return Err(FabricError::InvalidArgument(format!(
+                "max-concurrency must be 1 to {MAX_CONCURRENCY}, got {n}"
+            ))
+            .into());
+        }
+    };
     let policy = Restarts {
         max_restarts: options.max_restarts.unwrap_or(0),
         max_task_retries: options.max_task_retries.unwrap_or(0),
+        max_concurrency,
     };
+    // Named and detached actors live until killed (or their job ends);
+    // any other lives while a handle to it does.
+    let counted = name.is_none() && !options.detached;
     let spec = ActorSpec::new(
         ActorId::random(),
-        job,
+        job.clone(),
         class.into(),
         args,
         convert_nested(&store.data().table, &nested)?,
@@ -143,12 +175,22 @@ async fn create(
         .port()
         .create_actor(spec, admitted.strategy, options.get_if_exists)
         .await?;
-    Ok(created.to_wit())
+    match core.objects().anchor(created, job.id, counted) {
+        Ok(handle) => Ok(handle),
+        Err(e) => {
+            // No handle to give: the actor must not live on unreachable.
+            if counted {
+                let _ =
+                    kill_by_id(&core, created, &job.tenant, "its handle could not be made").await;
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// What `call-actor-stream` takes.
 type CallStreamParams = (
-    Id,
+    Resource<ObjectRef>,
     String,
     Vec<RawArg>,
     Vec<Resource<ObjectRef>>,
@@ -160,13 +202,15 @@ type CallStreamParams = (
 /// backpressure) its stream, opened before the call is queued.
 async fn call(
     store: &mut Ctx<'_>,
-    actor: Id,
+    actor: Resource<ObjectRef>,
     method: String,
     args: Vec<RawArg>,
     nested: Vec<Resource<ObjectRef>>,
     stream: Option<u32>,
 ) -> HostCall<(ObjectRef, Option<Arc<OwnedStream>>)> {
     check_name("method", &method)?;
+    let keep = store.data().table.get(&actor)?.clone();
+    let id = ActorId::from_u128(keep.id().as_u128());
     let method: Arc<str> = method.into();
     // Charged before the arguments are copied out of the guest.
     let result_ref = reserve_result(store, &args, method.clone())?;
@@ -186,8 +230,8 @@ async fn call(
         result: result_ref.id(),
         reply: Reply::Local,
         stream,
+        keep: Some(keep),
     };
-    let id = ActorId::from_wit(actor);
     let queued = match local_actor(&core, id, &tenant) {
         Some(record) => {
             record.call(&core, call);
@@ -202,18 +246,33 @@ async fn call(
     Ok((result_ref, opened))
 }
 
-async fn kill(state: &mut InstanceState, actor: Id) -> HostCall<()> {
+/// The actor a handle names (its handle object's id).
+fn actor_of(state: &InstanceState, handle: &Resource<ObjectRef>) -> HostCall<ActorId> {
+    Ok(ActorId::from_u128(state.table.get(handle)?.id().as_u128()))
+}
+
+async fn kill(state: &mut InstanceState, actor: Resource<ObjectRef>) -> HostCall<()> {
+    let id = actor_of(state, &actor)?;
     let exec = state.exec()?;
     let (core, tenant) = (exec.core.clone(), exec.job.tenant.clone());
-    let id = ActorId::from_wit(actor);
-    match local_actor(&core, id, &tenant) {
+    Ok(kill_by_id(&core, id, &tenant, "was killed").await?)
+}
+
+/// Kills actor `id` of `tenant`, here or on its node.
+async fn kill_by_id(
+    core: &Arc<NodeCore>,
+    id: ActorId,
+    tenant: &str,
+    why: &str,
+) -> Result<(), FabricError> {
+    match local_actor(core, id, tenant) {
         Some(record) => {
-            let why = format!("actor {}({}) was killed", record.class, id.short());
-            actor::kill(&core, &record, why);
+            let why = format!("actor {}({}) {why}", record.class, id.short());
+            actor::kill(core, &record, why);
+            Ok(())
         }
-        None => core.port().kill_actor(id, &tenant).await?,
+        None => core.port().kill_actor(id, tenant).await,
     }
-    Ok(())
 }
 
 /// Largest checkpoint (it travels in one message to the creating node and
@@ -248,17 +307,24 @@ async fn lookup(
     state: &mut InstanceState,
     name: String,
     namespace: Option<String>,
-) -> HostCall<Id> {
+) -> HostCall<ObjectRef> {
     let exec = state.exec()?;
     let core = exec.core.clone();
     let shown = namespace.unwrap_or_else(|| exec.job.namespace.clone());
     check_name("actor", &name)?;
     check_name("namespace", &shown)?;
     let ns = scoped_namespace(&exec.job.tenant, &shown);
-    if let Some(id) = core.named_actors().get(&(ns.clone(), name.clone())) {
-        return Ok(id.to_wit());
-    }
-    Ok(core.port().lookup_actor(&ns, &name).await?.to_wit())
+    let local = core
+        .named_actors()
+        .get(&(ns.clone(), name.clone()))
+        .map(|id| *id);
+    let id = match local {
+        Some(id) => id,
+        None => core.port().lookup_actor(&ns, &name).await?,
+    };
+    // A named actor is not counted: its handle object here (the one this
+    // node holds, or a new one) only carries its id.
+    Ok(exec.core.objects().anchor(id, exec.job.id, false)?)
 }
 
 /// An actor hosted here that belongs to `tenant`. Another tenant's actor is

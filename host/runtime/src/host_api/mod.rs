@@ -16,6 +16,7 @@
 pub(crate) mod actors;
 mod admission;
 mod bytes;
+mod concurrent;
 pub(crate) mod context;
 mod memory;
 pub(crate) mod objects;
@@ -50,6 +51,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
     tasks::add_to_linker(&mut host)?;
     streams::add_to_linker(&mut host)?;
     actors::add_to_linker(&mut host)?;
+    concurrent::add_to_linker(&mut host)?;
     context::add_to_linker(&mut host)?;
     memory::add_to_linker(&mut host)?;
     Ok(())

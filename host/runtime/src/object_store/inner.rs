@@ -45,6 +45,15 @@ impl Inner {
             }
         }
         self.return_borrows(entry);
+        if entry.anchor
+            && entry.home.is_none()
+            && let Some(hook) = self.anchor_freed.get()
+        {
+            hook.freed(
+                crate::ids::ActorId::from_u128(entry.id.as_u128()),
+                entry.job,
+            );
+        }
         if let Some(remote) = self.remote.get() {
             let copies = std::mem::take(&mut *entry.copies.lock());
             if !copies.is_empty() {

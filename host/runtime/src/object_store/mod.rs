@@ -49,11 +49,13 @@ use crate::ids::{JobId, NodeId, ObjectId};
 use crate::spill::{Spill, SpillDir};
 use crate::tenants::{JobBooks, TenantAccount, TenantLedger};
 
+mod anchor;
 mod cascade;
 mod inner;
 mod ready;
 mod reference;
 
+pub use anchor::AnchorFreed;
 pub(crate) use ready::ReadyCounter;
 pub use reference::{Location, Pinned};
 
@@ -177,6 +179,9 @@ struct Entry {
     /// The task or method whose result this is, when it was made here as
     /// one (for errors that name it).
     producer: Option<Arc<str>>,
+    /// An actor's handle object whose freeing the store reports (see
+    /// [`ObjectStore::anchor`]).
+    anchor: bool,
     /// The owner, when the object is borrowed from another node.
     home: Option<NodeId>,
     /// Borrows the owner counted for this node (given back on release).
@@ -206,6 +211,8 @@ struct Inner {
     spill: Spill,
     /// The spill directory, made at the first spill.
     spill_dir: OnceLock<Result<SpillDir, String>>,
+    /// Told when an actor's counted handle object is freed.
+    anchor_freed: OnceLock<Arc<dyn AnchorFreed>>,
     /// Counts reads and stores: the LRU order.
     clock: AtomicU64,
 }
@@ -254,6 +261,7 @@ impl ObjectStore {
                 ledger,
                 spill,
                 spill_dir: OnceLock::new(),
+                anchor_freed: OnceLock::new(),
                 clock: AtomicU64::new(0),
             }),
         }
@@ -277,6 +285,7 @@ impl ObjectStore {
             job,
             books,
             producer: None,
+            anchor: false,
             home,
             registrations: AtomicU32::new(0),
             copies: Mutex::new(Vec::new()),

@@ -13,6 +13,11 @@
 //! never followed by a restart; the [`Mailbox`] guard fails whatever was
 //! still queued.
 //!
+//! An actor that is neither named nor detached lives by reference: when
+//! its last handle anywhere in the cluster goes, its creator's node queues
+//! a stop behind the calls already queued ([`ActorCall::stop`], see
+//! `handles.rs`), and the actor ends once it reaches it.
+//!
 //! A restart after the actor's *node* died is the business of the node
 //! that created the actor: it keeps the spec and the last checkpoint (the
 //! cluster's remote actors, reached through the node's port).
@@ -48,6 +53,11 @@ pub struct ActorCall {
     pub reply: Reply,
     /// For a generator method: its backpressure (see `TaskSpec::stream`).
     pub stream: Option<u32>,
+    /// The caller's handle to the actor, held (on the caller's node, never
+    /// sent) until the call is answered: the handle's last borrow cannot go
+    /// back to its owner, and so the stop it causes cannot set out, before
+    /// the actor has this call.
+    pub keep: Option<ObjectRef>,
 }
 
 /// What the node knows about a live actor.
@@ -73,13 +83,18 @@ pub struct ActorRecord {
     abort: Mutex<Option<AbortHandle>>,
 }
 
-/// How often an actor is brought back.
+pub use super::concurrent::MAX_CONCURRENCY;
+
+/// How often an actor is brought back, and how many calls it runs at once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Restarts {
     /// Restarts allowed after a trap, a panic or its node's death.
     pub max_restarts: u32,
     /// Times a call lost with the actor's node is sent again.
     pub max_task_retries: u32,
+    /// Calls it may have in flight at once, interleaved (a concurrent
+    /// actor, see `concurrent.rs`); 0: one at a time, each on its own.
+    pub max_concurrency: u32,
 }
 
 /// What creating an actor needs.
@@ -164,8 +179,17 @@ impl ActorRecord {
         self.busy.load(Ordering::Acquire)
     }
 
-    fn done_one(&self) {
+    pub(crate) fn done_one(&self) {
         self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Records why it ended (`why` follows its label), unless it already
+    /// has a reason.
+    pub(crate) fn mark_dead(&self, why: &str) {
+        let mut dead = self.dead.lock();
+        if dead.is_none() {
+            *dead = Some(format!("{} {why}", self.label()));
+        }
     }
 
     /// Saves the actor's state; the creating node, if another, hears of it.
@@ -251,6 +275,7 @@ pub fn spawn(core: &Arc<NodeCore>, spec: ActorSpec, slot: InstanceSlot) -> Arc<A
     core.actors().insert(spec.id, record.clone());
     let mailbox = Mailbox {
         rx,
+        parked: Default::default(),
         core: core.clone(),
         record: record.clone(),
         current: None,
@@ -319,14 +344,17 @@ fn release_name(core: &NodeCore, record: &ActorRecord) {
 /// The receiving end of an actor's calls. Dropping it (the actor ended or
 /// was killed) fails the call in flight and every queued one.
 pub(crate) struct Mailbox {
-    rx: mpsc::UnboundedReceiver<ActorCall>,
+    pub(super) rx: mpsc::UnboundedReceiver<ActorCall>,
+    /// Calls a concurrent actor's run took but had not started (their
+    /// arguments were not here): they go first to the next run.
+    pub(super) parked: std::collections::VecDeque<ActorCall>,
     core: Arc<NodeCore>,
-    record: Arc<ActorRecord>,
+    pub(super) record: Arc<ActorRecord>,
     current: Option<(ObjectId, Reply)>,
 }
 
 impl Mailbox {
-    fn die(&mut self, reason: String) {
+    pub(super) fn die(&mut self, reason: String) {
         tracing::debug!(actor = %self.record.id.short(), class = %self.record.class, %reason, "actor died");
         let mut dead = self.record.dead.lock();
         if dead.is_none() {
@@ -351,7 +379,15 @@ impl Drop for Mailbox {
                 .complete(id, reply, Err(FabricError::ActorDied(reason.clone())));
             self.record.done_one();
         }
-        while let Ok(call) = self.rx.try_recv() {
+        let parked: Vec<ActorCall> = self.parked.drain(..).collect();
+        let queued = std::iter::from_fn(|| self.rx.try_recv().ok());
+        for call in parked.into_iter().chain(queued.collect::<Vec<_>>()) {
+            if call.is_stop() {
+                self.core
+                    .complete(call.result, call.reply, Ok((Bytes::new(), Vec::new())));
+                self.record.done_one();
+                continue;
+            }
             self.core.complete(
                 call.result,
                 call.reply,
@@ -371,11 +407,17 @@ async fn await_args(args: &[TaskArg]) {
 
 async fn actor_main(
     core: Arc<NodeCore>,
-    spec: ActorSpec,
+    mut spec: ActorSpec,
     mut mailbox: Mailbox,
     _slot: InstanceSlot,
 ) {
     let label = mailbox.record.label();
+    if spec.policy.max_concurrency > 0 && spec.job.app.exports.actor_run.is_none() {
+        return mailbox.die(format!(
+            "{label} could not start: it is concurrent (max-concurrency), and its component \
+             exports no `actor-run`"
+        ));
+    }
     let mut lease = Some(core.acquire(spec.demand.clone(), &spec.job).await);
     await_args(&spec.args).await;
     let argv = match resolve_args(&spec.job, &format!("{}.new", spec.class), &spec.args) {
@@ -391,49 +433,39 @@ async fn actor_main(
     // bytes (not the references) only when there can be one.
     let kept_argv = restartable.then(|| argv.clone());
     let mut argv = Some(argv);
-    drop((spec.args, spec.nested));
-    let exports = spec.job.app.exports.clone();
+    drop(std::mem::take(&mut spec.args));
+    // The references inside the arguments stay until the constructor has
+    // decoded them (and held its own), for every run of it when it may run
+    // again: the last reference to a value's object may be this one.
+    let mut nested = Some(std::mem::take(&mut spec.nested));
     loop {
-        let role = Role::Actor {
-            id: spec.id,
-            class: spec.class.clone(),
-        };
         let lease_now = match lease.take() {
             Some(l) => l,
             None => core.acquire(spec.demand.clone(), &spec.job).await,
-        };
-        let mut store = instance::new_store(&core, &spec.job, role, Some(lease_now), None, &[]);
-        let what = format!("{}.new", spec.class);
-        let inst = match instance::instantiate(&mut store, &spec.job, &what).await {
-            Ok(i) => i,
-            Err(e) => return mailbox.die(format!("{label} could not start: {e}")),
         };
         let ctor_args = match argv.take() {
             Some(a) => a,
             None => kept_argv.clone().unwrap_or_default(),
         };
-        if let Err(e) = instance::call_new(
-            &mut store,
-            &inst,
-            &exports.actor_new,
+        let built = construct(
+            &core,
+            spec.id,
             &spec.class,
+            &spec.job,
+            lease_now,
             &ctor_args,
         )
-        .await
-        {
-            return mailbox.die(format!("{label} could not start: {e}"));
-        }
+        .await;
+        let (mut store, inst) = match built {
+            Ok(built) => built,
+            Err(e) => return mailbox.die(format!("{label} could not start: {e}")),
+        };
         drop(ctor_args);
-        let Some(reason) = serve(
-            &core,
-            &spec.class,
-            &mut store,
-            &inst,
-            &exports,
-            &mut mailbox,
-        )
-        .await
-        else {
+        if !restartable {
+            drop(nested.take());
+        }
+        let served = serve_instance(&core, &spec, &mut store, &inst, &mut mailbox).await;
+        let Some(reason) = served else {
             return;
         };
         // The instance is poisoned: restart it in a fresh one, or die.
@@ -453,6 +485,44 @@ async fn actor_main(
     }
 }
 
+/// Serves calls on the instance: one at a time, or interleaved for a
+/// concurrent actor.
+async fn serve_instance(
+    core: &Arc<NodeCore>,
+    spec: &ActorSpec,
+    store: &mut wasmtime::Store<instance::InstanceState>,
+    inst: &wasmtime::component::Instance,
+    mailbox: &mut Mailbox,
+) -> Option<String> {
+    let exports = &spec.job.app.exports;
+    match spec.policy.max_concurrency {
+        0 => serve(core, &spec.class, store, inst, exports, mailbox).await,
+        max => super::concurrent::serve(core, &spec.job, store, inst, mailbox, max).await,
+    }
+}
+
+/// A fresh instance of actor `id` (holding `lease`) whose constructor ran
+/// on `args`.
+async fn construct(
+    core: &Arc<NodeCore>,
+    id: ActorId,
+    class: &Arc<str>,
+    job: &Arc<Job>,
+    lease: crate::scheduler::Lease,
+    args: &[Bytes],
+) -> Result<(instance::Sandbox, wasmtime::component::Instance), FabricError> {
+    let role = Role::Actor {
+        id,
+        class: class.clone(),
+    };
+    let mut store = instance::new_store(core, job, role, Some(lease), None, &[]);
+    let what = format!("{class}.new");
+    let inst = instance::instantiate(&mut store, job, &what).await?;
+    let exports = &job.app.exports;
+    instance::call_new(&mut store, &inst, &exports.actor_new, class, args).await?;
+    Ok((store, inst))
+}
+
 /// Runs calls on the instance until the mailbox closes (`None`) or a call
 /// poisons the instance (`Some(why)`).
 async fn serve(
@@ -468,6 +538,18 @@ async fn serve(
         return Some(format!("{label} has no job"));
     };
     while let Some(call) = mailbox.rx.recv().await {
+        if call.is_stop() {
+            // No handle is left: it ends after the calls queued before.
+            core.complete(call.result, call.reply, Ok((Bytes::new(), Vec::new())));
+            mailbox.record.done_one();
+            mailbox.die(format!("{label} stopped: its last handle was dropped"));
+            // Nothing can name it any more: its record goes too (a driver
+            // that makes and drops actors in a loop keeps nothing of them).
+            let record = &mailbox.record;
+            core.actors()
+                .remove_if(&record.id, |_, r| Arc::ptr_eq(r, record));
+            return None;
+        }
         mailbox.current = Some((call.result, call.reply));
         await_args(&call.args).await;
         let what = format!("{}.{}", class, call.method);

@@ -28,6 +28,9 @@ pub(crate) struct GuestExports {
     pub actor_new: ComponentExportIndex,
     pub actor_call: ComponentExportIndex,
     pub main: ComponentExportIndex,
+    /// A concurrent actor's loop; optional, so a component built without
+    /// it (or in a language that has none) still runs everything else.
+    pub actor_run: Option<ComponentExportIndex>,
 }
 
 /// A compiled application, ready to instantiate.
@@ -143,6 +146,7 @@ fn prepare(
         actor_new: lookup("actor-new")?,
         actor_call: lookup("actor-call")?,
         main: lookup("main")?,
+        actor_run: component.get_export_index(Some(&guest), "actor-run"),
     };
     typecheck(engine, &pre, &exports)?;
     let slot_weight = crate::runtime::engine::slot_weight(&component);
@@ -204,6 +208,11 @@ fn typecheck(
     instance
         .get_typed_func::<(&[String],), (Result<(), String>,)>(&mut store, &exports.main)
         .map_err(|e| mismatch("main", e))?;
+    if let Some(run) = &exports.actor_run {
+        instance
+            .get_typed_func::<(), (Result<(), WitError>,)>(&mut store, run)
+            .map_err(|e| mismatch("actor-run", e))?;
+    }
     Ok(())
 }
 

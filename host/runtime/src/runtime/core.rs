@@ -66,7 +66,7 @@ impl NodeCore {
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let tenants = Arc::new(TenantLedger::default());
-        Arc::new_cyclic(|me| NodeCore {
+        let core = Arc::new_cyclic(|me| NodeCore {
             id: NodeId::random(),
             engine,
             objects: ObjectStore::with_ledger(
@@ -85,7 +85,10 @@ impl NodeCore {
             config,
             port: OnceLock::new(),
             alone: Alone(me.clone()),
-        })
+        });
+        let hook = super::handles::StopUnreferenced(Arc::downgrade(&core));
+        core.objects.set_anchor_hook(Arc::new(hook));
+        core
     }
 
     pub fn id(&self) -> NodeId {

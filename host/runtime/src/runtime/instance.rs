@@ -86,6 +86,8 @@ pub struct InstanceState {
     most_handles: usize,
     /// The streaming call running now, if it is one.
     pub(crate) generator: Option<super::streams::Generator>,
+    /// A concurrent actor's calls, while its `actor-run` runs.
+    pub(crate) concurrent: Option<super::concurrent::ConcurrentCalls>,
 }
 
 /// Host memory a guest's handle to an object costs (its slots in the
@@ -123,7 +125,14 @@ impl InstanceState {
             handles: 0,
             most_handles: 0,
             generator: None,
+            concurrent: None,
         }
+    }
+
+    /// A new stretch of one call's running time begins (a concurrent
+    /// actor's executor took an event): the CPU-time limit starts afresh.
+    pub(crate) fn reset_ticks(&mut self) {
+        self.ticks = 0;
     }
 
     pub(crate) fn exec(&self) -> wasmtime::Result<&ExecContext> {
@@ -291,6 +300,7 @@ pub(crate) fn new_store(
         handles: 0,
         most_handles: 0,
         generator: None,
+        concurrent: None,
     };
     let mut store = Store::new(core.engine().engine(), state);
     store.limiter(|s| &mut s.limiter);
@@ -521,7 +531,7 @@ pub(crate) async fn call_output<R>(
 /// An error the guest returned (its own, or one it passed on with `?`):
 /// it stays what it is, but is never a reason for the system to retry the
 /// call (a child's lost node was the child's to retry).
-fn returned_error(e: WitError) -> FabricError {
+pub(crate) fn returned_error(e: WitError) -> FabricError {
     match FabricError::from_wit(e).bounded() {
         FabricError::TaskFailed(mut f) => {
             f.retryable = false;
@@ -556,8 +566,32 @@ pub(crate) async fn call_new(
     end_call(store, started);
     store.data_mut().poisoned = !matches!(called, Ok(Ok(_)));
     match called? {
-        Ok((r,)) => r.map_err(FabricError::from_wit),
+        Ok((r,)) => r.map_err(returned_error),
         Err(e) => Err(trap_failure(store, &what, e)),
+    }
+}
+
+/// Calls a concurrent actor's `actor-run`, which returns when the actor
+/// stops. No wall-clock bound: the run is the actor's life (each stretch
+/// between two events has the CPU-time limit, see `next-event`).
+pub(crate) async fn call_run(
+    store: &mut Store<InstanceState>,
+    instance: &Instance,
+    export: &wasmtime::component::ComponentExportIndex,
+    what: &str,
+) -> Result<(), FabricError> {
+    let func = instance
+        .get_func(&mut *store, export)
+        .ok_or_else(|| FabricError::failure(what, FailureKind::System, "export vanished"))?;
+    // SAFETY: checked at load (`component::typecheck`).
+    let typed = unsafe { TypedFunc::<(), (Result<(), WitError>,)>::new_unchecked(func) };
+    // Its CPU time is billed stretch by stretch (`next-event`), not here.
+    begin_call(store);
+    let called = typed.call_async(&mut *store, ()).await;
+    store.data_mut().poisoned = true;
+    match called {
+        Ok((r,)) => r.map_err(returned_error),
+        Err(e) => Err(trap_failure(store, what, e)),
     }
 }
 

@@ -173,6 +173,7 @@ impl Cluster {
             detached: spec.detached,
             max_restarts: spec.policy.max_restarts,
             max_task_retries: spec.policy.max_task_retries,
+            max_concurrency: spec.policy.max_concurrency,
             restarts: spec.restarts,
             checkpoint: spec.checkpoint.clone(),
         };

@@ -165,6 +165,7 @@ impl Cluster {
             }
         };
         let call = ActorCall {
+            keep: None,
             method: c.method.into(),
             args,
             nested,
@@ -245,6 +246,9 @@ fn hosted_spec(
         policy: Restarts {
             max_restarts: c.max_restarts,
             max_task_retries: c.max_task_retries,
+            max_concurrency: c
+                .max_concurrency
+                .min(crate::runtime::actor::MAX_CONCURRENCY),
         },
         restarts: c.restarts,
         checkpoint: c.checkpoint.clone(),

@@ -271,7 +271,9 @@ fn main() -> fabric::Result<()> {
         "unknown-method" => {
             let log = Log::remote()?;
             // An Account handle pointing at a Log: its methods are unknown there.
-            let wrong: ActorHandle<Account> = ActorHandle::from_id(log.id());
+            let encoded = rmp_serde::to_vec(&log).expect("a handle encodes");
+            let wrong: ActorHandle<Account> =
+                rmp_serde::from_slice(&encoded).expect("a handle held here decodes");
             println!(
                 "{}",
                 describe(&fabric::get(&wrong.describe().remote()?).unwrap_err())

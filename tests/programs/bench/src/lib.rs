@@ -203,6 +203,27 @@ fn options(args: impl Iterator<Item = String>) -> fabric::Result<Options> {
     Ok(o)
 }
 
+/// Ray's `1_1_actor_calls_concurrent` actor (max_concurrency=16): here a
+/// concurrent actor whose calls interleave on one state.
+#[fabric::actor]
+struct ConcurrentServer {
+    calls: std::cell::Cell<u64>,
+}
+
+#[fabric::actor]
+impl ConcurrentServer {
+    fn new() -> Self {
+        ConcurrentServer {
+            calls: Default::default(),
+        }
+    }
+
+    async fn small_value(&self) -> u8 {
+        self.calls.set(self.calls.get() + 1);
+        0
+    }
+}
+
 fn servers(n: usize) -> fabric::Result<Vec<ActorHandle<Server>>> {
     let servers = (0..n)
         .map(|_| Server::remote())
@@ -322,12 +343,21 @@ fn ray_workload(name: &str, reps: usize, o: &Options) -> fabric::Result<()> {
                 fabric::get(&a.small_value().remote()?).map(drop)
             })
         }
-        // A wasm instance runs one call at a time: Ray's threaded actor
-        // (max_concurrency=16) has no counterpart, so this is the same
-        // stream of calls to one (serial) actor.
-        "1_1_actor_calls_async" | "1_1_actor_calls_concurrent" => {
+        "1_1_actor_calls_async" => {
             let a = &servers(1)?[0];
             timeit(name, reps, 1000.0, || calls_batch(a, 1000))
+        }
+        // Ray's actor runs 16 calls at once on threads; ours interleaves up
+        // to 16 on one instance (a concurrent actor).
+        "1_1_actor_calls_concurrent" => {
+            let a = ConcurrentServer::options(ActorOptions::new().max_concurrency(16)).remote()?;
+            fabric::get(&a.small_value().remote()?)?;
+            timeit(name, reps, 1000.0, || {
+                let refs = (0..1000)
+                    .map(|_| a.small_value().remote())
+                    .collect::<fabric::Result<Vec<_>>>()?;
+                fabric::get_all(&refs).map(drop)
+            })
         }
         "1_n_actor_calls_async" => {
             let n = 5000;

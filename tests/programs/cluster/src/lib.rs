@@ -8,6 +8,9 @@ use std::time::Duration;
 use fabric::prelude::*;
 use fabric::serde_bytes::ByteBuf;
 
+mod actor_api;
+use actor_api::{concurrent, handle_lifetime, pool_queue};
+
 const SCENARIOS: &[&str] = &[
     "fan-out",
     "gpu",
@@ -32,6 +35,9 @@ const SCENARIOS: &[&str] = &[
     "stream-kill",
     "detached-slow",
     "big-results",
+    "handle-lifetime",
+    "concurrent",
+    "pool-queue",
 ];
 
 /// `n` items `(i, node)`, one every `ms` milliseconds.
@@ -278,6 +284,9 @@ fn main() -> fabric::Result<()> {
     match arg(0).as_str() {
         "list" => println!("{}", SCENARIOS.join(" ")),
         "where" => println!("driver on {}", here()),
+        "handle-lifetime" => handle_lifetime(&arg(1), &arg(2))?,
+        "concurrent" => concurrent(&arg(1))?,
+        "pool-queue" => pool_queue(&arg(1), &arg(2))?,
         "fan-out" => {
             let n: usize = arg(1).parse().unwrap_or(1000);
             let refs: Vec<_> = (0..n)

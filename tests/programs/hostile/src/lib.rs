@@ -428,12 +428,26 @@ fn main() -> fabric::Result<()> {
         }
         "steal-actor" => {
             let raw: u128 = arg(2).parse().expect("actor id");
-            let vault: ActorHandle<Vault> = ActorHandle::from_id(raw);
+            // Bytes shaped exactly like a handle to the victim's actor
+            // (MessagePack fixext 16, type 2, the id): no handle results.
+            let mut forged = vec![0xd8, 0x02];
+            forged.extend_from_slice(&raw.to_be_bytes());
+            let decoded = rmp_serde::from_slice::<ActorHandle<Vault>>(&forged);
+            match decoded {
+                Ok(h) => println!("forged handle: UNEXPECTED SUCCESS {h:?}"),
+                Err(e) if e.to_string().contains("not found") => {
+                    println!("forged handle: not-found")
+                }
+                Err(e) => println!("forged handle: {e}"),
+            }
+            // A handle that is really another object's reference.
+            let own = host::put(&[0xc0], &[])?;
+            let called = host::call_actor(&own, "secret", &[], &[]).map(|_| ());
+            report("object as handle", called.map_err(Error::from));
             report(
-                "call",
-                vault.secret().remote().and_then(|r| fabric::get(&r)),
+                "kill object as handle",
+                host::kill_actor(&own).map_err(Error::from),
             );
-            report("kill", vault.kill());
         }
         "steal-named-actor" => {
             report(

@@ -1,0 +1,8 @@
+//! Ray's `ray.util` pieces built on actors: [`ActorPool`] spreads calls over
+//! a set of actors, [`Queue`] is a bounded queue shared across the cluster.
+
+mod pool;
+mod queue;
+
+pub use pool::ActorPool;
+pub use queue::{Queue, QueueActor, QueueError};
