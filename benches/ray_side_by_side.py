@@ -93,13 +93,16 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, **kw)
 
 
-def ray_figures(venv):
+def ray_figures(venv, ray_pattern=None):
     python = os.path.join(venv, "bin", "python")
     if not os.path.exists(python):
         run([sys.executable, "-m", "venv", venv])
         run([python, "-m", "pip", "install", "-q", f"ray=={RAY_VERSION}", "numpy", "grpcio"])
     ray = os.path.join(venv, "bin", "ray")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    if ray_pattern:
+        # Ray's own filter: the metrics whose name contains it.
+        env["TESTS_TO_RUN"] = ray_pattern
     out = run([ray, "microbenchmark"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env).stdout
     figures = {}
     for line in out.splitlines():
@@ -108,7 +111,9 @@ def ray_figures(venv):
             figures[canonical(m["name"])] = (float(m["mean"]), float(m["sd"]))
     if not figures:
         sys.exit("no figures in Ray's output:\n" + out)
-    out = run([python, "-c", RAY_GENERATOR], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env).stdout
+    out = "" if ray_pattern else run(
+        [python, "-c", RAY_GENERATOR], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    ).stdout
     for line in out.splitlines():
         m = RAY_LINE.match(line.strip())
         if m:
@@ -116,9 +121,10 @@ def ray_figures(venv):
     return figures
 
 
-def our_figures():
+def our_figures(only):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        run(["cargo", "bench", "--bench", "microbenchmark", "--", "--ray-only", "--json", f.name])
+        subset = ["--only", ",".join(only)] if only else []
+        run(["cargo", "bench", "--bench", "microbenchmark", "--", "--ray-only", *subset, "--json", f.name])
         data = json.load(open(f.name))
     return {k: (v["mean"], v["sd"], v["unit"]) for k, v in data.items()}
 
@@ -131,7 +137,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keep-venv", help="install Ray here and keep it (default: a temporary directory)")
     ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument(
+        "--only",
+        help="a subset: our metric names, comma-separated, e.g. the actor rows "
+        "1_1_actor_calls_sync,1_1_actor_calls_async,1_1_actor_calls_concurrent,"
+        "1_n_actor_calls_async,n_n_actor_calls_async,n_n_actor_calls_with_arg_async",
+    )
+    ap.add_argument(
+        "--ray-pattern",
+        help="with --only: Ray's TESTS_TO_RUN, a text every wanted Ray metric's name "
+        "contains (e.g. 'actor calls')",
+    )
     args = ap.parse_args()
+    only = args.only.split(",") if args.only else None
 
     tmp = None
     venv = args.keep_venv
@@ -139,15 +157,15 @@ def main():
         tmp = tempfile.mkdtemp(prefix="ray-venv-")
         venv = tmp
     try:
-        ray = ray_figures(venv)
+        ray = ray_figures(venv, args.ray_pattern if only else None)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    ours = our_figures()
+    ours = our_figures(only)
 
     header = f"| metric | Ray {RAY_VERSION} | wasmfabric | ratio |"
     rows = [header, "|---|---:|---:|---:|"]
-    for name in SUITE:
+    for name in only or SUITE:
         if name not in ours:
             sys.exit(f"our suite did not report {name}")
         mean, sd, unit = ours[name]

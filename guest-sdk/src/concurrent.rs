@@ -8,20 +8,36 @@
 //! `&self`; keep what changes in a `Cell` or `RefCell` (and hold no
 //! `RefCell` borrow across an `.await`).
 //!
-//! ```ignore
-//! #[fabric::actor]
-//! struct Batcher { seen: std::cell::Cell<u64> }
+//! ```no_run
+//! use std::cell::Cell;
+//! use std::time::Duration;
 //!
 //! #[fabric::actor]
-//! impl Batcher {
-//!     fn new() -> Self { Batcher { seen: Default::default() } }
-//!     async fn slow_echo(&self, v: u64) -> u64 {
-//!         fabric::sleep(std::time::Duration::from_millis(100)).await;
-//!         self.seen.set(self.seen.get() + 1);
-//!         v
+//! struct Napper {
+//!     naps: Cell<u64>,
+//! }
+//!
+//! #[fabric::actor]
+//! impl Napper {
+//!     fn new() -> Self {
+//!         Napper { naps: Cell::new(0) }
+//!     }
+//!
+//!     /// Sleeps 100 ms: ten calls at once take about 100 ms, not a second.
+//!     async fn nap(&self) -> u64 {
+//!         fabric::sleep(Duration::from_millis(100)).await;
+//!         self.naps.set(self.naps.get() + 1);
+//!         self.naps.get()
 //!     }
 //! }
-//! // Ten calls take about 100 ms, not one second.
+//!
+//! # fn main() -> fabric::Result<()> {
+//! let napper = Napper::remote()?;
+//! let naps = (0..10)
+//!     .map(|_| napper.nap().remote())
+//!     .collect::<fabric::Result<Vec<_>>>()?;
+//! fabric::get_all(&naps)?;
+//! # Ok(()) }
 //! ```
 //!
 //! How it runs: the host calls the guest's `actor-run` once; [`run`] is its

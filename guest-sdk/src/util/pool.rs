@@ -1,10 +1,29 @@
 //! [`ActorPool`]: Ray's `ray.util.ActorPool`, work spread over a fixed set
 //! of actors, one call per actor at a time.
 //!
-//! ```ignore
-//! let workers = (0..4).map(|_| Worker::remote()).collect::<fabric::Result<Vec<_>>>()?;
-//! let mut pool = fabric::util::ActorPool::new(workers);
-//! // In order of the inputs:
+//! ```no_run
+//! use fabric::util::ActorPool;
+//!
+//! #[fabric::actor]
+//! struct Worker;
+//!
+//! #[fabric::actor]
+//! impl Worker {
+//!     fn new() -> Self {
+//!         Worker
+//!     }
+//!
+//!     fn square(&self, x: u64) -> u64 {
+//!         x * x
+//!     }
+//! }
+//!
+//! # fn main() -> fabric::Result<()> {
+//! let workers = (0..4)
+//!     .map(|_| Worker::remote())
+//!     .collect::<fabric::Result<Vec<_>>>()?;
+//! let mut pool = ActorPool::new(workers);
+//! // In the order of the inputs:
 //! let squares: Vec<u64> = pool
 //!     .map(|w, x| w.square(x).remote(), 0..100u64)
 //!     .collect::<fabric::Result<_>>()?;
@@ -12,6 +31,7 @@
 //! for r in pool.map_unordered(|w, x| w.square(x).remote(), 0..100u64) {
 //!     println!("{}", r?);
 //! }
+//! # Ok(()) }
 //! ```
 
 use std::collections::{HashMap, VecDeque};

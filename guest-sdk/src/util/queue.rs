@@ -1,12 +1,28 @@
 //! [`Queue`]: Ray's `ray.util.queue.Queue`, a bounded first-in first-out
 //! queue that tasks and actors anywhere in the cluster share.
 //!
-//! ```ignore
-//! let q: fabric::util::Queue<String> = fabric::util::Queue::new(100)?;
-//! let producer = produce::remote(q.clone())?; // a task that calls q.put(..)
-//! while let Ok(item) = q.get_timeout(std::time::Duration::from_secs(5)) {
-//!     println!("{item}");
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use fabric::util::Queue;
+//!
+//! /// Puts `n` lines on `q`, waiting while it is full.
+//! #[fabric::remote]
+//! fn produce(q: Queue<String>, n: u64) -> fabric::Result<()> {
+//!     for i in 0..n {
+//!         q.put(&format!("line {i}"))?;
+//!     }
+//!     Ok(())
 //! }
+//!
+//! # fn main() -> fabric::Result<()> {
+//! let q: Queue<String> = Queue::new(100)?;
+//! let producer = produce::remote(q.clone(), 10u64)?;
+//! while let Ok(line) = q.get_timeout(Duration::from_secs(5)) {
+//!     println!("{line}");
+//! }
+//! fabric::get(&producer)?;
+//! # Ok(()) }
 //! ```
 //!
 //! The queue lives in a concurrent actor ([`QueueActor`]): a `get` on an
