@@ -187,16 +187,11 @@ fn registration(
     dispatch_arms: &[TokenStream],
     concurrent: bool,
 ) -> TokenStream {
-    if concurrent {
-        return quote! {
-            const _: () = {
-                fn __new(__args: ::std::vec::Vec<::std::vec::Vec<u8>>)
-                    -> ::std::result::Result<::std::boxed::Box<dyn ::std::any::Any>, ::fabric::__rt::CallError>
-                {
-                    #ctor_decode
-                    #construct
-                }
-
+    // A concurrent actor's calls start as futures over the shared state;
+    // its `call` is never used (the host runs it through `actor-run`).
+    let (calls, call_async) = match concurrent {
+        true => (
+            quote! {
                 fn __call(
                     _: &mut dyn ::std::any::Any,
                     _: &str,
@@ -219,18 +214,28 @@ fn registration(
                         _ => ::std::result::Result::Err(::fabric::__rt::CallError::UnknownMethod),
                     }
                 }
-
-                ::fabric::__rt::inventory::submit! {
-                    ::fabric::__rt::ActorClassEntry {
-                        name: <#self_ty as ::fabric::ActorClass>::NAME,
-                        new: __new,
-                        call: __call,
-                        call_async: ::std::option::Option::Some(__call_async),
+            },
+            quote!(::std::option::Option::Some(__call_async)),
+        ),
+        false => (
+            quote! {
+                fn __call(
+                    __state: &mut dyn ::std::any::Any,
+                    __method: &str,
+                    __args: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                ) -> ::std::result::Result<::fabric::__rt::Returned, ::fabric::__rt::CallError> {
+                    let __this = __state
+                        .downcast_mut::<#self_ty>()
+                        .expect("an actor's state has its class's type");
+                    match __method {
+                        #(#dispatch_arms)*
+                        _ => ::std::result::Result::Err(::fabric::__rt::CallError::UnknownMethod),
                     }
                 }
-            };
-        };
-    }
+            },
+            quote!(::std::option::Option::None),
+        ),
+    };
     quote! {
         const _: () = {
             fn __new(__args: ::std::vec::Vec<::std::vec::Vec<u8>>)
@@ -240,26 +245,14 @@ fn registration(
                 #construct
             }
 
-            fn __call(
-                __state: &mut dyn ::std::any::Any,
-                __method: &str,
-                __args: ::std::vec::Vec<::std::vec::Vec<u8>>,
-            ) -> ::std::result::Result<::fabric::__rt::Returned, ::fabric::__rt::CallError> {
-                let __this = __state
-                    .downcast_mut::<#self_ty>()
-                    .expect("an actor's state has its class's type");
-                match __method {
-                    #(#dispatch_arms)*
-                    _ => ::std::result::Result::Err(::fabric::__rt::CallError::UnknownMethod),
-                }
-            }
+            #calls
 
             ::fabric::__rt::inventory::submit! {
                 ::fabric::__rt::ActorClassEntry {
                     name: <#self_ty as ::fabric::ActorClass>::NAME,
                     new: __new,
                     call: __call,
-                    call_async: ::std::option::Option::None,
+                    call_async: #call_async,
                 }
             }
         };

@@ -231,11 +231,7 @@ impl<A: ActorClass, R: DeserializeOwned + 'static> ActorPool<A, R> {
         call: impl Fn(&ActorHandle<A>, V) -> Result<ObjectRef<R>> + Clone + 'static,
         values: impl IntoIterator<Item = V>,
     ) -> impl Iterator<Item = Result<R>> + '_ {
-        self.submit_all(call, values);
-        Results {
-            pool: self,
-            ordered: true,
-        }
+        self.submit_all(call, values, true)
     }
 
     /// [`ActorPool::map`], with the results in the order they finish.
@@ -244,22 +240,23 @@ impl<A: ActorClass, R: DeserializeOwned + 'static> ActorPool<A, R> {
         call: impl Fn(&ActorHandle<A>, V) -> Result<ObjectRef<R>> + Clone + 'static,
         values: impl IntoIterator<Item = V>,
     ) -> impl Iterator<Item = Result<R>> + '_ {
-        self.submit_all(call, values);
-        Results {
-            pool: self,
-            ordered: false,
-        }
+        self.submit_all(call, values, false)
     }
 
-    /// Submits a call per value.
+    /// Submits a call per value; their results, in order or as they finish.
     fn submit_all<V: 'static>(
         &mut self,
         call: impl Fn(&ActorHandle<A>, V) -> Result<ObjectRef<R>> + Clone + 'static,
         values: impl IntoIterator<Item = V>,
-    ) {
+        ordered: bool,
+    ) -> Results<'_, A, R> {
         for v in values {
             let call = call.clone();
             self.submit(move |a| call(a, v));
+        }
+        Results {
+            pool: self,
+            ordered,
         }
     }
 }
