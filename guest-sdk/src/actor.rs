@@ -72,6 +72,33 @@ impl<A: ActorClass> ActorHandle<A> {
         host::kill_actor(self.actor.handle())?;
         Ok(())
     }
+
+    /// A reference that fails with [`crate::Error::ActorDied`] once the
+    /// actor ends (killed, stopped, dead, or restarted without the state
+    /// it had); it is never ready while the actor runs, and does not keep
+    /// it alive. Wait on it beside other work to notice the actor is gone.
+    ///
+    /// ```no_run
+    /// # #[fabric::actor] struct Worker;
+    /// # #[fabric::actor] impl Worker { fn new() -> Self { Worker } }
+    /// # fn main() -> fabric::Result<()> {
+    /// let worker = Worker::remote()?;
+    /// let gone = worker.watch()?;
+    /// worker.kill()?;
+    /// assert!(matches!(fabric::get(&gone), Err(fabric::Error::ActorDied(_))));
+    /// # Ok(()) }
+    /// ```
+    pub fn watch(&self) -> Result<ObjectRef<()>> {
+        Ok(ObjectRef::from_handle(host::watch_actor(
+            self.actor.handle(),
+        )?))
+    }
+
+    /// The same actor under class `B` (for code that handles actors of any
+    /// class alike, as a collective group does).
+    pub(crate) fn cast<B: ActorClass>(&self) -> ActorHandle<B> {
+        ActorHandle::from_ref(self.actor.clone())
+    }
 }
 
 impl<A: ActorClass> std::ops::Deref for ActorHandle<A> {

@@ -143,6 +143,13 @@ pub(crate) fn wake_at(deadline: Instant, waker: Waker) -> Registration {
     live
 }
 
+/// Wakes `waker` once the object behind `inner` is ready (or failed).
+pub(crate) fn wake_when_ready(inner: Rc<RefInner>, waker: Waker) -> Registration {
+    let live = Rc::new(Cell::new(true));
+    REACTOR.with(|r| r.borrow_mut().watched.push((inner, waker, live.clone())));
+    live
+}
+
 /// Keeps a future's one registration: made when it first waits, made
 /// again only after it fired, and withdrawn when the future is dropped.
 #[derive(Default)]
@@ -165,7 +172,7 @@ impl Drop for Registered {
 
 /// Whether the object behind `inner` is ready (or failed), asked without
 /// waiting.
-fn is_ready(inner: &RefInner) -> bool {
+pub(crate) fn is_ready(inner: &RefInner) -> bool {
     host::wait(&[inner.handle()], 1, Some(0)).map_or(true, |r| !r.is_empty())
 }
 

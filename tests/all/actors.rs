@@ -202,3 +202,38 @@ async fn an_actor_pool_and_a_queue_work_on_one_node() {
     assert_eq!(out, crate::cluster::POOL_QUEUE);
     crate::support::assert_released(&node).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectives_run_among_actors_on_one_node() {
+    let node = crate::support::node(2.0);
+    let args = ["collectives", "here", "here", "here"];
+    let out = run_ok(&node, programs::CLUSTER, &args).await;
+    assert_eq!(out, crate::cluster::COLLECTIVES);
+    crate::support::assert_released(&node).await;
+}
+
+/// A member killed while the others wait for it in an allreduce: they
+/// fail with `actor-died` at once, and so does their next collective.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_fails_the_others_collective_at_once() {
+    let node = crate::support::node(2.0);
+    let args = ["collective-kill", "here", "here"];
+    let out = run_ok(&node, programs::CLUSTER, &args).await;
+    assert_eq!(
+        out,
+        format!(
+            "{}within a second of the kill: true\nthe stalled member: ActorDied\n",
+            crate::cluster::COLLECTIVE_KILLED
+        )
+    );
+    crate::support::assert_released(&node).await;
+}
+
+/// Watches the watcher dropped are pruned from a local actor's list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_on_a_local_actor_are_pruned() {
+    let node = crate::support::node(2.0);
+    let out = run_ok(&node, programs::CLUSTER, &["watch-churn", "here"]).await;
+    assert_eq!(out, crate::cluster::WATCH_CHURN);
+    crate::support::assert_released(&node).await;
+}

@@ -142,6 +142,44 @@ async fn an_actor_pool_and_a_queue_work_across_nodes() {
     assert_eq!(out, POOL_QUEUE);
 }
 
+/// What `collectives` prints when every collective works.
+pub(crate) const COLLECTIVES: &str = "ranks [0, 1, 2] of 3
+members where asked: true
+allreduce sum [6.0, 30.0] on every member: true
+allreduce max 14 on every member: true
+allgather: every member has each member's node, by rank: true
+broadcast from rank 1 on every member: true
+barrier: no member left before the last came: true
+different collectives: InvalidArgument, then InvalidArgument and InvalidArgument
+after destroy: ActorDied
+made anew under the same name, the same results: true
+";
+
+/// What `collective-kill` prints first when the others fail as they should.
+pub(crate) const COLLECTIVE_KILLED: &str = "submitted; the others wait for the last member: true
+the others: [\"ActorDied, then ActorDied\", \"ActorDied, then ActorDied\"]
+";
+
+/// What `watch-churn` prints when dropped watches leave the actor's list.
+pub(crate) const WATCH_CHURN: &str = "watches fired while it lives: 0
+watches fired while it lives: 0
+watches fired while it lives: 0
+the last watch after the kill: true
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_on_an_actor_of_another_node_are_cancelled() {
+    let c = three_nodes().await;
+    assert_eq!(scenario(&c, &["watch-churn", &c.id(1)]).await, WATCH_CHURN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectives_run_among_actors_on_three_nodes() {
+    let c = three_nodes().await;
+    let args = ["collectives", &c.id(0), &c.id(1), &c.id(2)];
+    assert_eq!(scenario(&c, &args).await, COLLECTIVES);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_actor_is_found_from_another_node() {
     let c = three_nodes().await;

@@ -103,6 +103,32 @@ async fn linear_regression_loss_falls_every_epoch() {
     assert!(out.contains("bias 0.500"), "{out}");
 }
 
+/// Data-parallel training on an allreduce among 4 workers: the loss falls
+/// every step shown, the replicas end identical, and the weights found are
+/// the ones the data was drawn from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_server_on_an_allreduce_keeps_replicas_identical() {
+    let node = node(2.0);
+    let out = run_ok(&node, examples::PARAMETER_SERVER, &[]).await;
+    let losses: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split_once("loss ").map(|(_, v)| v.parse().unwrap()))
+        .collect();
+    assert_eq!(losses.len(), 8, "{out}");
+    for pair in losses.windows(2) {
+        assert!(pair[1] <= pair[0], "loss went up: {losses:?}");
+    }
+    assert!(losses[7] < losses[0] / 10_000.0, "{losses:?}");
+    assert!(out.contains("replicas identical: true"), "{out}");
+    assert!(
+        out.contains(
+            "weights [-2.25, -1.75, -1.25, -0.75, -0.25, 0.25, 0.75, 1.25, 1.75, 2.25] bias 0.500"
+        ),
+        "{out}"
+    );
+    crate::support::assert_released(&node).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_consumer_passes_messages() {
     let out = run_ok(&node(2.0), examples::PRODUCER_CONSUMER, &[]).await;

@@ -253,10 +253,30 @@ async fn another_tenants_actor_can_be_neither_called_nor_killed() {
         .ok();
     assert_eq!(
         out,
-        "forged handle: not-found\nobject as handle: not-found\nkill object as handle: not-found\n"
+        "forged handle: not-found\nobject as handle: not-found\nkill object as handle: not-found\nwatch object as handle: not-found\n"
     );
     // The victim's final check calls the vault: it is alive and unchanged.
     assert_victim_ok(&finish(victim).await);
+}
+
+/// The host's own actor calls (a stop, a watch) cannot be sent by a guest;
+/// watches on one actor stop at 4,096, and they fire when it is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_methods_are_refused_and_watches_are_bounded() {
+    let out = attack(&["watches"]).await;
+    let refused = "invalid-argument: method name must";
+    assert_eq!(
+        out,
+        format!(
+            "method \"\": {refused} be 1 to 256 bytes, got 0
+method \"\\0watch\": {refused} not contain a NUL character
+method \"x\\0\": {refused} not contain a NUL character
+watches answered while the actor lives: 4
+watch 4097: limit-exceeded actor-watches 4096
+a watch after the kill: actor-died, killed
+"
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,6 +164,11 @@ fn work_lands_where_it_should_across_processes() {
     let out = ok(c.submit(programs::CLUSTER, &["pool-queue", &ssd, &gpu]));
     assert_eq!(out, crate::cluster::POOL_QUEUE);
 
+    // Every collective among members on the three nodes.
+    let args = ["collectives", &head, &gpu, &ssd];
+    let out = ok(c.submit(programs::CLUSTER, &args));
+    assert_eq!(out, crate::cluster::COLLECTIVES);
+
     // A named actor is found from another node.
     let out = ok(c.submit(programs::CLUSTER, &["named-across", &gpu, &ssd]));
     assert_eq!(
@@ -539,6 +544,59 @@ fn the_actor_of_a_killed_node_restarts_from_its_checkpoint() {
             i + 1
         );
     }
+}
+
+/// Chaos: `kill -9` of the node of one member of a collective group while
+/// the two others (on the head) wait for it in an allreduce. They fail with
+/// `actor-died` within the node timeout (1 s) plus a second of the kill, and
+/// so does the next collective they try; the job itself goes on and ends.
+#[test]
+fn a_collective_fails_on_every_member_when_a_members_node_is_killed() {
+    collective_across_a_lost_node(|c| c.kill(1));
+}
+
+/// As above, but the member's node hangs (SIGSTOP) instead: its
+/// connections stay open, so only the head's verdict on its missed
+/// heartbeats can tell the others, still within the node timeout plus a
+/// second.
+#[test]
+fn a_collective_fails_on_every_member_when_a_members_node_hangs() {
+    collective_across_a_lost_node(|c| c.freeze(1));
+}
+
+/// Runs `collective-kill` with its last member on worker 1, which `lose`
+/// takes away once the others wait for it in an allreduce.
+fn collective_across_a_lost_node(lose: impl FnOnce(&mut ProcCluster)) {
+    let mut c = chaos_cluster();
+    let (head, victim) = (c.nodes[0].id.clone(), c.nodes[1].id.clone());
+    let args = ["collective-kill", victim.as_str(), head.as_str()];
+    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &args);
+    wait_until_started(&lines);
+    let lost = Instant::now();
+    lose(&mut c);
+    let failed = |l: &Vec<String>| l.iter().any(|l| l.starts_with("the others"));
+    while !failed(&lines.lock().unwrap()) {
+        assert!(
+            lost.elapsed() < Duration::from_secs(30),
+            "the others never failed; head log:\n{}",
+            c.log(0)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = lost.elapsed();
+    assert!(job.wait().unwrap().success(), "head log:\n{}", c.log(0));
+    let out = output_through(&lines, "the stalled member");
+    assert_eq!(
+        out,
+        format!(
+            "{}the stalled member: ActorDied",
+            crate::cluster::COLLECTIVE_KILLED
+        )
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the others failed {took:?} after their member's node was lost"
+    );
 }
 
 /// Chaos: `kill -9` of the node holding the only copies of two large task

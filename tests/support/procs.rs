@@ -255,6 +255,15 @@ impl ProcCluster {
         let _ = self.nodes[i].child.wait();
     }
 
+    /// Stops node `i` (SIGSTOP) without closing its connections, as a hung
+    /// machine or a network partition would: only its missed heartbeats
+    /// tell. Dropping the cluster still kills it.
+    pub fn freeze(&mut self, i: usize) {
+        let pid = self.nodes[i].child.id().to_string();
+        let stopped = Command::new("kill").args(["-STOP", &pid]).status();
+        assert!(stopped.is_ok_and(|s| s.success()), "kill -STOP {pid}");
+    }
+
     /// Kills worker `i` (SIGKILL) and starts a new worker with `flags` in
     /// its place, as a crashed machine that comes back would; returns the
     /// new worker's index (indices after `i` shift down by one).

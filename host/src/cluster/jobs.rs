@@ -314,6 +314,6 @@ impl Cluster {
                 }),
             );
         }
-        self.actors.drop_job(job);
+        self.drop_job_actor_work(job);
     }
 }

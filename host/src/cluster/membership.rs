@@ -198,6 +198,7 @@ impl Cluster {
                     _ = stop.changed() => return,
                 }
                 let Some(core) = self.core() else { return };
+                self.sweep_watches();
                 let stats = crate::Node::from_core(core.clone()).stats();
                 let req = pb::HeartbeatRequest {
                     node_id: crate::wire::id_bytes(self.id.as_u128()),

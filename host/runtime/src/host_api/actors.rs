@@ -79,10 +79,26 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             })
         },
     )?;
+    add_lifecycle(host)
+}
+
+/// Killing, watching, saving and finding actors.
+fn add_lifecycle(host: &mut LinkerInstance<'_, InstanceState>) -> wasmtime::Result<()> {
     host.func_wrap_async(
         "kill-actor",
         |mut store: Ctx, (actor,): (Resource<ObjectRef>,)| {
             Box::new(async move { Ok((to_wasm(kill(store.data_mut(), actor).await)?,)) })
+        },
+    )?;
+    host.func_wrap_async(
+        "watch-actor",
+        |store: Ctx, (actor,): (Resource<ObjectRef>,)| {
+            Box::new(async move {
+                let mut store = store;
+                let watched = watch(&mut store, actor).await;
+                let handle = watched.and_then(|r| Ok(store.data_mut().push_ref(r)?));
+                Ok((to_wasm(handle)?,))
+            })
         },
     )?;
     host.func_wrap("save-checkpoint", |mut store: Ctx, (state,): (Vec<u8>,)| {
@@ -232,18 +248,39 @@ async fn call(
         stream,
         keep: Some(keep),
     };
-    let queued = match local_actor(&core, id, &tenant) {
-        Some(record) => {
-            record.call(&core, call);
-            Ok(())
-        }
-        None => core.port().call_actor(id, &tenant, call).await,
-    };
-    if let Err(e) = queued {
+    if let Err(e) = deliver(&core, id, &tenant, call).await {
         core.streams().forget(result_ref.id());
         return Err(e.into());
     }
     Ok((result_ref, opened))
+}
+
+/// Hands `call` to actor `id` of `tenant`, here or on its node.
+async fn deliver(
+    core: &Arc<NodeCore>,
+    id: ActorId,
+    tenant: &str,
+    call: ActorCall,
+) -> Result<(), FabricError> {
+    match local_actor(core, id, tenant) {
+        Some(record) => {
+            record.call(core, call);
+            Ok(())
+        }
+        None => core.port().call_actor(id, tenant, call).await,
+    }
+}
+
+/// A reference that fails with `actor-died` once `actor` ends (see
+/// `runtime/watch.rs`); charged to the caller's job like a call's result.
+async fn watch(store: &mut Ctx<'_>, actor: Resource<ObjectRef>) -> HostCall<ObjectRef> {
+    let id = actor_of(store.data(), &actor)?;
+    let result_ref = reserve_result(store, &[], "watch-actor".into())?;
+    let exec = store.data().exec()?;
+    let (core, tenant) = (exec.core.clone(), exec.job.tenant.clone());
+    let call = ActorCall::watch(result_ref.id(), Reply::Local);
+    deliver(&core, id, &tenant, call).await?;
+    Ok(result_ref)
 }
 
 /// The actor a handle names (its handle object's id).

@@ -224,6 +224,13 @@ pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), FabricError> {
             name.len()
         )));
     }
+    // The host's own calls to actors (a stop, a watch) have names no guest
+    // can write.
+    if name.contains('\0') {
+        return Err(FabricError::InvalidArgument(format!(
+            "{kind} name must not contain a NUL character"
+        )));
+    }
     Ok(())
 }
 

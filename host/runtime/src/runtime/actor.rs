@@ -42,6 +42,7 @@ use crate::runtime::output::Parts;
 use crate::runtime::slots::{Holder, InstanceSlot};
 use crate::runtime::streams::{Generator, count_value};
 use crate::runtime::task::{Reply, TaskArg, resolve_args};
+use crate::runtime::watch::Watches;
 
 /// One queued method call.
 #[derive(Clone)]
@@ -81,6 +82,8 @@ pub struct ActorRecord {
     mailbox: mpsc::UnboundedSender<ActorCall>,
     dead: Mutex<Option<String>>,
     abort: Mutex<Option<AbortHandle>>,
+    /// Watches waiting for it to end (see `watch.rs`).
+    watches: Watches,
 }
 
 pub use super::concurrent::MAX_CONCURRENCY;
@@ -154,8 +157,12 @@ impl ActorRecord {
         self.dead.lock().clone()
     }
 
-    /// Queues a call; a dead actor fails it at once.
+    /// Queues a call; a dead actor fails it at once. A watch is kept
+    /// aside until the actor ends.
     pub fn call(&self, core: &Arc<NodeCore>, call: ActorCall) {
+        if call.is_watch() {
+            return self.watches.add(core, call, || self.death());
+        }
         if let Some(reason) = self.death() {
             core.complete(call.result, call.reply, Err(FabricError::ActorDied(reason)));
             return;
@@ -168,6 +175,12 @@ impl ActorRecord {
                 .unwrap_or_else(|| "its mailbox is closed".into());
             core.complete(call.result, call.reply, Err(FabricError::ActorDied(reason)));
         }
+    }
+
+    /// Drops the watch on this actor whose answer goes to `result` on
+    /// node `owner`.
+    pub fn cancel_watch(&self, result: ObjectId, owner: NodeId) {
+        self.watches.cancel(result, owner);
     }
 
     fn label(&self) -> String {
@@ -271,6 +284,7 @@ pub fn spawn(core: &Arc<NodeCore>, spec: ActorSpec, slot: InstanceSlot) -> Arc<A
         mailbox: tx,
         dead: Mutex::new(None),
         abort: Mutex::new(None),
+        watches: Watches::default(),
     });
     core.actors().insert(spec.id, record.clone());
     let mailbox = Mailbox {
@@ -316,6 +330,7 @@ pub fn record_dead(core: &NodeCore, id: ActorId, job: Arc<Job>, class: Arc<str>,
         mailbox: tx,
         dead: Mutex::new(Some(reason)),
         abort: Mutex::new(None),
+        watches: Watches::default(),
     });
     core.actors().insert(id, record);
 }
@@ -369,6 +384,7 @@ impl Drop for Mailbox {
             self.die(format!("{} stopped", self.record.label()));
         }
         let reason = self.record.death().unwrap_or_default();
+        self.record.watches.end(&self.core, &reason);
         release_name(&self.core, &self.record);
         self.core.port().actor_died(self.record.id, reason.clone());
         // Dead for good: its creator need not keep what restarts need.
@@ -481,6 +497,11 @@ async fn actor_main(
         }
         record.restarts.store(done + 1, Ordering::Relaxed);
         record.tell_owner(&core, None, false);
+        // What it was is gone: its watchers hear of it as of a death.
+        record.watches.end(
+            &core,
+            &format!("{reason} (it restarts, without the state it had)"),
+        );
         tracing::warn!(actor = %spec.id.short(), class = %spec.class, restart = done + 1, max = spec.policy.max_restarts, %reason, "restarting the actor");
     }
 }

@@ -24,5 +24,7 @@ pub mod streams;
 pub mod strip;
 pub mod task;
 pub mod task_table;
+mod watch;
 
 pub use self::core::NodeCore;
+pub use self::watch::{MAX_WATCHES, UNWATCH};

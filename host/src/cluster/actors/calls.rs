@@ -25,7 +25,11 @@ impl Cluster {
     /// directory (waiting while it restarts after its node died). Another
     /// tenant's actor is not found, exactly as a missing one (no existence
     /// oracle).
-    async fn actor_place(&self, id: ActorId, tenant: &str) -> Result<ActorPlace, FabricError> {
+    pub(super) async fn actor_place(
+        &self,
+        id: ActorId,
+        tenant: &str,
+    ) -> Result<ActorPlace, FabricError> {
         let not_found = || FabricError::NotFound(format!("actor {id}"));
         if let Some(p) = self.actors.places.get(&id) {
             return if &*p.tenant == tenant {
@@ -82,11 +86,15 @@ impl Cluster {
         call: ActorCall,
     ) -> Result<(), FabricError> {
         let place = self.actor_place(id, tenant).await?;
-        let retries = place.max_task_retries;
+        // A watch lost with its node is not a retried call (`rewatch`).
+        let retries = match call.is_watch() {
+            true => 0,
+            false => place.max_task_retries,
+        };
         self.send_call(id, place, call, retries).await
     }
 
-    async fn send_call(
+    pub(super) async fn send_call(
         self: &Arc<Self>,
         id: ActorId,
         place: ActorPlace,
@@ -114,6 +122,9 @@ impl Cluster {
             stream_bound: call.stream.unwrap_or(0),
         };
         let result = call.result;
+        if call.is_watch() {
+            self.note_watch(result);
+        }
         self.actors.calls.insert(
             result,
             RemoteCall {
@@ -130,7 +141,9 @@ impl Cluster {
         {
             self.suspect(node);
             if let Some((_, lost)) = self.actors.calls.remove(&result) {
-                if lost.retries_left > 0 {
+                if lost.call.is_watch() {
+                    self.rewatch(lost);
+                } else if lost.retries_left > 0 {
                     self.retry_call(lost);
                 } else {
                     return Err(FabricError::ActorDied(format!(
@@ -266,7 +279,9 @@ impl Cluster {
             let Some((_, lost)) = self.actors.calls.remove(&id) else {
                 continue;
             };
-            if lost.retries_left > 0 {
+            if lost.call.is_watch() {
+                self.rewatch(lost);
+            } else if lost.retries_left > 0 {
                 self.retry_call(lost);
             } else {
                 core.complete(

@@ -150,6 +150,13 @@ impl Cluster {
                 return Ok(());
             }
         };
+        if c.method == crate::runtime::UNWATCH {
+            // A watcher on `from` no longer waits (nothing to answer).
+            if let Some(record) = core.actors().get(&id) {
+                record.cancel_watch(result, from);
+            }
+            return Ok(());
+        }
         let job = core
             .actors()
             .get(&id)

@@ -16,6 +16,7 @@ mod calls;
 mod create;
 mod hosted;
 mod restart;
+mod watches;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,9 @@ pub(super) struct RemoteActors {
     owned: DashMap<ActorId, OwnedActor>,
     /// Calls that arrived for actors this node is still creating.
     early: DashMap<ActorId, Vec<ActorCall>>,
+    /// The result ids of the watches among `calls` (swept for watches
+    /// nobody waits on, see `watches.rs`).
+    watching: DashMap<ObjectId, ()>,
 }
 
 impl RemoteActors {
@@ -125,11 +129,23 @@ impl RemoteActors {
     }
 
     /// `job` ended here: its calls are no longer awaited, and its actors
-    /// (but detached ones) are not restarted.
-    pub(super) fn drop_job(&self, job: JobId) {
+    /// (but detached ones) are not restarted. Returns its watches (their
+    /// actors' nodes are told to drop them).
+    fn drop_job(&self, job: JobId) -> Vec<(ObjectId, RemoteCall)> {
+        let watches: Vec<ObjectId> = self
+            .calls
+            .iter()
+            .filter(|c| c.job == job && c.call.is_watch())
+            .map(|c| *c.key())
+            .collect();
+        let dropped = watches
+            .into_iter()
+            .filter_map(|id| self.calls.remove(&id))
+            .collect();
         self.calls.retain(|_, c| c.job != job);
         self.owned
             .retain(|_, o| o.spec.detached || o.spec.job.id != job);
+        dropped
     }
 }
 

@@ -228,3 +228,33 @@ pub(crate) fn handle_lifetime(actor_node: &str, task_node: &str) -> fabric::Resu
     }
     Ok(())
 }
+
+/// Watches on an actor (on `actor_node`) that their watcher drops go from
+/// the actor's list: three rounds of 3,000 watches made and dropped leave
+/// room for more than the 4,096 one actor may have waiting, and a watch
+/// fires when the actor is killed.
+pub(crate) fn watch_churn(actor_node: &str) -> fabric::Result<()> {
+    let options = match actor_node {
+        "here" => ActorOptions::new(),
+        n => ActorOptions::new().on_node(n, false),
+    };
+    let tally = Tally::options(options).remote()?;
+    for _ in 0..3 {
+        let watches = (0..3000)
+            .map(|_| tally.watch())
+            .collect::<fabric::Result<Vec<_>>>()?;
+        let (fired, _) = fabric::wait(&watches, 1, Some(Duration::from_millis(100)))?;
+        println!("watches fired while it lives: {}", fired.len());
+        drop(watches);
+        // The watcher's node cancels dropped watches with its heartbeat.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let last = tally.watch()?;
+    tally.kill()?;
+    let fired = fabric::get_timeout(&last, Duration::from_secs(10));
+    println!(
+        "the last watch after the kill: {}",
+        matches!(fired, Err(fabric::Error::ActorDied(_)))
+    );
+    Ok(())
+}

@@ -9,7 +9,8 @@ use fabric::prelude::*;
 use fabric::serde_bytes::ByteBuf;
 
 mod actor_api;
-use actor_api::{concurrent, handle_lifetime, pool_queue};
+mod collectives;
+use actor_api::{concurrent, handle_lifetime, pool_queue, watch_churn};
 
 const SCENARIOS: &[&str] = &[
     "fan-out",
@@ -38,6 +39,9 @@ const SCENARIOS: &[&str] = &[
     "handle-lifetime",
     "concurrent",
     "pool-queue",
+    "collectives",
+    "collective-kill",
+    "watch-churn",
 ];
 
 /// `n` items `(i, node)`, one every `ms` milliseconds.
@@ -287,6 +291,9 @@ fn main() -> fabric::Result<()> {
         "handle-lifetime" => handle_lifetime(&arg(1), &arg(2))?,
         "concurrent" => concurrent(&arg(1))?,
         "pool-queue" => pool_queue(&arg(1), &arg(2))?,
+        "collectives" => collectives::collectives(&args[1..])?,
+        "collective-kill" => collectives::collective_kill(&arg(1), &arg(2))?,
+        "watch-churn" => watch_churn(&arg(1))?,
         "fan-out" => {
             let n: usize = arg(1).parse().unwrap_or(1000);
             let refs: Vec<_> = (0..n)

@@ -36,6 +36,7 @@ const SCENARIOS: &[&str] = &[
     "busy",
     "concurrency",
     "streams",
+    "watches",
 ];
 
 fn id(raw: u128) -> Id {
@@ -448,6 +449,10 @@ fn main() -> fabric::Result<()> {
                 "kill object as handle",
                 host::kill_actor(&own).map_err(Error::from),
             );
+            report(
+                "watch object as handle",
+                host::watch_actor(&own).map(|_| ()).map_err(Error::from),
+            );
         }
         "steal-named-actor" => {
             report(
@@ -526,6 +531,7 @@ fn main() -> fabric::Result<()> {
             println!("max concurrent {}", max_overlap(&windows));
         }
         "streams" => streams_attack(),
+        "watches" => watches_attack()?,
         "sleep-forever" => {
             report("nap", fabric::get(&nap::remote(u64::MAX / 2)?));
         }
@@ -535,6 +541,43 @@ fn main() -> fabric::Result<()> {
                 SCENARIOS.join(" ")
             )));
         }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- watches
+
+/// The host's own calls to actors (a stop, a watch) have method names a
+/// guest cannot send; watches on one actor are bounded, and they fire
+/// when it ends.
+fn watches_attack() -> fabric::Result<()> {
+    let vault = Vault::options(ActorOptions::new().name("mine")).remote("mine".to_string())?;
+    let raw = host::get_actor("mine", None)?;
+    for method in ["", "\0watch", "x\0"] {
+        let called = host::call_actor(&raw, method, &[], &[]).map(|_| ());
+        report(&format!("method {method:?}"), called.map_err(Error::from));
+    }
+    let mut watches = Vec::new();
+    for _ in 0..4100 {
+        watches.push(host::watch_actor(&raw)?);
+    }
+    let all: Vec<&host::ObjectRef> = watches.iter().collect();
+    let done = host::wait(&all, all.len() as u32, Some(200))?;
+    println!("watches answered while the actor lives: {}", done.len());
+    if let Some(&first) = done.first() {
+        let refused = host::get(all[first as usize], Some(0)).map(|_| ());
+        report(
+            &format!("watch {}", first + 1),
+            refused.map_err(Error::from),
+        );
+    }
+    vault.kill()?;
+    let fired = host::get(all[0], Some(5_000)).map_err(Error::from);
+    match fired {
+        Err(Error::ActorDied(m)) if m.ends_with("was killed") => {
+            println!("a watch after the kill: actor-died, killed")
+        }
+        other => report("a watch after the kill", other),
     }
     Ok(())
 }
