@@ -40,13 +40,27 @@ pub fn write_node(
     std::fs::create_dir_all(&nodes)
         .with_context(|| format!("cannot create {}", nodes.display()))?;
     let role = if is_head { "head" } else { "worker" };
-    std::fs::write(
-        nodes.join(pid.to_string()),
-        format!("{node_id} {address} {role}\n"),
+    write_whole(
+        &nodes.join(pid.to_string()),
+        &format!("{node_id} {address} {role}\n"),
     )?;
     if is_head {
-        std::fs::write(dir.join("head_address"), format!("{address}\n"))?;
+        write_whole(&dir.join("head_address"), &format!("{address}\n"))?;
     }
+    Ok(())
+}
+
+/// Writes `text` to `path` so that a reader sees all of it or none (other
+/// processes read these files while nodes start): a temporary file beside
+/// it, then a rename.
+fn write_whole(path: &Path, text: &str) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

@@ -151,7 +151,7 @@ allgather: every member has each member's node, by rank: true
 broadcast from rank 1 on every member: true
 barrier: no member left before the last came: true
 different collectives: InvalidArgument, then InvalidArgument and InvalidArgument
-after destroy: ActorDied
+after destroy, a collective fails as gone: true
 made anew under the same name, the same results: true
 ";
 

@@ -366,5 +366,11 @@ impl Cluster {
         self.actors.forget_places_on(node);
         self.fail_remote_work(node);
         self.restart_owned_actors(node);
+        // Watches it had here wait for no one.
+        if let Some(core) = self.core() {
+            for actor in core.actors().iter() {
+                actor.forget_watches_of(node);
+            }
+        }
     }
 }

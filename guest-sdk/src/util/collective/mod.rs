@@ -57,8 +57,9 @@
 //! while it waits (a concurrent actor runs none of its other calls
 //! meanwhile). The group's actor trusts the rank a member of the job
 //! states: collectives are a tool within one job, not a boundary.
-//! [`destroy_collective_group`] returns once the group's actor is dead,
-//! and members that knew it find a group made anew under the same name. Each member fetches every other
+//! [`destroy_collective_group`] returns once the group's actor is dead
+//! (destroy a group when no member is inside one of its collectives), and
+//! members that knew it find a group made anew under the same name. Each member fetches every other
 //! member's value (`allreduce` and `allgather`), so a collective moves
 //! about `(n - 1) × size` bytes into each member: fine for gradients of
 //! models that fit in one node, not a ring allreduce. Floating-point sums
@@ -89,6 +90,8 @@ pub const MAX_GROUP_SIZE: usize = 4096;
 /// rank, the group's size and the next collective's number.
 struct Joined {
     group: ActorHandle<CollectiveGroupActor>,
+    /// Fails once the group's actor is gone (the name is looked up again).
+    gone: ObjectRef<()>,
     rank: u32,
     size: u32,
     next: u64,
@@ -190,10 +193,15 @@ fn joined(group: &str) -> Result<(ActorHandle<CollectiveGroupActor>, u32, u32)> 
     let known = JOINED.with(|j| {
         j.borrow()
             .get(group)
-            .map(|m| (m.group.clone(), m.rank, m.size))
+            .map(|m| (m.group.clone(), m.gone.clone(), m.rank, m.size))
     });
-    if let Some(known) = known {
-        return Ok(known);
+    if let Some((actor, gone, rank, size)) = known {
+        // A group destroyed since (and maybe made anew): look it up again.
+        // Its collectives in flight failed; none is sent to it any more.
+        if !crate::concurrent::is_ready(&gone.inner) {
+            return Ok((actor, rank, size));
+        }
+        forget(group);
     }
     let Some(me) = crate::context().actor_id else {
         return Err(Error::InvalidArgument(format!(
@@ -209,6 +217,7 @@ fn joined(group: &str) -> Result<(ActorHandle<CollectiveGroupActor>, u32, u32)> 
     };
     let joined = Joined {
         group: actor.clone(),
+        gone: actor.watch()?,
         rank,
         size,
         next: 0,
@@ -217,71 +226,43 @@ fn joined(group: &str) -> Result<(ActorHandle<CollectiveGroupActor>, u32, u32)> 
     Ok((actor, rank, size))
 }
 
-/// This member's part in the next collective of `group`: every rank's
-/// contribution, and this member's rank. A group made anew under the same
-/// name (its actor died since this member last used it) is joined afresh.
-fn exchange(group: &str, what: Collective, value: Option<ObjectRef<()>>) -> Result<Exchanged> {
-    match exchange_once(group, what, value.clone()) {
-        Err(Gone(e, Some(old))) => {
-            forget(group);
-            match joined(group) {
-                // Another actor has the name now: a group made anew.
-                Ok((actor, _, _)) if actor.id() != old => {
-                    exchange_once(group, what, value).map_err(|Gone(e, _)| e)
-                }
-                _ => Err(e),
-            }
-        }
-        Err(Gone(e, None)) => Err(e),
-        Ok(done) => Ok(done),
-    }
-}
-
 /// This member's rank, and every rank's contribution to a collective.
 type Exchanged = (usize, Vec<Vec<ObjectRef<()>>>);
 
-/// Why [`exchange_once`] failed, and the id of the group's actor when
-/// that actor is gone (then the name may be looked up again).
-struct Gone(Error, Option<u128>);
-
-fn exchange_once(
+/// This member's part in the next collective of `group` (`value`: what it
+/// gives, if anything, or why it could not): every rank's contribution,
+/// and this member's rank. Once joined, a member whose part fails breaks
+/// the group, so no other member waits in vain for it.
+fn exchange(
     group: &str,
     what: Collective,
-    value: Option<ObjectRef<()>>,
-) -> Result<Exchanged, Gone> {
-    let fail = |e: Error| Gone(e, None);
-    let (actor, rank, _) = joined(group).map_err(fail)?;
-    let round = JOINED.with(|j| j.borrow().get(group).map_or(0, |m| m.next));
-    let value: Vec<ObjectRef<()>> = value.into_iter().collect();
-    let answer = match actor.exchange(round, rank, what, value).remote() {
-        Ok(answer) => answer,
-        // Not sent, so not counted: the round is still to be done.
-        Err(e @ Error::ActorDied(_)) => return Err(Gone(e, Some(actor.id()))),
-        Err(e) => return Err(fail(e)),
-    };
-    JOINED.with(|j| {
-        if let Some(m) = j.borrow_mut().get_mut(group) {
-            m.next = round + 1;
-        }
+    value: Result<Option<ObjectRef<()>>>,
+) -> Result<Exchanged> {
+    let (actor, rank, _) = joined(group)?;
+    let round = JOINED.with(|j| {
+        let mut j = j.borrow_mut();
+        let m = j.get_mut(group).expect("joined above");
+        m.next += 1;
+        m.next - 1
     });
-    let e = match crate::get(&answer) {
+    let answer = value.and_then(|v| {
+        let v: Vec<ObjectRef<()>> = v.into_iter().collect();
+        crate::get(&actor.exchange(round, rank, what, v).remote()?)
+    });
+    let e = match answer {
         Ok(all) => return Ok((rank as usize, all)),
         Err(e) => e,
     };
     if let Some(broken) = e.app_error::<Broken>() {
-        return Err(fail(broken.into_error(group)));
+        return Err(broken.into_error(group));
     }
-    if let Error::ActorDied(why) = &e {
-        let why = format!("collective group `{group}` is gone: {why}");
-        return Err(Gone(Error::ActorDied(why), Some(actor.id())));
-    }
-    // This member's part is in doubt (its call ran out of time, say): no
-    // other member may wait for it in vain.
+    // Not waited for: its actor may be unreachable, or gone.
     let why = format!("rank {rank} failed in collective {round}: {e}");
-    if let Ok(r) = actor.abort(why).remote() {
-        let _ = crate::get(&r);
-    }
-    Err(fail(e))
+    drop(actor.abort(why).remote());
+    Err(match e {
+        Error::ActorDied(why) => Error::ActorDied(format!("collective group `{group}`: {why}")),
+        e => e,
+    })
 }
 
 /// Forgets what this member knew of `group`.
@@ -324,8 +305,7 @@ fn fetch_others<T: DeserializeOwned>(
 /// Every member's `value` combined with `op`, on every member (Ray's
 /// `allreduce`). The ranks' values are combined in rank order.
 pub fn allreduce<T: Reduce>(value: T, group: &str, op: ReduceOp) -> Result<T> {
-    let shared = share(&value)?;
-    let (rank, all) = exchange(group, Collective::Allreduce, Some(shared))?;
+    let (rank, all) = exchange(group, Collective::Allreduce, share(&value).map(Some))?;
     let mut mine = Some(value);
     let mut total: Option<T> = None;
     for (i, v) in fetch_others::<T>(&all, rank)?.into_iter().enumerate() {
@@ -348,8 +328,7 @@ pub fn allreduce<T: Reduce>(value: T, group: &str, op: ReduceOp) -> Result<T> {
 
 /// Every member's `value`, by rank, on every member (Ray's `allgather`).
 pub fn allgather<T: Serialize + DeserializeOwned>(value: T, group: &str) -> Result<Vec<T>> {
-    let shared = share(&value)?;
-    let (rank, all) = exchange(group, Collective::Allgather, Some(shared))?;
+    let (rank, all) = exchange(group, Collective::Allgather, share(&value).map(Some))?;
     let mut mine = Some(value);
     fetch_others::<T>(&all, rank)?
         .into_iter()
@@ -376,7 +355,11 @@ pub fn broadcast<T: Serialize + DeserializeOwned>(
         )));
     }
     let from_me = rank as usize == src_rank;
-    let shared = if from_me { Some(share(&value)?) } else { None };
+    let shared = if from_me {
+        share(&value).map(Some)
+    } else {
+        Ok(None)
+    };
     let (rank, all) = exchange(group, Collective::Broadcast(src_rank as u32), shared)?;
     if rank == src_rank {
         return Ok(value);
@@ -389,5 +372,5 @@ pub fn broadcast<T: Serialize + DeserializeOwned>(
 
 /// Returns once every member of `group` has called it (Ray's `barrier`).
 pub fn barrier(group: &str) -> Result<()> {
-    exchange(group, Collective::Barrier, None).map(drop)
+    exchange(group, Collective::Barrier, Ok(None)).map(drop)
 }

@@ -180,7 +180,12 @@ impl ActorRecord {
     /// Drops the watch on this actor whose answer goes to `result` on
     /// node `owner`.
     pub fn cancel_watch(&self, result: ObjectId, owner: NodeId) {
-        self.watches.cancel(result, owner);
+        self.watches.cancel(|id, o| id == result && o == owner);
+    }
+
+    /// Drops the watches whose watchers are on node `owner` (it died).
+    pub fn forget_watches_of(&self, owner: NodeId) {
+        self.watches.cancel(|_, o| o == owner);
     }
 
     fn label(&self) -> String {

@@ -84,6 +84,8 @@ impl Watches {
                 format!("at most {MAX_WATCHES} watches wait on one actor"),
             )),
             None => {
+                // Sent again after its stream broke, it may be here already.
+                waiting.retain(|(id, _)| *id != call.result);
                 waiting.push((call.result, call.reply));
                 None
             }
@@ -94,11 +96,12 @@ impl Watches {
         }
     }
 
-    /// Drops the watch whose answer goes to `result` on node `owner` (its
-    /// watcher no longer waits).
-    pub(crate) fn cancel(&self, result: ObjectId, owner: crate::ids::NodeId) {
-        self.0.lock().retain(|(id, reply)| {
-            *id != result || !matches!(reply, Reply::Remote { owner: o, .. } if *o == owner)
+    /// Drops the watches of watchers on other nodes for which `gone`
+    /// (their result id, their node) holds.
+    pub(crate) fn cancel(&self, gone: impl Fn(ObjectId, crate::ids::NodeId) -> bool) {
+        self.0.lock().retain(|(id, reply)| match reply {
+            Reply::Remote { owner, .. } => !gone(*id, *owner),
+            Reply::Local => true,
         });
     }
 

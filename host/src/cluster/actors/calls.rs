@@ -122,9 +122,7 @@ impl Cluster {
             stream_bound: call.stream.unwrap_or(0),
         };
         let result = call.result;
-        if call.is_watch() {
-            self.note_watch(result);
-        }
+        let watch = call.is_watch();
         self.actors.calls.insert(
             result,
             RemoteCall {
@@ -133,17 +131,21 @@ impl Cluster {
                 actor: id,
                 tenant: place.tenant,
                 call,
+                lost: false,
                 retries_left,
             },
         );
+        if watch {
+            self.note_watch(result);
+        }
         if self.peer_view(node).is_none()
             || !self.send_to(node, pb::peer_message::Kind::ActorCall(msg))
         {
             self.suspect(node);
-            if let Some((_, lost)) = self.actors.calls.remove(&result) {
-                if lost.call.is_watch() {
-                    self.rewatch(lost);
-                } else if lost.retries_left > 0 {
+            if watch {
+                self.rewatch(node, result);
+            } else if let Some((_, lost)) = self.actors.calls.remove(&result) {
+                if lost.retries_left > 0 {
                     self.retry_call(lost);
                 } else {
                     return Err(FabricError::ActorDied(format!(
@@ -276,12 +278,19 @@ impl Cluster {
             .map(|c| *c.key())
             .collect();
         for id in lost {
+            if self
+                .actors
+                .calls
+                .get(&id)
+                .is_some_and(|c| c.call.is_watch())
+            {
+                self.rewatch(node, id);
+                continue;
+            }
             let Some((_, lost)) = self.actors.calls.remove(&id) else {
                 continue;
             };
-            if lost.call.is_watch() {
-                self.rewatch(lost);
-            } else if lost.retries_left > 0 {
+            if lost.retries_left > 0 {
                 self.retry_call(lost);
             } else {
                 core.complete(

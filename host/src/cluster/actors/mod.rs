@@ -42,6 +42,9 @@ struct RemoteCall {
     actor: ActorId,
     tenant: Arc<str>,
     call: ActorCall,
+    /// A watch whose node could not be reached: it waits here (an answer
+    /// may still come) until `watches.rs` settles it.
+    lost: bool,
     /// Times it may still be sent again after a node death.
     retries_left: u32,
 }
@@ -115,6 +118,8 @@ pub(super) struct RemoteActors {
     /// The result ids of the watches among `calls` (swept for watches
     /// nobody waits on, see `watches.rs`).
     watching: DashMap<ObjectId, ()>,
+    /// Nodes whose lost watches a task is settling.
+    rewatching: DashMap<NodeId, ()>,
 }
 
 impl RemoteActors {

@@ -1,9 +1,10 @@
 //! Watches on actors of other nodes (WIT `watch-actor`). A watch goes out
 //! as a call (see the runtime's `watch.rs`) and waits among the calls in
 //! flight, so the actor's node answers it when the actor ends. This node
-//! keeps it honest at both ends: a watch whose node cannot be reached is
-//! sent again if that node comes back with the actor still there, and
-//! fails once the node is declared dead or the actor lives elsewhere; a
+//! keeps it honest at both ends: a watch whose node cannot be reached
+//! waits (an answer may still come on the other direction's stream) until
+//! the node is declared dead or the actor lives elsewhere (it fails), or
+//! the node answers again with the actor still there (it is sent again); a
 //! watch nobody waits on (its reference dropped, its job ended) is
 //! cancelled on the actor's node, so it does not fill that actor's list.
 
@@ -15,7 +16,7 @@ use wasmfabric_proto::v1 as pb;
 use super::RemoteCall;
 use crate::cluster::Cluster;
 use crate::error::FabricError;
-use crate::ids::{JobId, ObjectId};
+use crate::ids::{JobId, NodeId, ObjectId};
 use crate::wire::id_bytes;
 
 impl Cluster {
@@ -63,52 +64,90 @@ impl Cluster {
         }
     }
 
-    /// A watch whose node could not be reached (its stream broke, say):
-    /// see the module docs.
-    pub(super) fn rewatch(&self, lost: RemoteCall) {
+    /// Watch `id`, sent to `node`, could not be delivered there or its
+    /// stream broke: it stays among the calls in flight (an answer that
+    /// still comes settles it) and one task per node settles the rest once
+    /// the node is declared dead (they fire) or answers again (they are
+    /// sent again where the actor still lives, and fire where it moved).
+    pub(super) fn rewatch(&self, node: NodeId, id: ObjectId) {
+        if let Some(mut c) = self.actors.calls.get_mut(&id) {
+            c.lost = true;
+        }
+        if self.actors.rewatching.insert(node, ()).is_some() {
+            return;
+        }
         let Some(me) = self.me.upgrade() else { return };
-        let again: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-            Box::pin(me.watch_again(lost));
-        tokio::spawn(again);
+        let settle: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            Box::pin(me.settle_lost_watches(node));
+        tokio::spawn(settle);
     }
 
-    async fn watch_again(self: Arc<Self>, lost: RemoteCall) {
-        let RemoteCall {
-            node: failed,
-            actor: id,
-            tenant,
-            call,
-            ..
-        } = lost;
-        let (result, reply) = (call.result, call.reply);
+    async fn settle_lost_watches(self: Arc<Self>, node: NodeId) {
         let deadline = Instant::now() + self.restart_wait();
-        let sent = loop {
-            if self.peer_view(failed).is_none() {
-                break Err(FabricError::ActorDied(format!(
-                    "node {} hosting actor {id} died",
-                    failed.short()
-                )));
+        let verdict = loop {
+            if self.peer_view(node).is_none() {
+                break Lost::Dead;
             }
-            if !self.is_suspect(failed) {
-                break match self.actor_place(id, &tenant).await {
-                    Ok(p) if p.node == failed => self.send_call(id, p, call, 0).await,
-                    Ok(p) => Err(FabricError::ActorDied(format!(
-                        "actor {id} lives on node {} now: it restarted",
-                        p.node.short()
-                    ))),
-                    Err(e) => Err(e),
-                };
+            if !self.is_suspect(node) {
+                break Lost::Back;
             }
             if Instant::now() > deadline {
-                break Err(FabricError::ActorDied(format!(
-                    "node {} hosting actor {id} is unreachable",
-                    failed.short()
-                )));
+                break Lost::Unreachable;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        if let (Err(e), Some(core)) = (sent, self.core()) {
+        for id in self.lost_watches(node) {
+            self.settle_watch(node, id, verdict).await;
+        }
+        self.actors.rewatching.remove(&node);
+        // One lost while this task was finishing: settle it too.
+        if let Some(id) = self.lost_watches(node).first() {
+            self.rewatch(node, *id);
+        }
+    }
+
+    fn lost_watches(&self, node: NodeId) -> Vec<ObjectId> {
+        let calls = self.actors.calls.iter();
+        calls
+            .filter(|c| c.node == node && c.lost)
+            .map(|c| *c.key())
+            .collect()
+    }
+
+    async fn settle_watch(self: &Arc<Self>, node: NodeId, id: ObjectId, verdict: Lost) {
+        let Some((_, watch)) = self.actors.calls.remove(&id) else {
+            return;
+        };
+        let RemoteCall {
+            actor,
+            tenant,
+            call,
+            ..
+        } = watch;
+        let (result, reply) = (call.result, call.reply);
+        let died = |why: String| FabricError::ActorDied(format!("actor {actor} {why}"));
+        let settled = match verdict {
+            Lost::Dead => Err(died(format!("was lost with node {}", node.short()))),
+            Lost::Unreachable => Err(died(format!("is on node {}, unreachable", node.short()))),
+            Lost::Back => match self.actor_place(actor, &tenant).await {
+                Ok(p) if p.node == node => self.send_call(actor, p, call, 0).await,
+                Ok(p) => Err(died(format!("restarted on node {}", p.node.short()))),
+                Err(e) => Err(e),
+            },
+        };
+        if let (Err(e), Some(core)) = (settled, self.core()) {
             core.complete(result, reply, Err(e));
         }
     }
+}
+
+/// What became of a node whose watches were lost.
+#[derive(Clone, Copy)]
+enum Lost {
+    /// The cluster declared it dead.
+    Dead,
+    /// It answers again.
+    Back,
+    /// It neither died nor answered for as long as a restart may take.
+    Unreachable,
 }
