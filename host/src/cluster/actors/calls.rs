@@ -68,7 +68,7 @@ impl Cluster {
                 continue;
             }
             let place = ActorPlace::of(&info).ok_or_else(not_found)?;
-            self.actors.places.insert(id, place.clone());
+            self.actors.remember_place(id, place.clone());
             return Ok(place);
         }
     }
@@ -91,7 +91,13 @@ impl Cluster {
             true => 0,
             false => place.max_task_retries,
         };
-        self.send_call(id, place, call, retries).await
+        let stop = call.is_stop();
+        let sent = self.send_call(id, place, call, retries).await;
+        if stop {
+            // No handle is left anywhere: no call will look for it again.
+            self.actors.places.remove(&id);
+        }
+        sent
     }
 
     pub(super) async fn send_call(
@@ -243,7 +249,7 @@ impl Cluster {
             Some(info) => {
                 let id = actor_id(&info.actor_id).map_err(status_failure)?;
                 if let Some(place) = ActorPlace::of(&info) {
-                    self.actors.places.insert(id, place);
+                    self.actors.remember_place(id, place);
                 }
                 Ok(id)
             }

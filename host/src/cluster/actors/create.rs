@@ -35,12 +35,12 @@ impl Cluster {
         {
             let id = actor_id(&info.actor_id).map_err(status_failure)?;
             if let Some(place) = ActorPlace::of(&info) {
-                self.actors.places.insert(id, place);
+                self.actors.remember_place(id, place);
             }
             return Ok(id);
         }
         let id = spec.id;
-        self.actors.places.insert(id, place_of(&spec, node));
+        self.actors.remember_place(id, place_of(&spec, node));
         if node == self.id {
             return self.start_registered_here(spec);
         }

@@ -21,6 +21,11 @@ use crate::wire::{actor_id, id_bytes, job_id, object_id, resources_checked, stat
 impl Cluster {
     /// An actor hosted here died (or never started): the directory learns it.
     pub(crate) fn actor_died(self: &Arc<Self>, id: ActorId, reason: String) {
+        // Nothing of it is kept here any more.
+        self.actors.places.remove(&id);
+        self.actors
+            .early
+            .remove_if(&id, |_, calls| calls.is_empty());
         let mut head = self.head.clone();
         tokio::spawn(async move {
             let req = pb::ActorDiedRequest {
@@ -62,7 +67,7 @@ impl Cluster {
             .as_ref()
             .map(|j| j.tenant.as_str())
             .unwrap_or_default();
-        self.actors.places.insert(
+        self.actors.remember_place(
             id,
             ActorPlace {
                 node: self.id,
@@ -219,6 +224,10 @@ impl Cluster {
             {
                 stale = Some(calls.remove(i));
             }
+            cluster
+                .actors
+                .early
+                .remove_if(&id, |_, calls| calls.is_empty());
             if let (Some(call), Some(core)) = (stale, cluster.core()) {
                 let e = FabricError::ActorDied(format!(
                     "actor {id} never started on node {}",

@@ -30,6 +30,10 @@ use crate::placement::Strategy;
 use crate::runtime::actor::{ActorCall, ActorSpec};
 use crate::wire::{id_bytes, node_id};
 
+/// The most actor places a node caches; past it the cache starts afresh
+/// (each is looked up again in the head's directory when next needed).
+const MAX_PLACES: usize = 100_000;
+
 /// How long a call for an actor this node is still creating may wait.
 const EARLY_CALL_WAIT: Duration = Duration::from_secs(30);
 
@@ -123,6 +127,18 @@ pub(super) struct RemoteActors {
 }
 
 impl RemoteActors {
+    /// Caches where actor `id` lives.
+    fn remember_place(&self, id: ActorId, place: ActorPlace) {
+        if self.places.len() >= MAX_PLACES && !self.places.contains_key(&id) {
+            tracing::debug!(
+                places = MAX_PLACES,
+                "the cache of actor places is full: starting afresh"
+            );
+            self.places.clear();
+        }
+        self.places.insert(id, place);
+    }
+
     /// The node a call this node sent (by its result id) went to.
     pub(super) fn call_sent_to(&self, result: ObjectId) -> Option<NodeId> {
         self.calls.get(&result).map(|c| c.node)

@@ -98,7 +98,7 @@ impl Cluster {
             ));
         }
         let id = spec.id;
-        self.actors.places.insert(id, place_of(&spec, node));
+        self.actors.remember_place(id, place_of(&spec, node));
         if node == self.id {
             // Hosted by its owner now: a later death of this node takes both.
             self.actors.owned.remove(&id);
