@@ -88,17 +88,24 @@ async fn gpu_task_is_infeasible_without_a_gpu() {
     assert!(err.contains("GPU: 1 (node has 0)"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linear_regression_loss_falls_every_epoch() {
-    let out = run_ok(&node(2.0), examples::LINEAR_REGRESSION, &[]).await;
+/// The `loss` figures a training example printed: `n` of them, none above
+/// the one before.
+fn falling_losses(out: &str, n: usize) -> Vec<f64> {
     let losses: Vec<f64> = out
         .lines()
         .filter_map(|l| l.split_once("loss ").map(|(_, v)| v.parse().unwrap()))
         .collect();
-    assert_eq!(losses.len(), 5, "{out}");
+    assert_eq!(losses.len(), n, "{out}");
     for pair in losses.windows(2) {
         assert!(pair[1] <= pair[0], "loss went up: {losses:?}");
     }
+    losses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linear_regression_loss_falls_every_epoch() {
+    let out = run_ok(&node(2.0), examples::LINEAR_REGRESSION, &[]).await;
+    let losses = falling_losses(&out, 5);
     assert!(losses[4] < losses[0] / 100.0, "{losses:?}");
     assert!(out.contains("bias 0.500"), "{out}");
 }
@@ -110,14 +117,7 @@ async fn linear_regression_loss_falls_every_epoch() {
 async fn parameter_server_on_an_allreduce_keeps_replicas_identical() {
     let node = node(2.0);
     let out = run_ok(&node, examples::PARAMETER_SERVER, &[]).await;
-    let losses: Vec<f64> = out
-        .lines()
-        .filter_map(|l| l.split_once("loss ").map(|(_, v)| v.parse().unwrap()))
-        .collect();
-    assert_eq!(losses.len(), 8, "{out}");
-    for pair in losses.windows(2) {
-        assert!(pair[1] <= pair[0], "loss went up: {losses:?}");
-    }
+    let losses = falling_losses(&out, 8);
     assert!(losses[7] < losses[0] / 10_000.0, "{losses:?}");
     assert!(out.contains("replicas identical: true"), "{out}");
     assert!(
