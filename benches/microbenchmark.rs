@@ -39,6 +39,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../host/cli/allocator.rs"]
 mod allocator;
 
+/// Ray 2.60's `placement group create/removal` here (441 ± 34 groups/s,
+/// `TESTS_TO_RUN=placement ray microbenchmark`, 2026-12-05).
+const RAY_PG_RATE: f64 = 441.0;
+
 /// Ray's suite: name, Ray 2.60's figure measured on this kind of machine
 /// (2 cores; `benches/ray_side_by_side.py` measures it afresh), unit.
 const RAY_SUITE: &[(&str, f64, &str)] = &[
@@ -66,6 +70,8 @@ const RAY_SUITE: &[(&str, f64, &str)] = &[
     // Not in `ray microbenchmark`: benches/ray_side_by_side.py times Ray's
     // streaming generator itself (3,686 ± 299 items/s here, 2026-12-04).
     ("single_client_generator_items", 3_686.0, "items/s"),
+    // 100 groups of one bundle created, waited for, removed.
+    ("placement_group_create_removal", RAY_PG_RATE, "groups/s"),
 ];
 
 struct Args {
@@ -299,10 +305,12 @@ fn main() {
         );
         let mut figures = Figures::default();
 
-        // Ray's suite, on a node shaped like `ray.init()`'s.
+        // Ray's suite, on a node shaped like `ray.init()`'s (with the
+        // `custom` resource its placement-group row gives the node).
         let (node, app) = loaded_node(
             NodeConfig {
                 object_store_memory: Some(4 << 30),
+                custom: fabric_host::resources::ResourceSet::parse_custom("custom=100").unwrap(),
                 // Every engine in this process reserves address space for its
                 // instance pool (4 GiB a slot); leave room for the dense node.
                 engine: EngineSettings {

@@ -46,6 +46,7 @@ SUITE = [
     "single_client_wait_1k_refs",
     "single_client_get_object_containing_10k_refs",
     "single_client_generator_items",
+    "placement_group_create_removal",
 ]
 
 # Not in `ray microbenchmark`: items per second through a streaming

@@ -63,6 +63,7 @@ mod actor;
 #[cfg(all(feature = "allocator", target_arch = "wasm32"))]
 mod alloc;
 pub mod checkpoint;
+mod cluster;
 mod concurrent;
 mod context;
 mod error;
@@ -95,6 +96,9 @@ pub mod __bindings {
 }
 
 pub use actor::{ActorClass, ActorHandle, ActorMethod, get_actor, get_actor_in, kill};
+pub use cluster::{
+    NodeInfo, TenantResources, available_resources, cluster_resources, nodes, tenant_resources,
+};
 pub use concurrent::{block_on, get_async, ready, sleep};
 pub use context::{RuntimeContext, context};
 pub use error::{Error, FailureKind, Result};

@@ -27,6 +27,9 @@ pub enum Placement {
         value: String,
         soft: bool,
     },
+    /// In bundle `index` of a placement group (any of its bundles when
+    /// `None`); see [`crate::util::PlacementGroup::bundle`].
+    Bundle { group: u128, index: Option<u32> },
 }
 
 impl Placement {
@@ -44,6 +47,10 @@ impl Placement {
                     soft: *soft,
                 })
             }
+            Placement::Bundle { group, index } => types::Placement::Bundle(types::BundleTarget {
+                group: crate::object::id_to_wit(*group),
+                index: *index,
+            }),
         }
     }
 }
@@ -61,6 +68,42 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// No resources (add them with the builder methods).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cpus(mut self, n: f64) -> Self {
+        self.num_cpus = Some(n);
+        self
+    }
+
+    pub fn gpus(mut self, n: f64) -> Self {
+        self.num_gpus = Some(n);
+        self
+    }
+
+    /// Bytes of memory.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+
+    /// `amount` of custom resource `name`.
+    pub fn custom(mut self, name: &str, amount: f64) -> Self {
+        self.set_custom(name, amount);
+        self
+    }
+
+    pub(crate) fn from_wit(r: types::Resources) -> Self {
+        Resources {
+            num_cpus: r.num_cpus,
+            num_gpus: r.num_gpus,
+            memory: r.memory,
+            custom: r.custom,
+        }
+    }
+
     fn set_custom(&mut self, name: &str, amount: f64) {
         self.custom.retain(|(n, _)| n != name);
         self.custom.push((name.to_string(), amount));

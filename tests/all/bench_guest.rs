@@ -2,11 +2,16 @@
 //! suite and of the scale envelope at a small size and reports
 //! `<name> <ops> <seconds>`, so `cargo bench` cannot rot unnoticed.
 
-use crate::support::{node, programs, run_ok};
+use crate::support::{node, node_with, programs, run_ok, test_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_benchmark_workload_runs_and_reports() {
-    let node = node(2.0);
+    // With the `custom` resource Ray's placement-group row reserves from.
+    let node = node_with(fabric_host::NodeConfig {
+        num_cpus: Some(2.0),
+        custom: fabric_host::resources::ResourceSet::parse_custom("custom=100").unwrap(),
+        ..test_config()
+    });
     let list = run_ok(&node, programs::BENCH, &["list"]).await;
     let workloads: Vec<&str> = list.split_whitespace().collect();
     assert!(workloads.len() >= 21, "{list}");

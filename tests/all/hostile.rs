@@ -51,6 +51,7 @@ pub(crate) fn arena() -> Node {
             grant_dirs: vec![std::env::temp_dir()],
             grant_network: vec!["127.0.0.1:*".into()],
             grant_env: true,
+            ..Policy::default()
         },
         ..test_config()
     })

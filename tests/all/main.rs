@@ -15,6 +15,7 @@ mod coverage;
 mod examples;
 mod fairness;
 mod footprint;
+mod groups;
 mod hostile;
 mod processes;
 mod tasks;

@@ -150,6 +150,10 @@ id128!(
     /// A node (one `fabric` process).
     NodeId
 );
+id128!(
+    /// A placement group: bundles of resources reserved together.
+    GroupId
+);
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,7 @@
 
 pub mod allocator;
 pub mod buffers;
+pub mod bundles;
 pub mod config;
 pub mod dir_grants;
 pub mod error;

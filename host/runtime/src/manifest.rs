@@ -102,6 +102,11 @@ pub struct Policy {
     /// Whether environment variables may be granted.
     #[serde(default)]
     pub grant_env: bool,
+    /// Whether guests see the cluster's load (what is free on each node and
+    /// in all), which tells them how busy other tenants are. Unset, they see
+    /// totals, and of what is free only what their own tenant may still use.
+    #[serde(default)]
+    pub show_cluster_load: bool,
 }
 
 impl Policy {
@@ -112,6 +117,7 @@ impl Policy {
             grant_dirs: vec![PathBuf::from("/")],
             grant_network: vec!["*:*".into()],
             grant_env: true,
+            show_cluster_load: true,
         }
     }
 
@@ -236,6 +242,7 @@ mod tests {
                 "*.example.com:443".into(),
             ],
             grant_env: false,
+            ..Policy::default()
         };
         let caps = |dirs: Vec<&str>, net: Vec<&str>| Capabilities {
             env: BTreeMap::new(),

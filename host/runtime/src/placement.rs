@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::FabricError;
-use crate::ids::NodeId;
+use crate::ids::{GroupId, NodeId};
 use crate::resources::ResourceSet;
 
 /// Arguments at least this large pull a task to the node that holds them.
@@ -49,6 +49,10 @@ pub enum Strategy {
         value: String,
         soft: bool,
     },
+    /// In bundle `index` of a placement group (any of its bundles when
+    /// `None`): on the node that holds it, in the resources it reserved
+    /// (the demand names them, see [`crate::bundles`]).
+    Bundle { group: GroupId, index: Option<u32> },
 }
 
 impl Strategy {
@@ -56,7 +60,9 @@ impl Strategy {
     pub fn is_hard_affinity(&self) -> bool {
         matches!(
             self,
-            Strategy::Node { soft: false, .. } | Strategy::Label { soft: false, .. }
+            Strategy::Node { soft: false, .. }
+                | Strategy::Label { soft: false, .. }
+                | Strategy::Bundle { .. }
         )
     }
 }
@@ -150,7 +156,7 @@ fn pool_for<'a, 'b>(
                 }
             }
         }
-        Strategy::Default | Strategy::Spread => feasible,
+        Strategy::Default | Strategy::Spread | Strategy::Bundle { .. } => feasible,
     })
 }
 

@@ -31,16 +31,23 @@
 //! ```
 
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::bundles::RESERVED;
 use crate::error::FabricError;
+use crate::ids::GroupId;
 use crate::quota::ResourceCap;
-use crate::resources::{ResourceSet, UNIT};
 
-/// Runs admitted work; called with the lease, outside the scheduler's lock.
-pub type StartFn = Box<dyn FnOnce(Lease) + Send>;
+mod reserve;
+use crate::resources::{ResourceSet, UNIT};
+pub use reserve::Reservation;
+
+/// Runs admitted work; called with the lease, outside the scheduler's lock,
+/// or with why it will never get one (the placement group it was placed in
+/// was removed).
+pub type StartFn = Box<dyn FnOnce(Result<Lease, FabricError>) + Send>;
 
 /// The tenant work runs for.
 pub type Tenant = Arc<str>;
@@ -156,6 +163,15 @@ struct TenantUse {
 
 struct State {
     free: ResourceSet,
+    /// What the bundles reserved here add, under their own names (see
+    /// [`crate::bundles`]): the total of those names.
+    named: ResourceSet,
+    /// The placement groups whose work may run or wait here; work of any
+    /// other group fails at once (its group is gone, or never was).
+    groups: HashSet<GroupId>,
+    /// Bundles of removed groups that running work still uses: their
+    /// resources come back when that work ends.
+    draining: Vec<reserve::Draining>,
     /// Free fraction of each GPU, in 1/10,000 units.
     gpu_free: Vec<i64>,
     queues: Vec<ShapeQueue>,
@@ -200,7 +216,10 @@ impl State {
     }
 
     fn take(&mut self, demand: &ResourceSet, tenant: &Tenant) -> Option<Vec<u32>> {
-        if !self.free.contains(demand) || !self.within_quota(tenant, demand) {
+        if !self.free.contains(demand)
+            || !self.within_quota(tenant, demand)
+            || self.closed_group(demand).is_some()
+        {
             return None;
         }
         let gpus = self.pick_gpus(demand)?;
@@ -218,6 +237,10 @@ impl State {
 
     fn give_back(&mut self, demand: &ResourceSet, gpus: &[u32], tenant: &Tenant) {
         self.free.add(demand);
+        if !demand.custom.is_empty() {
+            self.prune_named();
+            self.settle_draining();
+        }
         let share = if demand.gpu < UNIT { demand.gpu } else { UNIT };
         for id in gpus {
             self.gpu_free[*id as usize] += share;
@@ -272,10 +295,11 @@ pub struct Lease {
     tenant: Tenant,
 }
 
-/// A lease's CPUs, handed back while its holder waits; taken back on drop.
+/// A lease's CPUs (a bundle's, for work in one), handed back while its
+/// holder waits; taken back on drop.
 pub struct Blocked {
     sched: Arc<Inner>,
-    cpu: i64,
+    cpus: ResourceSet,
     tenant: Tenant,
 }
 
@@ -293,6 +317,9 @@ impl Scheduler {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     free: total.clone(),
+                    named: ResourceSet::default(),
+                    groups: HashSet::new(),
+                    draining: Vec::new(),
                     gpu_free: vec![UNIT; num_gpus],
                     queues: Vec::new(),
                     tenants: HashMap::new(),
@@ -343,7 +370,7 @@ impl Scheduler {
             self.inner.admit(&mut st)
         };
         for (start, lease) in started {
-            start(lease);
+            start(Ok(lease));
         }
     }
 
@@ -355,7 +382,13 @@ impl Scheduler {
                 demand.gpu as f64 / UNIT as f64
             )));
         }
-        let missing = self.inner.total.missing(demand);
+        let missing = if demand.custom.iter().any(|(n, _)| n.starts_with(RESERVED)) {
+            let mut have = self.inner.total.clone();
+            have.add(&self.inner.state.lock().named);
+            have.missing(demand)
+        } else {
+            self.inner.total.missing(demand)
+        };
         if missing.is_empty() {
             Ok(())
         } else {
@@ -407,6 +440,10 @@ impl Scheduler {
     ) {
         let lease = {
             let mut st = self.inner.state.lock();
+            if let Some(group) = st.closed_group(&demand) {
+                drop(st);
+                return start(Err(reserve::removed(group)));
+            }
             let queued = st.has_queue(tenant, &demand);
             match (!queued).then(|| st.take(&demand, tenant)).flatten() {
                 Some(gpus) => Lease {
@@ -442,7 +479,7 @@ impl Scheduler {
                 }
             }
         };
-        start(lease);
+        start(Ok(lease));
     }
 }
 
@@ -511,22 +548,19 @@ impl Inner {
             self.admit(&mut st)
         };
         for (start, lease) in started {
-            start(lease);
+            start(Ok(lease));
         }
     }
 
-    fn change_cpu(self: &Arc<Self>, cpu: i64, tenant: &Tenant) {
-        let delta = ResourceSet {
-            cpu,
-            ..ResourceSet::default()
-        };
-        if cpu >= 0 {
-            self.release(&delta, &[], tenant);
+    /// Hands `cpus` back (`give`) or takes them again.
+    fn change_cpus(self: &Arc<Self>, cpus: &ResourceSet, give: bool, tenant: &Tenant) {
+        if give {
+            self.release(cpus, &[], tenant);
         } else {
             let mut st = self.state.lock();
-            st.free.cpu += cpu;
+            st.free.subtract(cpus);
             if let Some(t) = st.tenants.get_mut(tenant) {
-                t.held.cpu -= cpu;
+                t.held.cpu += cpus.cpu;
             }
         }
     }
@@ -546,13 +580,14 @@ impl Lease {
     /// come back even if others took them meanwhile (the node is briefly
     /// oversubscribed), so a woken waiter never waits twice.
     pub fn block(&self) -> Option<Blocked> {
-        if self.demand.cpu <= 0 {
+        let cpus = self.demand.cpus_only();
+        if cpus.cpu <= 0 && cpus.custom.is_empty() {
             return None;
         }
-        self.sched.change_cpu(self.demand.cpu, &self.tenant);
+        self.sched.change_cpus(&cpus, true, &self.tenant);
         Some(Blocked {
             sched: self.sched.clone(),
-            cpu: self.demand.cpu,
+            cpus,
             tenant: self.tenant.clone(),
         })
     }
@@ -560,7 +595,7 @@ impl Lease {
 
 impl Drop for Blocked {
     fn drop(&mut self) {
-        self.sched.change_cpu(-self.cpu, &self.tenant);
+        self.sched.change_cpus(&self.cpus, false, &self.tenant);
     }
 }
 
@@ -571,230 +606,4 @@ impl Drop for Lease {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::mpsc;
-
-    fn tn() -> Tenant {
-        "t".into()
-    }
-
-    fn cpus(n: f64) -> ResourceSet {
-        ResourceSet::default().with_cpus(n)
-    }
-
-    #[test]
-    fn queued_work_starts_in_order_when_resources_return() {
-        let sched = Scheduler::new(cpus(1.0), 0);
-        let (tx, rx) = mpsc::channel();
-        let first = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
-        for i in 0..3 {
-            let tx = tx.clone();
-            sched.submit(
-                cpus(1.0),
-                &tn(),
-                Box::new(move |lease| tx.send((i, lease)).unwrap()),
-                None,
-            );
-        }
-        assert_eq!(sched.queued(), 3);
-        drop(first);
-        let (i, lease) = rx.try_recv().unwrap();
-        assert_eq!(i, 0);
-        assert!(rx.try_recv().is_err(), "one CPU, one task");
-        drop(lease);
-        assert_eq!(rx.try_recv().unwrap().0, 1);
-    }
-
-    #[test]
-    fn deeper_work_goes_first_and_work_at_one_depth_keeps_its_order() {
-        let sched = Scheduler::new(cpus(1.0), 0);
-        let held = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
-        let (tx, rx) = mpsc::channel();
-        for (name, depth) in [("a", 0), ("b", 2), ("c", 1), ("d", 2)] {
-            let tx = tx.clone();
-            sched.submit_at(
-                Order { group: 1, depth },
-                cpus(1.0),
-                &tn(),
-                Box::new(move |l| tx.send((name, l)).unwrap()),
-                None,
-            );
-        }
-        drop(held);
-        let mut order = Vec::new();
-        while let Ok((name, lease)) = rx.try_recv() {
-            order.push(name);
-            drop(lease);
-        }
-        assert_eq!(order, ["b", "d", "c", "a"]);
-    }
-
-    #[test]
-    fn jobs_take_turns_however_deep_their_work() {
-        let sched = Scheduler::new(cpus(1.0), 0);
-        let held = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
-        let (tx, rx) = mpsc::channel();
-        for (name, group, depth) in [("a1", 1, 9), ("a2", 1, 9), ("b", 2, 1), ("a3", 1, 10)] {
-            let tx = tx.clone();
-            sched.submit_at(
-                Order { group, depth },
-                cpus(1.0),
-                &tn(),
-                Box::new(move |l| tx.send((name, l)).unwrap()),
-                None,
-            );
-        }
-        drop(held);
-        let mut order = Vec::new();
-        while let Ok((name, lease)) = rx.try_recv() {
-            order.push(name);
-            drop(lease);
-        }
-        assert_eq!(order, ["a3", "b", "a1", "a2"]);
-    }
-
-    #[test]
-    fn a_blocked_shape_does_not_hold_up_another() {
-        let sched = Scheduler::new(cpus(2.0).with_gpus(1.0), 1);
-        let gpu = cpus(1.0).with_gpus(1.0);
-        let held = sched.try_acquire(&gpu, &tn()).unwrap();
-        assert_eq!(held.gpu_ids(), &[0]);
-        let (tx, rx) = mpsc::channel();
-        let t = tx.clone();
-        sched.submit(
-            gpu.clone(),
-            &tn(),
-            Box::new(move |l| t.send(("gpu", l)).unwrap()),
-            None,
-        );
-        sched.submit(
-            cpus(1.0),
-            &tn(),
-            Box::new(move |l| tx.send(("cpu", l)).unwrap()),
-            None,
-        );
-        assert_eq!(rx.try_recv().unwrap().0, "cpu");
-        drop(held);
-        let (what, lease) = rx.try_recv().unwrap();
-        assert_eq!((what, lease.gpu_ids()), ("gpu", &[0u32][..]));
-    }
-
-    #[test]
-    fn blocking_hands_back_cpus_and_fractional_gpus_share() {
-        let sched = Scheduler::new(cpus(1.0).with_gpus(1.0), 1);
-        let lease = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
-        {
-            let _b = lease.block().unwrap();
-            let inner = sched
-                .try_acquire(&cpus(1.0), &tn())
-                .expect("CPU free while blocked");
-            drop(inner);
-        }
-        assert_eq!(sched.free().cpu, 0);
-        let half = ResourceSet::default().with_gpus(0.5);
-        let a = sched.try_acquire(&half, &tn()).unwrap();
-        let b = sched.try_acquire(&half, &tn()).unwrap();
-        assert_eq!((a.gpu_ids(), b.gpu_ids()), (&[0u32][..], &[0u32][..]));
-        assert!(sched.try_acquire(&half, &tn()).is_none());
-    }
-
-    #[test]
-    fn infeasible_demands_name_the_missing_resource() {
-        let sched = Scheduler::new(cpus(2.0), 0);
-        let err = sched
-            .check_feasible(&ResourceSet::default().with_gpus(1.0))
-            .unwrap_err();
-        assert!(err.to_string().contains("GPU: 1 (node has 0)"), "{err}");
-        assert!(
-            sched
-                .check_feasible(&ResourceSet::default().with_gpus(1.5))
-                .is_err()
-        );
-        assert!(sched.check_feasible(&cpus(2.0)).is_ok());
-    }
-
-    #[test]
-    fn cancelled_waiters_are_dropped() {
-        let sched = Scheduler::new(cpus(1.0), 0);
-        let held = sched.try_acquire(&cpus(1.0), &tn()).unwrap();
-        let flag = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel::<Lease>();
-        sched.submit(
-            cpus(1.0),
-            &tn(),
-            Box::new(move |l| tx.send(l).unwrap()),
-            Some(flag.clone()),
-        );
-        flag.store(true, Ordering::Release);
-        drop(held);
-        assert!(rx.try_recv().is_err());
-        assert_eq!(sched.queued(), 0);
-    }
-
-    #[test]
-    fn a_flooding_tenant_does_not_starve_another() {
-        let sched = Scheduler::new(cpus(2.0), 0);
-        let (a, b): (Tenant, Tenant) = ("a".into(), "b".into());
-        let (tx, rx) = mpsc::channel();
-        let held: Vec<Lease> = (0..2)
-            .map(|_| sched.try_acquire(&cpus(1.0), &a).unwrap())
-            .collect();
-        for i in 0..10 {
-            let tx = tx.clone();
-            sched.submit(
-                cpus(1.0),
-                &a,
-                Box::new(move |l| drop(tx.send((format!("a{i}"), l)))),
-                None,
-            );
-        }
-        let tx2 = tx.clone();
-        sched.submit(
-            cpus(1.0),
-            &b,
-            Box::new(move |l| drop(tx2.send(("b".into(), l)))),
-            None,
-        );
-        drop(held);
-        // Two CPUs came back: b (share 0) goes first, then a's oldest.
-        let first = rx.try_recv().unwrap();
-        let second = rx.try_recv().unwrap();
-        assert_eq!((first.0.as_str(), second.0.as_str()), ("b", "a0"));
-    }
-
-    #[test]
-    fn work_over_a_tenants_quota_waits_until_the_quota_allows_it() {
-        let sched = Scheduler::new(cpus(4.0), 0);
-        let a: Tenant = "a".into();
-        let cap = ResourceCap {
-            cpu: Some(UNIT),
-            ..ResourceCap::default()
-        };
-        sched.set_cap(&a, cap);
-        let one = sched.try_acquire(&cpus(1.0), &a).unwrap();
-        assert!(
-            sched.try_acquire(&cpus(1.0), &a).is_none(),
-            "quota of one CPU"
-        );
-        assert!(
-            sched.try_acquire(&cpus(1.0), &"b".into()).is_some(),
-            "others are not held up"
-        );
-        let (tx, rx) = mpsc::channel();
-        sched.submit(cpus(1.0), &a, Box::new(move |l| tx.send(l).unwrap()), None);
-        assert!(rx.try_recv().is_err());
-        sched.set_cap(
-            &a,
-            ResourceCap {
-                cpu: Some(2 * UNIT),
-                ..ResourceCap::default()
-            },
-        );
-        assert!(
-            rx.try_recv().is_ok(),
-            "a larger quota admits the waiting work"
-        );
-        drop(one);
-    }
-}
+mod tests;

@@ -77,6 +77,8 @@ pub struct QuotaView {
     /// Live instances and live actors it holds on the other nodes.
     pub instances_elsewhere: u64,
     pub actors_elsewhere: u64,
+    /// CPUs, GPUs and memory its work holds on the other nodes.
+    pub held_elsewhere: crate::resources::ResourceSet,
 }
 
 /// Takes one more of `counter` unless it holds `max`.
@@ -269,6 +271,11 @@ impl TenantAccount {
 
     pub fn quota(&self) -> Quota {
         self.view.read().quota.clone()
+    }
+
+    /// What its work holds on the other nodes (as the head last said).
+    pub fn held_elsewhere(&self) -> crate::resources::ResourceSet {
+        self.view.read().held_elsewhere.clone()
     }
 
     pub fn usage(&self) -> TenantUsage {

@@ -260,6 +260,36 @@ impl Cluster {
         self.peers.reset_in_flight();
     }
 
+    /// Every node the head listed, as the runtime's introspection shows
+    /// them (this node's free resources exact, the others' as last reported).
+    pub(crate) fn node_views(&self) -> Vec<crate::runtime::port::NodeView> {
+        let core = self.core();
+        let view = self.members.view.read();
+        view.values()
+            .map(|v| {
+                let free = match (&core, v.id == self.id) {
+                    (Some(c), true) => c.scheduler().free().without_named(),
+                    _ => v.free.clone().without_named(),
+                };
+                let mut labels: Vec<(String, String)> = v
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                labels.sort();
+                crate::runtime::port::NodeView {
+                    id: v.id,
+                    address: v.address.clone(),
+                    alive: v.alive,
+                    is_head: v.is_head,
+                    total: v.total.clone(),
+                    free,
+                    labels,
+                }
+            })
+            .collect()
+    }
+
     /// A live node's view, if there is one.
     pub(crate) fn peer_view(&self, node: NodeId) -> Option<PeerView> {
         self.members

@@ -57,6 +57,7 @@ pub(crate) fn apply_limits(core: &NodeCore, limits: &[pb::TenantLimit]) {
             object_bytes_elsewhere: l.object_bytes_elsewhere,
             instances_elsewhere: l.instances_elsewhere,
             actors_elsewhere: l.actors_elsewhere,
+            held_elsewhere: elsewhere,
         });
     }
     for a in core.tenants().accounts() {

@@ -7,6 +7,7 @@
 //! One place, so tasks and actors cannot drift.
 
 use crate::bindings::fabric::core::types::{Placement, Resources};
+use crate::bundles::bundle_demand;
 use crate::error::FabricError;
 use crate::placement::Strategy;
 use crate::resources::ResourceSet;
@@ -63,7 +64,22 @@ pub(crate) fn admit(
     check_name(what.name_kind(), name)?;
     let demand = demand_of(resources, what.default_cpus())?;
     let strategy = strategy_of(placement)?;
-    core.check_feasible(&demand, &job.account)?;
+    let demand = match &strategy {
+        // Work in a bundle takes what the group reserved, not the node's
+        // free resources: it fits if the bundle can hold it.
+        Strategy::Bundle { group, index } => {
+            let info = core
+                .port()
+                .known_group(*group, &job.tenant)
+                .ok_or_else(|| FabricError::NotFound(format!("placement group {group}")))?;
+            info.check_fits(*index, &demand)?;
+            bundle_demand(*group, *index, &demand)
+        }
+        _ => {
+            core.check_feasible(&demand, &job.account)?;
+            demand
+        }
+    };
     if job.is_finished() {
         return Err(FabricError::Cancelled);
     }

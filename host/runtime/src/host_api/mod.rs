@@ -18,6 +18,8 @@ mod admission;
 mod bytes;
 mod concurrent;
 pub(crate) mod context;
+mod groups;
+mod introspect;
 mod memory;
 pub(crate) mod objects;
 mod streams;
@@ -53,6 +55,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
     actors::add_to_linker(&mut host)?;
     concurrent::add_to_linker(&mut host)?;
     context::add_to_linker(&mut host)?;
+    groups::add_to_linker(&mut host)?;
+    introspect::add_to_linker(&mut host)?;
     memory::add_to_linker(&mut host)?;
     Ok(())
 }
@@ -259,6 +263,10 @@ pub(crate) fn strategy_of(p: Option<Placement>) -> Result<Strategy, FabricError>
                 soft: l.soft,
             }
         }
+        Some(Placement::Bundle(b)) => Strategy::Bundle {
+            group: crate::ids::GroupId::from_wit(b.group),
+            index: b.index,
+        },
     })
 }
 
@@ -273,6 +281,12 @@ pub(crate) fn demand_of(r: &Resources, default_cpus: f64) -> Result<ResourceSet,
     };
     for (name, amount) in &r.custom {
         check_name("resource", name)?;
+        if name.starts_with(crate::bundles::RESERVED) {
+            return Err(bad(format!(
+                "resource names starting with `{}` are the host's own, got `{name}`",
+                crate::bundles::RESERVED
+            )));
+        }
         if matches!(name.as_str(), "CPU" | "GPU" | "memory") {
             return Err(bad(format!(
                 "`{name}` has its own option, not a custom resource"

@@ -73,6 +73,8 @@ pub struct ActorRecord {
     /// The node that created it, when another: it keeps what a restart
     /// after this node's death needs, so it hears of checkpoints.
     pub owner: Option<NodeId>,
+    /// The placement group it was placed in (it stops when the group goes).
+    pub group: Option<crate::ids::GroupId>,
     /// Restarts so far (this incarnation's and earlier ones') and allowed.
     restarts: AtomicU32,
     /// The state the actor last saved.
@@ -283,6 +285,7 @@ pub fn spawn(core: &Arc<NodeCore>, spec: ActorSpec, slot: InstanceSlot) -> Arc<A
         name: spec.name.clone(),
         detached: spec.detached,
         owner: spec.owner,
+        group: crate::bundles::group_of(&spec.demand),
         restarts: AtomicU32::new(spec.restarts),
         checkpoint: Mutex::new(spec.checkpoint.clone()),
         busy: AtomicUsize::new(0),
@@ -329,6 +332,7 @@ pub fn record_dead(core: &NodeCore, id: ActorId, job: Arc<Job>, class: Arc<str>,
         name: None,
         detached: false,
         owner: None,
+        group: None,
         restarts: AtomicU32::new(0),
         checkpoint: Mutex::new(None),
         busy: AtomicUsize::new(0),
@@ -439,7 +443,10 @@ async fn actor_main(
              exports no `actor-run`"
         ));
     }
-    let mut lease = Some(core.acquire(spec.demand.clone(), &spec.job).await);
+    let mut lease = match core.acquire(spec.demand.clone(), &spec.job).await {
+        Ok(l) => Some(l),
+        Err(e) => return mailbox.die(format!("{label} could not start: {e}")),
+    };
     await_args(&spec.args).await;
     let argv = match resolve_args(&spec.job, &format!("{}.new", spec.class), &spec.args) {
         Ok(a) => a,
@@ -462,7 +469,10 @@ async fn actor_main(
     loop {
         let lease_now = match lease.take() {
             Some(l) => l,
-            None => core.acquire(spec.demand.clone(), &spec.job).await,
+            None => match core.acquire(spec.demand.clone(), &spec.job).await {
+                Ok(l) => l,
+                Err(e) => return mailbox.die(format!("{label} could not restart: {e}")),
+            },
         };
         let ctor_args = match argv.take() {
             Some(a) => a,

@@ -29,6 +29,7 @@ use crate::tenants::{TenantAccount, TenantLedger};
 use super::actor::{self, ActorRecord};
 use super::component::AppComponent;
 use super::engine::FabricEngine;
+use super::groups::Groups;
 use super::instance::{CallOutputs, CallResult};
 use super::job::{self, Job};
 use super::port::{Alone, ClusterPort};
@@ -45,6 +46,8 @@ pub struct NodeCore {
     tasks: TaskTable,
     /// Streaming generators' items, on their callers' nodes.
     streams: Streams,
+    /// Placement groups, while the node is in no cluster.
+    groups: Groups,
     actors: IdMap<ActorId, Arc<ActorRecord>>,
     /// `(namespace, name)` to actor.
     named_actors: DashMap<(String, String), ActorId>,
@@ -77,6 +80,7 @@ impl NodeCore {
             scheduler: Scheduler::new(config.total.clone(), config.num_gpus),
             tasks: TaskTable::default(),
             streams: Streams::default(),
+            groups: Groups::default(),
             actors: IdMap::default(),
             named_actors: DashMap::new(),
             jobs: IdMap::default(),
@@ -105,6 +109,11 @@ impl NodeCore {
 
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
+    }
+
+    /// The placement groups of this node when it is in no cluster.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
     }
 
     /// The tasks this node has not finished.
@@ -291,11 +300,16 @@ impl NodeCore {
         }
     }
 
-    /// A lease for `demand`, waiting in the scheduler's queue if needed.
-    pub(crate) async fn acquire(&self, demand: ResourceSet, job: &Job) -> Lease {
+    /// A lease for `demand`, waiting in the scheduler's queue if needed
+    /// (an error: the placement group it was placed in is gone).
+    pub(crate) async fn acquire(
+        &self,
+        demand: ResourceSet,
+        job: &Job,
+    ) -> Result<Lease, FabricError> {
         let tenant = &job.tenant;
         if let Some(lease) = self.scheduler.try_acquire(&demand, tenant) {
-            return lease;
+            return Ok(lease);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         // An actor already holds its instance slot: of its job's queued
@@ -323,6 +337,7 @@ impl NodeCore {
         job.mark_finished();
         self.tenants.job_finished(job.id);
         self.port().job_ended_here(job.id);
+        self.groups.job_ended(self, job.id);
         let actors: Vec<ActorId> = self
             .actors
             .iter()

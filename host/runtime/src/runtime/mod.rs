@@ -13,6 +13,7 @@ pub mod component_cache;
 pub(crate) mod concurrent;
 pub mod core;
 pub mod engine;
+pub mod groups;
 mod handles;
 pub mod instance;
 pub mod job;

@@ -21,18 +21,33 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 
 use crate::error::FabricError;
-use crate::ids::{ActorId, JobId, NodeId, ObjectId};
+use crate::ids::{ActorId, GroupId, JobId, NodeId, ObjectId};
 use crate::object_store::ObjectRef;
 use crate::placement::{Candidate, Placement, Strategy};
 use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
 use crate::runtime::actor::{self, ActorCall, ActorSpec};
+use crate::runtime::groups::{GroupInfo, GroupSpec};
 use crate::runtime::instance::CallResult;
 use crate::runtime::task::TaskSpec;
 use crate::runtime::task_table::TaskControl;
 
 /// What a port's asynchronous calls return.
 pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FabricError>> + Send + 'a>>;
+
+/// A node of the cluster, as this node sees it.
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub id: NodeId,
+    /// Where peers reach it (empty for a node in no cluster).
+    pub address: String,
+    pub alive: bool,
+    pub is_head: bool,
+    pub total: ResourceSet,
+    /// Free at its last report.
+    pub free: ResourceSet,
+    pub labels: Vec<(String, String)>,
+}
 
 /// What the runtime asks of the cluster its node belongs to.
 pub trait ClusterPort: Send + Sync {
@@ -120,6 +135,29 @@ pub trait ClusterPort: Send + Sync {
     /// The driver of `job`, which ran here, returned: every node stops the
     /// job's work.
     fn driver_returned(&self, job: JobId);
+
+    /// Records a placement group; its bundles are reserved meanwhile (see
+    /// [`ClusterPort::group_ready`]). Fails when it could never be placed.
+    fn create_group(&self, spec: GroupSpec) -> PortFuture<'_, ()>;
+
+    /// Waits until every bundle of `group` is reserved.
+    fn group_ready<'a>(&'a self, group: GroupId, tenant: &'a str) -> PortFuture<'a, ()>;
+
+    /// Removes `group`: frees its bundles, stops its work.
+    fn remove_group<'a>(&'a self, group: GroupId, tenant: &'a str) -> PortFuture<'a, ()>;
+
+    /// What `group` is and where its bundles are.
+    fn group_info<'a>(&'a self, group: GroupId, tenant: &'a str) -> PortFuture<'a, GroupInfo>;
+
+    /// The group named `name` in the (tenant-scoped) `namespace`.
+    fn lookup_group<'a>(&'a self, namespace: &'a str, name: &'a str) -> PortFuture<'a, GroupInfo>;
+
+    /// `group` as this node knows it now, without asking anyone: what
+    /// admitting work placed in it checks.
+    fn known_group(&self, group: GroupId, tenant: &str) -> Option<GroupInfo>;
+
+    /// The nodes of the cluster (this one included).
+    fn nodes(&self) -> Vec<NodeView>;
 }
 
 /// The port of a node in no cluster: everything runs here.
@@ -142,7 +180,7 @@ impl ClusterPort for Alone {
             return Placement::Infeasible(node_stopping());
         };
         // Alone, a node runs everything itself, unless it is pinned elsewhere.
-        if !spec.strategy.is_hard_affinity() {
+        if !spec.strategy.is_hard_affinity() || matches!(spec.strategy, Strategy::Bundle { .. }) {
             return Placement::Local;
         }
         let total = core.scheduler().total().clone();
@@ -238,4 +276,61 @@ impl ClusterPort for Alone {
     fn job_ended_here(&self, _job: JobId) {}
 
     fn driver_returned(&self, _job: JobId) {}
+
+    fn create_group(&self, spec: GroupSpec) -> PortFuture<'_, ()> {
+        let created = match self.0.upgrade() {
+            Some(core) => core.groups().create(&core, spec),
+            None => Err(node_stopping()),
+        };
+        Box::pin(std::future::ready(created))
+    }
+
+    fn group_ready<'a>(&'a self, group: GroupId, tenant: &'a str) -> PortFuture<'a, ()> {
+        Box::pin(async move {
+            let core = self.0.upgrade().ok_or_else(node_stopping)?;
+            core.groups().ready(group, tenant).await
+        })
+    }
+
+    fn remove_group<'a>(&'a self, group: GroupId, tenant: &'a str) -> PortFuture<'a, ()> {
+        let removed = match self.0.upgrade() {
+            Some(core) => core.groups().remove(&core, group, tenant),
+            None => Err(node_stopping()),
+        };
+        Box::pin(std::future::ready(removed))
+    }
+
+    fn group_info<'a>(&'a self, group: GroupId, tenant: &'a str) -> PortFuture<'a, GroupInfo> {
+        let info = self
+            .known_group(group, tenant)
+            .ok_or_else(|| FabricError::NotFound(format!("placement group {group}")));
+        Box::pin(std::future::ready(info))
+    }
+
+    fn lookup_group<'a>(&'a self, namespace: &'a str, name: &'a str) -> PortFuture<'a, GroupInfo> {
+        let found = match self.0.upgrade() {
+            Some(core) => core.groups().lookup(namespace, name),
+            None => Err(node_stopping()),
+        };
+        Box::pin(std::future::ready(found))
+    }
+
+    fn known_group(&self, group: GroupId, tenant: &str) -> Option<GroupInfo> {
+        self.0.upgrade()?.groups().info(group, tenant)
+    }
+
+    fn nodes(&self) -> Vec<NodeView> {
+        let Some(core) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        vec![NodeView {
+            id: core.id(),
+            address: String::new(),
+            alive: true,
+            is_head: false,
+            total: core.scheduler().total().clone(),
+            free: core.scheduler().free().without_named(),
+            labels: Vec::new(),
+        }]
+    }
 }

@@ -339,6 +339,11 @@ fn enqueue(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
             let Some(spec) = ctl.unpark() else {
                 return; // stolen meanwhile: the lease goes back
             };
+            let lease = match lease {
+                Ok(lease) => lease,
+                // Its placement group is gone: it can never run.
+                Err(e) => return finish(&start_core, spec, &ctl, Err(e)),
+            };
             let run = run(start_core.clone(), spec, ctl.clone(), lease);
             ctl.running(start_core.runtime().spawn(run).abort_handle());
         }),

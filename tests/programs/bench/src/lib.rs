@@ -35,6 +35,7 @@ const RAY_WORKLOADS: &[&str] = &[
     "n_n_actor_calls_async",
     "n_n_actor_calls_with_arg_async",
     "single_client_generator_items",
+    "placement_group_create_removal",
 ];
 
 /// The scale envelope.
@@ -256,6 +257,25 @@ fn timeit(
     Ok(())
 }
 
+/// Ray's shape: `n` groups of one bundle of a thousandth of `custom`,
+/// each waited for, then all removed.
+fn groups_batch(n: usize) -> fabric::Result<()> {
+    use fabric::util::{PlacementGroup, PlacementStrategy, remove_placement_group};
+    let bundle = fabric::Resources::new().custom("custom", 0.001);
+    let groups = (0..n)
+        .map(|_| PlacementGroup::builder(vec![bundle.clone()], PlacementStrategy::Pack).create())
+        .collect::<fabric::Result<Vec<_>>>()?;
+    for g in &groups {
+        if !g.wait(Duration::from_secs(30))? {
+            return Err(fabric::Error::Timeout);
+        }
+    }
+    for g in &groups {
+        remove_placement_group(g)?;
+    }
+    Ok(())
+}
+
 fn tasks_batch(n: usize) -> fabric::Result<()> {
     let refs = (0..n)
         .map(|_| small_value::remote())
@@ -393,6 +413,7 @@ fn ray_workload(name: &str, reps: usize, o: &Options) -> fabric::Result<()> {
         }
         // One generator task of 1000 items, each taken and read as it
         // comes (Ray: `for ref in gen.remote(1000): ray.get(ref)`).
+        "placement_group_create_removal" => timeit(name, reps, 100.0, || groups_batch(100)),
         "single_client_generator_items" => timeit(name, reps, 1000.0, || {
             for item in small_items::remote(1000u64)? {
                 fabric::get(&item?)?;

@@ -10,6 +10,7 @@ use fabric::serde_bytes::ByteBuf;
 
 mod actor_api;
 mod collectives;
+mod groups;
 use actor_api::{concurrent, handle_lifetime, pool_queue, watch_churn};
 
 const SCENARIOS: &[&str] = &[
@@ -42,6 +43,10 @@ const SCENARIOS: &[&str] = &[
     "collectives",
     "collective-kill",
     "watch-churn",
+    "groups-here",
+    "introspect",
+    "nodes-seen",
+    "groups-bounds",
 ];
 
 /// `n` items `(i, node)`, one every `ms` milliseconds.
@@ -294,6 +299,10 @@ fn main() -> fabric::Result<()> {
         "collectives" => collectives::collectives(&args[1..])?,
         "collective-kill" => collectives::collective_kill(&arg(1), &arg(2))?,
         "watch-churn" => watch_churn(&arg(1))?,
+        "groups-here" => groups::groups_here()?,
+        "introspect" => groups::introspect()?,
+        "nodes-seen" => groups::nodes_seen()?,
+        "groups-bounds" => groups::groups_bounds()?,
         "fan-out" => {
             let n: usize = arg(1).parse().unwrap_or(1000);
             let refs: Vec<_> = (0..n)
