@@ -111,3 +111,16 @@ async fn a_tenant_keeps_a_bounded_number_of_groups_bundles_and_waiters() {
     );
     assert_released(&node).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_in_a_gpu_bundle_sees_the_bundles_gpus() {
+    let mut config = test_config();
+    config.num_cpus = Some(2.0);
+    config.num_gpus = Some(2);
+    let node = node_with(config);
+    let out = run_ok(&node, programs::CLUSTER, &["groups-gpu"]).await;
+    assert_eq!(
+        out,
+        "bundle 0 [0] bundle 1 [1] any [0, 1] no gpu asked []\n"
+    );
+}

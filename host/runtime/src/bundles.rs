@@ -156,6 +156,21 @@ pub fn as_reservation(group: GroupId, mut demand: ResourceSet) -> ResourceSet {
     demand
 }
 
+/// The group and bundle (`None`: any of its bundles) `demand` is placed in.
+pub fn bundle_of(demand: &ResourceSet) -> Option<(GroupId, Option<u32>)> {
+    let group = group_of(demand)?;
+    let prefix = group_prefix(group);
+    // The marker of the bundle asked for: `<prefix><index>` or `<prefix>*`.
+    let index = demand.custom.iter().find_map(|(n, _)| {
+        let slot = n.strip_prefix(prefix.as_str())?;
+        if slot.contains(':') {
+            return None;
+        }
+        Some(slot.parse::<u32>().ok())
+    })?;
+    Some((group, index))
+}
+
 /// The group whose bundle `demand` asks for, if it asks for one.
 pub fn group_of(demand: &ResourceSet) -> Option<GroupId> {
     let tag = format!("{RESERVED}pg:");
@@ -446,5 +461,8 @@ mod tests {
         assert!(!reserved.contains(&bundle_demand(GroupId::random(), None, &cpus(0.0))));
         assert!(!reserved.contains(&bundle_demand(g, Some(1), &cpus(3.0))));
         assert!(in_one.custom.iter().all(|(n, _)| n.starts_with(RESERVED)));
+        assert_eq!(bundle_of(&in_one), Some((g, Some(1))));
+        assert_eq!(bundle_of(&in_any), Some((g, None)));
+        assert_eq!(bundle_of(&cpus(1.0)), None);
     }
 }

@@ -24,11 +24,16 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             node_id: exec.core.id().to_string(),
             task_id,
             actor_id,
-            gpu_ids: exec
-                .lease
-                .as_ref()
-                .map(|l| l.gpu_ids().to_vec())
-                .unwrap_or_default(),
+            gpu_ids: exec.lease.as_ref().map_or_else(Vec::new, |l| {
+                let demand = l.demand();
+                let asks_gpus = demand.custom.iter().any(|(n, _)| n.ends_with(":GPU"));
+                match crate::bundles::bundle_of(demand) {
+                    // Work in a bundle that asks for GPUs has its bundle's.
+                    Some((group, index)) if asks_gpus => exec.core.groups().gpu_ids(group, index),
+                    Some(_) => Vec::new(),
+                    None => l.gpu_ids().to_vec(),
+                }
+            }),
         },))
     })?;
     host.func_wrap(

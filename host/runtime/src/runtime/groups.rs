@@ -132,6 +132,8 @@ struct Kept {
     reservation: Option<Reservation>,
     /// The task waiting for room for them.
     reserving: Option<tokio::task::AbortHandle>,
+    /// The GPUs of each bundle, once reserved.
+    gpu_ids: Vec<Vec<u32>>,
     state: watch::Sender<GroupState>,
 }
 
@@ -247,6 +249,7 @@ impl Groups {
                 info: GroupInfo::of(&spec),
                 reservation: None,
                 reserving: Some(reserving.abort_handle()),
+                gpu_ids: Vec::new(),
                 state: watch::Sender::new(GroupState::Pending),
             },
         );
@@ -321,10 +324,29 @@ impl Groups {
         }
     }
 
-    fn reserved(&self, id: GroupId, node: NodeId, reservation: Reservation) {
+    /// The GPUs given to work in bundle `index` of group `id` (all of the
+    /// group's for work in any of its bundles).
+    pub fn gpu_ids(&self, id: GroupId, index: Option<u32>) -> Vec<u32> {
+        let kept = self.kept.lock();
+        let Some(k) = kept.get(&id) else {
+            return Vec::new();
+        };
+        match index {
+            Some(i) => k.gpu_ids.get(i as usize).cloned().unwrap_or_default(),
+            None => {
+                let mut all: Vec<u32> = k.gpu_ids.iter().flatten().copied().collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+        }
+    }
+
+    fn reserved(&self, id: GroupId, node: NodeId, reservation: Reservation, gpus: &[u32]) {
         let mut kept = self.kept.lock();
         // Removed while it waited: dropping the reservation frees it.
         let Some(k) = kept.get_mut(&id) else { return };
+        k.gpu_ids = split_gpus(&k.info.bundles, gpus);
         k.reservation = Some(reservation);
         k.reserving = None;
         k.info.nodes = vec![Some(node); k.info.bundles.len()];
@@ -348,8 +370,30 @@ async fn reserve(core: Arc<NodeCore>, spec: GroupSpec, total: ResourceSet) {
     for (i, b) in spec.bundles.iter().enumerate() {
         named.add(&bundle_resources(spec.id, i as u32, b));
     }
+    let gpus = lease.gpu_ids().to_vec();
     let reservation = core.scheduler().reserve(lease, named);
-    core.groups().reserved(spec.id, core.id(), reservation);
+    core.groups()
+        .reserved(spec.id, core.id(), reservation, &gpus);
+}
+
+/// Deals the GPUs the group's lease holds to its bundles in order: a
+/// bundle of `n` GPUs takes the next `n`, one with a fraction shares the
+/// next one (the last, when fractions added up to fewer whole GPUs).
+fn split_gpus(bundles: &[ResourceSet], gpus: &[u32]) -> Vec<Vec<u32>> {
+    let mut next = 0;
+    bundles
+        .iter()
+        .map(|b| {
+            let want = b.gpu_slots();
+            let ids: Vec<u32> = (0..want)
+                .filter_map(|k| gpus.get(next + k).or(gpus.last()).copied())
+                .collect();
+            if b.gpu >= crate::resources::UNIT {
+                next += want;
+            }
+            ids
+        })
+        .collect()
 }
 
 /// Fails the work queued in a group that is gone and stops its actors here.

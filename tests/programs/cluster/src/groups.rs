@@ -193,6 +193,34 @@ pub fn introspect() -> fabric::Result<()> {
     Ok(())
 }
 
+#[fabric::remote]
+fn my_gpus() -> Vec<u32> {
+    fabric::context().gpu_ids
+}
+
+/// Work in GPU bundles sees its bundle's GPUs (on a node of 2 GPUs).
+pub fn groups_gpu() -> fabric::Result<()> {
+    let pg = PlacementGroup::builder(
+        vec![Resources::new().cpus(1.0).gpus(1.0); 2],
+        PlacementStrategy::StrictPack,
+    )
+    .create()?;
+    fabric::get(&pg.ready()?)?;
+    let with_gpu = |p| TaskOptions::new().placement(p).num_gpus(1.0);
+    let first = my_gpus::options(with_gpu(pg.bundle(0))).remote()?;
+    let second = my_gpus::options(with_gpu(pg.bundle(1))).remote()?;
+    let any = my_gpus::options(with_gpu(pg.any_bundle())).remote()?;
+    let none = my_gpus::options(TaskOptions::new().placement(pg.bundle(0))).remote()?;
+    println!(
+        "bundle 0 {:?} bundle 1 {:?} any {:?} no gpu asked {:?}",
+        fabric::get(&first)?,
+        fabric::get(&second)?,
+        fabric::get(&any)?,
+        fabric::get(&none)?
+    );
+    remove_placement_group(&pg)
+}
+
 /// The bounds on what one tenant keeps: groups, bundles, waiters.
 pub fn groups_bounds() -> fabric::Result<()> {
     let tiny = || vec![Resources::new().memory(1)];

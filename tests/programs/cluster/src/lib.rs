@@ -47,6 +47,7 @@ const SCENARIOS: &[&str] = &[
     "introspect",
     "nodes-seen",
     "groups-bounds",
+    "groups-gpu",
 ];
 
 /// `n` items `(i, node)`, one every `ms` milliseconds.
@@ -303,6 +304,7 @@ fn main() -> fabric::Result<()> {
         "introspect" => groups::introspect()?,
         "nodes-seen" => groups::nodes_seen()?,
         "groups-bounds" => groups::groups_bounds()?,
+        "groups-gpu" => groups::groups_gpu()?,
         "fan-out" => {
             let n: usize = arg(1).parse().unwrap_or(1000);
             let refs: Vec<_> = (0..n)
