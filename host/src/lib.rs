@@ -26,6 +26,7 @@ pub mod cluster;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod group_wire;
 pub mod head;
 pub mod security;
 pub(crate) mod wire;

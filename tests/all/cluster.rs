@@ -313,9 +313,14 @@ async fn a_guest_sees_every_node_and_the_clusters_totals() {
             r#"node head=false alive=true cpus=Some(2.0) gpus=Some(0.0) custom=[("ssd", 1.0)] load shown=false address set=false"#,
             "node head=false alive=true cpus=Some(2.0) gpus=Some(1.0) custom=[] load shown=false address set=false",
             "node head=true alive=true cpus=Some(2.0) gpus=Some(0.0) custom=[] load shown=false address set=false",
-            // Not built across nodes yet: refused, not placed on one node.
-            "invalid argument: placement groups are not yet available on a cluster, only on a lone node",
         ],
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_placement_strategy_places_bundles_across_nodes_as_it_says() {
+    let c = three_nodes().await;
+    let out = scenario(&c, &["groups-across"]).await;
+    println!("{out}");
 }

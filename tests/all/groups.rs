@@ -64,6 +64,8 @@ async fn a_group_reserves_runs_its_work_and_frees_everything_when_removed() {
     );
     // Every reservation and every bundle name is gone with the groups.
     assert_released(&node).await;
+    let sched = node.core().scheduler();
+    assert_eq!(&sched.free(), sched.total());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +82,9 @@ async fn a_guest_sees_totals_and_only_its_own_tenants_room() {
         "cluster cpus Some(2.0)\nnodes 1\n\
          node alive=true cpus=Some(2.0) shows load=false is me=true\n\
          quota cpus Some(1.5) used cpus Some(1.0)\n\
-         available cpus Some(0.5)\navailable after Some(1.5)\n"
+         available cpus Some(0.5)\navailable after Some(1.5)\n\
+         limit `cpus-quota` (1) exceeded: the group's bundles together are more than \
+         tenant `local` may ever hold\n"
     );
     // The operator shows the load: what is free on the node, for anyone.
     let mut config = test_config();
@@ -93,7 +97,7 @@ async fn a_guest_sees_totals_and_only_its_own_tenants_room() {
         "cluster cpus Some(2.0)\nnodes 1\n\
          node alive=true cpus=Some(2.0) shows load=true is me=true\n\
          quota cpus None used cpus Some(1.0)\n\
-         available cpus Some(1.0)\navailable after Some(2.0)\n"
+         available cpus Some(1.0)\navailable after Some(2.0)\ntwo cpus allowed\n"
     );
 }
 

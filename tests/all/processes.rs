@@ -118,6 +118,24 @@ fn work_lands_where_it_should_across_processes() {
         c.nodes[2].id.clone(),
     );
 
+    // Placement groups: each strategy puts bundles where it says, work in a
+    // bundle runs where the bundle is, a strict spread wider than the
+    // cluster waits, and a strict pack no node can hold fails at once.
+    let out = ok(c.submit(programs::CLUSTER, &["groups-across"]));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "pack on 1 node",
+            "strict pack on 1 node",
+            "strict spread on 3 nodes, work where its bundle is true",
+            "spread on 3 nodes",
+            "4 strict spread bundles on 3 nodes wait true",
+            "state Pending",
+            "resources infeasible: STRICT_PACK: no node can ever hold all 2 bundles {CPU: 3}: CPU: 3 (node has 2)",
+        ],
+        "{out}"
+    );
+
     // A 1,000-task fan-out runs on all three nodes.
     let out = ok(c.submit(programs::CLUSTER, &["fan-out", "1000"]));
     assert!(out.starts_with("tasks 1000\n"), "{out}");
@@ -830,4 +848,77 @@ fn without_colors(log: &str) -> String {
         }
     }
     out
+}
+
+/// A node holding a placement group's bundle is killed: the head places the
+/// bundle again on the other node that can hold it, and the actor placed
+/// in the bundle restarts there (from its checkpoint).
+#[test]
+fn a_killed_nodes_bundle_is_reserved_again_and_its_actor_restarts_there() {
+    let mut c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "1", "--num-gpus", "0"],
+    );
+    let spot = [
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "0",
+        "--resources",
+        "spot=1",
+    ];
+    c.add(&spot);
+    c.add(&spot);
+    c.wait_for_alive(3);
+    let (mut job, lines) = c.submit_in_background(programs::CLUSTER, &["group-kill"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        let found = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.strip_prefix("bundle on ").map(str::to_string));
+        if let Some(node) = found {
+            break node;
+        }
+        assert!(Instant::now() < deadline, "the group was not placed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let victim = c
+        .nodes
+        .iter()
+        .position(|n| n.id == holder)
+        .unwrap_or_else(|| panic!("the bundle is on {holder}, no node of the cluster"));
+    assert_ne!(victim, 0, "the head has no `spot`");
+    c.kill(victim);
+    assert!(
+        job.wait().unwrap().success(),
+        "the job failed; head log:\n{}",
+        c.log(0)
+    );
+    let out = output_through(&lines, "done");
+    assert!(out.contains("actor in its bundle true"), "{out}");
+    assert!(
+        out.contains("moved to the bundle's new node true in life 2"),
+        "{out}"
+    );
+}
+
+/// A detached named placement group across the head and a worker; the head
+/// is killed and started again on its data directory: it still knows the
+/// group (its bundle on the old head's node is placed again) and the group
+/// is found by name and runs work.
+#[test]
+fn a_restarted_head_keeps_its_placement_groups() {
+    let head_flags = ["--num-cpus", "1", "--num-gpus", "0"];
+    let mut c = chaos_cluster();
+    let kept = ok(c.submit(programs::CLUSTER, &["group-keep"]));
+    assert!(kept.contains("kept on 2 nodes"), "{kept}");
+    c.restart_head(&head_flags, 2);
+    let found = ok(c.submit(programs::CLUSTER, &["group-find"]));
+    assert!(
+        found.contains("found Created on 2 nodes, work in its bundle true"),
+        "{found}\nhead log:\n{}",
+        c.log(0)
+    );
 }

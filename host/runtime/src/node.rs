@@ -406,7 +406,8 @@ impl Node {
         let c = &self.core;
         NodeStats {
             total: c.scheduler().total().clone(),
-            free: c.scheduler().free(),
+            // Bundles' own names are no one else's business (heartbeats carry this).
+            free: c.scheduler().free().without_named(),
             queued_tasks: c.scheduler().queued(),
             running_tasks: c.tasks().len(),
             streams: c.streams().len(),

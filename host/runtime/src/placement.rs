@@ -102,6 +102,9 @@ pub enum Placement {
     Local,
     Remote(NodeId),
     Infeasible(FabricError),
+    /// Not now: the port places it once it can (work in a placement
+    /// group's bundle while the bundle is being placed).
+    Later,
 }
 
 fn to(c: &Candidate<'_>) -> Placement {

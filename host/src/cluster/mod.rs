@@ -29,7 +29,9 @@
 //! ```
 
 mod actors;
+mod bundles;
 mod drain;
+mod groups;
 mod ingress;
 mod jobs;
 mod lineage;
@@ -150,6 +152,10 @@ pub(crate) struct Cluster {
     lineage: lineage::Lineage,
     /// Jobs whose work came here from other nodes.
     jobs: jobs::JobsHere,
+    /// Placement-group bundles held here for the head.
+    bundles: bundles::HeldBundles,
+    /// Placement groups this node saw.
+    groups: groups::GroupCache,
     /// Set once the head asked this node to drain.
     draining: std::sync::atomic::AtomicBool,
     stop: watch::Sender<bool>,
@@ -263,6 +269,7 @@ pub async fn join(node: &crate::Node, config: ClusterConfig) -> Result<ClusterHa
     service::serve(cluster.clone(), head.clone(), listener, stop_rx.clone())?;
     if let Some(h) = &head {
         h.start_death_watch(stop_rx.clone());
+        h.set_bundle_nodes(Arc::new(bundles::HeadLink(Arc::downgrade(&cluster))));
     }
     core.join_cluster(cluster.clone())
         .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -332,6 +339,8 @@ impl Cluster {
             lending: Default::default(),
             lineage: Default::default(),
             jobs: Default::default(),
+            bundles: Default::default(),
+            groups: Default::default(),
             draining: Default::default(),
             stop,
             registered: watch::channel(false).0,

@@ -38,6 +38,12 @@ impl ClusterPort for Cluster {
         Cluster::place_task(self, spec)
     }
 
+    fn place_later(&self, spec: TaskSpec, control: Arc<TaskControl>) {
+        if let Ok(me) = self.arc() {
+            me.place_later(spec, control);
+        }
+    }
+
     fn forward_task(&self, node: NodeId, spec: TaskSpec, control: Arc<TaskControl>) {
         if let Ok(me) = self.arc() {
             me.forward_task(node, spec, control);
@@ -127,45 +133,40 @@ impl ClusterPort for Cluster {
     fn job_ended_here(&self, job: JobId) {
         self.remember_ended(job);
         self.drop_job_work(job);
+        if let Ok(me) = self.arc() {
+            me.drop_job_groups(job);
+        }
     }
 
     fn driver_returned(&self, job: JobId) {
         self.job_finished(job);
     }
 
-    fn create_group(&self, _spec: GroupSpec) -> PortFuture<'_, ()> {
-        Box::pin(std::future::ready(Err(groups_not_here())))
+    fn create_group(&self, spec: GroupSpec) -> PortFuture<'_, ()> {
+        Box::pin(Cluster::create_group(self, spec))
     }
 
-    fn group_ready<'a>(&'a self, _group: GroupId, _tenant: &'a str) -> PortFuture<'a, ()> {
-        Box::pin(std::future::ready(Err(groups_not_here())))
+    fn group_ready<'a>(&'a self, group: GroupId, tenant: &'a str) -> PortFuture<'a, ()> {
+        Box::pin(Cluster::group_ready(self, group, tenant))
     }
 
-    fn remove_group<'a>(&'a self, _group: GroupId, _tenant: &'a str) -> PortFuture<'a, ()> {
-        Box::pin(std::future::ready(Err(groups_not_here())))
+    fn remove_group<'a>(&'a self, group: GroupId, tenant: &'a str) -> PortFuture<'a, ()> {
+        Box::pin(Cluster::remove_group(self, group, tenant))
     }
 
-    fn group_info<'a>(&'a self, _group: GroupId, _tenant: &'a str) -> PortFuture<'a, GroupInfo> {
-        Box::pin(std::future::ready(Err(groups_not_here())))
+    fn group_info<'a>(&'a self, group: GroupId, tenant: &'a str) -> PortFuture<'a, GroupInfo> {
+        Box::pin(Cluster::group_info(self, group, tenant))
     }
 
-    fn lookup_group<'a>(&'a self, _ns: &'a str, _name: &'a str) -> PortFuture<'a, GroupInfo> {
-        Box::pin(std::future::ready(Err(groups_not_here())))
+    fn lookup_group<'a>(&'a self, ns: &'a str, name: &'a str) -> PortFuture<'a, GroupInfo> {
+        Box::pin(Cluster::lookup_group(self, ns, name))
     }
 
-    fn known_group(&self, _group: GroupId, _tenant: &str) -> Option<GroupInfo> {
-        None
+    fn known_group(&self, group: GroupId, tenant: &str) -> Option<GroupInfo> {
+        Cluster::known_group(self, group, tenant)
     }
 
     fn nodes(&self) -> Vec<NodeView> {
         self.node_views()
     }
-}
-
-/// Placement groups across nodes are not built yet (issue 15): a typed
-/// refusal rather than a group that would silently sit on one node.
-fn groups_not_here() -> FabricError {
-    FabricError::InvalidArgument(
-        "placement groups are not yet available on a cluster, only on a lone node".into(),
-    )
 }

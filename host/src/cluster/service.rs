@@ -17,7 +17,7 @@ use crate::head::control::ControlService;
 use crate::head::service::HeadService;
 use crate::ids::NodeId;
 use crate::security::RequireSecret;
-use crate::wire::{node_id, object_id};
+use crate::wire::{node_id, object_id, parse_id};
 use tonic::codegen::InterceptedService;
 use wasmfabric_proto::v1::control_server::ControlServer;
 
@@ -233,6 +233,25 @@ impl NodeService for Service {
         self.cluster
             .on_take_object(&request.into_inner().object_id)
             .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn reserve_bundles(
+        &self,
+        request: Request<pb::ReserveBundlesRequest>,
+    ) -> Result<Response<pb::ReserveBundlesReply>, Status> {
+        Ok(Response::new(
+            self.cluster.reserve_bundles(&request.into_inner())?,
+        ))
+    }
+
+    async fn release_bundles(
+        &self,
+        request: Request<pb::ReleaseBundlesRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        let group = crate::ids::GroupId::from_u128(parse_id(&r.group_id)?);
+        self.cluster.release_bundles(group, &r.indexes);
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -108,6 +108,14 @@ impl Drop for Arrival<'_> {
 impl Cluster {
     /// Where a task whose arguments are computed should run.
     pub(crate) fn place_task(&self, spec: &TaskSpec) -> Placement {
+        if let Strategy::Bundle { group, index } = spec.strategy {
+            // On the node holding the bundle; not placed now: wait for it.
+            return match self.bundle_node(group, index) {
+                Some(n) if n == self.id => Placement::Local,
+                Some(n) if self.is_live(n) => Placement::Remote(n),
+                _ => Placement::Later,
+            };
+        }
         let arg_bytes: Vec<(NodeId, u64)> = spec
             .args
             .iter()

@@ -37,9 +37,11 @@ pub(crate) mod control;
 mod drivers;
 mod error;
 pub(crate) mod gate;
+mod groups;
 mod jobs;
 mod members;
 mod nodes;
+mod placing;
 mod records;
 pub(crate) mod service;
 mod store;
@@ -61,6 +63,7 @@ pub use drivers::{Drivers, Pending};
 pub use error::HeadError;
 pub use gate::SUBMIT_JOB_PATH;
 pub use nodes::FindError;
+pub use placing::{BundleFuture, BundleNodes};
 pub use records::{
     ActorRecord, ActorState, JobRecord, JobStatus, LogLine, NodeLoad, NodeRecord, NodeState,
     Record, TenantLoad,
@@ -83,6 +86,8 @@ pub struct Timing {
 
 /// The head's state: one owner for each kind of cluster-wide record.
 pub struct Head {
+    /// This head, for work that outlives a call (placing groups).
+    me: std::sync::Weak<Head>,
     drivers: Arc<dyn Drivers>,
     timing: Timing,
     nodes: NodeTable,
@@ -94,6 +99,9 @@ pub struct Head {
     rpcs: Mutex<BTreeMap<&'static str, u64>>,
     /// Where the state above is saved (none: in memory only).
     store: Option<Arc<HeadStore>>,
+    /// Placement groups, and how the head reaches nodes to reserve them.
+    groups: groups::GroupDirectory,
+    bundle_nodes: std::sync::OnceLock<Arc<dyn placing::BundleNodes>>,
 }
 
 impl Head {
@@ -109,7 +117,8 @@ impl Head {
             Some((s, l)) => (Some(s), l),
             None => (None, Loaded::default()),
         };
-        let head = Arc::new(Head {
+        let head = Arc::new_cyclic(|me| Head {
+            me: me.clone(),
             drivers,
             timing,
             nodes: NodeTable::default(),
@@ -117,7 +126,9 @@ impl Head {
             jobs: Arc::default(),
             tokens,
             rpcs: Mutex::new(BTreeMap::new()),
+            groups: groups::GroupDirectory::new(store.clone()),
             store,
+            bundle_nodes: Default::default(),
         });
         head.restore(loaded);
         head
@@ -127,6 +138,7 @@ impl Head {
     fn restore(&self, loaded: Loaded) {
         let (n_nodes, n_actors, n_jobs) =
             (loaded.nodes.len(), loaded.actors.len(), loaded.jobs.len());
+        self.restore_groups(loaded.groups);
         if n_nodes + n_actors + n_jobs == 0 {
             return;
         }
@@ -203,6 +215,7 @@ impl Head {
     fn actors_of_gone_node(&self, id: NodeId, why: &str) {
         let alive = self.nodes.alive();
         self.save_later(self.actors.node_gone(id, why, &alive));
+        self.groups_of_gone_node(id);
     }
 
     pub(crate) fn count(&self, rpc: &'static str) {

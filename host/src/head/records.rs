@@ -188,4 +188,8 @@ pub enum Record {
     ForgetJob(JobId),
     /// A dead actor dropped from the directory.
     ForgetActor(ActorId),
+    /// A placement group (issue 15).
+    Group(crate::runtime::groups::GroupInfo),
+    /// A removed placement group.
+    ForgetGroup(crate::ids::GroupId),
 }

@@ -29,8 +29,54 @@ fn actor_reply(outcome: ActorOutcome) -> pb::RegisterActorReply {
     }
 }
 
+fn group_reply(
+    r: Result<crate::runtime::groups::GroupInfo, crate::error::FabricError>,
+) -> pb::GroupReply {
+    use pb::group_reply::Outcome;
+    pb::GroupReply {
+        outcome: Some(match r {
+            Ok(info) => Outcome::Group(crate::group_wire::group_to_pb(&info)),
+            Err(e) => Outcome::Error(error_to_pb(&e)),
+        }),
+    }
+}
+
 #[tonic::async_trait]
 impl HeadRpc for HeadService {
+    async fn create_group(
+        &self,
+        request: Request<pb::CreateGroupRequest>,
+    ) -> Result<Response<pb::GroupReply>, Status> {
+        self.0.count("CreateGroup");
+        let r = request.into_inner();
+        let info = crate::group_wire::group_from_pb(
+            r.group
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("a group to create"))?,
+        )?;
+        Ok(Response::new(group_reply(self.0.create_group(info))))
+    }
+
+    async fn get_group(
+        &self,
+        request: Request<pb::GetGroupRequest>,
+    ) -> Result<Response<pb::GroupReply>, Status> {
+        self.0.count("GetGroup");
+        let r = request.into_inner();
+        Ok(Response::new(group_reply(self.0.get_group(r).await)))
+    }
+
+    async fn remove_group(
+        &self,
+        request: Request<pb::RemoveGroupRequest>,
+    ) -> Result<Response<pb::GroupReply>, Status> {
+        self.0.count("RemoveGroup");
+        let r = request.into_inner();
+        let id = crate::ids::GroupId::from_u128(crate::wire::parse_id(&r.group_id)?);
+        let removed = self.0.remove_group(id, &r.tenant);
+        Ok(Response::new(group_reply(removed)))
+    }
+
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,

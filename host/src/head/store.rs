@@ -35,6 +35,7 @@ use crate::error::NodeError;
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
 const ACTORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("actors");
 const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
+const GROUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("groups");
 
 /// What the store held when it was opened.
 #[derive(Debug, Default)]
@@ -42,6 +43,7 @@ pub struct Loaded {
     pub nodes: Vec<NodeRecord>,
     pub actors: Vec<ActorRecord>,
     pub jobs: Vec<JobRecord>,
+    pub groups: Vec<crate::runtime::groups::GroupInfo>,
 }
 
 struct Batch {
@@ -123,6 +125,7 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
     txn.open_table(NODES)?;
     txn.open_table(ACTORS)?;
     txn.open_table(JOBS)?;
+    txn.open_table(GROUPS)?;
     txn.commit()?;
     let read = db.begin_read()?;
     /// Every record of a table that decodes and converts; others are
@@ -150,6 +153,9 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
         nodes: all::<pb::NodeInfo, _>(&read.open_table(NODES)?, wire::node_from_pb)?,
         actors: all::<pb::ActorInfo, _>(&read.open_table(ACTORS)?, wire::actor_from_pb)?,
         jobs: all::<pb::JobRecord, _>(&read.open_table(JOBS)?, wire::job_from_pb)?,
+        groups: all::<pb::GroupInfo, _>(&read.open_table(GROUPS)?, |g| {
+            crate::group_wire::group_from_pb(&g)
+        })?,
     })
 }
 
@@ -161,6 +167,7 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
         let mut nodes = txn.open_table(NODES)?;
         let mut actors = txn.open_table(ACTORS)?;
         let mut jobs = txn.open_table(JOBS)?;
+        let mut groups = txn.open_table(GROUPS)?;
         for r in batches.iter().flat_map(|b| &b.records) {
             // Keyed by the id's 16 bytes, valued by the protocol's encoding.
             match r {
@@ -181,6 +188,13 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                 }
                 Record::ForgetActor(id) => {
                     actors.remove(&id.as_u128().to_be_bytes()[..])?;
+                }
+                Record::Group(g) => {
+                    let info = crate::group_wire::group_to_pb(g);
+                    groups.insert(&info.group_id[..], &info.encode_to_vec()[..])?;
+                }
+                Record::ForgetGroup(id) => {
+                    groups.remove(&id.as_u128().to_be_bytes()[..])?;
                 }
             }
         }

@@ -109,6 +109,9 @@ impl Head {
                 Err(e) => JobStatus::Failed(e.to_string()),
             };
             head.save_later(head.jobs.update(record));
+            // Its groups that are not detached go with it (the nodes that
+            // made them also remove them; this covers a node that died).
+            head.remove_job_groups(id);
             let _ = done.send(outcome.result);
         });
         Ok(Started { ended })

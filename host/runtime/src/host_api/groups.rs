@@ -119,6 +119,27 @@ async fn create(state: &mut InstanceState, options: PlacementGroupOptions) -> Ho
     if job.is_finished() {
         return Err(FabricError::Cancelled.into());
     }
+    // A group its tenant's quota could never hold fails now, not waits.
+    let quota = job.account.quota();
+    if let Some(which) = quota
+        .resource_cap()
+        .never_admits(&crate::bundles::sum(&bundles))
+    {
+        let value = match which.as_str() {
+            "cpus" => quota.cpus.unwrap_or_default() as u64,
+            "gpus" => quota.gpus.unwrap_or_default() as u64,
+            _ => quota.memory.unwrap_or_default(),
+        };
+        return Err(FabricError::limit(
+            &format!("{which}-quota"),
+            value,
+            format!(
+                "the group's bundles together are more than tenant `{}` may ever hold",
+                job.tenant
+            ),
+        )
+        .into());
+    }
     let spec = GroupSpec {
         id: GroupId::random(),
         job,

@@ -86,7 +86,8 @@ pub struct GroupInfo {
 }
 
 impl GroupInfo {
-    fn of(spec: &GroupSpec) -> Self {
+    /// A new group's record: pending, no bundle placed.
+    pub fn of(spec: &GroupSpec) -> Self {
         GroupInfo {
             id: spec.id,
             tenant: spec.job.tenant.clone(),
@@ -397,7 +398,7 @@ fn split_gpus(bundles: &[ResourceSet], gpus: &[u32]) -> Vec<Vec<u32>> {
 }
 
 /// Fails the work queued in a group that is gone and stops its actors here.
-pub(crate) fn release_work(core: &NodeCore, id: GroupId) {
+pub fn release_work(core: &NodeCore, id: GroupId) {
     core.scheduler().close_group(id);
     let in_group: Vec<ActorId> = core
         .actors()

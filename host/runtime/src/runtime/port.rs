@@ -57,6 +57,10 @@ pub trait ClusterPort: Send + Sync {
     /// Where a task whose arguments are computed should run.
     fn place_task(&self, spec: &TaskSpec) -> Placement;
 
+    /// Places `spec` once it can (it answered [`Placement::Later`]), with
+    /// [`crate::runtime::task::place_again`], or fails it.
+    fn place_later(&self, spec: TaskSpec, control: Arc<TaskControl>);
+
     /// Runs a task on `node`; its outcome comes back to this node's runtime
     /// (to [`crate::runtime::task::finish`]).
     fn forward_task(&self, node: NodeId, spec: TaskSpec, control: Arc<TaskControl>);
@@ -186,6 +190,14 @@ impl ClusterPort for Alone {
         let total = core.scheduler().total().clone();
         let me = [Candidate::new(core.id(), &total, total.clone(), true)];
         crate::placement::place(&spec.demand, &spec.strategy, &me, &[], &Default::default())
+    }
+
+    fn place_later(&self, spec: TaskSpec, control: Arc<TaskControl>) {
+        // Unreachable: a lone node places every task now.
+        if let Some(core) = self.0.upgrade() {
+            let e = FabricError::ResourcesInfeasible("a task a lone node could not place".into());
+            crate::runtime::task::finish(&core, spec, &control, Err(e));
+        }
     }
 
     fn forward_task(&self, node: NodeId, spec: TaskSpec, control: Arc<TaskControl>) {

@@ -245,6 +245,11 @@ pub fn submit(core: &Arc<NodeCore>, spec: TaskSpec) -> Result<(), FabricError> {
     Ok(())
 }
 
+/// Places again a task the port put off ([`Placement::Later`]).
+pub fn place_again(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
+    place(core, spec, control)
+}
+
 /// Places a task whose arguments are all computed.
 fn place(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
     if let Some(e) = failed_argument(&spec.function, &spec.args) {
@@ -255,6 +260,7 @@ fn place(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
         Placement::Local => run_here(core, spec, control),
         Placement::Remote(node) => core.port().forward_task(node, spec, control),
         Placement::Infeasible(e) => finish(&core, spec, &control, Err(e)),
+        Placement::Later => core.port().place_later(spec, control),
     }
 }
 

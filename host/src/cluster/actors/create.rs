@@ -26,6 +26,9 @@ impl Cluster {
         strategy: Strategy,
         get_if_exists: bool,
     ) -> Result<ActorId, FabricError> {
+        if let Strategy::Bundle { group, index } = &strategy {
+            self.placed_bundle(*group, *index, &spec.job.tenant).await?;
+        }
         let node = self.place_actor(&spec, &strategy)?;
         // The head checks the tenant's actors quota as it registers the
         // actor; the node that hosts it takes its instance slot.
@@ -102,12 +105,22 @@ impl Cluster {
         spec: &ActorSpec,
         strategy: &Strategy,
     ) -> Result<NodeId, FabricError> {
+        if let Strategy::Bundle { group, index } = strategy {
+            return self.bundle_node(*group, *index).ok_or_else(|| {
+                FabricError::ResourcesInfeasible(format!(
+                    "placement group {group} has no bundle placed now"
+                ))
+            });
+        }
         match self.with_candidates(|c| {
             place(&spec.demand, strategy, c, &[], self.members.spread_cursor())
         }) {
             Placement::Local => Ok(self.id),
             Placement::Remote(n) => Ok(n),
             Placement::Infeasible(e) => Err(e),
+            Placement::Later => Err(FabricError::ResourcesInfeasible(
+                "an actor that cannot be placed now".into(),
+            )),
         }
     }
 

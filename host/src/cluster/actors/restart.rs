@@ -87,6 +87,10 @@ impl Cluster {
         spec: ActorSpec,
         strategy: Strategy,
     ) -> Result<NodeId, FabricError> {
+        // In a bundle: wait until the head placed it again.
+        if let Strategy::Bundle { group, index } = &strategy {
+            self.placed_bundle(*group, *index, &spec.job.tenant).await?;
+        }
         let node = self.place_actor(&spec, &strategy)?;
         if self
             .register_actor(&spec, node, false, true)

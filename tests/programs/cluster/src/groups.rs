@@ -154,8 +154,6 @@ pub fn nodes_seen() -> fabric::Result<()> {
     for l in lines {
         println!("{l}");
     }
-    let pg = PlacementGroup::builder(vec![cpus(1.0)], PlacementStrategy::Pack).create();
-    println!("{}", error_line(pg));
     Ok(())
 }
 
@@ -190,6 +188,14 @@ pub fn introspect() -> fabric::Result<()> {
         "available after {:?}",
         fabric::available_resources().num_cpus
     );
+    // Two CPUs in all: more than a quota of 1.5 ever allows.
+    match PlacementGroup::builder(vec![cpus(1.0); 2], PlacementStrategy::Spread).create() {
+        Ok(pg) => {
+            remove_placement_group(&pg)?;
+            println!("two cpus allowed");
+        }
+        Err(e) => println!("{e}"),
+    }
     Ok(())
 }
 
@@ -264,4 +270,128 @@ pub fn groups_bounds() -> fabric::Result<()> {
     remove_placement_group(&waiting)?;
     remove_placement_group(&full)?;
     Ok(())
+}
+
+/// Each strategy across a cluster of three nodes of 2 CPUs: where the
+/// bundles go, that work runs there, and what waits or fails.
+pub fn groups_across() -> fabric::Result<()> {
+    let one = || cpus(1.0);
+    let nodes_of = |pg: &PlacementGroup| -> fabric::Result<Vec<String>> {
+        Ok(pg
+            .table()?
+            .bundle_nodes
+            .into_iter()
+            .map(|n| n.unwrap_or_default())
+            .collect())
+    };
+    let distinct = |v: &[String]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+    // First, while every node is idle (the head places by what nodes last
+    // reported free): packed onto one node.
+    let half = || cpus(0.5);
+    let packed = PlacementGroup::builder(vec![half(); 2], PlacementStrategy::Pack).create()?;
+    fabric::get(&packed.ready()?)?;
+    println!("pack on {} node", distinct(&nodes_of(&packed)?));
+    remove_placement_group(&packed)?;
+    let pack = PlacementGroup::builder(vec![half(); 2], PlacementStrategy::StrictPack).create()?;
+    fabric::get(&pack.ready()?)?;
+    println!("strict pack on {} node", distinct(&nodes_of(&pack)?));
+    remove_placement_group(&pack)?;
+    let spread =
+        PlacementGroup::builder(vec![one(); 3], PlacementStrategy::StrictSpread).create()?;
+    fabric::get(&spread.ready()?)?;
+    let at = nodes_of(&spread)?;
+    let ran = (0..3)
+        .map(|i| nap::options(in_bundle(&spread, i)).remote(1))
+        .collect::<fabric::Result<Vec<_>>>()?;
+    let ran = fabric::get_all(&ran)?;
+    println!(
+        "strict spread on {} nodes, work where its bundle is {}",
+        distinct(&at),
+        ran == at
+    );
+    remove_placement_group(&spread)?;
+    let soft = PlacementGroup::builder(vec![one(); 3], PlacementStrategy::Spread).create()?;
+    fabric::get(&soft.ready()?)?;
+    println!("spread on {} nodes", distinct(&nodes_of(&soft)?));
+    remove_placement_group(&soft)?;
+    let wide = PlacementGroup::builder(vec![one(); 4], PlacementStrategy::StrictSpread).create()?;
+    println!(
+        "4 strict spread bundles on 3 nodes wait {}",
+        !wide.wait(Duration::from_millis(500))?
+    );
+    println!("state {:?}", wide.table()?.state);
+    remove_placement_group(&wide)?;
+    let big = PlacementGroup::builder(vec![cpus(1.5); 2], PlacementStrategy::StrictPack);
+    println!("{}", error_line(big.create()));
+    Ok(())
+}
+
+/// A group of one bundle on one of two `spot` nodes, and a restartable
+/// actor in it. Says where the bundle is ("bundle on N", then the test
+/// kills N), calls the actor until it answered 5 times from the bundle's
+/// new node, and says where that is.
+pub fn group_kill() -> fabric::Result<()> {
+    let bundle = cpus(1.0).custom("spot", 1.0);
+    let pg = PlacementGroup::builder(vec![bundle], PlacementStrategy::Pack).create()?;
+    fabric::get(&pg.ready()?)?;
+    let first = pg.table()?.bundle_nodes[0].clone().unwrap_or_default();
+    let member = super::Durable::options(
+        ActorOptions::new()
+            .placement(pg.bundle(0))
+            .max_restarts(1)
+            .max_task_retries(3),
+    )
+    .remote()?;
+    let (node, _, _) = fabric::get(&member.incr().remote()?)?;
+    println!("actor in its bundle {}", node == first);
+    println!("bundle on {first}");
+    let started = std::time::Instant::now();
+    let mut moved = 0;
+    while moved < 5 && started.elapsed() < Duration::from_secs(90) {
+        let (node, _, lives) = fabric::get(&member.incr().remote()?)?;
+        if node != first {
+            moved += 1;
+            if moved == 5 {
+                fabric::get(&pg.ready()?)?;
+                let now = pg.table()?.bundle_nodes[0].clone().unwrap_or_default();
+                println!(
+                    "moved to the bundle's new node {} in life {lives}",
+                    node == now
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("done");
+    remove_placement_group(&pg)
+}
+
+/// A detached, named group across the head and a worker (the head is then
+/// killed and started again by the test).
+pub fn group_keep() -> fabric::Result<()> {
+    let pg = PlacementGroup::builder(vec![cpus(0.5); 2], PlacementStrategy::StrictSpread)
+        .name("kept")
+        .namespace("shared")
+        .detached()
+        .create()?;
+    fabric::get(&pg.ready()?)?;
+    let nodes = pg.table()?.bundle_nodes;
+    println!("kept on {} nodes", nodes.iter().flatten().count());
+    Ok(())
+}
+
+/// The group `group-keep` made, found by name after the head's restart.
+pub fn group_find() -> fabric::Result<()> {
+    let pg = get_placement_group("kept", Some("shared"))?;
+    fabric::get(&pg.ready()?)?;
+    let table = pg.table()?;
+    let nodes: std::collections::BTreeSet<_> = table.bundle_nodes.iter().flatten().collect();
+    let ran = fabric::get(&nap::options(in_bundle(&pg, 1).num_cpus(0.5)).remote(1)?)?;
+    println!(
+        "found {:?} on {} nodes, work in its bundle {}",
+        table.state,
+        nodes.len(),
+        Some(&ran) == table.bundle_nodes[1].as_ref()
+    );
+    remove_placement_group(&pg)
 }

@@ -48,6 +48,10 @@ const SCENARIOS: &[&str] = &[
     "nodes-seen",
     "groups-bounds",
     "groups-gpu",
+    "groups-across",
+    "group-kill",
+    "group-keep",
+    "group-find",
 ];
 
 /// `n` items `(i, node)`, one every `ms` milliseconds.
@@ -244,7 +248,7 @@ fn put_block(len: usize) -> fabric::Result<ObjectRef<ByteBuf>> {
 
 /// A counter that checkpoints every increment (restarts continue from it).
 #[fabric::actor]
-struct Durable {
+pub(crate) struct Durable {
     n: u64,
     lives: u64,
 }
@@ -305,6 +309,10 @@ fn main() -> fabric::Result<()> {
         "nodes-seen" => groups::nodes_seen()?,
         "groups-bounds" => groups::groups_bounds()?,
         "groups-gpu" => groups::groups_gpu()?,
+        "groups-across" => groups::groups_across()?,
+        "group-kill" => groups::group_kill()?,
+        "group-keep" => groups::group_keep()?,
+        "group-find" => groups::group_find()?,
         "fan-out" => {
             let n: usize = arg(1).parse().unwrap_or(1000);
             let refs: Vec<_> = (0..n)
