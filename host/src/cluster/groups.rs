@@ -109,6 +109,12 @@ impl Cluster {
             *n += 1;
             Waiting(&self.groups.1, group)
         };
+        self.wait_created(group, tenant).await
+    }
+
+    /// Waits until `group` is created (work placed in it waits so, besides
+    /// `ready`: bounded by its job's pending tasks, not by the waiters').
+    async fn wait_created(&self, group: GroupId, tenant: &str) -> Result<(), FabricError> {
         loop {
             let info = self.ask_group(Self::by_id(group, tenant, true)).await?;
             match info.state {
@@ -211,7 +217,7 @@ impl Cluster {
             {
                 return Ok(node);
             }
-            self.group_ready(group, tenant).await?;
+            self.wait_created(group, tenant).await?;
             // (The head may not have seen a death this node saw.)
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
