@@ -106,8 +106,8 @@ impl Head {
         }
     }
 
-    /// Reserves every step of `plan`; on a refusal, frees what it reserved
-    /// (and what those nodes held of the group before, now unplaced).
+    /// Reserves every step of `plan`; on a refusal, frees what this plan
+    /// reserved (by index: bundles placed before stay).
     async fn reserve_plan(&self, port: &dyn BundleNodes, info: &GroupInfo, plan: &Plan) -> bool {
         let group = group_to_pb(info);
         for (k, (node, indexes)) in plan.iter().enumerate() {
