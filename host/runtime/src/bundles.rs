@@ -156,6 +156,11 @@ pub fn as_reservation(group: GroupId, mut demand: ResourceSet) -> ResourceSet {
     demand
 }
 
+/// Why work of a group that is gone cannot run (or wait for it).
+pub fn removed(group: GroupId) -> FabricError {
+    FabricError::ResourcesInfeasible(format!("placement group {group} was removed"))
+}
+
 /// The group and bundle (`None`: any of its bundles) `demand` is placed in.
 pub fn bundle_of(demand: &ResourceSet) -> Option<(GroupId, Option<u32>)> {
     let group = group_of(demand)?;

@@ -15,6 +15,7 @@ use crate::group_wire::{group_to_pb, reply_group};
 use crate::ids::{GroupId, NodeId};
 use crate::runtime::groups::{GroupInfo, GroupSpec, GroupState, MAX_READY_WAITERS};
 use crate::wire::{id_bytes, rpc_failure};
+use fabric_runtime::bundles::removed;
 
 /// The most groups a node's cache keeps; past it the cache starts afresh.
 const MAX_CACHED: usize = 10_000;
@@ -37,10 +38,6 @@ impl Drop for Waiting<'_> {
         }
         self.0.remove_if(&self.1, |_, n| *n == 0);
     }
-}
-
-fn removed(id: GroupId) -> FabricError {
-    FabricError::ResourcesInfeasible(format!("placement group {id} was removed"))
 }
 
 impl Cluster {

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::bundles::{BundlePlacement, BundleStrategy, bundle_resources, place_bundles, sum};
+use crate::bundles::{
+    BundlePlacement, BundleStrategy, bundle_resources, place_bundles, removed, sum,
+};
 use crate::error::FabricError;
 use crate::ids::{ActorId, GroupId, JobId, NodeId};
 use crate::placement::Candidate;
@@ -354,10 +356,6 @@ impl Groups {
         k.info.state = GroupState::Created;
         let _ = k.state.send_replace(GroupState::Created);
     }
-}
-
-fn removed(id: GroupId) -> FabricError {
-    FabricError::ResourcesInfeasible(format!("placement group {id} was removed"))
 }
 
 /// Waits for room for all of a group's bundles, then holds them.

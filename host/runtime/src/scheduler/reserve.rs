@@ -37,15 +37,10 @@
 use std::sync::Arc;
 
 use super::{Inner, Lease, Scheduler, State, Tenant};
+pub(super) use crate::bundles::removed;
 use crate::bundles::{RESERVED, group_of, group_prefix};
-use crate::error::FabricError;
 use crate::ids::GroupId;
 use crate::resources::ResourceSet;
-
-/// Why work of a group that is gone cannot run.
-pub(super) fn removed(group: GroupId) -> FabricError {
-    FabricError::ResourcesInfeasible(format!("placement group {group} was removed"))
-}
 
 /// A removed bundle's resources, held until the work in it ends.
 pub(super) struct Draining {
