@@ -28,6 +28,9 @@ pub enum Command {
     Start(crate::start::StartArgs),
     /// Run an application on a cluster, streaming its output back.
     Submit(crate::submit::SubmitArgs),
+    /// Build an application (a Cargo project or a Python file) into a
+    /// component without running it; prints the component's path.
+    Build(crate::build_app::BuildArgs),
     /// Show a cluster's nodes, jobs and actors.
     Status(crate::status::StatusArgs),
     /// Stop the nodes started on this machine.
@@ -49,6 +52,7 @@ impl Command {
             Command::Run(args) => crate::run::run(args),
             Command::Start(args) => crate::start::start(args),
             Command::Submit(args) => crate::submit::submit(args),
+            Command::Build(args) => crate::build_app::build(args),
             Command::Status(args) => crate::status::status(args),
             Command::Stop(args) => crate::stop::stop(args),
             Command::Drain(args) => crate::drain::drain(args),

@@ -5,6 +5,7 @@
 //! ```
 
 mod allocator;
+mod build_app;
 mod cli;
 mod compile;
 mod data_dir;
@@ -13,6 +14,7 @@ mod head_client;
 mod logs;
 mod node_args;
 mod project;
+mod python;
 mod run;
 mod start;
 mod status;

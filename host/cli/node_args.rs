@@ -42,6 +42,17 @@ pub struct NodeArgs {
     #[arg(long)]
     pub no_spill: bool,
 
+    /// Where compiled components are kept across runs (default: the
+    /// user's cache directory, `~/.cache/wasmfabric/compiled`). A node
+    /// loads machine code from it, so it must be private to the node's
+    /// user (it is created mode 0700, and refused when others may write it).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_compile_cache")]
+    pub compile_cache: Option<std::path::PathBuf>,
+
+    /// Keep compiled components in memory only.
+    #[arg(long)]
+    pub no_compile_cache: bool,
+
     /// Operator settings (TOML): default job limits (`[limits]`), the most
     /// a manifest may ask for (`[max-limits]`), what it may grant
     /// (`[policy]`).
@@ -74,6 +85,12 @@ impl NodeArgs {
         // Components are compiled in a bounded child process of this binary.
         let exe = std::env::current_exe().context("cannot find the fabric executable")?;
         cfg.engine.compile = Some(CompileSandbox::new(exe));
+        if !self.no_compile_cache {
+            cfg.engine.compiled_dir = match &self.compile_cache {
+                Some(dir) => Some(dir.clone()),
+                None => crate::python::cache_dir().ok().map(|d| d.join("compiled")),
+            };
+        }
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;

@@ -1,4 +1,5 @@
-//! `fabric run DIR`: build a Cargo project as a component, then run it.
+//! `fabric run DIR` / `fabric run app.py`: build a Cargo project or a
+//! Python application as a component, then run it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,8 +9,12 @@ use anyhow::{Context, bail};
 const TARGET: &str = "wasm32-wasip2";
 
 /// The component to run: `path` itself, or (for a Cargo project directory
-/// or manifest) the component that building it in release mode produces.
-pub fn component_path(path: &Path) -> anyhow::Result<PathBuf> {
+/// or manifest) the component that building it in release mode produces,
+/// or (for a `.py` file) the component componentize-py builds from it.
+pub fn component_path(path: &Path, python: &crate::python::PythonArgs) -> anyhow::Result<PathBuf> {
+    if crate::python::is_python(path) {
+        return crate::python::build(path, python);
+    }
     let manifest = if path.is_dir() {
         path.join("Cargo.toml")
     } else if path.file_name().is_some_and(|n| n == "Cargo.toml") {

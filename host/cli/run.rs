@@ -12,9 +12,13 @@ use fabric_host::{JobOptions, Node};
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The application: a component built with the wasmfabric SDK, or a
-    /// Cargo project directory to build for wasm32-wasip2 first.
+    /// The application: a component built with the wasmfabric SDK, a
+    /// Cargo project directory to build for wasm32-wasip2 first, or a
+    /// Python file to build with componentize-py first.
     pub app: PathBuf,
+
+    #[command(flatten)]
+    pub python: crate::python::PythonArgs,
 
     #[command(flatten)]
     pub node: crate::node_args::NodeArgs,
@@ -35,7 +39,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let app_path = crate::project::component_path(&args.app)?;
+    let app_path = crate::project::component_path(&args.app, &args.python)?;
     let bytes =
         std::fs::read(&app_path).with_context(|| format!("cannot read {}", app_path.display()))?;
     let config = args.node.config(true)?;

@@ -19,8 +19,12 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
 
-    /// The application: a component, or a Cargo project to build first.
+    /// The application: a component, or a Cargo project or Python file to
+    /// build first.
     pub app: PathBuf,
+
+    #[command(flatten)]
+    pub python: crate::python::PythonArgs,
 
     /// Arguments for the driver.
     #[arg(last = true)]
@@ -29,7 +33,7 @@ pub struct SubmitArgs {
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let manifest = crate::run::read_manifest(args.manifest.as_deref())?;
-    let path = crate::project::component_path(&args.app)?;
+    let path = crate::project::component_path(&args.app, &args.python)?;
     let component =
         std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     fabric_host::runtime::component::check_header(&component)

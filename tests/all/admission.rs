@@ -314,3 +314,62 @@ async fn clients_get_a_bounded_number_of_connections_per_address() {
     let again = connect().await.expect("connects");
     assert!(call(again).await, "a connection is free again");
 }
+
+/// A node keeps what it compiled in its private disk cache: a second node
+/// (a restart) loads the artifact instead of compiling, and a damaged file
+/// fails its checksum and is compiled again, never loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_components_are_kept_on_disk_and_damaged_ones_compiled_again() {
+    let dir = crate::support::unique_temp_path("compiled");
+    let engine = || {
+        FabricEngine::new(&EngineSettings {
+            max_instances: 50,
+            compile: Some(compile_sandbox()),
+            compiled_dir: Some(dir.clone()),
+            ..EngineSettings::default()
+        })
+        .expect("engine")
+    };
+    let bytes = distinct_component(7_001);
+    let first = engine();
+    first.load(&bytes).await.expect("load");
+    assert_eq!(first.compile_stats().from_disk, 0);
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "one artifact kept");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the cache is private");
+
+    let second = engine();
+    let app = second.load(&bytes).await.expect("load from disk");
+    assert_eq!(second.compile_stats().from_disk, 1);
+    let node = fabric_host::Node::start_with_engine(
+        NodeConfig {
+            num_cpus: Some(1.0),
+            ..test_config()
+        },
+        second.clone(),
+    )
+    .unwrap();
+    let out = node
+        .run_job(
+            app,
+            vec!["list".into()],
+            std::sync::Arc::new(fabric_host::logs::MemorySink::default()),
+        )
+        .await;
+    assert!(out.result.is_ok(), "{:?}", out.result);
+
+    // One flipped bit in the machine code: the checksum catches it.
+    let path = files[0].path();
+    let mut artifact = std::fs::read(&path).unwrap();
+    let last = artifact.len() - 1;
+    artifact[last] ^= 1;
+    std::fs::write(&path, &artifact).unwrap();
+    let third = engine();
+    third.load(&bytes).await.expect("compiled again");
+    assert_eq!(third.compile_stats().from_disk, 0);
+    let again = std::fs::read(&path).unwrap();
+    assert_ne!(again, artifact, "the damaged file was replaced");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -31,6 +31,25 @@ fn every_guest_program_has_a_test() {
     }
 }
 
+#[test]
+fn every_python_example_has_a_test() {
+    let sources = test_sources();
+    let dir = std::path::Path::new(crate::support::REPO_ROOT).join("examples/python");
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if name.ends_with(".py") {
+            count += 1;
+            let path = format!("\"examples/python/{name}\"");
+            assert!(
+                sources.contains(&path),
+                "no test runs examples/python/{name}"
+            );
+        }
+    }
+    assert!(count >= 6, "{count} Python examples");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_has_a_test() {
     let sources = test_sources();

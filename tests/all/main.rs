@@ -18,5 +18,6 @@ mod footprint;
 mod groups;
 mod hostile;
 mod processes;
+mod python;
 mod tasks;
 mod tenants;

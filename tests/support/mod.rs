@@ -30,6 +30,12 @@ pub fn unique_temp_path(name: &str) -> std::path::PathBuf {
     ))
 }
 
+/// The tests' cache directory (`XDG_CACHE_HOME` of the `fabric` they run):
+/// Python builds and compiled components, under `target/`.
+pub fn cache_dir() -> std::path::PathBuf {
+    std::path::Path::new(REPO_ROOT).join("target/cache")
+}
+
 /// One engine for the whole test process.
 pub fn engine() -> FabricEngine {
     static ENGINE: OnceLock<FabricEngine> = OnceLock::new();
@@ -40,6 +46,9 @@ pub fn engine() -> FabricEngine {
                 // Components compile as on a real node: in a bounded child
                 // process of the `fabric` binary.
                 compile: Some(compile_sandbox()),
+                // Compiled once for every test process, and kept: a Python
+                // component takes seconds of Cranelift.
+                compiled_dir: Some(cache_dir().join("wasmfabric/compiled")),
                 ..EngineSettings::default()
             })
             .expect("engine")

@@ -28,6 +28,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use crate::error::{LoadError, NodeError};
 use crate::runtime::component::{self, AppComponent};
 use crate::runtime::component_cache::ComponentCache;
+use crate::runtime::disk_cache::{self, DiskCache};
 use crate::runtime::instance::InstanceState;
 use crate::runtime::slots::InstancePool;
 
@@ -97,6 +98,10 @@ pub struct EngineSettings {
     /// What compiled components the node keeps, and how many compiles run
     /// at once.
     pub components: super::component_cache::ComponentBounds,
+    /// A private directory where compiled components are kept across
+    /// restarts (see [`super::disk_cache`]); `None` keeps them in memory
+    /// only.
+    pub compiled_dir: Option<std::path::PathBuf>,
     /// Tenants' guaranteed shares of the `max_instances` slots (see
     /// [`super::slots`]); they sum to no more than `max_instances`.
     pub guaranteed_instances: Vec<(Arc<str>, u32)>,
@@ -147,6 +152,7 @@ impl Default for EngineSettings {
             fuel_metering: false,
             compile: None,
             components: Default::default(),
+            compiled_dir: None,
             guaranteed_instances: Vec::new(),
         }
     }
@@ -165,6 +171,8 @@ struct EngineInner {
     settings: EngineSettings,
     /// Compiled components by content digest.
     components: ComponentCache,
+    /// Compiled artifacts kept on disk, when configured.
+    disk: Option<Arc<DiskCache>>,
     compiles: CompileCounts,
     /// The pool's slots, by tenant.
     slots: Arc<InstancePool>,
@@ -187,6 +195,17 @@ impl FabricEngine {
             })?;
         let config = engine_config(settings);
         let engine = Engine::new(&config).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+        let disk = match &settings.compiled_dir {
+            Some(dir) => Some(Arc::new(
+                DiskCache::open(
+                    dir,
+                    disk_cache::DEFAULT_BYTES,
+                    &engine_key(&engine, settings),
+                )
+                .map_err(NodeError::Config)?,
+            )),
+            None => None,
+        };
         let mut linker = Linker::new(&engine);
         crate::host_api::add_to_linker(&mut linker)
             .map_err(|e| NodeError::Engine(format!("{e:#}")))?;
@@ -198,6 +217,7 @@ impl FabricEngine {
                 linker,
                 settings: settings.clone(),
                 components: ComponentCache::new(settings.components.clone()),
+                disk,
                 compiles: Default::default(),
                 slots: Arc::new(slots),
                 _ticker: ticker,
@@ -266,12 +286,7 @@ impl FabricEngine {
             return Ok(app);
         }
         let running = self.inner.compiles.start();
-        let artifact = match &self.inner.settings.compile {
-            Some(sandbox) => Some(
-                super::compile::compile_in_child(sandbox, &self.inner.settings, &stripped).await?,
-            ),
-            None => None,
-        };
+        let (artifact, fresh) = self.artifact(&digest, &stripped).await?;
         let inner = self.inner.clone();
         // The compile slot goes with the blocking load: if this caller goes
         // away, the load (which instantiates once to check the component,
@@ -280,10 +295,17 @@ impl FabricEngine {
         let app = tokio::task::spawn_blocking(move || {
             // Fields drop in order: the count falls before the slot frees.
             let _held = (running, slot);
-            match artifact {
-                Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &stripped, &a),
+            let app = match &artifact {
+                Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &stripped, a),
                 None => component::load(&inner.engine, &inner.linker, &stripped),
+            };
+            match (&app, &inner.disk, artifact) {
+                // Kept once it proved to load, so a broken one is never kept.
+                (Ok(app), Some(disk), Some(a)) if fresh => disk.store(app.digest(), &a),
+                (Err(_), Some(disk), Some(_)) if !fresh => disk.forget(&digest),
+                _ => {}
             }
+            app
         })
         .await
         .map_err(|e| LoadError::Compile(e.to_string()))??;
@@ -291,10 +313,57 @@ impl FabricEngine {
         Ok(app)
     }
 
+    /// wasmtime's artifact for `stripped` (digest `digest`), and whether it
+    /// was just compiled (rather than read from the disk cache); `None`:
+    /// compile it in this process while loading.
+    async fn artifact(
+        &self,
+        digest: &str,
+        stripped: &[u8],
+    ) -> Result<(Option<Vec<u8>>, bool), LoadError> {
+        let inner = &self.inner;
+        if let Some(disk) = &inner.disk {
+            let (disk, key) = (disk.clone(), digest.to_string());
+            let kept = tokio::task::spawn_blocking(move || disk.load(&key))
+                .await
+                .ok()
+                .flatten();
+            if kept.is_some() {
+                inner.compiles.from_disk.fetch_add(1, Ordering::Relaxed);
+                return Ok((kept, false));
+            }
+        }
+        let artifact = match (&inner.settings.compile, &inner.disk) {
+            (Some(sandbox), _) => {
+                super::compile::compile_in_child(sandbox, &inner.settings, stripped).await?
+            }
+            // To keep it on disk, compile to an artifact here.
+            (None, Some(_)) => {
+                let (engine, bytes) = (inner.engine.clone(), stripped.to_vec());
+                tokio::task::spawn_blocking(move || engine.precompile_component(&bytes))
+                    .await
+                    .map_err(|e| LoadError::Compile(e.to_string()))?
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?
+            }
+            (None, None) => return Ok((None, true)),
+        };
+        Ok((Some(artifact), true))
+    }
+
     /// Compiles so far, and how many ran at once.
     pub fn compile_stats(&self) -> CompileStats {
         self.inner.compiles.stats()
     }
+}
+
+/// What names this engine's compiled code in the disk cache: the settings
+/// that shape it and wasmtime's own compatibility hash (its version and
+/// flags).
+fn engine_key(engine: &Engine, settings: &EngineSettings) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{}|{:016x}", settings.to_arg(), h.finish())
 }
 
 /// What the engine compiled.
@@ -307,6 +376,9 @@ pub struct CompileStats {
     pub running: u64,
     /// The most that ran at once.
     pub most_at_once: u64,
+    /// Of those started, how many found their artifact in the disk cache
+    /// (see [`super::disk_cache`]) and so compiled nothing.
+    pub from_disk: u64,
 }
 
 #[derive(Default)]
@@ -316,6 +388,7 @@ struct CompileCounts {
     /// load that started it (see [`FabricEngine::load_for`]).
     running: Arc<AtomicU64>,
     most_at_once: AtomicU64,
+    from_disk: AtomicU64,
 }
 
 impl CompileCounts {
@@ -338,6 +411,7 @@ impl CompileCounts {
             started: self.started.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
             most_at_once: self.most_at_once.load(Ordering::Relaxed),
+            from_disk: self.from_disk.load(Ordering::Relaxed),
         }
     }
 }

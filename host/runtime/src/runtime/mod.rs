@@ -12,6 +12,7 @@ pub mod component;
 pub mod component_cache;
 pub(crate) mod concurrent;
 pub mod core;
+pub mod disk_cache;
 pub mod engine;
 pub mod groups;
 mod handles;

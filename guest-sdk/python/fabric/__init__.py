@@ -1,0 +1,61 @@
+"""wasmfabric's Python SDK: Ray's programming model, run as sandboxed
+WebAssembly components.
+
+    import fabric
+
+    @fabric.remote
+    def add(x, y):
+        return x + y
+
+    @fabric.main
+    def main():
+        print(fabric.get(add.remote(1, 2)))
+
+Build and run it with `fabric run app.py` (componentize-py compiles it into
+a component). Values travel as MessagePack, the same bytes the Rust SDK
+writes, so a Python task can read a Rust task's objects and the other way.
+"""
+
+from ._api import (
+    ActorClass,
+    ActorHandle,
+    NodeAffinity,
+    RemoteFunction,
+    RuntimeContext,
+    available_resources,
+    cancel,
+    cluster_resources,
+    context,
+    get,
+    get_actor,
+    kill,
+    load_checkpoint,
+    main,
+    put,
+    remote,
+    save_checkpoint,
+    wait,
+)
+from ._values import ObjectRef
+from .errors import (
+    ActorDiedError,
+    FabricError,
+    GetTimeoutError,
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+    ObjectLostError,
+    ResourcesInfeasibleError,
+    TaskCancelledError,
+    TaskFailedError,
+    ValueEncodingError,
+)
+
+__all__ = [
+    "ActorClass", "ActorHandle", "NodeAffinity", "ObjectRef", "RemoteFunction", "RuntimeContext",
+    "available_resources", "cancel", "cluster_resources", "context", "get", "get_actor", "kill",
+    "load_checkpoint", "main", "put", "remote", "save_checkpoint", "wait",
+    "ActorDiedError", "FabricError", "GetTimeoutError", "InvalidArgumentError", "LimitExceededError",
+    "NotFoundError", "ObjectLostError", "ResourcesInfeasibleError", "TaskCancelledError",
+    "TaskFailedError", "ValueEncodingError",
+]

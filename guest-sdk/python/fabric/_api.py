@@ -1,0 +1,362 @@
+"""The API: remote functions and actor classes, and the calls on objects."""
+
+import inspect
+
+from wit_world.imports import host, types
+from componentize_py_types import Err
+
+from . import errors
+from ._values import ObjectRef, encode, decode, wit_id, id_bytes
+from ._wit import raise_error
+
+#: Remote functions and actor classes of this component, by name.
+FUNCTIONS = {}
+CLASSES = {}
+MAIN = []
+
+_TASK_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "max_retries", "retry_exceptions",
+              "name", "num_returns", "scheduling_strategy"}
+_ACTOR_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "max_restarts", "max_task_retries",
+               "max_concurrency", "name", "namespace", "lifetime", "get_if_exists",
+               "scheduling_strategy"}
+
+
+def _resources(opts, default_cpus):
+    cpus = opts.get("num_cpus", default_cpus)
+    custom = sorted((str(k), float(v)) for k, v in (opts.get("resources") or {}).items())
+    return types.Resources(
+        num_cpus=None if cpus is None else float(cpus),
+        num_gpus=None if opts.get("num_gpus") is None else float(opts["num_gpus"]),
+        memory=None if opts.get("memory") is None else int(opts["memory"]),
+        custom=custom,
+    )
+
+
+def _placement(strategy):
+    if strategy is None:
+        return None
+    if strategy == "SPREAD":
+        return types.Placement_Spread()
+    if isinstance(strategy, NodeAffinity):
+        return types.Placement_Node(types.NodeAffinity(node_id=strategy.node_id, soft=strategy.soft))
+    raise errors.InvalidArgumentError(f"unknown scheduling strategy {strategy!r}")
+
+
+class NodeAffinity:
+    """Run on the node with this id (`fabric.context().node_id`), or prefer
+    it (`soft=True`)."""
+
+    def __init__(self, node_id, soft=False):
+        self.node_id = node_id
+        self.soft = soft
+
+
+def _check_keys(opts, allowed, what):
+    unknown = set(opts) - allowed
+    if unknown:
+        raise TypeError(f"unknown {what} option(s): {', '.join(sorted(unknown))}")
+
+
+def _args(args):
+    """Host arguments: a reference passed on its own is resolved by the host
+    (the callee gets its value); anything else is encoded, with the
+    references nested in it."""
+    wire, nested = [], []
+    for a in args:
+        if isinstance(a, ObjectRef):
+            wire.append(host.Arg_Object(a._handle))
+        else:
+            e = encode(a)
+            wire.append(host.Arg_Value(e.data))
+            nested.extend(e.nested)
+    return wire, nested
+
+
+def _positional(fn, args, kwargs):
+    if not kwargs:
+        return args
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    return bound.args
+
+
+class RemoteFunction:
+    """A function run as a task: `f.remote(*args)` returns an `ObjectRef`
+    (a list of them with `num_returns` > 1)."""
+
+    def __init__(self, fn, options, name=None):
+        _check_keys(options, _TASK_KEYS, "task")
+        self._fn = fn
+        self._name = name or fn.__name__
+        self._opts = options
+        self._returns = int(options.get("num_returns") or 1)
+        self._wit = types.TaskOptions(
+            resources=_resources(options, None),
+            placement=_placement(options.get("scheduling_strategy")),
+            max_retries=options.get("max_retries"),
+            retry_exceptions=bool(options.get("retry_exceptions", False)),
+            name=options.get("name"),
+            num_returns=None if self._returns == 1 else self._returns,
+            backpressure=None,
+        )
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"remote function `{self._name}` cannot be called directly: use `{self._name}.remote(...)`"
+        )
+
+    def options(self, **options):
+        """The same function with other options (Ray's `.options`)."""
+        merged = dict(self._opts)
+        merged.update(options)
+        return RemoteFunction(self._fn, merged, self._name)
+
+    def remote(self, *args, **kwargs):
+        wire, nested = _args(_positional(self._fn, args, kwargs) if self._fn else args)
+        try:
+            if self._returns == 1:
+                return ObjectRef(host.submit(self._name, wire, nested, self._wit))
+            return [ObjectRef(h) for h in host.submit_returns(self._name, wire, nested, self._wit)]
+        except Err as e:
+            raise_error(e.value)
+
+
+class ActorClass:
+    """A class whose instances are actors: `Cls.remote(*args)` returns an
+    `ActorHandle`."""
+
+    def __init__(self, cls, options, name=None):
+        _check_keys(options, _ACTOR_KEYS, "actor")
+        lifetime = options.get("lifetime")
+        if lifetime not in (None, "detached", "non_detached"):
+            raise errors.InvalidArgumentError(f"lifetime must be 'detached', not {lifetime!r}")
+        self._cls = cls
+        self._name = name or cls.__name__
+        self._opts = options
+        self._wit = types.ActorOptions(
+            resources=_resources(options, None),
+            placement=_placement(options.get("scheduling_strategy")),
+            detached=lifetime == "detached",
+            name=options.get("name"),
+            namespace=options.get("namespace"),
+            get_if_exists=bool(options.get("get_if_exists", False)),
+            max_restarts=options.get("max_restarts"),
+            max_task_retries=options.get("max_task_retries"),
+            max_concurrency=options.get("max_concurrency"),
+        )
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"actor class `{self._name}` cannot be instantiated directly: use `.remote(...)`")
+
+    def options(self, **options):
+        merged = dict(self._opts)
+        merged.update(options)
+        return ActorClass(self._cls, merged, self._name)
+
+    def remote(self, *args, **kwargs):
+        init = getattr(self._cls, "__init__", None) if self._cls else None
+        wire, nested = _args(_positional(init, (None,) + args, kwargs)[1:] if kwargs and init else args)
+        try:
+            handle = host.create_actor(self._name, wire, nested, self._wit)
+        except Err as e:
+            raise_error(e.value)
+        return ActorHandle(ObjectRef(handle), self._name)
+
+
+class ActorHandle:
+    """A handle to an actor: `handle.method.remote(*args)` queues a call and
+    returns an `ObjectRef`. Handles travel inside values; an actor that is
+    neither named nor detached stops once its last handle is gone."""
+
+    __slots__ = ("_fabric_ref", "_class")
+
+    def __init__(self, ref, class_name=None):
+        self._fabric_ref = ref
+        self._class = class_name
+
+    def __getattr__(self, method):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return ActorMethod(self, method)
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and self._fabric_ref == other._fabric_ref
+
+    def __hash__(self):
+        return hash(self._fabric_ref)
+
+    def __repr__(self):
+        return f"ActorHandle({self._class or 'actor'}, {self._fabric_ref.hex()})"
+
+
+class ActorMethod:
+    __slots__ = ("_actor", "_method")
+
+    def __init__(self, actor, method):
+        self._actor = actor
+        self._method = method
+
+    def remote(self, *args):
+        wire, nested = _args(args)
+        try:
+            h = host.call_actor(self._actor._fabric_ref._handle, self._method, wire, nested)
+        except Err as e:
+            raise_error(e.value)
+        return ObjectRef(h)
+
+
+def remote(*args, **options):
+    """Makes a function a remote function, or a class an actor class, with
+    Ray's options (`num_cpus`, `num_gpus`, `memory`, `resources`,
+    `max_retries`, `retry_exceptions`, `num_returns` for functions;
+    `max_restarts`, `max_task_retries`, `max_concurrency`, `name`,
+    `namespace`, `lifetime="detached"`, `get_if_exists` for classes)."""
+
+    def wrap(target):
+        if isinstance(target, type):
+            cls = ActorClass(target, options)
+            CLASSES[cls._name] = cls
+            return cls
+        fn = RemoteFunction(target, options)
+        FUNCTIONS[fn._name] = fn
+        return fn
+
+    if len(args) == 1 and not options and callable(args[0]):
+        return wrap(args[0])
+    if args:
+        raise TypeError("use @fabric.remote or @fabric.remote(option=value, ...)")
+    return wrap
+
+
+def main(fn):
+    """Marks the driver: the function `fabric run` calls, with the
+    command-line arguments when it takes one parameter."""
+    MAIN[:] = [fn]
+    return fn
+
+
+def _handles(refs):
+    return [r._handle for r in refs]
+
+
+def _timeout_ms(timeout):
+    return None if timeout is None else max(0, int(timeout * 1000))
+
+
+def get(refs, timeout=None):
+    """The value of an object, or the values of a list of them, waiting up
+    to `timeout` seconds (forever when None). A failed task raises."""
+    try:
+        if isinstance(refs, ObjectRef):
+            return decode(host.get(refs._handle, _timeout_ms(timeout)))
+        refs = list(refs)
+        for r in refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(f"fabric.get takes ObjectRefs, not {type(r).__name__}")
+        return [decode(v) for v in host.get_many(_handles(refs), _timeout_ms(timeout))]
+    except Err as e:
+        raise_error(e.value)
+
+
+def put(value):
+    """Stores `value` in the object store; returns its reference."""
+    e = encode(value)
+    try:
+        return ObjectRef(host.put(e.data, e.nested))
+    except Err as err:
+        raise_error(err.value)
+
+
+def wait(refs, num_returns=1, timeout=None):
+    """Waits until `num_returns` of `refs` are ready or `timeout` seconds
+    pass; returns (ready, not_ready), each in the order of `refs`."""
+    refs = list(refs)
+    try:
+        ready = set(host.wait(_handles(refs), num_returns, _timeout_ms(timeout)))
+    except Err as e:
+        raise_error(e.value)
+    return ([r for i, r in enumerate(refs) if i in ready],
+            [r for i, r in enumerate(refs) if i not in ready])
+
+
+def cancel(ref):
+    """Cancels the task that produces `ref`; its result raises
+    `TaskCancelledError`."""
+    try:
+        host.cancel(ref._handle)
+    except Err as e:
+        raise_error(e.value)
+
+
+def kill(actor):
+    """Stops an actor; its queued calls raise `ActorDiedError`."""
+    try:
+        host.kill_actor(actor._fabric_ref._handle)
+    except Err as e:
+        raise_error(e.value)
+
+
+def get_actor(name, namespace=None):
+    """The actor registered under `name`."""
+    try:
+        return ActorHandle(ObjectRef(host.get_actor(name, namespace)))
+    except Err as e:
+        raise_error(e.value)
+
+
+class RuntimeContext:
+    """Where the current code runs."""
+
+    def __init__(self, c):
+        self.job_id = c.job_id
+        self.node_id = c.node_id
+        self.task_id = c.task_id
+        self.actor_id = None if c.actor_id is None else id_bytes(c.actor_id).hex()
+        self.gpu_ids = list(c.gpu_ids)
+
+    def __repr__(self):
+        return f"RuntimeContext(job_id={self.job_id!r}, node_id={self.node_id!r})"
+
+
+def context():
+    """Where the current code runs: job, node, task or actor, GPU ids."""
+    return RuntimeContext(host.context())
+
+
+def _resource_dict(r):
+    out = {}
+    if r.num_cpus:
+        out["CPU"] = r.num_cpus
+    if r.num_gpus:
+        out["GPU"] = r.num_gpus
+    if r.memory:
+        out["memory"] = r.memory
+    out.update(dict(r.custom))
+    return out
+
+
+def cluster_resources():
+    """Everything the cluster's live nodes have (Ray's names: CPU, GPU,
+    memory, custom resources)."""
+    return _resource_dict(host.cluster_resources())
+
+
+def available_resources():
+    """What the caller's tenant may still take (or, when the operator shows
+    the cluster's load, what is free)."""
+    return _resource_dict(host.available_resources())
+
+
+def save_checkpoint(state):
+    """Saves the calling actor's state; a restarted actor reads it with
+    `load_checkpoint`."""
+    e = encode(state)
+    try:
+        host.save_checkpoint(e.data)
+    except Err as err:
+        raise_error(err.value)
+
+
+def load_checkpoint():
+    """The state this actor saved before it restarted, or None."""
+    data = host.load_checkpoint()
+    return None if data is None else decode(data)

@@ -1,0 +1,154 @@
+"""The `guest` export: how the host runs this component's functions,
+actors and driver."""
+
+import sys
+import traceback
+
+from wit_world import exports
+from wit_world.exports import guest
+from wit_world.imports import host
+from componentize_py_types import Err, Ok
+
+from . import errors, _msgpack
+from ._api import FUNCTIONS, CLASSES, MAIN
+from ._values import encode, decode
+from ._wit import failure, to_wit
+
+#: This instance's actor: (class name, the object).
+_ACTOR = []
+
+
+def _flush():
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _arity(fn, skip_self):
+    """The fewest and most positional arguments `fn` takes (None: any)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return 0, None
+    most = code.co_argcount - (1 if skip_self else 0)
+    fewest = most - len(fn.__defaults__ or ())
+    if code.co_flags & 0x04:  # *args
+        most = None
+    return fewest, most
+
+
+def _decode_args(what, fn, args, skip_self):
+    fewest, most = _arity(fn, skip_self)
+    if len(args) < fewest or (most is not None and len(args) > most):
+        expected = str(fewest) if fewest == most else f"{fewest} to {'any' if most is None else most}"
+        raise Err(failure(what, "bad-value", f"expected {expected} arguments, got {len(args)}"))
+    out = []
+    for i, a in enumerate(args):
+        try:
+            out.append(decode(a))
+        except errors.FabricError as e:
+            raise Err(to_wit(what, e))
+        except Exception as e:
+            raise Err(failure(what, "bad-value", f"argument {i}: {e}"))
+    return out
+
+
+def _output(what, value, returns):
+    try:
+        if returns == 1:
+            e = encode(value)
+            return guest.Output(value=e.data, nested=[h.clone() for h in e.nested], ends=[], nested_ends=[])
+        values = list(value)
+        if len(values) != returns:
+            raise ValueError(f"returned {len(values)} values, not num_returns={returns}")
+        data, nested, ends, nested_ends = bytearray(), [], [], []
+        for v in values:
+            e = encode(v)
+            data += e.data
+            nested.extend(h.clone() for h in e.nested)
+            ends.append(len(data))
+            nested_ends.append(len(nested))
+        return guest.Output(value=bytes(data), nested=nested, ends=ends, nested_ends=nested_ends)
+    except Exception as e:
+        raise Err(failure(what, "bad-value", f"result: {e}"))
+
+
+def _run(what, fn, args):
+    try:
+        return fn(*args)
+    except Exception as e:
+        raise Err(to_wit(what, e))
+    finally:
+        _flush()
+
+
+class Guest(exports.Guest):
+    def dispatch(self, function, args):
+        f = FUNCTIONS.get(function)
+        if f is None:
+            names = ", ".join(sorted(FUNCTIONS)) or "none"
+            raise Err(failure(function, "unknown-function",
+                              f"no remote function named `{function}` (this component has: {names})"))
+        values = _decode_args(function, f._fn, args, False)
+        return _output(function, _run(function, f._fn, values), f._returns)
+
+    def actor_new(self, class_, args):
+        what = f"{class_}.new"
+        c = CLASSES.get(class_)
+        if c is None:
+            raise Err(failure(what, "unknown-function", f"no actor class named `{class_}`"))
+        init = c._cls.__init__ if "__init__" in vars(c._cls) else None
+        values = _decode_args(what, init, args, True) if init else _decode_args(what, lambda: None, args, False)
+        _ACTOR[:] = [(class_, _run(what, c._cls, values))]
+
+    def _method(self, method):
+        if not _ACTOR:
+            raise Err(failure(method, "system", "this instance holds no actor"))
+        name, obj = _ACTOR[0]
+        what = f"{name}.{method}"
+        fn = None if method.startswith("_") else getattr(obj, method, None)
+        if fn is None or not callable(fn):
+            raise Err(failure(what, "unknown-function", f"actor `{name}` has no method `{method}`"))
+        return what, fn
+
+    def actor_call(self, method, args):
+        what, fn = self._method(method)
+        values = _decode_args(what, getattr(fn, "__func__", fn), args, hasattr(fn, "__func__"))
+        return _output(what, _run(what, fn, values), 1)
+
+    def actor_run(self):
+        # A Python actor created with `max_concurrency` takes its calls one
+        # at a time from the host's queue: correct, not yet interleaved.
+        while True:
+            try:
+                event = host.next_event([], None)
+            except Err as e:
+                raise Err(e.value)
+            if isinstance(event, host.ActorEvent_Stop):
+                return
+            if not isinstance(event, host.ActorEvent_Call):
+                continue
+            call = event.value
+            try:
+                out = self.actor_call(call.method, call.args)
+                host.finish_call(call.call, Ok(host.Returned(value=out.value, nested=out.nested)))
+            except Err as e:
+                host.finish_call(call.call, Err(e.value))
+
+    def main(self, args):
+        if not MAIN:
+            raise Err("this component has no driver: mark a function with @fabric.main")
+        fn = MAIN[0]
+        try:
+            if fn.__code__.co_argcount >= 1:
+                fn(list(args))
+            else:
+                fn()
+        except SystemExit as e:
+            if e.code not in (None, 0):
+                raise Err(f"the driver exited with status {e.code}")
+        except Exception as e:
+            raise Err("".join(traceback.format_exception(e))[-8192:].rstrip())
+        finally:
+            _flush()

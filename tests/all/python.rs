@@ -1,0 +1,254 @@
+//! Python guests, built from the SDK with componentize-py by the real
+//! `fabric build`: each example under examples/python prints what its Rust
+//! twin prints, and the hostile-guest suite's attacks, written in Python,
+//! end in the errors the test names while alice's job beside them finishes.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use fabric_host::limits::Limits;
+use fabric_host::manifest::Policy;
+use fabric_host::quota::Quota;
+use fabric_host::{Node, NodeConfig};
+
+use crate::hostile::{assert_victim_ok, finish, start_program, start_victim};
+use crate::support::{REPO_ROOT, examples, node, node_with, run_ok, test_config};
+
+/// The component `fabric build` makes of the Python file at `path` (from
+/// the repository's root), built once per test process.
+pub(crate) async fn python_app(path: &'static str) -> String {
+    static BUILT: OnceLock<Mutex<HashMap<&'static str, String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    if let Some(wasm) = built.lock().unwrap().get(path) {
+        return wasm.clone();
+    }
+    let wasm = tokio::task::spawn_blocking(move || build(path))
+        .await
+        .unwrap();
+    built.lock().unwrap().insert(path, wasm.clone());
+    wasm
+}
+
+fn build(path: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .current_dir(REPO_ROOT)
+        .env("XDG_CACHE_HOME", crate::support::cache_dir())
+        .args(["build", path])
+        .output()
+        .expect("run fabric build");
+    assert!(
+        out.status.success(),
+        "fabric build {path} failed (componentize-py is installed by .ci/run: \
+         pip install componentize-py==0.25.1):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Actor ids differ between runs: `(Consumer actor=2f51040e)` becomes
+/// `(Consumer actor=*)`.
+fn without_actor_ids(out: &str) -> String {
+    out.lines()
+        .map(|l| match (l.find(" actor="), l.find(')')) {
+            (Some(a), Some(b)) if a < b => format!("{} actor=*{}", &l[..a], &l[b..]),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs the Python example and the Rust example on like nodes and checks
+/// they print the same.
+async fn prints_what_rust_prints(python: &'static str, rust: &str) {
+    let wasm = python_app(python).await;
+    let py = run_ok(&node(2.0), &wasm, &[]).await;
+    let rs = run_ok(&node(2.0), rust, &[]).await;
+    assert!(!py.is_empty());
+    assert_eq!(without_actor_ids(&py), without_actor_ids(&rs), "{python}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_hello_runs_the_whole_tour() {
+    let wasm = python_app("examples/python/hello.py").await;
+    // The Rust tour's output (examples::hello_runs_the_whole_tour).
+    assert_eq!(
+        run_ok(&node(2.0), &wasm, &[]).await,
+        "3\n1\n2\n3\n4\n5\n[1, 2, 3, 4, 5]\n[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_squares_run_as_wide_as_the_cpus() {
+    let wasm = python_app("examples/python/squares.py").await;
+    let node = node(5.0);
+    // Compiled before the clock starts (the run finds it loaded).
+    node.load(&std::fs::read(&wasm).unwrap()).await.unwrap();
+    let start = std::time::Instant::now();
+    let out = run_ok(&node, &wasm, &[]).await;
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(out, "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]\n");
+    // Ten one-second tasks on 5 CPUs: two waves, never fewer.
+    assert!((2.0..4.5).contains(&secs), "{secs:.2} s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_counter_prints_what_rust_prints() {
+    prints_what_rust_prints("examples/python/counter.py", examples::COUNTER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_put_get_prints_what_rust_prints() {
+    prints_what_rust_prints("examples/python/put_get.py", examples::PUT_GET).await;
+}
+
+/// Same data, same arithmetic: the same losses to the ninth digit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_linear_regression_prints_what_rust_prints() {
+    prints_what_rust_prints(
+        "examples/python/linear_regression.py",
+        examples::LINEAR_REGRESSION,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_producer_consumer_prints_what_rust_prints() {
+    prints_what_rust_prints(
+        "examples/python/producer_consumer.py",
+        examples::PRODUCER_CONSUMER,
+    )
+    .await;
+}
+
+const HOSTILE: &str = "tests/programs/python/hostile.py";
+
+/// The limits the Python attacker runs under unless a test says otherwise.
+const ATTACK_LIMITS: &str = r#"
+[limits]
+memory = "64 MiB"
+cpu-time = "1s"
+wall-time = "3s"
+pending-tasks = 50
+log-bytes = "64 KiB"
+"#;
+
+/// The hostile suite's node (see `hostile::arena`).
+fn arena() -> Node {
+    node_with(NodeConfig {
+        num_cpus: Some(2.0),
+        max_limits: Some(Limits::max()),
+        policy: Policy {
+            grant_dirs: vec![std::env::temp_dir()],
+            grant_network: vec!["127.0.0.1:*".into()],
+            ..Policy::default()
+        },
+        ..test_config()
+    })
+}
+
+/// Runs the Python attack `args` as mallory beside alice's (Rust) job,
+/// checks alice's results, and returns what the attacker printed.
+async fn attack_on(node: &Node, manifest: &str, args: &[&str]) -> String {
+    let wasm = python_app(HOSTILE).await;
+    let victim = start_victim(node, 1500).await;
+    let attacker = finish(start_program(node, &wasm, "mallory", manifest, args).await).await;
+    assert_victim_ok(&finish(victim).await);
+    attacker.ok()
+}
+
+async fn attack(args: &[&str]) -> String {
+    attack_on(&arena(), ATTACK_LIMITS, args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_infinite_loop_stops_at_its_cpu_time_limit() {
+    assert_eq!(
+        attack(&["infinite-loop"]).await,
+        "spin: limit-exceeded cpu-time 1000\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_memory_bomb_stops_at_its_memory_limit() {
+    assert_eq!(
+        attack(&["memory-bomb"]).await,
+        "hog: limit-exceeded memory 67108864\n"
+    );
+}
+
+/// Python's own `RecursionError` is the function's error; recursion with
+/// the interpreter's limit lifted grows frames on the heap until the
+/// memory limit stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_recursion_ends_in_recursion_error_or_the_memory_limit() {
+    assert_eq!(
+        attack(&["recursion"]).await,
+        "recurse: application-error RecursionError: maximum recursion depth exceeded\n\
+         deep: limit-exceeded memory 67108864\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_python_refs_and_handles_are_not_found() {
+    assert_eq!(
+        attack(&["forged-ids"]).await,
+        "forged object: not-found\nforged actor: not-found\nguessed 200 ids, found 0\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_fork_bomb_hits_the_pending_tasks_limit() {
+    assert_eq!(
+        attack(&["fork-bomb"]).await,
+        "submitted 50, then: limit-exceeded pending-tasks 50\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_object_flood_stops_at_the_tenants_quota() {
+    let node = arena();
+    node.set_quota(
+        "mallory",
+        Quota {
+            object_store: Some(64 << 20),
+            ..Quota::default()
+        },
+    );
+    // Memory enough that the quota, not the driver's memory, stops it
+    // (componentize-py 0.25.1 keeps a copy of each value put: see README).
+    let manifest = "[limits]\nmemory = \"256 MiB\"\nwall-time = \"20s\"\n";
+    let out = attack_on(&node, manifest, &["object-flood"]).await;
+    let line = crate::hostile::one_line(&out, "stored ");
+    assert!(
+        line.ends_with("MiB, then: limit-exceeded object-store-quota 67108864"),
+        "{line}"
+    );
+    let stored: u64 = line["stored ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((60..=64).contains(&stored), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sees_no_files_without_a_grant() {
+    assert_eq!(
+        attack(&["files"]).await,
+        "etc/passwd: denied FileNotFoundError\nroot: denied FileNotFoundError\n\
+         driver etc/passwd: denied FileNotFoundError\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_opens_no_socket_without_a_grant() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    assert_eq!(
+        attack(&["network", &port]).await,
+        "connect: denied PermissionError\n"
+    );
+    assert!(listener.accept().is_err(), "nothing connected");
+}
