@@ -67,6 +67,7 @@ mod cluster;
 mod concurrent;
 mod context;
 mod error;
+mod foreign;
 mod object;
 mod options;
 mod remote;
@@ -102,6 +103,7 @@ pub use cluster::{
 pub use concurrent::{block_on, get_async, ready, sleep};
 pub use context::{RuntimeContext, context};
 pub use error::{Error, FailureKind, Result};
+pub use foreign::{AnyActor, ForeignCall, ForeignClass, ForeignMethod, actor_class, function};
 pub use object::{
     GetEach, ObjectId, ObjectRef, cancel, get, get_all, get_all_timeout, get_bytes, get_bytes_into,
     get_each, get_timeout, put, put_bytes, wait,

@@ -102,3 +102,28 @@ fn build(manifest: &Path) -> anyhow::Result<PathBuf> {
         ),
     }
 }
+
+/// The job's other components, named in its manifest's `[components]`
+/// (paths relative to the manifest's directory), each built first when it
+/// is a Cargo project or a Python file: (name, component bytes).
+pub fn manifest_components(
+    manifest: Option<&Path>,
+    text: &str,
+    python: &crate::python::PythonArgs,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let Some(manifest) = manifest else {
+        return Ok(Vec::new());
+    };
+    let parsed = fabric_host::manifest::JobManifest::parse(text)?;
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::with_capacity(parsed.components.len());
+    for (name, path) in &parsed.components {
+        let path = base.join(path);
+        let built = component_path(&path, python)
+            .with_context(|| format!("building component `{name}` ({})", path.display()))?;
+        let bytes = std::fs::read(&built)
+            .with_context(|| format!("cannot read component `{name}` ({})", built.display()))?;
+        out.push((name.clone(), bytes));
+    }
+    Ok(out)
+}

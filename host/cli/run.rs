@@ -43,9 +43,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let bytes =
         std::fs::read(&app_path).with_context(|| format!("cannot read {}", app_path.display()))?;
     let config = args.node.config(true)?;
-    let options = JobOptions {
-        manifest: read_manifest(args.manifest.as_deref())?,
+    let manifest = read_manifest(args.manifest.as_deref())?;
+    let parts =
+        crate::project::manifest_components(args.manifest.as_deref(), &manifest, &args.python)?;
+    let mut options = JobOptions {
+        manifest,
         tenant: None,
+        components: Vec::new(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,6 +62,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .load(&bytes)
             .await
             .with_context(|| format!("cannot load {}", app_path.display()))?;
+        for (name, bytes) in parts {
+            let part = node
+                .load(&bytes)
+                .await
+                .with_context(|| format!("cannot load component `{name}`"))?;
+            options.components.push((name, part));
+        }
         match &args.call {
             None => {
                 let outcome = node

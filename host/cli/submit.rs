@@ -33,6 +33,14 @@ pub struct SubmitArgs {
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let manifest = crate::run::read_manifest(args.manifest.as_deref())?;
+    let components =
+        crate::project::manifest_components(args.manifest.as_deref(), &manifest, &args.python)?
+            .into_iter()
+            .map(|(name, bytes)| pb::NamedComponent {
+                name,
+                component: bytes.into(),
+            })
+            .collect();
     let path = crate::project::component_path(&args.app, &args.python)?;
     let component =
         std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -47,6 +55,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             component: component.into(),
             args: args.args.clone(),
             manifest,
+            components,
         };
         let mut events = head
             .submit_job(request)

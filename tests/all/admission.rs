@@ -56,6 +56,7 @@ async fn a_tenant_at_its_jobs_quota_is_refused_before_its_component_is_compiled(
                 component: distinct_component(n).into(),
                 args: vec!["hold".into(), "2000".into()],
                 manifest: String::new(),
+                components: Vec::new(),
             };
             client.submit_job(request).await
         });

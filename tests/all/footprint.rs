@@ -157,6 +157,7 @@ async fn bodies_with_a_wrong_token_are_never_read() {
             component: vec![0u8; 200 << 20].into(),
             args: Vec::new(),
             manifest: String::new(),
+            components: Vec::new(),
         };
         let refused = client.submit_job(request).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");

@@ -90,6 +90,7 @@ pub(crate) async fn start_program(
     let options = JobOptions {
         manifest: manifest.to_string(),
         tenant: Some(tenant.to_string()),
+        ..Default::default()
     };
     let (_, running) = node.start_job_with(
         app,
@@ -445,7 +446,7 @@ async fn a_core_module_is_refused_as_not_a_component() {
     let node = arena();
     let victim = start_victim(&node, 500).await;
     // The smallest valid core module: magic and version 1.
-    let err = node.load(b"\0asm\x01\0\0\0").await.err().expect("refused");
+    let err = node.load(b"\0asm\x01\0\0\0").await.expect_err("refused");
     assert!(matches!(err, LoadError::CoreModule), "{err}");
     assert_victim_ok(&finish(victim).await);
 }
@@ -455,7 +456,7 @@ async fn a_component_importing_unknown_interfaces_is_refused_at_load() {
     let node = arena();
     let victim = start_victim(&node, 500).await;
     let bytes = std::fs::read(programs::UNKNOWN_IMPORT).unwrap();
-    let err = node.load(&bytes).await.err().expect("refused");
+    let err = node.load(&bytes).await.expect_err("refused");
     match &err {
         LoadError::WorldMismatch(m) => {
             assert!(m.contains("evil:attack/host-secrets"), "{m}")
@@ -536,6 +537,7 @@ async fn a_growing_table_stops_at_the_table_limit() {
     let options = JobOptions {
         manifest: String::new(),
         tenant: Some("mallory".into()),
+        ..Default::default()
     };
     let outcome = node.run_job_with(app, Vec::new(), logs, options).await;
     match &outcome.result {
@@ -586,6 +588,7 @@ async fn another_tenants_jobs_and_logs_are_invisible() {
             component: std::fs::read(programs::HOSTILE).unwrap().into(),
             args: vec!["victim".into(), "1500".into()],
             manifest: String::new(),
+            components: Vec::new(),
         })
         .await
         .expect("alice may submit")
@@ -709,7 +712,7 @@ async fn a_compile_bomb_stops_at_the_compile_bounds() {
     .unwrap();
     let victim = start_victim(&node, 500).await;
     let bomb = std::fs::read(crate::support::wat::COMPILE_BOMB).unwrap();
-    let err = node.load(&bomb).await.err().expect("refused");
+    let err = node.load(&bomb).await.expect_err("refused");
     match &err {
         LoadError::CompileBound(m) => assert!(m.contains("2 s CPU-time bound"), "{m}"),
         other => panic!("expected the compile bound, got {other}"),
@@ -727,6 +730,6 @@ async fn a_compile_bomb_stops_at_the_compile_bounds() {
         },
     )
     .unwrap();
-    let err = memory_bound.load(&bomb).await.err().expect("refused");
+    let err = memory_bound.load(&bomb).await.expect_err("refused");
     assert!(matches!(err, LoadError::CompileBound(_)), "{err}");
 }

@@ -12,7 +12,7 @@ use fabric_host::quota::Quota;
 use fabric_host::{Node, NodeConfig};
 
 use crate::hostile::{assert_victim_ok, finish, start_program, start_victim};
-use crate::support::{REPO_ROOT, examples, node, node_with, run_ok, test_config};
+use crate::support::{REPO_ROOT, examples, node, node_with, programs, run_ok, test_config};
 
 /// The component `fabric build` makes of the Python file at `path` (from
 /// the repository's root), built once per test process.
@@ -251,4 +251,137 @@ async fn python_opens_no_socket_without_a_grant() {
         "connect: denied PermissionError\n"
     );
     assert!(listener.accept().is_err(), "nothing connected");
+}
+
+/// A job of two components: the Rust driver (also named `rust`, so the
+/// Python side can call back) and the Python component `py`.
+async fn polyglot(node: &Node, args: &[&str]) -> String {
+    let py = python_app("tests/programs/python/polyglot.py").await;
+    let rust = node
+        .load(&std::fs::read(programs::POLYGLOT).unwrap())
+        .await
+        .unwrap();
+    let python = node.load(&std::fs::read(&py).unwrap()).await.unwrap();
+    let options = fabric_host::JobOptions {
+        components: vec![("py".into(), python), ("rust".into(), rust.clone())],
+        ..Default::default()
+    };
+    let logs = std::sync::Arc::new(fabric_host::logs::MemorySink::default());
+    let outcome = node
+        .run_job_with(
+            rust,
+            args.iter().map(|s| s.to_string()).collect(),
+            logs.clone(),
+            options,
+        )
+        .await;
+    if let Err(e) = &outcome.result {
+        panic!("{e}\n{}\n{}", logs.stdout(), logs.stderr());
+    }
+    crate::support::assert_released(node).await;
+    logs.stdout()
+}
+
+/// A Rust driver calls a Python task and a Python actor; the actor calls
+/// back into a Rust task; a Rust task gets the Python actor's handle and
+/// calls it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_calls_python_and_python_calls_rust_back() {
+    assert_eq!(
+        polyglot(&node(2.0), &["calls"]).await,
+        "features t1 mean 3 count 3\nscore 20\npoked total 7\nactor language python\n\
+         actor on the driver's node true\n"
+    );
+}
+
+/// A Python exception is a Rust `TaskFailed` with the kind, the message
+/// and the error's value; an unknown component fails the submit; an
+/// unknown function fails the task, as within one language.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_language_errors_are_the_same_typed_errors() {
+    assert_eq!(
+        polyglot(&node(2.0), &["errors"]).await,
+        "fail: ApplicationError ValueError: bad input | type Some(\"ValueError\")\n\
+         nowhere: not found: the job has no component `nowhere` (its components: py, rust)\n\
+         missing: UnknownFunction\n"
+    );
+}
+
+/// Objects one language stores the other reads, references nested inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_cross_between_languages() {
+    assert_eq!(
+        polyglot(&node(2.0), &["objects"]).await,
+        "rescaled t2 [2.0, 4.0]\n"
+    );
+}
+
+/// `fabric run` reads the job's components from the manifest's
+/// `[components]` (a Python file built on the way), and on a cluster of
+/// real processes the Python actor runs on the worker that has the
+/// resource it asks for: the worker fetches both components.
+#[test]
+fn a_cross_language_job_runs_from_the_cli_and_across_processes() {
+    let py = std::path::Path::new(REPO_ROOT).join("tests/programs/python/polyglot.py");
+    let dir = crate::support::unique_temp_path("polyglot");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("job.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[components]\npy = {:?}\nrust = {:?}\n",
+            py.display().to_string(),
+            programs::POLYGLOT
+        ),
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .env("XDG_CACHE_HOME", crate::support::cache_dir())
+        .args([
+            "run",
+            "--manifest",
+            manifest,
+            programs::POLYGLOT,
+            "--",
+            "calls",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("score 20\npoked total 7\n"), "{stdout}");
+
+    let mut c = crate::support::procs::ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "2", "--num-gpus", "0"],
+    );
+    c.add(&["--num-cpus", "2", "--num-gpus", "0", "--resources", "py=2"]);
+    let out = c.fabric(&[
+        "submit",
+        "--address",
+        c.head_address(),
+        "--manifest",
+        manifest,
+        programs::POLYGLOT,
+        "--",
+        "calls",
+        "py",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "features t1 mean 3 count 3\nscore 20\npoked total 7\nactor language python\n\
+         actor on the driver's node false\n"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -32,6 +32,7 @@ async fn start(
         JobOptions {
             manifest: String::new(),
             tenant: Some(tenant.into()),
+            ..Default::default()
         },
     );
     (tokio::spawn(running), logs)
@@ -153,6 +154,7 @@ async fn cluster_quotas_and_usage_come_from_the_head() {
         component: std::fs::read(programs::HOSTILE).unwrap().into(),
         args: args.iter().map(|s| s.to_string()).collect(),
         manifest: String::new(),
+        components: Vec::new(),
     };
     // One job at a time: a second one while the first runs is refused.
     let mut first = carol

@@ -22,10 +22,12 @@ from ._api import (
     NodeAffinity,
     RemoteFunction,
     RuntimeContext,
+    actor_class,
     available_resources,
     cancel,
     cluster_resources,
     context,
+    function,
     get,
     get_actor,
     kill,
@@ -53,7 +55,7 @@ from .errors import (
 
 __all__ = [
     "ActorClass", "ActorHandle", "NodeAffinity", "ObjectRef", "RemoteFunction", "RuntimeContext",
-    "available_resources", "cancel", "cluster_resources", "context", "get", "get_actor", "kill",
+    "actor_class", "available_resources", "cancel", "function", "cluster_resources", "context", "get", "get_actor", "kill",
     "load_checkpoint", "main", "put", "remote", "save_checkpoint", "wait",
     "ActorDiedError", "FabricError", "GetTimeoutError", "InvalidArgumentError", "LimitExceededError",
     "NotFoundError", "ObjectLostError", "ResourcesInfeasibleError", "TaskCancelledError",

@@ -111,7 +111,9 @@ class RemoteFunction:
         return RemoteFunction(self._fn, merged, self._name)
 
     def remote(self, *args, **kwargs):
-        wire, nested = _args(_positional(self._fn, args, kwargs) if self._fn else args)
+        if kwargs and self._fn is None:
+            raise TypeError(f"`{self._name}` is another component's: pass its arguments by position")
+        wire, nested = _args(_positional(self._fn, args, kwargs))
         try:
             if self._returns == 1:
                 return ObjectRef(host.submit(self._name, wire, nested, self._wit))
@@ -153,8 +155,12 @@ class ActorClass:
         return ActorClass(self._cls, merged, self._name)
 
     def remote(self, *args, **kwargs):
-        init = getattr(self._cls, "__init__", None) if self._cls else None
-        wire, nested = _args(_positional(init, (None,) + args, kwargs)[1:] if kwargs and init else args)
+        if kwargs:
+            init = getattr(self._cls, "__init__", None) if self._cls else None
+            if init is None:
+                raise TypeError(f"`{self._name}`: pass its constructor's arguments by position")
+            args = _positional(init, (None,) + args, kwargs)[1:]
+        wire, nested = _args(args)
         try:
             handle = host.create_actor(self._name, wire, nested, self._wit)
         except Err as e:
@@ -225,6 +231,20 @@ def remote(*args, **options):
     if args:
         raise TypeError("use @fabric.remote or @fabric.remote(option=value, ...)")
     return wrap
+
+
+def function(component, name, **options):
+    """The remote function `name` of the job's component `component` (in
+    any language, named in the job manifest's `[components]`):
+    `fabric.function("scoring", "score").remote(x)`."""
+    return RemoteFunction(None, options, f"{component}/{name}")
+
+
+def actor_class(component, name, **options):
+    """The actor class `name` of the job's component `component`:
+    `fabric.actor_class("rust", "Counter").remote()` returns a handle whose
+    methods are called by name."""
+    return ActorClass(None, options, f"{component}/{name}")
 
 
 def main(fn):

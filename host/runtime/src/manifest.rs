@@ -43,6 +43,12 @@ pub struct JobManifest {
     pub limits: LimitsRequest,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// The job's other components: name to path (read by the client that
+    /// submits the job, relative to the manifest's directory; a `.py` file
+    /// is built first). A call of `name/function` or `name/Class` runs in
+    /// component `name`, whatever its language.
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
 }
 
 impl JobManifest {

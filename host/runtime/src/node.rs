@@ -39,6 +39,9 @@ pub struct JobOptions {
     pub manifest: String,
     /// The tenant it runs for (default: the node's local tenant).
     pub tenant: Option<String>,
+    /// The job's other components, by name (its manifest's `[components]`):
+    /// a call of `name/function` or `name/Class` runs there.
+    pub components: Vec<(String, Arc<AppComponent>)>,
 }
 
 /// How a job ended.
@@ -63,9 +66,9 @@ async fn run_driver(
 ) -> Result<(), FabricError> {
     let mut argv = vec!["app".to_string()];
     argv.extend(args.iter().cloned());
-    let slot = job.take_slot(core, Holder::Driver)?;
+    let slot = job.take_slot(core, Holder::Driver, &job.app)?;
     let mut store = instance::new_store(core, job, Role::Driver, None, Some(slot), &argv);
-    let inst = instance::instantiate(&mut store, job, "main").await?;
+    let inst = instance::instantiate(&mut store, &job.app, "main").await?;
     instance::call_main(&mut store, &inst, &job.app.exports.main, &args).await
 }
 
@@ -368,10 +371,10 @@ impl Node {
         let mut out = Vec::with_capacity(samples);
         for _ in 0..samples {
             let start = std::time::Instant::now();
-            let slot = job.take_slot(&self.core, Holder::Driver)?;
+            let slot = job.take_slot(&self.core, Holder::Driver, &job.app)?;
             let mut store =
                 instance::new_store(&self.core, &job, Role::Driver, None, Some(slot), &[]);
-            instance::instantiate(&mut store, &job, "instantiate").await?;
+            instance::instantiate(&mut store, &job.app, "instantiate").await?;
             drop(store);
             out.push(start.elapsed());
         }

@@ -98,6 +98,11 @@ impl Cluster {
             driver_node: id_bytes(job.driver.as_u128()),
             manifest: job.manifest_text.clone(),
             tenant: job.tenant.to_string(),
+            components: job
+                .parts
+                .iter()
+                .map(|(name, app)| (name.to_string(), app.digest().to_string()))
+                .collect(),
         }
     }
 
@@ -128,6 +133,15 @@ impl Cluster {
         let job = cell
             .get_or_try_init(|| async {
                 let app = self.module(from, &info.digest, &info.tenant).await?;
+                let mut parts = Vec::with_capacity(info.components.len());
+                if info.components.len() > crate::runtime::job::MAX_PARTS {
+                    return Err(Status::invalid_argument("too many components"));
+                }
+                for (name, digest) in &info.components {
+                    parts.push((name.clone(), self.module(from, digest, &info.tenant).await?));
+                }
+                let parts = crate::runtime::job::parts(&parts)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let driver = node_id(&info.driver_node)?;
                 let logs = Arc::new(DriverLogs {
                     cluster: Arc::downgrade(self),
@@ -137,6 +151,7 @@ impl Cluster {
                 let spec = JobSpec {
                     id,
                     app,
+                    parts,
                     logs,
                     tenant: if info.tenant.is_empty() {
                         LOCAL_TENANT.into()

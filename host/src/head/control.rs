@@ -111,6 +111,11 @@ impl Control for ControlService {
             component: r.component,
             args: r.args,
             manifest: r.manifest,
+            components: r
+                .components
+                .into_iter()
+                .map(|c| (c.name, c.component))
+                .collect(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let lines = tx.clone();

@@ -22,6 +22,8 @@ pub(crate) struct Submission {
     pub args: Vec<String>,
     /// The job manifest (TOML).
     pub manifest: String,
+    /// Its other components, by name.
+    pub components: Vec<(String, Bytes)>,
 }
 
 /// A job that started: how it ended, once it has (its record is final by
@@ -82,6 +84,22 @@ impl Head {
             .load(job.component, &job.tenant)
             .await
             .map_err(HeadError::Load)?;
+        if job.components.len() > crate::runtime::job::MAX_PARTS {
+            let n = job.components.len();
+            let max = crate::runtime::job::MAX_PARTS;
+            return Err(HeadError::Refused(FabricError::InvalidArgument(format!(
+                "a job may name at most {max} components, not {n}"
+            ))));
+        }
+        let mut components = Vec::with_capacity(job.components.len());
+        for (name, bytes) in job.components {
+            let part = self
+                .drivers
+                .load(bytes, &job.tenant)
+                .await
+                .map_err(HeadError::Load)?;
+            components.push((name, part));
+        }
         let id = JobId::random();
         let mut record = JobRecord {
             id,
@@ -97,6 +115,7 @@ impl Head {
         let options = JobOptions {
             manifest: job.manifest,
             tenant: Some(job.tenant),
+            components,
         };
         let sink = Arc::new(KeptOutput { log, client });
         let running = self.drivers.start(id, app, job.args, sink, options);

@@ -136,6 +136,8 @@ async fn create(
 ) -> HostCall<ObjectRef> {
     let exec = store.data().exec()?;
     let (core, job) = (exec.core.clone(), exec.job.clone());
+    check_name("class", &class)?;
+    let class = job.qualify(&exec.role, class)?;
     let what = match (&options.name, options.get_if_exists) {
         (Some(_), true) => Creating::ActorIfAbsent,
         _ => Creating::Actor,

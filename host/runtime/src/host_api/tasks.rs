@@ -80,6 +80,10 @@ pub(crate) fn submit(
         Role::Task { depth, .. } => depth.saturating_add(1),
         Role::Driver | Role::Actor { .. } => 1,
     };
+    // `part/function` runs in another component of the job; a bare name,
+    // in the caller's own.
+    check_name("function", &function)?;
+    let function = job.qualify(&exec.role, function)?;
     // The display name is not kept, but bounded like every name.
     if let Some(name) = options.name.as_deref() {
         check_name("task", name)?;

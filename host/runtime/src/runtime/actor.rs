@@ -258,7 +258,7 @@ pub(crate) fn create_local(
             }
         }
     }
-    let slot = match spec.job.take_slot(core, Holder::Actor) {
+    let slot = match spec.job.take_slot_for(core, Holder::Actor, &spec.class) {
         Ok(slot) => slot,
         Err(e) => {
             if let Some(key) = &spec.name {
@@ -430,6 +430,13 @@ async fn await_args(args: &[TaskArg]) {
     }
 }
 
+/// Whether the component of the actor's class exports `actor-run`.
+fn runs_concurrently(spec: &ActorSpec) -> bool {
+    spec.job
+        .component_of(&spec.class)
+        .is_ok_and(|(app, _)| app.exports.actor_run.is_some())
+}
+
 async fn actor_main(
     core: Arc<NodeCore>,
     mut spec: ActorSpec,
@@ -437,7 +444,7 @@ async fn actor_main(
     _slot: InstanceSlot,
 ) {
     let label = mailbox.record.label();
-    if spec.policy.max_concurrency > 0 && spec.job.app.exports.actor_run.is_none() {
+    if spec.policy.max_concurrency > 0 && !runs_concurrently(&spec) {
         return mailbox.die(format!(
             "{label} could not start: it is concurrent (max-concurrency), and its component \
              exports no `actor-run`"
@@ -530,10 +537,13 @@ async fn serve_instance(
     inst: &wasmtime::component::Instance,
     mailbox: &mut Mailbox,
 ) -> Option<String> {
-    let exports = &spec.job.app.exports;
+    let exports = match spec.job.component_of(&spec.class) {
+        Ok((app, _)) => &app.exports,
+        Err(e) => return Some(e.to_string()),
+    };
     match spec.policy.max_concurrency {
         0 => serve(core, &spec.class, store, inst, exports, mailbox).await,
-        max => super::concurrent::serve(core, &spec.job, store, inst, mailbox, max).await,
+        max => super::concurrent::serve(core, &spec.job, exports, store, inst, mailbox, max).await,
     }
 }
 
@@ -551,11 +561,11 @@ async fn construct(
         id,
         class: class.clone(),
     };
+    let (app, local) = job.component_of(class)?;
     let mut store = instance::new_store(core, job, role, Some(lease), None, &[]);
     let what = format!("{class}.new");
-    let inst = instance::instantiate(&mut store, job, &what).await?;
-    let exports = &job.app.exports;
-    instance::call_new(&mut store, &inst, &exports.actor_new, class, args).await?;
+    let inst = instance::instantiate(&mut store, app, &what).await?;
+    instance::call_new(&mut store, &inst, &app.exports.actor_new, local, args).await?;
     Ok((store, inst))
 }
 

@@ -47,6 +47,14 @@ pub struct AppComponent {
     pub(crate) slot_weight: u64,
 }
 
+impl std::fmt::Debug for AppComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppComponent")
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AppComponent {
     /// Hex SHA-256 of the component bytes.
     pub fn digest(&self) -> &str {

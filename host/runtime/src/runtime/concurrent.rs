@@ -301,6 +301,7 @@ impl Drop for ConcurrentCalls {
 pub(super) async fn serve(
     core: &Arc<NodeCore>,
     job: &Arc<Job>,
+    exports: &crate::runtime::component::GuestExports,
     store: &mut wasmtime::Store<crate::runtime::instance::InstanceState>,
     inst: &wasmtime::component::Instance,
     mailbox: &mut super::actor::Mailbox,
@@ -308,7 +309,7 @@ pub(super) async fn serve(
 ) -> Option<String> {
     let record = mailbox.record.clone();
     let label = format!("actor {}({})", record.class, record.id.short());
-    let export = job.app.exports.actor_run?;
+    let export = exports.actor_run?;
     let (_, closed) = mpsc::unbounded_channel();
     let rx = std::mem::replace(&mut mailbox.rx, closed);
     let mut calls = ConcurrentCalls::new(core.clone(), record.clone(), job.clone(), rx, max);

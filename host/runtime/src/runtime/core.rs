@@ -219,6 +219,7 @@ impl NodeCore {
             job::JobSpec {
                 id,
                 app,
+                parts: job::parts(&options.components)?,
                 logs,
                 namespace: format!("job-{id}"),
                 tenant,

@@ -28,6 +28,7 @@ use crate::logs::{GuestOutput, LogSource, Stream};
 use crate::manifest::DirMode;
 use crate::object_store::ObjectRef;
 use crate::runtime::NodeCore;
+use crate::runtime::component::AppComponent;
 use crate::runtime::engine::EPOCH_TICK;
 use crate::runtime::job::Job;
 use crate::runtime::limiter::{Limiter, MemoryCharge};
@@ -370,40 +371,36 @@ fn grant(wasi: &mut WasiCtxBuilder, job: &Job) {
     }
 }
 
-/// Instantiates the job's component in `store`.
+/// Instantiates `app`, a component of the store's job, in `store`.
 pub(crate) async fn instantiate(
     store: &mut Store<InstanceState>,
-    job: &Job,
+    app: &AppComponent,
     what: &str,
 ) -> Result<Instance, FabricError> {
-    job.app
-        .pre
-        .instantiate_async(&mut *store)
-        .await
-        .map_err(|e| {
-            if let Some(breach) = store.data_mut().take_breach() {
-                return breach;
-            }
-            let msg = format!("{e:#}");
-            if msg.contains("maximum concurrent") || msg.contains("limit of") {
-                let max = store
-                    .data()
-                    .exec
-                    .as_ref()
-                    .map_or(0, |x| x.core.engine().settings().max_instances);
-                exceeded(
-                    "instances",
-                    u64::from(max),
-                    format!("no instance slot free for {what}: {msg}"),
-                )
-            } else {
-                FabricError::failure(
-                    what,
-                    FailureKind::System,
-                    format!("instantiation failed: {msg}"),
-                )
-            }
-        })
+    app.pre.instantiate_async(&mut *store).await.map_err(|e| {
+        if let Some(breach) = store.data_mut().take_breach() {
+            return breach;
+        }
+        let msg = format!("{e:#}");
+        if msg.contains("maximum concurrent") || msg.contains("limit of") {
+            let max = store
+                .data()
+                .exec
+                .as_ref()
+                .map_or(0, |x| x.core.engine().settings().max_instances);
+            exceeded(
+                "instances",
+                u64::from(max),
+                format!("no instance slot free for {what}: {msg}"),
+            )
+        } else {
+            FabricError::failure(
+                what,
+                FailureKind::System,
+                format!("instantiation failed: {msg}"),
+            )
+        }
+    })
 }
 
 /// A value returned by a guest, read straight out of its memory.

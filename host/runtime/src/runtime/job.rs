@@ -7,6 +7,7 @@
 //! job's actors and cancels its queued and running tasks, as Ray does when a
 //! driver exits.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,7 +36,13 @@ pub fn shown_namespace(scoped: &str) -> &str {
 
 pub struct Job {
     pub id: JobId,
+    /// The driver's component: where a bare function or class name is
+    /// found from the driver.
     pub app: Arc<AppComponent>,
+    /// The job's other components by name (its manifest's `[components]`):
+    /// `name/function` and `name/Class` run there, in whatever language
+    /// each is written.
+    pub parts: Parts,
     pub logs: Arc<dyn LogSink>,
     /// The tenant the job runs for: everything it creates is theirs.
     pub tenant: Arc<str>,
@@ -56,10 +63,50 @@ pub struct Job {
     finished: AtomicBool,
 }
 
+/// A job's named components.
+pub type Parts = Arc<BTreeMap<Arc<str>, Arc<AppComponent>>>;
+
+/// The most components one job may name.
+pub const MAX_PARTS: usize = 16;
+
+/// A job's components by name, checked: at most [`MAX_PARTS`], each named
+/// like an identifier (the name goes before a `/` in calls).
+pub fn parts(components: &[(String, Arc<AppComponent>)]) -> Result<Parts, FabricError> {
+    if components.len() > MAX_PARTS {
+        return Err(FabricError::InvalidArgument(format!(
+            "a job may name at most {MAX_PARTS} components, not {}",
+            components.len()
+        )));
+    }
+    let mut parts = BTreeMap::new();
+    for (name, app) in components {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(FabricError::InvalidArgument(format!(
+                "component name `{name}`: use 1 to 64 letters, digits, `_` or `-`"
+            )));
+        }
+        if parts
+            .insert(Arc::from(name.as_str()), app.clone())
+            .is_some()
+        {
+            return Err(FabricError::InvalidArgument(format!(
+                "component `{name}` is named twice"
+            )));
+        }
+    }
+    Ok(Arc::new(parts))
+}
+
 /// What a job is made from.
 pub struct JobSpec {
     pub id: JobId,
     pub app: Arc<AppComponent>,
+    pub parts: Parts,
     pub logs: Arc<dyn LogSink>,
     pub tenant: Arc<str>,
     pub namespace: String,
@@ -88,6 +135,7 @@ impl Job {
         Ok(Arc::new(Job {
             id: spec.id,
             app: spec.app,
+            parts: spec.parts,
             logs: spec.logs,
             tenant: spec.tenant,
             namespace: spec.namespace,
@@ -106,20 +154,90 @@ impl Job {
         self.finished.load(Ordering::Acquire)
     }
 
-    /// Takes a slot of the node's instance pool for an instance of the job
-    /// (see [`crate::runtime::slots`]).
+    /// Takes a slot of the node's instance pool for an instance of `app`,
+    /// a component of the job (see [`crate::runtime::slots`]).
     pub fn take_slot(
         &self,
         core: &NodeCore,
         holder: crate::runtime::slots::Holder,
+        app: &AppComponent,
     ) -> Result<crate::runtime::slots::InstanceSlot, FabricError> {
         crate::runtime::slots::InstanceSlot::take(
             core.engine().slots(),
             &self.books,
             (self.limits.live_instances, self.limits.live_actors),
             holder,
-            self.app.slot_weight,
+            app.slot_weight,
         )
+    }
+
+    /// [`Job::take_slot`] for an instance of the component that holds
+    /// `name` (a function or an actor class).
+    pub fn take_slot_for(
+        &self,
+        core: &NodeCore,
+        holder: crate::runtime::slots::Holder,
+        name: &str,
+    ) -> Result<crate::runtime::slots::InstanceSlot, FabricError> {
+        let (app, _) = self.component_of(name)?;
+        self.take_slot(core, holder, app)
+    }
+
+    /// The component that holds `name` (a function or an actor class, as
+    /// [`Job::qualify`] wrote it), and the name within it.
+    pub fn component_of<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> Result<(&'a Arc<AppComponent>, &'a str), FabricError> {
+        match name.split_once('/') {
+            None => Ok((&self.app, name)),
+            Some((part, local)) => match self.parts.get(part) {
+                Some(app) => Ok((app, local)),
+                None => Err(self.no_part(part)),
+            },
+        }
+    }
+
+    /// `name` as a call from `caller` means it: `part/name` names one of
+    /// the job's components; a bare name is in the caller's own.
+    pub(crate) fn qualify(
+        &self,
+        caller: &crate::runtime::instance::Role,
+        name: String,
+    ) -> Result<String, FabricError> {
+        use crate::runtime::instance::Role;
+        if let Some((part, local)) = name.split_once('/') {
+            if local.is_empty() || local.contains('/') {
+                return Err(FabricError::InvalidArgument(format!(
+                    "`{name}` is not `component/name`"
+                )));
+            }
+            if !self.parts.contains_key(part) {
+                return Err(self.no_part(part));
+            }
+            return Ok(name);
+        }
+        let own = match caller {
+            Role::Driver => None,
+            Role::Task { function, .. } => function.split_once('/').map(|(p, _)| p),
+            Role::Actor { class, .. } => class.split_once('/').map(|(p, _)| p),
+        };
+        Ok(match own {
+            Some(part) => format!("{part}/{name}"),
+            None => name,
+        })
+    }
+
+    fn no_part(&self, part: &str) -> FabricError {
+        let names: Vec<&str> = self.parts.keys().map(|k| &**k).collect();
+        FabricError::NotFound(format!(
+            "the job has no component `{part}` (its components: {})",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        ))
     }
 
     pub(crate) fn mark_finished(&self) {

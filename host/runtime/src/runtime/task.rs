@@ -433,18 +433,18 @@ async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallOut
         more_results: spec.more_results.as_slice().into(),
         depth: spec.depth,
     };
-    let slot = spec.job.take_slot(core, Holder::Task)?;
+    let (app, local) = spec.job.component_of(&spec.function)?;
+    let slot = spec.job.take_slot(core, Holder::Task, app)?;
     let mut store = instance::new_store(core, &spec.job, role, Some(lease), Some(slot), &[]);
-    let inst = instance::instantiate(&mut store, &spec.job, &spec.function).await?;
+    let inst = instance::instantiate(&mut store, app, &spec.function).await?;
     store.data_mut().generator = spec
         .stream
         .map(|bound| Generator::start(core, spec.result, spec.reply, bound));
-    let exports = &spec.job.app.exports;
     let values = instance::call_output(
         &mut store,
         &inst,
-        &exports.dispatch,
-        &spec.function,
+        &app.exports.dispatch,
+        local,
         &args,
         &spec.function,
         |parts, what, max| parts.split(what, spec.num_returns(), max),

@@ -81,7 +81,7 @@ impl Cluster {
     fn start_registered_here(self: &Arc<Self>, spec: ActorSpec) -> Result<ActorId, FabricError> {
         let id = spec.id;
         let core = self.core().ok_or(FabricError::Cancelled)?;
-        match spec.job.take_slot(&core, Holder::Actor) {
+        match spec.job.take_slot_for(&core, Holder::Actor, &spec.class) {
             Ok(slot) => {
                 self.start_with_held(&core, spec, slot);
                 Ok(id)
@@ -159,7 +159,7 @@ impl Cluster {
     /// it before it existed (in order).
     pub(super) fn start_here(&self, spec: ActorSpec) -> Result<(), FabricError> {
         let core = self.core().ok_or(FabricError::Cancelled)?;
-        let slot = spec.job.take_slot(&core, Holder::Actor)?;
+        let slot = spec.job.take_slot_for(&core, Holder::Actor, &spec.class)?;
         self.start_with_held(&core, spec, slot);
         Ok(())
     }

@@ -82,7 +82,7 @@ impl Cluster {
                 nested.map_err(status_failure)?,
             );
             let spec = hosted_spec(&core, from, &c, job, args, nested)?;
-            let slot = spec.job.take_slot(&core, Holder::Actor)?;
+            let slot = spec.job.take_slot_for(&core, Holder::Actor, &spec.class)?;
             Ok::<_, FabricError>((spec, slot))
         })();
         match spec {
