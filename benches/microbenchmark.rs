@@ -11,6 +11,9 @@
 //! cargo bench --bench microbenchmark -- --only single_client_tasks_sync,1_1_actor_calls_sync
 //! cargo bench --bench microbenchmark -- --json out.json # also write the figures as JSON
 //! ```
+//! Ray's task and actor-call shapes also run as Python guests (see
+//! `python.rs`; componentize-py must be installed).
+//!
 //! Each workload runs inside the sandbox (tests/programs/bench) and is timed
 //! there, in several runs of about half a second each; every figure is the
 //! mean and standard deviation of those runs. `benches/ray_side_by_side.py`
@@ -35,6 +38,8 @@ use support::programs;
 // the node's.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod python;
 
 #[path = "../host/cli/allocator.rs"]
 mod allocator;
@@ -324,10 +329,12 @@ fn main() {
         .await;
         if !args.scale_only {
             ray_suite(&node, &app, &args, cpus, &mut figures).await;
+            python::python_suite(&node, &args, &mut figures).await;
         }
         if !args.ray_only {
             println!("\nscale envelope");
             scale(&node, &app, &wasm, &args, cpus, &mut figures).await;
+            python::python_scale(&args, &mut figures).await;
         }
         if let Some(path) = &args.json {
             figures.write_json(path);

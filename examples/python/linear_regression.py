@@ -8,6 +8,8 @@ same arithmetic, so the same losses to the last digit.
     fabric run examples/python/linear_regression.py
 """
 
+import math
+
 import fabric
 
 FEATURES = 10
@@ -68,6 +70,12 @@ def rust_float(x):
     return repr(x)
 
 
+def rust_round(x):
+    """Rust's `f64::round`: halves away from zero (Python's `round` takes
+    them to even)."""
+    return math.copysign(math.floor(abs(x) + 0.5), x)
+
+
 @fabric.main
 def main():
     data = fabric.put(make_data())
@@ -77,5 +85,5 @@ def main():
         model = train_epoch.remote(model, data)
         print(f"epoch {epoch}: loss {fabric.get(model)['loss']:.9f}")
     last = fabric.get(model)
-    weights = ", ".join(rust_float(round(w * 100.0) / 100.0) for w in last["weights"])
+    weights = ", ".join(rust_float(rust_round(w * 100.0) / 100.0) for w in last["weights"])
     print(f"weights [{weights}] bias {last['bias']:.3f}")

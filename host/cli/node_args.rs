@@ -87,8 +87,12 @@ impl NodeArgs {
         cfg.engine.compile = Some(CompileSandbox::new(exe));
         if !self.no_compile_cache {
             cfg.engine.compiled_dir = match &self.compile_cache {
+                // Named: it must be usable, or the node does not start.
                 Some(dir) => Some(dir.clone()),
-                None => crate::python::cache_dir().ok().map(|d| d.join("compiled")),
+                // The default: where it cannot be used (no home, a
+                // read-only disk, another user's directory), compiled
+                // components stay in memory.
+                None => default_compile_cache(),
             };
         }
         if let Some(path) = &self.config {
@@ -99,5 +103,17 @@ impl NodeArgs {
                 .with_context(|| format!("in {}", path.display()))?;
         }
         Ok(cfg)
+    }
+}
+
+/// `~/.cache/wasmfabric/compiled`, when it can be made private to this user.
+fn default_compile_cache() -> Option<std::path::PathBuf> {
+    let dir = crate::python::cache_dir().ok()?.join("compiled");
+    match fabric_host::runtime::disk_cache::private_dir(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!("compiled components are kept in memory only: {e}");
+            None
+        }
     }
 }

@@ -57,9 +57,9 @@ const SDK: &[(&str, &str)] = &[
     ("wit/fabric.wit", include_str!("../../wit/fabric.wit")),
 ];
 
-/// The most files and bytes of Python source a build digests.
+/// The most files and bytes of Python sources one build bundles.
 const MAX_FILES: usize = 10_000;
-const MAX_BYTES: u64 = 512 << 20;
+const MAX_BYTES: u64 = 256 << 20;
 
 /// Where a Python application's dependencies come from.
 #[derive(Args, Clone, Debug, Default)]
@@ -106,7 +106,7 @@ pub fn build(app: &Path, deps: &PythonArgs) -> anyhow::Result<PathBuf> {
         return Ok(out);
     }
     check_componentize_py()?;
-    componentize(&module, &app_dir, &sdk, &deps, &cache, &out)?;
+    componentize(&module, &inputs, &sdk, &cache, &out)?;
     Ok(out)
 }
 
@@ -174,12 +174,10 @@ pub fn cache_dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("wasmfabric"))
 }
 
-/// Creates `dir` readable by this user only.
+/// Creates `dir` (mode 0700), refusing one another user could write or
+/// swap (the components built there are run as they are found).
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot make {} private", dir.display()))
+    fabric_host::runtime::disk_cache::private_dir(dir).map_err(anyhow::Error::msg)
 }
 
 /// Writes the embedded SDK and WIT under `cache` (once per SDK version)
@@ -194,26 +192,40 @@ fn write_sdk(cache: &Path) -> anyhow::Result<PathBuf> {
     }
     let digest = fabric_host::runtime::component::digest(&all);
     let dir = cache.join(format!("sdk-{}", &digest[..16]));
-    if dir.join("done").exists() {
+    if dir.is_dir() {
         return Ok(dir);
     }
+    // Written aside and renamed into place whole: builds running at once
+    // never see a half-written SDK.
+    let tmp = cache.join(format!(".sdk-{:016x}", rand_u64()));
+    let _cleanup = RemoveOnDrop(tmp.clone());
     for (path, text) in SDK {
-        let file = dir.join(path);
+        let file = tmp.join(path);
         std::fs::create_dir_all(file.parent().unwrap())?;
         std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     }
     // An empty virtualenv, so componentize-py bundles no site-packages of
     // this machine.
-    std::fs::create_dir_all(dir.join("no-venv/lib/python3/site-packages"))?;
-    std::fs::write(dir.join("done"), "")?;
+    std::fs::create_dir_all(tmp.join("no-venv/lib/python3/site-packages"))?;
+    if let Err(e) = std::fs::rename(&tmp, &dir)
+        && !dir.is_dir()
+    {
+        return Err(e).with_context(|| format!("cannot write {}", dir.display()));
+    }
     Ok(dir)
 }
 
-/// What goes into a build, digested.
+/// What goes into a build: digested, and copied into the build's own
+/// directory, so componentize-py builds exactly what was digested and
+/// writes nothing (such as `__pycache__`) into the user's directories.
 #[derive(Default)]
 struct Inputs {
     bytes: Vec<u8>,
+    /// Per root (the application's directory, then each dependency
+    /// directory): its files, by path within it.
+    roots: Vec<Vec<(PathBuf, Vec<u8>)>>,
     files: usize,
+    total: u64,
 }
 
 impl Inputs {
@@ -223,38 +235,42 @@ impl Inputs {
         self.bytes.extend_from_slice(part);
     }
 
-    /// Adds the Python sources under `dir` (names and contents): its `.py`
-    /// files, and its packages' (or, with `all`, every directory's), in a
-    /// fixed order.
+    /// Adds the Python sources under `dir`: its `.py` files and its
+    /// packages' (or, with `all`, every file), in a fixed order. Symbolic
+    /// links to directories are not followed.
     fn add_python_files(&mut self, dir: &Path, all: bool) -> anyhow::Result<()> {
-        let mut stack = vec![(dir.to_path_buf(), true)];
-        while let Some((d, top)) = stack.pop() {
+        self.roots.push(Vec::new());
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let d = dir.join(&rel);
             let mut entries: Vec<_> = std::fs::read_dir(&d)
                 .with_context(|| format!("cannot read {}", d.display()))?
                 .flatten()
-                .map(|e| e.path())
                 .collect();
-            entries.sort();
-            for path in entries.into_iter().rev() {
-                let name = path.file_name().unwrap_or_default().to_string_lossy();
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries.into_iter().rev() {
+                let name = entry.file_name().to_string_lossy().to_string();
                 if name.starts_with('.') || name == "__pycache__" {
                     continue;
                 }
-                if path.is_dir() {
-                    if all || !top || path.join("__init__.py").exists() {
-                        stack.push((path, false));
+                let path = entry.path();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir {
+                    if all || !rel.as_os_str().is_empty() || path.join("__init__.py").exists() {
+                        stack.push(rel.join(&name));
                     }
-                } else if all || name.ends_with(".py") {
-                    self.add_file(&path)?;
+                } else if path.is_file() && (all || name.ends_with(".py")) {
+                    self.add_file(&path, rel.join(&name))?;
                 }
             }
         }
         Ok(())
     }
 
-    fn add_file(&mut self, path: &Path) -> anyhow::Result<()> {
+    fn add_file(&mut self, path: &Path, rel: PathBuf) -> anyhow::Result<()> {
         self.files += 1;
-        if self.files > MAX_FILES || self.bytes.len() as u64 > MAX_BYTES {
+        self.total += std::fs::metadata(path).map_or(0, |m| m.len());
+        if self.files > MAX_FILES || self.total > MAX_BYTES {
             bail!(
                 "more than {MAX_FILES} files or {} MiB of Python sources to bundle (at {}): \
                  move the application into a directory of its own",
@@ -264,13 +280,31 @@ impl Inputs {
         }
         let text =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        self.add(path.as_os_str().as_encoded_bytes());
+        self.add(format!("{}|", self.roots.len()).as_bytes());
+        self.add(rel.as_os_str().as_encoded_bytes());
         self.add(&text);
+        self.roots.last_mut().expect("a root").push((rel, text));
         Ok(())
     }
 
     fn digest(&self) -> String {
         fabric_host::runtime::component::digest(&self.bytes)
+    }
+
+    /// Writes each root's files under `work/src<i>`; returns those paths.
+    fn write_to(&self, work: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let mut dirs = Vec::with_capacity(self.roots.len());
+        for (i, files) in self.roots.iter().enumerate() {
+            let dir = work.join(format!("src{i}"));
+            std::fs::create_dir_all(&dir)?;
+            for (rel, text) in files {
+                let file = dir.join(rel);
+                std::fs::create_dir_all(file.parent().unwrap_or(&dir))?;
+                std::fs::write(&file, text)?;
+            }
+            dirs.push(dir);
+        }
+        Ok(dirs)
     }
 }
 
@@ -320,15 +354,15 @@ fn check_componentize_py() -> anyhow::Result<()> {
 /// exports the SDK's `Guest`.
 fn componentize(
     module: &str,
-    app_dir: &Path,
+    inputs: &Inputs,
     sdk: &Path,
-    deps: &[PathBuf],
     cache: &Path,
     out: &Path,
 ) -> anyhow::Result<()> {
     let work = cache.join(format!("build-{:016x}", rand_u64()));
     std::fs::create_dir_all(&work)?;
     let _cleanup = RemoveOnDrop(work.clone());
+    let roots = inputs.write_to(&work)?;
     std::fs::write(
         work.join("fabric_entry.py"),
         format!(
@@ -349,10 +383,8 @@ fn componentize(
         .arg("-p")
         .arg(&work)
         .arg("-p")
-        .arg(sdk)
-        .arg("-p")
-        .arg(app_dir);
-    for d in deps {
+        .arg(sdk);
+    for d in &roots {
         cmd.arg("-p").arg(d);
     }
     let output = cmd

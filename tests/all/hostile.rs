@@ -117,7 +117,7 @@ pub(crate) async fn start_victim(
 }
 
 /// The victim's ids of `what` (`object` or `actor`), once it printed them.
-async fn victim_id(logs: &MemorySink, what: &str) -> String {
+pub(crate) async fn victim_id(logs: &MemorySink, what: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(line) = logs

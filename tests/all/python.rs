@@ -196,6 +196,24 @@ async fn forged_python_refs_and_handles_are_not_found() {
     );
 }
 
+/// Alice's real object and actor ids, written into values by a Python
+/// guest of another tenant, adopt nothing; its own id adopts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_ids_written_by_python_are_not_found() {
+    let wasm = python_app(HOSTILE).await;
+    let node = arena();
+    let victim = start_victim(&node, 1500).await;
+    let object = crate::hostile::victim_id(&victim.1, "object").await;
+    let actor = crate::hostile::victim_id(&victim.1, "actor").await;
+    let args = ["steal", object.as_str(), actor.as_str()];
+    let out = finish(start_program(&node, &wasm, "mallory", ATTACK_LIMITS, &args).await).await;
+    assert_eq!(
+        out.ok(),
+        "own object: mine\nalice's object: not-found\nalice's actor: not-found\n"
+    );
+    assert_victim_ok(&finish(victim).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_fork_bomb_hits_the_pending_tasks_limit() {
     assert_eq!(

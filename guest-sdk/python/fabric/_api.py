@@ -73,9 +73,15 @@ def _args(args):
 
 
 def _positional(fn, args, kwargs):
+    """Keyword arguments as positions (a call carries arguments by
+    position): defaults fill the gaps before a later keyword."""
     if not kwargs:
         return args
     bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    if bound.kwargs:
+        names = ", ".join(sorted(bound.kwargs))
+        raise TypeError(f"keyword-only arguments cannot be passed to a remote call: {names}")
     return bound.args
 
 

@@ -77,7 +77,7 @@ def _output(what, value, returns):
 def _run(what, fn, args):
     try:
         return fn(*args)
-    except Exception as e:
+    except BaseException as e:  # SystemExit too: the call fails, not the instance
         raise Err(to_wit(what, e))
     finally:
         _flush()
@@ -98,8 +98,11 @@ class Guest(exports.Guest):
         c = CLASSES.get(class_)
         if c is None:
             raise Err(failure(what, "unknown-function", f"no actor class named `{class_}`"))
-        init = c._cls.__init__ if "__init__" in vars(c._cls) else None
-        values = _decode_args(what, init, args, True) if init else _decode_args(what, lambda: None, args, False)
+        init = c._cls.__init__
+        if init is object.__init__:
+            values = _decode_args(what, lambda: None, args, False)
+        else:
+            values = _decode_args(what, init, args, True)
         _ACTOR[:] = [(class_, _run(what, c._cls, values))]
 
     def _method(self, method):
@@ -107,7 +110,10 @@ class Guest(exports.Guest):
             raise Err(failure(method, "system", "this instance holds no actor"))
         name, obj = _ACTOR[0]
         what = f"{name}.{method}"
-        fn = None if method.startswith("_") else getattr(obj, method, None)
+        try:
+            fn = None if method.startswith("_") else getattr(obj, method, None)
+        except BaseException as e:  # a property or __getattr__ that raised
+            raise Err(to_wit(what, e))
         if fn is None or not callable(fn):
             raise Err(failure(what, "unknown-function", f"actor `{name}` has no method `{method}`"))
         return what, fn

@@ -64,6 +64,8 @@ def _pack_into(out, v, ext_of):
             out += n.to_bytes(4, "big")
         out += b
     elif isinstance(v, (bytes, bytearray, memoryview)):
+        if isinstance(v, memoryview):
+            v = v.cast("B") if v.format != "B" or v.ndim != 1 else v
         out += bin_header(len(v))
         out += v
     elif isinstance(v, (list, tuple)):
@@ -77,6 +79,8 @@ def _pack_into(out, v, ext_of):
             _pack_into(out, item, ext_of)
     elif isinstance(v, Ext):
         _pack_ext(out, v.code, v.data)
+    elif isinstance(v, str):
+        _pack_into(out, str.__str__(v), ext_of)
     elif isinstance(v, bool):
         out.append(0xC3 if v else 0xC2)
     elif isinstance(v, int):

@@ -24,9 +24,19 @@ def exception(e):
     """The exception for a WIT `error`."""
     if isinstance(e, types.Error_TaskFailed):
         f = e.value
-        return errors.TaskFailedError(
-            f.function, _KINDS.get(f.kind, "system"), f.message, f.retryable, f.value
+        value = None
+        if f.value is not None:
+            from . import _msgpack
+
+            try:
+                value = _msgpack.unpack(f.value)
+            except Exception:
+                value = f.value
+        err = errors.TaskFailedError(
+            f.function, _KINDS.get(f.kind, "system"), f.message, f.retryable, value
         )
+        err._raw = f.value
+        return err
     if isinstance(e, types.Error_ActorDied):
         return errors.ActorDiedError(e.value)
     if isinstance(e, types.Error_ObjectLost):
@@ -50,14 +60,14 @@ def raise_error(e):
     raise exception(e) from None
 
 
-def failure(function, kind, message, value=None):
+def failure(function, kind, message, value=None, retryable=False):
     """A WIT `task-failed` error."""
     return types.Error_TaskFailed(
         types.TaskFailure(
             function=function,
-            kind=_WIT_KINDS[kind],
+            kind=_WIT_KINDS.get(kind, types.FailureKind.APPLICATION_ERROR),
             message=message[:MAX_MESSAGE],
-            retryable=False,
+            retryable=bool(retryable),
             value=value,
         )
     )
@@ -68,7 +78,15 @@ def to_wit(function, exc):
     as itself (a `get` of a failed task, say), anything else as an
     application error with its traceback and, encoded, its type and text."""
     if isinstance(exc, errors.TaskFailedError):
-        return failure(exc.function, exc.kind, exc.message, exc.value)
+        raw = getattr(exc, "_raw", None)
+        if raw is None and exc.value is not None:
+            from . import _msgpack
+
+            try:
+                raw = _msgpack.pack(exc.value)
+            except Exception:
+                raw = None
+        return failure(exc.function, exc.kind, exc.message, raw, exc.retryable)
     simple = {
         errors.ActorDiedError: types.Error_ActorDied,
         errors.ObjectLostError: types.Error_ObjectLost,

@@ -4,7 +4,8 @@ Every one is a `FabricError`. A task that raised gives `TaskFailedError`,
 whose `kind` says how it failed (`"application-error"` for an exception the
 function raised, `"trap"`, `"unknown-function"`, `"bad-value"`, `"system"`)
 and whose `value`, for an application error, is the error as the callee
-encoded it: from Python, a dict with the exception's `type` and `message`.
+encoded it, decoded: from Python, a dict with the exception's `type` and
+`message`; from Rust, the error type's fields.
 """
 
 

@@ -79,18 +79,17 @@ impl Head {
         client: Output,
         started: impl FnOnce(JobId),
     ) -> Result<Started, HeadError> {
+        // What costs nothing to check is checked before any compile.
+        crate::runtime::job::check_part_names(job.components.iter().map(|(n, _)| n.as_str()))
+            .map_err(HeadError::Refused)?;
+        if !job.manifest.trim().is_empty() {
+            crate::manifest::JobManifest::parse(&job.manifest).map_err(HeadError::Refused)?;
+        }
         let app = self
             .drivers
             .load(job.component, &job.tenant)
             .await
             .map_err(HeadError::Load)?;
-        if job.components.len() > crate::runtime::job::MAX_PARTS {
-            let n = job.components.len();
-            let max = crate::runtime::job::MAX_PARTS;
-            return Err(HeadError::Refused(FabricError::InvalidArgument(format!(
-                "a job may name at most {max} components, not {n}"
-            ))));
-        }
         let mut components = Vec::with_capacity(job.components.len());
         for (name, bytes) in job.components {
             let part = self

@@ -115,6 +115,22 @@ def forged_ids():
     print(f"guessed 200 ids, found {found}")
 
 
+def steal(object_id, actor_id):
+    """Alice's real ids, as she printed them: bytes shaped like her
+    reference and her actor's handle adopt nothing. Its own object's id,
+    written the same way, does adopt (so the refusal is the tenant check)."""
+    mine = fabric.put("mine")
+    own = _values.decode(_msgpack.pack(_msgpack.Ext(1, mine._id_bytes())))
+    print(f"own object: {fabric.get(own)}")
+    for code, what, raw in ((1, "alice's object", object_id), (2, "alice's actor", actor_id)):
+        forged = _msgpack.pack(_msgpack.Ext(code, int(raw).to_bytes(16, "big")))
+        try:
+            _values.decode(forged)
+            print(f"{what}: adopted")
+        except fabric.FabricError as e:
+            print(f"{what}: {outcome(e)}")
+
+
 def fork_bomb():
     refs = []
     try:
@@ -147,6 +163,8 @@ def main(args):
         run("deep", deep.remote(0))
     elif what == "forged-ids":
         forged_ids()
+    elif what == "steal":
+        steal(args[1], args[2])
     elif what == "fork-bomb":
         fork_bomb()
     elif what == "object-flood":

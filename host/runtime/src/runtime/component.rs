@@ -113,10 +113,13 @@ pub(crate) fn load_precompiled(
     bytes: &[u8],
     artifact: &[u8],
 ) -> Result<Arc<AppComponent>, LoadError> {
-    // SAFETY: `artifact` is what our own compiler process (the `fabric`
-    // binary, same wasmtime, same engine settings) wrote for `bytes` just
-    // now over a pipe; wasmtime also checks it was made for this engine's
-    // configuration.
+    // SAFETY: `artifact` is what this engine's compiler made for `bytes`:
+    // our own bounded compiler process (the `fabric` binary, same wasmtime,
+    // same engine settings) just now over a pipe, this process, or either
+    // of those earlier, read back from the node's private disk cache, whose
+    // files only the node's user can write and whose checksum was checked
+    // (see `disk_cache`); wasmtime also checks it was made for this
+    // engine's configuration.
     let component = unsafe { Component::deserialize(engine, artifact) }
         .map_err(|e| LoadError::Compile(format!("the compiled artifact does not load: {e:#}")))?;
     prepare(engine, linker, bytes, component)

@@ -10,14 +10,17 @@
 //! reads it back instead of compiling.
 //!
 //! Loading a serialized artifact trusts it: it is machine code. So the
-//! cache lives in a directory only the node's user may read or write
-//! ([`DiskCache::open`] refuses one that is not owned by that user or is
-//! open to others), each file carries the SHA-256 of its artifact, checked
-//! before the artifact is handed to wasmtime (a torn or corrupted file is
-//! discarded and the component compiled again), and files are written
-//! whole (a temporary file, then a rename). Anyone who can write this
-//! directory can already run code as the node's user. SECURITY.md records
-//! the decision.
+//! cache lives in a directory only the node's user may change
+//! ([`private_dir`] refuses one owned by another user or writable by
+//! others, and one under a directory another user could rename it out of,
+//! as OpenSSH checks its files); its files are opened without following
+//! links and must be the node's user's own regular files, writable by no
+//! one else; each file carries the SHA-256 of its artifact, checked before
+//! the artifact is handed to wasmtime (a torn or corrupted file is
+//! discarded and the component compiled again); and files are written
+//! whole (a temporary file, then a rename). Only the node's user (or root)
+//! can then put a file there, and they can already run code as that user.
+//! SECURITY.md records the decision.
 //!
 //! The cache is bounded in bytes: past the bound the least recently used
 //! files go (a hit refreshes a file's modification time).
@@ -59,37 +62,10 @@ impl DiskCache {
     /// Opens (creating it, mode 0700) the cache in `dir`, keeping at most
     /// `max_bytes`. `settings` names everything about the engine that shapes
     /// compiled code (its settings and wasmtime's compatibility hash, which
-    /// covers wasmtime's version and its flags). Fails when `dir` belongs to another user or others may
-    /// read or write it.
+    /// covers wasmtime's version and its flags). Fails when another user could
+    /// change what is in `dir` (see [`private_dir`]).
     pub fn open(dir: &Path, max_bytes: u64, settings: &str) -> Result<Self, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create the compile cache {}: {e}", dir.display()))?;
-        let meta = std::fs::symlink_metadata(dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-        if !meta.is_dir() {
-            return Err(format!(
-                "the compile cache {} is not a directory",
-                dir.display()
-            ));
-        }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me {
-            return Err(format!(
-                "the compile cache {} belongs to user {}, not to this node's user {me}: \
-                 a node loads machine code from it, so it must be the node's own",
-                dir.display(),
-                meta.uid()
-            ));
-        }
-        if meta.mode() & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-                format!(
-                    "cannot make the compile cache {} private: {e}",
-                    dir.display()
-                )
-            })?;
-        }
+        private_dir(dir)?;
         let key = Sha256::digest(settings);
         Ok(DiskCache {
             dir: dir.to_path_buf(),
@@ -108,10 +84,11 @@ impl DiskCache {
     }
 
     /// The artifact stored for the component with `digest`, when there is
-    /// one and it is whole. A file that fails its check is removed.
+    /// one, it is the node's user's own file, and it is whole. A file that
+    /// fails its check is removed.
     pub fn load(&self, digest: &str) -> Option<Vec<u8>> {
         let path = self.path(digest);
-        let mut bytes = std::fs::read(&path).ok()?;
+        let mut bytes = read_own_file(&path)?;
         let whole = bytes.len() >= HEADER
             && &bytes[..MAGIC.len()] == MAGIC
             && Sha256::digest(&bytes[HEADER..])[..] == bytes[MAGIC.len()..HEADER];
@@ -170,14 +147,20 @@ impl DiskCache {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
-        let mut files: Vec<(SystemTime, u64, PathBuf)> = entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
-            .filter_map(|e| {
-                let m = e.metadata().ok()?;
-                Some((m.modified().ok()?, m.len(), e.path()))
-            })
-            .collect();
+        let stale = SystemTime::now() - std::time::Duration::from_secs(3600);
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            let Ok(modified) = m.modified() else { continue };
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".cwasm") {
+                files.push((modified, m.len(), e.path()));
+            } else if name.starts_with(".tmp-") && modified < stale {
+                // Left by a writer that died mid-write.
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let mut total: u64 = files.iter().map(|f| f.1).sum();
         files.sort();
         for (_, len, path) in files {
@@ -189,6 +172,87 @@ impl DiskCache {
             }
         }
     }
+}
+
+/// Creates `dir` (mode 0700) if it is missing, and checks that only this
+/// process's user can change what is in it: it is a directory (not a
+/// link) that user owns and no one else may write (one others could read
+/// is made private), and every directory above it is owned by that user or
+/// root and writable by no one else unless sticky (as `/tmp` is), so no one
+/// can rename it away and put another in its place.
+pub fn private_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "{} is not a directory (or is a link)",
+            dir.display()
+        ));
+    }
+    if meta.uid() != me {
+        return Err(format!(
+            "{} belongs to user {}, not to this process's user {me}: machine code is loaded \
+             from it, so it must be this user's own",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by other users (mode {:o}): files planted there would be run; \
+             remove it or choose another directory",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} private: {e}", dir.display()))?;
+    }
+    let absolute = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+    for parent in absolute.ancestors().skip(1) {
+        let m = std::fs::metadata(parent)
+            .map_err(|e| format!("cannot read {}: {e}", parent.display()))?;
+        let sticky = m.mode() & 0o1000 != 0;
+        if (m.uid() != me && m.uid() != 0) || (m.mode() & 0o022 != 0 && !sticky) {
+            return Err(format!(
+                "{} is under {}, which another user could change (owner {}, mode {:o}): \
+                 choose a directory of this user's own",
+                dir.display(),
+                parent.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of `path` when it is a regular file (not a link) of this
+/// process's user that no one else may write, with one name.
+fn read_own_file(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !m.is_file() || m.uid() != me || m.mode() & 0o022 != 0 || m.nlink() != 1 {
+        tracing::warn!(path = %path.display(), "ignoring a compiled component that is not this user's own file");
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    f.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -228,18 +292,42 @@ mod tests {
     }
 
     #[test]
-    fn the_directory_is_made_private_and_the_bound_holds() {
-        let dir = temp_dir("bound");
+    fn a_directory_others_may_write_is_refused_and_a_readable_one_made_private() {
+        let dir = temp_dir("modes");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let cache = DiskCache::open(&dir, 3 * (HEADER as u64 + 100), "a").unwrap();
+        let refused = DiskCache::open(&dir, 1 << 20, "a").unwrap_err();
+        assert!(refused.contains("writable by other users"), "{refused}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cache = DiskCache::open(&dir, 1 << 20, "a").unwrap();
         let mode = std::fs::metadata(&dir).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        for i in 0..5 {
+        // A link in the cache is not followed, even to a whole artifact.
+        cache.store("real", b"code");
+        std::os::unix::fs::symlink(cache.path("real"), cache.path("linked")).unwrap();
+        assert_eq!(cache.load("linked"), None);
+        assert_eq!(cache.load("real").unwrap(), b"code");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_least_recently_used_go_past_the_bound() {
+        let dir = temp_dir("bound");
+        let cache = DiskCache::open(&dir, 3 * (HEADER as u64 + 100), "a").unwrap();
+        let epoch = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for i in 0..5u64 {
             cache.store(&format!("d{i}"), &[i as u8; 100]);
             // Distinct modification times, so the order is the store order.
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            if let Ok(f) = std::fs::File::options()
+                .write(true)
+                .open(cache.path(&format!("d{i}")))
+            {
+                f.set_modified(epoch + std::time::Duration::from_secs(i))
+                    .unwrap();
+            }
         }
+        // The bound holds after each store: the last store evicted d1
+        // (d0 went at the fourth).
         let kept: Vec<bool> = (0..5)
             .map(|i| cache.path(&format!("d{i}")).exists())
             .collect();

@@ -285,27 +285,49 @@ impl FabricEngine {
         if let Some(app) = self.inner.components.get(&digest) {
             return Ok(app);
         }
-        let running = self.inner.compiles.start();
-        let (artifact, fresh) = self.artifact(&digest, &stripped).await?;
+        // The count and the compile slot go with the blocking work: if this
+        // caller goes away, the compile and the load (which instantiates
+        // once to check the component, from the pool's slots kept for that)
+        // still hold them until they are done, so compiles and checks never
+        // outnumber their slots. Fields drop in order: the count falls
+        // before the slot frees.
+        let held = (self.inner.compiles.start(), slot);
+        let (stripped, held) = match self.load_from_disk(&digest, stripped, held).await? {
+            Ok(app) => {
+                self.inner.components.keep(&app, tenant);
+                return Ok(app);
+            }
+            Err(missed) => missed,
+        };
+        let artifact = match &self.inner.settings.compile {
+            Some(sandbox) => Some(
+                super::compile::compile_in_child(sandbox, &self.inner.settings, &stripped).await?,
+            ),
+            None => None,
+        };
         let inner = self.inner.clone();
-        // The compile slot goes with the blocking load: if this caller goes
-        // away, the load (which instantiates once to check the component,
-        // from the pool's slots kept for that) still holds it until it is
-        // done, so checks never outnumber those slots.
         let app = tokio::task::spawn_blocking(move || {
-            // Fields drop in order: the count falls before the slot frees.
-            let _held = (running, slot);
+            let _held = held;
+            // To keep it on disk, compile to an artifact here.
+            let artifact = match (artifact, &inner.disk) {
+                (Some(a), _) => Some(a),
+                (None, Some(_)) => Some(
+                    inner
+                        .engine
+                        .precompile_component(&stripped)
+                        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?,
+                ),
+                (None, None) => None,
+            };
             let app = match &artifact {
                 Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &stripped, a),
                 None => component::load(&inner.engine, &inner.linker, &stripped),
-            };
-            match (&app, &inner.disk, artifact) {
-                // Kept once it proved to load, so a broken one is never kept.
-                (Ok(app), Some(disk), Some(a)) if fresh => disk.store(app.digest(), &a),
-                (Err(_), Some(disk), Some(_)) if !fresh => disk.forget(&digest),
-                _ => {}
+            }?;
+            // Kept once it proved to load, so a broken one is never kept.
+            if let (Some(disk), Some(a)) = (&inner.disk, &artifact) {
+                disk.store(app.digest(), a);
             }
-            app
+            Ok::<_, LoadError>(app)
         })
         .await
         .map_err(|e| LoadError::Compile(e.to_string()))??;
@@ -313,41 +335,38 @@ impl FabricEngine {
         Ok(app)
     }
 
-    /// wasmtime's artifact for `stripped` (digest `digest`), and whether it
-    /// was just compiled (rather than read from the disk cache); `None`:
-    /// compile it in this process while loading.
-    async fn artifact(
+    /// The component with `digest` loaded from the disk cache (`Ok`), or,
+    /// when it is not there or does not load (then it is removed), the
+    /// bytes and guards back to compile it (`Err`).
+    #[allow(clippy::type_complexity)]
+    async fn load_from_disk<H: Send + 'static>(
         &self,
         digest: &str,
-        stripped: &[u8],
-    ) -> Result<(Option<Vec<u8>>, bool), LoadError> {
-        let inner = &self.inner;
-        if let Some(disk) = &inner.disk {
-            let (disk, key) = (disk.clone(), digest.to_string());
-            let kept = tokio::task::spawn_blocking(move || disk.load(&key))
-                .await
-                .ok()
-                .flatten();
-            if kept.is_some() {
-                inner.compiles.from_disk.fetch_add(1, Ordering::Relaxed);
-                return Ok((kept, false));
-            }
-        }
-        let artifact = match (&inner.settings.compile, &inner.disk) {
-            (Some(sandbox), _) => {
-                super::compile::compile_in_child(sandbox, &inner.settings, stripped).await?
-            }
-            // To keep it on disk, compile to an artifact here.
-            (None, Some(_)) => {
-                let (engine, bytes) = (inner.engine.clone(), stripped.to_vec());
-                tokio::task::spawn_blocking(move || engine.precompile_component(&bytes))
-                    .await
-                    .map_err(|e| LoadError::Compile(e.to_string()))?
-                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?
-            }
-            (None, None) => return Ok((None, true)),
+        stripped: Vec<u8>,
+        held: H,
+    ) -> Result<Result<Arc<AppComponent>, (Vec<u8>, H)>, LoadError> {
+        let Some(disk) = self.inner.disk.clone() else {
+            return Ok(Err((stripped, held)));
         };
-        Ok((Some(artifact), true))
+        let (inner, key) = (self.inner.clone(), digest.to_string());
+        tokio::task::spawn_blocking(move || {
+            let Some(kept) = disk.load(&key) else {
+                return Err((stripped, held));
+            };
+            match component::load_precompiled(&inner.engine, &inner.linker, &stripped, &kept) {
+                Ok(app) => {
+                    inner.compiles.from_disk.fetch_add(1, Ordering::Relaxed);
+                    Ok(app)
+                }
+                Err(e) => {
+                    tracing::warn!(digest = %key, "a kept compiled component does not load ({e}); compiling it again");
+                    disk.forget(&key);
+                    Err((stripped, held))
+                }
+            }
+        })
+        .await
+        .map_err(|e| LoadError::Compile(e.to_string()))
     }
 
     /// Compiles so far, and how many ran at once.

@@ -69,17 +69,20 @@ pub type Parts = Arc<BTreeMap<Arc<str>, Arc<AppComponent>>>;
 /// The most components one job may name.
 pub const MAX_PARTS: usize = 16;
 
-/// A job's components by name, checked: at most [`MAX_PARTS`], each named
-/// like an identifier (the name goes before a `/` in calls).
-pub fn parts(components: &[(String, Arc<AppComponent>)]) -> Result<Parts, FabricError> {
-    if components.len() > MAX_PARTS {
+/// Checks the names of a job's components before anything is loaded: at
+/// most [`MAX_PARTS`], each named like an identifier (the name goes before
+/// a `/` in calls), none twice.
+pub fn check_part_names<'a>(
+    names: impl ExactSizeIterator<Item = &'a str>,
+) -> Result<(), FabricError> {
+    if names.len() > MAX_PARTS {
         return Err(FabricError::InvalidArgument(format!(
             "a job may name at most {MAX_PARTS} components, not {}",
-            components.len()
+            names.len()
         )));
     }
-    let mut parts = BTreeMap::new();
-    for (name, app) in components {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in names {
         let valid = !name.is_empty()
             && name.len() <= 64
             && name
@@ -90,16 +93,55 @@ pub fn parts(components: &[(String, Arc<AppComponent>)]) -> Result<Parts, Fabric
                 "component name `{name}`: use 1 to 64 letters, digits, `_` or `-`"
             )));
         }
-        if parts
-            .insert(Arc::from(name.as_str()), app.clone())
-            .is_some()
-        {
+        if !seen.insert(name) {
             return Err(FabricError::InvalidArgument(format!(
                 "component `{name}` is named twice"
             )));
         }
     }
-    Ok(Arc::new(parts))
+    Ok(())
+}
+
+/// A job's components by name, checked (see [`check_part_names`]).
+pub fn parts(components: &[(String, Arc<AppComponent>)]) -> Result<Parts, FabricError> {
+    check_part_names(components.iter().map(|(n, _)| n.as_str()))?;
+    Ok(Arc::new(
+        components
+            .iter()
+            .map(|(n, app)| (Arc::from(n.as_str()), app.clone()))
+            .collect(),
+    ))
+}
+
+/// Why a name could not be qualified.
+#[derive(Debug, PartialEq)]
+enum Unqualified {
+    Malformed(String),
+    NoPart(String),
+}
+
+/// `name` as written by a caller in component `own` (`None`: the driver's)
+/// of a job whose components `known` recognizes.
+fn qualified(
+    name: String,
+    own: Option<&str>,
+    known: impl Fn(&str) -> bool,
+) -> Result<String, Unqualified> {
+    match name.split_once('/') {
+        Some((part, local)) => {
+            if part.is_empty() || local.is_empty() || local.contains('/') {
+                Err(Unqualified::Malformed(name))
+            } else if !known(part) {
+                Err(Unqualified::NoPart(part.to_string()))
+            } else {
+                Ok(name)
+            }
+        }
+        None => Ok(match own {
+            Some(part) => format!("{part}/{name}"),
+            None => name,
+        }),
+    }
 }
 
 /// What a job is made from.
@@ -206,25 +248,16 @@ impl Job {
         name: String,
     ) -> Result<String, FabricError> {
         use crate::runtime::instance::Role;
-        if let Some((part, local)) = name.split_once('/') {
-            if local.is_empty() || local.contains('/') {
-                return Err(FabricError::InvalidArgument(format!(
-                    "`{name}` is not `component/name`"
-                )));
-            }
-            if !self.parts.contains_key(part) {
-                return Err(self.no_part(part));
-            }
-            return Ok(name);
-        }
         let own = match caller {
             Role::Driver => None,
             Role::Task { function, .. } => function.split_once('/').map(|(p, _)| p),
             Role::Actor { class, .. } => class.split_once('/').map(|(p, _)| p),
         };
-        Ok(match own {
-            Some(part) => format!("{part}/{name}"),
-            None => name,
+        qualified(name, own, |p| self.parts.contains_key(p)).map_err(|e| match e {
+            Unqualified::Malformed(name) => {
+                FabricError::InvalidArgument(format!("`{name}` is not `component/name`"))
+            }
+            Unqualified::NoPart(part) => self.no_part(&part),
         })
     }
 
@@ -248,5 +281,47 @@ impl Job {
 impl Cancellable for Job {
     fn is_cancelled(&self) -> bool {
         self.is_finished()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(name: &str, own: Option<&str>) -> Result<String, Unqualified> {
+        qualified(name.to_string(), own, |p| p == "py" || p == "rust")
+    }
+
+    #[test]
+    fn names_are_qualified_in_the_callers_component() {
+        // From the driver, a bare name is the driver's own.
+        assert_eq!(q("add", None), Ok("add".into()));
+        // From a task or actor of `py`, a bare name stays in `py`.
+        assert_eq!(q("add", Some("py")), Ok("py/add".into()));
+        assert_eq!(q("rust/double", Some("py")), Ok("rust/double".into()));
+        assert_eq!(q("py/Scorer", None), Ok("py/Scorer".into()));
+    }
+
+    #[test]
+    fn malformed_and_unknown_components_are_refused() {
+        for bad in ["py/", "/add", "py/a/b", "/", "//"] {
+            assert!(
+                matches!(q(bad, None), Err(Unqualified::Malformed(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            q("nowhere/x", None),
+            Err(Unqualified::NoPart("nowhere".into()))
+        );
+        assert!(check_part_names(["py", "rust"].into_iter()).is_ok());
+        for bad in [vec!["a/b"], vec![""], vec!["py", "py"], vec!["x y"]] {
+            assert!(
+                check_part_names(bad.clone().into_iter()).is_err(),
+                "{bad:?}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_PARTS).map(|i| format!("p{i}")).collect();
+        assert!(check_part_names(many.iter().map(String::as_str)).is_err());
     }
 }
