@@ -91,8 +91,7 @@ pub fn build(app: &Path, deps: &PythonArgs) -> anyhow::Result<PathBuf> {
         .iter()
         .map(|d| dependency_dir(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let cache = cache_dir()?.join("python");
-    private_dir(&cache)?;
+    let cache = build_dir()?;
     let sdk = write_sdk(&cache)?;
     let mut inputs = Inputs::default();
     inputs.add(format!("componentize-py {COMPONENTIZE_PY}|module {module}").as_bytes());
@@ -174,10 +173,25 @@ pub fn cache_dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("wasmfabric"))
 }
 
-/// Creates `dir` (mode 0700), refusing one another user could write or
-/// swap (the components built there are run as they are found).
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    fabric_host::runtime::disk_cache::private_dir(dir).map_err(anyhow::Error::msg)
+/// Where builds are kept: `~/.cache/wasmfabric/python`, when it is private
+/// to this user (a component found there is run as it is found). Else a
+/// fresh private temporary directory, which no later build looks in, with
+/// a warning.
+fn build_dir() -> anyhow::Result<PathBuf> {
+    let kept = cache_dir().map(|d| d.join("python")).and_then(|d| {
+        fabric_host::runtime::disk_cache::private_dir(&d)
+            .map(|()| d)
+            .map_err(anyhow::Error::msg)
+    });
+    match kept {
+        Ok(dir) => Ok(dir),
+        Err(e) => {
+            eprintln!("warning: Python builds are not kept: {e:#}");
+            let dir = std::env::temp_dir().join(format!("fabric-build-{:016x}", rand_u64()));
+            fabric_host::runtime::disk_cache::private_dir(&dir).map_err(anyhow::Error::msg)?;
+            Ok(dir)
+        }
+    }
 }
 
 /// Writes the embedded SDK and WIT under `cache` (once per SDK version)

@@ -35,7 +35,7 @@
 //! ```
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -181,7 +181,12 @@ impl DiskCache {
 /// root and writable by no one else unless sticky (as `/tmp` is), so no one
 /// can rename it away and put another in its place.
 pub fn private_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir)
+    // Created private whatever the umask (a umask of 002 would make them
+    // group-writable, and so refused below).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
