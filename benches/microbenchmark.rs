@@ -547,6 +547,49 @@ async fn queued_tasks(wasm: &[u8], args: &Args, cpus: usize, figures: &mut Figur
 }
 
 /// 100,000 idle actors on one node whose instance pool is sized for them.
+/// What a job that holds actors left resident, measured by
+/// [`held_when_ready`].
+struct Held {
+    lines: Arc<Lines>,
+    /// Whether the guest printed `actors ready` in time.
+    ready: bool,
+    /// How much the process's resident memory grew until then, in bytes.
+    grown: u64,
+    /// Memory mappings of the process then.
+    mappings: usize,
+    outcome: fabric_host::JobOutcome,
+}
+
+/// Runs `args` as a job of `app` and measures the process's resident
+/// memory before it and once the guest prints `actors ready` (it then
+/// holds its actors a while before it ends).
+async fn held_when_ready(
+    node: &Node,
+    app: &Arc<AppComponent>,
+    args: Vec<String>,
+    limit: Duration,
+) -> Held {
+    let before = rss_bytes();
+    let lines = Arc::new(Lines::default());
+    let job = {
+        let (node, app, lines) = (node.clone(), app.clone(), lines.clone());
+        tokio::spawn(async move { node.run_job(app, args, lines).await })
+    };
+    let ready = lines.wait_for("actors ready", limit).await.is_some();
+    let grown = rss_bytes().saturating_sub(before);
+    let mappings = std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.lines().count())
+        .unwrap_or(0);
+    let outcome = job.await.unwrap();
+    Held {
+        lines,
+        ready,
+        grown,
+        mappings,
+        outcome,
+    }
+}
+
 async fn idle_actors(wasm: &[u8], args: &Args, figures: &mut Figures) {
     let n = args.idle_actors;
     let map_count: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
@@ -579,28 +622,21 @@ async fn idle_actors(wasm: &[u8], args: &Args, figures: &mut Figures) {
         wasm,
     )
     .await;
-    let before = rss_bytes();
-    let sink = Arc::new(Lines::default());
-    let job = {
-        let (node, app, sink) = (dense.clone(), dense_app.clone(), sink.clone());
-        let args = vec!["idle_actors".into(), n.to_string(), "seconds=5".into()];
-        tokio::spawn(async move { node.run_job(app, args, sink).await })
-    };
-    let ready = sink
-        .wait_for("actors ready", Duration::from_secs(1800))
-        .await;
-    let after = rss_bytes();
-    let mappings = std::fs::read_to_string("/proc/self/maps")
-        .map(|m| m.lines().count())
-        .unwrap_or(0);
-    let outcome = job.await.unwrap();
+    let args = vec!["idle_actors".into(), n.to_string(), "seconds=5".into()];
+    let Held {
+        lines: sink,
+        ready,
+        grown,
+        mappings,
+        outcome,
+    } = held_when_ready(&dense, &dense_app, args, Duration::from_secs(1800)).await;
     if let Err(e) = outcome.result {
         println!("{:<46} failed: {e}", format!("{n} idle actors"));
         return;
     }
-    assert!(ready.is_some(), "the idle actors never came up");
+    assert!(ready, "the idle actors never came up");
     let (created, secs) = ops_secs(&sink.find("idle_actors ").unwrap());
-    let per_actor = after.saturating_sub(before) as f64 / n as f64;
+    let per_actor = grown as f64 / n as f64;
     println!(
         "{:<46} {:>22}   Ray: 5.5 actors/s, 77.6 MiB each",
         format!("{n} idle actors on one node"),
@@ -613,7 +649,7 @@ async fn idle_actors(wasm: &[u8], args: &Args, figures: &mut Figures) {
     println!(
         "{:<46} {:>22}   ({mappings} memory mappings in the process)",
         "  RSS of all of them",
-        format!("{:.0} MiB", mib(after.saturating_sub(before)))
+        format!("{:.0} MiB", mib(grown))
     );
     figures.put("idle_actors_per_s", created / secs, 0.0, "actors/s");
     figures.put("idle_actor_rss_kib", per_actor / 1024.0, 0.0, "KiB");

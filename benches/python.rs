@@ -10,7 +10,7 @@ use std::time::Duration;
 use fabric_host::runtime::engine::EngineSettings;
 use fabric_host::{AppComponent, Node, NodeConfig};
 
-use super::{Args, Figures, Lines, fmt_rate, loaded_node, mean_sd, mib, ops_secs, rss_bytes};
+use super::{Args, Figures, fmt_rate, loaded_node, mean_sd, mib, ops_secs};
 
 /// Python rows: our name, Ray's row for the same Python workload, unit.
 pub const PY_SUITE: &[(&str, &str, &str)] = &[
@@ -152,21 +152,12 @@ async fn idle_actors(wasm: &[u8], n: usize, figures: &mut Figures) {
         wasm,
     )
     .await;
-    let before = rss_bytes();
-    let sink = Arc::new(Lines::default());
-    let job = {
-        let (node, app, sink) = (node.clone(), app.clone(), sink.clone());
-        let args = vec!["python_idle_actors".into(), n.to_string(), "3".into()];
-        tokio::spawn(async move { node.run_job(app, args, sink).await })
-    };
-    let ready = sink
-        .wait_for("actors ready", Duration::from_secs(600))
-        .await;
-    let after = rss_bytes();
-    job.await.unwrap().result.expect("idle actors");
-    assert!(ready.is_some(), "the idle actors never came up");
-    let (created, secs) = ops_secs(&sink.find("python_idle_actors ").unwrap());
-    let per_actor = after.saturating_sub(before) as f64 / n as f64;
+    let args = vec!["python_idle_actors".into(), n.to_string(), "3".into()];
+    let held = super::held_when_ready(&node, &app, args, Duration::from_secs(600)).await;
+    held.outcome.result.expect("idle actors");
+    assert!(held.ready, "the idle actors never came up");
+    let (created, secs) = ops_secs(&held.lines.find("python_idle_actors ").unwrap());
+    let per_actor = held.grown as f64 / n as f64;
     println!(
         "{:<46} {:>22}   goal: at most 4 MiB each; Ray: 77.6 MiB each",
         format!("{n} idle Python actors on one node"),

@@ -47,6 +47,27 @@ impl Args {
     }
 }
 
+/// The argument methods every builder here has: `.arg(value)` and
+/// `.arg_ref(&object_ref)`, gathered in its `args`.
+macro_rules! arg_methods {
+    () => {
+        /// The next argument: a value (a reference inside it stays a
+        /// reference).
+        pub fn arg<T: Serialize>(mut self, value: T) -> Self {
+            self.args.push(Arg::Value(value));
+            self
+        }
+
+        /// The next argument: the value of the object `r` refers to (the
+        /// host waits until it is ready and passes its value, as for any
+        /// call).
+        pub fn arg_ref<T: Serialize>(mut self, r: &ObjectRef<T>) -> Self {
+            self.args.push::<T>(Arg::Ref(r.clone()));
+            self
+        }
+    };
+}
+
 /// The function `name` of the job's component `component`, returning `R`.
 pub fn function<R>(component: &str, name: &str) -> ForeignCall<R> {
     ForeignCall {
@@ -68,18 +89,7 @@ pub struct ForeignCall<R> {
 }
 
 impl<R> ForeignCall<R> {
-    /// The next argument: a value (a reference inside it stays a reference).
-    pub fn arg<T: Serialize>(mut self, value: T) -> Self {
-        self.args.push(Arg::Value(value));
-        self
-    }
-
-    /// The next argument: the value of the object `r` refers to (the host
-    /// waits until it is ready and passes its value, as for any task).
-    pub fn arg_ref<T: Serialize>(mut self, r: &ObjectRef<T>) -> Self {
-        self.args.push::<T>(Arg::Ref(r.clone()));
-        self
-    }
+    arg_methods!();
 
     /// Resources, retries and placement, as for any task.
     pub fn options(mut self, options: TaskOptions) -> Self {
@@ -112,17 +122,7 @@ pub struct ForeignClass {
 }
 
 impl ForeignClass {
-    /// The constructor's next argument.
-    pub fn arg<T: Serialize>(mut self, value: T) -> Self {
-        self.args.push(Arg::Value(value));
-        self
-    }
-
-    /// The next argument: the value of the object `r` refers to.
-    pub fn arg_ref<T: Serialize>(mut self, r: &ObjectRef<T>) -> Self {
-        self.args.push::<T>(Arg::Ref(r.clone()));
-        self
-    }
+    arg_methods!();
 
     /// Name, namespace, resources, restarts, as for any actor.
     pub fn options(mut self, options: ActorOptions) -> Self {
@@ -207,17 +207,7 @@ pub struct ForeignMethod<R> {
 }
 
 impl<R> ForeignMethod<R> {
-    /// The next argument.
-    pub fn arg<T: Serialize>(mut self, value: T) -> Self {
-        self.args.push(Arg::Value(value));
-        self
-    }
-
-    /// The next argument: the value of the object `r` refers to.
-    pub fn arg_ref<T: Serialize>(mut self, r: &ObjectRef<T>) -> Self {
-        self.args.push::<T>(Arg::Ref(r.clone()));
-        self
-    }
+    arg_methods!();
 
     /// Queues the call; returns a reference to its result.
     pub fn remote(self) -> Result<ObjectRef<R>> {

@@ -197,13 +197,17 @@ async fn an_object_store_flood_stops_at_the_tenants_quota() {
     let out = attack_with(&node, ATTACK_LIMITS, &["object-flood"])
         .await
         .ok();
-    let line = one_line(&out, "stored ");
+    assert_flood_stopped_by_a_64_mib_quota(&out);
+}
+
+/// An object flood's report: about 64 of its 1 MiB objects fit, and the
+/// store itself (1 GiB) was far from full, so only the quota stopped it.
+pub(crate) fn assert_flood_stopped_by_a_64_mib_quota(out: &str) {
+    let line = one_line(out, "stored ");
     assert!(
         line.ends_with("MiB, then: limit-exceeded object-store-quota 67108864"),
         "{line}"
     );
-    // About 64 of its 1 MiB objects fit; the store itself (1 GiB) was far
-    // from full, so only the quota stopped it.
     let stored: u64 = line["stored ".len()..]
         .split(' ')
         .next()
