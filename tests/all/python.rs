@@ -260,6 +260,29 @@ async fn python_opens_no_socket_without_a_grant() {
     assert!(listener.accept().is_err(), "nothing connected");
 }
 
+/// The SDK's fast paths keep Python's meaning: a method resolved once is
+/// still shadowed by an attribute set on the object later, `__getattr__`
+/// methods are looked up on every call, argument counts are checked on
+/// every call, and values of every MessagePack shape round-trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_actor_methods_and_values_keep_pythons_meaning() {
+    let wasm = python_app("tests/programs/python/semantics.py").await;
+    assert_eq!(
+        run_ok(&node(2.0), &wasm, &[]).await,
+        "'greet 1' 'greet 2'\n\
+         11 3\n\
+         too many: TaskFailedError bad-value\n\
+         too few: TaskFailedError bad-value\n\
+         'dyn_a 3' 'dyn_b 4' 'dyn_a 5'\n\
+         'ok' 'replaced'\n\
+         'swapped' 'greet 101'\n\
+         private: AttributeError _secret\n\
+         missing: TaskFailedError unknown-function\n\
+         round trips: 28 wrong: []\n\
+         put/get: [True, True, True, True]\n"
+    );
+}
+
 /// A job of two components: the Rust driver (also named `rust`, so the
 /// Python side can call back) and the Python component `py`.
 async fn polyglot(node: &Node, args: &[&str]) -> String {

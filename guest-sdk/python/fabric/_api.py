@@ -5,7 +5,7 @@ import inspect
 from wit_world.imports import host, types
 from componentize_py_types import Err
 
-from . import errors
+from . import errors, _values
 from ._values import ObjectRef, encode, decode, wit_id, id_bytes
 from ._wit import raise_error
 
@@ -200,6 +200,9 @@ class ActorHandle:
         return f"ActorHandle({self._class or 'actor'}, {self._fabric_ref.hex()})"
 
 
+_values.ActorHandle = ActorHandle
+
+
 class ActorMethod:
     __slots__ = ("_actor", "_method")
 
@@ -208,7 +211,7 @@ class ActorMethod:
         self._method = method
 
     def remote(self, *args):
-        wire, nested = _args(args)
+        wire, nested = _args(args) if args else ([], [])
         try:
             h = host.call_actor(self._actor._fabric_ref._handle, self._method, wire, nested)
         except Err as e:

@@ -3,6 +3,7 @@ actors and driver."""
 
 import sys
 import traceback
+from types import FunctionType
 
 from wit_world import exports
 from wit_world.exports import guest
@@ -16,6 +17,9 @@ from ._wit import failure, to_wit
 
 #: This instance's actor: (class name, the object).
 _ACTOR = []
+#: The actor's methods resolved so far: name -> (what, bound method, its
+#: function, whether it takes `self`, the object).
+_METHODS = {}
 
 
 def _flush():
@@ -26,8 +30,15 @@ def _flush():
         pass
 
 
+#: `_arity` of each function called here (a call must not inspect again).
+_ARITIES = {}
+
+
 def _arity(fn, skip_self):
     """The fewest and most positional arguments `fn` takes (None: any)."""
+    known = _ARITIES.get((fn, skip_self))
+    if known is not None:
+        return known
     code = getattr(fn, "__code__", None)
     if code is None:
         return 0, None
@@ -35,11 +46,14 @@ def _arity(fn, skip_self):
     fewest = most - len(fn.__defaults__ or ())
     if code.co_flags & 0x04:  # *args
         most = None
+    _ARITIES[(fn, skip_self)] = fewest, most
     return fewest, most
 
 
 def _decode_args(what, fn, args, skip_self):
     fewest, most = _arity(fn, skip_self)
+    if not args and not fewest:
+        return args
     if len(args) < fewest or (most is not None and len(args) > most):
         expected = str(fewest) if fewest == most else f"{fewest} to {'any' if most is None else most}"
         raise Err(failure(what, "bad-value", f"expected {expected} arguments, got {len(args)}"))
@@ -103,9 +117,13 @@ class Guest(exports.Guest):
             values = _decode_args(what, lambda: None, args, False)
         else:
             values = _decode_args(what, init, args, True)
+        _METHODS.clear()
         _ACTOR[:] = [(class_, _run(what, c._cls, values))]
 
     def _method(self, method):
+        known = _METHODS.get(method)
+        if known is not None and method not in known[4].__dict__:
+            return known[:4]
         if not _ACTOR:
             raise Err(failure(method, "system", "this instance holds no actor"))
         name, obj = _ACTOR[0]
@@ -116,11 +134,24 @@ class Guest(exports.Guest):
             raise Err(to_wit(what, e))
         if fn is None or not callable(fn):
             raise Err(failure(what, "unknown-function", f"actor `{name}` has no method `{method}`"))
-        return what, fn
+        found = what, fn, getattr(fn, "__func__", fn), hasattr(fn, "__func__")
+        # A plain function of the class is resolved once; anything else (a
+        # `__getattr__` or `__getattribute__`, a descriptor) is looked up on
+        # every call, and an attribute set on the object later shadows the
+        # method (checked on every call: the entry keeps the object).
+        cls = type(obj)
+        if (
+            isinstance(getattr(cls, method, None), FunctionType)
+            and cls.__getattribute__ is object.__getattribute__
+            and isinstance(getattr(obj, "__dict__", None), dict)
+            and method not in obj.__dict__
+        ):
+            _METHODS[method] = found + (obj,)
+        return found
 
     def actor_call(self, method, args):
-        what, fn = self._method(method)
-        values = _decode_args(what, getattr(fn, "__func__", fn), args, hasattr(fn, "__func__"))
+        what, fn, plain, bound = self._method(method)
+        values = _decode_args(what, plain, args, bound)
         return _output(what, _run(what, fn, values), 1)
 
     def actor_run(self):

@@ -61,8 +61,17 @@ class Encoded:
         self.nested = nested
 
 
+#: Types that hold no references: encoded without looking for any.
+_PLAIN = frozenset((bytes, str, int, float, bool, type(None)))
+
+
 def encode(value):
     """`value` as MessagePack, and the host handles of the references in it."""
+    t = type(value)
+    if t is bytes:  # the most common result: no walk, no closure
+        return Encoded(_msgpack.bin_header(len(value)) + value, [])
+    if t in _PLAIN:
+        return Encoded(_msgpack.pack(value), [])
     nested = []
 
     def ext_of(obj):
@@ -78,10 +87,18 @@ def encode(value):
     return Encoded(_msgpack.pack(value, ext_of), nested)
 
 
+#: The handle class lives with the API, which imports this module: set by
+#: `_api` once it is loaded.
+ActorHandle = None
+
+
 def decode(data):
     """The value `data` encodes, with the references in it adopted."""
-    from ._api import ActorHandle  # the handle class lives with the API
-
+    n = len(data)
+    if n and data[0] == 0xC4 and n >= 2 and data[1] == n - 2:
+        return data[2:]  # a short `bin`, the most common result
+    if n == 1 and data[0] < 0x80:
+        return data[0]
     pending = []
 
     def ext_hook(code, raw):
