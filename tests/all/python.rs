@@ -112,6 +112,54 @@ async fn python_linear_regression_prints_what_rust_prints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_stream_pipeline_prints_what_rust_prints() {
+    prints_what_rust_prints(
+        "examples/python/stream_pipeline.py",
+        examples::STREAM_PIPELINE,
+    )
+    .await;
+}
+
+/// Python generators stream (tasks and actor methods, found by their
+/// being generators or named with `num_returns="streaming"`), fail after
+/// the items before the error, stop when the stream is closed (the node
+/// holds nothing of them after the job: an endless generator would keep
+/// its instance), and a Python driver takes a Rust generator's items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_generators_stream_fail_and_stop() {
+    let node = node(2.0);
+    let py = python_app("tests/programs/python/generators.py").await;
+    let python = node.load(&std::fs::read(&py).unwrap()).await.unwrap();
+    let rust = node
+        .load(&std::fs::read(examples::STREAM_PIPELINE).unwrap())
+        .await
+        .unwrap();
+    let options = fabric_host::JobOptions {
+        components: vec![("py".into(), python.clone()), ("rust".into(), rust)],
+        ..Default::default()
+    };
+    let logs = std::sync::Arc::new(fabric_host::logs::MemorySink::default());
+    let outcome = node
+        .run_job_with(python, vec!["rust".into()], logs.clone(), options)
+        .await;
+    if let Err(e) = &outcome.result {
+        panic!("{e}\n{}\n{}", logs.stdout(), logs.stderr());
+    }
+    assert_eq!(
+        logs.stdout(),
+        "count: [0, 1, 2, 3, 4]\n\
+         fails_after: [0, 1, 2] application-error ValueError broke after 3\n\
+         endless, closed: [0, 1, 2] []\n\
+         endless stopped: True\n\
+         actor: ['item 0', 'item 1', 'item 2'] 3\n\
+         explicit: ['item 0', 'item 1']\n\
+         next within 5 s: 0 []\n\
+         rust readings: [20.0, 22.5, 25.0, 23.5, 20.5, 23.0]\n"
+    );
+    crate::support::assert_released(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_producer_consumer_prints_what_rust_prints() {
     prints_what_rust_prints(
         "examples/python/producer_consumer.py",
@@ -261,9 +309,11 @@ async fn python_opens_no_socket_without_a_grant() {
 }
 
 /// The SDK's fast paths keep Python's meaning: a method resolved once is
-/// still shadowed by an attribute set on the object later, `__getattr__`
-/// methods are looked up on every call, argument counts are checked on
-/// every call, and values of every MessagePack shape round-trip.
+/// still shadowed by an attribute set on the object later, replaced or
+/// deleted on the class, or gone with a change of the object's class;
+/// `__getattr__` methods and callable (even unhashable) objects are looked
+/// up on every call; argument counts are checked on every call; values of
+/// every MessagePack shape round-trip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_actor_methods_and_values_keep_pythons_meaning() {
     let wasm = python_app("tests/programs/python/semantics.py").await;
@@ -278,6 +328,10 @@ async fn python_actor_methods_and_values_keep_pythons_meaning() {
          'swapped' 'greet 101'\n\
          private: AttributeError _secret\n\
          missing: TaskFailedError unknown-function\n\
+         'open' 12 'open'\n\
+         'ok' 'patched'\n\
+         'ok' TaskFailedError unknown-function\n\
+         'ok' 'closed'\n\
          round trips: 28 wrong: []\n\
          put/get: [True, True, True, True]\n"
     );

@@ -20,6 +20,7 @@ from ._api import (
     ActorClass,
     ActorHandle,
     NodeAffinity,
+    ObjectRefGenerator,
     RemoteFunction,
     RuntimeContext,
     actor_class,
@@ -54,7 +55,8 @@ from .errors import (
 )
 
 __all__ = [
-    "ActorClass", "ActorHandle", "NodeAffinity", "ObjectRef", "RemoteFunction", "RuntimeContext",
+    "ActorClass", "ActorHandle", "NodeAffinity", "ObjectRef", "ObjectRefGenerator", "RemoteFunction",
+    "RuntimeContext",
     "actor_class", "available_resources", "cancel", "function", "cluster_resources", "context", "get", "get_actor", "kill",
     "load_checkpoint", "main", "put", "remote", "save_checkpoint", "wait",
     "ActorDiedError", "FabricError", "GetTimeoutError", "InvalidArgumentError", "LimitExceededError",

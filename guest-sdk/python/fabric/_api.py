@@ -15,7 +15,9 @@ CLASSES = {}
 MAIN = []
 
 _TASK_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "max_retries", "retry_exceptions",
-              "name", "num_returns", "scheduling_strategy"}
+              "name", "num_returns", "scheduling_strategy", "backpressure"}
+#: `num_returns` of a streaming generator (Ray's spelling).
+STREAMING = "streaming"
 _ACTOR_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "max_restarts", "max_task_retries",
                "max_concurrency", "name", "namespace", "lifetime", "get_if_exists",
                "scheduling_strategy"}
@@ -94,7 +96,12 @@ class RemoteFunction:
         self._fn = fn
         self._name = name or fn.__name__
         self._opts = options
-        self._returns = int(options.get("num_returns") or 1)
+        returns = options.get("num_returns")
+        # A generator function streams unless told otherwise, as in Ray.
+        self._stream = returns == STREAMING or (
+            returns is None and fn is not None and inspect.isgeneratorfunction(fn)
+        )
+        self._returns = 1 if self._stream else int(returns or 1)
         self._wit = types.TaskOptions(
             resources=_resources(options, None),
             placement=_placement(options.get("scheduling_strategy")),
@@ -102,7 +109,7 @@ class RemoteFunction:
             retry_exceptions=bool(options.get("retry_exceptions", False)),
             name=options.get("name"),
             num_returns=None if self._returns == 1 else self._returns,
-            backpressure=None,
+            backpressure=options.get("backpressure"),
         )
 
     def __call__(self, *args, **kwargs):
@@ -121,6 +128,8 @@ class RemoteFunction:
             raise TypeError(f"`{self._name}` is another component's: pass its arguments by position")
         wire, nested = _args(_positional(self._fn, args, kwargs))
         try:
+            if self._stream:
+                return ObjectRefGenerator(host.submit_stream(self._name, wire, nested, self._wit))
             if self._returns == 1:
                 return ObjectRef(host.submit(self._name, wire, nested, self._wit))
             return [ObjectRef(h) for h in host.submit_returns(self._name, wire, nested, self._wit)]
@@ -204,19 +213,103 @@ _values.ActorHandle = ActorHandle
 
 
 class ActorMethod:
-    __slots__ = ("_actor", "_method")
+    """A method of an actor: `.remote(*args)` queues a call. A generator
+    method of a class of this component streams (the call returns an
+    `ObjectRefGenerator`); for another component's, say so with
+    `.options(num_returns="streaming")`."""
 
-    def __init__(self, actor, method):
+    __slots__ = ("_actor", "_method", "_stream", "_backpressure")
+
+    def __init__(self, actor, method, stream=None, backpressure=None):
         self._actor = actor
         self._method = method
+        if stream is None:
+            stream = _streams(actor._class, method)
+        self._stream = stream
+        self._backpressure = backpressure
+
+    def options(self, num_returns=None, backpressure=None):
+        """This method called as a streaming generator
+        (`num_returns="streaming"`), with at most `backpressure` items
+        yielded and not yet taken (default 64)."""
+        if num_returns not in (None, 1, STREAMING):
+            raise errors.InvalidArgumentError(
+                f"an actor method returns one value or streams, not num_returns={num_returns!r}"
+            )
+        stream = num_returns == STREAMING or (num_returns is None and self._stream)
+        return ActorMethod(self._actor, self._method, stream, backpressure)
 
     def remote(self, *args):
         wire, nested = _args(args) if args else ([], [])
+        actor = self._actor._fabric_ref._handle
         try:
-            h = host.call_actor(self._actor._fabric_ref._handle, self._method, wire, nested)
+            if self._stream:
+                return ObjectRefGenerator(
+                    host.call_actor_stream(actor, self._method, wire, nested, self._backpressure)
+                )
+            h = host.call_actor(actor, self._method, wire, nested)
         except Err as e:
             raise_error(e.value)
         return ObjectRef(h)
+
+
+#: Whether a method of a class of this component is a generator, by
+#: (class name, method name): looked up once, not on every call.
+_STREAMING_METHODS = {}
+
+
+def _streams(class_name, method):
+    key = (class_name, method)
+    known = _STREAMING_METHODS.get(key)
+    if known is None:
+        cls = CLASSES.get(class_name)
+        known = cls is not None and inspect.isgeneratorfunction(getattr(cls._cls, method, None))
+        _STREAMING_METHODS[key] = known
+    return known
+
+
+class ObjectRefGenerator:
+    """The items of a streaming generator (Ray's `ObjectRefGenerator`), as
+    its caller takes them: iterate it for an `ObjectRef` per item, in the
+    order they were yielded. A generator that failed raises its error after
+    its last item. `close()` (or dropping it) stops the generator and frees
+    the items not taken."""
+
+    __slots__ = ("_stream", "_done")
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._done = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.next()
+
+    def next(self, timeout=None):
+        """The next item, waiting up to `timeout` seconds (forever when
+        None; `GetTimeoutError` after, and the stream goes on);
+        `StopIteration` at the end."""
+        if self._done:
+            raise StopIteration
+        try:
+            h = self._stream.next(_timeout_ms(timeout))
+        except Err as e:
+            if not isinstance(e.value, types.Error_Timeout):
+                self.close()
+            raise_error(e.value)
+        if h is None:
+            self.close()
+            raise StopIteration
+        return ObjectRef(h)
+
+    def close(self):
+        """Stops the generator (if it still runs) and frees what it yielded
+        that was not taken."""
+        if not self._done:
+            self._done = True
+            self._stream.__exit__(None, None, None)
 
 
 def remote(*args, **options):

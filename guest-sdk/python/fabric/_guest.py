@@ -3,7 +3,7 @@ actors and driver."""
 
 import sys
 import traceback
-from types import FunctionType
+from types import CodeType, FunctionType, GeneratorType
 
 from wit_world import exports
 from wit_world.exports import guest
@@ -17,9 +17,38 @@ from ._wit import failure, to_wit
 
 #: This instance's actor: (class name, the object).
 _ACTOR = []
-#: The actor's methods resolved so far: name -> (what, bound method, its
-#: function, whether it takes `self`, the object).
+#: The actor's methods resolved so far: name -> (what, bound method,
+#: arity, the object, its class, the class's function).
 _METHODS = {}
+
+
+def _remember(method, found, obj):
+    """Keeps the resolution of `method` when it is a plain function of the
+    object's class, got the ordinary way. Anything else (a `__getattr__` or
+    `__getattribute__`, a descriptor, a callable object) is looked up on
+    every call, which also bounds `_METHODS` by the class's functions."""
+    try:
+        cls = type(obj)
+        func = getattr(cls, method, None)
+        if (
+            isinstance(func, FunctionType)
+            and cls.__getattribute__ is object.__getattribute__
+            and type(getattr(obj, "__dict__", None)) is dict
+            and method not in obj.__dict__
+        ):
+            _METHODS[method] = found + (obj, cls, func)
+    except Exception:
+        pass
+
+
+def _still(method, obj, cls, func):
+    """Whether a kept resolution still holds: the object's class is the
+    same, nothing on the object shadows the method, and the class's
+    function was not replaced or deleted."""
+    try:
+        return type(obj) is cls and method not in obj.__dict__ and getattr(cls, method, None) is func
+    except Exception:
+        return False
 
 
 def _flush():
@@ -30,28 +59,29 @@ def _flush():
         pass
 
 
-#: `_arity` of each function called here (a call must not inspect again).
-_ARITIES = {}
+#: The arity of each remote function of this component, by name (computed
+#: on its first call, not on every one).
+_FUNCTION_ARITIES = {}
 
 
 def _arity(fn, skip_self):
-    """The fewest and most positional arguments `fn` takes (None: any)."""
-    known = _ARITIES.get((fn, skip_self))
-    if known is not None:
-        return known
-    code = getattr(fn, "__code__", None)
-    if code is None:
+    """The fewest and most positional arguments `fn` takes (None: any):
+    (0, None) for a callable that is not a plain function."""
+    try:
+        code = getattr(fn, "__code__", None)
+        if type(code) is not CodeType:
+            return 0, None
+        most = code.co_argcount - (1 if skip_self else 0)
+        fewest = most - len(fn.__defaults__ or ())
+    except Exception:
         return 0, None
-    most = code.co_argcount - (1 if skip_self else 0)
-    fewest = most - len(fn.__defaults__ or ())
     if code.co_flags & 0x04:  # *args
         most = None
-    _ARITIES[(fn, skip_self)] = fewest, most
     return fewest, most
 
 
-def _decode_args(what, fn, args, skip_self):
-    fewest, most = _arity(fn, skip_self)
+def _decode_args(what, arity, args):
+    fewest, most = arity
     if not args and not fewest:
         return args
     if len(args) < fewest or (most is not None and len(args) > most):
@@ -68,7 +98,35 @@ def _decode_args(what, fn, args, skip_self):
     return out
 
 
+#: What a streaming generator returns once its items are handed over.
+_NIL = b"\xc0"
+
+
+def _drain(what, items):
+    """Hands each item of the generator `items` to the caller
+    (`yield-item`): the call streams. The generator's own exception fails
+    the call after the items before it; so does a refusal by the host
+    (`cancelled` once the caller dropped the stream)."""
+    try:
+        for item in items:
+            try:
+                e = encode(item)
+            except Exception as exc:
+                raise Err(failure(what, "bad-value", f"item: {exc}"))
+            host.yield_item(e.data, e.nested)
+    except Err:
+        items.close()
+        raise
+    except BaseException as exc:  # SystemExit too: the call fails, not the instance
+        raise Err(to_wit(what, exc))
+    finally:
+        _flush()
+    return guest.Output(value=_NIL, nested=[], ends=[], nested_ends=[])
+
+
 def _output(what, value, returns):
+    if type(value) is GeneratorType:
+        return _drain(what, value)
     try:
         if returns == 1:
             e = encode(value)
@@ -104,7 +162,10 @@ class Guest(exports.Guest):
             names = ", ".join(sorted(FUNCTIONS)) or "none"
             raise Err(failure(function, "unknown-function",
                               f"no remote function named `{function}` (this component has: {names})"))
-        values = _decode_args(function, f._fn, args, False)
+        arity = _FUNCTION_ARITIES.get(function)
+        if arity is None:
+            arity = _FUNCTION_ARITIES[function] = _arity(f._fn, False)
+        values = _decode_args(function, arity, args)
         return _output(function, _run(function, f._fn, values), f._returns)
 
     def actor_new(self, class_, args):
@@ -113,17 +174,16 @@ class Guest(exports.Guest):
         if c is None:
             raise Err(failure(what, "unknown-function", f"no actor class named `{class_}`"))
         init = c._cls.__init__
-        if init is object.__init__:
-            values = _decode_args(what, lambda: None, args, False)
-        else:
-            values = _decode_args(what, init, args, True)
+        arity = (0, 0) if init is object.__init__ else _arity(init, True)
+        values = _decode_args(what, arity, args)
         _METHODS.clear()
         _ACTOR[:] = [(class_, _run(what, c._cls, values))]
 
     def _method(self, method):
+        """(what, the bound method, its arity) of the actor's `method`."""
         known = _METHODS.get(method)
-        if known is not None and method not in known[4].__dict__:
-            return known[:4]
+        if known is not None and _still(method, *known[3:]):
+            return known[:3]
         if not _ACTOR:
             raise Err(failure(method, "system", "this instance holds no actor"))
         name, obj = _ACTOR[0]
@@ -134,24 +194,14 @@ class Guest(exports.Guest):
             raise Err(to_wit(what, e))
         if fn is None or not callable(fn):
             raise Err(failure(what, "unknown-function", f"actor `{name}` has no method `{method}`"))
-        found = what, fn, getattr(fn, "__func__", fn), hasattr(fn, "__func__")
-        # A plain function of the class is resolved once; anything else (a
-        # `__getattr__` or `__getattribute__`, a descriptor) is looked up on
-        # every call, and an attribute set on the object later shadows the
-        # method (checked on every call: the entry keeps the object).
-        cls = type(obj)
-        if (
-            isinstance(getattr(cls, method, None), FunctionType)
-            and cls.__getattribute__ is object.__getattribute__
-            and isinstance(getattr(obj, "__dict__", None), dict)
-            and method not in obj.__dict__
-        ):
-            _METHODS[method] = found + (obj,)
+        bound = hasattr(fn, "__func__")
+        found = what, fn, _arity(fn.__func__ if bound else fn, bound)
+        _remember(method, found, obj)
         return found
 
     def actor_call(self, method, args):
-        what, fn, plain, bound = self._method(method)
-        values = _decode_args(what, plain, args, bound)
+        what, fn, arity = self._method(method)
+        values = _decode_args(what, arity, args)
         return _output(what, _run(what, fn, values), 1)
 
     def actor_run(self):

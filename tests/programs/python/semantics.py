@@ -4,6 +4,8 @@ once, as Ray resolves an actor's methods, but an attribute set on the
 object or a `__getattr__` is looked up on every call; an argument count is
 checked on every call; values of every shape round-trip through a task."""
 
+from dataclasses import dataclass
+
 import fabric
 
 
@@ -40,6 +42,41 @@ class Shapeshifter:
         raise AttributeError(name)
 
 
+@dataclass
+class Times:
+    """A callable object that cannot be hashed (`__hash__` is None)."""
+
+    k: int = 3
+
+    def __call__(self, x):
+        return x * self.k
+
+
+class Closed:
+    def state(self):
+        return "closed"
+
+
+@fabric.remote
+class Door:
+    times = Times()
+
+    def state(self):
+        return "open"
+
+    def patch(self):
+        type(self).state = lambda self: "patched"
+        return "ok"
+
+    def unpatch(self):
+        del type(self).state
+        return "ok"
+
+    def close(self):
+        self.__class__ = Closed
+        return "ok"
+
+
 def outcome(ref):
     try:
         return repr(fabric.get(ref))
@@ -69,6 +106,11 @@ def main():
     except AttributeError as e:
         print("private: AttributeError", e)
     print("missing:", outcome(s.nothing.remote()))
+    d = Door.remote()
+    print(outcome(d.state.remote()), outcome(d.times.remote(4)), outcome(d.state.remote()))
+    print(outcome(d.patch.remote()), outcome(d.state.remote()))
+    print(outcome(d.unpatch.remote()), outcome(d.state.remote()))
+    print(outcome(d.close.remote()), outcome(d.state.remote()))
     back = fabric.get([echo.remote(v) for v in VALUES])
     expected = [bytes(v) if isinstance(v, bytearray) else v for v in VALUES]
     wrong = [(v, b) for v, b in zip(expected, back) if v != b or type(v) is not type(b)]
