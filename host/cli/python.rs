@@ -31,6 +31,10 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../guest-sdk/python/fabric/_api.py"),
     ),
     (
+        "fabric/_groups.py",
+        include_str!("../../guest-sdk/python/fabric/_groups.py"),
+    ),
+    (
         "fabric/_guest.py",
         include_str!("../../guest-sdk/python/fabric/_guest.py"),
     ),
@@ -53,6 +57,10 @@ const SDK: &[(&str, &str)] = &[
     (
         "fabric/errors.py",
         include_str!("../../guest-sdk/python/fabric/errors.py"),
+    ),
+    (
+        "fabric/util.py",
+        include_str!("../../guest-sdk/python/fabric/util.py"),
     ),
     ("wit/fabric.wit", include_str!("../../wit/fabric.wit")),
 ];

@@ -50,6 +50,28 @@ fn every_python_example_has_a_test() {
     assert!(count >= 6, "{count} Python examples");
 }
 
+/// The `fabric` binary carries the Python SDK it builds with: a module
+/// added to guest-sdk/python/fabric but not to host/cli/python.rs's list
+/// would be missing from every Python component.
+#[test]
+fn every_python_sdk_module_is_built_into_fabric() {
+    let root = std::path::Path::new(crate::support::REPO_ROOT);
+    let embedded = std::fs::read_to_string(root.join("host/cli/python.rs")).unwrap();
+    let mut count = 0;
+    for entry in std::fs::read_dir(root.join("guest-sdk/python/fabric")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if name.ends_with(".py") {
+            count += 1;
+            let include = format!("include_str!(\"../../guest-sdk/python/fabric/{name}\")");
+            assert!(
+                embedded.contains(&include),
+                "guest-sdk/python/fabric/{name} is not in host/cli/python.rs's SDK list"
+            );
+        }
+    }
+    assert!(count >= 10, "{count} SDK modules");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_has_a_test() {
     let sources = test_sources();

@@ -14,6 +14,9 @@ use fabric_host::{Node, NodeConfig};
 use crate::hostile::{assert_victim_ok, finish, start_program, start_victim};
 use crate::support::{REPO_ROOT, examples, node, node_with, programs, run_ok, test_config};
 
+/// The SDK's scenarios (semantics, generators, groups), one component.
+const SDK_SCENARIOS: &str = "tests/programs/python/sdk.py";
+
 /// The component `fabric build` makes of the Python file at `path` (from
 /// the repository's root), built once per test process.
 pub(crate) async fn python_app(path: &'static str) -> String {
@@ -128,7 +131,7 @@ async fn python_stream_pipeline_prints_what_rust_prints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_generators_stream_fail_and_stop() {
     let node = node(2.0);
-    let py = python_app("tests/programs/python/generators.py").await;
+    let py = python_app(SDK_SCENARIOS).await;
     let python = node.load(&std::fs::read(&py).unwrap()).await.unwrap();
     let rust = node
         .load(&std::fs::read(examples::STREAM_PIPELINE).unwrap())
@@ -140,7 +143,12 @@ async fn python_generators_stream_fail_and_stop() {
     };
     let logs = std::sync::Arc::new(fabric_host::logs::MemorySink::default());
     let outcome = node
-        .run_job_with(python, vec!["rust".into()], logs.clone(), options)
+        .run_job_with(
+            python,
+            vec!["generators".into(), "rust".into()],
+            logs.clone(),
+            options,
+        )
         .await;
     if let Err(e) = &outcome.result {
         panic!("{e}\n{}\n{}", logs.stdout(), logs.stderr());
@@ -316,9 +324,9 @@ async fn python_opens_no_socket_without_a_grant() {
 /// every MessagePack shape round-trip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_actor_methods_and_values_keep_pythons_meaning() {
-    let wasm = python_app("tests/programs/python/semantics.py").await;
+    let wasm = python_app(SDK_SCENARIOS).await;
     assert_eq!(
-        run_ok(&node(2.0), &wasm, &[]).await,
+        run_ok(&node(2.0), &wasm, &["semantics"]).await,
         "'greet 1' 'greet 2'\n\
          11 3\n\
          too many: TaskFailedError bad-value\n\
@@ -334,6 +342,31 @@ async fn python_actor_methods_and_values_keep_pythons_meaning() {
          'ok' 'closed'\n\
          round trips: 28 wrong: []\n\
          put/get: [True, True, True, True]\n"
+    );
+}
+
+/// Placement groups reserve their bundles together and run work in them,
+/// fail at once when they can never fit, give their CPUs back when
+/// removed; an `ActorPool` hands out calls in order or as they finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_placement_groups_and_actor_pools() {
+    let wasm = python_app(SDK_SCENARIOS).await;
+    assert_eq!(
+        run_ok(&node(4.0), &wasm, &["groups"]).await,
+        "ready: True bundles: 2 [{'CPU': 1.0}, {'CPU': 1.0}]\n\
+         reserved: 2.0\n\
+         ran in bundle 0 on this node: True\n\
+         table: pair STRICT_PACK CREATED {0: {'CPU': 1.0}, 1: {'CPU': 1.0}}\n\
+         by name: True\n\
+         too big: ResourcesInfeasibleError\n\
+         bad strategy: InvalidArgumentError\n\
+         after remove: NotFoundError, CPUs back: True\n\
+         into a removed group: NotFoundError\n\
+         map: [0, 1, 4, 9, 16, 25]\n\
+         unordered: [1, 2, 4]\n\
+         queued: False [49, 64, 81] False\n\
+         popped: True True\n\
+         push twice: ValueError\n"
     );
 }
 

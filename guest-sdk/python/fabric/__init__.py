@@ -39,7 +39,16 @@ from ._api import (
     save_checkpoint,
     wait,
 )
+from ._groups import (
+    PlacementGroup,
+    PlacementGroupSchedulingStrategy,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from ._values import ObjectRef
+from . import util  # noqa: F401  (a component holds what was imported when it was built)
 from .errors import (
     ActorDiedError,
     FabricError,
@@ -59,6 +68,8 @@ __all__ = [
     "RuntimeContext",
     "actor_class", "available_resources", "cancel", "function", "cluster_resources", "context", "get", "get_actor", "kill",
     "load_checkpoint", "main", "put", "remote", "save_checkpoint", "wait",
+    "PlacementGroup", "PlacementGroupSchedulingStrategy", "get_placement_group", "placement_group",
+    "placement_group_table", "remove_placement_group",
     "ActorDiedError", "FabricError", "GetTimeoutError", "InvalidArgumentError", "LimitExceededError",
     "NotFoundError", "ObjectLostError", "ResourcesInfeasibleError", "TaskCancelledError",
     "TaskFailedError", "ValueEncodingError",

@@ -7,6 +7,7 @@ from componentize_py_types import Err
 
 from . import errors, _values
 from ._values import ObjectRef, encode, decode, wit_id, id_bytes
+from ._groups import PlacementGroupSchedulingStrategy
 from ._wit import raise_error
 
 #: Remote functions and actor classes of this component, by name.
@@ -41,6 +42,8 @@ def _placement(strategy):
         return types.Placement_Spread()
     if isinstance(strategy, NodeAffinity):
         return types.Placement_Node(types.NodeAffinity(node_id=strategy.node_id, soft=strategy.soft))
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        return strategy._wit()
     raise errors.InvalidArgumentError(f"unknown scheduling strategy {strategy!r}")
 
 

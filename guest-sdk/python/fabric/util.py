@@ -1,0 +1,117 @@
+"""Utilities over actors (Ray's `ray.util`): `ActorPool`, which spreads
+work over a fixed set of actors.
+
+    from fabric.util import ActorPool
+
+    pool = ActorPool([Worker.remote() for _ in range(4)])
+    squares = list(pool.map(lambda a, v: a.square.remote(v), range(10)))
+"""
+
+from . import _api
+from .errors import GetTimeoutError
+
+
+class ActorPool:
+    """Work spread over `actors`: each takes one submitted call at a time;
+    results come back in submission order (`get_next`, `map`) or as they
+    finish (`get_next_unordered`, `map_unordered`). Ray's `ActorPool`."""
+
+    def __init__(self, actors):
+        self._idle = list(actors)
+        self._future_to_actor = {}  # ObjectRef -> (submission index, actor)
+        self._index_to_future = {}  # submission index -> ObjectRef
+        self._next_task_index = 0
+        self._next_return_index = 0
+        self._pending = []  # (fn, value) waiting for an idle actor
+
+    def submit(self, fn, value):
+        """Schedules `fn(actor, value)` (which must return an `ObjectRef`,
+        e.g. `lambda a, v: a.method.remote(v)`) on an idle actor, or once
+        one is free."""
+        if self._idle:
+            actor = self._idle.pop()
+            ref = fn(actor, value)
+            self._future_to_actor[ref] = (self._next_task_index, actor)
+            self._index_to_future[self._next_task_index] = ref
+            self._next_task_index += 1
+        else:
+            self._pending.append((fn, value))
+
+    def has_next(self):
+        """Whether any submitted result has not been returned yet."""
+        return bool(self._future_to_actor) or bool(self._pending)
+
+    def get_next(self, timeout=None):
+        """The next result in submission order, waiting up to `timeout`
+        seconds (`GetTimeoutError` after)."""
+        if not self.has_next():
+            raise StopIteration("no more results to get")
+        if self._next_return_index >= self._next_task_index:
+            raise ValueError("it is not allowed to call get_next() after get_next_unordered()")
+        ref = self._index_to_future[self._next_return_index]
+        if timeout is not None:
+            ready, _ = _api.wait([ref], num_returns=1, timeout=timeout)
+            if not ready:
+                raise GetTimeoutError("timed out waiting for the next result")
+        del self._index_to_future[self._next_return_index]
+        self._next_return_index += 1
+        _, actor = self._future_to_actor.pop(ref)
+        self._return_actor(actor)
+        return _api.get(ref)
+
+    def get_next_unordered(self, timeout=None):
+        """The next result to finish, in any order, waiting up to `timeout`
+        seconds (`GetTimeoutError` after)."""
+        if not self.has_next():
+            raise StopIteration("no more results to get")
+        ready, _ = _api.wait(list(self._future_to_actor), num_returns=1, timeout=timeout)
+        if not ready:
+            raise GetTimeoutError("timed out waiting for a result")
+        ref = ready[0]
+        index, actor = self._future_to_actor.pop(ref)
+        self._index_to_future.pop(index, None)
+        self._next_return_index = max(self._next_return_index, index + 1)
+        self._return_actor(actor)
+        return _api.get(ref)
+
+    def map(self, fn, values):
+        """`fn(actor, value)` for each of `values`, spread over the pool;
+        yields the results in the order of `values`."""
+        # Earlier submissions are waited for and their results dropped, as
+        # Ray's `map` does.
+        while self.has_next():
+            self.get_next_unordered()
+        for v in values:
+            self.submit(fn, v)
+        while self.has_next():
+            yield self.get_next()
+
+    def map_unordered(self, fn, values):
+        """As `map`, but yields each result as soon as it is ready."""
+        for v in values:
+            self.submit(fn, v)
+        while self.has_next():
+            yield self.get_next_unordered()
+
+    def has_free(self):
+        """Whether an actor is idle and no submission waits."""
+        return bool(self._idle) and not self._pending
+
+    def pop_idle(self):
+        """Removes an idle actor from the pool and returns it (None if none
+        is idle)."""
+        if self.has_free():
+            return self._idle.pop()
+        return None
+
+    def push(self, actor):
+        """Adds `actor` to the pool (it must not be in it already)."""
+        busy = {id(a) for _, a in self._future_to_actor.values()}
+        if any(a is actor for a in self._idle) or id(actor) in busy:
+            raise ValueError("the actor is already in the pool")
+        self._return_actor(actor)
+
+    def _return_actor(self, actor):
+        self._idle.append(actor)
+        if self._pending:
+            self.submit(*self._pending.pop(0))
