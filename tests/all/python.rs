@@ -161,7 +161,14 @@ async fn python_generators_stream_fail_and_stop() {
          endless stopped: True\n\
          actor: ['item 0', 'item 1', 'item 2'] 3\n\
          explicit: ['item 0', 'item 1']\n\
+         not streamed: bad-value True\n\
+         num_returns=2: ['left', 'right']\n\
+         num_returns='streaming': InvalidArgumentError\n\
+         num_returns=0: InvalidArgumentError\n\
+         num_returns='dynamic': InvalidArgumentError\n\
          next within 5 s: 0 []\n\
+         timed out, then: late []\n\
+         generator's own timeout: [1] application-error\n\
          rust readings: [20.0, 22.5, 25.0, 23.5, 20.5, 23.0]\n"
     );
     crate::support::assert_released(&node).await;
@@ -359,14 +366,21 @@ async fn python_placement_groups_and_actor_pools() {
          table: pair STRICT_PACK CREATED {0: {'CPU': 1.0}, 1: {'CPU': 1.0}}\n\
          by name: True\n\
          too big: ResourcesInfeasibleError\n\
-         bad strategy: InvalidArgumentError\n\
+         refused: InvalidArgumentError\n\
+         refused: InvalidArgumentError\n\
+         refused: InvalidArgumentError\n\
+         refused: InvalidArgumentError\n\
          after remove: NotFoundError, CPUs back: True\n\
          into a removed group: NotFoundError\n\
+         wait on a removed group: NotFoundError\n\
          map: [0, 1, 4, 9, 16, 25]\n\
          unordered: [1, 2, 4]\n\
          queued: False [49, 64, 81] False\n\
          popped: True True\n\
-         push twice: ValueError\n"
+         push twice: ValueError\n\
+         a failed submission: [1, 'cannot submit 2', 9] actors still free: True\n\
+         earlier dropped: [25, 36]\n\
+         the same actor by another handle: ValueError\n"
     );
 }
 

@@ -100,11 +100,20 @@ class RemoteFunction:
         self._name = name or fn.__name__
         self._opts = options
         returns = options.get("num_returns")
+        generator = fn is not None and _is_generator(fn)
+        if returns == STREAMING and fn is not None and not generator:
+            raise errors.InvalidArgumentError(
+                f"`{self._name}` is not a generator: num_returns=\"streaming\" needs one"
+            )
+        if returns not in (None, STREAMING) and (
+            type(returns) is not int or returns < 1
+        ):
+            raise errors.InvalidArgumentError(
+                f"num_returns must be a count of at least 1 or \"streaming\", not {returns!r}"
+            )
         # A generator function streams unless told otherwise, as in Ray.
-        self._stream = returns == STREAMING or (
-            returns is None and fn is not None and inspect.isgeneratorfunction(fn)
-        )
-        self._returns = 1 if self._stream else int(returns or 1)
+        self._stream = returns == STREAMING or (returns is None and generator)
+        self._returns = 1 if self._stream else (returns or 1)
         self._wit = types.TaskOptions(
             resources=_resources(options, None),
             placement=_placement(options.get("scheduling_strategy")),
@@ -266,9 +275,18 @@ def _streams(class_name, method):
     known = _STREAMING_METHODS.get(key)
     if known is None:
         cls = CLASSES.get(class_name)
-        known = cls is not None and inspect.isgeneratorfunction(getattr(cls._cls, method, None))
+        known = cls is not None and _is_generator(getattr(cls._cls, method, None))
         _STREAMING_METHODS[key] = known
     return known
+
+
+def _is_generator(fn):
+    """Whether `fn` (through `functools.wraps` wrappers) is a generator
+    function."""
+    try:
+        return inspect.isgeneratorfunction(inspect.unwrap(fn)) if fn is not None else False
+    except Exception:
+        return False
 
 
 class ObjectRefGenerator:

@@ -8,6 +8,8 @@ tasks and actors run in them with `PlacementGroupSchedulingStrategy`.
     fabric.remove_placement_group(pg)
 """
 
+import math
+
 from wit_world.imports import host, types
 from componentize_py_types import Err
 
@@ -37,7 +39,13 @@ def _bundle(spec):
         raise errors.InvalidArgumentError(f"a bundle is a non-empty dict of resources, not {spec!r}")
     rest = {}
     for k, v in spec.items():
-        if not isinstance(k, str) or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        if (
+            not isinstance(k, str)
+            or not isinstance(v, (int, float))
+            or isinstance(v, bool)
+            or not math.isfinite(v)
+            or v < 0
+        ):
             raise errors.InvalidArgumentError(f"bundle resource {k!r}: {v!r} is not an amount")
         if k not in ("CPU", "GPU", "memory"):
             rest[k] = float(v)
@@ -88,9 +96,13 @@ class PlacementGroup:
             raise_error(e.value)
 
     def wait(self, timeout_seconds=30):
-        """Whether every bundle was reserved within `timeout_seconds`."""
+        """Whether every bundle was reserved within `timeout_seconds`; a
+        removed group raises its error."""
+        ref = self.ready()
         try:
-            ready = host.wait([self.ready()._handle], 1, max(0, int(timeout_seconds * 1000)))
+            ready = host.wait([ref._handle], 1, max(0, int(timeout_seconds * 1000)))
+            if ready:
+                host.get(ref._handle, None)  # ready may mean failed: say how
         except Err as e:
             raise_error(e.value)
         return bool(ready)
@@ -185,8 +197,8 @@ class PlacementGroupSchedulingStrategy:
 
     def _wit(self):
         index = self.placement_group_bundle_index
-        if index is not None and index < -1:
-            raise errors.InvalidArgumentError(f"bundle index {index} is negative")
+        if index is not None and (type(index) is not int or index < -1):
+            raise errors.InvalidArgumentError(f"a bundle index is a count or -1 (any), not {index!r}")
         return types.Placement_Bundle(
             types.BundleTarget(
                 group=self.placement_group._id,

@@ -7,7 +7,7 @@ from types import CodeType, FunctionType, GeneratorType
 
 from wit_world import exports
 from wit_world.exports import guest
-from wit_world.imports import host
+from wit_world.imports import host, types
 from componentize_py_types import Err, Ok
 
 from . import errors, _msgpack
@@ -106,26 +106,57 @@ def _drain(what, items):
     """Hands each item of the generator `items` to the caller
     (`yield-item`): the call streams. The generator's own exception fails
     the call after the items before it; so does a refusal by the host
-    (`cancelled` once the caller dropped the stream)."""
+    (`cancelled` once the caller dropped the stream; `invalid-argument`
+    when the caller did not ask for a stream, which gets a hint)."""
+    first = True
     try:
         for item in items:
             try:
                 e = encode(item)
             except Exception as exc:
                 raise Err(failure(what, "bad-value", f"item: {exc}"))
-            host.yield_item(e.data, e.nested)
+            try:
+                host.yield_item(e.data, e.nested)
+            except Err as refused:
+                if first and isinstance(refused.value, types.Error_InvalidArgument):
+                    raise Err(failure(what, "bad-value", _NOT_STREAMED.format(what=what)))
+                raise
+            first = False
     except Err:
-        items.close()
+        _close(items)
         raise
     except BaseException as exc:  # SystemExit too: the call fails, not the instance
-        raise Err(to_wit(what, exc))
+        err = to_wit(what, exc)
+        if isinstance(err, types.Error_Timeout):
+            # A caller's `next(timeout=...)` times out with the same error:
+            # the generator's own timeout must end the stream instead.
+            err = failure(what, "application-error", f"GetTimeoutError: {exc}")
+        raise Err(err)
     finally:
         _flush()
     return guest.Output(value=_NIL, nested=[], ends=[], nested_ends=[])
 
 
+_NOT_STREAMED = (
+    "`{what}` is a generator but was not called as one: call it with "
+    "num_returns=\"streaming\" (for an actor handle that does not know its class, "
+    "handle.method.options(num_returns=\"streaming\").remote())"
+)
+
+
+def _close(items):
+    """Stops a generator whose items are refused; its own cleanup failing
+    must not take the instance down."""
+    try:
+        items.close()
+    except BaseException:
+        pass
+
+
 def _output(what, value, returns):
-    if type(value) is GeneratorType:
+    # A generator streams, unless the function declared `num_returns=N`
+    # (its N values are then the generator's items, as before streaming).
+    if type(value) is GeneratorType and returns == 1:
         return _drain(what, value)
     try:
         if returns == 1:

@@ -147,6 +147,25 @@ def fails_after(n):
     raise ValueError(f"broke after {n}")
 
 
+@fabric.remote(num_returns=2)
+def pair():
+    # A generator with `num_returns=N` gives N values, not a stream.
+    yield "left"
+    yield "right"
+
+
+@fabric.remote
+def slow_then_one():
+    time.sleep(0.5)
+    yield "late"
+
+
+@fabric.remote
+def times_out():
+    yield 1
+    raise fabric.GetTimeoutError("its own get timed out")
+
+
 @fabric.remote
 class Ticker:
     def __init__(self):
@@ -202,10 +221,41 @@ def generators(args):
         print("endless was not stopped")
     s = Source.remote()
     print("actor:", [fabric.get(r) for r in s.items.remote(3)], fabric.get(s.made_so_far.remote()))
-    explicit = s.items.options(num_returns="streaming", backpressure=1).remote(2)
+    # A handle that does not know the actor's class (found by name, or
+    # passed in a value) streams when told to, and says so when not.
+    Source.options(name="source").remote()
+    found = fabric.get_actor("source")
+    explicit = found.items.options(num_returns="streaming", backpressure=1).remote(2)
     print("explicit:", [fabric.get(r) for r in explicit])
+    try:
+        fabric.get(found.items.remote(2))
+    except fabric.TaskFailedError as e:
+        print("not streamed:", e.kind, "num_returns=\"streaming\"" in e.message)
+    print("num_returns=2:", fabric.get(list(pair.remote())))
+    for bad in ("streaming", 0, "dynamic"):
+        try:
+            echo.options(num_returns=bad)
+        except fabric.InvalidArgumentError:
+            print(f"num_returns={bad!r}: InvalidArgumentError")
     one = count.remote(1)
     print("next within 5 s:", fabric.get(one.next(timeout=5)), list(one))
+    late = slow_then_one.remote()
+    try:
+        late.next(timeout=0.05)
+    except fabric.GetTimeoutError:
+        print("timed out, then:", fabric.get(late.next()), list(late))
+    taken = []
+    stream = times_out.remote()
+    while True:  # a caller that waits out timeouts still sees the end
+        try:
+            taken.append(fabric.get(stream.next(timeout=5)))
+        except StopIteration:
+            break
+        except fabric.GetTimeoutError:
+            continue
+        except fabric.TaskFailedError as e:
+            print("generator's own timeout:", taken, e.kind)
+            break
     if args and args[0] == "rust":
         readings = fabric.function("rust", "readings", num_returns="streaming")
         print("rust readings:", [fabric.get(r)["celsius"] for r in readings.remote(2)])
@@ -224,7 +274,7 @@ class Worker:
         return x * x
 
     def slow_echo(self, x):
-        time.sleep(0.2 * x)
+        time.sleep(0.3 * x)
         return x
 
 
@@ -247,10 +297,16 @@ def groups(args):
         fabric.placement_group([{"CPU": 64}])
     except fabric.FabricError as e:
         print("too big:", type(e).__name__)
-    try:
-        fabric.placement_group([{"CPU": 1}], strategy="DIAGONAL")
-    except fabric.InvalidArgumentError:
-        print("bad strategy: InvalidArgumentError")
+    for bad in (
+        lambda: fabric.placement_group([{"CPU": 1}], strategy="DIAGONAL"),
+        lambda: fabric.placement_group([{"CPU": float("nan")}]),
+        lambda: fabric.placement_group([{"memory": float("inf")}]),
+        lambda: fabric.PlacementGroupSchedulingStrategy(pg, True)._wit(),
+    ):
+        try:
+            bad()
+        except fabric.InvalidArgumentError:
+            print("refused: InvalidArgumentError")
     fabric.remove_placement_group(pg)
     try:
         fabric.placement_group_table(pg)
@@ -260,10 +316,14 @@ def groups(args):
         fabric.get(where.options(scheduling_strategy=in_bundle).remote())
     except fabric.FabricError as e:
         print("into a removed group:", type(e).__name__)
+    try:
+        print("wait on a removed group:", pg.wait(1))
+    except fabric.FabricError as e:
+        print("wait on a removed group:", type(e).__name__)
 
     pool = ActorPool([Worker.remote(), Worker.remote()])
     print("map:", list(pool.map(lambda a, v: a.square.remote(v), range(6))))
-    # Two actors: 4 (0.8 s) on one, 1 then 2 (0.2 s, then 0.4 s) on the
+    # Two actors: 4 (1.2 s) on one, 1 then 2 (0.3 s, then 0.6 s) on the
     # other, so they finish 1, 2, 4; `map` would give them in order.
     print("unordered:", list(pool.map_unordered(lambda a, v: a.slow_echo.remote(v), [4, 1, 2])))
     pool.submit(lambda a, v: a.square.remote(v), 7)
@@ -277,6 +337,29 @@ def groups(args):
         pool.push(idle)
     except ValueError:
         print("push twice: ValueError")
+
+    def square_or_fail(a, v):
+        if v == 2:
+            raise ValueError("cannot submit 2")
+        return a.square.remote(v)
+
+    for v in (1, 2, 3):
+        pool.submit(square_or_fail, v)
+    results = []
+    while pool.has_next():
+        try:
+            results.append(pool.get_next())
+        except ValueError as e:
+            results.append(str(e))
+    print("a failed submission:", results, "actors still free:", pool.has_free())
+    pool.submit(lambda a, v: a.square.remote(v), 100)
+    print("earlier dropped:", sorted(pool.map_unordered(lambda a, v: a.square.remote(v), [5, 6])))
+    named = Worker.options(name="w3").remote()
+    pool.push(named)
+    try:
+        pool.push(fabric.get_actor("w3"))
+    except ValueError:
+        print("the same actor by another handle: ValueError")
 
 
 SCENARIOS = {"semantics": semantics, "generators": generators, "groups": groups}
