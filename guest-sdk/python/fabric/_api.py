@@ -7,7 +7,7 @@ from componentize_py_types import Err
 
 from . import errors, _values
 from ._values import ObjectRef, encode, decode, wit_id, id_bytes
-from ._groups import PlacementGroupSchedulingStrategy
+from ._groups import PlacementGroupSchedulingStrategy, resource_dict
 from ._wit import raise_error
 
 #: Remote functions and actor classes of this component, by name.
@@ -465,28 +465,16 @@ def context():
     return RuntimeContext(host.context())
 
 
-def _resource_dict(r):
-    out = {}
-    if r.num_cpus:
-        out["CPU"] = r.num_cpus
-    if r.num_gpus:
-        out["GPU"] = r.num_gpus
-    if r.memory:
-        out["memory"] = r.memory
-    out.update(dict(r.custom))
-    return out
-
-
 def cluster_resources():
     """Everything the cluster's live nodes have (Ray's names: CPU, GPU,
     memory, custom resources)."""
-    return _resource_dict(host.cluster_resources())
+    return resource_dict(host.cluster_resources())
 
 
 def available_resources():
     """What the caller's tenant may still take (or, when the operator shows
     the cluster's load, what is free)."""
-    return _resource_dict(host.available_resources())
+    return resource_dict(host.available_resources())
 
 
 def save_checkpoint(state):

@@ -57,7 +57,9 @@ def _bundle(spec):
     )
 
 
-def _spec(r):
+def resource_dict(r):
+    """The host's resources as Ray's dict (`{"CPU": 2.0, "GPU": 1.0,
+    "memory": bytes, custom: amount}`), amounts that are 0 left out."""
     out = {}
     if r.num_cpus:
         out["CPU"] = r.num_cpus
@@ -141,7 +143,7 @@ def placement_group(bundles, strategy="PACK", name=None, namespace=None, lifetim
         group = host.create_placement_group(options)
     except Err as e:
         raise_error(e.value)
-    return PlacementGroup(group, [_spec(b) for b in wit_bundles])
+    return PlacementGroup(group, [resource_dict(b) for b in wit_bundles])
 
 
 def remove_placement_group(group):
@@ -160,7 +162,7 @@ def get_placement_group(name, namespace=None):
         info = host.get_placement_group(name, namespace)
     except Err as e:
         raise_error(e.value)
-    return PlacementGroup(info.id, [_spec(b) for b in info.bundles])
+    return PlacementGroup(info.id, [resource_dict(b) for b in info.bundles])
 
 
 def placement_group_table(group):
@@ -173,7 +175,7 @@ def placement_group_table(group):
         "placement_group_id": id_bytes(info.id).hex(),
         "name": info.name or "",
         "strategy": _NAMES[info.strategy],
-        "bundles": {i: _spec(b) for i, b in enumerate(info.bundles)},
+        "bundles": {i: resource_dict(b) for i, b in enumerate(info.bundles)},
         "bundles_to_node_id": {i: n for i, n in enumerate(info.bundle_nodes) if n is not None},
         "state": _STATES[info.state],
     }

@@ -116,26 +116,22 @@ class ActorPool:
         """Submits `fn(actor, value)` for each of `values` now, spread over
         the pool; returns an iterator of the results in the order of
         `values`."""
-        self._drop_earlier()
-        for v in values:
-            self.submit(fn, v)
-
-        def results():
-            while self.has_next():
-                yield self.get_next()
-
-        return results()
+        return self._results(fn, values, self.get_next)
 
     def map_unordered(self, fn, values):
         """As `map`, but the iterator yields each result as soon as it is
         ready."""
+        return self._results(fn, values, self.get_next_unordered)
+
+    def _results(self, fn, values, take):
+        # Submitted now, as Ray does; the results come as `take` gives them.
         self._drop_earlier()
         for v in values:
             self.submit(fn, v)
 
         def results():
             while self.has_next():
-                yield self.get_next_unordered()
+                yield take()
 
         return results()
 
