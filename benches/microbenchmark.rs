@@ -9,6 +9,7 @@
 //! cargo bench --bench microbenchmark -- --ray-only      # Ray's suite only
 //! cargo bench --bench microbenchmark -- --scale-only    # the scale envelope only
 //! cargo bench --bench microbenchmark -- --only single_client_tasks_sync,1_1_actor_calls_sync
+//! cargo bench --bench microbenchmark -- --ray-only --metrics # metrics served and scraped
 //! cargo bench --bench microbenchmark -- --json out.json # also write the figures as JSON
 //! ```
 //! Ray's task and actor-call shapes also run as Python guests (see
@@ -89,6 +90,9 @@ struct Args {
     json: Option<String>,
     idle_actors: usize,
     queued_tasks: usize,
+    /// Serve the node's metrics and scrape them every second meanwhile
+    /// (the overhead figure: one run with, one without).
+    metrics: bool,
 }
 
 fn parse_args() -> Args {
@@ -101,6 +105,7 @@ fn parse_args() -> Args {
         json: None,
         idle_actors: 100_000,
         queued_tasks: 1_000_000,
+        metrics: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -111,6 +116,7 @@ fn parse_args() -> Args {
             "--run-seconds" => a.run_seconds = value("seconds").parse().expect("--run-seconds S"),
             "--only" => a.only = Some(value("names").split(',').map(String::from).collect()),
             "--ray-only" => a.ray_only = true,
+            "--metrics" => a.metrics = true,
             "--scale-only" => a.scale_only = true,
             "--json" => a.json = Some(value("a path")),
             "--idle-actors" => a.idle_actors = value("a count").parse().expect("--idle-actors N"),
@@ -327,6 +333,10 @@ fn main() {
             &wasm,
         )
         .await;
+        let _metrics = match args.metrics {
+            true => Some(scrape_metrics(&node).await),
+            false => None,
+        };
         if !args.scale_only {
             ray_suite(&node, &app, &args, cpus, &mut figures).await;
             python::python_suite(&node, &args, &mut figures).await;
@@ -340,6 +350,39 @@ fn main() {
             figures.write_json(path);
         }
     });
+}
+
+/// Serves `node`'s metrics on loopback (plain HTTP) and scrapes them once
+/// a second, as a Prometheus would (more often than its default 15 s);
+/// the server stops when the returned value drops.
+async fn scrape_metrics(node: &Node) -> fabric_host::metrics::MetricsServer {
+    use fabric_host::metrics::{Access, MetricsConfig, Source};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = MetricsConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access: Access::Open,
+    };
+    let source = Source {
+        node: node.clone(),
+        meters: None,
+        head: None,
+    };
+    let server = fabric_host::metrics::serve(config, source).await.unwrap();
+    let address = server.address();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Ok(mut s) = tokio::net::TcpStream::connect(address).await else {
+                return; // the server stopped
+            };
+            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+            let mut page = Vec::new();
+            let _ = s.read_to_end(&mut page).await;
+            assert!(page.starts_with(b"HTTP/1.0 200"), "a failed scrape");
+        }
+    });
+    println!("metrics on http://{address}/metrics, scraped every second\n");
+    server
 }
 
 /// Ray's suite under Ray's names, each against Ray's figure.

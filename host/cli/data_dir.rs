@@ -1,5 +1,6 @@
 //! The data directory of the nodes started on this machine: one file per
-//! running node (`nodes/<pid>`: its id and address), the head's address,
+//! running node (`nodes/<pid>`: its id and address; `metrics/<pid>`: where
+//! it serves metrics, when it does), the head's address,
 //! its credentials and durable state (`head.redb`), and the logs of nodes
 //! started in the background.
 
@@ -66,6 +67,20 @@ fn write_whole(path: &Path, text: &str) -> anyhow::Result<()> {
 
 pub fn remove_node(dir: &Path, pid: u32) {
     let _ = std::fs::remove_file(nodes_dir(dir).join(pid.to_string()));
+    let _ = std::fs::remove_file(dir.join("metrics").join(pid.to_string()));
+}
+
+/// Records where the head serves the Jobs API (`api_address`).
+pub fn write_api_address(dir: &Path, url: &str) -> anyhow::Result<()> {
+    write_whole(&dir.join("api_address"), &format!("{url}\n"))
+}
+
+/// Records where a running node serves its metrics (`metrics/<pid>`).
+pub fn write_metrics(dir: &Path, pid: u32, url: &str) -> anyhow::Result<()> {
+    let metrics = dir.join("metrics");
+    std::fs::create_dir_all(&metrics)
+        .with_context(|| format!("cannot create {}", metrics.display()))?;
+    write_whole(&metrics.join(pid.to_string()), &format!("{url}\n"))
 }
 
 /// The nodes recorded as running here: (pid, node id, address, role).

@@ -10,6 +10,7 @@ mod cli;
 mod compile;
 mod data_dir;
 mod drain;
+mod endpoint_args;
 mod head_client;
 mod logs;
 mod node_args;

@@ -17,6 +17,7 @@ use fabric_host::security::{AdminToken, ClusterSecurity, Tokens, write_private};
 use std::sync::Arc;
 
 use crate::data_dir;
+use crate::endpoint_args::EndpointArgs;
 use crate::node_args::NodeArgs;
 
 #[derive(Args)]
@@ -47,6 +48,9 @@ pub struct StartArgs {
 
     #[command(flatten)]
     pub node: NodeArgs,
+
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
 
     /// Milliseconds between heartbeats.
     #[arg(long, default_value_t = 500, value_name = "MS")]
@@ -225,12 +229,14 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
             if let Some(token) = &admin {
                 show_admin_token(&args.data_dir, token);
             }
+            crate::endpoint_args::write_scrape_token(&args.data_dir, &security)?;
             let mut config = ClusterConfig::head(listen, security, tokens);
             // A head started again on this directory takes its state back.
             config.state_file = Some(data_dir::head_state_file(&args.data_dir));
             config
         }
     };
+    let security = config.security.clone();
     config.advertise_host = args.advertise.clone();
     config.labels = args.labels.clone().unwrap_or_default();
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
@@ -247,6 +253,25 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
         let joined = fabric_host::cluster::join(&node, config)
             .await
             .context("cannot join the cluster")?;
+        let source = fabric_host::metrics::Source {
+            node: node.clone(),
+            meters: Some(joined.meters().clone()),
+            head: joined.head().cloned(),
+        };
+        let endpoints = &args.endpoints;
+        let _metrics = endpoints
+            .start(&args.host, &security, source, &args.data_dir)
+            .await?;
+        let head = joined.head().cloned();
+        let _api = endpoints
+            .start_api(
+                &args.host,
+                args.advertise.as_deref(),
+                &security,
+                head,
+                &args.data_dir,
+            )
+            .await?;
         let pid = std::process::id();
         data_dir::write_node(
             &args.data_dir,

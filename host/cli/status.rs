@@ -194,6 +194,7 @@ fn print_jobs(state: &pb::ClusterStateReply) {
             pb::job_record::Status::Running => "RUNNING",
             pb::job_record::Status::Succeeded => "SUCCEEDED",
             pb::job_record::Status::Failed => "FAILED",
+            pb::job_record::Status::Stopped => "STOPPED",
             pb::job_record::Status::Unspecified => "?",
         };
         println!(

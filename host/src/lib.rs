@@ -28,6 +28,9 @@ pub mod cluster;
 pub mod fuzzing;
 pub(crate) mod group_wire;
 pub mod head;
+pub mod https;
+pub mod meters;
+pub mod metrics;
 pub mod security;
 pub(crate) mod wire;
 
@@ -37,6 +40,6 @@ pub use wire::error_from_pb;
 // (buffers, directory grants, the scheduler, the bindings) stay in it.
 pub use fabric_runtime::{
     AppComponent, JobOptions, JobOutcome, MemoryReport, Node, NodeConfig, NodeStats, allocator,
-    config, error, ids, limits, logs, manifest, object_store, placement, quota, resources, runtime,
-    spill, tenants,
+    config, error, ids, limits, logs, manifest, object_store, outcomes, placement, quota,
+    resources, runtime, spill, tenants,
 };

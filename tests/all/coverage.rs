@@ -92,3 +92,23 @@ async fn every_scenario_has_a_test() {
         }
     }
 }
+
+#[test]
+fn every_jobs_api_route_is_in_its_openapi_file() {
+    let root = std::path::Path::new(crate::support::REPO_ROOT);
+    let routes = std::fs::read_to_string(root.join("host/src/head/rest/mod.rs")).unwrap();
+    let spec = std::fs::read_to_string(root.join("docs/jobs-api.yaml")).unwrap();
+    let paths: Vec<&str> = routes
+        .split(".route(\"")
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap())
+        .filter(|p| p.starts_with("/api/"))
+        .collect();
+    assert!(paths.len() >= 5, "{paths:?}");
+    for p in paths {
+        assert!(
+            spec.contains(&format!("\n  {p}:\n")),
+            "{p} is not described in docs/jobs-api.yaml"
+        );
+    }
+}

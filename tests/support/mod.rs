@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod curl;
 pub mod procs;
 
 use std::sync::{Arc, OnceLock};

@@ -189,6 +189,24 @@ impl ProcCluster {
             .expect("running fabric")
     }
 
+    /// Adds tenant `name` (with quota flags `extra`) as the admin; returns
+    /// its token.
+    pub fn add_tenant(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["tenant", "add", name, "--address", self.head_address()];
+        args.extend_from_slice(extra);
+        let out = self.fabric(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .nth(1)
+            .map(|l| l.trim().to_string())
+            .expect("the token line")
+    }
+
     pub fn status(&self) -> String {
         let out = self.fabric(&["status", "--address", self.head_address()]);
         String::from_utf8_lossy(&out.stdout).into_owned()

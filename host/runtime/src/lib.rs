@@ -34,6 +34,7 @@ pub mod logs;
 pub mod manifest;
 pub mod node;
 pub mod object_store;
+pub mod outcomes;
 pub mod placement;
 pub mod quota;
 pub mod resources;

@@ -276,7 +276,11 @@ impl Node {
             };
             core.jobs().insert(job.id, job.clone());
             tracing::debug!(job = %job.id.short(), tenant = %job.tenant, "job started");
-            let result = run_driver(&core, &job, args).await;
+            let result = tokio::select! {
+                r = run_driver(&core, &job, args) => r,
+                // Dropping the driver's call ends its instance.
+                () = job.stopped() => Err(FabricError::Cancelled),
+            };
             core.end_driven_job(&job);
             tracing::debug!(job = %job.id.short(), ok = result.is_ok(), "job finished");
             JobOutcome {
@@ -293,6 +297,19 @@ impl Node {
                     format!("the driver stopped: {e}"),
                 )),
             })
+        }
+    }
+
+    /// Stops job `id`, whose driver runs on this node: its driver ends at
+    /// once and its work everywhere is cancelled; the job ends with
+    /// `cancelled`. `false` when no such job runs its driver here.
+    pub fn stop_job(&self, id: JobId) -> bool {
+        match self.core.jobs().get(&id) {
+            Some(job) if job.driver == self.id() => {
+                job.stop();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -403,6 +420,25 @@ impl Node {
             u.component_bytes = self.core.engine().component_bytes_of(&u.tenant);
         }
         usage
+    }
+
+    /// Every tenant's books on this node (what metrics read).
+    pub fn tenant_accounts(&self) -> Vec<Arc<crate::tenants::TenantAccount>> {
+        self.core.tenants().accounts()
+    }
+
+    /// Actors hosted here by tenant: (alive, dead but still known).
+    pub fn actors_by_tenant(&self) -> std::collections::BTreeMap<Arc<str>, (u64, u64)> {
+        let mut out = std::collections::BTreeMap::<Arc<str>, (u64, u64)>::new();
+        for a in self.core.actors().iter() {
+            let n = out.entry(a.job.account.name.clone()).or_default();
+            if a.death().is_none() {
+                n.0 += 1;
+            } else {
+                n.1 += 1;
+            }
+        }
+        out
     }
 
     pub fn stats(&self) -> NodeStats {

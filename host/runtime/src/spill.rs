@@ -13,12 +13,16 @@
 //! let dir = SpillDir::temporary().unwrap();
 //! let path = dir.write(7, b"value").unwrap();
 //! assert_eq!(&dir.read(&path, 5).unwrap()[..], b"value");
+//! assert_eq!(dir.counts().on_disk_bytes, 5);
 //! dir.remove(&path);
 //! assert!(!path.exists());
+//! assert_eq!(dir.counts().on_disk_bytes, 0);
+//! assert_eq!((dir.counts().spilled, dir.counts().restored), (1, 1));
 //! ```
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where spilled values go.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,6 +42,27 @@ pub struct SpillDir {
     path: PathBuf,
     /// Whether this directory was made for this store (and goes with it).
     owned: bool,
+    counts: Counts,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    spilled: AtomicU64,
+    spilled_bytes: AtomicU64,
+    restored: AtomicU64,
+    restored_bytes: AtomicU64,
+    on_disk: AtomicU64,
+}
+
+/// What a store spilled and read back so far, and what its files hold now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpillCounts {
+    pub spilled: u64,
+    pub spilled_bytes: u64,
+    /// Values read back from their files (loaded again, or read once).
+    pub restored: u64,
+    pub restored_bytes: u64,
+    pub on_disk_bytes: u64,
 }
 
 impl SpillDir {
@@ -49,13 +74,21 @@ impl SpillDir {
             rand::random::<u64>()
         ));
         private_dir(&path)?;
-        Ok(SpillDir { path, owned: true })
+        Ok(SpillDir {
+            path,
+            owned: true,
+            counts: Counts::default(),
+        })
     }
 
     /// `path`, made if missing.
     pub fn at(path: PathBuf) -> std::io::Result<Self> {
         private_dir(&path)?;
-        Ok(SpillDir { path, owned: false })
+        Ok(SpillDir {
+            path,
+            owned: false,
+            counts: Counts::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -71,6 +104,11 @@ impl SpillDir {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
+        let c = &self.counts;
+        c.spilled.fetch_add(1, Ordering::Relaxed);
+        c.spilled_bytes
+            .fetch_add(value.len() as u64, Ordering::Relaxed);
+        c.on_disk.fetch_add(value.len() as u64, Ordering::Relaxed);
         Ok(path)
     }
 
@@ -84,13 +122,40 @@ impl SpillDir {
                 bytes.len()
             )));
         }
+        self.counts.restored.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .restored_bytes
+            .fetch_add(len as u64, Ordering::Relaxed);
         Ok(bytes)
     }
 
     /// Deletes a spill file (its object was freed or loaded back).
     pub fn remove(&self, path: &Path) {
-        if let Err(e) = std::fs::remove_file(path) {
-            tracing::warn!(file = %path.display(), error = %e, "cannot delete a spill file");
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                let _ =
+                    self.counts
+                        .on_disk
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            Some(n.saturating_sub(len))
+                        });
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot delete a spill file")
+            }
+        }
+    }
+
+    /// What went through this directory so far.
+    pub fn counts(&self) -> SpillCounts {
+        let c = &self.counts;
+        SpillCounts {
+            spilled: c.spilled.load(Ordering::Relaxed),
+            spilled_bytes: c.spilled_bytes.load(Ordering::Relaxed),
+            restored: c.restored.load(Ordering::Relaxed),
+            restored_bytes: c.restored_bytes.load(Ordering::Relaxed),
+            on_disk_bytes: c.on_disk.load(Ordering::Relaxed),
         }
     }
 }

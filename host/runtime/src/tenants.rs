@@ -142,6 +142,9 @@ pub struct TenantAccount {
     cpu_nanos: AtomicU64,
     tasks: AtomicU64,
     actors: AtomicU64,
+    restarts: AtomicU64,
+    /// Tasks its jobs submitted here, and how they ended.
+    outcomes: crate::outcomes::TaskCounts,
     live: Live,
     view: RwLock<QuotaView>,
 }
@@ -155,6 +158,8 @@ impl TenantAccount {
             cpu_nanos: AtomicU64::new(0),
             tasks: AtomicU64::new(0),
             actors: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            outcomes: Default::default(),
             live: Live::default(),
             view: RwLock::new(QuotaView::default()),
         }
@@ -207,6 +212,20 @@ impl TenantAccount {
 
     pub(crate) fn count_actor(&self) {
         self.actors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Its actors' restarts on this node.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Tasks its jobs submitted on this node, and how they ended.
+    pub fn task_counts(&self) -> &crate::outcomes::TaskCounts {
+        &self.outcomes
     }
 
     /// Counts a live instance (and actor) here, unless the tenant's

@@ -162,6 +162,8 @@ pub(crate) struct Cluster {
     /// Set once this node has registered and knows the cluster: peer
     /// messages wait for it (their replies need the senders' addresses).
     registered: watch::Sender<bool>,
+    /// Its traffic, for its metrics.
+    meters: Arc<crate::meters::ClusterMeters>,
 }
 
 impl Cluster {
@@ -236,6 +238,11 @@ impl ClusterHandle {
     /// The nodes this node knows of.
     pub fn peers(&self) -> Vec<PeerView> {
         self.cluster.members.all()
+    }
+
+    /// What this node counted of its cluster traffic.
+    pub fn meters(&self) -> &Arc<crate::meters::ClusterMeters> {
+        &self.cluster.meters
     }
 }
 
@@ -344,6 +351,7 @@ impl Cluster {
             draining: Default::default(),
             stop,
             registered: watch::channel(false).0,
+            meters: Default::default(),
         }))
     }
 }

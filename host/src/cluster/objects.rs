@@ -482,6 +482,7 @@ impl Cluster {
         if buf.len() != size {
             return Err(lost(&format!("got {} of {size} bytes", buf.len())));
         }
+        self.meters.received(size);
         Ok(Fetched::Value(core.objects().seal(buf), nested))
     }
 
@@ -550,7 +551,7 @@ impl Cluster {
                     {
                         return;
                     }
-                    send_chunks(&tx, bytes).await;
+                    send_chunks(&tx, bytes, &self.meters).await;
                 }
                 Location::Ready(Err(e)) => {
                     let _ = tx
@@ -576,7 +577,13 @@ impl Cluster {
 }
 
 /// Streams `bytes` as slices of the one buffer (no copies).
-async fn send_chunks(tx: &mpsc::Sender<Result<pb::ObjectChunk, Status>>, bytes: Bytes) {
+/// Sends `bytes` in chunks, counting them as sent once all went (not when
+/// the requester went away first).
+async fn send_chunks(
+    tx: &mpsc::Sender<Result<pb::ObjectChunk, Status>>,
+    bytes: Bytes,
+    meters: &crate::meters::ClusterMeters,
+) {
     let mut offset = 0;
     while offset < bytes.len() {
         let end = (offset + CHUNK).min(bytes.len());
@@ -590,6 +597,7 @@ async fn send_chunks(tx: &mpsc::Sender<Result<pb::ObjectChunk, Status>>, bytes: 
         }
         offset = end;
     }
+    meters.sent(bytes.len());
 }
 
 enum Fetched {

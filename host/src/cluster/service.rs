@@ -36,7 +36,8 @@ pub(super) fn serve(
     let (peers_tx, peers_rx) = mpsc::channel(64);
     let clients = head.clone().map(|h| {
         let (tx, rx) = mpsc::channel(64);
-        serve_clients(h, &limits, rx, stop.clone());
+        let timed = crate::meters::TimeRpcs(cluster.meters.clone());
+        serve_clients(h, timed, &limits, rx, stop.clone());
         tx
     });
     serve_peers(cluster, head, &security, peers_rx, stop.clone());
@@ -59,6 +60,7 @@ fn serve_peers(
     mut stop: watch::Receiver<bool>,
 ) {
     let secret = RequireSecret(security.secret.as_str().into());
+    let timed = crate::meters::TimeRpcs(cluster.meters.clone());
     let node = InterceptedService::new(
         NodeServer::new(Service {
             cluster,
@@ -86,6 +88,7 @@ fn serve_peers(
             .max_frame_size(super::peers::MAX_FRAME)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            .layer(timed)
             .add_service(node)
             .add_optional_service(head)
             .serve_with_incoming_shutdown(ReceiverStream::new(connections), shutdown)
@@ -100,6 +103,7 @@ fn serve_peers(
 /// gate before `Control`.
 fn serve_clients(
     head: Arc<Head>,
+    timed: crate::meters::TimeRpcs,
     limits: &crate::config::IngressLimits,
     connections: Connections,
     mut stop: watch::Receiver<bool>,
@@ -120,6 +124,7 @@ fn serve_clients(
         };
         let result = { builder }
             .layer(crate::head::gate::GateLayer::new(head))
+            .layer(timed)
             .add_service(control)
             .serve_with_incoming_shutdown(ReceiverStream::new(connections), shutdown)
             .await;
@@ -137,7 +142,17 @@ struct Service {
 }
 
 impl Service {
+    /// Handles one peer message, timing it by kind.
     async fn handle(&self, from: NodeId, msg: pb::PeerMessage) -> Result<(), Status> {
+        let started = std::time::Instant::now();
+        let kind = message_kind(&msg);
+        let handled = self.dispatch(from, msg).await;
+        let meters = &self.cluster.meters.peer_messages;
+        meters.get(kind).observe(started.elapsed());
+        handled
+    }
+
+    async fn dispatch(&self, from: NodeId, msg: pb::PeerMessage) -> Result<(), Status> {
         use pb::peer_message::Kind;
         let c = &self.cluster;
         match msg.kind {
@@ -173,6 +188,27 @@ impl Service {
             }
             None => Err(Status::invalid_argument("an empty peer message")),
         }
+    }
+}
+
+/// The name a peer message's latency is counted under.
+fn message_kind(msg: &pb::PeerMessage) -> &'static str {
+    use pb::peer_message::Kind;
+    match &msg.kind {
+        Some(Kind::Task(_)) => "task",
+        Some(Kind::Result(_)) => "result",
+        Some(Kind::CreateActor(_)) => "create_actor",
+        Some(Kind::ActorCall(_)) => "actor_call",
+        Some(Kind::KillActor(_)) => "kill_actor",
+        Some(Kind::RemoveBorrower(_)) => "remove_borrower",
+        Some(Kind::FreeObject(_)) => "free_object",
+        Some(Kind::JobFinished(_)) => "job_finished",
+        Some(Kind::Logs(_)) => "logs",
+        Some(Kind::ActorState(_)) => "actor_state",
+        Some(Kind::StreamItem(_)) => "stream_item",
+        Some(Kind::StreamAck(_)) => "stream_ack",
+        Some(Kind::CancelTask(_)) => "cancel_task",
+        None => "empty",
     }
 }
 

@@ -12,6 +12,7 @@ use super::Cluster;
 use crate::error::{FabricError, FailureKind};
 use crate::ids::{JobId, NodeId, ObjectId};
 use crate::object_store::Location;
+use crate::outcomes::Outcome;
 use crate::placement::{self, Placement, Strategy};
 use crate::resources::ResourceSet;
 use crate::runtime::instance::CallResult;
@@ -438,7 +439,7 @@ impl Cluster {
                     spec
                 }
                 None => {
-                    core.tasks().remove(id);
+                    core.tasks().remove(id, Outcome::Succeeded);
                     // Only that node has it: keep what rebuilding it takes
                     // (forgotten when the result is freed, even right away).
                     self.lineage.keep(id, t.spec.clone());
@@ -560,7 +561,7 @@ impl Cluster {
     /// The owner cancelled a task it forwarded here.
     pub(crate) fn on_cancel_task(&self, id: ObjectId) {
         if let Some(core) = self.core()
-            && let Some(control) = core.tasks().remove(id)
+            && let Some(control) = core.tasks().remove(id, Outcome::Cancelled)
         {
             control.cancel();
         }

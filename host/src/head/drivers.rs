@@ -44,6 +44,10 @@ pub trait Drivers: Send + Sync + 'static {
         logs: Arc<dyn LogSink>,
         options: JobOptions,
     ) -> Pending<JobOutcome>;
+
+    /// Stops a job whose driver it started; `false` when it runs no such
+    /// job (yet, or any more).
+    fn stop(&self, job: JobId) -> bool;
 }
 
 impl Drivers for Node {
@@ -69,5 +73,9 @@ impl Drivers for Node {
         options: JobOptions,
     ) -> Pending<JobOutcome> {
         Box::pin(self.start_job_as(job, app, args, logs, options))
+    }
+
+    fn stop(&self, job: JobId) -> bool {
+        self.stop_job(job)
     }
 }

@@ -24,6 +24,11 @@ pub enum HeadError {
     NotAlive(NodeId),
     #[error("the head cannot be drained: it runs the jobs' drivers and the cluster's directory")]
     HeadNotDrainable,
+    /// Unknown, or another tenant's (which looks the same).
+    #[error("no such job")]
+    NoSuchJob,
+    #[error("job {0} is still running: stop it first")]
+    JobRunning(crate::ids::JobId),
 }
 
 impl HeadError {
@@ -35,7 +40,10 @@ impl HeadError {
             HeadError::Load(_) => Status::invalid_argument(text),
             HeadError::Find(FindError::None(_)) | HeadError::NotAlive(_) => Status::not_found(text),
             HeadError::Find(_) => Status::invalid_argument(text),
-            HeadError::HeadNotDrainable => Status::failed_precondition(text),
+            HeadError::HeadNotDrainable | HeadError::JobRunning(_) => {
+                Status::failed_precondition(text)
+            }
+            HeadError::NoSuchJob => Status::not_found(text),
         }
     }
 }

@@ -57,15 +57,37 @@ impl Ticket {
 #[derive(Clone)]
 pub(crate) struct GateLayer {
     head: Arc<Head>,
-    submitting: Arc<Mutex<HashMap<Arc<str>, usize>>>,
 }
 
 impl GateLayer {
     pub(crate) fn new(head: Arc<Head>) -> Self {
-        GateLayer {
-            head,
-            submitting: Arc::default(),
+        GateLayer { head }
+    }
+}
+
+/// Submissions being received or compiled, per tenant (shared by every
+/// way in: this gate and the Jobs API).
+#[derive(Default)]
+pub(crate) struct Submissions(Arc<Mutex<HashMap<Arc<str>, usize>>>);
+
+impl Submissions {
+    /// Counts one more submission of `tenant`, unless it has
+    /// [`SUBMISSIONS_PER_TENANT`] in progress.
+    pub(crate) fn begin(&self, tenant: &Arc<str>) -> Result<Submitting, crate::error::FabricError> {
+        let mut counts = self.0.lock();
+        let n = counts.entry(tenant.clone()).or_default();
+        if *n >= SUBMISSIONS_PER_TENANT {
+            return Err(crate::error::FabricError::limit(
+                "submissions",
+                SUBMISSIONS_PER_TENANT as u64,
+                format!("tenant `{tenant}` already has {n} jobs being submitted"),
+            ));
         }
+        *n += 1;
+        Ok(Submitting {
+            counts: self.0.clone(),
+            tenant: tenant.clone(),
+        })
     }
 }
 
@@ -110,7 +132,11 @@ impl GateLayer {
         let who = self.head.tokens().authorize_headers(request.headers())?;
         if request.uri().path() == SUBMIT_JOB_PATH {
             let tenant: Arc<str> = who.tenant().into();
-            let submitting = self.begin_submission(&tenant)?;
+            let submitting = self
+                .head
+                .submissions
+                .begin(&tenant)
+                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
             let slot = self.head.reserve_job(&tenant)?;
             let admitted = Admitted { slot, submitting };
             request
@@ -119,24 +145,6 @@ impl GateLayer {
         }
         request.extensions_mut().insert(Caller(who));
         Ok(())
-    }
-
-    fn begin_submission(&self, tenant: &Arc<str>) -> Result<Submitting, Status> {
-        let mut counts = self.submitting.lock();
-        let n = counts.entry(tenant.clone()).or_default();
-        if *n >= SUBMISSIONS_PER_TENANT {
-            let e = crate::error::FabricError::limit(
-                "submissions",
-                SUBMISSIONS_PER_TENANT as u64,
-                format!("tenant `{tenant}` already has {n} jobs being submitted"),
-            );
-            return Err(Status::resource_exhausted(e.to_string()));
-        }
-        *n += 1;
-        Ok(Submitting {
-            counts: self.submitting.clone(),
-            tenant: tenant.clone(),
-        })
     }
 }
 

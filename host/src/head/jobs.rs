@@ -61,6 +61,8 @@ struct Registry {
     logs: HashMap<JobId, Arc<Mutex<JobLog>>>,
     /// Job slots taken by submissions whose jobs are not recorded yet.
     reserved: HashMap<Arc<str>, u32>,
+    /// Running jobs someone asked to stop.
+    stopping: std::collections::HashSet<JobId>,
 }
 
 /// The head's jobs.
@@ -137,6 +139,7 @@ impl JobRegistry {
         for j in &mut jobs {
             if j.status == JobStatus::Running {
                 j.status = JobStatus::Failed("the head stopped while the job ran".into());
+                j.ended_ms = j.ended_ms.max(j.started_ms);
                 failed.push(Record::Job(j.clone()));
             }
         }
@@ -174,11 +177,6 @@ impl JobRegistry {
         })
     }
 
-    /// A job's new state (it finished); returns what to save.
-    pub(crate) fn update(&self, record: JobRecord) -> Vec<Record> {
-        self.0.lock().set(record)
-    }
-
     pub(crate) fn get(&self, id: JobId) -> Option<JobRecord> {
         self.0.lock().jobs.iter().find(|j| j.id == id).cloned()
     }
@@ -189,6 +187,59 @@ impl JobRegistry {
 
     pub(crate) fn all(&self) -> Vec<JobRecord> {
         self.0.lock().jobs.clone()
+    }
+
+    /// Notes that `id` is being stopped (so it ends `stopped`); `false`
+    /// when it is not running.
+    pub(crate) fn mark_stopping(&self, id: JobId) -> bool {
+        let mut r = self.0.lock();
+        let running = r.jobs.iter().any(|j| j.id == id && !j.status.is_finished());
+        if running {
+            r.stopping.insert(id);
+        }
+        running
+    }
+
+    /// Job `record` ended with `result` (`stopped`, when someone stopped it
+    /// and it ended cancelled); what to save goes to `save` under the same
+    /// lock, so a delete that sees it finished is saved after it.
+    pub(crate) fn finish(
+        &self,
+        mut record: JobRecord,
+        result: &Result<(), FabricError>,
+        ended_ms: u64,
+        save: impl FnOnce(Vec<Record>),
+    ) {
+        let mut r = self.0.lock();
+        let stopped = r.stopping.remove(&record.id);
+        record.status = match result {
+            Ok(()) => JobStatus::Succeeded,
+            Err(FabricError::Cancelled) if stopped => JobStatus::Stopped,
+            Err(e) => JobStatus::Failed(e.to_string()),
+        };
+        record.ended_ms = ended_ms;
+        save(r.set(record));
+    }
+
+    /// Forgets finished job `id` and its output, if `may_see` it; returns
+    /// what to save.
+    pub(crate) fn forget(
+        &self,
+        id: JobId,
+        may_see: impl Fn(&JobRecord) -> bool,
+    ) -> Result<Vec<Record>, super::HeadError> {
+        let mut r = self.0.lock();
+        let job = r
+            .jobs
+            .iter()
+            .find(|j| j.id == id && may_see(j))
+            .ok_or(super::HeadError::NoSuchJob)?;
+        if !job.status.is_finished() {
+            return Err(super::HeadError::JobRunning(id));
+        }
+        r.jobs.retain(|j| j.id != id);
+        r.logs.remove(&id);
+        Ok(vec![Record::ForgetJob(id)])
     }
 
     /// A tenant's jobs known, and those running.
@@ -240,6 +291,7 @@ mod tests {
             digest: String::new(),
             driver: NodeId::random(),
             started_ms,
+            ended_ms: 0,
             tenant: tenant.into(),
             status,
         }

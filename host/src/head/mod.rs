@@ -34,15 +34,18 @@
 
 mod actors;
 pub(crate) mod control;
+pub mod dashboard;
 mod drivers;
 mod error;
 pub(crate) mod gate;
 mod groups;
+mod job_control;
 mod jobs;
 mod members;
 mod nodes;
 mod placing;
 mod records;
+pub mod rest;
 pub(crate) mod service;
 mod store;
 mod submit;
@@ -102,6 +105,8 @@ pub struct Head {
     /// Placement groups, and how the head reaches nodes to reserve them.
     groups: groups::GroupDirectory,
     bundle_nodes: std::sync::OnceLock<Arc<dyn placing::BundleNodes>>,
+    /// Submissions being received or compiled, per tenant.
+    submissions: gate::Submissions,
 }
 
 impl Head {
@@ -129,6 +134,7 @@ impl Head {
             groups: groups::GroupDirectory::new(store.clone()),
             store,
             bundle_nodes: Default::default(),
+            submissions: Default::default(),
         });
         head.restore(loaded);
         head

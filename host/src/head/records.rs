@@ -130,6 +130,8 @@ pub enum JobStatus {
     Succeeded,
     /// Failed, with the error its driver ended with.
     Failed(String),
+    /// Someone stopped it.
+    Stopped,
 }
 
 impl JobStatus {
@@ -148,6 +150,8 @@ pub struct JobRecord {
     pub driver: NodeId,
     /// When it started (milliseconds since the Unix epoch).
     pub started_ms: u64,
+    /// When it ended (0 while it runs).
+    pub ended_ms: u64,
     pub tenant: String,
     pub status: JobStatus,
 }

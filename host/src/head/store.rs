@@ -256,6 +256,7 @@ mod tests {
             digest: String::new(),
             driver: NodeId::random(),
             started_ms: n,
+            ended_ms: n + 1,
             tenant: "acme".into(),
             status: JobStatus::Succeeded,
         };

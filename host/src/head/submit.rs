@@ -100,11 +100,12 @@ impl Head {
             components.push((name, part));
         }
         let id = JobId::random();
-        let mut record = JobRecord {
+        let record = JobRecord {
             id,
             digest: app.digest().to_string(),
             driver: self.node_id(),
             started_ms: now_ms(),
+            ended_ms: 0,
             tenant: job.tenant.clone(),
             status: JobStatus::Running,
         };
@@ -122,11 +123,10 @@ impl Head {
         let head = self.clone();
         tokio::spawn(async move {
             let outcome = running.await;
-            record.status = match &outcome.result {
-                Ok(()) => JobStatus::Succeeded,
-                Err(e) => JobStatus::Failed(e.to_string()),
-            };
-            head.save_later(head.jobs.update(record));
+            head.jobs
+                .finish(record, &outcome.result, now_ms(), |saved| {
+                    head.save_later(saved)
+                });
             // Its groups that are not detached go with it (the nodes that
             // made them also remove them; this covers a node that died).
             head.remove_job_groups(id);
@@ -149,5 +149,17 @@ impl Head {
         let log = self.jobs.log(id)?;
         let log = log.lock();
         Some((log.lines.iter().cloned().collect(), log.dropped))
+    }
+
+    /// The lines of job `id`'s kept output from line `from` on (counting
+    /// every line it printed, kept or dropped): those still kept, and the
+    /// number of the first of them (past `from` when older lines were
+    /// dropped). `None` when there is no such output.
+    pub(crate) fn job_output_from(&self, id: JobId, from: u64) -> Option<(Vec<LogLine>, u64)> {
+        let log = self.jobs.log(id)?;
+        let log = log.lock();
+        let first = from.max(log.dropped);
+        let skip = (first - log.dropped) as usize;
+        Some((log.lines.iter().skip(skip).cloned().collect(), first))
     }
 }

@@ -133,6 +133,7 @@ pub(crate) fn job_to_pb(j: &JobRecord) -> pb::JobRecord {
         JobStatus::Running => (Status::Running, String::new()),
         JobStatus::Succeeded => (Status::Succeeded, String::new()),
         JobStatus::Failed(e) => (Status::Failed, e.clone()),
+        JobStatus::Stopped => (Status::Stopped, String::new()),
     };
     let mut record = pb::JobRecord {
         job_id: id_bytes(j.id.as_u128()),
@@ -140,6 +141,7 @@ pub(crate) fn job_to_pb(j: &JobRecord) -> pb::JobRecord {
         driver_node: id_bytes(j.driver.as_u128()),
         error,
         started_ms: j.started_ms,
+        ended_ms: j.ended_ms,
         tenant: j.tenant.clone(),
         ..Default::default()
     };
@@ -152,6 +154,7 @@ pub(crate) fn job_from_pb(j: pb::JobRecord) -> Result<JobRecord, Status> {
     let status = match j.status() {
         Status::Running => JobStatus::Running,
         Status::Succeeded => JobStatus::Succeeded,
+        Status::Stopped => JobStatus::Stopped,
         Status::Failed | Status::Unspecified => JobStatus::Failed(j.error.clone()),
     };
     Ok(JobRecord {
@@ -159,6 +162,7 @@ pub(crate) fn job_from_pb(j: pb::JobRecord) -> Result<JobRecord, Status> {
         driver: node_id(&j.driver_node)?,
         digest: j.digest,
         started_ms: j.started_ms,
+        ended_ms: j.ended_ms,
         tenant: j.tenant,
         status,
     })
@@ -248,6 +252,7 @@ mod tests {
             digest: "d".into(),
             driver: NodeId::random(),
             started_ms: 7,
+            ended_ms: 9,
             tenant: "acme".into(),
             status: JobStatus::Failed("boom".into()),
         };

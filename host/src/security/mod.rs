@@ -28,6 +28,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 use crate::error::NodeError;
+use tokio_rustls::rustls;
 
 /// The name every node's certificate is issued for (and every client
 /// verifies), whatever address the node is reached at.
@@ -117,6 +118,48 @@ impl ClusterSecurity {
     }
 }
 
+impl ClusterSecurity {
+    /// The token a scraper shows a node's metrics endpoint: derived from
+    /// the cluster secret (one way), so every node knows it without being
+    /// told, and knowing it gives nothing else.
+    pub fn scrape_token(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"wasmfabric metrics scrape token v1\0");
+        h.update(self.secret.as_bytes());
+        let digest = h.finalize();
+        let mut s = String::from("fmt_");
+        for b in digest {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// TLS for the node's HTTPS endpoints (metrics): the node certificate,
+    /// HTTP/1.1, no client certificate asked.
+    pub fn https_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, NodeError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            NodeError::Config(format!("bad TLS settings ({what}): {e}"))
+        };
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let certs = CertificateDer::pem_slice_iter(self.node_cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("node certificate", &e))?;
+        let key = PrivateKeyDer::from_pem_slice(self.node_key.as_bytes())
+            .map_err(|e| bad("node key", &e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("protocols", &e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad("node certificate", &e))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(std::sync::Arc::new(config))
+    }
+}
+
 /// TLS settings that trust only the cluster CA `ca_pem`.
 pub fn client_tls(ca_pem: &str) -> ClientTlsConfig {
     ClientTlsConfig::new()
@@ -141,6 +184,22 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (compared in
+/// constant time).
+pub(crate) fn bearer_is(headers: &http::HeaderMap, token: &str) -> bool {
+    bearer(headers).is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 /// Adds the cluster secret to every call a node makes to another.

@@ -614,6 +614,15 @@ impl ObjectStore {
         self.inner.capacity as u64
     }
 
+    /// What this store spilled and read back so far (zero before its
+    /// first spill).
+    pub fn spill_counts(&self) -> crate::spill::SpillCounts {
+        match self.inner.spill_dir.get() {
+            Some(Ok(dir)) => dir.counts(),
+            _ => Default::default(),
+        }
+    }
+
     /// Bytes of freed large buffers kept for reuse.
     pub fn cached_buffer_bytes(&self) -> u64 {
         self.inner.buffers.cached_bytes() as u64

@@ -518,6 +518,7 @@ async fn actor_main(
             return mailbox.die(reason);
         }
         record.restarts.store(done + 1, Ordering::Relaxed);
+        spec.job.account.count_restart();
         record.tell_owner(&core, None, false);
         // What it was is gone: its watchers hear of it as of a death.
         record.watches.end(

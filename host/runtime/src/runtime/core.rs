@@ -22,6 +22,7 @@ use crate::config::ResolvedConfig;
 use crate::error::FabricError;
 use crate::ids::{ActorId, IdMap, JobId, NodeId, ObjectId};
 use crate::object_store::{ObjectRef, ObjectStore};
+use crate::outcomes::Outcome;
 use crate::resources::ResourceSet;
 use crate::scheduler::{Lease, Scheduler};
 use crate::tenants::{TenantAccount, TenantLedger};
@@ -356,7 +357,7 @@ impl NodeCore {
         }
         for (result, control) in self.tasks.of_job(job.id) {
             control.cancel();
-            if self.tasks.remove(result).is_some() {
+            if self.tasks.remove(result, Outcome::Cancelled).is_some() {
                 self.objects
                     .fulfill(result, Err(FabricError::Cancelled), Vec::new());
             }

@@ -79,6 +79,19 @@ impl DiskCache {
         &self.dir
     }
 
+    /// Compiled components kept, and their bytes (read from the
+    /// directory: other nodes of this user may share it).
+    pub fn size(&self) -> (u64, u64) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (0, 0);
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            .filter_map(|e| e.metadata().ok())
+            .fold((0, 0), |(n, bytes), m| (n + 1, bytes + m.len()))
+    }
+
     fn path(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }

@@ -369,6 +369,12 @@ impl FabricEngine {
         .map_err(|e| LoadError::Compile(e.to_string()))
     }
 
+    /// Compiled components in the disk cache and their bytes, when there is
+    /// one.
+    pub fn disk_cache_size(&self) -> Option<(u64, u64)> {
+        self.inner.disk.as_ref().map(|d| d.size())
+    }
+
     /// Compiles so far, and how many ran at once.
     pub fn compile_stats(&self) -> CompileStats {
         self.inner.compiles.stats()

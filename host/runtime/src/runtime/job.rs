@@ -61,6 +61,8 @@ pub struct Job {
     /// Tasks submitted here and not yet finished (kept by the task table).
     pub(crate) pending: crate::runtime::task_table::PendingTasks,
     finished: AtomicBool,
+    /// Set when someone stopped the job (its driver ends at once).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A job's named components.
@@ -189,11 +191,24 @@ impl Job {
             granted: Arc::new(granted),
             pending: Default::default(),
             finished: AtomicBool::new(false),
+            stop: tokio::sync::watch::channel(false).0,
         }))
     }
 
     pub fn is_finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
+    }
+
+    /// Stops the job: its driver's instance goes, and with it (as when a
+    /// driver returns) its tasks and actors everywhere.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Resolves once [`Job::stop`] was called.
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// Takes a slot of the node's instance pool for an instance of `app`,

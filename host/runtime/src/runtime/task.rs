@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crate::error::FabricError;
 use crate::ids::{JobId, NodeId, ObjectId, TaskId};
 use crate::object_store::{ObjectRef, ReadyListener};
+use crate::outcomes::Outcome;
 use crate::placement::{Placement, Strategy};
 use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
@@ -377,7 +378,7 @@ async fn run(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, lea
 /// was sent to, and its results become `cancelled`. A finished task is
 /// left as it is.
 pub fn cancel(core: &NodeCore, id: ObjectId) {
-    if let Some(control) = core.tasks().remove(id) {
+    if let Some(control) = core.tasks().remove(id, Outcome::Cancelled) {
         control.cancel();
         core.port().cancel_forwarded(control.result());
         for r in control.results() {
@@ -419,7 +420,7 @@ pub fn finish(
 /// The task is done: it leaves the task table and its outcome goes to
 /// whoever holds its results.
 fn deliver(core: &Arc<NodeCore>, spec: TaskSpec, outcome: CallOutputs) {
-    core.tasks().remove(spec.result);
+    core.tasks().remove(spec.result, Outcome::of(&outcome));
     core.complete_all(spec.results(), spec.reply, outcome);
 }
 

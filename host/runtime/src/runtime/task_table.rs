@@ -21,6 +21,7 @@ use tokio::task::AbortHandle;
 use crate::error::FabricError;
 use crate::ids::{IdMap, JobId, ObjectId};
 use crate::limits::exceeded;
+use crate::outcomes::Outcome;
 use crate::runtime::job::Job;
 use crate::runtime::task::TaskSpec;
 use crate::scheduler::Cancellable;
@@ -181,6 +182,7 @@ impl TaskTable {
                 ),
             )
         })?;
+        job.account.task_counts().submitted();
         Ok(self.insert(spec, true))
     }
 
@@ -213,8 +215,8 @@ impl TaskTable {
 
     /// The task producing `result` (any of its results) is done (finished,
     /// failed, cancelled): it leaves the table, and its job counts one task
-    /// less.
-    pub fn remove(&self, result: ObjectId) -> Option<Arc<TaskControl>> {
+    /// less. A task submitted here counts as ended with `outcome`.
+    pub fn remove(&self, result: ObjectId, outcome: Outcome) -> Option<Arc<TaskControl>> {
         let gone = match self.unfinished.remove(&result) {
             Some((_, gone)) => gone,
             None => {
@@ -227,6 +229,7 @@ impl TaskTable {
         }
         if gone.counted {
             gone.control.job.pending.count_down();
+            gone.control.job.account.task_counts().ended(outcome);
         }
         Some(gone.control)
     }

@@ -22,6 +22,7 @@ const SCENARIOS: &[&str] = &[
     "make-link",
     "swap-dir-for-link",
     "hold",
+    "say-then-hold",
     "read-big",
     "touch",
     "burst",
@@ -373,6 +374,13 @@ fn main() -> fabric::Result<()> {
         "actor-flood" => actor_flood(count(2, 1000), &arg(3), count(4, 0))?,
         "victim" => victim(count(2, 10), count(3, 100))?,
         "hold" => std::thread::sleep(Duration::from_millis(count(2, 1000))),
+        "say-then-hold" => {
+            // A job that is seen running, with output (the dashboard's test).
+            for i in 0..count(2, 3) {
+                println!("line {i} of a running job");
+            }
+            std::thread::sleep(Duration::from_millis(count(3, 60_000)));
+        }
         "fat-errors" => {
             // Tasks that fail with huge messages, all held.
             let (mib, tasks) = (count(2, 32), count(3, 40));

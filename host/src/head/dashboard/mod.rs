@@ -1,0 +1,101 @@
+//! The dashboard: web pages embedded in the binary (plain HTML, CSS and
+//! JavaScript under `assets/`; nothing is built at `cargo build`), served
+//! beside the Jobs API, and the JSON views they read (`/api/cluster`,
+//! `/api/nodes`, `/api/actors`, `/api/tenants`, `/api/session`, and the
+//! Jobs API's own).
+//!
+//! Who sees what is the CLI's rule: a tenant sees its own jobs, actors,
+//! logs and usage, the admin everything. A browser logs in once with its
+//! token (`/login`) and holds a session cookie ([`session`]); requests
+//! whose `Host` is not one the operator named are refused before anything
+//! else ([`check_host`]): a page on another site that rebinds its DNS name
+//! to the head's address cannot reach it under that name.
+//!
+//! ```
+//! use fabric_host::head::dashboard::AllowedHosts;
+//! let hosts = AllowedHosts::new(["wasmfabric.cluster", "10.0.0.1"]);
+//! assert!(hosts.allows("wasmfabric.cluster:8265"));
+//! assert!(hosts.allows("10.0.0.1"));
+//! assert!(!hosts.allows("attacker.example:8265"));
+//! ```
+
+pub(crate) mod pages;
+pub mod session;
+pub(crate) mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// The host names (and IPs) a request may name in its `Host` header.
+#[derive(Clone, Debug)]
+pub struct AllowedHosts(Arc<Vec<String>>);
+
+impl AllowedHosts {
+    pub fn new<S: AsRef<str>>(hosts: impl IntoIterator<Item = S>) -> Self {
+        AllowedHosts(Arc::new(
+            hosts
+                .into_iter()
+                .map(|h| h.as_ref().trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+        ))
+    }
+
+    /// The defaults: the cluster certificate's name, loopback, and `extra`
+    /// (the address the head listens on and is advertised at).
+    pub fn with_defaults<S: AsRef<str>>(extra: impl IntoIterator<Item = S>) -> Self {
+        let mut all: Vec<String> = [
+            crate::security::CLUSTER_DOMAIN,
+            "localhost",
+            "127.0.0.1",
+            "[::1]",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(extra.into_iter().map(|s| s.as_ref().to_string()));
+        AllowedHosts::new(all)
+    }
+
+    /// Whether `host` (a `Host` header: a name or IP, maybe with a port)
+    /// is allowed.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = match host.rsplit_once(':') {
+            // `[::1]:8265`, `name:8265`; a bare IPv6 literal keeps its colons.
+            Some((name, port))
+                if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') =>
+            {
+                name.to_string()
+            }
+            _ => host,
+        };
+        self.0.contains(&name)
+    }
+}
+
+/// Refuses (421) a request whose `Host` is not allowed, before anything
+/// else runs.
+pub(crate) async fn check_host(
+    State(hosts): State<AllowedHosts>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if !hosts.allows(host) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this host name is not one the cluster's operator allowed (--api-allowed-hosts)\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
