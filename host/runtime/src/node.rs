@@ -276,10 +276,22 @@ impl Node {
             };
             core.jobs().insert(job.id, job.clone());
             tracing::debug!(job = %job.id.short(), tenant = %job.tenant, "job started");
-            let result = tokio::select! {
-                r = run_driver(&core, &job, args) => r,
-                // Dropping the driver's call ends its instance.
-                () = job.stopped() => Err(FabricError::Cancelled),
+            // The driver runs in a task of its own, which stopping the job
+            // aborts (dropping its call ends its instance).
+            let driver = {
+                let (core, job) = (core.clone(), job.clone());
+                let runtime = core.runtime().clone();
+                runtime.spawn(async move { run_driver(&core, &job, args).await })
+            };
+            job.set_driver(driver.abort_handle());
+            let result = match driver.await {
+                Ok(r) => r,
+                Err(e) if e.is_cancelled() => Err(FabricError::Cancelled),
+                Err(e) => Err(FabricError::failure(
+                    "main",
+                    FailureKind::System,
+                    format!("the driver stopped: {e}"),
+                )),
             };
             core.end_driven_job(&job);
             tracing::debug!(job = %job.id.short(), ok = result.is_ok(), "job finished");

@@ -142,11 +142,13 @@ pub struct TenantAccount {
     cpu_nanos: AtomicU64,
     tasks: AtomicU64,
     actors: AtomicU64,
+    live: Live,
+    view: RwLock<QuotaView>,
+    // Last: counted once per task or restart, and kept off the cache lines
+    // of the fields above, which every call touches.
     restarts: AtomicU64,
     /// Tasks its jobs submitted here, and how they ended.
     outcomes: crate::outcomes::TaskCounts,
-    live: Live,
-    view: RwLock<QuotaView>,
 }
 
 impl TenantAccount {
@@ -158,10 +160,10 @@ impl TenantAccount {
             cpu_nanos: AtomicU64::new(0),
             tasks: AtomicU64::new(0),
             actors: AtomicU64::new(0),
-            restarts: AtomicU64::new(0),
-            outcomes: Default::default(),
             live: Live::default(),
             view: RwLock::new(QuotaView::default()),
+            restarts: AtomicU64::new(0),
+            outcomes: Default::default(),
         }
     }
 

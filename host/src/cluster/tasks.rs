@@ -153,6 +153,8 @@ impl Cluster {
             }
         };
         peer.add_in_flight(&spec.demand);
+        // The job and task ids are the trace: the receiver logs the same.
+        tracing::debug!(job = %spec.job.id.short(), task = %spec.id.short(), function = %spec.function, to = %node.short(), "forwarding a task");
         let cluster = self.clone();
         tokio::spawn(async move {
             let (args, nested) = match cluster
@@ -265,10 +267,12 @@ impl Cluster {
                 .map(|id| object_id(id))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(status_failure)?;
+            let id = task_id(&t.task_id).map_err(status_failure)?;
+            tracing::debug!(job = %job.id.short(), task = %id.short(), function = %t.function, from = %from.short(), "a task arrived");
             task::accept_forwarded(
                 &core,
                 TaskSpec {
-                    id: task_id(&t.task_id).map_err(status_failure)?,
+                    id,
                     job: job.clone(),
                     function: t.function.clone().into(),
                     args,
@@ -410,6 +414,9 @@ impl Cluster {
             Some(_) => None,
             None => self.take_call_answered(id, from),
         };
+        if let Some(t) = &task {
+            tracing::debug!(job = %t.spec.job.id.short(), task = %t.spec.id.short(), from = %from.short(), "a task's result arrived");
+        }
         let job = match (&task, call_job) {
             (Some(t), _) => t.spec.job.id,
             (None, Some(job)) => job,

@@ -61,8 +61,16 @@ pub struct Job {
     /// Tasks submitted here and not yet finished (kept by the task table).
     pub(crate) pending: crate::runtime::task_table::PendingTasks,
     finished: AtomicBool,
-    /// Set when someone stopped the job (its driver ends at once).
-    stop: tokio::sync::watch::Sender<bool>,
+    /// Set when someone stopped the job (its driver ends at once), and
+    /// the driver's task, to abort: nothing is polled on the driver's
+    /// path for it.
+    stop: parking_lot::Mutex<DriverStop>,
+}
+
+#[derive(Default)]
+struct DriverStop {
+    stopped: bool,
+    driver: Option<tokio::task::AbortHandle>,
 }
 
 /// A job's named components.
@@ -191,7 +199,7 @@ impl Job {
             granted: Arc::new(granted),
             pending: Default::default(),
             finished: AtomicBool::new(false),
-            stop: tokio::sync::watch::channel(false).0,
+            stop: Default::default(),
         }))
     }
 
@@ -202,13 +210,21 @@ impl Job {
     /// Stops the job: its driver's instance goes, and with it (as when a
     /// driver returns) its tasks and actors everywhere.
     pub fn stop(&self) {
-        self.stop.send_replace(true);
+        let mut s = self.stop.lock();
+        s.stopped = true;
+        if let Some(driver) = &s.driver {
+            driver.abort();
+        }
     }
 
-    /// Resolves once [`Job::stop`] was called.
-    pub(crate) async fn stopped(&self) {
-        let mut rx = self.stop.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+    /// The task running the job's driver (aborted at once if the job was
+    /// stopped before it started).
+    pub(crate) fn set_driver(&self, driver: tokio::task::AbortHandle) {
+        let mut s = self.stop.lock();
+        if s.stopped {
+            driver.abort();
+        }
+        s.driver = Some(driver);
     }
 
     /// Takes a slot of the node's instance pool for an instance of `app`,

@@ -368,7 +368,12 @@ async fn run(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, lea
         Err(FabricError::Cancelled)
     } else {
         spec.job.account.count_task();
-        execute(&core, &spec, lease).await
+        // The job and task ids are the trace: every node a task passes
+        // through logs them (`--log-level debug`), so their logs join.
+        let span = tracing::debug_span!("task", job = %spec.job.id.short(), task = %spec.id.short(), function = %spec.function, attempt = spec.attempt);
+        let ran = tracing::Instrument::instrument(execute(&core, &spec, lease), span.clone()).await;
+        tracing::debug!(parent: &span, outcome = %crate::outcomes::Outcome::of(&ran).label(), "task ran");
+        ran
     };
     finish(&core, spec, &control, result);
 }

@@ -17,6 +17,8 @@
 //! assert!(hosts.allows("wasmfabric.cluster:8265"));
 //! assert!(hosts.allows("10.0.0.1"));
 //! assert!(!hosts.allows("attacker.example:8265"));
+//! let v6 = AllowedHosts::new(["fd00::5", "name.example:443"]);
+//! assert!(v6.allows("[fd00::5]:8265") && v6.allows("name.example"));
 //! ```
 
 pub(crate) mod pages;
@@ -35,11 +37,13 @@ use axum::response::{IntoResponse, Response};
 pub struct AllowedHosts(Arc<Vec<String>>);
 
 impl AllowedHosts {
+    /// Names or IPs (an entry's port, if any, is ignored; an IPv6 address
+    /// may be bracketed or not).
     pub fn new<S: AsRef<str>>(hosts: impl IntoIterator<Item = S>) -> Self {
         AllowedHosts(Arc::new(
             hosts
                 .into_iter()
-                .map(|h| h.as_ref().trim().to_ascii_lowercase())
+                .map(|h| name_of(h.as_ref()))
                 .filter(|h| !h.is_empty())
                 .collect(),
         ))
@@ -64,17 +68,21 @@ impl AllowedHosts {
     /// Whether `host` (a `Host` header: a name or IP, maybe with a port)
     /// is allowed.
     pub fn allows(&self, host: &str) -> bool {
-        let host = host.trim().to_ascii_lowercase();
-        let name = match host.rsplit_once(':') {
-            // `[::1]:8265`, `name:8265`; a bare IPv6 literal keeps its colons.
-            Some((name, port))
-                if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') =>
-            {
-                name.to_string()
-            }
-            _ => host,
-        };
-        self.0.contains(&name)
+        self.0.contains(&name_of(host))
+    }
+}
+
+/// The name in a `Host` value (or an allowlist entry), lowercase, without
+/// its port; an IPv6 address bracketed, as browsers send it.
+fn name_of(host: &str) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return format!("[{host}]");
+    }
+    match host.rsplit_once(':') {
+        // `[::1]:8265`, `name:8265`.
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name.to_string(),
+        _ => host,
     }
 }
 
@@ -85,12 +93,18 @@ pub(crate) async fn check_host(
     request: Request,
     next: Next,
 ) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    if !hosts.allows(host) {
+    let mut given = request.headers().get_all(header::HOST).iter();
+    let host = match (given.next(), given.next()) {
+        (Some(h), None) => h.to_str().unwrap_or_default(),
+        // None, or two (which RFC 9112 makes an error).
+        _ => "",
+    };
+    // An absolute-form target names its own host, which must be allowed too.
+    let target_ok = request
+        .uri()
+        .authority()
+        .is_none_or(|a| hosts.allows(a.as_str()));
+    if !hosts.allows(host) || !target_ok {
         return (
             StatusCode::MISDIRECTED_REQUEST,
             "this host name is not one the cluster's operator allowed (--api-allowed-hosts)\n",

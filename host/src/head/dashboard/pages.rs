@@ -83,6 +83,11 @@ fn session_cookie(id: &str, max_age: u64) -> HeaderValue {
 /// `POST /login` with `{"token": "..."}` (JSON only: a form on another
 /// site cannot send it): sets the session cookie.
 pub(crate) async fn login(State(auth): State<Auth>, request: Request) -> Response {
+    // A session the browser brought along ends: a login never continues
+    // one (nor one another site planted).
+    if let Some(old) = session::cookie(request.headers()) {
+        auth.sessions.close(old);
+    }
     let json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -100,10 +105,7 @@ pub(crate) async fn login(State(auth): State<Auth>, request: Request) -> Respons
     let Some(who) = auth.head.tokens().authenticate(token.trim()) else {
         return error(StatusCode::UNAUTHORIZED, "that token is not valid here").into_response();
     };
-    let (id, _) = match auth.sessions.open(who.clone()) {
-        Ok(opened) => opened,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    };
+    let (id, _) = auth.sessions.open(who.clone());
     tracing::info!(tenant = %who.tenant(), "dashboard login");
     let mut r = Json(serde_json::json!({ "tenant": who.tenant() })).into_response();
     let max_age = session::LIFETIME.as_secs();

@@ -5,14 +5,15 @@
 //! session's CSRF token in a header, which another site cannot read.
 //!
 //! Sessions are bounded: at most [`PER_PRINCIPAL`] per tenant (the oldest
-//! goes), [`MAX_SESSIONS`] in all (logins are refused when full), each
-//! ending [`IDLE`] after its last use and [`LIFETIME`] after login.
+//! goes), [`MAX_SESSIONS`] in all (the least recently used goes, so no
+//! one's logins, the admin's included, can be locked out), each ending
+//! [`IDLE`] after its last use and [`LIFETIME`] after login.
 //!
 //! ```
 //! use fabric_host::head::dashboard::session::Sessions;
 //! use fabric_host::security::Principal;
 //! let sessions = Sessions::default();
-//! let (id, csrf) = sessions.open(Principal::Tenant("acme".into())).unwrap();
+//! let (id, csrf) = sessions.open(Principal::Tenant("acme".into()));
 //! let s = sessions.find(&id).unwrap();
 //! assert_eq!(s.principal, Principal::Tenant("acme".into()));
 //! assert!(s.csrf_is(&csrf) && !s.csrf_is("forged"));
@@ -24,11 +25,12 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::error::FabricError;
 use crate::security::Principal;
 
-/// The cookie that carries a session.
-pub const COOKIE: &str = "fabric_session";
+/// The cookie that carries a session. The `__Host-` prefix makes browsers
+/// refuse it unless it is `Secure`, for `Path=/` and this host only, so
+/// another service on the same host cannot plant or shadow it.
+pub const COOKIE: &str = "__Host-fabric_session";
 /// The header that carries the session's CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Sessions one tenant (or the admin) may hold.
@@ -86,7 +88,7 @@ fn live(e: &Entry) -> bool {
 impl Sessions {
     /// Opens a session for `principal`; returns its id (the cookie's
     /// value) and its CSRF token.
-    pub fn open(&self, principal: Principal) -> Result<(String, String), FabricError> {
+    pub fn open(&self, principal: Principal) -> (String, String) {
         let mut all = self.0.lock();
         all.retain(|_, e| live(e));
         let mine: Vec<(String, Instant)> = all
@@ -99,12 +101,13 @@ impl Sessions {
         {
             all.remove(oldest);
         }
-        if all.len() >= MAX_SESSIONS {
-            return Err(FabricError::limit(
-                "sessions",
-                MAX_SESSIONS as u64,
-                "the dashboard has as many sessions as it keeps: try later",
-            ));
+        if all.len() >= MAX_SESSIONS
+            && let Some(idlest) = all
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+        {
+            all.remove(&idlest);
         }
         let id = crate::security::random_token("fss_");
         let csrf = crate::security::random_token("fcsrf_");
@@ -118,7 +121,7 @@ impl Sessions {
                 used: now,
             },
         );
-        Ok((id, csrf))
+        (id, csrf)
     }
 
     /// The live session with cookie value `id` (now counted as used).
@@ -162,15 +165,15 @@ mod tests {
     fn a_tenant_keeps_its_newest_sessions_only() {
         let s = Sessions::default();
         let acme = || Principal::Tenant("acme".into());
-        let first = s.open(acme()).unwrap().0;
+        let first = s.open(acme()).0;
         for _ in 0..PER_PRINCIPAL {
-            s.open(acme()).unwrap();
+            s.open(acme());
         }
         assert!(s.find(&first).is_none());
         // Another tenant's sessions are not pushed out by acme's.
-        let other = s.open(Principal::Tenant("other".into())).unwrap().0;
+        let other = s.open(Principal::Tenant("other".into())).0;
         for _ in 0..PER_PRINCIPAL * 2 {
-            s.open(acme()).unwrap();
+            s.open(acme());
         }
         assert!(s.find(&other).is_some());
     }
@@ -178,12 +181,10 @@ mod tests {
     #[test]
     fn the_cookie_is_found_among_others() {
         let mut h = http::HeaderMap::new();
-        h.insert(
-            http::header::COOKIE,
-            "a=1; fabric_session=xyz; b=2".parse().unwrap(),
-        );
+        let c = format!("a=1; {COOKIE}=xyz; b=2");
+        h.insert(http::header::COOKIE, c.parse().unwrap());
         assert_eq!(cookie(&h), Some("xyz"));
-        h.insert(http::header::COOKIE, "fabric_sessionx=1".parse().unwrap());
+        h.insert(http::header::COOKIE, "fabric_session=1".parse().unwrap());
         assert_eq!(cookie(&h), None);
     }
 }

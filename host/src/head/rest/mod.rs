@@ -117,7 +117,24 @@ pub fn router(head: Arc<Head>, hosts: AllowedHosts) -> Router {
         .with_state(api)
         .layer(middleware::from_fn_with_state(auth, authenticate))
         .merge(pages)
+        .layer(middleware::map_response(private))
         .layer(middleware::from_fn_with_state(hosts, check_host))
+}
+
+/// What every answer carries: it is one tenant's, so no cache keeps it, no
+/// browser guesses its type, no other site frames it.
+async fn private(mut r: Response) -> Response {
+    use axum::http::HeaderValue;
+    let h = r.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
+    r
 }
 
 /// Finds the caller, from a bearer token or a dashboard session (whose

@@ -179,6 +179,9 @@ async function startApp() {
 }
 
 function startLogin() {
+  // Enabled only now: without this script the form must not submit (the
+  // token would otherwise travel in a URL).
+  document.getElementById('sign-in').disabled = false;
   document.getElementById('login-form').onsubmit = async (event) => {
     event.preventDefault();
     const token = document.getElementById('token').value;

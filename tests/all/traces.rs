@@ -1,0 +1,72 @@
+//! One task's trace across real node processes: the node that sends a task
+//! and the node that runs it log it under the same job and task ids
+//! (`--log-level debug`), so their logs join on them.
+
+use crate::support::procs::ProcCluster;
+use crate::support::programs;
+
+/// `name=value` in a log line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + name.len()
+        + 1;
+    line[start..]
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap()
+}
+
+/// The log of node `i` without terminal colors.
+fn log(c: &ProcCluster, i: usize) -> String {
+    let raw = c.log(i);
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_task_sent_to_another_node_is_logged_under_the_same_ids_on_both() {
+    let mut c = ProcCluster::start_logging(
+        env!("CARGO_BIN_EXE_fabric"),
+        "fabric_host=debug,fabric_runtime=debug,info",
+        &["--num-cpus", "2"],
+    );
+    c.add(&["--num-cpus", "2"]);
+    let worker = c.nodes[1].id.clone();
+    let (out, err, ok) = c.submit(programs::CLUSTER, &["object-across", &worker]);
+    assert!(ok, "{out}{err}");
+    let (head, worker) = (log(&c, 0), log(&c, 1));
+    let sent = head
+        .lines()
+        .find(|l| l.contains("forwarding a task") && l.contains("function=checksum"))
+        .unwrap_or_else(|| panic!("the head did not log the task it sent:\n{head}"));
+    let (job, task) = (field(sent, "job"), field(sent, "task"));
+    let same = |l: &&str| l.contains(&format!("job={job}")) && l.contains(&format!("task={task}"));
+    assert!(
+        worker
+            .lines()
+            .filter(same)
+            .any(|l| l.contains("a task arrived")),
+        "the worker did not log task {task} arriving:\n{worker}"
+    );
+    let ran = worker
+        .lines()
+        .filter(same)
+        .find(|l| l.contains("task ran"))
+        .unwrap_or_else(|| panic!("the worker did not log task {task} running:\n{worker}"));
+    assert!(ran.contains("outcome=succeeded"), "{ran}");
+    assert!(
+        head.lines()
+            .any(|l| l.contains("a task's result arrived") && l.contains(&format!("task={task}"))),
+        "the head did not log task {task}'s result:\n{head}"
+    );
+}
