@@ -14,6 +14,7 @@ mod endpoint_args;
 mod head_client;
 mod logs;
 mod node_args;
+mod progress;
 mod project;
 mod python;
 mod run;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::progress::{Counts, Progress, ProgressSink};
 use anyhow::Context;
 use clap::Args;
 use fabric_host::error::{FabricError, FailureKind};
@@ -71,9 +72,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         match &args.call {
             None => {
-                let outcome = node
-                    .run_job_with(app, args.args.clone(), Arc::new(TerminalSink), options)
-                    .await;
+                let progress = Progress::on_terminal();
+                let sink = Arc::new(ProgressSink(progress.clone()));
+                let (id, running) = node.start_job_with(app, args.args.clone(), sink, options);
+                let ticker = progress
+                    .enabled()
+                    .then(|| show_progress(&node, id, &progress));
+                let outcome = running.await;
+                if let Some(t) = ticker {
+                    t.abort();
+                }
+                progress.finish();
                 match outcome.result {
                     Ok(()) => Ok(ExitCode::SUCCESS),
                     Err(e) => {
@@ -83,6 +92,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Some(function) => call(&node, app, function, &args.args).await,
+        }
+    })
+}
+
+/// Redraws `progress` from the node's counts of job `id` until aborted.
+fn show_progress(
+    node: &Node,
+    id: fabric_host::ids::JobId,
+    progress: &Arc<Progress>,
+) -> tokio::task::JoinHandle<()> {
+    let (node, progress) = (node.clone(), progress.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            if let Some(p) = node.job_progress(id) {
+                progress.update(Counts {
+                    submitted: p.submitted,
+                    succeeded: p.ended() - p.failed(),
+                    failed: p.failed(),
+                });
+            }
         }
     })
 }

@@ -31,6 +31,21 @@ pub struct SubmitArgs {
     pub args: Vec<String>,
 }
 
+/// One line of the job's output, around the progress line.
+fn print_line(progress: &crate::progress::Progress, l: pb::LogLine) {
+    let mut line = l.prefix.into_bytes();
+    line.extend_from_slice(&l.line);
+    line.push(b'\n');
+    progress.around(|| {
+        let _ = if l.stderr {
+            std::io::stderr().write_all(&line)
+        } else {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&line).and_then(|()| out.flush())
+        };
+    });
+}
+
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let manifest = crate::run::read_manifest(args.manifest.as_deref())?;
     let components =
@@ -49,6 +64,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let progress = crate::progress::Progress::on_terminal();
     runtime.block_on(async move {
         let mut head = head_client::connect(&args.client).await?;
         let request = pb::SubmitJobRequest {
@@ -74,17 +90,16 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                     tracing::info!(job = %id, "job started");
                     eprintln!("job {id} started (its output: fabric logs {id})");
                 }
-                Some(pb::job_event::Kind::Log(l)) => {
-                    let mut line = l.prefix.into_bytes();
-                    line.extend_from_slice(&l.line);
-                    line.push(b'\n');
-                    let _ = if l.stderr {
-                        std::io::stderr().write_all(&line)
-                    } else {
-                        std::io::stdout().write_all(&line)
-                    };
+                Some(pb::job_event::Kind::Log(l)) => print_line(&progress, l),
+                Some(pb::job_event::Kind::Progress(p)) => {
+                    progress.update(crate::progress::Counts {
+                        submitted: p.submitted,
+                        succeeded: p.succeeded,
+                        failed: p.failed,
+                    });
                 }
                 Some(pb::job_event::Kind::Finished(f)) => {
+                    progress.finish();
                     if f.ok {
                         return Ok(ExitCode::SUCCESS);
                     }

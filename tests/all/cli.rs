@@ -334,3 +334,42 @@ fn a_node_spills_what_does_not_fit_and_cleans_up() {
         text(&out.stderr)
     );
 }
+
+/// On a terminal (a pseudo-terminal made by `script`), `fabric run` shows
+/// the job's progress on one line it redraws and clears, apart from the
+/// job's output; piped, it shows none.
+#[test]
+fn run_shows_progress_on_a_terminal_only() {
+    let bin = env!("CARGO_BIN_EXE_fabric");
+    let cmd = format!("{bin} run {} --num-cpus 5", examples::SQUARES);
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("script (util-linux) makes the terminal");
+    let seen = text(&out.stdout);
+    assert!(out.status.success(), "{seen}");
+    // The first wave of five runs while the second waits.
+    assert!(
+        seen.contains("tasks: 5 finished, 5 pending, 0 failed"),
+        "{seen:?}"
+    );
+    // The job's own line comes whole, right after the progress line was
+    // cleared (erase-line), and the progress is cleared at the end.
+    assert!(
+        seen.contains("\x1b[2K[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]\r\n"),
+        "{seen:?}"
+    );
+    assert!(seen.ends_with("\r\x1b[2K"), "{seen:?}");
+    let piped = fabric(&["run", examples::SQUARES, "--num-cpus", "5"]);
+    assert!(piped.status.success());
+    assert!(
+        !text(&piped.stderr).contains("tasks:"),
+        "{}",
+        text(&piped.stderr)
+    );
+    assert_eq!(
+        text(&piped.stdout),
+        "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]\n"
+    );
+}

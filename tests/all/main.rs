@@ -24,4 +24,4 @@ mod processes;
 mod python;
 mod tasks;
 mod tenants;
-mod traces;
+mod watching;

@@ -264,10 +264,12 @@ impl Node {
         options: JobOptions,
     ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
         let core = self.core.clone();
+        core.starting_jobs().insert(id, false);
         let handle = self.core.runtime().spawn(async move {
             let job = match core.prepare_job(id, app, logs, &options).await {
                 Ok(job) => job,
                 Err(e) => {
+                    core.starting_jobs().remove(&id);
                     return JobOutcome {
                         job_id: id,
                         result: Err(e),
@@ -275,6 +277,14 @@ impl Node {
                 }
             };
             core.jobs().insert(job.id, job.clone());
+            // Stopped while it was being prepared.
+            if core
+                .starting_jobs()
+                .remove(&id)
+                .is_some_and(|(_, stop)| stop)
+            {
+                job.stop();
+            }
             tracing::debug!(job = %job.id.short(), tenant = %job.tenant, "job started");
             // The driver runs in a task of its own, which stopping the job
             // aborts (dropping its call ends its instance).
@@ -283,8 +293,10 @@ impl Node {
                 let runtime = core.runtime().clone();
                 runtime.spawn(async move { run_driver(&core, &job, args).await })
             };
-            job.set_driver(driver.abort_handle());
-            let result = match driver.await {
+            job.set_driver(Some(driver.abort_handle()));
+            let ran = driver.await;
+            job.set_driver(None);
+            let result = match ran {
                 Ok(r) => r,
                 Err(e) if e.is_cancelled() => Err(FabricError::Cancelled),
                 Err(e) => Err(FabricError::failure(
@@ -312,10 +324,22 @@ impl Node {
         }
     }
 
+    /// The tasks job `id` submitted on this node so far, and how they
+    /// ended (`None`: no such job here).
+    pub fn job_progress(&self, id: JobId) -> Option<crate::outcomes::TaskCountsRead> {
+        let job = self.core.jobs().get(&id)?;
+        Some(job.books.task_counts().read())
+    }
+
     /// Stops job `id`, whose driver runs on this node: its driver ends at
     /// once and its work everywhere is cancelled; the job ends with
     /// `cancelled`. `false` when no such job runs its driver here.
     pub fn stop_job(&self, id: JobId) -> bool {
+        // Still being prepared: it stops as soon as it is.
+        if let Some(mut stop) = self.core.starting_jobs().get_mut(&id) {
+            *stop = true;
+            return true;
+        }
         match self.core.jobs().get(&id) {
             Some(job) if job.driver == self.id() => {
                 job.stop();

@@ -129,6 +129,23 @@ pub struct TaskCountsRead {
     pub ended: [u64; Outcome::ALL.len()],
 }
 
+impl TaskCountsRead {
+    /// Tasks that ended, however.
+    pub fn ended(&self) -> u64 {
+        self.ended.iter().sum()
+    }
+
+    /// Tasks that ended other than succeeded.
+    pub fn failed(&self) -> u64 {
+        self.ended() - self.ended[Outcome::Succeeded as usize]
+    }
+
+    /// Tasks submitted and not ended yet.
+    pub fn pending(&self) -> u64 {
+        self.submitted.saturating_sub(self.ended())
+    }
+}
+
 impl TaskCounts {
     pub fn submitted(&self) {
         self.submitted.fetch_add(1, Ordering::Relaxed);

@@ -56,6 +56,39 @@ fn event(kind: pb::job_event::Kind) -> pb::JobEvent {
     pb::JobEvent { kind: Some(kind) }
 }
 
+/// How often a submitter hears of its job's progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Sends job `id`'s progress to its submitter while both last.
+fn send_progress(
+    head: Arc<Head>,
+    id: crate::ids::JobId,
+    tx: mpsc::UnboundedSender<Result<pb::JobEvent, Status>>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        loop {
+            tick.tick().await;
+            if head.job_record(id).is_none_or(|j| j.status.is_finished()) {
+                return;
+            }
+            // None: its driver is not running yet (still loading).
+            let Some(p) = head.job_progress(id) else {
+                continue;
+            };
+            let progress = pb::job_event::Progress {
+                submitted: p.submitted,
+                succeeded: p.ended() - p.failed(),
+                failed: p.failed(),
+            };
+            let kind = pb::job_event::Kind::Progress(progress);
+            if tx.send(Ok(event(kind))).is_err() {
+                return; // the submitter went away
+            }
+        }
+    });
+}
+
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn cluster_state(
@@ -124,15 +157,20 @@ impl Control for ControlService {
             let _ = lines.send(Ok(event(log)));
         });
         let announce = tx.clone();
+        let mut started_id = None;
         let started = self
             .head
-            .submit(slot, job, sink, move |id| {
+            .submit(slot, job, sink, |id| {
+                started_id = Some(id);
                 let started = pb::job_event::Started {
                     job_id: id_bytes(id.as_u128()),
                 };
                 let _ = announce.send(Ok(event(pb::job_event::Kind::Started(started))));
             })
             .await?;
+        if let Some(id) = started_id {
+            send_progress(self.head.clone(), id, tx.clone());
+        }
         tokio::spawn(async move {
             let result = started.ended.await.unwrap_or_else(|_| {
                 Err(crate::error::FabricError::failure(

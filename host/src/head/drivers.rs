@@ -48,6 +48,9 @@ pub trait Drivers: Send + Sync + 'static {
     /// Stops a job whose driver it started; `false` when it runs no such
     /// job (yet, or any more).
     fn stop(&self, job: JobId) -> bool;
+
+    /// The tasks a running job submitted from the driver's node so far.
+    fn progress(&self, job: JobId) -> Option<crate::outcomes::TaskCountsRead>;
 }
 
 impl Drivers for Node {
@@ -77,5 +80,9 @@ impl Drivers for Node {
 
     fn stop(&self, job: JobId) -> bool {
         self.stop_job(job)
+    }
+
+    fn progress(&self, job: JobId) -> Option<crate::outcomes::TaskCountsRead> {
+        self.job_progress(job)
     }
 }

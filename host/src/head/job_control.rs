@@ -26,6 +26,16 @@ impl Head {
             .ok_or(HeadError::NoSuchJob)
     }
 
+    /// Job `id`'s record, whoever's it is (for the head's own use).
+    pub(crate) fn job_record(&self, id: JobId) -> Option<JobRecord> {
+        self.jobs.get(id)
+    }
+
+    /// The tasks running job `id` submitted from its driver's node so far.
+    pub(crate) fn job_progress(&self, id: JobId) -> Option<crate::outcomes::TaskCountsRead> {
+        self.drivers.progress(id)
+    }
+
     /// The jobs `who` may see, oldest first.
     pub(crate) fn jobs_for(&self, who: &Principal) -> Vec<JobRecord> {
         self.jobs
@@ -49,20 +59,17 @@ impl Head {
         tracing::info!(job = %id.short(), by = %who.tenant(), "stopping a job");
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
         let mut asked = false;
-        let mut last = job;
+        let _ = job;
         loop {
             // Its driver may not be running yet (still loading): ask again.
+            // The node remembers a stop asked while the job is prepared.
             asked = asked || self.drivers.stop(id);
-            let Ok(now) = self.job_for(id, who) else {
-                // Deleted meanwhile: it had ended, stopped.
-                last.status = super::JobStatus::Stopped;
-                return Ok(last);
-            };
+            // Deleted meanwhile (it had ended): gone, as for anyone.
+            let now = self.job_for(id, who)?;
             if now.status.is_finished() || tokio::time::Instant::now() >= deadline {
                 // Ended; or asked, and it will end (its record says so then).
                 return Ok(now);
             }
-            last = now;
             tokio::time::sleep(Duration::from_millis(if asked { 20 } else { 100 })).await;
         }
     }

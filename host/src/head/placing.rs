@@ -44,6 +44,16 @@ impl Head {
 
     /// Records a group and starts placing it.
     pub(crate) fn create_group(&self, info: GroupInfo) -> Result<GroupInfo, FabricError> {
+        // A driver stopped in the middle of creating one: its job's groups
+        // were already removed, and this one would be left behind.
+        if !info.detached
+            && self
+                .jobs
+                .get(info.job)
+                .is_some_and(|j| j.status.is_finished())
+        {
+            return Err(FabricError::Cancelled);
+        }
         let info = self.groups.create(info, &self.nodes.all())?;
         self.start_placing(info.id);
         Ok(info)

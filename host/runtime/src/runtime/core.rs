@@ -53,6 +53,9 @@ pub struct NodeCore {
     /// `(namespace, name)` to actor.
     named_actors: DashMap<(String, String), ActorId>,
     jobs: IdMap<JobId, Arc<Job>>,
+    /// Jobs whose drivers are being prepared here, and whether someone
+    /// stopped them meanwhile.
+    starting_jobs: IdMap<JobId, bool>,
     /// Per-tenant books: the tenant of every job seen, usage and quotas.
     tenants: Arc<TenantLedger>,
     runtime: tokio::runtime::Handle,
@@ -85,6 +88,7 @@ impl NodeCore {
             actors: IdMap::default(),
             named_actors: DashMap::new(),
             jobs: IdMap::default(),
+            starting_jobs: IdMap::default(),
             tenants,
             runtime,
             config,
@@ -141,6 +145,11 @@ impl NodeCore {
     /// Jobs that run (or have work) here.
     pub fn jobs(&self) -> &IdMap<JobId, Arc<Job>> {
         &self.jobs
+    }
+
+    /// Jobs whose drivers are being prepared here (see `Node::stop_job`).
+    pub(crate) fn starting_jobs(&self) -> &IdMap<JobId, bool> {
+        &self.starting_jobs
     }
 
     pub fn tenants(&self) -> &Arc<TenantLedger> {

@@ -218,13 +218,16 @@ impl Job {
     }
 
     /// The task running the job's driver (aborted at once if the job was
-    /// stopped before it started).
-    pub(crate) fn set_driver(&self, driver: tokio::task::AbortHandle) {
+    /// stopped before it started); `None` once it ended (the handle would
+    /// keep the finished task's memory).
+    pub(crate) fn set_driver(&self, driver: Option<tokio::task::AbortHandle>) {
         let mut s = self.stop.lock();
-        if s.stopped {
-            driver.abort();
+        if s.stopped
+            && let Some(d) = &driver
+        {
+            d.abort();
         }
-        s.driver = Some(driver);
+        s.driver = driver;
     }
 
     /// Takes a slot of the node's instance pool for an instance of `app`,

@@ -183,6 +183,7 @@ impl TaskTable {
             )
         })?;
         job.account.task_counts().submitted();
+        job.books.task_counts().submitted();
         Ok(self.insert(spec, true))
     }
 
@@ -230,6 +231,7 @@ impl TaskTable {
         if gone.counted {
             gone.control.job.pending.count_down();
             gone.control.job.account.task_counts().ended(outcome);
+            gone.control.job.books.task_counts().ended(outcome);
         }
         Some(gone.control)
     }

@@ -13,7 +13,9 @@
 //! ```no_run
 //! # async fn demo(head: std::sync::Arc<fabric_host::head::Head>) -> Result<(), Box<dyn std::error::Error>> {
 //! let security = fabric_host::security::ClusterSecurity::generate()?;
-//! let api = fabric_host::head::rest::serve("127.0.0.1:0".parse()?, security.https_config()?, head).await?;
+//! let hosts = fabric_host::head::dashboard::AllowedHosts::with_defaults(["10.0.0.1"]);
+//! let tls = security.https_config()?;
+//! let api = fabric_host::head::rest::serve("127.0.0.1:0".parse()?, tls, head, hosts).await?;
 //! println!("curl -H 'Authorization: Bearer …' https://{}/api/jobs", api.address());
 //! # Ok(()) }
 //! ```

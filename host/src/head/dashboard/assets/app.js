@@ -149,6 +149,11 @@ async function tenantsView(view) {
 }
 
 async function route() {
+  // A followed log holds a stream (and one of the tenant's few): end it.
+  if (following) {
+    following.cancel();
+    following = null;
+  }
   const view = document.getElementById('view');
   const hash = location.hash || '#/';
   const job = hash.match(/^#\/jobs\/([0-9a-f]+)$/);

@@ -1,6 +1,7 @@
-//! One task's trace across real node processes: the node that sends a task
-//! and the node that runs it log it under the same job and task ids
-//! (`--log-level debug`), so their logs join on them.
+//! Watching jobs on real node processes: one task's trace across nodes
+//! (the node that sends a task and the node that runs it log it under the
+//! same job and task ids at `--log-level debug`, so their logs join on
+//! them), and `fabric submit`'s live progress on a terminal.
 
 use crate::support::procs::ProcCluster;
 use crate::support::programs;
@@ -68,5 +69,41 @@ fn a_task_sent_to_another_node_is_logged_under_the_same_ids_on_both() {
         head.lines()
             .any(|l| l.contains("a task's result arrived") && l.contains(&format!("task={task}"))),
         "the head did not log task {task}'s result:\n{head}"
+    );
+}
+
+/// `fabric submit` on a terminal (a pseudo-terminal made by `script`) shows
+/// the progress the head streams: tasks finished, pending and failed.
+#[test]
+fn submit_shows_the_jobs_progress_on_a_terminal() {
+    let c = ProcCluster::start(env!("CARGO_BIN_EXE_fabric"), &["--num-cpus", "2"]);
+    let cmd = format!(
+        "{} submit --address {} {} -- fan-out 400",
+        env!("CARGO_BIN_EXE_fabric"),
+        c.head_address(),
+        programs::CLUSTER
+    );
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &cmd, "/dev/null"]);
+    for (k, v) in c.command().get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let out = script.output().expect("script (util-linux)");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{seen}");
+    assert!(seen.contains("tasks 400"), "{seen:?}");
+    let progress: Vec<&str> = seen
+        .split("\x1b[2K")
+        .filter(|s| s.starts_with("tasks: "))
+        .collect();
+    assert!(!progress.is_empty(), "no progress shown: {seen:?}");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p.contains(" failed") && p.contains(" pending")),
+        "{progress:?}"
     );
 }
