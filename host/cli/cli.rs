@@ -41,6 +41,8 @@ pub enum Command {
     Tenant(crate::tenant::TenantArgs),
     /// Show the output of a job submitted to a cluster.
     Logs(crate::logs::LogsArgs),
+    /// Stop or delete a job submitted to a cluster.
+    Job(crate::job::JobArgs),
     /// The bounded compiler process a node starts (internal).
     #[command(name = "__compile", hide = true)]
     Compile(crate::compile::CompileArgs),
@@ -58,6 +60,7 @@ impl Command {
             Command::Drain(args) => crate::drain::drain(args),
             Command::Tenant(args) => crate::tenant::tenant(args),
             Command::Logs(args) => crate::logs::logs(args),
+            Command::Job(args) => crate::job::job(args),
             Command::Compile(args) => crate::compile::compile(args),
         }
     }

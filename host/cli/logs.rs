@@ -18,7 +18,7 @@ pub struct LogsArgs {
     pub client: ClientArgs,
 }
 
-fn parse_id(s: &str) -> anyhow::Result<Vec<u8>> {
+pub fn parse_id(s: &str) -> anyhow::Result<Vec<u8>> {
     let s = s.trim();
     if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         anyhow::bail!("`{s}` is not a job id (32 hex digits)");

@@ -12,6 +12,7 @@ mod data_dir;
 mod drain;
 mod endpoint_args;
 mod head_client;
+mod job;
 mod logs;
 mod node_args;
 mod progress;

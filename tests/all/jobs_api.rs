@@ -183,3 +183,61 @@ fn the_jobs_api_runs_follows_stops_and_deletes_jobs_of_their_tenant_only() {
     let uploads = api.json("GET", "/api/components", &acme, Body::None, 200);
     assert_eq!(uploads.as_array().unwrap().len(), 1, "{uploads}");
 }
+
+/// `fabric job stop` and `fabric job delete` do what the API's stop and
+/// delete do, for the job's tenant only.
+#[test]
+fn the_cli_stops_and_deletes_jobs_of_its_tenant_only() {
+    let c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &["--num-cpus", "2", "--api-port", "0"],
+    );
+    let api = Api::of(&c);
+    let acme = c.add_tenant("acme", &[]);
+    let mallory = c.add_tenant("mallory", &[]);
+    let submit = c
+        .command_as(&acme)
+        .args(["submit", "--address", c.head_address(), programs::BREACHES])
+        .args(["--", "hold", "60000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = loop {
+        let jobs = api.json("GET", "/api/jobs", &acme, Body::None, 200);
+        if let Some(j) = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["status"] == "RUNNING")
+        {
+            break j["job_id"].as_str().unwrap().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let job = |token: &str, action: &str| {
+        let out = c.fabric_as(token, &["job", action, &id, "--address", c.head_address()]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    for action in ["stop", "delete"] {
+        let (ok, text) = job(&mallory, action);
+        assert!(!ok && text.contains("no such job"), "{action}: {text}");
+    }
+    let (ok, text) = job(&acme, "delete");
+    assert!(!ok && text.contains("still running"), "{text}");
+    let (ok, text) = job(&acme, "stop");
+    assert!(ok && text.contains("STOPPED"), "{text}");
+    // The submitter hears that its job ended, cancelled.
+    let out = submit.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"));
+    let (ok, text) = job(&acme, "delete");
+    assert!(ok && text.contains("deleted"), "{text}");
+    let (status, _) = api.call("GET", &format!("/api/jobs/{id}"), Some(&acme), Body::None);
+    assert_eq!(status, 404);
+}

@@ -203,6 +203,30 @@ impl Control for ControlService {
         }))
     }
 
+    async fn stop_job(
+        &self,
+        request: Request<pb::JobRequest>,
+    ) -> Result<Response<pb::JobRecord>, Status> {
+        let who = self.who(&request)?;
+        self.head.count("StopJob");
+        let id =
+            job_id(&request.into_inner().job_id).map_err(|_| Status::not_found("no such job"))?;
+        let job = self.head.stop_job(id, &who).await?;
+        Ok(Response::new(wire::job_to_pb(&job)))
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<pb::JobRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let who = self.who(&request)?;
+        self.head.count("DeleteJob");
+        let id =
+            job_id(&request.into_inner().job_id).map_err(|_| Status::not_found("no such job"))?;
+        self.head.delete_job(id, &who).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn add_tenant(
         &self,
         request: Request<pb::AddTenantRequest>,
