@@ -10,23 +10,6 @@ use crate::support::programs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fabric");
 
-/// `fabric tenant add NAME EXTRA...`; the tenant's token.
-fn add_tenant(c: &ProcCluster, name: &str, extra: &[&str]) -> String {
-    let mut args = vec!["tenant", "add", name, "--address", c.head_address()];
-    args.extend_from_slice(extra);
-    let out = c.fabric(&args);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .nth(1)
-        .map(|l| l.trim().to_string())
-        .expect("the token line")
-}
-
 /// Submits the breaches guest with `args` as `token`: (stdout, stderr, ok).
 fn submit(c: &ProcCluster, token: &str, extra: &[&str], args: &[&str]) -> (String, String, bool) {
     let mut all = vec!["submit", "--address", c.head_address()];
@@ -88,8 +71,8 @@ fn a_tenant_within_its_guarantee_gets_instances_while_another_floods_the_pool() 
         BIN,
         &["--num-cpus", "2", "--num-gpus", "0", "--config", &config],
     );
-    let flooder = add_tenant(&c, "flooder", &[]);
-    let victim = add_tenant(&c, "victim", &[]);
+    let flooder = c.add_tenant("flooder", &[]);
+    let victim = c.add_tenant("victim", &[]);
 
     // 40 slots nobody is guaranteed: 30 detached actors, then 9 more (the
     // second job's driver holds the 40th while it runs).
@@ -152,8 +135,8 @@ fn quotas_and_job_limits_cap_live_actors_and_instances_across_the_cluster() {
     let mut c = ProcCluster::start(BIN, &["--num-cpus", "1", "--num-gpus", "0"]);
     c.add(&["--num-cpus", "1", "--num-gpus", "0"]);
     c.wait_for_alive(2);
-    let capped = add_tenant(&c, "capped", &["--actors", "6"]);
-    let thin = add_tenant(&c, "thin", &["--instances", "3"]);
+    let capped = c.add_tenant("capped", &["--actors", "6"]);
+    let thin = c.add_tenant("thin", &["--instances", "3"]);
 
     // Four detached actors spread over both nodes, then a job on the head.
     let (out, err, ok) = submit(&c, &capped, &[], &["actor-flood", "4", "detached,spread"]);

@@ -315,23 +315,8 @@ fn tenants_need_tokens_and_see_only_their_own_jobs() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{secret} must be private");
     }
-    let add = |name: &str, extra: &[&str]| {
-        let mut args = vec!["tenant", "add", name, "--address", c.head_address()];
-        args.extend_from_slice(extra);
-        let out = c.fabric(&args);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text.lines()
-            .nth(1)
-            .map(|l| l.trim().to_string())
-            .expect("the token line")
-    };
-    let alice = add("alice", &[]);
-    let mallory = add("mallory", &["--cpus", "1", "--jobs", "2"]);
+    let alice = c.add_tenant("alice", &[]);
+    let mallory = c.add_tenant("mallory", &["--cpus", "1", "--jobs", "2"]);
 
     let submit_as = |token: &str, args: &[&str]| {
         let mut all = vec![

@@ -56,6 +56,11 @@ fn event(kind: pb::job_event::Kind) -> pb::JobEvent {
     pb::JobEvent { kind: Some(kind) }
 }
 
+/// A job id from a request; a malformed one is as unknown as a missing one.
+fn known_job(bytes: &[u8]) -> Result<crate::ids::JobId, Status> {
+    job_id(bytes).map_err(|_| Status::not_found("no such job"))
+}
+
 /// How often a submitter hears of its job's progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -193,10 +198,12 @@ impl Control for ControlService {
         request: Request<pb::JobLogsRequest>,
     ) -> Result<Response<pb::JobLogsReply>, Status> {
         let who = self.who(&request)?;
-        let not_found = || Status::not_found("no such job");
-        let id = job_id(&request.into_inner().job_id).map_err(|_| not_found())?;
+        let id = known_job(&request.into_inner().job_id)?;
         let tenant = (!who.is_admin()).then(|| who.tenant());
-        let (lines, dropped) = self.head.job_output(id, tenant).ok_or_else(not_found)?;
+        let (lines, dropped) = self
+            .head
+            .job_output(id, tenant)
+            .ok_or_else(|| Status::not_found("no such job"))?;
         Ok(Response::new(pb::JobLogsReply {
             lines: lines.iter().map(wire::log_line_to_pb).collect(),
             dropped,
@@ -209,8 +216,7 @@ impl Control for ControlService {
     ) -> Result<Response<pb::JobRecord>, Status> {
         let who = self.who(&request)?;
         self.head.count("StopJob");
-        let id =
-            job_id(&request.into_inner().job_id).map_err(|_| Status::not_found("no such job"))?;
+        let id = known_job(&request.into_inner().job_id)?;
         let job = self.head.stop_job(id, &who).await?;
         Ok(Response::new(wire::job_to_pb(&job)))
     }
@@ -221,8 +227,7 @@ impl Control for ControlService {
     ) -> Result<Response<pb::Empty>, Status> {
         let who = self.who(&request)?;
         self.head.count("DeleteJob");
-        let id =
-            job_id(&request.into_inner().job_id).map_err(|_| Status::not_found("no such job"))?;
+        let id = known_job(&request.into_inner().job_id)?;
         self.head.delete_job(id, &who).await?;
         Ok(Response::new(pb::Empty {}))
     }

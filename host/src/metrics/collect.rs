@@ -108,6 +108,18 @@ fn tenant(name: &str) -> Vec<(&'static str, String)> {
     vec![("tenant", name.to_string())]
 }
 
+type Samples = Vec<(Vec<(&'static str, String)>, f64)>;
+
+/// One sample per tenant account, its value `v(i)` of account `i`.
+fn per_tenant(
+    accounts: &[Arc<crate::tenants::TenantAccount>],
+    v: &dyn Fn(usize) -> f64,
+) -> Samples {
+    (0..accounts.len())
+        .map(|i| (tenant(&accounts[i].name), v(i)))
+        .collect()
+}
+
 const C: MetricType = MetricType::Counter;
 const G: MetricType = MetricType::Gauge;
 
@@ -313,11 +325,7 @@ impl Source {
         let accounts = self.node.tenant_accounts();
         let usage: Vec<_> = accounts.iter().map(|a| a.usage()).collect();
         let counts: Vec<_> = accounts.iter().map(|a| a.task_counts().read()).collect();
-        let per = |v: &dyn Fn(usize) -> f64| {
-            (0..accounts.len())
-                .map(|i| (tenant(&accounts[i].name), v(i)))
-                .collect::<Vec<_>>()
-        };
+        let per = |v: &dyn Fn(usize) -> f64| per_tenant(&accounts, v);
         f.labeled(
             "fabric_tasks_submitted",
             "Tasks submitted on this node",
@@ -409,11 +417,7 @@ impl Source {
             G,
             states,
         )?;
-        let per = |v: &dyn Fn(usize) -> f64| {
-            (0..accounts.len())
-                .map(|i| (tenant(&accounts[i].name), v(i)))
-                .collect::<Vec<_>>()
-        };
+        let per = |v: &dyn Fn(usize) -> f64| per_tenant(accounts, v);
         f.labeled(
             "fabric_actors_created",
             "Actors created on this node",
