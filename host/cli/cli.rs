@@ -41,8 +41,10 @@ pub enum Command {
     Tenant(crate::tenant::TenantArgs),
     /// Show the output of a job submitted to a cluster.
     Logs(crate::logs::LogsArgs),
-    /// Stop or delete a job submitted to a cluster.
+    /// Stop or delete a job submitted to a cluster, or see its tasks.
     Job(crate::job::JobArgs),
+    /// Write a Chrome trace of a job's tasks and actor calls.
+    Timeline(crate::timeline::TimelineArgs),
     /// The bounded compiler process a node starts (internal).
     #[command(name = "__compile", hide = true)]
     Compile(crate::compile::CompileArgs),
@@ -61,6 +63,7 @@ impl Command {
             Command::Tenant(args) => crate::tenant::tenant(args),
             Command::Logs(args) => crate::logs::logs(args),
             Command::Job(args) => crate::job::job(args),
+            Command::Timeline(args) => crate::timeline::timeline(args),
             Command::Compile(args) => crate::compile::compile(args),
         }
     }

@@ -24,6 +24,7 @@ mod status;
 mod stop;
 mod submit;
 mod tenant;
+mod timeline;
 
 use std::process::ExitCode;
 

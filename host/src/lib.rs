@@ -32,6 +32,8 @@ pub mod https;
 pub mod meters;
 pub mod metrics;
 pub mod security;
+pub mod task_view;
+pub mod task_wire;
 pub(crate) mod wire;
 
 pub use wire::error_from_pb;
@@ -41,5 +43,5 @@ pub use wire::error_from_pb;
 pub use fabric_runtime::{
     AppComponent, JobOptions, JobOutcome, MemoryReport, Node, NodeConfig, NodeStats, allocator,
     config, error, ids, limits, logs, manifest, object_store, outcomes, placement, quota,
-    resources, runtime, spill, tenants,
+    resources, runtime, spill, task_events, tenants,
 };

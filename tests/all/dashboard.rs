@@ -209,6 +209,13 @@ async fn a_browser_logs_in_and_sees_nodes_a_running_job_and_its_log_but_not_othe
         .unwrap();
     wait_for_text(&b, "#job", "RUNNING").await;
     wait_for_text(&b, "#log", "line 2 of a running job").await;
+    // Its tasks, as the nodes kept them: 5 submitted, one refused.
+    let count = |text: String| text.split_whitespace().next().unwrap().to_string();
+    let submitted = wait_for_text(&b, "#tasks-submitted", "5").await;
+    assert_eq!(count(submitted), "5");
+    assert_eq!(count(wait_for_text(&b, "#tasks-failed", "1").await), "1");
+    let failures = wait_for_text(&b, "#tasks", "a refusal for the dashboard").await;
+    assert!(failures.contains("invalid_argument"), "{failures}");
     screenshot("job.png", &b.screenshot().await.unwrap());
     b.close().await.unwrap();
 

@@ -11,13 +11,13 @@ use crate::support::curl::{self, Body};
 use crate::support::procs::ProcCluster;
 use crate::support::programs;
 
-struct Api {
+pub(crate) struct Api {
     url: String,
     ca: PathBuf,
 }
 
 impl Api {
-    fn of(c: &ProcCluster) -> Api {
+    pub(crate) fn of(c: &ProcCluster) -> Api {
         let url = std::fs::read_to_string(c.dir.join("node0/api_address")).unwrap();
         Api {
             url: url.trim().to_string(),
@@ -25,7 +25,13 @@ impl Api {
         }
     }
 
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body) -> (u16, String) {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body,
+    ) -> (u16, String) {
         curl::request(
             &self.ca,
             method,
@@ -36,7 +42,14 @@ impl Api {
     }
 
     /// A call that must answer `status`, with its JSON.
-    fn json(&self, method: &str, path: &str, token: &str, body: Body, status: u16) -> Value {
+    pub(crate) fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Body,
+        status: u16,
+    ) -> Value {
         let (got, text) = self.call(method, path, Some(token), body);
         assert_eq!(got, status, "{method} {path}: {text}");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"))

@@ -24,4 +24,5 @@ mod processes;
 mod python;
 mod tasks;
 mod tenants;
+mod timeline;
 mod watching;

@@ -45,6 +45,8 @@ pub struct NodeConfig {
     /// What an unauthenticated caller can make the node hold, once it
     /// serves a cluster.
     pub ingress: IngressLimits,
+    /// How much of what ran the node keeps per job and tenant.
+    pub task_events: crate::task_events::TaskEventBounds,
 }
 
 /// A configuration with every amount decided.
@@ -58,6 +60,7 @@ pub struct ResolvedConfig {
     pub limits: Limits,
     pub max_limits: Limits,
     pub policy: Policy,
+    pub task_events: crate::task_events::TaskEventBounds,
 }
 
 impl NodeConfig {
@@ -95,6 +98,7 @@ impl NodeConfig {
                 .clone()
                 .unwrap_or_else(|| self.limits.clone()),
             policy: self.policy.clone(),
+            task_events: self.task_events.clone(),
         })
     }
 }
@@ -149,6 +153,11 @@ pub struct NodeFile {
     /// `client-connections-per-address = 32`, ...; see [`IngressLimits`]).
     #[serde(default)]
     pub ingress: Option<IngressLimits>,
+    /// What ran, kept per job for the dashboard and `fabric timeline`
+    /// (`per-job = 20000`, `per-tenant = 50000`, `keep-finished = 8`,
+    /// `keep-for = "1h"`; see [`crate::task_events`]).
+    #[serde(default)]
+    pub task_events: Option<crate::task_events::TaskEventBounds>,
 }
 
 /// The `[components]` table of a node settings file (see
@@ -280,6 +289,9 @@ impl NodeFile {
         }
         if let Some(ingress) = &self.ingress {
             cfg.ingress = ingress.clone();
+        }
+        if let Some(events) = &self.task_events {
+            cfg.task_events = events.clone();
         }
         cfg.limits = limits;
         cfg.max_limits = Some(caps);

@@ -41,6 +41,7 @@ pub mod resources;
 pub mod runtime;
 pub mod scheduler;
 pub mod spill;
+pub mod task_events;
 pub mod tenants;
 
 pub use config::NodeConfig;

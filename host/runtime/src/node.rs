@@ -331,6 +331,13 @@ impl Node {
         Some(job.books.task_counts().read())
     }
 
+    /// What this node knows of job `id`'s tasks (see
+    /// [`crate::task_events`]): what ended here, what runs here now, and
+    /// the tasks the job submitted here.
+    pub fn job_tasks(&self, id: JobId) -> crate::task_events::JobTasksHere {
+        self.core.job_tasks(id)
+    }
+
     /// Stops job `id`, whose driver runs on this node: its driver ends at
     /// once and its work everywhere is cancelled; the job ends with
     /// `cancelled`. `false` when no such job runs its driver here.

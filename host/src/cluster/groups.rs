@@ -237,7 +237,7 @@ impl Cluster {
             };
             match me.placed_bundle(group, index, &spec.job.tenant).await {
                 Ok(_) => crate::runtime::task::place_again(core, spec, control),
-                Err(e) => crate::runtime::task::finish(&core, spec, &control, Err(e)),
+                Err(e) => crate::runtime::task::finish_unrun(&core, spec, &control, e),
             }
         });
     }

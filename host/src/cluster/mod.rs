@@ -277,6 +277,7 @@ pub async fn join(node: &crate::Node, config: ClusterConfig) -> Result<ClusterHa
     if let Some(h) = &head {
         h.start_death_watch(stop_rx.clone());
         h.set_bundle_nodes(Arc::new(bundles::HeadLink(Arc::downgrade(&cluster))));
+        h.set_task_nodes(Arc::new(bundles::HeadLink(Arc::downgrade(&cluster))));
     }
     core.join_cluster(cluster.clone())
         .map_err(|e| NodeError::Config(e.to_string()))?;

@@ -281,6 +281,22 @@ impl NodeService for Service {
         ))
     }
 
+    async fn job_tasks(
+        &self,
+        request: Request<pb::JobTasksRequest>,
+    ) -> Result<Response<pb::NodeTasks>, Status> {
+        let job = crate::wire::job_id(&request.into_inner().job_id)?;
+        let core = self
+            .cluster
+            .core()
+            .ok_or_else(|| Status::unavailable("this node is leaving"))?;
+        let here = core.job_tasks(job);
+        Ok(Response::new(crate::task_wire::here_to_pb(
+            self.cluster.id,
+            &here,
+        )))
+    }
+
     async fn release_bundles(
         &self,
         request: Request<pb::ReleaseBundlesRequest>,

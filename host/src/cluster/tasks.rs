@@ -218,7 +218,7 @@ impl Cluster {
                 }
                 other => other,
             };
-            task::finish(&core, spec, &control, Err(e));
+            task::finish_unrun(&core, spec, &control, e);
         }
     }
 
@@ -641,7 +641,7 @@ impl Cluster {
                 FailureKind::System,
                 format!("node {} running it died", node.short()),
             );
-            task::finish(&core, t.spec, &t.control, Err(e));
+            task::finish_unrun(&core, t.spec, &t.control, e);
         }
     }
 }

@@ -232,6 +232,20 @@ impl Control for ControlService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn job_tasks(
+        &self,
+        request: Request<pb::JobRequest>,
+    ) -> Result<Response<pb::JobTasksReply>, Status> {
+        let who = self.who(&request)?;
+        self.head.count("JobTasks");
+        let id = known_job(&request.into_inner().job_id)?;
+        let tasks = self.head.job_tasks(id, &who).await?;
+        Ok(Response::new(pb::JobTasksReply {
+            job: Some(wire::job_to_pb(&tasks.job)),
+            nodes: tasks.nodes.iter().map(crate::task_wire::to_pb).collect(),
+        }))
+    }
+
     async fn add_tenant(
         &self,
         request: Request<pb::AddTenantRequest>,

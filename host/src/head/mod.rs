@@ -49,6 +49,7 @@ pub mod rest;
 pub(crate) mod service;
 mod store;
 mod submit;
+mod task_query;
 mod usage;
 mod wire;
 
@@ -72,6 +73,7 @@ pub use records::{
     Record, TenantLoad,
 };
 pub use store::{HeadStore, Loaded};
+pub use task_query::{JobTasks, TaskNodes};
 pub use usage::TenantUsage;
 
 pub(crate) use actors::ActorDirectory;
@@ -107,6 +109,8 @@ pub struct Head {
     bundle_nodes: std::sync::OnceLock<Arc<dyn placing::BundleNodes>>,
     /// Submissions being received or compiled, per tenant.
     submissions: gate::Submissions,
+    /// Questions about jobs' tasks being asked of the nodes.
+    task_queries: task_query::TaskQueries,
 }
 
 impl Head {
@@ -135,6 +139,7 @@ impl Head {
             store,
             bundle_nodes: Default::default(),
             submissions: Default::default(),
+            task_queries: Default::default(),
         });
         head.restore(loaded);
         head

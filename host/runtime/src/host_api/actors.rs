@@ -248,6 +248,7 @@ async fn call(
         result: result_ref.id(),
         reply: Reply::Local,
         stream,
+        queued_us: 0,
         keep: Some(keep),
     };
     if let Err(e) = deliver(&core, id, &tenant, call).await {

@@ -59,6 +59,9 @@ pub struct ActorCall {
     /// back to its owner, and so the stop it causes cannot set out, before
     /// the actor has this call.
     pub keep: Option<ObjectRef>,
+    /// When it reached the actor (microseconds since the Unix epoch; set
+    /// by [`ActorRecord::call`]).
+    pub queued_us: u64,
 }
 
 /// What the node knows about a live actor.
@@ -161,7 +164,8 @@ impl ActorRecord {
 
     /// Queues a call; a dead actor fails it at once. A watch is kept
     /// aside until the actor ends.
-    pub fn call(&self, core: &Arc<NodeCore>, call: ActorCall) {
+    pub fn call(&self, core: &Arc<NodeCore>, mut call: ActorCall) {
+        call.queued_us = crate::task_events::now_us();
         if call.is_watch() {
             return self.watches.add(core, call, || self.death());
         }
@@ -423,6 +427,49 @@ impl Drop for Mailbox {
     }
 }
 
+/// An actor call as its event records it, from when it starts.
+pub(crate) struct CallRecord {
+    event: crate::task_events::TaskEvent,
+    pub(crate) bytes_in: u64,
+}
+
+impl CallRecord {
+    /// `call` starts now on `record`'s instance.
+    pub(crate) fn start(record: &ActorRecord, call: &ActorCall) -> Self {
+        let kind = crate::task_events::CallKind::ActorCall;
+        let mut ran = CallRecord::of(record, kind, call.result.as_u128(), call.method.clone());
+        ran.event.queued_us = call.queued_us.min(ran.event.started_us);
+        ran
+    }
+
+    /// An instance of `record`'s actor is built now (its constructor runs),
+    /// since `queued_us`.
+    fn creation(record: &ActorRecord, queued_us: u64, bytes_in: u64) -> Self {
+        let kind = crate::task_events::CallKind::ActorCreation;
+        let mut ran = CallRecord::of(record, kind, record.id.as_u128(), "new".into());
+        ran.event.queued_us = queued_us.min(ran.event.started_us);
+        ran.bytes_in = bytes_in;
+        ran
+    }
+
+    fn of(record: &ActorRecord, kind: crate::task_events::CallKind, id: u128, f: Arc<str>) -> Self {
+        let mut event = crate::task_events::TaskEvent::new(kind, id, f);
+        event.actor = Some((record.id, record.class.clone()));
+        event.attempt = record.restarts();
+        CallRecord { event, bytes_in: 0 }
+    }
+
+    /// The call ended with `outcome` (`bytes_out` its value's size): its
+    /// event goes to `job`'s record.
+    pub(crate) fn end<T>(self, job: &Job, outcome: &Result<T, FabricError>, bytes_out: u64) {
+        let mut event = self.event.ended(outcome);
+        event.finished_us = crate::task_events::now_us();
+        event.bytes_in = self.bytes_in;
+        event.bytes_out = bytes_out;
+        job.events.record(event);
+    }
+}
+
 /// Waits until every object argument is ready (failed ones included).
 async fn await_args(args: &[TaskArg]) {
     for r in args.iter().flat_map(TaskArg::objects) {
@@ -474,6 +521,7 @@ async fn actor_main(
     // again: the last reference to a value's object may be this one.
     let mut nested = Some(std::mem::take(&mut spec.nested));
     loop {
+        let queued_us = crate::task_events::now_us();
         let lease_now = match lease.take() {
             Some(l) => l,
             None => match core.acquire(spec.demand.clone(), &spec.job).await {
@@ -485,15 +533,7 @@ async fn actor_main(
             Some(a) => a,
             None => kept_argv.clone().unwrap_or_default(),
         };
-        let built = construct(
-            &core,
-            spec.id,
-            &spec.class,
-            &spec.job,
-            lease_now,
-            &ctor_args,
-        )
-        .await;
+        let built = construct(&core, &mailbox.record, lease_now, &ctor_args, queued_us).await;
         let (mut store, inst) = match built {
             Ok(built) => built,
             Err(e) => return mailbox.die(format!("{label} could not start: {e}")),
@@ -548,18 +588,32 @@ async fn serve_instance(
     }
 }
 
-/// A fresh instance of actor `id` (holding `lease`) whose constructor ran
-/// on `args`.
+/// A fresh instance of `record`'s actor (holding `lease`) whose
+/// constructor ran on `args`; its construction (since `queued_us`) is
+/// recorded as one of its job's events.
 async fn construct(
     core: &Arc<NodeCore>,
-    id: ActorId,
-    class: &Arc<str>,
-    job: &Arc<Job>,
+    record: &ActorRecord,
+    lease: crate::scheduler::Lease,
+    args: &[Bytes],
+    queued_us: u64,
+) -> Result<(instance::Sandbox, wasmtime::component::Instance), FabricError> {
+    let bytes_in = args.iter().map(|a| a.len() as u64).sum();
+    let creating = CallRecord::creation(record, queued_us, bytes_in);
+    let built = build(core, record, lease, args).await;
+    creating.end(&record.job, &built, 0);
+    built
+}
+
+async fn build(
+    core: &Arc<NodeCore>,
+    record: &ActorRecord,
     lease: crate::scheduler::Lease,
     args: &[Bytes],
 ) -> Result<(instance::Sandbox, wasmtime::component::Instance), FabricError> {
+    let (job, class) = (&record.job, &record.class);
     let role = Role::Actor {
-        id,
+        id: record.id,
         class: class.clone(),
     };
     let (app, local) = job.component_of(class)?;
@@ -599,12 +653,14 @@ async fn serve(
         }
         mailbox.current = Some((call.result, call.reply));
         await_args(&call.args).await;
+        let mut ran = CallRecord::start(&mailbox.record, &call);
         let what = format!("{}.{}", class, call.method);
         store.data_mut().generator = call
             .stream
             .map(|bound| Generator::start(core, call.result, call.reply, bound));
         let outcome = match resolve_args(&job, &what, &call.args) {
             Ok(argv) => {
+                ran.bytes_in = argv.iter().map(|a| a.len() as u64).sum();
                 let export = &exports.actor_call;
                 instance::call_output(store, inst, export, &call.method, &argv, &what, Parts::one)
                     .await
@@ -623,6 +679,8 @@ async fn serve(
             Err(e) if store.data().poisoned => Some(format!("{label} died: {e}")),
             _ => None,
         };
+        let bytes_out = outcome.as_ref().map_or(0, |(v, _)| v.len() as u64);
+        ran.end(&job, &outcome, bytes_out);
         core.complete(call.result, call.reply, outcome);
         mailbox.record.done_one();
         drop((call.args, call.nested));

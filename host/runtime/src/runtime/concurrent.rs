@@ -27,7 +27,7 @@ use crate::ids::ObjectId;
 use crate::limits::exceeded;
 use crate::object_store::{ObjectRef, ReadyCounter};
 use crate::runtime::NodeCore;
-use crate::runtime::actor::{ActorCall, ActorRecord};
+use crate::runtime::actor::{ActorCall, ActorRecord, CallRecord};
 use crate::runtime::instance::Returned;
 use crate::runtime::job::Job;
 use crate::runtime::task::{Reply, TaskArg, resolve_args};
@@ -43,6 +43,8 @@ struct InFlight {
     deadline: tokio::time::Instant,
     /// Its arguments' objects, held until it finishes.
     _held: (Vec<TaskArg>, Vec<ObjectRef>),
+    /// Its event, recorded when it ends.
+    ran: CallRecord,
 }
 
 /// What a concurrent actor's next event is, before it becomes the WIT's.
@@ -195,6 +197,8 @@ impl ConcurrentCalls {
                 return None;
             }
         };
+        let mut ran = CallRecord::start(&self.record, &call);
+        ran.bytes_in = args.iter().map(|a| a.len() as u64).sum();
         let id = self.next_call;
         self.next_call += 1;
         let method = call.method.clone();
@@ -205,6 +209,7 @@ impl ConcurrentCalls {
                 reply: call.reply,
                 deadline: tokio::time::Instant::now() + self.job.limits.wall_time,
                 _held: (call.args, call.nested),
+                ran,
             },
         );
         Some(Event::Call {
@@ -219,6 +224,8 @@ impl ConcurrentCalls {
     pub(crate) fn finish(&mut self, id: u64, outcome: Result<Returned, FabricError>) -> bool {
         match self.in_flight.remove(&id) {
             Some(call) => {
+                let bytes_out = outcome.as_ref().map_or(0, |(v, _)| v.len() as u64);
+                call.ran.end(&self.job, &outcome, bytes_out);
                 self.answer(call.result, call.reply, outcome);
                 true
             }
@@ -243,7 +250,9 @@ impl ConcurrentCalls {
 
     fn fail_in_flight(&mut self, why: &FabricError) {
         for (_, call) in std::mem::take(&mut self.in_flight) {
-            self.answer(call.result, call.reply, Err(why.clone()));
+            let failed = Err(why.clone());
+            call.ran.end(&self.job, &failed, 0);
+            self.answer(call.result, call.reply, failed);
         }
     }
 }

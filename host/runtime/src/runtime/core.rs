@@ -58,6 +58,7 @@ pub struct NodeCore {
     starting_jobs: IdMap<JobId, bool>,
     /// Per-tenant books: the tenant of every job seen, usage and quotas.
     tenants: Arc<TenantLedger>,
+    task_events: crate::task_events::TaskEventLog,
     runtime: tokio::runtime::Handle,
     config: ResolvedConfig,
     /// The cluster's port, once the node joins one.
@@ -90,6 +91,7 @@ impl NodeCore {
             jobs: IdMap::default(),
             starting_jobs: IdMap::default(),
             tenants,
+            task_events: crate::task_events::TaskEventLog::new(config.task_events.clone()),
             runtime,
             config,
             port: OnceLock::new(),
@@ -157,6 +159,11 @@ impl NodeCore {
     }
 
     /// The async runtime the node's work runs on.
+    /// What ran here, per job.
+    pub fn task_events(&self) -> &crate::task_events::TaskEventLog {
+        &self.task_events
+    }
+
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         &self.runtime
     }
@@ -366,11 +373,15 @@ impl NodeCore {
         }
         for (result, control) in self.tasks.of_job(job.id) {
             control.cancel();
+            control.record_ended(&Err::<(), _>(FabricError::Cancelled), None);
             if self.tasks.remove(result, Outcome::Cancelled).is_some() {
                 self.objects
                     .fulfill(result, Err(FabricError::Cancelled), Vec::new());
             }
         }
+        // Its record stays a while, with its counts as they ended.
+        let counts = job.books.task_counts().read();
+        self.task_events.job_ended(job.id, &job.tenant, counts);
     }
 
     /// A job whose driver ran here ended: its work stops here and on every
@@ -381,11 +392,42 @@ impl NodeCore {
         self.port().driver_returned(job.id);
     }
 
+    /// What this node knows of job `id`'s tasks (see
+    /// [`crate::task_events`]): what ended here, what runs here now, and
+    /// the tasks the job submitted here.
+    pub fn job_tasks(&self, id: crate::ids::JobId) -> crate::task_events::JobTasksHere {
+        use crate::task_events::MAX_UNFINISHED_SHOWN;
+        let kept = self.task_events().read(id);
+        let mut unfinished = Vec::new();
+        let mut not_shown = 0;
+        for (_, control) in self.tasks().of_job(id) {
+            let Some(e) = control.unfinished_event() else {
+                continue;
+            };
+            if unfinished.len() < MAX_UNFINISHED_SHOWN {
+                unfinished.push(e);
+            } else {
+                not_shown += 1;
+            }
+        }
+        let live = self.tenants().books_of(id);
+        let counts = live
+            .map(|b| b.task_counts().read())
+            .or_else(|| kept.as_ref().and_then(|k| k.final_counts));
+        crate::task_events::JobTasksHere {
+            kept,
+            unfinished,
+            unfinished_not_shown: not_shown,
+            counts,
+        }
+    }
+
     /// Gives back the memory finished work left (see `Node`'s upkeep).
     pub(crate) fn give_back(&self) {
         self.objects.give_back(std::time::Duration::from_secs(1));
         self.tasks.give_back(self.scheduler.queued());
         self.streams.give_back();
+        self.task_events.expire();
         crate::ids::shrink_if_sparse(&self.actors);
         crate::allocator::trim(false);
     }

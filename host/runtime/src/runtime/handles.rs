@@ -32,6 +32,7 @@ impl ActorCall {
             result: ObjectId::random(),
             reply: Reply::Local,
             stream: None,
+            queued_us: 0,
             keep: None,
         }
     }

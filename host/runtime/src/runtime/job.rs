@@ -58,6 +58,8 @@ pub struct Job {
     /// The job's books on this node (its objects, live instances, actors).
     pub books: Arc<crate::tenants::JobBooks>,
     pub granted: Arc<Granted>,
+    /// What ran of the job here (see [`crate::task_events`]).
+    pub events: Arc<crate::task_events::JobEvents>,
     /// Tasks submitted here and not yet finished (kept by the task table).
     pub(crate) pending: crate::runtime::task_table::PendingTasks,
     finished: AtomicBool,
@@ -184,6 +186,7 @@ impl Job {
         let books = core
             .tenants()
             .add_job(spec.id, account.clone(), limits.objects);
+        let events = core.task_events().open(spec.id, &spec.tenant);
         Ok(Arc::new(Job {
             id: spec.id,
             app: spec.app,
@@ -197,6 +200,7 @@ impl Job {
             account,
             books,
             granted: Arc::new(granted),
+            events,
             pending: Default::default(),
             finished: AtomicBool::new(false),
             stop: Default::default(),

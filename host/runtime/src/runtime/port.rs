@@ -196,7 +196,7 @@ impl ClusterPort for Alone {
         // Unreachable: a lone node places every task now.
         if let Some(core) = self.0.upgrade() {
             let e = FabricError::ResourcesInfeasible("a task a lone node could not place".into());
-            crate::runtime::task::finish(&core, spec, &control, Err(e));
+            crate::runtime::task::finish_unrun(&core, spec, &control, e);
         }
     }
 
@@ -208,7 +208,7 @@ impl ClusterPort for Alone {
                 "node {} is not in this node's cluster (it is in none)",
                 node.short()
             ));
-            crate::runtime::task::finish(&core, spec, &control, Err(e));
+            crate::runtime::task::finish_unrun(&core, spec, &control, e);
         }
     }
 

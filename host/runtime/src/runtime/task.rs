@@ -255,12 +255,14 @@ pub fn place_again(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl
 fn place(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
     if let Some(e) = failed_argument(&spec.function, &spec.args) {
         // It cannot run, here or anywhere: no retry either.
-        return deliver(&core, spec, Err(e));
+        let failed = Err(e);
+        control.record_ended(&failed, Some(spec.attempt));
+        return deliver(&core, spec, failed);
     }
     match core.port().place_task(&spec) {
         Placement::Local => run_here(core, spec, control),
         Placement::Remote(node) => core.port().forward_task(node, spec, control),
-        Placement::Infeasible(e) => finish(&core, spec, &control, Err(e)),
+        Placement::Infeasible(e) => finish_unrun(&core, spec, &control, e),
         Placement::Later => core.port().place_later(spec, control),
     }
 }
@@ -268,6 +270,7 @@ fn place(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
 /// Runs a task on this node: once its arguments are here, it queues for
 /// its resources. Forwarded tasks come in here.
 pub(crate) fn run_here(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
+    control.arrived(spec.attempt);
     wait_for_args(Want::Here, spec, move |spec| enqueue(core, spec, control));
 }
 
@@ -349,7 +352,7 @@ fn enqueue(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
             let lease = match lease {
                 Ok(lease) => lease,
                 // Its placement group is gone: it can never run.
-                Err(e) => return finish(&start_core, spec, &ctl, Err(e)),
+                Err(e) => return finish_unrun(&start_core, spec, &ctl, e),
             };
             let run = run(start_core.clone(), spec, ctl.clone(), lease);
             ctl.running(start_core.runtime().spawn(run).abort_handle());
@@ -363,18 +366,27 @@ fn enqueue(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
 }
 
 async fn run(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, lease: Lease) {
+    let mut bytes_in = 0;
     let result = if control.called_off() {
         drop(lease);
         Err(FabricError::Cancelled)
     } else {
+        control.started();
         spec.job.account.count_task();
         // The job and task ids are the trace: every node a task passes
         // through logs them (`--log-level debug`), so their logs join.
         let span = tracing::debug_span!("task", job = %spec.job.id.short(), task = %spec.id.short(), function = %spec.function, attempt = spec.attempt);
-        let ran = tracing::Instrument::instrument(execute(&core, &spec, lease), span.clone()).await;
+        let ran = execute(&core, &spec, lease, &mut bytes_in);
+        let ran = tracing::Instrument::instrument(ran, span.clone()).await;
         tracing::debug!(parent: &span, outcome = %crate::outcomes::Outcome::of(&ran).label(), "task ran");
         ran
     };
+    if let Some(times) = control.take_times() {
+        let bytes_out = result
+            .as_ref()
+            .map_or(0, |values| values.iter().map(|(v, _)| v.len() as u64).sum());
+        control.record(times, &result, bytes_in, bytes_out);
+    }
     finish(&core, spec, &control, result);
 }
 
@@ -385,6 +397,7 @@ async fn run(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, lea
 pub fn cancel(core: &NodeCore, id: ObjectId) {
     if let Some(control) = core.tasks().remove(id, Outcome::Cancelled) {
         control.cancel();
+        control.record_ended(&Err::<(), _>(FabricError::Cancelled), None);
         core.port().cancel_forwarded(control.result());
         for r in control.results() {
             core.objects()
@@ -393,7 +406,23 @@ pub fn cancel(core: &NodeCore, id: ObjectId) {
     }
 }
 
+/// A task attempt ended without running here (infeasible, its placement
+/// group gone, the node it was sent to lost): it is recorded here, then
+/// retried or failed as [`finish`] says.
+pub fn finish_unrun(
+    core: &Arc<NodeCore>,
+    spec: TaskSpec,
+    control: &Arc<TaskControl>,
+    error: FabricError,
+) {
+    let failed = Err(error);
+    control.record_ended(&failed, Some(spec.attempt));
+    finish(core, spec, control, failed);
+}
+
 /// A task attempt ended: retry it if it may be, else deliver the outcome.
+/// An attempt that ran here was recorded by its run (see [`finish_unrun`]
+/// for one that did not).
 pub fn finish(
     core: &Arc<NodeCore>,
     mut spec: TaskSpec,
@@ -429,9 +458,16 @@ fn deliver(core: &Arc<NodeCore>, spec: TaskSpec, outcome: CallOutputs) {
     core.complete_all(spec.results(), spec.reply, outcome);
 }
 
-/// One attempt: a fresh instance, one `dispatch` call.
-async fn execute(core: &Arc<NodeCore>, spec: &TaskSpec, lease: Lease) -> CallOutputs {
+/// One attempt: a fresh instance, one `dispatch` call; `bytes_in` is set
+/// to its arguments' size.
+async fn execute(
+    core: &Arc<NodeCore>,
+    spec: &TaskSpec,
+    lease: Lease,
+    bytes_in: &mut u64,
+) -> CallOutputs {
     let args = resolve_args(&spec.job, &spec.function, &spec.args)?;
+    *bytes_in = args.iter().map(|a| a.len() as u64).sum();
     let role = Role::Task {
         id: spec.id,
         function: spec.function.clone(),

@@ -13,13 +13,13 @@
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use tokio::task::AbortHandle;
 
 use crate::error::FabricError;
-use crate::ids::{IdMap, JobId, ObjectId};
+use crate::ids::{IdMap, JobId, ObjectId, TaskId};
 use crate::limits::exceeded;
 use crate::outcomes::Outcome;
 use crate::runtime::job::Job;
@@ -67,14 +67,35 @@ pub struct TaskControl {
     result: ObjectId,
     /// The objects of its other values (`num-returns`), which name it too.
     more_results: Box<[ObjectId]>,
+    /// What its task events name it by.
+    id: TaskId,
+    function: Arc<str>,
+    /// Its attempt here: when it arrived to run (0: it did not, or it was
+    /// recorded already), which attempt, when it started (0: not yet).
+    arrived_us: AtomicU64,
+    attempt: AtomicU32,
+    started_us: AtomicU64,
+}
+
+/// When an attempt of a task got where it ran, and started there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttemptTimes {
+    pub queued_us: u64,
+    pub started_us: u64,
+    pub attempt: u32,
 }
 
 impl TaskControl {
-    fn new(job: Arc<Job>, result: ObjectId, more_results: Box<[ObjectId]>) -> Arc<Self> {
+    fn new(spec: &TaskSpec) -> Arc<Self> {
         Arc::new(TaskControl {
-            result,
-            more_results,
-            job,
+            result: spec.result,
+            more_results: spec.more_results.clone().into(),
+            job: spec.job.clone(),
+            id: spec.id,
+            function: spec.function.clone(),
+            arrived_us: AtomicU64::new(0),
+            attempt: AtomicU32::new(0),
+            started_us: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             stolen: AtomicBool::new(false),
             abort: Mutex::new(None),
@@ -138,6 +159,89 @@ impl TaskControl {
     pub(crate) fn placed_again(&self) {
         self.stolen.store(false, Ordering::Release);
     }
+
+    /// Attempt `attempt` arrived here to run.
+    pub(crate) fn arrived(&self, attempt: u32) {
+        self.attempt.store(attempt, Ordering::Relaxed);
+        self.started_us.store(0, Ordering::Relaxed);
+        self.arrived_us
+            .store(crate::task_events::now_us(), Ordering::Release);
+    }
+
+    /// The attempt here starts now.
+    pub(crate) fn started(&self) {
+        self.started_us
+            .store(crate::task_events::now_us(), Ordering::Release);
+    }
+
+    /// The times of the attempt that arrived here, once: whoever takes
+    /// them records its event (its run, or the cancel that stopped it).
+    pub(crate) fn take_times(&self) -> Option<AttemptTimes> {
+        let queued_us = self.arrived_us.swap(0, Ordering::AcqRel);
+        (queued_us != 0).then(|| AttemptTimes {
+            queued_us,
+            started_us: self.started_us.load(Ordering::Acquire),
+            attempt: self.attempt.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The attempt here as an unfinished event (`None`: none is here).
+    pub fn unfinished_event(&self) -> Option<crate::task_events::TaskEvent> {
+        let queued_us = self.arrived_us.load(Ordering::Acquire);
+        if queued_us == 0 || self.stolen.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut e = crate::task_events::TaskEvent::new(
+            crate::task_events::CallKind::Task,
+            self.id.as_u128(),
+            self.function.clone(),
+        );
+        e.queued_us = queued_us;
+        e.started_us = self.started_us.load(Ordering::Acquire);
+        e.finished_us = 0;
+        e.attempt = self.attempt.load(Ordering::Relaxed);
+        Some(e)
+    }
+
+    /// Records the attempt that arrived here as ended with `result`
+    /// without an instance's answer (cancelled, or failed before it ran);
+    /// when none arrived here, attempt `unrun` (if given) as ended here
+    /// now. Nothing when it was recorded already.
+    pub(crate) fn record_ended<T>(&self, result: &Result<T, FabricError>, unrun: Option<u32>) {
+        let times = self.take_times().or_else(|| {
+            let now = crate::task_events::now_us();
+            unrun.map(|attempt| AttemptTimes {
+                queued_us: now,
+                started_us: 0,
+                attempt,
+            })
+        });
+        if let Some(times) = times {
+            self.record(times, result, 0, 0);
+        }
+    }
+
+    /// Records an attempt of the task that ran (or ended) here.
+    pub(crate) fn record<T>(
+        &self,
+        times: AttemptTimes,
+        result: &Result<T, FabricError>,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let mut e = crate::task_events::TaskEvent::new(
+            crate::task_events::CallKind::Task,
+            self.id.as_u128(),
+            self.function.clone(),
+        )
+        .ended(result);
+        e.queued_us = times.queued_us;
+        e.started_us = times.started_us;
+        e.attempt = times.attempt;
+        e.bytes_in = bytes_in;
+        e.bytes_out = bytes_out;
+        self.job.events.record(e);
+    }
 }
 
 impl Cancellable for TaskControl {
@@ -198,11 +302,7 @@ impl TaskTable {
     }
 
     fn insert(&self, spec: &TaskSpec, counted: bool) -> Arc<TaskControl> {
-        let control = TaskControl::new(
-            spec.job.clone(),
-            spec.result,
-            spec.more_results.clone().into(),
-        );
+        let control = TaskControl::new(spec);
         let entry = Unfinished {
             control: control.clone(),
             counted,
@@ -288,6 +388,8 @@ impl TaskTable {
                     if accept(spec) {
                         let spec = slot.take().expect("checked");
                         control.stolen.store(true, Ordering::Release);
+                        // Its attempt runs, and is recorded, elsewhere.
+                        control.arrived_us.store(0, Ordering::Release);
                         drop(slot);
                         out.push((spec, control));
                     } else {

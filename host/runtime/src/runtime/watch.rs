@@ -43,6 +43,7 @@ impl ActorCall {
             result,
             reply,
             stream: None,
+            queued_us: 0,
             keep: None,
         }
     }

@@ -178,6 +178,7 @@ impl Cluster {
         };
         let call = ActorCall {
             keep: None,
+            queued_us: 0,
             method: c.method.into(),
             args,
             nested,

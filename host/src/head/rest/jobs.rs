@@ -50,7 +50,7 @@ fn line_json(l: &LogLine) -> Value {
 }
 
 /// A job id from the path; a malformed one is as unknown as a missing one.
-fn job_id(text: &str) -> Result<JobId, ApiError> {
+pub(super) fn job_id(text: &str) -> Result<JobId, ApiError> {
     text.parse()
         .map_err(|_| error(StatusCode::NOT_FOUND, "no such job"))
 }

@@ -21,6 +21,7 @@
 //! ```
 
 mod jobs;
+mod tasks;
 pub mod uploads;
 
 use super::dashboard::session::{self, Sessions};
@@ -111,6 +112,8 @@ pub fn router(head: Arc<Head>, hosts: AllowedHosts) -> Router {
         .route("/api/jobs/{id}", get(jobs::one).delete(jobs::delete))
         .route("/api/jobs/{id}/logs", get(jobs::logs))
         .route("/api/jobs/{id}/stop", post(jobs::stop))
+        .route("/api/jobs/{id}/tasks", get(tasks::summary))
+        .route("/api/jobs/{id}/timeline", get(tasks::timeline))
         .route("/api/session", get(views::session))
         .route("/api/cluster", get(views::cluster))
         .route("/api/nodes", get(views::nodes))

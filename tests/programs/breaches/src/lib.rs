@@ -375,10 +375,15 @@ fn main() -> fabric::Result<()> {
         "victim" => victim(count(2, 10), count(3, 100))?,
         "hold" => std::thread::sleep(Duration::from_millis(count(2, 1000))),
         "say-then-hold" => {
-            // A job that is seen running, with output (the dashboard's test).
+            // A job that is seen running, with output and tasks, one of
+            // them failed (the dashboard's test).
             for i in 0..count(2, 3) {
                 println!("line {i} of a running job");
             }
+            let doubled: Vec<_> = (0..4).map(double::remote).collect::<fabric::Result<_>>()?;
+            fabric::get_all(&doubled)?;
+            let refused = fabric::get(&refuse::remote("a refusal for the dashboard".to_string())?);
+            assert!(refused.is_err());
             std::thread::sleep(Duration::from_millis(count(3, 60_000)));
         }
         "fat-errors" => {

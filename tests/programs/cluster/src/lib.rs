@@ -148,6 +148,40 @@ fn make_big(len: usize) -> (String, ByteBuf, ObjectRef<u64>) {
     (here(), ByteBuf::from(vec![5u8; len]), inner)
 }
 
+/// Fails (an application error) when `i` is odd.
+#[fabric::remote]
+fn odd_fails(i: u64) -> Result<u64, String> {
+    if i % 2 == 1 {
+        Err(format!("{i} is odd"))
+    } else {
+        Ok(i)
+    }
+}
+
+/// What `fabric timeline` shows: `n` tasks on each node named, then on the
+/// first one tasks that fail and an actor's calls.
+fn timeline(n: usize, nodes: &[String]) -> fabric::Result<()> {
+    let mut refs = Vec::new();
+    for node in nodes {
+        for _ in 0..n {
+            let on = TaskOptions::new().on_node(node, false);
+            refs.push(where_am_i::options(on).remote(20)?);
+        }
+    }
+    let ran = fabric::get_all(&refs)?.len();
+    let first = || TaskOptions::new().on_node(&nodes[0], false);
+    let mut failed = 0;
+    for i in 0..4 {
+        failed += fabric::get(&odd_fails::options(first()).remote(i)?).is_err() as usize;
+    }
+    let tally = Tally::options(ActorOptions::new().on_node(&nodes[0], false)).remote()?;
+    for i in 0..5 {
+        fabric::get(&tally.add(i).remote()?)?;
+    }
+    println!("timeline: {ran} tasks ran, {failed} failed, 5 actor calls");
+    Ok(())
+}
+
 #[fabric::remote]
 fn noop() -> u8 {
     0
@@ -298,6 +332,13 @@ fn main() -> fabric::Result<()> {
     match arg(0).as_str() {
         "list" => println!("{}", SCENARIOS.join(" ")),
         "where" => println!("driver on {}", here()),
+        "timeline" => timeline(arg(1).parse().unwrap_or(4), &args[2..])?,
+        "hold-task" => {
+            // One task that runs until the job is stopped.
+            let r = where_am_i::remote(600_000)?;
+            println!("holding");
+            fabric::get(&r)?;
+        }
         "handle-lifetime" => handle_lifetime(&arg(1), &arg(2))?,
         "concurrent" => concurrent(&arg(1))?,
         "pool-queue" => pool_queue(&arg(1), &arg(2))?,

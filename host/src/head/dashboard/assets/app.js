@@ -108,8 +108,46 @@ async function jobView(view, id) {
       j.tenant, status(j.status), when(j.start_time_ms), duration(j.start_time_ms, j.end_time_ms),
       short(j.driver_node), j.error || ''])]),
     j.status === 'RUNNING' ? act('Stop', 'POST', `/api/jobs/${id}/stop`) : act('Delete', 'DELETE', `/api/jobs/${id}`),
-    el('h3', { text: 'Output' }), log);
+    el('h3', { text: 'Output' }), log,
+    el('h3', { text: 'Tasks' }), el('div', { id: 'tasks' }, 'asking the nodes…'));
   followLog(id, log);
+  showTasks(id, j.status === 'RUNNING');
+}
+
+// The job whose tasks refresh, and their timer.
+let tasksTimer = null;
+
+// Shows a job's tasks (asked of every node through the head), again every
+// few seconds while it runs.
+async function showTasks(id, running) {
+  clearTimeout(tasksTimer);
+  const box = document.getElementById('tasks');
+  if (!box) return;
+  try {
+    const { tasks: s } = await api(`/api/jobs/${id}/tasks`);
+    const t = s.tasks;
+    const card = (title, n) => el('div', { class: 'card', id: `tasks-${title.replace(' ', '-')}` },
+      el('b', { text: n }), title);
+    const call = (c) => (c.class ? `${c.class}.${c.function}` : c.function);
+    const ms = (v) => (v == null ? '' : `${v.toFixed(1)} ms`);
+    box.replaceChildren(
+      el('div', { class: 'cards', id: 'task-counts' }, card('submitted', t.submitted), card('succeeded', t.succeeded),
+        card('failed', t.failed), card('running', t.running), card('queued', t.queued), card('pending', t.pending),
+        card('actor calls', s.calls.actor_calls)),
+      s.truncated ? el('p', { class: 'note', id: 'tasks-truncated',
+        text: 'Some task events are missing: a node dropped its oldest past its bounds, or could not be asked.' }) : '',
+      el('a', { href: `/api/jobs/${id}/timeline`, download: `timeline-${short(id)}.json`,
+        text: 'Download the timeline (Chrome trace: chrome://tracing or ui.perfetto.dev)' }),
+      el('h4', { text: 'Failures (newest first)' }),
+      table(['Call', 'Attempt', 'Node', 'Outcome', 'Error'], s.failures.map((c) => row({ class: 'failure' },
+        [call(c), c.attempt, short(c.node), c.outcome, c.error || '']))),
+      el('h4', { text: 'Slowest' }),
+      table(['Call', 'Ran', 'Waited', 'Node', 'Bytes in/out', 'Outcome'], s.slowest.map((c) => row({ class: 'slow' },
+        [call(c), ms(c.run_ms), ms(c.wait_ms), short(c.node), `${bytes(c.bytes_in)} / ${bytes(c.bytes_out)}`, c.outcome]))));
+  } catch (e) {
+    box.replaceChildren(el('p', { class: 'error', text: e.message }));
+  }
+  if (running && box.isConnected) tasksTimer = setTimeout(() => showTasks(id, running), 3000);
 }
 
 // Streams the job's output into `pre` as it comes (until the job ends).
@@ -149,6 +187,7 @@ async function tenantsView(view) {
 }
 
 async function route() {
+  clearTimeout(tasksTimer);
   // A followed log holds a stream (and one of the tenant's few): end it.
   if (following) {
     following.cancel();

@@ -1,0 +1,418 @@
+//! A job's tasks as people look at them, from what every node kept (see
+//! [`crate::task_events`]): a [`TaskSummary`] (counts by state, failures
+//! with their errors, the slowest) for the dashboard and the Jobs API, and
+//! a Chrome trace for `fabric timeline` (as `ray timeline` writes; open it
+//! in `chrome://tracing` or <https://ui.perfetto.dev>).
+//!
+//! ```
+//! use fabric_host::ids::NodeId;
+//! use fabric_host::task_events::{CallKind, JobEventsRead, JobTasksHere, TaskEvent};
+//! use fabric_host::task_view::{NodeTasks, TaskSummary, chrome_trace};
+//! let ran = TaskEvent::new(CallKind::Task, 1, "square".into());
+//! let here = JobTasksHere {
+//!     kept: Some(JobEventsRead { events: vec![ran], ..Default::default() }),
+//!     ..Default::default()
+//! };
+//! let nodes = [NodeTasks { node: NodeId::random(), answer: Ok(here) }];
+//! let summary = TaskSummary::of(&nodes, 0);
+//! assert_eq!(summary.calls.ended, 1);
+//! let trace = chrome_trace(&nodes, 0);
+//! assert!(trace["traceEvents"].as_array().unwrap().iter().any(|e| e["name"] == "square"));
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::ids::NodeId;
+use crate::outcomes::{Outcome, TaskCountsRead};
+use crate::task_events::{CallKind, JobTasksHere, TaskEvent};
+
+/// One node's answer about a job's tasks, or why there is none.
+#[derive(Clone, Debug)]
+pub struct NodeTasks {
+    pub node: NodeId,
+    pub answer: Result<JobTasksHere, String>,
+}
+
+/// The most failures and slowest calls a summary lists.
+pub const LISTED: usize = 20;
+
+/// A job's tasks in numbers, and the calls worth a look.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TaskSummary {
+    /// The job's tasks (not actor calls), over every node that submitted
+    /// some: submitted, and how many ended each way.
+    pub tasks: TaskStates,
+    /// Every attempt and actor call the nodes kept.
+    pub calls: CallCounts,
+    /// The newest failed attempts and calls, newest first.
+    pub failures: Vec<Value>,
+    /// The attempts and calls that ran longest, longest first.
+    pub slowest: Vec<Value>,
+    /// Per node: kept, dropped, unreachable.
+    pub nodes: Vec<Value>,
+    /// Whether anything is missing: a node dropped events past its bounds,
+    /// had more unfinished attempts than it lists, or could not be asked.
+    pub truncated: bool,
+}
+
+/// A job's tasks by state.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TaskStates {
+    pub submitted: u64,
+    /// Not ended yet: `running`, `queued` (on a node, waiting for their
+    /// arguments or resources) and the rest (waiting on other tasks'
+    /// results, or on their way to a node).
+    pub pending: u64,
+    pub running: u64,
+    pub queued: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Ended, by outcome label (`succeeded`, `trap`, `cancelled`, ...).
+    pub ended: BTreeMap<&'static str, u64>,
+}
+
+/// What the nodes kept, counted.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CallCounts {
+    /// Attempts and calls that ended (task retries count each).
+    pub ended: u64,
+    pub failed: u64,
+    pub actor_calls: u64,
+    /// Events the nodes dropped past their bounds.
+    pub dropped: u64,
+}
+
+/// An event as the API shows it.
+fn event_json(node: NodeId, e: &TaskEvent, running: bool) -> Value {
+    let ms = |a: u64, b: u64| (a > 0 && b >= a).then(|| (b - a) as f64 / 1000.0);
+    json!({
+        "kind": e.kind.label(),
+        "id": format!("{:032x}", e.id),
+        "function": &*e.function,
+        "actor_id": e.actor.as_ref().map(|(id, _)| id.to_string()),
+        "class": e.actor.as_ref().map(|(_, c)| c.to_string()),
+        "attempt": e.attempt,
+        "node": node.to_string(),
+        "queued_us": e.queued_us,
+        "started_us": (e.started_us > 0).then_some(e.started_us),
+        "finished_us": (e.finished_us > 0).then_some(e.finished_us),
+        "wait_ms": ms(e.queued_us, e.started_us),
+        "run_ms": ms(e.started_us, e.finished_us),
+        "bytes_in": e.bytes_in,
+        "bytes_out": e.bytes_out,
+        "outcome": if running { "running" } else { e.outcome.label() },
+        "error": e.error.as_deref(),
+    })
+}
+
+fn run_us(e: &TaskEvent) -> u64 {
+    if e.started_us == 0 {
+        0
+    } else {
+        e.finished_us.saturating_sub(e.started_us)
+    }
+}
+
+impl TaskSummary {
+    /// The summary of what `nodes` answered (`now_us`: the time unfinished
+    /// attempts are measured to; 0 for now).
+    pub fn of(nodes: &[NodeTasks], now_us: u64) -> TaskSummary {
+        let now_us = if now_us == 0 {
+            crate::task_events::now_us()
+        } else {
+            now_us
+        };
+        let mut s = TaskSummary::default();
+        let mut counts = TaskCountsRead::default();
+        let mut ended: Vec<(NodeId, &TaskEvent)> = Vec::new();
+        let mut unfinished: Vec<(NodeId, &TaskEvent)> = Vec::new();
+        for n in nodes {
+            let entry = s.node_entry(n);
+            s.nodes.push(entry);
+            let Ok(here) = &n.answer else { continue };
+            if let Some(c) = &here.counts {
+                counts.submitted += c.submitted;
+                for (i, v) in c.ended.iter().enumerate() {
+                    counts.ended[i] += v;
+                }
+            }
+            ended.extend(
+                here.kept
+                    .iter()
+                    .flat_map(|k| &k.events)
+                    .map(|e| (n.node, e)),
+            );
+            unfinished.extend(here.unfinished.iter().map(|e| (n.node, e)));
+        }
+        s.tasks = states(&counts, &unfinished);
+        for (_, e) in &ended {
+            s.calls.ended += 1;
+            s.calls.failed += u64::from(e.outcome != Outcome::Succeeded);
+            s.calls.actor_calls += u64::from(e.kind == CallKind::ActorCall);
+        }
+        s.failures = ended
+            .iter()
+            .rev()
+            .filter(|(_, e)| e.outcome != Outcome::Succeeded)
+            .take(LISTED)
+            .map(|(n, e)| event_json(*n, e, false))
+            .collect();
+        let mut by_time: Vec<(NodeId, TaskEvent, bool)> = ended
+            .iter()
+            .map(|(n, e)| (*n, (*e).clone(), false))
+            .chain(
+                unfinished
+                    .iter()
+                    .filter(|(_, e)| e.started_us > 0)
+                    .map(|(n, e)| {
+                        let mut e = (*e).clone();
+                        e.finished_us = now_us.max(e.started_us);
+                        (*n, e, true)
+                    }),
+            )
+            .collect();
+        by_time.sort_by_key(|(_, e, _)| std::cmp::Reverse(run_us(e)));
+        s.slowest = by_time
+            .iter()
+            .take(LISTED)
+            .map(|(n, e, running)| event_json(*n, e, *running))
+            .collect();
+        s
+    }
+
+    fn node_entry(&mut self, n: &NodeTasks) -> Value {
+        match &n.answer {
+            Ok(here) => {
+                let (kept, dropped) = here
+                    .kept
+                    .as_ref()
+                    .map_or((0, 0), |k| (k.events.len(), k.dropped));
+                self.calls.dropped += dropped;
+                self.truncated |= dropped > 0 || here.unfinished_not_shown > 0;
+                json!({
+                    "node": n.node.to_string(),
+                    "kept": kept,
+                    "dropped": dropped,
+                    "unfinished": here.unfinished.len() as u64 + here.unfinished_not_shown,
+                })
+            }
+            Err(why) => {
+                self.truncated = true;
+                json!({ "node": n.node.to_string(), "unreachable": why })
+            }
+        }
+    }
+}
+
+fn states(counts: &TaskCountsRead, unfinished: &[(NodeId, &TaskEvent)]) -> TaskStates {
+    let running = unfinished.iter().filter(|(_, e)| e.started_us > 0).count() as u64;
+    let queued = unfinished.len() as u64 - running;
+    TaskStates {
+        submitted: counts.submitted,
+        pending: counts.pending(),
+        running,
+        queued,
+        succeeded: counts.ended[Outcome::Succeeded as usize],
+        failed: counts.failed(),
+        ended: Outcome::ALL
+            .iter()
+            .filter(|o| counts.ended[**o as usize] > 0)
+            .map(|o| (o.label(), counts.ended[*o as usize]))
+            .collect(),
+    }
+}
+
+/// Lanes of one node in a trace: tasks share numbered lanes (one per
+/// instance running at once), each actor has its own.
+#[derive(Default)]
+struct Lanes {
+    /// When each task lane is free again.
+    task_ends: Vec<u64>,
+    actors: HashMap<crate::ids::ActorId, u64>,
+    names: Vec<(u64, String)>,
+}
+
+/// Where actor lanes start (task lanes are numbered from 1).
+const ACTOR_LANES: u64 = 100_000;
+
+impl Lanes {
+    fn lane(&mut self, e: &TaskEvent, end: u64) -> u64 {
+        if let Some((id, class)) = &e.actor {
+            let next = ACTOR_LANES + self.actors.len() as u64;
+            return *self.actors.entry(*id).or_insert_with(|| {
+                self.names
+                    .push((next, format!("actor {class}({})", id.short())));
+                next
+            });
+        }
+        let start = e.started_us.max(e.queued_us);
+        let free = self.task_ends.iter().position(|&t| t <= start);
+        let i = free.unwrap_or_else(|| {
+            self.task_ends.push(0);
+            self.names.push((
+                self.task_ends.len() as u64,
+                format!("task instance {}", self.task_ends.len()),
+            ));
+            self.task_ends.len() - 1
+        });
+        self.task_ends[i] = end.max(start + 1);
+        i as u64 + 1
+    }
+}
+
+/// Job tasks as a Chrome trace (the JSON object format): a process per
+/// node, a lane per task instance running at once and per actor; each
+/// attempt or call that started is a slice from its start to its end,
+/// with when it queued, its bytes in and out and how it ended in its
+/// arguments; one that never started is an instant at its end. `now_us`
+/// (0: now) ends the slices of attempts still running.
+pub fn chrome_trace(nodes: &[NodeTasks], now_us: u64) -> Value {
+    let now_us = if now_us == 0 {
+        crate::task_events::now_us()
+    } else {
+        now_us
+    };
+    let mut out = Vec::new();
+    let mut unreachable = Vec::new();
+    let mut dropped = 0;
+    for (pid, n) in nodes.iter().enumerate() {
+        let pid = pid as u64 + 1;
+        let here = match &n.answer {
+            Ok(here) => here,
+            Err(why) => {
+                unreachable.push(json!({ "node": n.node.to_string(), "why": why }));
+                continue;
+            }
+        };
+        dropped += here.kept.as_ref().map_or(0, |k| k.dropped);
+        out.push(json!({"name": "process_name", "ph": "M", "pid": pid,
+            "args": { "name": format!("node {}", n.node.short()) }}));
+        let mut events: Vec<(&TaskEvent, bool)> = here
+            .kept
+            .iter()
+            .flat_map(|k| &k.events)
+            .map(|e| (e, false))
+            .chain(here.unfinished.iter().map(|e| (e, true)))
+            .collect();
+        events.sort_by_key(|(e, _)| (e.started_us.max(e.queued_us), e.finished_us));
+        let mut lanes = Lanes::default();
+        for (e, running) in events {
+            out.push(trace_event(e, running, pid, now_us, &mut lanes));
+        }
+        for (tid, name) in lanes.names {
+            out.push(
+                json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
+                "args": { "name": name }}),
+            );
+        }
+    }
+    json!({
+        "traceEvents": out,
+        "displayTimeUnit": "ms",
+        "otherData": { "dropped": dropped, "unreachable": unreachable },
+    })
+}
+
+fn trace_event(e: &TaskEvent, running: bool, pid: u64, now_us: u64, lanes: &mut Lanes) -> Value {
+    let end = if running {
+        now_us.max(e.started_us)
+    } else {
+        e.finished_us
+    };
+    let tid = lanes.lane(e, end);
+    let name = match &e.actor {
+        Some((_, class)) => format!("{class}.{}", e.function),
+        None => e.function.to_string(),
+    };
+    let mut args = json!({
+        "id": format!("{:032x}", e.id),
+        "attempt": e.attempt,
+        "queued_us": e.queued_us,
+        "bytes_in": e.bytes_in,
+        "bytes_out": e.bytes_out,
+        "outcome": if running { "running" } else { e.outcome.label() },
+    });
+    if e.started_us > 0 {
+        args["wait_ms"] = json!(e.started_us.saturating_sub(e.queued_us) as f64 / 1000.0);
+    }
+    if let Some(error) = &e.error {
+        args["error"] = json!(error);
+    }
+    if e.started_us == 0 {
+        return json!({"name": name, "cat": e.kind.label(), "ph": "i", "s": "t",
+            "ts": end.max(e.queued_us), "pid": pid, "tid": tid, "args": args});
+    }
+    json!({"name": name, "cat": e.kind.label(), "ph": "X", "ts": e.started_us,
+        "dur": end.saturating_sub(e.started_us), "pid": pid, "tid": tid, "args": args})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::FabricError;
+    use crate::task_events::JobEventsRead;
+
+    fn ran(id: u128, start: u64, end: u64) -> TaskEvent {
+        let mut e = TaskEvent::new(CallKind::Task, id, "f".into());
+        e.queued_us = start - 5;
+        e.started_us = start;
+        e.finished_us = end;
+        e
+    }
+
+    fn node(events: Vec<TaskEvent>, unfinished: Vec<TaskEvent>) -> NodeTasks {
+        NodeTasks {
+            node: NodeId::random(),
+            answer: Ok(JobTasksHere {
+                kept: Some(JobEventsRead {
+                    events,
+                    dropped: 0,
+                    final_counts: None,
+                }),
+                unfinished,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn overlapping_tasks_get_their_own_lanes_and_later_ones_reuse_them() {
+        let n = node(
+            vec![ran(1, 100, 200), ran(2, 150, 250), ran(3, 210, 300)],
+            vec![],
+        );
+        let trace = chrome_trace(&[n], 1000);
+        let lanes: Vec<u64> = trace["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| e["tid"].as_u64().unwrap())
+            .collect();
+        assert_eq!(lanes, [1, 2, 1]);
+    }
+
+    #[test]
+    fn the_summary_lists_failures_and_the_slowest_and_says_what_is_missing() {
+        let failed = ran(1, 100, 110).ended::<()>(&Err(FabricError::Timeout));
+        let mut running = ran(3, 100, 0);
+        running.finished_us = 0;
+        let nodes = [
+            node(vec![failed, ran(2, 100, 900)], vec![running]),
+            NodeTasks {
+                node: NodeId::random(),
+                answer: Err("unreachable".into()),
+            },
+        ];
+        let s = TaskSummary::of(&nodes, 5000);
+        assert_eq!(s.calls.failed, 1);
+        assert_eq!(s.failures[0]["outcome"], "timeout");
+        assert_eq!(s.slowest[0]["outcome"], "running", "still running, 4.9 ms");
+        assert_eq!(s.slowest[1]["run_ms"], 0.8);
+        assert_eq!(s.tasks.running, 1);
+        assert!(s.truncated, "a node could not be asked");
+    }
+}
