@@ -10,6 +10,7 @@
 //! cargo bench --bench microbenchmark -- --scale-only    # the scale envelope only
 //! cargo bench --bench microbenchmark -- --only single_client_tasks_sync,1_1_actor_calls_sync
 //! cargo bench --bench microbenchmark -- --ray-only --metrics # metrics served and scraped
+//! cargo bench --bench microbenchmark -- --ray-only --no-task-events # nodes keep no task events
 //! cargo bench --bench microbenchmark -- --json out.json # also write the figures as JSON
 //! ```
 //! Ray's task and actor-call shapes also run as Python guests (see
@@ -93,6 +94,9 @@ struct Args {
     /// Serve the node's metrics and scrape them every second meanwhile
     /// (the overhead figure: one run with, one without).
     metrics: bool,
+    /// Keep no task events (the overhead figure of `fabric timeline`'s
+    /// record: one run with, one without).
+    no_task_events: bool,
 }
 
 fn parse_args() -> Args {
@@ -106,6 +110,7 @@ fn parse_args() -> Args {
         idle_actors: 100_000,
         queued_tasks: 1_000_000,
         metrics: false,
+        no_task_events: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -117,6 +122,7 @@ fn parse_args() -> Args {
             "--only" => a.only = Some(value("names").split(',').map(String::from).collect()),
             "--ray-only" => a.ray_only = true,
             "--metrics" => a.metrics = true,
+            "--no-task-events" => a.no_task_events = true,
             "--scale-only" => a.scale_only = true,
             "--json" => a.json = Some(value("a path")),
             "--idle-actors" => a.idle_actors = value("a count").parse().expect("--idle-actors N"),
@@ -327,6 +333,10 @@ fn main() {
                 engine: EngineSettings {
                     max_instances: 1_000,
                     ..EngineSettings::default()
+                },
+                task_events: fabric_host::task_events::TaskEventBounds {
+                    enabled: !args.no_task_events,
+                    ..Default::default()
                 },
                 ..NodeConfig::default()
             },

@@ -88,6 +88,17 @@ pub fn job(args: JobArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `text` (a guest's names and errors) safe for a terminal: control
+/// characters (escape sequences among them) are shown escaped.
+fn shown(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c.is_control() {
+            true => c.escape_default().collect::<Vec<_>>(),
+            false => vec![c],
+        })
+        .collect()
+}
+
 /// One line per call listed: how long it ran, what, where, how it ended.
 fn print_calls(title: &str, calls: &[serde_json::Value]) {
     if calls.is_empty() {
@@ -107,6 +118,7 @@ fn print_calls(title: &str, calls: &[serde_json::Value]) {
             .as_str()
             .map(|e| format!(": {e}"))
             .unwrap_or_default();
+        let (name, error) = (shown(&name), shown(&error));
         println!(
             "  {ran:>10}  {name}  attempt {}  node {}  {}{error}",
             c["attempt"],

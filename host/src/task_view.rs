@@ -69,6 +69,8 @@ pub struct TaskStates {
     pub running: u64,
     pub queued: u64,
     pub succeeded: u64,
+    /// Ended other than succeeded (cancelled ones included: `ended` says
+    /// how each ended).
     pub failed: u64,
     /// Ended, by outcome label (`succeeded`, `trap`, `cancelled`, ...).
     pub ended: BTreeMap<&'static str, u64>,
@@ -103,9 +105,18 @@ fn event_json(node: NodeId, e: &TaskEvent, running: bool) -> Value {
         "run_ms": ms(e.started_us, e.finished_us),
         "bytes_in": e.bytes_in,
         "bytes_out": e.bytes_out,
-        "outcome": if running { "running" } else { e.outcome.label() },
+        "outcome": state(e, running),
         "error": e.error.as_deref(),
     })
+}
+
+/// How a call ended, or (`unfinished`) where it is: running, or queued.
+fn state(e: &TaskEvent, unfinished: bool) -> &'static str {
+    match (unfinished, e.started_us) {
+        (false, _) => e.outcome.label(),
+        (true, 0) => "queued",
+        (true, _) => "running",
+    }
 }
 
 fn run_us(e: &TaskEvent) -> u64 {
@@ -153,32 +164,36 @@ impl TaskSummary {
             s.calls.failed += u64::from(e.outcome != Outcome::Succeeded);
             s.calls.actor_calls += u64::from(e.kind == CallKind::ActorCall);
         }
-        s.failures = ended
+        let mut failed: Vec<&(NodeId, &TaskEvent)> = ended
             .iter()
-            .rev()
             .filter(|(_, e)| e.outcome != Outcome::Succeeded)
+            .collect();
+        failed.sort_by_key(|(_, e)| std::cmp::Reverse(e.finished_us));
+        s.failures = failed
+            .iter()
             .take(LISTED)
             .map(|(n, e)| event_json(*n, e, false))
             .collect();
-        let mut by_time: Vec<(NodeId, TaskEvent, bool)> = ended
+        // (how long it ran, or has run so far; where; the call; unfinished)
+        let mut by_time: Vec<(u64, NodeId, &TaskEvent, bool)> = ended
             .iter()
-            .map(|(n, e)| (*n, (*e).clone(), false))
+            .map(|(n, e)| (run_us(e), *n, *e, false))
             .chain(
                 unfinished
                     .iter()
                     .filter(|(_, e)| e.started_us > 0)
-                    .map(|(n, e)| {
-                        let mut e = (*e).clone();
-                        e.finished_us = now_us.max(e.started_us);
-                        (*n, e, true)
-                    }),
+                    .map(|(n, e)| (now_us.saturating_sub(e.started_us), *n, *e, true)),
             )
             .collect();
-        by_time.sort_by_key(|(_, e, _)| std::cmp::Reverse(run_us(e)));
+        by_time.sort_by_key(|(us, ..)| std::cmp::Reverse(*us));
         s.slowest = by_time
             .iter()
             .take(LISTED)
-            .map(|(n, e, running)| event_json(*n, e, *running))
+            .map(|&(us, n, e, running)| {
+                let mut v = event_json(n, e, running);
+                v["run_ms"] = json!(us as f64 / 1000.0);
+                v
+            })
             .collect();
         s
     }
@@ -225,41 +240,87 @@ fn states(counts: &TaskCountsRead, unfinished: &[(NodeId, &TaskEvent)]) -> TaskS
     }
 }
 
+/// Lanes that calls take in turn: a call takes the lane that has been
+/// free longest, or a new one (a min-heap: `O(log n)` a call).
+#[derive(Default)]
+struct LaneSet {
+    /// (when it is free again, its number), earliest first.
+    free_at: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64)>>,
+    count: u64,
+}
+
+impl LaneSet {
+    /// The lane (0-based) for a call from `start` to `end`, and whether
+    /// it is new.
+    fn take(&mut self, start: u64, end: u64) -> (u64, bool) {
+        let end = end.max(start + 1);
+        match self.free_at.peek() {
+            Some(std::cmp::Reverse((free, lane))) if *free <= start => {
+                let lane = *lane;
+                self.free_at.pop();
+                self.free_at.push(std::cmp::Reverse((end, lane)));
+                (lane, false)
+            }
+            _ => {
+                let lane = self.count;
+                self.count += 1;
+                self.free_at.push(std::cmp::Reverse((end, lane)));
+                (lane, true)
+            }
+        }
+    }
+}
+
 /// Lanes of one node in a trace: tasks share numbered lanes (one per
-/// instance running at once), each actor has its own.
+/// instance running at once), each actor has its own (more, for calls of
+/// a concurrent actor that overlap), and calls that never started are
+/// instants on lane 0.
 #[derive(Default)]
 struct Lanes {
-    /// When each task lane is free again.
-    task_ends: Vec<u64>,
-    actors: HashMap<crate::ids::ActorId, u64>,
+    tasks: LaneSet,
+    /// Per actor: its number, and its lanes.
+    actors: HashMap<crate::ids::ActorId, (u64, LaneSet)>,
     names: Vec<(u64, String)>,
 }
 
-/// Where actor lanes start (task lanes are numbered from 1).
-const ACTOR_LANES: u64 = 100_000;
+/// Where actor lanes start (task lanes are numbered from 1), and how many
+/// each actor may have apart.
+const ACTOR_LANES: u64 = 1 << 32;
+const LANES_PER_ACTOR: u64 = 1 << 16;
 
 impl Lanes {
     fn lane(&mut self, e: &TaskEvent, end: u64) -> u64 {
-        if let Some((id, class)) = &e.actor {
-            let next = ACTOR_LANES + self.actors.len() as u64;
-            return *self.actors.entry(*id).or_insert_with(|| {
-                self.names
-                    .push((next, format!("actor {class}({})", id.short())));
-                next
-            });
+        if e.started_us == 0 {
+            if self.names.iter().all(|(tid, _)| *tid != 0) {
+                self.names.push((0, "not started".into()));
+            }
+            return 0;
         }
-        let start = e.started_us.max(e.queued_us);
-        let free = self.task_ends.iter().position(|&t| t <= start);
-        let i = free.unwrap_or_else(|| {
-            self.task_ends.push(0);
-            self.names.push((
-                self.task_ends.len() as u64,
-                format!("task instance {}", self.task_ends.len()),
-            ));
-            self.task_ends.len() - 1
-        });
-        self.task_ends[i] = end.max(start + 1);
-        i as u64 + 1
+        let Some((id, class)) = &e.actor else {
+            let (lane, new) = self.tasks.take(e.started_us, end);
+            if new {
+                self.names
+                    .push((lane + 1, format!("task instance {}", lane + 1)));
+            }
+            return lane + 1;
+        };
+        let n = self.actors.len() as u64;
+        let (number, lanes) = self
+            .actors
+            .entry(*id)
+            .or_insert_with(|| (n, LaneSet::default()));
+        let (lane, new) = lanes.take(e.started_us, end);
+        let tid = ACTOR_LANES + *number * LANES_PER_ACTOR + lane;
+        if new {
+            let more = if lane > 0 {
+                format!(" #{}", lane + 1)
+            } else {
+                String::new()
+            };
+            self.names
+                .push((tid, format!("actor {class}({}){more}", id.short())));
+        }
+        tid
     }
 }
 
@@ -333,7 +394,7 @@ fn trace_event(e: &TaskEvent, running: bool, pid: u64, now_us: u64, lanes: &mut 
         "queued_us": e.queued_us,
         "bytes_in": e.bytes_in,
         "bytes_out": e.bytes_out,
-        "outcome": if running { "running" } else { e.outcome.label() },
+        "outcome": state(e, running),
     });
     if e.started_us > 0 {
         args["wait_ms"] = json!(e.started_us.saturating_sub(e.queued_us) as f64 / 1000.0);
@@ -354,6 +415,7 @@ mod tests {
     use super::*;
     use crate::error::FabricError;
     use crate::task_events::JobEventsRead;
+    use std::sync::Arc;
 
     fn ran(id: u128, start: u64, end: u64) -> TaskEvent {
         let mut e = TaskEvent::new(CallKind::Task, id, "f".into());
@@ -393,6 +455,42 @@ mod tests {
             .map(|e| e["tid"].as_u64().unwrap())
             .collect();
         assert_eq!(lanes, [1, 2, 1]);
+    }
+
+    #[test]
+    fn a_concurrent_actors_overlapping_calls_get_lanes_and_unstarted_calls_an_instant() {
+        let actor = (crate::ids::ActorId::random(), Arc::from("Pool"));
+        let call = |id, start, end| {
+            let mut e = ran(id, start, end);
+            e.kind = CallKind::ActorCall;
+            e.actor = Some(actor.clone());
+            e
+        };
+        let mut never = ran(9, 100, 120);
+        never.started_us = 0;
+        let n = node(vec![call(1, 100, 200), call(2, 150, 250), never], vec![]);
+        let trace = chrome_trace(&[n], 1000);
+        let events = trace["traceEvents"].as_array().unwrap();
+        let tid = |id: u128| {
+            let e = events
+                .iter()
+                .find(|e| e["args"]["id"] == format!("{id:032x}"))
+                .unwrap();
+            (
+                e["ph"].as_str().unwrap().to_string(),
+                e["tid"].as_u64().unwrap(),
+            )
+        };
+        assert_eq!(
+            tid(1).1 + 1,
+            tid(2).1,
+            "overlapping calls of one actor, side by side"
+        );
+        assert_eq!(
+            tid(9),
+            ("i".to_string(), 0),
+            "never started: an instant on lane 0"
+        );
     }
 
     #[test]

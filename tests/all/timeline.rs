@@ -209,18 +209,23 @@ fn wait_for_view(api: &Api, token: &str, job: &str, ready: impl Fn(&Value) -> bo
     }
 }
 
+/// The task runs on a worker: the worker lists it running, and records
+/// its cancel when the job is stopped (the head, which sent it, does not).
 #[test]
 fn a_running_task_shows_as_running_then_cancelled_when_its_job_stops() {
-    let c = ProcCluster::start(
+    let mut c = ProcCluster::start(
         env!("CARGO_BIN_EXE_fabric"),
         &["--num-cpus", "2", "--api-port", "0"],
     );
+    c.add(&["--num-cpus", "2"]);
+    c.wait_for_alive(2);
+    let worker = c.nodes[1].id.clone();
     let api = Api::of(&c);
     let acme = c.add_tenant("acme", &[]);
     let mut submit = c
         .command_as(&acme)
         .args(["submit", "--address", c.head_address(), programs::CLUSTER])
-        .args(["--", "hold-task"])
+        .args(["--", "hold-task", &worker])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -236,6 +241,7 @@ fn a_running_task_shows_as_running_then_cancelled_when_its_job_stops() {
     assert_eq!(running["tasks"]["pending"], 1);
     assert_eq!(running["slowest"][0]["outcome"], "running");
     assert_eq!(running["slowest"][0]["function"], "where_am_i");
+    assert_eq!(running["slowest"][0]["node"], worker.as_str());
     api.json(
         "POST",
         &format!("/api/jobs/{job}/stop"),
@@ -251,5 +257,7 @@ fn a_running_task_shows_as_running_then_cancelled_when_its_job_stops() {
         cancelled["started_us"].as_u64().is_some(),
         "it had started: {cancelled}"
     );
+    assert_eq!(cancelled["node"], worker.as_str(), "recorded where it ran");
+    assert_eq!(stopped["calls"]["ended"], 1, "once: {stopped}");
     let _ = submit.wait();
 }

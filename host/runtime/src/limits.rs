@@ -280,6 +280,11 @@ pub mod size {
         Text(String),
     }
 
+    /// A size that must be there.
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        option(d)?.ok_or_else(|| serde::de::Error::custom("a size is required"))
+    }
+
     pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         match Option::<Raw>::deserialize(d)? {
             None => Ok(None),

@@ -335,7 +335,7 @@ impl Node {
     /// [`crate::task_events`]): what ended here, what runs here now, and
     /// the tasks the job submitted here.
     pub fn job_tasks(&self, id: JobId) -> crate::task_events::JobTasksHere {
-        self.core.job_tasks(id)
+        self.core.job_tasks(id, usize::MAX)
     }
 
     /// Stops job `id`, whose driver runs on this node: its driver ends at

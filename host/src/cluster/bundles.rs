@@ -194,16 +194,18 @@ impl crate::head::TaskNodes for HeadLink {
         &self,
         node: crate::ids::NodeId,
         job: crate::ids::JobId,
+        limit: u32,
     ) -> crate::head::BundleFuture<'_, Result<crate::task_events::JobTasksHere, String>> {
         Box::pin(async move {
             let c = self.0.upgrade().ok_or("this node is leaving")?;
             if node == c.id {
                 let core = c.core().ok_or("this node is leaving")?;
-                return Ok(core.job_tasks(job));
+                return Ok(core.job_tasks(job, limit as usize));
             }
             let peer = c.peer(node).map_err(|e| e.to_string())?;
             let req = pb::JobTasksRequest {
                 job_id: crate::wire::id_bytes(job.as_u128()),
+                limit,
             };
             let reply = peer.client().job_tasks(req).await;
             let answer = reply.map_err(|s| s.message().to_string())?.into_inner();

@@ -285,12 +285,17 @@ impl NodeService for Service {
         &self,
         request: Request<pb::JobTasksRequest>,
     ) -> Result<Response<pb::NodeTasks>, Status> {
-        let job = crate::wire::job_id(&request.into_inner().job_id)?;
+        let r = request.into_inner();
+        let job = crate::wire::job_id(&r.job_id)?;
+        let max = match r.limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
         let core = self
             .cluster
             .core()
             .ok_or_else(|| Status::unavailable("this node is leaving"))?;
-        let here = core.job_tasks(job);
+        let here = core.job_tasks(job, max);
         Ok(Response::new(crate::task_wire::here_to_pb(
             self.cluster.id,
             &here,

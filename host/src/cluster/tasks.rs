@@ -181,6 +181,7 @@ impl Cluster {
                     .map(|id| id_bytes(id.as_u128()))
                     .collect(),
                 stream_bound: spec.stream.unwrap_or(0),
+                attempt: spec.attempt,
             };
             let result = spec.result;
             cluster.tasks.sent.insert(
@@ -291,6 +292,7 @@ impl Cluster {
                         job: job.id,
                     },
                 },
+                t.attempt,
             );
             Ok(())
         }
@@ -571,6 +573,8 @@ impl Cluster {
             && let Some(control) = core.tasks().remove(id, Outcome::Cancelled)
         {
             control.cancel();
+            // Its run was dropped: the attempt is recorded here, as its end.
+            control.record_ended(&Err::<(), _>(FabricError::Cancelled), None);
         }
     }
 

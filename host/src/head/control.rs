@@ -239,11 +239,11 @@ impl Control for ControlService {
         let who = self.who(&request)?;
         self.head.count("JobTasks");
         let id = known_job(&request.into_inner().job_id)?;
-        let tasks = self.head.job_tasks(id, &who).await?;
-        Ok(Response::new(pb::JobTasksReply {
+        let reply = self.head.job_tasks(id, &who, |tasks| pb::JobTasksReply {
             job: Some(wire::job_to_pb(&tasks.job)),
             nodes: tasks.nodes.iter().map(crate::task_wire::to_pb).collect(),
-        }))
+        });
+        Ok(Response::new(reply.await?))
     }
 
     async fn add_tenant(

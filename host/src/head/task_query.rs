@@ -1,9 +1,12 @@
 //! A job's tasks, as the nodes kept them. The head holds no task: when a
 //! client asks (the dashboard's task view, the Jobs API, `fabric
-//! timeline`), it asks every live node through the [`TaskNodes`] port and
-//! hands back their answers, holding them only for that request. Queries
-//! are bounded: each tenant may have [`QUERIES_PER_TENANT`] in flight (the
-//! next is refused), and the head [`QUERIES`] in all (the next waits).
+//! timeline`), it asks every live node through the [`TaskNodes`] port,
+//! turns their answers into what the client gets, and lets them go.
+//! Queries are bounded: each tenant may have [`QUERIES_PER_TENANT`] in
+//! flight (the next is refused), the head [`QUERIES`] in all (the next
+//! waits, up to [`QUEUE_WAIT`]), each at most [`QUERY_EVENTS`] events
+//! (shared out between the nodes: each sends its newest), and all of that
+//! holds until the answer is built.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,14 +25,25 @@ use crate::task_view::NodeTasks;
 
 /// How the head asks a node what it kept of a job's tasks.
 pub trait TaskNodes: Send + Sync {
-    fn job_tasks(&self, node: NodeId, job: JobId)
-    -> BundleFuture<'_, Result<JobTasksHere, String>>;
+    /// What `node` kept of `job`, at most `limit` events (its newest).
+    fn job_tasks(
+        &self,
+        node: NodeId,
+        job: JobId,
+        limit: u32,
+    ) -> BundleFuture<'_, Result<JobTasksHere, String>>;
 }
 
 /// Queries one tenant may have in flight.
 pub const QUERIES_PER_TENANT: usize = 2;
 /// Queries the head runs at once.
-pub const QUERIES: usize = 8;
+pub const QUERIES: usize = 4;
+/// How long a query waits for its turn before it is refused.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// The most events one query gathers from all nodes.
+pub const QUERY_EVENTS: usize = 50_000;
+/// Each node sends at least this many, however many nodes there are.
+const NODE_EVENTS_MIN: usize = 1_000;
 /// How long the head waits for one node's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -99,24 +113,45 @@ impl Head {
     }
 
     /// Job `id` (if `who` may see it) and what every live node kept of
-    /// its tasks; a node that does not answer in time is listed as such.
-    pub async fn job_tasks(&self, id: JobId, who: &Principal) -> Result<JobTasks, HeadError> {
+    /// its tasks, made into `view` (on a blocking thread, while the query
+    /// still holds its turn); a node that does not answer in time is
+    /// listed as such.
+    pub async fn job_tasks<R: Send + 'static>(
+        &self,
+        id: JobId,
+        who: &Principal,
+        view: impl FnOnce(JobTasks) -> R + Send + 'static,
+    ) -> Result<R, HeadError> {
         let job = self.job_for(id, who)?;
         let queries = &self.task_queries;
         let _turn = Turn::take(queries, who.tenant())?;
-        let _place = queries.all.acquire().await.expect("never closed");
-        let Some(port) = queries.port.get() else {
-            return Ok(JobTasks {
-                job,
-                nodes: Vec::new(),
-            });
+        let busy = || {
+            let why = format!("the head is busy with task queries (more than {QUEUE_WAIT:?})");
+            HeadError::Refused(exceeded("task-queries", QUERIES as u64, why))
         };
+        let _place = tokio::time::timeout(QUEUE_WAIT, queries.all.acquire())
+            .await
+            .map_err(|_| busy())?
+            .expect("never closed");
+        let nodes = match queries.port.get() {
+            Some(port) => self.ask_nodes(port, id).await,
+            None => Vec::new(),
+        };
+        let tasks = JobTasks { job, nodes };
+        Ok(tokio::task::spawn_blocking(move || view(tasks))
+            .await
+            .expect("a view does not panic"))
+    }
+
+    async fn ask_nodes(&self, port: &Arc<dyn TaskNodes>, id: JobId) -> Vec<NodeTasks> {
+        let alive = self.nodes.alive();
+        let limit = (QUERY_EVENTS / alive.len().max(1)).max(NODE_EVENTS_MIN) as u32;
         let mut asks = tokio::task::JoinSet::new();
-        for node in self.nodes.alive() {
+        for node in alive {
             let port = port.clone();
             asks.spawn(async move {
-                let asked = tokio::time::timeout(ASK_TIMEOUT, port.job_tasks(node, id)).await;
-                let answer = asked.unwrap_or_else(|_| {
+                let asked = tokio::time::timeout(ASK_TIMEOUT, port.job_tasks(node, id, limit));
+                let answer = asked.await.unwrap_or_else(|_| {
                     Err(format!("no answer within {} s", ASK_TIMEOUT.as_secs()))
                 });
                 NodeTasks { node, answer }
@@ -124,6 +159,6 @@ impl Head {
         }
         let mut nodes = asks.join_all().await;
         nodes.sort_by_key(|n| n.node);
-        Ok(JobTasks { job, nodes })
+        nodes
     }
 }

@@ -36,6 +36,7 @@ use crate::ids::{ActorId, NodeId, ObjectId};
 use crate::object_store::ObjectRef;
 use crate::resources::ResourceSet;
 use crate::runtime::NodeCore;
+use crate::runtime::call_record::{ActorTag, CallRecord, Recording};
 use crate::runtime::instance::{self, Role};
 use crate::runtime::job::Job;
 use crate::runtime::output::Parts;
@@ -165,13 +166,15 @@ impl ActorRecord {
     /// Queues a call; a dead actor fails it at once. A watch is kept
     /// aside until the actor ends.
     pub fn call(&self, core: &Arc<NodeCore>, mut call: ActorCall) {
-        call.queued_us = crate::task_events::now_us();
         if call.is_watch() {
             return self.watches.add(core, call, || self.death());
         }
         if let Some(reason) = self.death() {
             core.complete(call.result, call.reply, Err(FabricError::ActorDied(reason)));
             return;
+        }
+        if self.job.events.is_on() {
+            call.queued_us = crate::task_events::now_us();
         }
         self.busy.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::error::SendError(call)) = self.mailbox.send(call) {
@@ -427,49 +430,6 @@ impl Drop for Mailbox {
     }
 }
 
-/// An actor call as its event records it, from when it starts.
-pub(crate) struct CallRecord {
-    event: crate::task_events::TaskEvent,
-    pub(crate) bytes_in: u64,
-}
-
-impl CallRecord {
-    /// `call` starts now on `record`'s instance.
-    pub(crate) fn start(record: &ActorRecord, call: &ActorCall) -> Self {
-        let kind = crate::task_events::CallKind::ActorCall;
-        let mut ran = CallRecord::of(record, kind, call.result.as_u128(), call.method.clone());
-        ran.event.queued_us = call.queued_us.min(ran.event.started_us);
-        ran
-    }
-
-    /// An instance of `record`'s actor is built now (its constructor runs),
-    /// since `queued_us`.
-    fn creation(record: &ActorRecord, queued_us: u64, bytes_in: u64) -> Self {
-        let kind = crate::task_events::CallKind::ActorCreation;
-        let mut ran = CallRecord::of(record, kind, record.id.as_u128(), "new".into());
-        ran.event.queued_us = queued_us.min(ran.event.started_us);
-        ran.bytes_in = bytes_in;
-        ran
-    }
-
-    fn of(record: &ActorRecord, kind: crate::task_events::CallKind, id: u128, f: Arc<str>) -> Self {
-        let mut event = crate::task_events::TaskEvent::new(kind, id, f);
-        event.actor = Some((record.id, record.class.clone()));
-        event.attempt = record.restarts();
-        CallRecord { event, bytes_in: 0 }
-    }
-
-    /// The call ended with `outcome` (`bytes_out` its value's size): its
-    /// event goes to `job`'s record.
-    pub(crate) fn end<T>(self, job: &Job, outcome: &Result<T, FabricError>, bytes_out: u64) {
-        let mut event = self.event.ended(outcome);
-        event.finished_us = crate::task_events::now_us();
-        event.bytes_in = self.bytes_in;
-        event.bytes_out = bytes_out;
-        job.events.record(event);
-    }
-}
-
 /// Waits until every object argument is ready (failed ones included).
 async fn await_args(args: &[TaskArg]) {
     for r in args.iter().flat_map(TaskArg::objects) {
@@ -599,9 +559,14 @@ async fn construct(
     queued_us: u64,
 ) -> Result<(instance::Sandbox, wasmtime::component::Instance), FabricError> {
     let bytes_in = args.iter().map(|a| a.len() as u64).sum();
-    let creating = CallRecord::creation(record, queued_us, bytes_in);
+    let tag = ActorTag::of(record);
+    let creating = Recording::new(&tag, None, || {
+        CallRecord::creation(&tag, queued_us, bytes_in)
+    });
     let built = build(core, record, lease, args).await;
-    creating.end(&record.job, &built, 0);
+    if let Some(ran) = creating.finish() {
+        tag.keep(ran.ended(&tag, None, &built, 0));
+    }
     built
 }
 
@@ -638,6 +603,7 @@ async fn serve(
     let Some(job) = store.data().exec.as_ref().map(|e| e.job.clone()) else {
         return Some(format!("{label} has no job"));
     };
+    let tag = ActorTag::of(&mailbox.record);
     while let Some(call) = mailbox.rx.recv().await {
         if call.is_stop() {
             // No handle is left: it ends after the calls queued before.
@@ -653,14 +619,14 @@ async fn serve(
         }
         mailbox.current = Some((call.result, call.reply));
         await_args(&call.args).await;
-        let mut ran = CallRecord::start(&mailbox.record, &call);
+        let mut ran = Recording::new(&tag, Some(&call), || CallRecord::start(&call));
         let what = format!("{}.{}", class, call.method);
         store.data_mut().generator = call
             .stream
             .map(|bound| Generator::start(core, call.result, call.reply, bound));
         let outcome = match resolve_args(&job, &what, &call.args) {
             Ok(argv) => {
-                ran.bytes_in = argv.iter().map(|a| a.len() as u64).sum();
+                ran.bytes_in(argv.iter().map(|a| a.len() as u64).sum());
                 let export = &exports.actor_call;
                 instance::call_output(store, inst, export, &call.method, &argv, &what, Parts::one)
                     .await
@@ -680,8 +646,12 @@ async fn serve(
             _ => None,
         };
         let bytes_out = outcome.as_ref().map_or(0, |(v, _)| v.len() as u64);
-        ran.end(&job, &outcome, bytes_out);
+        let ran = ran.finish();
+        let event = ran.map(|r| r.ended(&tag, Some(call.method), &outcome, bytes_out));
         core.complete(call.result, call.reply, outcome);
+        if let Some(event) = event {
+            tag.keep(event);
+        }
         mailbox.record.done_one();
         drop((call.args, call.nested));
         if death.is_some() {

@@ -27,7 +27,8 @@ use crate::ids::ObjectId;
 use crate::limits::exceeded;
 use crate::object_store::{ObjectRef, ReadyCounter};
 use crate::runtime::NodeCore;
-use crate::runtime::actor::{ActorCall, ActorRecord, CallRecord};
+use crate::runtime::actor::{ActorCall, ActorRecord};
+use crate::runtime::call_record::{ActorTag, CallRecord};
 use crate::runtime::instance::Returned;
 use crate::runtime::job::Job;
 use crate::runtime::task::{Reply, TaskArg, resolve_args};
@@ -43,8 +44,9 @@ struct InFlight {
     deadline: tokio::time::Instant,
     /// Its arguments' objects, held until it finishes.
     _held: (Vec<TaskArg>, Vec<ObjectRef>),
-    /// Its event, recorded when it ends.
-    ran: CallRecord,
+    /// Its method and event, recorded when it ends (when its job keeps
+    /// events).
+    ran: Option<(Arc<str>, CallRecord)>,
 }
 
 /// What a concurrent actor's next event is, before it becomes the WIT's.
@@ -61,6 +63,8 @@ pub(crate) enum Event {
 pub(crate) struct ConcurrentCalls {
     core: Arc<NodeCore>,
     record: Arc<ActorRecord>,
+    /// What its calls' events say of it.
+    tag: ActorTag,
     job: Arc<Job>,
     /// The actor's mailbox, while the run has it (given back at its end).
     rx: Option<mpsc::UnboundedReceiver<ActorCall>>,
@@ -86,6 +90,7 @@ impl ConcurrentCalls {
     ) -> Self {
         ConcurrentCalls {
             core,
+            tag: ActorTag::of(&record),
             record,
             job,
             rx: Some(rx),
@@ -197,8 +202,11 @@ impl ConcurrentCalls {
                 return None;
             }
         };
-        let mut ran = CallRecord::start(&self.record, &call);
-        ran.bytes_in = args.iter().map(|a| a.len() as u64).sum();
+        let ran = self.job.events.is_on().then(|| {
+            let mut ran = CallRecord::start(&call);
+            ran.bytes_in = args.iter().map(|a| a.len() as u64).sum();
+            (call.method.clone(), ran)
+        });
         let id = self.next_call;
         self.next_call += 1;
         let method = call.method.clone();
@@ -225,8 +233,14 @@ impl ConcurrentCalls {
         match self.in_flight.remove(&id) {
             Some(call) => {
                 let bytes_out = outcome.as_ref().map_or(0, |(v, _)| v.len() as u64);
-                call.ran.end(&self.job, &outcome, bytes_out);
+                let tag = &self.tag;
+                let event = call
+                    .ran
+                    .map(|(m, ran)| ran.ended(tag, Some(m), &outcome, bytes_out));
                 self.answer(call.result, call.reply, outcome);
+                if let Some(event) = event {
+                    self.tag.keep(event);
+                }
                 true
             }
             None => id < self.next_call,
@@ -251,8 +265,13 @@ impl ConcurrentCalls {
     fn fail_in_flight(&mut self, why: &FabricError) {
         for (_, call) in std::mem::take(&mut self.in_flight) {
             let failed = Err(why.clone());
-            call.ran.end(&self.job, &failed, 0);
+            let event = call
+                .ran
+                .map(|(m, ran)| ran.ended(&self.tag, Some(m), &failed, 0));
             self.answer(call.result, call.reply, failed);
+            if let Some(event) = event {
+                self.tag.keep(event);
+            }
         }
     }
 }

@@ -395,9 +395,10 @@ impl NodeCore {
     /// What this node knows of job `id`'s tasks (see
     /// [`crate::task_events`]): what ended here, what runs here now, and
     /// the tasks the job submitted here.
-    pub fn job_tasks(&self, id: crate::ids::JobId) -> crate::task_events::JobTasksHere {
+    /// At most `max` (the newest) of the ended ones are listed.
+    pub fn job_tasks(&self, id: crate::ids::JobId, max: usize) -> crate::task_events::JobTasksHere {
         use crate::task_events::MAX_UNFINISHED_SHOWN;
-        let kept = self.task_events().read(id);
+        let kept = self.task_events().read_newest(id, max);
         let mut unfinished = Vec::new();
         let mut not_shown = 0;
         for (_, control) in self.tasks().of_job(id) {

@@ -7,6 +7,7 @@
 //! The public face of all this is [`crate::node::Node`].
 
 pub mod actor;
+pub(crate) mod call_record;
 pub mod compile;
 pub mod component;
 pub mod component_cache;

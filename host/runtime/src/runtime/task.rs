@@ -270,14 +270,22 @@ fn place(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
 /// Runs a task on this node: once its arguments are here, it queues for
 /// its resources. Forwarded tasks come in here.
 pub(crate) fn run_here(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>) {
-    control.arrived(spec.attempt);
+    let attempt = spec.attempt;
+    run_attempt_here(core, spec, control, attempt)
+}
+
+/// [`run_here`] for attempt `attempt` (which a forwarded task's spec does
+/// not carry: its sender counts retries).
+fn run_attempt_here(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, attempt: u32) {
+    control.arrived(attempt);
     wait_for_args(Want::Here, spec, move |spec| enqueue(core, spec, control));
 }
 
-/// Registers a task forwarded to this node by another (which counted it).
-pub fn accept_forwarded(core: &Arc<NodeCore>, spec: TaskSpec) {
+/// Registers attempt `attempt` of a task forwarded to this node by another
+/// (which counted it, and retries it).
+pub fn accept_forwarded(core: &Arc<NodeCore>, spec: TaskSpec, attempt: u32) {
     let control = core.tasks().add_forwarded(&spec);
-    run_here(core.clone(), spec, control);
+    run_attempt_here(core.clone(), spec, control, attempt);
 }
 
 /// Which readiness of the arguments to wait for.
@@ -381,13 +389,17 @@ async fn run(core: Arc<NodeCore>, spec: TaskSpec, control: Arc<TaskControl>, lea
         tracing::debug!(parent: &span, outcome = %crate::outcomes::Outcome::of(&ran).label(), "task ran");
         ran
     };
-    if let Some(times) = control.take_times() {
+    let event = control.take_times().map(|times| {
         let bytes_out = result
             .as_ref()
             .map_or(0, |values| values.iter().map(|(v, _)| v.len() as u64).sum());
-        control.record(times, &result, bytes_in, bytes_out);
-    }
+        control.event(times, &result, bytes_in, bytes_out)
+    });
     finish(&core, spec, &control, result);
+    // Recorded once its caller has the answer: off the call's path.
+    if let Some(event) = event {
+        control.job().events.record(event);
+    }
 }
 
 /// Cancels the unfinished task that completes `id` (any of its results):

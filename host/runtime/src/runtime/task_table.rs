@@ -162,6 +162,9 @@ impl TaskControl {
 
     /// Attempt `attempt` arrived here to run.
     pub(crate) fn arrived(&self, attempt: u32) {
+        if !self.job.events.is_on() {
+            return; // nothing is recorded: nothing is timed
+        }
         self.attempt.store(attempt, Ordering::Relaxed);
         self.started_us.store(0, Ordering::Relaxed);
         self.arrived_us
@@ -170,6 +173,9 @@ impl TaskControl {
 
     /// The attempt here starts now.
     pub(crate) fn started(&self) {
+        if !self.job.events.is_on() {
+            return;
+        }
         self.started_us
             .store(crate::task_events::now_us(), Ordering::Release);
     }
@@ -207,7 +213,7 @@ impl TaskControl {
     /// without an instance's answer (cancelled, or failed before it ran);
     /// when none arrived here, attempt `unrun` (if given) as ended here
     /// now. Nothing when it was recorded already.
-    pub(crate) fn record_ended<T>(&self, result: &Result<T, FabricError>, unrun: Option<u32>) {
+    pub fn record_ended<T>(&self, result: &Result<T, FabricError>, unrun: Option<u32>) {
         let times = self.take_times().or_else(|| {
             let now = crate::task_events::now_us();
             unrun.map(|attempt| AttemptTimes {
@@ -217,18 +223,18 @@ impl TaskControl {
             })
         });
         if let Some(times) = times {
-            self.record(times, result, 0, 0);
+            self.job.events.record(self.event(times, result, 0, 0));
         }
     }
 
-    /// Records an attempt of the task that ran (or ended) here.
-    pub(crate) fn record<T>(
+    /// The event of an attempt of the task that ran (or ended) here.
+    pub(crate) fn event<T>(
         &self,
         times: AttemptTimes,
         result: &Result<T, FabricError>,
         bytes_in: u64,
         bytes_out: u64,
-    ) {
+    ) -> crate::task_events::TaskEvent {
         let mut e = crate::task_events::TaskEvent::new(
             crate::task_events::CallKind::Task,
             self.id.as_u128(),
@@ -240,7 +246,7 @@ impl TaskControl {
         e.attempt = times.attempt;
         e.bytes_in = bytes_in;
         e.bytes_out = bytes_out;
-        self.job.events.record(e);
+        e
     }
 }
 

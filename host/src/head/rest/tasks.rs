@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::jobs::{job_id, job_json};
 use super::{Api, ApiError, Caller};
+use crate::head::JobTasks;
 use crate::task_view::{TaskSummary, chrome_trace};
 
 /// `GET /api/jobs/{id}/tasks`.
@@ -20,10 +21,12 @@ pub(super) async fn summary(
     Extension(Caller(who)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tasks = api.head.job_tasks(job_id(&id)?, &who).await?;
-    let summary = TaskSummary::of(&tasks.nodes, 0);
-    let body = json!({ "job": job_json(&tasks.job), "tasks": summary });
-    Ok(Json(body).into_response())
+    let view = |tasks: JobTasks| {
+        let summary = TaskSummary::of(&tasks.nodes, 0);
+        let body = json!({ "job": job_json(&tasks.job), "tasks": summary });
+        Json(body).into_response()
+    };
+    Ok(api.head.job_tasks(job_id(&id)?, &who, view).await?)
 }
 
 /// `GET /api/jobs/{id}/timeline`: a download.
@@ -33,8 +36,10 @@ pub(super) async fn timeline(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
-    let tasks = api.head.job_tasks(id, &who).await?;
-    let trace = chrome_trace(&tasks.nodes, 0);
     let file = format!("attachment; filename=\"timeline-{}.json\"", id.short());
-    Ok(([(header::CONTENT_DISPOSITION, file)], Json(trace)).into_response())
+    let view = move |tasks: JobTasks| {
+        let trace = chrome_trace(&tasks.nodes, 0);
+        ([(header::CONTENT_DISPOSITION, file)], Json(trace)).into_response()
+    };
+    Ok(api.head.job_tasks(id, &who, view).await?)
 }

@@ -334,8 +334,13 @@ fn main() -> fabric::Result<()> {
         "where" => println!("driver on {}", here()),
         "timeline" => timeline(arg(1).parse().unwrap_or(4), &args[2..])?,
         "hold-task" => {
-            // One task that runs until the job is stopped.
-            let r = where_am_i::remote(600_000)?;
+            // One task that runs (on node `arg(1)` if named) until the job
+            // is stopped.
+            let on = match arg(1).as_str() {
+                "" => TaskOptions::new(),
+                node => TaskOptions::new().on_node(node, false),
+            };
+            let r = where_am_i::options(on).remote(600_000)?;
             println!("holding");
             fabric::get(&r)?;
         }

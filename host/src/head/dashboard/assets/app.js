@@ -111,20 +111,22 @@ async function jobView(view, id) {
     el('h3', { text: 'Output' }), log,
     el('h3', { text: 'Tasks' }), el('div', { id: 'tasks' }, 'asking the nodes…'));
   followLog(id, log);
-  showTasks(id, j.status === 'RUNNING');
+  showTasks(id);
 }
 
 // The job whose tasks refresh, and their timer.
 let tasksTimer = null;
 
 // Shows a job's tasks (asked of every node through the head), again every
-// few seconds while it runs.
-async function showTasks(id, running) {
+// few seconds while it runs (as each answer says).
+async function showTasks(id) {
   clearTimeout(tasksTimer);
   const box = document.getElementById('tasks');
   if (!box) return;
+  let running = true;
   try {
-    const { tasks: s } = await api(`/api/jobs/${id}/tasks`);
+    const { job, tasks: s } = await api(`/api/jobs/${id}/tasks`);
+    running = job.status === 'RUNNING';
     const t = s.tasks;
     const card = (title, n) => el('div', { class: 'card', id: `tasks-${title.replace(' ', '-')}` },
       el('b', { text: n }), title);
@@ -145,9 +147,13 @@ async function showTasks(id, running) {
       table(['Call', 'Ran', 'Waited', 'Node', 'Bytes in/out', 'Outcome'], s.slowest.map((c) => row({ class: 'slow' },
         [call(c), ms(c.run_ms), ms(c.wait_ms), short(c.node), `${bytes(c.bytes_in)} / ${bytes(c.bytes_out)}`, c.outcome]))));
   } catch (e) {
-    box.replaceChildren(el('p', { class: 'error', text: e.message }));
+    // What was shown stays (a busy head answers 429 now and then); why
+    // this refresh failed is said below it.
+    const note = el('p', { class: 'error', text: e.message });
+    if (box.lastChild && box.lastChild.className === 'error') box.lastChild.replaceWith(note);
+    else box.append(note);
   }
-  if (running && box.isConnected) tasksTimer = setTimeout(() => showTasks(id, running), 3000);
+  if (running && box.isConnected) tasksTimer = setTimeout(() => showTasks(id), 3000);
 }
 
 // Streams the job's output into `pre` as it comes (until the job ends).

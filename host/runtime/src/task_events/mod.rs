@@ -7,14 +7,19 @@
 //!
 //! - per job: at most `per-job` events; past it the oldest go (counted in
 //!   [`JobEventsRead::dropped`]);
-//! - per tenant: at most `per-tenant` events over all its jobs here (one
-//!   tenant's many jobs cannot grow the node); past it a job keeps only its
-//!   newest, and a job with none kept drops what comes;
+//! - per tenant: at most `per-tenant` bytes over all its jobs here (each
+//!   event weighs its kept size and its error text, each distinct name of
+//!   a job its text once: one tenant's many jobs cannot grow the node); past it the tenant's oldest ended job's
+//!   record goes first, then a job keeps only its newest, and a job with
+//!   none kept drops what comes;
 //! - after a job ends: its record stays for `keep-for`, and only for the
-//!   tenant's `keep-finished` most recent ended jobs; the older ones go.
+//!   tenant's `keep-finished` most recent ended jobs; the older ones go
+//!   (what a detached actor of an ended job does later is not kept once
+//!   its job's record went).
 //!
-//! Recording is one clock read at each end and one uncontended lock per
-//! call (each job has its own); nothing is allocated but a failure's text.
+//! Recording is a clock read at each end and one lock of the job's own
+//! record per call; nothing is allocated but a failure's text, and a full
+//! record overwrites its oldest in order (see `ring.rs`).
 //!
 //! ```
 //! use fabric_runtime::ids::JobId;
@@ -40,15 +45,23 @@ use crate::error::FabricError;
 use crate::ids::{ActorId, JobId};
 use crate::outcomes::{Outcome, TaskCountsRead};
 
+mod ring;
+use ring::Ring;
+pub use ring::{MAX_NAMES, OTHER_NAME};
+
 /// How much of what ran a node keeps (the `[task-events]` table of its
 /// settings file).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TaskEventBounds {
+    /// Whether the node keeps them at all (off: `fabric timeline` and the
+    /// task view show nothing of this node, and calls skip the clock).
+    pub enabled: bool,
     /// Events kept per job.
     pub per_job: usize,
-    /// Events kept per tenant, over all its jobs.
-    pub per_tenant: usize,
+    /// Bytes of events kept per tenant, over all its jobs (`"16 MiB"`).
+    #[serde(deserialize_with = "crate::limits::size::required")]
+    pub per_tenant: u64,
     /// Ended jobs whose record a tenant keeps.
     pub keep_finished: usize,
     /// How long an ended job's record stays (`"1h"`).
@@ -59,8 +72,9 @@ pub struct TaskEventBounds {
 impl Default for TaskEventBounds {
     fn default() -> Self {
         TaskEventBounds {
+            enabled: true,
             per_job: 20_000,
-            per_tenant: 50_000,
+            per_tenant: 16 << 20,
             keep_finished: 8,
             keep_for: Duration::from_secs(3600),
         }
@@ -173,29 +187,57 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// A tenant's events held on this node, against its bound.
+/// A tenant's events held on this node, against its bound, and its ended
+/// jobs' records (which give their room back first).
 struct TenantRoom {
     held: AtomicU64,
     max: u64,
+    ended: Mutex<VecDeque<std::sync::Weak<JobEvents>>>,
 }
 
 impl TenantRoom {
-    fn take_one(&self) -> bool {
+    fn take(&self, bytes: u64) -> bool {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n + bytes <= self.max).then_some(n + bytes)
             })
             .is_ok()
     }
 
-    fn give(&self, n: usize) {
-        self.held.fetch_sub(n as u64, Ordering::AcqRel);
+    fn give(&self, bytes: u64) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Empties the oldest ended record (not `me`'s) that holds anything;
+    /// whether one did.
+    fn evict_ended(&self, me: &JobEvents) -> bool {
+        let mut ended = self.ended.lock();
+        for _ in 0..ended.len() {
+            let Some(weak) = ended.pop_front() else { break };
+            let Some(events) = weak.upgrade() else {
+                continue;
+            };
+            if std::ptr::eq(&*events, me) {
+                ended.push_back(weak); // still recording: not its own victim
+                continue;
+            }
+            if events.close(false) > 0 {
+                ended.push_back(weak);
+                return true;
+            }
+        }
+        false
     }
 }
 
 /// One job's events on this node.
 pub struct JobEvents {
+    /// Whether anything is kept (the node's `enabled`).
+    on: bool,
     ring: Mutex<Ring>,
+    /// Events gathered by their recorders (an actor's instance) before
+    /// they come into the ring, a batch at a time or when it is read.
+    batches: Mutex<Vec<std::sync::Weak<Batch>>>,
     room: Arc<TenantRoom>,
     per_job: usize,
     /// The job's task counts here when it ended (its books may go before
@@ -203,40 +245,160 @@ pub struct JobEvents {
     final_counts: std::sync::OnceLock<TaskCountsRead>,
 }
 
-#[derive(Default)]
-struct Ring {
-    events: VecDeque<TaskEvent>,
-    dropped: u64,
-}
-
 impl JobEvents {
-    /// Keeps `event` (the oldest goes past a bound).
-    pub fn record(&self, event: TaskEvent) {
-        let mut ring = self.ring.lock();
-        if ring.events.len() >= self.per_job || !self.room.take_one() {
-            // Full: the newest replace the oldest, or (nothing of this job
-            // to replace) the event goes.
-            ring.dropped += 1;
-            if ring.events.pop_front().is_none() {
-                return;
-            }
-        }
-        ring.events.push_back(event);
+    /// Whether events are kept (else calls need not time themselves).
+    pub fn is_on(&self) -> bool {
+        self.on
     }
 
-    fn read(&self) -> (Vec<TaskEvent>, u64) {
-        let ring = self.ring.lock();
-        (ring.events.iter().cloned().collect(), ring.dropped)
+    /// A batch for one recorder that records many events on one thread
+    /// (an actor's instance): it gathers them without this record's lock,
+    /// and they come in [`BATCH`] at a time, when the record is read, or
+    /// when the batch goes.
+    pub fn batch(self: &Arc<Self>) -> Arc<Batch> {
+        let batch = Arc::new(Batch {
+            events: Mutex::default(),
+            record: self.clone(),
+        });
+        let mut batches = self.batches.lock();
+        batches.retain(|b| b.strong_count() > 0);
+        batches.push(Arc::downgrade(&batch));
+        batch
+    }
+
+    /// Brings every batch's events into the ring.
+    fn gather(&self) {
+        let batches: Vec<Arc<Batch>> = self
+            .batches
+            .lock()
+            .iter()
+            .filter_map(|b| b.upgrade())
+            .collect();
+        for b in batches {
+            b.flush();
+        }
+    }
+
+    /// Keeps `event` (the oldest go past a bound).
+    pub fn record(&self, event: TaskEvent) {
+        if !self.on {
+            return;
+        }
+        let mut ring = self.ring.lock();
+        if ring.closed {
+            ring.dropped += 1;
+            return;
+        }
+        let (event, weight) = ring.store(event);
+        let mut freed = 0;
+        while ring.len() >= self.per_job {
+            freed += ring.pop_oldest().expect("per_job is at least 1");
+        }
+        // A full record replaces its oldest: most often by one that
+        // weighs the same, and the tenant's count is left alone.
+        let short = match freed.cmp(&weight) {
+            std::cmp::Ordering::Greater => {
+                self.room.give(freed - weight);
+                false
+            }
+            std::cmp::Ordering::Equal => false,
+            std::cmp::Ordering::Less => !self.room.take(weight - freed),
+        };
+        if short {
+            self.room.give(freed);
+            // The tenant's ended jobs may hold its room: the oldest gives
+            // it back (taken without this ring's lock: no two rings are
+            // ever locked in turn by two recorders).
+            drop(ring);
+            self.room.evict_ended(self);
+            ring = self.ring.lock();
+            if ring.closed {
+                ring.dropped += 1;
+                return;
+            }
+            while !self.room.take(weight) {
+                // Full all the same: this job's oldest make room, or the
+                // event goes.
+                let Some(w) = ring.pop_oldest() else {
+                    ring.dropped += 1;
+                    return;
+                };
+                self.room.give(w);
+            }
+        }
+        ring.push(event, weight);
+    }
+
+    /// Keeps `events`, in order.
+    fn record_all(&self, events: Vec<TaskEvent>) {
+        for e in events {
+            self.record(e);
+        }
+    }
+
+    /// Drops what it keeps, giving its room back (and, when `for_good`,
+    /// keeps nothing more); how many events went.
+    fn close(&self, for_good: bool) -> usize {
+        let mut ring = self.ring.lock();
+        let n = ring.len();
+        ring.closed |= for_good;
+        self.room.give(ring.clear());
+        n
+    }
+
+    fn is_closed(&self) -> bool {
+        self.ring.lock().closed
+    }
+
+    /// Its newest `max` events, and how many it dropped or left out.
+    fn read_newest(&self, max: usize) -> (Vec<TaskEvent>, u64) {
+        self.gather();
+        self.ring.lock().read_newest(max)
     }
 
     fn shrink(&self) {
-        self.ring.lock().events.shrink_to_fit();
+        self.ring.lock().shrink();
     }
 }
 
 impl Drop for JobEvents {
     fn drop(&mut self) {
-        self.room.give(self.ring.get_mut().events.len());
+        self.room.give(self.ring.get_mut().bytes);
+    }
+}
+
+/// How many events a [`Batch`] gathers before they come into the ring.
+pub const BATCH: usize = 64;
+
+/// Events one recorder gathers for its job's record (see
+/// [`JobEvents::batch`]).
+pub struct Batch {
+    events: Mutex<Vec<TaskEvent>>,
+    record: Arc<JobEvents>,
+}
+
+impl Batch {
+    /// Keeps `event`: in the ring once [`BATCH`] are gathered.
+    pub fn record(&self, event: TaskEvent) {
+        let mut events = self.events.lock();
+        events.push(event);
+        if events.len() >= BATCH {
+            let full = std::mem::replace(&mut *events, Vec::with_capacity(BATCH));
+            drop(events);
+            self.record.record_all(full);
+        }
+    }
+
+    fn flush(&self) {
+        let gathered = std::mem::take(&mut *self.events.lock());
+        self.record.record_all(gathered);
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let gathered = std::mem::take(self.events.get_mut());
+        self.record.record_all(gathered);
     }
 }
 
@@ -278,6 +440,16 @@ struct LogState {
     ended: HashMap<Arc<str>, VecDeque<(JobId, Instant)>>,
 }
 
+impl LogState {
+    /// Forgets job `job`'s record: its room goes back now, even while a
+    /// detached actor of the job still holds it (which then keeps nothing).
+    fn forget(&mut self, job: JobId) {
+        if let Some(events) = self.jobs.remove(&job) {
+            events.close(true);
+        }
+    }
+}
+
 /// Every job's events on this node.
 pub struct TaskEventLog {
     bounds: TaskEventBounds,
@@ -299,7 +471,7 @@ impl TaskEventLog {
         if let Some(events) = state.jobs.get(&job) {
             return events.clone();
         }
-        let max = self.bounds.per_tenant as u64;
+        let max = self.bounds.per_tenant;
         let room = state
             .rooms
             .entry(tenant.into())
@@ -307,12 +479,15 @@ impl TaskEventLog {
                 Arc::new(TenantRoom {
                     held: AtomicU64::new(0),
                     max,
+                    ended: Mutex::default(),
                 })
             })
             .clone();
         let events = Arc::new(JobEvents {
             ring: Mutex::default(),
             room,
+            on: self.bounds.enabled,
+            batches: Mutex::default(),
             per_job: self.bounds.per_job.max(1),
             final_counts: Default::default(),
         });
@@ -340,8 +515,11 @@ impl TaskEventLog {
             gone.extend(ended.pop_front().map(|(j, _)| j));
         }
         for j in gone {
-            state.jobs.remove(&j);
+            state.forget(j);
         }
+        let mut evictable = events.room.ended.lock();
+        evictable.push_back(Arc::downgrade(&events));
+        evictable.retain(|w| w.upgrade().is_some_and(|e| !e.is_closed()));
     }
 
     /// Forgets the records of jobs that ended more than `keep-for` ago,
@@ -361,12 +539,15 @@ impl TaskEventLog {
             !ended.is_empty()
         });
         for j in gone {
-            state.jobs.remove(&j);
+            state.forget(j);
         }
         let LogState { jobs, ended, .. } = &mut *state;
-        let kept = |job: &JobId| ended.values().any(|e| e.iter().any(|(j, _)| j == job));
+        let kept: std::collections::HashSet<JobId> = ended
+            .values()
+            .flat_map(|e| e.iter().map(|(j, _)| *j))
+            .collect();
         // Only the log holds it: no job runs here with it.
-        jobs.retain(|job, events| Arc::strong_count(events) > 1 || kept(job));
+        jobs.retain(|job, events| Arc::strong_count(events) > 1 || kept.contains(job));
         if jobs.capacity() > 64 && jobs.len() < jobs.capacity() / 4 {
             jobs.shrink_to_fit();
         }
@@ -374,9 +555,15 @@ impl TaskEventLog {
 
     /// What this node kept of `job`, if anything.
     pub fn read(&self, job: JobId) -> Option<JobEventsRead> {
+        self.read_newest(job, usize::MAX)
+    }
+
+    /// The newest `max` events this node kept of `job` (the others count
+    /// as dropped).
+    pub fn read_newest(&self, job: JobId, max: usize) -> Option<JobEventsRead> {
         let events = self.state.lock().jobs.get(&job).cloned()?;
         let final_counts = events.final_counts.get().copied();
-        let (events, dropped) = events.read();
+        let (events, dropped) = events.read_newest(max);
         Some(JobEventsRead {
             events,
             dropped,
@@ -394,10 +581,16 @@ impl TaskEventLog {
 mod tests {
     use super::*;
 
-    fn log(per_job: usize, per_tenant: usize, keep_finished: usize) -> TaskEventLog {
+    /// What one job's name `f` weighs, kept once per job.
+    const NAME: u64 = 2 + ring::NAME_OVERHEAD;
+
+    /// A log keeping `per_job` events per job, `per_tenant` events' worth
+    /// per tenant (and the name of `jobs` jobs), `keep_finished` ended jobs.
+    fn log(per_job: usize, per_tenant: u64, keep_finished: usize) -> TaskEventLog {
         TaskEventLog::new(TaskEventBounds {
+            enabled: true,
             per_job,
-            per_tenant,
+            per_tenant: per_tenant * ring::STORED_BYTES + 2 * NAME,
             keep_finished,
             keep_for: Duration::from_secs(3600),
         })
@@ -405,6 +598,20 @@ mod tests {
 
     fn event(i: u128) -> TaskEvent {
         TaskEvent::new(CallKind::Task, i, "f".into())
+    }
+
+    fn ids(read: &JobEventsRead) -> Vec<u128> {
+        read.events.iter().map(|e| e.id).collect()
+    }
+
+    /// The bytes a tenant holds, as (events, jobs' names).
+    fn held(log: &TaskEventLog, tenant: &str) -> u64 {
+        let room = log.state.lock().rooms[tenant].clone();
+        room.held.load(Ordering::Acquire)
+    }
+
+    fn bytes(events: u64, names: u64) -> u64 {
+        events * ring::STORED_BYTES + names * NAME
     }
 
     #[test]
@@ -420,13 +627,12 @@ mod tests {
             eb.record(event(i));
         }
         let read = log.read(b).unwrap();
-        let ids: Vec<u128> = read.events.iter().map(|e| e.id).collect();
-        assert_eq!(ids, [12], "one fit; then each newer one replaced it");
+        assert_eq!(ids(&read), [12], "one fit; then each newer one replaced it");
         assert_eq!(read.dropped, 2);
         // Another tenant is not held back by this one.
         let other = log.open(JobId::random(), "beta");
         other.record(event(99));
-        assert_eq!(other.ring.lock().events.len(), 1);
+        assert_eq!(other.ring.lock().len(), 1);
     }
 
     #[test]
@@ -443,20 +649,49 @@ mod tests {
     }
 
     #[test]
+    fn a_running_job_takes_the_room_of_the_tenants_oldest_ended_one() {
+        let log = log(100, 4, 8);
+        let old = JobId::random();
+        let ended = log.open(old, "acme");
+        for i in 0..4 {
+            ended.record(event(i));
+        }
+        log.job_ended(old, "acme", Default::default());
+        let new = JobId::random();
+        let running = log.open(new, "acme");
+        running.record(event(10));
+        running.record(event(11));
+        assert_eq!(ids(&log.read(new).unwrap()), [10, 11]);
+        let gone = log.read(old).unwrap();
+        assert!(gone.events.is_empty() && gone.dropped == 4, "{gone:?}");
+        assert_eq!(held(&log, "acme"), bytes(2, 1));
+    }
+
+    #[test]
     fn ended_jobs_beyond_the_bound_go_and_give_back_their_room() {
         let log = log(100, 10, 2);
         let jobs: Vec<JobId> = (0..3).map(|_| JobId::random()).collect();
+        let mut kept = Vec::new();
         for (i, &job) in jobs.iter().enumerate() {
             let events = log.open(job, "acme");
             events.record(event(i as u128));
             events.record(event(i as u128 + 100));
-            drop(events);
             log.job_ended(job, "acme", Default::default());
+            kept.push(events); // as a detached actor of the job would
         }
         assert!(log.read(jobs[0]).is_none(), "the oldest ended record went");
         assert!(log.read(jobs[2]).is_some());
-        let room = log.state.lock().rooms["acme"].clone();
-        assert_eq!(room.held.load(Ordering::Acquire), 4);
+        assert_eq!(
+            held(&log, "acme"),
+            bytes(4, 2),
+            "its room came back at once"
+        );
+        kept[0].record(event(7));
+        assert_eq!(
+            held(&log, "acme"),
+            bytes(4, 2),
+            "a forgotten record keeps nothing"
+        );
     }
 
     #[test]
