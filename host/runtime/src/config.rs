@@ -154,8 +154,8 @@ pub struct NodeFile {
     #[serde(default)]
     pub ingress: Option<IngressLimits>,
     /// What ran, kept per job for the dashboard and `fabric timeline`
-    /// (`per-job = 20000`, `per-tenant = 50000`, `keep-finished = 8`,
-    /// `keep-for = "1h"`; see [`crate::task_events`]).
+    /// (`enabled = true`, `per-job = 20000`, `per-tenant = "16 MiB"`,
+    /// `keep-finished = 8`, `keep-for = "1h"`; see [`crate::task_events`]).
     #[serde(default)]
     pub task_events: Option<crate::task_events::TaskEventBounds>,
 }

@@ -17,9 +17,13 @@
 //!   (what a detached actor of an ended job does later is not kept once
 //!   its job's record went).
 //!
-//! Recording is a clock read at each end and one lock of the job's own
-//! record per call; nothing is allocated but a failure's text, and a full
-//! record overwrites its oldest in order (see `ring.rs`).
+//! Recording is a clock read at each end of a call and one lock of the
+//! job's own record per task (an actor's instance gathers its calls'
+//! events in a [`Batch`] of its own, which comes into the record 64 at a
+//! time, when the record is read, or when the instance goes); nothing is
+//! allocated but a failure's text, and a full record overwrites its oldest
+//! in order (see `ring.rs`). `enabled = false` turns it all off, clock
+//! reads included.
 //!
 //! ```
 //! use fabric_runtime::ids::JobId;
