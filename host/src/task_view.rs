@@ -278,20 +278,23 @@ impl LaneSet {
 #[derive(Default)]
 struct Lanes {
     tasks: LaneSet,
-    /// Per actor: its number, and its lanes.
-    actors: HashMap<crate::ids::ActorId, (u64, LaneSet)>,
+    /// Per actor: its lanes, and their numbers (in the order they came).
+    actors: HashMap<crate::ids::ActorId, (LaneSet, Vec<u64>)>,
+    /// Actor lanes numbered so far.
+    actor_lanes: u64,
     names: Vec<(u64, String)>,
+    unstarted: bool,
 }
 
-/// Where actor lanes start (task lanes are numbered from 1), and how many
-/// each actor may have apart.
-const ACTOR_LANES: u64 = 1 << 32;
-const LANES_PER_ACTOR: u64 = 1 << 16;
+/// Where actor lanes start (task lanes are numbered from 1; trace viewers
+/// read a lane's number as 32 bits).
+const ACTOR_LANES: u64 = 1 << 20;
 
 impl Lanes {
     fn lane(&mut self, e: &TaskEvent, end: u64) -> u64 {
         if e.started_us == 0 {
-            if self.names.iter().all(|(tid, _)| *tid != 0) {
+            if !self.unstarted {
+                self.unstarted = true;
                 self.names.push((0, "not started".into()));
             }
             return 0;
@@ -304,14 +307,12 @@ impl Lanes {
             }
             return lane + 1;
         };
-        let n = self.actors.len() as u64;
-        let (number, lanes) = self
-            .actors
-            .entry(*id)
-            .or_insert_with(|| (n, LaneSet::default()));
+        let (lanes, tids) = self.actors.entry(*id).or_default();
         let (lane, new) = lanes.take(e.started_us, end);
-        let tid = ACTOR_LANES + *number * LANES_PER_ACTOR + lane;
         if new {
+            let tid = ACTOR_LANES + self.actor_lanes;
+            self.actor_lanes += 1;
+            tids.push(tid);
             let more = if lane > 0 {
                 format!(" #{}", lane + 1)
             } else {
@@ -320,7 +321,7 @@ impl Lanes {
             self.names
                 .push((tid, format!("actor {class}({}){more}", id.short())));
         }
-        tid
+        tids[lane as usize]
     }
 }
 

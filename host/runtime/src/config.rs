@@ -291,6 +291,12 @@ impl NodeFile {
             cfg.ingress = ingress.clone();
         }
         if let Some(events) = &self.task_events {
+            if events.per_tenant < 64 << 10 {
+                return Err(NodeError::Config(
+                    "[task-events] per-tenant is a size in bytes (say \"16 MiB\"): at least 64 KiB"
+                        .into(),
+                ));
+            }
             cfg.task_events = events.clone();
         }
         cfg.limits = limits;

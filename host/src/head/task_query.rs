@@ -42,8 +42,7 @@ pub const QUERIES: usize = 4;
 pub const QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// The most events one query gathers from all nodes.
 pub const QUERY_EVENTS: usize = 50_000;
-/// Each node sends at least this many, however many nodes there are.
-const NODE_EVENTS_MIN: usize = 1_000;
+
 /// How long the head waits for one node's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -57,7 +56,7 @@ pub struct JobTasks {
 /// The queries in flight.
 pub(crate) struct TaskQueries {
     per_tenant: Arc<Mutex<HashMap<Arc<str>, usize>>>,
-    all: tokio::sync::Semaphore,
+    all: Arc<tokio::sync::Semaphore>,
     port: std::sync::OnceLock<Arc<dyn TaskNodes>>,
 }
 
@@ -65,7 +64,7 @@ impl Default for TaskQueries {
     fn default() -> Self {
         TaskQueries {
             per_tenant: Default::default(),
-            all: tokio::sync::Semaphore::new(QUERIES),
+            all: Arc::new(tokio::sync::Semaphore::new(QUERIES)),
             port: Default::default(),
         }
     }
@@ -124,12 +123,12 @@ impl Head {
     ) -> Result<R, HeadError> {
         let job = self.job_for(id, who)?;
         let queries = &self.task_queries;
-        let _turn = Turn::take(queries, who.tenant())?;
+        let turn = Turn::take(queries, who.tenant())?;
         let busy = || {
             let why = format!("the head is busy with task queries (more than {QUEUE_WAIT:?})");
             HeadError::Refused(exceeded("task-queries", QUERIES as u64, why))
         };
-        let _place = tokio::time::timeout(QUEUE_WAIT, queries.all.acquire())
+        let place = tokio::time::timeout(QUEUE_WAIT, queries.all.clone().acquire_owned())
             .await
             .map_err(|_| busy())?
             .expect("never closed");
@@ -138,14 +137,25 @@ impl Head {
             None => Vec::new(),
         };
         let tasks = JobTasks { job, nodes };
-        Ok(tokio::task::spawn_blocking(move || view(tasks))
-            .await
-            .expect("a view does not panic"))
+        // The turn and the place go with the answers (they hold until the
+        // view is made, even if the caller went away meanwhile).
+        let made = tokio::task::spawn_blocking(move || {
+            let _held = (turn, place);
+            view(tasks)
+        });
+        made.await.map_err(|e| {
+            tracing::error!(job = %id.short(), error = %e, "making a task view failed");
+            HeadError::Refused(crate::error::FabricError::failure(
+                "job-tasks",
+                crate::error::FailureKind::System,
+                "the head could not make the view",
+            ))
+        })
     }
 
     async fn ask_nodes(&self, port: &Arc<dyn TaskNodes>, id: JobId) -> Vec<NodeTasks> {
         let alive = self.nodes.alive();
-        let limit = (QUERY_EVENTS / alive.len().max(1)).max(NODE_EVENTS_MIN) as u32;
+        let limit = (QUERY_EVENTS / alive.len().max(1)).max(1) as u32;
         let mut asks = tokio::task::JoinSet::new();
         for node in alive {
             let port = port.clone();

@@ -16,8 +16,8 @@ pub(crate) struct ActorTag {
     class: Arc<str>,
     /// Its restarts so far (which instance this is).
     incarnation: u32,
-    /// Where its calls' events gather.
-    batch: Option<Arc<crate::task_events::Batch>>,
+    /// Its job's record (none: the node keeps no events).
+    events: Option<Arc<crate::task_events::JobEvents>>,
 }
 
 impl ActorTag {
@@ -27,15 +27,14 @@ impl ActorTag {
             id: record.id,
             class: Arc::from(&*record.class),
             incarnation: record.restarts(),
-            batch: events.is_on().then(|| events.batch()),
+            events: events.is_on().then(|| events.clone()),
         }
     }
 
-    /// Keeps the event of a call of this instance (with the others it
-    /// gathers, without the job's record's lock).
+    /// Keeps the event of a call of this instance in its job's record.
     pub(crate) fn keep(&self, event: crate::task_events::TaskEvent) {
-        if let Some(b) = &self.batch {
-            b.record(event);
+        if let Some(events) = &self.events {
+            events.record(event);
         }
     }
 }
@@ -119,7 +118,7 @@ impl<'a> Recording<'a> {
         Recording {
             tag,
             call,
-            ran: tag.batch.is_some().then(ran),
+            ran: tag.events.is_some().then(ran),
         }
     }
 

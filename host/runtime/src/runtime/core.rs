@@ -405,7 +405,7 @@ impl NodeCore {
             let Some(e) = control.unfinished_event() else {
                 continue;
             };
-            if unfinished.len() < MAX_UNFINISHED_SHOWN {
+            if unfinished.len() < MAX_UNFINISHED_SHOWN.min(max) {
                 unfinished.push(e);
             } else {
                 not_shown += 1;

@@ -18,9 +18,7 @@
 //!   its job's record went).
 //!
 //! Recording is a clock read at each end of a call and one lock of the
-//! job's own record per task (an actor's instance gathers its calls'
-//! events in a [`Batch`] of its own, which comes into the record 64 at a
-//! time, when the record is read, or when the instance goes); nothing is
+//! job's own record, after the caller has its answer; nothing is
 //! allocated but a failure's text, and a full record overwrites its oldest
 //! in order (see `ring.rs`). `enabled = false` turns it all off, clock
 //! reads included.
@@ -239,9 +237,6 @@ pub struct JobEvents {
     /// Whether anything is kept (the node's `enabled`).
     on: bool,
     ring: Mutex<Ring>,
-    /// Events gathered by their recorders (an actor's instance) before
-    /// they come into the ring, a batch at a time or when it is read.
-    batches: Mutex<Vec<std::sync::Weak<Batch>>>,
     room: Arc<TenantRoom>,
     per_job: usize,
     /// The job's task counts here when it ended (its books may go before
@@ -255,34 +250,6 @@ impl JobEvents {
         self.on
     }
 
-    /// A batch for one recorder that records many events on one thread
-    /// (an actor's instance): it gathers them without this record's lock,
-    /// and they come in [`BATCH`] at a time, when the record is read, or
-    /// when the batch goes.
-    pub fn batch(self: &Arc<Self>) -> Arc<Batch> {
-        let batch = Arc::new(Batch {
-            events: Mutex::default(),
-            record: self.clone(),
-        });
-        let mut batches = self.batches.lock();
-        batches.retain(|b| b.strong_count() > 0);
-        batches.push(Arc::downgrade(&batch));
-        batch
-    }
-
-    /// Brings every batch's events into the ring.
-    fn gather(&self) {
-        let batches: Vec<Arc<Batch>> = self
-            .batches
-            .lock()
-            .iter()
-            .filter_map(|b| b.upgrade())
-            .collect();
-        for b in batches {
-            b.flush();
-        }
-    }
-
     /// Keeps `event` (the oldest go past a bound).
     pub fn record(&self, event: TaskEvent) {
         if !self.on {
@@ -293,11 +260,11 @@ impl JobEvents {
             ring.dropped += 1;
             return;
         }
-        let (event, weight) = ring.store(event);
         let mut freed = 0;
         while ring.len() >= self.per_job {
             freed += ring.pop_oldest().expect("per_job is at least 1");
         }
+        let weight = ring.weigh(&event);
         // A full record replaces its oldest: most often by one that
         // weighs the same, and the tenant's count is left alone.
         let short = match freed.cmp(&weight) {
@@ -316,28 +283,34 @@ impl JobEvents {
             drop(ring);
             self.room.evict_ended(self);
             ring = self.ring.lock();
-            if ring.closed {
-                ring.dropped += 1;
+            if !self.make_room(&mut ring, &event) {
                 return;
             }
-            while !self.room.take(weight) {
-                // Full all the same: this job's oldest make room, or the
-                // event goes.
-                let Some(w) = ring.pop_oldest() else {
-                    ring.dropped += 1;
-                    return;
-                };
-                self.room.give(w);
-            }
         }
-        ring.push(event, weight);
+        ring.push(event);
     }
 
-    /// Keeps `events`, in order.
-    fn record_all(&self, events: Vec<TaskEvent>) {
-        for e in events {
-            self.record(e);
+    /// Takes the room `event` needs, this job's oldest events making it
+    /// (again under the lock: other recorders went on meanwhile); false
+    /// when the event goes instead.
+    fn make_room(&self, ring: &mut Ring, event: &TaskEvent) -> bool {
+        if ring.closed {
+            ring.dropped += 1;
+            return false;
         }
+        while ring.len() >= self.per_job {
+            let w = ring.pop_oldest().expect("per_job is at least 1");
+            self.room.give(w);
+        }
+        let weight = ring.weigh(event);
+        while !self.room.take(weight) {
+            let Some(w) = ring.pop_oldest() else {
+                ring.dropped += 1;
+                return false;
+            };
+            self.room.give(w);
+        }
+        true
     }
 
     /// Drops what it keeps, giving its room back (and, when `for_good`,
@@ -356,7 +329,6 @@ impl JobEvents {
 
     /// Its newest `max` events, and how many it dropped or left out.
     fn read_newest(&self, max: usize) -> (Vec<TaskEvent>, u64) {
-        self.gather();
         self.ring.lock().read_newest(max)
     }
 
@@ -368,41 +340,6 @@ impl JobEvents {
 impl Drop for JobEvents {
     fn drop(&mut self) {
         self.room.give(self.ring.get_mut().bytes);
-    }
-}
-
-/// How many events a [`Batch`] gathers before they come into the ring.
-pub const BATCH: usize = 64;
-
-/// Events one recorder gathers for its job's record (see
-/// [`JobEvents::batch`]).
-pub struct Batch {
-    events: Mutex<Vec<TaskEvent>>,
-    record: Arc<JobEvents>,
-}
-
-impl Batch {
-    /// Keeps `event`: in the ring once [`BATCH`] are gathered.
-    pub fn record(&self, event: TaskEvent) {
-        let mut events = self.events.lock();
-        events.push(event);
-        if events.len() >= BATCH {
-            let full = std::mem::replace(&mut *events, Vec::with_capacity(BATCH));
-            drop(events);
-            self.record.record_all(full);
-        }
-    }
-
-    fn flush(&self) {
-        let gathered = std::mem::take(&mut *self.events.lock());
-        self.record.record_all(gathered);
-    }
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        let gathered = std::mem::take(self.events.get_mut());
-        self.record.record_all(gathered);
     }
 }
 
@@ -491,7 +428,6 @@ impl TaskEventLog {
             ring: Mutex::default(),
             room,
             on: self.bounds.enabled,
-            batches: Mutex::default(),
             per_job: self.bounds.per_job.max(1),
             final_counts: Default::default(),
         });

@@ -56,6 +56,22 @@ struct Names {
 }
 
 impl Names {
+    /// What keeping `name` would newly weigh (0 when known, or when no
+    /// more are kept).
+    fn cost(&self, name: &str) -> u64 {
+        let known = self
+            .list
+            .get(self.last as usize)
+            .is_some_and(|l| **l == *name)
+            || self.index.contains_key(name)
+            || self.list.len() > MAX_NAMES;
+        if known { 0 } else { Self::weight(name) }
+    }
+
+    fn weight(name: &str) -> u64 {
+        name.len() as u64 * 2 + NAME_OVERHEAD
+    }
+
     /// `name`'s number, and what keeping it newly weighs (0 when known).
     fn intern(&mut self, name: &Arc<str>) -> (u32, u64) {
         if let Some(last) = self.list.get(self.last as usize)
@@ -77,7 +93,7 @@ impl Names {
         self.list.push(name.clone());
         self.index.insert(name.clone(), i);
         self.last = i;
-        (i, name.len() as u64 * 2 + NAME_OVERHEAD)
+        (i, Self::weight(name))
     }
 }
 
@@ -98,8 +114,16 @@ impl Ring {
         self.events.len()
     }
 
-    /// `event` as kept, and what it weighs (with a name it adds).
-    pub(super) fn store(&mut self, e: TaskEvent) -> (StoredEvent, u64) {
+    /// What keeping `e` would weigh now (with the names it would add).
+    pub(super) fn weigh(&self, e: &TaskEvent) -> u64 {
+        let class = e.actor.as_ref().map_or(0, |(_, c)| self.names.cost(c));
+        let error = e.error.as_deref().map_or(0, str::len) as u64;
+        STORED_BYTES + error + self.names.cost(&e.function) + class
+    }
+
+    /// Keeps `e` (its names numbered); what it weighs, as [`Ring::weigh`]
+    /// said just before.
+    pub(super) fn push(&mut self, e: TaskEvent) -> u64 {
         let (function, mut weight) = self.names.intern(&e.function);
         let (actor, class) = match &e.actor {
             Some((id, class)) => {
@@ -125,13 +149,9 @@ impl Ring {
             outcome: e.outcome,
         };
         weight += stored.weight();
-        (StoredEvent(stored), weight)
-    }
-
-    /// Keeps a stored event that weighs `weight`.
-    pub(super) fn push(&mut self, e: StoredEvent, weight: u64) {
         self.bytes += weight;
-        self.events.push_back(e.0);
+        self.events.push_back(stored);
+        weight
     }
 
     /// Drops the oldest event; what it weighed.
@@ -182,9 +202,6 @@ impl Ring {
     }
 }
 
-/// An event made ready to keep (its names numbered).
-pub(super) struct StoredEvent(Stored);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,15 +209,17 @@ mod tests {
     #[test]
     fn names_are_kept_once_and_bounded() {
         let mut ring = Ring::default();
-        let f: Arc<str> = "square".into();
-        let (a, wa) = ring.store(TaskEvent::new(CallKind::Task, 1, f.clone()));
-        let (b, wb) = ring.store(TaskEvent::new(CallKind::Task, 2, "square".into()));
+        let a = TaskEvent::new(CallKind::Task, 1, "square".into());
+        let b = TaskEvent::new(CallKind::Task, 2, "square".into());
+        let wa = ring.weigh(&a);
+        assert_eq!(ring.push(a), wa);
+        let wb = ring.weigh(&b);
         assert!(wa > wb, "the name weighs once");
-        ring.push(a, wa);
-        ring.push(b, wb);
+        assert_eq!(ring.push(b), wb);
         for i in 0..(MAX_NAMES as u128 + 10) {
-            let (e, w) = ring.store(TaskEvent::new(CallKind::Task, i, format!("f{i}").into()));
-            ring.push(e, w);
+            let e = TaskEvent::new(CallKind::Task, i, format!("f{i}").into());
+            let w = ring.weigh(&e);
+            assert_eq!(ring.push(e), w);
         }
         assert!(ring.names.list.len() <= MAX_NAMES + 1);
         let (events, _) = ring.read_newest(usize::MAX);

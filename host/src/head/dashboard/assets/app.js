@@ -24,7 +24,11 @@ async function api(path, options = {}) {
     throw new Error('signed out');
   }
   const body = await r.json();
-  if (!r.ok) throw new Error(body.error || r.statusText);
+  if (!r.ok) {
+    const e = new Error(body.error || r.statusText);
+    e.busy = r.status === 429;
+    throw e;
+  }
   return body;
 }
 
@@ -118,15 +122,17 @@ async function jobView(view, id) {
 let tasksTimer = null;
 
 // Shows a job's tasks (asked of every node through the head), again every
-// few seconds while it runs (as each answer says).
-async function showTasks(id) {
+// few seconds while it runs and twice after it ended (nodes record its
+// last calls as they stop), and not after an error other than "busy".
+async function showTasks(id, after = 2) {
   clearTimeout(tasksTimer);
   const box = document.getElementById('tasks');
   if (!box) return;
-  let running = true;
+  let again = false;
   try {
     const { job, tasks: s } = await api(`/api/jobs/${id}/tasks`);
-    running = job.status === 'RUNNING';
+    if (job.status === 'RUNNING') again = true;
+    else if (after > 0) { again = true; after -= 1; }
     const t = s.tasks;
     const card = (title, n) => el('div', { class: 'card', id: `tasks-${title.replace(' ', '-')}` },
       el('b', { text: n }), title);
@@ -147,13 +153,14 @@ async function showTasks(id) {
       table(['Call', 'Ran', 'Waited', 'Node', 'Bytes in/out', 'Outcome'], s.slowest.map((c) => row({ class: 'slow' },
         [call(c), ms(c.run_ms), ms(c.wait_ms), short(c.node), `${bytes(c.bytes_in)} / ${bytes(c.bytes_out)}`, c.outcome]))));
   } catch (e) {
-    // What was shown stays (a busy head answers 429 now and then); why
-    // this refresh failed is said below it.
+    // What was shown stays; why this refresh failed is said below it. A
+    // busy head (429) is asked again; anything else ends the refreshes.
+    again = e.busy === true;
     const note = el('p', { class: 'error', text: e.message });
     if (box.lastChild && box.lastChild.className === 'error') box.lastChild.replaceWith(note);
     else box.append(note);
   }
-  if (running && box.isConnected) tasksTimer = setTimeout(() => showTasks(id), 3000);
+  if (again && box.isConnected) tasksTimer = setTimeout(() => showTasks(id, after), 3000);
 }
 
 // Streams the job's output into `pre` as it comes (until the job ends).
