@@ -29,6 +29,14 @@ use crate::ids::NodeId;
 use crate::outcomes::{Outcome, TaskCountsRead};
 use crate::task_events::{CallKind, JobTasksHere, TaskEvent};
 
+/// `now_us`, or (0) the time now.
+fn now_or(now_us: u64) -> u64 {
+    match now_us {
+        0 => crate::task_events::now_us(),
+        t => t,
+    }
+}
+
 /// One node's answer about a job's tasks, or why there is none.
 #[derive(Clone, Debug)]
 pub struct NodeTasks {
@@ -131,11 +139,7 @@ impl TaskSummary {
     /// The summary of what `nodes` answered (`now_us`: the time unfinished
     /// attempts are measured to; 0 for now).
     pub fn of(nodes: &[NodeTasks], now_us: u64) -> TaskSummary {
-        let now_us = if now_us == 0 {
-            crate::task_events::now_us()
-        } else {
-            now_us
-        };
+        let now_us = now_or(now_us);
         let mut s = TaskSummary::default();
         let mut counts = TaskCountsRead::default();
         let mut ended: Vec<(NodeId, &TaskEvent)> = Vec::new();
@@ -332,11 +336,7 @@ impl Lanes {
 /// arguments; one that never started is an instant at its end. `now_us`
 /// (0: now) ends the slices of attempts still running.
 pub fn chrome_trace(nodes: &[NodeTasks], now_us: u64) -> Value {
-    let now_us = if now_us == 0 {
-        crate::task_events::now_us()
-    } else {
-        now_us
-    };
+    let now_us = now_or(now_us);
     let mut out = Vec::new();
     let mut unreachable = Vec::new();
     let mut dropped = 0;

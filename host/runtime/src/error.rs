@@ -326,21 +326,23 @@ fn first_to_fail(note: &str) -> Option<String> {
 
 /// `text` cut to [`MAX_ERROR_TEXT`] bytes (at a character boundary).
 fn bound(text: String) -> String {
-    cut(text, MAX_ERROR_TEXT)
+    cut(text, MAX_ERROR_TEXT, " [truncated]")
 }
 
 fn bound_name(text: String) -> String {
-    cut(text, MAX_ERROR_NAME)
+    cut(text, MAX_ERROR_NAME, " [truncated]")
 }
 
-fn cut(mut text: String, max: usize) -> String {
+/// `text` cut to `max` bytes at a character boundary, `marker` added when
+/// it was cut.
+pub(crate) fn cut(mut text: String, max: usize, marker: &str) -> String {
     if text.len() > max {
         let mut at = max;
         while !text.is_char_boundary(at) {
             at -= 1;
         }
         text.truncate(at);
-        text.push_str(" [truncated]");
+        text.push_str(marker);
     }
     text
 }

@@ -163,23 +163,11 @@ impl TaskEvent {
     pub fn ended<T>(mut self, result: &Result<T, FabricError>) -> Self {
         self.outcome = Outcome::of(result);
         if let Err(e) = result {
-            self.error = Some(cut(e.to_string()).into_boxed_str());
+            self.error =
+                Some(crate::error::cut(e.to_string(), MAX_ERROR_BYTES, "…").into_boxed_str());
         }
         self
     }
-}
-
-/// `text` cut to at most [`MAX_ERROR_BYTES`], at a character boundary.
-fn cut(mut text: String) -> String {
-    if text.len() > MAX_ERROR_BYTES {
-        let mut end = MAX_ERROR_BYTES;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
 }
 
 /// Microseconds since the Unix epoch, now.
