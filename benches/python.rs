@@ -38,8 +38,13 @@ pub const PY_SUITE: &[(&str, &str, &str)] = &[
 
 /// The Python benchmark component, built by `fabric build`; `None` (with a
 /// note) when it cannot be built, e.g. without componentize-py
-/// (`pip install componentize-py==0.25.1`).
+/// (`pip install componentize-py==0.25.1`). `FABRIC_BENCH_PYTHON_WASM`
+/// names another build of it instead (to compare two builds in one binary,
+/// e.g. one built before the core modules were merged).
 pub fn python_bench() -> Option<Vec<u8>> {
+    if let Some(path) = std::env::var_os("FABRIC_BENCH_PYTHON_WASM") {
+        return Some(std::fs::read(&path).expect("FABRIC_BENCH_PYTHON_WASM names a component"));
+    }
     let root = std::path::Path::new(super::support::REPO_ROOT);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fabric"))
         .current_dir(root)
@@ -158,16 +163,24 @@ async fn idle_actors(wasm: &[u8], n: usize, figures: &mut Figures) {
     assert!(held.ready, "the idle actors never came up");
     let (created, secs) = ops_secs(&held.lines.find("python_idle_actors ").unwrap());
     let per_actor = held.grown as f64 / n as f64;
+    let physical = held.pss_grown as f64 / n as f64;
     println!(
         "{:<46} {:>22}   goal: at most 4 MiB each; Ray: 77.6 MiB each",
         format!("{n} idle Python actors on one node"),
         format!(
-            "{:.0} actors/s, {:.2} MiB each",
+            "{:.0} actors/s, {:.2} MiB each (PSS; VmRSS counts the shared image in each: {:.2} MiB)",
             created / secs,
+            mib(physical as u64),
             mib(per_actor as u64)
         )
     );
     figures.put("python_idle_actors_per_s", created / secs, 0.0, "actors/s");
+    figures.put(
+        "python_idle_actor_pss_mib",
+        mib(physical as u64),
+        0.0,
+        "MiB",
+    );
     figures.put(
         "python_idle_actor_rss_mib",
         mib(per_actor as u64),

@@ -7,13 +7,15 @@
 #
 #   benches/python_ab.sh MAIN_FABRIC NEW_FABRIC [ROUNDS]
 #
+# ROWS="name:reps ..." picks other rows (e.g. python_single_client_tasks_async:2).
+#
 # Each binary keeps its build in its own cache (XDG_CACHE_HOME under
 # target/python-ab), so neither reuses the other's component.
 set -euo pipefail
 main=$1; new=$2; rounds=${3:-5}
 cd "$(dirname "$0")/.."
 out=target/python-ab
-rows="python_1_1_actor_calls_sync:4000 python_1_1_actor_calls_async:8 python_single_client_tasks_sync:300"
+rows="${ROWS:-python_1_1_actor_calls_sync:4000 python_1_1_actor_calls_async:8 python_single_client_tasks_sync:300}"
 mkdir -p "$out"
 : > "$out/rates"
 for i in $(seq 1 "$rounds"); do

@@ -11,6 +11,7 @@ mod compile;
 mod data_dir;
 mod drain;
 mod endpoint_args;
+mod flatten;
 mod head_client;
 mod job;
 mod logs;

@@ -102,7 +102,7 @@ pub fn build(app: &Path, deps: &PythonArgs) -> anyhow::Result<PathBuf> {
     let cache = build_dir()?;
     let sdk = write_sdk(&cache)?;
     let mut inputs = Inputs::default();
-    inputs.add(format!("componentize-py {COMPONENTIZE_PY}|module {module}").as_bytes());
+    inputs.add(format!("componentize-py {COMPONENTIZE_PY}|module {module}|{MERGE}").as_bytes());
     inputs.add(sdk.file_name().unwrap().as_encoded_bytes());
     inputs.add(entry_module(&module).as_bytes());
     inputs.add_python_files(&app_dir, false)?;
@@ -437,8 +437,31 @@ fn componentize(
             python_error(&String::from_utf8_lossy(&output.stderr))
         );
     }
+    merge_core_modules(&tmp)?;
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
+}
+
+/// Names the merge in the build's digest, so a build from before it (or
+/// from another version of it) is not reused.
+const MERGE: &str = "core modules merged (2)";
+
+/// Merges the component's dynamically linked core modules into one
+/// (`flatten`): its instances then fill their function table lazily. A
+/// component whose shape the merge does not understand is kept as it is,
+/// with a warning: it runs the same, only its instantiation is slower.
+fn merge_core_modules(path: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    match crate::flatten::flatten(&bytes) {
+        Ok(Some(merged)) => {
+            std::fs::write(path, merged).with_context(|| format!("cannot write {}", path.display()))
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            tracing::warn!("kept the component's core modules unmerged: {e:#}");
+            Ok(())
+        }
+    }
 }
 
 /// The Python traceback in componentize-py's error output, without the

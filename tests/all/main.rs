@@ -22,6 +22,7 @@ mod jobs_api;
 mod metrics;
 mod processes;
 mod python;
+mod python_merge;
 mod tasks;
 mod tenants;
 mod timeline;

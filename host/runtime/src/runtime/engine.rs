@@ -496,6 +496,9 @@ pub(crate) fn engine_config(settings: &EngineSettings) -> Config {
         .max_memories_per_component(MAX_MEMORIES)
         .total_memories(n.saturating_add(checks.saturating_mul(MAX_MEMORIES)))
         .max_tables_per_component(MAX_TABLES)
+        // A merged Python module defines its function table and the table
+        // its imports from outside are called through (`fabric build`).
+        .max_tables_per_module(2)
         .table_elements(MAX_TABLE_ELEMENTS)
         .total_tables(
             n.saturating_mul(TABLES_PER_SLOT)
