@@ -8,7 +8,8 @@ use std::ops::Range;
 use anyhow::{Context, bail, ensure};
 use wasmparser::{
     CanonicalFunction, CanonicalOption, Chunk, ComponentAlias, ComponentExternalKind,
-    ComponentOuterAliasKind, ComponentType, Encoding, Instance, Parser, Payload,
+    ComponentInstance, ComponentOuterAliasKind, ComponentType, ComponentTypeRef, Encoding,
+    Instance, Parser, Payload,
 };
 
 use super::module::Kind;
@@ -45,6 +46,10 @@ pub(super) struct Component<'a> {
     pub(super) uses: Vec<(Kind, u32)>,
     /// Whether some canonical function may use core items `uses` misses.
     pub(super) uses_unknown: bool,
+    /// Why a core module may be reached other than by a core instantiation
+    /// of it (imported, exported, passed to a component, aliased from a
+    /// nested one): the merge then refuses, since it replaces modules.
+    pub(super) modules_escape: Option<&'static str>,
 }
 
 impl<'a> Component<'a> {
@@ -56,6 +61,7 @@ impl<'a> Component<'a> {
             items: Default::default(),
             uses: Vec::new(),
             uses_unknown: false,
+            modules_escape: None,
         };
         let mut parser = Parser::new(0);
         let mut pos = 0;
@@ -80,7 +86,11 @@ impl<'a> Component<'a> {
                     unchecked_range, ..
                 } => {
                     ensure!(unchecked_range.start == pos, "a component out of place");
-                    ensure!(unchecked_range.end <= bytes.len(), "truncated component");
+                    let nested = bytes.get(unchecked_range.clone());
+                    let nested = nested.context("truncated component")?;
+                    if aliases_outer_modules(nested)? {
+                        c.modules_escape = Some("a nested component aliases a core module");
+                    }
                     pos = unchecked_range.end;
                     c.sections.push(Section::Raw(start..pos));
                 }
@@ -92,32 +102,61 @@ impl<'a> Component<'a> {
                     let count = c.instances.len() as u32 - first;
                     c.sections.push(Section::CoreInstances { first, count });
                 }
-                Payload::ComponentAliasSection(reader) => {
-                    for alias in reader {
-                        c.note_alias(alias?)?;
-                    }
-                    c.sections.push(Section::Raw(start..pos));
-                }
-                Payload::ComponentCanonicalSection(reader) => {
-                    for canon in reader {
-                        c.note_canon(canon?);
-                    }
-                    c.sections.push(Section::Raw(start..pos));
-                }
-                Payload::ComponentTypeSection(reader) => {
-                    for ty in reader {
-                        if let ComponentType::Resource { dtor: Some(f), .. } = ty? {
-                            c.uses.push((Kind::Func, f));
-                        }
-                    }
-                    c.sections.push(Section::Raw(start..pos));
-                }
                 Payload::End(_) => break,
-                _ => c.sections.push(Section::Raw(start..pos)),
+                other => {
+                    c.note(other)?;
+                    c.sections.push(Section::Raw(start..pos));
+                }
             }
         }
         ensure!(pos == bytes.len(), "bytes after the component's end");
         Ok(c)
+    }
+
+    /// Notes what a section copied as it is defines or uses.
+    fn note(&mut self, payload: Payload<'a>) -> anyhow::Result<()> {
+        match payload {
+            Payload::ComponentAliasSection(reader) => {
+                for alias in reader {
+                    self.note_alias(alias?)?;
+                }
+            }
+            Payload::ComponentCanonicalSection(reader) => {
+                for canon in reader {
+                    self.note_canon(canon?);
+                }
+            }
+            Payload::ComponentTypeSection(reader) => {
+                for ty in reader {
+                    if let ComponentType::Resource { dtor: Some(f), .. } = ty? {
+                        self.uses.push((Kind::Func, f));
+                    }
+                }
+            }
+            Payload::ComponentImportSection(reader) => {
+                for import in reader {
+                    if matches!(import?.ty, ComponentTypeRef::Module(_)) {
+                        self.modules_escape = Some("a core module is imported");
+                    }
+                }
+            }
+            Payload::ComponentExportSection(reader) => {
+                for export in reader {
+                    if export?.kind == ComponentExternalKind::Module {
+                        self.modules_escape = Some("a core module is exported");
+                    }
+                }
+            }
+            Payload::ComponentInstanceSection(reader) => {
+                for instance in reader {
+                    if passes_a_module(&instance?) {
+                        self.modules_escape = Some("a core module is passed to a component");
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Notes a core module whose bytes are `range`; returns where the
@@ -214,4 +253,35 @@ impl<'a> Component<'a> {
             Instance::FromExports(_) => None,
         }
     }
+}
+
+/// Whether a component instantiation is given a core module.
+fn passes_a_module(instance: &ComponentInstance<'_>) -> bool {
+    match instance {
+        ComponentInstance::Instantiate { args, .. } => {
+            args.iter().any(|a| a.kind == ComponentExternalKind::Module)
+        }
+        ComponentInstance::FromExports(exports) => exports
+            .iter()
+            .any(|e| e.kind == ComponentExternalKind::Module),
+    }
+}
+
+/// Whether a nested component (at any depth) aliases an enclosing
+/// component's core module.
+fn aliases_outer_modules(nested: &[u8]) -> anyhow::Result<bool> {
+    for payload in Parser::new(0).parse_all(nested) {
+        if let Payload::ComponentAliasSection(reader) = payload? {
+            for alias in reader {
+                if let ComponentAlias::Outer {
+                    kind: ComponentOuterAliasKind::CoreModule,
+                    ..
+                } = alias?
+                {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }

@@ -67,12 +67,20 @@ impl<'a> Plan<'a> {
         let Some(main) = find_main(component)? else {
             return Ok(None);
         };
+        if let Some(why) = component.modules_escape {
+            bail!("{why}");
+        }
         let mut members = vec![member(component, main)?];
         for instance in main + 1..component.instances.len() as u32 {
             let Some(module_index) = component.module_of(instance) else {
                 continue;
             };
-            let bytes = component.modules[module_index as usize].context("an aliased module")?;
+            let bytes = component
+                .modules
+                .get(module_index as usize)
+                .copied()
+                .flatten();
+            let bytes = bytes.context("an aliased module")?;
             if !imports_table(bytes)? {
                 continue;
             }
@@ -84,6 +92,8 @@ impl<'a> Plan<'a> {
         if members.len() < 2 {
             return Ok(None);
         }
+        let last = members.last().map_or(main, |m| m.instance);
+        refuse_writers_between(component, main, last, &members)?;
         let mut seen = std::collections::HashSet::new();
         for m in &members {
             ensure!(
@@ -311,6 +321,79 @@ enum Hop<'a> {
     Outside { instance: u32, name: &'a str },
 }
 
+/// Refuses a module instantiated between `main` and the last member, not
+/// merged, that writes `main`'s memory or table with active segments: the
+/// members' segments all apply at `main`'s place now, so its writes would
+/// come after theirs instead of between them.
+fn refuse_writers_between(
+    component: &Component<'_>,
+    main: u32,
+    last: u32,
+    members: &[Member<'_>],
+) -> anyhow::Result<()> {
+    for instance in main + 1..last {
+        if members.iter().any(|m| m.instance == instance) {
+            continue;
+        }
+        let Instance::Instantiate { .. } = &component.instances[instance as usize] else {
+            continue;
+        };
+        let other = member(component, instance)?;
+        let writes_memory = other
+            .module
+            .data
+            .iter()
+            .any(|d| matches!(d.kind, wasmparser::DataKind::Active { .. }));
+        let writes_table = other
+            .module
+            .elements
+            .iter()
+            .any(|e| matches!(e.kind, wasmparser::ElementKind::Active { .. }));
+        for (kind, writes) in [(Kind::Memory, writes_memory), (Kind::Table, writes_table)] {
+            for index in 0..other.module.imported(kind) {
+                let import = other.module.import_of(kind, index).context("import")?;
+                let Some(&arg) = other.args.get(import.module) else {
+                    continue;
+                };
+                if writes && comes_from(component, arg, import.name, kind)? == Some(main) {
+                    bail!("a module between the members writes `main`'s {kind:?}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The core instantiation export `name` of `instance` comes from,
+/// following export bundles.
+fn comes_from(
+    component: &Component<'_>,
+    instance: u32,
+    name: &str,
+    kind: Kind,
+) -> anyhow::Result<Option<u32>> {
+    let mut at = (instance, name);
+    for _ in 0..MAX_HOPS {
+        let def = component
+            .instances
+            .get(at.0 as usize)
+            .context("no such instance")?;
+        match def {
+            Instance::Instantiate { .. } => return Ok(Some(at.0)),
+            Instance::FromExports(exports) => {
+                let Some(e) = exports.iter().find(|e| e.name == at.1) else {
+                    return Ok(None);
+                };
+                match component.origin(kind, e.index)? {
+                    Origin::Alias { instance, name } => at = (instance, name),
+                    Origin::Other => return Ok(None),
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Whether `candidate` imports a table, and that table is `main`'s.
 fn imports_mains_table(
     component: &Component<'_>,
@@ -352,7 +435,12 @@ fn find_main(component: &Component<'_>) -> anyhow::Result<Option<u32>> {
         let Some(module_index) = component.module_of(instance) else {
             continue;
         };
-        let Some(bytes) = component.modules[module_index as usize] else {
+        let Some(bytes) = component
+            .modules
+            .get(module_index as usize)
+            .copied()
+            .flatten()
+        else {
             continue;
         };
         let module = CoreModule::parse(bytes)?;
@@ -372,7 +460,12 @@ fn member<'a>(component: &Component<'a>, instance: u32) -> anyhow::Result<Member
     else {
         bail!("instance {instance} is not an instantiation");
     };
-    let bytes = component.modules[*module_index as usize].context("an aliased module")?;
+    let bytes = component
+        .modules
+        .get(*module_index as usize)
+        .copied()
+        .flatten();
+    let bytes = bytes.context("an aliased module")?;
     let mut by_name = HashMap::new();
     for arg in args.iter() {
         let InstantiationArgKind::Instance = arg.kind;

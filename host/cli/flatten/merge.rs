@@ -345,6 +345,21 @@ fn offset(
 
 fn elements(plan: &Plan<'_>, values: &[Option<Value>]) -> anyhow::Result<ElementSection> {
     let mut section = ElementSection::new();
+    // A function a member exported may be the target of its `ref.func`
+    // only because it was exported; the merged module does not export what
+    // nothing outside uses, so it declares those functions instead.
+    let mut unexported = Vec::new();
+    for member in plan.members.iter().skip(1) {
+        for e in &member.module.exports {
+            if Kind::of_export(e.kind)? == Kind::Func && !plan.is_live(member.instance, e.name) {
+                let f = member.maps[Kind::Func.slot()].get(e.index as usize);
+                unexported.push(*f.context("export out of range")?);
+            }
+        }
+    }
+    if !unexported.is_empty() {
+        section.declared(Elements::Functions(Cow::Owned(unexported)));
+    }
     for member in &plan.members {
         for element in &member.module.elements {
             let funcs = element_funcs(member, &element.items)?;

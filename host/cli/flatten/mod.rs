@@ -49,6 +49,10 @@ use link::Plan;
 /// modules to merge. An error means the shape was not understood; the
 /// caller keeps the component as it was.
 pub fn flatten(bytes: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+    // Everything below trusts the input's indices and types.
+    wasmparser::Validator::new()
+        .validate_all(bytes)
+        .context("the component does not validate")?;
     let component = Component::parse(bytes)?;
     let Some(plan) = Plan::find(&component)? else {
         return Ok(None);

@@ -96,14 +96,7 @@ impl<'a> CoreModule<'a> {
         match payload {
             Payload::TypeSection(r) => {
                 for group in r {
-                    for sub in group?.into_types() {
-                        match sub.composite_type.inner {
-                            CompositeInnerType::Func(f) if !sub.composite_type.shared => {
-                                self.types.push(f)
-                            }
-                            _ => bail!("only function types are merged"),
-                        }
-                    }
+                    self.types.push(plain_func_type(group?)?);
                 }
             }
             Payload::ImportSection(r) => {
@@ -206,4 +199,26 @@ impl<'a> CoreModule<'a> {
             .get(ty as usize)
             .context("type index out of range")
     }
+}
+
+/// A type of the MVP's kind: a function type alone in its recursion group,
+/// final, with no supertype and no typed references (wasm GC's type
+/// identity is not kept across the merge, so such types stop it).
+fn plain_func_type(group: wasmparser::RecGroup) -> anyhow::Result<FuncType> {
+    let mut types = group.into_types();
+    let (Some(sub), None) = (types.next(), types.next()) else {
+        bail!("a recursion group of several types is not merged");
+    };
+    ensure!(
+        sub.is_final && sub.supertype_idx.is_none() && !sub.composite_type.shared,
+        "a subtyped or shared type is not merged"
+    );
+    let CompositeInnerType::Func(f) = sub.composite_type.inner else {
+        bail!("only function types are merged");
+    };
+    let typed_ref = f.params().iter().chain(f.results()).any(|t| {
+        matches!(t, wasmparser::ValType::Ref(r) if !matches!(r.heap_type(), wasmparser::HeapType::Abstract { .. }))
+    });
+    ensure!(!typed_ref, "a typed reference is not merged");
+    Ok(f)
 }
