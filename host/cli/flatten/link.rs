@@ -355,7 +355,8 @@ fn refuse_writers_between(
                 let Some(&arg) = other.args.get(import.module) else {
                     continue;
                 };
-                if writes && comes_from(component, arg, import.name, kind)? == Some(main) {
+                let from = comes_from(component, arg, import.name, kind)?;
+                if writes && from.is_some_and(|(i, _)| i == main) {
                     bail!("a module between the members writes `main`'s {kind:?}");
                 }
             }
@@ -364,14 +365,14 @@ fn refuse_writers_between(
     Ok(())
 }
 
-/// The core instantiation export `name` of `instance` comes from,
-/// following export bundles.
-fn comes_from(
-    component: &Component<'_>,
+/// The core instantiation, and its export, that export `name` of
+/// `instance` comes from, following export bundles.
+fn comes_from<'a>(
+    component: &Component<'a>,
     instance: u32,
-    name: &str,
+    name: &'a str,
     kind: Kind,
-) -> anyhow::Result<Option<u32>> {
+) -> anyhow::Result<Option<(u32, &'a str)>> {
     let mut at = (instance, name);
     for _ in 0..MAX_HOPS {
         let def = component
@@ -379,7 +380,7 @@ fn comes_from(
             .get(at.0 as usize)
             .context("no such instance")?;
         match def {
-            Instance::Instantiate { .. } => return Ok(Some(at.0)),
+            Instance::Instantiate { .. } => return Ok(Some(at)),
             Instance::FromExports(exports) => {
                 let Some(e) = exports.iter().find(|e| e.name == at.1) else {
                     return Ok(None);
@@ -406,26 +407,7 @@ fn imports_mains_table(
     let Some(&instance) = candidate.args.get(import.module) else {
         return Ok(false);
     };
-    let mut at = (instance, import.name);
-    for _ in 0..MAX_HOPS {
-        let def = component
-            .instances
-            .get(at.0 as usize)
-            .context("no such instance")?;
-        match def {
-            Instance::Instantiate { .. } => return Ok(at == (main, TABLE)),
-            Instance::FromExports(exports) => {
-                let Some(e) = exports.iter().find(|e| e.name == at.1) else {
-                    return Ok(false);
-                };
-                match component.origin(Kind::Table, e.index)? {
-                    Origin::Alias { instance, name } => at = (instance, name),
-                    Origin::Other => return Ok(false),
-                }
-            }
-        }
-    }
-    Ok(false)
+    Ok(comes_from(component, instance, import.name, Kind::Table)? == Some((main, TABLE)))
 }
 
 /// The instance whose module defines and exports `__indirect_function_table`.
