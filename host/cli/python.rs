@@ -444,7 +444,7 @@ fn componentize(
 
 /// Names the merge in the build's digest, so a build from before it (or
 /// from another version of it) is not reused.
-const MERGE: &str = "core modules merged (3)";
+const MERGE: &str = "core modules merged (4)";
 
 /// Merges the component's dynamically linked core modules into one
 /// (`flatten`): its instances then fill their function table lazily. A

@@ -50,10 +50,9 @@ pub(super) fn live_exports<'a>(
         else {
             return Ok(None);
         };
-        for (module, name, kind) in imports(bytes)? {
+        for (module, name) in imports(bytes)? {
             let arg = args.iter().find(|a| a.name == module);
             let arg = arg.with_context(|| format!("no instance given for `{module}`"))?;
-            let _ = kind;
             walk.hop(arg.index, name)?;
         }
     }
@@ -96,15 +95,15 @@ impl<'a> Walk<'_, 'a> {
     }
 }
 
-/// A module's imports: (module, name, kind).
-fn imports(bytes: &[u8]) -> anyhow::Result<Vec<(&str, &str, Kind)>> {
-    // (The kind is checked: a tag import stops the merge.)
+/// A module's imports: (module, name); a tag import stops the merge.
+fn imports(bytes: &[u8]) -> anyhow::Result<Vec<(&str, &str)>> {
     let mut out = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
         if let Payload::ImportSection(r) = payload? {
             for import in r.into_imports() {
                 let import = import?;
-                out.push((import.module, import.name, Kind::of_import(&import.ty)?));
+                Kind::of_import(&import.ty)?;
+                out.push((import.module, import.name));
             }
             break;
         }

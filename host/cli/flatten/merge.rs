@@ -257,27 +257,20 @@ fn eval(
     Ok(stack.pop())
 }
 
+/// `a op b` for the integer operators extended constant expressions allow
+/// (the input is validated, so the operands have the operator's type).
 fn binary(op: &Operator<'_>, a: Option<Value>, b: Option<Value>) -> anyhow::Result<Value> {
-    Ok(match (op, a, b) {
-        (Operator::I32Add, Some(Value::I32(a)), Some(Value::I32(b))) => {
-            Value::I32(a.wrapping_add(b))
-        }
-        (Operator::I32Sub, Some(Value::I32(a)), Some(Value::I32(b))) => {
-            Value::I32(a.wrapping_sub(b))
-        }
-        (Operator::I32Mul, Some(Value::I32(a)), Some(Value::I32(b))) => {
-            Value::I32(a.wrapping_mul(b))
-        }
-        (Operator::I64Add, Some(Value::I64(a)), Some(Value::I64(b))) => {
-            Value::I64(a.wrapping_add(b))
-        }
-        (Operator::I64Sub, Some(Value::I64(a)), Some(Value::I64(b))) => {
-            Value::I64(a.wrapping_sub(b))
-        }
-        (Operator::I64Mul, Some(Value::I64(a)), Some(Value::I64(b))) => {
-            Value::I64(a.wrapping_mul(b))
-        }
-        (op, _, _) => bail!("a constant expression with {op:?} is not folded"),
+    let f: fn(i64, i64) -> i64 = match op {
+        Operator::I32Add | Operator::I64Add => i64::wrapping_add,
+        Operator::I32Sub | Operator::I64Sub => i64::wrapping_sub,
+        Operator::I32Mul | Operator::I64Mul => i64::wrapping_mul,
+        op => bail!("a constant expression with {op:?} is not folded"),
+    };
+    // Wrapping arithmetic on 64 bits, cut to 32, is the 32-bit result.
+    Ok(match (a, b) {
+        (Some(Value::I32(a)), Some(Value::I32(b))) => Value::I32(f(a.into(), b.into()) as i32),
+        (Some(Value::I64(a)), Some(Value::I64(b))) => Value::I64(f(a, b)),
+        _ => bail!("a constant expression's {op:?} has no integer operands"),
     })
 }
 

@@ -183,17 +183,9 @@ impl<'a> CoreModule<'a> {
 
     /// The function type of function `index` (imported or defined).
     pub(super) fn func_type(&self, index: u32) -> anyhow::Result<&FuncType> {
-        let imported = self.imported(Kind::Func);
-        let ty = if index < imported {
-            match self.import_of(Kind::Func, index).map(|i| i.ty) {
-                Some(TypeRef::Func(t) | TypeRef::FuncExact(t)) => t,
-                _ => bail!("function {index} is not imported as a function"),
-            }
-        } else {
-            *self
-                .funcs
-                .get((index - imported) as usize)
-                .context("function index out of range")?
+        let (TypeRef::Func(ty) | TypeRef::FuncExact(ty)) = self.item_type(Kind::Func, index)?
+        else {
+            bail!("function {index} is not imported as a function");
         };
         self.types
             .get(ty as usize)
