@@ -79,6 +79,13 @@ async fn timed(node: &Node, app: &Arc<AppComponent>, name: &str, reps: usize) ->
     )
 }
 
+/// The shortest run of a Python row. Half a second (the suite's default)
+/// is one job of 1,000 Python tasks, whose first tasks fill fresh pool
+/// slots page by page: measured, the async task row read 1,600 to 2,500
+/// tasks/s in such runs and 3,640 in a 6 s run. Ray's `timeit` warms up
+/// for 1 s, then times four runs of at least 2 s each.
+const PY_MIN_RUN_SECONDS: f64 = 3.0;
+
 /// Ray's Python shapes on `node` (the suite's node), each against Ray's
 /// figure for the same workload.
 pub async fn python_suite(node: &Node, args: &Args, figures: &mut Figures) {
@@ -97,7 +104,8 @@ pub async fn python_suite(node: &Node, args: &Args, figures: &mut Figures) {
             .map_or(f64::NAN, |r| r.1);
         let (_, secs) = timed(node, &app, name, 1).await;
         let per_rep = secs.max(1e-7);
-        let reps = ((args.run_seconds / per_rep) as usize).clamp(1, 1_000_000);
+        let run_seconds = args.run_seconds.max(PY_MIN_RUN_SECONDS);
+        let reps = ((run_seconds / per_rep) as usize).clamp(1, 1_000_000);
         let mut rates = Vec::new();
         for _ in 0..args.runs {
             let (ops, secs) = timed(node, &app, name, reps).await;

@@ -368,3 +368,64 @@ async fn names_a_guest_gives_are_bounded() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_that_pool_slots_keep_are_bounded_accounted_and_given_back() {
+    // A freed instance slot keeps the pages its instance dirtied (up to
+    // 2 MiB) for its next instance. Once every slot an instance ever used
+    // kept them for good: 40 tasks at once, each writing 3 MiB, would have
+    // left 80 MiB charged to no one. Now they are the node's (`pool_kept`),
+    // at most 64 MiB in all, and given back once a slot has been idle for a
+    // whole second (within two seconds of the work stopping). An engine of
+    // its own: the shared one's slots are other tests'.
+    const MIB: u64 = 1 << 20;
+    let engine = fabric_host::runtime::engine::FabricEngine::new(
+        &fabric_host::runtime::engine::EngineSettings {
+            max_instances: 200,
+            compile: Some(crate::support::compile_sandbox()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let node = fabric_host::Node::start_with_engine(
+        fabric_host::NodeConfig {
+            num_cpus: Some(2.0),
+            ..crate::support::test_config()
+        },
+        engine,
+    )
+    .unwrap();
+    let job = start_program(
+        &node,
+        programs::BREACHES,
+        "mallory",
+        "",
+        &["burst", "40", "3", "300", "0"],
+    )
+    .await;
+    let mut most = 0;
+    while !job.0.is_finished() {
+        most = most.max(node.memory().pool_kept);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(finish(job).await.ok(), "burst of 40 touched 120 MiB\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut kept = node.memory().pool_kept;
+    while kept > 0 && std::time::Instant::now() < deadline {
+        most = most.max(kept);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        kept = node.memory().pool_kept;
+    }
+    // What two frees at once may add to the bound, tables included.
+    let overshoot = 2 * (2 * MIB + 64 * 1024);
+    assert!(most > 0, "the slots kept nothing: nothing was measured");
+    assert!(
+        most <= 64 * MIB + overshoot,
+        "slots kept {} MiB",
+        most / MIB
+    );
+    assert_eq!(
+        kept, 0,
+        "5 s after the work the slots still keep {kept} bytes"
+    );
+}

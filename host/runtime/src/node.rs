@@ -134,12 +134,15 @@ pub struct MemoryReport {
     pub instances: u64,
     /// Compiled components kept beyond their use.
     pub components: u64,
+    /// Pages the instance pool's unused slots keep for their next
+    /// instances (given back within two seconds of the work stopping).
+    pub pool_kept: u64,
 }
 
 impl MemoryReport {
     /// What the node accounts for, all told.
     pub fn accounted(&self) -> u64 {
-        self.object_store + self.instances + self.components
+        self.object_store + self.instances + self.components + self.pool_kept
     }
 }
 
@@ -520,7 +523,13 @@ impl Node {
                 .map(|a| a.usage().memory_bytes)
                 .sum();
             let objects = c.objects().used_bytes() + c.objects().cached_buffer_bytes();
-            (objects, instances, c.engine().component_bytes())
+            let engine = c.engine();
+            (
+                objects,
+                instances,
+                engine.component_bytes(),
+                engine.pool_kept_bytes(),
+            )
         };
         // Each part is the larger of its values just before and just after
         // the resident memory is read: memory taken or given back between
@@ -533,6 +542,7 @@ impl Node {
             object_store: before.0.max(after.0),
             instances: before.1.max(after.1),
             components: before.2.max(after.2),
+            pool_kept: before.3.max(after.3),
         }
     }
 

@@ -190,6 +190,7 @@ impl Source {
                 part("object_store", s.memory.object_store),
                 part("instances", s.memory.instances),
                 part("components", s.memory.components),
+                part("pool_kept", s.memory.pool_kept),
             ],
         )?;
         f.one(

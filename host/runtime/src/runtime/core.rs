@@ -431,5 +431,6 @@ impl NodeCore {
         self.task_events.expire();
         crate::ids::shrink_if_sparse(&self.actors);
         crate::allocator::trim(false);
+        self.engine().release_idle_pool_memory();
     }
 }

@@ -41,12 +41,24 @@ pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 
 /// Bytes of a freed instance's linear memory reset in place (and kept
 /// resident for the next instance in its slot) rather than returned to the
-/// kernel. A small task dirties about 16 KiB, so reusing its slot costs a
-/// memset, not an madvise and page faults; whatever a task dirties beyond
-/// this goes back to the kernel as soon as the task ends. Every slot an
-/// instance ever used keeps up to this much, so it is kept small (see
-/// benches/README.md for the measurements behind these values).
-const KEEP_RESIDENT_MEMORY: usize = 64 << 10;
+/// kernel: the pages it dirtied, wherever they lie (found with PAGEMAP_SCAN
+/// where the kernel has it). A small Rust task dirties about 16 KiB; a
+/// Python task about 800 KiB, scattered over its 8 MiB heap (CPython writes
+/// reference counts all over it), which cost it ~200 page faults, an
+/// madvise and TLB shootdowns per task when only 64 KiB were kept. What a
+/// task dirties beyond this goes back to the kernel as soon as it ends.
+const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
+/// Slots whose kept memory may stay resident while unused, in all: once
+/// unused slots keep [`WARM_SLOTS`] x [`KEEP_RESIDENT_MEMORY`] (64 MiB), a
+/// freed slot keeps nothing, and a slot left unused for a whole
+/// [`POOL_RELEASE_INTERVAL`] gives back what it keeps (both are patches to wasmtime, see
+/// vendor/README.md: without them every slot an instance ever used kept
+/// its share for good, up to 20 GiB on a node of 10,000 slots). Also how
+/// many unused slots wasmtime prefers to reuse before it takes a fresh one.
+const WARM_SLOTS: u32 = 32;
+/// How often unused slots give back what they keep (see
+/// [`FabricEngine::release_idle_pool_memory`]).
+const POOL_RELEASE_INTERVAL: Duration = Duration::from_secs(1);
 /// Likewise for tables (a small task dirties about 8 KiB of them).
 const KEEP_RESIDENT_TABLE: usize = 16 << 10;
 // Async stacks are not zeroed on reuse (zeroing cost 10-20% of a small
@@ -176,6 +188,8 @@ struct EngineInner {
     compiles: CompileCounts,
     /// The pool's slots, by tenant.
     slots: Arc<InstancePool>,
+    /// When the pool's unused slots last gave back what they keep.
+    pool_released: parking_lot::Mutex<std::time::Instant>,
     _ticker: EpochTicker,
 }
 
@@ -220,6 +234,7 @@ impl FabricEngine {
                 disk,
                 compiles: Default::default(),
                 slots: Arc::new(slots),
+                pool_released: parking_lot::Mutex::new(std::time::Instant::now()),
                 _ticker: ticker,
             }),
         })
@@ -251,6 +266,34 @@ impl FabricEngine {
     /// Bytes of compiled components kept beyond their use, all tenants.
     pub fn component_bytes(&self) -> u64 {
         self.inner.components.kept_bytes()
+    }
+
+    /// Bytes the pool's unused slots keep resident for their next instances
+    /// (see [`KEEP_RESIDENT_MEMORY`]): the node's to account for, as a cache.
+    pub fn pool_kept_bytes(&self) -> u64 {
+        self.inner
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(0, |m| {
+                (m.unused_memory_bytes_resident() + m.unused_table_bytes_resident()) as u64
+            })
+    }
+
+    /// Gives back what the pool's slots keep resident once they have been
+    /// unused for a whole [`POOL_RELEASE_INTERVAL`] (a pass at most once
+    /// per interval marks the unused slots; the next releases those still
+    /// unused): the pages kept for a slot's next instance are worth keeping
+    /// while work streams through it, not once the work has stopped.
+    pub(crate) fn release_idle_pool_memory(&self) {
+        {
+            let mut last = self.inner.pool_released.lock();
+            if last.elapsed() < POOL_RELEASE_INTERVAL {
+                return;
+            }
+            *last = std::time::Instant::now();
+        }
+        let bytes = self.inner.engine.release_unused_pool_memory();
+        tracing::trace!(bytes, "gave back what unused pool slots kept");
     }
 
     /// [`FabricEngine::load_for`] the node's local tenant.
@@ -512,6 +555,7 @@ pub(crate) fn engine_config(settings: &EngineSettings) -> Config {
         .pagemap_scan(Enabled::Auto)
         .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
+        .max_unused_warm_slots(WARM_SLOTS)
         .decommit_batch_size(DECOMMIT_BATCH);
 
     let mut config = Config::new();
