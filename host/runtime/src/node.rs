@@ -135,7 +135,8 @@ pub struct MemoryReport {
     /// Compiled components kept beyond their use.
     pub components: u64,
     /// Pages the instance pool's unused slots keep for their next
-    /// instances (given back within two seconds of the work stopping).
+    /// instances (given back once a slot has been unused for a whole
+    /// second: about two seconds after the work stops).
     pub pool_kept: u64,
 }
 

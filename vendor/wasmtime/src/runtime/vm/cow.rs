@@ -536,7 +536,7 @@ impl MemoryImageSlot {
             iov_len: self.static_size,
         }];
         // SAFETY: the slot is not in use (the caller holds it out of the
-        // allocator) and the range is this slot's accessible memory.
+        // allocator) and the range is this slot's reservation.
         unsafe { vm::decommit_pages(&iov)? };
         Ok(())
     }

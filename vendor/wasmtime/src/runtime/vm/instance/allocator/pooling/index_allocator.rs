@@ -220,6 +220,10 @@ struct Unused {
     /// wasmfabric patch: a release pass has seen this slot unused (see
     /// `release_unused_resident`); cleared whenever the slot is freed.
     seen_unused: bool,
+
+    /// wasmfabric patch: a release pass has given back this slot's pages
+    /// since it was last freed; cleared whenever the slot is freed.
+    released: bool,
 }
 
 enum AllocMode {
@@ -395,12 +399,14 @@ impl ModuleAffinityIndexAllocator {
         self.unused_bytes_total.load(Ordering::Relaxed)
     }
 
-    /// wasmfabric patch: calls `release` with each unused slot that keeps
-    /// memory resident and that the previous pass already saw unused (so a
-    /// slot is released once it has been idle for a whole interval between
-    /// passes, not while work streams through it), under its shard's lock
-    /// (so the slot cannot be allocated meanwhile), then counts that slot as
-    /// keeping nothing. Returns the bytes released.
+    /// wasmfabric patch: calls `release` once with each unused slot that
+    /// the previous pass already saw unused (so a slot is released once it
+    /// has been idle for a whole interval between passes, not while work
+    /// streams through it), under its shard's lock (so the slot cannot be
+    /// allocated meanwhile), then counts that slot as keeping nothing.
+    /// Slots that count nothing are released too: pages an earlier, larger
+    /// instance kept above a later one's size are counted by no one.
+    /// Returns the bytes released.
     pub fn release_unused_resident(&self, mut release: impl FnMut(SlotId)) -> usize {
         let mut released = 0;
         for shard in self.shard_ids() {
@@ -410,7 +416,7 @@ impl ModuleAffinityIndexAllocator {
                 let SlotState::UnusedWarm(unused) = state else {
                     continue;
                 };
-                if unused.bytes_resident == 0 {
+                if unused.released {
                     continue;
                 }
                 if !unused.seen_unused {
@@ -423,6 +429,7 @@ impl ModuleAffinityIndexAllocator {
                     .fetch_sub(unused.bytes_resident, Ordering::Relaxed);
                 released += unused.bytes_resident;
                 unused.bytes_resident = 0;
+                unused.released = true;
             }
         }
         released
@@ -589,6 +596,7 @@ impl ModuleAffinityIndexAllocator {
             affine_list_link,
             unused_list_link,
             seen_unused: false,
+            released: false,
         });
     }
 

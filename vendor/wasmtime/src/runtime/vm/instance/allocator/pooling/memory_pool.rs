@@ -710,10 +710,24 @@ impl MemoryPool {
                 let mut slot = self.image_slots[index.index()]
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let ImageSlot::PreviouslyUsed(state) = &mut *slot {
-                    if state.release_resident().is_err() {
-                        *slot = ImageSlot::Unknown;
+                match &mut *slot {
+                    ImageSlot::PreviouslyUsed(state) => {
+                        if state.release_resident().is_err() {
+                            *slot = ImageSlot::Unknown;
+                        }
                     }
+                    // Paved over before its next use, so its pages (a
+                    // failed instantiation's) can go whatever they hold.
+                    ImageSlot::Unknown => {
+                        let iov = [crate::runtime::vm::sys::vm::iovec {
+                            iov_base: self.get_base(index).as_mut_ptr().cast(),
+                            iov_len: self.layout.max_memory_bytes.byte_count(),
+                        }];
+                        // SAFETY: the slot is unused and held out of the
+                        // allocator; the range is its reservation.
+                        let _ = unsafe { crate::runtime::vm::sys::vm::decommit_pages(&iov) };
+                    }
+                    ImageSlot::Unmapped => {}
                 }
             });
         }
