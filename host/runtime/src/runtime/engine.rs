@@ -51,10 +51,11 @@ const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 /// Slots whose kept memory may stay resident while unused, in all: once
 /// unused slots keep [`WARM_SLOTS`] x [`KEEP_RESIDENT_MEMORY`] (64 MiB), a
 /// freed slot keeps nothing, and a slot left unused for a whole
-/// [`POOL_RELEASE_INTERVAL`] gives back what it keeps (both are patches to wasmtime, see
-/// vendor/README.md: without them every slot an instance ever used kept
-/// its share for good, up to 20 GiB on a node of 10,000 slots). Also how
-/// many unused slots wasmtime prefers to reuse before it takes a fresh one.
+/// [`POOL_RELEASE_INTERVAL`] gives back what it keeps (both are patches to
+/// wasmtime, see vendor/README.md: without them every slot an instance
+/// ever used kept its share for good, up to 20 GiB on a node of 10,000
+/// slots). Also how many unused slots wasmtime prefers to reuse before it
+/// takes a fresh one.
 const WARM_SLOTS: u32 = 32;
 /// How often unused slots give back what they keep (see
 /// [`FabricEngine::release_idle_pool_memory`]).

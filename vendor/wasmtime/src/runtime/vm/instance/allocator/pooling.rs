@@ -115,6 +115,22 @@ pub(crate) fn default_shard_count() -> u32 {
     u32::try_from(n).unwrap()
 }
 
+/// wasmfabric patch: how much of a freed memory or table to keep resident:
+/// `keep` while unused slots keep less than `budget` in all, nothing once
+/// they keep that much (concurrent frees may pass the check together,
+/// overshooting by at most one `keep` each).
+pub(crate) fn keep_within_budget(
+    keep: crate::vm::HostAlignedByteCount,
+    kept: usize,
+    budget: usize,
+) -> crate::vm::HostAlignedByteCount {
+    if kept >= budget {
+        crate::vm::HostAlignedByteCount::ZERO
+    } else {
+        keep
+    }
+}
+
 /// Pick this thread's shard (used for both the sharded decommit queue and
 /// the sharded index allocators): assigned round-robin at first use per
 /// thread, cached in a thread-local.

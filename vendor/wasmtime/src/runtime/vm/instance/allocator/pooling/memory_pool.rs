@@ -734,22 +734,15 @@ impl MemoryPool {
         released
     }
 
-    /// wasmfabric patch: how much of a freed memory to keep resident:
-    /// `keep_resident` while unused slots keep less than `resident_budget`
-    /// in all, nothing once they keep that much (concurrent frees may pass
-    /// the check together, overshooting by at most one `keep_resident`
-    /// each).
+    /// wasmfabric patch: how much of a freed memory to keep resident (see
+    /// `keep_within_budget`).
     pub(super) fn keep_resident_now(&self) -> HostAlignedByteCount {
-        let kept: usize = self
+        let kept = self
             .stripes
             .iter()
             .map(|s| s.allocator.unused_bytes_resident_approx())
             .sum();
-        if kept >= self.resident_budget {
-            HostAlignedByteCount::ZERO
-        } else {
-            self.keep_resident
-        }
+        super::keep_within_budget(self.keep_resident, kept, self.resident_budget)
     }
 }
 

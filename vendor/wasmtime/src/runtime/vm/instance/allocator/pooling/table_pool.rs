@@ -246,12 +246,12 @@ impl TablePool {
                 pagemap,
                 base,
                 table_byte_size_page_aligned,
-                // wasmfabric patch: see `MemoryPool::keep_resident_now`.
-                if self.index_allocator.unused_bytes_resident_approx() >= self.resident_budget {
-                    HostAlignedByteCount::ZERO
-                } else {
-                    self.keep_resident
-                },
+                // wasmfabric patch: see `keep_within_budget`.
+                super::keep_within_budget(
+                    self.keep_resident,
+                    self.index_allocator.unused_bytes_resident_approx(),
+                    self.resident_budget,
+                ),
                 |slice| slice.fill(0),
                 decommit,
             )
