@@ -416,9 +416,9 @@ async fn pages_that_pool_slots_keep_are_bounded_accounted_and_given_back() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         kept = node.memory().pool_kept;
     }
-    // The tables' own bound (32 slots of 16 KiB), and what two frees at
-    // once may add to both bounds (2 MiB of memory, 3 tables of 16 KiB).
-    let overshoot = 512 * 1024 + 2 * (2 * MIB + 3 * 16 * 1024);
+    // The tables' own bound (32 slots of 64 KiB), and what two frees at
+    // once may add to both bounds (2 MiB of memory, 3 tables of 64 KiB).
+    let overshoot = 2 * MIB + 2 * (2 * MIB + 3 * 64 * 1024);
     assert!(most > 0, "the slots kept nothing: nothing was measured");
     assert!(
         most <= 64 * MIB + overshoot,

@@ -327,8 +327,10 @@ async fn python_opens_no_socket_without_a_grant() {
 /// still shadowed by an attribute set on the object later, replaced or
 /// deleted on the class, or gone with a change of the object's class;
 /// `__getattr__` methods and callable (even unhashable) objects are looked
-/// up on every call; argument counts are checked on every call; values of
-/// every MessagePack shape round-trip.
+/// up on every call; argument counts are checked on every call, a remote
+/// function's too (its count is computed at build time); values of every
+/// MessagePack shape round-trip; tasks, each a fresh instance of the same
+/// snapshot, draw different random numbers (`random` and `os.urandom`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_actor_methods_and_values_keep_pythons_meaning() {
     let wasm = python_app(SDK_SCENARIOS).await;
@@ -348,7 +350,9 @@ async fn python_actor_methods_and_values_keep_pythons_meaning() {
          'ok' TaskFailedError unknown-function\n\
          'ok' 'closed'\n\
          round trips: 28 wrong: []\n\
-         put/get: [True, True, True, True]\n"
+         put/get: [True, True, True, True]\n\
+         function args: TaskFailedError bad-value TaskFailedError bad-value\n\
+         distinct draws: 4 4\n"
     );
 }
 

@@ -4,7 +4,9 @@ first argument (tests/all/python.rs builds this once):
 - `semantics`: actor methods are looked up as Python looks them up (an
   attribute set on the object, a method replaced or deleted on the class, a
   new `__class__`, `__getattr__`, callable objects), argument counts are
-  checked on every call, and values of every shape round-trip;
+  checked on every call (a function's too), values of every shape
+  round-trip, and each task (a fresh instance of one snapshot) draws its
+  own random numbers;
 - `generators [rust]`: a generator function or actor method streams (Ray's
   `num_returns="streaming"`), an exception ends the stream after the items
   before it, closing the stream stops the generator; with `rust`, in a job
@@ -15,6 +17,8 @@ first argument (tests/all/python.rs builds this once):
   removing one frees its CPUs; an `ActorPool` hands out calls in order or as
   they finish."""
 
+import os
+import random
 import time
 from dataclasses import dataclass
 
@@ -27,6 +31,11 @@ from fabric.util import ActorPool
 @fabric.remote
 def echo(value):
     return value
+
+
+@fabric.remote
+def draws():
+    return random.random(), os.urandom(16)
 
 
 @fabric.remote
@@ -130,6 +139,9 @@ def semantics(args):
     wrong = [(v, b) for v, b in zip(expected, back) if v != b or type(v) is not type(b)]
     print("round trips:", len(VALUES), "wrong:", wrong)
     print("put/get:", [fabric.get(fabric.put(v)) == v for v in (b"k", 5, None, "s")])
+    print("function args:", outcome(echo.remote()), outcome(echo.remote(1, 2)))
+    drawn = fabric.get([draws.remote() for _ in range(4)])
+    print("distinct draws:", len({d[0] for d in drawn}), len({d[1] for d in drawn}))
 
 
 # generators

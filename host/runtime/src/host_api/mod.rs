@@ -22,6 +22,7 @@ mod groups;
 mod introspect;
 mod memory;
 pub(crate) mod objects;
+mod random;
 mod streams;
 pub(crate) mod tasks;
 
@@ -46,6 +47,7 @@ const MAX_NAME: usize = 256;
 /// Links WASI 0.2 and `fabric:core/host` into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    random::add_to_linker(linker)?;
     linker.instance(TYPES_INTERFACE)?;
     let mut host = linker.instance(HOST_INTERFACE)?;
     objects::add_to_linker(&mut host)?;

@@ -8,6 +8,7 @@ use crate::{code_memory::CodeMemory, type_registry::TypeCollection};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::ops::{Add, Range, Sub};
+use core::ptr::NonNull;
 use wasmtime_core::error::OutOfMemory;
 #[cfg(feature = "component-model")]
 use wasmtime_environ::component::ComponentTypes;
@@ -403,11 +404,16 @@ impl Drop for StoreCode {
 
 /// A wrapper for a Module together with a StoreCode. Allows fetching
 /// code pointers, ready to call.
+// (wasmfabric patch) Without the `debug` feature funcrefs find their code
+// through the engine's copy (`engine_function_ptr`), and nothing else here
+// uses a store's.
+#[cfg_attr(not(feature = "debug"), allow(dead_code))]
 pub struct ModuleWithCode<'a> {
     module: &'a Module,
     store_code: &'a StoreCode,
 }
 
+#[cfg_attr(not(feature = "debug"), allow(dead_code))]
 impl<'a> ModuleWithCode<'a> {
     /// Find the StoreCode in a given store for a module and wrap it
     /// up with that module, ready to compute code pointers.
@@ -435,4 +441,25 @@ impl<'a> ModuleWithCode<'a> {
         let range = self.module.compiled_module().function_range(key);
         &self.store_code.text()[range]
     }
+    /// (wasmfabric patch) The address at which the function `key` starts,
+    /// found through the module's table of funcref targets
+    /// (`CompiledModule::function_start`); the offset is bounds-checked
+    /// against the text section.
+    #[cfg(feature = "debug")]
+    #[inline]
+    pub fn function_ptr(&self, key: FuncKey) -> NonNull<u8> {
+        let start = self.module.compiled_module().function_start(key);
+        NonNull::from(&self.store_code.text()[start..]).cast()
+    }
+}
+
+/// (wasmfabric patch) The address at which the function `key` of `module`
+/// starts in the engine's copy of its code, which is the copy every store
+/// runs when guest debugging (the `debug` feature, which gives a store a
+/// private copy to patch) is compiled out.
+#[cfg(not(feature = "debug"))]
+#[inline]
+pub fn engine_function_ptr(module: &Module, key: FuncKey) -> NonNull<u8> {
+    let start = module.compiled_module().function_start(key);
+    NonNull::from(&module.engine_code().text()[start..]).cast()
 }

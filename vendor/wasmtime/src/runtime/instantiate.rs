@@ -7,6 +7,8 @@ use crate::code::EngineCode;
 use crate::prelude::*;
 use crate::profiling_agent::ProfilingAgent;
 use crate::runtime::vm::CompiledModuleId;
+use crate::sync::OnceLock;
+use wasmtime_environ::EntityRef;
 use alloc::sync::Arc;
 use core::ops::Range;
 use core::str;
@@ -25,6 +27,21 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// (wasmfabric patch) The text offsets of each defined function's
+    /// array-to-wasm trampoline and body, by `DefinedFuncIndex`, so that
+    /// filling a funcref (each first use of a table slot, in every
+    /// instance) indexes an array instead of searching the function index.
+    /// Built on first use.
+    funcref_starts: OnceLock<Box<[FuncrefStarts]>>,
+}
+
+/// (wasmfabric patch) Where a defined function's funcref points: text
+/// offsets of its array-to-wasm trampoline (`u32::MAX` when it has none,
+/// as a function that never escapes) and of its body.
+#[derive(Clone, Copy)]
+struct FuncrefStarts {
+    array_call: u32,
+    wasm_call: u32,
 }
 
 impl CompiledModule {
@@ -58,6 +75,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            funcref_starts: OnceLock::new(),
         };
         ret.register_profiling(profiler)?;
 
@@ -129,6 +147,46 @@ impl CompiledModule {
         let start = usize::try_from(loc.start).unwrap();
         let end = usize::try_from(loc.start + loc.length).unwrap();
         start..end
+    }
+
+    /// (wasmfabric patch) The text offset at which the function `key`
+    /// starts: from a table built once per module for the keys a funcref
+    /// needs (this module's defined functions and their array-to-wasm
+    /// trampolines), otherwise from the function index as
+    /// `function_range` does.
+    #[inline]
+    pub fn function_start(&self, key: FuncKey) -> usize {
+        let found = match key {
+            FuncKey::DefinedWasmFunction(m, i) if m == self.module_index() => {
+                self.funcref_starts().get(i.index()).map(|s| s.wasm_call)
+            }
+            FuncKey::ArrayToWasmTrampoline(m, i) if m == self.module_index() => self
+                .funcref_starts()
+                .get(i.index())
+                .map(|s| s.array_call)
+                .filter(|&start| start != u32::MAX),
+            _ => None,
+        };
+        match found {
+            Some(start) => usize::try_from(start).unwrap(),
+            None => self.function_range(key).start,
+        }
+    }
+
+    fn funcref_starts(&self) -> &[FuncrefStarts] {
+        self.funcref_starts.get_or_init(|| {
+            let module = self.module_index();
+            self.module
+                .defined_func_indices()
+                .map(|i| FuncrefStarts {
+                    array_call: self
+                        .index
+                        .func_loc(FuncKey::ArrayToWasmTrampoline(module, i))
+                        .map_or(u32::MAX, |loc| loc.start),
+                    wasm_call: self.func_loc(FuncKey::DefinedWasmFunction(module, i)).start,
+                })
+                .collect()
+        })
     }
 
     /// Get the Wasm-to-array trampoline for the given signature, as a

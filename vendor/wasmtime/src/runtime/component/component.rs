@@ -99,6 +99,13 @@ struct ComponentInner {
 
     /// The checksum of the source binary from which the module was compiled.
     checksum: WasmChecksum,
+
+    /// (wasmfabric patch) The text offsets of each trampoline's wasm-call
+    /// and array-call code, looked up once here: every instantiation sets
+    /// a funcref for each trampoline (hundreds for a component that
+    /// imports WASI), which otherwise searched the function index twice
+    /// each time.
+    trampoline_starts: PrimaryMap<TrampolineIndex, [u32; 2]>,
 }
 
 impl fmt::Debug for Component {
@@ -471,6 +478,21 @@ impl Component {
             [ValType::I32],
         ));
 
+        let trampoline_starts = info
+            .component
+            .trampolines
+            .keys()
+            .map(|i| {
+                let start = |abi| {
+                    index
+                        .func_loc(FuncKey::ComponentTrampoline(abi, i))
+                        .map(|loc| loc.start)
+                        .ok_or_else(|| format_err!("compiled component lacks trampoline {i:?}"))
+                };
+                Ok([start(Abi::Wasm)?, start(Abi::Array)?])
+            })
+            .collect::<Result<_>>()?;
+
         Ok(Component {
             inner: Arc::new(ComponentInner {
                 id: CompiledModuleId::new(),
@@ -482,6 +504,7 @@ impl Component {
                 index,
                 realloc_func_type,
                 checksum,
+                trampoline_starts,
             }),
         })
     }
@@ -518,14 +541,12 @@ impl Component {
     }
 
     pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
-        let wasm_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Wasm, index))
-            .unwrap()
-            .cast();
-        let array_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Array, index))
-            .unwrap()
-            .cast();
+        // (wasmfabric patch) Offsets found once, when the component was
+        // loaded (`trampoline_starts`), bounds-checked against the text.
+        let text = self.engine_code().text();
+        let [wasm, array] = self.inner.trampoline_starts[index];
+        let wasm_call = NonNull::from(&text[usize::try_from(wasm).unwrap()..]).cast();
+        let array_call = NonNull::from(&text[usize::try_from(array).unwrap()..]).cast();
         AllCallFuncPointers {
             wasm_call,
             array_call,

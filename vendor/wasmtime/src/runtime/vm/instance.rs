@@ -2,6 +2,7 @@
 //! wasm module (except its callstack and register state). An
 //! `InstanceHandle` is a reference-counting handle for an `Instance`.
 
+#[cfg(feature = "debug")]
 use crate::code::ModuleWithCode;
 use crate::module::ModuleRegistry;
 use crate::prelude::*;
@@ -960,25 +961,27 @@ impl Instance {
         // it's better for instantiation performance if we don't have to track
         // "is-initialized" state at all!
 
-        let module_with_code = ModuleWithCode::in_store(
-            registry,
-            self.runtime_module()
-                .expect("funcref impossible in fake module"),
-        )
-        .expect("module not in store");
-
-        let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function(array_to_wasm_key)).cast());
-
+        let module = self
+            .runtime_module()
+            .expect("funcref impossible in fake module");
+        // (wasmfabric patch) `function_ptr`: an array index per key, not a
+        // search of the component's function index (`function`). Without
+        // the `debug` feature a store runs the engine's own copy of the code
+        // (`StoreCodeStorage::Shared`), so the store's registry (two B-tree
+        // searches per funcref) need not be asked where it is.
+        #[cfg(feature = "debug")]
+        let function_ptr = {
+            let code = ModuleWithCode::in_store(registry, module).expect("module not in store");
+            move |key| code.function_ptr(key)
+        };
+        #[cfg(not(feature = "debug"))]
+        let function_ptr = {
+            let _ = registry;
+            |key| crate::code::engine_function_ptr(module, key)
+        };
+        let array_call = VmPtr::from(function_ptr(array_to_wasm_key).cast());
         let wasm_call = Some(VmPtr::from(
-            NonNull::new(
-                module_with_code
-                    .function(wasm_key)
-                    .as_ptr()
-                    .cast::<VMWasmCallFunction>()
-                    .cast_mut(),
-            )
-            .unwrap(),
+            function_ptr(wasm_key).cast::<VMWasmCallFunction>(),
         ));
 
         let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
