@@ -100,12 +100,11 @@ struct ComponentInner {
     /// The checksum of the source binary from which the module was compiled.
     checksum: WasmChecksum,
 
-    /// (wasmfabric patch) The text offsets of each trampoline's wasm-call
-    /// and array-call code, looked up once here: every instantiation sets
-    /// a funcref for each trampoline (hundreds for a component that
-    /// imports WASI), which otherwise searched the function index twice
-    /// each time.
-    trampoline_starts: PrimaryMap<TrampolineIndex, [u32; 2]>,
+    /// (wasmfabric patch) Where each trampoline's wasm-call and array-call
+    /// code lies, looked up once here: every instantiation sets a funcref
+    /// for each trampoline (hundreds for a component that imports WASI),
+    /// which otherwise searched the function index twice each time.
+    trampoline_locs: PrimaryMap<TrampolineIndex, [FunctionLoc; 2]>,
 }
 
 impl fmt::Debug for Component {
@@ -478,18 +477,18 @@ impl Component {
             [ValType::I32],
         ));
 
-        let trampoline_starts = info
+        let trampoline_locs = info
             .component
             .trampolines
             .keys()
             .map(|i| {
-                let start = |abi| {
+                let loc = |abi| {
                     index
                         .func_loc(FuncKey::ComponentTrampoline(abi, i))
-                        .map(|loc| loc.start)
+                        .copied()
                         .ok_or_else(|| format_err!("compiled component lacks trampoline {i:?}"))
                 };
-                Ok([start(Abi::Wasm)?, start(Abi::Array)?])
+                Ok([loc(Abi::Wasm)?, loc(Abi::Array)?])
             })
             .collect::<Result<_>>()?;
 
@@ -504,7 +503,7 @@ impl Component {
                 index,
                 realloc_func_type,
                 checksum,
-                trampoline_starts,
+                trampoline_locs,
             }),
         })
     }
@@ -541,12 +540,11 @@ impl Component {
     }
 
     pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
-        // (wasmfabric patch) Offsets found once, when the component was
-        // loaded (`trampoline_starts`), bounds-checked against the text.
-        let text = self.engine_code().text();
-        let [wasm, array] = self.inner.trampoline_starts[index];
-        let wasm_call = NonNull::from(&text[usize::try_from(wasm).unwrap()..]).cast();
-        let array_call = NonNull::from(&text[usize::try_from(array).unwrap()..]).cast();
+        // (wasmfabric patch) Locations found once, when the component was
+        // loaded (`trampoline_locs`).
+        let [wasm, array] = &self.inner.trampoline_locs[index];
+        let wasm_call = self.func_loc_to_pointer(wasm).cast();
+        let array_call = self.func_loc_to_pointer(array).cast();
         AllCallFuncPointers {
             wasm_call,
             array_call,
