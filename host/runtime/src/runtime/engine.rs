@@ -45,9 +45,14 @@ pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 /// where the kernel has it). A small Rust task dirties about 16 KiB; a
 /// Python task about 800 KiB, scattered over its 8 MiB heap (CPython writes
 /// reference counts all over it), which cost it ~200 page faults, an
-/// madvise and TLB shootdowns per task when only 64 KiB were kept. What a
-/// task dirties beyond this goes back to the kernel as soon as it ends.
-const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
+/// madvise and TLB shootdowns per task when only 64 KiB were kept. Some
+/// Python tasks dirty far more (most of the heap): with 2 MiB kept, about
+/// one task in ten in the microbenchmark's node gave back a 4.7 MiB range,
+/// and the tasks after it in that slot faulted its pages in again (12
+/// faults a task on average, half the async task rate; 4 MiB was not
+/// enough either). What a task dirties beyond this goes back to the
+/// kernel as soon as it ends.
+const KEEP_RESIDENT_MEMORY: usize = 8 << 20;
 /// Slots whose kept memory may stay resident while unused, in all: once
 /// unused slots keep [`WARM_SLOTS`] x [`KEEP_RESIDENT_MEMORY`] (64 MiB), a
 /// freed slot keeps nothing, and a slot left unused for a whole
@@ -55,8 +60,10 @@ const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 /// wasmtime, see vendor/README.md: without them every slot an instance
 /// ever used kept its share for good, up to 20 GiB on a node of 10,000
 /// slots). Also how many unused slots wasmtime prefers to reuse before it
-/// takes a fresh one.
-const WARM_SLOTS: u32 = 32;
+/// takes a fresh one: 8, so that the bound stays 64 MiB with 8 MiB kept a
+/// slot (a 2-core node runs two or three tasks at once; an affine slot is
+/// reused whatever this is).
+const WARM_SLOTS: u32 = 8;
 /// How often unused slots give back what they keep (see
 /// [`FabricEngine::release_idle_pool_memory`]).
 const POOL_RELEASE_INTERVAL: Duration = Duration::from_secs(1);
