@@ -200,16 +200,35 @@ class ActorHandle:
     returns an `ObjectRef`. Handles travel inside values; an actor that is
     neither named nor detached stops once its last handle is gone."""
 
-    __slots__ = ("_fabric_ref", "_class")
+    __slots__ = ("_fabric_ref", "_class", "_methods")
 
     def __init__(self, ref, class_name=None):
         self._fabric_ref = ref
         self._class = class_name
+        self._methods = None
 
     def __getattr__(self, method):
+        # Checked first: a handle made without `__init__` (a copy, say) has
+        # no `_methods`, and looking it up comes back here.
         if method.startswith("_"):
             raise AttributeError(method)
-        return ActorMethod(self, method)
+        # `handle.method` is looked up on every call: each handle keeps the
+        # `ActorMethod`s it made (at most _METHODS_KEPT names, so a program
+        # that makes up names cannot grow it without bound).
+        try:
+            methods = self._methods
+        except AttributeError:
+            methods = None
+        if methods is not None:
+            known = methods.get(method)
+            if known is not None:
+                return known
+        made = ActorMethod(self._fabric_ref, self._class, method)
+        if methods is None:
+            self._methods = methods = {}
+        if len(methods) < _METHODS_KEPT:
+            methods[method] = made
+        return made
 
     def __eq__(self, other):
         return isinstance(other, ActorHandle) and self._fabric_ref == other._fabric_ref
@@ -223,6 +242,9 @@ class ActorHandle:
 
 _values.ActorHandle = ActorHandle
 
+#: How many methods' `ActorMethod`s a handle keeps.
+_METHODS_KEPT = 64
+
 
 class ActorMethod:
     """A method of an actor: `.remote(*args)` queues a call. A generator
@@ -230,13 +252,17 @@ class ActorMethod:
     `ObjectRefGenerator`); for another component's, say so with
     `.options(num_returns="streaming")`."""
 
-    __slots__ = ("_actor", "_method", "_stream", "_backpressure")
+    # The actor's reference, not its handle: a handle keeps its methods,
+    # and a method that kept the handle would make a cycle, which only a
+    # collection (not the last reference going) would free.
+    __slots__ = ("_ref", "_class", "_method", "_stream", "_backpressure")
 
-    def __init__(self, actor, method, stream=None, backpressure=None):
-        self._actor = actor
+    def __init__(self, ref, class_name, method, stream=None, backpressure=None):
+        self._ref = ref
+        self._class = class_name
         self._method = method
         if stream is None:
-            stream = _streams(actor._class, method)
+            stream = _streams(class_name, method)
         self._stream = stream
         self._backpressure = backpressure
 
@@ -249,11 +275,11 @@ class ActorMethod:
                 f"an actor method returns one value or streams, not num_returns={num_returns!r}"
             )
         stream = num_returns == STREAMING or (num_returns is None and self._stream)
-        return ActorMethod(self._actor, self._method, stream, backpressure)
+        return ActorMethod(self._ref, self._class, self._method, stream, backpressure)
 
     def remote(self, *args):
         wire, nested = _args(args) if args else ([], [])
-        actor = self._actor._fabric_ref._handle
+        actor = self._ref._handle
         try:
             if self._stream:
                 return ObjectRefGenerator(
@@ -391,11 +417,12 @@ def get(refs, timeout=None):
     try:
         if isinstance(refs, ObjectRef):
             return decode(host.get(refs._handle, _timeout_ms(timeout)))
-        refs = list(refs)
+        handles = []
         for r in refs:
             if not isinstance(r, ObjectRef):
                 raise TypeError(f"fabric.get takes ObjectRefs, not {type(r).__name__}")
-        return [decode(v) for v in host.get_many(_handles(refs), _timeout_ms(timeout))]
+            handles.append(r._handle)
+        return [decode(v) for v in host.get_many(handles, _timeout_ms(timeout))]
     except Err as e:
         raise_error(e.value)
 
