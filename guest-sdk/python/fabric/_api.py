@@ -214,7 +214,7 @@ class ActorHandle:
             raise AttributeError(method)
         # `handle.method` is looked up on every call: each handle keeps the
         # `ActorMethod`s it made (at most _METHODS_KEPT names, so a program
-        # that makes up names cannot grow it without bound).
+        # that makes up names cannot grow a handle without bound).
         try:
             methods = self._methods
         except AttributeError:

@@ -64,6 +64,22 @@ const KEEP_RESIDENT_MEMORY: usize = 8 << 20;
 /// slot (a 2-core node runs two or three tasks at once; an affine slot is
 /// reused whatever this is).
 const WARM_SLOTS: u32 = 8;
+/// Where the kernel has no PAGEMAP_SCAN (before Linux 6.7), a freed memory
+/// is reset by copying the first `keep` bytes whatever the task dirtied,
+/// and all of them count as kept: 8 MiB would copy 8 MiB after every
+/// Python task. There, slots keep what they kept before (2 MiB, 32 warm
+/// slots: the same 64 MiB in all).
+const KEEP_RESIDENT_MEMORY_WITHOUT_SCAN: usize = 2 << 20;
+const WARM_SLOTS_WITHOUT_SCAN: u32 = 32;
+
+/// (bytes a freed slot keeps, unused slots that keep them) on this kernel.
+fn pool_keep() -> (usize, u32) {
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        (KEEP_RESIDENT_MEMORY, WARM_SLOTS)
+    } else {
+        (KEEP_RESIDENT_MEMORY_WITHOUT_SCAN, WARM_SLOTS_WITHOUT_SCAN)
+    }
+}
 /// How often unused slots give back what they keep (see
 /// [`FabricEngine::release_idle_pool_memory`]).
 const POOL_RELEASE_INTERVAL: Duration = Duration::from_secs(1);
@@ -542,6 +558,7 @@ pub(crate) fn engine_config(settings: &EngineSettings) -> Config {
     let n = settings.max_instances;
     let checks = settings.components.compiles.max(1) as u32;
     let all = n.saturating_add(checks);
+    let (keep, warm_slots) = pool_keep();
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(all)
         // A Rust component has a handful of core instances (its module and
@@ -567,9 +584,9 @@ pub(crate) fn engine_config(settings: &EngineSettings) -> Config {
         // task: reset the pages a guest dirtied with memset instead (found
         // with PAGEMAP_SCAN where the kernel has it) and keep them mapped.
         .pagemap_scan(Enabled::Auto)
-        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+        .linear_memory_keep_resident(keep)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
-        .max_unused_warm_slots(WARM_SLOTS)
+        .max_unused_warm_slots(warm_slots)
         .decommit_batch_size(DECOMMIT_BATCH);
 
     let mut config = Config::new();
