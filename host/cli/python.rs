@@ -27,6 +27,10 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../guest-sdk/python/fabric/__init__.py"),
     ),
     (
+        "fabric/_aio.py",
+        include_str!("../../guest-sdk/python/fabric/_aio.py"),
+    ),
+    (
         "fabric/_api.py",
         include_str!("../../guest-sdk/python/fabric/_api.py"),
     ),

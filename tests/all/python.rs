@@ -174,6 +174,45 @@ async fn python_generators_stream_fail_and_stop() {
     crate::support::assert_released(&node).await;
 }
 
+/// A Python class with `async def` methods is a concurrent actor whose
+/// calls interleave on asyncio (a waiting call is woken by a later one,
+/// twenty 0.3 s naps take under 3 s); awaited references give values or
+/// raise, `wait_for` times out while the actor goes on, `SystemExit` in a
+/// call fails that call only; `async def` tasks, an actor with
+/// `max_concurrency=1` or without it (as another language creates it) and
+/// `asyncio.run` in the driver run to the end; killing the actor fails its
+/// call in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_async_actors_interleave_their_calls() {
+    let node = node(2.0);
+    let wasm = python_app("tests/programs/python/async_actors.py").await;
+    assert_eq!(
+        run_ok(&node, &wasm, &[]).await,
+        "latch: 2 opened\n\
+         naps: 20 interleaved: True\n\
+         history: ['waiting', 'opened', 'woken']\n\
+         total: 30\n\
+         failed await: TaskFailedError application-error\n\
+         deadline: timed out in time 0\n\
+         boom: application-error True\n\
+         exit: TaskFailedError application-error then: 0\n\
+         async task: 13\n\
+         max_concurrency=1: 0.01\n\
+         max_concurrency unset: 16\n\
+         asyncio.run: 85\n\
+         killed: ActorDiedError\n"
+    );
+    crate::support::assert_released(&node).await;
+}
+
+/// An `async def` driver and task in a program that never imports
+/// asyncio: the loop is in the snapshot, not imported by the instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_python_driver_needs_no_asyncio_import() {
+    let wasm = python_app("tests/programs/python/async_main.py").await;
+    assert_eq!(run_ok(&node(2.0), &wasm, &[]).await, "9 [1, 4]\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_producer_consumer_prints_what_rust_prints() {
     prints_what_rust_prints(

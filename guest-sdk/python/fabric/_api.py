@@ -158,6 +158,10 @@ class ActorClass:
         lifetime = options.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):
             raise errors.InvalidArgumentError(f"lifetime must be 'detached', not {lifetime!r}")
+        if name is None and "max_concurrency" not in options and _is_async(cls):
+            # Ray's default for an async actor: its calls interleave. (Asked
+            # once, by `@fabric.remote`; `.options()` inherits the answer.)
+            options = dict(options, max_concurrency=1000)
         self._cls = cls
         self._name = name or cls.__name__
         self._opts = options
@@ -367,6 +371,12 @@ def remote(*args, **options):
     `namespace`, `lifetime="detached"`, `get_if_exists` for classes)."""
 
     def wrap(target):
+        if _is_async(target):
+            # Imported now, at build time, so instances start with asyncio
+            # loaded and its loop installed rather than importing it per task.
+            from . import _aio
+
+            _aio.install()
         if isinstance(target, type):
             cls = ActorClass(target, options)
             CLASSES[cls._name] = cls
@@ -380,6 +390,26 @@ def remote(*args, **options):
     if args:
         raise TypeError("use @fabric.remote or @fabric.remote(option=value, ...)")
     return wrap
+
+
+def _is_async(target):
+    """An `async def` function, or a class with `async def` methods."""
+    if isinstance(target, type):
+        return has_coroutines(target)
+    return inspect.iscoroutinefunction(target)
+
+
+def has_coroutines(cls):
+    """Whether a class has `async def` methods (its actors are concurrent)."""
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        try:
+            if inspect.iscoroutinefunction(getattr(cls, name)):
+                return True
+        except Exception:
+            continue
+    return False
 
 
 def function(component, name, **options):
@@ -399,6 +429,10 @@ def actor_class(component, name, **options):
 def main(fn):
     """Marks the driver: the function `fabric run` calls, with the
     command-line arguments when it takes one parameter."""
+    if inspect.iscoroutinefunction(fn):
+        from . import _aio  # now, at build time: an instance imports nothing
+
+        _aio.install()
     MAIN[:] = [fn]
     return fn
 

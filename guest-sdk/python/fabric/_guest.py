@@ -3,7 +3,7 @@ actors and driver."""
 
 import sys
 import traceback
-from types import CodeType, FunctionType, GeneratorType
+from types import CodeType, CoroutineType, FunctionType, GeneratorType
 
 from wit_world import exports
 from wit_world.exports import guest
@@ -11,7 +11,7 @@ from wit_world.imports import host, types
 from componentize_py_types import Err, Ok
 
 from . import errors, _msgpack
-from ._api import FUNCTIONS, CLASSES, MAIN
+from ._api import FUNCTIONS, CLASSES, MAIN, has_coroutines
 from ._values import encode, decode
 from ._wit import failure, to_wit
 
@@ -179,6 +179,22 @@ def _output(what, value, returns):
 
 def _run(what, fn, args):
     try:
+        value = fn(*args)
+        if type(value) is CoroutineType:  # an `async def`, run to its end
+            from . import _aio
+
+            value = _aio.run_blocking(value)
+        return value
+    except BaseException as e:  # SystemExit too: the call fails, not the instance
+        raise Err(to_wit(what, e))
+    finally:
+        _flush()
+
+
+def _call(what, fn, args):
+    """Starts a concurrent actor's call: the method's result, or the
+    coroutine of an `async def` (which its loop runs)."""
+    try:
         return fn(*args)
     except BaseException as e:  # SystemExit too: the call fails, not the instance
         raise Err(to_wit(what, e))
@@ -208,12 +224,25 @@ def warm():
                 _FUNCTION_ARITIES[name] = _arity(f._fn, False)
         except BaseException:  # a callable's own attribute hook: left to the first call
             pass
+    if "asyncio" in sys.modules:  # `asyncio.run` in an instance gets the fabric's loop
+        from . import _aio
+
+        _aio.install()
     for _ in range(_WARM_ROUNDS):
         for value in _WARM_VALUES:
             e = encode(value)
             decode(e.data)
             _output("warm", value, 1)
             _decode_args("warm", (0, None), [e.data])
+
+
+def _as_returned(out):
+    return host.Returned(value=out.value, nested=out.nested)
+
+
+def _returned(what, value):
+    """A concurrent call's value as `finish-call` takes it."""
+    return _as_returned(_output(what, value, 1))
 
 
 class Guest(exports.Guest):
@@ -266,8 +295,13 @@ class Guest(exports.Guest):
         return _output(what, _run(what, fn, values), 1)
 
     def actor_run(self):
-        # A Python actor created with `max_concurrency` takes its calls one
-        # at a time from the host's queue: correct, not yet interleaved.
+        # A class with `async def` methods interleaves its calls on an event
+        # loop; another created with `max_concurrency` takes them one at a
+        # time (a guest has no threads to run them side by side).
+        if _ACTOR and has_coroutines(type(_ACTOR[0][1])):
+            from . import _aio
+
+            return _aio.ConcurrentCalls(self._begin_call, _returned, to_wit).run()
         while True:
             try:
                 event = host.next_event([], None)
@@ -280,19 +314,24 @@ class Guest(exports.Guest):
             call = event.value
             try:
                 out = self.actor_call(call.method, call.args)
-                host.finish_call(call.call, Ok(host.Returned(value=out.value, nested=out.nested)))
+                host.finish_call(call.call, Ok(_as_returned(out)))
             except Err as e:
                 host.finish_call(call.call, Err(e.value))
+
+    def _begin_call(self, call):
+        what, fn, arity = self._method(call.method)
+        return what, _call(what, fn, _decode_args(what, arity, call.args))
 
     def main(self, args):
         if not MAIN:
             raise Err("this component has no driver: mark a function with @fabric.main")
         fn = MAIN[0]
         try:
-            if fn.__code__.co_argcount >= 1:
-                fn(list(args))
-            else:
-                fn()
+            done = fn(list(args)) if fn.__code__.co_argcount >= 1 else fn()
+            if type(done) is CoroutineType:  # `async def main`
+                from . import _aio
+
+                _aio.run_blocking(done)
         except SystemExit as e:
             if e.code not in (None, 0):
                 raise Err(f"the driver exited with status {e.code}")

@@ -52,6 +52,13 @@ class ObjectRef:
     def __repr__(self):
         return f"ObjectRef({self.hex()})"
 
+    def __await__(self):
+        """`await ref` in an `async def`: the object's value. A concurrent
+        actor's other calls run while it waits."""
+        from . import _aio, _api
+
+        return _aio.await_ref(self, _api.get).__await__()
+
 
 class Encoded:
     __slots__ = ("data", "nested")
