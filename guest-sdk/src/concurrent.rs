@@ -347,6 +347,10 @@ pub(crate) fn run(
             },
             host::ActorEvent::Ready(r) => ready = r,
             host::ActorEvent::Timeout => {}
+            // Said twice: the host holds no call in flight, so the tasks
+            // left here ran out of time (the host failed them) or wait for
+            // something no call will provide; waiting on would spin.
+            host::ActorEvent::Stop if stopping => return Ok(()),
             host::ActorEvent::Stop => stopping = true,
         }
         Reactor::fire(&ready);
