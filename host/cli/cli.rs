@@ -31,6 +31,8 @@ pub enum Command {
     /// Build an application (a Cargo project or a Python file) into a
     /// component without running it; prints the component's path.
     Build(crate::build_app::BuildArgs),
+    /// Serve deployments over HTTP on an embedded node.
+    Serve(crate::serve::ServeArgs),
     /// Show a cluster's nodes, jobs and actors.
     Status(crate::status::StatusArgs),
     /// Stop the nodes started on this machine.
@@ -57,6 +59,7 @@ impl Command {
             Command::Start(args) => crate::start::start(args),
             Command::Submit(args) => crate::submit::submit(args),
             Command::Build(args) => crate::build_app::build(args),
+            Command::Serve(args) => crate::serve::serve(args),
             Command::Status(args) => crate::status::status(args),
             Command::Stop(args) => crate::stop::stop(args),
             Command::Drain(args) => crate::drain::drain(args),

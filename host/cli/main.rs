@@ -20,6 +20,7 @@ mod progress;
 mod project;
 mod python;
 mod run;
+mod serve;
 mod start;
 mod status;
 mod stop;

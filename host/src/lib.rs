@@ -32,6 +32,7 @@ pub mod https;
 pub mod meters;
 pub mod metrics;
 pub mod security;
+pub mod serve;
 pub mod task_view;
 pub mod task_wire;
 pub(crate) mod wire;

@@ -23,6 +23,7 @@ mod metrics;
 mod processes;
 mod python;
 mod python_merge;
+mod serve;
 mod tasks;
 mod tenants;
 mod timeline;

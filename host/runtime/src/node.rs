@@ -371,6 +371,26 @@ impl Node {
         self.start_job_with(app, args, logs, options).1.await
     }
 
+    /// Starts a job without a driver, which the host drives (see
+    /// [`crate::runtime::service`]): it lives until the service is stopped
+    /// or dropped.
+    pub async fn start_service(
+        &self,
+        app: Arc<AppComponent>,
+        logs: Arc<dyn LogSink>,
+        options: JobOptions,
+    ) -> Result<crate::runtime::service::Service, FabricError> {
+        let job = self
+            .core
+            .prepare_job(JobId::random(), app, logs, &options)
+            .await?;
+        self.core.jobs().insert(job.id, job.clone());
+        Ok(crate::runtime::service::Service::new(
+            self.core.clone(),
+            job,
+        ))
+    }
+
     /// Runs one remote function of `app` as a task with encoded `args` and
     /// returns its encoded result (what `fabric run --call` does).
     pub async fn call(

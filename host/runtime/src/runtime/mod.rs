@@ -22,6 +22,7 @@ pub mod job;
 mod limiter;
 pub(crate) mod output;
 pub mod port;
+pub mod service;
 pub mod slots;
 pub mod streams;
 pub mod strip;

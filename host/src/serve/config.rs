@@ -1,0 +1,216 @@
+//! What `fabric serve CONFIG` reads: the ingress and the deployments.
+//!
+//! ```
+//! let config: fabric_host::serve::config::ServeConfig = toml::from_str(r#"
+//!     [[deployment]]
+//!     name = "greeter"
+//!     component = "greeter.py"
+//!     class = "Greeter"
+//!     route = "/greet"
+//!     public = true
+//! "#).unwrap();
+//! assert_eq!(config.deployment[0].replicas, 1);
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A whole serve configuration. Unknown keys are errors.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    #[serde(default)]
+    pub ingress: IngressConfig,
+    #[serde(default)]
+    pub deployment: Vec<DeploymentConfig>,
+}
+
+/// The HTTP listener in front of every deployment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// Where it listens (port 0: any free port, printed at start).
+    pub listen: SocketAddr,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Connections served at once to one IP address.
+    pub max_connections_per_address: usize,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            max_connections: 1024,
+            max_connections_per_address: 256,
+        }
+    }
+}
+
+/// One deployment: an actor class whose replicas answer a route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Its name (in logs and status).
+    pub name: String,
+    /// The component: a `.wasm` file, a Cargo project or a `.py` file,
+    /// relative to the configuration file.
+    pub component: PathBuf,
+    /// The actor class whose instances are its replicas.
+    pub class: String,
+    /// The method each request calls, with the request as its argument.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The path prefix it answers (`/` for everything).
+    pub route: String,
+    /// The `Host` it answers (any when unset).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Replicas kept running.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Requests a replica has at once (Ray's `max_ongoing_requests`).
+    #[serde(default = "default_ongoing")]
+    pub max_ongoing_requests: u32,
+    /// Requests waiting for a replica before more get 503.
+    #[serde(default = "default_queued")]
+    pub max_queued_requests: u32,
+    /// The longest a request may take (504 after it).
+    #[serde(default = "default_timeout", with = "humantime_serde_like")]
+    pub request_timeout: Duration,
+    /// The largest request body taken (413 above it).
+    #[serde(default = "default_max_body", deserialize_with = "byte_size")]
+    pub max_body: u64,
+    /// CPUs each replica holds.
+    #[serde(default = "one_f64")]
+    pub num_cpus: f64,
+    /// Passed to each replica's constructor as its one argument.
+    #[serde(default)]
+    pub user_config: Option<toml::Value>,
+    /// The job manifest (limits and capabilities), relative to this file.
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
+    /// Answer without a token: the route is open to anyone who reaches it.
+    #[serde(default)]
+    pub public: bool,
+    /// A file holding the bearer token a request must present.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_method() -> String {
+    "call".into()
+}
+fn one() -> u32 {
+    1
+}
+fn one_f64() -> f64 {
+    1.0
+}
+fn default_ongoing() -> u32 {
+    5
+}
+fn default_queued() -> u32 {
+    64
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_body() -> u64 {
+    1 << 20
+}
+
+/// Sizes written as `"1 MiB"`, `"512 KiB"`.
+fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(serde::de::Error::custom)
+}
+
+/// Durations written as `"30s"`, `"500ms"` (humantime).
+mod humantime_serde_like {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The most replicas, ongoing and queued requests one deployment may ask.
+pub const MAX_REPLICAS: u32 = 256;
+pub const MAX_ONGOING: u32 = 10_000;
+pub const MAX_QUEUED: u32 = 100_000;
+
+impl ServeConfig {
+    /// Reads a configuration and checks each deployment.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: ServeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.deployment.is_empty() {
+            return Err("no [[deployment]]".into());
+        }
+        for d in &config.deployment {
+            d.check()?;
+        }
+        Ok(config)
+    }
+}
+
+impl DeploymentConfig {
+    /// The constructor's arguments: `user_config`, as MessagePack, when set.
+    pub fn constructor_args(&self) -> Result<Vec<bytes::Bytes>, String> {
+        match &self.user_config {
+            None => Ok(Vec::new()),
+            Some(value) => rmp_serde::to_vec_named(value)
+                .map(|v| vec![v.into()])
+                .map_err(|e| format!("deployment `{}`: user_config: {e}", self.name)),
+        }
+    }
+
+    /// Checks what serde cannot: ranges, the route's shape, and that the
+    /// deployment says who may call it.
+    pub fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        if self.name.is_empty() || self.name.len() > 64 {
+            return Err("a deployment's name is 1 to 64 characters".into());
+        }
+        if !self.route.starts_with('/') {
+            return Err(format!("deployment `{name}`: route must start with `/`"));
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(format!(
+                "deployment `{name}`: replicas must be 1 to {MAX_REPLICAS}"
+            ));
+        }
+        if !(1..=MAX_ONGOING).contains(&self.max_ongoing_requests) {
+            return Err(format!(
+                "deployment `{name}`: max_ongoing_requests must be 1 to {MAX_ONGOING}"
+            ));
+        }
+        if self.max_queued_requests > MAX_QUEUED {
+            return Err(format!(
+                "deployment `{name}`: max_queued_requests must be at most {MAX_QUEUED}"
+            ));
+        }
+        if !(self.num_cpus.is_finite() && self.num_cpus >= 0.0) {
+            return Err(format!(
+                "deployment `{name}`: num_cpus must be a number >= 0"
+            ));
+        }
+        match (self.public, &self.token_file) {
+            (true, Some(_)) => Err(format!(
+                "deployment `{name}`: `public = true` and `token_file` contradict each other"
+            )),
+            (false, None) => Err(format!(
+                "deployment `{name}` says nothing of who may call it: set `public = true` \
+                 or `token_file`"
+            )),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Serve: HTTP in front of deployments whose replicas are actors.
+//!
+//! A deployment is an actor class of a component; its replicas are actors
+//! of a [`Service`](crate::runtime::service::Service) (a job the host
+//! drives), so they run sandboxed, under the deployment's manifest and its
+//! tenant's quota, like any actor. The ingress ([`Serve`]) reads a request,
+//! finds its route (the `Host`, then the longest path prefix), checks the
+//! route's token before it reads a byte of the body, and hands the request
+//! to a replica as one value (see [`value`]); the method's return value is
+//! the response. Which replica, and what waits, is [`deployment`]'s
+//! business.
+//!
+//! Statuses of the ingress's own: 404 (no route), 401 (no or a wrong
+//! token), 413 (body over the route's `max_body`), 503 (every replica busy
+//! and the queue full, or no replica), 504 (past `request_timeout`), 502
+//! (the replica trapped or died: it is replaced), 500 (the handler raised,
+//! or returned what is no response).
+//!
+//! ```no_run
+//! # async fn demo(node: fabric_host::Node, app: std::sync::Arc<fabric_host::AppComponent>)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use fabric_host::serve::{Route, Serve, deployment::{Deployment, DeploymentPlan}};
+//! use fabric_host::runtime::service::ServiceActor;
+//! let service = node.start_service(app, Arc::new(fabric_host::logs::TerminalSink), Default::default()).await?;
+//! let plan = DeploymentPlan {
+//!     name: "greeter".into(), replica: ServiceActor::new("Greeter"), replicas: 2,
+//!     method: "call".into(), max_ongoing: 5, max_queued: 64,
+//!     timeout: std::time::Duration::from_secs(30),
+//! };
+//! let greeter = Deployment::start(service, plan).await?;
+//! let route = Route::new(None, "/greet", greeter, None, 1 << 20);
+//! let serve = Serve::start("127.0.0.1:8000".parse()?, Default::default(), vec![route]).await?;
+//! println!("serving on http://{}", serve.address());
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod deployment;
+pub mod value;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::error::NodeError;
+use crate::https::{self, Bounds, Endpoint};
+use deployment::{Deployment, ServeError};
+use value::Incoming;
+
+/// Where requests for one deployment come in.
+pub struct Route {
+    /// The `Host` it answers, lower case, without a port (any when `None`).
+    host: Option<String>,
+    /// The path prefix, without a trailing `/` (empty for `/`).
+    prefix: String,
+    deployment: Arc<Deployment>,
+    /// SHA-256 of the bearer token a request must present (`None`: public).
+    token: Option<[u8; 32]>,
+    max_body: u64,
+}
+
+impl Route {
+    pub fn new(
+        host: Option<&str>,
+        prefix: &str,
+        deployment: Arc<Deployment>,
+        token: Option<&str>,
+        max_body: u64,
+    ) -> Self {
+        Route {
+            host: host.map(|h| h.to_ascii_lowercase()),
+            prefix: prefix.trim_end_matches('/').to_string(),
+            deployment,
+            token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            max_body,
+        }
+    }
+
+    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        let host_ok = match &self.host {
+            None => true,
+            Some(h) => host == Some(h.as_str()),
+        };
+        let rest = path.strip_prefix(self.prefix.as_str());
+        host_ok && rest.is_some_and(|r| r.is_empty() || r.starts_with('/'))
+    }
+
+    /// Whether the request's `Authorization` is the route's bearer token.
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(want) = &self.token else {
+            return true;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Digests are compared, not the tokens: how long a comparison
+        // takes says nothing of the token.
+        given.is_some_and(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())) == *want)
+    }
+}
+
+/// A running ingress; dropping it stops accepting.
+pub struct Serve {
+    endpoint: Endpoint,
+}
+
+impl Serve {
+    /// Serves `routes` on `listen` within `bounds`. Two routes may not
+    /// claim the same host and prefix.
+    pub async fn start(
+        listen: SocketAddr,
+        bounds: Bounds,
+        mut routes: Vec<Route>,
+    ) -> Result<Serve, NodeError> {
+        for (i, a) in routes.iter().enumerate() {
+            if let Some(b) = routes[..i]
+                .iter()
+                .find(|b| a.host == b.host && a.prefix == b.prefix)
+            {
+                return Err(NodeError::Config(format!(
+                    "deployments `{}` and `{}` claim the same route",
+                    b.deployment.name, a.deployment.name
+                )));
+            }
+        }
+        // Host-bound routes first, then longer prefixes: the most specific
+        // route that matches wins.
+        routes.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.prefix.len())));
+        let router = Router::new().fallback(handle).with_state(Arc::new(routes));
+        let endpoint = https::serve(listen, None, bounds, router).await?;
+        Ok(Serve { endpoint })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.endpoint.address()
+    }
+}
+
+async fn handle(State(routes): State<Arc<Vec<Route>>>, request: Request) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            h.rsplit_once(':')
+                .map_or(h, |(name, _)| name)
+                .to_ascii_lowercase()
+        });
+    let path = request.uri().path();
+    let Some(route) = routes.iter().find(|r| r.matches(host.as_deref(), path)) else {
+        return plain(StatusCode::NOT_FOUND, "no deployment answers this route");
+    };
+    if !route.admits(request.headers()) {
+        let mut refused = plain(
+            StatusCode::UNAUTHORIZED,
+            "this route needs its bearer token",
+        );
+        refused
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return refused;
+    }
+    let incoming = match read(request, route.max_body).await {
+        Ok(incoming) => incoming,
+        Err(refused) => return refused,
+    };
+    match route.deployment.handle(incoming.encode()).await {
+        Ok(value) => respond(&route.deployment.name, &value),
+        Err(e) => failed(&route.deployment.name, e),
+    }
+}
+
+/// The request as a replica gets it, its body read within the route's
+/// bound (and at the node's minimum rate).
+async fn read(request: Request, max_body: u64) -> Result<Incoming, Response> {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is over this route's bound",
+        )
+    };
+    let body = match declared {
+        Some(len) if len > max_body => return Err(too_large()),
+        Some(len) => https::read_body(body, len).await,
+        None => read_unsized(body, max_body)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    let body = body.map_err(|e| match e.as_str() {
+        "over" => too_large(),
+        _ => plain(StatusCode::BAD_REQUEST, &e),
+    })?;
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    Ok(Incoming {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers,
+        body,
+    })
+}
+
+/// A body without a declared length (chunked): at most `max` bytes, within
+/// the node's grace period.
+async fn read_unsized(body: Body, max: u64) -> Result<bytes::Bytes, &'static str> {
+    let read = axum::body::to_bytes(body, max as usize);
+    match tokio::time::timeout(https::BODY_GRACE, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err("over"),
+        Err(_) => Err("the body did not arrive in time"),
+    }
+}
+
+/// The response a replica's value stands for.
+fn respond(deployment: &str, value: &[u8]) -> Response {
+    let reply = match value::response_of(value) {
+        Ok(reply) => reply,
+        Err(why) => {
+            tracing::warn!(deployment, %why, "a handler returned no response");
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the handler returned no response",
+            );
+        }
+    };
+    let mut response = Response::new(Body::from(reply.body));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    for (name, value) in reply.headers {
+        if FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+            continue; // the ingress frames the body and owns the connection
+        }
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(n), Ok(v)) => {
+                response.headers_mut().append(n, v);
+            }
+            _ => {
+                tracing::warn!(deployment, "a handler returned a header that is not HTTP");
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the handler returned a bad header",
+                );
+            }
+        }
+    }
+    response
+}
+
+/// Headers a handler may not set: they describe the connection and the
+/// body's framing, which are the ingress's (a wrong `content-length` would
+/// corrupt the connection for the requests after it).
+const FRAMING: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
+fn failed(deployment: &str, e: ServeError) -> Response {
+    let status = match &e {
+        ServeError::Overloaded | ServeError::NoReplica => StatusCode::SERVICE_UNAVAILABLE,
+        ServeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        ServeError::ReplicaFailed(_) => StatusCode::BAD_GATEWAY,
+        ServeError::Handler(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    // The cause goes to the operator's log; the caller, who may be anyone
+    // on a public route, gets the status and its short reason.
+    match &e {
+        ServeError::Handler(_) | ServeError::ReplicaFailed(_) => {
+            tracing::warn!(deployment, error = %e, status = status.as_u16(), "request failed")
+        }
+        _ => tracing::info!(deployment, error = %e, status = status.as_u16(), "request failed"),
+    }
+    plain(status, status.canonical_reason().unwrap_or("error"))
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,213 @@
+//! Serve: a real `fabric serve` process, its replicas Python actors built
+//! from the SDK, answering a real HTTP client (curl).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::python::python_app;
+use crate::support::curl::{self, Body};
+use crate::support::unique_temp_path;
+
+const ECHO: &str = "tests/programs/python/serve_echo.py";
+
+/// A `fabric serve` process, killed when dropped.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `fabric serve` on `config` (TOML; `COMPONENT` stands for the
+/// built echo component) and waits for the line that names its port.
+async fn serve(config: &str, files: &[(&str, &str)]) -> Served {
+    let wasm = python_app(ECHO).await;
+    let dir = unique_temp_path("serve");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, config.replace("COMPONENT", &wasm)).unwrap();
+    start(&path)
+}
+
+/// Runs `fabric serve CONFIG` on any free port; returns once it serves.
+fn start(path: &Path) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .env("XDG_CACHE_HOME", crate::support::cache_dir())
+        .arg("serve")
+        .arg(path)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start fabric serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("serving on ")
+        .unwrap_or_else(|| panic!("fabric serve did not start: {line:?}"))
+        .to_string();
+    Served { child, base }
+}
+
+/// The README's example, as it is: `fabric serve examples/serve/serve.toml`
+/// builds the Python file itself and answers as the README says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_serve_example_answers() {
+    let config = std::path::Path::new(crate::support::REPO_ROOT).join("examples/serve/serve.toml");
+    let s = tokio::task::spawn_blocking(move || start(&config))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&s, "/echo/json", None),
+        (200, r#"{"bytes":0,"greeting":"hi"}"#.into())
+    );
+    assert_eq!(get(&s, "/echo/a", None), (200, "hi /echo/a".into()));
+}
+
+fn get(s: &Served, path: &str, token: Option<&str>) -> (u16, String) {
+    curl::request(
+        Path::new(""),
+        "GET",
+        &format!("{}{path}", s.base),
+        token,
+        Body::None,
+    )
+}
+
+const ECHO_CONFIG: &str = r#"
+[[deployment]]
+name = "echo"
+component = "COMPONENT"
+class = "Echo"
+route = "/echo"
+replicas = 2
+num_cpus = 0.25
+public = true
+user_config = { greeting = "hi" }
+
+[[deployment]]
+name = "private"
+component = "COMPONENT"
+class = "Echo"
+route = "/private"
+num_cpus = 0.25
+token_file = "token"
+"#;
+
+/// Requests reach the replicas as dicts and their return values come back
+/// as responses (text, JSON, a record with status and headers); the route
+/// decides the deployment, and a token route refuses a caller without its
+/// token before the replica is asked; a handler's exception is a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_answers_over_http() {
+    let token = "a-token-of-some-length";
+    let s = serve(ECHO_CONFIG, &[("token", token)]).await;
+    assert_eq!(get(&s, "/echo/x", None), (200, "hi /echo/x".into()));
+    let (status, json) = get(&s, "/echo/json?a=1", None);
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"greeting": "hi", "method": "GET", "query": "a=1", "body": 0, "agent": true})
+    );
+    let (status, body) = curl::request(
+        Path::new(""),
+        "POST",
+        &format!("{}/echo/json", s.base),
+        None,
+        Body::Json("{\"k\": 12345}"),
+    );
+    assert_eq!(
+        (status, body.contains("\"body\":12")),
+        (200, true),
+        "{body}"
+    );
+    assert_eq!(get(&s, "/echo/record", None), (201, "made".into()));
+    assert_eq!(get(&s, "/echo/boom", None).0, 500);
+    assert_eq!(get(&s, "/echoes", None).0, 404, "a prefix ends at a `/`");
+    assert_eq!(get(&s, "/elsewhere", None).0, 404);
+    assert_eq!(get(&s, "/private/x", None).0, 401);
+    assert_eq!(
+        get(&s, "/private/x", Some("a-wrong-token-of-length")).0,
+        401
+    );
+    assert_eq!(
+        get(&s, "/private/x", Some(token)),
+        (200, "hello /private/x".into())
+    );
+    // Both replicas take requests.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..40 {
+        seen.insert(get(&s, "/echo/who", None).1);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+/// A replica that traps fails its request with 502 and is replaced; the
+/// deployment goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_traps_is_replaced() {
+    let s = serve(ECHO_CONFIG, &[("token", "a-token-of-some-length")]).await;
+    let before: std::collections::HashSet<String> =
+        (0..20).map(|_| get(&s, "/echo/who", None).1).collect();
+    assert_eq!(get(&s, "/echo/crash", None).0, 502);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut after = std::collections::HashSet::new();
+    while after.len() < 2 {
+        assert!(Instant::now() < deadline, "no new replica: {after:?}");
+        let (status, who) = get(&s, "/echo/who", None);
+        if status == 200 {
+            after.insert(who);
+        }
+    }
+    assert_eq!(after.difference(&before).count(), 1, "{before:?} {after:?}");
+}
+
+/// With every replica busy and no room in the queue, a request is refused
+/// at once (503); one past its deadline gets 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_deployment_sheds_and_times_out() {
+    let config = r#"
+[[deployment]]
+name = "narrow"
+component = "COMPONENT"
+class = "Echo"
+route = "/"
+max_ongoing_requests = 1
+max_queued_requests = 0
+request_timeout = "1s"
+public = true
+"#;
+    let s = serve(config, &[]).await;
+    assert_eq!(get(&s, "/warm", None).0, 200);
+    let base = s.base.clone();
+    let slow = std::thread::spawn(move || {
+        curl::request(
+            Path::new(""),
+            "GET",
+            &format!("{base}/slow"),
+            None,
+            Body::None,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&s, "/other", None).0, 503);
+    assert_eq!(
+        slow.join().unwrap().0,
+        504,
+        "1.5 s of work against a 1 s timeout"
+    );
+}

@@ -1,0 +1,36 @@
+"""A Serve deployment's replica (tests/all/serve.rs): each request is a
+dict (`method`, `path`, `query`, `headers`, `body`), and what `call`
+returns is the response. The path's last part picks what it does."""
+
+import os
+import time
+
+import fabric
+
+
+@fabric.remote
+class Echo:
+    def __init__(self, config=None):
+        self.greeting = (config or {}).get("greeting", "hello")
+        self.me = os.urandom(4).hex()
+        self.served = 0
+
+    def call(self, request):
+        self.served += 1
+        last = request["path"].rstrip("/").rsplit("/", 1)[-1]
+        if last == "json":
+            return {"greeting": self.greeting, "method": request["method"],
+                    "query": request["query"], "body": len(request["body"]),
+                    "agent": "user-agent" in request["headers"]}
+        if last == "record":
+            return {"status": 201, "headers": {"x-made-by": "echo"}, "body": b"made"}
+        if last == "slow":
+            time.sleep(1.5)
+            return "slow done"
+        if last == "boom":
+            raise ValueError("the handler broke")
+        if last == "crash":
+            os.abort()
+        if last == "who":
+            return self.me
+        return f"{self.greeting} {request['path']}"
