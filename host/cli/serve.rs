@@ -134,5 +134,6 @@ async fn deploy(
         deployment,
         token.as_deref(),
         d.max_body,
+        d.max_response,
     ))
 }

@@ -5,7 +5,8 @@
 //! What a caller that never authenticates can make the node hold is
 //! bounded here, before any route runs: at most [`Bounds::connections`]
 //! connections at once, and [`Bounds::per_address`] from one address (more
-//! are closed at accept, so one address cannot take every slot), a TLS
+//! are closed at accept, so one address cannot take every slot; an IPv6
+//! address counts as its /64), a TLS
 //! handshake within [`Bounds::handshake`], request headers within
 //! [`Bounds::headers`] and in at most 16 KiB, and each connection closed
 //! after [`Bounds::lifetime`]. Routes check credentials from the headers
@@ -114,6 +115,21 @@ struct Accepting {
     router: Router,
 }
 
+/// The address a connection counts against: an IPv6 address's /64 (one
+/// host's allocation, which it can draw addresses from at will), an IPv4
+/// address itself.
+fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 /// One connection's place among its address's; dropping it gives it back.
 struct AddressSlot {
     counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -148,7 +164,7 @@ impl Accepting {
                     continue;
                 }
             };
-            let Some(address_slot) = self.address_slot(peer.ip()) else {
+            let Some(address_slot) = self.address_slot(network_of(peer.ip())) else {
                 continue; // its address has its share: dropped, so closed
             };
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {

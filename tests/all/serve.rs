@@ -121,7 +121,7 @@ async fn a_deployment_answers_over_http() {
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"greeting": "hi", "method": "GET", "query": "a=1", "body": 0, "agent": true})
+        serde_json::json!({"greeting": "hi", "method": "GET", "query": "a=1", "body": 0, "agent": true, "token": false})
     );
     let (status, body) = curl::request(
         Path::new(""),
@@ -137,6 +137,12 @@ async fn a_deployment_answers_over_http() {
     );
     assert_eq!(get(&s, "/echo/record", None), (201, "made".into()));
     assert_eq!(get(&s, "/echo/boom", None).0, 500);
+    // Values a handler may not answer with: 200,000 items, a 1xx status.
+    assert_eq!(get(&s, "/echo/many", None).0, 500);
+    assert_eq!(get(&s, "/echo/switch", None).0, 500);
+    // A path a replica might resolve into another route's is refused.
+    assert_eq!(get(&s, "/echo/%2e%2e/private/x", None).0, 400);
+    assert_eq!(get(&s, "/echo/a%2Fb", None).0, 400);
     assert_eq!(get(&s, "/echoes", None).0, 404, "a prefix ends at a `/`");
     assert_eq!(get(&s, "/elsewhere", None).0, 404);
     assert_eq!(get(&s, "/private/x", None).0, 401);
@@ -148,6 +154,9 @@ async fn a_deployment_answers_over_http() {
         get(&s, "/private/x", Some(token)),
         (200, "hello /private/x".into())
     );
+    // The replica never sees the route's token.
+    let (_, json) = get(&s, "/private/json", Some(token));
+    assert!(json.contains("\"token\":false"), "{json}");
     // Both replicas take requests.
     let mut seen = std::collections::HashSet::new();
     for _ in 0..40 {
@@ -177,7 +186,9 @@ async fn a_replica_that_traps_is_replaced() {
 }
 
 /// With every replica busy and no room in the queue, a request is refused
-/// at once (503); one past its deadline gets 504.
+/// at once (503); one past its deadline gets 504, and its replica's place
+/// stays taken until the replica is done with it (a caller who leaves
+/// frees nothing a busy replica still fills).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_deployment_sheds_and_times_out() {
     let config = r#"
@@ -208,6 +219,12 @@ public = true
     assert_eq!(
         slow.join().unwrap().0,
         504,
-        "1.5 s of work against a 1 s timeout"
+        "3 s of work against a 1 s timeout"
     );
+    assert_eq!(get(&s, "/other", None).0, 503, "the slow call still runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&s, "/other", None).0 != 200 {
+        assert!(Instant::now() < deadline, "the place was never given back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

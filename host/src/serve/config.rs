@@ -45,7 +45,7 @@ impl Default for IngressConfig {
         IngressConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_connections: 1024,
-            max_connections_per_address: 256,
+            max_connections_per_address: 64,
         }
     }
 }
@@ -84,6 +84,9 @@ pub struct DeploymentConfig {
     /// The largest request body taken (413 above it).
     #[serde(default = "default_max_body", deserialize_with = "byte_size")]
     pub max_body: u64,
+    /// The largest value a replica may answer with (500 above it).
+    #[serde(default = "default_max_response", deserialize_with = "byte_size")]
+    pub max_response: u64,
     /// CPUs each replica holds.
     #[serde(default = "one_f64")]
     pub num_cpus: f64,
@@ -122,6 +125,9 @@ fn default_timeout() -> Duration {
 fn default_max_body() -> u64 {
     1 << 20
 }
+fn default_max_response() -> u64 {
+    16 << 20
+}
 
 /// Sizes written as `"1 MiB"`, `"512 KiB"`.
 fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -146,6 +152,8 @@ mod humantime_serde_like {
 pub const MAX_REPLICAS: u32 = 256;
 pub const MAX_ONGOING: u32 = 10_000;
 pub const MAX_QUEUED: u32 = 100_000;
+/// The largest `max_body` and `max_response`.
+pub const MAX_BYTES: u64 = 256 << 20;
 
 impl ServeConfig {
     /// Reads a configuration and checks each deployment.
@@ -195,6 +203,11 @@ impl DeploymentConfig {
         if self.max_queued_requests > MAX_QUEUED {
             return Err(format!(
                 "deployment `{name}`: max_queued_requests must be at most {MAX_QUEUED}"
+            ));
+        }
+        if self.max_body > MAX_BYTES || self.max_response > MAX_BYTES {
+            return Err(format!(
+                "deployment `{name}`: max_body and max_response are at most 256 MiB"
             ));
         }
         if !(self.num_cpus.is_finite() && self.num_cpus >= 0.0) {

@@ -8,17 +8,19 @@
 //! deployment holds no more than its queue.
 
 use parking_lot::Mutex;
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 
 use crate::error::FabricError;
 use crate::ids::ActorId;
-use crate::runtime::service::{Service, ServiceActor};
+use crate::runtime::service::{Pending, Service, ServiceActor};
 
 /// Why a request was not answered by a replica.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub enum ServeError {
     Handler(String),
     #[error("no replica is running")]
     NoReplica,
+    #[error("the deployment cannot take the request now: {0}")]
+    Unavailable(String),
 }
 
 /// One replica: its actor, and the requests it has.
@@ -54,6 +58,15 @@ pub struct Deployment {
     queued: AtomicUsize,
     /// Woken when a request finishes (a place may be free).
     freed: Notify,
+    /// When replicas were replaced lately (for the backoff).
+    replaced: Mutex<VecDeque<Instant>>,
+}
+
+/// A replica's answer: the handler's encoded value, still charged to the
+/// deployment's job while this lives.
+pub struct Answer {
+    pub value: Bytes,
+    _charged: Pending,
 }
 
 /// What a deployment is made of, once its component is loaded.
@@ -81,6 +94,7 @@ impl Deployment {
             replicas: Mutex::new(Vec::new()),
             queued: AtomicUsize::new(0),
             freed: Notify::new(),
+            replaced: Mutex::new(VecDeque::new()),
         });
         for _ in 0..plan.replicas {
             let actor = deployment
@@ -110,29 +124,67 @@ impl Deployment {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Answers one request (its encoded value) with the handler's encoded
-    /// result, within the deployment's timeout.
-    pub async fn handle(self: &Arc<Self>, request: Bytes) -> Result<Bytes, ServeError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let replica = match tokio::time::timeout_at(deadline, self.place()).await {
-            Ok(placed) => placed?,
-            Err(_) => return Err(ServeError::Timeout(self.timeout)),
-        };
-        let _taken = Taken {
-            replica: replica.clone(),
-            deployment: self.clone(),
-        };
-        let call = self
-            .service
-            .call(replica.actor, &self.method, vec![request]);
-        match tokio::time::timeout_at(deadline, call).await {
+    /// A place at a replica with room, waiting in the bounded queue until
+    /// `deadline` while none has.
+    pub async fn reserve(self: &Arc<Self>, deadline: Instant) -> Result<Slot, ServeError> {
+        match tokio::time::timeout_at(deadline, self.place()).await {
+            Ok(placed) => Ok(Slot {
+                replica: placed?,
+                deployment: self.clone(),
+            }),
             Err(_) => Err(ServeError::Timeout(self.timeout)),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if ends_the_replica(&e) => {
-                self.replace(replica.actor);
+        }
+    }
+
+    /// When a request that arrives now must be answered.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// Runs `request` (its encoded value) on the slot's replica and waits
+    /// until `deadline` for the answer. The call runs in a task of its own,
+    /// which holds the slot and the call's charge until the replica is
+    /// done with it, whether or not anyone still waits: a caller that
+    /// leaves, or times out, frees no place a busy replica still fills.
+    pub async fn run(
+        self: &Arc<Self>,
+        slot: Slot,
+        request: Bytes,
+        deadline: Instant,
+    ) -> Result<Answer, ServeError> {
+        let (answer, answered) = oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let actor = slot.replica.actor;
+            let outcome = me.call(actor, request).await;
+            let _ = answer.send(outcome);
+            drop(slot);
+        });
+        match tokio::time::timeout_at(deadline, answered).await {
+            Err(_) => Err(ServeError::Timeout(self.timeout)),
+            Ok(Err(_)) => Err(ServeError::Unavailable("the call was lost".into())),
+            Ok(Ok(outcome)) => outcome,
+        }
+    }
+
+    async fn call(self: &Arc<Self>, actor: ActorId, request: Bytes) -> Result<Answer, ServeError> {
+        // Refused before it reached the replica (the tenant's quota, a full
+        // store): the deployment is busy, the replica is fine.
+        let pending = self
+            .service
+            .submit(actor, &self.method, vec![request])
+            .await
+            .map_err(|e| ServeError::Unavailable(e.to_string()))?;
+        match pending.outcome().await {
+            Ok(value) => Ok(Answer {
+                value,
+                _charged: pending,
+            }),
+            Err(e) if ends_the_replica(&e) => {
+                self.replace(actor);
                 Err(ServeError::ReplicaFailed(e.to_string()))
             }
-            Ok(Err(e)) => Err(ServeError::Handler(e.to_string())),
+            Err(e) => Err(ServeError::Handler(e.to_string())),
         }
     }
 
@@ -199,24 +251,56 @@ impl Deployment {
             return;
         }
         tracing::warn!(deployment = %self.name, actor = %dead, "a replica failed: starting another");
-        let me = self.clone();
+        let delay = self.replacement_delay();
+        let me: Weak<Deployment> = Arc::downgrade(self);
         tokio::spawn(async move {
-            let _ = me.service.kill(dead).await;
+            if let Some(d) = me.upgrade() {
+                let _ = d.service.kill(dead).await;
+            }
+            tokio::time::sleep(delay).await;
             let mut wait = Duration::from_millis(100);
-            loop {
-                match me.service.create_actor(me.template.clone()).await {
-                    Ok(actor) => return me.add(actor),
+            // Gone with its deployment: nothing to replace.
+            while let Some(d) = me.upgrade() {
+                match d.service.create_actor(d.template.clone()).await {
+                    Ok(actor) => return d.add(actor),
                     Err(FabricError::Cancelled) => return,
                     Err(e) => {
-                        tracing::warn!(deployment = %me.name, error = %e, "cannot start a replica");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(10));
+                        tracing::warn!(deployment = %d.name, error = %e, "cannot start a replica");
                     }
                 }
+                drop(d);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_BACKOFF);
             }
         });
     }
+
+    /// How long to wait before starting a replacement: nothing for the
+    /// first in a minute, then doubling from 100 ms up to [`MAX_BACKOFF`],
+    /// so a request that crashes its replica every time cannot keep the
+    /// node instantiating.
+    fn replacement_delay(&self) -> Duration {
+        let now = Instant::now();
+        let mut replaced = self.replaced.lock();
+        while replaced
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            replaced.pop_front();
+        }
+        let recent = replaced.len() as u32;
+        if replaced.len() < 64 {
+            replaced.push_back(now);
+        }
+        match recent {
+            0 => Duration::ZERO,
+            n => (Duration::from_millis(100) * 2u32.saturating_pow(n - 1)).min(MAX_BACKOFF),
+        }
+    }
 }
+
+/// The longest a replacement waits.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Whether a call's failure is the replica's own (its instance trapped,
 /// panicked, ran out of a limit, or died) rather than the handler's error.
@@ -235,12 +319,12 @@ fn ends_the_replica(e: &FabricError) -> bool {
 }
 
 /// A request's place at a replica; given back however the request ends.
-struct Taken {
+pub struct Slot {
     replica: Arc<Replica>,
     deployment: Arc<Deployment>,
 }
 
-impl Drop for Taken {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.replica.ongoing.fetch_sub(1, Ordering::AcqRel);
         self.deployment.freed.notify_one();

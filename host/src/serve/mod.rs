@@ -29,7 +29,7 @@
 //!     timeout: std::time::Duration::from_secs(30),
 //! };
 //! let greeter = Deployment::start(service, plan).await?;
-//! let route = Route::new(None, "/greet", greeter, None, 1 << 20);
+//! let route = Route::new(None, "/greet", greeter, None, 1 << 20, 16 << 20);
 //! let serve = Serve::start("127.0.0.1:8000".parse()?, Default::default(), vec![route]).await?;
 //! println!("serving on http://{}", serve.address());
 //! # Ok(()) }
@@ -41,6 +41,7 @@ pub mod value;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -64,6 +65,7 @@ pub struct Route {
     /// SHA-256 of the bearer token a request must present (`None`: public).
     token: Option<[u8; 32]>,
     max_body: u64,
+    max_response: u64,
 }
 
 impl Route {
@@ -73,6 +75,7 @@ impl Route {
         deployment: Arc<Deployment>,
         token: Option<&str>,
         max_body: u64,
+        max_response: u64,
     ) -> Self {
         Route {
             host: host.map(|h| h.to_ascii_lowercase()),
@@ -80,6 +83,7 @@ impl Route {
             deployment,
             token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             max_body,
+            max_response,
         }
     }
 
@@ -100,7 +104,9 @@ impl Route {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         // Digests are compared, not the tokens: how long a comparison
         // takes says nothing of the token.
         given.is_some_and(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())) == *want)
@@ -150,12 +156,14 @@ async fn handle(State(routes): State<Arc<Vec<Route>>>, request: Request) -> Resp
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| {
-            h.rsplit_once(':')
-                .map_or(h, |(name, _)| name)
-                .to_ascii_lowercase()
-        });
+        .map(host_name);
     let path = request.uri().path();
+    if !plain_path(path) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "the path has dot segments, `//` or encoded separators",
+        );
+    }
     let Some(route) = routes.iter().find(|r| r.matches(host.as_deref(), path)) else {
         return plain(StatusCode::NOT_FOUND, "no deployment answers this route");
     };
@@ -169,45 +177,66 @@ async fn handle(State(routes): State<Arc<Vec<Route>>>, request: Request) -> Resp
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return refused;
     }
-    let incoming = match read(request, route.max_body).await {
+    // A place at a replica first, then the body: the bodies the node holds
+    // are bounded by the replicas' places, not by the connections.
+    let deployment = &route.deployment;
+    let deadline = deployment.deadline();
+    let slot = match deployment.reserve(deadline).await {
+        Ok(slot) => slot,
+        Err(e) => return failed(&deployment.name, e),
+    };
+    let incoming = match read(request, route.max_body, route.token.is_some()).await {
         Ok(incoming) => incoming,
         Err(refused) => return refused,
     };
-    match route.deployment.handle(incoming.encode()).await {
-        Ok(value) => respond(&route.deployment.name, &value),
-        Err(e) => failed(&route.deployment.name, e),
+    match deployment.run(slot, incoming.encode(), deadline).await {
+        Ok(answer) => respond(&deployment.name, &answer.value, route.max_response),
+        Err(e) => failed(&deployment.name, e),
     }
 }
 
+/// The name in a `Host` header, lower case, without its port
+/// (`[::1]:8000` is `[::1]`).
+fn host_name(host: &str) -> String {
+    let name = match host.rfind(']') {
+        Some(end) => &host[..=end],
+        None => host.split(':').next().unwrap_or(host),
+    };
+    name.to_ascii_lowercase()
+}
+
+/// Whether a path can be matched against a prefix as text: no `.` or `..`
+/// segments, no empty segments, no `\\`, and no percent-encoded `.`, `/`
+/// or `\\` (any of which a replica might resolve into another route's
+/// path).
+fn plain_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    !(lower.contains("//")
+        || lower.contains('\\')
+        || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e))
+        || lower.split('/').any(|seg| seg == "." || seg == ".."))
+}
+
 /// The request as a replica gets it, its body read within the route's
-/// bound (and at the node's minimum rate).
-async fn read(request: Request, max_body: u64) -> Result<Incoming, Response> {
+/// bound (and at the node's minimum rate), without the route's token.
+async fn read(request: Request, max_body: u64, strip_token: bool) -> Result<Incoming, Response> {
     let (parts, body) = request.into_parts();
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the body is over this route's bound",
-        )
-    };
     let body = match declared {
         Some(len) if len > max_body => return Err(too_large()),
-        Some(len) => https::read_body(body, len).await,
-        None => read_unsized(body, max_body)
+        Some(len) => https::read_body(body, len)
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(|e| plain(StatusCode::BAD_REQUEST, &e))?,
+        None => read_unsized(body, max_body).await?,
     };
-    let body = body.map_err(|e| match e.as_str() {
-        "over" => too_large(),
-        _ => plain(StatusCode::BAD_REQUEST, &e),
-    })?;
     let headers = parts
         .headers
         .iter()
+        .filter(|(n, _)| !(strip_token && *n == header::AUTHORIZATION))
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     Ok(Incoming {
@@ -219,19 +248,46 @@ async fn read(request: Request, max_body: u64) -> Result<Incoming, Response> {
     })
 }
 
+fn too_large() -> Response {
+    plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the body is over this route's bound",
+    )
+}
+
 /// A body without a declared length (chunked): at most `max` bytes, within
-/// the node's grace period.
-async fn read_unsized(body: Body, max: u64) -> Result<bytes::Bytes, &'static str> {
-    let read = axum::body::to_bytes(body, max as usize);
-    match tokio::time::timeout(https::BODY_GRACE, read).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err("over"),
-        Err(_) => Err("the body did not arrive in time"),
+/// the time [`https::read_body`] gives a body of `max` bytes.
+async fn read_unsized(body: Body, max: u64) -> Result<bytes::Bytes, Response> {
+    use http_body_util::BodyExt;
+    let deadline = https::BODY_GRACE + Duration::from_secs(max / https::MIN_BODY_RATE);
+    let limited = http_body_util::Limited::new(body, max as usize);
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(plain(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read the body: {e}"),
+        )),
+        Err(_) => Err(plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        )),
     }
 }
 
 /// The response a replica's value stands for.
-fn respond(deployment: &str, value: &[u8]) -> Response {
+fn respond(deployment: &str, value: &bytes::Bytes, max_response: u64) -> Response {
+    if value.len() as u64 > max_response {
+        tracing::warn!(
+            deployment,
+            bytes = value.len(),
+            "a handler's value is over max_response"
+        );
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the handler's response is too large",
+        );
+    }
     let reply = match value::response_of(value) {
         Ok(reply) => reply,
         Err(why) => {
@@ -280,7 +336,9 @@ const FRAMING: &[&str] = &[
 
 fn failed(deployment: &str, e: ServeError) -> Response {
     let status = match &e {
-        ServeError::Overloaded | ServeError::NoReplica => StatusCode::SERVICE_UNAVAILABLE,
+        ServeError::Overloaded | ServeError::NoReplica | ServeError::Unavailable(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ServeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         ServeError::ReplicaFailed(_) => StatusCode::BAD_GATEWAY,
         ServeError::Handler(_) => StatusCode::INTERNAL_SERVER_ERROR,

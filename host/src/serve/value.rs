@@ -9,7 +9,7 @@
 //! What the method returns becomes the response:
 //! - a map with an integer `status` is a response record: `status`,
 //!   `headers` (a map of text to text, optional) and `body` (bytes or text,
-//!   optional; anything else is sent as JSON);
+//!   optional; anything else is sent as JSON); `status` is 200 to 599;
 //! - bytes are the body (`application/octet-stream`), text is the body
 //!   (`text/plain`), anything else is sent as JSON (`application/json`).
 //!
@@ -18,7 +18,7 @@
 //! let request = Incoming { method: "GET".into(), path: "/a".into(), query: String::new(),
 //!     headers: vec![], body: bytes::Bytes::new() }.encode();
 //! assert!(!request.is_empty());
-//! let reply = response_of(&[0xa2, b'h', b'i']).unwrap(); // the text "hi"
+//! let reply = response_of(&bytes::Bytes::from_static(&[0xa2, b'h', b'i'])).unwrap(); // "hi"
 //! assert_eq!(reply.status, 200);
 //! assert_eq!(&reply.body[..], b"hi");
 //! ```
@@ -27,8 +27,12 @@ use bytes::Bytes;
 use rmpv::Value;
 
 /// How deep a returned value may nest (deeper: the replica's answer is
-/// refused, not walked).
-pub const MAX_DEPTH: usize = 64;
+/// refused, not walked). rmpv counts a container twice: 64 levels.
+pub const MAX_DEPTH: usize = 128;
+/// The most values (containers' items counted) a returned value may hold
+/// before it is turned into a response: counted on its bytes first, so a
+/// small value that declares millions of items builds nothing.
+pub const MAX_VALUES: u64 = 100_000;
 
 /// A request as the ingress read it.
 pub struct Incoming {
@@ -76,17 +80,115 @@ pub struct Reply {
 
 /// The response `value` (a method's encoded return value) stands for, or
 /// why it stands for none.
-pub fn response_of(value: &[u8]) -> Result<Reply, String> {
-    let mut read = value;
-    let value = rmpv::decode::read_value_with_max_depth(&mut read, MAX_DEPTH).map_err(|e| {
-        format!("the handler's value is not MessagePack within {MAX_DEPTH} levels: {e}")
-    })?;
+pub fn response_of(value: &Bytes) -> Result<Reply, String> {
+    // Bytes and text, the common answers, are the body as they are.
+    if let Some((start, text)) = raw_body(value) {
+        let kind = match text {
+            true => "text/plain; charset=utf-8",
+            false => "application/octet-stream",
+        };
+        let body = value.slice(start..);
+        if text && std::str::from_utf8(&body).is_err() {
+            return Err("the handler returned text that is not UTF-8".into());
+        }
+        return Ok(Reply {
+            status: 200,
+            headers: vec![("content-type".into(), kind.into())],
+            body,
+        });
+    }
+    count_values(value, MAX_VALUES)?;
+    let mut read = &value[..];
+    let value = rmpv::decode::read_value_with_max_depth(&mut read, MAX_DEPTH)
+        .map_err(|e| format!("the handler's value is not MessagePack within 64 levels: {e}"))?;
     match value {
-        Value::Map(fields) if fields.iter().any(|(k, _)| k.as_str() == Some("status")) => {
+        Value::Map(fields)
+            if fields
+                .iter()
+                .any(|(k, v)| k.as_str() == Some("status") && v.is_u64()) =>
+        {
             record(fields)
         }
         other => body_of(other, Vec::new(), 200),
     }
+}
+
+/// Where the body of a value that is one `bin` or `str` starts, and
+/// whether it is text; `None` for any other value (or a malformed one).
+fn raw_body(value: &[u8]) -> Option<(usize, bool)> {
+    let (&first, rest) = value.split_first()?;
+    let (header, len, text) = match first {
+        0xa0..=0xbf => (1, u64::from(first & 0x1f), true),
+        0xc4 | 0xd9 => (2, be(rest, 1)?, first == 0xd9),
+        0xc5 | 0xda => (3, be(rest, 2)?, first == 0xda),
+        0xc6 | 0xdb => (5, be(rest, 4)?, first == 0xdb),
+        _ => return None,
+    };
+    (value.len() as u64 == header as u64 + len).then_some((header, text))
+}
+
+/// The big-endian number in the first `n` bytes of `data`.
+fn be(data: &[u8], n: usize) -> Option<u64> {
+    let bytes = data.get(..n)?;
+    Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+}
+
+/// Refuses a value that holds more than `max` values, reading only its
+/// markers and lengths (a loop, not a recursion).
+fn count_values(data: &[u8], max: u64) -> Result<(), String> {
+    let truncated = || "the handler's value is not MessagePack".to_string();
+    let (mut pos, mut pending, mut seen) = (0usize, 1u64, 0u64);
+    while pending > 0 {
+        pending -= 1;
+        seen += 1;
+        let &marker = data.get(pos).ok_or_else(truncated)?;
+        pos += 1;
+        let (header, payload, items) = sizes(marker, &data[pos..]).ok_or_else(truncated)?;
+        let skip = (header as u64).saturating_add(payload);
+        if skip > (data.len() - pos) as u64 {
+            return Err(truncated());
+        }
+        pos += skip as usize;
+        pending += items;
+        if seen + pending > max {
+            return Err(format!("the handler's value holds more than {max} values"));
+        }
+    }
+    Ok(())
+}
+
+/// For a MessagePack marker and what follows it: the bytes of its length
+/// header, of its payload, and the values inside it (a container's items).
+fn sizes(marker: u8, rest: &[u8]) -> Option<(usize, u64, u64)> {
+    let len = |n: usize| be(rest, n);
+    Some(match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0, 0),
+        0x80..=0x8f => (0, 0, 2 * u64::from(marker & 0x0f)),
+        0x90..=0x9f => (0, 0, u64::from(marker & 0x0f)),
+        0xa0..=0xbf => (0, u64::from(marker & 0x1f), 0),
+        0xc4 | 0xd9 => (1, len(1)?, 0),
+        0xc5 | 0xda => (2, len(2)?, 0),
+        0xc6 | 0xdb => (4, len(4)?, 0),
+        // ext 8/16/32: the length, then the type byte and the data.
+        0xc7 => (1, len(1)? + 1, 0),
+        0xc8 => (2, len(2)? + 1, 0),
+        0xc9 => (4, len(4)? + 1, 0),
+        0xcc | 0xd0 => (0, 1, 0),
+        0xcd | 0xd1 => (0, 2, 0),
+        0xca | 0xce | 0xd2 => (0, 4, 0),
+        0xcb | 0xcf | 0xd3 => (0, 8, 0),
+        // fixext 1/2/4/8/16: the type byte and the data.
+        0xd4 => (0, 2, 0),
+        0xd5 => (0, 3, 0),
+        0xd6 => (0, 5, 0),
+        0xd7 => (0, 9, 0),
+        0xd8 => (0, 17, 0),
+        0xdc => (2, 0, len(2)?),
+        0xdd => (4, 0, len(4)?),
+        0xde => (2, 0, 2 * len(2)?),
+        0xdf => (4, 0, 2 * len(4)?),
+        0xc1 => return None,
+    })
 }
 
 /// A response record: `status`, `headers`, `body`.
@@ -100,10 +202,11 @@ fn record(fields: Vec<(Value, Value)>) -> Result<Reply, String> {
             _ => return Err(format!("a response has no field {key}")),
         }
     }
+    // No 1xx: an interim or protocol-switching status is the ingress's.
     let status = status
         .and_then(|s| u16::try_from(s).ok())
-        .filter(|s| (100..=999).contains(s))
-        .ok_or("a response's `status` must be an integer from 100 to 999")?;
+        .filter(|s| (200..=599).contains(s))
+        .ok_or("a response's `status` must be an integer from 200 to 599")?;
     body_of(body, headers, status)
 }
 

@@ -21,12 +21,17 @@ class Echo:
         if last == "json":
             return {"greeting": self.greeting, "method": request["method"],
                     "query": request["query"], "body": len(request["body"]),
-                    "agent": "user-agent" in request["headers"]}
+                    "agent": "user-agent" in request["headers"],
+                    "token": "authorization" in request["headers"]}
         if last == "record":
             return {"status": 201, "headers": {"x-made-by": "echo"}, "body": b"made"}
         if last == "slow":
-            time.sleep(1.5)
+            time.sleep(3)
             return "slow done"
+        if last == "many":
+            return [None] * 200_000
+        if last == "switch":
+            return {"status": 101, "headers": {"upgrade": "h2c"}}
         if last == "boom":
             raise ValueError("the handler broke")
         if last == "crash":

@@ -65,6 +65,19 @@ impl ServiceActor {
     }
 }
 
+/// A call in flight: its result object, charged to the service's job
+/// while this lives.
+pub struct Pending {
+    result: crate::object_store::ObjectRef,
+}
+
+impl Pending {
+    /// The call's encoded result, or how it failed.
+    pub async fn outcome(&self) -> Result<Bytes, FabricError> {
+        self.result.get(None).await
+    }
+}
+
 /// A job the host drives. Stopping it (or dropping it) ends the job and
 /// its actors.
 pub struct Service {
@@ -112,15 +125,17 @@ impl Service {
             .await
     }
 
-    /// Calls `method` of `actor` with encoded `args` and waits for its
-    /// encoded result. Dropping the future leaves the call to finish; its
-    /// result is then dropped.
-    pub async fn call(
+    /// Queues a call of `method` of `actor` with encoded `args`. An error
+    /// here is the service's own (over its tenant's quota, say), not the
+    /// actor's; the call's own outcome comes from [`Pending::outcome`].
+    /// Dropping the [`Pending`] leaves the call to finish, uncharged: hold it
+    /// until the call is done to keep its arguments and result counted.
+    pub async fn submit(
         &self,
         actor: ActorId,
         method: &str,
         args: Vec<Bytes>,
-    ) -> Result<Bytes, FabricError> {
+    ) -> Result<Pending, FabricError> {
         host_api::check_name("method", method)?;
         let method: Arc<str> = method.into();
         let held = args.iter().map(|a| a.len() as u64).sum();
@@ -148,7 +163,17 @@ impl Service {
                     .await?
             }
         }
-        result_ref.get(None).await
+        Ok(Pending { result: result_ref })
+    }
+
+    /// [`Service::submit`], then the call's outcome.
+    pub async fn call(
+        &self,
+        actor: ActorId,
+        method: &str,
+        args: Vec<Bytes>,
+    ) -> Result<Bytes, FabricError> {
+        self.submit(actor, method, args).await?.outcome().await
     }
 
     /// Stops `actor` (its queued calls fail with `actor-died`).

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Serve and Ray Serve 2.60, side by side on this machine (issue 18).
+
+Run it from the repository root after `cargo build --release -p fabric-cli`
+(needs `wrk` from Debian and a virtualenv with `ray[serve]==2.60.0`):
+
+    python3 benches/serve_side_by_side.py --ray-venv DIR [--duration 10]
+
+A no-op deployment (a Python replica whose handler returns `{}`, sent as
+JSON) with 1 and 2 replicas, each replica holding half a CPU, on each
+system in turn; `wrk` (HTTP/1.1, keep-alive, one thread) pinned to CPU 0
+with `taskset`, the servers free to use both CPUs, at 1, 16 and 64
+connections for `--duration` seconds each after a 2 s warm-up: requests
+per second and wrk's p50 and p99 latency. Prints a markdown table.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+CONNECTIONS = [1, 16, 64]
+REPLICAS = [1, 2]
+
+OURS_APP = '''
+import fabric
+
+@fabric.remote
+class Noop:
+    def call(self, request):
+        return {}
+'''
+
+OURS_CONFIG = '''
+[ingress]
+listen = "127.0.0.1:{port}"
+
+[[deployment]]
+name = "noop"
+component = "noop.py"
+class = "Noop"
+route = "/"
+replicas = {replicas}
+num_cpus = 0.5
+max_queued_requests = 100000
+public = true
+'''
+
+RAY_APP = '''
+import sys, time
+import ray
+from ray import serve
+
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+serve.start(http_options={{"host": "127.0.0.1", "port": {port}}})
+
+@serve.deployment(num_replicas={replicas}, ray_actor_options={{"num_cpus": 0.5}})
+class Noop:
+    def __call__(self, request):
+        return {{}}
+
+serve.run(Noop.bind(), route_prefix="/")
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+'''
+
+
+def wrk(url, connections, duration):
+    """(requests/s, p50 ms, p99 ms) of one wrk run on CPU 0."""
+    subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", "-d2s", url],
+                   capture_output=True, check=True)
+    out = subprocess.run(
+        ["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        sys.exit(f"wrk saw {errors.group(1)} error responses from {url}:\n{out}")
+    return rate, pct(50), pct(99)
+
+
+def wait_for(proc, needle, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if needle in line:
+            return line
+    proc.kill()
+    sys.exit(f"the server never printed {needle!r}")
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_ours(fabric, replicas, port, duration, work):
+    with open(os.path.join(work, "noop.py"), "w") as f:
+        f.write(OURS_APP)
+    config = os.path.join(work, "serve.toml")
+    with open(config, "w") as f:
+        f.write(OURS_CONFIG.format(port=port, replicas=replicas))
+    proc = subprocess.Popen([fabric, "serve", config], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(proc, "serving on", 300)
+        return {c: wrk(f"http://127.0.0.1:{port}/", c, duration) for c in CONNECTIONS}
+    finally:
+        stop(proc)
+
+
+def run_ray(python, replicas, port, duration, work):
+    script = os.path.join(work, "ray_noop.py")
+    with open(script, "w") as f:
+        f.write(RAY_APP.format(port=port, replicas=replicas))
+    proc = subprocess.Popen([python, script], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(proc, "ready", 300)
+        return {c: wrk(f"http://127.0.0.1:{port}/", c, duration) for c in CONNECTIONS}
+    finally:
+        stop(proc)
+        subprocess.run([os.path.join(os.path.dirname(python), "ray"), "stop", "--force"],
+                       capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ray-venv", required=True)
+    ap.add_argument("--fabric", default="target/release/fabric")
+    ap.add_argument("--duration", type=int, default=10)
+    args = ap.parse_args()
+    python = os.path.join(args.ray_venv, "bin", "python")
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for replicas in REPLICAS:
+            ours = run_ours(os.path.abspath(args.fabric), replicas, 18431, args.duration, work)
+            ray = run_ray(python, replicas, 18432, args.duration, work)
+            for c in CONNECTIONS:
+                rows.append((replicas, c, ray[c], ours[c]))
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"\n{stamp} on {platform.machine()}, {os.cpu_count()} CPUs; wrk -t1 pinned to CPU 0, "
+          f"{args.duration} s per row; a no-op deployment returning {{}}\n")
+    print("| replicas | connections | Ray Serve req/s | ours req/s | ratio | "
+          "Ray p50 / p99 ms | ours p50 / p99 ms | p99 ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for replicas, c, (rr, r50, r99), (orate, o50, o99) in rows:
+        print(f"| {replicas} | {c} | {rr:,.0f} | {orate:,.0f} | {orate / rr:.1f}x | "
+              f"{r50:.2f} / {r99:.2f} | {o50:.2f} / {o99:.2f} | {o99 / r99:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
