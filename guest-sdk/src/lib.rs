@@ -72,6 +72,7 @@ mod object;
 mod options;
 mod remote;
 mod returns;
+pub mod serve;
 mod stream;
 pub mod util;
 mod value;

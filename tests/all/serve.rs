@@ -62,6 +62,38 @@ fn start(path: &Path) -> Served {
     Served { child, base }
 }
 
+/// A Rust replica takes the SDK's `Request` and answers with its
+/// `Response` (status, headers, body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_replica_answers_with_the_sdks_types() {
+    let config = r#"
+[[deployment]]
+name = "greeter"
+component = "ACTORS"
+class = "Greeter"
+route = "/hi"
+num_cpus = 0.25
+public = true
+"#
+    .replace("ACTORS", crate::support::programs::ACTORS);
+    let s = serve(&config, &[]).await;
+    assert_eq!(
+        get(&s, "/hi/there?x=1", None),
+        (200, "GET /hi/there?x=1 0 bytes, agent true, #1".into())
+    );
+    let (status, body) = curl::request(
+        Path::new(""),
+        "POST",
+        &format!("{}/hi", s.base),
+        None,
+        Body::Json("[1, 2, 3]"),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "POST /hi? 9 bytes, agent true, #2")
+    );
+}
+
 /// The README's example, as it is: `fabric serve examples/serve/serve.toml`
 /// builds the Python file itself and answers as the README says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -337,3 +337,34 @@ fn main() -> fabric::Result<()> {
     }
     Ok(())
 }
+
+/// A Serve replica in Rust (tests/all/serve.rs): each HTTP request is one
+/// call of `call`, its `Response` the answer.
+#[fabric::actor]
+struct Greeter {
+    served: u64,
+}
+
+#[fabric::actor]
+impl Greeter {
+    fn new() -> Self {
+        Greeter { served: 0 }
+    }
+
+    fn call(&mut self, request: fabric::serve::Request) -> fabric::serve::Response {
+        self.served += 1;
+        let agent = request.headers.contains_key("user-agent");
+        fabric::serve::Response::text(
+            200,
+            format!(
+                "{} {}?{} {} bytes, agent {agent}, #{}",
+                request.method,
+                request.path,
+                request.query,
+                request.body.len(),
+                self.served
+            ),
+        )
+        .header("x-served", self.served.to_string())
+    }
+}

@@ -1,0 +1,82 @@
+//! Serve's request and response, as a deployment's method takes and
+//! returns them (`fabric serve`: each HTTP request is one call of the
+//! replica's method, whose return value is the response).
+//!
+//! ```no_run
+//! use fabric::serve::{Request, Response};
+//!
+//! #[fabric::actor]
+//! struct Greeter {
+//!     served: u64,
+//! }
+//!
+//! #[fabric::actor]
+//! impl Greeter {
+//!     fn new() -> Self {
+//!         Greeter { served: 0 }
+//!     }
+//!
+//!     fn call(&mut self, request: Request) -> Response {
+//!         self.served += 1;
+//!         Response::text(200, format!("hello {} (#{})", request.path, self.served))
+//!     }
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! A method may also return bytes (the body), a `String` (a `text/plain`
+//! body) or any other serializable value (sent as JSON).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One HTTP request.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path, as the client sent it (the route's prefix included).
+    pub path: String,
+    /// What follows `?` (empty when nothing does).
+    pub query: String,
+    /// Lower-case names; a repeated header's values joined with `, `.
+    pub headers: BTreeMap<String, String>,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// An HTTP response: a status from 200 to 599, headers (the ingress sets
+/// the framing ones), a body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A response with a body of bytes (`application/octet-stream` unless
+    /// a `content-type` header says otherwise).
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Response {
+            status,
+            headers: BTreeMap::new(),
+            body: body.into(),
+        }
+    }
+
+    /// A `text/plain` response.
+    pub fn text(status: u16, text: impl Into<String>) -> Self {
+        Response::new(status, text.into().into_bytes())
+            .header("content-type", "text/plain; charset=utf-8")
+    }
+
+    /// This response with one more header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+}
