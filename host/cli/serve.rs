@@ -103,7 +103,10 @@ async fn deploy(
         class: d.class.clone(),
         args,
         demand: ResourceSet::default().with_cpus(d.num_cpus),
-        policy: Restarts::default(),
+        policy: Restarts {
+            max_concurrency: d.max_concurrency.unwrap_or(0),
+            ..Restarts::default()
+        },
     };
     let plan = DeploymentPlan {
         name: d.name.clone(),

@@ -94,6 +94,38 @@ public = true
     );
 }
 
+/// An async Python replica with `max_concurrency` interleaves its
+/// requests: one that waits is let through by a later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_replica_interleaves_its_requests() {
+    let config = r#"
+[[deployment]]
+name = "latch"
+component = "COMPONENT"
+class = "Latch"
+route = "/"
+num_cpus = 0.25
+max_concurrency = 8
+max_ongoing_requests = 8
+request_timeout = "20s"
+public = true
+"#;
+    let s = serve(config, &[]).await;
+    let base = s.base.clone();
+    let waiting = std::thread::spawn(move || {
+        curl::request(
+            Path::new(""),
+            "GET",
+            &format!("{base}/wait"),
+            None,
+            Body::None,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get(&s, "/open", None), (200, "opened".into()));
+    assert_eq!(waiting.join().unwrap(), (200, "went through".into()));
+}
+
 /// The README's example, as it is: `fabric serve examples/serve/serve.toml`
 /// builds the Python file itself and answers as the README says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

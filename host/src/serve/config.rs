@@ -75,6 +75,11 @@ pub struct DeploymentConfig {
     /// Requests a replica has at once (Ray's `max_ongoing_requests`).
     #[serde(default = "default_ongoing")]
     pub max_ongoing_requests: u32,
+    /// Requests a replica runs at once, interleaved (an actor class with
+    /// `async` methods: Ray's async replicas); unset, it runs them one at a
+    /// time. At most `max_ongoing_requests` reach a replica either way.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
     /// Requests waiting for a replica before more get 503.
     #[serde(default = "default_queued")]
     pub max_queued_requests: u32,
@@ -198,6 +203,15 @@ impl DeploymentConfig {
         if !(1..=MAX_ONGOING).contains(&self.max_ongoing_requests) {
             return Err(format!(
                 "deployment `{name}`: max_ongoing_requests must be 1 to {MAX_ONGOING}"
+            ));
+        }
+        if self
+            .max_concurrency
+            .is_some_and(|n| !(1..=crate::runtime::actor::MAX_CONCURRENCY).contains(&n))
+        {
+            return Err(format!(
+                "deployment `{name}`: max_concurrency must be 1 to {}",
+                crate::runtime::actor::MAX_CONCURRENCY
             ));
         }
         if self.max_queued_requests > MAX_QUEUED {

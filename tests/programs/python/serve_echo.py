@@ -2,6 +2,7 @@
 dict (`method`, `path`, `query`, `headers`, `body`), and what `call`
 returns is the response. The path's last part picks what it does."""
 
+import asyncio
 import os
 import time
 
@@ -39,3 +40,19 @@ class Echo:
         if last == "who":
             return self.me
         return f"{self.greeting} {request['path']}"
+
+
+@fabric.remote
+class Latch:
+    """An async replica: `/wait` waits until a later request `/open`s it,
+    which only a replica that interleaves its requests lets happen."""
+
+    def __init__(self):
+        self.opened = asyncio.Event()
+
+    async def call(self, request):
+        if request["path"].endswith("/open"):
+            self.opened.set()
+            return "opened"
+        await self.opened.wait()
+        return "went through"
