@@ -170,17 +170,25 @@ impl Deployment {
     async fn call(self: &Arc<Self>, actor: ActorId, request: Bytes) -> Result<Answer, ServeError> {
         // Refused before it reached the replica (the tenant's quota, a full
         // store): the deployment is busy, the replica is fine.
-        let pending = self
+        let pending = match self
             .service
             .submit(actor, &self.method, vec![request])
             .await
-            .map_err(|e| ServeError::Unavailable(e.to_string()))?;
+        {
+            Ok(pending) => pending,
+            // The replica is gone (killed, or died while idle): replaced.
+            Err(e @ (FabricError::NotFound(_) | FabricError::ActorDied(_))) => {
+                self.replace(actor);
+                return Err(ServeError::ReplicaFailed(e.to_string()));
+            }
+            Err(e) => return Err(ServeError::Unavailable(e.to_string())),
+        };
         match pending.outcome().await {
             Ok(value) => Ok(Answer {
                 value,
                 _charged: pending,
             }),
-            Err(e) if ends_the_replica(&e) => {
+            Err(e) if ends_the_replica(&e, self.template.policy.max_concurrency > 0) => {
                 self.replace(actor);
                 Err(ServeError::ReplicaFailed(e.to_string()))
             }
@@ -304,10 +312,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Whether a call's failure is the replica's own (its instance trapped,
 /// panicked, ran out of a limit, or died) rather than the handler's error.
-fn ends_the_replica(e: &FabricError) -> bool {
+/// A concurrent replica outlives a call past its wall time (the host fails
+/// that call alone); any other limit ends the instance.
+fn ends_the_replica(e: &FabricError, concurrent: bool) -> bool {
     use crate::error::FailureKind;
     match e {
-        FabricError::ActorDied(_) | FabricError::LimitExceeded { .. } => true,
+        FabricError::LimitExceeded { name, .. } => !(concurrent && name == "wall-time"),
+        FabricError::ActorDied(_) => true,
         FabricError::TaskFailed(f) => {
             matches!(
                 f.kind,

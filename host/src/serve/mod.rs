@@ -185,12 +185,21 @@ async fn handle(State(routes): State<Arc<Vec<Route>>>, request: Request) -> Resp
         Ok(slot) => slot,
         Err(e) => return failed(&deployment.name, e),
     };
-    let incoming = match read(request, route.max_body, route.token.is_some()).await {
-        Ok(incoming) => incoming,
-        Err(refused) => return refused,
+    // The body arrives within the request's deadline, so a slow upload
+    // holds its place no longer than `request_timeout`.
+    let reading = read(request, route.max_body, route.token.is_some());
+    let incoming = match tokio::time::timeout_at(deadline, reading).await {
+        Ok(Ok(incoming)) => incoming,
+        Ok(Err(refused)) => return refused,
+        Err(_) => {
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            );
+        }
     };
     match deployment.run(slot, incoming.encode(), deadline).await {
-        Ok(answer) => respond(&deployment.name, &answer.value, route.max_response),
+        Ok(answer) => respond(&deployment.name, &answer.value, route.max_response as usize),
         Err(e) => failed(&deployment.name, e),
     }
 }
@@ -276,8 +285,8 @@ async fn read_unsized(body: Body, max: u64) -> Result<bytes::Bytes, Response> {
 }
 
 /// The response a replica's value stands for.
-fn respond(deployment: &str, value: &bytes::Bytes, max_response: u64) -> Response {
-    if value.len() as u64 > max_response {
+fn respond(deployment: &str, value: &bytes::Bytes, max_response: usize) -> Response {
+    if value.len() > max_response {
         tracing::warn!(
             deployment,
             bytes = value.len(),
@@ -288,7 +297,7 @@ fn respond(deployment: &str, value: &bytes::Bytes, max_response: u64) -> Respons
             "the handler's response is too large",
         );
     }
-    let reply = match value::response_of(value) {
+    let reply = match value::response_of(value, max_response) {
         Ok(reply) => reply,
         Err(why) => {
             tracing::warn!(deployment, %why, "a handler returned no response");

@@ -18,7 +18,7 @@
 //! let request = Incoming { method: "GET".into(), path: "/a".into(), query: String::new(),
 //!     headers: vec![], body: bytes::Bytes::new() }.encode();
 //! assert!(!request.is_empty());
-//! let reply = response_of(&bytes::Bytes::from_static(&[0xa2, b'h', b'i'])).unwrap(); // "hi"
+//! let reply = response_of(&bytes::Bytes::from_static(&[0xa2, b'h', b'i']), 1 << 20).unwrap(); // "hi"
 //! assert_eq!(reply.status, 200);
 //! assert_eq!(&reply.body[..], b"hi");
 //! ```
@@ -80,7 +80,7 @@ pub struct Reply {
 
 /// The response `value` (a method's encoded return value) stands for, or
 /// why it stands for none.
-pub fn response_of(value: &Bytes) -> Result<Reply, String> {
+pub fn response_of(value: &Bytes, max_body: usize) -> Result<Reply, String> {
     // Bytes and text, the common answers, are the body as they are.
     if let Some((start, text)) = raw_body(value) {
         let kind = match text {
@@ -107,9 +107,9 @@ pub fn response_of(value: &Bytes) -> Result<Reply, String> {
                 .iter()
                 .any(|(k, v)| k.as_str() == Some("status") && v.is_u64()) =>
         {
-            record(fields)
+            record(fields, max_body)
         }
-        other => body_of(other, Vec::new(), 200),
+        other => body_of(other, Vec::new(), 200, max_body),
     }
 }
 
@@ -192,7 +192,7 @@ fn sizes(marker: u8, rest: &[u8]) -> Option<(usize, u64, u64)> {
 }
 
 /// A response record: `status`, `headers`, `body`.
-fn record(fields: Vec<(Value, Value)>) -> Result<Reply, String> {
+fn record(fields: Vec<(Value, Value)>, max_body: usize) -> Result<Reply, String> {
     let (mut status, mut headers, mut body) = (None, Vec::new(), Value::Nil);
     for (key, value) in fields {
         match key.as_str() {
@@ -207,7 +207,7 @@ fn record(fields: Vec<(Value, Value)>) -> Result<Reply, String> {
         .and_then(|s| u16::try_from(s).ok())
         .filter(|s| (200..=599).contains(s))
         .ok_or("a response's `status` must be an integer from 200 to 599")?;
-    body_of(body, headers, status)
+    body_of(body, headers, status, max_body)
 }
 
 fn header_list(value: Value) -> Result<Vec<(String, String)>, String> {
@@ -228,7 +228,12 @@ fn header_list(value: Value) -> Result<Vec<(String, String)>, String> {
 
 /// The body `value` stands for, with the content type it implies unless
 /// the headers name one.
-fn body_of(value: Value, mut headers: Vec<(String, String)>, status: u16) -> Result<Reply, String> {
+fn body_of(
+    value: Value,
+    mut headers: Vec<(String, String)>,
+    status: u16,
+    max_body: usize,
+) -> Result<Reply, String> {
     let (kind, body) = match value {
         Value::Nil if status != 200 => ("text/plain; charset=utf-8", Bytes::new()),
         Value::Binary(b) => ("application/octet-stream", Bytes::from(b)),
@@ -236,7 +241,7 @@ fn body_of(value: Value, mut headers: Vec<(String, String)>, status: u16) -> Res
             Some(text) => ("text/plain; charset=utf-8", Bytes::from(text)),
             None => return Err("the handler returned text that is not UTF-8".into()),
         },
-        other => ("application/json", Bytes::from(json_of(other)?.to_string())),
+        other => ("application/json", json_text(json_of(other)?, max_body)?),
     };
     if !headers
         .iter()
@@ -273,7 +278,9 @@ fn json_of(value: Value) -> Result<serde_json::Value, String> {
             for (k, v) in pairs {
                 let key = match k {
                     Value::String(s) => s.into_str().ok_or("a key that is not UTF-8")?,
-                    other => other.to_string(),
+                    Value::Integer(i) => i.to_string(),
+                    Value::Boolean(b) => b.to_string(),
+                    _ => return Err("a map key that is not text, a number or a bool".into()),
                 };
                 object.insert(key, json_of(v)?);
             }
@@ -283,4 +290,32 @@ fn json_of(value: Value) -> Result<serde_json::Value, String> {
             return Err("a reference or handle cannot be sent as JSON".into());
         }
     })
+}
+
+/// `json` as text, refused once it passes `max` bytes (escaping can make
+/// JSON several times the size of the value it came from).
+fn json_text(json: serde_json::Value, max: usize) -> Result<Bytes, String> {
+    struct Capped {
+        out: Vec<u8>,
+        max: usize,
+    }
+    impl std::io::Write for Capped {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.out.len() + buf.len() > self.max {
+                return Err(std::io::Error::other("over"));
+            }
+            self.out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut capped = Capped {
+        out: Vec::new(),
+        max,
+    };
+    serde_json::to_writer(&mut capped, &json)
+        .map_err(|_| format!("the handler's value is over {max} bytes as JSON"))?;
+    Ok(Bytes::from(capped.out))
 }
