@@ -33,8 +33,6 @@ pub enum ServeError {
     ReplicaFailed(String),
     #[error("the handler failed: {0}")]
     Handler(String),
-    #[error("no replica is running")]
-    NoReplica,
     #[error("the deployment cannot take the request now: {0}")]
     Unavailable(String),
 }
@@ -199,7 +197,7 @@ impl Deployment {
     /// A replica with room, taken (its count raised), waiting in the queue
     /// while none has room.
     async fn place(&self) -> Result<Arc<Replica>, ServeError> {
-        if let Some(r) = self.try_take()? {
+        if let Some(r) = self.try_take() {
             return Ok(r);
         }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
@@ -211,7 +209,7 @@ impl Deployment {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(r) = self.try_take()? {
+            if let Some(r) = self.try_take() {
                 return Ok(r);
             }
             freed.await;
@@ -219,10 +217,11 @@ impl Deployment {
     }
 
     /// Power of two choices over the replicas below the bound.
-    fn try_take(&self) -> Result<Option<Arc<Replica>>, ServeError> {
+    fn try_take(&self) -> Option<Arc<Replica>> {
         let replicas = self.replicas.lock();
         if replicas.is_empty() {
-            return Err(ServeError::NoReplica);
+            // Every replica is being replaced: wait in the queue for one.
+            return None;
         }
         let mut rng = rand::rng();
         let a = &replicas[rng.random_range(0..replicas.len())];
@@ -239,10 +238,10 @@ impl Deployment {
                     (n < self.max_ongoing).then_some(n + 1)
                 });
             if taken.is_ok() {
-                return Ok(Some(r.clone()));
+                return Some(r.clone());
             }
         }
-        Ok(None)
+        None
     }
 
     /// Replaces a replica that failed with a new actor (once, by whichever

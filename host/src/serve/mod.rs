@@ -345,9 +345,7 @@ const FRAMING: &[&str] = &[
 
 fn failed(deployment: &str, e: ServeError) -> Response {
     let status = match &e {
-        ServeError::Overloaded | ServeError::NoReplica | ServeError::Unavailable(_) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ServeError::Overloaded | ServeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         ServeError::ReplicaFailed(_) => StatusCode::BAD_GATEWAY,
         ServeError::Handler(_) => StatusCode::INTERNAL_SERVER_ERROR,
