@@ -319,3 +319,85 @@ fn json_text(json: serde_json::Value, max: usize) -> Result<Bytes, String> {
         .map_err(|_| format!("the handler's value is over {max} bytes as JSON"))?;
     Ok(Bytes::from(capped.out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(v: &Value) -> Bytes {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).unwrap();
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn bytes_and_text_pass_through_and_data_becomes_json() {
+        let text = response_of(&encode(&Value::from("hi")), 1 << 20).unwrap();
+        assert_eq!((&text.body[..], text.status), (&b"hi"[..], 200));
+        let bin = response_of(&encode(&Value::Binary(vec![0, 1, 2])), 1 << 20).unwrap();
+        assert_eq!(&bin.body[..], &[0, 1, 2]);
+        let ext = Value::Array(vec![Value::from(1), Value::Ext(5, vec![7; 20])]);
+        assert!(
+            response_of(&encode(&ext), 1 << 20).is_err(),
+            "a handle is no JSON"
+        );
+        let map = Value::Map(vec![(Value::from("a"), Value::from(true))]);
+        assert_eq!(
+            &response_of(&encode(&map), 1 << 20).unwrap().body[..],
+            b"{\"a\":true}"
+        );
+    }
+
+    #[test]
+    fn a_record_needs_an_integer_status_from_200_to_599() {
+        let record = |status: Value| {
+            Value::Map(vec![
+                (Value::from("status"), status),
+                (Value::from("body"), Value::from("x")),
+            ])
+        };
+        assert_eq!(
+            response_of(&encode(&record(Value::from(201))), 64)
+                .unwrap()
+                .status,
+            201
+        );
+        assert!(response_of(&encode(&record(Value::from(101))), 64).is_err());
+        assert!(response_of(&encode(&record(Value::from(600))), 64).is_err());
+        // A text `status` is data, not a record.
+        let data = response_of(&encode(&record(Value::from("ok"))), 64).unwrap();
+        assert_eq!(
+            (data.status, &data.body[..]),
+            (200, &br#"{"body":"x","status":"ok"}"#[..])
+        );
+    }
+
+    #[test]
+    fn declared_items_are_counted_before_anything_is_built() {
+        // An array32 that declares 4 billion items, in 5 bytes.
+        let huge = Bytes::from_static(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
+        let err = response_of(&huge, 1 << 20).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
+        // Every ext and fixext form is skipped by its size.
+        let mut ok = vec![0x96];
+        ok.extend([0xd4, 1, 0]);
+        ok.extend([0xd8, 1]);
+        ok.extend([0; 16]);
+        ok.extend([0xc7, 3, 1, 0, 0, 0]);
+        ok.extend([0xc8, 0, 2, 1, 0, 0]);
+        ok.extend([0xc9, 0, 0, 0, 1, 1, 0]);
+        ok.extend([0xd9, 2, b'h', b'i']);
+        assert_eq!(count_values(&ok, 100), Ok(()));
+        assert!(count_values(&ok[..ok.len() - 1], 100).is_err(), "truncated");
+        let many = encode(&Value::Array(vec![Value::Nil; 200_000]));
+        assert!(response_of(&many, 1 << 30).is_err());
+    }
+
+    #[test]
+    fn json_past_the_bound_is_refused() {
+        // Control characters grow sixfold as JSON (`\u0001`).
+        let v = Value::Array(vec![Value::from("\u{1}".repeat(1000))]);
+        assert!(response_of(&encode(&v), 4096).is_err());
+        assert!(response_of(&encode(&v), 8192).is_ok());
+    }
+}
