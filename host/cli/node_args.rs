@@ -117,3 +117,14 @@ fn default_compile_cache() -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// The multi-threaded runtime a node runs on (`fabric run`, `start`,
+/// `serve`).
+pub fn node_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fabric-worker")
+        .build()
+        .context("cannot start the async runtime")
+}

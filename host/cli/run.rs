@@ -52,11 +52,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tenant: None,
         components: Vec::new(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fabric-worker")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::node_args::node_runtime()?;
     runtime.block_on(async move {
         let node = Node::start(config).context("cannot start the node")?;
         let app = node

@@ -43,11 +43,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("in {}", args.file.display()))?;
     let base = args.file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let node_config = args.node.config(true)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fabric-worker")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::node_args::node_runtime()?;
     runtime.block_on(async move {
         let node = Node::start(node_config).context("cannot start the node")?;
         let mut routes = Vec::new();

@@ -241,11 +241,7 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
     config.labels = args.labels.clone().unwrap_or_default();
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     config.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fabric-worker")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::node_args::node_runtime()?;
     runtime.block_on(async move {
         let node_config = args.node.config(false)?;
         config.ingress = node_config.ingress.clone();

@@ -111,16 +111,7 @@ request_timeout = "20s"
 public = true
 "#;
     let s = serve(config, &[]).await;
-    let base = s.base.clone();
-    let waiting = std::thread::spawn(move || {
-        curl::request(
-            Path::new(""),
-            "GET",
-            &format!("{base}/wait"),
-            None,
-            Body::None,
-        )
-    });
+    let waiting = get_in_background(&s, "/wait");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(get(&s, "/open", None), (200, "opened".into()));
     assert_eq!(waiting.join().unwrap(), (200, "went through".into()));
@@ -139,6 +130,12 @@ async fn the_readme_serve_example_answers() {
         (200, r#"{"bytes":0,"greeting":"hi"}"#.into())
     );
     assert_eq!(get(&s, "/echo/a", None), (200, "hi /echo/a".into()));
+}
+
+/// [`get`] on a thread of its own, for a request that waits.
+fn get_in_background(s: &Served, path: &str) -> std::thread::JoinHandle<(u16, String)> {
+    let url = format!("{}{path}", s.base);
+    std::thread::spawn(move || curl::request(Path::new(""), "GET", &url, None, Body::None))
 }
 
 fn get(s: &Served, path: &str, token: Option<&str>) -> (u16, String) {
@@ -268,16 +265,7 @@ public = true
 "#;
     let s = serve(config, &[]).await;
     assert_eq!(get(&s, "/warm", None).0, 200);
-    let base = s.base.clone();
-    let slow = std::thread::spawn(move || {
-        curl::request(
-            Path::new(""),
-            "GET",
-            &format!("{base}/slow"),
-            None,
-            Body::None,
-        )
-    });
+    let slow = get_in_background(&s, "/slow");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(get(&s, "/other", None).0, 503);
     assert_eq!(

@@ -259,7 +259,7 @@ async fn call(
 }
 
 /// Hands `call` to actor `id` of `tenant`, here or on its node.
-async fn deliver(
+pub(crate) async fn deliver(
     core: &Arc<NodeCore>,
     id: ActorId,
     tenant: &str,
@@ -299,7 +299,7 @@ async fn kill(state: &mut InstanceState, actor: Resource<ObjectRef>) -> HostCall
 }
 
 /// Kills actor `id` of `tenant`, here or on its node.
-async fn kill_by_id(
+pub(crate) async fn kill_by_id(
     core: &Arc<NodeCore>,
     id: ActorId,
     tenant: &str,
@@ -369,7 +369,7 @@ async fn lookup(
 
 /// An actor hosted here that belongs to `tenant`. Another tenant's actor is
 /// not found, exactly as a missing one (no existence oracle).
-fn local_actor(core: &NodeCore, id: ActorId, tenant: &str) -> Option<Arc<ActorRecord>> {
+pub(crate) fn local_actor(core: &NodeCore, id: ActorId, tenant: &str) -> Option<Arc<ActorRecord>> {
     core.actors()
         .get(&id)
         .filter(|r| &*r.job.tenant == tenant)

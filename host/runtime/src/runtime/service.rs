@@ -154,15 +154,7 @@ impl Service {
             keep: None,
             queued_us: 0,
         };
-        match self.local(actor) {
-            Some(record) => record.call(&self.core, call),
-            None => {
-                self.core
-                    .port()
-                    .call_actor(actor, &self.job.tenant, call)
-                    .await?
-            }
-        }
+        host_api::actors::deliver(&self.core, actor, &self.job.tenant, call).await?;
         Ok(Pending { result: result_ref })
     }
 
@@ -178,26 +170,8 @@ impl Service {
 
     /// Stops `actor` (its queued calls fail with `actor-died`).
     pub async fn kill(&self, actor: ActorId) -> Result<(), FabricError> {
-        match self.local(actor) {
-            Some(record) => {
-                let reason = format!(
-                    "actor {} of {} was stopped by its service",
-                    actor, record.class
-                );
-                crate::runtime::actor::kill(&self.core, &record, reason);
-                Ok(())
-            }
-            None => self.core.port().kill_actor(actor, &self.job.tenant).await,
-        }
-    }
-
-    /// The actor's record when it lives here, for this service's tenant.
-    fn local(&self, actor: ActorId) -> Option<Arc<crate::runtime::actor::ActorRecord>> {
-        self.core
-            .actors()
-            .get(&actor)
-            .filter(|r| r.job.tenant == self.job.tenant)
-            .map(|r| r.clone())
+        let why = "was stopped by its service";
+        host_api::actors::kill_by_id(&self.core, actor, &self.job.tenant, why).await
     }
 
     /// Ends the job: its actors stop, calls in flight fail.
