@@ -107,11 +107,15 @@ async fn deploy(
     let plan = DeploymentPlan {
         name: d.name.clone(),
         replica,
-        replicas: d.replicas,
+        replicas: match &d.autoscaling {
+            Some(a) => a.initial(),
+            None => d.replicas.unwrap_or(1),
+        },
         method: d.method.clone(),
         max_ongoing: d.max_ongoing_requests,
         max_queued: d.max_queued_requests,
         timeout: d.request_timeout,
+        autoscaling: d.autoscaling.clone(),
     };
     let deployment = Deployment::start(service, plan).await?;
     let token = match &d.token_file {

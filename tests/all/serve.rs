@@ -132,6 +132,73 @@ async fn the_readme_serve_example_answers() {
     assert_eq!(get(&s, "/echo/a", None), (200, "hi /echo/a".into()));
 }
 
+/// An autoscaled deployment grows under load, answering every request
+/// meanwhile, and once idle shrinks to its floor of zero; the next request
+/// starts a replica at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_follows_the_load_up_and_down_to_zero() {
+    let config = r#"
+[[deployment]]
+name = "scaled"
+component = "COMPONENT"
+class = "Echo"
+route = "/"
+num_cpus = 0.25
+max_ongoing_requests = 2
+public = true
+
+[deployment.autoscaling]
+min_replicas = 0
+max_replicas = 3
+initial_replicas = 1
+target_ongoing_requests = 1
+upscale_delay = "200ms"
+downscale_delay = "1s"
+look_back = "500ms"
+"#;
+    let s = serve(config, &[]).await;
+    let mut seen = std::collections::HashSet::from([get(&s, "/who", None).1]);
+    // Six clients, each a request of 0.2 s at a time, for 4 s.
+    let until = Instant::now() + Duration::from_secs(4);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let url = format!("{}/nap", s.base);
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while Instant::now() < until {
+                    answers.push(curl::request(Path::new(""), "GET", &url, None, Body::None));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for client in clients {
+        for (status, who) in client.join().unwrap() {
+            assert_eq!(status, 200, "{who}");
+            seen.insert(who);
+            answered += 1;
+        }
+    }
+    assert!(
+        (2..=3).contains(&seen.len()),
+        "replicas that answered {answered} requests: {seen:?}"
+    );
+    eprintln!("{answered} requests answered by {} replicas", seen.len());
+    // Idle past the downscale delay and the look-back: none is left, so
+    // the next answer comes from a replica started for it.
+    std::thread::sleep(Duration::from_secs(3));
+    let cold = Instant::now();
+    let (status, who) = get(&s, "/who", None);
+    let cold = cold.elapsed();
+    assert_eq!(status, 200, "{who}");
+    assert!(
+        !seen.contains(&who),
+        "{who} outlived the idle time: {seen:?}"
+    );
+    eprintln!("the first request after scaling to zero took {cold:?}");
+}
+
 /// [`get`] on a thread of its own, for a request that waits.
 fn get_in_background(s: &Served, path: &str) -> std::thread::JoinHandle<(u16, String)> {
     let url = format!("{}{path}", s.base);

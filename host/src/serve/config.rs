@@ -69,9 +69,12 @@ pub struct DeploymentConfig {
     /// The `Host` it answers (any when unset).
     #[serde(default)]
     pub host: Option<String>,
-    /// Replicas kept running.
-    #[serde(default = "one")]
-    pub replicas: u32,
+    /// Replicas kept running (1 unless set; not with `autoscaling`).
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// Replicas between a floor and a ceiling, following the load.
+    #[serde(default)]
+    pub autoscaling: Option<AutoscalingConfig>,
     /// Requests a replica has at once (Ray's `max_ongoing_requests`).
     #[serde(default = "default_ongoing")]
     pub max_ongoing_requests: u32,
@@ -107,6 +110,46 @@ pub struct DeploymentConfig {
     /// A file holding the bearer token a request must present.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+}
+
+/// How a deployment's replica count follows its load (Ray's
+/// `autoscaling_config`): the load is the requests its replicas have plus
+/// those queued, averaged over `look_back`; the count wanted is the load
+/// over `target_ongoing_requests`, rounded up, between `min_replicas` and
+/// `max_replicas`. A count above the current one for `upscale_delay`
+/// starts replicas, one below it for `downscale_delay` stops the idlest.
+/// With `min_replicas = 0`, an idle deployment keeps no replica, and the
+/// first request starts one at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalingConfig {
+    #[serde(default = "one")]
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// Replicas at start (`min_replicas` when unset, at least one).
+    #[serde(default)]
+    pub initial_replicas: Option<u32>,
+    #[serde(default = "default_target")]
+    pub target_ongoing_requests: f64,
+    #[serde(default = "default_upscale", with = "humantime_serde_like")]
+    pub upscale_delay: Duration,
+    #[serde(default = "default_downscale", with = "humantime_serde_like")]
+    pub downscale_delay: Duration,
+    #[serde(default = "default_look_back", with = "humantime_serde_like")]
+    pub look_back: Duration,
+}
+
+fn default_target() -> f64 {
+    2.0
+}
+fn default_upscale() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_downscale() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_look_back() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_method() -> String {
@@ -174,6 +217,39 @@ impl ServeConfig {
     }
 }
 
+impl AutoscalingConfig {
+    /// Replicas started with the deployment.
+    pub fn initial(&self) -> u32 {
+        self.initial_replicas.unwrap_or(self.min_replicas).max(1)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_REPLICAS).contains(&self.max_replicas) {
+            return Err(format!("max_replicas must be 1 to {MAX_REPLICAS}"));
+        }
+        if self.min_replicas > self.max_replicas {
+            return Err("min_replicas is above max_replicas".into());
+        }
+        if !(self.min_replicas.max(1)..=self.max_replicas).contains(&self.initial()) {
+            return Err("initial_replicas must be between min_replicas and max_replicas".into());
+        }
+        if !(self.target_ongoing_requests.is_finite() && self.target_ongoing_requests > 0.0) {
+            return Err("target_ongoing_requests must be a number above 0".into());
+        }
+        let hour = Duration::from_secs(3600);
+        if self.upscale_delay > hour || self.downscale_delay > hour || self.look_back > hour {
+            return Err("delays and look_back are at most an hour".into());
+        }
+        if self.look_back < SAMPLE_EVERY {
+            return Err(format!("look_back is at least {SAMPLE_EVERY:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// How often an autoscaled deployment's load is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
 impl DeploymentConfig {
     /// The constructor's arguments: `user_config`, as MessagePack, when set.
     pub fn constructor_args(&self) -> Result<Vec<bytes::Bytes>, String> {
@@ -195,10 +271,19 @@ impl DeploymentConfig {
         if !self.route.starts_with('/') {
             return Err(format!("deployment `{name}`: route must start with `/`"));
         }
-        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+        if self.replicas.is_some() && self.autoscaling.is_some() {
+            return Err(format!(
+                "deployment `{name}`: `replicas` and `autoscaling` contradict each other"
+            ));
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.replicas.unwrap_or(1)) {
             return Err(format!(
                 "deployment `{name}`: replicas must be 1 to {MAX_REPLICAS}"
             ));
+        }
+        if let Some(a) = &self.autoscaling {
+            a.check()
+                .map_err(|e| format!("deployment `{name}`: autoscaling: {e}"))?;
         }
         if !(1..=MAX_ONGOING).contains(&self.max_ongoing_requests) {
             return Err(format!(

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::error::FabricError;
 use crate::ids::ActorId;
 use crate::runtime::service::{Pending, Service, ServiceActor};
+use crate::serve::config::AutoscalingConfig;
 
 /// Why a request was not answered by a replica.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,10 @@ pub struct Deployment {
     freed: Notify,
     /// When replicas were replaced lately (for the backoff).
     replaced: Mutex<VecDeque<Instant>>,
+    /// Replicas being started (by the autoscaler or as replacements).
+    starting: AtomicUsize,
+    /// Wakes the autoscaler: a request found no replica.
+    scale_now: Arc<Notify>,
 }
 
 /// A replica's answer: the handler's encoded value, still charged to the
@@ -76,6 +81,9 @@ pub struct DeploymentPlan {
     pub max_ongoing: u32,
     pub max_queued: u32,
     pub timeout: Duration,
+    /// The count follows the load between bounds; `replicas` is then the
+    /// count at start.
+    pub autoscaling: Option<AutoscalingConfig>,
 }
 
 impl Deployment {
@@ -93,6 +101,8 @@ impl Deployment {
             queued: AtomicUsize::new(0),
             freed: Notify::new(),
             replaced: Mutex::new(VecDeque::new()),
+            starting: AtomicUsize::new(0),
+            scale_now: Arc::new(Notify::new()),
         });
         for _ in 0..plan.replicas {
             let actor = deployment
@@ -100,6 +110,9 @@ impl Deployment {
                 .create_actor(deployment.template.clone())
                 .await?;
             deployment.add(actor);
+        }
+        if let Some(config) = plan.autoscaling {
+            super::autoscale::spawn(&deployment, config, deployment.scale_now.clone());
         }
         Ok(deployment)
     }
@@ -120,6 +133,18 @@ impl Deployment {
     /// Requests waiting for a replica now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// What the autoscaler reads: the load (requests at replicas and
+    /// queued) and the replicas running or starting.
+    pub(super) fn scaling_inputs(&self) -> (usize, usize) {
+        let replicas = self.replicas.lock();
+        let ongoing: usize = replicas
+            .iter()
+            .map(|r| r.ongoing.load(Ordering::Relaxed))
+            .sum();
+        let current = replicas.len() + self.starting.load(Ordering::Acquire);
+        (ongoing + self.queued(), current)
     }
 
     /// A place at a replica with room, waiting in the bounded queue until
@@ -205,6 +230,11 @@ impl Deployment {
             return Err(ServeError::Overloaded);
         }
         let _queued = Queued(&self.queued);
+        if self.replicas.lock().is_empty() {
+            // Scaled to zero, or every replica being replaced: the
+            // autoscaler (if any) starts one now rather than at its tick.
+            self.scale_now.notify_one();
+        }
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -258,19 +288,34 @@ impl Deployment {
             return;
         }
         tracing::warn!(deployment = %self.name, actor = %dead, "a replica failed: starting another");
-        let delay = self.replacement_delay();
-        let me: Weak<Deployment> = Arc::downgrade(self);
+        let me = Arc::downgrade(self);
         tokio::spawn(async move {
             if let Some(d) = me.upgrade() {
                 let _ = d.service.kill(dead).await;
             }
+        });
+        self.start_replica(self.replacement_delay());
+    }
+
+    /// Starts one replica after `delay`, retrying with a backoff until it
+    /// starts or the deployment is gone; counted as starting meanwhile.
+    pub(super) fn start_replica(self: &Arc<Self>, delay: Duration) {
+        self.starting.fetch_add(1, Ordering::AcqRel);
+        let me: Weak<Deployment> = Arc::downgrade(self);
+        let began = Instant::now();
+        tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let mut wait = Duration::from_millis(100);
-            // Gone with its deployment: nothing to replace.
+            // Gone with its deployment: nothing to start.
             while let Some(d) = me.upgrade() {
                 match d.service.create_actor(d.template.clone()).await {
-                    Ok(actor) => return d.add(actor),
-                    Err(FabricError::Cancelled) => return,
+                    Ok(actor) => {
+                        tracing::debug!(deployment = %d.name, took = ?began.elapsed(), "a replica started");
+                        d.add(actor);
+                        d.starting.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    }
+                    Err(FabricError::Cancelled) => break,
                     Err(e) => {
                         tracing::warn!(deployment = %d.name, error = %e, "cannot start a replica");
                     }
@@ -279,7 +324,34 @@ impl Deployment {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_BACKOFF);
             }
+            if let Some(d) = me.upgrade() {
+                d.starting.fetch_sub(1, Ordering::AcqRel);
+            }
         });
+    }
+
+    /// Stops the `n` idlest replicas (keeping none is allowed): each is
+    /// taken out of the choice at once, and stopped once the requests it
+    /// has are answered.
+    pub(super) fn retire(self: &Arc<Self>, n: usize) {
+        let retired: Vec<Arc<Replica>> = {
+            let mut replicas = self.replicas.lock();
+            replicas.sort_by_key(|r| r.ongoing.load(Ordering::Relaxed));
+            let n = n.min(replicas.len());
+            replicas.drain(..n).collect()
+        };
+        for replica in retired {
+            let me = Arc::downgrade(self);
+            tokio::spawn(async move {
+                // No new request reaches it; those it has hold a count.
+                while replica.ongoing.load(Ordering::Acquire) > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if let Some(d) = me.upgrade() {
+                    let _ = d.service.kill(replica.actor).await;
+                }
+            });
+        }
     }
 
     /// How long to wait before starting a replacement: nothing for the

@@ -26,7 +26,7 @@
 //! let plan = DeploymentPlan {
 //!     name: "greeter".into(), replica: ServiceActor::new("Greeter"), replicas: 2,
 //!     method: "call".into(), max_ongoing: 5, max_queued: 64,
-//!     timeout: std::time::Duration::from_secs(30),
+//!     timeout: std::time::Duration::from_secs(30), autoscaling: None,
 //! };
 //! let greeter = Deployment::start(service, plan).await?;
 //! let route = Route::new(None, "/greet", greeter, None, 1 << 20, 16 << 20);
@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod autoscale;
 pub mod config;
 pub mod deployment;
 pub mod value;

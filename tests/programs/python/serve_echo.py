@@ -39,6 +39,9 @@ class Echo:
             os.abort()
         if last == "who":
             return self.me
+        if last == "nap":
+            time.sleep(0.2)
+            return self.me
         return f"{self.greeting} {request['path']}"
 
 
