@@ -392,6 +392,7 @@ async fn scrape_metrics(node: &Node) -> fabric_host::metrics::MetricsServer {
         node: node.clone(),
         meters: None,
         head: None,
+        serve: Vec::new(),
     };
     let server = fabric_host::metrics::serve(config, source).await.unwrap();
     let address = server.address();

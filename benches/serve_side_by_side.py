@@ -13,6 +13,11 @@ with `taskset`, the servers free to use both CPUs, at 1, 16 and 64
 connections for `--duration` seconds each after a 2 s warm-up: requests
 per second, wrk's p50 and p99 latency, and the requests wrk gave up on
 after its 2 s timeout. Prints a markdown table.
+
+Then ours alone: a deployment scaled to zero (`min_replicas = 0`), its
+first request timed `--cold-starts` times from the client's side (Python's
+http.client on a fresh connection), each once the ingress's metrics say no
+replica is left: the goal is an answer within 50 ms.
 """
 
 import argparse
@@ -25,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import http.client
+import statistics
 
 CONNECTIONS = [1, 16, 64]
 REPLICAS = [1, 2]
@@ -132,6 +139,72 @@ def run_ours(fabric, replicas, port, duration, work):
         stop(proc)
 
 
+COLD_CONFIG = '''
+[ingress]
+listen = "127.0.0.1:{port}"
+metrics_token_file = "token"
+
+[[deployment]]
+name = "noop"
+component = "noop.py"
+class = "Noop"
+route = "/"
+num_cpus = 0.5
+public = true
+
+[deployment.autoscaling]
+min_replicas = 0
+max_replicas = 1
+downscale_delay = "500ms"
+look_back = "200ms"
+'''
+
+COLD_TOKEN = "a-token-for-the-cold-start-bench"
+
+
+def replicas_now(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/-/metrics", headers={"Authorization": f"Bearer {COLD_TOKEN}"})
+    text = conn.getresponse().read().decode()
+    conn.close()
+    live = re.search(r'^fabric_serve_replicas\{deployment="noop"\} (\S+)', text, re.M)
+    starting = re.search(r'^fabric_serve_replicas_starting\{deployment="noop"\} (\S+)', text, re.M)
+    return float(live.group(1)) + float(starting.group(1))
+
+
+def cold_starts(fabric, port, work, n):
+    """Milliseconds to the first answer of a deployment scaled to zero."""
+    with open(os.path.join(work, "noop.py"), "w") as f:
+        f.write(OURS_APP)
+    with open(os.path.join(work, "token"), "w") as f:
+        f.write(COLD_TOKEN)
+    config = os.path.join(work, "cold.toml")
+    with open(config, "w") as f:
+        f.write(COLD_CONFIG.format(port=port))
+    proc = subprocess.Popen([fabric, "serve", config], stdout=subprocess.PIPE, text=True)
+    times = []
+    try:
+        wait_for(proc, "serving on", 300)
+        for _ in range(n):
+            deadline = time.time() + 30
+            while replicas_now(port) > 0:
+                if time.time() > deadline:
+                    sys.exit("the deployment never scaled to zero")
+                time.sleep(0.1)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            started = time.perf_counter()
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            response.read()
+            times.append((time.perf_counter() - started) * 1000)
+            conn.close()
+            if response.status != 200:
+                sys.exit(f"the first request after zero got {response.status}")
+    finally:
+        stop(proc)
+    return times
+
+
 def run_ray(python, replicas, port, duration, work):
     script = os.path.join(work, "ray_noop.py")
     with open(script, "w") as f:
@@ -152,7 +225,14 @@ def main():
     ap.add_argument("--ray-venv", required=True)
     ap.add_argument("--fabric", default="target/release/fabric")
     ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--cold-starts", type=int, default=20)
+    ap.add_argument("--only-cold-starts", action="store_true")
     args = ap.parse_args()
+    if args.only_cold_starts:
+        with tempfile.TemporaryDirectory() as work:
+            report_cold_starts(cold_starts(os.path.abspath(args.fabric), 18433, work,
+                                           args.cold_starts))
+        return
     python = os.path.join(args.ray_venv, "bin", "python")
     rows = []
     with tempfile.TemporaryDirectory() as work:
@@ -170,6 +250,15 @@ def main():
     for replicas, c, (rr, r50, r99, rl), (orate, o50, o99, ol) in rows:
         print(f"| {replicas} | {c} | {rr:,.0f} | {orate:,.0f} | {orate / rr:.1f}x | "
               f"{r50:.2f} / {r99:.2f} | {o50:.2f} / {o99:.2f} | {o99 / r99:.2f} | {rl} / {ol} |")
+    with tempfile.TemporaryDirectory() as work:
+        report_cold_starts(cold_starts(os.path.abspath(args.fabric), 18433, work,
+                                       args.cold_starts))
+
+
+def report_cold_starts(times):
+    times.sort()
+    print(f"\nScaled to zero, first request answered (ours, {len(times)} times): "
+          f"p50 {statistics.median(times):.1f} ms, max {times[-1]:.1f} ms (goal: 50 ms)")
 
 
 if __name__ == "__main__":

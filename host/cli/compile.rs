@@ -13,10 +13,18 @@ pub struct CompileArgs {
     pub memory: u64,
     #[arg(long)]
     pub settings: String,
+    /// The input starts with a function pack (see
+    /// `fabric_host::runtime::function_pack`).
+    #[arg(long)]
+    pub functions: bool,
 }
 
 pub fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
-    let code =
-        fabric_host::runtime::compile::child_main(args.cpu_secs, args.memory, &args.settings);
+    let code = fabric_host::runtime::compile::child_main(
+        args.cpu_secs,
+        args.memory,
+        &args.settings,
+        args.functions,
+    );
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -15,7 +15,7 @@ use fabric_host::runtime::actor::Restarts;
 use fabric_host::runtime::service::ServiceActor;
 use fabric_host::serve::config::{DeploymentConfig, ServeConfig};
 use fabric_host::serve::deployment::{Deployment, DeploymentPlan};
-use fabric_host::serve::{Route, Serve};
+use fabric_host::serve::{IngressMetrics, Route, Serve};
 use fabric_host::{JobOptions, Node};
 
 #[derive(Args)]
@@ -60,7 +60,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..Bounds::default()
         };
         let listen = args.listen.unwrap_or(ingress.listen);
-        let serve = Serve::start(listen, bounds, routes).await?;
+        let metrics = match &ingress.metrics_token_file {
+            Some(file) => Some(IngressMetrics {
+                token: read_token(&base.join(file))?,
+                node: node.clone(),
+            }),
+            None => None,
+        };
+        let serve = Serve::start(listen, bounds, routes, metrics).await?;
         // The one line a script reads to find the port.
         println!("serving on http://{}", serve.address());
         tokio::signal::ctrl_c()
@@ -120,16 +127,7 @@ async fn deploy(
     let deployment = Deployment::start(service, plan).await?;
     let token = match &d.token_file {
         None => None,
-        Some(file) => {
-            let file = base.join(file);
-            let token = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let token = token.trim().to_string();
-            if token.len() < 16 {
-                bail!("the token in {} is under 16 characters", file.display());
-            }
-            Some(token)
-        }
+        Some(file) => Some(read_token(&base.join(file))?),
     };
     Ok(Route::new(
         d.host.as_deref(),
@@ -139,4 +137,15 @@ async fn deploy(
         d.max_body,
         d.max_response,
     ))
+}
+
+/// A bearer token from `file`: its text, trimmed, at least 16 characters.
+fn read_token(file: &Path) -> anyhow::Result<String> {
+    let token =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let token = token.trim().to_string();
+    if token.len() < 16 {
+        bail!("the token in {} is under 16 characters", file.display());
+    }
+    Ok(token)
 }

@@ -253,6 +253,7 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
             node: node.clone(),
             meters: Some(joined.meters().clone()),
             head: joined.head().cloned(),
+            serve: Vec::new(),
         };
         let endpoints = &args.endpoints;
         let _metrics = endpoints

@@ -335,7 +335,12 @@ async fn compiled_components_are_kept_on_disk_and_damaged_ones_compiled_again() 
     let first = engine();
     first.load(&bytes).await.expect("load");
     assert_eq!(first.compile_stats().from_disk, 0);
-    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    // The artifact, and the tenant's function pack.
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|f| !f.file_name().to_string_lossy().starts_with("functions-"))
+        .collect();
     assert_eq!(files.len(), 1, "one artifact kept");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
@@ -372,5 +377,53 @@ async fn compiled_components_are_kept_on_disk_and_damaged_ones_compiled_again() 
     assert_eq!(third.compile_stats().from_disk, 0);
     let again = std::fs::read(&path).unwrap();
     assert_ne!(again, artifact, "the damaged file was replaced");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A tenant's second component reuses the functions its first compiled
+/// (Cranelift's cache, kept as the tenant's function pack in the private
+/// disk cache); another tenant's compile reads nothing of that pack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_compiles_reuse_its_own_functions_and_no_one_elses() {
+    let dir = crate::support::unique_temp_path("functions");
+    let engine = FabricEngine::new(&EngineSettings {
+        max_instances: 50,
+        compile: Some(compile_sandbox()),
+        compiled_dir: Some(dir.clone()),
+        ..EngineSettings::default()
+    })
+    .expect("engine");
+    // The same guest made distinct: the same functions, other digests.
+    engine
+        .load_for(&distinct_component(7_101), "alice")
+        .await
+        .expect("load");
+    let first = engine.compile_stats();
+    assert_eq!(first.functions_reused, 0);
+    assert!(first.functions_compiled > 100, "{first:?}");
+    engine
+        .load_for(&distinct_component(7_102), "alice")
+        .await
+        .expect("load");
+    let second = engine.compile_stats();
+    let reused = second.functions_reused - first.functions_reused;
+    let compiled = second.functions_compiled - first.functions_compiled;
+    assert!(
+        reused >= first.functions_compiled * 9 / 10 && compiled < reused / 10,
+        "alice's second compile: {reused} reused, {compiled} compiled"
+    );
+    engine
+        .load_for(&distinct_component(7_103), "mallory")
+        .await
+        .expect("load");
+    let third = engine.compile_stats();
+    assert_eq!(third.functions_reused, second.functions_reused, "{third:?}");
+    assert!(third.functions_compiled - second.functions_compiled > 100);
+    let packs = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().starts_with("functions-"))
+        .count();
+    assert_eq!(packs, 2, "a pack for each tenant");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -216,6 +216,9 @@ fn get(s: &Served, path: &str, token: Option<&str>) -> (u16, String) {
 }
 
 const ECHO_CONFIG: &str = r#"
+[ingress]
+metrics_token_file = "token"
+
 [[deployment]]
 name = "echo"
 component = "COMPONENT"
@@ -291,6 +294,34 @@ async fn a_deployment_answers_over_http() {
         seen.insert(get(&s, "/echo/who", None).1);
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // The ingress's metrics: the node's and each deployment's, for the
+    // holder of the metrics token only.
+    assert_eq!(get(&s, "/-/metrics", None).0, 401);
+    assert_eq!(
+        get(&s, "/-/metrics", Some("a-wrong-token-of-length")).0,
+        401
+    );
+    let (status, metrics) = get(&s, "/-/metrics", Some(token));
+    assert_eq!(status, 200);
+    let sample = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(sample("fabric_serve_requests_total{deployment=\"echo\",class=\"2xx\"}") >= 44.0);
+    assert!(sample("fabric_serve_requests_total{deployment=\"echo\",class=\"5xx\"}") >= 3.0);
+    assert!(sample("fabric_serve_requests_total{deployment=\"private\",class=\"4xx\"}") >= 2.0);
+    assert!(sample("fabric_serve_request_seconds_count{deployment=\"echo\"}") >= 47.0);
+    assert_eq!(sample("fabric_serve_replicas{deployment=\"echo\"}"), 2.0);
+    assert_eq!(
+        sample("fabric_serve_queued_requests{deployment=\"echo\"}"),
+        0.0
+    );
+    assert!(metrics.contains("fabric_tasks_queued"), "the node's own");
+    assert_eq!(get(&s, "/-/other", Some(token)).0, 404);
 }
 
 /// A replica that traps fails its request with 502 and is replaced; the

@@ -19,6 +19,7 @@ use crate::head::{ActorState, JobStatus, NodeState};
 use crate::meters::{ClusterMeters, LatencyRead};
 use crate::outcomes::Outcome;
 use crate::resources::{ResourceSet, UNIT};
+use crate::serve::stats::DeploymentReading as Reading;
 
 type Fmt = Result<(), std::fmt::Error>;
 
@@ -30,6 +31,8 @@ pub struct Source {
     pub meters: Option<Arc<ClusterMeters>>,
     /// The head's records, on the head.
     pub head: Option<Arc<Head>>,
+    /// Serve's deployments, where this process runs an ingress.
+    pub serve: Vec<Arc<crate::serve::deployment::Deployment>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -136,8 +139,58 @@ impl Collector for Source {
         if let Some(h) = &self.head {
             head_metrics(&mut f, h)?;
         }
+        if !self.serve.is_empty() {
+            let readings: Vec<_> = self.serve.iter().map(|d| d.reading()).collect();
+            serve_metrics(&mut f, &readings)?;
+        }
         Ok(())
     }
+}
+
+/// Serve's figures, one sample per deployment.
+fn serve_metrics(f: &mut Family, readings: &[Reading]) -> Fmt {
+    let name = |r: &Reading| vec![("deployment", r.name.clone())];
+    let requests = readings.iter().flat_map(|r| {
+        r.by_class.iter().map(|(class, n)| {
+            let mut labels = name(r);
+            labels.push(("class", class.to_string()));
+            (labels, *n as f64)
+        })
+    });
+    f.labeled(
+        "fabric_serve_requests",
+        "Requests a deployment answered, by status class",
+        C,
+        requests,
+    )?;
+    f.histograms(
+        "fabric_serve_request_seconds",
+        "Time from a request's head to its response, by deployment",
+        "deployment",
+        readings
+            .iter()
+            .map(|r| (r.name.clone(), r.latency.clone()))
+            .collect(),
+    )?;
+    let gauges = [
+        ("fabric_serve_replicas", "Replicas taking requests"),
+        ("fabric_serve_replicas_starting", "Replicas being started"),
+        ("fabric_serve_ongoing_requests", "Requests at replicas now"),
+        (
+            "fabric_serve_queued_requests",
+            "Requests waiting for a replica",
+        ),
+    ];
+    for (i, (metric, help)) in gauges.into_iter().enumerate() {
+        let value = |r: &Reading| [r.replicas, r.starting, r.ongoing, r.queued][i] as f64;
+        f.labeled(
+            metric,
+            help,
+            G,
+            readings.iter().map(|r| (name(r), value(r))),
+        )?;
+    }
+    Ok(())
 }
 
 fn resources(set: &ResourceSet) -> [(Vec<(&'static str, String)>, f64); 3] {
@@ -294,6 +347,18 @@ impl Source {
             "Compiles answered from the disk cache",
             C,
             c.from_disk as f64,
+        )?;
+        f.one(
+            "fabric_compile_functions_reused",
+            "Functions compiles took from their tenant's function pack",
+            C,
+            c.functions_reused as f64,
+        )?;
+        f.one(
+            "fabric_compile_functions_compiled",
+            "Functions compiled (with a function pack to keep them in)",
+            C,
+            c.functions_compiled as f64,
         )?;
         f.one(
             "fabric_compiles_running",

@@ -9,7 +9,8 @@
 //!     route = "/greet"
 //!     public = true
 //! "#).unwrap();
-//! assert_eq!(config.deployment[0].replicas, 1);
+//! // One replica unless `replicas` or `[deployment.autoscaling]` says more.
+//! assert_eq!(config.deployment[0].replicas, None);
 //! ```
 
 use std::net::SocketAddr;
@@ -38,6 +39,9 @@ pub struct IngressConfig {
     pub max_connections: usize,
     /// Connections served at once to one IP address.
     pub max_connections_per_address: usize,
+    /// A file holding the token for `GET /-/metrics` (the node's metrics
+    /// and Serve's); unset, the ingress serves no metrics.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for IngressConfig {
@@ -46,6 +50,7 @@ impl Default for IngressConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_connections: 1024,
             max_connections_per_address: 64,
+            metrics_token_file: None,
         }
     }
 }
@@ -270,6 +275,11 @@ impl DeploymentConfig {
         }
         if !self.route.starts_with('/') {
             return Err(format!("deployment `{name}`: route must start with `/`"));
+        }
+        if self.route == "/-" || self.route.starts_with("/-/") {
+            return Err(format!(
+                "deployment `{name}`: paths under `/-/` are the ingress's own"
+            ));
         }
         if self.replicas.is_some() && self.autoscaling.is_some() {
             return Err(format!(

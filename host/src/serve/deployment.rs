@@ -22,6 +22,7 @@ use crate::error::FabricError;
 use crate::ids::ActorId;
 use crate::runtime::service::{Pending, Service, ServiceActor};
 use crate::serve::config::AutoscalingConfig;
+use crate::serve::stats::{DeploymentReading, RequestStats};
 
 /// Why a request was not answered by a replica.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ pub struct Deployment {
     starting: AtomicUsize,
     /// Wakes the autoscaler: a request found no replica.
     scale_now: Arc<Notify>,
+    /// Requests answered, for the metrics.
+    pub stats: RequestStats,
 }
 
 /// A replica's answer: the handler's encoded value, still charged to the
@@ -103,6 +106,7 @@ impl Deployment {
             replaced: Mutex::new(VecDeque::new()),
             starting: AtomicUsize::new(0),
             scale_now: Arc::new(Notify::new()),
+            stats: RequestStats::default(),
         });
         for _ in 0..plan.replicas {
             let actor = deployment
@@ -133,6 +137,27 @@ impl Deployment {
     /// Requests waiting for a replica now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Its figures now, for a scrape.
+    pub fn reading(&self) -> DeploymentReading {
+        let (replicas, ongoing) = {
+            let replicas = self.replicas.lock();
+            let ongoing = replicas
+                .iter()
+                .map(|r| r.ongoing.load(Ordering::Relaxed))
+                .sum();
+            (replicas.len(), ongoing)
+        };
+        DeploymentReading {
+            name: self.name.clone(),
+            by_class: self.stats.by_class(),
+            latency: self.stats.latency(),
+            replicas,
+            starting: self.starting.load(Ordering::Relaxed),
+            ongoing,
+            queued: self.queued(),
+        }
     }
 
     /// What the autoscaler reads: the load (requests at replicas and

@@ -14,7 +14,8 @@
 //! token), 413 (body over the route's `max_body`), 503 (every replica busy
 //! and the queue full, or no replica), 504 (past `request_timeout`), 502
 //! (the replica trapped or died: it is replaced), 500 (the handler raised,
-//! or returned what is no response).
+//! or returned what is no response). Paths under `/-/` are the ingress's
+//! own: `GET /-/metrics` ([`IngressMetrics`]) when it has a metrics token.
 //!
 //! ```no_run
 //! # async fn demo(node: fabric_host::Node, app: std::sync::Arc<fabric_host::AppComponent>)
@@ -30,7 +31,7 @@
 //! };
 //! let greeter = Deployment::start(service, plan).await?;
 //! let route = Route::new(None, "/greet", greeter, None, 1 << 20, 16 << 20);
-//! let serve = Serve::start("127.0.0.1:8000".parse()?, Default::default(), vec![route]).await?;
+//! let serve = Serve::start("127.0.0.1:8000".parse()?, Default::default(), vec![route], None).await?;
 //! println!("serving on http://{}", serve.address());
 //! # Ok(()) }
 //! ```
@@ -38,6 +39,7 @@
 pub mod autoscale;
 pub mod config;
 pub mod deployment;
+pub mod stats;
 pub mod value;
 
 use std::net::SocketAddr;
@@ -99,19 +101,41 @@ impl Route {
 
     /// Whether the request's `Authorization` is the route's bearer token.
     fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(want) = &self.token else {
-            return true;
-        };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        // Digests are compared, not the tokens: how long a comparison
-        // takes says nothing of the token.
-        given.is_some_and(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())) == *want)
+        match &self.token {
+            None => true,
+            Some(want) => bearer_digest_is(headers, want),
+        }
     }
+}
+
+/// Whether `headers` carry a bearer token whose SHA-256 is `want`. Digests
+/// are compared, not the tokens: how long a comparison takes says nothing
+/// of the token.
+fn bearer_digest_is(headers: &HeaderMap, want: &[u8; 32]) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    given.is_some_and(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())) == *want)
+}
+
+/// The ingress's own endpoint, `GET /-/metrics`: the node's metrics and
+/// each deployment's (requests by status class, latency, replicas, ongoing
+/// and queued requests), for the holder of `token` (compared as digests,
+/// before anything else). Paths under `/-/` are the ingress's: no route
+/// answers them.
+pub struct IngressMetrics {
+    pub token: String,
+    pub node: crate::Node,
+}
+
+/// What the handler routes with.
+struct Ingress {
+    routes: Vec<Route>,
+    /// The metrics token's SHA-256, and what a scrape reads.
+    metrics: Option<([u8; 32], crate::metrics::Source)>,
 }
 
 /// A running ingress; dropping it stops accepting.
@@ -126,6 +150,7 @@ impl Serve {
         listen: SocketAddr,
         bounds: Bounds,
         mut routes: Vec<Route>,
+        metrics: Option<IngressMetrics>,
     ) -> Result<Serve, NodeError> {
         for (i, a) in routes.iter().enumerate() {
             if let Some(b) = routes[..i]
@@ -141,7 +166,17 @@ impl Serve {
         // Host-bound routes first, then longer prefixes: the most specific
         // route that matches wins.
         routes.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.prefix.len())));
-        let router = Router::new().fallback(handle).with_state(Arc::new(routes));
+        let metrics = metrics.map(|m| {
+            let source = crate::metrics::Source {
+                node: m.node,
+                meters: None,
+                head: None,
+                serve: routes.iter().map(|r| r.deployment.clone()).collect(),
+            };
+            (Sha256::digest(m.token.as_bytes()).into(), source)
+        });
+        let ingress = Ingress { routes, metrics };
+        let router = Router::new().fallback(handle).with_state(Arc::new(ingress));
         let endpoint = https::serve(listen, None, bounds, router).await?;
         Ok(Serve { endpoint })
     }
@@ -152,7 +187,10 @@ impl Serve {
     }
 }
 
-async fn handle(State(routes): State<Arc<Vec<Route>>>, request: Request) -> Response {
+async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Response {
+    if request.uri().path().starts_with("/-/") {
+        return own(&ingress, request).await;
+    }
     let host = request
         .headers()
         .get(header::HOST)
@@ -165,9 +203,48 @@ async fn handle(State(routes): State<Arc<Vec<Route>>>, request: Request) -> Resp
             "the path has dot segments, `//` or encoded separators",
         );
     }
-    let Some(route) = routes.iter().find(|r| r.matches(host.as_deref(), path)) else {
+    let found = ingress
+        .routes
+        .iter()
+        .find(|r| r.matches(host.as_deref(), path));
+    let Some(route) = found else {
         return plain(StatusCode::NOT_FOUND, "no deployment answers this route");
     };
+    let started = std::time::Instant::now();
+    let response = answer(route, request).await;
+    let took = started.elapsed();
+    route
+        .deployment
+        .stats
+        .record(response.status().as_u16(), took);
+    response
+}
+
+/// The ingress's own paths: `/-/metrics`, when it serves metrics.
+async fn own(ingress: &Ingress, request: Request) -> Response {
+    let Some((token, source)) = &ingress.metrics else {
+        return plain(StatusCode::NOT_FOUND, "this ingress serves no metrics");
+    };
+    if !bearer_digest_is(request.headers(), token) {
+        let mut refused = plain(StatusCode::UNAUTHORIZED, "metrics need their token");
+        refused
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return refused;
+    }
+    if request.uri().path() != "/-/metrics" || request.method() != axum::http::Method::GET {
+        return plain(StatusCode::NOT_FOUND, "only GET /-/metrics is here");
+    }
+    let source = source.clone();
+    // A scrape reads many locks briefly; off the async workers.
+    let text = tokio::task::spawn_blocking(move || crate::metrics::render(&source))
+        .await
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// A request to `route`, from its token check to the replica's answer.
+async fn answer(route: &Route, request: Request) -> Response {
     if !route.admits(request.headers()) {
         let mut refused = plain(
             StatusCode::UNAUTHORIZED,

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::engine::{EngineSettings, engine_config};
+use super::function_pack::FunctionPack;
 use crate::error::LoadError;
 
 /// Where and how tightly to compile untrusted components.
@@ -51,13 +52,25 @@ impl CompileSandbox {
 /// Public for the CLI, which passes it through.
 const EXIT_NO_MEMORY: i32 = 86;
 
-/// Compiles `bytes` in a bounded child process; returns wasmtime's artifact.
+/// What a compiler process gives back: wasmtime's artifact and, when it
+/// was handed a function pack, the pack to keep next (`None`: keep the one
+/// there is) and how many functions it took from the pack and compiled.
+pub(crate) struct Compiled {
+    pub artifact: Vec<u8>,
+    pub pack: Option<Vec<u8>>,
+    pub functions: (u64, u64),
+}
+
+/// Compiles `bytes` in a bounded child process, reusing the functions of
+/// `pack` (see [`super::function_pack`]) when there is one.
 pub(crate) async fn compile_in_child(
     sandbox: &CompileSandbox,
     settings: &EngineSettings,
     bytes: &[u8],
-) -> Result<Vec<u8>, LoadError> {
-    let mut child = spawn_compiler(sandbox, settings)?;
+    pack: Option<Vec<u8>>,
+) -> Result<Compiled, LoadError> {
+    let with_pack = pack.is_some();
+    let mut child = spawn_compiler(sandbox, settings, with_pack)?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
@@ -65,6 +78,10 @@ pub(crate) async fn compile_in_child(
     let work = async move {
         let feed = async move {
             // A child that dies early closes the pipe: its exit says why.
+            if let Some(pack) = pack {
+                let _ = stdin.write_all(&(pack.len() as u64).to_le_bytes()).await;
+                let _ = stdin.write_all(&pack).await;
+            }
             let _ = stdin.write_all(&input).await;
             drop(stdin);
         };
@@ -99,16 +116,44 @@ pub(crate) async fn compile_in_child(
         .wait()
         .await
         .map_err(|e| LoadError::Compile(format!("waiting for the compiler: {e}")))?;
-    if status.success() {
-        return Ok(artifact);
+    if !status.success() {
+        return Err(why_it_failed(sandbox, status, &message));
     }
-    Err(why_it_failed(sandbox, status, &message))
+    if !with_pack {
+        return Ok(Compiled {
+            artifact,
+            pack: None,
+            functions: (0, 0),
+        });
+    }
+    split_output(artifact)
+}
+
+/// The artifact, the counts and the next pack out of a compiler's output
+/// with a pack (see [`write_output`]).
+fn split_output(mut out: Vec<u8>) -> Result<Compiled, LoadError> {
+    let short = || LoadError::Compile("the compiler's output is cut short".into());
+    let len = out
+        .first_chunk::<8>()
+        .map(|n| u64::from_le_bytes(*n) as usize)
+        .filter(|&n| n <= out.len().saturating_sub(24))
+        .ok_or_else(short)?;
+    let mut rest = out.split_off(8 + len);
+    out.drain(..8);
+    let pack = rest.split_off(16);
+    let count = |i: usize| u64::from_le_bytes(rest[i..i + 8].try_into().expect("8 bytes"));
+    Ok(Compiled {
+        artifact: out,
+        functions: (count(0), count(8)),
+        pack: (!pack.is_empty()).then_some(pack),
+    })
 }
 
 /// Starts the compiler process, under its bounds from its first instruction.
 fn spawn_compiler(
     sandbox: &CompileSandbox,
     settings: &EngineSettings,
+    with_pack: bool,
 ) -> Result<tokio::process::Child, LoadError> {
     let cpu_secs = sandbox.time.as_secs().max(1);
     let memory = sandbox.memory;
@@ -131,6 +176,7 @@ fn spawn_compiler(
         .arg(format!("--cpu-secs={cpu_secs}"))
         .arg(format!("--memory={}", sandbox.memory))
         .arg(format!("--settings={}", settings.to_arg()))
+        .args(with_pack.then_some("--functions"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -182,7 +228,11 @@ fn why_it_failed(
 /// The child's side: reads a component on stdin, writes its compiled
 /// artifact to stdout. Exit codes: 0 done, 1 invalid component (message on
 /// stderr), [`EXIT_NO_MEMORY`] out of memory, 2 bad arguments.
-pub fn child_main(cpu_secs: u64, memory: u64, settings: &str) -> i32 {
+///
+/// With `functions`, stdin starts with a function pack (its length, 8 bytes
+/// little-endian, then the pack), and stdout carries the artifact's length,
+/// the artifact and the pack to keep next (see [`split_output`]).
+pub fn child_main(cpu_secs: u64, memory: u64, settings: &str, functions: bool) -> i32 {
     let settings = match EngineSettings::from_arg(settings) {
         Ok(s) => s,
         Err(e) => {
@@ -197,6 +247,13 @@ pub fn child_main(cpu_secs: u64, memory: u64, settings: &str) -> i32 {
         eprintln!("cannot read the component: {e}");
         return 2;
     }
+    let pack = match functions.then(|| read_pack(&mut input)).transpose() {
+        Ok(pack) => pack.map(std::sync::Arc::new),
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
     let mut config = engine_config(&settings);
     // One thread: no thread pool to start under the address-space cap (its
     // stacks alone can exceed a small bound), and the CPU bound is the
@@ -204,6 +261,12 @@ pub fn child_main(cpu_secs: u64, memory: u64, settings: &str) -> i32 {
     config
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand)
         .parallel_compilation(false);
+    if let Some(pack) = &pack
+        && let Err(e) = config.enable_incremental_compilation(pack.clone())
+    {
+        eprintln!("cannot use the function pack: {e:#}");
+        return 2;
+    }
     let engine = match wasmtime::Engine::new(&config) {
         Ok(e) => e,
         Err(e) => {
@@ -216,7 +279,7 @@ pub fn child_main(cpu_secs: u64, memory: u64, settings: &str) -> i32 {
         }
     };
     match engine.precompile_component(&input) {
-        Ok(artifact) => match std::io::stdout().lock().write_all(&artifact) {
+        Ok(artifact) => match write_output(&artifact, pack.as_deref()) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("cannot write the artifact: {e}");
@@ -233,6 +296,42 @@ pub fn child_main(cpu_secs: u64, memory: u64, settings: &str) -> i32 {
             }
         }
     }
+}
+
+/// Takes the pack off the front of the compiler's input. A pack that does
+/// not decode is left out: the compile goes on without it.
+fn read_pack(input: &mut Vec<u8>) -> Result<FunctionPack, String> {
+    let len = input
+        .first_chunk::<8>()
+        .map(|n| u64::from_le_bytes(*n) as usize)
+        .filter(|&n| n <= input.len() - 8)
+        .ok_or("the input is cut short inside the function pack")?;
+    let rest = input.split_off(8 + len);
+    let pack = FunctionPack::decode(&input[8..]).unwrap_or_else(|e| {
+        eprintln!("ignoring a function pack: {e}");
+        FunctionPack::default()
+    });
+    *input = rest;
+    Ok(pack)
+}
+
+/// The artifact, or with a pack the artifact's length, the artifact, the
+/// functions reused and compiled (8 bytes each), and the next pack (empty
+/// when this compile added nothing).
+fn write_output(artifact: &[u8], pack: Option<&FunctionPack>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let Some(pack) = pack else {
+        return out.write_all(artifact);
+    };
+    out.write_all(&(artifact.len() as u64).to_le_bytes())?;
+    out.write_all(artifact)?;
+    let (reused, made) = pack.counts();
+    out.write_all(&(reused as u64).to_le_bytes())?;
+    out.write_all(&(made as u64).to_le_bytes())?;
+    if pack.changed() {
+        out.write_all(&pack.encode())?;
+    }
+    out.flush()
 }
 
 fn limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) {

@@ -373,9 +373,7 @@ impl FabricEngine {
             Err(missed) => missed,
         };
         let artifact = match &self.inner.settings.compile {
-            Some(sandbox) => Some(
-                super::compile::compile_in_child(sandbox, &self.inner.settings, &stripped).await?,
-            ),
+            Some(sandbox) => Some(self.compile_in_child(sandbox, &stripped, tenant).await?),
             None => None,
         };
         let inner = self.inner.clone();
@@ -406,6 +404,42 @@ impl FabricEngine {
         .map_err(|e| LoadError::Compile(e.to_string()))??;
         self.inner.components.keep(&app, tenant);
         Ok(app)
+    }
+
+    /// Compiles in the bounded child process, with `tenant`'s function
+    /// pack when there is a disk cache to keep it in (see
+    /// [`super::function_pack`]); keeps the pack the compile gives back.
+    async fn compile_in_child(
+        &self,
+        sandbox: &super::compile::CompileSandbox,
+        stripped: &[u8],
+        tenant: &str,
+    ) -> Result<Vec<u8>, LoadError> {
+        use super::function_pack::pack_name;
+        let disk = self.inner.disk.clone();
+        let name = pack_name(tenant);
+        let pack = match disk.clone() {
+            Some(disk) => {
+                let name = name.clone();
+                let kept = tokio::task::spawn_blocking(move || disk.load(&name))
+                    .await
+                    .map_err(|e| LoadError::Compile(e.to_string()))?;
+                Some(kept.unwrap_or_default())
+            }
+            None => None,
+        };
+        let compiled =
+            super::compile::compile_in_child(sandbox, &self.inner.settings, stripped, pack).await?;
+        let (reused, made) = compiled.functions;
+        let counts = &self.inner.compiles;
+        counts.functions_reused.fetch_add(reused, Ordering::Relaxed);
+        counts.functions_compiled.fetch_add(made, Ordering::Relaxed);
+        if let (Some(disk), Some(pack)) = (disk, compiled.pack) {
+            tokio::task::spawn_blocking(move || disk.store(&name, &pack))
+                .await
+                .map_err(|e| LoadError::Compile(e.to_string()))?;
+        }
+        Ok(compiled.artifact)
     }
 
     /// The component with `digest` loaded from the disk cache (`Ok`), or,
@@ -477,6 +511,10 @@ pub struct CompileStats {
     /// Of those started, how many found their artifact in the disk cache
     /// (see [`super::disk_cache`]) and so compiled nothing.
     pub from_disk: u64,
+    /// Functions the compiles took from their tenant's function pack
+    /// (see [`super::function_pack`]), and functions they compiled.
+    pub functions_reused: u64,
+    pub functions_compiled: u64,
 }
 
 #[derive(Default)]
@@ -487,6 +525,8 @@ struct CompileCounts {
     running: Arc<AtomicU64>,
     most_at_once: AtomicU64,
     from_disk: AtomicU64,
+    functions_reused: AtomicU64,
+    functions_compiled: AtomicU64,
 }
 
 impl CompileCounts {
@@ -510,6 +550,8 @@ impl CompileCounts {
             running: self.running.load(Ordering::Relaxed),
             most_at_once: self.most_at_once.load(Ordering::Relaxed),
             from_disk: self.from_disk.load(Ordering::Relaxed),
+            functions_reused: self.functions_reused.load(Ordering::Relaxed),
+            functions_compiled: self.functions_compiled.load(Ordering::Relaxed),
         }
     }
 }

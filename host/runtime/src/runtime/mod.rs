@@ -15,6 +15,7 @@ pub(crate) mod concurrent;
 pub mod core;
 pub mod disk_cache;
 pub mod engine;
+pub mod function_pack;
 pub mod groups;
 mod handles;
 pub mod instance;
