@@ -21,6 +21,7 @@ mod project;
 mod python;
 mod run;
 mod serve;
+mod serve_deployments;
 mod start;
 mod status;
 mod stop;

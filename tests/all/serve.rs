@@ -16,6 +16,8 @@ const ECHO: &str = "tests/programs/python/serve_echo.py";
 struct Served {
     child: Child,
     base: String,
+    /// Its configuration file.
+    config: std::path::PathBuf,
 }
 
 impl Drop for Served {
@@ -59,7 +61,11 @@ fn start(path: &Path) -> Served {
         .strip_prefix("serving on ")
         .unwrap_or_else(|| panic!("fabric serve did not start: {line:?}"))
         .to_string();
-    Served { child, base }
+    Served {
+        child,
+        base,
+        config: path.to_path_buf(),
+    }
 }
 
 /// A Rust replica takes the SDK's `Request` and answers with its
@@ -197,6 +203,89 @@ look_back = "500ms"
         "{who} outlived the idle time: {seen:?}"
     );
     eprintln!("the first request after scaling to zero took {cold:?}");
+}
+
+const REDEPLOYED: &str = r#"
+[[deployment]]
+name = "echo"
+component = "COMPONENT"
+class = "Echo"
+route = "/echo"
+replicas = REPLICAS
+num_cpus = 0.25
+public = true
+user_config = { greeting = "GREETING" }
+"#;
+
+/// `SIGHUP` redeploys what changed in the file: a new `user_config` reaches
+/// the running replicas through `reconfigure` (the same replicas answer),
+/// and any other change starts new replicas, switched to once they are up,
+/// while requests keep being answered: none fails across the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
+    let version = |replicas: &str, greeting: &str| {
+        REDEPLOYED
+            .replace("REPLICAS", replicas)
+            .replace("GREETING", greeting)
+    };
+    let s = serve(&version("2", "hi"), &[]).await;
+    let written = std::fs::read_to_string(&s.config).unwrap();
+    let wasm = written
+        .lines()
+        .find_map(|l| l.strip_prefix("component = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let rewrite = |text: String| {
+        std::fs::write(&s.config, text.replace("COMPONENT", &wasm)).unwrap();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
+    };
+    let replicas = |n: usize| -> std::collections::HashSet<String> {
+        (0..n).map(|_| get(&s, "/echo/who", None).1).collect()
+    };
+    let before = replicas(20);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    rewrite(version("2", "hey"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&s, "/echo/x", None).1 != "hey /echo/x" {
+        assert!(Instant::now() < deadline, "never reconfigured");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(replicas(20), before, "reconfigured, not restarted");
+
+    // Requests all along, while a third replica is asked for.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (url, stop) = (format!("{}/echo/x", s.base), stop.clone());
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                answers.push(curl::request(Path::new(""), "GET", &url, None, Body::None));
+            }
+            answers
+        })
+    };
+    rewrite(version("3", "hey"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let now = replicas(30);
+        if now.len() == 3 && now.is_disjoint(&before) {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "never rolled: {now:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = client.join().unwrap();
+    let failed: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
+    assert!(failed.is_empty(), "{failed:?} of {}", answers.len());
+    assert!(answers.iter().all(|a| a.1 == "hey /echo/x"));
+    eprintln!(
+        "{} requests answered across the roll to {after:?}",
+        answers.len()
+    );
 }
 
 /// [`get`] on a thread of its own, for a request that waits.

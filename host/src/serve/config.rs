@@ -56,7 +56,7 @@ impl Default for IngressConfig {
 }
 
 /// One deployment: an actor class whose replicas answer a route.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// Its name (in logs and status).
@@ -125,7 +125,7 @@ pub struct DeploymentConfig {
 /// starts replicas, one below it for `downscale_delay` stops the idlest.
 /// With `min_replicas = 0`, an idle deployment keeps no replica, and the
 /// first request starts one at once.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AutoscalingConfig {
     #[serde(default = "one")]
@@ -256,6 +256,25 @@ impl AutoscalingConfig {
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 impl DeploymentConfig {
+    /// Whether `other` runs the same replicas: only what the ingress
+    /// applies per request (route, host, token, body and answer bounds)
+    /// or what reaches replicas through `reconfigure` (`user_config`)
+    /// differs. (The component's and manifest's contents are compared
+    /// by the caller.)
+    pub fn same_replicas(&self, other: &DeploymentConfig) -> bool {
+        let plain = |d: &DeploymentConfig| DeploymentConfig {
+            route: String::new(),
+            host: None,
+            public: false,
+            token_file: None,
+            max_body: 0,
+            max_response: 0,
+            user_config: None,
+            ..d.clone()
+        };
+        plain(self) == plain(other)
+    }
+
     /// The constructor's arguments: `user_config`, as MessagePack, when set.
     pub fn constructor_args(&self) -> Result<Vec<bytes::Bytes>, String> {
         match &self.user_config {

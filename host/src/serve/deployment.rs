@@ -49,7 +49,11 @@ struct Replica {
 pub struct Deployment {
     pub name: String,
     service: Service,
-    template: ServiceActor,
+    /// What a new replica is made from (its arguments change with
+    /// [`Deployment::reconfigure`]).
+    template: Mutex<ServiceActor>,
+    /// Whether replicas interleave their requests.
+    concurrent: bool,
     method: String,
     max_ongoing: usize,
     max_queued: usize,
@@ -95,7 +99,8 @@ impl Deployment {
         let deployment = Arc::new(Deployment {
             name: plan.name,
             service,
-            template: plan.replica,
+            concurrent: plan.replica.policy.max_concurrency > 0,
+            template: Mutex::new(plan.replica),
             method: plan.method,
             max_ongoing: plan.max_ongoing as usize,
             max_queued: plan.max_queued as usize,
@@ -109,10 +114,8 @@ impl Deployment {
             stats: RequestStats::default(),
         });
         for _ in 0..plan.replicas {
-            let actor = deployment
-                .service
-                .create_actor(deployment.template.clone())
-                .await?;
+            let template = deployment.template.lock().clone();
+            let actor = deployment.service.create_actor(template).await?;
             deployment.add(actor);
         }
         if let Some(config) = plan.autoscaling {
@@ -137,6 +140,21 @@ impl Deployment {
     /// Requests waiting for a replica now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Hands `args` (a new user config) to each replica's `reconfigure`
+    /// method, in turn with its requests, and to the constructor of every
+    /// replica started from now on: Ray's reconfigure without a restart.
+    /// Fails at the first replica that has no such method or raised.
+    pub async fn reconfigure(&self, args: Vec<Bytes>) -> Result<(), FabricError> {
+        self.template.lock().args = args.clone();
+        let actors: Vec<ActorId> = self.replicas.lock().iter().map(|r| r.actor).collect();
+        for actor in actors {
+            self.service
+                .call(actor, "reconfigure", args.clone())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Its figures now, for a scrape.
@@ -236,7 +254,7 @@ impl Deployment {
                 value,
                 _charged: pending,
             }),
-            Err(e) if ends_the_replica(&e, self.template.policy.max_concurrency > 0) => {
+            Err(e) if ends_the_replica(&e, self.concurrent) => {
                 self.replace(actor);
                 Err(ServeError::ReplicaFailed(e.to_string()))
             }
@@ -333,7 +351,8 @@ impl Deployment {
             let mut wait = Duration::from_millis(100);
             // Gone with its deployment: nothing to start.
             while let Some(d) = me.upgrade() {
-                match d.service.create_actor(d.template.clone()).await {
+                let template = d.template.lock().clone();
+                match d.service.create_actor(template).await {
                     Ok(actor) => {
                         tracing::debug!(deployment = %d.name, took = ?began.elapsed(), "a replica started");
                         d.add(actor);

@@ -42,6 +42,7 @@ pub mod deployment;
 pub mod stats;
 pub mod value;
 
+use parking_lot::RwLock;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +91,11 @@ impl Route {
         }
     }
 
+    /// The deployment it routes to.
+    pub fn deployment(&self) -> &Arc<Deployment> {
+        &self.deployment
+    }
+
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
         let host_ok = match &self.host {
             None => true,
@@ -133,14 +139,42 @@ pub struct IngressMetrics {
 
 /// What the handler routes with.
 struct Ingress {
-    routes: Vec<Route>,
-    /// The metrics token's SHA-256, and what a scrape reads.
-    metrics: Option<([u8; 32], crate::metrics::Source)>,
+    /// Swapped whole by [`Serve::set_routes`]; a request works with the
+    /// set it found.
+    routes: RwLock<Arc<Vec<Route>>>,
+    /// The metrics token's SHA-256, and the node a scrape reads.
+    metrics: Option<([u8; 32], crate::Node)>,
+}
+
+impl Ingress {
+    fn routes(&self) -> Arc<Vec<Route>> {
+        self.routes.read().clone()
+    }
+}
+
+/// Checks that no two routes claim the same host and prefix, and orders
+/// them for matching: host-bound routes first, then longer prefixes, so
+/// the most specific route that matches wins.
+fn route_table(mut routes: Vec<Route>) -> Result<Vec<Route>, NodeError> {
+    for (i, a) in routes.iter().enumerate() {
+        if let Some(b) = routes[..i]
+            .iter()
+            .find(|b| a.host == b.host && a.prefix == b.prefix)
+        {
+            return Err(NodeError::Config(format!(
+                "deployments `{}` and `{}` claim the same route",
+                b.deployment.name, a.deployment.name
+            )));
+        }
+    }
+    routes.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.prefix.len())));
+    Ok(routes)
 }
 
 /// A running ingress; dropping it stops accepting.
 pub struct Serve {
     endpoint: Endpoint,
+    ingress: Arc<Ingress>,
 }
 
 impl Serve {
@@ -149,36 +183,25 @@ impl Serve {
     pub async fn start(
         listen: SocketAddr,
         bounds: Bounds,
-        mut routes: Vec<Route>,
+        routes: Vec<Route>,
         metrics: Option<IngressMetrics>,
     ) -> Result<Serve, NodeError> {
-        for (i, a) in routes.iter().enumerate() {
-            if let Some(b) = routes[..i]
-                .iter()
-                .find(|b| a.host == b.host && a.prefix == b.prefix)
-            {
-                return Err(NodeError::Config(format!(
-                    "deployments `{}` and `{}` claim the same route",
-                    b.deployment.name, a.deployment.name
-                )));
-            }
-        }
-        // Host-bound routes first, then longer prefixes: the most specific
-        // route that matches wins.
-        routes.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.prefix.len())));
-        let metrics = metrics.map(|m| {
-            let source = crate::metrics::Source {
-                node: m.node,
-                meters: None,
-                head: None,
-                serve: routes.iter().map(|r| r.deployment.clone()).collect(),
-            };
-            (Sha256::digest(m.token.as_bytes()).into(), source)
+        let ingress = Arc::new(Ingress {
+            routes: RwLock::new(Arc::new(route_table(routes)?)),
+            metrics: metrics.map(|m| (Sha256::digest(m.token.as_bytes()).into(), m.node)),
         });
-        let ingress = Ingress { routes, metrics };
-        let router = Router::new().fallback(handle).with_state(Arc::new(ingress));
+        let router = Router::new().fallback(handle).with_state(ingress.clone());
         let endpoint = https::serve(listen, None, bounds, router).await?;
-        Ok(Serve { endpoint })
+        Ok(Serve { endpoint, ingress })
+    }
+
+    /// Routes requests by `routes` from now on. A request already routed
+    /// finishes where it was sent; a deployment no route names any more
+    /// stops once its last request is answered (its replicas with it).
+    pub fn set_routes(&self, routes: Vec<Route>) -> Result<(), NodeError> {
+        let table = Arc::new(route_table(routes)?);
+        *self.ingress.routes.write() = table;
+        Ok(())
     }
 
     /// Where it listens.
@@ -203,10 +226,8 @@ async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Respon
             "the path has dot segments, `//` or encoded separators",
         );
     }
-    let found = ingress
-        .routes
-        .iter()
-        .find(|r| r.matches(host.as_deref(), path));
+    let routes = ingress.routes();
+    let found = routes.iter().find(|r| r.matches(host.as_deref(), path));
     let Some(route) = found else {
         return plain(StatusCode::NOT_FOUND, "no deployment answers this route");
     };
@@ -222,7 +243,7 @@ async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Respon
 
 /// The ingress's own paths: `/-/metrics`, when it serves metrics.
 async fn own(ingress: &Ingress, request: Request) -> Response {
-    let Some((token, source)) = &ingress.metrics else {
+    let Some((token, node)) = &ingress.metrics else {
         return plain(StatusCode::NOT_FOUND, "this ingress serves no metrics");
     };
     if !bearer_digest_is(request.headers(), token) {
@@ -235,7 +256,16 @@ async fn own(ingress: &Ingress, request: Request) -> Response {
     if request.uri().path() != "/-/metrics" || request.method() != axum::http::Method::GET {
         return plain(StatusCode::NOT_FOUND, "only GET /-/metrics is here");
     }
-    let source = source.clone();
+    let source = crate::metrics::Source {
+        node: node.clone(),
+        meters: None,
+        head: None,
+        serve: ingress
+            .routes()
+            .iter()
+            .map(|r| r.deployment.clone())
+            .collect(),
+    };
     // A scrape reads many locks briefly; off the async workers.
     let text = tokio::task::spawn_blocking(move || crate::metrics::render(&source))
         .await

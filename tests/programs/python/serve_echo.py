@@ -16,6 +16,9 @@ class Echo:
         self.me = os.urandom(4).hex()
         self.served = 0
 
+    def reconfigure(self, config=None):
+        self.greeting = (config or {}).get("greeting", "hello")
+
     def call(self, request):
         self.served += 1
         last = request["path"].rstrip("/").rsplit("/", 1)[-1]

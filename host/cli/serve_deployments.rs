@@ -1,0 +1,202 @@
+//! The deployments one `fabric serve` runs, kept in step with its
+//! configuration file: read at start, and again on `SIGHUP`.
+//!
+//! On a reload each deployment is compared with the one of the same name
+//! that runs: if its replicas would be the same (the same component and
+//! manifest bytes, class, method, resources, counts and bounds), it stays,
+//! and a changed `user_config` reaches its replicas through their
+//! `reconfigure` method (no restart); what the ingress applies per request
+//! (route, host, token, body bounds) takes effect with the new routes.
+//! Anything else starts a new deployment beside the old one; once its
+//! replicas are up the routes switch to it, and the old one stops when its
+//! last request is answered, so a redeploy drops no request. A reload that
+//! fails (a file that does not parse, a component that does not build)
+//! changes nothing and is logged.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use fabric_host::logs::TerminalSink;
+use fabric_host::resources::ResourceSet;
+use fabric_host::runtime::actor::Restarts;
+use fabric_host::runtime::service::ServiceActor;
+use fabric_host::serve::Route;
+use fabric_host::serve::config::{DeploymentConfig, ServeConfig};
+use fabric_host::serve::deployment::{Deployment, DeploymentPlan};
+use fabric_host::{JobOptions, Node};
+
+/// The running deployments, by name.
+#[derive(Default)]
+pub struct Deployed {
+    by_name: HashMap<String, Running>,
+}
+
+struct Running {
+    config: DeploymentConfig,
+    /// Digest of the component's and the manifest's bytes.
+    inputs: String,
+    deployment: Arc<Deployment>,
+}
+
+/// Routes for a configuration, and the deployments they reach: the
+/// caller serves the routes, then [`Deployed::commit`]s.
+pub struct Plan {
+    pub routes: Vec<Route>,
+    next: HashMap<String, Running>,
+}
+
+impl Deployed {
+    /// Brings up what `config` asks that does not run yet (see the module's
+    /// docs). Nothing running is stopped here.
+    pub async fn plan(
+        &self,
+        node: &Node,
+        base: &Path,
+        config: &ServeConfig,
+        python: &crate::python::PythonArgs,
+    ) -> anyhow::Result<Plan> {
+        let mut next = HashMap::new();
+        let mut routes = Vec::new();
+        for d in &config.deployment {
+            let running = self
+                .bring_up(node, base, d, python)
+                .await
+                .with_context(|| format!("cannot deploy `{}`", d.name))?;
+            routes.push(route_for(base, d, running.deployment.clone())?);
+            next.insert(d.name.clone(), running);
+        }
+        Ok(Plan { routes, next })
+    }
+
+    /// Takes the plan's deployments as the running ones; those left out
+    /// stop once their requests are answered.
+    pub fn commit(&mut self, plan: Plan) {
+        self.by_name = plan.next;
+    }
+
+    /// `d`'s deployment: the running one when its replicas would be the
+    /// same (reconfigured when its user config changed), else a new one.
+    async fn bring_up(
+        &self,
+        node: &Node,
+        base: &Path,
+        d: &DeploymentConfig,
+        python: &crate::python::PythonArgs,
+    ) -> anyhow::Result<Running> {
+        let path = crate::project::component_path(&base.join(&d.component), python)?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let manifest_path = d.manifest.as_ref().map(|m| base.join(m));
+        let manifest_text = match &manifest_path {
+            Some(m) => std::fs::read(m).with_context(|| format!("cannot read {}", m.display()))?,
+            None => Vec::new(),
+        };
+        let inputs = fabric_host::runtime::component::digest(
+            &[bytes.as_slice(), b"|manifest|", &manifest_text].concat(),
+        );
+        let running = self
+            .by_name
+            .get(&d.name)
+            .filter(|r| r.inputs == inputs && r.config.same_replicas(d));
+        let deployment = match running {
+            Some(r) if r.config.user_config == d.user_config => r.deployment.clone(),
+            Some(r) => {
+                let args = d.constructor_args().map_err(anyhow::Error::msg)?;
+                match r.deployment.reconfigure(args).await {
+                    Ok(()) => {
+                        tracing::info!(deployment = %d.name, "reconfigured its replicas");
+                        r.deployment.clone()
+                    }
+                    Err(e) => {
+                        tracing::warn!(deployment = %d.name, error = %e,
+                            "cannot reconfigure the replicas: starting new ones");
+                        start(node, d, &bytes, manifest_path.as_deref()).await?
+                    }
+                }
+            }
+            None => start(node, d, &bytes, manifest_path.as_deref()).await?,
+        };
+        Ok(Running {
+            config: d.clone(),
+            inputs,
+            deployment,
+        })
+    }
+}
+
+/// Loads the component and starts `d`'s replicas.
+async fn start(
+    node: &Node,
+    d: &DeploymentConfig,
+    bytes: &[u8],
+    manifest: Option<&Path>,
+) -> anyhow::Result<Arc<Deployment>> {
+    let app = node
+        .load(bytes)
+        .await
+        .with_context(|| format!("cannot load {}", d.component.display()))?;
+    let options = JobOptions {
+        manifest: crate::run::read_manifest(manifest)?,
+        ..JobOptions::default()
+    };
+    let service = node
+        .start_service(app, Arc::new(TerminalSink), options)
+        .await?;
+    let replica = ServiceActor {
+        class: d.class.clone(),
+        args: d.constructor_args().map_err(anyhow::Error::msg)?,
+        demand: ResourceSet::default().with_cpus(d.num_cpus),
+        policy: Restarts {
+            max_concurrency: d.max_concurrency.unwrap_or(0),
+            ..Restarts::default()
+        },
+    };
+    let plan = DeploymentPlan {
+        name: d.name.clone(),
+        replica,
+        replicas: match &d.autoscaling {
+            Some(a) => a.initial(),
+            None => d.replicas.unwrap_or(1),
+        },
+        method: d.method.clone(),
+        max_ongoing: d.max_ongoing_requests,
+        max_queued: d.max_queued_requests,
+        timeout: d.request_timeout,
+        autoscaling: d.autoscaling.clone(),
+    };
+    tracing::info!(deployment = %d.name, "starting its replicas");
+    Ok(Deployment::start(service, plan).await?)
+}
+
+/// `d`'s route to `deployment`.
+fn route_for(
+    base: &Path,
+    d: &DeploymentConfig,
+    deployment: Arc<Deployment>,
+) -> anyhow::Result<Route> {
+    let token = match &d.token_file {
+        None => None,
+        Some(file) => Some(read_token(&base.join(file))?),
+    };
+    Ok(Route::new(
+        d.host.as_deref(),
+        &d.route,
+        deployment,
+        token.as_deref(),
+        d.max_body,
+        d.max_response,
+    ))
+}
+
+/// A bearer token from `file`: its text, trimmed, at least 16 characters.
+pub fn read_token(file: &Path) -> anyhow::Result<String> {
+    let token =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let token = token.trim().to_string();
+    if token.len() < 16 {
+        bail!("the token in {} is under 16 characters", file.display());
+    }
+    Ok(token)
+}
