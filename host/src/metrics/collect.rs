@@ -381,7 +381,7 @@ impl Source {
         )?;
         f.one(
             "fabric_compile_cache_disk_bytes",
-            "Bytes of compiled components in the disk cache",
+            "Bytes in the disk cache (compiled components and function packs)",
             G,
             bytes as f64,
         )

@@ -116,12 +116,22 @@ pub(super) fn spawn(deployment: &Arc<Deployment>, config: AutoscalingConfig, wak
     let mut scaler = Scaler::new(config);
     tokio::spawn(async move {
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(SAMPLE_EVERY) => {}
-                _ = wake.notified() => {}
-            }
+            let woken = tokio::select! {
+                _ = tokio::time::sleep(SAMPLE_EVERY) => false,
+                _ = wake.notified() => true,
+            };
             let Some(d) = me.upgrade() else { return };
             let (load, current) = d.scaling_inputs();
+            if woken {
+                // A request found no replica: only the rule for zero
+                // applies between ticks (samples are taken on ticks, so
+                // requests cannot weigh the average or grow the samples).
+                if current == 0 && load > 0 {
+                    tracing::info!(deployment = %d.name, "starting a replica from zero");
+                    d.start_replica(Duration::ZERO);
+                }
+                continue;
+            }
             match scaler.decide(Instant::now(), load, current) {
                 0 => {}
                 up @ 1.. => {
@@ -132,7 +142,7 @@ pub(super) fn spawn(deployment: &Arc<Deployment>, config: AutoscalingConfig, wak
                 }
                 down => {
                     tracing::info!(deployment = %d.name, from = current, down = -down, "scaling down");
-                    d.retire(down.unsigned_abs() as usize);
+                    d.shrink(down.unsigned_abs() as usize);
                 }
             }
         }

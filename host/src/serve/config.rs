@@ -131,7 +131,8 @@ pub struct AutoscalingConfig {
     #[serde(default = "one")]
     pub min_replicas: u32,
     pub max_replicas: u32,
-    /// Replicas at start (`min_replicas` when unset, at least one).
+    /// Replicas at start (`min_replicas` when unset, and at least one: a
+    /// deployment proves its replicas start before it serves).
     #[serde(default)]
     pub initial_replicas: Option<u32>,
     #[serde(default = "default_target")]
@@ -215,8 +216,11 @@ impl ServeConfig {
         if config.deployment.is_empty() {
             return Err("no [[deployment]]".into());
         }
-        for d in &config.deployment {
+        for (i, d) in config.deployment.iter().enumerate() {
             d.check()?;
+            if config.deployment[..i].iter().any(|o| o.name == d.name) {
+                return Err(format!("two deployments are named `{}`", d.name));
+            }
         }
         Ok(config)
     }
@@ -235,8 +239,13 @@ impl AutoscalingConfig {
         if self.min_replicas > self.max_replicas {
             return Err("min_replicas is above max_replicas".into());
         }
-        if !(self.min_replicas.max(1)..=self.max_replicas).contains(&self.initial()) {
-            return Err("initial_replicas must be between min_replicas and max_replicas".into());
+        if self.initial_replicas == Some(0)
+            || !(self.min_replicas.max(1)..=self.max_replicas).contains(&self.initial())
+        {
+            return Err(
+                "initial_replicas must be at least 1 and between min_replicas and max_replicas"
+                    .into(),
+            );
         }
         if !(self.target_ongoing_requests.is_finite() && self.target_ongoing_requests > 0.0) {
             return Err("target_ongoing_requests must be a number above 0".into());
@@ -247,6 +256,12 @@ impl AutoscalingConfig {
         }
         if self.look_back < SAMPLE_EVERY {
             return Err(format!("look_back is at least {SAMPLE_EVERY:?}"));
+        }
+        // A replica stopped sooner than the load it answered leaves the
+        // average would be started again at once: callers could make a
+        // deployment churn replicas.
+        if self.downscale_delay < self.look_back {
+            return Err("downscale_delay is at least look_back".into());
         }
         Ok(())
     }
@@ -353,5 +368,51 @@ impl DeploymentConfig {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"
+        [[deployment]]
+        name = "a"
+        component = "a.py"
+        class = "A"
+        route = "/a"
+        public = true
+    "#;
+
+    fn with(extra: &str) -> Result<ServeConfig, String> {
+        ServeConfig::parse(&format!("{ONE}{extra}"))
+    }
+
+    #[test]
+    fn names_routes_and_autoscaling_bounds_are_checked() {
+        assert!(with("").is_ok());
+        let twice = ONE.replace("/a", "/b");
+        assert!(
+            with(&twice)
+                .unwrap_err()
+                .contains("two deployments are named `a`")
+        );
+        let own = ONE
+            .replace("\"/a\"", "\"/-/metrics\"")
+            .replace("\"a\"", "\"b\"");
+        assert!(with(&own).unwrap_err().contains("ingress's own"));
+        let scaled = |table: &str| with(&format!("[deployment.autoscaling]\n{table}"));
+        assert!(scaled("min_replicas = 0\nmax_replicas = 2").is_ok());
+        assert!(scaled("max_replicas = 2\ninitial_replicas = 0").is_err());
+        assert!(scaled("min_replicas = 3\nmax_replicas = 2").is_err());
+        let churn = "max_replicas = 2\nlook_back = \"2s\"\ndownscale_delay = \"1s\"";
+        assert!(scaled(churn).unwrap_err().contains("downscale_delay"));
+        assert!(
+            scaled("max_replicas = 2\nbogus = 1").is_err(),
+            "unknown keys"
+        );
+        let both = ONE.replace("public = true", "public = true\nreplicas = 2");
+        let both = ServeConfig::parse(&format!("{both}[deployment.autoscaling]\nmax_replicas = 2"));
+        assert!(both.unwrap_err().contains("contradict"));
     }
 }

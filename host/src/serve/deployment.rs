@@ -65,7 +65,7 @@ pub struct Deployment {
     /// When replicas were replaced lately (for the backoff).
     replaced: Mutex<VecDeque<Instant>>,
     /// Replicas being started (by the autoscaler or as replacements).
-    starting: AtomicUsize,
+    starts: Arc<Starts>,
     /// Wakes the autoscaler: a request found no replica.
     scale_now: Arc<Notify>,
     /// Requests answered, for the metrics.
@@ -109,7 +109,7 @@ impl Deployment {
             queued: AtomicUsize::new(0),
             freed: Notify::new(),
             replaced: Mutex::new(VecDeque::new()),
-            starting: AtomicUsize::new(0),
+            starts: Arc::default(),
             scale_now: Arc::new(Notify::new()),
             stats: RequestStats::default(),
         });
@@ -172,7 +172,7 @@ impl Deployment {
             by_class: self.stats.by_class(),
             latency: self.stats.latency(),
             replicas,
-            starting: self.starting.load(Ordering::Relaxed),
+            starting: self.starts.pending(),
             ongoing,
             queued: self.queued(),
         }
@@ -186,7 +186,7 @@ impl Deployment {
             .iter()
             .map(|r| r.ongoing.load(Ordering::Relaxed))
             .sum();
-        let current = replicas.len() + self.starting.load(Ordering::Acquire);
+        let current = replicas.len() + self.starts.pending();
         (ongoing + self.queued(), current)
     }
 
@@ -341,25 +341,33 @@ impl Deployment {
     }
 
     /// Starts one replica after `delay`, retrying with a backoff until it
-    /// starts or the deployment is gone; counted as starting meanwhile.
+    /// starts, the deployment is gone, or the autoscaler no longer wants it
+    /// ([`Deployment::shrink`]); counted as starting meanwhile.
     pub(super) fn start_replica(self: &Arc<Self>, delay: Duration) {
-        self.starting.fetch_add(1, Ordering::AcqRel);
+        let starting = Starting::new(self.starts.clone());
         let me: Weak<Deployment> = Arc::downgrade(self);
         let began = Instant::now();
         tokio::spawn(async move {
+            // Counted until this task ends, however it ends.
+            let _starting = starting;
             tokio::time::sleep(delay).await;
             let mut wait = Duration::from_millis(100);
             // Gone with its deployment: nothing to start.
             while let Some(d) = me.upgrade() {
+                if d.starts.take_cancel() {
+                    return;
+                }
                 let template = d.template.lock().clone();
                 match d.service.create_actor(template).await {
                     Ok(actor) => {
+                        if d.starts.take_cancel() {
+                            let _ = d.service.kill(actor).await;
+                            return;
+                        }
                         tracing::debug!(deployment = %d.name, took = ?began.elapsed(), "a replica started");
-                        d.add(actor);
-                        d.starting.fetch_sub(1, Ordering::AcqRel);
-                        return;
+                        return d.add(actor);
                     }
-                    Err(FabricError::Cancelled) => break,
+                    Err(FabricError::Cancelled) => return,
                     Err(e) => {
                         tracing::warn!(deployment = %d.name, error = %e, "cannot start a replica");
                     }
@@ -368,16 +376,21 @@ impl Deployment {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_BACKOFF);
             }
-            if let Some(d) = me.upgrade() {
-                d.starting.fetch_sub(1, Ordering::AcqRel);
-            }
         });
+    }
+
+    /// Has `n` fewer replicas: replicas still starting are called off
+    /// first (they answer nothing yet), then the idlest running ones are
+    /// retired.
+    pub(super) fn shrink(self: &Arc<Self>, n: usize) {
+        let called_off = self.starts.cancel(n);
+        self.retire(n - called_off);
     }
 
     /// Stops the `n` idlest replicas (keeping none is allowed): each is
     /// taken out of the choice at once, and stopped once the requests it
     /// has are answered.
-    pub(super) fn retire(self: &Arc<Self>, n: usize) {
+    fn retire(self: &Arc<Self>, n: usize) {
         let retired: Vec<Arc<Replica>> = {
             let mut replicas = self.replicas.lock();
             replicas.sort_by_key(|r| r.ongoing.load(Ordering::Relaxed));
@@ -441,6 +454,54 @@ fn ends_the_replica(e: &FabricError, concurrent: bool) -> bool {
             )
         }
         _ => false,
+    }
+}
+
+/// Replicas being started, and how many of those starts are called off.
+#[derive(Default)]
+struct Starts {
+    starting: AtomicUsize,
+    cancel: AtomicUsize,
+}
+
+impl Starts {
+    /// Starts not called off.
+    fn pending(&self) -> usize {
+        let starting = self.starting.load(Ordering::Acquire);
+        starting.saturating_sub(self.cancel.load(Ordering::Acquire))
+    }
+
+    /// Calls off up to `n` pending starts; returns how many.
+    fn cancel(&self, n: usize) -> usize {
+        let n = n.min(self.pending());
+        self.cancel.fetch_add(n, Ordering::AcqRel);
+        n
+    }
+
+    /// Whether one start is called off (and takes it).
+    fn take_cancel(&self) -> bool {
+        self.cancel
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// One start, counted until dropped (a task that ends in any way).
+struct Starting(Arc<Starts>);
+
+impl Starting {
+    fn new(starts: Arc<Starts>) -> Self {
+        starts.starting.fetch_add(1, Ordering::AcqRel);
+        Starting(starts)
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if self.0.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // No start left to take a cancel: none may linger for the next.
+            self.0.cancel.store(0, Ordering::Release);
+        }
     }
 }
 

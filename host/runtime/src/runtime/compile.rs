@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::engine::{EngineSettings, engine_config};
-use super::function_pack::FunctionPack;
+use super::function_pack::{FunctionPack, PACK_BYTES as FUNCTION_PACK_BYTES};
 use crate::error::LoadError;
 
 /// Where and how tightly to compile untrusted components.
@@ -138,14 +138,22 @@ fn split_output(mut out: Vec<u8>) -> Result<Compiled, LoadError> {
         .map(|n| u64::from_le_bytes(*n) as usize)
         .filter(|&n| n <= out.len().saturating_sub(24))
         .ok_or_else(short)?;
-    let mut rest = out.split_off(8 + len);
+    let count = |at: usize| u64::from_le_bytes(out[at..at + 8].try_into().expect("8 bytes"));
+    let functions = (count(8 + len), count(16 + len));
+    let pack = &out[24 + len..];
+    if pack.len() > FUNCTION_PACK_BYTES {
+        return Err(LoadError::Compile(
+            "the compiler's function pack is over its bound".into(),
+        ));
+    }
+    // One copy of the pack; the artifact stays in place.
+    let pack = (!pack.is_empty()).then(|| pack.to_vec());
+    out.truncate(8 + len);
     out.drain(..8);
-    let pack = rest.split_off(16);
-    let count = |i: usize| u64::from_le_bytes(rest[i..i + 8].try_into().expect("8 bytes"));
     Ok(Compiled {
         artifact: out,
-        functions: (count(0), count(8)),
-        pack: (!pack.is_empty()).then_some(pack),
+        functions,
+        pack,
     })
 }
 

@@ -79,8 +79,9 @@ impl DiskCache {
         &self.dir
     }
 
-    /// Compiled components kept, and their bytes (read from the
-    /// directory: other nodes of this user may share it).
+    /// Compiled components kept, and the bytes of every file kept (theirs
+    /// and the function packs'), read from the directory: other nodes of
+    /// this user may share it.
     pub fn size(&self) -> (u64, u64) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return (0, 0);
@@ -88,8 +89,13 @@ impl DiskCache {
         entries
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
-            .filter_map(|e| e.metadata().ok())
-            .fold((0, 0), |(n, bytes), m| (n + 1, bytes + m.len()))
+            .filter_map(|e| {
+                let pack = e.file_name().to_string_lossy().starts_with("functions-");
+                Some((pack, e.metadata().ok()?.len()))
+            })
+            .fold((0, 0), |(n, bytes), (pack, len)| {
+                (n + u64::from(!pack), bytes + len)
+            })
     }
 
     fn path(&self, digest: &str) -> PathBuf {

@@ -372,9 +372,12 @@ impl FabricEngine {
             }
             Err(missed) => missed,
         };
-        let artifact = match &self.inner.settings.compile {
-            Some(sandbox) => Some(self.compile_in_child(sandbox, &stripped, tenant).await?),
-            None => None,
+        let (artifact, pack) = match &self.inner.settings.compile {
+            Some(sandbox) => {
+                let (artifact, pack) = self.compile_in_child(sandbox, &stripped, tenant).await?;
+                (Some(artifact), pack)
+            }
+            None => (None, None),
         };
         let inner = self.inner.clone();
         let app = tokio::task::spawn_blocking(move || {
@@ -398,6 +401,9 @@ impl FabricEngine {
             if let (Some(disk), Some(a)) = (&inner.disk, &artifact) {
                 disk.store(app.digest(), a);
             }
+            if let (Some(disk), Some((name, pack))) = (&inner.disk, &pack) {
+                disk.store(name, pack);
+            }
             Ok::<_, LoadError>(app)
         })
         .await
@@ -408,13 +414,16 @@ impl FabricEngine {
 
     /// Compiles in the bounded child process, with `tenant`'s function
     /// pack when there is a disk cache to keep it in (see
-    /// [`super::function_pack`]); keeps the pack the compile gives back.
+    /// [`super::function_pack`]). Returns the artifact and the pack to
+    /// keep (by name), once the artifact has proved to load. A compile that
+    /// breaks a bound with a pack drops the pack, so a pack that made a
+    /// tenant's compiles too big cannot keep failing them.
     async fn compile_in_child(
         &self,
         sandbox: &super::compile::CompileSandbox,
         stripped: &[u8],
         tenant: &str,
-    ) -> Result<Vec<u8>, LoadError> {
+    ) -> Result<(Vec<u8>, Option<(String, Vec<u8>)>), LoadError> {
         use super::function_pack::pack_name;
         let disk = self.inner.disk.clone();
         let name = pack_name(tenant);
@@ -428,18 +437,25 @@ impl FabricEngine {
             }
             None => None,
         };
+        let had_pack = pack.as_ref().is_some_and(|p| !p.is_empty());
         let compiled =
-            super::compile::compile_in_child(sandbox, &self.inner.settings, stripped, pack).await?;
+            match super::compile::compile_in_child(sandbox, &self.inner.settings, stripped, pack)
+                .await
+            {
+                Ok(compiled) => compiled,
+                Err(e @ LoadError::CompileBound(_)) => {
+                    if let (Some(disk), true) = (&disk, had_pack) {
+                        disk.forget(&name);
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
         let (reused, made) = compiled.functions;
         let counts = &self.inner.compiles;
         counts.functions_reused.fetch_add(reused, Ordering::Relaxed);
         counts.functions_compiled.fetch_add(made, Ordering::Relaxed);
-        if let (Some(disk), Some(pack)) = (disk, compiled.pack) {
-            tokio::task::spawn_blocking(move || disk.store(&name, &pack))
-                .await
-                .map_err(|e| LoadError::Compile(e.to_string()))?;
-        }
-        Ok(compiled.artifact)
+        Ok((compiled.artifact, compiled.pack.map(|p| (name, p))))
     }
 
     /// The component with `digest` loaded from the disk cache (`Ok`), or,

@@ -36,8 +36,9 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// The most a tenant's pack holds (a Python component's functions take
-/// about 40 MiB).
-pub const PACK_BYTES: usize = 256 << 20;
+/// about 25 MiB): bounded so that what the node reads, pipes and writes
+/// for one compile stays small next to the compile itself.
+pub const PACK_BYTES: usize = 64 << 20;
 
 /// The name a tenant's pack has in the disk cache.
 pub fn pack_name(tenant: &str) -> String {
@@ -90,7 +91,7 @@ impl FunctionPack {
     pub fn encode(&self) -> Vec<u8> {
         let used = self.used.lock();
         let made = self.made.lock();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(PACK_BYTES.min(self.kept_bytes() + made.bytes + 1024));
         let mut put = |key: &[u8], value: &[u8]| {
             let size = 8 + key.len() + value.len();
             if out.len() + size > PACK_BYTES {
@@ -107,20 +108,31 @@ impl FunctionPack {
         let mut used: Vec<usize> = used.iter().copied().collect();
         used.sort_unstable();
         for &i in &used {
-            put(&self.kept[i].0, &self.kept[i].1);
+            if !made.keys.contains(&self.kept[i].0[..]) {
+                put(&self.kept[i].0, &self.kept[i].1);
+            }
         }
         let used: HashSet<usize> = used.into_iter().collect();
         for (i, (key, value)) in self.kept.iter().enumerate() {
-            if !used.contains(&i) {
+            // What this compile made anew supersedes what was kept.
+            if !used.contains(&i) && !made.keys.contains(&key[..]) {
                 put(key, value);
             }
         }
         out
     }
 
-    /// Whether this compile added to the pack (else it stays as it is).
+    fn kept_bytes(&self) -> usize {
+        self.kept.iter().map(|(k, v)| 8 + k.len() + v.len()).sum()
+    }
+
+    /// Whether this compile added enough to write the pack again: at
+    /// least a sixteenth of what it holds, so a tenant's stream of small
+    /// new components does not rewrite a large pack each time (what is
+    /// written stays within 17 times what the pack grows by).
     pub fn changed(&self) -> bool {
-        !self.made.lock().entries.is_empty()
+        let made = self.made.lock().bytes;
+        made > 0 && made * 16 >= self.kept_bytes()
     }
 
     /// (Kept entries used, entries made) so far.
@@ -152,8 +164,10 @@ impl wasmtime::CacheStore for FunctionPack {
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
         let mut made = self.made.lock();
-        // Identical functions (a module may have many) are one entry.
-        if self.by_key.contains_key(key) || made.keys.contains(key) {
+        // Identical functions (a module may have many) are one entry. A
+        // key that was kept is compiled again only when its entry did not
+        // decode: the new one takes its place.
+        if made.keys.contains(key) {
             return true;
         }
         let size = key.len() + value.len();
@@ -184,10 +198,12 @@ mod tests {
         assert!(second.get(b"zz").is_none());
         second.insert(b"d", b"ddd".to_vec());
         second.insert(b"d", b"ddd".to_vec());
-        second.insert(b"a", b"aaa".to_vec());
+        // Compiled again (its kept entry did not decode): replaced.
+        second.insert(b"a", b"AAA".to_vec());
         let third = FunctionPack::decode(&second.encode()).unwrap();
         let order: Vec<&[u8]> = third.kept.iter().map(|(k, _)| &k[..]).collect();
-        assert_eq!(order, [&b"d"[..], b"c", b"a", b"b"]);
+        assert_eq!(order, [&b"d"[..], b"a", b"c", b"b"]);
+        assert_eq!(third.get(b"a").as_deref(), Some(&b"AAA"[..]));
         let bytes = second.encode();
         assert!(FunctionPack::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(FunctionPack::decode(&[9, 0, 0]).is_err());
