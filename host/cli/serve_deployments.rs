@@ -165,6 +165,7 @@ async fn start(
         max_queued: d.max_queued_requests,
         timeout: d.request_timeout,
         autoscaling: d.autoscaling.clone(),
+        batch: d.batch.clone(),
     };
     tracing::info!(deployment = %d.name, "starting its replicas");
     Ok(Deployment::start(service, plan).await?)

@@ -288,6 +288,43 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
     );
 }
 
+/// A batching deployment's method gets the requests waiting for a replica
+/// as one list and answers each in order; a request alone goes after
+/// `max_wait`; a list of the wrong length fails each of its requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batching_replica_answers_each_request_of_its_batch() {
+    let config = r#"
+[[deployment]]
+name = "batched"
+component = "COMPONENT"
+class = "Batched"
+route = "/"
+num_cpus = 0.25
+max_ongoing_requests = 4
+public = true
+
+[deployment.batch]
+max_size = 4
+max_wait = "1s"
+"#;
+    let s = serve(config, &[]).await;
+    let alone = Instant::now();
+    assert_eq!(get(&s, "/alone", None), (200, "1 /alone".into()));
+    assert!(
+        alone.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        alone.elapsed()
+    );
+    let four: Vec<_> = (0..4)
+        .map(|i| get_in_background(&s, &format!("/b{i}")))
+        .collect();
+    for (i, request) in four.into_iter().enumerate() {
+        assert_eq!(request.join().unwrap(), (200, format!("4 /b{i}")));
+    }
+    assert_eq!(get(&s, "/short", None).0, 500);
+    assert_eq!(get(&s, "/after", None), (200, "1 /after".into()));
+}
+
 /// [`get`] on a thread of its own, for a request that waits.
 fn get_in_background(s: &Served, path: &str) -> std::thread::JoinHandle<(u16, String)> {
     let url = format!("{}{path}", s.base);

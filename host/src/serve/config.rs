@@ -80,6 +80,9 @@ pub struct DeploymentConfig {
     /// Replicas between a floor and a ceiling, following the load.
     #[serde(default)]
     pub autoscaling: Option<AutoscalingConfig>,
+    /// Requests to one replica collected into one call.
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
     /// Requests a replica has at once (Ray's `max_ongoing_requests`).
     #[serde(default = "default_ongoing")]
     pub max_ongoing_requests: u32,
@@ -144,6 +147,22 @@ pub struct AutoscalingConfig {
     #[serde(default = "default_look_back", with = "humantime_serde_like")]
     pub look_back: Duration,
 }
+
+/// Batching (Ray Serve's `@serve.batch`): the method takes a list of
+/// requests and answers a list of responses, one per request, in order. A
+/// batch goes to its replica when it holds `max_size` requests, or
+/// `max_wait` after its first, whichever comes first.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    pub max_size: u32,
+    #[serde(with = "humantime_serde_like")]
+    pub max_wait: Duration,
+}
+
+/// The largest batch, and the longest a request waits for its batch.
+pub const MAX_BATCH: u32 = 1_000;
+pub const MAX_BATCH_WAIT: Duration = Duration::from_secs(10);
 
 fn default_target() -> f64 {
     2.0
@@ -324,6 +343,20 @@ impl DeploymentConfig {
             return Err(format!(
                 "deployment `{name}`: replicas must be 1 to {MAX_REPLICAS}"
             ));
+        }
+        if let Some(b) = &self.batch {
+            if !(2..=MAX_BATCH).contains(&b.max_size) || b.max_wait > MAX_BATCH_WAIT {
+                return Err(format!(
+                    "deployment `{name}`: batch.max_size is 2 to {MAX_BATCH}, max_wait at most {MAX_BATCH_WAIT:?}"
+                ));
+            }
+            // A replica takes at most max_ongoing_requests: a larger batch
+            // could never fill.
+            if b.max_size > self.max_ongoing_requests {
+                return Err(format!(
+                    "deployment `{name}`: batch.max_size is over max_ongoing_requests"
+                ));
+            }
         }
         if let Some(a) = &self.autoscaling {
             a.check()

@@ -21,11 +21,12 @@ use tokio::time::Instant;
 use crate::error::FabricError;
 use crate::ids::ActorId;
 use crate::runtime::service::{Pending, Service, ServiceActor};
-use crate::serve::config::AutoscalingConfig;
+use crate::serve::config::{AutoscalingConfig, BatchConfig};
 use crate::serve::stats::{DeploymentReading, RequestStats};
+use crate::serve::value;
 
 /// Why a request was not answered by a replica.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("every replica is busy and the queue is full")]
     Overloaded,
@@ -39,10 +40,34 @@ pub enum ServeError {
     Unavailable(String),
 }
 
-/// One replica: its actor, and the requests it has.
+/// One replica: its actor, the requests it has, and (when the deployment
+/// batches) the batch being filled for it.
 struct Replica {
     actor: ActorId,
     ongoing: AtomicUsize,
+    filling: Mutex<Filling>,
+}
+
+/// The batch being filled for one replica.
+#[derive(Default)]
+struct Filling {
+    waiting: Vec<Waiting>,
+    /// Raised each time a batch goes, so that a timer sends only its own.
+    generation: u64,
+}
+
+impl Filling {
+    fn take(&mut self) -> Vec<Waiting> {
+        self.generation += 1;
+        std::mem::take(&mut self.waiting)
+    }
+}
+
+/// A request waiting in a batch, with its place at the replica.
+struct Waiting {
+    request: Bytes,
+    slot: Slot,
+    answer: oneshot::Sender<Result<Answer, ServeError>>,
 }
 
 /// A running deployment.
@@ -54,6 +79,7 @@ pub struct Deployment {
     template: Mutex<ServiceActor>,
     /// Whether replicas interleave their requests.
     concurrent: bool,
+    batch: Option<BatchConfig>,
     method: String,
     max_ongoing: usize,
     max_queued: usize,
@@ -76,7 +102,7 @@ pub struct Deployment {
 /// deployment's job while this lives.
 pub struct Answer {
     pub value: Bytes,
-    _charged: Pending,
+    _charged: Arc<Pending>,
 }
 
 /// What a deployment is made of, once its component is loaded.
@@ -91,6 +117,8 @@ pub struct DeploymentPlan {
     /// The count follows the load between bounds; `replicas` is then the
     /// count at start.
     pub autoscaling: Option<AutoscalingConfig>,
+    /// Requests collected into calls of a list (see [`BatchConfig`]).
+    pub batch: Option<BatchConfig>,
 }
 
 impl Deployment {
@@ -100,6 +128,7 @@ impl Deployment {
             name: plan.name,
             service,
             concurrent: plan.replica.policy.max_concurrency > 0,
+            batch: plan.batch,
             template: Mutex::new(plan.replica),
             method: plan.method,
             max_ongoing: plan.max_ongoing as usize,
@@ -128,6 +157,7 @@ impl Deployment {
         self.replicas.lock().push(Arc::new(Replica {
             actor,
             ongoing: AtomicUsize::new(0),
+            filling: Mutex::default(),
         }));
         self.freed.notify_waiters();
     }
@@ -219,18 +249,96 @@ impl Deployment {
         deadline: Instant,
     ) -> Result<Answer, ServeError> {
         let (answer, answered) = oneshot::channel();
-        let me = self.clone();
-        tokio::spawn(async move {
-            let actor = slot.replica.actor;
-            let outcome = me.call(actor, request).await;
-            let _ = answer.send(outcome);
-            drop(slot);
-        });
+        match &self.batch {
+            Some(batch) => self.join_batch(
+                batch,
+                Waiting {
+                    request,
+                    slot,
+                    answer,
+                },
+            ),
+            None => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let actor = slot.replica.actor;
+                    let outcome = me.call(actor, request).await;
+                    let _ = answer.send(outcome);
+                    drop(slot);
+                });
+            }
+        }
         match tokio::time::timeout_at(deadline, answered).await {
             Err(_) => Err(ServeError::Timeout(self.timeout)),
             Ok(Err(_)) => Err(ServeError::Unavailable("the call was lost".into())),
             Ok(Ok(outcome)) => outcome,
         }
+    }
+
+    /// Adds a request to its replica's batch; the batch goes when full,
+    /// or `max_wait` after its first request.
+    fn join_batch(self: &Arc<Self>, batch: &BatchConfig, waiting: Waiting) {
+        let replica = waiting.slot.replica.clone();
+        let mut filling = replica.filling.lock();
+        filling.waiting.push(waiting);
+        if filling.waiting.len() >= batch.max_size as usize {
+            let full = filling.take();
+            drop(filling);
+            return self.send_batch(replica.actor, full);
+        }
+        if filling.waiting.len() > 1 {
+            return; // its timer runs already
+        }
+        let generation = filling.generation;
+        drop(filling);
+        let (me, wait) = (Arc::downgrade(self), batch.max_wait);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let due = {
+                let mut filling = replica.filling.lock();
+                if filling.generation != generation {
+                    return; // it filled up and went
+                }
+                filling.take()
+            };
+            // The requests' places hold the deployment: it is there.
+            if let Some(d) = me.upgrade() {
+                d.send_batch(replica.actor, due);
+            }
+        });
+    }
+
+    /// Calls the replica once with the batch's requests as a list, and
+    /// hands each request its item of the answer; each keeps its place
+    /// until then. A failure is every request's.
+    fn send_batch(self: &Arc<Self>, actor: ActorId, mut batch: Vec<Waiting>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            // The list is the call's argument, charged to the job; the
+            // requests are not kept beside it.
+            let requests = batch.iter_mut().map(|w| std::mem::take(&mut w.request));
+            let requests = value::request_list(requests.collect());
+            let answers = match me.call(actor, requests).await {
+                Ok(answer) => value::answer_list(&answer.value, batch.len())
+                    .map_err(ServeError::Handler)
+                    .map(|items| (items, answer._charged)),
+                Err(e) => Err(e),
+            };
+            match answers {
+                Ok((items, charged)) => {
+                    for (w, value) in batch.into_iter().zip(items) {
+                        let _charged = charged.clone();
+                        let _ = w.answer.send(Ok(Answer { value, _charged }));
+                    }
+                }
+                Err(e) => {
+                    // Each request's failure is logged as it is answered.
+                    for w in batch {
+                        let _ = w.answer.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 
     async fn call(self: &Arc<Self>, actor: ActorId, request: Bytes) -> Result<Answer, ServeError> {
@@ -252,7 +360,7 @@ impl Deployment {
         match pending.outcome().await {
             Ok(value) => Ok(Answer {
                 value,
-                _charged: pending,
+                _charged: Arc::new(pending),
             }),
             Err(e) if ends_the_replica(&e, self.concurrent) => {
                 self.replace(actor);

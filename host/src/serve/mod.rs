@@ -27,7 +27,7 @@
 //! let plan = DeploymentPlan {
 //!     name: "greeter".into(), replica: ServiceActor::new("Greeter"), replicas: 2,
 //!     method: "call".into(), max_ongoing: 5, max_queued: 64,
-//!     timeout: std::time::Duration::from_secs(30), autoscaling: None,
+//!     timeout: std::time::Duration::from_secs(30), autoscaling: None, batch: None,
 //! };
 //! let greeter = Deployment::start(service, plan).await?;
 //! let route = Route::new(None, "/greet", greeter, None, 1 << 20, 16 << 20);

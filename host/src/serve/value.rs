@@ -157,6 +157,80 @@ fn count_values(data: &[u8], max: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// A batch's requests as the method's one argument: a list of them.
+pub fn request_list(requests: Vec<Bytes>) -> Bytes {
+    let n = requests.len();
+    let mut out = Vec::with_capacity(5 + requests.iter().map(Bytes::len).sum::<usize>());
+    match n {
+        0..=15 => out.push(0x90 | n as u8),
+        16..=0xffff => {
+            out.push(0xdc);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdd);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    for r in requests {
+        out.extend_from_slice(&r);
+    }
+    Bytes::from(out)
+}
+
+/// A batch handler's answer split into its `n` items, each still encoded
+/// (slices of `value`, nothing copied), or why it is not a list of `n`.
+/// Walks markers and lengths only, in a loop.
+pub fn answer_list(value: &Bytes, n: usize) -> Result<Vec<Bytes>, String> {
+    let not_a_list = || "the batch handler did not return a list".to_string();
+    let (&marker, rest) = value.split_first().ok_or_else(not_a_list)?;
+    let (header, count) = match marker {
+        0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+        0xdc => (2, be(rest, 2).ok_or_else(not_a_list)?),
+        0xdd => (4, be(rest, 4).ok_or_else(not_a_list)?),
+        _ => return Err(not_a_list()),
+    };
+    if count != n as u64 {
+        return Err(format!(
+            "the batch handler returned {count} answers for {n} requests"
+        ));
+    }
+    let mut items = Vec::with_capacity(n);
+    let mut pos = 1 + header;
+    for _ in 0..n {
+        let end = value_end(value, pos)?;
+        items.push(value.slice(pos..end));
+        pos = end;
+    }
+    match pos == value.len() {
+        true => Ok(items),
+        false => Err("the batch handler's list has bytes after it".into()),
+    }
+}
+
+/// Where the value that starts at `start` in `data` ends.
+fn value_end(data: &[u8], start: usize) -> Result<usize, String> {
+    let truncated = || "the handler's value is not MessagePack".to_string();
+    let (mut pos, mut pending) = (start, 1u64);
+    while pending > 0 {
+        pending -= 1;
+        let &marker = data.get(pos).ok_or_else(truncated)?;
+        pos += 1;
+        let (header, payload, items) = sizes(marker, &data[pos..]).ok_or_else(truncated)?;
+        let skip = (header as u64).saturating_add(payload);
+        if skip > (data.len() - pos) as u64 {
+            return Err(truncated());
+        }
+        pos += skip as usize;
+        // Each item takes a byte at least: more than are left is a lie.
+        if items > (data.len() - pos) as u64 {
+            return Err(truncated());
+        }
+        pending += items;
+    }
+    Ok(pos)
+}
+
 /// For a MessagePack marker and what follows it: the bytes of its length
 /// header, of its payload, and the values inside it (a container's items).
 fn sizes(marker: u8, rest: &[u8]) -> Option<(usize, u64, u64)> {
@@ -323,6 +397,34 @@ fn json_text(json: serde_json::Value, max: usize) -> Result<Bytes, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_goes_as_one_list_and_comes_back_as_its_items() {
+        let requests: Vec<Bytes> = (0..20).map(|i| encode(&Value::from(i))).collect();
+        let list = request_list(requests);
+        let decoded = rmpv::decode::read_value(&mut &list[..]).unwrap();
+        assert_eq!(decoded.as_array().map(Vec::len), Some(20));
+        let answers = Value::Array(vec![
+            Value::from("a"),
+            Value::Map(vec![(Value::from("status"), Value::from(201))]),
+            Value::Array(vec![Value::Nil; 3]),
+        ]);
+        let items = answer_list(&encode(&answers), 3).unwrap();
+        assert_eq!(items[0], encode(&Value::from("a")));
+        assert_eq!(items[2], encode(&Value::Array(vec![Value::Nil; 3])));
+        assert!(
+            answer_list(&encode(&answers), 2)
+                .unwrap_err()
+                .contains("3 answers for 2")
+        );
+        assert!(answer_list(&encode(&Value::from("no")), 1).is_err());
+        // A list that claims more items than it has bytes.
+        let lie = Bytes::from_static(&[0x91, 0xdd, 0xff, 0xff, 0xff, 0xff]);
+        assert!(answer_list(&lie, 1).is_err());
+        let mut trailing = encode(&Value::Array(vec![Value::Nil])).to_vec();
+        trailing.push(0xc0);
+        assert!(answer_list(&Bytes::from(trailing), 1).is_err());
+    }
 
     fn encode(v: &Value) -> Bytes {
         let mut out = Vec::new();

@@ -62,3 +62,16 @@ class Latch:
             return "opened"
         await self.opened.wait()
         return "went through"
+
+
+@fabric.remote
+class Batched:
+    """A batching replica: `call` takes the batch's requests as one list
+    and answers a list, one per request, in order; a batch holding a
+    `/short` request answers one item too few."""
+
+    def call(self, requests):
+        answers = [f"{len(requests)} {r['path']}" for r in requests]
+        if any(r["path"].endswith("/short") for r in requests):
+            answers.pop()
+        return answers
