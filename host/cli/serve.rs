@@ -61,16 +61,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         deployed.commit(plan);
         // Listening before the line below: a script may signal at once.
         let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        // One listener for the whole run: an interrupt during a reload is
+        // not lost, and ends the reload too.
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
         // The one line a script reads to find the port.
         println!("serving on http://{}", serve.address());
         loop {
             tokio::select! {
-                stop = tokio::signal::ctrl_c() => {
-                    stop.context("cannot wait for Ctrl-C")?;
-                    break;
-                }
+                _ = interrupt.recv() => break,
                 _ = hangup.recv() => {
-                    let reloaded = reload(&args, &base, &node, &serve, &mut deployed).await;
+                    let reloading = reload(&args, &config.ingress, &base, &node, &serve, &mut deployed);
+                    let reloaded = tokio::select! {
+                        reloaded = reloading => reloaded,
+                        _ = interrupt.recv() => break,
+                    };
                     match reloaded {
                         Ok(()) => tracing::info!(file = %args.file.display(), "reloaded"),
                         Err(e) => tracing::error!("the reload changed nothing: {e:#}"),
@@ -96,12 +101,16 @@ fn read_config(file: &Path) -> anyhow::Result<ServeConfig> {
 /// ingress's own settings (`[ingress]`) take effect only at start.
 async fn reload(
     args: &ServeArgs,
+    ingress: &fabric_host::serve::config::IngressConfig,
     base: &Path,
     node: &Node,
     serve: &Serve,
     deployed: &mut Deployed,
 ) -> anyhow::Result<()> {
     let config = read_config(&args.file)?;
+    if config.ingress != *ingress {
+        tracing::warn!("[ingress] changed: it applies only when `fabric serve` starts again");
+    }
     let mut plan = deployed.plan(node, base, &config, &args.python).await?;
     serve.set_routes(std::mem::take(&mut plan.routes))?;
     deployed.commit(plan);

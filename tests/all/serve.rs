@@ -286,6 +286,13 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
         "{} requests answered across the roll to {after:?}",
         answers.len()
     );
+
+    // A version whose replicas cannot start never takes the route: the
+    // running one goes on answering.
+    rewrite(version("3", "hey").replace("class = \"Echo\"", "class = \"Broken\""));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(get(&s, "/echo/x", None), (200, "hey /echo/x".into()));
+    assert_eq!(replicas(30), after);
 }
 
 /// A batching deployment's method gets the requests waiting for a replica

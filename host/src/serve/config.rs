@@ -30,7 +30,7 @@ pub struct ServeConfig {
 }
 
 /// The HTTP listener in front of every deployment.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngressConfig {
     /// Where it listens (port 0: any free port, printed at start).
@@ -158,6 +158,27 @@ pub struct BatchConfig {
     pub max_size: u32,
     #[serde(with = "humantime_serde_like")]
     pub max_wait: Duration,
+}
+
+impl BatchConfig {
+    fn check(&self, max_ongoing: u32, request_timeout: Duration) -> Result<(), String> {
+        if !(2..=MAX_BATCH).contains(&self.max_size) || self.max_wait > MAX_BATCH_WAIT {
+            return Err(format!(
+                "max_size is 2 to {MAX_BATCH}, max_wait at most {MAX_BATCH_WAIT:?}"
+            ));
+        }
+        // A request waits up to max_wait for its batch to go: it must leave
+        // the replica time to answer before the request's end.
+        if self.max_wait >= request_timeout {
+            return Err("max_wait must be under request_timeout".into());
+        }
+        // A replica takes at most max_ongoing_requests: a larger batch
+        // could never fill.
+        if self.max_size > max_ongoing {
+            return Err("max_size is over max_ongoing_requests".into());
+        }
+        Ok(())
+    }
 }
 
 /// The largest batch, and the longest a request waits for its batch.
@@ -345,18 +366,8 @@ impl DeploymentConfig {
             ));
         }
         if let Some(b) = &self.batch {
-            if !(2..=MAX_BATCH).contains(&b.max_size) || b.max_wait > MAX_BATCH_WAIT {
-                return Err(format!(
-                    "deployment `{name}`: batch.max_size is 2 to {MAX_BATCH}, max_wait at most {MAX_BATCH_WAIT:?}"
-                ));
-            }
-            // A replica takes at most max_ongoing_requests: a larger batch
-            // could never fill.
-            if b.max_size > self.max_ongoing_requests {
-                return Err(format!(
-                    "deployment `{name}`: batch.max_size is over max_ongoing_requests"
-                ));
-            }
+            b.check(self.max_ongoing_requests, self.request_timeout)
+                .map_err(|e| format!("deployment `{name}`: batch: {e}"))?;
         }
         if let Some(a) = &self.autoscaling {
             a.check()
@@ -444,6 +455,17 @@ mod tests {
             scaled("max_replicas = 2\nbogus = 1").is_err(),
             "unknown keys"
         );
+        let batched = |table: &str| with(&format!("[deployment.batch]\n{table}"));
+        assert!(batched("max_size = 4\nmax_wait = \"10ms\"").is_ok());
+        assert!(
+            batched("max_size = 6\nmax_wait = \"10ms\"").is_err(),
+            "over max_ongoing"
+        );
+        let short = ONE.replace("public = true", "public = true\nrequest_timeout = \"2s\"");
+        let short = ServeConfig::parse(&format!(
+            "{short}[deployment.batch]\nmax_size = 4\nmax_wait = \"5s\""
+        ));
+        assert!(short.unwrap_err().contains("request_timeout"));
         let both = ONE.replace("public = true", "public = true\nreplicas = 2");
         let both = ServeConfig::parse(&format!("{both}[deployment.autoscaling]\nmax_replicas = 2"));
         assert!(both.unwrap_err().contains("contradict"));

@@ -145,6 +145,7 @@ impl Deployment {
         for _ in 0..plan.replicas {
             let template = deployment.template.lock().clone();
             let actor = deployment.service.create_actor(template).await?;
+            deployment.ready(actor).await?;
             deployment.add(actor);
         }
         if let Some(config) = plan.autoscaling {
@@ -172,6 +173,23 @@ impl Deployment {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// Waits until `actor`'s constructor has run, with a call no method
+    /// answers (its name is no identifier in any SDK): an actor that
+    /// answers "unknown function" is up; one whose constructor failed is
+    /// dead, and fails this. Bounded by the request timeout, so a replica
+    /// takes requests only once it could answer them.
+    async fn ready(&self, actor: ActorId) -> Result<(), FabricError> {
+        let probe = self.service.call(actor, "-ready-", Vec::new());
+        match tokio::time::timeout(self.timeout, probe).await {
+            Err(_) => Err(FabricError::InvalidArgument(format!(
+                "a replica of `{}` did not start within {:?}",
+                self.name, self.timeout
+            ))),
+            Ok(Err(e)) if ends_the_replica(&e, false) || is_refusal(&e) => Err(e),
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Hands `args` (a new user config) to each replica's `reconfigure`
     /// method, in turn with its requests, and to the constructor of every
     /// replica started from now on: Ray's reconfigure without a restart.
@@ -180,9 +198,19 @@ impl Deployment {
         self.template.lock().args = args.clone();
         let actors: Vec<ActorId> = self.replicas.lock().iter().map(|r| r.actor).collect();
         for actor in actors {
-            self.service
-                .call(actor, "reconfigure", args.clone())
-                .await?;
+            // Bounded: a replica that stalls in `reconfigure` (or behind
+            // its queue) cannot hold the reload, which is every
+            // deployment's, for longer than a request may take.
+            let call = self.service.call(actor, "reconfigure", args.clone());
+            match tokio::time::timeout(self.timeout, call).await {
+                Ok(answered) => answered?,
+                Err(_) => {
+                    return Err(FabricError::InvalidArgument(format!(
+                        "`reconfigure` took longer than {:?}",
+                        self.timeout
+                    )));
+                }
+            };
         }
         Ok(())
     }
@@ -466,7 +494,17 @@ impl Deployment {
                     return;
                 }
                 let template = d.template.lock().clone();
-                match d.service.create_actor(template).await {
+                let created = match d.service.create_actor(template).await {
+                    Ok(actor) => match d.ready(actor).await {
+                        Ok(()) => Ok(actor),
+                        Err(e) => {
+                            let _ = d.service.kill(actor).await;
+                            Err(e)
+                        }
+                    },
+                    Err(e) => Err(e),
+                };
+                match created {
                     Ok(actor) => {
                         if d.starts.take_cancel() {
                             let _ = d.service.kill(actor).await;
@@ -611,6 +649,15 @@ impl Drop for Starting {
             self.0.cancel.store(0, Ordering::Release);
         }
     }
+}
+
+/// Whether a failure is a refusal to run the call at all (the actor is
+/// gone or was never admitted), as opposed to an answer from it.
+fn is_refusal(e: &FabricError) -> bool {
+    matches!(
+        e,
+        FabricError::NotFound(_) | FabricError::LimitExceeded { .. }
+    )
 }
 
 /// A request's place at a replica; given back however the request ends.

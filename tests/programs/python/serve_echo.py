@@ -75,3 +75,14 @@ class Batched:
         if any(r["path"].endswith("/short") for r in requests):
             answers.pop()
         return answers
+
+
+@fabric.remote
+class Broken:
+    """A replica whose constructor fails: a deployment of it never serves."""
+
+    def __init__(self, config=None):
+        raise RuntimeError("this replica cannot start")
+
+    def call(self, request):
+        return "unreachable"
