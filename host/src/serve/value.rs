@@ -136,25 +136,7 @@ fn be(data: &[u8], n: usize) -> Option<u64> {
 /// Refuses a value that holds more than `max` values, reading only its
 /// markers and lengths (a loop, not a recursion).
 fn count_values(data: &[u8], max: u64) -> Result<(), String> {
-    let truncated = || "the handler's value is not MessagePack".to_string();
-    let (mut pos, mut pending, mut seen) = (0usize, 1u64, 0u64);
-    while pending > 0 {
-        pending -= 1;
-        seen += 1;
-        let &marker = data.get(pos).ok_or_else(truncated)?;
-        pos += 1;
-        let (header, payload, items) = sizes(marker, &data[pos..]).ok_or_else(truncated)?;
-        let skip = (header as u64).saturating_add(payload);
-        if skip > (data.len() - pos) as u64 {
-            return Err(truncated());
-        }
-        pos += skip as usize;
-        pending += items;
-        if seen + pending > max {
-            return Err(format!("the handler's value holds more than {max} values"));
-        }
-    }
-    Ok(())
+    walk(data, 0, max).map(|_| ())
 }
 
 /// A batch's requests as the method's one argument: a list of them.
@@ -210,10 +192,18 @@ pub fn answer_list(value: &Bytes, n: usize) -> Result<Vec<Bytes>, String> {
 
 /// Where the value that starts at `start` in `data` ends.
 fn value_end(data: &[u8], start: usize) -> Result<usize, String> {
+    walk(data, start, u64::MAX)
+}
+
+/// Walks the value that starts at `start` by its markers and lengths (a
+/// loop, not a recursion): where it ends, or an error when it is cut
+/// short or holds more than `max` values.
+fn walk(data: &[u8], start: usize, max: u64) -> Result<usize, String> {
     let truncated = || "the handler's value is not MessagePack".to_string();
-    let (mut pos, mut pending) = (start, 1u64);
+    let (mut pos, mut pending, mut seen) = (start, 1u64, 0u64);
     while pending > 0 {
         pending -= 1;
+        seen += 1;
         let &marker = data.get(pos).ok_or_else(truncated)?;
         pos += 1;
         let (header, payload, items) = sizes(marker, &data[pos..]).ok_or_else(truncated)?;
@@ -222,11 +212,14 @@ fn value_end(data: &[u8], start: usize) -> Result<usize, String> {
             return Err(truncated());
         }
         pos += skip as usize;
+        pending = pending.saturating_add(items);
+        if seen.saturating_add(pending) > max {
+            return Err(format!("the handler's value holds more than {max} values"));
+        }
         // Each item takes a byte at least: more than are left is a lie.
         if items > (data.len() - pos) as u64 {
             return Err(truncated());
         }
-        pending += items;
     }
     Ok(pos)
 }
