@@ -108,6 +108,9 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 LoadError::WorldMismatch(_) => {
                     "build the application with the wasmfabric SDK (`fabric` crate) and mark its driver `#[fabric::main]`"
                 }
+                LoadError::NotHttpProxy(_) => {
+                    "a deployment without `class` serves a `wasi:http/proxy` component (one that exports `wasi:http/incoming-handler`); give a wasmfabric application its actor `class`"
+                }
                 LoadError::Invalid(_) | LoadError::Compile(_) => {
                     "rebuild the component; the file may be truncated or corrupt"
                 }

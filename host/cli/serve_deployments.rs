@@ -22,9 +22,10 @@ use fabric_host::logs::TerminalSink;
 use fabric_host::resources::ResourceSet;
 use fabric_host::runtime::actor::Restarts;
 use fabric_host::runtime::service::ServiceActor;
-use fabric_host::serve::Route;
 use fabric_host::serve::config::{DeploymentConfig, ServeConfig};
 use fabric_host::serve::deployment::{Deployment, DeploymentPlan};
+use fabric_host::serve::stateless::{Stateless, StatelessPlan};
+use fabric_host::serve::{Route, Target};
 use fabric_host::{JobOptions, Node};
 
 /// The running deployments, by name.
@@ -37,7 +38,7 @@ struct Running {
     config: DeploymentConfig,
     /// Digest of the component's and the manifest's bytes.
     inputs: String,
-    deployment: Arc<Deployment>,
+    target: Target,
 }
 
 /// Routes for a configuration, and the deployments they reach: the
@@ -64,7 +65,7 @@ impl Deployed {
                 .bring_up(node, base, d, python)
                 .await
                 .with_context(|| format!("cannot deploy `{}`", d.name))?;
-            routes.push(route_for(base, d, running.deployment.clone())?);
+            routes.push(route_for(base, d, running.target.clone())?);
             next.insert(d.name.clone(), running);
         }
         Ok(Plan { routes, next })
@@ -100,39 +101,44 @@ impl Deployed {
             .by_name
             .get(&d.name)
             .filter(|r| r.inputs == inputs && r.config.same_replicas(d));
-        let deployment = match running {
-            Some(r) if r.config.user_config == d.user_config => r.deployment.clone(),
-            Some(r) => {
+        let manifest = manifest_path.as_deref();
+        let target = match running.map(|r| (r, &r.target)) {
+            Some((r, Target::Replicas(deployment))) if r.config.user_config != d.user_config => {
                 let args = d.constructor_args().map_err(anyhow::Error::msg)?;
-                match r.deployment.reconfigure(args).await {
+                match deployment.reconfigure(args).await {
                     Ok(()) => {
                         tracing::info!(deployment = %d.name, "reconfigured its replicas");
-                        r.deployment.clone()
+                        r.target.clone()
                     }
                     Err(e) => {
                         tracing::warn!(deployment = %d.name, error = %e,
                             "cannot reconfigure the replicas: starting new ones");
-                        start(node, d, &bytes, manifest_path.as_deref()).await?
+                        start(node, d, &bytes, manifest).await?
                     }
                 }
             }
-            None => start(node, d, &bytes, manifest_path.as_deref()).await?,
+            Some((r, _)) => r.target.clone(),
+            None => start(node, d, &bytes, manifest).await?,
         };
         Ok(Running {
             config: d.clone(),
             inputs,
-            deployment,
+            target,
         })
     }
 }
 
-/// Loads the component and starts `d`'s replicas.
+/// Loads the component and starts `d`: its replicas, or its stateless
+/// service.
 async fn start(
     node: &Node,
     d: &DeploymentConfig,
     bytes: &[u8],
     manifest: Option<&Path>,
-) -> anyhow::Result<Arc<Deployment>> {
+) -> anyhow::Result<Target> {
+    let Some(class) = &d.class else {
+        return start_stateless(node, d, bytes, manifest).await;
+    };
     let app = node
         .load(bytes)
         .await
@@ -145,9 +151,9 @@ async fn start(
         .start_service(app, Arc::new(TerminalSink), options)
         .await?;
     let replica = ServiceActor {
-        class: d.class.clone(),
+        class: class.clone(),
         args: d.constructor_args().map_err(anyhow::Error::msg)?,
-        demand: ResourceSet::default().with_cpus(d.num_cpus),
+        demand: ResourceSet::default().with_cpus(d.num_cpus()),
         policy: Restarts {
             max_concurrency: d.max_concurrency.unwrap_or(0),
             ..Restarts::default()
@@ -160,7 +166,7 @@ async fn start(
             Some(a) => a.initial(),
             None => d.replicas.unwrap_or(1),
         },
-        method: d.method.clone(),
+        method: d.method().to_string(),
         max_ongoing: d.max_ongoing_requests,
         max_queued: d.max_queued_requests,
         timeout: d.request_timeout,
@@ -168,15 +174,39 @@ async fn start(
         batch: d.batch.clone(),
     };
     tracing::info!(deployment = %d.name, "starting its replicas");
-    Ok(Deployment::start(service, plan).await?)
+    Ok(Deployment::start(service, plan).await?.into())
 }
 
-/// `d`'s route to `deployment`.
-fn route_for(
-    base: &Path,
+/// Loads `d`'s `wasi:http` component and starts its service.
+async fn start_stateless(
+    node: &Node,
     d: &DeploymentConfig,
-    deployment: Arc<Deployment>,
-) -> anyhow::Result<Route> {
+    bytes: &[u8],
+    manifest: Option<&Path>,
+) -> anyhow::Result<Target> {
+    let app = node
+        .load_http(bytes, None)
+        .await
+        .with_context(|| format!("cannot load {}", d.component.display()))?;
+    let options = JobOptions {
+        manifest: crate::run::read_manifest(manifest)?,
+        ..JobOptions::default()
+    };
+    let service = node
+        .start_http_service(app, Arc::new(TerminalSink), options)
+        .await?;
+    let plan = StatelessPlan {
+        name: d.name.clone(),
+        max_ongoing: d.max_ongoing_requests,
+        max_queued: d.max_queued_requests,
+        timeout: d.request_timeout,
+    };
+    tracing::info!(deployment = %d.name, "serving a wasi:http component");
+    Ok(Stateless::start(service, plan).into())
+}
+
+/// `d`'s route to `target`.
+fn route_for(base: &Path, d: &DeploymentConfig, target: Target) -> anyhow::Result<Route> {
     let token = match &d.token_file {
         None => None,
         Some(file) => Some(read_token(&base.join(file))?),
@@ -184,7 +214,7 @@ fn route_for(
     Ok(Route::new(
         d.host.as_deref(),
         &d.route,
-        deployment,
+        target,
         token.as_deref(),
         d.max_body,
         d.max_response,

@@ -13,9 +13,9 @@ use crate::support::unique_temp_path;
 const ECHO: &str = "tests/programs/python/serve_echo.py";
 
 /// A `fabric serve` process, killed when dropped.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     /// Its configuration file.
     config: std::path::PathBuf,
 }
@@ -42,7 +42,7 @@ async fn serve(config: &str, files: &[(&str, &str)]) -> Served {
 }
 
 /// Runs `fabric serve CONFIG` on any free port; returns once it serves.
-fn start(path: &Path) -> Served {
+pub(crate) fn start(path: &Path) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
         .env("XDG_CACHE_HOME", crate::support::cache_dir())
         .arg("serve")

@@ -361,6 +361,8 @@ pub enum LoadError {
     Invalid(String),
     #[error("the component does not implement the `fabric:core/app` world: {0}")]
     WorldMismatch(String),
+    #[error("the component is not a `wasi:http` proxy: {0}")]
+    NotHttpProxy(String),
     #[error("compiling the component failed: {0}")]
     Compile(String),
     #[error("compiling the component broke its bound: {0}")]

@@ -211,6 +211,46 @@ impl Node {
         self.core.engine().load_for(bytes, tenant).await
     }
 
+    /// Compiles a `wasi:http` proxy component (a stateless deployment's)
+    /// for `tenant` (the node's local tenant when `None`), under the same
+    /// compile bounds as an application.
+    pub async fn load_http(
+        &self,
+        bytes: &[u8],
+        tenant: Option<&str>,
+    ) -> Result<Arc<crate::runtime::wasi_http::HttpApp>, LoadError> {
+        let tenant = tenant.unwrap_or(crate::runtime::job::LOCAL_TENANT);
+        self.core.engine().load_http_for(bytes, tenant).await
+    }
+
+    /// Starts a service that answers HTTP requests with `app`, a fresh
+    /// instance each, for `options.tenant` under `options.manifest` (see
+    /// [`crate::runtime::wasi_http`]). `options.components` must be empty.
+    pub async fn start_http_service(
+        &self,
+        app: Arc<crate::runtime::wasi_http::HttpApp>,
+        logs: Arc<dyn LogSink>,
+        options: JobOptions,
+    ) -> Result<crate::runtime::wasi_http::HttpService, FabricError> {
+        if !options.components.is_empty() {
+            return Err(FabricError::InvalidArgument(
+                "an HTTP service runs one component".into(),
+            ));
+        }
+        let tenant = options
+            .tenant
+            .as_deref()
+            .unwrap_or(crate::runtime::job::LOCAL_TENANT);
+        crate::runtime::wasi_http::HttpService::start(
+            self.core.clone(),
+            app,
+            logs,
+            tenant.into(),
+            &options.manifest,
+        )
+        .await
+    }
+
     /// The engine this node runs on (share it with [`Node::start_with_engine`]).
     pub fn engine(&self) -> &FabricEngine {
         self.core.engine()

@@ -32,7 +32,7 @@ pub struct Source {
     /// The head's records, on the head.
     pub head: Option<Arc<Head>>,
     /// Serve's deployments, where this process runs an ingress.
-    pub serve: Vec<Arc<crate::serve::deployment::Deployment>>,
+    pub serve: Vec<crate::serve::Target>,
 }
 
 impl std::fmt::Debug for Source {

@@ -55,7 +55,9 @@ impl Default for IngressConfig {
     }
 }
 
-/// One deployment: an actor class whose replicas answer a route.
+/// One deployment: an actor class whose replicas answer a route, or
+/// (without `class`) a `wasi:http` proxy component that answers each
+/// request with a fresh instance (see [`super::stateless`]).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
@@ -64,11 +66,14 @@ pub struct DeploymentConfig {
     /// The component: a `.wasm` file, a Cargo project or a `.py` file,
     /// relative to the configuration file.
     pub component: PathBuf,
-    /// The actor class whose instances are its replicas.
-    pub class: String,
-    /// The method each request calls, with the request as its argument.
-    #[serde(default = "default_method")]
-    pub method: String,
+    /// The actor class whose instances are its replicas; unset, the
+    /// component is a `wasi:http` proxy, and the deployment is stateless.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// The method each request calls, with the request as its argument
+    /// (`call` unless set; replicas only).
+    #[serde(default)]
+    pub method: Option<String>,
     /// The path prefix it answers (`/` for everything).
     pub route: String,
     /// The `Host` it answers (any when unset).
@@ -103,9 +108,9 @@ pub struct DeploymentConfig {
     /// The largest value a replica may answer with (500 above it).
     #[serde(default = "default_max_response", deserialize_with = "byte_size")]
     pub max_response: u64,
-    /// CPUs each replica holds.
-    #[serde(default = "one_f64")]
-    pub num_cpus: f64,
+    /// CPUs each replica holds (1 unless set; replicas only).
+    #[serde(default)]
+    pub num_cpus: Option<f64>,
     /// Passed to each replica's constructor as its one argument.
     #[serde(default)]
     pub user_config: Option<toml::Value>,
@@ -198,14 +203,8 @@ fn default_look_back() -> Duration {
     Duration::from_secs(2)
 }
 
-fn default_method() -> String {
-    "call".into()
-}
 fn one() -> u32 {
     1
-}
-fn one_f64() -> f64 {
-    1.0
 }
 fn default_ongoing() -> u32 {
     5
@@ -330,6 +329,43 @@ impl DeploymentConfig {
         plain(self) == plain(other)
     }
 
+    /// Whether it is a `wasi:http` proxy component (no `class`).
+    pub fn is_stateless(&self) -> bool {
+        self.class.is_none()
+    }
+
+    /// The method each request calls.
+    pub fn method(&self) -> &str {
+        self.method.as_deref().unwrap_or("call")
+    }
+
+    /// CPUs each replica holds.
+    pub fn num_cpus(&self) -> f64 {
+        self.num_cpus.unwrap_or(1.0)
+    }
+
+    /// Keys that mean something only for replicas, set on a stateless
+    /// deployment: an error, as an unknown key is.
+    fn check_stateless(&self) -> Result<(), String> {
+        let replica_only = [
+            ("method", self.method.is_some()),
+            ("replicas", self.replicas.is_some()),
+            ("autoscaling", self.autoscaling.is_some()),
+            ("batch", self.batch.is_some()),
+            ("max_concurrency", self.max_concurrency.is_some()),
+            ("num_cpus", self.num_cpus.is_some()),
+            ("user_config", self.user_config.is_some()),
+        ];
+        match replica_only.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(format!(
+                "deployment `{}` has no `class`, so it is a stateless `wasi:http` component: \
+                 `{key}` is for replicas of an actor class",
+                self.name
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The constructor's arguments: `user_config`, as MessagePack, when set.
     pub fn constructor_args(&self) -> Result<Vec<bytes::Bytes>, String> {
         match &self.user_config {
@@ -397,7 +433,10 @@ impl DeploymentConfig {
                 "deployment `{name}`: max_body and max_response are at most 256 MiB"
             ));
         }
-        if !(self.num_cpus.is_finite() && self.num_cpus >= 0.0) {
+        if self.is_stateless() {
+            self.check_stateless()?;
+        }
+        if !(self.num_cpus().is_finite() && self.num_cpus() >= 0.0) {
             return Err(format!(
                 "deployment `{name}`: num_cpus must be a number >= 0"
             ));
@@ -469,5 +508,31 @@ mod tests {
         let both = ONE.replace("public = true", "public = true\nreplicas = 2");
         let both = ServeConfig::parse(&format!("{both}[deployment.autoscaling]\nmax_replicas = 2"));
         assert!(both.unwrap_err().contains("contradict"));
+    }
+
+    #[test]
+    fn a_stateless_deployment_takes_no_replica_keys() {
+        let stateless = ONE.replace("class = \"A\"", "");
+        let config = ServeConfig::parse(&stateless).unwrap();
+        assert!(config.deployment[0].is_stateless());
+        for key in [
+            "method = \"go\"",
+            "replicas = 2",
+            "num_cpus = 1.0",
+            "max_concurrency = 2",
+        ] {
+            let with_key = stateless.replace("public = true", &format!("public = true\n{key}"));
+            let e = ServeConfig::parse(&with_key).unwrap_err();
+            assert!(
+                e.contains("stateless") && e.contains(key.split(' ').next().unwrap()),
+                "{e}"
+            );
+        }
+        let scaled = format!("{stateless}[deployment.autoscaling]\nmax_replicas = 2");
+        assert!(
+            ServeConfig::parse(&scaled)
+                .unwrap_err()
+                .contains("autoscaling")
+        );
     }
 }

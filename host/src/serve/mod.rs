@@ -39,6 +39,7 @@
 pub mod autoscale;
 pub mod config;
 pub mod deployment;
+pub mod stateless;
 pub mod stats;
 pub mod value;
 
@@ -57,7 +58,52 @@ use sha2::{Digest, Sha256};
 use crate::error::NodeError;
 use crate::https::{self, Bounds, Endpoint};
 use deployment::{Deployment, ServeError};
+use stateless::Stateless;
 use value::Incoming;
+
+/// What a route reaches: replicas of an actor class, or a stateless
+/// `wasi:http` component.
+#[derive(Clone)]
+pub enum Target {
+    Replicas(Arc<Deployment>),
+    Stateless(Arc<Stateless>),
+}
+
+impl Target {
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Replicas(d) => &d.name,
+            Target::Stateless(d) => &d.name,
+        }
+    }
+
+    fn stats(&self) -> &stats::RequestStats {
+        match self {
+            Target::Replicas(d) => &d.stats,
+            Target::Stateless(d) => &d.stats,
+        }
+    }
+
+    /// Its figures for the metrics.
+    pub fn reading(&self) -> stats::DeploymentReading {
+        match self {
+            Target::Replicas(d) => d.reading(),
+            Target::Stateless(d) => d.reading(),
+        }
+    }
+}
+
+impl From<Arc<Deployment>> for Target {
+    fn from(d: Arc<Deployment>) -> Self {
+        Target::Replicas(d)
+    }
+}
+
+impl From<Arc<Stateless>> for Target {
+    fn from(d: Arc<Stateless>) -> Self {
+        Target::Stateless(d)
+    }
+}
 
 /// Where requests for one deployment come in.
 pub struct Route {
@@ -65,7 +111,7 @@ pub struct Route {
     host: Option<String>,
     /// The path prefix, without a trailing `/` (empty for `/`).
     prefix: String,
-    deployment: Arc<Deployment>,
+    target: Target,
     /// SHA-256 of the bearer token a request must present (`None`: public).
     token: Option<[u8; 32]>,
     max_body: u64,
@@ -76,7 +122,7 @@ impl Route {
     pub fn new(
         host: Option<&str>,
         prefix: &str,
-        deployment: Arc<Deployment>,
+        target: impl Into<Target>,
         token: Option<&str>,
         max_body: u64,
         max_response: u64,
@@ -84,16 +130,16 @@ impl Route {
         Route {
             host: host.map(|h| h.to_ascii_lowercase()),
             prefix: prefix.trim_end_matches('/').to_string(),
-            deployment,
+            target: target.into(),
             token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             max_body,
             max_response,
         }
     }
 
-    /// The deployment it routes to.
-    pub fn deployment(&self) -> &Arc<Deployment> {
-        &self.deployment
+    /// What it routes to.
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
@@ -163,7 +209,8 @@ fn route_table(mut routes: Vec<Route>) -> Result<Vec<Route>, NodeError> {
         {
             return Err(NodeError::Config(format!(
                 "deployments `{}` and `{}` claim the same route",
-                b.deployment.name, a.deployment.name
+                b.target.name(),
+                a.target.name()
             )));
         }
     }
@@ -235,8 +282,8 @@ async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Respon
     let response = answer(route, request).await;
     let took = started.elapsed();
     route
-        .deployment
-        .stats
+        .target
+        .stats()
         .record(response.status().as_u16(), took);
     response
 }
@@ -260,11 +307,7 @@ async fn own(ingress: &Ingress, request: Request) -> Response {
         node: node.clone(),
         meters: None,
         head: None,
-        serve: ingress
-            .routes()
-            .iter()
-            .map(|r| r.deployment.clone())
-            .collect(),
+        serve: ingress.routes().iter().map(|r| r.target.clone()).collect(),
     };
     // A scrape reads many locks briefly; off the async workers.
     let text = tokio::task::spawn_blocking(move || crate::metrics::render(&source))
@@ -285,9 +328,12 @@ async fn answer(route: &Route, request: Request) -> Response {
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return refused;
     }
+    let deployment = match &route.target {
+        Target::Replicas(d) => d,
+        Target::Stateless(d) => return answer_stateless(route, d, request).await,
+    };
     // A place at a replica first, then the body: the bodies the node holds
     // are bounded by the replicas' places, not by the connections.
-    let deployment = &route.deployment;
     let deadline = deployment.deadline();
     let slot = match deployment.reserve(deadline).await {
         Ok(slot) => slot,
@@ -308,6 +354,41 @@ async fn answer(route: &Route, request: Request) -> Response {
     };
     match deployment.run(slot, incoming.encode(), deadline).await {
         Ok(answer) => respond(&deployment.name, &answer.value, route.max_response as usize),
+        Err(e) => failed(&deployment.name, e),
+    }
+}
+
+/// A request to a stateless deployment: a place, the body (read as for
+/// replicas), then a fresh instance whose response streams back, cut off
+/// past the route's `max_response`.
+async fn answer_stateless(route: &Route, deployment: &Stateless, request: Request) -> Response {
+    let deadline = deployment.deadline();
+    let place = match deployment.reserve(deadline).await {
+        Ok(place) => place,
+        Err(e) => return failed(&deployment.name, e),
+    };
+    let reading = read_parts(request, route.max_body, route.token.is_some());
+    let (parts, body) = match tokio::time::timeout_at(deadline, reading).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(refused)) => return refused,
+        Err(_) => {
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            );
+        }
+    };
+    let request = axum::http::Request::from_parts(parts, body);
+    match deployment.run(place, request, deadline).await {
+        Ok(answer) => {
+            let (mut parts, body) = answer.into_parts();
+            // The ingress frames the body and owns the connection.
+            for name in FRAMING {
+                parts.headers.remove(*name);
+            }
+            let body = http_body_util::Limited::new(body, route.max_response as usize);
+            Response::from_parts(parts, Body::new(body))
+        }
         Err(e) => failed(&deployment.name, e),
     }
 }
@@ -337,7 +418,29 @@ fn plain_path(path: &str) -> bool {
 /// The request as a replica gets it, its body read within the route's
 /// bound (and at the node's minimum rate), without the route's token.
 async fn read(request: Request, max_body: u64, strip_token: bool) -> Result<Incoming, Response> {
-    let (parts, body) = request.into_parts();
+    let (parts, body) = read_parts(request, max_body, strip_token).await?;
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    Ok(Incoming {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers,
+        body,
+    })
+}
+
+/// The request's head, without the route's token, and its body, read
+/// within the route's bound (and at the node's minimum rate).
+async fn read_parts(
+    request: Request,
+    max_body: u64,
+    strip_token: bool,
+) -> Result<(axum::http::request::Parts, bytes::Bytes), Response> {
+    let (mut parts, body) = request.into_parts();
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -350,19 +453,10 @@ async fn read(request: Request, max_body: u64, strip_token: bool) -> Result<Inco
             .map_err(|e| plain(StatusCode::BAD_REQUEST, &e))?,
         None => read_unsized(body, max_body).await?,
     };
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(n, _)| !(strip_token && *n == header::AUTHORIZATION))
-        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
-    Ok(Incoming {
-        method: parts.method.as_str().to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().unwrap_or_default().to_string(),
-        headers,
-        body,
-    })
+    if strip_token {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    Ok((parts, body))
 }
 
 fn too_large() -> Response {

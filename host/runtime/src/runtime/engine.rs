@@ -19,13 +19,15 @@
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::error::{LoadError, NodeError};
+use crate::runtime::compile_stats::CompileCounts;
+pub use crate::runtime::compile_stats::CompileStats;
 use crate::runtime::component::{self, AppComponent};
 use crate::runtime::component_cache::ComponentCache;
 use crate::runtime::disk_cache::{self, DiskCache};
@@ -210,6 +212,8 @@ pub struct FabricEngine {
 struct EngineInner {
     engine: Engine,
     linker: Linker<InstanceState>,
+    /// What `wasi:http` proxy components link against.
+    http_linker: Linker<super::wasi_http::HttpState>,
     settings: EngineSettings,
     /// Compiled components by content digest.
     components: ComponentCache,
@@ -253,12 +257,15 @@ impl FabricEngine {
         let mut linker = Linker::new(&engine);
         crate::host_api::add_to_linker(&mut linker)
             .map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+        let http_linker =
+            super::wasi_http::linker(&engine).map_err(|e| NodeError::Engine(format!("{e:#}")))?;
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| NodeError::Engine(format!("cannot start the epoch thread: {e}")))?;
         Ok(FabricEngine {
             inner: Arc::new(EngineInner {
                 engine,
                 linker,
+                http_linker,
                 settings: settings.clone(),
                 components: ComponentCache::new(settings.components.clone()),
                 disk,
@@ -342,14 +349,7 @@ impl FabricEngine {
         bytes: &[u8],
         tenant: &str,
     ) -> Result<Arc<AppComponent>, LoadError> {
-        component::check_header(bytes)?;
-        let owned = bytes.to_vec();
-        let stripped =
-            tokio::task::spawn_blocking(move || super::strip::strip_custom_sections(&owned))
-                .await
-                .map_err(|e| LoadError::Compile(e.to_string()))?
-                .map_err(LoadError::Invalid)?;
-        let digest = component::digest(&stripped);
+        let (stripped, digest) = stripped(bytes).await?;
         if let Some(app) = self.inner.components.get(&digest) {
             return Ok(app);
         }
@@ -365,11 +365,43 @@ impl FabricEngine {
         // outnumber their slots. Fields drop in order: the count falls
         // before the slot frees.
         let held = (self.inner.compiles.start(), slot);
-        let (stripped, held) = match self.load_from_disk(&digest, stripped, held).await? {
-            Ok(app) => {
-                self.inner.components.keep(&app, tenant);
-                return Ok(app);
-            }
+        let app = self
+            .compile_and_load(stripped, &digest, tenant, held, APP_LOADER)
+            .await?;
+        self.inner.components.keep(&app, tenant);
+        Ok(app)
+    }
+
+    /// Compiles `bytes`, a `wasi:http` proxy component, for `tenant`, with
+    /// the same bounds, compiler process and disk cache as
+    /// [`FabricEngine::load_for`]. It is not kept in the node's component
+    /// cache: the service that runs it holds it.
+    pub async fn load_http_for(
+        &self,
+        bytes: &[u8],
+        tenant: &str,
+    ) -> Result<Arc<super::wasi_http::HttpApp>, LoadError> {
+        let (stripped, digest) = stripped(bytes).await?;
+        let slot = self.inner.components.compile_slot(tenant).await;
+        let held = (self.inner.compiles.start(), slot);
+        self.compile_and_load(stripped, &digest, tenant, held, HTTP_LOADER)
+            .await
+    }
+
+    /// Loads `stripped` (whose digest is `digest`) with `loader`: from the
+    /// disk cache, else compiled (in the bounded child process when the
+    /// node has one) and kept on disk once it proved to load. `held` (the
+    /// compile's count and slot) is released only when the work is done.
+    async fn compile_and_load<A: Send + Sync + 'static, H: Send + 'static>(
+        &self,
+        stripped: Vec<u8>,
+        digest: &str,
+        tenant: &str,
+        held: H,
+        loader: Loader<A>,
+    ) -> Result<Arc<A>, LoadError> {
+        let (stripped, held) = match self.load_from_disk(digest, stripped, held, loader).await? {
+            Ok(app) => return Ok(app),
             Err(missed) => missed,
         };
         let (artifact, pack) = match &self.inner.settings.compile {
@@ -379,8 +411,8 @@ impl FabricEngine {
             }
             None => (None, None),
         };
-        let inner = self.inner.clone();
-        let app = tokio::task::spawn_blocking(move || {
+        let (inner, digest) = (self.inner.clone(), digest.to_string());
+        tokio::task::spawn_blocking(move || {
             let _held = held;
             // To keep it on disk, compile to an artifact here.
             let artifact = match (artifact, &inner.disk) {
@@ -394,12 +426,12 @@ impl FabricEngine {
                 (None, None) => None,
             };
             let app = match &artifact {
-                Some(a) => component::load_precompiled(&inner.engine, &inner.linker, &stripped, a),
-                None => component::load(&inner.engine, &inner.linker, &stripped),
+                Some(a) => (loader.precompiled)(&inner, &stripped, a),
+                None => (loader.in_process)(&inner, &stripped),
             }?;
             // Kept once it proved to load, so a broken one is never kept.
             if let (Some(disk), Some(a)) = (&inner.disk, &artifact) {
-                disk.store(app.digest(), a);
+                disk.store(&digest, a);
             }
             if let (Some(disk), Some((name, pack))) = (&inner.disk, &pack) {
                 disk.store(name, pack);
@@ -407,9 +439,7 @@ impl FabricEngine {
             Ok::<_, LoadError>(app)
         })
         .await
-        .map_err(|e| LoadError::Compile(e.to_string()))??;
-        self.inner.components.keep(&app, tenant);
-        Ok(app)
+        .map_err(|e| LoadError::Compile(e.to_string()))?
     }
 
     /// Compiles in the bounded child process, with `tenant`'s function
@@ -462,12 +492,13 @@ impl FabricEngine {
     /// when it is not there or does not load (then it is removed), the
     /// bytes and guards back to compile it (`Err`).
     #[allow(clippy::type_complexity)]
-    async fn load_from_disk<H: Send + 'static>(
+    async fn load_from_disk<A: Send + Sync + 'static, H: Send + 'static>(
         &self,
         digest: &str,
         stripped: Vec<u8>,
         held: H,
-    ) -> Result<Result<Arc<AppComponent>, (Vec<u8>, H)>, LoadError> {
+        loader: Loader<A>,
+    ) -> Result<Result<Arc<A>, (Vec<u8>, H)>, LoadError> {
         let Some(disk) = self.inner.disk.clone() else {
             return Ok(Err((stripped, held)));
         };
@@ -476,7 +507,7 @@ impl FabricEngine {
             let Some(kept) = disk.load(&key) else {
                 return Err((stripped, held));
             };
-            match component::load_precompiled(&inner.engine, &inner.linker, &stripped, &kept) {
+            match (loader.precompiled)(&inner, &stripped, &kept) {
                 Ok(app) => {
                     inner.compiles.from_disk.fetch_add(1, Ordering::Relaxed);
                     Ok(app)
@@ -504,6 +535,52 @@ impl FabricEngine {
     }
 }
 
+/// `bytes`, checked to be a component, without its custom sections (see
+/// [`super::strip`]), and the digest that names it.
+async fn stripped(bytes: &[u8]) -> Result<(Vec<u8>, String), LoadError> {
+    component::check_header(bytes)?;
+    let owned = bytes.to_vec();
+    let stripped = tokio::task::spawn_blocking(move || super::strip::strip_custom_sections(&owned))
+        .await
+        .map_err(|e| LoadError::Compile(e.to_string()))?
+        .map_err(LoadError::Invalid)?;
+    let digest = component::digest(&stripped);
+    Ok((stripped, digest))
+}
+
+/// How a compiled component becomes what the node runs: an application
+/// or a `wasi:http` proxy.
+struct Loader<A> {
+    /// From an artifact this engine's compiler made for the bytes.
+    precompiled: fn(&EngineInner, &[u8], &[u8]) -> Loaded<A>,
+    /// Compiled here (trusted code only).
+    in_process: fn(&EngineInner, &[u8]) -> Loaded<A>,
+}
+
+type Loaded<A> = Result<Arc<A>, LoadError>;
+
+impl<A> Clone for Loader<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A> Copy for Loader<A> {}
+
+const APP_LOADER: Loader<AppComponent> = Loader {
+    precompiled: |i, bytes, artifact| {
+        component::load_precompiled(&i.engine, &i.linker, bytes, artifact)
+    },
+    in_process: |i, bytes| component::load(&i.engine, &i.linker, bytes),
+};
+
+const HTTP_LOADER: Loader<super::wasi_http::HttpApp> = Loader {
+    precompiled: |i, bytes, artifact| {
+        super::wasi_http::load_precompiled(&i.engine, &i.http_linker, bytes, artifact)
+    },
+    in_process: |i, bytes| super::wasi_http::load(&i.engine, &i.http_linker, bytes),
+};
+
 /// What names this engine's compiled code in the disk cache: the settings
 /// that shape it and wasmtime's own compatibility hash (its version and
 /// flags).
@@ -512,64 +589,6 @@ fn engine_key(engine: &Engine, settings: &EngineSettings) -> String {
     let mut h = std::hash::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     format!("{}|{:016x}", settings.to_arg(), h.finish())
-}
-
-/// What the engine compiled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CompileStats {
-    /// Compiles started (each component once, unless it was dropped from
-    /// the cache and loaded again).
-    pub started: u64,
-    /// Compiles running now.
-    pub running: u64,
-    /// The most that ran at once.
-    pub most_at_once: u64,
-    /// Of those started, how many found their artifact in the disk cache
-    /// (see [`super::disk_cache`]) and so compiled nothing.
-    pub from_disk: u64,
-    /// Functions the compiles took from their tenant's function pack
-    /// (see [`super::function_pack`]), and functions they compiled.
-    pub functions_reused: u64,
-    pub functions_compiled: u64,
-}
-
-#[derive(Default)]
-struct CompileCounts {
-    started: AtomicU64,
-    /// Shared with each running compile's guard, which may outlive the
-    /// load that started it (see [`FabricEngine::load_for`]).
-    running: Arc<AtomicU64>,
-    most_at_once: AtomicU64,
-    from_disk: AtomicU64,
-    functions_reused: AtomicU64,
-    functions_compiled: AtomicU64,
-}
-
-impl CompileCounts {
-    /// Counts a compile until the guard drops.
-    fn start(&self) -> impl Drop + Send + 'static {
-        self.started.fetch_add(1, Ordering::Relaxed);
-        let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
-        self.most_at_once.fetch_max(now, Ordering::AcqRel);
-        struct Running(Arc<AtomicU64>);
-        impl Drop for Running {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        Running(self.running.clone())
-    }
-
-    fn stats(&self) -> CompileStats {
-        CompileStats {
-            started: self.started.load(Ordering::Relaxed),
-            running: self.running.load(Ordering::Relaxed),
-            most_at_once: self.most_at_once.load(Ordering::Relaxed),
-            from_disk: self.from_disk.load(Ordering::Relaxed),
-            functions_reused: self.functions_reused.load(Ordering::Relaxed),
-            functions_compiled: self.functions_compiled.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// Memory mappings a live instance adds (its memory, table and stack slots

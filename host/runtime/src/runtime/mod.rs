@@ -9,6 +9,7 @@
 pub mod actor;
 pub(crate) mod call_record;
 pub mod compile;
+pub mod compile_stats;
 pub mod component;
 pub mod component_cache;
 pub(crate) mod concurrent;
@@ -29,6 +30,7 @@ pub mod streams;
 pub mod strip;
 pub mod task;
 pub mod task_table;
+pub mod wasi_http;
 mod watch;
 
 pub use self::core::NodeCore;

@@ -1,0 +1,211 @@
+//! Stateless deployments: a `wasi:http` proxy component built with the
+//! `wasi` crate alone (nothing of wasmfabric), served unchanged by a real
+//! `fabric serve` process to a real HTTP client (curl), a fresh instance
+//! for each request, under its manifest's limits.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::serve::{Served, start};
+use crate::support::{programs, unique_temp_path};
+
+const PROXY_CONFIG: &str = r#"
+[ingress]
+metrics_token_file = "metrics-token"
+
+[[deployment]]
+name = "proxy"
+component = "COMPONENT"
+route = "/"
+public = true
+manifest = "limits.toml"
+max_ongoing_requests = 8
+max_body = "4MiB"
+request_timeout = "20s"
+"#;
+
+const LIMITS: &str = r#"
+[limits]
+memory = "64MiB"
+cpu-time = "300ms"
+"#;
+
+const METRICS_TOKEN: &str = "a-metrics-token-of-length";
+
+/// `fabric serve` with the proxy component behind `/`.
+fn serve_proxy(config: &str) -> Served {
+    let dir = unique_temp_path("serve-http");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("limits.toml"), LIMITS).unwrap();
+    std::fs::write(dir.join("metrics-token"), METRICS_TOKEN).unwrap();
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, config.replace("COMPONENT", programs::HTTP_PROXY)).unwrap();
+    start(&path)
+}
+
+/// One request with curl: (status, response headers in lower case, body).
+fn fetch(url: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "60"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("running curl");
+    let split = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no response head: {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+    let head = String::from_utf8_lossy(&out.stdout[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, out.stdout[split + 4..].to_vec())
+}
+
+fn text(url: &str) -> (u16, String) {
+    let (status, _, body) = fetch(url, &[]);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// An unchanged `wasi:http` component answers over HTTP: its status,
+/// headers and a streamed body; a 1 MiB body echoed back whole; many
+/// requests at once, each on its own instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_wasi_http_component_serves() {
+    let s = serve_proxy(PROXY_CONFIG);
+    let (status, head, body) = fetch(&format!("{}/hello?x=1", s.base), &[]);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("x-proxy: yes"), "{head}");
+    assert_eq!(body, b"hello from wasi:http at /hello?x=1");
+
+    let payload: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    let file = unique_temp_path("payload");
+    std::fs::write(&file, &payload).unwrap();
+    let data = format!("@{}", file.display());
+    let url = format!("{}/echo", s.base);
+    let (status, _, echoed) = fetch(&url, &["-X", "POST", "--data-binary", &data]);
+    assert_eq!(status, 200);
+    assert!(echoed == payload, "{} bytes back", echoed.len());
+
+    let many: Vec<_> = (0..24)
+        .map(|i| {
+            let url = format!("{}/hello/{i}", s.base);
+            std::thread::spawn(move || text(&url))
+        })
+        .collect();
+    for (i, h) in many.into_iter().enumerate() {
+        assert_eq!(
+            h.join().unwrap(),
+            (200, format!("hello from wasi:http at /hello/{i}"))
+        );
+    }
+}
+
+/// Each request's instance is bounded by the deployment's manifest and
+/// fails alone: a trap, an endless loop (CPU time) and a memory bomb each
+/// get 502 while requests beside them are answered; outgoing requests are
+/// refused; the metrics count it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_request_fails_alone_within_its_limits() {
+    let s = serve_proxy(PROXY_CONFIG);
+    assert_eq!(text(&format!("{}/warm", s.base)).0, 200);
+    let started = Instant::now();
+    let hostile: Vec<_> = ["/trap", "/spin", "/grow"]
+        .iter()
+        .map(|path| {
+            let url = format!("{}{path}", s.base);
+            std::thread::spawn(move || text(&url).0)
+        })
+        .collect();
+    // Beside them, requests are answered.
+    for i in 0..10 {
+        let (status, body) = text(&format!("{}/beside/{i}", s.base));
+        assert_eq!(
+            (status, body),
+            (200, format!("hello from wasi:http at /beside/{i}"))
+        );
+    }
+    for (h, path) in hostile.into_iter().zip(["/trap", "/spin", "/grow"]) {
+        assert_eq!(h.join().unwrap(), 502, "{path}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the CPU-time limit stopped the loop: {:?}",
+        started.elapsed()
+    );
+    let (status, body) = text(&format!("{}/fetch", s.base));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("refused") && body.contains("HttpRequestDenied"),
+        "{body}"
+    );
+
+    // Every place is given back once its instance is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = scrape(&s);
+        if sample(
+            &metrics,
+            "fabric_serve_ongoing_requests{deployment=\"proxy\"}",
+        ) == 0.0
+        {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "places kept:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let requests = |class: &str| {
+        let name = format!("fabric_serve_requests_total{{deployment=\"proxy\",class=\"{class}\"}}");
+        sample(&metrics, &name)
+    };
+    assert_eq!(requests("5xx"), 3.0);
+    assert_eq!(requests("2xx"), 12.0);
+}
+
+fn scrape(s: &Served) -> String {
+    let token = format!("Authorization: Bearer {METRICS_TOKEN}");
+    let (status, _, metrics) = fetch(&format!("{}/-/metrics", s.base), &["-H", &token]);
+    assert_eq!(status, 200);
+    String::from_utf8(metrics).unwrap()
+}
+
+fn sample(metrics: &str, name: &str) -> f64 {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A component that is not a `wasi:http` proxy is refused at deploy time
+/// with the reason, and `fabric serve` exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_is_no_proxy_is_refused() {
+    let dir = unique_temp_path("serve-http-wrong");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = PROXY_CONFIG
+        .replace("COMPONENT", programs::NOT_FABRIC)
+        .replace("manifest = \"limits.toml\"\n", "");
+    std::fs::write(dir.join("metrics-token"), METRICS_TOKEN).unwrap();
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .env("XDG_CACHE_HOME", crate::support::cache_dir())
+        .arg("serve")
+        .arg(Path::new(&path))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("wasi:http"), "{stderr}");
+}
