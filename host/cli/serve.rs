@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use fabric_host::Node;
-use fabric_host::https::Bounds;
-use fabric_host::serve::config::ServeConfig;
+use fabric_host::https::{self, Bounds, Versions};
+use fabric_host::serve::config::{IngressConfig, ServeConfig};
 use fabric_host::serve::{IngressMetrics, Serve};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -46,8 +46,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let bounds = Bounds {
             connections: ingress.max_connections,
             per_address: ingress.max_connections_per_address,
+            versions: match ingress.h2c || ingress.tls_certificate.is_some() {
+                true => Versions::Http1And2,
+                false => Versions::Http1,
+            },
             ..Bounds::default()
         };
+        let tls = ingress_tls(ingress, &base)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listen = args.listen.unwrap_or(ingress.listen);
         let metrics = match &ingress.metrics_token_file {
             Some(file) => Some(IngressMetrics {
@@ -57,7 +63,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
         let routes = std::mem::take(&mut plan.routes);
-        let serve = Serve::start(listen, bounds, routes, metrics).await?;
+        let serve = Serve::start(listen, tls, bounds, routes, metrics).await?;
         deployed.commit(plan);
         // Listening before the line below: a script may signal at once.
         let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -66,7 +72,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut interrupt =
             signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
         // The one line a script reads to find the port.
-        println!("serving on http://{}", serve.address());
+        println!("serving on {scheme}://{}", serve.address());
         loop {
             tokio::select! {
                 _ = interrupt.recv() => break,
@@ -88,6 +94,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The ingress's TLS settings, from the files `[ingress]` names (relative
+/// to the configuration file), offering HTTP/2 and HTTP/1.1 by ALPN.
+fn ingress_tls(ingress: &IngressConfig, base: &Path) -> anyhow::Result<Option<https::TlsSettings>> {
+    let Some((cert, key)) = ingress.tls_files().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    let read = |file: &Path| {
+        let path = base.join(file);
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let config = https::tls_config(&read(cert)?, &read(key)?, &[b"h2", b"http/1.1"])
+        .context("in [ingress]")?;
+    Ok(Some(config))
+}
+
 /// Reads and checks the configuration file.
 fn read_config(file: &Path) -> anyhow::Result<ServeConfig> {
     let text =
@@ -101,7 +122,7 @@ fn read_config(file: &Path) -> anyhow::Result<ServeConfig> {
 /// ingress's own settings (`[ingress]`) take effect only at start.
 async fn reload(
     args: &ServeArgs,
-    ingress: &fabric_host::serve::config::IngressConfig,
+    ingress: &IngressConfig,
     base: &Path,
     node: &Node,
     serve: &Serve,

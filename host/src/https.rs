@@ -1,6 +1,9 @@
-//! The node's HTTP endpoints (metrics, the Jobs API): HTTP/1.1 over TLS
-//! with the cluster's node certificate, or plain HTTP where the operator
-//! chose it, serving an axum [`Router`].
+//! The node's HTTP endpoints (metrics, the Jobs API, Serve's ingress):
+//! HTTP/1.1 over TLS with the cluster's node certificate (or the operator's,
+//! for the ingress), or plain HTTP where the operator chose it, serving an
+//! axum [`Router`]. An endpoint with [`Versions::Http1And2`] also speaks
+//! HTTP/2: over TLS where ALPN picks `h2`, and in plain text (h2c, for
+//! private networks) to a client that starts with HTTP/2's preface.
 //!
 //! What a caller that never authenticates can make the node hold is
 //! bounded here, before any route runs: at most [`Bounds::connections`]
@@ -11,7 +14,12 @@
 //! [`Bounds::headers`] and in at most 16 KiB, and each connection closed
 //! after [`Bounds::lifetime`]. Routes check credentials from the headers
 //! before they read a body, and read bodies at a minimum rate
-//! ([`read_body`]).
+//! ([`read_body`]). An HTTP/2 connection carries at most [`H2_STREAMS`]
+//! requests at once, its header lists in at most 16 KiB, and at most
+//! [`H2_CONNECTION_WINDOW`] of request bodies not yet read (HTTP/2's flow
+//! control stands in for TCP's: a body the handler has not asked for
+//! waits in the client); a client that resets streams faster than they
+//! are answered is cut off (the rapid-reset attack).
 //!
 //! ```
 //! let b = fabric_host::https::Bounds::default();
@@ -25,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -47,7 +55,32 @@ pub struct Bounds {
     /// The most one connection lives (a followed log ends with it; the
     /// client reconnects).
     pub lifetime: Duration,
+    /// The HTTP versions it speaks.
+    pub versions: Versions,
 }
+
+/// The HTTP versions an endpoint speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Versions {
+    /// HTTP/1.1 only.
+    #[default]
+    Http1,
+    /// HTTP/1.1 and HTTP/2: over TLS as ALPN chose (the TLS settings must
+    /// offer `h2`), in plain text by the client's first bytes.
+    Http1And2,
+}
+
+/// An endpoint's TLS settings (certificate, key, ALPN protocols).
+pub type TlsSettings = Arc<rustls::ServerConfig>;
+
+/// Requests one HTTP/2 connection carries at once.
+pub const H2_STREAMS: u32 = 64;
+/// Request body bytes an HTTP/2 client may send ahead of the handler on
+/// one connection, and on one stream.
+pub const H2_CONNECTION_WINDOW: u32 = 128 << 10;
+const H2_STREAM_WINDOW: u32 = 64 << 10;
+/// Streams a client may reset before the server answered them, at once.
+const H2_PENDING_RESETS: usize = 16;
 
 impl Default for Bounds {
     fn default() -> Self {
@@ -57,6 +90,7 @@ impl Default for Bounds {
             handshake: Duration::from_secs(5),
             headers: Duration::from_secs(5),
             lifetime: Duration::from_secs(600),
+            versions: Versions::Http1,
         }
     }
 }
@@ -200,24 +234,141 @@ impl Accepting {
                 let Ok(Ok(stream)) = handshake.await else {
                     return;
                 };
-                self.http(TokioIo::new(stream)).await
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                match (self.bounds.versions, h2) {
+                    (Versions::Http1And2, true) => self.http2(TokioIo::new(stream)).await,
+                    _ => self.http1(TokioIo::new(stream)).await,
+                }
             }
-            None => self.http(TokioIo::new(tcp)).await,
+            None => match self.bounds.versions {
+                Versions::Http1 => self.http1(TokioIo::new(tcp)).await,
+                Versions::Http1And2 => self.http1_or_h2c(TokioIo::new(tcp)).await,
+            },
         }
     }
 
-    async fn http<I>(&self, io: I)
+    async fn http1<I>(&self, io: I)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let service = TowerToHyperService::new(self.router.clone());
-        let _ = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.bounds.headers)
-            .max_buf_size(16 << 10)
-            .serve_connection(io, service)
-            .await;
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        self.bound_http1(&mut builder);
+        let _ = builder.serve_connection(io, service).await;
     }
+
+    async fn http2<I>(&self, io: I)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let service = TowerToHyperService::new(self.router.clone());
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        bound_http2(&mut builder);
+        let _ = builder.serve_connection(io, service).await;
+    }
+
+    /// HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by the
+    /// client's first bytes (the HTTP/2 preface). No `Upgrade: h2c`.
+    async fn http1_or_h2c<I>(&self, io: I)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let service = TowerToHyperService::new(self.router.clone());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        self.bound_http1(&mut builder.http1());
+        bound_http2(&mut builder.http2());
+        let _ = builder.serve_connection(io, service).await;
+    }
+
+    fn bound_http1(&self, builder: &mut impl Http1Bounds) {
+        builder.bound(self.bounds.headers);
+    }
+}
+
+/// The same bounds on hyper's HTTP/1 builder and on the auto builder's.
+trait Http1Bounds {
+    fn bound(&mut self, headers: Duration);
+}
+
+impl Http1Bounds for hyper::server::conn::http1::Builder {
+    fn bound(&mut self, headers: Duration) {
+        self.timer(TokioTimer::new())
+            .header_read_timeout(headers)
+            .max_buf_size(16 << 10);
+    }
+}
+
+impl<E> Http1Bounds for hyper_util::server::conn::auto::Http1Builder<'_, E> {
+    fn bound(&mut self, headers: Duration) {
+        self.timer(TokioTimer::new())
+            .header_read_timeout(headers)
+            .max_buf_size(16 << 10);
+    }
+}
+
+/// HTTP/2's bounds (see the module's docs), on either builder.
+fn bound_http2(builder: &mut impl Http2Bounds) {
+    builder.bound();
+}
+
+trait Http2Bounds {
+    fn bound(&mut self);
+}
+
+macro_rules! http2_bounds {
+    ($builder:ty) => {
+        fn bound(&mut self) {
+            let b: &mut $builder = self;
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(H2_STREAMS)
+                .max_header_list_size(16 << 10)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .max_pending_accept_reset_streams(Some(H2_PENDING_RESETS))
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(10));
+        }
+    };
+}
+
+impl Http2Bounds for hyper::server::conn::http2::Builder<TokioExecutor> {
+    http2_bounds!(hyper::server::conn::http2::Builder<TokioExecutor>);
+}
+
+impl Http2Bounds for hyper_util::server::conn::auto::Http2Builder<'_, TokioExecutor> {
+    http2_bounds!(hyper_util::server::conn::auto::Http2Builder<'_, TokioExecutor>);
+}
+
+/// TLS settings from a certificate chain and its key (PEM), offering
+/// `alpn` (in order of preference).
+pub fn tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, NodeError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        NodeError::Config(format!("bad TLS settings ({what}): {e}"))
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate", &e))?;
+    if certs.is_empty() {
+        return Err(NodeError::Config(
+            "bad TLS settings (certificate): no PEM certificate found".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad("key", &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("protocols", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("certificate", &e))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
 }
 
 /// The slowest a body may arrive once its first [`BODY_GRACE`] passed.

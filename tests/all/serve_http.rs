@@ -25,6 +25,16 @@ max_body = "4MiB"
 request_timeout = "20s"
 "#;
 
+/// A route bound to the certificate's host name, behind a token.
+const HOSTED: &str = r#"
+[[deployment]]
+name = "hosted"
+component = "COMPONENT"
+host = "wasmfabric.cluster"
+route = "/hosted"
+token_file = "metrics-token"
+"#;
+
 const LIMITS: &str = r#"
 [limits]
 memory = "64MiB"
@@ -37,6 +47,10 @@ const METRICS_TOKEN: &str = "a-metrics-token-of-length";
 fn serve_proxy(config: &str) -> Served {
     let dir = unique_temp_path("serve-http");
     std::fs::create_dir_all(&dir).unwrap();
+    serve_proxy_in(&dir, config)
+}
+
+fn serve_proxy_in(dir: &Path, config: &str) -> Served {
     std::fs::write(dir.join("limits.toml"), LIMITS).unwrap();
     std::fs::write(dir.join("metrics-token"), METRICS_TOKEN).unwrap();
     let path = dir.join("serve.toml");
@@ -112,8 +126,9 @@ async fn an_unchanged_wasi_http_component_serves() {
 
 /// Each request's instance is bounded by the deployment's manifest and
 /// fails alone: a trap, an endless loop (CPU time) and a memory bomb each
-/// get 502 while requests beside them are answered; outgoing requests are
-/// refused; the metrics count it all.
+/// get 502 while requests beside them are answered; a body cut off by a
+/// trap reaches the client as broken; outgoing requests are refused; the
+/// metrics count it all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_request_fails_alone_within_its_limits() {
     let s = serve_proxy(PROXY_CONFIG);
@@ -142,6 +157,22 @@ async fn a_failing_request_fails_alone_within_its_limits() {
         "the CPU-time limit stopped the loop: {:?}",
         started.elapsed()
     );
+    // A body cut off by a trap is not a whole body to the client: curl
+    // reports the transfer as broken (exit code 18 or 56), not complete.
+    let cut = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-o", "/dev/null"])
+        .arg(format!("{}/cut", s.base))
+        .status()
+        .unwrap();
+    assert!(!cut.success(), "a cut-off body ended cleanly: {cut:?}");
+    // What a handler may not answer with: an informational status, an
+    // error code (its 512 KiB of text stays out of the answer).
+    assert_eq!(text(&format!("{}/switch", s.base)).0, 502);
+    let (status, body) = text(&format!("{}/error", s.base));
+    assert_eq!((status, body.len() < 100), (500, true), "{}", body.len());
+    // A request that names no host (HTTP/1.0, no `Host`) is refused.
+    let (status, _, _) = fetch(&format!("{}/hi", s.base), &["--http1.0", "-H", "Host:"]);
+    assert_eq!(status, 400);
     let (status, body) = text(&format!("{}/fetch", s.base));
     assert_eq!(status, 200);
     assert!(
@@ -167,8 +198,10 @@ async fn a_failing_request_fails_alone_within_its_limits() {
         let name = format!("fabric_serve_requests_total{{deployment=\"proxy\",class=\"{class}\"}}");
         sample(&metrics, &name)
     };
-    assert_eq!(requests("5xx"), 3.0);
-    assert_eq!(requests("2xx"), 12.0);
+    assert_eq!(requests("5xx"), 5.0, "trap, spin, grow, switch, error");
+    // The cut-off one counts as its head said: its status went first.
+    assert_eq!(requests("2xx"), 13.0);
+    assert_eq!(requests("4xx"), 1.0, "no host");
 }
 
 fn scrape(s: &Served) -> String {
@@ -208,4 +241,127 @@ async fn a_component_that_is_no_proxy_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("wasi:http"), "{stderr}");
+}
+
+/// HTTP/2 at the ingress: over TLS (the operator's certificate) as ALPN
+/// picks, h2 or HTTP/1.1 on the same port; a 1 MiB body through HTTP/2's
+/// flow control; 40 requests multiplexed on one connection, past the
+/// deployment's 8 places, all answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_speaks_http2_over_tls_by_alpn() {
+    let dir = unique_temp_path("serve-h2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tls = fabric_host::security::ClusterSecurity::generate().unwrap();
+    std::fs::write(dir.join("cert.pem"), &tls.node_cert).unwrap();
+    std::fs::write(dir.join("key.pem"), &tls.node_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), &tls.ca_cert).unwrap();
+    let config = PROXY_CONFIG.replace(
+        "[ingress]\n",
+        "[ingress]\ntls_certificate = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+    ) + HOSTED;
+    let s = serve_proxy_in(&dir, &config);
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    assert!(s.base.starts_with("https://"), "{}", s.base);
+    let base = format!("https://wasmfabric.cluster:{port}");
+    let resolve = format!("wasmfabric.cluster:{port}:127.0.0.1");
+    let ca = dir.join("ca.pem").display().to_string();
+    let tls_args = ["--cacert", ca.as_str(), "--resolve", resolve.as_str()];
+    let over = |version: &str, path: &str| {
+        let mut args = tls_args.to_vec();
+        args.extend([version, "-w", "\n%{http_version}"]);
+        let (status, _, body) = fetch(&format!("{base}{path}"), &args);
+        let body = String::from_utf8(body).unwrap();
+        let (text, version) = body.rsplit_once('\n').unwrap();
+        (status, version.to_string(), text.to_string())
+    };
+    let hello = "hello from wasi:http at /hello".to_string();
+    assert_eq!(over("--http2", "/hello"), (200, "2".into(), hello.clone()));
+    assert_eq!(over("--http1.1", "/hello"), (200, "1.1".into(), hello));
+    // A host-bound route matches HTTP/2's `:authority` as HTTP/1.1's
+    // `Host`: it wants its token.
+    assert_eq!(over("--http2", "/hosted/x").0, 401);
+    assert_eq!(over("--http1.1", "/hosted/x").0, 401);
+
+    let payload: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 13 % 251) as u8).collect();
+    let file = dir.join("payload");
+    std::fs::write(&file, &payload).unwrap();
+    let data = format!("@{}", file.display());
+    let mut args = tls_args.to_vec();
+    args.extend(["--http2", "-X", "POST", "--data-binary", &data]);
+    let (status, _, echoed) = fetch(&format!("{base}/echo"), &args);
+    assert_eq!(status, 200);
+    assert!(echoed == payload, "{} bytes back", echoed.len());
+
+    let urls: Vec<String> = (0..40).map(|i| format!("{base}/many/{i}")).collect();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2",
+            "--parallel",
+            "--parallel-max",
+            "40",
+            "--max-time",
+            "60",
+        ])
+        .args(tls_args)
+        .args(["-w", "%{http_code} %{http_version} %{num_connects}\n"])
+        .args(urls.iter().flat_map(|u| ["-o", "/dev/null", u.as_str()]))
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let statuses: Vec<&str> = lines.lines().collect();
+    assert_eq!(statuses.len(), 40, "{lines}");
+    assert!(statuses.iter().all(|l| l.starts_with("200 2 ")), "{lines}");
+    let connects: u32 = statuses
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert!(
+        connects <= 2,
+        "multiplexed on one connection: {connects} connects\n{lines}"
+    );
+}
+
+/// A plain listener takes HTTP/2 with prior knowledge (h2c) only when the
+/// operator turned it on; HTTP/1.1 goes on either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_listener_takes_h2c_only_when_asked() {
+    let version = |s: &Served, flag: &str| {
+        let (status, _, body) = fetch(
+            &format!("{}/hi", s.base),
+            &[flag, "-w", "\n%{http_version}"],
+        );
+        let body = String::from_utf8_lossy(&body).into_owned();
+        (
+            status,
+            body.rsplit_once('\n')
+                .map(|(_, v)| v.to_string())
+                .unwrap_or(body),
+        )
+    };
+    let plain = serve_proxy(PROXY_CONFIG);
+    assert_eq!(version(&plain, "--http1.1"), (200, "1.1".into()));
+    let refused = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("{}/hi", plain.base))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stdout),
+        "000",
+        "no HTTP/2 without h2c"
+    );
+
+    let h2c = serve_proxy(&PROXY_CONFIG.replace("[ingress]\n", "[ingress]\nh2c = true\n"));
+    assert_eq!(version(&h2c, "--http2-prior-knowledge"), (200, "2".into()));
+    assert_eq!(version(&h2c, "--http1.1"), (200, "1.1".into()));
 }

@@ -138,25 +138,11 @@ impl ClusterSecurity {
     /// TLS for the node's HTTPS endpoints (metrics): the node certificate,
     /// HTTP/1.1, no client certificate asked.
     pub fn https_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, NodeError> {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let bad = |what: &str, e: &dyn std::fmt::Display| {
-            NodeError::Config(format!("bad TLS settings ({what}): {e}"))
-        };
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let certs = CertificateDer::pem_slice_iter(self.node_cert.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad("node certificate", &e))?;
-        let key = PrivateKeyDer::from_pem_slice(self.node_key.as_bytes())
-            .map_err(|e| bad("node key", &e))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad("protocols", &e))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| bad("node certificate", &e))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(std::sync::Arc::new(config))
+        crate::https::tls_config(
+            self.node_cert.as_bytes(),
+            self.node_key.as_bytes(),
+            &[b"http/1.1"],
+        )
     }
 }
 

@@ -42,6 +42,28 @@ pub struct IngressConfig {
     /// A file holding the token for `GET /-/metrics` (the node's metrics
     /// and Serve's); unset, the ingress serves no metrics.
     pub metrics_token_file: Option<PathBuf>,
+    /// The certificate chain (PEM) the ingress serves TLS with; with
+    /// `tls_key`, it speaks HTTPS only, HTTP/2 or HTTP/1.1 as ALPN picks.
+    pub tls_certificate: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// On a plain listener, also take HTTP/2 from clients that start with
+    /// it (h2c with prior knowledge): for private networks only.
+    pub h2c: bool,
+}
+
+impl IngressConfig {
+    /// The TLS files, when it serves TLS.
+    pub fn tls_files(&self) -> Result<Option<(&PathBuf, &PathBuf)>, String> {
+        match (&self.tls_certificate, &self.tls_key, self.h2c) {
+            (Some(_), Some(_), true) => {
+                Err("h2c is for a plain listener; over TLS, HTTP/2 is chosen by ALPN".into())
+            }
+            (Some(cert), Some(key), false) => Ok(Some((cert, key))),
+            (None, None, _) => Ok(None),
+            _ => Err("tls_certificate and tls_key go together".into()),
+        }
+    }
 }
 
 impl Default for IngressConfig {
@@ -51,6 +73,9 @@ impl Default for IngressConfig {
             max_connections: 1024,
             max_connections_per_address: 64,
             metrics_token_file: None,
+            tls_certificate: None,
+            tls_key: None,
+            h2c: false,
         }
     }
 }
@@ -255,6 +280,10 @@ impl ServeConfig {
         if config.deployment.is_empty() {
             return Err("no [[deployment]]".into());
         }
+        config
+            .ingress
+            .tls_files()
+            .map_err(|e| format!("[ingress]: {e}"))?;
         for (i, d) in config.deployment.iter().enumerate() {
             d.check()?;
             if config.deployment[..i].iter().any(|o| o.name == d.name) {

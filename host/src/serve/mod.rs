@@ -31,7 +31,7 @@
 //! };
 //! let greeter = Deployment::start(service, plan).await?;
 //! let route = Route::new(None, "/greet", greeter, None, 1 << 20, 16 << 20);
-//! let serve = Serve::start("127.0.0.1:8000".parse()?, Default::default(), vec![route], None).await?;
+//! let serve = Serve::start("127.0.0.1:8000".parse()?, None, Default::default(), vec![route], None).await?;
 //! println!("serving on http://{}", serve.address());
 //! # Ok(()) }
 //! ```
@@ -225,10 +225,12 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Serves `routes` on `listen` within `bounds`. Two routes may not
+    /// Serves `routes` on `listen` within `bounds` (HTTP/2 too where
+    /// `bounds.versions` says so), over TLS with `tls`. Two routes may not
     /// claim the same host and prefix.
     pub async fn start(
         listen: SocketAddr,
+        tls: Option<https::TlsSettings>,
         bounds: Bounds,
         routes: Vec<Route>,
         metrics: Option<IngressMetrics>,
@@ -238,7 +240,7 @@ impl Serve {
             metrics: metrics.map(|m| (Sha256::digest(m.token.as_bytes()).into(), m.node)),
         });
         let router = Router::new().fallback(handle).with_state(ingress.clone());
-        let endpoint = https::serve(listen, None, bounds, router).await?;
+        let endpoint = https::serve(listen, tls, bounds, router).await?;
         Ok(Serve { endpoint, ingress })
     }
 
@@ -261,10 +263,16 @@ async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Respon
     if request.uri().path().starts_with("/-/") {
         return own(&ingress, request).await;
     }
+    // The URI's authority first (HTTP/2's `:authority`, or HTTP/1.1's
+    // absolute form), then `Host`: as `wasi:http` reads it too.
     let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            let host = request.headers().get(header::HOST)?;
+            host.to_str().ok()
+        })
         .map(host_name);
     let path = request.uri().path();
     if !plain_path(path) {
@@ -378,8 +386,21 @@ async fn answer_stateless(route: &Route, deployment: &Stateless, request: Reques
             );
         }
     };
+    // `wasi:http` needs the request's authority, in its URI or `Host`.
+    let authority = parts.uri.authority().is_some()
+        || (parts.headers.get(header::HOST)).is_some_and(|h| h.to_str().is_ok());
+    if !authority {
+        return plain(StatusCode::BAD_REQUEST, "the request names no host");
+    }
     let request = axum::http::Request::from_parts(parts, body);
     match deployment.run(place, request, deadline).await {
+        // An informational status would make the connection something
+        // else (101 switches protocols): not the handler's to choose.
+        Ok(answer) if answer.status().is_informational() => {
+            tracing::warn!(deployment = %deployment.name, status = answer.status().as_u16(),
+                "a handler answered with an informational status");
+            plain(StatusCode::BAD_GATEWAY, "Bad Gateway")
+        }
         Ok(answer) => {
             let (mut parts, body) = answer.into_parts();
             // The ingress frames the body and owns the connection.

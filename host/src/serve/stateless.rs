@@ -19,7 +19,7 @@
 //!     timeout: std::time::Duration::from_secs(30),
 //! };
 //! let route = Route::new(None, "/", Stateless::start(service, plan), None, 1 << 20, 16 << 20);
-//! let serve = Serve::start("127.0.0.1:8000".parse()?, Default::default(), vec![route], None).await?;
+//! let serve = Serve::start("127.0.0.1:8000".parse()?, None, Default::default(), vec![route], None).await?;
 //! println!("serving on http://{}", serve.address());
 //! # Ok(()) }
 //! ```
@@ -88,13 +88,15 @@ impl Stateless {
         if let Ok(permit) = self.places.clone().try_acquire_owned() {
             return Ok(Place(permit));
         }
-        // Counted before the check, so two arrivals cannot both pass it.
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        // Counted before the check, so two arrivals cannot both pass it;
+        // uncounted by a guard, so a caller who leaves while it waits
+        // (its future dropped) leaves no count behind.
+        let waiting = Waiting::count(&self.queued);
+        if waiting.ahead >= self.max_queued {
             return Err(ServeError::Overloaded);
         }
         let waited = tokio::time::timeout_at(deadline, self.places.clone().acquire_owned()).await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         match waited {
             Ok(Ok(permit)) => Ok(Place(permit)),
             Ok(Err(_)) => Err(ServeError::Unavailable("the deployment stopped".into())),
@@ -119,11 +121,9 @@ impl Stateless {
     fn serve_error(&self, e: FabricError) -> ServeError {
         match e {
             FabricError::Timeout => ServeError::Timeout(self.timeout),
-            // The pool or the tenant's live instances are full: overload,
-            // not a fault of the request.
-            FabricError::LimitExceeded { ref name, .. }
-                if name == "instances" || name == "live-instances" =>
-            {
+            // The pool, the tenant's share or quota, or the deployment's
+            // live instances are full: overload, not a fault of the request.
+            FabricError::LimitExceeded { ref name, .. } if SLOT_LIMITS.contains(&name.as_str()) => {
                 ServeError::Overloaded
             }
             FabricError::TaskFailed(ref f)
@@ -150,6 +150,35 @@ impl Stateless {
             ongoing: self.max_ongoing - self.places.available_permits(),
             queued: self.queued.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The bounds an instance's slot is refused by (see
+/// [`crate::runtime::slots`]).
+const SLOT_LIMITS: &[&str] = &[
+    "instances",
+    "instance-share",
+    "instances-quota",
+    "live-instances",
+];
+
+/// A request counted as queued until dropped.
+struct Waiting<'a> {
+    queued: &'a AtomicUsize,
+    /// Requests queued before this one.
+    ahead: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn count(queued: &'a AtomicUsize) -> Self {
+        let ahead = queued.fetch_add(1, Ordering::AcqRel);
+        Waiting { queued, ahead }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

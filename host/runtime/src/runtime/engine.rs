@@ -31,6 +31,7 @@ pub use crate::runtime::compile_stats::CompileStats;
 use crate::runtime::component::{self, AppComponent};
 use crate::runtime::component_cache::ComponentCache;
 use crate::runtime::disk_cache::{self, DiskCache};
+pub use crate::runtime::engine_settings::EngineSettings;
 use crate::runtime::instance::InstanceState;
 use crate::runtime::slots::InstancePool;
 
@@ -118,87 +119,6 @@ pub(crate) fn slot_weight(component: &wasmtime::component::Component) -> u64 {
         }
         // Not known before instantiation: the most a component may use.
         None => u64::from(MAX_MEMORIES.max(MAX_TABLES.div_ceil(TABLES_PER_SLOT))),
-    }
-}
-
-/// Sizing of the engine's instance pool.
-#[derive(Clone, Debug)]
-pub struct EngineSettings {
-    /// Live instances at once (tasks running, actors alive, drivers).
-    pub max_instances: u32,
-    /// Largest linear memory one instance may grow to, in bytes.
-    pub max_instance_memory: u64,
-    /// Native stack for a running guest (its wasm stack lives inside it).
-    pub async_stack_size: usize,
-    /// Wasm stack a guest may use before it traps with a stack overflow.
-    pub max_wasm_stack: usize,
-    /// Meter CPU with fuel (deterministic, about 10-20% slower) instead of
-    /// epoch ticks alone. Jobs then get the `fuel` limit.
-    pub fuel_metering: bool,
-    /// Compile components in a bounded child process (see
-    /// [`super::compile`]); `None` compiles in this process, for trusted
-    /// code only.
-    pub compile: Option<super::compile::CompileSandbox>,
-    /// What compiled components the node keeps, and how many compiles run
-    /// at once.
-    pub components: super::component_cache::ComponentBounds,
-    /// A private directory where compiled components are kept across
-    /// restarts (see [`super::disk_cache`]); `None` keeps them in memory
-    /// only.
-    pub compiled_dir: Option<std::path::PathBuf>,
-    /// Tenants' guaranteed shares of the `max_instances` slots (see
-    /// [`super::slots`]); they sum to no more than `max_instances`.
-    pub guaranteed_instances: Vec<(Arc<str>, u32)>,
-}
-
-impl EngineSettings {
-    /// The settings that shape compiled code, as one command-line value.
-    pub(crate) fn to_arg(&self) -> String {
-        format!(
-            "max-instances={},max-instance-memory={},async-stack-size={},max-wasm-stack={},fuel={}",
-            self.max_instances,
-            self.max_instance_memory,
-            self.async_stack_size,
-            self.max_wasm_stack,
-            u8::from(self.fuel_metering)
-        )
-    }
-
-    pub(crate) fn from_arg(arg: &str) -> Result<Self, String> {
-        let mut s = EngineSettings::default();
-        for part in arg.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("bad setting `{part}`"))?;
-            let n: u64 = v.parse().map_err(|_| format!("bad value in `{part}`"))?;
-            match k {
-                "max-instances" => s.max_instances = n as u32,
-                "max-instance-memory" => s.max_instance_memory = n,
-                "async-stack-size" => s.async_stack_size = n as usize,
-                "max-wasm-stack" => s.max_wasm_stack = n as usize,
-                "fuel" => s.fuel_metering = n != 0,
-                _ => return Err(format!("unknown setting `{k}`")),
-            }
-        }
-        Ok(s)
-    }
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        EngineSettings {
-            // Fits the kernel's default vm.max_map_count (65,530) at about six
-            // mappings per live instance.
-            max_instances: 10_000,
-            max_instance_memory: 4 << 30,
-            async_stack_size: 2 << 20,
-            max_wasm_stack: 1 << 20,
-            fuel_metering: false,
-            compile: None,
-            components: Default::default(),
-            compiled_dir: None,
-            guaranteed_instances: Vec::new(),
-        }
     }
 }
 
@@ -488,9 +408,11 @@ impl FabricEngine {
         Ok((compiled.artifact, compiled.pack.map(|p| (name, p))))
     }
 
-    /// The component with `digest` loaded from the disk cache (`Ok`), or,
-    /// when it is not there or does not load (then it is removed), the
-    /// bytes and guards back to compile it (`Err`).
+    /// The component with `digest` loaded from the disk cache (`Ok(Ok)`),
+    /// or, when it is not there or its artifact does not load (then it is
+    /// removed), the bytes and guards back to compile it (`Ok(Err)`). An
+    /// artifact that loads but does not link as `loader` wants is kept, and
+    /// its error returned.
     #[allow(clippy::type_complexity)]
     async fn load_from_disk<A: Send + Sync + 'static, H: Send + 'static>(
         &self,
@@ -505,22 +427,26 @@ impl FabricEngine {
         let (inner, key) = (self.inner.clone(), digest.to_string());
         tokio::task::spawn_blocking(move || {
             let Some(kept) = disk.load(&key) else {
-                return Err((stripped, held));
+                return Ok(Err((stripped, held)));
             };
             match (loader.precompiled)(&inner, &stripped, &kept) {
                 Ok(app) => {
                     inner.compiles.from_disk.fetch_add(1, Ordering::Relaxed);
-                    Ok(app)
+                    Ok(Ok(app))
                 }
+                // It loads, but is not what this loader wants (the other kind
+                // of component, or a full pool): compiling again would not
+                // help, and the entry is good.
+                Err(e) if !matches!(e, LoadError::Compile(_)) => Err(e),
                 Err(e) => {
                     tracing::warn!(digest = %key, "a kept compiled component does not load ({e}); compiling it again");
                     disk.forget(&key);
-                    Err((stripped, held))
+                    Ok(Err((stripped, held)))
                 }
             }
         })
         .await
-        .map_err(|e| LoadError::Compile(e.to_string()))
+        .map_err(|e| LoadError::Compile(e.to_string()))?
     }
 
     /// Compiled components in the disk cache and their bytes, when there is

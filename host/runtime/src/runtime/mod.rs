@@ -16,6 +16,7 @@ pub(crate) mod concurrent;
 pub mod core;
 pub mod disk_cache;
 pub mod engine;
+pub mod engine_settings;
 pub mod function_pack;
 pub mod groups;
 mod handles;

@@ -37,7 +37,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -189,6 +189,14 @@ type Sent = Box<
 >;
 
 impl WasiHttpHooks for NoOutgoing {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        BODY_CHUNKS
+    }
+
     fn send_request(
         &mut self,
         _request: http::Request<wasmtime_wasi_http::WasiBody>,
@@ -284,6 +292,8 @@ impl HttpService {
             Holder::Task,
             self.app.slot_weight,
         )?;
+        // The manifest's wall time bounds a request as it bounds a call.
+        let deadline = deadline.min(Instant::now() + self.limits.wall_time);
         let charge = MemoryCharge::new(Some(self.account.clone()));
         let mut store = self.store(charge.clone());
         let (sender, answered) = tokio::sync::oneshot::channel();
@@ -294,58 +304,44 @@ impl HttpService {
         let out = view
             .new_response_outparam(sender)
             .map_err(|e| FabricError::InvalidArgument(format!("{e:#}")))?;
-        let pre = self.app.pre.clone();
+        let (ended, outcome) = tokio::sync::oneshot::channel();
+        let instance = Instance {
+            pre: self.app.pre.clone(),
+            store,
+            account: self.account.clone(),
+            deadline,
+        };
         // The instance runs on a task of its own: it may go on writing the
-        // body after the response's head went back.
-        let instance = tokio::spawn(async move {
-            let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, out)
-                    .await
-            };
-            let outcome = match tokio::time::timeout_at(deadline, run).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(failure(&mut store, e)),
-                Err(_) => Err(FabricError::Timeout),
-            };
-            // The store (and so the instance's memory) goes first, then its
-            // charge, then its slot.
-            drop(store);
-            drop(charge);
-            drop(slot);
-            drop(hold);
-            outcome
+        // body after the response's head went back. Its store (and so its
+        // memory) goes first, then its charge, its slot and `hold`.
+        tokio::spawn(async move {
+            instance.run(incoming, out, ended).await;
+            drop((charge, slot, hold));
         });
         match answered.await {
-            Ok(Ok(response)) => {
-                // A failure after the head went back can only cut the body
-                // short; the operator's log says why.
-                tokio::spawn(async move {
-                    if let Ok(Err(e)) = instance.await {
-                        tracing::warn!(error = %e, "a wasi:http instance failed while it sent its body");
-                    }
-                });
-                Ok(response)
-            }
+            Ok(Ok(response)) => Ok(response.map(|body| {
+                http_body_util::BodyExt::boxed_unsync(Checked {
+                    body,
+                    outcome: Some(outcome),
+                })
+            })),
             Ok(Err(code)) => Err(FabricError::failure(
                 "handle",
                 FailureKind::ApplicationError,
-                format!("the handler answered with an error: {code:?}"),
+                format!("the handler answered with an error: {}", brief(&code)),
             )),
             // The outparam went with the store, unset.
-            Err(_) => match instance.await {
+            Err(_) => match outcome.await {
                 Ok(Ok(())) => Err(FabricError::failure(
                     "handle",
                     FailureKind::BadValue,
                     "the handler returned without a response",
                 )),
                 Ok(Err(e)) => Err(e),
-                Err(e) => Err(FabricError::failure(
+                Err(_) => Err(FabricError::failure(
                     "handle",
                     FailureKind::System,
-                    format!("the instance's task ended: {e}"),
+                    "the instance's task ended",
                 )),
             },
         }
@@ -364,6 +360,10 @@ impl HttpService {
             .stdout(output(Stream::Stdout))
             .stderr(output(Stream::Stderr))
             .envs(&self.env)
+            // wasmtime-wasi's defaults, stated: no socket, no name lookup.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
             .build();
         let mut table = ResourceTable::new();
         // Bounds what a guest can make the host hold in handles (fields,
@@ -385,7 +385,7 @@ impl HttpService {
         };
         let mut store = Store::new(self.core.engine().engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_hostcall_fuel(limits.host_call_bytes().min(usize::MAX as u64) as usize);
+        store.set_hostcall_fuel(HOST_CALL_BYTES);
         if self.core.engine().settings().fuel_metering {
             let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         }
@@ -411,9 +411,123 @@ impl HttpService {
 }
 
 /// Handles one request's instance may hold at once.
-const HANDLES: usize = 10_000;
+const HANDLES: usize = 256;
 /// The most bytes of header fields a guest may build in one `fields`.
 const FIELD_BYTES: usize = 64 << 10;
+/// What an outgoing body buffers in the host: chunks of this size, and
+/// how many beyond the one being sent. With [`HANDLES`] and
+/// [`FIELD_BYTES`], a request's instance can make the host hold at most
+/// about 256 × (64 KiB + 2 × 64 KiB) = 48 MiB besides its linear memory.
+const BODY_CHUNK: usize = 64 << 10;
+const BODY_CHUNKS: usize = 1;
+/// The most bytes one host call copies between the guest and the host
+/// (a field, a chunk of a body, an error's text).
+const HOST_CALL_BYTES: usize = 1 << 20;
+
+/// One request's instance, before it runs.
+struct Instance {
+    pre: ProxyPre<HttpState>,
+    store: Store<HttpState>,
+    account: Arc<TenantAccount>,
+    deadline: Instant,
+}
+
+impl Instance {
+    /// Instantiates and calls the handler, within the deadline; tells
+    /// `ended` how it went *before* the store goes, so that a body cut
+    /// short by the store's end is known to be cut short (see [`Checked`]).
+    async fn run(
+        mut self,
+        incoming: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
+        out: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+        ended: tokio::sync::oneshot::Sender<Result<(), FabricError>>,
+    ) {
+        let store = &mut self.store;
+        let pre = self.pre;
+        let run = async {
+            let proxy = pre.instantiate_async(&mut *store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut *store, incoming, out)
+                .await
+        };
+        let outcome = match tokio::time::timeout_at(self.deadline, run).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(failure(store, e)),
+            Err(_) => Err(FabricError::Timeout),
+        };
+        let ticks = store.data().ticks;
+        self.account
+            .add_cpu(EPOCH_TICK * ticks.min(u32::MAX as u64) as u32);
+        let _ = ended.send(outcome);
+    }
+}
+
+/// A response body that ends with an error, not cleanly, when its
+/// instance failed: a store that goes (a trap, a limit, the deadline)
+/// ends the body as if it were finished, and a client must not take a
+/// cut-off body for a whole one.
+struct Checked {
+    body: HttpBody,
+    outcome: Option<tokio::sync::oneshot::Receiver<Result<(), FabricError>>>,
+}
+
+impl http_body::Body for Checked {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if !matches!(frame, Poll::Ready(None)) {
+            return frame;
+        }
+        // The body ended: cleanly if the guest finished it (its instance
+        // then is still running, or ended well), else the instance failed
+        // and told so before its store went.
+        let Some(mut outcome) = self.outcome.take() else {
+            return Poll::Ready(None);
+        };
+        match outcome.try_recv() {
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a wasi:http instance failed while it sent its body");
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
+            _ => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// An error code the handler set, for a log line: its variant and at most
+/// 256 bytes of what it says (the text is the guest's, of any size).
+fn brief(code: &ErrorCode) -> String {
+    struct Bounded(String);
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            if self.0.len() + s.len() > 256 {
+                return Err(std::fmt::Error);
+            }
+            self.0.push_str(s);
+            Ok(())
+        }
+    }
+    let mut out = Bounded(String::new());
+    if std::fmt::write(&mut out, format_args!("{code:?}")).is_err() {
+        out.0.push_str("...");
+    }
+    out.0
+}
 
 /// A trap as a typed failure: a broken bound names the bound.
 fn failure(store: &mut Store<HttpState>, e: wasmtime::Error) -> FabricError {

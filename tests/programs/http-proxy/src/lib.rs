@@ -7,9 +7,12 @@
 //! - `GET /spin`: loops forever.
 //! - `GET /grow`: grows its memory without end.
 //! - `GET /fetch`: tries an outgoing request and answers what came of it.
+//! - `GET /cut`: sends part of its body, then traps.
+//! - `GET /switch`: answers 101 Switching Protocols.
+//! - `GET /error`: sets an error code carrying 512 KiB of text.
 
 use wasi::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
     ResponseOutparam, Scheme,
 };
 
@@ -26,6 +29,12 @@ impl wasi::exports::http::incoming_handler::Guest for Proxy {
             (_, "/spin") => spin(),
             (_, "/grow") => grow(),
             (_, "/fetch") => answer(out, 200, &fetch()),
+            (_, "/cut") => cut(out),
+            (_, "/switch") => answer(out, 101, ""),
+            (_, "/error") => {
+                let text = "\u{1}".repeat(512 << 10);
+                ResponseOutparam::set(out, Err(ErrorCode::InternalError(Some(text))));
+            }
             _ => answer(out, 200, &format!("hello from wasi:http at {path}")),
         }
     }
@@ -66,6 +75,17 @@ fn echo(request: IncomingRequest, out: ResponseOutparam) {
     drop(output);
     drop(input);
     OutgoingBody::finish(body, None).expect("finished");
+}
+
+fn cut(out: ResponseOutparam) {
+    let response = OutgoingResponse::new(Fields::new());
+    let body = response.body().expect("the body, once");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = body.write().expect("the body's stream, once");
+    stream
+        .blocking_write_and_flush(b"the first part")
+        .expect("written");
+    panic!("cut off after the first part");
 }
 
 fn spin() -> ! {
