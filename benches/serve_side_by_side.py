@@ -14,6 +14,21 @@ connections for `--duration` seconds each after a 2 s warm-up: requests
 per second, wrk's p50 and p99 latency, and the requests wrk gave up on
 after its 2 s timeout. Prints a markdown table.
 
+Then HTTP/2 with `h2load` (nghttp2-client in Debian), pinned the same way:
+ours over h2c (`[ingress] h2c = true`) against Ray Serve over HTTP/1.1
+(`h2load --h1`: Ray Serve's proxy, uvicorn, speaks no HTTP/2), one replica,
+1, 16 and 64 connections of one stream each, and one connection of 64
+streams (ours only); p50 and p99 from h2load's per-request log. And a
+stateless deployment (an unchanged `wasi:http` component, a fresh instance
+per request: tests/programs/http-proxy, built by `cargo test`) under wrk
+and h2load, beside Ray's no-op deployment with one replica.
+
+Then a flood (ours alone, `--only-flood` for just this): two stateless
+deployments of two tenants, the flooded one with one place and no queue;
+the other tenant's p50 and p99 at one connection (wrk on CPU 0), alone and
+while `wrk -c64` (on CPU 1) floods the first: the goal is a p99 within 2x
+of the unloaded one, the flood shed with 503s.
+
 Then ours alone: a deployment scaled to zero (`min_replicas = 0`), its
 first request timed `--cold-starts` times from the client's side (Python's
 http.client on a fresh connection), each once the ingress's metrics say no
@@ -48,6 +63,7 @@ class Noop:
 OURS_CONFIG = '''
 [ingress]
 listen = "127.0.0.1:{port}"
+h2c = true
 
 [[deployment]]
 name = "noop"
@@ -104,6 +120,28 @@ def wrk(url, connections, duration):
     return rate, pct(50), pct(99), lost
 
 
+def h2load(url, connections, duration, streams=1, h1=False):
+    """(requests/s, p50 ms, p99 ms, requests not answered 2xx) of one h2load
+    run on CPU 0, after a 2 s warm-up run; percentiles from its log of
+    every request."""
+    base = ["taskset", "-c", "0", "h2load", "-t1", f"-c{connections}", f"-m{streams}"]
+    if h1:
+        base.append("--h1")
+    subprocess.run(base + ["-D", "2", url], capture_output=True, check=True)
+    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
+        out = subprocess.run(base + ["-D", str(duration), "--log-file", log.name, url],
+                             capture_output=True, text=True, check=True).stdout
+        times = sorted(int(line.split("\t")[2]) / 1000.0
+                       for line in log.read().splitlines() if line.strip())
+    rate = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    codes = re.search(r"status codes: (\d+) 2xx", out)
+    lost = int(done.group(1)) - int(codes.group(1))
+    if not times:
+        sys.exit(f"h2load answered nothing from {url}:\n{out}")
+    return rate, times[len(times) // 2], times[min(len(times) - 1, len(times) * 99 // 100)], lost
+
+
 def wait_for(proc, needle, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -125,7 +163,21 @@ def stop(proc):
         proc.wait()
 
 
-def run_ours(fabric, replicas, port, duration, work):
+def load_rows(url, duration, h2, wrk_rows=True):
+    """wrk rows by connections, and, with `h2`, h2load rows over HTTP/2
+    (h2 = "h2") or HTTP/1.1 (h2 = "h1"): by connections, and `1x64` (one
+    connection, 64 streams) over HTTP/2."""
+    rows = {}
+    if wrk_rows:
+        rows.update({("wrk", c): wrk(url, c, duration) for c in CONNECTIONS})
+    if h2:
+        rows.update({(h2, c): h2load(url, c, duration, h1=h2 == "h1") for c in CONNECTIONS})
+    if h2 == "h2":
+        rows[(h2, "1x64")] = h2load(url, 1, duration, streams=64)
+    return rows
+
+
+def run_ours(fabric, replicas, port, duration, work, h2):
     with open(os.path.join(work, "noop.py"), "w") as f:
         f.write(OURS_APP)
     config = os.path.join(work, "serve.toml")
@@ -134,7 +186,94 @@ def run_ours(fabric, replicas, port, duration, work):
     proc = subprocess.Popen([fabric, "serve", config], stdout=subprocess.PIPE, text=True)
     try:
         wait_for(proc, "serving on", 300)
-        return {c: wrk(f"http://127.0.0.1:{port}/", c, duration) for c in CONNECTIONS}
+        return load_rows(f"http://127.0.0.1:{port}/", duration, h2)
+    finally:
+        stop(proc)
+
+
+STATELESS_CONFIG = '''
+[ingress]
+listen = "127.0.0.1:{port}"
+h2c = true
+
+[[deployment]]
+name = "hello"
+component = "{wasm}"
+route = "/"
+max_ongoing_requests = 64
+max_queued_requests = 100000
+public = true
+'''
+
+
+FLOOD_CONFIG = '''
+[ingress]
+listen = "127.0.0.1:{port}"
+max_connections_per_address = 128
+
+[[deployment]]
+name = "flooded"
+tenant = "tenant-a"
+component = "{wasm}"
+route = "/a"
+max_ongoing_requests = 1
+max_queued_requests = 0
+public = true
+
+[[deployment]]
+name = "victim"
+tenant = "tenant-b"
+component = "{wasm}"
+route = "/b"
+max_ongoing_requests = 8
+public = true
+'''
+
+
+def flood(fabric, wasm, port, duration, work):
+    """The victim's (rate, p50, p99, lost) alone and under the flood, and
+    the flood's (requests/s, share answered 503)."""
+    config = os.path.join(work, "flood.toml")
+    with open(config, "w") as f:
+        f.write(FLOOD_CONFIG.format(port=port, wasm=wasm))
+    proc = subprocess.Popen([fabric, "serve", config], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(proc, "serving on", 300)
+        victim = f"http://127.0.0.1:{port}/b/x"
+        alone = wrk(victim, 1, duration)
+        flooder = subprocess.Popen(
+            ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration + 4}s",
+             f"http://127.0.0.1:{port}/a/x"], stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        loaded = wrk(victim, 1, duration)
+        out = flooder.communicate()[0]
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        shed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        return alone, loaded, (rate, int(shed.group(1)) / total if shed else 0.0)
+    finally:
+        stop(proc)
+
+
+def report_flood(alone, loaded, flood_figures):
+    rate, shed = flood_figures
+    print("\nA flood on one tenant's stateless deployment (1 place, no queue; wrk -c64 on "
+          "CPU 1) and another tenant's route (wrk -c1 on CPU 0)\n")
+    print("| victim | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
+    print(f"| alone | {alone[0]:,.0f} | {alone[1]:.2f} | {alone[2]:.2f} |")
+    print(f"| during the flood | {loaded[0]:,.0f} | {loaded[1]:.2f} | {loaded[2]:.2f} |")
+    print(f"\np99 during / alone: {loaded[2] / alone[2]:.2f} (goal: at most 2); the flood: "
+          f"{rate:,.0f} requests/s, {shed:.0%} of them answered 503")
+
+
+def run_stateless(fabric, wasm, port, duration, work):
+    config = os.path.join(work, "stateless.toml")
+    with open(config, "w") as f:
+        f.write(STATELESS_CONFIG.format(port=port, wasm=wasm))
+    proc = subprocess.Popen([fabric, "serve", config], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(proc, "serving on", 300)
+        return load_rows(f"http://127.0.0.1:{port}/", duration, "h2")
     finally:
         stop(proc)
 
@@ -205,14 +344,14 @@ def cold_starts(fabric, port, work, n):
     return times
 
 
-def run_ray(python, replicas, port, duration, work):
+def run_ray(python, replicas, port, duration, work, h2):
     script = os.path.join(work, "ray_noop.py")
     with open(script, "w") as f:
         f.write(RAY_APP.format(port=port, replicas=replicas))
     proc = subprocess.Popen([python, script], stdout=subprocess.PIPE, text=True)
     try:
         wait_for(proc, "ready", 300)
-        return {c: wrk(f"http://127.0.0.1:{port}/", c, duration) for c in CONNECTIONS}
+        return load_rows(f"http://127.0.0.1:{port}/", duration, h2 and "h1")
     finally:
         stop(proc)
         subprocess.run([os.path.join(os.path.dirname(python), "ray"), "stop", "--force"],
@@ -227,32 +366,76 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--cold-starts", type=int, default=20)
     ap.add_argument("--only-cold-starts", action="store_true")
+    ap.add_argument("--no-h2", action="store_true", help="skip the h2load and stateless rows")
+    ap.add_argument("--only-flood", action="store_true")
+    ap.add_argument("--proxy-wasm",
+                    default="target/guests/wasm32-wasip2/release/http_proxy.wasm")
     args = ap.parse_args()
     if args.only_cold_starts:
         with tempfile.TemporaryDirectory() as work:
             report_cold_starts(cold_starts(os.path.abspath(args.fabric), 18433, work,
                                            args.cold_starts))
         return
+    fabric = os.path.abspath(args.fabric)
+    wasm = os.path.abspath(args.proxy_wasm)
+    if args.only_flood:
+        with tempfile.TemporaryDirectory() as work:
+            report_flood(*flood(fabric, wasm, 18435, args.duration, work))
+        return
     python = os.path.join(args.ray_venv, "bin", "python")
-    rows = []
+    rows, h2_rows = [], []
     with tempfile.TemporaryDirectory() as work:
         for replicas in REPLICAS:
-            ours = run_ours(os.path.abspath(args.fabric), replicas, 18431, args.duration, work)
-            ray = run_ray(python, replicas, 18432, args.duration, work)
+            h2 = replicas == 1 and not args.no_h2
+            ours = run_ours(fabric, replicas, 18431, args.duration, work, h2 and "h2")
+            ray = run_ray(python, replicas, 18432, args.duration, work, h2)
             for c in CONNECTIONS:
-                rows.append((replicas, c, ray[c], ours[c]))
+                rows.append((replicas, c, ray[("wrk", c)], ours[("wrk", c)]))
+            if h2:
+                for c in CONNECTIONS:
+                    h2_rows.append((f"{c}", ray[("h1", c)], ours[("h2", c)]))
+                h2_rows.append(("1x64", None, ours[("h2", "1x64")]))
+                ray_noop = ray
+        stateless = None
+        if not args.no_h2 and os.path.exists(args.proxy_wasm):
+            stateless = run_stateless(fabric, wasm, 18434, args.duration, work)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"\n{stamp} on {platform.machine()}, {os.cpu_count()} CPUs; wrk -t1 pinned to CPU 0, "
-          f"{args.duration} s per row; a no-op deployment returning {{}}\n")
+    print(f"\n{stamp} on {platform.machine()}, {os.cpu_count()} CPUs; load generator "
+          f"(-t1) pinned to CPU 0, {args.duration} s per row; a no-op deployment returning {{}}\n")
     print("| replicas | connections | Ray Serve req/s | ours req/s | ratio | "
           "Ray p50 / p99 ms | ours p50 / p99 ms | p99 ratio | gave up (Ray / ours) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for replicas, c, (rr, r50, r99, rl), (orate, o50, o99, ol) in rows:
         print(f"| {replicas} | {c} | {rr:,.0f} | {orate:,.0f} | {orate / rr:.1f}x | "
               f"{r50:.2f} / {r99:.2f} | {o50:.2f} / {o99:.2f} | {o99 / r99:.2f} | {rl} / {ol} |")
+    if h2_rows:
+        print("\nh2load, one replica: Ray Serve over HTTP/1.1 (--h1), ours over HTTP/2 (h2c)\n")
+        print_versus("connections", h2_rows)
+    if stateless:
+        print("\nA stateless wasi:http component (a fresh instance per request) beside Ray's "
+              "no-op deployment with one replica (Ray over HTTP/1.1 in both tools)\n")
+        versus = [(f"wrk {c}", ray_noop[("wrk", c)], stateless[("wrk", c)]) for c in CONNECTIONS]
+        versus += [(f"h2load {c}", ray_noop[("h1", c)], stateless[("h2", c)])
+                   for c in CONNECTIONS]
+        versus.append(("h2load 1x64", None, stateless[("h2", "1x64")]))
+        print_versus("load", versus)
     with tempfile.TemporaryDirectory() as work:
-        report_cold_starts(cold_starts(os.path.abspath(args.fabric), 18433, work,
-                                       args.cold_starts))
+        if os.path.exists(wasm):
+            report_flood(*flood(fabric, wasm, 18435, args.duration, work))
+        report_cold_starts(cold_starts(fabric, 18433, work, args.cold_starts))
+
+
+def print_versus(what, rows):
+    print(f"| {what} | Ray Serve req/s | ours req/s | ratio | Ray p50 / p99 ms | "
+          "ours p50 / p99 ms | p99 ratio | not answered (Ray / ours) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, ray, (orate, o50, o99, ol) in rows:
+        if ray is None:
+            print(f"| {label} | - | {orate:,.0f} | - | - | {o50:.2f} / {o99:.2f} | - | - / {ol} |")
+            continue
+        rr, r50, r99, rl = ray
+        print(f"| {label} | {rr:,.0f} | {orate:,.0f} | {orate / rr:.1f}x | {r50:.2f} / {r99:.2f} | "
+              f"{o50:.2f} / {o99:.2f} | {o99 / r99:.2f} | {rl} / {ol} |")
 
 
 def report_cold_starts(times):

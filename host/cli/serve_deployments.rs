@@ -140,13 +140,10 @@ async fn start(
         return start_stateless(node, d, bytes, manifest).await;
     };
     let app = node
-        .load(bytes)
+        .load_for(bytes, tenant_of(d))
         .await
         .with_context(|| format!("cannot load {}", d.component.display()))?;
-    let options = JobOptions {
-        manifest: crate::run::read_manifest(manifest)?,
-        ..JobOptions::default()
-    };
+    let options = job_options(d, manifest)?;
     let service = node
         .start_service(app, Arc::new(TerminalSink), options)
         .await?;
@@ -185,13 +182,10 @@ async fn start_stateless(
     manifest: Option<&Path>,
 ) -> anyhow::Result<Target> {
     let app = node
-        .load_http(bytes, None)
+        .load_http(bytes, Some(tenant_of(d)))
         .await
         .with_context(|| format!("cannot load {}", d.component.display()))?;
-    let options = JobOptions {
-        manifest: crate::run::read_manifest(manifest)?,
-        ..JobOptions::default()
-    };
+    let options = job_options(d, manifest)?;
     let service = node
         .start_http_service(app, Arc::new(TerminalSink), options)
         .await?;
@@ -203,6 +197,22 @@ async fn start_stateless(
     };
     tracing::info!(deployment = %d.name, "serving a wasi:http component");
     Ok(Stateless::start(service, plan).into())
+}
+
+/// The tenant `d` runs for.
+fn tenant_of(d: &DeploymentConfig) -> &str {
+    d.tenant
+        .as_deref()
+        .unwrap_or(fabric_host::runtime::job::LOCAL_TENANT)
+}
+
+/// `d`'s job: its manifest, for its tenant.
+fn job_options(d: &DeploymentConfig, manifest: Option<&Path>) -> anyhow::Result<JobOptions> {
+    Ok(JobOptions {
+        manifest: crate::run::read_manifest(manifest)?,
+        tenant: Some(tenant_of(d).to_string()),
+        ..JobOptions::default()
+    })
 }
 
 /// `d`'s route to `target`.

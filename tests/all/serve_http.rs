@@ -365,3 +365,67 @@ async fn a_plain_listener_takes_h2c_only_when_asked() {
     assert_eq!(version(&h2c, "--http2-prior-knowledge"), (200, "2".into()));
     assert_eq!(version(&h2c, "--http1.1"), (200, "1.1".into()));
 }
+
+/// Two tenants' deployments on one ingress: a flood on one (more
+/// requests than its places, each burning CPU until its limit) gets 503s
+/// and 502s, and nothing else, while the other tenant's route answers
+/// every request; each tenant's CPU is counted as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_one_tenants_route_leaves_anothers_answering() {
+    let config = r#"
+[ingress]
+metrics_token_file = "metrics-token"
+
+[[deployment]]
+name = "flooded"
+tenant = "tenant-a"
+component = "COMPONENT"
+route = "/a"
+public = true
+manifest = "limits.toml"
+max_ongoing_requests = 2
+max_queued_requests = 0
+
+[[deployment]]
+name = "steady"
+tenant = "tenant-b"
+component = "COMPONENT"
+route = "/b"
+public = true
+max_ongoing_requests = 8
+"#;
+    let s = serve_proxy(config);
+    let flood: Vec<_> = (0..24)
+        .map(|_| {
+            let url = format!("{}/a/spin", s.base);
+            std::thread::spawn(move || text(&url).0)
+        })
+        .collect();
+    for i in 0..20 {
+        let (status, body) = text(&format!("{}/b/{i}", s.base));
+        assert_eq!(
+            (status, body),
+            (200, format!("hello from wasi:http at /b/{i}"))
+        );
+    }
+    let statuses: Vec<u16> = flood.into_iter().map(|h| h.join().unwrap()).collect();
+    let shed = statuses.iter().filter(|&&s| s == 503).count();
+    assert!(
+        statuses.iter().all(|s| [502, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(shed >= 12, "at most 2 at once, none queued: {statuses:?}");
+
+    let metrics = scrape(&s);
+    let cpu = |tenant: &str| {
+        sample(
+            &metrics,
+            &format!("fabric_tenant_cpu_seconds_total{{tenant=\"{tenant}\"}}"),
+        )
+    };
+    assert!(
+        cpu("tenant-a") >= 0.3,
+        "the spinning requests are tenant-a's"
+    );
+    assert!(cpu("tenant-a") > cpu("tenant-b"));
+}

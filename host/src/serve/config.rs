@@ -142,6 +142,11 @@ pub struct DeploymentConfig {
     /// The job manifest (limits and capabilities), relative to this file.
     #[serde(default)]
     pub manifest: Option<PathBuf>,
+    /// The tenant its replicas or instances run for: its compiles, slots,
+    /// memory and CPU are that tenant's, within the node's quota for it
+    /// (the node's local tenant when unset).
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// Answer without a token: the route is open to anyone who reaches it.
     #[serde(default)]
     pub public: bool,
@@ -464,6 +469,10 @@ impl DeploymentConfig {
         }
         if self.is_stateless() {
             self.check_stateless()?;
+        }
+        if let Some(tenant) = &self.tenant {
+            crate::security::valid_tenant_name(tenant)
+                .map_err(|e| format!("deployment `{name}`: tenant: {e}"))?;
         }
         if !(self.num_cpus().is_finite() && self.num_cpus() >= 0.0) {
             return Err(format!(

@@ -1,15 +1,16 @@
 //! A `wasi:http` proxy that knows nothing of wasmfabric: it answers from
-//! the request alone, as a `wasmtime serve` or Spin app does.
+//! the request alone, as a `wasmtime serve` or Spin app does. What it does
+//! is its path's last segment:
 //!
-//! - `GET /hello...`: `hello from wasi:http at <path>`, with `x-proxy: yes`.
-//! - `POST /echo`: the request's body back, read and written in chunks.
-//! - `GET /trap`: traps before it answers.
-//! - `GET /spin`: loops forever.
-//! - `GET /grow`: grows its memory without end.
-//! - `GET /fetch`: tries an outgoing request and answers what came of it.
-//! - `GET /cut`: sends part of its body, then traps.
-//! - `GET /switch`: answers 101 Switching Protocols.
-//! - `GET /error`: sets an error code carrying 512 KiB of text.
+//! - anything else: `hello from wasi:http at <path>`, with `x-proxy: yes`.
+//! - `POST .../echo`: the request's body back, read and written in chunks.
+//! - `.../trap`: traps before it answers.
+//! - `.../spin`: loops forever.
+//! - `.../grow`: grows its memory without end.
+//! - `.../fetch`: tries an outgoing request and answers what came of it.
+//! - `.../cut`: sends part of its body, then traps.
+//! - `.../switch`: answers 101 Switching Protocols.
+//! - `.../error`: sets an error code carrying 512 KiB of text.
 
 use wasi::http::types::{
     ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
@@ -23,15 +24,18 @@ wasi::http::proxy::export!(Proxy);
 impl wasi::exports::http::incoming_handler::Guest for Proxy {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
-        match (request.method(), path.as_str()) {
-            (Method::Post, "/echo") => echo(request, out),
-            (_, "/trap") => panic!("asked to trap"),
-            (_, "/spin") => spin(),
-            (_, "/grow") => grow(),
-            (_, "/fetch") => answer(out, 200, &fetch()),
-            (_, "/cut") => cut(out),
-            (_, "/switch") => answer(out, 101, ""),
-            (_, "/error") => {
+        // What it does is the path's last segment: it answers the same
+        // under any route prefix.
+        let last = path.split('?').next().unwrap_or_default().rsplit('/').next();
+        match (request.method(), last.unwrap_or_default()) {
+            (Method::Post, "echo") => echo(request, out),
+            (_, "trap") => panic!("asked to trap"),
+            (_, "spin") => spin(),
+            (_, "grow") => grow(),
+            (_, "fetch") => answer(out, 200, &fetch()),
+            (_, "cut") => cut(out),
+            (_, "switch") => answer(out, 101, ""),
+            (_, "error") => {
                 let text = "\u{1}".repeat(512 << 10);
                 ResponseOutparam::set(out, Err(ErrorCode::InternalError(Some(text))));
             }
