@@ -26,7 +26,12 @@ impl wasi::exports::http::incoming_handler::Guest for Proxy {
         let path = request.path_with_query().unwrap_or_default();
         // What it does is the path's last segment: it answers the same
         // under any route prefix.
-        let last = path.split('?').next().unwrap_or_default().rsplit('/').next();
+        let last = path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next();
         match (request.method(), last.unwrap_or_default()) {
             (Method::Post, "echo") => echo(request, out),
             (_, "trap") => panic!("asked to trap"),
