@@ -11,7 +11,7 @@ use clap::Args;
 use fabric_host::Node;
 use fabric_host::https::{self, Bounds, Versions};
 use fabric_host::serve::config::{IngressConfig, ServeConfig};
-use fabric_host::serve::{IngressMetrics, Serve};
+use fabric_host::serve::{IngressMetrics, IngressOptions, Serve};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::serve_deployments::{Deployed, read_token};
@@ -63,7 +63,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
         let routes = std::mem::take(&mut plan.routes);
-        let serve = Serve::start(listen, tls, bounds, routes, metrics).await?;
+        let options = IngressOptions {
+            tls,
+            metrics,
+            unsent_response_bytes: ingress.max_unsent_response_bytes,
+        };
+        let serve = Serve::start(listen, bounds, routes, options).await?;
         deployed.commit(plan);
         // Listening before the line below: a script may signal at once.
         let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;

@@ -14,12 +14,7 @@
 //! [`Bounds::headers`] and in at most 16 KiB, and each connection closed
 //! after [`Bounds::lifetime`]. Routes check credentials from the headers
 //! before they read a body, and read bodies at a minimum rate
-//! ([`read_body`]). An HTTP/2 connection carries at most [`H2_STREAMS`]
-//! requests at once, its header lists in at most 16 KiB, and at most
-//! [`H2_CONNECTION_WINDOW`] of request bodies not yet read (HTTP/2's flow
-//! control stands in for TCP's: a body the handler has not asked for
-//! waits in the client); a client that resets streams faster than they
-//! are answered is cut off (the rapid-reset attack).
+//! ([`read_body`]). HTTP/2's own bounds are [`crate::http2`]'s.
 //!
 //! ```
 //! let b = fabric_host::https::Bounds::default();
@@ -33,13 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::rustls;
 
 use crate::error::NodeError;
+use crate::http2;
 
 /// What one endpoint allows its callers.
 #[derive(Clone, Debug)]
@@ -73,14 +69,7 @@ pub enum Versions {
 /// An endpoint's TLS settings (certificate, key, ALPN protocols).
 pub type TlsSettings = Arc<rustls::ServerConfig>;
 
-/// Requests one HTTP/2 connection carries at once.
-pub const H2_STREAMS: u32 = 64;
-/// Request body bytes an HTTP/2 client may send ahead of the handler on
-/// one connection, and on one stream.
-pub const H2_CONNECTION_WINDOW: u32 = 128 << 10;
-const H2_STREAM_WINDOW: u32 = 64 << 10;
-/// Streams a client may reset before the server answered them, at once.
-const H2_PENDING_RESETS: usize = 16;
+pub use crate::http2::{H2_CONNECTION_WINDOW, H2_STREAMS};
 
 impl Default for Bounds {
     fn default() -> Self {
@@ -228,6 +217,7 @@ impl Accepting {
 
     async fn connection(self, tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
+        let idle = self.bounds.headers;
         match &self.tls {
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(self.bounds.handshake, acceptor.accept(tcp));
@@ -235,14 +225,22 @@ impl Accepting {
                     return;
                 };
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = TokioIo::new(stream);
                 match (self.bounds.versions, h2) {
-                    (Versions::Http1And2, true) => self.http2(TokioIo::new(stream)).await,
-                    _ => self.http1(TokioIo::new(stream)).await,
+                    (Versions::Http1And2, true) => http2::serve(io, self.router, idle).await,
+                    _ => self.http1(io).await,
                 }
             }
             None => match self.bounds.versions {
                 Versions::Http1 => self.http1(TokioIo::new(tcp)).await,
-                Versions::Http1And2 => self.http1_or_h2c(TokioIo::new(tcp)).await,
+                // h2c with prior knowledge, told by the client's first bytes
+                // (no `Upgrade: h2c`), which must come within the bound on
+                // a request's head.
+                Versions::Http1And2 => match http2::starts_with_preface(&tcp, idle).await {
+                    Some(true) => http2::serve(TokioIo::new(tcp), self.router, idle).await,
+                    Some(false) => self.http1(TokioIo::new(tcp)).await,
+                    None => {}
+                },
             },
         }
     }
@@ -252,91 +250,13 @@ impl Accepting {
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let service = TowerToHyperService::new(self.router.clone());
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        self.bound_http1(&mut builder);
-        let _ = builder.serve_connection(io, service).await;
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.bounds.headers)
+            .max_buf_size(16 << 10)
+            .serve_connection(io, service)
+            .await;
     }
-
-    async fn http2<I>(&self, io: I)
-    where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let service = TowerToHyperService::new(self.router.clone());
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        bound_http2(&mut builder);
-        let _ = builder.serve_connection(io, service).await;
-    }
-
-    /// HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by the
-    /// client's first bytes (the HTTP/2 preface). No `Upgrade: h2c`.
-    async fn http1_or_h2c<I>(&self, io: I)
-    where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let service = TowerToHyperService::new(self.router.clone());
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        self.bound_http1(&mut builder.http1());
-        bound_http2(&mut builder.http2());
-        let _ = builder.serve_connection(io, service).await;
-    }
-
-    fn bound_http1(&self, builder: &mut impl Http1Bounds) {
-        builder.bound(self.bounds.headers);
-    }
-}
-
-/// The same bounds on hyper's HTTP/1 builder and on the auto builder's.
-trait Http1Bounds {
-    fn bound(&mut self, headers: Duration);
-}
-
-impl Http1Bounds for hyper::server::conn::http1::Builder {
-    fn bound(&mut self, headers: Duration) {
-        self.timer(TokioTimer::new())
-            .header_read_timeout(headers)
-            .max_buf_size(16 << 10);
-    }
-}
-
-impl<E> Http1Bounds for hyper_util::server::conn::auto::Http1Builder<'_, E> {
-    fn bound(&mut self, headers: Duration) {
-        self.timer(TokioTimer::new())
-            .header_read_timeout(headers)
-            .max_buf_size(16 << 10);
-    }
-}
-
-/// HTTP/2's bounds (see the module's docs), on either builder.
-fn bound_http2(builder: &mut impl Http2Bounds) {
-    builder.bound();
-}
-
-trait Http2Bounds {
-    fn bound(&mut self);
-}
-
-macro_rules! http2_bounds {
-    ($builder:ty) => {
-        fn bound(&mut self) {
-            let b: &mut $builder = self;
-            b.timer(TokioTimer::new())
-                .max_concurrent_streams(H2_STREAMS)
-                .max_header_list_size(16 << 10)
-                .initial_connection_window_size(H2_CONNECTION_WINDOW)
-                .initial_stream_window_size(H2_STREAM_WINDOW)
-                .max_pending_accept_reset_streams(Some(H2_PENDING_RESETS))
-                .keep_alive_interval(Some(Duration::from_secs(30)))
-                .keep_alive_timeout(Duration::from_secs(10));
-        }
-    };
-}
-
-impl Http2Bounds for hyper::server::conn::http2::Builder<TokioExecutor> {
-    http2_bounds!(hyper::server::conn::http2::Builder<TokioExecutor>);
-}
-
-impl Http2Bounds for hyper_util::server::conn::auto::Http2Builder<'_, TokioExecutor> {
-    http2_bounds!(hyper_util::server::conn::auto::Http2Builder<'_, TokioExecutor>);
 }
 
 /// TLS settings from a certificate chain and its key (PEM), offering

@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod fuzzing;
 pub(crate) mod group_wire;
 pub mod head;
+pub mod http2;
 pub mod https;
 pub mod meters;
 pub mod metrics;

@@ -50,6 +50,10 @@ pub struct IngressConfig {
     /// On a plain listener, also take HTTP/2 from clients that start with
     /// it (h2c with prior knowledge): for private networks only.
     pub h2c: bool,
+    /// Response bytes held for clients that have not read them yet, in
+    /// all; a response past it is a 503.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_unsent_response_bytes: u64,
 }
 
 impl IngressConfig {
@@ -76,6 +80,7 @@ impl Default for IngressConfig {
             tls_certificate: None,
             tls_key: None,
             h2c: false,
+            max_unsent_response_bytes: 256 << 20,
         }
     }
 }

@@ -31,7 +31,7 @@
 //! };
 //! let greeter = Deployment::start(service, plan).await?;
 //! let route = Route::new(None, "/greet", greeter, None, 1 << 20, 16 << 20);
-//! let serve = Serve::start("127.0.0.1:8000".parse()?, None, Default::default(), vec![route], None).await?;
+//! let serve = Serve::start("127.0.0.1:8000".parse()?, Default::default(), vec![route], Default::default()).await?;
 //! println!("serving on http://{}", serve.address());
 //! # Ok(()) }
 //! ```
@@ -41,6 +41,7 @@ pub mod config;
 pub mod deployment;
 pub mod stateless;
 pub mod stats;
+pub mod unsent;
 pub mod value;
 
 use parking_lot::RwLock;
@@ -183,6 +184,27 @@ pub struct IngressMetrics {
     pub node: crate::Node,
 }
 
+/// How an ingress serves, besides its listener and routes.
+pub struct IngressOptions {
+    /// Its TLS settings (HTTPS only; HTTP/2 by ALPN where they offer it).
+    pub tls: Option<https::TlsSettings>,
+    /// `GET /-/metrics`, for the holder of its token.
+    pub metrics: Option<IngressMetrics>,
+    /// Response bytes the ingress holds for clients that have not read
+    /// them yet, in all (see [`unsent`]).
+    pub unsent_response_bytes: u64,
+}
+
+impl Default for IngressOptions {
+    fn default() -> Self {
+        IngressOptions {
+            tls: None,
+            metrics: None,
+            unsent_response_bytes: 256 << 20,
+        }
+    }
+}
+
 /// What the handler routes with.
 struct Ingress {
     /// Swapped whole by [`Serve::set_routes`]; a request works with the
@@ -190,6 +212,7 @@ struct Ingress {
     routes: RwLock<Arc<Vec<Route>>>,
     /// The metrics token's SHA-256, and the node a scrape reads.
     metrics: Option<([u8; 32], crate::Node)>,
+    unsent: unsent::Unsent,
 }
 
 impl Ingress {
@@ -226,21 +249,21 @@ pub struct Serve {
 
 impl Serve {
     /// Serves `routes` on `listen` within `bounds` (HTTP/2 too where
-    /// `bounds.versions` says so), over TLS with `tls`. Two routes may not
+    /// `bounds.versions` says so), as `options` say. Two routes may not
     /// claim the same host and prefix.
     pub async fn start(
         listen: SocketAddr,
-        tls: Option<https::TlsSettings>,
         bounds: Bounds,
         routes: Vec<Route>,
-        metrics: Option<IngressMetrics>,
+        options: IngressOptions,
     ) -> Result<Serve, NodeError> {
         let ingress = Arc::new(Ingress {
             routes: RwLock::new(Arc::new(route_table(routes)?)),
-            metrics: metrics.map(|m| (Sha256::digest(m.token.as_bytes()).into(), m.node)),
+            metrics: (options.metrics).map(|m| (Sha256::digest(m.token.as_bytes()).into(), m.node)),
+            unsent: unsent::Unsent::new(options.unsent_response_bytes),
         });
         let router = Router::new().fallback(handle).with_state(ingress.clone());
-        let endpoint = https::serve(listen, tls, bounds, router).await?;
+        let endpoint = https::serve(listen, options.tls, bounds, router).await?;
         Ok(Serve { endpoint, ingress })
     }
 
@@ -259,21 +282,28 @@ impl Serve {
     }
 }
 
-async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Response {
+async fn handle(State(ingress): State<Arc<Ingress>>, mut request: Request) -> Response {
     if request.uri().path().starts_with("/-/") {
         return own(&ingress, request).await;
     }
-    // The URI's authority first (HTTP/2's `:authority`, or HTTP/1.1's
-    // absolute form), then `Host`: as `wasi:http` reads it too.
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            let host = request.headers().get(header::HOST)?;
-            host.to_str().ok()
-        })
-        .map(host_name);
+    // A tunnel is no request for a deployment (and hyper would turn a 2xx
+    // answer to it into one).
+    if request.method() == axum::http::Method::CONNECT {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served here");
+    }
+    let host = match request_host(&request) {
+        Ok(host) => host,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+    };
+    // HTTP/2 carries the host as `:authority` only: replicas and handlers
+    // see it as `Host`, the name the request was routed by.
+    if let (Some(authority), false) = (
+        request.uri().authority().cloned(),
+        request.headers().contains_key(header::HOST),
+    ) && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(header::HOST, value);
+    }
     let path = request.uri().path();
     if !plain_path(path) {
         return plain(
@@ -287,7 +317,7 @@ async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Respon
         return plain(StatusCode::NOT_FOUND, "no deployment answers this route");
     };
     let started = std::time::Instant::now();
-    let response = answer(route, request).await;
+    let response = ingress.unsent.hold(answer(route, request).await);
     let took = started.elapsed();
     route
         .target
@@ -370,6 +400,10 @@ async fn answer(route: &Route, request: Request) -> Response {
 /// replicas), then a fresh instance whose response streams back, cut off
 /// past the route's `max_response`.
 async fn answer_stateless(route: &Route, deployment: &Stateless, request: Request) -> Response {
+    // `wasi:http` needs the request's host (`handle` checked and set it).
+    if !request.headers().contains_key(header::HOST) {
+        return plain(StatusCode::BAD_REQUEST, "the request names no host");
+    }
     let deadline = deployment.deadline();
     let place = match deployment.reserve(deadline).await {
         Ok(place) => place,
@@ -386,12 +420,6 @@ async fn answer_stateless(route: &Route, deployment: &Stateless, request: Reques
             );
         }
     };
-    // `wasi:http` needs the request's authority, in its URI or `Host`.
-    let authority = parts.uri.authority().is_some()
-        || (parts.headers.get(header::HOST)).is_some_and(|h| h.to_str().is_ok());
-    if !authority {
-        return plain(StatusCode::BAD_REQUEST, "the request names no host");
-    }
     let request = axum::http::Request::from_parts(parts, body);
     match deployment.run(place, request, deadline).await {
         // An informational status would make the connection something
@@ -411,6 +439,33 @@ async fn answer_stateless(route: &Route, deployment: &Stateless, request: Reques
             Response::from_parts(parts, Body::new(body))
         }
         Err(e) => failed(&deployment.name, e),
+    }
+}
+
+/// The host a request is for, lower case and without its port: its URI's
+/// authority (HTTP/2's `:authority`, HTTP/1.1's absolute form) and its
+/// `Host` header, which must agree when both are there (else a route
+/// could be chosen by one name and its handler shown another). An
+/// authority with userinfo, several `Host` headers or one that is not
+/// text are refused.
+fn request_host(request: &Request) -> Result<Option<String>, &'static str> {
+    let from_uri = match request.uri().authority() {
+        Some(a) if a.as_str().contains('@') => return Err("the request's authority has userinfo"),
+        Some(a) => Some(a.host().to_ascii_lowercase()),
+        None => None,
+    };
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let from_header = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err("the request has several Host headers"),
+        (Some(h), None) => Some(host_name(
+            h.to_str().map_err(|_| "the Host header is not text")?,
+        )),
+        (None, _) => None,
+    };
+    match (from_uri, from_header) {
+        (Some(u), Some(h)) if u != h => Err("the Host header and the request's authority differ"),
+        (Some(u), _) => Ok(Some(u)),
+        (None, h) => Ok(h),
     }
 }
 

@@ -19,7 +19,7 @@
 //!     timeout: std::time::Duration::from_secs(30),
 //! };
 //! let route = Route::new(None, "/", Stateless::start(service, plan), None, 1 << 20, 16 << 20);
-//! let serve = Serve::start("127.0.0.1:8000".parse()?, None, Default::default(), vec![route], None).await?;
+//! let serve = Serve::start("127.0.0.1:8000".parse()?, Default::default(), vec![route], Default::default()).await?;
 //! println!("serving on http://{}", serve.address());
 //! # Ok(()) }
 //! ```

@@ -491,12 +491,18 @@ impl http_body::Body for Checked {
         let Some(mut outcome) = self.outcome.take() else {
             return Poll::Ready(None);
         };
+        use tokio::sync::oneshot::error::TryRecvError;
         match outcome.try_recv() {
+            // Still running, or ended well: the guest finished its body.
+            Err(TryRecvError::Empty) | Ok(Ok(())) => Poll::Ready(None),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "a wasi:http instance failed while it sent its body");
                 Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
             }
-            _ => Poll::Ready(None),
+            // Its task ended without a word (a panic): not a whole body.
+            Err(TryRecvError::Closed) => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
         }
     }
 
