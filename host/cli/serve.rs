@@ -55,13 +55,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let tls = ingress_tls(ingress, &base)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let listen = args.listen.unwrap_or(ingress.listen);
-        let metrics = match &ingress.metrics_token_file {
-            Some(file) => Some(IngressMetrics {
-                token: read_token(&base.join(file))?,
-                node: node.clone(),
-            }),
-            None => None,
-        };
+        let metrics = ingress_metrics(ingress, &base, &node)?;
         let routes = std::mem::take(&mut plan.routes);
         let options = IngressOptions {
             tls,
@@ -114,6 +108,22 @@ fn ingress_tls(ingress: &IngressConfig, base: &Path) -> anyhow::Result<Option<ht
     Ok(Some(config))
 }
 
+/// `GET /-/metrics` as `[ingress]` asks: for the holder of the token in
+/// its `metrics_token_file`, or not at all.
+fn ingress_metrics(
+    ingress: &IngressConfig,
+    base: &Path,
+    node: &Node,
+) -> anyhow::Result<Option<IngressMetrics>> {
+    match &ingress.metrics_token_file {
+        Some(file) => Ok(Some(IngressMetrics {
+            token: read_token(&base.join(file))?,
+            node: node.clone(),
+        })),
+        None => Ok(None),
+    }
+}
+
 /// Reads and checks the configuration file.
 fn read_config(file: &Path) -> anyhow::Result<ServeConfig> {
     let text =
@@ -134,11 +144,20 @@ async fn reload(
     deployed: &mut Deployed,
 ) -> anyhow::Result<()> {
     let config = read_config(&args.file)?;
-    if config.ingress != *ingress {
-        tracing::warn!("[ingress] changed: it applies only when `fabric serve` starts again");
+    let metrics_file = |i: &IngressConfig| IngressConfig {
+        metrics_token_file: None,
+        ..i.clone()
+    };
+    if metrics_file(&config.ingress) != metrics_file(ingress) {
+        tracing::warn!(
+            "[ingress] changed: it applies only when `fabric serve` starts again \
+             (but for metrics_token_file, read again now)"
+        );
     }
+    let metrics = ingress_metrics(&config.ingress, base, node)?;
     let mut plan = deployed.plan(node, base, &config, &args.python).await?;
     serve.set_routes(std::mem::take(&mut plan.routes))?;
+    serve.set_metrics(metrics);
     deployed.commit(plan);
     Ok(())
 }

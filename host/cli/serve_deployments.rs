@@ -11,7 +11,11 @@
 //! replicas are up the routes switch to it, and the old one stops when its
 //! last request is answered, so a redeploy drops no request. A reload that
 //! fails (a file that does not parse, a component that does not build)
-//! changes nothing and is logged.
+//! changes nothing and is logged: new deployments start and every file
+//! is read before any running deployment is reconfigured. (A reconfigure
+//! that fails falls back to new replicas; if those cannot start either,
+//! deployments reconfigured before it in the same reload keep their new
+//! config.)
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -58,14 +62,31 @@ impl Deployed {
         config: &ServeConfig,
         python: &crate::python::PythonArgs,
     ) -> anyhow::Result<Plan> {
-        let mut next = HashMap::new();
-        let mut routes = Vec::new();
+        // First what can fail without touching a running deployment: new
+        // deployments start (dropped again if a later one fails), files
+        // and tokens are read.
+        let mut brought = Vec::new();
         for d in &config.deployment {
-            let running = self
+            let (running, reconfigure) = self
                 .bring_up(node, base, d, python)
                 .await
                 .with_context(|| format!("cannot deploy `{}`", d.name))?;
-            routes.push(route_for(base, d, running.target.clone())?);
+            let token = route_token(base, d)?;
+            brought.push((d, running, reconfigure, token));
+        }
+        // Then running deployments get their new user config.
+        for (d, running, reconfigure, _) in &mut brought {
+            if let Some(r) = reconfigure.take() {
+                running.target = r
+                    .apply(node, d, &running.target)
+                    .await
+                    .with_context(|| format!("cannot deploy `{}`", d.name))?;
+            }
+        }
+        let mut next = HashMap::new();
+        let mut routes = Vec::new();
+        for (d, running, _, token) in brought {
+            routes.push(route_for(d, running.target.clone(), token.as_deref()));
             next.insert(d.name.clone(), running);
         }
         Ok(Plan { routes, next })
@@ -78,19 +99,20 @@ impl Deployed {
     }
 
     /// `d`'s deployment: the running one when its replicas would be the
-    /// same (reconfigured when its user config changed), else a new one.
+    /// same (with what reconfigures it, when its user config changed), else
+    /// a new one.
     async fn bring_up(
         &self,
         node: &Node,
         base: &Path,
         d: &DeploymentConfig,
         python: &crate::python::PythonArgs,
-    ) -> anyhow::Result<Running> {
+    ) -> anyhow::Result<(Running, Option<Reconfigure>)> {
         let path = crate::project::component_path(&base.join(&d.component), python)?;
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let manifest_path = d.manifest.as_ref().map(|m| base.join(m));
-        let manifest_text = match &manifest_path {
+        let manifest = d.manifest.as_ref().map(|m| base.join(m));
+        let manifest_text = match &manifest {
             Some(m) => std::fs::read(m).with_context(|| format!("cannot read {}", m.display()))?,
             None => Vec::new(),
         };
@@ -101,30 +123,58 @@ impl Deployed {
             .by_name
             .get(&d.name)
             .filter(|r| r.inputs == inputs && r.config.same_replicas(d));
-        let manifest = manifest_path.as_deref();
-        let target = match running.map(|r| (r, &r.target)) {
-            Some((r, Target::Replicas(deployment))) if r.config.user_config != d.user_config => {
+        let (target, reconfigure) = match running {
+            Some(r) if r.config.user_config != d.user_config => {
                 let args = d.constructor_args().map_err(anyhow::Error::msg)?;
-                match deployment.reconfigure(args).await {
-                    Ok(()) => {
-                        tracing::info!(deployment = %d.name, "reconfigured its replicas");
-                        r.target.clone()
-                    }
-                    Err(e) => {
-                        tracing::warn!(deployment = %d.name, error = %e,
-                            "cannot reconfigure the replicas: starting new ones");
-                        start(node, d, &bytes, manifest).await?
-                    }
-                }
+                let reconfigure = Reconfigure {
+                    args,
+                    bytes,
+                    manifest,
+                };
+                (r.target.clone(), Some(reconfigure))
             }
-            Some((r, _)) => r.target.clone(),
-            None => start(node, d, &bytes, manifest).await?,
+            Some(r) => (r.target.clone(), None),
+            None => (start(node, d, &bytes, manifest.as_deref()).await?, None),
         };
-        Ok(Running {
+        let running = Running {
             config: d.clone(),
             inputs,
             target,
-        })
+        };
+        Ok((running, reconfigure))
+    }
+}
+
+/// A running deployment's new user config, applied once every new
+/// deployment of the reload is up: through its replicas' `reconfigure`,
+/// else by new replicas (from `bytes` and `manifest`).
+struct Reconfigure {
+    args: Vec<bytes::Bytes>,
+    bytes: Vec<u8>,
+    manifest: Option<std::path::PathBuf>,
+}
+
+impl Reconfigure {
+    async fn apply(
+        self,
+        node: &Node,
+        d: &DeploymentConfig,
+        target: &Target,
+    ) -> anyhow::Result<Target> {
+        let Target::Replicas(deployment) = target else {
+            return Ok(target.clone()); // a stateless deployment has no user config
+        };
+        match deployment.reconfigure(self.args).await {
+            Ok(()) => {
+                tracing::info!(deployment = %d.name, "reconfigured its replicas");
+                Ok(target.clone())
+            }
+            Err(e) => {
+                tracing::warn!(deployment = %d.name, error = %e,
+                    "cannot reconfigure the replicas: starting new ones");
+                start(node, d, &self.bytes, self.manifest.as_deref()).await
+            }
+        }
     }
 }
 
@@ -215,20 +265,24 @@ fn job_options(d: &DeploymentConfig, manifest: Option<&Path>) -> anyhow::Result<
     })
 }
 
+/// The token `d`'s route wants, read from its file.
+fn route_token(base: &Path, d: &DeploymentConfig) -> anyhow::Result<Option<String>> {
+    match &d.token_file {
+        None => Ok(None),
+        Some(file) => Ok(Some(read_token(&base.join(file))?)),
+    }
+}
+
 /// `d`'s route to `target`.
-fn route_for(base: &Path, d: &DeploymentConfig, target: Target) -> anyhow::Result<Route> {
-    let token = match &d.token_file {
-        None => None,
-        Some(file) => Some(read_token(&base.join(file))?),
-    };
-    Ok(Route::new(
+fn route_for(d: &DeploymentConfig, target: Target, token: Option<&str>) -> Route {
+    Route::new(
         d.host.as_deref(),
         &d.route,
         target,
-        token.as_deref(),
+        token,
         d.max_body,
         d.max_response,
-    ))
+    )
 }
 
 /// A bearer token from `file`: its text, trimmed, at least 16 characters.

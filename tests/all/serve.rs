@@ -14,10 +14,10 @@ const ECHO: &str = "tests/programs/python/serve_echo.py";
 
 /// A `fabric serve` process, killed when dropped.
 pub(crate) struct Served {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) base: String,
     /// Its configuration file.
-    config: std::path::PathBuf,
+    pub(crate) config: std::path::PathBuf,
 }
 
 impl Drop for Served {
@@ -293,6 +293,14 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(get(&s, "/echo/x", None), (200, "hey /echo/x".into()));
     assert_eq!(replicas(30), after);
+
+    // A reload that fails changes nothing: not even the user config of a
+    // deployment listed before the one that fails.
+    let missing = "\n[[deployment]]\nname = \"gone\"\ncomponent = \"missing.wasm\"\n\
+                   class = \"Echo\"\nroute = \"/gone\"\npublic = true\n";
+    rewrite(version("3", "ho") + missing);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(get(&s, "/echo/x", None), (200, "hey /echo/x".into()));
 }
 
 /// A batching deployment's method gets the requests waiting for a replica

@@ -459,3 +459,34 @@ max_ongoing_requests = 8
     );
     assert!(cpu("tenant-a") > cpu("tenant-b"));
 }
+
+/// `SIGHUP` reads the metrics token's file again: a rotated token takes
+/// over from the old one without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rotates_the_metrics_token() {
+    let s = serve_proxy(PROXY_CONFIG);
+    let status = |token: &str| {
+        let auth = format!("Authorization: Bearer {token}");
+        fetch(&format!("{}/-/metrics", s.base), &["-H", &auth]).0
+    };
+    assert_eq!(status(METRICS_TOKEN), 200);
+    let rotated = "a-rotated-metrics-token";
+    let file = s.config.parent().unwrap().join("metrics-token");
+    std::fs::write(file, rotated).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(rotated) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated token never took over"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status(METRICS_TOKEN), 401);
+    assert_eq!(
+        text(&format!("{}/hello", s.base)).0,
+        200,
+        "routes unchanged"
+    );
+}

@@ -205,13 +205,19 @@ impl Default for IngressOptions {
     }
 }
 
+/// What the ingress keeps of a metrics token: its digest only.
+fn metrics_key(m: IngressMetrics) -> ([u8; 32], crate::Node) {
+    (Sha256::digest(m.token.as_bytes()).into(), m.node)
+}
+
 /// What the handler routes with.
 struct Ingress {
     /// Swapped whole by [`Serve::set_routes`]; a request works with the
     /// set it found.
     routes: RwLock<Arc<Vec<Route>>>,
-    /// The metrics token's SHA-256, and the node a scrape reads.
-    metrics: Option<([u8; 32], crate::Node)>,
+    /// The metrics token's SHA-256, and the node a scrape reads (set
+    /// again on a reload: a token can be rotated).
+    metrics: RwLock<Option<([u8; 32], crate::Node)>>,
     unsent: unsent::Unsent,
 }
 
@@ -259,7 +265,7 @@ impl Serve {
     ) -> Result<Serve, NodeError> {
         let ingress = Arc::new(Ingress {
             routes: RwLock::new(Arc::new(route_table(routes)?)),
-            metrics: (options.metrics).map(|m| (Sha256::digest(m.token.as_bytes()).into(), m.node)),
+            metrics: RwLock::new(options.metrics.map(metrics_key)),
             unsent: unsent::Unsent::new(options.unsent_response_bytes),
         });
         let router = Router::new().fallback(handle).with_state(ingress.clone());
@@ -274,6 +280,12 @@ impl Serve {
         let table = Arc::new(route_table(routes)?);
         *self.ingress.routes.write() = table;
         Ok(())
+    }
+
+    /// Serves `GET /-/metrics` to the holder of `metrics`'s token from now
+    /// on (`None`: no metrics).
+    pub fn set_metrics(&self, metrics: Option<IngressMetrics>) {
+        *self.ingress.metrics.write() = metrics.map(metrics_key);
     }
 
     /// Where it listens.
@@ -328,10 +340,10 @@ async fn handle(State(ingress): State<Arc<Ingress>>, mut request: Request) -> Re
 
 /// The ingress's own paths: `/-/metrics`, when it serves metrics.
 async fn own(ingress: &Ingress, request: Request) -> Response {
-    let Some((token, node)) = &ingress.metrics else {
+    let Some((token, node)) = ingress.metrics.read().clone() else {
         return plain(StatusCode::NOT_FOUND, "this ingress serves no metrics");
     };
-    if !bearer_digest_is(request.headers(), token) {
+    if !bearer_digest_is(request.headers(), &token) {
         let mut refused = plain(StatusCode::UNAUTHORIZED, "metrics need their token");
         refused
             .headers_mut()
