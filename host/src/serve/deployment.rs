@@ -122,6 +122,11 @@ pub struct DeploymentPlan {
 }
 
 impl Deployment {
+    /// The tenant its replicas run for.
+    pub fn tenant(&self) -> &str {
+        self.service.tenant()
+    }
+
     /// Starts the plan's replicas in `service`.
     pub async fn start(service: Service, plan: DeploymentPlan) -> Result<Arc<Self>, FabricError> {
         let deployment = Arc::new(Deployment {

@@ -78,6 +78,14 @@ impl Target {
         }
     }
 
+    /// The tenant it runs for.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Target::Replicas(d) => d.tenant(),
+            Target::Stateless(d) => d.tenant(),
+        }
+    }
+
     fn stats(&self) -> &stats::RequestStats {
         match self {
             Target::Replicas(d) => &d.stats,
@@ -329,7 +337,8 @@ async fn handle(State(ingress): State<Arc<Ingress>>, mut request: Request) -> Re
         return plain(StatusCode::NOT_FOUND, "no deployment answers this route");
     };
     let started = std::time::Instant::now();
-    let response = ingress.unsent.hold(answer(route, request).await);
+    let tenant = route.target.tenant();
+    let response = ingress.unsent.hold(tenant, answer(route, request).await);
     let took = started.elapsed();
     route
         .target

@@ -77,6 +77,11 @@ impl Stateless {
         })
     }
 
+    /// The tenant its instances run for.
+    pub fn tenant(&self) -> &str {
+        self.service.tenant()
+    }
+
     /// The deadline of a request that arrives now.
     pub fn deadline(&self) -> Instant {
         Instant::now() + self.timeout
