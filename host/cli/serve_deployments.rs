@@ -56,7 +56,7 @@ impl Deployed {
     /// Brings up what `config` asks that does not run yet (see the module's
     /// docs). Nothing running is stopped here.
     pub async fn plan(
-        &self,
+        &mut self,
         node: &Node,
         base: &Path,
         config: &ServeConfig,
@@ -81,6 +81,14 @@ impl Deployed {
                     .apply(node, d, &running.target)
                     .await
                     .with_context(|| format!("cannot deploy `{}`", d.name))?;
+                // Its replicas have the new config now, whether or not the
+                // rest of this reload succeeds: recorded at once, so a
+                // later reload compares against what they run.
+                if let Some(old) = self.by_name.get_mut(&d.name)
+                    && old.target.is(&running.target)
+                {
+                    old.config.user_config = d.user_config.clone();
+                }
             }
         }
         let mut next = HashMap::new();

@@ -299,8 +299,53 @@ impl ServeConfig {
             if config.deployment[..i].iter().any(|o| o.name == d.name) {
                 return Err(format!("two deployments are named `{}`", d.name));
             }
+            // As the ingress matches them: a reload must find a clash here,
+            // before it touches a running deployment.
+            if let Some(o) = config.deployment[..i].iter().find(|o| o.same_route(d)) {
+                return Err(format!(
+                    "deployments `{}` and `{}` claim the same route",
+                    o.name, d.name
+                ));
+            }
+        }
+        let budget = config.ingress.max_unsent_response_bytes;
+        let share = unsent_share(budget, config.tenants());
+        if let Some(d) = config.deployment.iter().find(|d| d.max_response > share) {
+            return Err(format!(
+                "deployment `{}`: max_response is over what one tenant's answers may hold \
+                 ([ingress] max_unsent_response_bytes, half of it with several tenants)",
+                d.name
+            ));
         }
         Ok(config)
+    }
+
+    /// The tenants its deployments run for.
+    pub fn tenants(&self) -> usize {
+        let mut tenants: Vec<Option<&str>> = self
+            .deployment
+            .iter()
+            .map(|d| d.tenant.as_deref())
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        tenants.len()
+    }
+}
+
+/// What one tenant's answers may hold of an ingress's unsent-response
+/// budget of `budget` bytes when its routes serve `tenants` tenants: all
+/// of it for one, half for several (see [`super::unsent`]).
+pub fn unsent_share(budget: u64, tenants: usize) -> u64 {
+    if tenants <= 1 { budget } else { budget / 2 }
+}
+
+impl DeploymentConfig {
+    /// Whether `other` claims the same host and path prefix.
+    fn same_route(&self, other: &DeploymentConfig) -> bool {
+        let host = |d: &DeploymentConfig| d.host.as_ref().map(|h| h.to_ascii_lowercase());
+        let prefix = |d: &DeploymentConfig| d.route.trim_end_matches('/').to_string();
+        host(self) == host(other) && prefix(self) == prefix(other)
     }
 }
 
@@ -551,6 +596,25 @@ mod tests {
         let both = ONE.replace("public = true", "public = true\nreplicas = 2");
         let both = ServeConfig::parse(&format!("{both}[deployment.autoscaling]\nmax_replicas = 2"));
         assert!(both.unwrap_err().contains("contradict"));
+    }
+
+    #[test]
+    fn routes_may_not_clash_and_answers_must_fit_the_budget() {
+        let clash = ONE
+            .replace("name = \"a\"", "name = \"b\"")
+            .replace("\"/a\"", "\"/a/\"");
+        assert!(with(&clash).unwrap_err().contains("the same route"));
+        let big = ONE.replace("public = true", "public = true\nmax_response = \"200MiB\"");
+        assert!(
+            ServeConfig::parse(&big).is_ok(),
+            "one tenant: the whole budget"
+        );
+        let other = ONE
+            .replace("name = \"a\"", "name = \"b\"")
+            .replace("\"/a\"", "\"/b\"")
+            .replace("public = true", "public = true\ntenant = \"other\"");
+        let e = ServeConfig::parse(&format!("{big}{other}")).unwrap_err();
+        assert!(e.contains("max_unsent_response_bytes"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,15 @@ impl Target {
         }
     }
 
+    /// Whether both are the same running deployment.
+    pub fn is(&self, other: &Target) -> bool {
+        match (self, other) {
+            (Target::Replicas(a), Target::Replicas(b)) => Arc::ptr_eq(a, b),
+            (Target::Stateless(a), Target::Stateless(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     /// The tenant it runs for.
     pub fn tenant(&self) -> &str {
         match self {
@@ -235,6 +244,14 @@ impl Ingress {
     }
 }
 
+/// The tenants `routes` serve.
+fn tenants(routes: &[Route]) -> usize {
+    let mut tenants: Vec<&str> = routes.iter().map(|r| r.target.tenant()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    tenants.len()
+}
+
 /// Checks that no two routes claim the same host and prefix, and orders
 /// them for matching: host-bound routes first, then longer prefixes, so
 /// the most specific route that matches wins.
@@ -276,6 +293,7 @@ impl Serve {
             metrics: RwLock::new(options.metrics.map(metrics_key)),
             unsent: unsent::Unsent::new(options.unsent_response_bytes),
         });
+        ingress.unsent.set_tenants(tenants(&ingress.routes()));
         let router = Router::new().fallback(handle).with_state(ingress.clone());
         let endpoint = https::serve(listen, options.tls, bounds, router).await?;
         Ok(Serve { endpoint, ingress })
@@ -286,6 +304,7 @@ impl Serve {
     /// stops once its last request is answered (its replicas with it).
     pub fn set_routes(&self, routes: Vec<Route>) -> Result<(), NodeError> {
         let table = Arc::new(route_table(routes)?);
+        self.ingress.unsent.set_tenants(tenants(&table));
         *self.ingress.routes.write() = table;
         Ok(())
     }

@@ -2,13 +2,15 @@
 //! bytes of it from the moment it is made until its body is sent or
 //! dropped, so clients that read slowly (or never, with HTTP/2's flow
 //! control) cannot make the node hold more than the budget in answers.
-//! One tenant's responses hold at most half of it, so slow readers of one
-//! tenant's routes cannot spend what another's answers need. A response
+//! Where the routes serve several tenants, one tenant's responses hold at
+//! most half of it, so slow readers of one tenant's routes cannot spend all
+//! the others' answers need. A response
 //! that finds the budget (or its tenant's half) spent is replaced by a 503.
 //!
 //! ```
 //! use fabric_host::serve::unsent::Unsent;
 //! let budget = Unsent::new(1 << 20);
+//! budget.set_tenants(2);
 //! let response = axum::response::Response::new(axum::body::Body::from(vec![0u8; 4096]));
 //! let held = budget.hold("a", response);
 //! assert_eq!(held.status(), 200);
@@ -25,6 +27,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -44,7 +47,7 @@ pub struct Unsent {
     total_kib: usize,
     /// KiB held by each tenant's responses, at most `share_kib` each.
     by_tenant: Arc<Mutex<HashMap<String, u64>>>,
-    share_kib: u64,
+    share_kib_now: AtomicU64,
 }
 
 impl Unsent {
@@ -55,8 +58,15 @@ impl Unsent {
             kib: Arc::new(Semaphore::new(total_kib)),
             total_kib,
             by_tenant: Arc::default(),
-            share_kib: (total_kib as u64 / 2).max(1),
+            share_kib_now: AtomicU64::new((total_kib as u64 / 2).max(1)),
         }
+    }
+
+    /// Lets one tenant's answers hold all of the budget when its routes
+    /// serve one tenant, half when they serve several.
+    pub fn set_tenants(&self, tenants: usize) {
+        let share = super::config::unsent_share(self.total_kib as u64, tenants);
+        self.share_kib_now.store(share.max(1), Ordering::Relaxed);
     }
 
     /// `response` of `tenant`'s route, holding its share of the budget
@@ -82,15 +92,18 @@ impl Unsent {
     }
 
     fn take_share(&self, tenant: &str, kib: u64) -> Option<Share> {
+        let share = self.share_kib_now.load(Ordering::Relaxed);
         let mut by_tenant = self.by_tenant.lock();
-        let held = by_tenant.entry(tenant.to_string()).or_default();
-        if *held + kib > self.share_kib {
-            if *held == 0 {
-                by_tenant.remove(tenant);
-            }
+        let held = by_tenant.get(tenant).copied().unwrap_or(0);
+        if held + kib > share {
             return None;
         }
-        *held += kib;
+        match by_tenant.get_mut(tenant) {
+            Some(h) => *h += kib,
+            None => {
+                by_tenant.insert(tenant.to_string(), kib);
+            }
+        }
         Some(Share {
             by_tenant: self.by_tenant.clone(),
             tenant: tenant.to_string(),
