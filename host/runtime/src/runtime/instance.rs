@@ -193,8 +193,30 @@ impl InstanceState {
 }
 
 /// Epoch ticks in `d` (at least one).
-fn ticks_in(d: Duration) -> u64 {
+pub(crate) fn ticks_in(d: Duration) -> u64 {
     (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// One epoch tick of a running guest (`what`: "call", "request"): counted
+/// as CPU time, the guest stopped (its breach recorded) past `max_ticks`,
+/// else it yields so others run.
+pub(crate) fn count_tick(
+    ticks: &mut u64,
+    max_ticks: u64,
+    breach: &mut Option<FabricError>,
+    what: &str,
+) -> wasmtime::Result<UpdateDeadline> {
+    *ticks += 1;
+    if *ticks > max_ticks {
+        let ms = max_ticks * EPOCH_TICK.as_millis() as u64;
+        *breach = Some(exceeded(
+            "cpu-time",
+            ms,
+            format!("the {what} ran for over {ms} ms of CPU time"),
+        ));
+        wasmtime::bail!("CPU time limit reached");
+    }
+    Ok(UpdateDeadline::Yield(1))
 }
 
 /// An instance's store, and the charge for its linear memory, which is
@@ -317,17 +339,7 @@ pub(crate) fn new_store(
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let s = ctx.data_mut();
-        s.ticks += 1;
-        if s.ticks > s.max_ticks {
-            let ms = s.max_ticks * EPOCH_TICK.as_millis() as u64;
-            s.breach = Some(exceeded(
-                "cpu-time",
-                ms,
-                format!("the call ran for over {ms} ms of CPU time"),
-            ));
-            wasmtime::bail!("CPU time limit reached");
-        }
-        Ok(UpdateDeadline::Yield(1))
+        count_tick(&mut s.ticks, s.max_ticks, &mut s.breach, "call")
     });
     Sandbox {
         store: std::mem::ManuallyDrop::new(store),

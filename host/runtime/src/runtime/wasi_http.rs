@@ -33,8 +33,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use tokio::time::Instant;
+use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -47,6 +47,7 @@ use crate::limits::{Limits, exceeded};
 use crate::logs::{GuestOutput, LogSink, LogSource, Stream};
 use crate::runtime::NodeCore;
 use crate::runtime::engine::EPOCH_TICK;
+use crate::runtime::instance::{count_tick, ticks_in};
 use crate::runtime::limiter::{Limiter, MemoryCharge};
 use crate::runtime::slots::{Holder, InstanceSlot};
 use crate::tenants::{JobBooks, TenantAccount};
@@ -378,7 +379,7 @@ impl HttpService {
             hooks: NoOutgoing,
             limiter: Limiter::new(limits, charge),
             ticks: 0,
-            max_ticks: (limits.cpu_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
+            max_ticks: ticks_in(limits.cpu_time),
             breach: None,
             fuel: limits.fuel.unwrap_or(0),
             stack: self.core.engine().settings().max_wasm_stack as u64,
@@ -394,17 +395,7 @@ impl HttpService {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
-            s.ticks += 1;
-            if s.ticks > s.max_ticks {
-                let ms = s.max_ticks * EPOCH_TICK.as_millis() as u64;
-                s.breach = Some(exceeded(
-                    "cpu-time",
-                    ms,
-                    format!("the request ran for over {ms} ms of CPU time"),
-                ));
-                wasmtime::bail!("CPU time limit reached");
-            }
-            Ok(UpdateDeadline::Yield(1))
+            count_tick(&mut s.ticks, s.max_ticks, &mut s.breach, "request")
         });
         store
     }
