@@ -80,6 +80,26 @@ struct Reactor {
 
 thread_local! {
     static REACTOR: RefCell<Reactor> = RefCell::new(Reactor::default());
+    /// The host's id of the concurrent actor's call that runs now: where
+    /// a generator method's items go (`yield-call-item`).
+    static CURRENT_CALL: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// The concurrent actor's call running now, if any.
+pub(crate) fn current_call() -> Option<u64> {
+    CURRENT_CALL.with(Cell::get)
+}
+
+/// Runs `f` as part of call `call` (so its generator's items go to it).
+fn in_call<R>(call: u64, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<u64>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT_CALL.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT_CALL.with(|c| c.replace(Some(call))));
+    f()
 }
 
 impl Reactor {
@@ -325,7 +345,7 @@ pub(crate) fn run(
         let mut ready = Vec::new();
         match event {
             host::ActorEvent::Call(c) => match &mut methods {
-                Methods::Async(start) => match start(&c.method, c.args) {
+                Methods::Async(start) => match in_call(c.call, || start(&c.method, c.args)) {
                     Ok(future) => {
                         next_key += 1;
                         tasks.insert(
@@ -341,12 +361,13 @@ pub(crate) fn run(
                     Err(e) => finish(c.call, &c.method, Err(e)),
                 },
                 Methods::Sync(call) => {
-                    let outcome = call(&c.method, c.args);
+                    let outcome = in_call(c.call, || call(&c.method, c.args));
                     finish(c.call, &c.method, outcome);
                 }
             },
             host::ActorEvent::Ready(r) => ready = r,
-            host::ActorEvent::Timeout => {}
+            // Generator methods here wait for room in `yield-call-item`.
+            host::ActorEvent::Timeout | host::ActorEvent::Room(_) => {}
             // Said twice: the host holds no call in flight, so the tasks
             // left here ran out of time (the host failed them) or wait for
             // something no call will provide; waiting on would spin.
@@ -375,7 +396,8 @@ fn poll_woken(
             queue: queue.clone(),
         }));
         let mut cx = Context::from_waker(&waker);
-        if let Poll::Ready(outcome) = task.future.as_mut().poll(&mut cx) {
+        let polled = in_call(task.call, || task.future.as_mut().poll(&mut cx));
+        if let Poll::Ready(outcome) = polled {
             let task = tasks.remove(&key).expect("polled just now");
             finish(task.call, &task.method, outcome);
         }

@@ -94,11 +94,18 @@ pub fn drain<T: Serialize, E>(
     Ok(Ok(()))
 }
 
-/// Hands one item to the caller of the running generator.
+/// Hands one item to the caller of the running generator. In a
+/// concurrent actor the item goes to the call that runs now, waiting for
+/// room as a plain method would (the actor's other calls wait meanwhile).
 fn yield_item<T: Serialize>(v: &T) -> Result<()> {
     let enc = value::encode(v)?;
     let nested: Vec<&host::ObjectRef> = enc.nested.iter().map(|r| r.handle()).collect();
-    host::yield_item(&enc.bytes, &nested)?;
+    match crate::concurrent::current_call() {
+        Some(call) => {
+            host::yield_call_item(call, &enc.bytes, &nested, true)?;
+        }
+        None => host::yield_item(&enc.bytes, &nested)?,
+    }
     Ok(())
 }
 

@@ -118,6 +118,7 @@ pub(crate) const CONCURRENT: &str = "naps done while a call waits for an object:
 it waited for 42
 most naps at once 3, naps 12, on the chosen node: true
 a call on another call's result: true
+a generator method streams: [13, 14, 15, 16, 17, 18]
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,6 +205,28 @@ async fn python_async_actors_interleave_their_calls() {
     crate::support::assert_released(&node).await;
 }
 
+/// Generators on concurrent actors and async generators: a stream that
+/// waits for its caller holds up none of the actor's other calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_async_generators_stream_beside_other_calls() {
+    let node = node(2.0);
+    let wasm = python_app("tests/programs/python/async_streams.py").await;
+    assert_eq!(
+        run_ok(&node, &wasm, &[]).await,
+        "async generator task: [4, 3, 2, 1]\n\
+         first: 0 made while waiting for room: 4\n\
+         the rest: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n\
+         two streams: 20 interleaved: True\n\
+         plain generator method: [0, 1, 4, 9, 16]\n\
+         broken, first item: one\n\
+         broken then: application-error True\n\
+         stopped when dropped: 1\n\
+         async for over a stream: 15\n\
+         one call at a time: [0, 1, 2, 3]\n"
+    );
+    crate::support::assert_released(&node).await;
+}
+
 /// An `async def` driver and task in a program that never imports
 /// asyncio: the loop is in the snapshot, not imported by the instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

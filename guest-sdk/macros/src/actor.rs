@@ -397,8 +397,9 @@ fn method_code(
 }
 
 /// A class with `async fn` methods is a concurrent actor: its calls share
-/// its state while they run, so every method takes `&self`, and none is a
-/// generator.
+/// its state while they run, so every method takes `&self`. A generator
+/// method yields its items as it returns, waiting for room as it goes
+/// (a plain method of such a class runs to its end when called).
 fn check_concurrent(methods: &[&syn::Signature]) -> syn::Result<()> {
     for sig in methods {
         if let Some(syn::FnArg::Receiver(r)) = sig.inputs.first()
@@ -408,12 +409,6 @@ fn check_concurrent(methods: &[&syn::Signature]) -> syn::Result<()> {
                 r,
                 "an actor with `async fn` methods runs calls concurrently on one state: its \
                  methods take `&self` (keep what changes in a `Cell` or `RefCell`)",
-            ));
-        }
-        if generator_item(&returns(sig, None).value).is_some() {
-            return Err(syn::Error::new_spanned(
-                &sig.output,
-                "an actor with `async fn` methods cannot have generator methods",
             ));
         }
     }

@@ -36,7 +36,7 @@ import asyncio
 import math
 import time
 from asyncio import base_events, events
-from types import CoroutineType
+from types import AsyncGeneratorType, CoroutineType
 
 from wit_world.imports import host
 from componentize_py_types import Err, Ok
@@ -162,13 +162,18 @@ class ConcurrentCalls:
 
     `begin(call)` starts a call and returns (what, value), where value is
     the method's result or the coroutine that will produce it, or raises
-    `Err`; `finish(what, value)` makes the value `finish-call` takes;
-    `fail(what, exc)` turns an exception into the host's error."""
+    `Err`; `finish(what, value, call)` makes the value `finish-call` takes;
+    `fail(what, exc)` turns an exception into the host's error;
+    `stream(what, call, items, room)` is the coroutine that hands an async
+    generator's items to the caller, awaiting `room(call)` when it must."""
 
-    def __init__(self, begin, finish, fail):
+    def __init__(self, begin, finish, fail, stream):
         self._begin = begin
         self._finish = finish
         self._fail = fail
+        self._stream = stream
+        #: Futures of streaming calls waiting for room, by call id.
+        self._rooms = {}
         #: The calls' tasks by call id (asyncio keeps tasks only weakly: a
         #: task awaiting a future no one else holds would be collected).
         self._tasks = {}
@@ -184,6 +189,11 @@ class ConcurrentCalls:
             self._start(event.value)
         elif isinstance(event, host.ActorEvent_Ready):
             _resolve(watched, event.value)
+        elif isinstance(event, host.ActorEvent_Room):
+            for call_id in event.value:
+                fut = self._rooms.pop(call_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
         elif isinstance(event, host.ActorEvent_Stop):
             if self._stopping:
                 # Said twice: the host holds no call in flight, so what is
@@ -208,6 +218,8 @@ class ConcurrentCalls:
             what, value = self._begin(call)
         except Err as e:
             return self._done(call_id, Err(e.value))
+        if type(value) is AsyncGeneratorType:
+            value = self._stream(what, call_id, value, self._room)
         if type(value) is CoroutineType:
             task = self.loop.create_task(_outcome(value))
             self._tasks[call_id] = task
@@ -215,19 +227,29 @@ class ConcurrentCalls:
         else:
             self._settle(call_id, what, value)
 
+    def _room(self, call_id):
+        """A future done once the host says `room` for streaming call
+        `call_id`."""
+        fut = self._rooms.get(call_id)
+        if fut is None or fut.done():
+            fut = self._rooms[call_id] = self.loop.create_future()
+        return fut
+
     def _task_done(self, call_id, what, task):
         self._tasks.pop(call_id, None)
+        self._rooms.pop(call_id, None)
         try:
             ok, value = task.result()
             if not ok:
-                return self._done(call_id, Err(self._fail(what, value)))
+                error = value.value if isinstance(value, Err) else self._fail(what, value)
+                return self._done(call_id, Err(error))
         except BaseException as e:  # cancelled, or the error could not be told
             return self._done(call_id, Err(failure(what, "application-error", f"{type(e).__name__}")))
         self._settle(call_id, what, value)
 
     def _settle(self, call_id, what, value):
         try:
-            outcome = Ok(self._finish(what, value))
+            outcome = Ok(self._finish(what, value, call_id))
         except Err as e:
             outcome = Err(e.value)
         self._done(call_id, outcome)
@@ -266,6 +288,31 @@ def run_blocking(coro):
     try:
         return loop.run_until_complete(coro)
     finally:
+        _cancel_leftovers(loop)
+
+
+def sync_items(items):
+    """The items of the async generator `items` as a plain generator, each
+    awaited to its end on the blocking loop (a task, a plain actor's
+    method: no other call waits for this one to await). Closing it closes
+    `items`; tasks the generator left behind are cancelled at the end."""
+    if events._get_running_loop() is not None:
+        raise RuntimeError("an async generator inside a running event loop: iterate it with `async for`")
+    if not _BLOCKING:
+        _BLOCKING.append(FabricLoop())
+    loop = _BLOCKING[0]
+    try:
+        while True:
+            try:
+                item = loop.run_until_complete(items.__anext__())
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        try:
+            loop.run_until_complete(items.aclose())
+        except BaseException:  # its own cleanup failing
+            pass
         _cancel_leftovers(loop)
 
 

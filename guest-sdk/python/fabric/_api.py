@@ -312,9 +312,12 @@ def _streams(class_name, method):
 
 def _is_generator(fn):
     """Whether `fn` (through `functools.wraps` wrappers) is a generator
-    function."""
+    function, plain or `async def`."""
+    if fn is None:
+        return False
     try:
-        return inspect.isgeneratorfunction(inspect.unwrap(fn)) if fn is not None else False
+        fn = inspect.unwrap(fn)
+        return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
     except Exception:
         return False
 
@@ -324,7 +327,8 @@ class ObjectRefGenerator:
     its caller takes them: iterate it for an `ObjectRef` per item, in the
     order they were yielded. A generator that failed raises its error after
     its last item. `close()` (or dropping it) stops the generator and frees
-    the items not taken."""
+    the items not taken. In a coroutine, `async for ref in gen` takes them
+    without holding up the actor's other calls."""
 
     __slots__ = ("_stream", "_done")
 
@@ -354,6 +358,25 @@ class ObjectRefGenerator:
             self.close()
             raise StopIteration
         return ObjectRef(h)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        # The host has no event for "an item came": ask without waiting,
+        # and between asks let the loop run the actor's other calls,
+        # backing off from 1 ms to 16 ms while nothing comes.
+        import asyncio
+
+        pause = 0.001
+        while True:
+            try:
+                return self.next(0)
+            except StopIteration:
+                raise StopAsyncIteration from None
+            except errors.GetTimeoutError:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.016)
 
     def close(self):
         """Stops the generator (if it still runs) and frees what it yielded
@@ -396,7 +419,7 @@ def _is_async(target):
     """An `async def` function, or a class with `async def` methods."""
     if isinstance(target, type):
         return has_coroutines(target)
-    return inspect.iscoroutinefunction(target)
+    return inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
 
 
 def has_coroutines(cls):
@@ -405,7 +428,8 @@ def has_coroutines(cls):
         if name.startswith("_"):
             continue
         try:
-            if inspect.iscoroutinefunction(getattr(cls, name)):
+            method = getattr(cls, name)
+            if inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method):
                 return True
         except Exception:
             continue

@@ -3,7 +3,7 @@ actors and driver."""
 
 import sys
 import traceback
-from types import CodeType, CoroutineType, FunctionType, GeneratorType
+from types import AsyncGeneratorType, CodeType, CoroutineType, FunctionType, GeneratorType
 
 from wit_world import exports
 from wit_world.exports import guest
@@ -102,39 +102,94 @@ def _decode_args(what, arity, args):
 _NIL = b"\xc0"
 
 
-def _drain(what, items):
+def _drain(what, items, call=None):
     """Hands each item of the generator `items` to the caller
-    (`yield-item`): the call streams. The generator's own exception fails
-    the call after the items before it; so does a refusal by the host
-    (`cancelled` once the caller dropped the stream; `invalid-argument`
-    when the caller did not ask for a stream, which gets a hint)."""
+    (`yield-item`, or `yield-call-item` for call `call` of a concurrent
+    actor, waiting for room there too): the call streams. The generator's
+    own exception fails the call after the items before it; so does a
+    refusal by the host (`cancelled` once the caller dropped the stream;
+    `invalid-argument` when the caller did not ask for a stream, which gets
+    a hint)."""
     first = True
     try:
         for item in items:
+            data, nested = _item(what, item)
             try:
-                e = encode(item)
-            except Exception as exc:
-                raise Err(failure(what, "bad-value", f"item: {exc}"))
-            try:
-                host.yield_item(e.data, e.nested)
+                if call is None:
+                    host.yield_item(data, nested)
+                else:
+                    host.yield_call_item(call, data, nested, True)
             except Err as refused:
-                if first and isinstance(refused.value, types.Error_InvalidArgument):
-                    raise Err(failure(what, "bad-value", _NOT_STREAMED.format(what=what)))
-                raise
+                raise _refusal(what, refused, first)
             first = False
     except Err:
         _close(items)
         raise
     except BaseException as exc:  # SystemExit too: the call fails, not the instance
-        err = to_wit(what, exc)
-        if isinstance(err, types.Error_Timeout):
-            # A caller's `next(timeout=...)` times out with the same error:
-            # the generator's own timeout must end the stream instead.
-            err = failure(what, "application-error", f"GetTimeoutError: {exc}")
-        raise Err(err)
+        raise Err(_generator_error(what, exc))
     finally:
         _flush()
     return guest.Output(value=_NIL, nested=[], ends=[], nested_ends=[])
+
+
+def _item(what, item):
+    """A yielded item, encoded: (bytes, the references inside)."""
+    try:
+        e = encode(item)
+    except Exception as exc:
+        raise Err(failure(what, "bad-value", f"item: {exc}"))
+    return e.data, e.nested
+
+
+def _refusal(what, refused, first):
+    """The host's refusal of an item, with a hint where the caller did not
+    ask for a stream."""
+    if first and isinstance(refused.value, types.Error_InvalidArgument):
+        return Err(failure(what, "bad-value", _NOT_STREAMED.format(what=what)))
+    return refused
+
+
+def _generator_error(what, exc):
+    err = to_wit(what, exc)
+    if isinstance(err, types.Error_Timeout):
+        # A caller's `next(timeout=...)` times out with the same error: the
+        # generator's own timeout must end the stream instead.
+        err = failure(what, "application-error", f"GetTimeoutError: {exc}")
+    return err
+
+
+async def _stream(what, call, items, room):
+    """Hands each item of the async generator `items` to the caller of
+    concurrent call `call`. Where the caller has not taken enough, it
+    awaits `room(call)` (the actor's other calls run meanwhile) and yields
+    the item again. Errors as in `_drain`."""
+    first = True
+    try:
+        async for item in items:
+            data, nested = _item(what, item)
+            while True:
+                try:
+                    sent = host.yield_call_item(call, data, nested, False)
+                except Err as refused:
+                    raise _refusal(what, refused, first)
+                if sent:
+                    break
+                await room(call)
+            first = False
+    except Err:
+        await _aclose(items)
+        raise
+    except BaseException as exc:  # SystemExit too: the call fails, not the instance
+        raise Err(_generator_error(what, exc))
+    finally:
+        _flush()
+
+
+async def _aclose(items):
+    try:
+        await items.aclose()
+    except BaseException:
+        pass
 
 
 _NOT_STREAMED = (
@@ -153,11 +208,17 @@ def _close(items):
         pass
 
 
-def _output(what, value, returns):
+def _output(what, value, returns, call=None):
     # A generator streams, unless the function declared `num_returns=N`
     # (its N values are then the generator's items, as before streaming).
     if type(value) is GeneratorType and returns == 1:
-        return _drain(what, value)
+        return _drain(what, value, call)
+    if type(value) is AsyncGeneratorType:
+        # Outside a concurrent actor's loop: each item awaited to its end.
+        from . import _aio
+
+        items = _aio.sync_items(value)
+        return _drain(what, items, call) if returns == 1 else _output(what, items, returns)
     try:
         if returns == 1:
             e = encode(value)
@@ -240,9 +301,10 @@ def _as_returned(out):
     return host.Returned(value=out.value, nested=out.nested)
 
 
-def _returned(what, value):
-    """A concurrent call's value as `finish-call` takes it."""
-    return _as_returned(_output(what, value, 1))
+def _returned(what, value, call):
+    """A concurrent call's value as `finish-call` takes it (a generator's
+    items go to `call` first)."""
+    return _as_returned(_output(what, value, 1, call))
 
 
 class Guest(exports.Guest):
@@ -289,10 +351,10 @@ class Guest(exports.Guest):
         _remember(method, found, obj)
         return found
 
-    def actor_call(self, method, args):
+    def actor_call(self, method, args, call=None):
         what, fn, arity = self._method(method)
         values = _decode_args(what, arity, args)
-        return _output(what, _run(what, fn, values), 1)
+        return _output(what, _run(what, fn, values), 1, call)
 
     def actor_run(self):
         # A class with `async def` methods interleaves its calls on an event
@@ -301,7 +363,7 @@ class Guest(exports.Guest):
         if _ACTOR and has_coroutines(type(_ACTOR[0][1])):
             from . import _aio
 
-            return _aio.ConcurrentCalls(self._begin_call, _returned, to_wit).run()
+            return _aio.ConcurrentCalls(self._begin_call, _returned, to_wit, _stream).run()
         while True:
             try:
                 event = host.next_event([], None)
@@ -313,7 +375,7 @@ class Guest(exports.Guest):
                 continue
             call = event.value
             try:
-                out = self.actor_call(call.method, call.args)
+                out = self.actor_call(call.method, call.args, call.call)
                 host.finish_call(call.call, Ok(_as_returned(out)))
             except Err as e:
                 host.finish_call(call.call, Err(e.value))

@@ -1,18 +1,21 @@
-//! `next-event` and `finish-call`: the host calls a concurrent actor's
-//! executor makes (see `runtime/concurrent.rs`).
+//! `next-event`, `yield-call-item` and `finish-call`: the host calls a
+//! concurrent actor's executor makes (see `runtime/concurrent.rs`).
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{LinkerInstance, Resource};
+use wasmtime::component::{LinkerInstance, Resource, WasmList};
 
-use super::{HostCall, to_wasm};
+use super::streams::{check_item, deliver};
+use super::{HostCall, convert_nested, to_wasm};
 use crate::bindings::fabric::core::host::{ActorEvent, IncomingCall, Returned as WitReturned};
 use crate::bindings::fabric::core::types::Error as WitError;
 use crate::error::FabricError;
 use crate::limits::exceeded;
 use crate::object_store::{ObjectRef, ReadyCounter};
-use crate::runtime::concurrent::{ConcurrentCalls, Event};
+use crate::runtime::concurrent::{ConcurrentCalls, Event, Streaming};
 use crate::runtime::instance::InstanceState;
 
 type Ctx<'a> = StoreContextMut<'a, InstanceState>;
@@ -27,6 +30,16 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             Box::new(
                 async move { Ok((to_wasm(next_event(store.data_mut(), watch, timeout).await)?,)) },
             )
+        },
+    )?;
+    host.func_wrap_async(
+        "yield-call-item",
+        |mut store: Ctx, (call, value, nested, wait): YieldParams| {
+            Box::new(async move {
+                Ok((to_wasm(
+                    yield_call_item(&mut store, call, value, nested, wait).await,
+                )?,))
+            })
         },
     )?;
     host.func_wrap(
@@ -82,8 +95,146 @@ async fn next_event(
     Ok(event)
 }
 
+type YieldParams = (u64, WasmList<u8>, Vec<Resource<ObjectRef>>, bool);
+
+/// What became of an item before it goes.
+enum Room {
+    /// It may go now, as item `index` of `stream`, to `reply`.
+    Now(crate::ids::ObjectId, u64, crate::runtime::task::Reply),
+    /// The caller has it already (a retried call): skipped.
+    Had,
+    /// No room: wait for it until the call's deadline.
+    WaitUntil(tokio::time::Instant),
+    /// No room, and the guest will not wait.
+    Refused,
+}
+
+/// Hands the next item of streaming call `call` to its caller: `false`
+/// when there is no room and the guest does not `wait`.
+async fn yield_call_item(
+    store: &mut Ctx<'_>,
+    call: u64,
+    value: WasmList<u8>,
+    nested: Vec<Resource<ObjectRef>>,
+    wait: bool,
+) -> HostCall<bool> {
+    let exec = store.data().exec()?;
+    let core = exec.core.clone();
+    check_item(exec.job.limits.result_bytes, value.len() as u64)?;
+    let len = value.len() as u64;
+    let mut room = room_for(store.data_mut(), call, len, wait)?;
+    while let Room::WaitUntil(deadline) = room {
+        wait_for_room(store.data_mut(), call, len, deadline).await?;
+        room = room_for(store.data_mut(), call, len, wait)?;
+    }
+    let (stream, index, reply) = match room {
+        Room::Now(stream, index, reply) => (stream, index, reply),
+        Room::Had => return Ok(true),
+        Room::Refused | Room::WaitUntil(_) => return Ok(false),
+    };
+    let nested = convert_nested(&store.data().table, &nested)?;
+    let value = core.objects().copy_in(&[value.as_le_slice(&*store)]);
+    deliver(&core, stream, index, reply, value, nested).await?;
+    // Counted once on its way: after a failed send, the next yield is
+    // this item again.
+    if let Some(calls) = store.data_mut().concurrent.as_mut()
+        && let Streaming::Running(g, _) = calls.streaming(call)
+    {
+        g.sent(len);
+    }
+    Ok(true)
+}
+
+/// Where call `call`'s next item of `len` bytes stands.
+fn room_for(state: &mut InstanceState, call: u64, len: u64, wait: bool) -> HostCall<Room> {
+    let Some(calls) = state.concurrent.as_mut() else {
+        let e = "yield-call-item: only a concurrent actor's `actor-run` has calls";
+        return Err(FabricError::InvalidArgument(e.into()).into());
+    };
+    let (g, deadline) = match calls.streaming(call) {
+        Streaming::Running(g, deadline) => (g, deadline),
+        Streaming::NotAsked => {
+            let e = format!(
+                "yield-call-item: call {call} is not streaming (its caller did not ask for a stream)"
+            );
+            return Err(FabricError::InvalidArgument(e).into());
+        }
+        Streaming::Ended => return Err(FabricError::Cancelled.into()),
+        Streaming::Unknown => {
+            return Err(
+                wasmtime::format_err!("yield-call-item: call {call} was never handed out").into(),
+            );
+        }
+    };
+    if g.credit.is_closed() {
+        return Err(FabricError::Cancelled.into());
+    }
+    let index = g.next;
+    if g.credit.has(index) {
+        g.next += 1;
+        return Ok(Room::Had);
+    }
+    if g.has_room(len) {
+        return Ok(Room::Now(g.stream, index, g.reply));
+    }
+    if wait {
+        return Ok(Room::WaitUntil(deadline));
+    }
+    calls.want_room(call, len);
+    Ok(Room::Refused)
+}
+
+/// Waits, with the instance's CPUs handed back, until call `call`'s
+/// caller makes room for an item of `len` bytes: up to the call's
+/// wall-time deadline. The actor's other calls wait meanwhile (the guest
+/// asked to wait), and the wait is no CPU time of its tenant's.
+async fn wait_for_room(
+    state: &mut InstanceState,
+    call: u64,
+    len: u64,
+    deadline: tokio::time::Instant,
+) -> HostCall<()> {
+    let blocked = state.exec()?.lease.as_ref().and_then(|l| l.block());
+    let waited = Instant::now();
+    let wall_ms = state.exec()?.job.limits.wall_time.as_millis() as u64;
+    let Some(calls) = state.concurrent.as_mut() else {
+        return Ok(());
+    };
+    calls.bill();
+    let room = match calls.streaming(call) {
+        Streaming::Running(g, _) => tokio::time::timeout_at(deadline, g.room_for(len)).await,
+        _ => Ok(Ok(())),
+    };
+    calls.since = Instant::now();
+    drop(blocked);
+    state.blocked += waited.elapsed();
+    match room {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(exceeded(
+            "wall-time",
+            wall_ms,
+            format!("the call did not finish within {wall_ms} ms (its caller took no items)"),
+        )
+        .into()),
+    }
+}
+
+/// Resolves once one of `changes` fires.
+async fn any_change(changes: &mut [Pin<Box<tokio::sync::futures::Notified<'_>>>]) {
+    std::future::poll_fn(|cx| {
+        for n in changes.iter_mut() {
+            if n.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// The first of: watched objects ready, a call to start (its arguments
-/// here), the timeout. Calls past their wall time fail meanwhile.
+/// here), room for a streaming call that waits for it, the timeout. Calls
+/// past their wall time fail meanwhile.
 async fn wait_for_event(
     calls: &mut ConcurrentCalls,
     refs: &[ObjectRef],
@@ -93,6 +244,16 @@ async fn wait_for_event(
     let deadline = timeout.and_then(|ms| now.checked_add(Duration::from_millis(ms)));
     loop {
         calls.expire();
+        // Enabled before looking, so that room made in between is seen.
+        let credits = calls.waiting_credits();
+        let mut changes: Vec<_> = credits.iter().map(|c| Box::pin(c.changed())).collect();
+        for c in &mut changes {
+            c.as_mut().enable();
+        }
+        let room = calls.room_ready();
+        if !room.is_empty() {
+            return ActorEvent::Room(room);
+        }
         let counter = ReadyCounter::new(0, 1);
         let ready: Vec<u32> = refs
             .iter()
@@ -142,6 +303,7 @@ async fn wait_for_event(
                 false
             },
             _ = counter.wait() => false,
+            _ = any_change(&mut changes), if !changes.is_empty() => false,
             _ = sleep => deadline.is_some_and(|d| tokio::time::Instant::now() >= d),
         };
         counter.close();

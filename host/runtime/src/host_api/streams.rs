@@ -11,8 +11,10 @@ use wasmtime::component::{LinkerInstance, Resource, ResourceType, WasmList};
 use super::tasks::{SubmitParams, single, submit};
 use super::{HostCall, convert_nested, to_wasm};
 use crate::error::FabricError;
+use crate::ids::ObjectId;
 use crate::limits::exceeded;
 use crate::object_store::ObjectRef;
+use crate::runtime::NodeCore;
 use crate::runtime::instance::InstanceState;
 use crate::runtime::streams::{
     DEFAULT_BACKPRESSURE, Item, MAX_BACKPRESSURE, OwnedStream, StreamHandle,
@@ -112,10 +114,7 @@ async fn yield_item(
     let core = exec.core.clone();
     let max = exec.job.limits.result_bytes;
     let len = value.len() as u64;
-    if len > max {
-        let e = exceeded("result-bytes", max, format!("an item of {len} bytes"));
-        return Err(e.into());
-    }
+    check_item(max, len)?;
     let Some(g) = &state.generator else {
         let e = "yield-item outside a streaming call (submit it with `submit-stream`)";
         return Err(FabricError::InvalidArgument(e.into()).into());
@@ -144,10 +143,38 @@ async fn yield_item(
     }
     let nested = convert_nested(&store.data().table, &nested)?;
     let value = core.objects().copy_in(&[value.as_le_slice(&*store)]);
+    deliver(&core, stream, index, reply, value, nested).await?;
+    // Counted once on its way: after a failed send, the next `yield-item`
+    // is this item again.
+    if let Some(g) = store.data_mut().generator.as_mut() {
+        g.sent(len);
+    }
+    Ok(())
+}
+
+/// Checks an item's size against the job's result limit.
+pub(super) fn check_item(max: u64, len: u64) -> HostCall<()> {
+    if len > max {
+        let e = exceeded("result-bytes", max, format!("an item of {len} bytes"));
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Hands item `index` of `stream` to its caller: into this node's
+/// streams, or sent to the caller's node.
+pub(super) async fn deliver(
+    core: &Arc<NodeCore>,
+    stream: ObjectId,
+    index: u64,
+    reply: Reply,
+    value: bytes::Bytes,
+    nested: Vec<ObjectRef>,
+) -> HostCall<()> {
     match reply {
         Reply::Local => {
             let item = Item::Here(value, nested);
-            core.streams().push(&core, stream, index, None, item);
+            core.streams().push(core, stream, index, None, item);
         }
         Reply::Remote { owner, job } => {
             let sent = core
@@ -155,11 +182,6 @@ async fn yield_item(
                 .send_item(owner, job, stream, index, value, nested);
             sent.await?;
         }
-    }
-    // Counted once on its way: after a failed send, the next `yield-item`
-    // is this item again.
-    if let Some(g) = store.data_mut().generator.as_mut() {
-        g.sent(len);
     }
     Ok(())
 }

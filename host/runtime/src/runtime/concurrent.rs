@@ -31,6 +31,7 @@ use crate::runtime::actor::{ActorCall, ActorRecord};
 use crate::runtime::call_record::{ActorTag, CallRecord};
 use crate::runtime::instance::Returned;
 use crate::runtime::job::Job;
+use crate::runtime::streams::{Credit, Generator, count_value};
 use crate::runtime::task::{Reply, TaskArg, resolve_args};
 
 /// Most calls a concurrent actor may have in flight.
@@ -47,6 +48,11 @@ struct InFlight {
     /// Its method and event, recorded when it ends (when its job keeps
     /// events).
     ran: Option<(Arc<str>, CallRecord)>,
+    /// A streaming call's generator: where its items go.
+    generator: Option<Generator>,
+    /// The bytes of the item a `yield-call-item` that could not wait
+    /// refused for want of room: `next-event` says `room` once it fits.
+    wants_room: Option<u64>,
 }
 
 /// What a concurrent actor's next event is, before it becomes the WIT's.
@@ -74,6 +80,12 @@ pub(crate) struct ConcurrentCalls {
     /// here yet: handed out once they are (they count against `max`).
     parked: VecDeque<ActorCall>,
     next_call: u64,
+    /// Calls that wanted room and ended before it came (past their wall
+    /// time): `room` names them, so the guest's next yield learns it.
+    ended_waiting: Vec<u64>,
+    /// Calls in flight that want room: while none does, `next-event`
+    /// looks at no call for it.
+    wanting_room: usize,
     /// A stop was handed out: no more calls.
     pub(crate) stopping: bool,
     /// Since when the guest has run without being billed.
@@ -98,6 +110,8 @@ impl ConcurrentCalls {
             in_flight: HashMap::new(),
             parked: VecDeque::new(),
             next_call: 0,
+            ended_waiting: Vec::new(),
+            wanting_room: 0,
             stopping: false,
             since: std::time::Instant::now(),
         }
@@ -163,6 +177,15 @@ impl ConcurrentCalls {
             .collect();
         let ms = self.job.limits.wall_time.as_millis() as u64;
         for id in late {
+            if self
+                .in_flight
+                .get(&id)
+                .is_some_and(|c| c.wants_room.is_some())
+            {
+                // The guest waits for room that no longer matters: `room`
+                // tells it, and its next yield learns the call ended.
+                self.ended_waiting.push(id);
+            }
             let e = exceeded(
                 "wall-time",
                 ms,
@@ -188,13 +211,6 @@ impl ConcurrentCalls {
             return Some(Event::Stop);
         }
         let what = format!("{}.{}", self.record.class, call.method);
-        if call.stream.is_some() {
-            let e = FabricError::InvalidArgument(format!(
-                "{what}: a concurrent actor's methods cannot be generators"
-            ));
-            self.answer(call.result, call.reply, Err(e));
-            return None;
-        }
         let args = match resolve_args(&self.job, &what, &call.args) {
             Ok(a) => a,
             Err(e) => {
@@ -210,6 +226,9 @@ impl ConcurrentCalls {
         let id = self.next_call;
         self.next_call += 1;
         let method = call.method.clone();
+        let generator = call
+            .stream
+            .map(|bound| Generator::start(&self.core, call.result, call.reply, bound));
         self.in_flight.insert(
             id,
             InFlight {
@@ -218,6 +237,8 @@ impl ConcurrentCalls {
                 deadline: tokio::time::Instant::now() + self.job.limits.wall_time,
                 _held: (call.args, call.nested),
                 ran,
+                generator,
+                wants_room: None,
             },
         );
         Some(Event::Call {
@@ -227,11 +248,75 @@ impl ConcurrentCalls {
         })
     }
 
+    /// What `yield-call-item` finds of call `id`.
+    pub(crate) fn streaming(&mut self, id: u64) -> Streaming<'_> {
+        match self.in_flight.get_mut(&id) {
+            Some(InFlight {
+                generator: Some(g),
+                deadline,
+                ..
+            }) => Streaming::Running(g, *deadline),
+            Some(_) => Streaming::NotAsked,
+            None if id < self.next_call => Streaming::Ended,
+            None => Streaming::Unknown,
+        }
+    }
+
+    /// Call `id`'s item of `len` bytes found no room: `next-event` says
+    /// `room` once it fits (or the stream closed).
+    pub(crate) fn want_room(&mut self, id: u64, len: u64) {
+        if let Some(c) = self.in_flight.get_mut(&id)
+            && c.wants_room.replace(len).is_none()
+        {
+            self.wanting_room += 1;
+        }
+    }
+
+    /// The credits of the calls that wait for room: a change to one of
+    /// them may be room.
+    pub(crate) fn waiting_credits(&self) -> Vec<Arc<Credit>> {
+        if self.wanting_room == 0 {
+            return Vec::new();
+        }
+        let waiting = self.in_flight.values().filter(|c| c.wants_room.is_some());
+        waiting
+            .filter_map(|c| c.generator.as_ref().map(|g| g.credit.clone()))
+            .collect()
+    }
+
+    /// The calls that waited for room and have it now (or whose stream
+    /// closed, or which ended): no longer waiting.
+    pub(crate) fn room_ready(&mut self) -> Vec<u64> {
+        let mut ready = std::mem::take(&mut self.ended_waiting);
+        if self.wanting_room == 0 {
+            return ready;
+        }
+        for (id, c) in &mut self.in_flight {
+            let (Some(len), Some(g)) = (c.wants_room, c.generator.as_mut()) else {
+                continue;
+            };
+            if g.credit.is_closed() || g.has_room(len) {
+                c.wants_room = None;
+                self.wanting_room -= 1;
+                ready.push(*id);
+            }
+        }
+        ready
+    }
+
     /// The guest finished call `id`. A call the host already failed (past
     /// its wall time) is ignored; `false` for an id never handed out.
     pub(crate) fn finish(&mut self, id: u64, outcome: Result<Returned, FabricError>) -> bool {
         match self.in_flight.remove(&id) {
             Some(call) => {
+                if call.wants_room.is_some() {
+                    self.wanting_room -= 1;
+                }
+                let outcome = match &call.generator {
+                    // A generator's value is the number of items it yielded.
+                    Some(g) => outcome.map(|_| (count_value(g.next), Vec::new())),
+                    None => outcome,
+                };
                 let bytes_out = outcome.as_ref().map_or(0, |(v, _)| v.len() as u64);
                 let tag = &self.tag;
                 let event = call
@@ -263,6 +348,7 @@ impl ConcurrentCalls {
     }
 
     fn fail_in_flight(&mut self, why: &FabricError) {
+        self.wanting_room = 0;
         for (_, call) in std::mem::take(&mut self.in_flight) {
             let failed = Err(why.clone());
             let event = call
@@ -274,6 +360,18 @@ impl ConcurrentCalls {
             }
         }
     }
+}
+
+/// What `yield-call-item` finds of a call.
+pub(crate) enum Streaming<'a> {
+    /// A streaming call in flight: its generator and its wall-time deadline.
+    Running(&'a mut Generator, tokio::time::Instant),
+    /// A call in flight that its caller did not ask to stream.
+    NotAsked,
+    /// A call that ended (the host failed it past its wall time).
+    Ended,
+    /// An id `next-event` never handed out.
+    Unknown,
 }
 
 /// The mailbox at the end of a run, with the calls the run had parked.

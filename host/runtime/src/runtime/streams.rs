@@ -162,6 +162,12 @@ impl Credit {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+
+    /// Resolves at the next change (enable it before looking, so that a
+    /// change in between is not missed).
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
 }
 
 /// An item as it reaches the caller's node.
@@ -530,26 +536,38 @@ impl Generator {
     /// `bound` items before it are not taken, and (to a caller elsewhere)
     /// the bytes not taken stay within [`MAX_UNTAKEN_BYTES`].
     pub(crate) async fn room_for(&mut self, len: u64) -> Result<(), FabricError> {
-        self.credit.room_for(self.next, self.bound).await?;
-        if matches!(self.reply, Reply::Local) {
-            return Ok(());
-        }
+        let credit = self.credit.clone();
         loop {
-            let taken = self.credit.taken();
-            while let Some(&(i, bytes)) = self.untaken.front()
-                && i < taken
-            {
-                self.untaken.pop_front();
-                self.untaken_bytes -= bytes;
+            let changed = credit.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if credit.is_closed() {
+                return Err(FabricError::Cancelled);
             }
-            let Some(&(oldest, _)) = self.untaken.front() else {
-                return Ok(());
-            };
-            if self.untaken_bytes.saturating_add(len) <= MAX_UNTAKEN_BYTES {
+            if self.has_room(len) {
                 return Ok(());
             }
-            self.credit.wait(|taken| taken > oldest).await?;
+            changed.await;
         }
+    }
+
+    /// Whether the next item, of `len` bytes, may go now (see
+    /// [`Generator::room_for`]).
+    pub(crate) fn has_room(&mut self, len: u64) -> bool {
+        let taken = self.credit.taken();
+        if self.next >= taken.saturating_add(u64::from(self.bound)) {
+            return false;
+        }
+        if matches!(self.reply, Reply::Local) {
+            return true;
+        }
+        while let Some(&(i, bytes)) = self.untaken.front()
+            && i < taken
+        {
+            self.untaken.pop_front();
+            self.untaken_bytes -= bytes;
+        }
+        self.untaken.is_empty() || self.untaken_bytes.saturating_add(len) <= MAX_UNTAKEN_BYTES
     }
 
     /// The next item, of `len` bytes, went to the caller.

@@ -68,6 +68,13 @@ impl Napper {
     fn counts(&self) -> (u32, u32) {
         (self.most_active.get(), self.naps.get())
     }
+
+    /// The naps taken so far, then `n` more numbers: a generator method of
+    /// a concurrent actor (it waits for room as it yields).
+    fn count_from_naps(&self, n: u64) -> Generator<'_, u64> {
+        let start = u64::from(self.naps.get());
+        Generator::new((0..n).map(move |i| start + i))
+    }
 }
 
 /// `v`, after `ms` milliseconds.
@@ -110,6 +117,13 @@ pub(crate) fn concurrent(actor_node: &str) -> fabric::Result<()> {
     let chained = napper.length(first).remote()?;
     let len = fabric::get_timeout(&chained, Duration::from_secs(30))?;
     println!("a call on another call's result: {}", len > 0);
+    // A generator method streams from the concurrent actor, 2 items ahead
+    // of its caller at most.
+    let items = napper.count_from_naps(6).backpressure(2).remote()?;
+    let counted = items
+        .map(|r| fabric::get(&r?))
+        .collect::<fabric::Result<Vec<u64>>>()?;
+    println!("a generator method streams: {counted:?}");
     Ok(())
 }
 
