@@ -40,6 +40,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A method that returns a [`crate::Generator`] streams from a concurrent
+//! actor too. Like a plain method it runs to its end when called: while it
+//! waits for its caller to take items (past its backpressure), the actor's
+//! other calls wait.
+//!
 //! How it runs: the host calls the guest's `actor-run` once; [`run`] is its
 //! executor. It polls the calls that can make progress, then asks the host
 //! for the next event (`next-event`: a new call, some awaited objects are

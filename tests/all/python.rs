@@ -213,7 +213,7 @@ async fn python_async_generators_stream_beside_other_calls() {
     let wasm = python_app("tests/programs/python/async_streams.py").await;
     assert_eq!(
         run_ok(&node, &wasm, &[]).await,
-        "async generator task: [4, 3, 2, 1]\n\
+        "async generator task: [4, 3, 2, 1] ['left', 'right']\n\
          first: 0 made while waiting for room: 4\n\
          the rest: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n\
          two streams: 20 interleaved: True\n\

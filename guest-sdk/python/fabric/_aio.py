@@ -20,6 +20,12 @@ calls share.
         async def total(self, refs):
             return sum(await asyncio.gather(*refs))  # objects, awaited
 
+An `async def` method with `yield` (an async generator) streams: each of
+its items goes to the caller as it comes, and where the caller has not
+taken `backpressure` items yet, the generator awaits room while the other
+calls run (`yield-call-item` without waiting, then `room` from
+`next-event`). A plain generator method runs at once, as sync methods do.
+
 The loop is asyncio's own `BaseEventLoop` with the host in place of its
 selector: where asyncio would wait on sockets, this loop waits on the host,
 with `next-event` inside a concurrent actor (a new call, an awaited object
@@ -38,7 +44,7 @@ import time
 from asyncio import base_events, events
 from types import AsyncGeneratorType, CoroutineType
 
-from wit_world.imports import host
+from wit_world.imports import host, types
 from componentize_py_types import Err, Ok
 
 from ._wit import failure, raise_error
@@ -51,6 +57,8 @@ _TURNS_BETWEEN_POLLS = 16
 #: The most objects one wait hands the host (its bound on `next-event`);
 #: more are watched in later turns.
 _MAX_WATCHED = 65_536
+#: The WIT's error cases: what an `Err` raised by the SDK's own code holds.
+_WIT_ERRORS = tuple(v for k, v in vars(types).items() if k.startswith("Error_") and isinstance(v, type))
 
 
 class _HostSelector:
@@ -241,7 +249,8 @@ class ConcurrentCalls:
         try:
             ok, value = task.result()
             if not ok:
-                error = value.value if isinstance(value, Err) else self._fail(what, value)
+                wit = isinstance(value, Err) and isinstance(value.value, _WIT_ERRORS)
+                error = value.value if wit else self._fail(what, value)
                 return self._done(call_id, Err(error))
         except BaseException as e:  # cancelled, or the error could not be told
             return self._done(call_id, Err(failure(what, "application-error", f"{type(e).__name__}")))

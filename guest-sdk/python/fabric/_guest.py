@@ -132,6 +132,17 @@ def _drain(what, items, call=None):
     return guest.Output(value=_NIL, nested=[], ends=[], nested_ends=[])
 
 
+def _items(what, items):
+    """The items of a generator declared `num_returns=N`: its own
+    exception fails the call as the application's error."""
+    try:
+        return list(items)
+    except BaseException as exc:  # SystemExit too: the call fails, not the instance
+        raise Err(_generator_error(what, exc))
+    finally:
+        _flush()
+
+
 def _item(what, item):
     """A yielded item, encoded: (bytes, the references inside)."""
     try:
@@ -217,8 +228,11 @@ def _output(what, value, returns, call=None):
         # Outside a concurrent actor's loop: each item awaited to its end.
         from . import _aio
 
-        items = _aio.sync_items(value)
-        return _drain(what, items, call) if returns == 1 else _output(what, items, returns)
+        value = _aio.sync_items(value)
+        if returns == 1:
+            return _drain(what, value, call)
+    if type(value) is GeneratorType:
+        value = _items(what, value)
     try:
         if returns == 1:
             e = encode(value)

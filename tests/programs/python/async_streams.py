@@ -17,6 +17,14 @@ async def countdown(n):
         yield i
 
 
+@fabric.remote(num_returns=2)
+async def pair():
+    """An async generator declared with two returns: two objects."""
+    yield "left"
+    await asyncio.sleep(0)
+    yield "right"
+
+
 @fabric.remote
 class Feed:
     def __init__(self):
@@ -72,7 +80,7 @@ def values(gen):
 
 @fabric.main
 def main():
-    print("async generator task:", values(countdown.remote(4)))
+    print("async generator task:", values(countdown.remote(4)), fabric.get(list(pair.remote())))
 
     feed = Feed.remote()
     # Two items ahead of the caller at most: after one is taken, the

@@ -103,8 +103,8 @@ enum Room {
     Now(crate::ids::ObjectId, u64, crate::runtime::task::Reply),
     /// The caller has it already (a retried call): skipped.
     Had,
-    /// No room: wait for it until the call's deadline.
-    WaitUntil(tokio::time::Instant),
+    /// No room: the guest waits for it.
+    Wait,
     /// No room, and the guest will not wait.
     Refused,
 }
@@ -123,14 +123,14 @@ async fn yield_call_item(
     check_item(exec.job.limits.result_bytes, value.len() as u64)?;
     let len = value.len() as u64;
     let mut room = room_for(store.data_mut(), call, len, wait)?;
-    while let Room::WaitUntil(deadline) = room {
-        wait_for_room(store.data_mut(), call, len, deadline).await?;
+    while let Room::Wait = room {
+        wait_for_room(store.data_mut(), call, len).await?;
         room = room_for(store.data_mut(), call, len, wait)?;
     }
     let (stream, index, reply) = match room {
         Room::Now(stream, index, reply) => (stream, index, reply),
         Room::Had => return Ok(true),
-        Room::Refused | Room::WaitUntil(_) => return Ok(false),
+        Room::Refused | Room::Wait => return Ok(false),
     };
     let nested = convert_nested(&store.data().table, &nested)?;
     let value = core.objects().copy_in(&[value.as_le_slice(&*store)]);
@@ -138,7 +138,7 @@ async fn yield_call_item(
     // Counted once on its way: after a failed send, the next yield is
     // this item again.
     if let Some(calls) = store.data_mut().concurrent.as_mut()
-        && let Streaming::Running(g, _) = calls.streaming(call)
+        && let Streaming::Running(g) = calls.streaming(call)
     {
         g.sent(len);
     }
@@ -151,8 +151,8 @@ fn room_for(state: &mut InstanceState, call: u64, len: u64, wait: bool) -> HostC
         let e = "yield-call-item: only a concurrent actor's `actor-run` has calls";
         return Err(FabricError::InvalidArgument(e.into()).into());
     };
-    let (g, deadline) = match calls.streaming(call) {
-        Streaming::Running(g, deadline) => (g, deadline),
+    let g = match calls.streaming(call) {
+        Streaming::Running(g) => g,
         Streaming::NotAsked => {
             let e = format!(
                 "yield-call-item: call {call} is not streaming (its caller did not ask for a stream)"
@@ -170,53 +170,60 @@ fn room_for(state: &mut InstanceState, call: u64, len: u64, wait: bool) -> HostC
         return Err(FabricError::Cancelled.into());
     }
     let index = g.next;
-    if g.credit.has(index) {
+    let room = if g.credit.has(index) {
         g.next += 1;
-        return Ok(Room::Had);
-    }
-    if g.has_room(len) {
-        return Ok(Room::Now(g.stream, index, g.reply));
-    }
-    if wait {
-        return Ok(Room::WaitUntil(deadline));
-    }
-    calls.want_room(call, len);
-    Ok(Room::Refused)
+        Room::Had
+    } else if g.has_room(len) {
+        Room::Now(g.stream, index, g.reply)
+    } else if wait {
+        Room::Wait
+    } else {
+        calls.want_room(call, len);
+        return Ok(Room::Refused);
+    };
+    // Refused before, but yielding again without waiting for `room`: no
+    // `room` is owed for it.
+    calls.clear_want(call);
+    Ok(room)
 }
 
 /// Waits, with the instance's CPUs handed back, until call `call`'s
-/// caller makes room for an item of `len` bytes: up to the call's
-/// wall-time deadline. The actor's other calls wait meanwhile (the guest
-/// asked to wait), and the wait is no CPU time of its tenant's.
-async fn wait_for_room(
-    state: &mut InstanceState,
-    call: u64,
-    len: u64,
-    deadline: tokio::time::Instant,
-) -> HostCall<()> {
+/// caller makes room for an item of `len` bytes, its stream closes, or the
+/// call ends (past its wall time: the host fails it). The actor's other
+/// calls wait meanwhile (the guest asked to wait), but those past their
+/// wall time are failed as they would be in `next-event`; the wait is no
+/// CPU time of its tenant's.
+async fn wait_for_room(state: &mut InstanceState, call: u64, len: u64) -> HostCall<()> {
     let blocked = state.exec()?.lease.as_ref().and_then(|l| l.block());
     let waited = Instant::now();
-    let wall_ms = state.exec()?.job.limits.wall_time.as_millis() as u64;
     let Some(calls) = state.concurrent.as_mut() else {
         return Ok(());
     };
     calls.bill();
-    let room = match calls.streaming(call) {
-        Streaming::Running(g, _) => tokio::time::timeout_at(deadline, g.room_for(len)).await,
-        _ => Ok(Ok(())),
-    };
+    loop {
+        calls.expire();
+        let Streaming::Running(g) = calls.streaming(call) else {
+            break;
+        };
+        let credit = g.credit.clone();
+        let changed = credit.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if credit.is_closed() || g.has_room(len) {
+            break;
+        }
+        let Some(wake) = calls.next_deadline() else {
+            break;
+        };
+        tokio::select! {
+            _ = changed => {},
+            _ = tokio::time::sleep_until(wake) => {},
+        }
+    }
     calls.since = Instant::now();
     drop(blocked);
     state.blocked += waited.elapsed();
-    match room {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(exceeded(
-            "wall-time",
-            wall_ms,
-            format!("the call did not finish within {wall_ms} ms (its caller took no items)"),
-        )
-        .into()),
-    }
+    Ok(())
 }
 
 /// Resolves once one of `changes` fires.

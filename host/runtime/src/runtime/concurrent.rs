@@ -17,7 +17,7 @@
 //! calls in flight fail with the reason and queued ones stay queued for a
 //! restarted instance, or fail with the actor.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -83,9 +83,9 @@ pub(crate) struct ConcurrentCalls {
     /// Calls that wanted room and ended before it came (past their wall
     /// time): `room` names them, so the guest's next yield learns it.
     ended_waiting: Vec<u64>,
-    /// Calls in flight that want room: while none does, `next-event`
-    /// looks at no call for it.
-    wanting_room: usize,
+    /// The calls in flight that want room: `next-event` looks at these
+    /// alone.
+    wanting_room: HashSet<u64>,
     /// A stop was handed out: no more calls.
     pub(crate) stopping: bool,
     /// Since when the guest has run without being billed.
@@ -111,7 +111,7 @@ impl ConcurrentCalls {
             parked: VecDeque::new(),
             next_call: 0,
             ended_waiting: Vec::new(),
-            wanting_room: 0,
+            wanting_room: HashSet::new(),
             stopping: false,
             since: std::time::Instant::now(),
         }
@@ -252,10 +252,8 @@ impl ConcurrentCalls {
     pub(crate) fn streaming(&mut self, id: u64) -> Streaming<'_> {
         match self.in_flight.get_mut(&id) {
             Some(InFlight {
-                generator: Some(g),
-                deadline,
-                ..
-            }) => Streaming::Running(g, *deadline),
+                generator: Some(g), ..
+            }) => Streaming::Running(g),
             Some(_) => Streaming::NotAsked,
             None if id < self.next_call => Streaming::Ended,
             None => Streaming::Unknown,
@@ -265,20 +263,29 @@ impl ConcurrentCalls {
     /// Call `id`'s item of `len` bytes found no room: `next-event` says
     /// `room` once it fits (or the stream closed).
     pub(crate) fn want_room(&mut self, id: u64, len: u64) {
-        if let Some(c) = self.in_flight.get_mut(&id)
-            && c.wants_room.replace(len).is_none()
+        if let Some(c) = self.in_flight.get_mut(&id) {
+            c.wants_room = Some(len);
+            self.wanting_room.insert(id);
+        }
+    }
+
+    /// Call `id` yields again without waiting for `room` (its item fit
+    /// after all, or it waits in the host): it wants no room now.
+    pub(crate) fn clear_want(&mut self, id: u64) {
+        if self.wanting_room.remove(&id)
+            && let Some(c) = self.in_flight.get_mut(&id)
         {
-            self.wanting_room += 1;
+            c.wants_room = None;
         }
     }
 
     /// The credits of the calls that wait for room: a change to one of
     /// them may be room.
     pub(crate) fn waiting_credits(&self) -> Vec<Arc<Credit>> {
-        if self.wanting_room == 0 {
-            return Vec::new();
-        }
-        let waiting = self.in_flight.values().filter(|c| c.wants_room.is_some());
+        let waiting = self
+            .wanting_room
+            .iter()
+            .filter_map(|id| self.in_flight.get(id));
         waiting
             .filter_map(|c| c.generator.as_ref().map(|g| g.credit.clone()))
             .collect()
@@ -288,18 +295,20 @@ impl ConcurrentCalls {
     /// closed, or which ended): no longer waiting.
     pub(crate) fn room_ready(&mut self) -> Vec<u64> {
         let mut ready = std::mem::take(&mut self.ended_waiting);
-        if self.wanting_room == 0 {
-            return ready;
-        }
-        for (id, c) in &mut self.in_flight {
+        for &id in &self.wanting_room {
+            let Some(c) = self.in_flight.get_mut(&id) else {
+                continue;
+            };
             let (Some(len), Some(g)) = (c.wants_room, c.generator.as_mut()) else {
                 continue;
             };
             if g.credit.is_closed() || g.has_room(len) {
                 c.wants_room = None;
-                self.wanting_room -= 1;
-                ready.push(*id);
+                ready.push(id);
             }
+        }
+        for id in &ready {
+            self.wanting_room.remove(id);
         }
         ready
     }
@@ -309,9 +318,7 @@ impl ConcurrentCalls {
     pub(crate) fn finish(&mut self, id: u64, outcome: Result<Returned, FabricError>) -> bool {
         match self.in_flight.remove(&id) {
             Some(call) => {
-                if call.wants_room.is_some() {
-                    self.wanting_room -= 1;
-                }
+                self.wanting_room.remove(&id);
                 let outcome = match &call.generator {
                     // A generator's value is the number of items it yielded.
                     Some(g) => outcome.map(|_| (count_value(g.next), Vec::new())),
@@ -348,7 +355,7 @@ impl ConcurrentCalls {
     }
 
     fn fail_in_flight(&mut self, why: &FabricError) {
-        self.wanting_room = 0;
+        self.wanting_room.clear();
         for (_, call) in std::mem::take(&mut self.in_flight) {
             let failed = Err(why.clone());
             let event = call
@@ -364,8 +371,8 @@ impl ConcurrentCalls {
 
 /// What `yield-call-item` finds of a call.
 pub(crate) enum Streaming<'a> {
-    /// A streaming call in flight: its generator and its wall-time deadline.
-    Running(&'a mut Generator, tokio::time::Instant),
+    /// A streaming call in flight: its generator.
+    Running(&'a mut Generator),
     /// A call in flight that its caller did not ask to stream.
     NotAsked,
     /// A call that ended (the host failed it past its wall time).
