@@ -318,7 +318,9 @@ impl ConcurrentCalls {
     pub(crate) fn finish(&mut self, id: u64, outcome: Result<Returned, FabricError>) -> bool {
         match self.in_flight.remove(&id) {
             Some(call) => {
-                self.wanting_room.remove(&id);
+                if !self.wanting_room.is_empty() {
+                    self.wanting_room.remove(&id);
+                }
                 let outcome = match &call.generator {
                     // A generator's value is the number of items it yielded.
                     Some(g) => outcome.map(|_| (count_value(g.next), Vec::new())),
