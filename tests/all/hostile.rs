@@ -507,6 +507,23 @@ async fn misused_streams_are_refused_and_leave_nothing_behind() {
     crate::support::assert_released(&node).await;
 }
 
+/// A concurrent actor's stream that its caller stops taking: the
+/// generator waits in the host, the actor's other call still ends at its
+/// own wall time, and the stream ends with the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_stream_on_a_concurrent_actor_ends_at_the_wall_time() {
+    let out = attack(&["stuck-stream"]).await;
+    assert_eq!(
+        out,
+        "yield-call-item outside: invalid-argument: yield-call-item: only a concurrent \
+         actor's `actor-run` has calls\n\
+         first item 0\n\
+         waiting call: limit-exceeded wall-time 3000\n\
+         it failed before the stream's deadline: true\n\
+         then 1 more items and: Some(\"limit-exceeded wall-time 3000\")\n"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeping_forever_stops_at_the_wall_time_limit() {
     let out = attack(&["sleep-forever"]).await;

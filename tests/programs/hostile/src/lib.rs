@@ -36,6 +36,7 @@ const SCENARIOS: &[&str] = &[
     "busy",
     "concurrency",
     "streams",
+    "stuck-stream",
     "watches",
 ];
 
@@ -131,6 +132,69 @@ fn streams_attack() {
         }
     }
     println!("flood: {opened} streams opened and dropped");
+}
+
+/// A concurrent actor whose generator method yields without end.
+#[fabric::actor]
+struct Hoarder;
+
+#[fabric::actor]
+impl Hoarder {
+    fn new() -> Self {
+        Hoarder
+    }
+
+    /// Endless items: a plain generator method waits in the host for its
+    /// caller to take them, and the actor's other calls wait too.
+    fn endless(&self) -> Generator<'_, u64> {
+        Generator::new(0..)
+    }
+
+    /// Waits for `r`'s object (another call may run meanwhile).
+    async fn wait_for(&self, r: Vec<ObjectRef<u64>>) -> fabric::Result<u64> {
+        fabric::get_async(&r[0]).await
+    }
+}
+
+/// A concurrent actor's stream whose caller takes one item and then none:
+/// the generator waits for room in the host, yet the call that started
+/// 1.5 s before it still fails at its own wall time (3 s), not the
+/// stream's; the stream ends with the wall-time limit too. A yield for a
+/// call outside an actor's run is refused.
+fn stuck_stream() -> fabric::Result<()> {
+    let outside = host::yield_call_item(0, &[0x01], &[], false).map_err(Error::from);
+    report("yield-call-item outside", outside);
+    let hoarder = Hoarder::remote()?;
+    let started = std::time::Instant::now();
+    let never = nap::remote(u64::MAX / 2)?;
+    let waiting = hoarder.wait_for(vec![never.clone()]).remote()?;
+    // 1.5 s in the host's wait, which is no CPU time (a WASI sleep is).
+    fabric::wait(
+        std::slice::from_ref(&never),
+        1,
+        Some(Duration::from_millis(1500)),
+    )?;
+    let mut items = hoarder.endless().backpressure(1).remote()?;
+    let first = fabric::get(&items.next_ref()?.expect("one item"))?;
+    println!("first item {first}");
+    report("waiting call", fabric::get(&waiting));
+    let by = started.elapsed();
+    println!(
+        "it failed before the stream's deadline: {}",
+        by < Duration::from_millis(4200)
+    );
+    // Past the stream's own deadline (4.5 s), taking nothing meanwhile.
+    let later = nap::remote(u64::MAX / 2)?;
+    let left = Duration::from_millis(5500).saturating_sub(started.elapsed());
+    fabric::wait(std::slice::from_ref(&later), 1, Some(left))?;
+    let rest: Vec<_> = std::iter::from_fn(|| items.next()).collect();
+    let taken = rest.iter().filter(|r| r.is_ok()).count();
+    let end = rest.into_iter().find_map(|r| r.err());
+    println!(
+        "then {taken} more items and: {:?}",
+        end.as_ref().map(describe)
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------- victim
@@ -531,6 +595,7 @@ fn main() -> fabric::Result<()> {
             println!("max concurrent {}", max_overlap(&windows));
         }
         "streams" => streams_attack(),
+        "stuck-stream" => stuck_stream()?,
         "watches" => watches_attack()?,
         "sleep-forever" => {
             report("nap", fabric::get(&nap::remote(u64::MAX / 2)?));
