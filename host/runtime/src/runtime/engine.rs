@@ -58,7 +58,8 @@ pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 const KEEP_RESIDENT_MEMORY: usize = 8 << 20;
 /// Slots whose kept memory may stay resident while unused, in all: once
 /// unused slots keep [`WARM_SLOTS`] x [`KEEP_RESIDENT_MEMORY`] (64 MiB), a
-/// freed slot keeps nothing, and a slot left unused for a whole
+/// freed slot keeps nothing (at least one warm slot per allocator shard:
+/// see [`pool_shards`]), and a slot left unused for a whole
 /// [`POOL_RELEASE_INTERVAL`] gives back what it keeps (both are patches to
 /// wasmtime, see vendor/README.md: without them every slot an instance
 /// ever used kept its share for good, up to 20 GiB on a node of 10,000
@@ -75,13 +76,27 @@ const WARM_SLOTS: u32 = 8;
 const KEEP_RESIDENT_MEMORY_WITHOUT_SCAN: usize = 2 << 20;
 const WARM_SLOTS_WITHOUT_SCAN: u32 = 32;
 
-/// (bytes a freed slot keeps, unused slots that keep them) on this kernel.
+/// (bytes a freed slot keeps, unused slots that keep them) on this kernel
+/// and machine.
 fn pool_keep() -> (usize, u32) {
-    if PoolingAllocationConfig::is_pagemap_scan_available() {
+    let (keep, warm) = if PoolingAllocationConfig::is_pagemap_scan_available() {
         (KEEP_RESIDENT_MEMORY, WARM_SLOTS)
     } else {
         (KEEP_RESIDENT_MEMORY_WITHOUT_SCAN, WARM_SLOTS_WITHOUT_SCAN)
-    }
+    };
+    (keep, warm.max(pool_shards()))
+}
+
+/// The shards of the pool's slot allocator: one per CPU, at most 16
+/// (wasmtime's `default_shard_count`). Each shard gets its share of the
+/// warm slots, and a thread takes and frees slots in its own shard first:
+/// with fewer warm slots than shards, some shards would keep none, and
+/// their tasks would take a slot that gave its pages back (a Python task
+/// then faults in its heap again). So there are at least as many warm
+/// slots as shards; on a machine of more than 8 CPUs the unused slots then
+/// keep up to one `keep` per shard (128 MiB at 16 CPUs), not 64 MiB.
+fn pool_shards() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16)) as u32
 }
 /// How often unused slots give back what they keep (see
 /// [`FabricEngine::release_idle_pool_memory`]).
@@ -223,6 +238,14 @@ impl FabricEngine {
     /// Bytes of compiled components kept beyond their use, all tenants.
     pub fn component_bytes(&self) -> u64 {
         self.inner.components.kept_bytes()
+    }
+
+    /// The most linear memory the pool's unused slots keep together (two
+    /// frees at once may each pass it by what they keep): one slot's keep
+    /// for each warm slot.
+    pub fn pool_keep_bound(&self) -> u64 {
+        let (keep, warm) = pool_keep();
+        keep as u64 * u64::from(warm)
     }
 
     /// Bytes the pool's unused slots keep resident for their next instances
