@@ -539,6 +539,7 @@ async fn put_get_object(wasm: &[u8], args: &Args, figures: &mut Figures) {
     )
     .await;
     let (mut puts, mut gets) = (Vec::new(), Vec::new());
+    let (mut fresh, mut warm) = (Vec::new(), Vec::new());
     // The first run meets a fresh node (no buffer to reuse); later ones,
     // a node that has held an object of this size before.
     for _ in 0..=args.runs {
@@ -552,13 +553,33 @@ async fn put_get_object(wasm: &[u8], args: &Args, figures: &mut Figures) {
         puts.push(b / s / 1e9);
         let (b, s) = ops_secs(&lines.find("get_object ").unwrap());
         gets.push(b / s / 1e9);
+        let (b, s) = ops_secs(&lines.find("get_bytes_fresh ").unwrap());
+        fresh.push(b / s / 1e9);
+        let (b, s) = ops_secs(&lines.find("get_bytes_warm ").unwrap());
+        warm.push(b / s / 1e9);
     }
     drop(big);
     let (pm, ps) = mean_sd(&puts[1..]);
     let (gm, gs) = mean_sd(&gets[1..]);
+    let (fm, fs) = mean_sd(&fresh[1..]);
+    let (wm, ws) = mean_sd(&warm[1..]);
+    // What each get times: from the call to the value in guest memory. The
+    // `get` decodes MessagePack into a second buffer; `get_bytes` reads the
+    // bytes with `read-bytes` into a buffer it allocates (its first touch
+    // is the copy: page faults), `get_bytes_into` into one already touched.
     for (what, (m, sd), first) in [
         ("1 GiB object put", (pm, ps), puts[0]),
         ("1 GiB object get (into the guest)", (gm, gs), gets[0]),
+        (
+            "1 GiB get_bytes into fresh guest memory",
+            (fm, fs),
+            fresh[0],
+        ),
+        (
+            "1 GiB get_bytes_into a warm guest buffer",
+            (wm, ws),
+            warm[0],
+        ),
     ] {
         println!(
             "{what:<46} {:>22}   first on a fresh node: {first:.2} GB/s",
@@ -567,6 +588,8 @@ async fn put_get_object(wasm: &[u8], args: &Args, figures: &mut Figures) {
     }
     figures.put("put_1gib_gbps", pm, ps, "GB/s");
     figures.put("get_1gib_gbps", gm, gs, "GB/s");
+    figures.put("get_bytes_fresh_1gib_gbps", fm, fs, "GB/s");
+    figures.put("get_bytes_warm_1gib_gbps", wm, ws, "GB/s");
 }
 
 /// A million tasks queued at once behind a task that holds every CPU.

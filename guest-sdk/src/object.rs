@@ -305,10 +305,24 @@ pub fn get_bytes(r: &ObjectRef<serde_bytes::ByteBuf>) -> Result<Vec<u8>> {
     let len = host::bytes_len(r.inner.handle(), None)?;
     let len = usize::try_from(len)
         .map_err(|_| crate::Error::InvalidArgument("the object is too large here".into()))?;
-    // A large zeroed block costs no writes (see the allocator): the copy
-    // below is the only pass over it.
-    let mut buf = vec![0u8; len];
-    read_into(r, 0, &mut buf)?;
+    // Not zeroed first: the copy below is the only pass over the block (a
+    // zeroed one would have the host drop its pages, which the copy would
+    // then fault in again).
+    let mut buf = Vec::with_capacity(len);
+    if len > 0 {
+        let handle = r.inner.handle().handle() as i32;
+        // SAFETY: the spare capacity is `len` bytes of this instance's
+        // memory that nothing else uses; the host writes at most `len`
+        // bytes into it.
+        let copied = unsafe { read_bytes_raw(handle, 0, buf.as_mut_ptr(), len) };
+        if copied as u64 != len as u64 {
+            return Err(crate::Error::ObjectLost(
+                "the byte object is no longer readable here".into(),
+            ));
+        }
+        // SAFETY: the host wrote all `len` bytes.
+        unsafe { buf.set_len(len) };
+    }
     Ok(buf)
 }
 

@@ -485,7 +485,20 @@ fn scale_workload(name: &str, n: usize, o: &Options) -> fabric::Result<()> {
             let start = Instant::now();
             let r = fabric::put_bytes(&data)?;
             let put = start.elapsed().as_secs_f64();
-            drop(data);
+            // The caller-allocated read (`read-bytes`): into fresh memory
+            // (`data` still holds the block the guest freed last, so this
+            // buffer is new linear memory, first touched by the copy)...
+            let start = Instant::now();
+            let mut buf = fabric::get_bytes(&r)?;
+            let fresh = start.elapsed().as_secs_f64();
+            assert!(buf.len() == bytes && buf.iter().step_by(4096).all(|b| *b == 7));
+            buf.iter_mut().step_by(4096).for_each(|b| *b = 0);
+            // ...and again into that buffer, warm (a guest reusing it).
+            let start = Instant::now();
+            fabric::get_bytes_into(&r, 0, &mut buf)?;
+            let warm = start.elapsed().as_secs_f64();
+            assert!(buf.iter().step_by(4096).all(|b| *b == 7));
+            drop((data, buf));
             let start = Instant::now();
             let back: ByteBuf = fabric::get(&r)?;
             let get = start.elapsed().as_secs_f64();
@@ -493,6 +506,8 @@ fn scale_workload(name: &str, n: usize, o: &Options) -> fabric::Result<()> {
             assert!(back.iter().step_by(4096).all(|b| *b == 7));
             println!("put_object {bytes} {put:.6}");
             println!("get_object {bytes} {get:.6}");
+            println!("get_bytes_fresh {bytes} {fresh:.6}");
+            println!("get_bytes_warm {bytes} {warm:.6}");
             Ok(())
         }
         _ => unreachable!("checked by the caller"),
