@@ -308,7 +308,10 @@ pub fn get_bytes(r: &ObjectRef<serde_bytes::ByteBuf>) -> Result<Vec<u8>> {
     // Not zeroed first: the copy below is the only pass over the block (a
     // zeroed one would have the host drop its pages, which the copy would
     // then fault in again).
-    let mut buf = Vec::with_capacity(len);
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| {
+        crate::Error::InvalidArgument(format!("no room here for a byte object of {len} bytes"))
+    })?;
     if len > 0 {
         let handle = r.inner.handle().handle() as i32;
         // SAFETY: the spare capacity is `len` bytes of this instance's

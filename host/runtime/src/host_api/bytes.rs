@@ -106,12 +106,19 @@ fn read_bytes(
 /// How much is faulted in, then copied, at a time: the pages just faulted
 /// in (zeroed by the kernel) are still in cache when the copy writes them.
 const CHUNK: usize = 2 << 20;
-const PAGE: usize = 4096;
+
+/// The system's page size.
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf only reads a system setting.
+    *PAGE.get_or_init(|| (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as usize)
+}
 
 /// The whole pages of `len` bytes at `dst`, as (start, end) addresses.
 fn whole_pages(dst: *mut u8, len: usize) -> (usize, usize) {
-    let start = (dst as usize).next_multiple_of(PAGE);
-    let end = (dst as usize + len) & !(PAGE - 1);
+    let page = page_size();
+    let start = (dst as usize).next_multiple_of(page);
+    let end = (dst as usize + len) & !(page - 1);
     (start, end.max(start))
 }
 
@@ -123,7 +130,7 @@ fn whole_pages(dst: *mut u8, len: usize) -> (usize, usize) {
 /// `dst..dst + len` must be mapped memory of this process.
 unsafe fn mostly_fresh(dst: *mut u8, len: usize) -> bool {
     let (start, end) = whole_pages(dst, len);
-    let pages = (end - start) / PAGE;
+    let pages = (end - start) / page_size();
     let mut resident = vec![0u8; pages];
     // SAFETY: `start..end` is mapped and page-aligned, and `resident` has
     // a byte for each of its pages.

@@ -167,6 +167,8 @@ fn room_for(state: &mut InstanceState, call: u64, len: u64, wait: bool) -> HostC
         }
     };
     if g.credit.is_closed() {
+        // Told now: no `room` is owed for it any more.
+        calls.clear_want(call);
         return Err(FabricError::Cancelled.into());
     }
     let index = g.next;
