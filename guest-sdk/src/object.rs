@@ -312,20 +312,11 @@ pub fn get_bytes(r: &ObjectRef<serde_bytes::ByteBuf>) -> Result<Vec<u8>> {
     buf.try_reserve_exact(len).map_err(|_| {
         crate::Error::InvalidArgument(format!("no room here for a byte object of {len} bytes"))
     })?;
-    if len > 0 {
-        let handle = r.inner.handle().handle() as i32;
-        // SAFETY: the spare capacity is `len` bytes of this instance's
-        // memory that nothing else uses; the host writes at most `len`
-        // bytes into it.
-        let copied = unsafe { read_bytes_raw(handle, 0, buf.as_mut_ptr(), len) };
-        if copied as u64 != len as u64 {
-            return Err(crate::Error::ObjectLost(
-                "the byte object is no longer readable here".into(),
-            ));
-        }
-        // SAFETY: the host wrote all `len` bytes.
-        unsafe { buf.set_len(len) };
-    }
+    // SAFETY: the spare capacity is `len` bytes of this instance's memory
+    // that nothing else uses.
+    unsafe { read_raw(r, 0, buf.as_mut_ptr(), len)? };
+    // SAFETY: `read_raw` succeeded, so the host wrote all `len` bytes.
+    unsafe { buf.set_len(len) };
     Ok(buf)
 }
 
@@ -354,14 +345,29 @@ pub fn get_bytes_into(
 
 /// `read-bytes` of a ready byte object whose range was checked.
 fn read_into(r: &ObjectRef<serde_bytes::ByteBuf>, offset: u64, buf: &mut [u8]) -> Result<()> {
-    if buf.is_empty() {
+    // SAFETY: `buf` is memory of this instance that this call borrows
+    // mutably.
+    unsafe { read_raw(r, offset, buf.as_mut_ptr(), buf.len()) }
+}
+
+/// `read-bytes` of `len` bytes into `ptr`: all of them written, or an error.
+///
+/// # Safety
+/// `ptr..ptr + len` must be memory of this instance that nothing else uses
+/// meanwhile (it may be uninitialised: the host only writes it).
+unsafe fn read_raw(
+    r: &ObjectRef<serde_bytes::ByteBuf>,
+    offset: u64,
+    ptr: *mut u8,
+    len: usize,
+) -> Result<()> {
+    if len == 0 {
         return Ok(());
     }
     let handle = r.inner.handle().handle() as i32;
-    // SAFETY: `buf` is memory of this instance that this call borrows
-    // mutably; the host writes at most `buf.len()` bytes into it.
-    let copied = unsafe { read_bytes_raw(handle, offset as i64, buf.as_mut_ptr(), buf.len()) };
-    if copied as u64 != buf.len() as u64 {
+    // SAFETY: the caller's region; the host writes at most `len` bytes.
+    let copied = unsafe { read_bytes_raw(handle, offset as i64, ptr, len) };
+    if copied as u64 != len as u64 {
         return Err(crate::Error::ObjectLost(
             "the byte object is no longer readable here".into(),
         ));

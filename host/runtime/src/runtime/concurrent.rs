@@ -17,7 +17,7 @@
 //! calls in flight fail with the reason and queued ones stay queued for a
 //! restarted instance, or fail with the actor.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -50,9 +50,6 @@ struct InFlight {
     ran: Option<(Arc<str>, CallRecord)>,
     /// A streaming call's generator: where its items go.
     generator: Option<Generator>,
-    /// The bytes of the item a `yield-call-item` that could not wait
-    /// refused for want of room: `next-event` says `room` once it fits.
-    wants_room: Option<u64>,
 }
 
 /// What a concurrent actor's next event is, before it becomes the WIT's.
@@ -83,9 +80,10 @@ pub(crate) struct ConcurrentCalls {
     /// Calls that wanted room and ended before it came (past their wall
     /// time): `room` names them, so the guest's next yield learns it.
     ended_waiting: Vec<u64>,
-    /// The calls in flight that want room: `next-event` looks at these
-    /// alone.
-    wanting_room: HashSet<u64>,
+    /// The calls in flight that want room, with the bytes of the item a
+    /// `yield-call-item` that could not wait refused: `next-event` looks at
+    /// these alone, and says `room` once the item fits.
+    wanting_room: HashMap<u64, u64>,
     /// A stop was handed out: no more calls.
     pub(crate) stopping: bool,
     /// Since when the guest has run without being billed.
@@ -111,7 +109,7 @@ impl ConcurrentCalls {
             parked: VecDeque::new(),
             next_call: 0,
             ended_waiting: Vec::new(),
-            wanting_room: HashSet::new(),
+            wanting_room: HashMap::new(),
             stopping: false,
             since: std::time::Instant::now(),
         }
@@ -177,11 +175,7 @@ impl ConcurrentCalls {
             .collect();
         let ms = self.job.limits.wall_time.as_millis() as u64;
         for id in late {
-            if self
-                .in_flight
-                .get(&id)
-                .is_some_and(|c| c.wants_room.is_some())
-            {
+            if self.wanting_room.contains_key(&id) {
                 // The guest waits for room that no longer matters: `room`
                 // tells it, and its next yield learns the call ended.
                 self.ended_waiting.push(id);
@@ -238,7 +232,6 @@ impl ConcurrentCalls {
                 _held: (call.args, call.nested),
                 ran,
                 generator,
-                wants_room: None,
             },
         );
         Some(Event::Call {
@@ -263,20 +256,15 @@ impl ConcurrentCalls {
     /// Call `id`'s item of `len` bytes found no room: `next-event` says
     /// `room` once it fits (or the stream closed).
     pub(crate) fn want_room(&mut self, id: u64, len: u64) {
-        if let Some(c) = self.in_flight.get_mut(&id) {
-            c.wants_room = Some(len);
-            self.wanting_room.insert(id);
+        if self.in_flight.contains_key(&id) {
+            self.wanting_room.insert(id, len);
         }
     }
 
     /// Call `id` yields again without waiting for `room` (its item fit
     /// after all, or it waits in the host): it wants no room now.
     pub(crate) fn clear_want(&mut self, id: u64) {
-        if self.wanting_room.remove(&id)
-            && let Some(c) = self.in_flight.get_mut(&id)
-        {
-            c.wants_room = None;
-        }
+        self.wanting_room.remove(&id);
     }
 
     /// The credits of the calls that wait for room: a change to one of
@@ -284,7 +272,7 @@ impl ConcurrentCalls {
     pub(crate) fn waiting_credits(&self) -> Vec<Arc<Credit>> {
         let waiting = self
             .wanting_room
-            .iter()
+            .keys()
             .filter_map(|id| self.in_flight.get(id));
         waiting
             .filter_map(|c| c.generator.as_ref().map(|g| g.credit.clone()))
@@ -295,15 +283,15 @@ impl ConcurrentCalls {
     /// closed, or which ended): no longer waiting.
     pub(crate) fn room_ready(&mut self) -> Vec<u64> {
         let mut ready = std::mem::take(&mut self.ended_waiting);
-        for &id in &self.wanting_room {
-            let Some(c) = self.in_flight.get_mut(&id) else {
-                continue;
-            };
-            let (Some(len), Some(g)) = (c.wants_room, c.generator.as_mut()) else {
+        for (&id, &len) in &self.wanting_room {
+            let Some(g) = self
+                .in_flight
+                .get_mut(&id)
+                .and_then(|c| c.generator.as_mut())
+            else {
                 continue;
             };
             if g.credit.is_closed() || g.has_room(len) {
-                c.wants_room = None;
                 ready.push(id);
             }
         }

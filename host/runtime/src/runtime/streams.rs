@@ -136,7 +136,7 @@ impl Credit {
 
     /// Waits until `ready(taken)` holds for the items the caller took.
     /// `cancelled` once the stream is closed.
-    pub async fn wait(&self, ready: impl Fn(u64) -> bool) -> Result<(), FabricError> {
+    pub async fn wait(&self, mut ready: impl FnMut(u64) -> bool) -> Result<(), FabricError> {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -154,8 +154,7 @@ impl Credit {
     /// Waits until item `index` may be yielded: fewer than `bound` items
     /// before it are not taken.
     pub async fn room_for(&self, index: u64, bound: u32) -> Result<(), FabricError> {
-        self.wait(|taken| index < taken.saturating_add(u64::from(bound)))
-            .await
+        self.wait(|taken| fits(index, taken, bound)).await
     }
 
     /// Whether the caller dropped the stream (or it failed).
@@ -168,6 +167,12 @@ impl Credit {
     pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()
     }
+}
+
+/// Whether item `index` may be yielded once the caller took `taken`: fewer
+/// than `bound` items before it are not taken.
+fn fits(index: u64, taken: u64, bound: u32) -> bool {
+    index < taken.saturating_add(u64::from(bound))
 }
 
 /// An item as it reaches the caller's node.
@@ -537,25 +542,14 @@ impl Generator {
     /// the bytes not taken stay within [`MAX_UNTAKEN_BYTES`].
     pub(crate) async fn room_for(&mut self, len: u64) -> Result<(), FabricError> {
         let credit = self.credit.clone();
-        loop {
-            let changed = credit.changed();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if credit.is_closed() {
-                return Err(FabricError::Cancelled);
-            }
-            if self.has_room(len) {
-                return Ok(());
-            }
-            changed.await;
-        }
+        credit.wait(|_| self.has_room(len)).await
     }
 
     /// Whether the next item, of `len` bytes, may go now (see
     /// [`Generator::room_for`]).
     pub(crate) fn has_room(&mut self, len: u64) -> bool {
         let taken = self.credit.taken();
-        if self.next >= taken.saturating_add(u64::from(self.bound)) {
+        if !fits(self.next, taken, self.bound) {
             return false;
         }
         if matches!(self.reply, Reply::Local) {
