@@ -1,6 +1,7 @@
 //! Cluster benchmarks on local nodes, each a real `fabric` process:
 //! async task throughput on 1, 2 and 3 nodes, moving a 1 GiB object from
-//! one node to another, and a 100 MiB object read on every node.
+//! one node to another, and a 100 MiB object read on two others, over the
+//! nodes' local sockets and (the baseline) over TLS.
 //!
 //! Run it (release build):
 //! ```text
@@ -26,25 +27,85 @@ fn mean_sd(xs: &[f64]) -> (f64, f64) {
     )
 }
 
-/// The seconds a scenario printed as its last word.
-fn seconds(c: &ProcCluster, args: &[&str]) -> f64 {
+/// The seconds a scenario printed on each line, as its next-to-last word.
+fn rounds(c: &ProcCluster, args: &[&str]) -> Vec<f64> {
     let (out, err, ok) = c.submit(programs::CLUSTER, args);
     assert!(ok, "{args:?} failed:\n{out}\n{err}");
-    let line = out.lines().last().unwrap_or_default();
-    line.split_whitespace()
-        .rev()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no time in {line:?}"))
+    out.lines()
+        .map(|line| {
+            line.split_whitespace()
+                .rev()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no time in {line:?}"))
+        })
+        .collect()
 }
 
-fn cluster(nodes: usize) -> ProcCluster {
-    let node = ["--num-cpus", "2", "--num-gpus", "0"];
+/// The seconds a one-round scenario printed.
+fn seconds(c: &ProcCluster, args: &[&str]) -> f64 {
+    *rounds(c, args).last().expect("a line")
+}
+
+fn cluster(nodes: usize, extra: &[&str]) -> ProcCluster {
+    let node = [&["--num-cpus", "2", "--num-gpus", "0"], extra].concat();
     let mut c = ProcCluster::start_logging(env!("CARGO_BIN_EXE_fabric"), "warn", &node);
     for _ in 1..nodes {
         c.add(&node);
     }
     c
+}
+
+fn row(metric: &str, xs: &[f64], digits: usize) {
+    let (m, s) = mean_sd(xs);
+    println!(
+        "{metric:<60} {:>20}",
+        format!("{m:.digits$} ± {s:.digits$}")
+    );
+}
+
+/// Moving objects between the nodes of `c` (3 nodes): a 1 GiB object to
+/// another node, and a 100 MiB one to the 2 others at once. Each job moves
+/// a new object several times: the first into a receiver with no buffer
+/// of that size (fresh memory, page faults), the next ones into a receiver
+/// that freed the last copy and so reuses its buffer.
+fn transfers(c: &ProcCluster, how: &str) {
+    let target = c.nodes[2].id.clone();
+    seconds(c, &["transfer", "64", &target, "1"]);
+    let (mut fresh, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let times = rounds(c, &["transfer", "1024", &target, "4"]);
+        let gbps = |t: &f64| (1u64 << 30) as f64 / t / 1e9;
+        fresh.push(gbps(&times[0]));
+        warm.extend(times[1..].iter().map(gbps));
+    }
+    row(
+        &format!("1 GiB to another node {how}, fresh receiver, GB/s"),
+        &fresh,
+        2,
+    );
+    row(
+        &format!("1 GiB to another node {how}, warm receiver, GB/s"),
+        &warm,
+        2,
+    );
+    let others = [c.nodes[1].id.clone(), c.nodes[2].id.clone()];
+    let (mut fresh, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let times = rounds(c, &["broadcast", "100", "4", &others[0], &others[1]]);
+        fresh.push(times[0] * 1e3);
+        warm.extend(times[1..].iter().map(|t| t * 1e3));
+    }
+    row(
+        &format!("100 MiB to 2 nodes {how}, fresh receivers, ms"),
+        &fresh,
+        1,
+    );
+    row(
+        &format!("100 MiB to 2 nodes {how}, warm receivers, ms"),
+        &warm,
+        1,
+    );
 }
 
 fn main() {
@@ -55,52 +116,20 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    println!("{:<44} {:>20}", "metric", "mean ± sd");
+    println!("{:<60} {:>20}", "metric", "mean ± sd");
     for n in [1, 2, 3] {
-        let c = cluster(n);
+        let c = cluster(n, &[]);
         seconds(&c, &["throughput", "2000"]); // warm up (compiles on each node)
         let rates: Vec<f64> = (0..RUNS)
             .map(|_| tasks as f64 / seconds(&c, &["throughput", &tasks.to_string()]))
             .collect();
-        let (m, s) = mean_sd(&rates);
-        println!(
-            "{:<44} {:>20}",
-            format!("async tasks on {n} node(s), tasks/s"),
-            format!("{m:.0} ± {s:.0}")
-        );
+        row(&format!("async tasks on {n} node(s), tasks/s"), &rates, 0);
         if n == 3 {
-            let target = c.nodes[2].id.clone();
-            seconds(&c, &["transfer", "64", &target]);
-            let gbps: Vec<f64> = (0..RUNS)
-                .map(|_| (1u64 << 30) as f64 / seconds(&c, &["transfer", "1024", &target]) / 1e9)
-                .collect();
-            let (m, s) = mean_sd(&gbps);
-            println!(
-                "{:<44} {:>20}",
-                "1 GiB object to another node, GB/s",
-                format!("{m:.2} ± {s:.2}")
-            );
-            let others = [c.nodes[1].id.clone(), c.nodes[2].id.clone()];
-            let secs: Vec<f64> = (0..RUNS)
-                .map(|_| seconds(&c, &["broadcast", "100", &others[0], &others[1]]))
-                .collect();
-            let (m, s) = mean_sd(&secs);
-            println!(
-                "{:<44} {:>20}",
-                "100 MiB broadcast to the 2 other nodes, s",
-                format!("{m:.3} ± {s:.3}")
-            );
-            let (m, _) = mean_sd(
-                &secs
-                    .iter()
-                    .map(|t| 2.0 * (100u64 << 20) as f64 / t / 1e9)
-                    .collect::<Vec<_>>(),
-            );
-            println!(
-                "{:<44} {:>20}",
-                "  (bytes delivered, GB/s)",
-                format!("{m:.2}")
-            );
+            transfers(&c, "over its local socket");
         }
     }
+    // The baseline, in the same run: the same nodes, taking objects from
+    // each other over TLS as nodes on different machines do.
+    let c = cluster(3, &["--no-local-transfers"]);
+    transfers(&c, "over TLS");
 }

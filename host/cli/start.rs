@@ -42,6 +42,11 @@ pub struct StartArgs {
     #[arg(long, value_name = "HOST")]
     pub advertise: Option<String>,
 
+    /// Take objects from nodes on this machine over TLS, like any other,
+    /// rather than over their local sockets (a baseline for benchmarks).
+    #[arg(long)]
+    pub no_local_transfers: bool,
+
     /// Labels for placement, e.g. `zone=a,disk=ssd`.
     #[arg(long, value_name = "KEY=VALUE,...", value_parser = parse_labels)]
     pub labels: Option<BTreeMap<String, String>>,
@@ -238,6 +243,7 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
     };
     let security = config.security.clone();
     config.advertise_host = args.advertise.clone();
+    config.local_transfers = !args.no_local_transfers;
     config.labels = args.labels.clone().unwrap_or_default();
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     config.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));

@@ -140,6 +140,12 @@ pub struct ClusterMeters {
     pub object_bytes_sent: AtomicU64,
     pub objects_received: AtomicU64,
     pub object_bytes_received: AtomicU64,
+    /// The same, for objects that went over a local socket to or from a
+    /// node on this machine (not counted above).
+    pub local_objects_sent: AtomicU64,
+    pub local_object_bytes_sent: AtomicU64,
+    pub local_objects_received: AtomicU64,
+    pub local_object_bytes_received: AtomicU64,
 }
 
 impl Default for ClusterMeters {
@@ -152,6 +158,10 @@ impl Default for ClusterMeters {
             object_bytes_sent: AtomicU64::new(0),
             objects_received: AtomicU64::new(0),
             object_bytes_received: AtomicU64::new(0),
+            local_objects_sent: AtomicU64::new(0),
+            local_object_bytes_sent: AtomicU64::new(0),
+            local_objects_received: AtomicU64::new(0),
+            local_object_bytes_received: AtomicU64::new(0),
         }
     }
 }
@@ -166,6 +176,18 @@ impl ClusterMeters {
     pub(crate) fn received(&self, bytes: usize) {
         self.objects_received.fetch_add(1, Ordering::Relaxed);
         self.object_bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent_local(&self, bytes: usize) {
+        self.local_objects_sent.fetch_add(1, Ordering::Relaxed);
+        self.local_object_bytes_sent
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn received_local(&self, bytes: usize) {
+        self.local_objects_received.fetch_add(1, Ordering::Relaxed);
+        self.local_object_bytes_received
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }

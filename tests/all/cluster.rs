@@ -79,6 +79,16 @@ async fn an_object_put_on_one_node_is_read_on_another() {
             c.id(2)
         )
     );
+    // A large one goes over the local socket (the nodes share this
+    // machine), every byte in its place.
+    let out = scenario(&c, &["object-pattern", &c.id(2), "24"]).await;
+    assert_eq!(
+        out,
+        format!(
+            "read on {}: 25165824 bytes, digest matches: true\n",
+            c.id(2)
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +290,7 @@ async fn objects_move_between_nodes_and_copies_are_dropped() {
         out.starts_with(&format!("transfer 33554432 bytes to {} in ", c.id(2))),
         "{out}"
     );
-    let out = scenario(&c, &["broadcast", "8", &c.id(1), &c.id(2)]).await;
+    let out = scenario(&c, &["broadcast", "8", "1", &c.id(1), &c.id(2)]).await;
     assert!(
         out.starts_with("broadcast 8388608 bytes to 2 nodes in "),
         "{out}"

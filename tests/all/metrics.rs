@@ -275,3 +275,54 @@ fn metrics_are_served_to_the_token_holder_move_with_jobs_and_cover_the_dashboard
 
     assert_the_dashboard_is_served(&after);
 }
+
+/// Between `fabric` processes on one machine a large object goes over the
+/// holder's local socket, every byte in its place; to a node started with
+/// `--no-local-transfers` it goes over TLS; and a small one always does.
+#[test]
+fn large_objects_to_a_node_on_this_machine_go_over_its_local_socket() {
+    let worker = [
+        "--num-cpus",
+        "2",
+        "--metrics-port",
+        "0",
+        "--metrics-insecure",
+    ];
+    let mut c = ProcCluster::start(env!("CARGO_BIN_EXE_fabric"), &["--num-cpus", "2"]);
+    c.add(&worker);
+    c.add(&[&worker[..], &["--no-local-transfers"]].concat());
+    let received = |i: usize, channel: &str| {
+        scrape(&c, &metrics_url(&c, i), None).sum(
+            "fabric_object_transfer_bytes_total",
+            &[("direction", "received"), ("channel", channel)],
+        )
+    };
+    let mib = 24u64;
+    for (i, channel, other) in [(1, "local", "tls"), (2, "tls", "local")] {
+        let node = c.nodes[i].id.clone();
+        let before = (received(i, channel), received(i, other));
+        let (out, err, ok) = c.submit(
+            programs::CLUSTER,
+            &["object-pattern", &node, &mib.to_string()],
+        );
+        assert!(ok, "{out}{err}");
+        assert_eq!(
+            out,
+            format!(
+                "read on {node}: {} bytes, digest matches: true\n",
+                mib << 20
+            )
+        );
+        assert!(
+            received(i, channel) - before.0 >= (mib << 20) as f64,
+            "node {i} took the object over {other}"
+        );
+        assert_eq!(received(i, other), before.1, "node {i} used {other}");
+    }
+    // A 3 MiB object is below the local socket's threshold.
+    let node = c.nodes[1].id.clone();
+    let before = received(1, "tls");
+    let (out, err, ok) = c.submit(programs::CLUSTER, &["object-across", &node]);
+    assert!(ok, "{out}{err}");
+    assert!(received(1, "tls") - before >= (3 << 20) as f64);
+}

@@ -392,6 +392,9 @@ impl Cluster {
     pub(super) fn on_node_dead(&self, node: NodeId) {
         tracing::warn!(node = %node.short(), "a node died");
         self.peers.remove(node);
+        if let Some(l) = &self.local {
+            l.forget(node);
+        }
         self.lending.forget_node(node);
         self.actors.forget_places_on(node);
         self.forget_bundles_on(node);

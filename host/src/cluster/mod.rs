@@ -40,6 +40,7 @@ mod objects;
 mod peers;
 mod port;
 mod quotas;
+pub mod same_host;
 mod service;
 mod streams;
 mod tasks;
@@ -90,6 +91,9 @@ pub struct ClusterConfig {
     pub state_file: Option<std::path::PathBuf>,
     /// What an unauthenticated caller can make this node hold.
     pub ingress: IngressLimits,
+    /// Takes large objects from nodes on this machine over a local socket
+    /// (see [`same_host`]) rather than TLS.
+    pub local_transfers: bool,
 }
 
 impl ClusterConfig {
@@ -106,6 +110,7 @@ impl ClusterConfig {
             node_timeout: Duration::from_secs(3),
             state_file: None,
             ingress: IngressLimits::default(),
+            local_transfers: true,
         }
     }
 
@@ -122,6 +127,7 @@ impl ClusterConfig {
             tokens: None,
             state_file: None,
             ingress: IngressLimits::default(),
+            local_transfers: true,
         }
     }
 }
@@ -164,6 +170,8 @@ pub(crate) struct Cluster {
     registered: watch::Sender<bool>,
     /// Its traffic, for its metrics.
     meters: Arc<crate::meters::ClusterMeters>,
+    /// Its local socket for objects to nodes on this machine, if it has one.
+    local: Option<Arc<same_host::LocalChannel>>,
 }
 
 impl Cluster {
@@ -333,6 +341,16 @@ impl Cluster {
         let head = HeadClient::new(peers::channel(head_address, &config.security)?)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
+        let meters = Arc::<crate::meters::ClusterMeters>::default();
+        let local = if config.local_transfers {
+            same_host::LocalChannel::start(meters.clone(), stop.subscribe())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no local object socket: objects to nodes on this machine go over TLS");
+                })
+                .ok()
+        } else {
+            None
+        };
         Ok(Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
             core: Arc::downgrade(core),
@@ -352,7 +370,8 @@ impl Cluster {
             draining: Default::default(),
             stop,
             registered: watch::channel(false).0,
-            meters: Default::default(),
+            meters,
+            local,
         }))
     }
 }

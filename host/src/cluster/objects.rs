@@ -7,7 +7,8 @@
 //! gives the borrows back when its last local reference goes. A value moves
 //! only when someone reads it: `FetchObject` streams it in chunks of one
 //! buffer shared with the store (never a second copy on the sender), into
-//! one pooled buffer on the receiver.
+//! one pooled buffer on the receiver; between nodes on one machine a large
+//! value goes over a local socket instead (see [`super::same_host`]).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -386,6 +387,10 @@ impl Cluster {
                     }
                     Ok(Fetched::Redirect(next)) => at.insert(0, next),
                     Ok(Fetched::Failed(e)) => return core.objects().fill(id, Err(e), Vec::new()),
+                    Ok(Fetched::LocalFailed(e)) => {
+                        redirected_and_failed |= Some(node) != owner;
+                        last = FabricError::ObjectLost(e);
+                    }
                     Err(e) => {
                         redirected_and_failed |= Some(node) != owner;
                         last = e;
@@ -413,13 +418,44 @@ impl Cluster {
         core.objects().fill(id, Err(last), Vec::new());
     }
 
+    /// Fetches `id` from `node`: over its local socket when it offers
+    /// that, else (or when the socket fails us) in gRPC chunks.
     async fn fetch_from(&self, id: ObjectId, node: NodeId) -> Result<Fetched, FabricError> {
+        let machine = self
+            .local
+            .as_ref()
+            .map(|l| l.machine_for(node))
+            .unwrap_or_default();
+        let local = !machine.is_empty();
+        match self.fetch_once(id, node, machine).await? {
+            Fetched::LocalFailed(e) if local => {
+                tracing::info!(node = %node.short(), error = %e, "a node's local object socket failed: fetching from it over TLS from now on");
+                if let Some(l) = &self.local {
+                    l.mark_unreachable(node);
+                }
+                match self.fetch_once(id, node, Bytes::new()).await? {
+                    Fetched::LocalFailed(e) => Err(FabricError::ObjectLost(e)),
+                    other => Ok(other),
+                }
+            }
+            Fetched::LocalFailed(e) => Err(FabricError::ObjectLost(e)),
+            other => Ok(other),
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        id: ObjectId,
+        node: NodeId,
+        machine: Bytes,
+    ) -> Result<Fetched, FabricError> {
         let peer = self.peer(node)?;
         let mut stream = peer
             .client()
             .fetch_object(pb::FetchObjectRequest {
                 object_id: id_bytes(id.as_u128()),
                 requester: id_bytes(self.id.as_u128()),
+                machine,
             })
             .await
             .map_err(|s| {
@@ -467,23 +503,25 @@ impl Cluster {
                 "its size ({size} bytes) is beyond this node's object store"
             )));
         }
-        let mut buf = core.objects().buffer(size);
-        while let Some(chunk) = stream.message().await.map_err(|s| lost(s.message()))? {
-            match chunk.kind {
-                Some(pb::object_chunk::Kind::Data(d)) if buf.len() + d.len() <= size => {
-                    buf.extend_from_slice(&d)
-                }
-                Some(pb::object_chunk::Kind::Error(e)) => {
-                    return Ok(Fetched::Failed(error_from_pb(&e)));
-                }
-                _ => return Err(lost("unexpected chunk")),
+        let buf = core.objects().buffer(size);
+        let read = read_value(&mut stream, buf, size, &lost).await?;
+        Ok(match read {
+            Read::Chunks(buf) => {
+                self.meters.received(size);
+                Fetched::Value(core.objects().seal(buf), nested)
             }
-        }
-        if buf.len() != size {
-            return Err(lost(&format!("got {} of {size} bytes", buf.len())));
-        }
-        self.meters.received(size);
-        Ok(Fetched::Value(core.objects().seal(buf), nested))
+            Read::Failed(e) => Fetched::Failed(e),
+            Read::Local(local, buf) => match super::same_host::receive(local, size, buf).await {
+                Ok(buf) => {
+                    self.meters.received_local(size);
+                    Fetched::Value(core.objects().seal(buf), nested)
+                }
+                Err(e) => Fetched::LocalFailed(format!(
+                    "fetching object {id} from node {} over its local socket: {e}",
+                    node.short()
+                )),
+            },
+        })
     }
 
     /// Serves `FetchObject`: the value in chunks, a redirect to where it is,
@@ -492,6 +530,7 @@ impl Cluster {
         self: Arc<Self>,
         id: ObjectId,
         requester: NodeId,
+        machine: Bytes,
     ) -> ReceiverStream<Result<pb::ObjectChunk, Status>> {
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
@@ -531,27 +570,8 @@ impl Cluster {
             };
             match location {
                 Location::Ready(Ok(bytes)) => {
-                    let nested = match self.lend_all(&r.nested(), requester).await {
-                        Ok(n) => n,
-                        Err(e) => {
-                            let _ = tx
-                                .send(chunk(pb::object_chunk::Kind::Error(error_to_pb(&e))))
-                                .await;
-                            return;
-                        }
-                    };
-                    let header = pb::object_chunk::Header {
-                        size: bytes.len() as u64,
-                        nested,
-                    };
-                    if tx
-                        .send(chunk(pb::object_chunk::Kind::Header(header)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    send_chunks(&tx, bytes, &self.meters).await;
+                    self.send_value(&tx, bytes, &r.nested(), requester, &machine)
+                        .await;
                 }
                 Location::Ready(Err(e)) => {
                     let _ = tx
@@ -574,6 +594,84 @@ impl Cluster {
         });
         ReceiverStream::new(rx)
     }
+}
+
+impl Cluster {
+    /// Sends a value: its header (with its nested references, lent to the
+    /// requester), then its bytes in chunks, or an offer of them on the
+    /// local socket to a requester on this machine (which counts them as
+    /// sent).
+    async fn send_value(
+        &self,
+        tx: &mpsc::Sender<Result<pb::ObjectChunk, Status>>,
+        bytes: Bytes,
+        nested: &[ObjectRef],
+        requester: NodeId,
+        machine: &[u8],
+    ) {
+        let chunk = |kind| Ok(pb::ObjectChunk { kind: Some(kind) });
+        let nested = match self.lend_all(nested, requester).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx
+                    .send(chunk(pb::object_chunk::Kind::Error(error_to_pb(&e))))
+                    .await;
+                return;
+            }
+        };
+        let header = pb::object_chunk::Header {
+            size: bytes.len() as u64,
+            nested,
+        };
+        if tx
+            .send(chunk(pb::object_chunk::Kind::Header(header)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match self.local.as_ref().and_then(|l| l.offer(&bytes, machine)) {
+            Some(local) => {
+                let _ = tx.send(chunk(pb::object_chunk::Kind::Local(local))).await;
+            }
+            None => send_chunks(tx, bytes, &self.meters).await,
+        }
+    }
+}
+
+/// How a value's bytes came after its header.
+enum Read {
+    /// In chunks, into the buffer.
+    Chunks(Vec<u8>),
+    /// Offered on the holder's local socket (the buffer still empty).
+    Local(pb::object_chunk::Local, Vec<u8>),
+    Failed(FabricError),
+}
+
+/// Reads what follows a value's header on `stream` into `buf` (empty, with
+/// room for `size` bytes).
+async fn read_value(
+    stream: &mut tonic::Streaming<pb::ObjectChunk>,
+    mut buf: Vec<u8>,
+    size: usize,
+    lost: &impl Fn(&str) -> FabricError,
+) -> Result<Read, FabricError> {
+    while let Some(chunk) = stream.message().await.map_err(|s| lost(s.message()))? {
+        match chunk.kind {
+            Some(pb::object_chunk::Kind::Local(local)) if buf.is_empty() => {
+                return Ok(Read::Local(local, buf));
+            }
+            Some(pb::object_chunk::Kind::Data(d)) if buf.len() + d.len() <= size => {
+                buf.extend_from_slice(&d)
+            }
+            Some(pb::object_chunk::Kind::Error(e)) => return Ok(Read::Failed(error_from_pb(&e))),
+            _ => return Err(lost("unexpected chunk")),
+        }
+    }
+    if buf.len() != size {
+        return Err(lost(&format!("got {} of {size} bytes", buf.len())));
+    }
+    Ok(Read::Chunks(buf))
 }
 
 /// Streams `bytes` as slices of the one buffer (no copies).
@@ -604,4 +702,7 @@ enum Fetched {
     Value(Bytes, Vec<ObjectRef>),
     Redirect(NodeId),
     Failed(FabricError),
+    /// The holder offered its local socket, and taking the value from it
+    /// failed (the fetch may be tried again in chunks).
+    LocalFailed(String),
 }

@@ -247,7 +247,7 @@ impl NodeService for Service {
         let id = object_id(&r.object_id)?;
         let requester = node_id(&r.requester)?;
         Ok(Response::new(
-            self.cluster.clone().serve_fetch(id, requester),
+            self.cluster.clone().serve_fetch(id, requester, r.machine),
         ))
     }
 

@@ -501,23 +501,35 @@ impl Source {
 
 fn traffic_metrics(f: &mut Family, m: &ClusterMeters) -> Fmt {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let dir = |d: &str, v: f64| (vec![("direction", d.to_string())], v);
+    let dir = |d: &str, channel: &str, v: f64| {
+        (
+            vec![
+                ("direction", d.to_string()),
+                ("channel", channel.to_string()),
+            ],
+            v,
+        )
+    };
     f.labeled(
         "fabric_object_transfers",
-        "Objects moved between this node and others",
+        "Objects moved between this node and others (channel: tls, or local for a node on this machine)",
         C,
         [
-            dir("sent", load(&m.objects_sent)),
-            dir("received", load(&m.objects_received)),
+            dir("sent", "tls", load(&m.objects_sent)),
+            dir("received", "tls", load(&m.objects_received)),
+            dir("sent", "local", load(&m.local_objects_sent)),
+            dir("received", "local", load(&m.local_objects_received)),
         ],
     )?;
     f.labeled(
         "fabric_object_transfer_bytes",
-        "Object bytes moved between this node and others",
+        "Object bytes moved between this node and others (channel: tls, or local for a node on this machine)",
         C,
         [
-            dir("sent", load(&m.object_bytes_sent)),
-            dir("received", load(&m.object_bytes_received)),
+            dir("sent", "tls", load(&m.object_bytes_sent)),
+            dir("received", "tls", load(&m.object_bytes_received)),
+            dir("sent", "local", load(&m.local_object_bytes_sent)),
+            dir("received", "local", load(&m.local_object_bytes_received)),
         ],
     )?;
     f.histograms(

@@ -18,6 +18,7 @@ const SCENARIOS: &[&str] = &[
     "gpu",
     "ssd",
     "object-across",
+    "object-pattern",
     "actor-across",
     "named-across",
     "elastic",
@@ -140,6 +141,19 @@ fn on_ssd() -> String {
 #[fabric::remote]
 fn checksum(data: ByteBuf) -> (String, usize, u64) {
     (here(), data.len(), data.iter().map(|b| u64::from(*b)).sum())
+}
+
+/// A hash of `data` that changes when bytes move (FNV-1a, 64 bits).
+fn digest_of(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Where it ran, and the digest of `data`.
+#[fabric::remote]
+fn digest(data: ByteBuf) -> (String, usize, u64) {
+    (here(), data.len(), digest_of(&data))
 }
 
 #[fabric::remote]
@@ -389,6 +403,25 @@ fn main() -> fabric::Result<()> {
             let (node, len, sum) = fabric::get(&r)?;
             println!("put on {} read on {node}: {len} bytes, sum {sum}", here());
         }
+        "object-pattern" => {
+            // An object of `arg(2)` MiB whose every byte depends on where it
+            // is, read on node `arg(1)`: the digests match only if every
+            // byte arrived in its place.
+            let mib: usize = arg(2).parse().unwrap_or(24);
+            let data: Vec<u8> = (0..mib << 20)
+                .map(|i| (i.wrapping_mul(31) ^ (i >> 12)) as u8)
+                .collect();
+            let want = digest_of(&data);
+            let r = fabric::put_bytes(&data)?;
+            drop(data);
+            let (node, len, got) = fabric::get(
+                &digest::options(TaskOptions::new().on_node(&arg(1), false)).remote(&r)?,
+            )?;
+            println!(
+                "read on {node}: {len} bytes, digest matches: {}",
+                got == want
+            );
+        }
         "throughput" => {
             let n: usize = arg(1).parse().unwrap_or(10_000);
             let start = std::time::Instant::now();
@@ -402,38 +435,52 @@ fn main() -> fabric::Result<()> {
             );
         }
         "transfer" => {
-            // Moves one object of `mib` MiB from this node to node `arg(2)`.
+            // Moves an object of `mib` MiB from this node to node `arg(2)`,
+            // `arg(3)` times (a new object each time, the last one freed
+            // first, so the receiver's store may reuse its buffer).
             let mib: usize = arg(1).parse().unwrap_or(64);
-            let data = fabric::put_bytes(&vec![1u8; mib << 20])?;
-            let start = std::time::Instant::now();
-            let r = fetch_here::options(TaskOptions::new().on_node(&arg(2), false))
-                .remote(vec![data])?;
-            let node = fabric::get(&r)?;
-            println!(
-                "transfer {} bytes to {node} in {:.6} s",
-                mib << 20,
-                start.elapsed().as_secs_f64()
-            );
+            let rounds: usize = arg(3).parse().unwrap_or(1);
+            for _ in 0..rounds {
+                let data = fabric::put_bytes(&vec![1u8; mib << 20])?;
+                let start = std::time::Instant::now();
+                let r = fetch_here::options(TaskOptions::new().on_node(&arg(2), false))
+                    .remote(vec![data])?;
+                let node = fabric::get(&r)?;
+                println!(
+                    "transfer {} bytes to {node} in {:.6} s",
+                    mib << 20,
+                    start.elapsed().as_secs_f64()
+                );
+                drop(r);
+                // Untimed: the copy on the receiver is freed meanwhile.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
         "broadcast" => {
-            // One object of `mib` MiB read on every node named after it.
+            // An object of `mib` MiB read on every node named after the
+            // round count `arg(2)`, a new object each round.
             let mib: usize = arg(1).parse().unwrap_or(16);
-            let data = fabric::put_bytes(&vec![2u8; mib << 20])?;
-            let start = std::time::Instant::now();
-            let refs: Vec<_> = args[2..]
-                .iter()
-                .map(|n| {
-                    fetch_here::options(TaskOptions::new().on_node(n, false))
-                        .remote(vec![data.clone()])
-                })
-                .collect::<fabric::Result<_>>()?;
-            let got = fabric::get_all(&refs)?;
-            println!(
-                "broadcast {} bytes to {} nodes in {:.6} s",
-                mib << 20,
-                got.len(),
-                start.elapsed().as_secs_f64()
-            );
+            let rounds: usize = arg(2).parse().unwrap_or(1);
+            for _ in 0..rounds {
+                let data = fabric::put_bytes(&vec![2u8; mib << 20])?;
+                let start = std::time::Instant::now();
+                let refs: Vec<_> = args[3..]
+                    .iter()
+                    .map(|n| {
+                        fetch_here::options(TaskOptions::new().on_node(n, false))
+                            .remote(vec![data.clone()])
+                    })
+                    .collect::<fabric::Result<_>>()?;
+                let got = fabric::get_all(&refs)?;
+                println!(
+                    "broadcast {} bytes to {} nodes in {:.6} s",
+                    mib << 20,
+                    got.len(),
+                    start.elapsed().as_secs_f64()
+                );
+                drop((refs, data));
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
         "actor-across" => {
             let tally = Tally::options(ActorOptions::new().on_node(&arg(1), false)).remote()?;
