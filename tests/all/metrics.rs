@@ -319,8 +319,31 @@ fn large_objects_to_a_node_on_this_machine_go_over_its_local_socket() {
         );
         assert_eq!(received(i, other), before.1, "node {i} used {other}");
     }
-    // A 3 MiB object is below the local socket's threshold.
+    // The head's socket goes (as it would in another mount namespace): the
+    // value still arrives, over TLS.
+    let head_pid = c.nodes[0].child.id().to_string();
+    let head_dir = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("wasmfabric-"))
+                && std::fs::read_to_string(p.join("pid")).is_ok_and(|pid| pid == head_pid)
+        })
+        .expect("the head's socket directory");
+    std::fs::remove_file(head_dir.join("objects.sock")).unwrap();
     let node = c.nodes[1].id.clone();
+    let before = received(1, "tls");
+    let (out, err, ok) = c.submit(programs::CLUSTER, &["object-pattern", &node, "8"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out,
+        format!("read on {node}: {} bytes, digest matches: true\n", 8 << 20)
+    );
+    assert!(received(1, "tls") - before >= (8 << 20) as f64);
+
+    // A 3 MiB object is below the local socket's threshold.
     let before = received(1, "tls");
     let (out, err, ok) = c.submit(programs::CLUSTER, &["object-across", &node]);
     assert!(ok, "{out}{err}");

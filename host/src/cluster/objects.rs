@@ -20,6 +20,7 @@ use tonic::Status;
 use wasmfabric_proto::v1 as pb;
 
 use super::Cluster;
+use super::same_host::LocalError;
 use crate::error::FabricError;
 use crate::ids::{JobId, NodeId, ObjectId};
 use crate::object_store::{Location, ObjectRef, Pinned, RemoteObjects};
@@ -387,10 +388,6 @@ impl Cluster {
                     }
                     Ok(Fetched::Redirect(next)) => at.insert(0, next),
                     Ok(Fetched::Failed(e)) => return core.objects().fill(id, Err(e), Vec::new()),
-                    Ok(Fetched::LocalFailed(e)) => {
-                        redirected_and_failed |= Some(node) != owner;
-                        last = FabricError::ObjectLost(e);
-                    }
                     Err(e) => {
                         redirected_and_failed |= Some(node) != owner;
                         last = e;
@@ -426,20 +423,19 @@ impl Cluster {
             .as_ref()
             .map(|l| l.machine_for(node))
             .unwrap_or_default();
-        let local = !machine.is_empty();
-        match self.fetch_once(id, node, machine).await? {
-            Fetched::LocalFailed(e) if local => {
-                tracing::info!(node = %node.short(), error = %e, "a node's local object socket failed: fetching from it over TLS from now on");
-                if let Some(l) = &self.local {
-                    l.mark_unreachable(node);
-                }
-                match self.fetch_once(id, node, Bytes::new()).await? {
-                    Fetched::LocalFailed(e) => Err(FabricError::ObjectLost(e)),
-                    other => Ok(other),
-                }
-            }
-            Fetched::LocalFailed(e) => Err(FabricError::ObjectLost(e)),
-            other => Ok(other),
+        let e = match self.fetch_once(id, node, machine).await? {
+            Attempt::Done(fetched) => return Ok(fetched),
+            Attempt::LocalFailed(e) => e,
+        };
+        if let (LocalError::Unreachable(_), Some(l)) = (&e, &self.local) {
+            tracing::info!(node = %node.short(), error = %e, "a node's local object socket cannot be used: fetching from it over TLS for now");
+            l.mark_unreachable(node);
+        } else {
+            tracing::debug!(node = %node.short(), object = %id, error = %e, "fetching a value over TLS instead");
+        }
+        match self.fetch_once(id, node, Bytes::new()).await? {
+            Attempt::Done(fetched) => Ok(fetched),
+            Attempt::LocalFailed(e) => Err(FabricError::ObjectLost(e.to_string())),
         }
     }
 
@@ -448,7 +444,7 @@ impl Cluster {
         id: ObjectId,
         node: NodeId,
         machine: Bytes,
-    ) -> Result<Fetched, FabricError> {
+    ) -> Result<Attempt, FabricError> {
         let peer = self.peer(node)?;
         let mut stream = peer
             .client()
@@ -478,12 +474,12 @@ impl Cluster {
         let (size, nested) = match first.kind {
             Some(pb::object_chunk::Kind::Header(h)) => (h.size as usize, h.nested),
             Some(pb::object_chunk::Kind::Redirect(to)) => {
-                return Ok(Fetched::Redirect(
+                return Ok(Attempt::Done(Fetched::Redirect(
                     node_id(&to).map_err(|s| lost(s.message()))?,
-                ));
+                )));
             }
             Some(pb::object_chunk::Kind::Error(e)) => {
-                return Ok(Fetched::Failed(error_from_pb(&e)));
+                return Ok(Attempt::Done(Fetched::Failed(error_from_pb(&e))));
             }
             _ => return Err(lost("no header")),
         };
@@ -508,18 +504,17 @@ impl Cluster {
         Ok(match read {
             Read::Chunks(buf) => {
                 self.meters.received(size);
-                Fetched::Value(core.objects().seal(buf), nested)
+                Attempt::Done(Fetched::Value(core.objects().seal(buf), nested))
             }
-            Read::Failed(e) => Fetched::Failed(e),
+            Read::Failed(e) => Attempt::Done(Fetched::Failed(e)),
             Read::Local(local, buf) => match super::same_host::receive(local, size, buf).await {
                 Ok(buf) => {
                     self.meters.received_local(size);
-                    Fetched::Value(core.objects().seal(buf), nested)
+                    Attempt::Done(Fetched::Value(core.objects().seal(buf), nested))
                 }
-                Err(e) => Fetched::LocalFailed(format!(
-                    "fetching object {id} from node {} over its local socket: {e}",
-                    node.short()
-                )),
+                // The references lent with it go back as `nested` drops; a
+                // fetch again is lent them anew.
+                Err(e) => Attempt::LocalFailed(e),
             },
         })
     }
@@ -632,7 +627,12 @@ impl Cluster {
         }
         match self.local.as_ref().and_then(|l| l.offer(&bytes, machine)) {
             Some(local) => {
-                let _ = tx.send(chunk(pb::object_chunk::Kind::Local(local))).await;
+                let sent = tx.send(chunk(pb::object_chunk::Kind::Local(local.clone())));
+                if sent.await.is_err()
+                    && let Some(l) = &self.local
+                {
+                    l.withdraw(&local);
+                }
             }
             None => send_chunks(tx, bytes, &self.meters).await,
         }
@@ -702,7 +702,12 @@ enum Fetched {
     Value(Bytes, Vec<ObjectRef>),
     Redirect(NodeId),
     Failed(FabricError),
+}
+
+/// One try at fetching a value from a node.
+enum Attempt {
+    Done(Fetched),
     /// The holder offered its local socket, and taking the value from it
-    /// failed (the fetch may be tried again in chunks).
-    LocalFailed(String),
+    /// failed: try again in chunks.
+    LocalFailed(LocalError),
 }

@@ -4,19 +4,22 @@
 //! loopback TCP stack and decrypted: about 1 GB/s here. Between two node
 //! processes on the same machine none of that buys anything, so each node
 //! also listens on a Unix socket in a private directory of its own, and a
-//! holder answers a `FetchObject` from a requester on the same machine (same
-//! kernel boot id) with a one-time ticket instead of data chunks. The
-//! requester connects, proves nothing but the ticket (which it got over the
+//! holder answers a `FetchObject` from a requester that names the same
+//! machine (kernel boot id) with a one-time ticket instead of data chunks.
+//! The requester connects, presents the ticket (which it got over the
 //! authenticated gRPC stream), and reads the bytes straight into its store's
 //! buffer; the holder writes them straight from the object's own buffer. A
 //! large value travels as several streams at once, each its own share of
 //! the buffer, so both ends copy on several cores.
 //!
-//! Both ends check the other's user through the kernel (`SO_PEERCRED`):
-//! only a process of the same user as the node can connect, and a requester
-//! talks only to a socket served by its own user. A requester that cannot
-//! reach the socket (another mount namespace, another user) remembers that
-//! and fetches from that node over gRPC.
+//! Both ends check the other through the kernel (`SO_PEERCRED`): the holder
+//! serves only processes of its own user, and the requester talks only to
+//! the holder's own process (the pid in the offer), at a path of the form
+//! this module makes, in a directory of its user's that no one else may
+//! enter. A requester that cannot reach a holder's socket (another mount
+//! namespace, another user) fetches from that node over gRPC for a minute;
+//! one whose transfer fails for any other reason (a busy holder, a lapsed
+//! ticket) takes that one value over gRPC.
 //!
 //! ```
 //! use fabric_host::cluster::same_host::{LocalChannel, receive};
@@ -30,11 +33,11 @@
 //! # });
 //! ```
 
-use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::mem::MaybeUninit;
+mod receive;
+
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -49,6 +52,8 @@ use wasmfabric_proto::v1 as pb;
 use crate::ids::NodeId;
 use crate::meters::ClusterMeters;
 
+pub use receive::{LocalError, receive};
+
 /// Values smaller than this go in gRPC chunks: a socket and threads per
 /// transfer cost more than they save.
 pub const LOCAL_MIN: usize = 4 << 20;
@@ -58,20 +63,28 @@ const STREAM_SHARE: usize = 256 << 20;
 const MAX_STREAMS: usize = 4;
 /// Offers not yet taken, at most; more are answered with chunks.
 const MAX_TICKETS: usize = 256;
-/// An offer not taken in this long lapses (and frees its value).
+/// An offer not taken in this long lapses, and its value is let go.
 const TICKET_TTL: Duration = Duration::from_secs(10);
 /// Connections served at once, at most.
 const MAX_CONNECTIONS: usize = 64;
 /// A connection must name its ticket within this long.
 const REQUEST_WAIT: Duration = Duration::from_secs(5);
-/// A reader or writer with no progress for this long gives up.
+/// A stream must move at least this many bytes a second (after a grace
+/// of [`STALL`]), or it is given up.
+const MIN_RATE: usize = 64 << 20;
+/// The grace, and the longest wait for any one read or write.
 const STALL: Duration = Duration::from_secs(30);
+/// A node whose socket could not be reached is asked over gRPC this long.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(60);
 /// A request: the 32-byte ticket and the stream's index (little-endian).
 const REQUEST_LEN: usize = 36;
+/// The names this module gives the socket and its directory.
+const SOCKET_NAME: &str = "objects.sock";
+const DIR_PREFIX: &str = "wasmfabric-";
 
 /// This machine, as its kernel names the current boot: two processes that
 /// read the same id share a kernel (so a Unix socket may join them). Empty
-/// where it cannot be read.
+/// where it cannot be read. It only picks the path: anyone may claim it.
 pub fn machine_id() -> Bytes {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| Bytes::copy_from_slice(s.trim().as_bytes()))
@@ -96,6 +109,17 @@ fn streams_for(size: usize) -> usize {
     (size / STREAM_SHARE).clamp(1, MAX_STREAMS.min(cores.max(1)))
 }
 
+/// When a stream of `len` bytes must be done.
+fn deadline_for(len: usize) -> Instant {
+    Instant::now() + STALL + Duration::from_secs((len / MIN_RATE) as u64)
+}
+
+/// This process's effective user.
+fn my_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// An offered value: what it is, which of its streams were taken, and
 /// how many finished.
 struct Ticket {
@@ -113,21 +137,26 @@ pub struct LocalChannel {
     socket: String,
     machine: Bytes,
     tickets: Mutex<HashMap<[u8; 32], Ticket>>,
-    unreachable: Mutex<HashSet<NodeId>>,
+    /// Nodes whose sockets failed to connect, until when.
+    unreachable: Mutex<HashMap<NodeId, Instant>>,
     meters: Arc<ClusterMeters>,
 }
 
 impl LocalChannel {
     /// Listens on a socket in a new private directory (mode 0700) under the
-    /// system's temporary directory, until `stop` turns true.
+    /// system's temporary directory, until `stop` turns true. Directories
+    /// left by nodes that died first are removed.
     pub fn start(
         meters: Arc<ClusterMeters>,
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<Arc<Self>> {
-        let dir = std::env::temp_dir().join(format!("wasmfabric-{:016x}", rand::random::<u64>()));
+        let tmp = std::env::temp_dir();
+        remove_stale_dirs(&tmp);
+        let dir = tmp.join(format!("{DIR_PREFIX}{:016x}", rand::random::<u64>()));
         fabric_runtime::runtime::disk_cache::private_dir(&dir).map_err(std::io::Error::other)?;
-        let path = dir.join("objects.sock");
-        let listener = match UnixListener::bind(&path) {
+        let bound = std::fs::write(dir.join("pid"), std::process::id().to_string())
+            .and_then(|_| UnixListener::bind(dir.join(SOCKET_NAME)));
+        let listener = match bound {
             Ok(l) => l,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -135,7 +164,7 @@ impl LocalChannel {
             }
         };
         let channel = Arc::new(LocalChannel {
-            socket: path.to_string_lossy().into_owned(),
+            socket: dir.join(SOCKET_NAME).to_string_lossy().into_owned(),
             dir,
             machine: machine_id(),
             tickets: Mutex::default(),
@@ -151,19 +180,26 @@ impl LocalChannel {
         &self.machine
     }
 
-    /// The machine id to send `node` with a fetch: empty when its socket
-    /// could not be reached before.
+    /// The machine id to send `node` with a fetch: empty while its socket
+    /// counts as unreachable.
     pub(crate) fn machine_for(&self, node: NodeId) -> Bytes {
-        if self.unreachable.lock().contains(&node) {
-            Bytes::new()
-        } else {
-            self.machine.clone()
+        let mut unreachable = self.unreachable.lock();
+        match unreachable.get(&node) {
+            Some(until) if *until > Instant::now() => Bytes::new(),
+            Some(_) => {
+                unreachable.remove(&node);
+                self.machine.clone()
+            }
+            None => self.machine.clone(),
         }
     }
 
-    /// `node`'s socket failed us: fetch from it over gRPC from now on.
+    /// `node`'s socket could not be reached: fetch from it over gRPC for a
+    /// while.
     pub(crate) fn mark_unreachable(&self, node: NodeId) {
-        self.unreachable.lock().insert(node);
+        self.unreachable
+            .lock()
+            .insert(node, Instant::now() + UNREACHABLE_FOR);
     }
 
     /// `node` left the cluster.
@@ -200,12 +236,26 @@ impl LocalChannel {
             socket: self.socket.clone(),
             ticket: Bytes::copy_from_slice(&ticket),
             streams,
+            pid: std::process::id(),
         })
     }
 
+    /// The offer could not be sent: its value is let go now.
+    pub(crate) fn withdraw(&self, offer: &pb::object_chunk::Local) {
+        if let Ok(ticket) = <[u8; 32]>::try_from(&offer.ticket[..]) {
+            self.tickets.lock().remove(&ticket);
+        }
+    }
+
+    /// Lets go of offers that lapsed.
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.tickets.lock().retain(|_, t| t.expires > now);
+    }
+
     /// Stream `index` of the offer `ticket`, once: its share of the value,
-    /// the whole value's size, and whether it is the last stream to finish
-    /// (a counter shared by the streams).
+    /// the whole value's size, its stream count and the counter of streams
+    /// finished.
     fn redeem(&self, ticket: &[u8; 32], index: u32) -> Option<(Bytes, usize, u32, Arc<AtomicU32>)> {
         let mut tickets = self.tickets.lock();
         let t = tickets.get_mut(ticket)?;
@@ -233,19 +283,42 @@ impl Drop for LocalChannel {
     }
 }
 
-/// This process's effective user.
-fn my_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+/// Removes this module's directories under `tmp` that belong to this user
+/// and whose node process is gone (it was killed before it could).
+fn remove_stale_dirs(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let ours =
+            std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == my_uid());
+        let pid = std::fs::read_to_string(path.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if let (true, Some(pid)) = (ours, pid)
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
-/// Accepts connections until `stop` turns true or the channel goes.
+/// Accepts connections until `stop` turns true or the channel goes, and
+/// lets lapsed offers go meanwhile.
 async fn serve(
     channel: Weak<LocalChannel>,
     listener: UnixListener,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut sweep = tokio::time::interval(TICKET_TTL / 2);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -256,6 +329,13 @@ async fn serve(
                     continue;
                 }
             },
+            _ = sweep.tick() => {
+                match channel.upgrade() {
+                    Some(c) => c.sweep(),
+                    None => return,
+                }
+                continue;
+            }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     return;
@@ -263,11 +343,16 @@ async fn serve(
                 continue;
             }
         };
+        // Another user's process is refused before it takes a slot.
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == my_uid() => {}
+            _ => continue,
+        }
         let Some(channel) = channel.upgrade() else {
             return;
         };
-        // Over the bound: the connection is dropped, and its requester
-        // fetches over gRPC.
+        // Over the bound: the connection is closed, and its requester takes
+        // that value over gRPC.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
@@ -280,13 +365,8 @@ async fn serve(
     }
 }
 
-/// Serves one stream: checks the peer's user, then its ticket, then writes
-/// the stream's share.
+/// Serves one stream: reads its ticket, then writes the stream's share.
 async fn serve_one(channel: &LocalChannel, mut stream: UnixStream) -> Result<(), String> {
-    let cred = stream.peer_cred().map_err(|e| e.to_string())?;
-    if cred.uid() != my_uid() {
-        return Err(format!("refused a connection from user {}", cred.uid()));
-    }
     let mut request = [0u8; REQUEST_LEN];
     tokio::time::timeout(REQUEST_WAIT, stream.read_exact(&mut request))
         .await
@@ -304,188 +384,52 @@ async fn serve_one(channel: &LocalChannel, mut stream: UnixStream) -> Result<(),
     stream
         .set_write_timeout(Some(STALL))
         .map_err(|e| e.to_string())?;
-    let written = tokio::task::spawn_blocking(move || (&stream).write_all(&part))
+    let deadline = deadline_for(part.len());
+    tokio::task::spawn_blocking(move || write_all_by(&stream, &part, deadline))
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    written.map_err(|e| e.to_string())?;
     if done.fetch_add(1, Ordering::AcqRel) + 1 == streams {
         channel.meters.sent_local(size);
     }
     Ok(())
 }
 
-/// Reads the value offered in `local` (`size` bytes) into `buf` (empty,
-/// with room for `size`), over the offer's streams at once.
-pub async fn receive(
-    local: pb::object_chunk::Local,
-    size: usize,
-    mut buf: Vec<u8>,
-) -> Result<Vec<u8>, String> {
-    let ticket: [u8; 32] = local.ticket[..]
-        .try_into()
-        .map_err(|_| "a malformed ticket".to_string())?;
-    let streams = local.streams as usize;
-    if streams == 0 || streams > MAX_STREAMS || streams > size.max(1) {
-        return Err(format!("{streams} streams offered"));
-    }
-    if buf.capacity() < size || !buf.is_empty() {
-        return Err("the buffer does not fit".into());
-    }
-    let mut connected = Vec::with_capacity(streams);
-    for index in 0..streams as u32 {
-        connected.push(connect(&local.socket, &ticket, index).await?);
-    }
-    tokio::task::spawn_blocking(move || {
-        let spare = &mut buf.spare_capacity_mut()[..size];
-        let mut parts = Vec::with_capacity(streams);
-        let mut rest = spare;
-        for index in 0..streams {
-            let len = share(size, streams, index).len();
-            let (part, tail) = rest.split_at_mut(len);
-            parts.push(part);
-            rest = tail;
-        }
-        let read = std::thread::scope(|scope| {
-            let mut pairs = connected.iter().zip(parts);
-            let (first_stream, first_part) = pairs.next().expect("one stream at least");
-            let others: Vec<_> = pairs
-                .map(|(s, part)| scope.spawn(move || read_full(s, part)))
-                .collect();
-            let mut result = read_full(first_stream, first_part);
-            for h in others {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("a reader panicked")));
-                result = result.and(r);
-            }
-            result
-        });
-        read.map_err(|e| e.to_string())?;
-        // SAFETY: every byte of the first `size` was written by `read_full`.
-        unsafe { buf.set_len(size) };
-        Ok(buf)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-}
-
-/// Connects stream `index` of `ticket` at `socket`, checking that the
-/// socket is served by this process's user.
-async fn connect(
-    socket: &str,
-    ticket: &[u8; 32],
-    index: u32,
-) -> Result<std::os::unix::net::UnixStream, String> {
-    let mut stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect to {socket}: {e}"))?;
-    let cred = stream.peer_cred().map_err(|e| e.to_string())?;
-    if cred.uid() != my_uid() {
-        return Err(format!(
-            "{socket} is served by user {}, not ours",
-            cred.uid()
-        ));
-    }
-    let mut request = [0u8; REQUEST_LEN];
-    request[..32].copy_from_slice(ticket);
-    request[32..].copy_from_slice(&index.to_le_bytes());
-    stream
-        .write_all(&request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let stream = stream.into_std().map_err(|e| e.to_string())?;
-    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(STALL))
-        .map_err(|e| e.to_string())?;
-    Ok(stream)
-}
-
-/// Fills `dst` from `stream`; an end before it is full is an error.
-fn read_full(
+/// Writes all of `data` to `stream`, giving up at `deadline`.
+fn write_all_by(
     stream: &std::os::unix::net::UnixStream,
-    dst: &mut [MaybeUninit<u8>],
+    data: &[u8],
+    deadline: Instant,
 ) -> std::io::Result<()> {
     let mut done = 0;
-    while done < dst.len() {
-        let rest = &mut dst[done..];
-        // SAFETY: the kernel writes at most `rest.len()` bytes into `rest`,
-        // which this function owns mutably.
-        let n = unsafe { libc::read(stream.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
-        match n {
-            0 => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the holder closed the stream after {done} of {} bytes",
-                        dst.len()
-                    ),
-                ));
+    while done < data.len() {
+        if Instant::now() > deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the requester reads too slowly",
+            ));
+        }
+        let rest = &data[done..];
+        // SAFETY: `rest` is a live slice of `rest.len()` bytes.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
             }
-            n if n < 0 => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            n => done += n as usize,
+        } else {
+            done += n as usize;
         }
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shares_cover_the_value_once() {
-        for (size, streams) in [(10, 3), (1 << 30, 4), (5, 1), (7, 7)] {
-            let mut next = 0;
-            for i in 0..streams {
-                let r = share(size, streams, i);
-                assert_eq!(r.start, next);
-                next = r.end;
-            }
-            assert_eq!(next, size);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_value_crosses_once_per_ticket() {
-        let (_stop, stop_rx) = watch::channel(false);
-        let channel = LocalChannel::start(Arc::default(), stop_rx).unwrap();
-        let value = Bytes::from((0..(5usize << 20)).map(|i| i as u8).collect::<Vec<_>>());
-        assert!(channel.offer(&value, b"another machine").is_none());
-        assert!(
-            channel
-                .offer(&value.slice(..1024), channel.machine())
-                .is_none()
-        );
-        let offer = channel.offer(&value, channel.machine()).expect("offered");
-        let got = receive(offer.clone(), value.len(), Vec::with_capacity(value.len()))
-            .await
-            .unwrap();
-        assert_eq!(got, value);
-        // A ticket is spent: the same again gets nothing.
-        let again = receive(offer, value.len(), Vec::with_capacity(value.len())).await;
-        assert!(again.unwrap_err().contains("closed the stream after 0"));
-        assert_eq!(
-            channel
-                .meters
-                .local_object_bytes_sent
-                .load(Ordering::Relaxed),
-            5 << 20
-        );
-        // A forged ticket gets nothing either.
-        let mut forged = channel.offer(&value, channel.machine()).unwrap();
-        let mut ticket = forged.ticket.to_vec();
-        ticket[0] ^= 1;
-        forged.ticket = ticket.into();
-        assert!(
-            receive(forged, value.len(), Vec::with_capacity(value.len()))
-                .await
-                .is_err()
-        );
-    }
-}
+mod tests;

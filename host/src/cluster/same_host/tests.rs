@@ -1,0 +1,104 @@
+use super::*;
+
+#[test]
+fn shares_cover_the_value_once() {
+    for (size, streams) in [(10, 3), (1 << 30, 4), (5, 1), (7, 7)] {
+        let mut next = 0;
+        for i in 0..streams {
+            let r = share(size, streams, i);
+            assert_eq!(r.start, next);
+            next = r.end;
+        }
+        assert_eq!(next, size);
+    }
+}
+
+fn patterned(len: usize) -> Bytes {
+    Bytes::from((0..len).map(|i| (i ^ (i >> 11)) as u8).collect::<Vec<_>>())
+}
+
+#[tokio::test]
+async fn a_value_crosses_once_per_ticket() {
+    let (_stop, stop_rx) = watch::channel(false);
+    let channel = LocalChannel::start(Arc::default(), stop_rx).unwrap();
+    let value = patterned(5 << 20);
+    assert!(channel.offer(&value, b"another machine").is_none());
+    assert!(
+        channel
+            .offer(&value.slice(..1024), channel.machine())
+            .is_none()
+    );
+    let offer = channel.offer(&value, channel.machine()).expect("offered");
+    let got = receive(offer.clone(), value.len(), Vec::with_capacity(value.len()))
+        .await
+        .unwrap();
+    assert_eq!(got, value);
+    // The holder counts it once its write returns, which may be just after
+    // the requester read the last byte.
+    let sent = || {
+        channel
+            .meters
+            .local_object_bytes_sent
+            .load(Ordering::Relaxed)
+    };
+    for _ in 0..100 {
+        if sent() != 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sent(), 5 << 20);
+    // A ticket is spent: the same again gets nothing.
+    let again = receive(offer, value.len(), Vec::with_capacity(value.len())).await;
+    assert!(
+        matches!(&again, Err(LocalError::Failed(m)) if m.contains("closed the stream after 0")),
+        "{again:?}"
+    );
+    // A forged ticket gets nothing either.
+    let mut forged = channel.offer(&value, channel.machine()).unwrap();
+    let mut ticket = forged.ticket.to_vec();
+    ticket[0] ^= 1;
+    forged.ticket = ticket.into();
+    let got = receive(forged, value.len(), Vec::with_capacity(value.len())).await;
+    assert!(matches!(got, Err(LocalError::Failed(_))), "{got:?}");
+}
+
+/// A requester reads only from the holder's own process, at a path this
+/// module made: an offer naming another process, or another socket, is
+/// refused before the ticket is sent.
+#[tokio::test]
+async fn only_the_holders_socket_is_trusted() {
+    let (_stop, stop_rx) = watch::channel(false);
+    let channel = LocalChannel::start(Arc::default(), stop_rx).unwrap();
+    let value = patterned(4 << 20);
+    let mut offer = channel.offer(&value, channel.machine()).unwrap();
+    offer.pid += 1;
+    let got = receive(offer, value.len(), Vec::with_capacity(value.len())).await;
+    assert!(
+        matches!(&got, Err(LocalError::Unreachable(m)) if m.contains("not by the holder")),
+        "{got:?}"
+    );
+    let mut offer = channel.offer(&value, channel.machine()).unwrap();
+    offer.socket = "/run/some-other.sock".into();
+    let got = receive(offer, value.len(), Vec::with_capacity(value.len())).await;
+    assert!(matches!(got, Err(LocalError::Unreachable(_))), "{got:?}");
+}
+
+/// An offer whose sending failed, or that lapsed, lets its value go.
+#[tokio::test]
+async fn withdrawn_and_lapsed_offers_let_their_values_go() {
+    let (_stop, stop_rx) = watch::channel(false);
+    let channel = LocalChannel::start(Arc::default(), stop_rx).unwrap();
+    let value = patterned(4 << 20);
+    let offer = channel.offer(&value, channel.machine()).unwrap();
+    assert_eq!(channel.tickets.lock().len(), 1);
+    channel.withdraw(&offer);
+    assert!(channel.tickets.lock().is_empty());
+    channel.offer(&value, channel.machine()).unwrap();
+    for t in channel.tickets.lock().values_mut() {
+        t.expires = Instant::now();
+    }
+    channel.sweep();
+    assert!(channel.tickets.lock().is_empty());
+    drop(channel);
+}
