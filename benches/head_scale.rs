@@ -3,7 +3,10 @@
 //! open their own TLS connection to it, register with the cluster secret
 //! and heartbeat every 500 ms (a node's default), as `fabric start` does.
 //! Then, with 1,000 nodes, the nodes register actors (each actor a node
-//! creates costs one `RegisterActor` on the head).
+//! creates costs one `RegisterActor` on the head). Twice, each against a
+//! new head: nodes that ask for the whole view with every heartbeat (as
+//! before views came as changes: the baseline), then nodes that hold the
+//! view and get what changed.
 //!
 //! Run it (release build):
 //! ```text
@@ -178,8 +181,17 @@ async fn register(client: &mut Client, i: usize) -> Result<(), tonic::Status> {
     client.register(req).await.map(|_| ())
 }
 
-/// One simulated node: registers, then heartbeats until `stop`.
-async fn node(i: usize, mut client: Client, seen: Arc<Seen>, mut stop: watch::Receiver<bool>) {
+/// One simulated node: registers, then heartbeats until `stop`, holding the
+/// head's view version as a node does (`deltas`) or asking for the whole
+/// view every time (as nodes did before views came as changes).
+async fn node(
+    i: usize,
+    mut client: Client,
+    deltas: bool,
+    seen: Arc<Seen>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut held = (0, 0);
     while register(&mut client, i).await.is_err() {
         seen.failed.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -199,6 +211,8 @@ async fn node(i: usize, mut client: Client, seen: Arc<Seen>, mut stop: watch::Re
                 cpu: 2_000,
                 ..Default::default()
             }),
+            view_epoch: held.0,
+            view_version: held.1,
             ..Default::default()
         };
         let start = Instant::now();
@@ -215,6 +229,9 @@ async fn node(i: usize, mut client: Client, seen: Arc<Seen>, mut stop: watch::Re
                 if reply.reregister {
                     seen.reregistered.fetch_add(1, Ordering::Relaxed);
                     let _ = register(&mut client, i).await;
+                    held = (0, 0);
+                } else if deltas {
+                    held = (reply.view_epoch, reply.view_version);
                 }
             }
             Err(_) => {
@@ -323,22 +340,36 @@ async fn actors(clients: &[Client], head_pid: u32) {
     );
 }
 
-fn main() {
+/// Runs the levels against a new head: nodes asking for changes only
+/// (`deltas`) or for the whole view; registers actors at the end.
+fn run(deltas: bool) {
     let head = start_head();
     let head_pid = head.child.id();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let (idle_cpu, idle_rss) = usage(head_pid);
         println!(
-            "head scale: one `fabric start --head` process and simulated nodes (this process), each with its own TLS connection, heartbeating every {} ms, on this {}-core machine; head idle at {:.1} MiB ({:.2} CPU s to start)\n",
-            INTERVAL.as_millis(),
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "\n{}: head idle at {:.1} MiB ({:.2} CPU s to start)",
+            if deltas {
+                "nodes holding the view, asking for changes (as nodes do now)"
+            } else {
+                "nodes asking for the whole view every heartbeat (as before 2026-12-07)"
+            },
             idle_rss as f64 / (1u64 << 20) as f64,
             idle_cpu,
         );
         println!(
             "{:>6} {:>10} {:>9} {:>10} {:>10} {:>9} {:>10} {:>15} {:>10} {:>5}",
-            "nodes", "beats/s", "asked/s", "head CPU", "us/beat", "RSS MiB", "reply KiB", "p50/p99 ms", "sim CPU", "rereg"
+            "nodes",
+            "beats/s",
+            "asked/s",
+            "head CPU",
+            "us/beat",
+            "RSS MiB",
+            "reply KiB",
+            "p50/p99 ms",
+            "sim CPU",
+            "rereg"
         );
         let seen = Arc::new(Seen::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -346,7 +377,8 @@ fn main() {
         for level in LEVELS {
             while clients.len() < level {
                 let c = client(&head);
-                tokio::spawn(node(clients.len(), c.clone(), seen.clone(), stop_rx.clone()));
+                let i = clients.len();
+                tokio::spawn(node(i, c.clone(), deltas, seen.clone(), stop_rx.clone()));
                 clients.push(c);
             }
             // Let every node register and settle into its rhythm.
@@ -360,4 +392,14 @@ fn main() {
             seen.failed.load(Ordering::Relaxed)
         );
     });
+}
+
+fn main() {
+    println!(
+        "head scale: one `fabric start --head` process and simulated nodes (this process), each with its own TLS connection, heartbeating every {} ms, on this {}-core machine",
+        INTERVAL.as_millis(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    run(false);
+    run(true);
 }

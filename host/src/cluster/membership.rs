@@ -71,6 +71,9 @@ pub(super) struct Membership {
     suspicion: Duration,
     /// Where the next `Spread` placement starts.
     spread_cursor: AtomicUsize,
+    /// The head's view held (its epoch and version): heartbeats ask only
+    /// for what changed since.
+    held: parking_lot::Mutex<(u64, u64)>,
 }
 
 impl Membership {
@@ -81,6 +84,7 @@ impl Membership {
             suspects: DashMap::new(),
             suspicion: node_timeout * 2,
             spread_cursor: AtomicUsize::new(0),
+            held: parking_lot::Mutex::new((0, 0)),
         }
     }
 
@@ -180,7 +184,9 @@ impl Cluster {
                 ))
             })?
             .into_inner();
-        self.update_view(&reply.nodes);
+        let _ = self.update_view(&reply.nodes, false);
+        // The next heartbeat brings the whole view with its version.
+        *self.members.held.lock() = (0, 0);
         super::quotas::apply_limits(&core, &reply.tenants);
         Ok(())
     }
@@ -200,6 +206,7 @@ impl Cluster {
                 let Some(core) = self.core() else { return };
                 self.sweep_watches();
                 let stats = crate::Node::from_core(core.clone()).stats();
+                let held = *self.members.held.lock();
                 let req = pb::HeartbeatRequest {
                     node_id: crate::wire::id_bytes(self.id.as_u128()),
                     free: Some(resources_to_pb(&stats.free)),
@@ -212,6 +219,8 @@ impl Cluster {
                     live_instances: stats.instances.live,
                     peak_instances: stats.instances.peak,
                     instance_slots: stats.instances.slots,
+                    view_epoch: held.0,
+                    view_version: held.1,
                 };
                 match self.head.clone().heartbeat(req).await {
                     Ok(reply) => {
@@ -225,7 +234,13 @@ impl Cluster {
                                 tracing::warn!(error = %e, "re-registering with the head failed");
                             }
                         } else {
-                            self.update_view(&reply.nodes);
+                            // A view with an entry it could not read is
+                            // not held: the next reply brings all of it.
+                            let whole = self.update_view(&reply.nodes, reply.partial);
+                            *self.members.held.lock() = match whole {
+                                true => (reply.view_epoch, reply.view_version),
+                                false => (0, 0),
+                            };
                             super::quotas::apply_limits(&core, &reply.tenants);
                         }
                     }
@@ -240,13 +255,23 @@ impl Cluster {
         });
     }
 
-    /// Replaces the view with the head's list; handles nodes that died.
-    pub(super) fn update_view(&self, nodes: &[pb::NodeInfo]) {
-        let fresh: BTreeMap<NodeId, PeerView> = nodes
-            .iter()
-            .filter_map(PeerView::from_pb)
-            .map(|v| (v.id, v))
-            .collect();
+    /// Replaces the view with the head's list (`partial`: the nodes that
+    /// changed, over the view held); handles nodes that died. False when an
+    /// entry could not be read (and was left out).
+    pub(super) fn update_view(&self, nodes: &[pb::NodeInfo], partial: bool) -> bool {
+        // What was sent since the last view is now part of `free`.
+        self.peers.reset_in_flight();
+        if partial && nodes.is_empty() {
+            return true;
+        }
+        let mut fresh = if partial {
+            self.members.view.read().clone()
+        } else {
+            BTreeMap::new()
+        };
+        let read: Vec<PeerView> = nodes.iter().filter_map(PeerView::from_pb).collect();
+        let whole = read.len() == nodes.len();
+        fresh.extend(read.into_iter().map(|v| (v.id, v)));
         if fresh.get(&self.id).is_some_and(|me| me.draining) {
             self.start_drain();
         }
@@ -256,8 +281,7 @@ impl Cluster {
                 self.on_node_dead(node);
             }
         }
-        // What was sent since the last view is now part of `free`.
-        self.peers.reset_in_flight();
+        whole
     }
 
     /// Every node the head listed, as the runtime's introspection shows

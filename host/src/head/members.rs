@@ -51,11 +51,12 @@ impl Head {
         id: NodeId,
         load: NodeLoad,
         tenants: Vec<TenantLoad>,
-    ) -> Option<(Vec<NodeRecord>, Vec<TenantLimit>)> {
+        (epoch, version): (u64, u64),
+    ) -> Option<(super::nodes::View, Vec<TenantLimit>)> {
         if !self.nodes.heartbeat(id, load, tenants) {
             return None;
         }
-        Some((self.nodes.all(), self.limits_for(id)))
+        Some((self.nodes.view_since(epoch, version), self.limits_for(id)))
     }
 
     /// A node left the cluster on its own.

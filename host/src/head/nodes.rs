@@ -10,13 +10,54 @@ use std::time::{Duration, Instant};
 use super::records::{NodeLoad, NodeRecord, NodeState, TenantLoad};
 use crate::ids::NodeId;
 
-#[derive(Default)]
 struct Table {
     records: BTreeMap<NodeId, NodeRecord>,
+    /// This head's views: a random epoch (a restarted head starts a new
+    /// one), the version of the latest change, and the version at which
+    /// each node's place in the view last changed.
+    epoch: u64,
+    version: u64,
+    changed: HashMap<NodeId, u64>,
+    /// The same, by version: a view since version v is a range of it.
+    by_version: BTreeMap<u64, NodeId>,
     /// The latest per-tenant loads each node reported.
     loads: HashMap<NodeId, Vec<TenantLoad>>,
     /// Nodes that left by deregistering (rather than dying).
     departed: HashSet<NodeId>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            records: BTreeMap::new(),
+            epoch: rand::random::<u64>() | 1,
+            version: 0,
+            changed: HashMap::new(),
+            by_version: BTreeMap::new(),
+            loads: HashMap::new(),
+            departed: HashSet::new(),
+        }
+    }
+}
+
+impl Table {
+    /// `id`'s place in the view changed.
+    fn touch(&mut self, id: NodeId) {
+        self.version += 1;
+        if let Some(old) = self.changed.insert(id, self.version) {
+            self.by_version.remove(&old);
+        }
+        self.by_version.insert(self.version, id);
+    }
+}
+
+/// What a heartbeat's reply tells a node of the cluster.
+pub(crate) struct View {
+    /// Every node, or only those changed since the node's version.
+    pub nodes: Vec<NodeRecord>,
+    pub partial: bool,
+    pub epoch: u64,
+    pub version: u64,
 }
 
 /// Why [`NodeTable::find`] found no single node.
@@ -39,12 +80,15 @@ impl NodeTable {
     pub(crate) fn register(&self, record: NodeRecord) {
         let mut t = self.0.lock();
         t.departed.remove(&record.id);
+        t.touch(record.id);
         t.records.insert(record.id, record);
     }
 
     /// Takes back a saved node (on restore).
     pub(crate) fn restore(&self, record: NodeRecord) {
-        self.0.lock().records.insert(record.id, record);
+        let mut t = self.0.lock();
+        t.touch(record.id);
+        t.records.insert(record.id, record);
     }
 
     /// A heartbeat: the node's load and its tenants' loads. A node declared
@@ -55,12 +99,40 @@ impl NodeTable {
         let Some(rec) = t.records.get_mut(&id) else {
             return false;
         };
+        let mut moved = false;
         if rec.state.is_up() {
             rec.last_seen = Instant::now();
+            // Only free resources count for the view; the rest of a load
+            // is for status pages, read from the table itself.
+            moved = rec.load.free != load.free;
             rec.load = load;
+        }
+        if moved {
+            t.touch(id);
         }
         t.loads.insert(id, tenants);
         true
+    }
+
+    /// The view for a node that holds (`epoch`, `version`): what changed
+    /// since, or everything when that view is not this head's.
+    pub(crate) fn view_since(&self, epoch: u64, version: u64) -> View {
+        let t = self.0.lock();
+        let partial = epoch == t.epoch && version != 0 && version <= t.version;
+        let nodes = if partial {
+            t.by_version
+                .range(version + 1..)
+                .filter_map(|(_, id)| t.records.get(id).cloned())
+                .collect()
+        } else {
+            t.records.values().cloned().collect()
+        };
+        View {
+            nodes,
+            partial,
+            epoch: t.epoch,
+            version: t.version,
+        }
     }
 
     /// Marks a node dead; `left` when it deregistered. Returns its record.
@@ -71,20 +143,27 @@ impl NodeTable {
         }
         let rec = t.records.get_mut(&id)?;
         rec.state = NodeState::Dead;
-        Some(rec.clone())
+        let rec = rec.clone();
+        t.touch(id);
+        Some(rec)
     }
 
     /// Marks dead (and returns) the up nodes silent for over `timeout`.
     pub(crate) fn expire(&self, timeout: Duration) -> Vec<NodeRecord> {
         let mut t = self.0.lock();
-        t.records
+        let dead: Vec<NodeRecord> = t
+            .records
             .values_mut()
             .filter(|r| r.state.is_up() && r.last_seen.elapsed() > timeout)
             .map(|r| {
                 r.state = NodeState::Dead;
                 r.clone()
             })
-            .collect()
+            .collect();
+        for r in &dead {
+            t.touch(r.id);
+        }
+        dead
     }
 
     /// Marks an up node draining; `None` if it is not up.
@@ -92,7 +171,9 @@ impl NodeTable {
         let mut t = self.0.lock();
         let rec = t.records.get_mut(&id).filter(|r| r.state.is_up())?;
         rec.state = NodeState::Draining;
-        Some(rec.clone())
+        let rec = rec.clone();
+        t.touch(id);
+        Some(rec)
     }
 
     /// Whether the node is gone: `Some(true)` if it left (deregistered),
@@ -149,5 +230,77 @@ impl NodeTable {
             [] => Err(FindError::None(prefix)),
             _ => Err(FindError::Many(prefix, matches.len())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::ResourceSet;
+
+    fn record(n: u128) -> NodeRecord {
+        NodeRecord {
+            id: NodeId::from_u128(n),
+            address: format!("127.0.0.1:{n}"),
+            total: ResourceSet::default(),
+            labels: HashMap::new(),
+            object_store_capacity: 0,
+            is_head: false,
+            state: NodeState::Alive,
+            load: NodeLoad::default(),
+            last_seen: Instant::now(),
+        }
+    }
+
+    fn ids(view: &View) -> Vec<u128> {
+        let mut ids: Vec<u128> = view.nodes.iter().map(|r| r.id.as_u128()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// A node holding the head's view gets only what changed since; one
+    /// that holds none, or another head's, gets it all.
+    #[test]
+    fn views_come_as_changes_to_a_node_that_holds_this_heads() {
+        let table = NodeTable::default();
+        for n in 1..=3 {
+            table.register(record(n));
+        }
+        let full = table.view_since(0, 0);
+        assert!(!full.partial);
+        assert_eq!(ids(&full), [1, 2, 3]);
+        let held = (full.epoch, full.version);
+        // Nothing moved: nothing comes.
+        let same = NodeLoad::default();
+        assert!(table.heartbeat(NodeId::from_u128(2), same, Vec::new()));
+        let none = table.view_since(held.0, held.1);
+        assert!(none.partial && none.nodes.is_empty());
+        assert_eq!(none.version, held.1);
+        // Free resources moved on 2, 3 died: both come, nothing else.
+        let busier = NodeLoad {
+            free: ResourceSet {
+                cpu: 1_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(table.heartbeat(NodeId::from_u128(2), busier, Vec::new()));
+        table.mark_dead(NodeId::from_u128(3), false);
+        let delta = table.view_since(held.0, held.1);
+        assert!(delta.partial);
+        assert_eq!(ids(&delta), [2, 3]);
+        assert_eq!(
+            delta
+                .nodes
+                .iter()
+                .find(|r| r.id.as_u128() == 3)
+                .unwrap()
+                .state,
+            NodeState::Dead
+        );
+        // Another head's view, or a version this head never made: all.
+        assert!(!table.view_since(held.0 ^ 2, held.1).partial);
+        assert!(!table.view_since(held.0, delta.version + 1).partial);
+        assert_eq!(ids(&table.view_since(held.0 ^ 2, held.1)), [1, 2, 3]);
     }
 }

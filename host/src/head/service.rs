@@ -127,11 +127,15 @@ impl HeadRpc for HeadService {
             .into_iter()
             .map(wire::tenant_load_from_pb)
             .collect();
-        let reply = match self.0.heartbeat(id, load, tenants) {
-            Some((nodes, limits)) => pb::HeartbeatReply {
-                nodes: nodes.iter().map(wire::node_to_pb).collect(),
+        let held = (r.view_epoch, r.view_version);
+        let reply = match self.0.heartbeat(id, load, tenants, held) {
+            Some((view, limits)) => pb::HeartbeatReply {
+                nodes: view.nodes.iter().map(wire::node_to_pb).collect(),
                 reregister: false,
                 tenants: limits.iter().map(wire::limit_to_pb).collect(),
+                partial: view.partial,
+                view_epoch: view.epoch,
+                view_version: view.version,
             },
             None => pb::HeartbeatReply {
                 reregister: true,
