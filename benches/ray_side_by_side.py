@@ -5,6 +5,7 @@ Run it from the repository root (needs python3 with venv and pip, and the
 package registry; takes about 15 minutes on 2 cores):
 
     python3 benches/ray_side_by_side.py [--keep-venv DIR] [--markdown OUT.md]
+    python3 benches/ray_side_by_side.py --transfers [--keep-venv DIR]
 
 It installs Ray 2.60 with numpy and grpcio into a throwaway virtualenv,
 runs `ray microbenchmark` and a streaming-generator run of its own (items
@@ -106,11 +107,18 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, **kw)
 
 
-def ray_figures(venv, ray_pattern=None):
+def install_ray(venv):
+    """Ray, numpy and grpcio in the virtualenv `venv` (made if missing);
+    returns its python."""
     python = os.path.join(venv, "bin", "python")
     if not os.path.exists(python):
         run([sys.executable, "-m", "venv", venv])
         run([python, "-m", "pip", "install", "-q", f"ray=={RAY_VERSION}", "numpy", "grpcio"])
+    return python
+
+
+def ray_figures(venv, ray_pattern=None):
+    python = install_ray(venv)
     ray = os.path.join(venv, "bin", "ray")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     figures = {}
@@ -136,6 +144,108 @@ def ray_figures(venv, ray_pattern=None):
     return figures
 
 
+# Ray's counterpart of `cargo bench --bench cluster`'s transfer rows: Ray's
+# `object_store` release-test shape (an object broadcast to other nodes), on
+# three Ray nodes of 2 CPUs on this one machine (ray.cluster_utils.Cluster:
+# a raylet and an object store each), timed the same way: a new object put
+# on the driver's node, then from submitting a task on the target node to
+# its reply, the task waiting until the object is local; 4 objects per run,
+# the first into a receiver that had none of that size, 3 runs.
+RAY_TRANSFER = r"""
+import statistics, time, ray, numpy as np
+from ray.cluster_utils import Cluster
+
+GiB = 1 << 30
+c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 3 * GiB})
+c.add_node(num_cpus=2, resources={"n1": 1}, object_store_memory=3 * GiB)
+c.add_node(num_cpus=2, resources={"n2": 1}, object_store_memory=3 * GiB)
+ray.init(address=c.address)
+c.wait_for_nodes()
+
+@ray.remote
+def fetch_here(refs):
+    ray.wait(refs, num_returns=len(refs), fetch_local=True)
+    return ray.get_runtime_context().get_node_id()
+
+def rounds(mib, targets, n):
+    times = []
+    for _ in range(n):
+        ref = ray.put(np.ones(mib << 20, dtype=np.uint8))
+        t = time.perf_counter()
+        ray.get([fetch_here.options(resources={r: 0.01}).remote([ref]) for r in targets])
+        times.append(time.perf_counter() - t)
+        del ref
+        time.sleep(0.2)
+    return times
+
+def row(name, xs):
+    sd = statistics.pstdev(xs) if len(xs) > 1 else 0.0
+    print(f"RAYROW {name} {statistics.mean(xs):.4f} {sd:.4f}", flush=True)
+
+rounds(64, ["n1", "n2"], 1)
+fresh, warm = [], []
+for _ in range(3):
+    t = rounds(1024, ["n2"], 4)
+    fresh.append(GiB / t[0] / 1e9)
+    warm += [GiB / x / 1e9 for x in t[1:]]
+row("1gib_fresh_gbps", fresh)
+row("1gib_warm_gbps", warm)
+fresh, warm = [], []
+for _ in range(3):
+    t = rounds(100, ["n1", "n2"], 4)
+    fresh.append(t[0] * 1e3)
+    warm += [x * 1e3 for x in t[1:]]
+row("100mib_2_fresh_ms", fresh)
+row("100mib_2_warm_ms", warm)
+ray.shutdown()
+c.shutdown()
+"""
+
+# Our rows (benches/cluster.rs) for each of Ray's, local socket then TLS.
+TRANSFER_ROWS = [
+    ("1gib_warm_gbps", "1 GiB to another node, warm receiver, GB/s", "1 GiB to another node {}, warm receiver"),
+    ("1gib_fresh_gbps", "1 GiB to another node, fresh receiver, GB/s", "1 GiB to another node {}, fresh receiver"),
+    ("100mib_2_warm_ms", "100 MiB to 2 nodes, warm receivers, ms", "100 MiB to 2 nodes {}, warm receivers"),
+    ("100mib_2_fresh_ms", "100 MiB to 2 nodes, fresh receivers, ms", "100 MiB to 2 nodes {}, fresh receivers"),
+]
+
+
+def transfers(venv):
+    """Ray's transfers and ours (local socket, TLS), as table rows."""
+    python = install_ray(venv)
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    out = run([python, "-c", RAY_TRANSFER], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env).stdout
+    ray = {}
+    for line in out.splitlines():
+        if line.startswith("RAYROW "):
+            _, name, mean, sd = line.split()
+            ray[name] = (float(mean), float(sd))
+    ours = run(["cargo", "bench", "--bench", "cluster"], stdout=subprocess.PIPE).stdout
+    print(ours)
+
+    def our_row(label):
+        for line in ours.splitlines():
+            if line.startswith(label):
+                m = re.search(r"([0-9.]+) ± ([0-9.]+)\s*$", line)
+                if m:
+                    return float(m[1]), float(m[2])
+        sys.exit(f"the cluster bench printed no row `{label}`")
+
+    rows = [
+        f"| metric | Ray {RAY_VERSION} | wasmfabric, local socket | wasmfabric, TLS | local / Ray |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, metric, label in TRANSFER_ROWS:
+        rm, rsd = ray[key]
+        lm, lsd = our_row(label.format("over its local socket"))
+        tm, tsd = our_row(label.format("over TLS"))
+        better = lm / rm if key.endswith("gbps") else rm / lm
+        rows.append(
+            f"| {metric} | {rm:.2f} ± {rsd:.2f} | {lm:.2f} ± {lsd:.2f} | {tm:.2f} ± {tsd:.2f} | {better:.1f}x |"
+        )
+    return rows
+
+
 def our_figures(only):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subset = ["--only", ",".join(only)] if only else []
@@ -152,6 +262,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keep-venv", help="install Ray here and keep it (default: a temporary directory)")
     ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument(
+        "--transfers",
+        action="store_true",
+        help="instead of the microbenchmark: objects moved between 3 nodes on this machine "
+        "(Ray's cluster_utils.Cluster against `cargo bench --bench cluster`)",
+    )
     ap.add_argument(
         "--only",
         help="a subset: our metric names, comma-separated, e.g. the actor rows "
@@ -173,6 +289,9 @@ def main():
         tmp = tempfile.mkdtemp(prefix="ray-venv-")
         venv = tmp
     try:
+        if args.transfers:
+            emit(args.markdown, transfers(venv))
+            return
         ray = ray_figures(venv, args.ray_pattern if only else None)
     finally:
         if tmp:
@@ -191,12 +310,17 @@ def main():
         rm, rsd = ray[ray_row(name)]
         ratio = mean / rm if rm else float("inf")
         rows.append(f"| {name} | {fmt(rm)} ± {fmt(rsd)} | {fmt(mean)} ± {fmt(sd)} {unit} | {ratio:.1f}x |")
+    emit(args.markdown, rows)
+
+
+def emit(markdown, rows):
+    """Prints the table (and writes it to `markdown`, if named)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
     table = "\n".join(rows)
     print(f"\n{stamp} on {machine}\n\n{table}")
-    if args.markdown:
-        with open(args.markdown, "w") as f:
+    if markdown:
+        with open(markdown, "w") as f:
             f.write(f"{stamp} on {machine}\n\n{table}\n")
 
 
