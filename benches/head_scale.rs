@@ -3,10 +3,11 @@
 //! open their own TLS connection to it, register with the cluster secret
 //! and heartbeat every 500 ms (a node's default), as `fabric start` does.
 //! Then, with 1,000 nodes, the nodes register actors (each actor a node
-//! creates costs one `RegisterActor` on the head). Twice, each against a
-//! new head: nodes that ask for the whole view with every heartbeat (as
-//! before views came as changes: the baseline), then nodes that hold the
-//! view and get what changed.
+//! creates costs one `RegisterActor` on the head). Three times, each
+//! against a new head: nodes that ask for the whole view with every
+//! heartbeat (as before views came as changes: the baseline), nodes that
+//! hold the view and get what changed, and the same with every node's free
+//! resources changing every beat (a busy cluster, the worst case).
 //!
 //! Run it (release build):
 //! ```text
@@ -183,17 +184,43 @@ async fn register(client: &mut Client, i: usize) -> Result<(), tonic::Status> {
     client.register(req).await.map(|_| ())
 }
 
-/// One simulated node: registers, then heartbeats until `stop`, holding the
-/// head's view version as a node does (`deltas`) or asking for the whole
-/// view every time (as nodes did before views came as changes).
+/// How the simulated nodes behave.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Ask for the whole view every heartbeat (as nodes did before views
+    /// came as changes): the baseline.
+    Whole,
+    /// Hold the view and ask for changes, free resources steady (an idle
+    /// cluster).
+    Changes,
+    /// The same, every node's free resources changing every beat (a busy
+    /// cluster: the worst case for changes).
+    ChangesBusy,
+}
+
+impl Mode {
+    fn describe(self) -> &'static str {
+        match self {
+            Mode::Whole => "nodes asking for the whole view every heartbeat (as before 2026-12-07)",
+            Mode::Changes => "nodes holding the view, asking for changes (as nodes do now), idle",
+            Mode::ChangesBusy => {
+                "nodes holding the view, asking for changes, each node's free CPUs changing every beat"
+            }
+        }
+    }
+}
+
+/// One simulated node: registers, then heartbeats until `stop`, as `mode`
+/// says.
 async fn node(
     i: usize,
     mut client: Client,
-    deltas: bool,
+    mode: Mode,
     seen: Arc<Seen>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut held = (0, 0);
+    let mut beat = 0i64;
     while register(&mut client, i).await.is_err() {
         seen.failed_registrations.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -207,10 +234,16 @@ async fn node(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
+        beat += 1;
+        let busy = if mode == Mode::ChangesBusy {
+            beat % 2
+        } else {
+            0
+        };
         let req = pb::HeartbeatRequest {
             node_id: id_of(i, 0xa0).into(),
             free: Some(pb::Resources {
-                cpu: 2_000,
+                cpu: 2_000 - 1_000 * busy,
                 ..Default::default()
             }),
             view_epoch: held.0,
@@ -232,7 +265,7 @@ async fn node(
                     seen.reregistered.fetch_add(1, Ordering::Relaxed);
                     let _ = register(&mut client, i).await;
                     held = (0, 0);
-                } else if deltas {
+                } else if mode != Mode::Whole {
                     held = (reply.view_epoch, reply.view_version);
                 }
             }
@@ -342,9 +375,9 @@ async fn actors(clients: &[Client], head_pid: u32) {
     );
 }
 
-/// Runs the levels against a new head: nodes asking for changes only
-/// (`deltas`) or for the whole view; registers actors at the end.
-fn run(deltas: bool) {
+/// Runs the levels against a new head, the nodes behaving as `mode`
+/// says; registers actors at the end.
+fn run(mode: Mode) {
     let head = start_head();
     let head_pid = head.child.id();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -352,11 +385,7 @@ fn run(deltas: bool) {
         let (idle_cpu, idle_rss) = usage(head_pid);
         println!(
             "\n{}: head idle at {:.1} MiB ({:.2} CPU s to start)",
-            if deltas {
-                "nodes holding the view, asking for changes (as nodes do now)"
-            } else {
-                "nodes asking for the whole view every heartbeat (as before 2026-12-07)"
-            },
+            mode.describe(),
             idle_rss as f64 / (1u64 << 20) as f64,
             idle_cpu,
         );
@@ -380,7 +409,7 @@ fn run(deltas: bool) {
             while clients.len() < level {
                 let c = client(&head);
                 let i = clients.len();
-                tokio::spawn(node(i, c.clone(), deltas, seen.clone(), stop_rx.clone()));
+                tokio::spawn(node(i, c.clone(), mode, seen.clone(), stop_rx.clone()));
                 clients.push(c);
             }
             // Let every node register and settle into its rhythm.
@@ -403,6 +432,7 @@ fn main() {
         INTERVAL.as_millis(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    run(false);
-    run(true);
+    run(Mode::Whole);
+    run(Mode::Changes);
+    run(Mode::ChangesBusy);
 }
