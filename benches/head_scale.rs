@@ -13,6 +13,9 @@
 //! ```text
 //! cargo bench --bench head_scale
 //! ```
+//! With `-- --baseline-head PATH` (a `fabric` binary built from an earlier
+//! commit), the busy mode runs once more against a head of that build, in
+//! the same run: an A/B of a change to the head.
 //! What it prints for each level, over a 10 s window: heartbeats the head
 //! answered per second (the nodes ask for 2 per node per second), the
 //! head's CPU (user + system, from `/proc`) as a share of one core and per
@@ -59,10 +62,10 @@ impl Drop for Head {
 
 /// Starts a head with a node's default timing (heartbeats every 500 ms, a
 /// node silent for 3 s declared dead).
-fn start_head() -> Head {
+fn start_head(fabric: &std::path::Path) -> Head {
     let dir = std::env::temp_dir().join(format!("fabric-head-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let child = Command::new(env!("CARGO_BIN_EXE_fabric"))
+    let child = Command::new(fabric)
         .args([
             "--log-level",
             "error",
@@ -375,17 +378,19 @@ async fn actors(clients: &[Client], head_pid: u32) {
     );
 }
 
-/// Runs the levels against a new head, the nodes behaving as `mode`
-/// says; registers actors at the end.
-fn run(mode: Mode) {
-    let head = start_head();
+/// Runs the levels against a new head (of the `fabric` binary at
+/// `fabric`), the nodes behaving as `mode` says; registers actors at the
+/// end.
+fn run(mode: Mode, fabric: &std::path::Path) {
+    let head = start_head(fabric);
     let head_pid = head.child.id();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let (idle_cpu, idle_rss) = usage(head_pid);
         println!(
-            "\n{}: head idle at {:.1} MiB ({:.2} CPU s to start)",
+            "\n{} [{}]: head idle at {:.1} MiB ({:.2} CPU s to start)",
             mode.describe(),
+            fabric.display(),
             idle_rss as f64 / (1u64 << 20) as f64,
             idle_cpu,
         );
@@ -432,7 +437,20 @@ fn main() {
         INTERVAL.as_millis(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    run(Mode::Whole);
-    run(Mode::Changes);
-    run(Mode::ChangesBusy);
+    let mut args = std::env::args().skip(1);
+    let mut baseline = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--baseline-head" => baseline = args.next().map(PathBuf::from),
+            "--bench" => {}
+            other => panic!("unknown argument {other} (--baseline-head PATH)"),
+        }
+    }
+    let fabric = std::path::Path::new(env!("CARGO_BIN_EXE_fabric"));
+    run(Mode::Whole, fabric);
+    run(Mode::Changes, fabric);
+    run(Mode::ChangesBusy, fabric);
+    if let Some(old) = baseline {
+        run(Mode::ChangesBusy, &old);
+    }
 }

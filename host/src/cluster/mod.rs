@@ -31,6 +31,7 @@
 mod actors;
 mod bundles;
 mod drain;
+mod fetch;
 mod groups;
 mod ingress;
 mod jobs;

@@ -20,6 +20,10 @@ struct Table {
     changed: HashMap<NodeId, u64>,
     /// The same, by version: a view since version v is a range of it.
     by_version: BTreeMap<u64, NodeId>,
+    /// When each node's free resources last went into the views, and
+    /// whether a later change of them is still waiting (see
+    /// [`load_interval`]).
+    published: HashMap<NodeId, Published>,
     /// The latest per-tenant loads each node reported.
     loads: HashMap<NodeId, Vec<TenantLoad>>,
     /// Nodes that left by deregistering (rather than dying).
@@ -34,20 +38,65 @@ impl Default for Table {
             version: 0,
             changed: HashMap::new(),
             by_version: BTreeMap::new(),
+            published: HashMap::new(),
             loads: HashMap::new(),
             departed: HashSet::new(),
         }
     }
 }
 
+/// The most nodes whose free resources may enter the views per second
+/// when they change with every beat on every node: what keeps a busy cluster's
+/// replies (and the head's work for each) from growing back to whole
+/// views. Measured by `benches/head_scale.rs` (busy mode).
+const LOAD_CHANGES_PER_S: f64 = 200.0;
+
+/// The longest a node's changed free resources wait to enter the views.
+const MAX_LOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a node's free resources stay as the views last showed them,
+/// in a cluster of `nodes`: 0.5 s at 100 nodes (a beat), 5 s at 1,000, at
+/// most [`MAX_LOAD_INTERVAL`]. Changes of a node's state (joined, draining,
+/// dead) are never held back, and placement checks free resources on the
+/// node itself, so a view that lags only sends some work on one more hop.
+fn load_interval(nodes: usize) -> Duration {
+    Duration::from_secs_f64(nodes as f64 / LOAD_CHANGES_PER_S).min(MAX_LOAD_INTERVAL)
+}
+
+/// When a node's free resources last went into the views.
+struct Published {
+    at: Instant,
+    /// They changed since and have not gone out yet.
+    pending: bool,
+}
+
 impl Table {
     /// `id`'s place in the view changed.
     fn touch(&mut self, id: NodeId) {
+        if let Some(p) = self.published.get_mut(&id) {
+            // The view now carries the record as it is, load and all.
+            p.pending = false;
+        }
         self.version += 1;
         if let Some(old) = self.changed.insert(id, self.version) {
             self.by_version.remove(&old);
         }
         self.by_version.insert(self.version, id);
+    }
+
+    /// Whether `id`'s free resources go into the views now, given whether
+    /// they `moved` with this heartbeat: a change waits until the node's
+    /// last one has been out for [`load_interval`], and then goes with the
+    /// node's next heartbeat.
+    fn load_due(&mut self, id: NodeId, moved: bool) -> bool {
+        let interval = load_interval(self.records.len());
+        match self.published.get_mut(&id) {
+            None => moved,
+            Some(p) => {
+                p.pending |= moved;
+                p.pending && p.at.elapsed() >= interval
+            }
+        }
     }
 }
 
@@ -107,8 +156,15 @@ impl NodeTable {
             moved = rec.load.free != load.free;
             rec.load = load;
         }
-        if moved {
+        if t.load_due(id, moved) {
             t.touch(id);
+            t.published.insert(
+                id,
+                Published {
+                    at: Instant::now(),
+                    pending: false,
+                },
+            );
         }
         t.loads.insert(id, tenants);
         true
@@ -302,5 +358,55 @@ mod tests {
         assert!(!table.view_since(held.0 ^ 2, held.1).partial);
         assert!(!table.view_since(held.0, delta.version + 1).partial);
         assert_eq!(ids(&table.view_since(held.0 ^ 2, held.1)), [1, 2, 3]);
+    }
+
+    fn with_cpus(cpu: i64) -> NodeLoad {
+        NodeLoad {
+            free: ResourceSet {
+                cpu,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// In a large cluster a node's free resources go into the views at
+    /// most once per interval; a change held back goes out with the first
+    /// heartbeat after it, and state changes are never held back.
+    #[test]
+    fn a_large_clusters_load_changes_are_paced_and_never_lost() {
+        let table = NodeTable::default();
+        for n in 1..=1_000 {
+            table.register(record(n));
+        }
+        let interval = load_interval(1_000);
+        assert_eq!(interval, Duration::from_secs(5));
+        assert_eq!(load_interval(100), Duration::from_millis(500));
+        let one = NodeId::from_u128(1);
+        let held = table.view_since(0, 0);
+        let cursor = |v: &View| (v.epoch, v.version);
+        let (epoch, version) = cursor(&held);
+        // The first change goes out at once.
+        table.heartbeat(one, with_cpus(1_000), Vec::new());
+        let first = table.view_since(epoch, version);
+        assert_eq!(ids(&first), [1]);
+        // The next, within the interval, waits...
+        table.heartbeat(one, with_cpus(2_000), Vec::new());
+        let (epoch, version) = cursor(&first);
+        assert!(table.view_since(epoch, version).nodes.is_empty());
+        // ...until the interval has passed: then the next heartbeat sends
+        // it, though that heartbeat's load is the same as the last.
+        table.0.lock().published.get_mut(&one).unwrap().at -= interval;
+        table.heartbeat(one, with_cpus(2_000), Vec::new());
+        let later = table.view_since(epoch, version);
+        assert_eq!(ids(&later), [1]);
+        assert_eq!(later.nodes[0].load.free.cpu, 2_000);
+        // A node dying is in the next view, whatever its load waits for.
+        let (epoch, version) = cursor(&later);
+        table.heartbeat(one, with_cpus(3_000), Vec::new());
+        table.mark_dead(one, false);
+        let dead = table.view_since(epoch, version);
+        assert_eq!(ids(&dead), [1]);
+        assert_eq!(dead.nodes[0].state, NodeState::Dead);
     }
 }

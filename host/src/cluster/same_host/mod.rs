@@ -154,7 +154,7 @@ impl LocalChannel {
         remove_stale_dirs(&tmp);
         let dir = tmp.join(format!("{DIR_PREFIX}{:016x}", rand::random::<u64>()));
         fabric_runtime::runtime::disk_cache::private_dir(&dir).map_err(std::io::Error::other)?;
-        let bound = std::fs::write(dir.join("pid"), std::process::id().to_string())
+        let bound = std::fs::write(dir.join("pid"), owner_line())
             .and_then(|_| UnixListener::bind(dir.join(SOCKET_NAME)));
         let listener = match bound {
             Ok(l) => l,
@@ -283,6 +283,41 @@ impl Drop for LocalChannel {
     }
 }
 
+/// The pid namespace this process runs in (`pid:[inode]`), or "" where
+/// `/proc` does not say.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// What a channel's `pid` file holds: this process's pid and its pid
+/// namespace. Containers may share one temporary directory while each
+/// sees only its own processes; the namespace tells a node whether a pid
+/// it cannot see is dead or merely someone else's.
+fn owner_line() -> String {
+    format!("{} {}", std::process::id(), pid_namespace())
+}
+
+/// Whether the process named by a `pid` file's text is known to be gone:
+/// it ran in this process's pid namespace and its pid is no longer there.
+/// A file of another namespace, or one not written yet, is never stale.
+fn owner_is_gone(line: &str) -> bool {
+    let mut parts = line.split_whitespace();
+    let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let namespace = parts.next().unwrap_or("");
+    let ours = pid_namespace();
+    match pid {
+        Some(pid) => {
+            !ours.is_empty()
+                && namespace == ours
+                && pid != std::process::id()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+        }
+        None => false,
+    }
+}
+
 /// Removes this module's directories under `tmp` that belong to this user
 /// and whose node process is gone (it was killed before it could).
 fn remove_stale_dirs(tmp: &Path) {
@@ -298,13 +333,8 @@ fn remove_stale_dirs(tmp: &Path) {
         let path = entry.path();
         let ours =
             std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == my_uid());
-        let pid = std::fs::read_to_string(path.join("pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok());
-        if let (true, Some(pid)) = (ours, pid)
-            && pid != std::process::id()
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
+        let gone = std::fs::read_to_string(path.join("pid")).is_ok_and(|l| owner_is_gone(&l));
+        if ours && gone {
             let _ = std::fs::remove_dir_all(&path);
         }
     }

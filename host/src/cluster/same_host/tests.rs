@@ -102,3 +102,18 @@ async fn withdrawn_and_lapsed_offers_let_their_values_go() {
     assert!(channel.tickets.lock().is_empty());
     drop(channel);
 }
+
+#[test]
+fn only_a_dead_owner_of_this_pid_namespace_is_stale() {
+    let ns = pid_namespace();
+    assert!(ns.starts_with("pid:["), "{ns}");
+    // A pid beyond the kernel's maximum is never alive.
+    let dead = 1u32 << 30;
+    assert!(owner_is_gone(&format!("{dead} {ns}")));
+    assert!(!owner_is_gone(&owner_line()), "this process is alive");
+    // Another container's node: its pid means nothing here.
+    assert!(!owner_is_gone(&format!("{dead} pid:[1]")));
+    // Files of older nodes (a pid alone) and half-written ones are kept.
+    assert!(!owner_is_gone(&dead.to_string()));
+    assert!(!owner_is_gone(""));
+}
