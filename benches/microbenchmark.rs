@@ -666,17 +666,24 @@ async fn held_when_ready(
 ) -> Held {
     let (before, pss_before) = (rss_bytes(), pss_bytes());
     let lines = Arc::new(Lines::default());
-    let job = {
+    let mut job = {
         let (node, app, lines) = (node.clone(), app.clone(), lines.clone());
         tokio::spawn(async move { node.run_job(app, args, lines).await })
     };
-    let ready = lines.wait_for("actors ready", limit).await.is_some();
+    // A job that ends before its actors are ready (an error) ends the wait.
+    let (ready, ended) = tokio::select! {
+        ready = lines.wait_for("actors ready", limit) => (ready.is_some(), None),
+        outcome = &mut job => (false, Some(outcome.unwrap())),
+    };
     let grown = rss_bytes().saturating_sub(before);
     let pss_grown = pss_bytes().saturating_sub(pss_before);
     let mappings = std::fs::read_to_string("/proc/self/maps")
         .map(|m| m.lines().count())
         .unwrap_or(0);
-    let outcome = job.await.unwrap();
+    let outcome = match ended {
+        Some(outcome) => outcome,
+        None => job.await.unwrap(),
+    };
     Held {
         lines,
         ready,
@@ -710,8 +717,11 @@ async fn idle_actors(wasm: &[u8], args: &Args, figures: &mut Figures) {
                 max_instance_memory: 64 << 20,
                 ..EngineSettings::default()
             },
+            // A job may hold 10,000 live actors on a node by default.
             limits: Limits {
                 memory: 64 << 20,
+                live_actors: n as u64 + 64,
+                live_instances: n as u64 + 64,
                 ..Limits::default()
             },
             ..NodeConfig::default()
