@@ -329,7 +329,10 @@ fn large_objects_to_a_node_on_this_machine_go_over_its_local_socket() {
         .find(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("wasmfabric-"))
-                && std::fs::read_to_string(p.join("pid")).is_ok_and(|pid| pid == head_pid)
+                && std::fs::read_to_string(p.join("pid")).is_ok_and(|owner| {
+                    // "PID pid:[NAMESPACE]"
+                    owner.split_whitespace().next() == Some(head_pid.as_str())
+                })
         })
         .expect("the head's socket directory");
     std::fs::remove_file(head_dir.join("objects.sock")).unwrap();
