@@ -117,6 +117,21 @@ def install_ray(venv):
     return python
 
 
+def ray_microbenchmark(ray, env):
+    """`ray microbenchmark`'s output. Its first run in a new virtualenv
+    has exited 1 here (seen twice, not reproduced by hand): its output's
+    end is shown and it runs once more."""
+    for attempt in (1, 2):
+        print("+", ray, "microbenchmark", flush=True)
+        done = subprocess.run([ray, "microbenchmark"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env)
+        if done.returncode == 0:
+            return done.stdout
+        print(f"ray microbenchmark exited {done.returncode} (try {attempt} of 2); its last lines:",
+              *done.stdout.splitlines()[-15:], sep="\n", flush=True)
+    sys.exit("ray microbenchmark failed twice")
+
+
 def ray_figures(venv, ray_pattern=None):
     python = install_ray(venv)
     ray = os.path.join(venv, "bin", "ray")
@@ -127,7 +142,7 @@ def ray_figures(venv, ray_pattern=None):
     for pattern in ray_pattern.split(",") if ray_pattern else [None]:
         if pattern:
             env["TESTS_TO_RUN"] = pattern
-        out = run([ray, "microbenchmark"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env).stdout
+        out = ray_microbenchmark(ray, env)
         for line in out.splitlines():
             m = RAY_LINE.match(line.strip())
             if m:

@@ -85,7 +85,7 @@ pub struct ActorRecord {
     checkpoint: Mutex<Option<Bytes>>,
     /// Calls queued or running (a draining node waits for them).
     busy: AtomicUsize,
-    mailbox: mpsc::UnboundedSender<ActorCall>,
+    mailbox: mpsc::UnboundedSender<Box<ActorCall>>,
     dead: Mutex<Option<String>>,
     abort: Mutex<Option<AbortHandle>>,
     /// Watches waiting for it to end (see `watch.rs`).
@@ -177,7 +177,7 @@ impl ActorRecord {
             call.queued_us = crate::task_events::now_us();
         }
         self.busy.fetch_add(1, Ordering::AcqRel);
-        if let Err(mpsc::error::SendError(call)) = self.mailbox.send(call) {
+        if let Err(mpsc::error::SendError(call)) = self.mailbox.send(Box::new(call)) {
             self.done_one();
             let reason = self
                 .death()
@@ -372,10 +372,17 @@ fn release_name(core: &NodeCore, record: &ActorRecord) {
     }
 }
 
+/// Where an actor's calls wait. They wait boxed: tokio's channel keeps
+/// its queue in blocks of 32 slots and gives every channel its first
+/// block when it is made, so an idle actor holds 32 slots; boxed calls
+/// make that block 32 pointers (about 300 bytes) rather than 32 calls
+/// (5 KiB), a twentieth of an idle actor's memory.
+pub(crate) type CallReceiver = mpsc::UnboundedReceiver<Box<ActorCall>>;
+
 /// The receiving end of an actor's calls. Dropping it (the actor ended or
 /// was killed) fails the call in flight and every queued one.
 pub(crate) struct Mailbox {
-    pub(super) rx: mpsc::UnboundedReceiver<ActorCall>,
+    pub(super) rx: CallReceiver,
     /// Calls a concurrent actor's run took but had not started (their
     /// arguments were not here): they go first to the next run.
     pub(super) parked: std::collections::VecDeque<ActorCall>,
@@ -412,7 +419,7 @@ impl Drop for Mailbox {
             self.record.done_one();
         }
         let parked: Vec<ActorCall> = self.parked.drain(..).collect();
-        let queued = std::iter::from_fn(|| self.rx.try_recv().ok());
+        let queued = std::iter::from_fn(|| self.rx.try_recv().ok().map(|c| *c));
         for call in parked.into_iter().chain(queued.collect::<Vec<_>>()) {
             if call.is_stop() {
                 self.core
@@ -605,6 +612,7 @@ async fn serve(
     };
     let tag = ActorTag::of(&mailbox.record);
     while let Some(call) = mailbox.rx.recv().await {
+        let call = *call;
         if call.is_stop() {
             // No handle is left: it ends after the calls queued before.
             core.complete(call.result, call.reply, Ok((Bytes::new(), Vec::new())));

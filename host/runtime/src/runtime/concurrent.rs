@@ -27,7 +27,7 @@ use crate::ids::ObjectId;
 use crate::limits::exceeded;
 use crate::object_store::{ObjectRef, ReadyCounter};
 use crate::runtime::NodeCore;
-use crate::runtime::actor::{ActorCall, ActorRecord};
+use crate::runtime::actor::{ActorCall, ActorRecord, CallReceiver};
 use crate::runtime::call_record::{ActorTag, CallRecord};
 use crate::runtime::instance::Returned;
 use crate::runtime::job::Job;
@@ -70,7 +70,7 @@ pub(crate) struct ConcurrentCalls {
     tag: ActorTag,
     job: Arc<Job>,
     /// The actor's mailbox, while the run has it (given back at its end).
-    rx: Option<mpsc::UnboundedReceiver<ActorCall>>,
+    rx: Option<CallReceiver>,
     max: usize,
     in_flight: HashMap<u64, InFlight>,
     /// Calls taken from the mailbox whose object arguments are not all
@@ -95,7 +95,7 @@ impl ConcurrentCalls {
         core: Arc<NodeCore>,
         record: Arc<ActorRecord>,
         job: Arc<Job>,
-        rx: mpsc::UnboundedReceiver<ActorCall>,
+        rx: CallReceiver,
         max: u32,
     ) -> Self {
         ConcurrentCalls {
@@ -134,7 +134,7 @@ impl ConcurrentCalls {
 
     /// A queued call, without waiting.
     pub(crate) fn try_take(&mut self) -> Option<ActorCall> {
-        self.rx.as_mut()?.try_recv().ok()
+        self.rx.as_mut()?.try_recv().ok().map(|c| *c)
     }
 
     /// The next queued call, waiting for one (`None`: the mailbox closed;
@@ -144,7 +144,7 @@ impl ConcurrentCalls {
         if call.is_none() {
             self.rx = None;
         }
-        call
+        call.map(|c| *c)
     }
 
     /// Parks `call` until its object arguments are here.
@@ -374,7 +374,7 @@ pub(crate) enum Streaming<'a> {
 /// The mailbox at the end of a run, with the calls the run had parked.
 pub(crate) struct Receiver {
     pub(crate) parked: VecDeque<ActorCall>,
-    pub(crate) rx: mpsc::UnboundedReceiver<ActorCall>,
+    pub(crate) rx: CallReceiver,
 }
 
 /// Whether every object argument of `call` is here (registering
@@ -405,7 +405,7 @@ impl Drop for ConcurrentCalls {
         if let Some(mut rx) = self.rx.take() {
             rx.close();
             while let Ok(call) = rx.try_recv() {
-                queued.push(call);
+                queued.push(*call);
             }
         }
         for call in queued {
