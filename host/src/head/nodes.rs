@@ -24,6 +24,9 @@ struct Table {
     /// whether a later change of them is still waiting (see
     /// [`load_interval`]).
     published: HashMap<NodeId, Published>,
+    /// Nodes up, as last counted, and when (dead records stay in the
+    /// table, so its length is not the cluster's size).
+    up: (usize, Instant),
     /// The latest per-tenant loads each node reported.
     loads: HashMap<NodeId, Vec<TenantLoad>>,
     /// Nodes that left by deregistering (rather than dying).
@@ -39,6 +42,7 @@ impl Default for Table {
             changed: HashMap::new(),
             by_version: BTreeMap::new(),
             published: HashMap::new(),
+            up: (0, Instant::now()),
             loads: HashMap::new(),
             departed: HashSet::new(),
         }
@@ -84,12 +88,22 @@ impl Table {
         self.by_version.insert(self.version, id);
     }
 
+    /// The nodes up, counted again at most once a second (a heartbeat
+    /// must not walk the table).
+    fn up_count(&mut self) -> usize {
+        if self.up.1.elapsed() >= Duration::from_secs(1) || self.up.0 == 0 {
+            let n = self.records.values().filter(|r| r.state.is_up()).count();
+            self.up = (n, Instant::now());
+        }
+        self.up.0
+    }
+
     /// Whether `id`'s free resources go into the views now, given whether
     /// they `moved` with this heartbeat: a change waits until the node's
     /// last one has been out for [`load_interval`], and then goes with the
     /// node's next heartbeat.
     fn load_due(&mut self, id: NodeId, moved: bool) -> bool {
-        let interval = load_interval(self.records.len());
+        let interval = load_interval(self.up_count());
         match self.published.get_mut(&id) {
             None => moved,
             Some(p) => {
@@ -408,5 +422,13 @@ mod tests {
         let dead = table.view_since(epoch, version);
         assert_eq!(ids(&dead), [1]);
         assert_eq!(dead.nodes[0].state, NodeState::Dead);
+        // The pace follows the nodes up, not the records the table keeps.
+        for n in 2..=900 {
+            table.mark_dead(NodeId::from_u128(n), false);
+        }
+        let mut t = table.0.lock();
+        assert_eq!(t.up_count(), 1_000, "counted at most once a second");
+        t.up.1 -= Duration::from_secs(1);
+        assert_eq!(t.up_count(), 100);
     }
 }
