@@ -441,7 +441,12 @@ fn main() {
     let mut baseline = None;
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--baseline-head" => baseline = args.next().map(PathBuf::from),
+            "--baseline-head" => {
+                let path = args
+                    .next()
+                    .expect("--baseline-head needs a `fabric` binary");
+                baseline = Some(PathBuf::from(path));
+            }
             "--bench" => {}
             other => panic!("unknown argument {other} (--baseline-head PATH)"),
         }

@@ -1,7 +1,7 @@
 //! Membership: registering with the head, heartbeats, and this node's view
 //! of the others (what they have, what is free, who died).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -184,7 +184,7 @@ impl Cluster {
                 ))
             })?
             .into_inner();
-        let _ = self.update_view(&reply.nodes, false);
+        let _ = self.update_view(&reply.nodes, false, Duration::ZERO);
         // The next heartbeat brings the whole view with its version.
         *self.members.held.lock() = (0, 0);
         super::quotas::apply_limits(&core, &reply.tenants);
@@ -236,7 +236,8 @@ impl Cluster {
                         } else {
                             // A view with an entry it could not read is
                             // not held: the next reply brings all of it.
-                            let whole = self.update_view(&reply.nodes, reply.partial);
+                            let paced = Duration::from_millis(reply.load_interval_ms.into());
+                            let whole = self.update_view(&reply.nodes, reply.partial, paced);
                             *self.members.held.lock() = match whole {
                                 true => (reply.view_epoch, reply.view_version),
                                 false => (0, 0),
@@ -256,11 +257,16 @@ impl Cluster {
     }
 
     /// Replaces the view with the head's list (`partial`: the nodes that
-    /// changed, over the view held); handles nodes that died. False when an
-    /// entry could not be read (and was left out).
-    pub(super) fn update_view(&self, nodes: &[pb::NodeInfo], partial: bool) -> bool {
-        // What was sent since the last view is now part of `free`.
-        self.peers.reset_in_flight();
+    /// changed, over the view held); handles nodes that died. `paced`: how
+    /// long the head may hold a node's changed free resources back from
+    /// the views. False when an entry could not be read (and was left out).
+    pub(super) fn update_view(
+        &self,
+        nodes: &[pb::NodeInfo],
+        partial: bool,
+        paced: Duration,
+    ) -> bool {
+        self.settle_in_flight(nodes, partial, paced);
         if partial && nodes.is_empty() {
             return true;
         }
@@ -282,6 +288,20 @@ impl Cluster {
             }
         }
         whole
+    }
+
+    /// What was sent to a node counts against its free resources until
+    /// they come in a view, or until they would have if they had changed:
+    /// the head's pacing, plus a beat for the node's report to reach the
+    /// head and one for the view to come back.
+    fn settle_in_flight(&self, nodes: &[pb::NodeInfo], partial: bool, paced: Duration) {
+        let arrived: HashSet<NodeId> = nodes
+            .iter()
+            .filter_map(|n| crate::wire::node_id(&n.node_id).ok())
+            .collect();
+        let beat = self.config.heartbeat_interval;
+        let max_age = paced.max(beat) + beat;
+        self.peers.settle_in_flight(!partial, &arrived, max_age);
     }
 
     /// Every node the head listed, as the runtime's introspection shows

@@ -10,8 +10,9 @@
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -69,8 +70,9 @@ pub(crate) fn channel(address: &str, security: &ClusterSecurity) -> Result<NodeC
 pub(crate) struct Peer {
     client: NodeClient<NodeChannel>,
     outbound: mpsc::UnboundedSender<pb::PeerMessage>,
-    /// Resources of the tasks sent since the last view update.
-    in_flight: Mutex<ResourceSet>,
+    /// Resources of the tasks sent since its free resources last came in
+    /// a view, and when the first of them was sent.
+    in_flight: Mutex<(ResourceSet, Option<Instant>)>,
 }
 
 impl Peer {
@@ -86,15 +88,13 @@ impl Peer {
     }
 
     fn in_flight(&self) -> ResourceSet {
-        self.in_flight.lock().clone()
+        self.in_flight.lock().0.clone()
     }
 
     pub(crate) fn add_in_flight(&self, demand: &ResourceSet) {
-        self.in_flight.lock().add(demand);
-    }
-
-    fn reset_in_flight(&self) {
-        *self.in_flight.lock() = ResourceSet::default();
+        let mut sent = self.in_flight.lock();
+        sent.0.add(demand);
+        sent.1.get_or_insert_with(Instant::now);
     }
 }
 
@@ -109,10 +109,22 @@ impl Peers {
         self.0.get(&node).map(|p| p.in_flight()).unwrap_or_default()
     }
 
-    /// A new view came: what was sent since the last is part of `free`.
-    pub(super) fn reset_in_flight(&self) {
+    /// A view came: what was sent to a node is part of its free
+    /// resources once they came in a view (`arrived`, or every node's for
+    /// a whole view) or once `max_age` has passed since it was sent (the
+    /// longest a change of them can take to reach a view: they did not
+    /// change, so it ran or went elsewhere).
+    pub(super) fn settle_in_flight(
+        &self,
+        whole: bool,
+        arrived: &HashSet<NodeId>,
+        max_age: Duration,
+    ) {
         for p in self.0.iter() {
-            p.reset_in_flight();
+            let mut sent = p.in_flight.lock();
+            if settles(whole, arrived.contains(p.key()), sent.1, max_age) {
+                *sent = (ResourceSet::default(), None);
+            }
         }
     }
 
@@ -120,6 +132,13 @@ impl Peers {
     pub(super) fn remove(&self, node: NodeId) {
         self.0.remove(&node);
     }
+}
+
+/// Whether what was sent to a node, the first of it at `since`, is part
+/// of its free resources in the view just come (see
+/// [`Peers::settle_in_flight`]).
+fn settles(whole: bool, arrived: bool, since: Option<Instant>, max_age: Duration) -> bool {
+    whole || arrived || since.is_some_and(|at| at.elapsed() >= max_age)
 }
 
 impl Cluster {
@@ -151,7 +170,7 @@ impl Cluster {
                 let peer = Arc::new(Peer {
                     client: client.clone(),
                     outbound: tx,
-                    in_flight: Mutex::new(ResourceSet::default()),
+                    in_flight: Mutex::new((ResourceSet::default(), None)),
                 });
                 slot.insert(peer.clone());
                 tokio::spawn(pump(self.weak(), node, client, rx, self.stop.subscribe()));
@@ -249,5 +268,24 @@ async fn pump(
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose free resources the head holds back keeps counting
+    /// what was sent to it until they come, or could have come.
+    #[test]
+    fn work_sent_counts_until_the_nodes_load_comes_or_could_have() {
+        let max_age = Duration::from_secs(6);
+        let just_now = Some(Instant::now());
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(7));
+        assert!(!settles(false, false, just_now, max_age));
+        assert!(settles(false, true, just_now, max_age));
+        assert!(settles(true, false, just_now, max_age));
+        assert!(settles(false, false, long_ago, max_age));
+        assert!(!settles(false, false, None, max_age));
     }
 }

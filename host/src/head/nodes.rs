@@ -61,8 +61,11 @@ const MAX_LOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a node's free resources stay as the views last showed them,
 /// in a cluster of `nodes`: 0.5 s at 100 nodes (a beat), 5 s at 1,000, at
 /// most [`MAX_LOAD_INTERVAL`]. Changes of a node's state (joined, draining,
-/// dead) are never held back, and placement checks free resources on the
-/// node itself, so a view that lags only sends some work on one more hop.
+/// dead) are never held back. Each reply says the interval, and a node
+/// keeps counting what it sent a peer against the peer's free resources
+/// until they come in a view or could have (see the cluster's
+/// `Peers::settle_in_flight`), so a lagging view does not send a busy node
+/// the same room again with every beat.
 fn load_interval(nodes: usize) -> Duration {
     Duration::from_secs_f64(nodes as f64 / LOAD_CHANGES_PER_S).min(MAX_LOAD_INTERVAL)
 }
@@ -121,6 +124,8 @@ pub(crate) struct View {
     pub partial: bool,
     pub epoch: u64,
     pub version: u64,
+    /// How long a changed load may wait to enter the views now.
+    pub load_interval: Duration,
 }
 
 /// Why [`NodeTable::find`] found no single node.
@@ -187,7 +192,8 @@ impl NodeTable {
     /// The view for a node that holds (`epoch`, `version`): what changed
     /// since, or everything when that view is not this head's.
     pub(crate) fn view_since(&self, epoch: u64, version: u64) -> View {
-        let t = self.0.lock();
+        let mut t = self.0.lock();
+        let load_interval = load_interval(t.up_count());
         let partial = epoch == t.epoch && version != 0 && version <= t.version;
         let nodes = if partial {
             t.by_version
@@ -202,6 +208,7 @@ impl NodeTable {
             partial,
             epoch: t.epoch,
             version: t.version,
+            load_interval,
         }
     }
 

@@ -136,6 +136,7 @@ impl HeadRpc for HeadService {
                 partial: view.partial,
                 view_epoch: view.epoch,
                 view_version: view.version,
+                load_interval_ms: view.load_interval.as_millis().min(u32::MAX as u128) as u32,
             },
             None => pb::HeartbeatReply {
                 reregister: true,

@@ -284,11 +284,17 @@ impl Drop for LocalChannel {
 }
 
 /// The pid namespace this process runs in (`pid:[inode]`), or "" where
-/// `/proc` does not say.
+/// `/proc` does not say, or is another namespace's (`/proc/self` is not
+/// this process's pid there, so `/proc/PID` would name other processes).
 fn pid_namespace() -> String {
-    std::fs::read_link("/proc/self/ns/pid")
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    let own_proc = std::fs::read_link("/proc/self")
+        .is_ok_and(|p| p.to_string_lossy() == std::process::id().to_string());
+    match own_proc {
+        true => std::fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        false => String::new(),
+    }
 }
 
 /// What a channel's `pid` file holds: this process's pid and its pid
@@ -333,8 +339,13 @@ fn remove_stale_dirs(tmp: &Path) {
         let path = entry.path();
         let ours =
             std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == my_uid());
-        let gone = std::fs::read_to_string(path.join("pid")).is_ok_and(|l| owner_is_gone(&l));
-        if ours && gone {
+        // Only a directory of ours is read, and only a plain file in it, of
+        // a few bytes: nothing there can block or flood this node's start.
+        let pid_file = path.join("pid");
+        let gone = ours
+            && std::fs::symlink_metadata(&pid_file).is_ok_and(|m| m.is_file() && m.len() < 256)
+            && std::fs::read_to_string(&pid_file).is_ok_and(|l| owner_is_gone(&l));
+        if gone {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
