@@ -58,6 +58,11 @@ const LOAD_CHANGES_PER_S: f64 = 200.0;
 /// The longest a node's changed free resources wait to enter the views.
 const MAX_LOAD_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How much earlier than its interval a node's heartbeat may publish its
+/// load: beats jitter, and an interval of one beat (100 nodes at two
+/// beats a second) must not become two because a beat came a little soon.
+const LOAD_SLACK: Duration = Duration::from_millis(100);
+
 /// How long a node's free resources stay as the views last showed them,
 /// in a cluster of `nodes`: 0.5 s at 100 nodes (a beat), 5 s at 1,000, at
 /// most [`MAX_LOAD_INTERVAL`]. Changes of a node's state (joined, draining,
@@ -111,7 +116,7 @@ impl Table {
             None => moved,
             Some(p) => {
                 p.pending |= moved;
-                p.pending && p.at.elapsed() >= interval
+                p.pending && p.at.elapsed() + LOAD_SLACK >= interval
             }
         }
     }
