@@ -14,12 +14,14 @@ use tonic::Status;
 use wasmfabric_proto::v1 as pb;
 
 use super::Cluster;
-use super::objects::CHUNK;
 use super::same_host::LocalError;
 use crate::error::FabricError;
 use crate::ids::{JobId, NodeId, ObjectId};
 use crate::object_store::{Location, ObjectRef};
 use crate::wire::{error_from_pb, error_to_pb, id_bytes, node_id, rpc_failure};
+
+/// Bytes per chunk of an object transfer.
+const CHUNK: usize = 1 << 20;
 
 impl Cluster {
     /// Fetches the value of `id` from the first of `at` that has it, into

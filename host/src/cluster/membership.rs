@@ -19,6 +19,10 @@ use crate::placement::Candidate;
 use crate::resources::ResourceSet;
 use crate::wire::{node_id, resources_from_pb, resources_to_pb};
 
+/// The most a node waits for a peer's free resources to come in a view
+/// before it forgets what it sent that peer, whatever the head says.
+const MAX_PACED: Duration = Duration::from_secs(10);
+
 /// Tasks a node may be sent beyond its free resources, in multiples of its
 /// total: keeps it busy between heartbeats.
 const QUEUE_ALLOWANCE: i64 = 2;
@@ -236,7 +240,10 @@ impl Cluster {
                         } else {
                             // A view with an entry it could not read is
                             // not held: the next reply brings all of it.
-                            let paced = Duration::from_millis(reply.load_interval_ms.into());
+                            // A head paces by at most 10 s; a larger figure
+                            // (a head of another build) is taken as that.
+                            let paced =
+                                Duration::from_millis(reply.load_interval_ms.into()).min(MAX_PACED);
                             let whole = self.update_view(&reply.nodes, reply.partial, paced);
                             *self.members.held.lock() = match whole {
                                 true => (reply.view_epoch, reply.view_version),

@@ -52,9 +52,6 @@ impl Drop for Loan<'_> {
     }
 }
 
-/// Bytes per chunk of an object transfer.
-pub(crate) const CHUNK: usize = 1 << 20;
-
 /// Objects this node lends to others and copies it keeps for them. Only
 /// this module touches the maps.
 #[derive(Default)]
