@@ -273,7 +273,8 @@ impl Cluster {
         partial: bool,
         paced: Duration,
     ) -> bool {
-        self.settle_in_flight(nodes, partial, paced);
+        let read: Vec<PeerView> = nodes.iter().filter_map(PeerView::from_pb).collect();
+        self.settle_in_flight(&read, partial, paced);
         if partial && nodes.is_empty() {
             return true;
         }
@@ -282,7 +283,6 @@ impl Cluster {
         } else {
             BTreeMap::new()
         };
-        let read: Vec<PeerView> = nodes.iter().filter_map(PeerView::from_pb).collect();
         let whole = read.len() == nodes.len();
         fresh.extend(read.into_iter().map(|v| (v.id, v)));
         if fresh.get(&self.id).is_some_and(|me| me.draining) {
@@ -301,11 +301,8 @@ impl Cluster {
     /// they come in a view, or until they would have if they had changed:
     /// the head's pacing, plus a beat for the node's report to reach the
     /// head and one for the view to come back.
-    fn settle_in_flight(&self, nodes: &[pb::NodeInfo], partial: bool, paced: Duration) {
-        let arrived: HashSet<NodeId> = nodes
-            .iter()
-            .filter_map(|n| crate::wire::node_id(&n.node_id).ok())
-            .collect();
+    fn settle_in_flight(&self, read: &[PeerView], partial: bool, paced: Duration) {
+        let arrived: HashSet<NodeId> = read.iter().map(|v| v.id).collect();
         let beat = self.config.heartbeat_interval;
         let max_age = paced.max(beat) + beat;
         self.peers.settle_in_flight(!partial, &arrived, max_age);

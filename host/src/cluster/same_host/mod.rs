@@ -306,22 +306,19 @@ fn owner_line() -> String {
 }
 
 /// Whether the process named by a `pid` file's text is known to be gone:
-/// it ran in this process's pid namespace and its pid is no longer there.
-/// A file of another namespace, or one not written yet, is never stale.
-fn owner_is_gone(line: &str) -> bool {
+/// it ran in this process's pid namespace (`ours`, from [`pid_namespace`])
+/// and its pid is no longer there. A file of another namespace, or one not
+/// written yet, is never stale.
+fn owner_is_gone(line: &str, ours: &str) -> bool {
     let mut parts = line.split_whitespace();
     let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
     let namespace = parts.next().unwrap_or("");
-    let ours = pid_namespace();
-    match pid {
-        Some(pid) => {
-            !ours.is_empty()
-                && namespace == ours
-                && pid != std::process::id()
-                && !Path::new(&format!("/proc/{pid}")).exists()
-        }
-        None => false,
-    }
+    pid.is_some_and(|pid| {
+        !ours.is_empty()
+            && namespace == ours
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+    })
 }
 
 /// Removes this module's directories under `tmp` that belong to this user
@@ -331,6 +328,7 @@ fn remove_stale_dirs(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
     };
+    let ours_ns = pid_namespace();
     for entry in entries.flatten() {
         let name = entry.file_name();
         if !name.to_string_lossy().starts_with(DIR_PREFIX) {
@@ -344,7 +342,7 @@ fn remove_stale_dirs(tmp: &Path) {
         let pid_file = path.join("pid");
         let gone = ours
             && std::fs::symlink_metadata(&pid_file).is_ok_and(|m| m.is_file() && m.len() < 256)
-            && std::fs::read_to_string(&pid_file).is_ok_and(|l| owner_is_gone(&l));
+            && std::fs::read_to_string(&pid_file).is_ok_and(|l| owner_is_gone(&l, &ours_ns));
         if gone {
             let _ = std::fs::remove_dir_all(&path);
         }

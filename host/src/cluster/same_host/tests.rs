@@ -109,11 +109,11 @@ fn only_a_dead_owner_of_this_pid_namespace_is_stale() {
     assert!(ns.starts_with("pid:["), "{ns}");
     // A pid beyond the kernel's maximum is never alive.
     let dead = 1u32 << 30;
-    assert!(owner_is_gone(&format!("{dead} {ns}")));
-    assert!(!owner_is_gone(&owner_line()), "this process is alive");
+    assert!(owner_is_gone(&format!("{dead} {ns}"), &ns));
+    assert!(!owner_is_gone(&owner_line(), &ns), "this process is alive");
     // Another container's node: its pid means nothing here.
-    assert!(!owner_is_gone(&format!("{dead} pid:[1]")));
+    assert!(!owner_is_gone(&format!("{dead} pid:[1]"), &ns));
     // Files of older nodes (a pid alone) and half-written ones are kept.
-    assert!(!owner_is_gone(&dead.to_string()));
-    assert!(!owner_is_gone(""));
+    assert!(!owner_is_gone(&dead.to_string(), &ns));
+    assert!(!owner_is_gone("", &ns));
 }
