@@ -500,6 +500,13 @@ impl MemoryImageSlot {
                     unsafe {
                         image.map_at(&self.base)?;
                     }
+                    // wasmfabric patch: see `sys/unix/fault_around.rs`.
+                    #[cfg(all(unix, target_os = "linux", target_pointer_width = "64", feature = "std"))]
+                    crate::runtime::vm::sys::fault_around::disable_fault_around(
+                        // SAFETY: the image lies inside this slot.
+                        unsafe { self.base.as_mut_ptr().add(image.linear_memory_offset.byte_count()) },
+                        image.len.byte_count(),
+                    );
                     // `map_at` above `mmap`'d over part of this slot, which
                     // reset those pages to the default protection key. Restore
                     // this slot's key so the image is not left accessible to
