@@ -501,7 +501,7 @@ impl MemoryImageSlot {
                         image.map_at(&self.base)?;
                     }
                     // wasmfabric patch: see `sys/unix/fault_around.rs`.
-                    #[cfg(all(unix, target_os = "linux", target_pointer_width = "64", feature = "std"))]
+                    #[cfg(all(target_os = "linux", target_pointer_width = "64", feature = "std", not(miri)))]
                     crate::runtime::vm::sys::fault_around::disable_fault_around(
                         // SAFETY: the image lies inside this slot.
                         unsafe { self.base.as_mut_ptr().add(image.linear_memory_offset.byte_count()) },

@@ -14,9 +14,18 @@
 //! write-protected: no fault is ever delivered to the descriptor, faults
 //! are handled as before, one page each.
 //!
-//! Where userfaultfd is not available (kernels before 5.11 for
-//! unprivileged processes, or a seccomp filter that refuses it, as
-//! Docker's default one does) this does nothing and fault-around stays on.
+//! Where userfaultfd is not available (before Linux 5.11 for unprivileged
+//! processes, before 5.19 for write protection of shmem, or a seccomp
+//! filter that refuses it, as Docker's default one does) this does nothing
+//! and fault-around stays on.
+//!
+//! What keeps this safe: nothing in the process ever write-protects a page
+//! (no `UFFDIO_WRITEPROTECT`, no `PM_SCAN_WP_MATCHING`, and neither
+//! `UFFD_FEATURE_WP_ASYNC` nor `UFFD_FEATURE_WP_UNPOPULATED` is asked for),
+//! and this module is the only holder of the descriptor. A page with the
+//! write-protect bit would block the thread that writes it, since no one
+//! reads the descriptor; the slot reset in `pagemap.rs` does not rely on
+//! the bit being clear (it does not filter on `WRITTEN`).
 
 use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::LazyLock;

@@ -174,7 +174,9 @@ impl PageMap {
 ///   Note that this is not paired with `Categories::PRESENT`: a page the
 ///   kernel has swapped out is not present but still holds the previous
 ///   instance's contents, so it must be reset (which pages it back in) or
-///   decommitted like any other dirty page.
+///   decommitted like any other dirty page. (wasmfabric patch: no longer
+///   in the mask, see the scan below; `!FILE && !PFNZERO` is what tells a
+///   page the guest wrote.)
 ///
 /// * `Categories::PRESENT | Categories::SWAPPED` (either) - the page must
 ///   actually be backed by something. `WRITTEN` alone is not enough as it
@@ -315,7 +317,13 @@ pub unsafe fn reset_with_pagemap(
             // corruption in the guest). Additionally search for the zero
             // page/file page as those are inverted above meaning we're
             // searching for pages that specifically don't have those flags.
-            .category_mask(Categories::WRITTEN | Categories::PFNZERO | Categories::FILE)
+            //
+            // wasmfabric patch: `WRITTEN` is not part of the mask. It means
+            // "not write-protected by userfaultfd"; slot images are
+            // registered with userfaultfd (`fault_around.rs`) but nothing
+            // is ever protected, so it held for every page anyway, and a
+            // protected page must not escape the reset if one ever were.
+            .category_mask(Categories::PFNZERO | Categories::FILE)
             // ... but only pages that actually exist, either in memory or in
             // swap.
             .category_anyof_mask(Categories::PRESENT | Categories::SWAPPED)
