@@ -337,16 +337,34 @@ fn remove_stale_dirs(tmp: &Path) {
         let path = entry.path();
         let ours =
             std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == my_uid());
-        // Only a directory of ours is read, and only a plain file in it, of
-        // a few bytes: nothing there can block or flood this node's start.
-        let pid_file = path.join("pid");
-        let gone = ours
-            && std::fs::symlink_metadata(&pid_file).is_ok_and(|m| m.is_file() && m.len() < 256)
-            && std::fs::read_to_string(&pid_file).is_ok_and(|l| owner_is_gone(&l, &ours_ns));
+        let gone =
+            ours && read_pid_file(&path.join("pid")).is_some_and(|l| owner_is_gone(&l, &ours_ns));
         if gone {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
+}
+
+/// The text of a stale directory's `pid` file, if it is a plain file of a
+/// few bytes: nothing there can block or flood this node's start. What is
+/// checked is the file opened (not followed through a link, not waited on
+/// if it is a FIFO), so it cannot be swapped between the check and the
+/// read.
+fn read_pid_file(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() >= 256 {
+        return None;
+    }
+    let mut line = String::new();
+    file.take(256).read_to_string(&mut line).ok()?;
+    Some(line)
 }
 
 /// Accepts connections until `stop` turns true or the channel goes, and

@@ -117,3 +117,25 @@ fn only_a_dead_owner_of_this_pid_namespace_is_stale() {
     assert!(!owner_is_gone(&dead.to_string(), &ns));
     assert!(!owner_is_gone("", &ns));
 }
+
+#[test]
+fn only_a_small_plain_pid_file_is_read() {
+    let dir = std::env::temp_dir().join(format!("fabric-pidfile-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = dir.join("plain");
+    std::fs::write(&plain, "42 pid:[1]").unwrap();
+    assert_eq!(read_pid_file(&plain).as_deref(), Some("42 pid:[1]"));
+    let big = dir.join("big");
+    std::fs::write(&big, vec![b'1'; 4096]).unwrap();
+    assert_eq!(read_pid_file(&big), None);
+    // A link to a plain file is not followed; a FIFO is not waited on.
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&plain, &link).unwrap();
+    assert_eq!(read_pid_file(&link), None);
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a plain system call on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert_eq!(read_pid_file(&fifo), None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
