@@ -17,7 +17,7 @@ pub use crate::remote::{ArgList, submit, submit_each};
 pub use crate::stream::{drain, submit_stream};
 pub use crate::value::Encoded;
 
-use crate::__bindings::exports::fabric::core::guest::Output;
+use crate::__bindings::exports::fabric::core::guest::{Output, OutputParts};
 use crate::__bindings::fabric::core::host;
 use crate::__bindings::fabric::core::types::{Error as WitError, FailureKind};
 use crate::error::failure;
@@ -268,13 +268,17 @@ fn flush_output() {
     let _ = std::io::stderr().flush();
 }
 
+/// The `output` of a call: a lone value when nothing else goes with it.
 fn to_output(r: Returned) -> Output {
-    Output {
+    if r.nested.is_empty() && r.ends.is_empty() && r.nested_ends.is_empty() {
+        return Output::Value(r.bytes);
+    }
+    Output::Parts(OutputParts {
         value: r.bytes,
         nested: r.nested.iter().map(|n| n.handle().clone()).collect(),
         ends: r.ends,
         nested_ends: r.nested_ends,
-    }
+    })
 }
 
 fn to_wit(function: &str, e: CallError) -> WitError {

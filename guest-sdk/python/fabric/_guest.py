@@ -129,7 +129,7 @@ def _drain(what, items, call=None):
         raise Err(_generator_error(what, exc))
     finally:
         _flush()
-    return guest.Output(value=_NIL, nested=[], ends=[], nested_ends=[])
+    return guest.Output_Value(_NIL)
 
 
 def _items(what, items):
@@ -236,7 +236,10 @@ def _output(what, value, returns, call=None):
     try:
         if returns == 1:
             e = encode(value)
-            return guest.Output(value=e.data, nested=[h.clone() for h in e.nested], ends=[], nested_ends=[])
+            if not e.nested:
+                return guest.Output_Value(e.data)
+            nested = [h.clone() for h in e.nested]
+            return guest.Output_Parts(guest.OutputParts(value=e.data, nested=nested, ends=[], nested_ends=[]))
         values = list(value)
         if len(values) != returns:
             raise ValueError(f"returned {len(values)} values, not num_returns={returns}")
@@ -247,7 +250,8 @@ def _output(what, value, returns, call=None):
             nested.extend(h.clone() for h in e.nested)
             ends.append(len(data))
             nested_ends.append(len(nested))
-        return guest.Output(value=bytes(data), nested=nested, ends=ends, nested_ends=nested_ends)
+        parts = guest.OutputParts(value=bytes(data), nested=nested, ends=ends, nested_ends=nested_ends)
+        return guest.Output_Parts(parts)
     except Exception as e:
         raise Err(failure(what, "bad-value", f"result: {e}"))
 
@@ -312,7 +316,10 @@ def warm():
 
 
 def _as_returned(out):
-    return host.Returned(value=out.value, nested=out.nested)
+    """A call's `output` (of one value) as `finish-call` takes it."""
+    if type(out) is guest.Output_Value:
+        return host.Returned(value=out.value, nested=[])
+    return host.Returned(value=out.value.value, nested=out.value.nested)
 
 
 def _returned(what, value, call):

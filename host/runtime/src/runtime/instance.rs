@@ -415,13 +415,23 @@ pub(crate) async fn instantiate(
     })
 }
 
-/// A value returned by a guest, read straight out of its memory.
-/// The guest's `output`. The value is copied out by the lift: wasmtime runs
-/// the guest's post-return (which frees the list) before the call returns,
-/// so a borrowed `WasmList` would point at freed memory.
+/// The guest's `output`, read straight out of its memory. The value is
+/// copied out by the lift: wasmtime runs the guest's post-return (which
+/// frees the list) before the call returns, so a borrowed `WasmList` would
+/// point at freed memory.
+#[derive(ComponentType, Lift)]
+#[component(variant)]
+enum RawOutput {
+    #[component(name = "value")]
+    Value(Vec<u8>),
+    #[component(name = "parts")]
+    Parts(RawParts),
+}
+
+/// The guest's `output-parts`.
 #[derive(ComponentType, Lift)]
 #[component(record)]
-struct RawOutput {
+struct RawParts {
     #[component(name = "value")]
     value: Vec<u8>,
     #[component(name = "nested")]
@@ -430,6 +440,20 @@ struct RawOutput {
     ends: Vec<u32>,
     #[component(name = "nested-ends")]
     nested_ends: Vec<u32>,
+}
+
+impl RawOutput {
+    fn into_parts(self) -> RawParts {
+        match self {
+            RawOutput::Value(value) => RawParts {
+                value,
+                nested: Vec::new(),
+                ends: Vec::new(),
+                nested_ends: Vec::new(),
+            },
+            RawOutput::Parts(parts) => parts,
+        }
+    }
 }
 
 /// One value a call returned, with the references inside it.
@@ -492,7 +516,7 @@ pub(crate) async fn call_output<R>(
         .get_func(&mut *store, export)
         .ok_or_else(|| FabricError::failure(what, FailureKind::System, "export vanished"))?;
     // SAFETY: the signature was checked when the component was loaded
-    // (`component::typecheck`); `RawOutput` lifts the same `output` record.
+    // (`component::typecheck`); `RawOutput` lifts the same `output` variant.
     let typed = unsafe {
         TypedFunc::<(&str, &[Bytes]), (Result<RawOutput, WitError>,)>::new_unchecked(func)
     };
@@ -512,6 +536,7 @@ pub(crate) async fn call_output<R>(
     store.data_mut().poisoned = !matches!(called, Ok(Ok(_)));
     match called {
         Ok(Ok((Ok(output),))) => {
+            let output = output.into_parts();
             let mut nested = Vec::with_capacity(output.nested.len());
             for r in output.nested {
                 let guard = store.data_mut().take_ref(r).map_err(|e| {
