@@ -37,7 +37,8 @@ pub enum CallError {
     UnknownMethod,
 }
 
-/// An encoded result: one value, or several (see the WIT `output`).
+/// An encoded result: one value, or several (see the WIT `output` and
+/// `output-parts`).
 pub struct Returned {
     bytes: Vec<u8>,
     nested: Vec<std::rc::Rc<crate::object::RefInner>>,

@@ -14,7 +14,7 @@ use fabric_host::{Node, NodeConfig};
 use crate::hostile::{assert_victim_ok, finish, start_program, start_victim};
 use crate::support::{REPO_ROOT, examples, node, node_with, programs, run_ok, test_config};
 
-/// The SDK's scenarios (semantics, generators, groups), one component.
+/// The SDK's scenarios (semantics, generators, groups, drops), one component.
 const SDK_SCENARIOS: &str = "tests/programs/python/sdk.py";
 
 /// The component `fabric build` makes of the Python file at `path` (from
@@ -492,9 +492,11 @@ async fn python_actor_methods_and_values_keep_pythons_meaning() {
 
 /// The references a Python driver drops give their objects back while it
 /// runs, however it got them (put, passed to a task, nested in a task's
-/// result or in a put object): 192 objects of 1 MiB, made in turn under a
-/// 16 MiB object-store quota, never hold more than a few MiB at once. (The
-/// SDK drops a handle when its wrapper is freed: `fabric._resources`.)
+/// result, a put object or an async actor's result, a stream dropped
+/// unclosed): 384 objects of 1 MiB, made in turn under a 16 MiB
+/// object-store quota, never hold more than a few MiB at once. The SDK
+/// drops a handle when its wrapper is freed (`fabric._resources`, which
+/// leaves the application's own `weakref.finalize` as it was).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_drivers_dropped_references_free_their_objects() {
     let node = node(2.0);
@@ -510,7 +512,13 @@ async fn a_python_drivers_dropped_references_free_their_objects() {
     let job = finish(start_program(&node, &wasm, "carol", manifest, &["drops"]).await).await;
     assert_eq!(
         job.ok(),
-        "put: 1048576\npassed: 1048576\nnested: 1048576\nput inside a put: 1048576\n"
+        "put: 1048576 fabric._resources\n\
+         passed: 1048576\n\
+         nested: 1048576\n\
+         put inside a put: 1048576\n\
+         stream dropped: 1048576\n\
+         nested by an async actor: 1048576\n\
+         application finalizer: ['fired']\n"
     );
     crate::support::assert_released(&node).await;
 }

@@ -7,16 +7,23 @@ object of the generated class and ties the handle's drop to the object with
 info object, a registry entry) and whose call on the object's death cost
 about a fifth of the CPU of a Python `.remote()` that returns a reference
 (`perf`, benches/README.md). The runtime looks `weakref.finalize` up once,
-when the application has been imported; `install()`, the last thing the
-entry module does, puts `finalize` below in its place.
+when the application has been imported; `install()`, run by the entry
+module at build time, puts `finalize` below in its place.
 
-`finalize` is `weakref.finalize` for everyone else. For the runtime's own
-calls (the function is the runtime's `drop_resource`) it makes nothing per
-handle: the resource's class gets a `__del__` that drops the handle the
-object still holds, and `__exit__` that drops it now. The runtime's two
-ways of taking a handle back from an object (moving it into a call, and
-the end of a borrow) both delete the object's `handle` first, so an object
-whose handle moved drops nothing; `detach()` has nothing left to undo.
+`finalize` is `weakref.finalize` for everyone else (a subclass: the
+application's own finalizers behave as before). For the runtime's calls
+for an imported resource (the function is the runtime's `drop_resource`)
+it makes nothing per handle: the resource's class has a `__del__` that
+drops the handle the object still holds, and an `__exit__` that drops it
+now. The runtime's two ways of taking a handle back from an object (moving
+it into a call, and the end of a borrow) both delete the object's `handle`
+first, so an object whose handle moved drops nothing, and `detach()` has
+nothing left to undo.
+
+Not for resources this component exports (the runtime keeps their handle
+elsewhere) nor inside a `stream` or `future` (whose writes use what
+`detach()` returns): the WIT has neither today, and `finalize` leaves a
+class of any other module to `weakref.finalize`.
 """
 
 import weakref
@@ -25,6 +32,14 @@ import componentize_py_runtime
 
 #: The runtime's drop of a resource handle: `drop(drop_function, handle)`.
 _DROP = componentize_py_runtime.drop_resource
+
+#: The bindings' module of the host's resources: only its classes are
+#: adopted.
+_IMPORTED = "wit_world.imports."
+
+#: Each adopted resource class's drop function (learned from the runtime's
+#: first call for it in an instance), or None before that.
+_DROPS = {}
 
 
 class _Detached:
@@ -50,7 +65,7 @@ def _release(self):
     handle = self.handle
     if handle is not None:
         self.handle = None
-        _DROP(self._fabric_drop, handle)
+        _DROP(_DROPS[type(self)], handle)
 
 
 def _exit(self, exc_type=None, exc_value=None, traceback=None):
@@ -58,20 +73,15 @@ def _exit(self, exc_type=None, exc_value=None, traceback=None):
     _release(self)
 
 
-def _adopt(cls, drop):
-    """Makes `cls` (a resource class of the generated bindings) drop its
-    handles itself, with the runtime's drop function `drop`."""
-    cls._fabric_drop = drop
+def _adopt(cls):
+    """Makes `cls`, a resource class of the generated bindings, drop its
+    handles itself."""
     # A class attribute, so an object whose handle the runtime deleted
     # reads None rather than raising.
     cls.handle = None
     cls.__del__ = _release
     cls.__exit__ = _exit
-    _ADOPTED[cls] = drop
-
-
-#: Resource classes adopted so far, with their drop functions.
-_ADOPTED = {}
+    _DROPS.setdefault(cls, None)
 
 
 class finalize(weakref.finalize):
@@ -81,12 +91,25 @@ class finalize(weakref.finalize):
     def __new__(cls, obj, func, /, *args, **kwargs):
         if func is _DROP and len(args) == 2 and not kwargs:
             kind = type(obj)
-            if _ADOPTED.get(kind) != args[0]:
-                _adopt(kind, args[0])
-            return _NOTHING
+            drop = _DROPS.get(kind, _NOTHING)
+            if drop is None:
+                _DROPS[kind] = args[0]
+                return _NOTHING
+            if drop is not _NOTHING:
+                return _NOTHING
+            if kind.__module__.startswith(_IMPORTED):
+                _adopt(kind)  # a resource the WIT gained since `install`
+                _DROPS[kind] = args[0]
+                return _NOTHING
         return super().__new__(cls)
 
 
 def install():
-    """Puts `finalize` in `weakref`'s place, for the runtime to find."""
+    """Adopts the host's resource classes and puts `finalize` in
+    `weakref`'s place, for the runtime to find. Run at build time, so the
+    classes an instance starts with are already adopted."""
+    from wit_world.imports import host
+
+    for cls in (host.ObjectRef, host.ItemStream):
+        _adopt(cls)
     weakref.finalize = finalize

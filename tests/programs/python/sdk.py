@@ -18,11 +18,13 @@ first argument (tests/all/python.rs builds this once):
   they finish;
 - `drops` (under a 16 MiB object-store quota): the references a driver
   drops give their objects back while it runs (put, passed to a task,
-  nested in a task's result, nested in a put object)."""
+  nested in a task's result or a put object or an async actor's result, a
+  stream dropped unclosed)."""
 
 import os
 import random
 import time
+import weakref
 from dataclasses import dataclass
 
 import fabric
@@ -385,14 +387,30 @@ def holds(refs):
     return refs
 
 
+@fabric.remote
+def big_items(n):
+    for _ in range(n):
+        yield b"x" * (1 << 20)
+
+
+@fabric.remote
+class Keeper:
+    async def wrapped(self):
+        return [fabric.put(b"x" * (1 << 20))]
+
+
+class Thing:
+    pass
+
+
 def drops(args):
-    """Makes 48 objects of 1 MiB in turn, four ways, under a quota that
-    holds a few of them: only references given back as they go keep the
-    job under it."""
+    """Makes objects of 1 MiB in turn, six ways, under a quota that holds a
+    few of them: only references given back as they go keep the job under
+    it. The application's own `weakref.finalize` still runs."""
     big = b"x" * (1 << 20)
     for _ in range(48):
         ref = fabric.put(big)  # the object's last reference goes when `ref` is rebound
-    print("put:", len(fabric.get(ref)))
+    print("put:", len(fabric.get(ref)), type(ref._handle).__del__.__module__)
     for _ in range(48):
         n = len(fabric.get(echo.remote(fabric.put(big))))
     print("passed:", n)
@@ -403,6 +421,20 @@ def drops(args):
     for _ in range(48):
         clone = fabric.get(fabric.put([fabric.put(big)]))
     print("put inside a put:", len(fabric.get(clone[0])))
+    for _ in range(24):
+        items = big_items.remote(4)  # dropped, not closed, after its first item
+        n = len(fabric.get(next(items)))
+    print("stream dropped:", n)
+    keeper = Keeper.remote()
+    for _ in range(48):
+        inner = fabric.get(keeper.wrapped.remote())
+        n = len(fabric.get(inner[0]))
+    print("nested by an async actor:", n)
+    fired = []
+    thing = Thing()
+    weakref.finalize(thing, fired.append, "fired")
+    del thing
+    print("application finalizer:", fired)
 
 
 SCENARIOS = {"semantics": semantics, "generators": generators, "groups": groups, "drops": drops}

@@ -2,7 +2,7 @@
 //! called with `num-returns`) several, each its own object.
 //!
 //! The guest hands several values back as one buffer and the offsets where
-//! each ends (see the WIT's `output` record): lifting one list of offsets
+//! each ends (see the WIT's `output-parts`): lifting one list of offsets
 //! costs the host no more than the guest spent on it, where a list of
 //! records would cost it several times more. Everything about the offsets
 //! is the guest's to get wrong, so each is checked before use.
@@ -15,7 +15,7 @@ use crate::limits::exceeded;
 use crate::object_store::ObjectRef;
 
 /// The values in one `output`, before they are split (see the WIT's
-/// `output` record).
+/// `output-parts`; a lone `value` is one with no references).
 pub(crate) struct Parts {
     pub value: Vec<u8>,
     pub nested: Vec<ObjectRef>,
