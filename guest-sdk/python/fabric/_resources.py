@@ -51,10 +51,6 @@ class _Detached:
     def detach(self):
         return None
 
-    @property
-    def alive(self):
-        return False
-
 
 _NOTHING = _Detached()
 
@@ -91,16 +87,13 @@ class finalize(weakref.finalize):
     def __new__(cls, obj, func, /, *args, **kwargs):
         if func is _DROP and len(args) == 2 and not kwargs:
             kind = type(obj)
-            drop = _DROPS.get(kind, _NOTHING)
-            if drop is None:
+            if _DROPS.get(kind) is None:  # this instance's first handle of `kind`
+                if kind not in _DROPS:
+                    if not kind.__module__.startswith(_IMPORTED):
+                        return super().__new__(cls)
+                    _adopt(kind)  # a resource the WIT gained since `install`
                 _DROPS[kind] = args[0]
-                return _NOTHING
-            if drop is not _NOTHING:
-                return _NOTHING
-            if kind.__module__.startswith(_IMPORTED):
-                _adopt(kind)  # a resource the WIT gained since `install`
-                _DROPS[kind] = args[0]
-                return _NOTHING
+            return _NOTHING
         return super().__new__(cls)
 
 
