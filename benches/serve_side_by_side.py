@@ -23,11 +23,13 @@ stateless deployment (an unchanged `wasi:http` component, a fresh instance
 per request: tests/programs/http-proxy, built by `cargo test`) under wrk
 and h2load, beside Ray's no-op deployment with one replica.
 
-Then a flood (ours alone, `--only-flood` for just this): two stateless
-deployments of two tenants, the flooded one with one place and no queue;
-the other tenant's p50 and p99 at one connection (wrk on CPU 0), alone and
-while `wrk -c64` (on CPU 1) floods the first: the goal is a p99 within 2x
-of the unloaded one, the flood shed with 503s.
+Then floods (ours alone, `--only-flood` for just these): two stateless
+deployments of two tenants; the other tenant's p50 and p99 at one
+connection (wrk on CPU 0), alone and while `wrk -c64` (on CPU 1) floods
+the first: the goal is a p99 within 2x of the unloaded one, the flood
+shed. Two shapes of flood: on a route with one place and no queue (what
+the place serves, and 503s past it), and on a route behind a token that
+the flood does not send (401s only: the flood's refusals alone).
 
 Then ours alone: a deployment scaled to zero (`min_replicas = 0`), its
 first request timed `--cold-starts` times from the client's side (Python's
@@ -230,12 +232,33 @@ public = true
 '''
 
 
-def flood(fabric, wasm, port, duration, work):
+def behind_token(config):
+    """FLOOD_CONFIG with the flooded route behind a token (the first
+    `public = true` is the flooded deployment's)."""
+    assert config.count("public = true") == 2, config
+    return config.replace("public = true", 'token_file = "token"', 1)
+
+
+FLOODS = {
+    "one place, no queue": lambda text: text,
+    "every request refused (401)": behind_token,
+}
+
+
+def floods(fabric, wasm, port, duration, work):
+    """Each shape of flood in `FLOODS`: (shape, figures of `flood`)."""
+    with open(os.path.join(work, "token"), "w") as f:
+        f.write("a-token-the-flood-does-not-send")
+    return [(shape, flood(fabric, wasm, port, duration, work, shaped))
+            for shape, shaped in FLOODS.items()]
+
+
+def flood(fabric, wasm, port, duration, work, shaped=lambda text: text):
     """The victim's (rate, p50, p99, lost) alone and under the flood, and
-    the flood's (requests/s, share answered 503)."""
+    the flood's (requests/s, share answered other than 2xx)."""
     config = os.path.join(work, "flood.toml")
     with open(config, "w") as f:
-        f.write(FLOOD_CONFIG.format(port=port, wasm=wasm))
+        f.write(shaped(FLOOD_CONFIG.format(port=port, wasm=wasm)))
     proc = subprocess.Popen([fabric, "serve", config], stdout=subprocess.PIPE, text=True)
     try:
         wait_for(proc, "serving on", 300)
@@ -255,15 +278,16 @@ def flood(fabric, wasm, port, duration, work):
         stop(proc)
 
 
-def report_flood(alone, loaded, flood_figures):
-    rate, shed = flood_figures
-    print("\nA flood on one tenant's stateless deployment (1 place, no queue; wrk -c64 on "
-          "CPU 1) and another tenant's route (wrk -c1 on CPU 0)\n")
-    print("| victim | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
-    print(f"| alone | {alone[0]:,.0f} | {alone[1]:.2f} | {alone[2]:.2f} |")
-    print(f"| during the flood | {loaded[0]:,.0f} | {loaded[1]:.2f} | {loaded[2]:.2f} |")
-    print(f"\np99 during / alone: {loaded[2] / alone[2]:.2f} (goal: at most 2); the flood: "
-          f"{rate:,.0f} requests/s, {shed:.0%} of them answered 503")
+def report_floods(results):
+    print("\nA flood on one tenant's stateless deployment (wrk -c64 on CPU 1) and another "
+          "tenant's route (wrk -c1 on CPU 0)\n")
+    print("| flood | victim alone: req/s, p50 / p99 ms | during the flood | p99 ratio "
+          "(goal: at most 2) | the flood: req/s, refused |")
+    print("|---|---:|---:|---:|---:|")
+    for shape, (alone, loaded, (rate, shed)) in results:
+        print(f"| {shape} | {alone[0]:,.0f}, {alone[1]:.2f} / {alone[2]:.2f} | "
+              f"{loaded[0]:,.0f}, {loaded[1]:.2f} / {loaded[2]:.2f} | "
+              f"{loaded[2] / alone[2]:.2f} | {rate:,.0f}, {shed:.0%} |")
 
 
 def run_stateless(fabric, wasm, port, duration, work):
@@ -380,7 +404,7 @@ def main():
     wasm = os.path.abspath(args.proxy_wasm)
     if args.only_flood:
         with tempfile.TemporaryDirectory() as work:
-            report_flood(*flood(fabric, wasm, 18435, args.duration, work))
+            report_floods(floods(fabric, wasm, 18435, args.duration, work))
         return
     python = os.path.join(args.ray_venv, "bin", "python")
     rows, h2_rows = [], []
@@ -421,7 +445,7 @@ def main():
         print_versus("load", versus)
     with tempfile.TemporaryDirectory() as work:
         if os.path.exists(wasm):
-            report_flood(*flood(fabric, wasm, 18435, args.duration, work))
+            report_floods(floods(fabric, wasm, 18435, args.duration, work))
         report_cold_starts(cold_starts(fabric, 18433, work, args.cold_starts))
 
 

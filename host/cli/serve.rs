@@ -61,6 +61,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tls,
             metrics,
             unsent_response_bytes: ingress.max_unsent_response_bytes,
+            refusals_per_second: ingress.refusals_per_second,
         };
         let serve = Serve::start(listen, bounds, routes, options).await?;
         deployed.commit(plan);

@@ -460,6 +460,59 @@ max_ongoing_requests = 8
     assert!(cpu("tenant-a") > cpu("tenant-b"));
 }
 
+/// A flood of refusals (here 401s: requests without the route's token)
+/// is paced per tenant: past its burst, each of tenant-a's refusals waits
+/// its turn at `refusals_per_second`, so its clients ask again no faster;
+/// tenant-b's refusal in the meantime goes at once, and its route answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_refusals_past_its_rate_wait_their_turn() {
+    let config = r#"
+[ingress]
+refusals_per_second = 20
+
+[[deployment]]
+name = "guarded"
+tenant = "tenant-a"
+component = "COMPONENT"
+route = "/a"
+token_file = "metrics-token"
+
+[[deployment]]
+name = "other"
+tenant = "tenant-b"
+component = "COMPONENT"
+route = "/b"
+token_file = "metrics-token"
+"#;
+    let s = serve_proxy(config);
+    let auth = format!("Authorization: Bearer {METRICS_TOKEN}");
+    assert_eq!(fetch(&format!("{}/b/warm", s.base), &["-H", &auth]).0, 200);
+    let started = Instant::now();
+    let flood: Vec<_> = (0..3)
+        .map(|_| {
+            let url = format!("{}/a/x", s.base);
+            std::thread::spawn(move || (0..10).map(|_| text(&url).0).collect::<Vec<u16>>())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    assert_eq!(text(&format!("{}/b/x", s.base)).0, 401);
+    let other_refusal = asked.elapsed();
+    assert_eq!(fetch(&format!("{}/b/y", s.base), &["-H", &auth]).0, 200);
+    let statuses: Vec<u16> = flood.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let flood_took = started.elapsed();
+    assert!(statuses.iter().all(|&s| s == 401), "{statuses:?}");
+    // 30 refusals at 20 a second after a burst of 2: about 1.4 s at least.
+    assert!(
+        flood_took >= Duration::from_millis(1200),
+        "30 refusals in {flood_took:?}"
+    );
+    assert!(
+        other_refusal < Duration::from_millis(500),
+        "tenant-b's first refusal waited {other_refusal:?}"
+    );
+}
+
 /// `SIGHUP` reads the metrics token's file again: a rotated token takes
 /// over from the old one without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,10 @@ pub struct IngressConfig {
     /// all; a response past it is a 503.
     #[serde(deserialize_with = "byte_size")]
     pub max_unsent_response_bytes: u64,
+    /// Refusals (503s of a full deployment, 401s, 404s ...) one tenant's
+    /// routes answer at once per second; more wait their turn, up to a
+    /// second (see [`super::pacing`]). 0: no pacing.
+    pub refusals_per_second: u32,
 }
 
 impl IngressConfig {
@@ -81,6 +85,7 @@ impl Default for IngressConfig {
             tls_key: None,
             h2c: false,
             max_unsent_response_bytes: 256 << 20,
+            refusals_per_second: super::DEFAULT_REFUSALS_PER_SECOND,
         }
     }
 }

@@ -16,6 +16,8 @@
 //! (the replica trapped or died: it is replaced), 500 (the handler raised,
 //! or returned what is no response). Paths under `/-/` are the ingress's
 //! own: `GET /-/metrics` ([`IngressMetrics`]) when it has a metrics token.
+//! Refusals (a client error, or a 503 of a full deployment) are paced per
+//! tenant ([`pacing`]), so a flood of them costs the other tenants little.
 //!
 //! ```no_run
 //! # async fn demo(node: fabric_host::Node, app: std::sync::Arc<fabric_host::AppComponent>)
@@ -39,6 +41,7 @@
 pub mod autoscale;
 pub mod config;
 pub mod deployment;
+pub mod pacing;
 pub mod stateless;
 pub mod stats;
 pub mod unsent;
@@ -210,6 +213,10 @@ pub struct IngressOptions {
     /// Response bytes the ingress holds for clients that have not read
     /// them yet, in all (see [`unsent`]).
     pub unsent_response_bytes: u64,
+    /// Refusals (503s of a full deployment, 401s, 404s ...) one tenant's
+    /// routes answer at once per second; more wait their turn (see
+    /// [`pacing`]). 0: no pacing.
+    pub refusals_per_second: u32,
 }
 
 impl Default for IngressOptions {
@@ -218,9 +225,15 @@ impl Default for IngressOptions {
             tls: None,
             metrics: None,
             unsent_response_bytes: 256 << 20,
+            refusals_per_second: DEFAULT_REFUSALS_PER_SECOND,
         }
     }
 }
+
+/// Refusals a tenant's routes answer at once per second, unless the
+/// operator says otherwise: far more than a client that honours
+/// `Retry-After` makes, far fewer than a flood.
+pub const DEFAULT_REFUSALS_PER_SECOND: u32 = 1000;
 
 /// What the ingress keeps of a metrics token: its digest only.
 fn metrics_key(m: IngressMetrics) -> ([u8; 32], crate::Node) {
@@ -236,6 +249,7 @@ struct Ingress {
     /// again on a reload: a token can be rotated).
     metrics: RwLock<Option<([u8; 32], crate::Node)>>,
     unsent: unsent::Unsent,
+    pacer: pacing::Pacer,
 }
 
 impl Ingress {
@@ -292,6 +306,7 @@ impl Serve {
             routes: RwLock::new(Arc::new(route_table(routes)?)),
             metrics: RwLock::new(options.metrics.map(metrics_key)),
             unsent: unsent::Unsent::new(options.unsent_response_bytes),
+            pacer: pacing::Pacer::new(options.refusals_per_second),
         });
         ingress.unsent.set_tenants(tenants(&ingress.routes()));
         let router = Router::new().fallback(handle).with_state(ingress.clone());
@@ -306,6 +321,7 @@ impl Serve {
         let table = Arc::new(route_table(routes)?);
         self.ingress.unsent.set_tenants(tenants(&table));
         *self.ingress.routes.write() = table;
+        self.ingress.pacer.forget_idle();
         Ok(())
     }
 
@@ -321,18 +337,39 @@ impl Serve {
     }
 }
 
-async fn handle(State(ingress): State<Arc<Ingress>>, mut request: Request) -> Response {
+async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Response {
+    let routes = ingress.routes();
+    let (response, tenant) = match dispatch(&ingress, &routes, request).await {
+        Dispatched::Routed(route, response) => (response, route.target.tenant()),
+        Dispatched::Unrouted(response) => (response, ""),
+    };
+    pace(&ingress.pacer, tenant, response).await
+}
+
+/// What became of a request: a route's answer, or the ingress's own.
+enum Dispatched<'a> {
+    Routed(&'a Route, Response),
+    Unrouted(Response),
+}
+
+/// Finds the request's route among `routes` and answers it there.
+async fn dispatch<'a>(
+    ingress: &Ingress,
+    routes: &'a [Route],
+    mut request: Request,
+) -> Dispatched<'a> {
     if request.uri().path().starts_with("/-/") {
-        return own(&ingress, request).await;
+        return Dispatched::Unrouted(own(ingress, request).await);
     }
     // A tunnel is no request for a deployment (and hyper would turn a 2xx
     // answer to it into one).
     if request.method() == axum::http::Method::CONNECT {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served here");
+        let refused = plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served here");
+        return Dispatched::Unrouted(refused);
     }
     let host = match request_host(&request) {
         Ok(host) => host,
-        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+        Err(why) => return Dispatched::Unrouted(plain(StatusCode::BAD_REQUEST, why)),
     };
     // HTTP/2 carries the host as `:authority` only: replicas and handlers
     // see it as `Host`, the name the request was routed by.
@@ -345,15 +382,14 @@ async fn handle(State(ingress): State<Arc<Ingress>>, mut request: Request) -> Re
     }
     let path = request.uri().path();
     if !plain_path(path) {
-        return plain(
+        return Dispatched::Unrouted(plain(
             StatusCode::BAD_REQUEST,
             "the path has dot segments, `//` or encoded separators",
-        );
+        ));
     }
-    let routes = ingress.routes();
-    let found = routes.iter().find(|r| r.matches(host.as_deref(), path));
-    let Some(route) = found else {
-        return plain(StatusCode::NOT_FOUND, "no deployment answers this route");
+    let Some(route) = routes.iter().find(|r| r.matches(host.as_deref(), path)) else {
+        let refused = plain(StatusCode::NOT_FOUND, "no deployment answers this route");
+        return Dispatched::Unrouted(refused);
     };
     let started = std::time::Instant::now();
     let tenant = route.target.tenant();
@@ -363,8 +399,32 @@ async fn handle(State(ingress): State<Arc<Ingress>>, mut request: Request) -> Re
         .target
         .stats()
         .record(response.status().as_u16(), took);
+    Dispatched::Routed(route, response)
+}
+
+/// Sends `response` once `tenant`'s refusals allow, when it is one (see
+/// [`pacing`]); a paced 503 says when to ask again.
+async fn pace(pacer: &pacing::Pacer, tenant: &str, mut response: Response) -> Response {
+    if response.extensions().get::<Refusal>().is_none() {
+        return response;
+    }
+    let wait = pacer.delay(tenant);
+    if wait.is_zero() {
+        return response;
+    }
+    tokio::time::sleep(wait).await;
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
 }
+
+/// Marks a response the ingress made without a handler's work: a refusal,
+/// which [`pace`] paces.
+#[derive(Clone, Copy)]
+struct Refusal;
 
 /// The ingress's own paths: `/-/metrics`, when it serves metrics.
 async fn own(ingress: &Ingress, request: Request) -> Response {
@@ -679,11 +739,17 @@ fn failed(deployment: &str, e: ServeError) -> Response {
     plain(status, status.canonical_reason().unwrap_or("error"))
 }
 
+/// A short text answer of the ingress's own; a client error or a 503 (no
+/// place, no replica) is a [`Refusal`].
 fn plain(status: StatusCode, text: &str) -> Response {
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         text.to_string(),
     )
-        .into_response()
+        .into_response();
+    if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE {
+        response.extensions_mut().insert(Refusal);
+    }
+    response
 }
