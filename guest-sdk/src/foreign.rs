@@ -149,6 +149,13 @@ impl ForeignClass {
 pub struct AnyActor(Rc<RefInner>);
 
 impl AnyActor {
+    /// The actor (or the deployment: see [`crate::serve::deployment`])
+    /// registered as `name` in `namespace`, whatever its class.
+    pub fn named(name: &str, namespace: &str) -> Result<AnyActor> {
+        let handle = host::get_actor(name, Some(namespace))?;
+        Ok(AnyActor(RefInner::new(handle)))
+    }
+
     /// A call of `method`, returning `R`.
     pub fn method<R>(&self, method: &str) -> ForeignMethod<R> {
         ForeignMethod {

@@ -31,6 +31,22 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{AnyActor, Result};
+
+/// A handle to the deployment `name` of this tenant (Ray Serve's
+/// `DeploymentHandle`): `deployment("model")?.method::<Response>("call")
+/// .arg(&request).remote()?` calls one of its replicas, chosen as the
+/// ingress chooses one for a request, after waiting (within the
+/// deployment's `request_timeout`) for a place in its bounded queue; a
+/// full queue fails the call with [`crate::Error::LimitExceeded`].
+pub fn deployment(name: &str) -> Result<AnyActor> {
+    AnyActor::named(name, NAMESPACE)
+}
+
+/// The namespace deployments are found in (as named actors are); no
+/// actor may be named in it.
+pub const NAMESPACE: &str = "serve";
+
 /// One HTTP request.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Request {

@@ -104,6 +104,13 @@ impl Deployed {
     /// stop once their requests are answered.
     pub fn commit(&mut self, plan: Plan) {
         self.by_name = plan.next;
+        for running in self.by_name.values() {
+            if let Target::Replicas(d) = &running.target
+                && let Err(e) = d.take_handle_name()
+            {
+                tracing::warn!(deployment = %d.name, "its handles cannot reach it: {e}");
+            }
+        }
     }
 
     /// `d`'s deployment: the running one when its replicas would be the

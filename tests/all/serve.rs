@@ -80,6 +80,14 @@ class = "Greeter"
 route = "/hi"
 num_cpus = 0.25
 public = true
+
+[[deployment]]
+name = "greeter-two"
+component = "ACTORS"
+class = "Greeter"
+route = "/two"
+num_cpus = 0.25
+public = true
 "#
     .replace("ACTORS", crate::support::programs::ACTORS);
     let s = serve(&config, &[]).await;
@@ -98,6 +106,15 @@ public = true
         (status, body.as_str()),
         (200, "POST /hi? 9 bytes, agent true, #2")
     );
+    // A deployment's handle, from Rust: greeter relays to greeter-two.
+    let (status, body) = get(&s, "/hi/via/greeter-two", None);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "GET /relayed? 0 bytes, agent true, #1")
+    );
+    let (status, body) = get(&s, "/hi/via/nowhere", None);
+    assert_eq!(status, 502);
+    assert!(body.contains("nowhere"), "{body}");
 }
 
 /// An async Python replica with `max_concurrency` interleaves its
@@ -215,12 +232,29 @@ replicas = REPLICAS
 num_cpus = 0.25
 public = true
 user_config = { greeting = "GREETING" }
+
+[[deployment]]
+name = "front"
+component = "COMPONENT"
+class = "Front"
+route = "/front"
+num_cpus = 0.25
+public = true
 "#;
+
+/// Which replica of `echo` answers through `front`'s handle to it.
+fn who_via_front(s: &Served) -> String {
+    let (status, body) = get(s, "/front/echo/who", None);
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json["answer"].as_str().unwrap().to_string()
+}
 
 /// `SIGHUP` redeploys what changed in the file: a new `user_config` reaches
 /// the running replicas through `reconfigure` (the same replicas answer),
 /// and any other change starts new replicas, switched to once they are up,
-/// while requests keep being answered: none fails across the switch.
+/// while requests keep being answered: none fails across the switch. The
+/// deployment's handles follow its route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
     let version = |replicas: &str, greeting: &str| {
@@ -286,6 +320,8 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
         "{} requests answered across the roll to {after:?}",
         answers.len()
     );
+    // Handles reach the new deployment once it takes the route.
+    assert!(after.contains(&who_via_front(&s)));
 
     // A version whose replicas cannot start never takes the route: the
     // running one goes on answering.
@@ -293,6 +329,7 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(get(&s, "/echo/x", None), (200, "hey /echo/x".into()));
     assert_eq!(replicas(30), after);
+    assert!(after.contains(&who_via_front(&s)), "handles stay too");
 
     // A reload that fails changes nothing: not even the user config of a
     // deployment listed before the one that fails.
@@ -301,6 +338,14 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
     rewrite(version("3", "ho") + missing);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(get(&s, "/echo/x", None), (200, "hey /echo/x".into()));
+    // ... nor where the handles go, when a new deployment had started.
+    rewrite(version("2", "hey") + missing);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(replicas(30), after);
+    assert!(
+        after.contains(&who_via_front(&s)),
+        "handles after a failed reload"
+    );
 }
 
 /// A batching deployment's method gets the requests waiting for a replica
@@ -518,4 +563,105 @@ public = true
         assert!(Instant::now() < deadline, "the place was never given back");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Deployments compose through handles: a replica of `front` finds the
+/// deployment `echo` in the namespace `serve` and calls its replica (a
+/// method, and a generator streamed item by item); a
+/// handle's call waits for a place as a request does and is refused past
+/// the queue (here: none); a replica that crashes under a handle's call is
+/// replaced; another tenant's deployment is not found; and no actor may
+/// take a name in that namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_compose_through_handles() {
+    let config = r#"
+[[deployment]]
+name = "front"
+component = "COMPONENT"
+class = "Front"
+route = "/front"
+replicas = 2
+max_ongoing_requests = 1
+num_cpus = 0.25
+public = true
+
+[[deployment]]
+name = "echo"
+component = "COMPONENT"
+class = "Echo"
+route = "/echo"
+num_cpus = 0.25
+public = true
+user_config = { greeting = "hi" }
+
+[[deployment]]
+name = "narrow"
+component = "COMPONENT"
+class = "Echo"
+route = "/narrow"
+max_ongoing_requests = 1
+max_queued_requests = 0
+num_cpus = 0.25
+public = true
+
+[[deployment]]
+name = "elsewhere"
+tenant = "tenant-b"
+component = "COMPONENT"
+class = "Echo"
+route = "/elsewhere"
+num_cpus = 0.25
+public = true
+"#;
+    let s = serve(config, &[]).await;
+    let (status, body) = get(&s, "/front/echo/x", None);
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json, serde_json::json!({"via": "front", "answer": "hi /x"}));
+    // A stream from narrow (one place, no queue) gives its place back
+    // when it ends: narrow answers a request after it.
+    let (status, body) = get(&s, "/front/-stream/narrow", None);
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let items = serde_json::json!({"streamed": ["hello 0", "hello 1", "hello 2"]});
+    assert_eq!(json, items);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&s, "/narrow/after-stream", None).0 != 200 {
+        assert!(Instant::now() < deadline, "the stream kept its place");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Backpressure: narrow's one place is taken by a slow call through a
+    // handle; the next handle call finds no place and no queue.
+    let slow = get_in_background(&s, "/front/narrow/slow");
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, body) = get(&s, "/front/narrow/x", None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("max-queued-requests"), "{body}");
+    assert_eq!(get(&s, "/narrow/y", None).0, 503, "HTTP shares the queue");
+    let (status, body) = slow.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("slow done"), "{body}");
+    assert!(get(&s, "/front/narrow/x", None).1.contains("/x"));
+
+    // A replica that crashes under a handle's call is replaced.
+    let before = get(&s, "/echo/who", None).1;
+    assert_eq!(get(&s, "/front/echo/crash", None).0, 502);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, who) = get(&s, "/echo/who", None);
+        if status == 200 {
+            assert_ne!(who, before, "the crashed replica still answers");
+            break;
+        }
+        assert!(Instant::now() < deadline, "echo was never replaced");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let (status, body) = get(&s, "/front/elsewhere/x", None);
+    assert_eq!(status, 404, "another tenant's deployment: {body}");
+    assert_eq!(get(&s, "/elsewhere/x", None).0, 200);
+    let (status, body) = get(&s, "/front/-claim", None);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("Serve's deployments"), "{body}");
 }

@@ -31,6 +31,7 @@ from ._api import (
     function,
     get,
     get_actor,
+    get_deployment_handle,
     kill,
     load_checkpoint,
     main,
@@ -66,7 +67,7 @@ from .errors import (
 __all__ = [
     "ActorClass", "ActorHandle", "NodeAffinity", "ObjectRef", "ObjectRefGenerator", "RemoteFunction",
     "RuntimeContext",
-    "actor_class", "available_resources", "cancel", "function", "cluster_resources", "context", "get", "get_actor", "kill",
+    "actor_class", "available_resources", "cancel", "function", "cluster_resources", "context", "get", "get_actor", "get_deployment_handle", "kill",
     "load_checkpoint", "main", "put", "remote", "save_checkpoint", "wait",
     "PlacementGroup", "PlacementGroupSchedulingStrategy", "get_placement_group", "placement_group",
     "placement_group_table", "remove_placement_group",

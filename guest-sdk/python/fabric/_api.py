@@ -523,6 +523,15 @@ def kill(actor):
         raise_error(e.value)
 
 
+def get_deployment_handle(name):
+    """A handle to the Serve deployment `name` of this tenant (Ray Serve's
+    `serve.get_deployment_handle`): `handle.call.remote(request)` calls one
+    of its replicas, chosen as the ingress chooses one for a request, after
+    waiting (within the deployment's `request_timeout`) for a place in its
+    bounded queue; a full queue raises `LimitExceededError`."""
+    return get_actor(name, namespace="serve")
+
+
 def get_actor(name, namespace=None):
     """The actor registered under `name`."""
     try:

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::error::FabricError;
 use crate::ids::ActorId;
+use crate::runtime::routers::{RouterRegistration, SERVE_NAMESPACE};
 use crate::runtime::service::{Pending, Service, ServiceActor};
 use crate::serve::config::{AutoscalingConfig, BatchConfig};
 use crate::serve::stats::{DeploymentReading, RequestStats};
@@ -96,6 +97,9 @@ pub struct Deployment {
     scale_now: Arc<Notify>,
     /// Requests answered, for the metrics.
     pub stats: RequestStats,
+    /// Its name among the tenant's deployment handles (see
+    /// [`super::handles`]), while it runs.
+    handle: Mutex<Option<RouterRegistration>>,
 }
 
 /// A replica's answer: the handler's encoded value, still charged to the
@@ -146,6 +150,7 @@ impl Deployment {
             starts: Arc::default(),
             scale_now: Arc::new(Notify::new()),
             stats: RequestStats::default(),
+            handle: Mutex::new(None),
         });
         for _ in 0..plan.replicas {
             let template = deployment.template.lock().clone();
@@ -400,6 +405,31 @@ impl Deployment {
                 Err(ServeError::ReplicaFailed(e.to_string()))
             }
             Err(e) => Err(ServeError::Handler(e.to_string())),
+        }
+    }
+
+    /// Makes this the deployment its tenant's handles named `name` reach
+    /// (see [`super::handles`]), taking the name over from an earlier
+    /// deployment of that name (a redeploy's); once is enough. Called once
+    /// the deployment takes its route's requests, so a redeploy that
+    /// fails leaves the handles where the requests are.
+    pub fn take_handle_name(self: &Arc<Self>) -> Result<(), FabricError> {
+        let mut handle = self.handle.lock();
+        if handle.is_none() {
+            let router = Arc::new(super::handles::Router(Arc::downgrade(self)));
+            *handle = Some(
+                self.service
+                    .register_router(SERVE_NAMESPACE, &self.name, router)?,
+            );
+        }
+        Ok(())
+    }
+
+    /// A call a handle placed at `actor` failed with `e`: the replica is
+    /// replaced when the failure is its own, as for a request's.
+    pub(super) fn call_failed(self: &Arc<Self>, actor: ActorId, e: &FabricError) {
+        if ends_the_replica(e, self.concurrent) || matches!(e, FabricError::NotFound(_)) {
+            self.replace(actor);
         }
     }
 
@@ -669,6 +699,13 @@ fn is_refusal(e: &FabricError) -> bool {
 pub struct Slot {
     replica: Arc<Replica>,
     deployment: Arc<Deployment>,
+}
+
+impl Slot {
+    /// The replica it is a place at.
+    pub fn actor(&self) -> ActorId {
+        self.replica.actor
+    }
 }
 
 impl Drop for Slot {

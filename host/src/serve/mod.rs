@@ -41,6 +41,7 @@
 pub mod autoscale;
 pub mod config;
 pub mod deployment;
+mod handles;
 pub mod pacing;
 pub mod stateless;
 pub mod stats;

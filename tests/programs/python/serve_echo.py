@@ -47,6 +47,11 @@ class Echo:
             return self.me
         return f"{self.greeting} {request['path']}"
 
+    def count(self, n):
+        """A generator: streamed to a handle's caller item by item."""
+        for i in range(n):
+            yield f"{self.greeting} {i}"
+
 
 @fabric.remote
 class Latch:
@@ -86,3 +91,35 @@ class Broken:
 
     def call(self, request):
         return "unreachable"
+
+
+@fabric.remote
+class Front:
+    """Composes deployments through their handles: `/front/NAME/rest`
+    calls deployment NAME's replica with the request's path set to `/rest`
+    and wraps its answer; a handle's refusal is answered as a status."""
+
+    def call(self, request):
+        parts = request["path"].strip("/").split("/")
+        if parts[1] == "-claim":
+            # No actor may take a name in the deployments' namespace.
+            try:
+                Echo.options(name="echo", namespace="serve").remote()
+                return "claimed"
+            except fabric.errors.InvalidArgumentError as e:
+                return {"status": 409, "body": str(e).encode()}
+        if parts[1] == "-stream":
+            # A generator of another deployment, streamed through its handle.
+            handle = fabric.get_deployment_handle(parts[2])
+            items = handle.count.options(num_returns="streaming").remote(3)
+            return {"streamed": [fabric.get(r) for r in items]}
+        inner = dict(request, path="/" + "/".join(parts[2:]))
+        try:
+            handle = fabric.get_deployment_handle(parts[1])
+            return {"via": "front", "answer": fabric.get(handle.call.remote(inner))}
+        except fabric.errors.NotFoundError as e:
+            return {"status": 404, "body": str(e).encode()}
+        except fabric.errors.LimitExceededError as e:
+            return {"status": 503, "body": str(e).encode()}
+        except (fabric.errors.ActorDiedError, fabric.errors.TaskFailedError) as e:
+            return {"status": 502, "body": type(e).__name__.encode()}

@@ -21,6 +21,7 @@ use crate::runtime::NodeCore;
 use crate::runtime::actor::{self, ActorCall, ActorRecord, ActorSpec, MAX_CONCURRENCY, Restarts};
 use crate::runtime::instance::{InstanceState, Role};
 use crate::runtime::job::scoped_namespace;
+use crate::runtime::routers::{CallRouter, SERVE_NAMESPACE};
 use crate::runtime::streams::OwnedStream;
 use crate::runtime::task::Reply;
 use std::sync::Arc;
@@ -156,6 +157,10 @@ async fn create(
             check_name("actor", &name)?;
             let ns = options.namespace.unwrap_or_else(|| job.namespace.clone());
             check_name("namespace", &ns)?;
+            if ns == SERVE_NAMESPACE {
+                let why = format!("the namespace `{SERVE_NAMESPACE}` holds Serve's deployments");
+                return Err(FabricError::InvalidArgument(why).into());
+            }
             Some((scoped_namespace(&job.tenant, &ns), name))
         }
     };
@@ -236,6 +241,7 @@ async fn call(
     let exec = store.data().exec()?;
     let core = exec.core.clone();
     let tenant = exec.job.tenant.clone();
+    let router = core.routers().get(&id);
     let opened = stream.map(|bound| {
         let job = exec.job.clone();
         core.streams()
@@ -251,11 +257,38 @@ async fn call(
         queued_us: 0,
         keep: Some(keep),
     };
-    if let Err(e) = deliver(&core, id, &tenant, call).await {
+    let delivered = match router {
+        None => deliver(&core, id, &tenant, call).await,
+        Some(router) => deliver_routed(&core, &*router, &tenant, call, &result_ref).await,
+    };
+    if let Err(e) = delivered {
         core.streams().forget(result_ref.id());
         return Err(e.into());
     }
     Ok((result_ref, opened))
+}
+
+/// Hands `call` to the actor `router` places it at (after waiting for a
+/// place, as the router bounds them), and gives the place back once the
+/// call's `result` is in.
+async fn deliver_routed(
+    core: &Arc<NodeCore>,
+    router: &dyn CallRouter,
+    tenant: &str,
+    call: ActorCall,
+    result: &ObjectRef,
+) -> Result<(), FabricError> {
+    let place = router.place().await?;
+    if let Err(e) = deliver(core, place.actor, tenant, call).await {
+        (place.done)(Some(&e));
+        return Err(e);
+    }
+    let (result, done) = (result.clone(), place.done);
+    core.runtime().spawn(async move {
+        let outcome = result.get(None).await;
+        done(outcome.err().as_ref());
+    });
+    Ok(())
 }
 
 /// Hands `call` to actor `id` of `tenant`, here or on its node.

@@ -52,6 +52,8 @@ pub struct NodeCore {
     actors: IdMap<ActorId, Arc<ActorRecord>>,
     /// `(namespace, name)` to actor.
     named_actors: DashMap<(String, String), ActorId>,
+    /// Routed names among them (see [`super::routers`]).
+    routers: super::routers::Routers,
     jobs: IdMap<JobId, Arc<Job>>,
     /// Jobs whose drivers are being prepared here, and whether someone
     /// stopped them meanwhile.
@@ -88,6 +90,7 @@ impl NodeCore {
             groups: Groups::default(),
             actors: IdMap::default(),
             named_actors: DashMap::new(),
+            routers: Default::default(),
             jobs: IdMap::default(),
             starting_jobs: IdMap::default(),
             tenants,
@@ -142,6 +145,11 @@ impl NodeCore {
     /// Named actors registered on this node.
     pub fn named_actors(&self) -> &DashMap<(String, String), ActorId> {
         &self.named_actors
+    }
+
+    /// The routers among the named actors (see [`super::routers`]).
+    pub(crate) fn routers(&self) -> &super::routers::Routers {
+        &self.routers
     }
 
     /// Jobs that run (or have work) here.

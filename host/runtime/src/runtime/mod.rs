@@ -25,6 +25,7 @@ pub mod job;
 mod limiter;
 pub(crate) mod output;
 pub mod port;
+pub mod routers;
 pub mod service;
 pub mod slots;
 pub mod streams;

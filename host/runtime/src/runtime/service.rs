@@ -168,6 +168,19 @@ impl Service {
         self.submit(actor, method, args).await?.outcome().await
     }
 
+    /// Registers `router` as `name` in the tenant's `namespace`, where its
+    /// guests find it as a named actor whose calls it routes (see
+    /// [`crate::runtime::routers`]), until the registration is dropped.
+    pub fn register_router(
+        &self,
+        namespace: &str,
+        name: &str,
+        router: Arc<dyn crate::runtime::routers::CallRouter>,
+    ) -> Result<crate::runtime::routers::RouterRegistration, FabricError> {
+        host_api::check_name("actor", name)?;
+        crate::runtime::routers::register(&self.core, &self.job.tenant, namespace, name, router)
+    }
+
     /// Stops `actor` (its queued calls fail with `actor-died`).
     pub async fn kill(&self, actor: ActorId) -> Result<(), FabricError> {
         let why = "was stopped by its service";

@@ -345,6 +345,22 @@ struct Greeter {
     served: u64,
 }
 
+/// Deployment `target`'s answer to `request` (its path made `/relayed`),
+/// through the deployment's handle, marked as relayed.
+fn relay(target: &str, mut request: fabric::serve::Request) -> fabric::serve::Response {
+    request.path = "/relayed".into();
+    let answer = fabric::serve::deployment(target).and_then(|d| {
+        d.method::<fabric::serve::Response>("call")
+            .arg(&request)
+            .remote()?
+            .get()
+    });
+    match answer {
+        Ok(answer) => answer.header("x-via", "greeter"),
+        Err(e) => fabric::serve::Response::text(502, e.to_string()),
+    }
+}
+
 #[fabric::actor]
 impl Greeter {
     fn new() -> Self {
@@ -352,6 +368,9 @@ impl Greeter {
     }
 
     fn call(&mut self, request: fabric::serve::Request) -> fabric::serve::Response {
+        if let Some(target) = request.path.strip_prefix("/hi/via/") {
+            return relay(target, request.clone());
+        }
         self.served += 1;
         let agent = request.headers.contains_key("user-agent");
         fabric::serve::Response::text(
