@@ -103,14 +103,24 @@ impl Deployed {
     /// Takes the plan's deployments as the running ones; those left out
     /// stop once their requests are answered.
     pub fn commit(&mut self, plan: Plan) {
-        self.by_name = plan.next;
-        for running in self.by_name.values() {
+        // The new deployments take their names over while the old ones
+        // still hold them, so the handles guests keep reach the new ones
+        // (the name's virtual actor id stays); those left out let theirs go.
+        for running in plan.next.values() {
             if let Target::Replicas(d) = &running.target
                 && let Err(e) = d.take_handle_name()
             {
                 tracing::warn!(deployment = %d.name, "its handles cannot reach it: {e}");
             }
         }
+        for (name, running) in &self.by_name {
+            if let Target::Replicas(d) = &running.target
+                && !plan.next.contains_key(name)
+            {
+                d.release_handle_name();
+            }
+        }
+        self.by_name = plan.next;
     }
 
     /// `d`'s deployment: the running one when its replicas would be the

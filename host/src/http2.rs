@@ -39,6 +39,9 @@ const H2_SEND_BUFFER: usize = 64 << 10;
 const H2_PENDING_RESETS: usize = 16;
 /// How long a connection may carry no request before it is closed.
 pub const H2_IDLE: Duration = Duration::from_secs(60);
+/// Waits a client may cut short on one connection (see [`SkippedWaits`])
+/// before the connection is closed.
+pub const H2_SKIPPED_WAITS: usize = 16;
 
 /// HTTP/2's connection preface: how an h2c client with prior knowledge
 /// starts.
@@ -98,6 +101,13 @@ where
     loop {
         tokio::select! {
             _ = connection.as_mut() => return,
+            _ = activity.skipped_too_often.notified() => {
+                // It resets the streams it was made to wait on: no more
+                // streams; those in flight finish.
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.as_mut().await;
+                return;
+            }
             _ = check.tick() => {
                 if activity.idle_past(first, H2_IDLE) {
                     connection.as_mut().graceful_shutdown();
@@ -116,6 +126,9 @@ struct Activity {
     /// Milliseconds from `opened` to the last request's answer (or its
     /// arrival); `u64::MAX` before the first.
     last: AtomicU64,
+    /// Waits the client cut short by resetting their streams.
+    skipped: AtomicUsize,
+    skipped_too_often: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -124,6 +137,8 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last: AtomicU64::new(u64::MAX),
+            skipped: AtomicUsize::new(0),
+            skipped_too_often: tokio::sync::Notify::new(),
         }
     }
 
@@ -142,6 +157,25 @@ impl Activity {
         match self.last.load(Ordering::Acquire) {
             u64::MAX => now > first,
             last => now.saturating_sub(Duration::from_millis(last)) > idle,
+        }
+    }
+}
+
+/// In each HTTP/2 request's extensions: a handler that makes its client
+/// wait on purpose (the ingress's paced refusals) notes here a wait the
+/// client cut short by resetting the stream, which would otherwise get it
+/// the refusal's work without the wait. After [`H2_SKIPPED_WAITS`] the
+/// connection is closed (gracefully: its other streams finish).
+#[derive(Clone)]
+pub struct SkippedWaits(Arc<Activity>);
+
+impl SkippedWaits {
+    /// One more wait cut short.
+    pub fn note(&self) {
+        if self.0.skipped.fetch_add(1, Ordering::AcqRel) + 1 == H2_SKIPPED_WAITS {
+            // A stored permit: the connection's loop sees it even if it
+            // is not waiting right now.
+            self.0.skipped_too_often.notify_one();
         }
     }
 }
@@ -179,7 +213,10 @@ impl tower::Service<axum::http::Request<hyper::body::Incoming>> for Tracked {
         )
     }
 
-    fn call(&mut self, request: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(SkippedWaits(self.activity.clone()));
         self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
         self.activity.touch();
         let in_flight = InFlight(self.activity.clone());
@@ -214,5 +251,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(a.idle_past(Duration::ZERO, Duration::ZERO));
         assert!(!a.idle_past(Duration::ZERO, H2_IDLE));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_skips_too_many_waits_is_told_to_close() {
+        let a = Arc::new(Activity::new());
+        let skipped = SkippedWaits(a.clone());
+        for _ in 0..H2_SKIPPED_WAITS - 1 {
+            skipped.note();
+        }
+        let told = tokio::time::timeout(Duration::from_millis(50), a.skipped_too_often.notified());
+        assert!(told.await.is_err(), "one wait short of the bound");
+        skipped.note();
+        let told = tokio::time::timeout(Duration::from_millis(50), a.skipped_too_often.notified());
+        assert!(
+            told.await.is_ok(),
+            "at the bound, even told before anyone waits"
+        );
     }
 }

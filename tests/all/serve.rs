@@ -242,9 +242,15 @@ num_cpus = 0.25
 public = true
 "#;
 
-/// Which replica of `echo` answers through `front`'s handle to it.
-fn who_via_front(s: &Served) -> String {
-    let (status, body) = get(s, "/front/echo/who", None);
+/// Which replica of `echo` answers through `front`'s handle to it (one
+/// looked up now, or with `kept`, one kept from the first time).
+fn who_via_front(s: &Served, kept: bool) -> String {
+    let path = if kept {
+        "/front/-kept/echo/who"
+    } else {
+        "/front/echo/who"
+    };
+    let (status, body) = get(s, path, None);
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     json["answer"].as_str().unwrap().to_string()
@@ -280,6 +286,7 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
     };
     let before = replicas(20);
     assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.contains(&who_via_front(&s, true)));
 
     rewrite(version("2", "hey"));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -320,8 +327,10 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
         "{} requests answered across the roll to {after:?}",
         answers.len()
     );
-    // Handles reach the new deployment once it takes the route.
-    assert!(after.contains(&who_via_front(&s)));
+    // Handles reach the new deployment once it takes the route, the
+    // ones kept from before too.
+    assert!(after.contains(&who_via_front(&s, false)));
+    assert!(after.contains(&who_via_front(&s, true)));
 
     // A version whose replicas cannot start never takes the route: the
     // running one goes on answering.
@@ -329,7 +338,7 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(get(&s, "/echo/x", None), (200, "hey /echo/x".into()));
     assert_eq!(replicas(30), after);
-    assert!(after.contains(&who_via_front(&s)), "handles stay too");
+    assert!(after.contains(&who_via_front(&s, true)), "handles stay too");
 
     // A reload that fails changes nothing: not even the user config of a
     // deployment listed before the one that fails.
@@ -343,7 +352,7 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(replicas(30), after);
     assert!(
-        after.contains(&who_via_front(&s)),
+        after.contains(&who_via_front(&s, false)),
         "handles after a failed reload"
     );
 }

@@ -261,7 +261,18 @@ impl Deployment {
     /// A place at a replica with room, waiting in the bounded queue until
     /// `deadline` while none has.
     pub async fn reserve(self: &Arc<Self>, deadline: Instant) -> Result<Slot, ServeError> {
-        match tokio::time::timeout_at(deadline, self.place()).await {
+        self.reserve_apart(deadline, None).await
+    }
+
+    /// [`Deployment::reserve`], at a replica other than `caller` (a
+    /// replica calling its own deployment through a handle would wait for
+    /// itself).
+    pub(super) async fn reserve_apart(
+        self: &Arc<Self>,
+        deadline: Instant,
+        caller: Option<ActorId>,
+    ) -> Result<Slot, ServeError> {
+        match tokio::time::timeout_at(deadline, self.place(caller)).await {
             Ok(placed) => Ok(Slot {
                 replica: placed?,
                 deployment: self.clone(),
@@ -428,15 +439,27 @@ impl Deployment {
     /// A call a handle placed at `actor` failed with `e`: the replica is
     /// replaced when the failure is its own, as for a request's.
     pub(super) fn call_failed(self: &Arc<Self>, actor: ActorId, e: &FabricError) {
-        if ends_the_replica(e, self.concurrent) || matches!(e, FabricError::NotFound(_)) {
+        // The call's result is charged to the caller: a store that cannot
+        // hold it is no fault of the replica's.
+        let callers = matches!(e, FabricError::LimitExceeded { name, .. } if name.starts_with("object-store"));
+        if !callers
+            && (ends_the_replica(e, self.concurrent) || matches!(e, FabricError::NotFound(_)))
+        {
             self.replace(actor);
         }
     }
 
+    /// Takes this deployment's name from its handles (it is left out of
+    /// the configuration): calls already placed finish, new ones find no
+    /// deployment, and it stops once its last request is answered.
+    pub fn release_handle_name(&self) {
+        self.handle.lock().take();
+    }
+
     /// A replica with room, taken (its count raised), waiting in the queue
     /// while none has room.
-    async fn place(&self) -> Result<Arc<Replica>, ServeError> {
-        if let Some(r) = self.try_take() {
+    async fn place(&self, caller: Option<ActorId>) -> Result<Arc<Replica>, ServeError> {
+        if let Some(r) = self.try_take(caller) {
             return Ok(r);
         }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
@@ -453,15 +476,16 @@ impl Deployment {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(r) = self.try_take() {
+            if let Some(r) = self.try_take(caller) {
                 return Ok(r);
             }
             freed.await;
         }
     }
 
-    /// Power of two choices over the replicas below the bound.
-    fn try_take(&self) -> Option<Arc<Replica>> {
+    /// Power of two choices over the replicas below the bound (but
+    /// `caller`).
+    fn try_take(&self, caller: Option<ActorId>) -> Option<Arc<Replica>> {
         let replicas = self.replicas.lock();
         if replicas.is_empty() {
             // Every replica is being replaced: wait in the queue for one.
@@ -476,6 +500,9 @@ impl Deployment {
                 false => (b, a),
             };
         for r in [first, second].into_iter().chain(replicas.iter()) {
+            if Some(r.actor) == caller {
+                continue;
+            }
             let taken = r
                 .ongoing
                 .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {

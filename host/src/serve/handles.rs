@@ -26,6 +26,7 @@
 use std::sync::Weak;
 
 use crate::error::FabricError;
+use crate::ids::ActorId;
 use crate::runtime::port::PortFuture;
 use crate::runtime::routers::{CallRouter, RoutedPlace};
 use crate::serve::deployment::{Deployment, ServeError};
@@ -35,13 +36,13 @@ use crate::serve::deployment::{Deployment, ServeError};
 pub(super) struct Router(pub(super) Weak<Deployment>);
 
 impl CallRouter for Router {
-    fn place(&self) -> PortFuture<'_, RoutedPlace> {
+    fn place(&self, caller: Option<ActorId>) -> PortFuture<'_, RoutedPlace> {
         Box::pin(async move {
             let Some(deployment) = self.0.upgrade() else {
                 return Err(FabricError::NotFound("the deployment stopped".into()));
             };
             let slot = deployment
-                .reserve(deployment.deadline())
+                .reserve_apart(deployment.deadline(), caller)
                 .await
                 .map_err(|e| refusal(&deployment.name, e))?;
             let actor = slot.actor();

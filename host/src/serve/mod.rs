@@ -340,11 +340,15 @@ impl Serve {
 
 async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Response {
     let routes = ingress.routes();
+    let skipped = request
+        .extensions()
+        .get::<crate::http2::SkippedWaits>()
+        .cloned();
     let (response, tenant) = match dispatch(&ingress, &routes, request).await {
         Dispatched::Routed(route, response) => (response, route.target.tenant()),
         Dispatched::Unrouted(response) => (response, ""),
     };
-    pace(&ingress.pacer, tenant, response).await
+    pace(&ingress.pacer, tenant, response, skipped).await
 }
 
 /// What became of a request: a route's answer, or the ingress's own.
@@ -404,8 +408,14 @@ async fn dispatch<'a>(
 }
 
 /// Sends `response` once `tenant`'s refusals allow, when it is one (see
-/// [`pacing`]); a paced 503 says when to ask again.
-async fn pace(pacer: &pacing::Pacer, tenant: &str, mut response: Response) -> Response {
+/// [`pacing`]); a paced 503 says when to ask again. An HTTP/2 client that
+/// resets the stream rather than wait has it noted in `skipped`.
+async fn pace(
+    pacer: &pacing::Pacer,
+    tenant: &str,
+    mut response: Response,
+    skipped: Option<crate::http2::SkippedWaits>,
+) -> Response {
     if response.extensions().get::<Refusal>().is_none() {
         return response;
     }
@@ -413,7 +423,18 @@ async fn pace(pacer: &pacing::Pacer, tenant: &str, mut response: Response) -> Re
     if wait.is_zero() {
         return response;
     }
+    /// Notes the wait as skipped unless it ran to its end.
+    struct Waiting(Option<crate::http2::SkippedWaits>);
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            if let Some(skipped) = self.0.take() {
+                skipped.note();
+            }
+        }
+    }
+    let mut waiting = Waiting(skipped);
     tokio::time::sleep(wait).await;
+    waiting.0 = None;
     if response.status() == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()

@@ -99,8 +99,16 @@ class Front:
     calls deployment NAME's replica with the request's path set to `/rest`
     and wraps its answer; a handle's refusal is answered as a status."""
 
+    def __init__(self):
+        self.kept = {}
+
     def call(self, request):
         parts = request["path"].strip("/").split("/")
+        if parts[1] == "-kept":
+            # A handle kept from an earlier request: it outlives redeploys.
+            handle = self.kept.setdefault(parts[2], fabric.get_deployment_handle(parts[2]))
+            inner = dict(request, path="/" + "/".join(parts[3:]))
+            return {"via": "front", "answer": fabric.get(handle.call.remote(inner))}
         if parts[1] == "-claim":
             # No actor may take a name in the deployments' namespace.
             try:

@@ -241,7 +241,11 @@ async fn call(
     let exec = store.data().exec()?;
     let core = exec.core.clone();
     let tenant = exec.job.tenant.clone();
-    let router = core.routers().get(&id);
+    let router = core.routers().get(&id, &tenant);
+    let caller = match &exec.role {
+        Role::Actor { id, .. } => Some(*id),
+        _ => None,
+    };
     let opened = stream.map(|bound| {
         let job = exec.job.clone();
         core.streams()
@@ -259,7 +263,7 @@ async fn call(
     };
     let delivered = match router {
         None => deliver(&core, id, &tenant, call).await,
-        Some(router) => deliver_routed(&core, &*router, &tenant, call, &result_ref).await,
+        Some(router) => deliver_routed(&core, (&*router, caller), &tenant, call, &result_ref).await,
     };
     if let Err(e) = delivered {
         core.streams().forget(result_ref.id());
@@ -268,17 +272,17 @@ async fn call(
     Ok((result_ref, opened))
 }
 
-/// Hands `call` to the actor `router` places it at (after waiting for a
-/// place, as the router bounds them), and gives the place back once the
-/// call's `result` is in.
+/// Hands `call` to the actor `router` places it at for `caller` (after
+/// waiting for a place, as the router bounds them), and gives the place
+/// back once the call's `result` is in.
 async fn deliver_routed(
     core: &Arc<NodeCore>,
-    router: &dyn CallRouter,
+    (router, caller): (&dyn CallRouter, Option<ActorId>),
     tenant: &str,
     call: ActorCall,
     result: &ObjectRef,
 ) -> Result<(), FabricError> {
-    let place = router.place().await?;
+    let place = router.place(caller).await?;
     if let Err(e) = deliver(core, place.actor, tenant, call).await {
         (place.done)(Some(&e));
         return Err(e);

@@ -21,7 +21,7 @@
 //! /// Every call to one actor, with no bound.
 //! struct One(ActorId);
 //! impl CallRouter for One {
-//!     fn place(&self) -> PortFuture<'_, RoutedPlace> {
+//!     fn place(&self, _caller: Option<ActorId>) -> PortFuture<'_, RoutedPlace> {
 //!         let actor = self.0;
 //!         Box::pin(async move { Ok(RoutedPlace { actor, done: Box::new(|_| {}) }) })
 //!     }
@@ -44,10 +44,11 @@ pub const SERVE_NAMESPACE: &str = "serve";
 
 /// Chooses the actor each call to a routed name goes to.
 pub trait CallRouter: Send + Sync {
-    /// A place at one of the router's actors for one call, waited for
+    /// A place at one of the router's actors for one call from `caller`
+    /// (an actor, which is never placed at itself, or `None`), waited for
     /// within the router's own bounds; an error is the caller's (the
     /// router is full, or gone).
-    fn place(&self) -> PortFuture<'_, RoutedPlace>;
+    fn place(&self, caller: Option<ActorId>) -> PortFuture<'_, RoutedPlace>;
 }
 
 /// Runs once a routed call has ended, with its error if it failed; gives
@@ -60,15 +61,26 @@ pub struct RoutedPlace {
     pub done: PlaceDone,
 }
 
+/// A registered router, and whose it is.
+struct Entry {
+    tenant: Arc<str>,
+    router: Arc<dyn CallRouter>,
+}
+
 /// The node's routers by their virtual actor ids.
 #[derive(Default)]
 pub(crate) struct Routers {
-    by_id: DashMap<ActorId, Arc<dyn CallRouter>>,
+    by_id: DashMap<ActorId, Entry>,
 }
 
 impl Routers {
-    pub(crate) fn get(&self, id: &ActorId) -> Option<Arc<dyn CallRouter>> {
-        self.by_id.get(id).map(|r| r.clone())
+    /// The router `id` names, when it is `tenant`'s: another tenant's is
+    /// not found, as a missing one.
+    pub(crate) fn get(&self, id: &ActorId, tenant: &str) -> Option<Arc<dyn CallRouter>> {
+        self.by_id
+            .get(id)
+            .filter(|e| &*e.tenant == tenant)
+            .map(|e| e.router.clone())
     }
 }
 
@@ -85,6 +97,10 @@ pub struct RouterRegistration {
 /// Registers `router` as `name` in `tenant`'s namespace `namespace`. A
 /// router already there is replaced (the handles guests hold reach the
 /// new one); an actor already there keeps the name, and this fails.
+///
+/// Both maps change while the name's entry is held (the named actors'
+/// first, then the routers': [`RouterRegistration`]'s drop takes them in
+/// the same order), so a registration and a drop never interleave.
 pub(crate) fn register(
     core: &Arc<NodeCore>,
     tenant: &str,
@@ -93,19 +109,31 @@ pub(crate) fn register(
     router: Arc<dyn CallRouter>,
 ) -> Result<RouterRegistration, FabricError> {
     let key = (scoped_namespace(tenant, namespace), name.to_string());
-    let id = match core.named_actors().entry(key.clone()) {
-        dashmap::Entry::Occupied(held) if core.routers().by_id.contains_key(held.get()) => {
-            *held.get()
-        }
-        dashmap::Entry::Occupied(_) => {
-            return Err(FabricError::InvalidArgument(format!(
-                "an actor named `{name}` already exists in namespace `{}`",
-                shown_namespace(&key.0)
-            )));
-        }
-        dashmap::Entry::Vacant(slot) => *slot.insert(ActorId::random()),
+    let entry = Entry {
+        tenant: tenant.into(),
+        router: router.clone(),
     };
-    core.routers().by_id.insert(id, router.clone());
+    let id = match core.named_actors().entry(key.clone()) {
+        dashmap::Entry::Occupied(held) => {
+            let id = *held.get();
+            match core.routers().by_id.get_mut(&id) {
+                Some(mut current) => *current = entry,
+                None => {
+                    return Err(FabricError::InvalidArgument(format!(
+                        "an actor named `{name}` already exists in namespace `{}`",
+                        shown_namespace(&key.0)
+                    )));
+                }
+            }
+            id
+        }
+        dashmap::Entry::Vacant(slot) => {
+            let id = ActorId::random();
+            core.routers().by_id.insert(id, entry);
+            slot.insert(id);
+            id
+        }
+    };
     Ok(RouterRegistration {
         core: Arc::downgrade(core),
         key,
@@ -121,13 +149,16 @@ impl Drop for RouterRegistration {
         };
         // Only this registration's own router: a redeploy's new one may
         // hold the name by now.
-        let removed = core
-            .routers()
-            .by_id
-            .remove_if(&self.id, |_, r| Arc::ptr_eq(r, &self.router));
-        if removed.is_some() {
-            core.named_actors()
-                .remove_if(&self.key, |_, id| *id == self.id);
+        if let dashmap::Entry::Occupied(held) = core.named_actors().entry(self.key.clone())
+            && *held.get() == self.id
+        {
+            let removed = core
+                .routers()
+                .by_id
+                .remove_if(&self.id, |_, e| Arc::ptr_eq(&e.router, &self.router));
+            if removed.is_some() {
+                held.remove();
+            }
         }
     }
 }
