@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use fabric_host::Node;
+use fabric_host::cluster::ClusterConfig;
 use fabric_host::https::{self, Bounds, Versions};
+use fabric_host::security::ClusterSecurity;
 use fabric_host::serve::config::{IngressConfig, ServeConfig};
 use fabric_host::serve::{IngressMetrics, IngressOptions, Serve};
 use tokio::signal::unix::{SignalKind, signal};
@@ -26,6 +28,25 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 
+    /// Join the cluster whose head is here, as one of its nodes: replicas
+    /// are placed on any node with room, and requests go straight to them
+    /// (the head places replicas; it is on no request's way).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: Option<String>,
+
+    /// The head's join file (with `--address`; keep it secret).
+    #[arg(long, value_name = "FILE", requires = "address")]
+    pub join_file: Option<PathBuf>,
+
+    /// Where this node listens for its cluster peers (with `--address`).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        requires = "address"
+    )]
+    pub node_listen: std::net::SocketAddr,
+
     #[command(flatten)]
     pub python: crate::python::PythonArgs,
 
@@ -40,6 +61,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = crate::node_args::node_runtime()?;
     runtime.block_on(async move {
         let node = Node::start(node_config).context("cannot start the node")?;
+        let joined = join(&args, &node).await?;
         let mut deployed = Deployed::default();
         let mut plan = deployed.plan(&node, &base, &config, &args.python).await?;
         let ingress = &config.ingress;
@@ -90,8 +112,34 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
         drop(serve);
+        if let Some(joined) = joined {
+            joined.leave().await;
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Joins the cluster `--address` names, when it names one.
+async fn join(
+    args: &ServeArgs,
+    node: &Node,
+) -> anyhow::Result<Option<fabric_host::cluster::ClusterHandle>> {
+    let Some(head) = &args.address else {
+        return Ok(None);
+    };
+    let file = args
+        .join_file
+        .clone()
+        .context("--address needs the head's --join-file")?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read the cluster join file {}", file.display()))?;
+    let security =
+        ClusterSecurity::from_join_file(&text).with_context(|| format!("in {}", file.display()))?;
+    let config = ClusterConfig::worker(args.node_listen, head.clone(), security);
+    let joined = fabric_host::cluster::join(node, config)
+        .await
+        .with_context(|| format!("cannot join the cluster at {head}"))?;
+    Ok(Some(joined))
 }
 
 /// The ingress's TLS settings, from the files `[ingress]` names (relative

@@ -24,6 +24,7 @@ mod processes;
 mod python;
 mod python_merge;
 mod serve;
+mod serve_cluster;
 mod serve_http;
 mod tasks;
 mod tenants;

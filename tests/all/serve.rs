@@ -10,7 +10,7 @@ use crate::python::python_app;
 use crate::support::curl::{self, Body};
 use crate::support::unique_temp_path;
 
-const ECHO: &str = "tests/programs/python/serve_echo.py";
+pub(crate) const ECHO: &str = "tests/programs/python/serve_echo.py";
 
 /// A `fabric serve` process, killed when dropped.
 pub(crate) struct Served {
@@ -43,11 +43,17 @@ async fn serve(config: &str, files: &[(&str, &str)]) -> Served {
 
 /// Runs `fabric serve CONFIG` on any free port; returns once it serves.
 pub(crate) fn start(path: &Path) -> Served {
+    start_with(path, &[])
+}
+
+/// [`start`], with `extra` arguments.
+pub(crate) fn start_with(path: &Path, extra: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
         .env("XDG_CACHE_HOME", crate::support::cache_dir())
         .arg("serve")
         .arg(path)
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -400,7 +406,7 @@ fn get_in_background(s: &Served, path: &str) -> std::thread::JoinHandle<(u16, St
     std::thread::spawn(move || curl::request(Path::new(""), "GET", &url, None, Body::None))
 }
 
-fn get(s: &Served, path: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) fn get(s: &Served, path: &str, token: Option<&str>) -> (u16, String) {
     curl::request(
         Path::new(""),
         "GET",

@@ -42,6 +42,8 @@ class Echo:
             os.abort()
         if last == "who":
             return self.me
+        if last == "node":
+            return str(fabric.context().node_id)
         if last == "nap":
             time.sleep(0.2)
             return self.me

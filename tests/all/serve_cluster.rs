@@ -1,0 +1,116 @@
+//! Serve on a cluster of real processes: `fabric serve --address HEAD`
+//! joins a head (which runs nothing) and a worker as a node of its own, and
+//! its replicas are placed where there is room: one on the serve node, one
+//! on the worker. Requests go straight from the ingress to the replicas.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::python::python_app;
+use crate::serve::{ECHO, Served, get, start_with};
+use crate::support::procs::ProcCluster;
+use crate::support::unique_temp_path;
+
+const SPREAD: &str = r#"
+[[deployment]]
+name = "echo"
+component = "COMPONENT"
+class = "Echo"
+route = "/echo"
+replicas = 2
+num_cpus = 1
+max_ongoing_requests = 4
+public = true
+"#;
+
+/// The nodes that answer `n` requests.
+fn nodes_answering(s: &Served, n: usize) -> HashSet<String> {
+    (0..n)
+        .map(|_| {
+            let (status, node) = get(s, "/echo/node", None);
+            assert_eq!(status, 200, "{node}");
+            node
+        })
+        .collect()
+}
+
+/// Under load from four clients, the worker holding one replica is killed:
+/// only the requests that replica held fail (502, at most its
+/// `max_ongoing_requests`), and the replica on the serve node answers the
+/// rest. Then the head is killed: the route keeps answering, since no
+/// request crosses the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_serves_through_a_node_kill_and_with_its_head_down() {
+    let mut c = ProcCluster::start(env!("CARGO_BIN_EXE_fabric"), &["--num-cpus", "0"]);
+    let worker = c.add(&["--num-cpus", "1"]);
+    let wasm = python_app(ECHO).await;
+    let dir = unique_temp_path("serve-cluster");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, SPREAD.replace("COMPONENT", &wasm)).unwrap();
+    let join = c.join_file();
+    let head = c.head_address().to_string();
+    let s = start_with(
+        &path,
+        &["--address", &head, "--join-file", &join, "--num-cpus", "1"],
+    );
+    let nodes = nodes_answering(&s, 30);
+    assert_eq!(nodes.len(), 2, "a replica on each node: {nodes:?}");
+    let worker_id = c.nodes[worker].id.clone();
+    assert!(nodes.contains(&worker_id), "{nodes:?} {worker_id}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop) = (format!("{}/echo/x", s.base), stop.clone());
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let path = std::path::Path::new("");
+                    let none = crate::support::curl::Body::None;
+                    let answer = crate::support::curl::request(path, "GET", &url, None, none);
+                    answers.push((Instant::now(), answer.0));
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    c.kill(worker);
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_secs(8));
+    stop.store(true, Ordering::Relaxed);
+    let answers: Vec<(Instant, u16)> = clients
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let failed: Vec<u16> = answers.iter().map(|a| a.1).filter(|&s| s != 200).collect();
+    assert!(failed.iter().all(|&s| s == 502), "{failed:?}");
+    assert!(
+        failed.len() <= 4,
+        "at most the requests it held: {failed:?}"
+    );
+    let before = answers.iter().filter(|a| a.0 < killed).count();
+    let after_settled = answers
+        .iter()
+        .filter(|a| a.0 > killed + Duration::from_secs(5))
+        .collect::<Vec<_>>();
+    assert!(before > 20, "{before} answered before the kill");
+    assert!(
+        !after_settled.is_empty() && after_settled.iter().all(|a| a.1 == 200),
+        "the serve node's replica answers on its own"
+    );
+    eprintln!(
+        "{} requests, {} failed with the worker",
+        answers.len(),
+        failed.len()
+    );
+
+    c.kill(0);
+    std::thread::sleep(Duration::from_secs(1));
+    let nodes = nodes_answering(&s, 20);
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert!(!nodes.contains(&worker_id));
+}
