@@ -112,6 +112,16 @@ public = true
         (status, body.as_str()),
         (200, "POST /hi? 9 bytes, agent true, #2")
     );
+    // A typed JSON handler: its input parsed, its output as JSON, a body
+    // that is no input a 400.
+    let post = |body: &str| {
+        let url = format!("{}/hi/sum", s.base);
+        curl::request(Path::new(""), "POST", &url, None, Body::Json(body))
+    };
+    assert_eq!(post("[1, 2, 39]"), (200, r#"{"sum":42}"#.into()));
+    let (status, body) = post(r#"{"not": "numbers"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not the JSON this route takes"), "{body}");
     // A deployment's handle, from Rust: greeter relays to greeter-two.
     let (status, body) = get(&s, "/hi/via/greeter-two", None);
     assert_eq!(

@@ -8,8 +8,11 @@
 //! less loaded of two, below `max_ongoing_requests`), waits in the same
 //! bounded queue when none has room (the caller's backpressure), and is
 //! refused past it, or past `request_timeout` in the queue. A replica that
-//! fails a handle's call as it would fail a request (a trap, a limit) is
-//! replaced. Another tenant's deployments are not found.
+//! fails a handle's call as it would fail a request (a trap, a limit of its
+//! own) is replaced. A replica calling its own deployment is given another
+//! replica. Another tenant's deployments are not found. The names are the
+//! serve node's own: on a cluster, a replica placed on another node does
+//! not find them (its lookup goes to the head, which knows only actors).
 //!
 //! ```python
 //! import fabric

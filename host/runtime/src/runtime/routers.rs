@@ -28,6 +28,7 @@
 //! }
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
@@ -71,12 +72,18 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct Routers {
     by_id: DashMap<ActorId, Entry>,
+    /// Whether a router was ever registered here: every actor call looks
+    /// for one, and a node that serves nothing should not pay for it.
+    any: AtomicBool,
 }
 
 impl Routers {
     /// The router `id` names, when it is `tenant`'s: another tenant's is
     /// not found, as a missing one.
     pub(crate) fn get(&self, id: &ActorId, tenant: &str) -> Option<Arc<dyn CallRouter>> {
+        if !self.any.load(Ordering::Relaxed) {
+            return None;
+        }
         self.by_id
             .get(id)
             .filter(|e| &*e.tenant == tenant)
@@ -130,6 +137,7 @@ pub(crate) fn register(
         dashmap::Entry::Vacant(slot) => {
             let id = ActorId::random();
             core.routers().by_id.insert(id, entry);
+            core.routers().any.store(true, Ordering::Relaxed);
             slot.insert(id);
             id
         }

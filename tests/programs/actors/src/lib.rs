@@ -345,6 +345,12 @@ struct Greeter {
     served: u64,
 }
 
+/// A typed JSON answer.
+#[derive(serde::Serialize)]
+struct Sum {
+    sum: i64,
+}
+
 /// Deployment `target`'s answer to `request` (its path made `/relayed`),
 /// through the deployment's handle, marked as relayed.
 fn relay(target: &str, mut request: fabric::serve::Request) -> fabric::serve::Response {
@@ -370,6 +376,11 @@ impl Greeter {
     fn call(&mut self, request: fabric::serve::Request) -> fabric::serve::Response {
         if let Some(target) = request.path.strip_prefix("/hi/via/") {
             return relay(target, request.clone());
+        }
+        if request.path == "/hi/sum" {
+            return fabric::serve::handle_json(&request, |numbers: Vec<i64>| Sum {
+                sum: numbers.iter().sum(),
+            });
         }
         self.served += 1;
         let agent = request.headers.contains_key("user-agent");
