@@ -259,7 +259,7 @@ public = true
 "#;
 
 /// Which replica of `echo` answers through `front`'s handle to it (one
-/// looked up now, or with `kept`, one kept from the first time).
+/// looked up now, or with `kept`, the one its constructor took).
 fn who_via_front(s: &Served, kept: bool) -> String {
     let path = if kept {
         "/front/-kept/echo/who"

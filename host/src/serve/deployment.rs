@@ -161,6 +161,10 @@ impl Deployment {
         if let Some(config) = plan.autoscaling {
             super::autoscale::spawn(&deployment, config, deployment.scale_now.clone());
         }
+        // A new name is found at once, so the constructors of deployments
+        // started after this one find it (a redeploy's waits for its
+        // commit: the running one keeps it until then).
+        deployment.claim_handle_name(false)?;
         Ok(deployment)
     }
 
@@ -425,13 +429,18 @@ impl Deployment {
     /// the deployment takes its route's requests, so a redeploy that
     /// fails leaves the handles where the requests are.
     pub fn take_handle_name(self: &Arc<Self>) -> Result<(), FabricError> {
+        self.claim_handle_name(true)
+    }
+
+    /// Registers this deployment's handle name, unless it holds it already
+    /// or (without `take_over`) another deployment does.
+    fn claim_handle_name(self: &Arc<Self>, take_over: bool) -> Result<(), FabricError> {
         let mut handle = self.handle.lock();
         if handle.is_none() {
             let router = Arc::new(super::handles::Router(Arc::downgrade(self)));
-            *handle = Some(
+            *handle =
                 self.service
-                    .register_router(SERVE_NAMESPACE, &self.name, router)?,
-            );
+                    .register_router(SERVE_NAMESPACE, &self.name, router, take_over)?;
         }
         Ok(())
     }

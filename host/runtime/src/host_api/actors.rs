@@ -397,6 +397,14 @@ async fn lookup(
         .map(|id| *id);
     let id = match local {
         Some(id) => id,
+        // Deployments are the serve node's own (see `runtime/routers.rs`).
+        None if shown == SERVE_NAMESPACE => {
+            return Err(FabricError::NotFound(format!(
+                "no deployment `{name}` of this tenant is served from this node \
+                 (handles reach deployments from code on the node that runs `fabric serve`)"
+            ))
+            .into());
+        }
         None => core.port().lookup_actor(&ns, &name).await?,
     };
     // A named actor is not counted: its handle object here (the one this

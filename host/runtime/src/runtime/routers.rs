@@ -102,8 +102,10 @@ pub struct RouterRegistration {
 }
 
 /// Registers `router` as `name` in `tenant`'s namespace `namespace`. A
-/// router already there is replaced (the handles guests hold reach the
-/// new one); an actor already there keeps the name, and this fails.
+/// router already there is replaced when `take_over` says so (the handles
+/// guests hold reach the new one), else it keeps the name and this
+/// registers nothing (`None`); an actor already there keeps the name, and
+/// this fails.
 ///
 /// Both maps change while the name's entry is held (the named actors'
 /// first, then the routers': [`RouterRegistration`]'s drop takes them in
@@ -114,7 +116,8 @@ pub(crate) fn register(
     namespace: &str,
     name: &str,
     router: Arc<dyn CallRouter>,
-) -> Result<RouterRegistration, FabricError> {
+    take_over: bool,
+) -> Result<Option<RouterRegistration>, FabricError> {
     let key = (scoped_namespace(tenant, namespace), name.to_string());
     let entry = Entry {
         tenant: tenant.into(),
@@ -124,7 +127,8 @@ pub(crate) fn register(
         dashmap::Entry::Occupied(held) => {
             let id = *held.get();
             match core.routers().by_id.get_mut(&id) {
-                Some(mut current) => *current = entry,
+                Some(mut current) if take_over => *current = entry,
+                Some(_) => return Ok(None),
                 None => {
                     return Err(FabricError::InvalidArgument(format!(
                         "an actor named `{name}` already exists in namespace `{}`",
@@ -142,12 +146,12 @@ pub(crate) fn register(
             id
         }
     };
-    Ok(RouterRegistration {
+    Ok(Some(RouterRegistration {
         core: Arc::downgrade(core),
         key,
         id,
         router,
-    })
+    }))
 }
 
 impl Drop for RouterRegistration {

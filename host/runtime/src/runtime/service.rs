@@ -170,15 +170,18 @@ impl Service {
 
     /// Registers `router` as `name` in the tenant's `namespace`, where its
     /// guests find it as a named actor whose calls it routes (see
-    /// [`crate::runtime::routers`]), until the registration is dropped.
+    /// [`crate::runtime::routers`]), until the registration is dropped;
+    /// another router there keeps the name (`None`) unless `take_over`.
     pub fn register_router(
         &self,
         namespace: &str,
         name: &str,
         router: Arc<dyn crate::runtime::routers::CallRouter>,
-    ) -> Result<crate::runtime::routers::RouterRegistration, FabricError> {
+        take_over: bool,
+    ) -> Result<Option<crate::runtime::routers::RouterRegistration>, FabricError> {
         host_api::check_name("actor", name)?;
-        crate::runtime::routers::register(&self.core, &self.job.tenant, namespace, name, router)
+        let tenant = &self.job.tenant;
+        crate::runtime::routers::register(&self.core, tenant, namespace, name, router, take_over)
     }
 
     /// Stops `actor` (its queued calls fail with `actor-died`).
