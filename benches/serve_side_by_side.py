@@ -31,6 +31,10 @@ shed. Two shapes of flood: on a route with one place and no queue (what
 the place serves, and 503s past it), and on a route behind a token that
 the flood does not send (401s only: the flood's refusals alone).
 
+Then composition (`--only-composition` for just this): a front deployment
+that answers each request with a handle call of a no-op deployment, one
+replica each, on both systems, wrk at 1 and 16 connections.
+
 Then ours alone: a deployment scaled to zero (`min_replicas = 0`), its
 first request timed `--cold-starts` times from the client's side (Python's
 http.client on a fresh connection), each once the ingress's metrics say no
@@ -96,6 +100,114 @@ print("ready", flush=True)
 while True:
     time.sleep(3600)
 '''
+
+
+OURS_COMPOSED_APP = OURS_APP + '''
+
+@fabric.remote
+class Front:
+    def __init__(self):
+        self.noop = fabric.get_deployment_handle("noop")
+
+    def call(self, request):
+        return fabric.get(self.noop.call.remote(request))
+'''
+
+OURS_COMPOSED_CONFIG = '''
+[ingress]
+listen = "127.0.0.1:{port}"
+
+[[deployment]]
+name = "noop"
+component = "noop.py"
+class = "Noop"
+route = "/noop"
+num_cpus = 0.5
+max_queued_requests = 100000
+public = true
+
+[[deployment]]
+name = "front"
+component = "noop.py"
+class = "Front"
+route = "/"
+num_cpus = 0.5
+max_queued_requests = 100000
+public = true
+'''
+
+RAY_COMPOSED_APP = '''
+import sys, time
+import ray
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+serve.start(http_options={{"host": "127.0.0.1", "port": {port}}})
+
+@serve.deployment(ray_actor_options={{"num_cpus": 0.5}})
+class Noop:
+    def __call__(self, request):
+        return {{}}
+
+@serve.deployment(ray_actor_options={{"num_cpus": 0.5}})
+class Front:
+    def __init__(self, noop: DeploymentHandle):
+        self.noop = noop
+
+    async def __call__(self, request):
+        return await self.noop.remote(None)
+
+serve.run(Front.bind(Noop.bind()), route_prefix="/")
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+'''
+
+COMPOSED_CONNECTIONS = [1, 16]
+
+
+def composed(fabric, python, port, duration, work):
+    """{(system, connections): wrk figures} for a front deployment that
+    answers each request with a handle call of a no-op deployment, one
+    replica each (half a CPU each), on each system in turn."""
+    with open(os.path.join(work, "noop.py"), "w") as f:
+        f.write(OURS_COMPOSED_APP)
+    config = os.path.join(work, "composed.toml")
+    with open(config, "w") as f:
+        f.write(OURS_COMPOSED_CONFIG.format(port=port))
+    rows = {}
+    proc = subprocess.Popen([fabric, "serve", config], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(proc, "serving on", 300)
+        for c in COMPOSED_CONNECTIONS:
+            rows[("ours", c)] = wrk(f"http://127.0.0.1:{port}/", c, duration)
+    finally:
+        stop(proc)
+    app = os.path.join(work, "ray_composed.py")
+    with open(app, "w") as f:
+        f.write(RAY_COMPOSED_APP.format(port=port + 1))
+    proc = subprocess.Popen([python, app], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(proc, "ready", 300)
+        for c in COMPOSED_CONNECTIONS:
+            rows[("ray", c)] = wrk(f"http://127.0.0.1:{port + 1}/", c, duration)
+    finally:
+        stop(proc)
+    return rows
+
+
+def report_composed(rows):
+    print("\nComposition: a front deployment answering each request with a handle call of a "
+          "no-op deployment (one replica each, half a CPU each; wrk -t1 on CPU 0)\n")
+    print("| connections | Ray Serve req/s | ours req/s | ratio | Ray p50 / p99 ms | "
+          "ours p50 / p99 ms | p99 ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for c in COMPOSED_CONNECTIONS:
+        rr, r50, r99, _ = rows[("ray", c)]
+        orate, o50, o99, _ = rows[("ours", c)]
+        print(f"| {c} | {rr:,.0f} | {orate:,.0f} | {orate / rr:.1f}x | {r50:.2f} / {r99:.2f} | "
+              f"{o50:.2f} / {o99:.2f} | {o99 / r99:.2f} |")
 
 
 def wrk(url, connections, duration):
@@ -392,6 +504,7 @@ def main():
     ap.add_argument("--only-cold-starts", action="store_true")
     ap.add_argument("--no-h2", action="store_true", help="skip the h2load and stateless rows")
     ap.add_argument("--only-flood", action="store_true")
+    ap.add_argument("--only-composition", action="store_true")
     ap.add_argument("--proxy-wasm",
                     default="target/guests/wasm32-wasip2/release/http_proxy.wasm")
     args = ap.parse_args()
@@ -407,6 +520,10 @@ def main():
             report_floods(floods(fabric, wasm, 18435, args.duration, work))
         return
     python = os.path.join(args.ray_venv, "bin", "python")
+    if args.only_composition:
+        with tempfile.TemporaryDirectory() as work:
+            report_composed(composed(fabric, python, 18436, args.duration, work))
+        return
     rows, h2_rows = [], []
     with tempfile.TemporaryDirectory() as work:
         for replicas in REPLICAS:
@@ -447,6 +564,7 @@ def main():
         if os.path.exists(wasm):
             report_floods(floods(fabric, wasm, 18435, args.duration, work))
         report_cold_starts(cold_starts(fabric, 18433, work, args.cold_starts))
+        report_composed(composed(fabric, python, 18436, args.duration, work))
 
 
 def print_versus(what, rows):
