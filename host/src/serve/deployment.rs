@@ -182,6 +182,11 @@ impl Deployment {
         self.replicas.lock().len()
     }
 
+    /// The most requests that wait for a replica.
+    pub fn max_queued(&self) -> usize {
+        self.max_queued
+    }
+
     /// Requests waiting for a replica now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)

@@ -47,7 +47,7 @@ impl CallRouter for Router {
             let slot = deployment
                 .reserve_apart(deployment.deadline(), caller)
                 .await
-                .map_err(|e| refusal(&deployment.name, e))?;
+                .map_err(|e| refusal(&deployment, e))?;
             let actor = slot.actor();
             let done = move |failed: Option<&FabricError>| {
                 if let Some(e) = failed {
@@ -64,14 +64,15 @@ impl CallRouter for Router {
 }
 
 /// Why a handle's call found no place, as the caller gets it.
-fn refusal(deployment: &str, e: ServeError) -> FabricError {
+fn refusal(deployment: &Deployment, e: ServeError) -> FabricError {
+    let name = &deployment.name;
     match e {
         ServeError::Overloaded => FabricError::limit(
             "max-queued-requests",
-            0,
-            format!("deployment `{deployment}`: every replica is busy and its queue is full"),
+            deployment.max_queued() as u64,
+            format!("deployment `{name}`: every replica is busy and its queue is full"),
         ),
         ServeError::Timeout(_) => FabricError::Timeout,
-        other => FabricError::ActorDied(format!("deployment `{deployment}`: {other}")),
+        other => FabricError::ActorDied(format!("deployment `{name}`: {other}")),
     }
 }
