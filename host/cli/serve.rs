@@ -112,6 +112,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
         drop(serve);
+        // The deployments' jobs end while the node is still in the
+        // cluster, so their replicas on other nodes hear of it.
+        drop(deployed);
         if let Some(joined) = joined {
             joined.leave().await;
         }

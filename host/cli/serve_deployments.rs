@@ -45,6 +45,18 @@ struct Running {
     target: Target,
 }
 
+/// Deployments a reload started, whose handle names go again if the
+/// reload fails (cleared once it succeeds).
+struct Started(Vec<Arc<Deployment>>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            d.release_handle_name();
+        }
+    }
+}
+
 /// Routes for a configuration, and the deployments they reach: the
 /// caller serves the routes, then [`Deployed::commit`]s.
 pub struct Plan {
@@ -66,11 +78,17 @@ impl Deployed {
         // deployments start (dropped again if a later one fails), files
         // and tokens are read.
         let mut brought = Vec::new();
+        let mut started = Started(Vec::new());
         for d in &config.deployment {
             let (running, reconfigure) = self
                 .bring_up(node, base, d, python)
                 .await
                 .with_context(|| format!("cannot deploy `{}`", d.name))?;
+            if let Target::Replicas(new) = &running.target
+                && !self.by_name.values().any(|r| r.target.is(&running.target))
+            {
+                started.0.push(new.clone());
+            }
             let token = route_token(base, d)?;
             brought.push((d, running, reconfigure, token));
         }
@@ -97,6 +115,7 @@ impl Deployed {
             routes.push(route_for(d, running.target.clone(), token.as_deref()));
             next.insert(d.name.clone(), running);
         }
+        started.0.clear();
         Ok(Plan { routes, next })
     }
 
@@ -113,10 +132,15 @@ impl Deployed {
                 tracing::warn!(deployment = %d.name, "its handles cannot reach it: {e}");
             }
         }
+        // Every deployment replaced or left out lets its name go (one whose
+        // name was taken over holds nothing by now): calls already placed
+        // finish, and no new call keeps it running.
         for (name, running) in &self.by_name {
-            if let Target::Replicas(d) = &running.target
-                && !plan.next.contains_key(name)
-            {
+            let kept = plan
+                .next
+                .get(name)
+                .is_some_and(|next| next.target.is(&running.target));
+            if let (Target::Replicas(d), false) = (&running.target, kept) {
                 d.release_handle_name();
             }
         }

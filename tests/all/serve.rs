@@ -356,21 +356,46 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
     assert_eq!(replicas(30), after);
     assert!(after.contains(&who_via_front(&s, true)), "handles stay too");
 
+    failed_reloads_change_nothing(&s, &rewrite, &after);
+}
+
+/// [`REDEPLOYED`] with `replicas` and `greeting`.
+fn redeployed(replicas: &str, greeting: &str) -> String {
+    REDEPLOYED
+        .replace("REPLICAS", replicas)
+        .replace("GREETING", greeting)
+}
+
+/// The replicas of `echo` that answer `n` requests.
+fn replicas(s: &Served, n: usize) -> std::collections::HashSet<String> {
+    (0..n).map(|_| get(s, "/echo/who", None).1).collect()
+}
+
+/// A reload that fails changes nothing (`after`: the replicas running).
+fn failed_reloads_change_nothing(
+    s: &Served,
+    rewrite: &dyn Fn(String),
+    after: &std::collections::HashSet<String>,
+) {
     // A reload that fails changes nothing: not even the user config of a
     // deployment listed before the one that fails.
     let missing = "\n[[deployment]]\nname = \"gone\"\ncomponent = \"missing.wasm\"\n\
                    class = \"Echo\"\nroute = \"/gone\"\npublic = true\n";
-    rewrite(version("3", "ho") + missing);
+    rewrite(redeployed("3", "ho") + missing);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(get(&s, "/echo/x", None), (200, "hey /echo/x".into()));
-    // ... nor where the handles go, when a new deployment had started.
-    rewrite(version("2", "hey") + missing);
+    assert_eq!(get(s, "/echo/x", None), (200, "hey /echo/x".into()));
+    // ... nor where the handles go, when new deployments had started
+    // (one of a new name: its handle name goes with it).
+    let extra = "\n[[deployment]]\nname = \"extra\"\ncomponent = \"COMPONENT\"\n\
+                 class = \"Echo\"\nroute = \"/extra\"\nnum_cpus = 0.25\npublic = true\n";
+    rewrite(redeployed("2", "hey") + extra + missing);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(replicas(30), after);
+    assert_eq!(&replicas(s, 30), after);
     assert!(
-        after.contains(&who_via_front(&s, false)),
+        after.contains(&who_via_front(s, false)),
         "handles after a failed reload"
     );
+    assert_eq!(get(s, "/front/extra/x", None).0, 404);
 }
 
 /// A batching deployment's method gets the requests waiting for a replica

@@ -20,9 +20,10 @@ use tokio::time::Instant;
 
 use crate::error::FabricError;
 use crate::ids::ActorId;
-use crate::runtime::routers::{RouterRegistration, SERVE_NAMESPACE};
+use crate::runtime::routers::RouterRegistration;
 use crate::runtime::service::{Pending, Service, ServiceActor};
 use crate::serve::config::{AutoscalingConfig, BatchConfig};
+use crate::serve::starts::{Starting, Starts};
 use crate::serve::stats::{DeploymentReading, RequestStats};
 use crate::serve::value;
 
@@ -74,12 +75,12 @@ struct Waiting {
 /// A running deployment.
 pub struct Deployment {
     pub name: String,
-    service: Service,
+    pub(super) service: Service,
     /// What a new replica is made from (its arguments change with
     /// [`Deployment::reconfigure`]).
     template: Mutex<ServiceActor>,
     /// Whether replicas interleave their requests.
-    concurrent: bool,
+    pub(super) concurrent: bool,
     batch: Option<BatchConfig>,
     method: String,
     max_ongoing: usize,
@@ -89,6 +90,10 @@ pub struct Deployment {
     queued: AtomicUsize,
     /// Woken when a request finishes (a place may be free).
     freed: Notify,
+    /// Woken (all at once) when a request finishes, for handle calls from a
+    /// replica of this deployment, which may not take every place: they
+    /// must not take a wakeup another waiter could use.
+    freed_apart: Notify,
     /// When replicas were replaced lately (for the backoff).
     replaced: Mutex<VecDeque<Instant>>,
     /// Replicas being started (by the autoscaler or as replacements).
@@ -99,7 +104,7 @@ pub struct Deployment {
     pub stats: RequestStats,
     /// Its name among the tenant's deployment handles (see
     /// [`super::handles`]), while it runs.
-    handle: Mutex<Option<RouterRegistration>>,
+    pub(super) handle: Mutex<Option<RouterRegistration>>,
 }
 
 /// A replica's answer: the handler's encoded value, still charged to the
@@ -146,6 +151,7 @@ impl Deployment {
             replicas: Mutex::new(Vec::new()),
             queued: AtomicUsize::new(0),
             freed: Notify::new(),
+            freed_apart: Notify::new(),
             replaced: Mutex::new(VecDeque::new()),
             starts: Arc::default(),
             scale_now: Arc::new(Notify::new()),
@@ -168,13 +174,48 @@ impl Deployment {
         Ok(deployment)
     }
 
-    fn add(&self, actor: ActorId) {
+    fn add(self: &Arc<Self>, actor: ActorId) {
         self.replicas.lock().push(Arc::new(Replica {
             actor,
             ongoing: AtomicUsize::new(0),
             filling: Mutex::default(),
         }));
         self.freed.notify_waiters();
+        self.freed_apart.notify_waiters();
+    }
+
+    /// A call of `actor` failed as a replica's own failure would (a trap,
+    /// a limit, its node lost): it is replaced if it is gone, which a probe
+    /// tells. The error alone does not: a replica may pass on the error of
+    /// a deployment it called, and stays up.
+    pub(super) fn check_replica(self: &Arc<Self>, actor: ActorId) {
+        // Out of rotation while it is probed: no new request goes to a
+        // replica that may be gone (one probe at a time: a replica already
+        // out is being probed, or was replaced).
+        let taken_out = {
+            let mut replicas = self.replicas.lock();
+            let at = replicas.iter().position(|r| r.actor == actor);
+            at.map(|i| replicas.remove(i))
+        };
+        let Some(replica) = taken_out else { return };
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let Some(d) = me.upgrade() else { return };
+            let probe = d.service.call(actor, "-ready-", Vec::new());
+            let gone = match tokio::time::timeout(d.timeout, probe).await {
+                Ok(Err(e)) => ends_the_replica(&e, false) || is_refusal(&e),
+                // Up (its answer is "unknown function"), or too busy to say.
+                _ => false,
+            };
+            d.replicas.lock().push(replica);
+            match gone {
+                true => d.replace(actor),
+                false => {
+                    d.freed.notify_waiters();
+                    d.freed_apart.notify_waiters();
+                }
+            }
+        });
     }
 
     /// Replicas running now.
@@ -420,54 +461,14 @@ impl Deployment {
                 value,
                 _charged: Arc::new(pending),
             }),
+            // A 502; the replica is replaced if a probe finds it gone
+            // (this may be an error it passed on).
             Err(e) if ends_the_replica(&e, self.concurrent) => {
-                self.replace(actor);
+                self.check_replica(actor);
                 Err(ServeError::ReplicaFailed(e.to_string()))
             }
             Err(e) => Err(ServeError::Handler(e.to_string())),
         }
-    }
-
-    /// Makes this the deployment its tenant's handles named `name` reach
-    /// (see [`super::handles`]), taking the name over from an earlier
-    /// deployment of that name (a redeploy's); once is enough. Called once
-    /// the deployment takes its route's requests, so a redeploy that
-    /// fails leaves the handles where the requests are.
-    pub fn take_handle_name(self: &Arc<Self>) -> Result<(), FabricError> {
-        self.claim_handle_name(true)
-    }
-
-    /// Registers this deployment's handle name, unless it holds it already
-    /// or (without `take_over`) another deployment does.
-    fn claim_handle_name(self: &Arc<Self>, take_over: bool) -> Result<(), FabricError> {
-        let mut handle = self.handle.lock();
-        if handle.is_none() {
-            let router = Arc::new(super::handles::Router(Arc::downgrade(self)));
-            *handle =
-                self.service
-                    .register_router(SERVE_NAMESPACE, &self.name, router, take_over)?;
-        }
-        Ok(())
-    }
-
-    /// A call a handle placed at `actor` failed with `e`: the replica is
-    /// replaced when the failure is its own, as for a request's.
-    pub(super) fn call_failed(self: &Arc<Self>, actor: ActorId, e: &FabricError) {
-        // The call's result is charged to the caller: a store that cannot
-        // hold it is no fault of the replica's.
-        let callers = matches!(e, FabricError::LimitExceeded { name, .. } if name.starts_with("object-store"));
-        if !callers
-            && (ends_the_replica(e, self.concurrent) || matches!(e, FabricError::NotFound(_)))
-        {
-            self.replace(actor);
-        }
-    }
-
-    /// Takes this deployment's name from its handles (it is left out of
-    /// the configuration): calls already placed finish, new ones find no
-    /// deployment, and it stops once its last request is answered.
-    pub fn release_handle_name(&self) {
-        self.handle.lock().take();
     }
 
     /// A replica with room, taken (its count raised), waiting in the queue
@@ -486,8 +487,12 @@ impl Deployment {
             // autoscaler (if any) starts one now rather than at its tick.
             self.scale_now.notify_one();
         }
+        let freed_by = match caller {
+            None => &self.freed,
+            Some(_) => &self.freed_apart,
+        };
         loop {
-            let freed = self.freed.notified();
+            let freed = freed_by.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             if let Some(r) = self.try_take(caller) {
@@ -532,7 +537,7 @@ impl Deployment {
     /// Replaces a replica that failed with a new actor (once, by whichever
     /// request saw it fail first): the old one is stopped, whatever its
     /// state, and its queued requests fail (502).
-    fn replace(self: &Arc<Self>, dead: ActorId) {
+    pub(super) fn replace(self: &Arc<Self>, dead: ActorId) {
         let removed = {
             let mut replicas = self.replicas.lock();
             let before = replicas.len();
@@ -664,7 +669,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// panicked, ran out of a limit, or died) rather than the handler's error.
 /// A concurrent replica outlives a call past its wall time (the host fails
 /// that call alone); any other limit ends the instance.
-fn ends_the_replica(e: &FabricError, concurrent: bool) -> bool {
+pub(super) fn ends_the_replica(e: &FabricError, concurrent: bool) -> bool {
     use crate::error::FailureKind;
     match e {
         FabricError::LimitExceeded { name, .. } => !(concurrent && name == "wall-time"),
@@ -676,54 +681,6 @@ fn ends_the_replica(e: &FabricError, concurrent: bool) -> bool {
             )
         }
         _ => false,
-    }
-}
-
-/// Replicas being started, and how many of those starts are called off.
-#[derive(Default)]
-struct Starts {
-    starting: AtomicUsize,
-    cancel: AtomicUsize,
-}
-
-impl Starts {
-    /// Starts not called off.
-    fn pending(&self) -> usize {
-        let starting = self.starting.load(Ordering::Acquire);
-        starting.saturating_sub(self.cancel.load(Ordering::Acquire))
-    }
-
-    /// Calls off up to `n` pending starts; returns how many.
-    fn cancel(&self, n: usize) -> usize {
-        let n = n.min(self.pending());
-        self.cancel.fetch_add(n, Ordering::AcqRel);
-        n
-    }
-
-    /// Whether one start is called off (and takes it).
-    fn take_cancel(&self) -> bool {
-        self.cancel
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok()
-    }
-}
-
-/// One start, counted until dropped (a task that ends in any way).
-struct Starting(Arc<Starts>);
-
-impl Starting {
-    fn new(starts: Arc<Starts>) -> Self {
-        starts.starting.fetch_add(1, Ordering::AcqRel);
-        Starting(starts)
-    }
-}
-
-impl Drop for Starting {
-    fn drop(&mut self) {
-        if self.0.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // No start left to take a cancel: none may linger for the next.
-            self.0.cancel.store(0, Ordering::Release);
-        }
     }
 }
 
@@ -753,6 +710,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.replica.ongoing.fetch_sub(1, Ordering::AcqRel);
         self.deployment.freed.notify_one();
+        self.deployment.freed_apart.notify_waiters();
     }
 }
 

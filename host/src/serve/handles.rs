@@ -10,9 +10,10 @@
 //! refused past it, or past `request_timeout` in the queue. A replica that
 //! fails a handle's call as it would fail a request (a trap, a limit of its
 //! own) is replaced. A replica calling its own deployment is given another
-//! replica. Another tenant's deployments are not found. The names are the
-//! serve node's own: on a cluster, a replica placed on another node does
-//! not find them (its lookup goes to the head, which knows only actors).
+//! replica (with one replica, it waits out `request_timeout`). Another
+//! tenant's deployments are not found. The names are the serve node's
+//! own: on a cluster, a replica placed on another node does not find them
+//! (its lookup is refused as not found).
 //!
 //! ```python
 //! import fabric
@@ -26,13 +27,57 @@
 //!         return fabric.get(self.model.call.remote(request))
 //! ```
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use crate::error::FabricError;
 use crate::ids::ActorId;
 use crate::runtime::port::PortFuture;
-use crate::runtime::routers::{CallRouter, RoutedPlace};
-use crate::serve::deployment::{Deployment, ServeError};
+use crate::runtime::routers::{CallRouter, RoutedPlace, SERVE_NAMESPACE};
+use crate::serve::deployment::{Deployment, ServeError, ends_the_replica};
+
+impl Deployment {
+    /// Makes this the deployment its tenant's handles named `name` reach
+    /// (see [`super::handles`]), taking the name over from an earlier
+    /// deployment of that name (a redeploy's); once is enough. Called once
+    /// the deployment takes its route's requests, so a redeploy that
+    /// fails leaves the handles where the requests are.
+    pub fn take_handle_name(self: &Arc<Self>) -> Result<(), FabricError> {
+        self.claim_handle_name(true)
+    }
+
+    /// Registers this deployment's handle name, unless it holds it already
+    /// or (without `take_over`) another deployment does.
+    pub(super) fn claim_handle_name(self: &Arc<Self>, take_over: bool) -> Result<(), FabricError> {
+        let mut handle = self.handle.lock();
+        if handle.is_none() {
+            let router = Arc::new(Router(Arc::downgrade(self)));
+            *handle =
+                self.service
+                    .register_router(SERVE_NAMESPACE, &self.name, router, take_over)?;
+        }
+        Ok(())
+    }
+
+    /// A call a handle placed at `actor` failed with `e`: a replica that
+    /// could not be reached is replaced; one whose call failed as its own
+    /// failure would is replaced if a probe finds it gone (it may have
+    /// passed on a downstream error, or the caller's store refused the
+    /// result).
+    pub(super) fn call_failed(self: &Arc<Self>, actor: ActorId, e: &FabricError) {
+        match e {
+            FabricError::NotFound(_) => self.replace(actor),
+            e if ends_the_replica(e, self.concurrent) => self.check_replica(actor),
+            _ => {}
+        }
+    }
+
+    /// Takes this deployment's name from its handles (it is left out of
+    /// the configuration): calls already placed finish, new ones find no
+    /// deployment, and it stops once its last request is answered.
+    pub fn release_handle_name(&self) {
+        self.handle.lock().take();
+    }
+}
 
 /// What a deployment's handles are routed by; it does not keep the
 /// deployment running.

@@ -43,6 +43,8 @@ pub mod config;
 pub mod deployment;
 mod handles;
 pub mod pacing;
+mod request_path;
+mod starts;
 pub mod stateless;
 pub mod stats;
 pub mod unsent;
@@ -348,7 +350,7 @@ async fn handle(State(ingress): State<Arc<Ingress>>, request: Request) -> Respon
         Dispatched::Routed(route, response) => (response, route.target.tenant()),
         Dispatched::Unrouted(response) => (response, ""),
     };
-    pace(&ingress.pacer, tenant, response, skipped).await
+    pacing::pace(&ingress.pacer, tenant, response, skipped).await
 }
 
 /// What became of a request: a route's answer, or the ingress's own.
@@ -372,7 +374,7 @@ async fn dispatch<'a>(
         let refused = plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served here");
         return Dispatched::Unrouted(refused);
     }
-    let host = match request_host(&request) {
+    let host = match request_path::request_host(&request) {
         Ok(host) => host,
         Err(why) => return Dispatched::Unrouted(plain(StatusCode::BAD_REQUEST, why)),
     };
@@ -386,7 +388,7 @@ async fn dispatch<'a>(
         request.headers_mut().insert(header::HOST, value);
     }
     let path = request.uri().path();
-    if !plain_path(path) {
+    if !request_path::plain_path(path) {
         return Dispatched::Unrouted(plain(
             StatusCode::BAD_REQUEST,
             "the path has dot segments, `//` or encoded separators",
@@ -406,47 +408,6 @@ async fn dispatch<'a>(
         .record(response.status().as_u16(), took);
     Dispatched::Routed(route, response)
 }
-
-/// Sends `response` once `tenant`'s refusals allow, when it is one (see
-/// [`pacing`]); a paced 503 says when to ask again. An HTTP/2 client that
-/// resets the stream rather than wait has it noted in `skipped`.
-async fn pace(
-    pacer: &pacing::Pacer,
-    tenant: &str,
-    mut response: Response,
-    skipped: Option<crate::http2::SkippedWaits>,
-) -> Response {
-    if response.extensions().get::<Refusal>().is_none() {
-        return response;
-    }
-    let wait = pacer.delay(tenant);
-    if wait.is_zero() {
-        return response;
-    }
-    /// Notes the wait as skipped unless it ran to its end.
-    struct Waiting(Option<crate::http2::SkippedWaits>);
-    impl Drop for Waiting {
-        fn drop(&mut self) {
-            if let Some(skipped) = self.0.take() {
-                skipped.note();
-            }
-        }
-    }
-    let mut waiting = Waiting(skipped);
-    tokio::time::sleep(wait).await;
-    waiting.0 = None;
-    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
-}
-
-/// Marks a response the ingress made without a handler's work: a refusal,
-/// which [`pace`] paces.
-#[derive(Clone, Copy)]
-struct Refusal;
 
 /// The ingress's own paths: `/-/metrics`, when it serves metrics.
 async fn own(ingress: &Ingress, request: Request) -> Response {
@@ -562,55 +523,6 @@ async fn answer_stateless(route: &Route, deployment: &Stateless, request: Reques
         }
         Err(e) => failed(&deployment.name, e),
     }
-}
-
-/// The host a request is for, lower case and without its port: its URI's
-/// authority (HTTP/2's `:authority`, HTTP/1.1's absolute form) and its
-/// `Host` header, which must agree when both are there (else a route
-/// could be chosen by one name and its handler shown another). An
-/// authority with userinfo, several `Host` headers or one that is not
-/// text are refused.
-fn request_host(request: &Request) -> Result<Option<String>, &'static str> {
-    let from_uri = match request.uri().authority() {
-        Some(a) if a.as_str().contains('@') => return Err("the request's authority has userinfo"),
-        Some(a) => Some(a.host().to_ascii_lowercase()),
-        None => None,
-    };
-    let mut hosts = request.headers().get_all(header::HOST).iter();
-    let from_header = match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => return Err("the request has several Host headers"),
-        (Some(h), None) => Some(host_name(
-            h.to_str().map_err(|_| "the Host header is not text")?,
-        )),
-        (None, _) => None,
-    };
-    match (from_uri, from_header) {
-        (Some(u), Some(h)) if u != h => Err("the Host header and the request's authority differ"),
-        (Some(u), _) => Ok(Some(u)),
-        (None, h) => Ok(h),
-    }
-}
-
-/// The name in a `Host` header, lower case, without its port
-/// (`[::1]:8000` is `[::1]`).
-fn host_name(host: &str) -> String {
-    let name = match host.rfind(']') {
-        Some(end) => &host[..=end],
-        None => host.split(':').next().unwrap_or(host),
-    };
-    name.to_ascii_lowercase()
-}
-
-/// Whether a path can be matched against a prefix as text: no `.` or `..`
-/// segments, no empty segments, no `\\`, and no percent-encoded `.`, `/`
-/// or `\\` (any of which a replica might resolve into another route's
-/// path).
-fn plain_path(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    !(lower.contains("//")
-        || lower.contains('\\')
-        || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e))
-        || lower.split('/').any(|seg| seg == "." || seg == ".."))
 }
 
 /// The request as a replica gets it, its body read within the route's
@@ -762,7 +674,7 @@ fn failed(deployment: &str, e: ServeError) -> Response {
 }
 
 /// A short text answer of the ingress's own; a client error or a 503 (no
-/// place, no replica) is a [`Refusal`].
+/// place, no replica) is a [`pacing::Refusal`].
 fn plain(status: StatusCode, text: &str) -> Response {
     let mut response = (
         status,
@@ -771,7 +683,7 @@ fn plain(status: StatusCode, text: &str) -> Response {
     )
         .into_response();
     if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE {
-        response.extensions_mut().insert(Refusal);
+        response.extensions_mut().insert(pacing::Refusal);
     }
     response
 }

@@ -27,6 +27,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 use parking_lot::Mutex;
 
 /// The longest a refusal waits for its turn: a wait bounds a flooder's
@@ -89,6 +91,47 @@ impl Pacer {
         self.due.lock().retain(|_, at| *at > now);
     }
 }
+
+/// Sends `response` once `tenant`'s refusals allow, when it is one (see
+/// the module docs); a paced 503 says when to ask again. An HTTP/2 client that
+/// resets the stream rather than wait has it noted in `skipped`.
+pub(super) async fn pace(
+    pacer: &Pacer,
+    tenant: &str,
+    mut response: Response,
+    skipped: Option<crate::http2::SkippedWaits>,
+) -> Response {
+    if response.extensions().get::<Refusal>().is_none() {
+        return response;
+    }
+    let wait = pacer.delay(tenant);
+    if wait.is_zero() {
+        return response;
+    }
+    /// Notes the wait as skipped unless it ran to its end.
+    struct Waiting(Option<crate::http2::SkippedWaits>);
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            if let Some(skipped) = self.0.take() {
+                skipped.note();
+            }
+        }
+    }
+    let mut waiting = Waiting(skipped);
+    tokio::time::sleep(wait).await;
+    waiting.0 = None;
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Marks a response the ingress made without a handler's work: a refusal,
+/// which [`pace`] paces.
+#[derive(Clone, Copy)]
+pub(super) struct Refusal;
 
 #[cfg(test)]
 mod tests {

@@ -289,8 +289,9 @@ async fn deliver_routed(
     }
     let (result, done) = (result.clone(), place.done);
     core.runtime().spawn(async move {
-        let outcome = result.get(None).await;
-        done(outcome.err().as_ref());
+        // Settled, not fetched: the value stays where it is.
+        result.settled().await;
+        done(result.failure().as_ref());
     });
     Ok(())
 }
