@@ -11,7 +11,6 @@ use clap::Args;
 use fabric_host::Node;
 use fabric_host::cluster::ClusterConfig;
 use fabric_host::https::{self, Bounds, Versions};
-use fabric_host::security::ClusterSecurity;
 use fabric_host::serve::config::{IngressConfig, ServeConfig};
 use fabric_host::serve::{IngressMetrics, IngressOptions, Serve};
 use tokio::signal::unix::{SignalKind, signal};
@@ -134,10 +133,7 @@ async fn join(
         .join_file
         .clone()
         .context("--address needs the head's --join-file")?;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read the cluster join file {}", file.display()))?;
-    let security =
-        ClusterSecurity::from_join_file(&text).with_context(|| format!("in {}", file.display()))?;
+    let security = crate::start::read_join_file(&file)?;
     let config = ClusterConfig::worker(args.node_listen, head.clone(), security);
     let joined = fabric_host::cluster::join(node, config)
         .await

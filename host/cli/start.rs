@@ -122,7 +122,12 @@ fn worker_credentials(args: &StartArgs) -> anyhow::Result<ClusterSecurity> {
         .join_file
         .clone()
         .unwrap_or_else(|| data_dir::security_dir(&args.data_dir).join("cluster.join"));
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    read_join_file(&path)
+}
+
+/// The cluster credentials in the head's join file at `path`.
+pub(crate) fn read_join_file(path: &std::path::Path) -> anyhow::Result<ClusterSecurity> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the cluster join file {}: {e}; copy the head's <data-dir>/security/cluster.join here (keep it secret) and pass --join-file",
             path.display()

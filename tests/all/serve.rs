@@ -279,12 +279,7 @@ fn who_via_front(s: &Served, kept: bool) -> String {
 /// deployment's handles follow its route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
-    let version = |replicas: &str, greeting: &str| {
-        REDEPLOYED
-            .replace("REPLICAS", replicas)
-            .replace("GREETING", greeting)
-    };
-    let s = serve(&version("2", "hi"), &[]).await;
+    let s = serve(&redeployed("2", "hi"), &[]).await;
     let written = std::fs::read_to_string(&s.config).unwrap();
     let wasm = written
         .lines()
@@ -297,20 +292,17 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
     };
-    let replicas = |n: usize| -> std::collections::HashSet<String> {
-        (0..n).map(|_| get(&s, "/echo/who", None).1).collect()
-    };
-    let before = replicas(20);
+    let before = replicas(&s, 20);
     assert_eq!(before.len(), 2, "{before:?}");
     assert!(before.contains(&who_via_front(&s, true)));
 
-    rewrite(version("2", "hey"));
+    rewrite(redeployed("2", "hey"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&s, "/echo/x", None).1 != "hey /echo/x" {
         assert!(Instant::now() < deadline, "never reconfigured");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(replicas(20), before, "reconfigured, not restarted");
+    assert_eq!(replicas(&s, 20), before, "reconfigured, not restarted");
 
     // Requests all along, while a third replica is asked for.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -324,10 +316,10 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
             answers
         })
     };
-    rewrite(version("3", "hey"));
+    rewrite(redeployed("3", "hey"));
     let deadline = Instant::now() + Duration::from_secs(60);
     let after = loop {
-        let now = replicas(30);
+        let now = replicas(&s, 30);
         if now.len() == 3 && now.is_disjoint(&before) {
             break now;
         }
@@ -350,10 +342,10 @@ async fn a_reload_reconfigures_or_rolls_replicas_without_dropping_requests() {
 
     // A version whose replicas cannot start never takes the route: the
     // running one goes on answering.
-    rewrite(version("3", "hey").replace("class = \"Echo\"", "class = \"Broken\""));
+    rewrite(redeployed("3", "hey").replace("class = \"Echo\"", "class = \"Broken\""));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(get(&s, "/echo/x", None), (200, "hey /echo/x".into()));
-    assert_eq!(replicas(30), after);
+    assert_eq!(replicas(&s, 30), after);
     assert!(after.contains(&who_via_front(&s, true)), "handles stay too");
 
     failed_reloads_change_nothing(&s, &rewrite, &after);
