@@ -210,15 +210,16 @@ def report_composed(rows):
               f"{o50:.2f} / {o99:.2f} | {o99 / r99:.2f} |")
 
 
-def wrk(url, connections, duration):
+def wrk(url, connections, duration, script=None):
     """(requests/s, p50 ms, p99 ms, requests wrk gave up on) of one wrk run
     on CPU 0 (wrk gives up on a request after 2 s: such requests count in
-    no rate and no percentile, so they are shown beside them)."""
-    subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", "-d2s", url],
-                   capture_output=True, check=True)
-    out = subprocess.run(
-        ["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        capture_output=True, text=True, check=True).stdout
+    no rate and no percentile, so they are shown beside them); `script`, a
+    wrk Lua script (a POST's body, say)."""
+    base = ["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}"]
+    base += ["-s", script] if script else []
+    subprocess.run(base + ["-d2s", url], capture_output=True, check=True)
+    out = subprocess.run(base + [f"-d{duration}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p):
@@ -505,6 +506,8 @@ def main():
     ap.add_argument("--no-h2", action="store_true", help="skip the h2load and stateless rows")
     ap.add_argument("--only-flood", action="store_true")
     ap.add_argument("--only-composition", action="store_true")
+    ap.add_argument("--only-classifier", action="store_true",
+                    help="the digits classifier (benches/serve_classifier.py)")
     ap.add_argument("--proxy-wasm",
                     default="target/guests/wasm32-wasip2/release/http_proxy.wasm")
     args = ap.parse_args()
@@ -523,6 +526,11 @@ def main():
     if args.only_composition:
         with tempfile.TemporaryDirectory() as work:
             report_composed(composed(fabric, python, 18436, args.duration, work))
+        return
+    import serve_classifier
+    if args.only_classifier:
+        serve_classifier.report(serve_classifier.classifier_rows(fabric, python, 18437,
+                                                                 args.duration))
         return
     rows, h2_rows = [], []
     with tempfile.TemporaryDirectory() as work:
@@ -565,6 +573,8 @@ def main():
             report_floods(floods(fabric, wasm, 18435, args.duration, work))
         report_cold_starts(cold_starts(fabric, 18433, work, args.cold_starts))
         report_composed(composed(fabric, python, 18436, args.duration, work))
+    serve_classifier.report(serve_classifier.classifier_rows(fabric, python, 18437,
+                                                             args.duration))
 
 
 def print_versus(what, rows):

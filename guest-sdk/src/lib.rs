@@ -68,6 +68,8 @@ mod concurrent;
 mod context;
 mod error;
 mod foreign;
+#[cfg(feature = "nn")]
+pub mod nn;
 mod object;
 mod options;
 mod remote;

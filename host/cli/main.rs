@@ -22,6 +22,7 @@ mod python;
 mod run;
 mod serve;
 mod serve_deployments;
+mod serve_status;
 mod start;
 mod status;
 mod stop;

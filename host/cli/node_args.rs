@@ -9,6 +9,7 @@ use fabric_host::manifest::Policy;
 use fabric_host::resources::ResourceSet;
 use fabric_host::runtime::compile::CompileSandbox;
 use fabric_host::spill::Spill;
+use fabric_host::wasi_nn::NnSettings;
 
 #[derive(Args, Clone, Debug)]
 pub struct NodeArgs {
@@ -58,6 +59,12 @@ pub struct NodeArgs {
     /// (`[policy]`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
+
+    /// ONNX Runtime's shared library (`libonnxruntime.so.1.22.x`), or the
+    /// directory of an `onnxruntime` 1.22 wheel holding it: model inference
+    /// (`wasi:nn`) for jobs granted it. `[nn]` in `--config` sets its bounds.
+    #[arg(long, value_name = "FILE-OR-DIR", env = "FABRIC_ONNXRUNTIME")]
+    pub onnxruntime: Option<std::path::PathBuf>,
 }
 
 impl NodeArgs {
@@ -95,6 +102,7 @@ impl NodeArgs {
                 None => default_compile_cache(),
             };
         }
+        cfg.nn = self.onnxruntime.clone().map(NnSettings::new);
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;

@@ -18,10 +18,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::serve_deployments::{Deployed, read_token};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ServeArgs {
+    #[command(subcommand)]
+    pub action: Option<ServeAction>,
+
     /// The serve configuration (TOML): `[ingress]` and `[[deployment]]`s.
-    #[arg(value_name = "CONFIG")]
-    pub file: PathBuf,
+    #[arg(value_name = "CONFIG", required = true)]
+    pub file: Option<PathBuf>,
 
     /// Listen here instead of the configuration's `ingress.listen`.
     #[arg(long, value_name = "ADDR")]
@@ -53,9 +57,27 @@ pub struct ServeArgs {
     pub node: crate::node_args::NodeArgs,
 }
 
+/// What `fabric serve` does besides serving.
+#[derive(clap::Subcommand)]
+pub enum ServeAction {
+    /// Show a running `fabric serve`'s deployments: replicas, requests at
+    /// them and queued, answers by status class, latency.
+    Status(crate::serve_status::ServeStatusArgs),
+}
+
+impl ServeArgs {
+    /// The configuration file (clap requires it unless a subcommand runs).
+    fn file(&self) -> &Path {
+        self.file.as_deref().unwrap_or(Path::new("serve.toml"))
+    }
+}
+
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = read_config(&args.file)?;
-    let base = args.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if let Some(ServeAction::Status(status)) = args.action {
+        return crate::serve_status::status(status);
+    }
+    let config = read_config(args.file())?;
+    let base = args.file().parent().unwrap_or(Path::new(".")).to_path_buf();
     let node_config = args.node.config(true)?;
     let runtime = crate::node_args::node_runtime()?;
     runtime.block_on(async move {
@@ -104,7 +126,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         _ = interrupt.recv() => break,
                     };
                     match reloaded {
-                        Ok(()) => tracing::info!(file = %args.file.display(), "reloaded"),
+                        Ok(()) => tracing::info!(file = %args.file().display(), "reloaded"),
                         Err(e) => tracing::error!("the reload changed nothing: {e:#}"),
                     }
                 }
@@ -191,7 +213,7 @@ async fn reload(
     serve: &Serve,
     deployed: &mut Deployed,
 ) -> anyhow::Result<()> {
-    let config = read_config(&args.file)?;
+    let config = read_config(args.file())?;
     let metrics_file = |i: &IngressConfig| IngressConfig {
         metrics_token_file: None,
         ..i.clone()

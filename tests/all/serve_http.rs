@@ -545,3 +545,75 @@ async fn a_reload_rotates_the_metrics_token() {
         "routes unchanged"
     );
 }
+
+/// `fabric serve status` shows each deployment of a running ingress (its
+/// `GET /-/deployments`, behind the metrics token): what it serves, its
+/// tenant, and its requests so far by status class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_status_shows_each_deployment_and_its_requests() {
+    let s = serve_proxy(&format!("{PROXY_CONFIG}{HOSTED}"));
+    for i in 0..3 {
+        assert_eq!(text(&format!("{}/{i}", s.base)).0, 200);
+    }
+    let hosted = format!("{}/hosted", s.base);
+    assert_eq!(fetch(&hosted, &["-H", "Host: wasmfabric.cluster"]).0, 401);
+    let token = s.config.parent().unwrap().join("metrics-token");
+    let status = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fabric"))
+            .args(["serve", "status", &s.base, "--token-file"])
+            .arg(&token)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = status(&["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_name = |name: &str| {
+        answer["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {answer}"))
+            .clone()
+    };
+    let proxy = by_name("proxy");
+    assert_eq!(
+        (&proxy["kind"], &proxy["tenant"], &proxy["route"]),
+        (&"stateless".into(), &"local".into(), &"/".into())
+    );
+    assert_eq!(proxy["requests"]["2xx"], 3, "{proxy}");
+    let hosted = by_name("hosted");
+    assert_eq!(hosted["host"], "wasmfabric.cluster");
+    assert_eq!(hosted["requests"]["4xx"], 1, "{hosted}");
+    // The table: a line per deployment under its header.
+    let out = status(&[]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{table}");
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0][..3], ["NAME", "TENANT", "ROUTE"], "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l[..4] == ["proxy", "local", "/", "-"] && l[6] == "3"),
+        "{table}"
+    );
+    // Without the token, no status.
+    let wrong = unique_temp_path("wrong-token");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .args(["serve", "status", &s.base, "--token-file"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("401"), "{err}");
+}

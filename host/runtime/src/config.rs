@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub ingress: IngressLimits,
     /// How much of what ran the node keeps per job and tenant.
     pub task_events: crate::task_events::TaskEventBounds,
+    /// Model inference for granted jobs (`wasi:nn`), off when unset.
+    pub nn: Option<crate::wasi_nn::NnSettings>,
 }
 
 /// A configuration with every amount decided.
@@ -61,6 +63,8 @@ pub struct ResolvedConfig {
     pub max_limits: Limits,
     pub policy: Policy,
     pub task_events: crate::task_events::TaskEventBounds,
+    /// ONNX Runtime, loaded, when `[nn]` names it.
+    pub nn: Option<std::sync::Arc<crate::wasi_nn::NnBackend>>,
 }
 
 impl NodeConfig {
@@ -99,6 +103,11 @@ impl NodeConfig {
                 .unwrap_or_else(|| self.limits.clone()),
             policy: self.policy.clone(),
             task_events: self.task_events.clone(),
+            nn: self
+                .nn
+                .as_ref()
+                .map(|nn| crate::wasi_nn::NnBackend::load(nn, cpus))
+                .transpose()?,
         })
     }
 }
@@ -158,6 +167,10 @@ pub struct NodeFile {
     /// `keep-finished = 8`, `keep-for = "1h"`; see [`crate::task_events`]).
     #[serde(default)]
     pub task_events: Option<crate::task_events::TaskEventBounds>,
+    /// Model inference (`onnxruntime = "/path/libonnxruntime.so.1.22.1"`,
+    /// `max-model = "64 MiB"`, ...; see [`crate::wasi_nn`]).
+    #[serde(default)]
+    pub nn: Option<crate::wasi_nn::NnSettings>,
 }
 
 /// The `[components]` table of a node settings file (see
@@ -247,6 +260,15 @@ impl NodeFile {
         let caps = limits.for_job(&max, &self.max_limits).map_err(bad)?;
         if let Some(p) = &self.policy {
             cfg.policy = p.clone();
+        }
+        // The file's `[nn]` sets the bounds; its library, or else the one
+        // `--onnxruntime` named.
+        if let Some(nn) = &self.nn {
+            let named = cfg.nn.take().and_then(|flag| flag.onnxruntime);
+            cfg.nn = Some(crate::wasi_nn::NnSettings {
+                onnxruntime: nn.onnxruntime.clone().or(named),
+                ..nn.clone()
+            });
         }
         if let (Some(bounds), Some(sandbox)) = (&self.compile, &mut cfg.engine.compile) {
             sandbox.time = bounds.time.unwrap_or(sandbox.time);

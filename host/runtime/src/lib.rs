@@ -43,6 +43,7 @@ pub mod scheduler;
 pub mod spill;
 pub mod task_events;
 pub mod tenants;
+pub mod wasi_nn;
 
 pub use config::NodeConfig;
 pub use node::{JobOptions, JobOutcome, MemoryReport, Node, NodeStats};

@@ -71,6 +71,9 @@ pub struct Capabilities {
     /// Outbound destinations, `host:port` (the host may be a name).
     #[serde(default)]
     pub network: Vec<String>,
+    /// Model inference through `wasi:nn` (see [`crate::wasi_nn`]).
+    #[serde(default)]
+    pub nn: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -113,6 +116,10 @@ pub struct Policy {
     /// totals, and of what is free only what their own tenant may still use.
     #[serde(default)]
     pub show_cluster_load: bool,
+    /// Whether `wasi:nn` may be granted: ONNX Runtime parses the tenant's
+    /// models in native code outside the sandbox (see SECURITY.md).
+    #[serde(default)]
+    pub grant_nn: bool,
 }
 
 impl Policy {
@@ -124,6 +131,7 @@ impl Policy {
             grant_network: vec!["*:*".into()],
             grant_env: true,
             show_cluster_load: true,
+            grant_nn: true,
         }
     }
 
@@ -136,6 +144,9 @@ impl Policy {
         };
         if !caps.env.is_empty() && !self.grant_env {
             return refuse("environment variables".into());
+        }
+        if caps.nn && !self.grant_nn {
+            return refuse("wasi-nn (model inference)".into());
         }
         if caps.dirs.len() > crate::dir_grants::MAX_DIR_GRANTS {
             return Err(FabricError::InvalidArgument(format!(
@@ -193,6 +204,8 @@ pub struct Granted {
     pub network: HashSet<SocketAddr>,
     /// Whether guests may look names up (a name was granted).
     pub name_lookup: bool,
+    /// Whether guests may run models (`wasi:nn`).
+    pub nn: bool,
 }
 
 impl Granted {
@@ -230,6 +243,7 @@ impl Granted {
             dirs,
             network,
             name_lookup,
+            nn: caps.nn,
         })
     }
 }
@@ -252,6 +266,7 @@ mod tests {
         };
         let caps = |dirs: Vec<&str>, net: Vec<&str>| Capabilities {
             env: BTreeMap::new(),
+            nn: false,
             dirs: dirs
                 .into_iter()
                 .map(|h| DirGrant {

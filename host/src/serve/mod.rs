@@ -42,6 +42,7 @@ pub mod autoscale;
 pub mod config;
 pub mod deployment;
 mod handles;
+mod own;
 pub mod pacing;
 mod request_path;
 mod starts;
@@ -366,7 +367,7 @@ async fn dispatch<'a>(
     mut request: Request,
 ) -> Dispatched<'a> {
     if request.uri().path().starts_with("/-/") {
-        return Dispatched::Unrouted(own(ingress, request).await);
+        return Dispatched::Unrouted(own::own(ingress, request).await);
     }
     // A tunnel is no request for a deployment (and hyper would turn a 2xx
     // answer to it into one).
@@ -407,34 +408,6 @@ async fn dispatch<'a>(
         .stats()
         .record(response.status().as_u16(), took);
     Dispatched::Routed(route, response)
-}
-
-/// The ingress's own paths: `/-/metrics`, when it serves metrics.
-async fn own(ingress: &Ingress, request: Request) -> Response {
-    let Some((token, node)) = ingress.metrics.read().clone() else {
-        return plain(StatusCode::NOT_FOUND, "this ingress serves no metrics");
-    };
-    if !bearer_digest_is(request.headers(), &token) {
-        let mut refused = plain(StatusCode::UNAUTHORIZED, "metrics need their token");
-        refused
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return refused;
-    }
-    if request.uri().path() != "/-/metrics" || request.method() != axum::http::Method::GET {
-        return plain(StatusCode::NOT_FOUND, "only GET /-/metrics is here");
-    }
-    let source = crate::metrics::Source {
-        node: node.clone(),
-        meters: None,
-        head: None,
-        serve: ingress.routes().iter().map(|r| r.target.clone()).collect(),
-    };
-    // A scrape reads many locks briefly; off the async workers.
-    let text = tokio::task::spawn_blocking(move || crate::metrics::render(&source))
-        .await
-        .unwrap_or_default();
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// A request to `route`, from its token check to the replica's answer.

@@ -44,7 +44,8 @@ const TYPES_INTERFACE: &str = "fabric:core/types@0.1.0";
 /// Longest function, class or actor name accepted.
 const MAX_NAME: usize = 256;
 
-/// Links WASI 0.2 and `fabric:core/host` into `linker`.
+/// Links WASI 0.2, `fabric:core/host` and `wasi:nn` (see
+/// [`crate::wasi_nn`]) into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     random::add_to_linker(linker)?;
@@ -60,7 +61,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
     groups::add_to_linker(&mut host)?;
     introspect::add_to_linker(&mut host)?;
     memory::add_to_linker(&mut host)?;
-    Ok(())
+    crate::wasi_nn::add_to_linker(linker)
 }
 
 pub(crate) use admission::{Creating, admit};

@@ -89,6 +89,8 @@ pub struct InstanceState {
     pub(crate) generator: Option<super::streams::Generator>,
     /// A concurrent actor's calls, while its `actor-run` runs.
     pub(crate) concurrent: Option<super::concurrent::ConcurrentCalls>,
+    /// What its `wasi:nn` models and tensors may hold, and hold.
+    nn: crate::wasi_nn::NnState,
 }
 
 /// Host memory a guest's handle to an object costs (its slots in the
@@ -127,7 +129,25 @@ impl InstanceState {
             most_handles: 0,
             generator: None,
             concurrent: None,
+            nn: crate::wasi_nn::NnState::new(false, None, MemoryCharge::new(None)),
         }
+    }
+
+    /// Its `wasi:nn` state, the resource table its models live in, and the
+    /// call's CPU time, which their native work counts in.
+    pub(crate) fn nn_parts(
+        &mut self,
+    ) -> (
+        &mut crate::wasi_nn::NnState,
+        &mut ResourceTable,
+        crate::wasi_nn::CpuClock<'_>,
+    ) {
+        let clock = crate::wasi_nn::CpuClock {
+            ticks: &mut self.ticks,
+            max_ticks: self.max_ticks,
+            breach: &mut self.breach,
+        };
+        (&mut self.nn, &mut self.table, clock)
     }
 
     /// A new stretch of one call's running time begins (a concurrent
@@ -324,6 +344,7 @@ pub(crate) fn new_store(
         most_handles: 0,
         generator: None,
         concurrent: None,
+        nn: crate::wasi_nn::NnState::new(job.granted.nn, core.config().nn.clone(), charge.clone()),
     };
     let mut store = Store::new(core.engine().engine(), state);
     store.limiter(|s| &mut s.limiter);

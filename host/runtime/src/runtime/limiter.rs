@@ -42,6 +42,21 @@ impl MemoryCharge {
             a.memory_changed(bytes as i64);
         }
     }
+
+    /// Charges `bytes` of host memory the instance holds outside its linear
+    /// memory (`wasi:nn` models and tensors), until [`MemoryCharge::shrink_by`].
+    pub(crate) fn grow_by(&self, bytes: u64) {
+        self.grow(bytes.min(usize::MAX as u64) as usize);
+    }
+
+    /// Gives back what [`MemoryCharge::grow_by`] charged.
+    pub(crate) fn shrink_by(&self, bytes: u64) {
+        let bytes = bytes.min(usize::MAX as u64) as usize;
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+        if let Some(a) = &self.account {
+            a.memory_changed(-(bytes as i64));
+        }
+    }
 }
 
 impl Drop for MemoryCharge {

@@ -22,7 +22,7 @@ pub mod groups;
 mod handles;
 pub mod instance;
 pub mod job;
-mod limiter;
+pub(crate) mod limiter;
 pub(crate) mod output;
 pub mod port;
 pub mod routers;

@@ -12,6 +12,8 @@ use fabric::__bindings::fabric::core::types::Id;
 use fabric::Error;
 use fabric::prelude::*;
 
+mod nn;
+
 /// Every scenario; the tests check that each one has a test.
 const SCENARIOS: &[&str] = &[
     "victim",
@@ -38,6 +40,8 @@ const SCENARIOS: &[&str] = &[
     "streams",
     "stuck-stream",
     "watches",
+    "nn",
+    "nn-spin",
 ];
 
 fn id(raw: u128) -> Id {
@@ -597,6 +601,8 @@ fn main() -> fabric::Result<()> {
         "streams" => streams_attack(),
         "stuck-stream" => stuck_stream()?,
         "watches" => watches_attack()?,
+        "nn" => nn::attacks()?,
+        "nn-spin" => nn::spin()?,
         "sleep-forever" => {
             report("nap", fabric::get(&nap::remote(u64::MAX / 2)?));
         }
