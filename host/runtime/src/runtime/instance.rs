@@ -89,8 +89,9 @@ pub struct InstanceState {
     pub(crate) generator: Option<super::streams::Generator>,
     /// A concurrent actor's calls, while its `actor-run` runs.
     pub(crate) concurrent: Option<super::concurrent::ConcurrentCalls>,
-    /// What its `wasi:nn` models and tensors may hold, and hold.
-    nn: crate::wasi_nn::NnState,
+    /// What its `wasi:nn` models and tensors may hold, and hold: made at
+    /// its first `wasi:nn` call, so instances that make none pay nothing.
+    nn: Option<crate::wasi_nn::NnState>,
 }
 
 /// Host memory a guest's handle to an object costs (its slots in the
@@ -129,7 +130,7 @@ impl InstanceState {
             most_handles: 0,
             generator: None,
             concurrent: None,
-            nn: crate::wasi_nn::NnState::new(false, None, MemoryCharge::new(None)),
+            nn: None,
         }
     }
 
@@ -147,7 +148,14 @@ impl InstanceState {
             max_ticks: self.max_ticks,
             breach: &mut self.breach,
         };
-        (&mut self.nn, &mut self.table, clock)
+        let (exec, limiter) = (&self.exec, &self.limiter);
+        let nn = self.nn.get_or_insert_with(|| {
+            let (granted, backend) = exec.as_ref().map_or((false, None), |e| {
+                (e.job.granted.nn, e.core.config().nn.clone())
+            });
+            crate::wasi_nn::NnState::new(granted, backend, limiter.charge().clone())
+        });
+        (nn, &mut self.table, clock)
     }
 
     /// A new stretch of one call's running time begins (a concurrent
@@ -344,7 +352,7 @@ pub(crate) fn new_store(
         most_handles: 0,
         generator: None,
         concurrent: None,
-        nn: crate::wasi_nn::NnState::new(job.granted.nn, core.config().nn.clone(), charge.clone()),
+        nn: None,
     };
     let mut store = Store::new(core.engine().engine(), state);
     store.limiter(|s| &mut s.limiter);

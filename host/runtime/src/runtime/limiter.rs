@@ -96,6 +96,11 @@ impl Limiter {
         self.charge.grow(bytes as usize);
     }
 
+    /// Who is charged for the instance's memory.
+    pub(crate) fn charge(&self) -> &Arc<MemoryCharge> {
+        &self.charge
+    }
+
     /// The bound that stopped the instance, if one did.
     pub(crate) fn take_breach(&mut self) -> Option<FabricError> {
         self.breach.take()
