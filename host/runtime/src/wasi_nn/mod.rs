@@ -30,7 +30,8 @@
 //!
 //! One file per WIT interface: [`graph`] (loading), [`inference`]
 //! (computing), [`tensor`] and [`errors`]; [`onnx_check`] reads a model's
-//! structure before ONNX Runtime does.
+//! structure before ONNX Runtime does, [`backend`] loads ONNX Runtime, and
+//! [`ledger`] keeps what each instance holds within its bounds.
 
 mod backend;
 mod errors;
@@ -155,7 +156,9 @@ impl NnView<'_> {
             let started = Instant::now();
             (work(), started.elapsed())
         });
-        match tokio::time::timeout(self.clock.left(), task).await {
+        // Its time counts once per thread, so it may run this long.
+        let left = self.clock.left() / u32::from(threads);
+        match tokio::time::timeout(left, task).await {
             Ok(Ok((value, spent))) => {
                 guard.0 = None;
                 // Each of its threads may have been busy all along.
