@@ -150,10 +150,11 @@ impl InstanceState {
         };
         let (exec, limiter) = (&self.exec, &self.limiter);
         let nn = self.nn.get_or_insert_with(|| {
-            let (granted, backend) = exec.as_ref().map_or((false, None), |e| {
-                (e.job.granted.nn, e.core.config().nn.clone())
+            let (granted, backend, tenant) = exec.as_ref().map_or((false, None, "".into()), |e| {
+                let nn = e.core.config().nn.clone();
+                (e.job.granted.nn, nn, e.job.tenant.clone())
             });
-            crate::wasi_nn::NnState::new(granted, backend, limiter.charge().clone())
+            crate::wasi_nn::NnState::new(granted, backend, limiter.charge().clone(), tenant)
         });
         (nn, &mut self.table, clock)
     }

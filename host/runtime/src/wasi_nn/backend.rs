@@ -85,8 +85,9 @@ fn default_threads() -> u16 {
 pub struct NnBackend {
     pub(crate) settings: NnSettings,
     /// ONNX Runtime's calls running at once on this node: at most one per
-    /// CPU it offers, so models cannot take every blocking thread it has.
-    pub(crate) running: Arc<tokio::sync::Semaphore>,
+    /// CPU it offers (so models cannot take every blocking thread it has),
+    /// at most half of them for one tenant.
+    pub(crate) places: Arc<super::places::Places>,
 }
 
 /// The library this process loaded: ONNX Runtime is loaded once per process.
@@ -120,7 +121,7 @@ impl NnBackend {
         let places = (cpus.ceil() as usize).max(1);
         Ok(Arc::new(NnBackend {
             settings: settings.clone(),
-            running: Arc::new(tokio::sync::Semaphore::new(places)),
+            places: super::places::Places::new(places),
         }))
     }
 

@@ -50,6 +50,8 @@ pub(crate) struct NnState {
     pub(crate) cpu_carry: std::time::Duration,
     /// Whether the job was granted it (so a refusal can say what is missing).
     pub(crate) granted: bool,
+    /// Whose share of the node's places its native work takes.
+    pub(crate) tenant: Arc<str>,
     ledger: Arc<Ledger>,
 }
 
@@ -74,6 +76,7 @@ impl NnState {
         granted: bool,
         backend: Option<Arc<NnBackend>>,
         charge: Arc<MemoryCharge>,
+        tenant: Arc<str>,
     ) -> Self {
         let backend = backend.filter(|_| granted);
         let (max_held, max_graphs) = backend
@@ -83,6 +86,7 @@ impl NnState {
             backend,
             cpu_carry: std::time::Duration::ZERO,
             granted,
+            tenant,
             ledger: Arc::new(Ledger {
                 charge,
                 max_held: max_held.saturating_add(ALLOWANCE),

@@ -30,8 +30,9 @@
 //!
 //! One file per WIT interface: [`graph`] (loading), [`inference`]
 //! (computing), [`tensor`] and [`errors`]; [`onnx_check`] reads a model's
-//! structure before ONNX Runtime does, [`backend`] loads ONNX Runtime, and
-//! [`ledger`] keeps what each instance holds within its bounds.
+//! structure before ONNX Runtime does, [`backend`] loads ONNX Runtime,
+//! [`ledger`] keeps what each instance holds within its bounds, and
+//! [`places`] shares the node's CPUs between tenants' native work.
 
 mod backend;
 mod errors;
@@ -39,6 +40,7 @@ mod graph;
 mod inference;
 mod ledger;
 mod onnx_check;
+mod places;
 mod tensor;
 
 use std::time::{Duration, Instant};
@@ -137,22 +139,20 @@ impl Drop for StopOnDrop {
 impl NnView<'_> {
     /// Runs `work` (ONNX Runtime's) on a blocking thread, within the call's
     /// CPU time, which it counts in. It holds one of the node's places for
-    /// native work while it runs, even after the call stopped waiting, so
-    /// abandoned work still bounds what more can start.
+    /// native work (of its tenant's share) while it runs, even after the
+    /// call stopped waiting, so abandoned work still bounds what more can
+    /// start.
     async fn native<T: Send + 'static>(
         &mut self,
         stop: Option<std::sync::Arc<ort::session::RunOptions>>,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, errors::Error> {
         let backend = self.backend()?;
-        let (running, threads) = (backend.running.clone(), backend.settings.threads);
+        let (places, threads) = (backend.places.clone(), backend.settings.threads);
         let mut guard = StopOnDrop(stop);
-        let permit = running
-            .acquire_owned()
-            .await
-            .map_err(|_| errors::Error::runtime("the node is stopping"))?;
+        let place = places.take(&self.state.tenant).await?;
         let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _place = place;
             let started = Instant::now();
             (work(), started.elapsed())
         });
