@@ -111,12 +111,18 @@ def ours(fabric, onnxruntime, replicas, port, duration, work):
     proc = subprocess.Popen([fabric, "serve", config, "--onnxruntime", onnxruntime],
                             stdout=subprocess.PIPE, text=True)
     try:
-        wait_for(proc, "serving on", 600)
-        checked(port)
-        script = post_script(work)
-        return {c: wrk(f"http://127.0.0.1:{port}/", c, duration, script) for c in CONNECTIONS}
+        return timed(proc, "serving on", port, duration, work)
     finally:
         stop(proc)
+
+
+def timed(proc, ready, port, duration, work):
+    """wrk rows by connections, once the server `proc` printed `ready` and
+    answered the posted digit correctly."""
+    wait_for(proc, ready, 600)
+    checked(port)
+    script = post_script(work)
+    return {c: wrk(f"http://127.0.0.1:{port}/", c, duration, script) for c in CONNECTIONS}
 
 
 def ray(python, replicas, port, duration, work):
@@ -126,10 +132,7 @@ def ray(python, replicas, port, duration, work):
                                model=os.path.abspath(os.path.join(DIGITS, "model.onnx"))))
     proc = subprocess.Popen([python, app], stdout=subprocess.PIPE, text=True)
     try:
-        wait_for(proc, "ready", 300)
-        checked(port)
-        script = post_script(work)
-        return {c: wrk(f"http://127.0.0.1:{port}/", c, duration, script) for c in CONNECTIONS}
+        return timed(proc, "ready", port, duration, work)
     finally:
         stop(proc)
         subprocess.run([os.path.join(os.path.dirname(python), "ray"), "stop", "--force"],

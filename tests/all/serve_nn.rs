@@ -212,37 +212,34 @@ async fn a_model_that_never_ends_stops_at_its_cpu_time_limit() {
 /// the node has ONNX Runtime; each refusal says which is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_nn_is_off_unless_asked_allowed_and_present() {
-    // Not asked: the manifest does not grant it.
-    let node = nn_node(true, true);
-    let job = finish(start_program(&node, programs::HOSTILE, "mallory", "", &["nn"]).await).await;
-    // The job stops where it must load a model to go on.
-    let out = job.stdout();
+    // Not asked: the manifest does not grant it. The job stops where it
+    // must load a model to go on.
+    let out = nn_job(true, true, "").await.stdout();
     assert!(
         out.contains("external data: ErrorCode::Security: wasi-nn is not granted to this job"),
         "{out}"
     );
     // Not allowed: the job is refused before it starts.
-    let node = nn_node(false, true);
-    let job =
-        finish(start_program(&node, programs::HOSTILE, "mallory", NN_MANIFEST, &["nn"]).await)
-            .await;
-    let refused = job_error(&job.outcome);
+    let refused = job_error(&nn_job(false, true, NN_MANIFEST).await.outcome);
     assert!(
         refused.contains("the operator does not allow granting wasi-nn"),
         "{refused}"
     );
     // Not present: the node names no ONNX Runtime.
-    let node = nn_node(true, false);
-    let job =
-        finish(start_program(&node, programs::HOSTILE, "mallory", NN_MANIFEST, &["nn"]).await)
-            .await;
-    let out = job.stdout();
+    let out = nn_job(true, false, NN_MANIFEST).await.stdout();
     assert!(
         out.contains(
             "external data: ErrorCode::UnsupportedOperation: this node has no ONNX Runtime"
         ),
         "{out}"
     );
+}
+
+/// Mallory's `nn` attacks under `manifest` on a node that allows `wasi:nn`
+/// (`grant`) and has ONNX Runtime (`present`), or not.
+async fn nn_job(grant: bool, present: bool, manifest: &str) -> crate::hostile::Job {
+    let node = nn_node(grant, present);
+    finish(start_program(&node, programs::HOSTILE, "mallory", manifest, &["nn"]).await).await
 }
 
 fn job_error(outcome: &JobOutcome) -> String {
