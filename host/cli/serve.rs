@@ -15,7 +15,7 @@ use fabric_host::serve::config::{IngressConfig, ServeConfig};
 use fabric_host::serve::{IngressMetrics, IngressOptions, Serve};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::serve_deployments::{Deployed, read_token};
+use crate::serve_deployments::{Deployed, Files, OnFailure, read_token};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -63,6 +63,14 @@ pub enum ServeAction {
     /// Show a running `fabric serve`'s deployments: replicas, requests at
     /// them and queued, answers by status class, latency.
     Status(crate::serve_status::ServeStatusArgs),
+    /// Deploy a configuration's deployments to a cluster: the head keeps
+    /// them, and every node started with `--ingress` serves them.
+    Deploy(crate::serve_deploy::ServeDeployArgs),
+    /// Delete deployments the head keeps, by name.
+    Delete(crate::serve_delete::ServeDeleteArgs),
+    /// List the deployments the head keeps (yours; every tenant's for the
+    /// admin).
+    List(crate::serve_list::ServeListArgs),
 }
 
 impl ServeArgs {
@@ -73,8 +81,12 @@ impl ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let Some(ServeAction::Status(status)) = args.action {
-        return crate::serve_status::status(status);
+    match args.action {
+        Some(ServeAction::Status(a)) => return crate::serve_status::status(a),
+        Some(ServeAction::Deploy(a)) => return crate::serve_deploy::deploy(a),
+        Some(ServeAction::Delete(a)) => return crate::serve_delete::delete(a),
+        Some(ServeAction::List(a)) => return crate::serve_list::list(a),
+        None => {}
     }
     let config = read_config(args.file())?;
     let base = args.file().parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -84,29 +96,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let node = Node::start(node_config).context("cannot start the node")?;
         let joined = join(&args, &node).await?;
         let mut deployed = Deployed::default();
-        let mut plan = deployed.plan(&node, &base, &config, &args.python).await?;
-        let ingress = &config.ingress;
-        let bounds = Bounds {
-            connections: ingress.max_connections,
-            per_address: ingress.max_connections_per_address,
-            versions: match ingress.h2c || ingress.tls_certificate.is_some() {
-                true => Versions::Http1And2,
-                false => Versions::Http1,
-            },
-            ..Bounds::default()
-        };
-        let tls = ingress_tls(ingress, &base)?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let listen = args.listen.unwrap_or(ingress.listen);
-        let metrics = ingress_metrics(ingress, &base, &node)?;
+        let files = Files { base: &base, python: &args.python };
+        let mut plan = deployed
+            .plan(&node, &files, &config.deployment, OnFailure::Refuse)
+            .await?;
+        let listen = args.listen.unwrap_or(config.ingress.listen);
         let routes = std::mem::take(&mut plan.routes);
-        let options = IngressOptions {
-            tls,
-            metrics,
-            unsent_response_bytes: ingress.max_unsent_response_bytes,
-            refusals_per_second: ingress.refusals_per_second,
-        };
-        let serve = Serve::start(listen, bounds, routes, options).await?;
+        let (serve, scheme) = start_ingress(&config.ingress, &base, listen, &node, routes).await?;
         deployed.commit(plan);
         // Listening before the line below: a script may signal at once.
         let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -143,6 +139,36 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Starts an ingress as `[ingress]` says (its files relative to `base`),
+/// listening on `listen`; answers it and its scheme.
+pub(crate) async fn start_ingress(
+    ingress: &IngressConfig,
+    base: &Path,
+    listen: std::net::SocketAddr,
+    node: &Node,
+    routes: Vec<fabric_host::serve::Route>,
+) -> anyhow::Result<(Serve, &'static str)> {
+    let bounds = Bounds {
+        connections: ingress.max_connections,
+        per_address: ingress.max_connections_per_address,
+        versions: match ingress.h2c || ingress.tls_certificate.is_some() {
+            true => Versions::Http1And2,
+            false => Versions::Http1,
+        },
+        ..Bounds::default()
+    };
+    let tls = ingress_tls(ingress, base)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let options = IngressOptions {
+        tls,
+        metrics: ingress_metrics(ingress, base, node)?,
+        unsent_response_bytes: ingress.max_unsent_response_bytes,
+        refusals_per_second: ingress.refusals_per_second,
+    };
+    let serve = Serve::start(listen, bounds, routes, options).await?;
+    Ok((serve, scheme))
+}
+
 /// Joins the cluster `--address` names, when it names one.
 async fn join(
     args: &ServeArgs,
@@ -165,7 +191,10 @@ async fn join(
 
 /// The ingress's TLS settings, from the files `[ingress]` names (relative
 /// to the configuration file), offering HTTP/2 and HTTP/1.1 by ALPN.
-fn ingress_tls(ingress: &IngressConfig, base: &Path) -> anyhow::Result<Option<https::TlsSettings>> {
+pub(crate) fn ingress_tls(
+    ingress: &IngressConfig,
+    base: &Path,
+) -> anyhow::Result<Option<https::TlsSettings>> {
     let Some((cert, key)) = ingress.tls_files().map_err(anyhow::Error::msg)? else {
         return Ok(None);
     };
@@ -225,7 +254,13 @@ async fn reload(
         );
     }
     let metrics = ingress_metrics(&config.ingress, base, node)?;
-    let mut plan = deployed.plan(node, base, &config, &args.python).await?;
+    let files = Files {
+        base,
+        python: &args.python,
+    };
+    let mut plan = deployed
+        .plan(node, &files, &config.deployment, OnFailure::Refuse)
+        .await?;
     serve.set_routes(std::mem::take(&mut plan.routes))?;
     serve.set_metrics(metrics);
     deployed.commit(plan);

@@ -26,18 +26,75 @@ use fabric_host::logs::TerminalSink;
 use fabric_host::resources::ResourceSet;
 use fabric_host::runtime::actor::Restarts;
 use fabric_host::runtime::service::ServiceActor;
-use fabric_host::serve::config::{DeploymentConfig, ServeConfig};
+use fabric_host::serve::config::DeploymentConfig;
 use fabric_host::serve::deployment::{Deployment, DeploymentPlan};
 use fabric_host::serve::stateless::{Stateless, StatelessPlan};
 use fabric_host::serve::{Route, Target};
 use fabric_host::{JobOptions, Node};
 
-/// The running deployments, by name.
+/// Where a deployment's component, manifest and route token come from:
+/// files beside a configuration ([`Files`]), or what the head keeps.
+pub trait Sources {
+    /// The component's bytes.
+    fn component(&self, d: &DeploymentConfig) -> anyhow::Result<bytes::Bytes>;
+    /// The job manifest's text (checked; empty for none).
+    fn manifest(&self, d: &DeploymentConfig) -> anyhow::Result<String>;
+    /// The bearer token its route wants (`None`: public).
+    fn token(&self, d: &DeploymentConfig) -> anyhow::Result<Option<String>>;
+    /// Its route as these deployments serve it (as it is, unless told).
+    fn route(&self, _d: &DeploymentConfig, route: Route) -> Route {
+        route
+    }
+}
+
+/// A configuration file's deployments: their files relative to `base`
+/// (a `.py` file or a Cargo project built first).
+pub struct Files<'a> {
+    pub base: &'a Path,
+    pub python: &'a crate::python::PythonArgs,
+}
+
+impl Sources for Files<'_> {
+    fn component(&self, d: &DeploymentConfig) -> anyhow::Result<bytes::Bytes> {
+        let path = crate::project::component_path(&self.base.join(&d.component), self.python)?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(bytes.into())
+    }
+
+    fn manifest(&self, d: &DeploymentConfig) -> anyhow::Result<String> {
+        let path = d.manifest.as_ref().map(|m| self.base.join(m));
+        crate::run::read_manifest(path.as_deref())
+    }
+
+    fn token(&self, d: &DeploymentConfig) -> anyhow::Result<Option<String>> {
+        route_token(self.base, d)
+    }
+}
+
+/// What a deployment that fails to start does to the others.
+#[derive(Clone, Copy, PartialEq)]
+pub enum OnFailure {
+    /// Nothing changes (a configuration file, read again).
+    Refuse,
+    /// It is logged and left as it was (running, or not), and the others
+    /// go ahead (the head's deployments: one tenant's broken deployment
+    /// must not hold back another's).
+    Skip,
+}
+
+/// The running deployments, by tenant and name.
 #[derive(Default)]
 pub struct Deployed {
     by_name: HashMap<String, Running>,
 }
 
+/// Where `d` is found among the running ones: tenants may reuse names.
+fn key(d: &DeploymentConfig) -> String {
+    format!("{}/{}", tenant_of(d), d.name)
+}
+
+#[derive(Clone)]
 struct Running {
     config: DeploymentConfig,
     /// Digest of the component's and the manifest's bytes.
@@ -70,39 +127,57 @@ impl Deployed {
     pub async fn plan(
         &mut self,
         node: &Node,
-        base: &Path,
-        config: &ServeConfig,
-        python: &crate::python::PythonArgs,
+        sources: &dyn Sources,
+        deployments: &[DeploymentConfig],
+        on_failure: OnFailure,
     ) -> anyhow::Result<Plan> {
         // First what can fail without touching a running deployment: new
         // deployments start (dropped again if a later one fails), files
         // and tokens are read.
         let mut brought = Vec::new();
         let mut started = Started(Vec::new());
-        for d in &config.deployment {
-            let (running, reconfigure) = self
-                .bring_up(node, base, d, python)
-                .await
-                .with_context(|| format!("cannot deploy `{}`", d.name))?;
+        let ups = self
+            .bring_up_all(node, sources, deployments, on_failure)
+            .await;
+        for (d, up) in deployments.iter().zip(ups) {
+            let (running, reconfigure, token) = match up {
+                Ok(up) => up,
+                Err(e) if on_failure == OnFailure::Skip => {
+                    tracing::error!(deployment = %key(d), "cannot deploy it: {e:#}");
+                    if let Some(old) = self.by_name.get(&key(d)) {
+                        let token = sources.token(&old.config).ok().flatten();
+                        brought.push((d, old.clone(), None, token));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.context(format!("cannot deploy `{}`", d.name))),
+            };
             if let Target::Replicas(new) = &running.target
                 && !self.by_name.values().any(|r| r.target.is(&running.target))
             {
                 started.0.push(new.clone());
             }
-            let token = route_token(base, d)?;
             brought.push((d, running, reconfigure, token));
         }
         // Then running deployments get their new user config.
         for (d, running, reconfigure, _) in &mut brought {
             if let Some(r) = reconfigure.take() {
-                running.target = r
-                    .apply(node, d, &running.target)
-                    .await
-                    .with_context(|| format!("cannot deploy `{}`", d.name))?;
+                let applied = match on_failure {
+                    OnFailure::Refuse => r.apply(node, d, &running.target).await,
+                    OnFailure::Skip => within(r.apply(node, d, &running.target)).await,
+                };
+                running.target = match applied {
+                    Ok(target) => target,
+                    Err(e) if on_failure == OnFailure::Skip => {
+                        tracing::error!(deployment = %key(d), "cannot reconfigure it: {e:#}");
+                        continue;
+                    }
+                    Err(e) => return Err(e.context(format!("cannot deploy `{}`", d.name))),
+                };
                 // Its replicas have the new config now, whether or not the
                 // rest of this reload succeeds: recorded at once, so a
                 // later reload compares against what they run.
-                if let Some(old) = self.by_name.get_mut(&d.name)
+                if let Some(old) = self.by_name.get_mut(&key(d))
                     && old.target.is(&running.target)
                 {
                     old.config.user_config = d.user_config.clone();
@@ -112,8 +187,9 @@ impl Deployed {
         let mut next = HashMap::new();
         let mut routes = Vec::new();
         for (d, running, _, token) in brought {
-            routes.push(route_for(d, running.target.clone(), token.as_deref()));
-            next.insert(d.name.clone(), running);
+            let route = route_for(d, running.target.clone(), token.as_deref());
+            routes.push(sources.route(d, route));
+            next.insert(key(d), running);
         }
         started.0.clear();
         Ok(Plan { routes, next })
@@ -147,30 +223,56 @@ impl Deployed {
         self.by_name = plan.next;
     }
 
+    /// Each deployment's own (its token, and [`Deployed::bring_up`]): one
+    /// after another up to the first failure (`Refuse`), or all at once,
+    /// each within [`START_WITHIN`] (`Skip`: one tenant's deployment that
+    /// starts slowly, or never, holds back no other's for longer).
+    async fn bring_up_all(
+        &self,
+        node: &Node,
+        sources: &dyn Sources,
+        deployments: &[DeploymentConfig],
+        on_failure: OnFailure,
+    ) -> Vec<anyhow::Result<BroughtUp>> {
+        let up = |d| async move {
+            let token = sources.token(d)?;
+            let (running, reconfigure) = self.bring_up(node, sources, d).await?;
+            anyhow::Ok((running, reconfigure, token))
+        };
+        match on_failure {
+            OnFailure::Skip => {
+                futures_util::future::join_all(deployments.iter().map(|d| within(up(d)))).await
+            }
+            OnFailure::Refuse => {
+                let mut all = Vec::with_capacity(deployments.len());
+                for d in deployments {
+                    let r = up(d).await;
+                    let failed = r.is_err();
+                    all.push(r);
+                    if failed {
+                        break;
+                    }
+                }
+                all
+            }
+        }
+    }
+
     /// `d`'s deployment: the running one when its replicas would be the
     /// same (with what reconfigures it, when its user config changed), else
     /// a new one.
     async fn bring_up(
         &self,
         node: &Node,
-        base: &Path,
+        sources: &dyn Sources,
         d: &DeploymentConfig,
-        python: &crate::python::PythonArgs,
     ) -> anyhow::Result<(Running, Option<Reconfigure>)> {
-        let path = crate::project::component_path(&base.join(&d.component), python)?;
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let manifest = d.manifest.as_ref().map(|m| base.join(m));
-        let manifest_text = match &manifest {
-            Some(m) => std::fs::read(m).with_context(|| format!("cannot read {}", m.display()))?,
-            None => Vec::new(),
-        };
-        let inputs = fabric_host::runtime::component::digest(
-            &[bytes.as_slice(), b"|manifest|", &manifest_text].concat(),
-        );
+        let bytes = sources.component(d)?;
+        let manifest = sources.manifest(d)?;
+        let inputs = fabric_host::head::ServeRecord::digest_of(&bytes, &manifest);
         let running = self
             .by_name
-            .get(&d.name)
+            .get(&key(d))
             .filter(|r| r.inputs == inputs && r.config.same_replicas(d));
         let (target, reconfigure) = match running {
             Some(r) if r.config.user_config != d.user_config => {
@@ -183,7 +285,7 @@ impl Deployed {
                 (r.target.clone(), Some(reconfigure))
             }
             Some(r) => (r.target.clone(), None),
-            None => (start(node, d, &bytes, manifest.as_deref()).await?, None),
+            None => (start(node, d, &bytes, &manifest).await?, None),
         };
         let running = Running {
             config: d.clone(),
@@ -194,13 +296,30 @@ impl Deployed {
     }
 }
 
+/// A deployment brought up: what runs it, what reconfigures it, and its
+/// route's token.
+type BroughtUp = (Running, Option<Reconfigure>, Option<String>);
+
+/// How long one of the head's deployments may take to start, or to take a
+/// new user config, on a node (its replicas' constructors included).
+pub const START_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `work`, given up after [`START_WITHIN`] (dropping it stops what it
+/// started).
+async fn within<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(START_WITHIN, work).await {
+        Ok(done) => done,
+        Err(_) => anyhow::bail!("it did not start within {START_WITHIN:?}"),
+    }
+}
+
 /// A running deployment's new user config, applied once every new
 /// deployment of the reload is up: through its replicas' `reconfigure`,
 /// else by new replicas (from `bytes` and `manifest`).
 struct Reconfigure {
     args: Vec<bytes::Bytes>,
-    bytes: Vec<u8>,
-    manifest: Option<std::path::PathBuf>,
+    bytes: bytes::Bytes,
+    manifest: String,
 }
 
 impl Reconfigure {
@@ -221,7 +340,7 @@ impl Reconfigure {
             Err(e) => {
                 tracing::warn!(deployment = %d.name, error = %e,
                     "cannot reconfigure the replicas: starting new ones");
-                start(node, d, &self.bytes, self.manifest.as_deref()).await
+                start(node, d, &self.bytes, &self.manifest).await
             }
         }
     }
@@ -233,7 +352,7 @@ async fn start(
     node: &Node,
     d: &DeploymentConfig,
     bytes: &[u8],
-    manifest: Option<&Path>,
+    manifest: &str,
 ) -> anyhow::Result<Target> {
     let Some(class) = &d.class else {
         return start_stateless(node, d, bytes, manifest).await;
@@ -242,7 +361,7 @@ async fn start(
         .load_for(bytes, tenant_of(d))
         .await
         .with_context(|| format!("cannot load {}", d.component.display()))?;
-    let options = job_options(d, manifest)?;
+    let options = job_options(d, manifest);
     let service = node
         .start_service(app, Arc::new(TerminalSink), options)
         .await?;
@@ -278,13 +397,13 @@ async fn start_stateless(
     node: &Node,
     d: &DeploymentConfig,
     bytes: &[u8],
-    manifest: Option<&Path>,
+    manifest: &str,
 ) -> anyhow::Result<Target> {
     let app = node
         .load_http(bytes, Some(tenant_of(d)))
         .await
         .with_context(|| format!("cannot load {}", d.component.display()))?;
-    let options = job_options(d, manifest)?;
+    let options = job_options(d, manifest);
     let service = node
         .start_http_service(app, Arc::new(TerminalSink), options)
         .await?;
@@ -306,12 +425,12 @@ fn tenant_of(d: &DeploymentConfig) -> &str {
 }
 
 /// `d`'s job: its manifest, for its tenant.
-fn job_options(d: &DeploymentConfig, manifest: Option<&Path>) -> anyhow::Result<JobOptions> {
-    Ok(JobOptions {
-        manifest: crate::run::read_manifest(manifest)?,
+fn job_options(d: &DeploymentConfig, manifest: &str) -> JobOptions {
+    JobOptions {
+        manifest: manifest.to_string(),
         tenant: Some(tenant_of(d).to_string()),
         ..JobOptions::default()
-    })
+    }
 }
 
 /// The token `d`'s route wants, read from its file.

@@ -77,6 +77,9 @@ pub struct StartArgs {
     /// the data directory, which the head writes on its first start).
     #[arg(long, value_name = "FILE", conflicts_with = "head")]
     pub join_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub ingress: crate::serve_follow::IngressArgs,
 }
 
 /// The head's credentials, made on its first start: the cluster join file
@@ -227,13 +230,14 @@ fn spawn_background(args: StartArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
+/// The cluster settings `args` ask for.
+fn cluster_config(args: &StartArgs) -> anyhow::Result<ClusterConfig> {
     let port = args.port.unwrap_or(if args.head { 6380 } else { 0 });
     let listen = format!("{}:{port}", args.host)
         .parse()
         .with_context(|| format!("`{}` is not an IP address", args.host))?;
     let mut config = match &args.address {
-        Some(head) => ClusterConfig::worker(listen, head.clone(), worker_credentials(&args)?),
+        Some(head) => ClusterConfig::worker(listen, head.clone(), worker_credentials(args)?),
         None => {
             let (security, tokens, admin) = head_credentials(&args.data_dir)?;
             if let Some(token) = &admin {
@@ -246,12 +250,24 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
             config
         }
     };
-    let security = config.security.clone();
     config.advertise_host = args.advertise.clone();
     config.local_transfers = !args.no_local_transfers;
     config.labels = args.labels.clone().unwrap_or_default();
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     config.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
+    Ok(config)
+}
+
+fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
+    let mut config = cluster_config(&args)?;
+    let security = config.security.clone();
+    let rules = match (args.head, args.ingress.reserved_hosts.is_empty()) {
+        (true, _) => Some(crate::serve_rules::Rules::new(
+            &args.ingress.reserved_hosts,
+        )?),
+        (false, true) => None,
+        (false, false) => anyhow::bail!("--serve-reserved-host is the head's (with --head)"),
+    };
     let runtime = crate::node_args::node_runtime()?;
     runtime.block_on(async move {
         let node_config = args.node.config(false)?;
@@ -260,6 +276,10 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
         let joined = fabric_host::cluster::join(&node, config)
             .await
             .context("cannot join the cluster")?;
+        if let (Some(head), Some(rules)) = (joined.head(), rules) {
+            head.set_serve_rules(std::sync::Arc::new(rules));
+        }
+        let mut follower = crate::serve_follow::Follower::start(&args.ingress, &node).await?;
         let source = fabric_host::metrics::Source {
             node: node.clone(),
             meters: Some(joined.meters().clone()),
@@ -294,13 +314,23 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
             joined.address(),
             if args.head { "head" } else { "worker" }
         );
+        let following = async {
+            match &mut follower {
+                Some(f) => f.run(&joined).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = wait_for_stop() => {
                 eprintln!("stopping");
+                // Its deployments' jobs end while the node is still in the
+                // cluster, so their replicas elsewhere hear of it.
+                drop(follower);
                 joined.leave().await;
             }
             // `fabric drain`: it has handed its work on and left.
             _ = joined.left() => eprintln!("drained: exiting"),
+            _ = following => {}
         }
         data_dir::remove_node(&args.data_dir, pid);
         Ok(ExitCode::SUCCESS)

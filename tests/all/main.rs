@@ -26,6 +26,7 @@ mod python_merge;
 mod serve;
 mod serve_cluster;
 mod serve_http;
+mod serve_kept;
 mod serve_nn;
 mod tasks;
 mod tenants;

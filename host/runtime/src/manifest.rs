@@ -52,7 +52,11 @@ pub struct JobManifest {
 }
 
 impl JobManifest {
+    /// Reads a manifest (a tenant's text: its nesting is bounded first,
+    /// see [`crate::toml_depth`]).
     pub fn parse(text: &str) -> Result<Self, FabricError> {
+        crate::toml_depth::nesting_within(text, crate::toml_depth::MAX_NESTING)
+            .map_err(|e| FabricError::InvalidArgument(format!("invalid job manifest: {e}")))?;
         toml::from_str(text)
             .map_err(|e| FabricError::InvalidArgument(format!("invalid job manifest: {e}")))
     }
@@ -251,6 +255,24 @@ impl Granted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tenant's manifest nested 200,000 deep is refused, on a small
+    /// stack, before the parser recurses into it (it took the head down).
+    #[test]
+    fn a_deeply_nested_manifest_is_refused_without_overflowing() {
+        let deep = format!(
+            "[capabilities]\nnetwork = {}\"x\"{}\n",
+            "[".repeat(200_000),
+            "]".repeat(200_000)
+        );
+        let read = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || JobManifest::parse(&deep).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(read.unwrap_err().to_string().contains("nest more than 64"));
+    }
 
     #[test]
     fn policy_refuses_what_it_does_not_list() {

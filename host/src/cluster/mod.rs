@@ -209,6 +209,11 @@ impl Cluster {
     }
 }
 
+/// A call to the head failed (it is down, or refused).
+#[derive(Debug, thiserror::Error)]
+#[error("the head: {0}")]
+pub struct HeadCallError(pub String);
+
 /// A joined node: where it listens, and how to leave.
 pub struct ClusterHandle {
     address: String,
@@ -252,6 +257,61 @@ impl ClusterHandle {
     /// What this node counted of its cluster traffic.
     pub fn meters(&self) -> &Arc<crate::meters::ClusterMeters> {
         &self.cluster.meters
+    }
+
+    /// The Serve deployments the head keeps (without their components),
+    /// unless this node holds (`epoch`, `version`) of them already.
+    pub async fn serve_watch(
+        &self,
+        epoch: u64,
+        version: u64,
+    ) -> Result<Option<crate::head::ServeSet>, HeadCallError> {
+        let request = wasmfabric_proto::v1::ServeWatchRequest { epoch, version };
+        let reply = self
+            .cluster
+            .head
+            .clone()
+            .serve_watch(request)
+            .await
+            .map_err(|s| HeadCallError(s.message().to_string()))?
+            .into_inner();
+        if !reply.changed {
+            return Ok(None);
+        }
+        let deployments = reply
+            .deployments
+            .into_iter()
+            .map(crate::head::wire_serve_from_pb)
+            .collect::<Result<_, _>>()
+            .map_err(|s| HeadCallError(s.message().to_string()))?;
+        Ok(Some(crate::head::ServeSet {
+            epoch: reply.epoch,
+            version: reply.version,
+            deployments,
+            reserved_hosts: reply.reserved_hosts,
+        }))
+    }
+
+    /// A kept deployment's component, if it still is the one of `digest`.
+    pub async fn serve_component(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+    ) -> Result<bytes::Bytes, HeadCallError> {
+        let request = wasmfabric_proto::v1::ServeComponentRequest {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            digest: digest.to_string(),
+        };
+        let reply = self
+            .cluster
+            .head
+            .clone()
+            .serve_component(request)
+            .await
+            .map_err(|s| HeadCallError(s.message().to_string()))?;
+        Ok(reply.into_inner().component)
     }
 }
 

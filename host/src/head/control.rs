@@ -314,4 +314,32 @@ impl Control for ControlService {
             tenants: tenants.iter().map(wire::usage_to_pb).collect(),
         }))
     }
+
+    async fn serve_deploy(
+        &self,
+        request: Request<pb::ServeDeployRequest>,
+    ) -> Result<Response<pb::ServeListReply>, Status> {
+        let who = self.who(&request)?;
+        self.head.count("ServeDeploy");
+        let reply = super::serve_rpc::deploy(&self.head, &who, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn serve_delete(
+        &self,
+        request: Request<pb::ServeDeleteRequest>,
+    ) -> Result<Response<pb::ServeListReply>, Status> {
+        let who = self.who(&request)?;
+        self.head.count("ServeDelete");
+        let reply = super::serve_rpc::delete(&self.head, &who, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn serve_list(
+        &self,
+        request: Request<pb::ServeListRequest>,
+    ) -> Result<Response<pb::ServeListReply>, Status> {
+        let who = self.who(&request)?;
+        Ok(Response::new(super::serve_rpc::list(&self.head, &who)))
+    }
 }

@@ -29,6 +29,8 @@ pub enum HeadError {
     NoSuchJob,
     #[error("job {0} is still running: stop it first")]
     JobRunning(crate::ids::JobId),
+    #[error(transparent)]
+    Serve(#[from] super::ServeError),
 }
 
 impl HeadError {
@@ -44,7 +46,20 @@ impl HeadError {
                 Status::failed_precondition(text)
             }
             HeadError::NoSuchJob => Status::not_found(text),
+            HeadError::Serve(e) => serve_status(e, text),
         }
+    }
+}
+
+fn serve_status(e: &super::ServeError, text: String) -> Status {
+    use super::ServeError as E;
+    match e {
+        E::Unsupported => Status::unimplemented(text),
+        E::Invalid(_) => Status::invalid_argument(text),
+        E::Clash(_) => Status::already_exists(text),
+        E::Reserved(_) => Status::permission_denied(text),
+        E::NotFound(_) => Status::not_found(text),
+        E::Limit { .. } => Status::resource_exhausted(text),
     }
 }
 

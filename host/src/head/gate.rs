@@ -29,6 +29,13 @@ use crate::security::Principal;
 /// The gRPC path of `SubmitJob`.
 pub const SUBMIT_JOB_PATH: &str = "/fabric.v1.Control/SubmitJob";
 
+/// The gRPC path of `ServeDeploy`, which carries components too.
+const SERVE_DEPLOY_PATH: &str = "/fabric.v1.Control/ServeDeploy";
+
+/// A `ServeDeploy` being received: one of its tenant's submissions.
+#[derive(Clone)]
+pub(crate) struct Receiving(#[allow(dead_code)] Arc<Submitting>);
+
 /// Submissions of one tenant being received or compiled at once.
 pub(crate) const SUBMISSIONS_PER_TENANT: usize = 4;
 
@@ -142,6 +149,17 @@ impl GateLayer {
             request
                 .extensions_mut()
                 .insert(Ticket(Arc::new(Mutex::new(Some(admitted)))));
+        }
+        if request.uri().path() == SERVE_DEPLOY_PATH {
+            let tenant: Arc<str> = who.tenant().into();
+            let submitting = self
+                .head
+                .submissions
+                .begin(&tenant)
+                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            request
+                .extensions_mut()
+                .insert(Receiving(Arc::new(submitting)));
         }
         request.extensions_mut().insert(Caller(who));
         Ok(())

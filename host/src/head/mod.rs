@@ -46,6 +46,8 @@ mod nodes;
 mod placing;
 mod records;
 pub mod rest;
+mod serve_dir;
+mod serve_rpc;
 pub(crate) mod service;
 mod store;
 mod submit;
@@ -72,9 +74,15 @@ pub use records::{
     ActorRecord, ActorState, JobRecord, JobStatus, LogLine, NodeLoad, NodeRecord, NodeState,
     Record, TenantLoad,
 };
+pub use serve_dir::{
+    MAX_BYTES_PER_TENANT, MAX_DEPLOYMENTS_PER_TENANT, RouteClaim, ServeError, ServeRecord,
+    ServeRules, ServeSet, claims_overlap,
+};
 pub use store::{HeadStore, Loaded};
 pub use task_query::{JobTasks, TaskNodes};
 pub use usage::TenantUsage;
+/// A kept deployment from the wire (for the cluster's side of the watch).
+pub(crate) use wire::serve_from_pb as wire_serve_from_pb;
 
 pub(crate) use actors::ActorDirectory;
 pub(crate) use jobs::{JobRegistry, JobSlot};
@@ -111,6 +119,8 @@ pub struct Head {
     submissions: gate::Submissions,
     /// Questions about jobs' tasks being asked of the nodes.
     task_queries: task_query::TaskQueries,
+    /// The Serve deployments it keeps for the nodes' ingresses.
+    serve: serve_dir::ServeDirectory,
 }
 
 impl Head {
@@ -140,6 +150,7 @@ impl Head {
             bundle_nodes: Default::default(),
             submissions: Default::default(),
             task_queries: Default::default(),
+            serve: serve_dir::ServeDirectory::new(),
         });
         head.restore(loaded);
         head
@@ -150,6 +161,7 @@ impl Head {
         let (n_nodes, n_actors, n_jobs) =
             (loaded.nodes.len(), loaded.actors.len(), loaded.jobs.len());
         self.restore_groups(loaded.groups);
+        self.serve.restore(loaded.serve);
         if n_nodes + n_actors + n_jobs == 0 {
             return;
         }

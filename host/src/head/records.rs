@@ -196,4 +196,8 @@ pub enum Record {
     Group(crate::runtime::groups::GroupInfo),
     /// A removed placement group.
     ForgetGroup(crate::ids::GroupId),
+    /// A kept Serve deployment.
+    Serve(Box<super::serve_dir::ServeRecord>),
+    /// A deleted Serve deployment: its tenant and name.
+    ForgetServe(String, String),
 }

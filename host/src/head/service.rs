@@ -43,6 +43,24 @@ fn group_reply(
 
 #[tonic::async_trait]
 impl HeadRpc for HeadService {
+    async fn serve_watch(
+        &self,
+        request: Request<pb::ServeWatchRequest>,
+    ) -> Result<Response<pb::ServeWatchReply>, Status> {
+        self.0.count("ServeWatch");
+        let reply = super::serve_rpc::watch(&self.0, request.into_inner());
+        Ok(Response::new(reply))
+    }
+
+    async fn serve_component(
+        &self,
+        request: Request<pb::ServeComponentRequest>,
+    ) -> Result<Response<pb::ServeComponentReply>, Status> {
+        self.0.count("ServeComponent");
+        let reply = super::serve_rpc::component(&self.0, request.into_inner())?;
+        Ok(Response::new(reply))
+    }
+
     async fn create_group(
         &self,
         request: Request<pb::CreateGroupRequest>,

@@ -36,6 +36,8 @@ const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
 const ACTORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("actors");
 const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
 const GROUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("groups");
+/// Serve deployments, keyed by tenant, a zero byte and name.
+const SERVE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("serve");
 
 /// What the store held when it was opened.
 #[derive(Debug, Default)]
@@ -44,6 +46,7 @@ pub struct Loaded {
     pub actors: Vec<ActorRecord>,
     pub jobs: Vec<JobRecord>,
     pub groups: Vec<crate::runtime::groups::GroupInfo>,
+    pub serve: Vec<super::serve_dir::ServeRecord>,
 }
 
 struct Batch {
@@ -126,6 +129,7 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
     txn.open_table(ACTORS)?;
     txn.open_table(JOBS)?;
     txn.open_table(GROUPS)?;
+    txn.open_table(SERVE)?;
     txn.commit()?;
     let read = db.begin_read()?;
     /// Every record of a table that decodes and converts; others are
@@ -156,6 +160,7 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
         groups: all::<pb::GroupInfo, _>(&read.open_table(GROUPS)?, |g| {
             crate::group_wire::group_from_pb(&g)
         })?,
+        serve: all::<pb::ServeDeployment, _>(&read.open_table(SERVE)?, wire::serve_from_pb)?,
     })
 }
 
@@ -168,6 +173,7 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
         let mut actors = txn.open_table(ACTORS)?;
         let mut jobs = txn.open_table(JOBS)?;
         let mut groups = txn.open_table(GROUPS)?;
+        let mut serve = txn.open_table(SERVE)?;
         for r in batches.iter().flat_map(|b| &b.records) {
             // Keyed by the id's 16 bytes, valued by the protocol's encoding.
             match r {
@@ -196,11 +202,23 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                 Record::ForgetGroup(id) => {
                     groups.remove(&id.as_u128().to_be_bytes()[..])?;
                 }
+                Record::Serve(d) => {
+                    let key = serve_key(&d.tenant, &d.name);
+                    serve.insert(&key[..], &wire::serve_to_pb(d).encode_to_vec()[..])?;
+                }
+                Record::ForgetServe(tenant, name) => {
+                    serve.remove(&serve_key(tenant, name)[..])?;
+                }
             }
         }
     }
     txn.commit()?;
     Ok(())
+}
+
+/// A Serve deployment's key: tenant names hold no zero byte.
+fn serve_key(tenant: &str, name: &str) -> Vec<u8> {
+    [tenant.as_bytes(), &[0], name.as_bytes()].concat()
 }
 
 /// Commits what queued up, one transaction at a time, until the head goes.

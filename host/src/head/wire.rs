@@ -223,6 +223,53 @@ pub(crate) fn limit_to_pb(l: &TenantLimit) -> pb::TenantLimit {
     }
 }
 
+pub(crate) fn serve_to_pb(d: &super::serve_dir::ServeRecord) -> pb::ServeDeployment {
+    pb::ServeDeployment {
+        tenant: d.tenant.clone(),
+        name: d.name.clone(),
+        config: d.config.clone(),
+        component: d.component.clone(),
+        manifest: d.manifest.clone(),
+        token: d.token.clone().unwrap_or_default(),
+        deployed_unix_ms: d.deployed_unix_ms,
+        host: d.claim.host.clone().unwrap_or_default(),
+        route: d.claim.prefix.clone(),
+        digest: d.digest.clone(),
+    }
+}
+
+/// A deployment as a client or the state file sent it (the head sets its
+/// claim and digest again when a client deploys it).
+pub(crate) fn serve_from_pb(
+    d: pb::ServeDeployment,
+) -> Result<super::serve_dir::ServeRecord, Status> {
+    Ok(super::serve_dir::ServeRecord {
+        tenant: d.tenant,
+        name: d.name,
+        config: d.config,
+        component: d.component,
+        manifest: d.manifest,
+        token: (!d.token.is_empty()).then_some(d.token),
+        deployed_unix_ms: d.deployed_unix_ms,
+        claim: super::serve_dir::RouteClaim {
+            host: (!d.host.is_empty()).then_some(d.host),
+            prefix: d.route,
+        },
+        digest: d.digest,
+    })
+}
+
+pub(crate) fn serve_summary(d: &super::serve_dir::ServeRecord) -> pb::ServeSummary {
+    pb::ServeSummary {
+        tenant: d.tenant.clone(),
+        name: d.name.clone(),
+        host: d.claim.host.clone().unwrap_or_default(),
+        route: d.claim.prefix.clone(),
+        digest: d.digest.clone(),
+        deployed_unix_ms: d.deployed_unix_ms,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::toml_depth::MAX_NESTING;
+
 /// A whole serve configuration. Unknown keys are errors.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,7 +62,23 @@ pub struct IngressConfig {
     pub refusals_per_second: u32,
 }
 
+/// An ingress file (`fabric start --ingress`): `[ingress]` alone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngressFile {
+    #[serde(default)]
+    ingress: IngressConfig,
+}
+
 impl IngressConfig {
+    /// Reads an ingress file: `[ingress]` and nothing else.
+    pub fn parse_file(text: &str) -> Result<Self, String> {
+        crate::toml_depth::nesting_within(text, MAX_NESTING).map_err(|e| e.to_string())?;
+        let file: IngressFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.ingress.tls_files()?;
+        Ok(file.ingress)
+    }
+
     /// The TLS files, when it serves TLS.
     pub fn tls_files(&self) -> Result<Option<(&PathBuf, &PathBuf)>, String> {
         match (&self.tls_certificate, &self.tls_key, self.h2c) {
@@ -291,6 +309,7 @@ pub const MAX_BYTES: u64 = 256 << 20;
 impl ServeConfig {
     /// Reads a configuration and checks each deployment.
     pub fn parse(text: &str) -> Result<Self, String> {
+        crate::toml_depth::nesting_within(text, MAX_NESTING).map_err(|e| e.to_string())?;
         let config: ServeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         if config.deployment.is_empty() {
             return Err("no [[deployment]]".into());
@@ -323,6 +342,27 @@ impl ServeConfig {
             ));
         }
         Ok(config)
+    }
+
+    /// Each `[[deployment]]` table of `text` on its own, as TOML, for the
+    /// head to keep (`fabric serve deploy`); a file for the head has no
+    /// `[ingress]`, which is a node's.
+    pub fn deployment_tables(text: &str) -> Result<Vec<String>, String> {
+        crate::toml_depth::nesting_within(text, MAX_NESTING).map_err(|e| e.to_string())?;
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        if value.contains_key("ingress") {
+            return Err(
+                "[ingress] is a node's, not a deployment's: give it to `fabric start --ingress`"
+                    .into(),
+            );
+        }
+        let Some(toml::Value::Array(tables)) = value.remove("deployment") else {
+            return Err("no [[deployment]]".into());
+        };
+        tables
+            .iter()
+            .map(|t| toml::to_string(t).map_err(|e| e.to_string()))
+            .collect()
     }
 
     /// The tenants its deployments run for.
@@ -465,6 +505,15 @@ impl DeploymentConfig {
         }
     }
 
+    /// One `[[deployment]]` table, read alone and checked (a deployment the
+    /// head keeps: `fabric serve deploy`).
+    pub fn parse_one(text: &str) -> Result<Self, String> {
+        crate::toml_depth::nesting_within(text, MAX_NESTING).map_err(|e| e.to_string())?;
+        let d: DeploymentConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        d.check()?;
+        Ok(d)
+    }
+
     /// Checks what serde cannot: ranges, the route's shape, and that the
     /// deployment says who may call it.
     pub fn check(&self) -> Result<(), String> {
@@ -562,6 +611,55 @@ mod tests {
 
     fn with(extra: &str) -> Result<ServeConfig, String> {
         ServeConfig::parse(&format!("{ONE}{extra}"))
+    }
+
+    /// The example files for a cluster read as their readers will: each
+    /// deployment alone (the head's and the nodes'), and an ingress file.
+    #[test]
+    fn a_deploy_file_splits_into_tables_that_read_alone() {
+        let text = include_str!("../../../examples/serve/deploy.toml");
+        let whole = ServeConfig::parse(text).unwrap();
+        let tables = ServeConfig::deployment_tables(text).unwrap();
+        assert_eq!(tables.len(), whole.deployment.len());
+        for (table, d) in tables.iter().zip(&whole.deployment) {
+            assert_eq!(&DeploymentConfig::parse_one(table).unwrap(), d);
+        }
+        let with_ingress = format!("[ingress]\n{text}");
+        assert!(ServeConfig::deployment_tables(&with_ingress).is_err());
+        let ingress = include_str!("../../../examples/serve/ingress.toml");
+        assert_eq!(
+            IngressConfig::parse_file(ingress).unwrap().listen.port(),
+            8000
+        );
+        assert!(IngressConfig::parse_file(ONE).is_err());
+    }
+
+    /// A tenant writes what the head and every ingress read: deep nesting
+    /// is refused by the parser, not recursed into.
+    #[test]
+    fn a_deeply_nested_user_config_is_refused_without_overflowing() {
+        let deep = format!(
+            "name = \"a\"\ncomponent = \"a.wasm\"\nroute = \"/a\"\npublic = true\nuser_config = {}1{}\n",
+            "[".repeat(200_000),
+            "]".repeat(200_000)
+        );
+        let error = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || DeploymentConfig::parse_one(&deep).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(error.unwrap_err().contains("nest more than 64"));
+        // Brackets in strings and comments are text.
+        let text = format!(
+            "name = \"a\"\ncomponent = \"a.wasm\"\nclass = \"A\"\nroute = \"/a\"\npublic = true # {}\nuser_config = {{ s = \"{}\", t = '{}', u = \"\"\"\\\"{}\"\"\", v = [[1]] }}\n",
+            "[".repeat(100),
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100)
+        );
+        let read = DeploymentConfig::parse_one(&text);
+        assert!(read.is_ok(), "{read:?}");
     }
 
     #[test]

@@ -141,6 +141,8 @@ pub struct Route {
     token: Option<[u8; 32]>,
     max_body: u64,
     max_response: u64,
+    /// Hosts a route for any host does not answer (the operator's).
+    not_for: Arc<[String]>,
 }
 
 impl Route {
@@ -159,7 +161,16 @@ impl Route {
             token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             max_body,
             max_response,
+            not_for: Arc::new([]),
         }
+    }
+
+    /// The same route, which, answering any host, leaves `hosts` (lower
+    /// case) alone: hosts an operator reserved, whose requests a tenant's
+    /// route must not take even where no route of theirs matches.
+    pub fn not_for_hosts(mut self, hosts: Arc<[String]>) -> Self {
+        self.not_for = hosts;
+        self
     }
 
     /// What it routes to.
@@ -169,7 +180,11 @@ impl Route {
 
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
         let host_ok = match &self.host {
-            None => true,
+            // `ops.example.` is `ops.example` to DNS: reserved either way.
+            None => host.is_none_or(|h| {
+                let h = h.trim_end_matches('.');
+                !self.not_for.iter().any(|r| r == h)
+            }),
             Some(h) => host == Some(h.as_str()),
         };
         let rest = path.strip_prefix(self.prefix.as_str());

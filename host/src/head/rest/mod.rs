@@ -225,6 +225,8 @@ impl From<HeadError> for ApiError {
             HeadError::NoSuchJob | HeadError::NotAlive(_) => StatusCode::NOT_FOUND,
             HeadError::JobRunning(_) | HeadError::HeadNotDrainable => StatusCode::CONFLICT,
             HeadError::Unsaved(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // The REST API makes no Serve call; kept exhaustive.
+            HeadError::Serve(_) => StatusCode::BAD_REQUEST,
         };
         error(status, e.to_string())
     }

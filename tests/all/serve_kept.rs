@@ -1,0 +1,196 @@
+//! Deployments the head keeps (`fabric serve deploy`), on a cluster of real
+//! processes: the head and a worker each run an ingress (`fabric start
+//! --ingress`), tenants deploy with their own tokens, and both ingresses
+//! serve what the head keeps, through the head's death and restart.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::python::python_app;
+use crate::serve::ECHO;
+use crate::support::procs::ProcCluster;
+use crate::support::programs;
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `GET url` with `Host: host` when given; (status, body).
+fn get(url: &str, host: Option<&str>, token: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "30", "-w", "\n%{http_code}", url]);
+    if let Some(h) = host {
+        cmd.args(["-H", &format!("Host: {h}")]);
+    }
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd.output().expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Waits until `GET url` answers `status` (within 60 s).
+fn wait_for(url: &str, status: u16, token: Option<&str>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (got, body) = get(url, None, token);
+        if got == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{url}: {got} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `fabric serve ARGS` with `token`: (stdout and stderr, success).
+fn serve_cli(c: &ProcCluster, token: &str, args: &[&str]) -> (String, bool) {
+    let mut all = vec!["serve"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--address", c.head_address()]);
+    let out = c.fabric_as(token, &all);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, out.status.success())
+}
+
+/// Another tenant's deployments beside acme's: a route inside acme's and
+/// the operator's host are refused; its own route for any host serves, but
+/// not the operator's host.
+fn another_tenants_claims(c: &ProcCluster, other: &str, worker_port: u16) {
+    let write = |name: &str, route: &str, host: &str| {
+        let text = format!(
+            "[[deployment]]\nname = \"{name}\"\ncomponent = \"{}\"\nroute = \"{route}\"\n{host}public = true\n",
+            programs::HTTP_PROXY
+        );
+        c.settings_file(&format!("{name}.toml"), &text)
+    };
+    let (out, ok) = serve_cli(c, other, &["deploy", &write("inside", "/a/b", "")]);
+    assert!(!ok && out.contains("another tenant holds"), "{out}");
+    let ops = write("ops", "/", "host = \"Ops.Example\"\n");
+    let (out, ok) = serve_cli(c, other, &["deploy", &ops]);
+    assert!(!ok && out.contains("reserved by the operator"), "{out}");
+    let (out, ok) = serve_cli(c, other, &["deploy", &write("b", "/b", "")]);
+    assert!(ok, "{out}");
+    let b = format!("http://127.0.0.1:{worker_port}/b/x");
+    wait_for(&b, 200, None);
+    assert_eq!(get(&b, Some("ops.example"), None).0, 404);
+    assert_eq!(get(&b, Some("ops.example."), None).0, 404);
+    let (out, _) = serve_cli(c, other, &["list"]);
+    assert!(out.contains("other") && !out.contains("acme"), "{out}");
+}
+
+const ACME: &str = r#"
+[[deployment]]
+name = "hello"
+component = "PROXY"
+route = "/a"
+public = true
+
+[[deployment]]
+name = "echo"
+component = "ECHO"
+class = "Echo"
+route = "/echo"
+num_cpus = 0
+token_file = "route-token"
+"#;
+
+/// What acme deploys reaches both ingresses (a stateless route and a
+/// replica behind its token); another tenant's overlapping route and the
+/// operator's host are refused, and its route for any host leaves the
+/// operator's host alone; the head killed, the worker's ingress serves on;
+/// the head restarted has the deployments still, a delete reaches the
+/// worker's ingress, and a new user config reaches the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_the_head_keeps_are_served_by_every_ingress() {
+    let echo = python_app(ECHO).await;
+    let (head_port, worker_port) = (free_port(), free_port());
+    let mut c = ProcCluster::start(env!("CARGO_BIN_EXE_fabric"), &[]);
+    let ingress = c.settings_file("ingress.toml", "[ingress]\n");
+    let head_listen = format!("127.0.0.1:{head_port}");
+    let head_flags = [
+        "--ingress",
+        &ingress,
+        "--ingress-listen",
+        &head_listen,
+        "--serve-reserved-host",
+        "ops.example",
+    ];
+    c.restart_head(&head_flags, 1);
+    let worker_listen = format!("127.0.0.1:{worker_port}");
+    c.add(&["--ingress", &ingress, "--ingress-listen", &worker_listen]);
+    let acme = c.add_tenant("acme", &[]);
+    let other = c.add_tenant("other", &[]);
+
+    let dir = Path::new(&ingress).parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("route-token"), "acme-route-token-0123456789").unwrap();
+    let config = ACME
+        .replace("PROXY", programs::HTTP_PROXY)
+        .replace("ECHO", &echo);
+    let acme_file = c.settings_file("acme.toml", &config);
+    let (out, ok) = serve_cli(&c, &acme, &["deploy", &acme_file]);
+    assert!(ok, "{out}");
+    assert!(out.contains("deployed: hello, echo"), "{out}");
+
+    let token = Some("acme-route-token-0123456789");
+    for port in [head_port, worker_port] {
+        let base = format!("http://127.0.0.1:{port}");
+        let body = wait_for(&format!("{base}/a/x"), 200, None);
+        assert_eq!(body, "hello from wasi:http at /a/x");
+        wait_for(&format!("{base}/echo/x"), 200, token);
+        assert_eq!(get(&format!("{base}/echo/x"), None, None).0, 401);
+    }
+
+    another_tenants_claims(&c, &other, worker_port);
+
+    // The head killed: the worker's ingress serves on.
+    c.kill(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let worker = format!("http://127.0.0.1:{worker_port}");
+    assert_eq!(get(&format!("{worker}/a/down"), None, None).0, 200);
+    assert_eq!(get(&format!("{worker}/echo/down"), None, token).0, 200);
+
+    // Restarted, the head has them still; a delete reaches the worker.
+    c.restart_head(&head_flags, 2);
+    let (out, ok) = serve_cli(&c, &acme, &["list"]);
+    assert!(ok && out.contains("hello") && out.contains("echo"), "{out}");
+    let (out, ok) = serve_cli(&c, &other, &["delete", "hello"]);
+    assert!(!ok && out.contains("no deployment `hello`"), "{out}");
+    let (out, ok) = serve_cli(&c, &acme, &["delete", "hello"]);
+    assert!(ok, "{out}");
+    wait_for(&format!("{worker}/a/x"), 404, None);
+    assert_eq!(get(&format!("{worker}/echo/x"), None, token).0, 200);
+
+    // Deployed again with a user config: every ingress's replicas take it.
+    let again = config
+        .replace(
+            "token_file",
+            "user_config = { greeting = \"hey\" }\ntoken_file",
+        )
+        .split("[[deployment]]")
+        .last()
+        .map(|echo| format!("[[deployment]]{echo}"))
+        .unwrap();
+    let (out, ok) = serve_cli(
+        &c,
+        &acme,
+        &["deploy", &c.settings_file("again.toml", &again)],
+    );
+    assert!(ok, "{out}");
+    for port in [head_port, worker_port] {
+        let url = format!("http://127.0.0.1:{port}/echo/json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !get(&url, None, token).1.contains("\"hey\"") {
+            assert!(Instant::now() < deadline, "{:?}", get(&url, None, token));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
