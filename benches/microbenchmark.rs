@@ -393,6 +393,7 @@ async fn scrape_metrics(node: &Node) -> fabric_host::metrics::MetricsServer {
         meters: None,
         head: None,
         serve: Vec::new(),
+        ingress: None,
     };
     let server = fabric_host::metrics::serve(config, source).await.unwrap();
     let address = server.address();

@@ -34,7 +34,7 @@ use fabric_host::{JobOptions, Node};
 
 /// Where a deployment's component, manifest and route token come from:
 /// files beside a configuration ([`Files`]), or what the head keeps.
-pub trait Sources {
+pub trait Sources: Send + Sync {
     /// The component's bytes.
     fn component(&self, d: &DeploymentConfig) -> anyhow::Result<bytes::Bytes>;
     /// The job manifest's text (checked; empty for none).

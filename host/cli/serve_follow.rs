@@ -3,20 +3,26 @@
 //! following them as they are deployed, replaced and deleted.
 //!
 //! The node asks the head every second whether the deployments changed
-//! (one small call when nothing did), fetches the components it lacks, and
-//! brings its own deployments in step as `fabric serve` does on a reload
-//! (`serve_deployments`): a replaced deployment's new replicas start
-//! before the route switches, so no request is dropped. One tenant's
-//! deployment that cannot start here is logged and left as it was; the
-//! others go ahead. Requests never cross the head: while it is down the
+//! (one small call when nothing did: the head sends each deployment's
+//! claim and revision), and fetches whole the ones whose revision it does
+//! not hold. Each tenant's deployments are brought in step by a task of
+//! their own, as `fabric serve` does on a reload (`serve_deployments`): a
+//! replaced deployment's new replicas start before its route switches, so
+//! no request is dropped; one that cannot start here within a minute is
+//! logged and left as it was. A tenant's slow or broken deployment holds
+//! back only that tenant's changes: the routes switch for each tenant as
+//! its task finishes. Requests never cross the head: while it is down the
 //! ingress serves what it had, and catches up once it is back. Each
 //! ingress runs its own replicas of every deployment (placed anywhere in
 //! the cluster), so `replicas` and `autoscaling` count per ingress.
 //!
+//! A tenant's routes for any host leave alone the hosts the operator
+//! reserved and the hosts other tenants' deployments name.
+//!
 //! FILE holds `[ingress]` only (listen address, TLS, metrics token,
 //! bounds), with paths relative to it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,9 +33,11 @@ use bytes::Bytes;
 use clap::Args;
 use fabric_host::Node;
 use fabric_host::cluster::ClusterHandle;
-use fabric_host::head::{ServeRecord, ServeSet};
+use fabric_host::head::{ServeLoad, ServeRecord, ServeSet};
 use fabric_host::serve::config::{DeploymentConfig, IngressConfig};
 use fabric_host::serve::{Route, Serve};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::serve_deployments::{Deployed, OnFailure, Sources};
 
@@ -56,14 +64,46 @@ pub struct IngressArgs {
 /// A node's ingress and the deployments it runs for the head.
 pub struct Follower {
     node: Node,
-    serve: Serve,
-    deployed: Deployed,
-    /// The components of the deployments it runs, by digest.
-    components: HashMap<String, Bytes>,
+    routes: Arc<Routes>,
+    /// The deployments held here, whole, by tenant and name.
+    records: HashMap<(String, String), Arc<ServeRecord>>,
+    /// Each tenant's task, and where its deployments reach it.
+    tenants: HashMap<String, (watch::Sender<Arc<TenantSet>>, JoinHandle<()>)>,
     /// The head's run and version of what runs here (0: nothing yet).
     held: (u64, u64),
     /// Whether the last call to the head failed (logged once an outage).
     head_down: bool,
+}
+
+/// The ingress, and each tenant's routes on it.
+struct Routes {
+    serve: Arc<Serve>,
+    by_tenant: std::sync::Mutex<BTreeMap<String, Vec<Route>>>,
+}
+
+impl Routes {
+    /// Serves `routes` for `tenant` beside every other tenant's.
+    fn set(&self, tenant: &str, routes: Vec<Route>) -> anyhow::Result<()> {
+        let mut by_tenant = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = by_tenant.clone();
+        match routes.is_empty() {
+            true => next.remove(tenant),
+            false => next.insert(tenant.to_string(), routes),
+        };
+        let all = next.values().flatten().cloned().collect();
+        self.serve.set_routes(all)?;
+        *by_tenant = next;
+        Ok(())
+    }
+}
+
+/// One tenant's deployments as the head keeps them, for its task.
+#[derive(Default)]
+struct TenantSet {
+    configs: Vec<DeploymentConfig>,
+    records: HashMap<String, Arc<ServeRecord>>,
+    /// Hosts its routes for any host leave alone.
+    not_for: Arc<[String]>,
 }
 
 impl Follower {
@@ -82,14 +122,29 @@ impl Follower {
         let (serve, scheme) =
             crate::serve::start_ingress(&ingress, base, listen, node, Vec::new()).await?;
         eprintln!("ingress serving on {scheme}://{}", serve.address());
+        let routes = Routes {
+            serve: Arc::new(serve),
+            by_tenant: Default::default(),
+        };
         Ok(Some(Follower {
             node: node.clone(),
-            serve,
-            deployed: Deployed::default(),
-            components: HashMap::new(),
+            routes: Arc::new(routes),
+            records: HashMap::new(),
+            tenants: HashMap::new(),
             held: (0, 0),
             head_down: false,
         }))
+    }
+
+    /// The ingress (for the node's metrics).
+    pub fn serve(&self) -> Arc<Serve> {
+        self.routes.serve.clone()
+    }
+
+    /// What the ingress runs now, as the head's dashboard shows it.
+    pub fn report(&self) -> fabric_host::cluster::ServeReport {
+        let serve = self.routes.serve.clone();
+        Arc::new(move || serve.deployments().iter().map(load).collect())
     }
 
     /// Follows the head's deployments until dropped.
@@ -98,6 +153,7 @@ impl Follower {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            self.tenants.retain(|_, (_, task)| !task.is_finished());
             let (epoch, version) = self.held;
             let set = match joined.serve_watch(epoch, version).await {
                 Ok(set) => set,
@@ -110,86 +166,169 @@ impl Follower {
                 }
             };
             self.head_down = false;
-            let Some(set) = set else {
-                continue;
-            };
-            if let Err(e) = self.apply(joined, set).await {
-                tracing::error!("the ingress's deployments are as they were: {e:#}");
+            if let Some(set) = set {
+                self.apply(joined, set).await;
             }
         }
     }
 
-    /// Brings the deployments here in step with `set`. What fails before
-    /// anything starts (the head did not send a component) is tried again
-    /// at the next tick; past that, `set` is held as applied, so a
-    /// deployment that cannot start here is not started again every second
-    /// (the next change tries it again).
-    async fn apply(&mut self, joined: &ClusterHandle, set: ServeSet) -> anyhow::Result<()> {
-        let held = (set.epoch, set.version);
-        let reserved: Arc<[String]> = set.reserved_hosts.into();
-        let mut kept = Kept {
-            by_key: HashMap::new(),
-            reserved,
-        };
-        let mut configs = Vec::with_capacity(set.deployments.len());
+    /// Fetches what changed in `set` and hands each tenant its part. A
+    /// deployment that could not be fetched (the head is gone, or it was
+    /// deployed again meanwhile) stays as it was here, and `set` is not
+    /// held as applied, so the next tick tries again.
+    async fn apply(&mut self, joined: &ClusterHandle, set: ServeSet) {
+        let mut complete = true;
+        let mut records = HashMap::with_capacity(set.deployments.len());
         for r in set.deployments {
-            let mut d = match DeploymentConfig::parse_one(&r.config) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(tenant = %r.tenant, deployment = %r.name, "cannot read it: {e}");
-                    continue;
-                }
-            };
-            d.tenant = Some(r.tenant.clone());
-            d.name = r.name.clone();
-            let component = match self.components.get(&r.digest) {
-                Some(bytes) => bytes.clone(),
-                None => joined
-                    .serve_component(&r.tenant, &r.name, &r.digest)
-                    .await
-                    .with_context(|| format!("cannot fetch `{}`'s component", r.name))?,
-            };
-            kept.by_key.insert(
-                (r.tenant.clone(), r.name.clone()),
-                Kept1 {
-                    record: r,
-                    component,
+            let key = (r.tenant.clone(), r.name.clone());
+            let held = self.records.get(&key).filter(|h| h.revision == r.revision);
+            let record = match held {
+                Some(h) => h.clone(),
+                None => match joined.serve_fetch(&r.tenant, &r.name, &r.revision).await {
+                    Ok(whole) => Arc::new(whole),
+                    Err(e) => {
+                        tracing::warn!(tenant = %r.tenant, deployment = %r.name, "cannot fetch it: {e}");
+                        complete = false;
+                        match self.records.get(&key) {
+                            Some(old) => old.clone(),
+                            None => continue,
+                        }
+                    }
                 },
-            );
-            configs.push(d);
+            };
+            records.insert(key, record);
         }
-        self.held = held;
-        let mut plan = self
-            .deployed
-            .plan(&self.node, &kept, &configs, OnFailure::Skip)
-            .await?;
-        self.serve.set_routes(std::mem::take(&mut plan.routes))?;
-        self.deployed.commit(plan);
-        self.components = kept
-            .by_key
-            .into_values()
-            .map(|k| (k.record.digest, k.component))
+        self.records = records;
+        let parts = tenant_sets(&self.records, &set.reserved_hosts);
+        let gone: Vec<String> = self
+            .tenants
+            .keys()
+            .filter(|t| !parts.contains_key(*t))
+            .cloned()
             .collect();
-        Ok(())
+        for tenant in gone {
+            self.hand(tenant, TenantSet::default());
+        }
+        for (tenant, part) in parts {
+            self.hand(tenant, part);
+        }
+        if complete {
+            self.held = (set.epoch, set.version);
+        }
+    }
+
+    /// Hands `tenant`'s task its deployments, starting the task if needed.
+    fn hand(&mut self, tenant: String, part: TenantSet) {
+        let part = Arc::new(part);
+        if let Some((tx, _)) = self.tenants.get(&tenant) {
+            tx.send_replace(part);
+            return;
+        }
+        let (tx, rx) = watch::channel(part);
+        let task = tokio::spawn(serve_tenant(
+            tenant.clone(),
+            self.node.clone(),
+            rx,
+            self.routes.clone(),
+        ));
+        self.tenants.insert(tenant, (tx, task));
+    }
+
+    /// Stops every deployment here (their jobs end) and waits, a little,
+    /// for the tenants' tasks to let them go.
+    pub async fn stop(mut self) {
+        let tasks: Vec<JoinHandle<()>> = self.tenants.drain().map(|(_, (_, t))| t).collect();
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
     }
 }
 
-/// The head's deployments as a [`Sources`].
-struct Kept {
-    by_key: HashMap<(String, String), Kept1>,
-    reserved: Arc<[String]>,
+/// Each tenant's deployments in `records`, and the hosts its routes for
+/// any host leave alone (the reserved ones and other tenants').
+fn tenant_sets(
+    records: &HashMap<(String, String), Arc<ServeRecord>>,
+    reserved: &[String],
+) -> HashMap<String, TenantSet> {
+    let mut owners: HashMap<&str, Vec<&str>> = HashMap::new();
+    for r in records.values() {
+        if let Some(host) = &r.claim.host {
+            owners
+                .entry(host.as_str())
+                .or_default()
+                .push(r.tenant.as_str());
+        }
+    }
+    let mut parts: HashMap<String, TenantSet> = HashMap::new();
+    for ((tenant, name), r) in records {
+        let mut d = match DeploymentConfig::parse_one(&r.config) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(%tenant, deployment = %name, "cannot read it: {e}");
+                continue;
+            }
+        };
+        d.tenant = Some(tenant.clone());
+        d.name = name.clone();
+        let part = parts.entry(tenant.clone()).or_insert_with(|| {
+            let mut not_for: Vec<String> = owners
+                .iter()
+                .filter(|(_, who)| who.iter().any(|t| t != tenant))
+                .map(|(host, _)| host.to_string())
+                .collect();
+            if tenant != "admin" {
+                not_for.extend(reserved.iter().cloned());
+            }
+            TenantSet {
+                not_for: not_for.into(),
+                ..TenantSet::default()
+            }
+        });
+        part.configs.push(d);
+        part.records.insert(name.clone(), r.clone());
+    }
+    parts
 }
 
-struct Kept1 {
-    record: ServeRecord,
-    component: Bytes,
+/// One tenant's task: brings its deployments here in step with the latest
+/// set it was handed, and ends (stopping them) once that set is empty or
+/// the follower is gone.
+async fn serve_tenant(
+    tenant: String,
+    node: Node,
+    mut rx: watch::Receiver<Arc<TenantSet>>,
+    routes: Arc<Routes>,
+) {
+    let mut deployed = Deployed::default();
+    loop {
+        let part = rx.borrow_and_update().clone();
+        let kept = Kept(part.clone());
+        match deployed
+            .plan(&node, &kept, &part.configs, OnFailure::Skip)
+            .await
+        {
+            Ok(mut plan) => match routes.set(&tenant, std::mem::take(&mut plan.routes)) {
+                Ok(()) => deployed.commit(plan),
+                Err(e) => tracing::error!(%tenant, "its routes are as they were: {e:#}"),
+            },
+            Err(e) => tracing::error!(%tenant, "its deployments are as they were: {e:#}"),
+        }
+        if part.configs.is_empty() || rx.changed().await.is_err() {
+            let _ = routes.set(&tenant, Vec::new());
+            return;
+        }
+    }
 }
+
+/// One tenant's deployments as a [`Sources`].
+struct Kept(Arc<TenantSet>);
 
 impl Kept {
-    fn of(&self, d: &DeploymentConfig) -> anyhow::Result<&Kept1> {
-        let tenant = d.tenant.clone().unwrap_or_default();
-        self.by_key
-            .get(&(tenant, d.name.clone()))
+    fn of(&self, d: &DeploymentConfig) -> anyhow::Result<&ServeRecord> {
+        self.0
+            .records
+            .get(&d.name)
+            .map(|r| r.as_ref())
             .context("the head sent no such deployment")
     }
 }
@@ -200,18 +339,33 @@ impl Sources for Kept {
     }
 
     fn manifest(&self, d: &DeploymentConfig) -> anyhow::Result<String> {
-        Ok(self.of(d)?.record.manifest.clone())
+        Ok(self.of(d)?.manifest.clone())
     }
 
     fn token(&self, d: &DeploymentConfig) -> anyhow::Result<Option<String>> {
-        Ok(self.of(d)?.record.token.clone())
+        Ok(self.of(d)?.token.clone())
     }
 
-    /// A tenant's route for any host leaves the operator's hosts alone.
-    fn route(&self, d: &DeploymentConfig, route: Route) -> Route {
-        match d.tenant.as_deref() {
-            Some("admin") => route,
-            _ => route.not_for_hosts(self.reserved.clone()),
-        }
+    fn route(&self, _d: &DeploymentConfig, route: Route) -> Route {
+        route.not_for_hosts(self.0.not_for.clone())
+    }
+}
+
+/// A deployment's state on this ingress, as the head keeps reports.
+fn load(d: &fabric_host::serve::own::DeploymentState) -> ServeLoad {
+    let class = |c: &str| d.requests.get(c).copied().unwrap_or(0);
+    ServeLoad {
+        tenant: d.tenant.clone(),
+        name: d.name.clone(),
+        host: d.host.clone(),
+        route: d.route.clone(),
+        stateless: d.kind == "stateless",
+        replicas: d.replicas.unwrap_or(0),
+        starting: d.starting.unwrap_or(0),
+        ongoing: d.ongoing,
+        queued: d.queued,
+        requests: [class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+        p50_ms: d.p50_ms,
+        p99_ms: d.p99_ms,
     }
 }

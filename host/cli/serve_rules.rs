@@ -16,19 +16,25 @@ impl Rules {
     pub fn new(hosts: &[String]) -> anyhow::Result<Self> {
         let mut reserved = Vec::with_capacity(hosts.len());
         for h in hosts {
-            let host = normal_host(h);
-            if host.is_empty() || host.contains(['/', ' ', ':']) {
-                anyhow::bail!("`{h}` is not a host name (--serve-reserved-host)");
-            }
+            let host =
+                dns_name(h).map_err(|e| anyhow::anyhow!("--serve-reserved-host `{h}`: {e}"))?;
             reserved.push(host);
         }
         Ok(Rules { reserved })
     }
 }
 
-/// A host as the ingress compares them: lower case, no trailing dot.
-fn normal_host(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
+/// A host as the ingress compares them (lower case, no trailing dot), if
+/// it is a DNS name: labels of letters, digits and `-`, no port.
+fn dns_name(host: &str) -> Result<String, String> {
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err("a host is a DNS name: letters, digits, `-` and `.`, no port".into());
+    }
+    Ok(name)
 }
 
 impl ServeRules for Rules {
@@ -50,13 +56,40 @@ impl ServeRules for Rules {
         }
         fabric_host::manifest::JobManifest::parse(&r.manifest)
             .map_err(|e| format!("its manifest: {e}"))?;
+        let host = d.host.as_deref().map(dns_name).transpose()?;
         Ok(RouteClaim {
-            host: d.host.as_deref().map(normal_host),
+            host,
             prefix: d.route.trim_end_matches('/').to_string(),
         })
     }
 
     fn reserved_hosts(&self) -> &[String] {
         &self.reserved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dns_name;
+
+    #[test]
+    fn hosts_are_dns_names() {
+        assert_eq!(
+            dns_name("Api.Example.COM.").as_deref(),
+            Ok("api.example.com")
+        );
+        assert_eq!(dns_name("10.0.0.1").as_deref(), Ok("10.0.0.1"));
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a.example:80",
+            "a b",
+            "é.example",
+            "a/b",
+            "[::1]",
+        ] {
+            assert!(dns_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

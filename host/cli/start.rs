@@ -280,11 +280,15 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
             head.set_serve_rules(std::sync::Arc::new(rules));
         }
         let mut follower = crate::serve_follow::Follower::start(&args.ingress, &node).await?;
+        if let Some(f) = &follower {
+            joined.report_serve(f.report());
+        }
         let source = fabric_host::metrics::Source {
             node: node.clone(),
             meters: Some(joined.meters().clone()),
             head: joined.head().cloned(),
             serve: Vec::new(),
+            ingress: follower.as_ref().map(|f| f.serve()),
         };
         let endpoints = &args.endpoints;
         let _metrics = endpoints
@@ -325,7 +329,9 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("stopping");
                 // Its deployments' jobs end while the node is still in the
                 // cluster, so their replicas elsewhere hear of it.
-                drop(follower);
+                if let Some(f) = follower {
+                    f.stop().await;
+                }
                 joined.leave().await;
             }
             // `fabric drain`: it has handed its work on and left.

@@ -156,14 +156,10 @@ fn screenshot(name: &str, png: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_logs_in_and_sees_nodes_a_running_job_and_its_log_but_not_other_tenants() {
-    let mut c = ProcCluster::start(
-        env!("CARGO_BIN_EXE_fabric"),
-        &["--num-cpus", "2", "--api-port", "0"],
-    );
-    c.add(&["--num-cpus", "1"]);
-    c.add(&["--num-cpus", "1"]);
+    let c = cluster_with_an_ingress();
     let acme = c.add_tenant("acme", &[]);
     let mallory = c.add_tenant("mallory", &[]);
+    deploy_hello(&c, &acme);
     let api = std::fs::read_to_string(c.dir.join("node0/api_address")).unwrap();
     let port = api.trim().rsplit(':').next().unwrap().to_string();
     let base = format!("https://wasmfabric.cluster:{port}");
@@ -217,6 +213,11 @@ async fn a_browser_logs_in_and_sees_nodes_a_running_job_and_its_log_but_not_othe
     let failures = wait_for_text(&b, "#tasks", "a refusal for the dashboard").await;
     assert!(failures.contains("invalid_argument"), "{failures}");
     screenshot("job.png", &b.screenshot().await.unwrap());
+
+    // Its Serve deployment, kept by the head and reported by the ingress.
+    b.goto(&format!("{base}/#/serve")).await.unwrap();
+    let serve = wait_for_text(&b, "tr[data-deployment='acme/hello']", "/hello").await;
+    assert!(serve.contains("yes"), "kept by the head: {serve}");
     b.close().await.unwrap();
 
     // Another tenant's browser: no sign of acme's job, even by its address.
@@ -228,10 +229,51 @@ async fn a_browser_logs_in_and_sees_nodes_a_running_job_and_its_log_but_not_othe
     m.goto(&format!("{base}/#/jobs/{id}")).await.unwrap();
     let page = wait_for_text(&m, "#view", "no such job").await;
     assert!(!page.contains("line 0"), "{page}");
+    m.goto(&format!("{base}/#/serve")).await.unwrap();
+    let serve = wait_for_text(&m, "#view", "Replicas").await;
+    assert!(!serve.contains("hello"), "{serve}");
     m.close().await.unwrap();
 
     let _ = job.kill();
     let _ = job.wait();
+}
+
+/// A head (2 CPUs, its REST API, an ingress) and two workers.
+fn cluster_with_an_ingress() -> ProcCluster {
+    let ingress = crate::support::unique_temp_path("dashboard-ingress.toml");
+    std::fs::write(&ingress, "[ingress]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let mut c = ProcCluster::start(
+        env!("CARGO_BIN_EXE_fabric"),
+        &[
+            "--num-cpus",
+            "2",
+            "--api-port",
+            "0",
+            "--ingress",
+            ingress.to_str().unwrap(),
+        ],
+    );
+    c.add(&["--num-cpus", "1"]);
+    c.add(&["--num-cpus", "1"]);
+    c
+}
+
+/// Deploys a stateless `hello` at `/hello` as the tenant of `token`.
+fn deploy_hello(c: &ProcCluster, token: &str) {
+    let deploy = format!(
+        "[[deployment]]\nname = \"hello\"\ncomponent = \"{}\"\nroute = \"/hello\"\npublic = true\n",
+        programs::HTTP_PROXY
+    );
+    let deploy = c.settings_file("deploy.toml", &deploy);
+    let out = c.fabric_as(
+        token,
+        &["serve", "deploy", &deploy, "--address", c.head_address()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The id of the tenant's one running job, once the head has it.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::python::python_app;
 use crate::serve::ECHO;
+use crate::support::curl::Body;
 use crate::support::procs::ProcCluster;
 use crate::support::programs;
 
@@ -61,9 +62,9 @@ fn serve_cli(c: &ProcCluster, token: &str, args: &[&str]) -> (String, bool) {
     (text, out.status.success())
 }
 
-/// Another tenant's deployments beside acme's: a route inside acme's and
-/// the operator's host are refused; its own route for any host serves, but
-/// not the operator's host.
+/// Another tenant's deployments beside acme's: a route inside acme's, any
+/// path on acme's host and the operator's host are refused; its own route
+/// for any host serves, but neither the operator's host nor acme's.
 fn another_tenants_claims(c: &ProcCluster, other: &str, worker_port: u16) {
     let write = |name: &str, route: &str, host: &str| {
         let text = format!(
@@ -77,14 +78,56 @@ fn another_tenants_claims(c: &ProcCluster, other: &str, worker_port: u16) {
     let ops = write("ops", "/", "host = \"Ops.Example\"\n");
     let (out, ok) = serve_cli(c, other, &["deploy", &ops]);
     assert!(!ok && out.contains("reserved by the operator"), "{out}");
+    let on_acme = write("login", "/login", "host = \"acme.example.\"\n");
+    let (out, ok) = serve_cli(c, other, &["deploy", &on_acme]);
+    assert!(!ok && out.contains("another tenant holds"), "{out}");
+    let port = write("port", "/", "host = \"b.example:80\"\n");
+    let (out, ok) = serve_cli(c, other, &["deploy", &port]);
+    assert!(!ok && out.contains("DNS name"), "{out}");
     let (out, ok) = serve_cli(c, other, &["deploy", &write("b", "/b", "")]);
     assert!(ok, "{out}");
     let b = format!("http://127.0.0.1:{worker_port}/b/x");
     wait_for(&b, 200, None);
-    assert_eq!(get(&b, Some("ops.example"), None).0, 404);
-    assert_eq!(get(&b, Some("ops.example."), None).0, 404);
+    for host in [
+        "ops.example",
+        "ops.example.",
+        "acme.example",
+        "ACME.example.",
+    ] {
+        assert_eq!(get(&b, Some(host), None).0, 404, "{host}");
+    }
+    assert_eq!(get(&b, Some("b.example"), None).0, 200);
     let (out, _) = serve_cli(c, other, &["list"]);
     assert!(out.contains("other") && !out.contains("acme"), "{out}");
+}
+
+/// The dashboard's Serve view: acme's deployments, kept by the head and
+/// reported by both ingresses with the answers they gave; none of them in
+/// the other tenant's view.
+fn dashboard_shows_each_tenant_its_own(c: &ProcCluster, acme: &str, other: &str) {
+    let api = crate::jobs_api::Api::of(c);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hello = loop {
+        let all = api.json("GET", "/api/serve", acme, Body::None, 200);
+        let rows = all.as_array().unwrap().clone();
+        assert!(rows.iter().all(|r| r["tenant"] == "acme"), "{all}");
+        let hello = rows.into_iter().find(|r| r["name"] == "hello").unwrap();
+        if hello["ingresses"] == 2 && hello["requests"]["2xx"].as_u64() >= Some(2) {
+            break hello;
+        }
+        assert!(Instant::now() < deadline, "{all}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(hello["kept"], true, "{hello}");
+    assert_eq!(hello["route"], "/a", "{hello}");
+    let theirs = api.json("GET", "/api/serve", other, Body::None, 200);
+    let names: Vec<&str> = theirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b"], "{theirs}");
 }
 
 const ACME: &str = r#"
@@ -92,6 +135,13 @@ const ACME: &str = r#"
 name = "hello"
 component = "PROXY"
 route = "/a"
+public = true
+
+[[deployment]]
+name = "site"
+component = "PROXY"
+host = "acme.example"
+route = "/site"
 public = true
 
 [[deployment]]
@@ -123,10 +173,20 @@ async fn deployments_the_head_keeps_are_served_by_every_ingress() {
         &head_listen,
         "--serve-reserved-host",
         "ops.example",
+        "--api-port",
+        "0",
     ];
     c.restart_head(&head_flags, 1);
     let worker_listen = format!("127.0.0.1:{worker_port}");
-    c.add(&["--ingress", &ingress, "--ingress-listen", &worker_listen]);
+    c.add(&[
+        "--ingress",
+        &ingress,
+        "--ingress-listen",
+        &worker_listen,
+        "--metrics-port",
+        "0",
+        "--metrics-insecure",
+    ]);
     let acme = c.add_tenant("acme", &[]);
     let other = c.add_tenant("other", &[]);
 
@@ -138,7 +198,7 @@ async fn deployments_the_head_keeps_are_served_by_every_ingress() {
     let acme_file = c.settings_file("acme.toml", &config);
     let (out, ok) = serve_cli(&c, &acme, &["deploy", &acme_file]);
     assert!(ok, "{out}");
-    assert!(out.contains("deployed: hello, echo"), "{out}");
+    assert!(out.contains("deployed: hello, site, echo"), "{out}");
 
     let token = Some("acme-route-token-0123456789");
     for port in [head_port, worker_port] {
@@ -150,6 +210,20 @@ async fn deployments_the_head_keeps_are_served_by_every_ingress() {
     }
 
     another_tenants_claims(&c, &other, worker_port);
+    dashboard_shows_each_tenant_its_own(&c, &acme, &other);
+    let metrics = c
+        .dir
+        .join(format!("node1/metrics/{}", c.nodes[1].child.id()));
+    let url = std::fs::read_to_string(metrics).unwrap();
+    let (status, text) = get(url.trim(), None, None);
+    assert_eq!(status, 200, "{text}");
+    let answered = text
+        .lines()
+        .any(|l| l.starts_with("fabric_serve_requests_total{") && l.contains("\"hello\""));
+    assert!(
+        answered,
+        "the worker's /metrics has its ingress's deployments:\n{text}"
+    );
 
     // The head killed: the worker's ingress serves on.
     c.kill(0);

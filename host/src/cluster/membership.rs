@@ -225,6 +225,7 @@ impl Cluster {
                     instance_slots: stats.instances.slots,
                     view_epoch: held.0,
                     view_version: held.1,
+                    serve: self.serve_loads(),
                 };
                 match self.head.clone().heartbeat(req).await {
                     Ok(reply) => {

@@ -173,7 +173,13 @@ pub(crate) struct Cluster {
     meters: Arc<crate::meters::ClusterMeters>,
     /// Its local socket for objects to nodes on this machine, if it has one.
     local: Option<Arc<same_host::LocalChannel>>,
+    /// What its ingress serves, if it runs one (sent with each heartbeat).
+    serve_report: std::sync::OnceLock<ServeReport>,
 }
+
+/// Reads the deployments a node's ingress runs now (see
+/// [`ClusterHandle::report_serve`]).
+pub type ServeReport = Arc<dyn Fn() -> Vec<crate::head::ServeLoad> + Send + Sync>;
 
 impl Cluster {
     /// Leaves the cluster: deregisters, then stops serving and heartbeating.
@@ -201,6 +207,17 @@ impl Cluster {
     pub(crate) fn fail_remote_work(&self, node: NodeId) {
         self.fail_tasks_sent_to(node);
         self.fail_calls_sent_to(node);
+    }
+
+    /// What this node's ingress runs, for its heartbeat.
+    pub(crate) fn serve_loads(&self) -> Vec<wasmfabric_proto::v1::ServeLoad> {
+        match self.serve_report.get() {
+            Some(report) => report()
+                .iter()
+                .map(crate::head::wire_serve_load_to_pb)
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// The node this cluster state belongs to (alive as long as it is used).
@@ -249,6 +266,12 @@ impl ClusterHandle {
         let _ = stop.wait_for(|s| *s).await;
     }
 
+    /// Sends what `report` reads with each heartbeat, for the head's
+    /// dashboard (once; a later call is ignored).
+    pub fn report_serve(&self, report: ServeReport) {
+        let _ = self.cluster.serve_report.set(report);
+    }
+
     /// The nodes this node knows of.
     pub fn peers(&self) -> Vec<PeerView> {
         self.cluster.members.all()
@@ -292,26 +315,27 @@ impl ClusterHandle {
         }))
     }
 
-    /// A kept deployment's component, if it still is the one of `digest`.
-    pub async fn serve_component(
+    /// A kept deployment, whole, if it is still at `revision`.
+    pub async fn serve_fetch(
         &self,
         tenant: &str,
         name: &str,
-        digest: &str,
-    ) -> Result<bytes::Bytes, HeadCallError> {
-        let request = wasmfabric_proto::v1::ServeComponentRequest {
+        revision: &str,
+    ) -> Result<crate::head::ServeRecord, HeadCallError> {
+        let request = wasmfabric_proto::v1::ServeFetchRequest {
             tenant: tenant.to_string(),
             name: name.to_string(),
-            digest: digest.to_string(),
+            revision: revision.to_string(),
         };
+        let call = |s: tonic::Status| HeadCallError(s.message().to_string());
         let reply = self
             .cluster
             .head
             .clone()
-            .serve_component(request)
+            .serve_fetch(request)
             .await
-            .map_err(|s| HeadCallError(s.message().to_string()))?;
-        Ok(reply.into_inner().component)
+            .map_err(call)?;
+        crate::head::wire_serve_from_pb(reply.into_inner()).map_err(call)
     }
 }
 
@@ -433,6 +457,7 @@ impl Cluster {
             registered: watch::channel(false).0,
             meters,
             local,
+            serve_report: std::sync::OnceLock::new(),
         }))
     }
 }

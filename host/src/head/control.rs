@@ -321,6 +321,11 @@ impl Control for ControlService {
     ) -> Result<Response<pb::ServeListReply>, Status> {
         let who = self.who(&request)?;
         self.head.count("ServeDeploy");
+        // Counted among the tenant's submissions until it is kept or refused.
+        let _receiving = request
+            .extensions()
+            .get::<super::gate::Receiving>()
+            .cloned();
         let reply = super::serve_rpc::deploy(&self.head, &who, request.into_inner()).await?;
         Ok(Response::new(reply))
     }

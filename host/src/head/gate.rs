@@ -32,7 +32,8 @@ pub const SUBMIT_JOB_PATH: &str = "/fabric.v1.Control/SubmitJob";
 /// The gRPC path of `ServeDeploy`, which carries components too.
 const SERVE_DEPLOY_PATH: &str = "/fabric.v1.Control/ServeDeploy";
 
-/// A `ServeDeploy` being received: one of its tenant's submissions.
+/// A `ServeDeploy` being received and handled: one of its tenant's
+/// submissions (its handler holds a clone until it answers).
 #[derive(Clone)]
 pub(crate) struct Receiving(#[allow(dead_code)] Arc<Submitting>);
 

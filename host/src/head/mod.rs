@@ -72,7 +72,7 @@ pub use nodes::FindError;
 pub use placing::{BundleFuture, BundleNodes};
 pub use records::{
     ActorRecord, ActorState, JobRecord, JobStatus, LogLine, NodeLoad, NodeRecord, NodeState,
-    Record, TenantLoad,
+    Record, ServeLoad, TenantLoad,
 };
 pub use serve_dir::{
     MAX_BYTES_PER_TENANT, MAX_DEPLOYMENTS_PER_TENANT, RouteClaim, ServeError, ServeRecord,
@@ -83,6 +83,7 @@ pub use task_query::{JobTasks, TaskNodes};
 pub use usage::TenantUsage;
 /// A kept deployment from the wire (for the cluster's side of the watch).
 pub(crate) use wire::serve_from_pb as wire_serve_from_pb;
+pub(crate) use wire::serve_load_to_pb as wire_serve_load_to_pb;
 
 pub(crate) use actors::ActorDirectory;
 pub(crate) use jobs::{JobRegistry, JobSlot};

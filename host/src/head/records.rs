@@ -201,3 +201,24 @@ pub enum Record {
     /// A deleted Serve deployment: its tenant and name.
     ForgetServe(String, String),
 }
+
+/// One Serve deployment as one node's ingress runs it now (sent with the
+/// node's heartbeat, for the dashboard).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServeLoad {
+    pub tenant: String,
+    pub name: String,
+    /// `None`: any host.
+    pub host: Option<String>,
+    pub route: String,
+    pub stateless: bool,
+    pub replicas: u32,
+    pub starting: u32,
+    pub ongoing: u64,
+    pub queued: u64,
+    /// Answers so far by status class: 2xx, 3xx, 4xx, 5xx.
+    pub requests: [u64; 4],
+    /// Upper bounds of the latency buckets holding p50 and p99.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}

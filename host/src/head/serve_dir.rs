@@ -5,13 +5,16 @@
 //! (its state file keeps them).
 //!
 //! A tenant deploys only as itself (its token names it), and claims the
-//! routes of its deployments: a route whose host and path prefix overlap
-//! another tenant's (the same host, or either answering any host; one
-//! prefix a whole-segment prefix of the other) is refused, as is a host
-//! the operator reserved (only the admin's deployments answer those).
-//! What a deployment's configuration means is the Serve layer's, which the
-//! head reaches through the [`ServeRules`] port; a head without one takes
-//! no deployment.
+//! routes of its deployments. A host belongs to the tenant whose
+//! deployments name it: another tenant may claim no path on it (the first
+//! to claim a host keeps it until its last deployment there is deleted;
+//! the operator reserves hosts for the admin's deployments), and the
+//! ingress keeps every other tenant's routes for any host off it. Two
+//! tenants' routes for any host may not overlap (one prefix a
+//! whole-segment prefix of the other). What a deployment's configuration
+//! means is the Serve layer's, which the head reaches through the
+//! [`ServeRules`] port; a head without one takes no deployment, and one
+//! started again checks what it kept against its (new) rules.
 //!
 //! ```
 //! use fabric_host::head::{RouteClaim, claims_overlap};
@@ -22,13 +25,15 @@
 //! assert!(!claims_overlap(&api, &apis));
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::records::Record;
+use super::records::{Record, ServeLoad};
+use crate::ids::NodeId;
 
 /// Why the head refused a Serve change.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -113,17 +118,67 @@ pub struct ServeRecord {
     pub claim: RouteClaim,
     /// Of its component and manifest (set by the head).
     pub digest: String,
+    /// Of everything above: what a node fetches it by (set by the head).
+    pub revision: String,
 }
+
+/// The largest `[[deployment]]` table, manifest and route token the head
+/// keeps (a node fetches each whole; the watch carries none of them).
+pub const MAX_CONFIG_BYTES: usize = 64 << 10;
+pub const MAX_MANIFEST_BYTES: usize = 64 << 10;
+pub const MAX_TOKEN_BYTES: usize = 1 << 10;
 
 impl ServeRecord {
     /// What it holds in the head.
     fn bytes(&self) -> usize {
-        self.component.len() + self.manifest.len() + self.config.len()
+        let token = self.token.as_ref().map_or(0, String::len);
+        self.component.len() + self.manifest.len() + self.config.len() + token
     }
 
-    /// The digest of its component and manifest, as the head records it.
+    /// Its revision: a digest of its claim's inputs and its digest.
+    fn revision_of(&self) -> String {
+        let token = self.token.as_deref().unwrap_or_default();
+        let lengths = [self.config.len() as u64, token.len() as u64];
+        let parts = [
+            &lengths[0].to_le_bytes()[..],
+            &lengths[1].to_le_bytes(),
+            self.config.as_bytes(),
+            token.as_bytes(),
+            self.digest.as_bytes(),
+        ];
+        crate::runtime::component::digest(&parts.concat())
+    }
+
+    /// Checks what the head bounds itself, before anything is read.
+    fn check_sizes(&self) -> Result<(), ServeError> {
+        let too_big = |what: &str, max: usize| {
+            Err(ServeError::Invalid(format!(
+                "deployment `{}`: its {what} is over {} KiB",
+                self.name,
+                max >> 10
+            )))
+        };
+        if self.config.len() > MAX_CONFIG_BYTES {
+            return too_big("table", MAX_CONFIG_BYTES);
+        }
+        if self.manifest.len() > MAX_MANIFEST_BYTES {
+            return too_big("manifest", MAX_MANIFEST_BYTES);
+        }
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.len() > MAX_TOKEN_BYTES)
+        {
+            return too_big("route token", MAX_TOKEN_BYTES);
+        }
+        Ok(())
+    }
+
+    /// The digest of its component and manifest, as the head records it
+    /// (the component's length first, so no two pairs read the same).
     pub fn digest_of(component: &[u8], manifest: &str) -> String {
-        crate::runtime::component::digest(&[component, b"|manifest|", manifest.as_bytes()].concat())
+        let length = (component.len() as u64).to_le_bytes();
+        crate::runtime::component::digest(&[&length, component, manifest.as_bytes()].concat())
     }
 }
 
@@ -146,7 +201,19 @@ pub(crate) struct ServeDirectory {
     /// Held from a change until it is saved, so saves go in the order the
     /// changes were made.
     writes: tokio::sync::Mutex<()>,
+    /// What each node's ingress last reported, and when.
+    loads: Mutex<HashMap<NodeId, (Instant, Vec<ServeLoad>)>>,
+    /// When each tenant's changes of the last minute were made.
+    changes: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
 }
+
+/// Deploys and deletes one tenant may make in a minute: each makes every
+/// ingress fetch what changed.
+pub const CHANGES_PER_MINUTE: usize = 30;
+
+/// Deployments one node's report may hold (a node runs at most its
+/// tenants' kept deployments, and its own `fabric serve` file's).
+const MAX_LOADS_PER_NODE: usize = 4096;
 
 #[derive(Default)]
 struct Kept {
@@ -164,16 +231,72 @@ impl ServeDirectory {
             }),
             rules: OnceLock::new(),
             writes: tokio::sync::Mutex::new(()),
+            loads: Mutex::new(HashMap::new()),
+            changes: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes the port to the Serve layer (once; later calls are ignored).
-    pub(crate) fn set_rules(&self, rules: Arc<dyn ServeRules>) {
-        let _ = self.rules.set(rules);
+    /// Takes the port to the Serve layer (once; later calls are ignored),
+    /// and checks what a previous run kept against it: a deployment it now
+    /// refuses (a host the operator reserved since, a claim another kept
+    /// one, deployed earlier, holds) is dropped, logged; answers what must
+    /// be saved.
+    pub(crate) fn set_rules(&self, rules: Arc<dyn ServeRules>) -> Vec<Record> {
+        if self.rules.set(rules.clone()).is_err() {
+            return Vec::new();
+        }
+        let mut kept = self.state.lock();
+        let mut restored: Vec<ServeRecord> = kept.by_key.values().map(|r| (**r).clone()).collect();
+        restored.sort_by_key(|r| r.deployed_unix_ms);
+        let mut next = BTreeMap::new();
+        let mut dropped = Vec::new();
+        for mut r in restored {
+            let key = (r.tenant.clone(), r.name.clone());
+            let checked = claim(rules.as_ref(), &mut r).and_then(|()| {
+                let arc = Arc::new(r.clone());
+                next.insert(key.clone(), arc);
+                check_claims(&next, &r)
+            });
+            if let Err(e) = checked {
+                tracing::warn!(tenant = %r.tenant, deployment = %r.name, "a kept deployment is dropped: {e}");
+                next.remove(&key);
+                dropped.push(Record::ForgetServe(key.0, key.1));
+            }
+        }
+        kept.by_key = next;
+        kept.version += 1;
+        dropped
     }
 
     fn rules(&self) -> Result<&Arc<dyn ServeRules>, ServeError> {
         self.rules.get().ok_or(ServeError::Unsupported)
+    }
+
+    /// Counts one change of `tenant`'s, unless it made
+    /// [`CHANGES_PER_MINUTE`] in the last minute.
+    fn pace(&self, tenant: &str) -> Result<(), ServeError> {
+        let mut changes = self.changes.lock();
+        changes.retain(|_, times| {
+            while times
+                .front()
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+        let times = changes.entry(tenant.to_string()).or_default();
+        if times.len() >= CHANGES_PER_MINUTE {
+            return Err(ServeError::Limit {
+                name: "serve-changes",
+                value: CHANGES_PER_MINUTE as u64,
+                message: format!(
+                    "a tenant deploys or deletes at most {CHANGES_PER_MINUTE} times a minute"
+                ),
+            });
+        }
+        times.push_back(Instant::now());
+        Ok(())
     }
 
     /// Takes back what a previous run of the head saved.
@@ -193,21 +316,12 @@ impl ServeDirectory {
         records: Vec<ServeRecord>,
     ) -> Result<Vec<Record>, ServeError> {
         let rules = self.rules()?;
+        self.pace(tenant)?;
         let mut checked = Vec::with_capacity(records.len());
         for mut r in records {
             r.tenant = tenant.to_string();
-            r.claim = rules
-                .claim(&r)
-                .map_err(|e| ServeError::Invalid(format!("deployment `{}`: {e}", r.name)))?;
-            let reserved = |h: &String| rules.reserved_hosts().contains(h);
-            if tenant != "admin" && r.claim.host.as_ref().is_some_and(reserved) {
-                return Err(ServeError::Reserved(format!(
-                    "deployment `{}`: host `{}` is reserved by the operator",
-                    r.name,
-                    r.claim.host.as_deref().unwrap_or_default()
-                )));
-            }
-            r.digest = ServeRecord::digest_of(&r.component, &r.manifest);
+            r.check_sizes()?;
+            claim(rules.as_ref(), &mut r)?;
             if checked.iter().any(|o: &ServeRecord| o.name == r.name) {
                 return Err(ServeError::Invalid(format!(
                     "two deployments are named `{}`",
@@ -236,6 +350,7 @@ impl ServeDirectory {
     /// Deletes `tenant`'s deployments `names`; answers what must be saved.
     /// Every name must be one of its deployments.
     pub(crate) fn delete(&self, tenant: &str, names: &[String]) -> Result<Vec<Record>, ServeError> {
+        self.pace(tenant)?;
         let mut kept = self.state.lock();
         let key = |n: &String| (tenant.to_string(), n.clone());
         if let Some(n) = names.iter().find(|n| !kept.by_key.contains_key(&key(n))) {
@@ -263,8 +378,9 @@ impl ServeDirectory {
             .collect()
     }
 
-    /// Everything, without components, unless a node holds (`epoch`,
-    /// `version`) already.
+    /// Every deployment's claim and revision (not its table, component,
+    /// manifest or token: [`ServeDirectory::fetch`]), unless a node holds
+    /// (`epoch`, `version`) already.
     pub(crate) fn watch(&self, epoch: u64, version: u64) -> Option<ServeSet> {
         let kept = self.state.lock();
         if epoch == self.epoch && version == kept.version {
@@ -274,7 +390,10 @@ impl ServeDirectory {
             .by_key
             .values()
             .map(|r| ServeRecord {
+                config: String::new(),
                 component: Bytes::new(),
+                manifest: String::new(),
+                token: None,
                 ..(**r).clone()
             })
             .collect();
@@ -290,11 +409,37 @@ impl ServeDirectory {
         })
     }
 
-    /// Deployment `name`'s component, if it is still the one of `digest`.
-    pub(crate) fn component(&self, tenant: &str, name: &str, digest: &str) -> Option<Bytes> {
+    /// Takes node `node`'s report of its ingress's deployments.
+    pub(crate) fn report(&self, node: NodeId, mut loads: Vec<ServeLoad>) {
+        let mut all = self.loads.lock();
+        if loads.is_empty() {
+            all.remove(&node);
+            return;
+        }
+        loads.truncate(MAX_LOADS_PER_NODE);
+        all.insert(node, (Instant::now(), loads));
+    }
+
+    /// The reports younger than `fresh`, by node (older ones are dropped:
+    /// their node stopped reporting, or died).
+    pub(crate) fn loads(&self, fresh: Duration) -> Vec<(NodeId, ServeLoad)> {
+        let mut all = self.loads.lock();
+        all.retain(|_, (at, _)| at.elapsed() < fresh);
+        all.iter()
+            .flat_map(|(node, (_, loads))| loads.iter().map(|l| (*node, l.clone())))
+            .collect()
+    }
+
+    /// Deployment `name`, whole, if it is still at `revision`.
+    pub(crate) fn fetch(
+        &self,
+        tenant: &str,
+        name: &str,
+        revision: &str,
+    ) -> Option<Arc<ServeRecord>> {
         let kept = self.state.lock();
         let r = kept.by_key.get(&(tenant.to_string(), name.to_string()))?;
-        (r.digest == digest).then(|| r.component.clone())
+        (r.revision == revision).then(|| r.clone())
     }
 }
 
@@ -302,7 +447,8 @@ impl super::Head {
     /// Takes the port to the Serve layer: without it the head refuses
     /// deployments.
     pub fn set_serve_rules(&self, rules: Arc<dyn ServeRules>) {
-        self.serve.set_rules(rules);
+        let dropped = self.serve.set_rules(rules);
+        self.save_later(dropped);
     }
 
     /// Deploys `records` as `tenant`'s (see [`ServeDirectory::deploy`]);
@@ -336,8 +482,23 @@ impl super::Head {
         self.serve.watch(epoch, version)
     }
 
-    pub(crate) fn serve_component(&self, tenant: &str, name: &str, digest: &str) -> Option<Bytes> {
-        self.serve.component(tenant, name, digest)
+    pub(crate) fn serve_fetch(
+        &self,
+        tenant: &str,
+        name: &str,
+        revision: &str,
+    ) -> Option<Arc<ServeRecord>> {
+        self.serve.fetch(tenant, name, revision)
+    }
+
+    pub(crate) fn serve_report(&self, node: NodeId, loads: Vec<ServeLoad>) {
+        self.serve.report(node, loads);
+    }
+
+    /// Every node's ingress deployments, as last reported within a death
+    /// timeout.
+    pub fn serve_loads(&self) -> Vec<(NodeId, ServeLoad)> {
+        self.serve.loads(self.timing.node_timeout)
     }
 }
 
@@ -368,21 +529,46 @@ fn check_tenant_bounds(
     Ok(())
 }
 
-/// `r`'s route clashes with no other tenant's, and is no other of its
-/// tenant's deployments' exact route.
+/// Checks `r` as the head keeps it (its table through `rules`, its host
+/// against the reserved ones) and sets its claim, digest and revision.
+fn claim(rules: &dyn ServeRules, r: &mut ServeRecord) -> Result<(), ServeError> {
+    r.claim = rules
+        .claim(r)
+        .map_err(|e| ServeError::Invalid(format!("deployment `{}`: {e}", r.name)))?;
+    let reserved = |h: &String| rules.reserved_hosts().contains(h);
+    if r.tenant != "admin" && r.claim.host.as_ref().is_some_and(reserved) {
+        return Err(ServeError::Reserved(format!(
+            "deployment `{}`: host `{}` is reserved by the operator",
+            r.name,
+            r.claim.host.as_deref().unwrap_or_default()
+        )));
+    }
+    r.digest = ServeRecord::digest_of(&r.component, &r.manifest);
+    r.revision = r.revision_of();
+    Ok(())
+}
+
+/// `r`'s claim against every other in `next`. A host belongs to the one
+/// tenant whose deployments name it (no other tenant may claim any path
+/// on it, and the ingress keeps other tenants' routes for any host off
+/// it); routes for any host of two tenants may not overlap; one tenant's
+/// two deployments may not claim the same route.
 fn check_claims(
     next: &BTreeMap<(String, String), Arc<ServeRecord>>,
     r: &ServeRecord,
 ) -> Result<(), ServeError> {
+    let trimmed = |c: &RouteClaim| c.prefix.trim_end_matches('/').to_string();
     for o in next.values() {
         if o.tenant == r.tenant && o.name == r.name {
             continue;
         }
-        let clash = if o.tenant == r.tenant {
-            o.claim.host == r.claim.host
-                && o.claim.prefix.trim_end_matches('/') == r.claim.prefix.trim_end_matches('/')
-        } else {
-            claims_overlap(&o.claim, &r.claim)
+        let clash = match (&o.claim.host, &r.claim.host) {
+            _ if o.tenant == r.tenant => {
+                o.claim.host == r.claim.host && trimmed(&o.claim) == trimmed(&r.claim)
+            }
+            (Some(a), Some(b)) => a == b,
+            (None, None) => claims_overlap(&o.claim, &r.claim),
+            _ => false,
         };
         if clash {
             let whose = match o.tenant == r.tenant {
@@ -433,6 +619,7 @@ mod tests {
                 prefix: String::new(),
             },
             digest: String::new(),
+            revision: String::new(),
         }
     }
 
@@ -443,11 +630,16 @@ mod tests {
     }
 
     #[test]
-    fn another_tenants_overlapping_route_is_refused_and_nothing_changes() {
+    fn another_tenants_host_or_overlapping_route_is_refused_and_nothing_changes() {
         let d = directory();
-        d.deploy("a", vec![record("api", "* /api")]).unwrap();
+        d.deploy(
+            "a",
+            vec![record("api", "* /api"), record("site", "a.example /x")],
+        )
+        .unwrap();
         let before = d.watch(0, 0).unwrap().version;
-        for route in ["* /api/v2", "x.example /api", "* /", "x.example /"] {
+        // A route for any host inside a's, and any path on a's host.
+        for route in ["* /api/v2", "* /", "a.example /", "a.example /other"] {
             let e = d.deploy("b", vec![record("x", "* /ok"), record("y", route)]);
             assert!(
                 e.unwrap_err().to_string().contains("another tenant"),
@@ -456,12 +648,33 @@ mod tests {
         }
         assert_eq!(d.watch(0, 0).unwrap().version, before);
         assert_eq!(d.list(Some("b")), vec![]);
-        d.deploy("b", vec![record("x", "* /apis"), record("y", "* /b")])
-            .unwrap();
+        // Its own host may hold what a's routes for any host hold: the
+        // ingress keeps a's off b's host.
+        let ok = [record("x", "* /apis"), record("y", "b.example /api")];
+        d.deploy("b", ok.to_vec()).unwrap();
         // Its own tenant may nest routes, not repeat one.
         d.deploy("a", vec![record("v2", "* /api/v2")]).unwrap();
         let e = d.deploy("a", vec![record("again", "* /api/")]).unwrap_err();
         assert!(e.to_string().contains("your deployment `api`"), "{e}");
+    }
+
+    #[test]
+    fn rules_set_again_drop_what_they_now_refuse() {
+        let d = ServeDirectory::new();
+        d.set_rules(Arc::new(Rules(Vec::new())));
+        d.deploy(
+            "a",
+            vec![record("x", "ops.example /x"), record("y", "* /y")],
+        )
+        .unwrap();
+        let kept: Vec<ServeRecord> = d.list(None).iter().map(|r| (**r).clone()).collect();
+        // A head started again, with ops.example reserved now.
+        let again = ServeDirectory::new();
+        again.restore(kept);
+        let dropped = again.set_rules(Arc::new(Rules(vec!["ops.example".into()])));
+        assert!(matches!(&dropped[..], [Record::ForgetServe(t, n)] if t == "a" && n == "x"));
+        let names: Vec<String> = again.list(None).iter().map(|r| r.name.clone()).collect();
+        assert_eq!(names, ["y"]);
     }
 
     #[test]
@@ -489,17 +702,24 @@ mod tests {
     }
 
     #[test]
-    fn a_watch_hears_changes_once_and_components_by_digest() {
+    fn a_watch_hears_changes_once_and_nodes_fetch_by_revision() {
         let d = directory();
         let first = d.watch(0, 0).unwrap();
         assert!(d.watch(first.epoch, first.version).is_none());
-        d.deploy("a", vec![record("x", "* /x")]).unwrap();
+        let mut x = record("x", "* /x");
+        x.token = Some("a-token-of-sixteen-or-more".into());
+        d.deploy("a", vec![x]).unwrap();
         let next = d.watch(first.epoch, first.version).unwrap();
         assert_eq!(next.deployments.len(), 1);
-        assert!(next.deployments[0].component.is_empty());
-        let digest = &next.deployments[0].digest;
-        assert_eq!(d.component("a", "x", digest).as_deref(), Some(&b"wasm"[..]));
-        assert_eq!(d.component("b", "x", digest), None);
+        // The watch carries claims and revisions, nothing a tenant wrote.
+        let lean = &next.deployments[0];
+        assert!(lean.component.is_empty() && lean.config.is_empty() && lean.token.is_none());
+        let whole = d.fetch("a", "x", &lean.revision).unwrap();
+        assert_eq!(
+            (&whole.component[..], whole.config.as_str()),
+            (&b"wasm"[..], "* /x")
+        );
+        assert!(d.fetch("b", "x", &lean.revision).is_none());
         d.delete("a", &["x".into()]).unwrap();
         assert!(d.delete("a", &["x".into()]).is_err());
         assert!(
@@ -508,6 +728,29 @@ mod tests {
                 .deployments
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_token_or_table_past_its_bound_is_refused() {
+        let d = directory();
+        let mut x = record("x", "* /x");
+        x.token = Some("t".repeat(MAX_TOKEN_BYTES + 1));
+        assert!(d.deploy("a", vec![x]).is_err());
+        let mut y = record("y", "* /y");
+        y.manifest = "#".repeat(MAX_MANIFEST_BYTES + 1);
+        assert!(d.deploy("a", vec![y]).is_err());
+    }
+
+    #[test]
+    fn a_tenants_changes_are_paced() {
+        let d = directory();
+        for i in 0..CHANGES_PER_MINUTE {
+            d.deploy("a", vec![record("x", &format!("* /x{i}"))])
+                .unwrap();
+        }
+        let e = d.deploy("a", vec![record("x", "* /y")]).unwrap_err();
+        assert!(e.to_string().contains("serve-changes"), "{e}");
+        d.deploy("b", vec![record("x", "* /b")]).unwrap();
     }
 
     #[test]

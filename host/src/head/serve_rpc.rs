@@ -97,12 +97,12 @@ pub(crate) fn watch(head: &Head, request: pb::ServeWatchRequest) -> pb::ServeWat
     }
 }
 
-pub(crate) fn component(
+pub(crate) fn fetch(
     head: &Head,
-    request: pb::ServeComponentRequest,
-) -> Result<pb::ServeComponentReply, Status> {
-    match head.serve_component(&request.tenant, &request.name, &request.digest) {
-        Some(bytes) => Ok(pb::ServeComponentReply { component: bytes }),
+    request: pb::ServeFetchRequest,
+) -> Result<pb::ServeDeployment, Status> {
+    match head.serve_fetch(&request.tenant, &request.name, &request.revision) {
+        Some(record) => Ok(wire::serve_to_pb(&record)),
         None => Err(Status::not_found(
             "no such deployment, or it was deployed again",
         )),

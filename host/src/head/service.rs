@@ -52,12 +52,12 @@ impl HeadRpc for HeadService {
         Ok(Response::new(reply))
     }
 
-    async fn serve_component(
+    async fn serve_fetch(
         &self,
-        request: Request<pb::ServeComponentRequest>,
-    ) -> Result<Response<pb::ServeComponentReply>, Status> {
-        self.0.count("ServeComponent");
-        let reply = super::serve_rpc::component(&self.0, request.into_inner())?;
+        request: Request<pb::ServeFetchRequest>,
+    ) -> Result<Response<pb::ServeDeployment>, Status> {
+        self.0.count("ServeFetch");
+        let reply = super::serve_rpc::fetch(&self.0, request.into_inner())?;
         Ok(Response::new(reply))
     }
 
@@ -146,16 +146,20 @@ impl HeadRpc for HeadService {
             .map(wire::tenant_load_from_pb)
             .collect();
         let held = (r.view_epoch, r.view_version);
+        let serve = r.serve.into_iter().map(wire::serve_load_from_pb).collect();
         let reply = match self.0.heartbeat(id, load, tenants, held) {
-            Some((view, limits)) => pb::HeartbeatReply {
-                nodes: view.nodes.iter().map(wire::node_to_pb).collect(),
-                reregister: false,
-                tenants: limits.iter().map(wire::limit_to_pb).collect(),
-                partial: view.partial,
-                view_epoch: view.epoch,
-                view_version: view.version,
-                load_interval_ms: view.load_interval.as_millis().min(u32::MAX as u128) as u32,
-            },
+            Some((view, limits)) => {
+                self.0.serve_report(id, serve);
+                pb::HeartbeatReply {
+                    nodes: view.nodes.iter().map(wire::node_to_pb).collect(),
+                    reregister: false,
+                    tenants: limits.iter().map(wire::limit_to_pb).collect(),
+                    partial: view.partial,
+                    view_epoch: view.epoch,
+                    view_version: view.version,
+                    load_interval_ms: view.load_interval.as_millis().min(u32::MAX as u128) as u32,
+                }
+            }
             None => pb::HeartbeatReply {
                 reregister: true,
                 ..Default::default()

@@ -235,6 +235,7 @@ pub(crate) fn serve_to_pb(d: &super::serve_dir::ServeRecord) -> pb::ServeDeploym
         host: d.claim.host.clone().unwrap_or_default(),
         route: d.claim.prefix.clone(),
         digest: d.digest.clone(),
+        revision: d.revision.clone(),
     }
 }
 
@@ -256,6 +257,7 @@ pub(crate) fn serve_from_pb(
             prefix: d.route,
         },
         digest: d.digest,
+        revision: d.revision,
     })
 }
 
@@ -267,6 +269,46 @@ pub(crate) fn serve_summary(d: &super::serve_dir::ServeRecord) -> pb::ServeSumma
         route: d.claim.prefix.clone(),
         digest: d.digest.clone(),
         deployed_unix_ms: d.deployed_unix_ms,
+    }
+}
+
+pub(crate) fn serve_load_to_pb(l: &super::records::ServeLoad) -> pb::ServeLoad {
+    pb::ServeLoad {
+        tenant: l.tenant.clone(),
+        name: l.name.clone(),
+        host: l.host.clone().unwrap_or_default(),
+        route: l.route.clone(),
+        stateless: l.stateless,
+        replicas: l.replicas,
+        starting: l.starting,
+        ongoing: l.ongoing,
+        queued: l.queued,
+        requests: l.requests.to_vec(),
+        p50_ms: l.p50_ms.unwrap_or(0.0),
+        p99_ms: l.p99_ms.unwrap_or(0.0),
+    }
+}
+
+/// A node's report: its counts as sent (at most four classes are read).
+pub(crate) fn serve_load_from_pb(l: pb::ServeLoad) -> super::records::ServeLoad {
+    let mut requests = [0u64; 4];
+    for (slot, n) in requests.iter_mut().zip(&l.requests) {
+        *slot = *n;
+    }
+    let ms = |v: f64| (v.is_finite() && v > 0.0).then_some(v);
+    super::records::ServeLoad {
+        tenant: l.tenant,
+        name: l.name,
+        host: (!l.host.is_empty()).then_some(l.host),
+        route: l.route,
+        stateless: l.stateless,
+        replicas: l.replicas,
+        starting: l.starting,
+        ongoing: l.ongoing,
+        queued: l.queued,
+        requests,
+        p50_ms: ms(l.p50_ms),
+        p99_ms: ms(l.p99_ms),
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Source {
     pub head: Option<Arc<Head>>,
     /// Serve's deployments, where this process runs an ingress.
     pub serve: Vec<crate::serve::Target>,
+    /// An ingress whose deployments change (a node's `--ingress`): read at
+    /// each scrape.
+    pub ingress: Option<Arc<crate::serve::Serve>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -139,8 +142,12 @@ impl Collector for Source {
         if let Some(h) = &self.head {
             head_metrics(&mut f, h)?;
         }
-        if !self.serve.is_empty() {
-            let readings: Vec<_> = self.serve.iter().map(|d| d.reading()).collect();
+        let mut targets = self.serve.clone();
+        if let Some(ingress) = &self.ingress {
+            targets.extend(ingress.targets());
+        }
+        if !targets.is_empty() {
+            let readings: Vec<_> = targets.iter().map(|d| d.reading()).collect();
             serve_metrics(&mut f, &readings)?;
         }
         Ok(())

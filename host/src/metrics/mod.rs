@@ -23,7 +23,7 @@
 //! let security = ClusterSecurity::generate()?;
 //! let access = Access::Token { token: security.scrape_token(), tls: security.https_config()? };
 //! let config = MetricsConfig { listen: "127.0.0.1:0".parse()?, access };
-//! let source = Source { node, meters: None, head: None, serve: Vec::new() };
+//! let source = Source { node, meters: None, head: None, serve: Vec::new(), ingress: None };
 //! let server = metrics::serve(config, source).await?;
 //! println!("scrape https://{}/metrics", server.address());
 //! assert!(metrics::render(server.source()).contains("fabric_tasks_queued"));

@@ -42,7 +42,7 @@ pub mod autoscale;
 pub mod config;
 pub mod deployment;
 mod handles;
-mod own;
+pub mod own;
 pub mod pacing;
 mod request_path;
 mod starts;
@@ -131,6 +131,7 @@ impl From<Arc<Stateless>> for Target {
 }
 
 /// Where requests for one deployment come in.
+#[derive(Clone)]
 pub struct Route {
     /// The `Host` it answers, lower case, without a port (any when `None`).
     host: Option<String>,
@@ -155,7 +156,7 @@ impl Route {
         max_response: u64,
     ) -> Self {
         Route {
-            host: host.map(|h| h.to_ascii_lowercase()),
+            host: host.map(|h| h.trim_end_matches('.').to_ascii_lowercase()),
             prefix: prefix.trim_end_matches('/').to_string(),
             target: target.into(),
             token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
@@ -166,8 +167,9 @@ impl Route {
     }
 
     /// The same route, which, answering any host, leaves `hosts` (lower
-    /// case) alone: hosts an operator reserved, whose requests a tenant's
-    /// route must not take even where no route of theirs matches.
+    /// case, no trailing dot) alone: hosts an operator reserved, or another
+    /// tenant's, whose requests a tenant's route must not take even where
+    /// no route of theirs matches.
     pub fn not_for_hosts(mut self, hosts: Arc<[String]>) -> Self {
         self.not_for = hosts;
         self
@@ -179,12 +181,10 @@ impl Route {
     }
 
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        // `a.example.` is `a.example` to DNS: the same host either way.
+        let host = host.map(|h| h.trim_end_matches('.'));
         let host_ok = match &self.host {
-            // `ops.example.` is `ops.example` to DNS: reserved either way.
-            None => host.is_none_or(|h| {
-                let h = h.trim_end_matches('.');
-                !self.not_for.iter().any(|r| r == h)
-            }),
+            None => host.is_none_or(|h| !self.not_for.iter().any(|r| r == h)),
             Some(h) => host == Some(h.as_str()),
         };
         let rest = path.strip_prefix(self.prefix.as_str());
@@ -353,6 +353,21 @@ impl Serve {
     /// Where it listens.
     pub fn address(&self) -> SocketAddr {
         self.endpoint.address()
+    }
+
+    /// What its routes reach now (for a node's metrics).
+    pub fn targets(&self) -> Vec<Target> {
+        self.ingress
+            .routes()
+            .iter()
+            .map(|r| r.target.clone())
+            .collect()
+    }
+
+    /// Each route's deployment as it is now (what `GET /-/deployments`
+    /// shows).
+    pub fn deployments(&self) -> Vec<own::DeploymentState> {
+        self.ingress.routes().iter().map(own::state).collect()
     }
 }
 

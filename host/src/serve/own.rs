@@ -49,6 +49,7 @@ async fn metrics(ingress: &Ingress, node: crate::Node) -> Response {
         meters: None,
         head: None,
         serve: ingress.routes().iter().map(|r| r.target.clone()).collect(),
+        ingress: None,
     };
     // A scrape reads many locks briefly; off the async workers.
     let text = tokio::task::spawn_blocking(move || crate::metrics::render(&source))
@@ -60,7 +61,7 @@ async fn metrics(ingress: &Ingress, node: crate::Node) -> Response {
 /// Each route's deployment: what it serves, its replicas and queue now,
 /// and its requests so far.
 fn deployments(routes: &[Route]) -> Response {
-    let list: Vec<serde_json::Value> = routes.iter().map(deployment).collect();
+    let list: Vec<DeploymentState> = routes.iter().map(state).collect();
     let body = serde_json::json!({ "deployments": list });
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -69,32 +70,57 @@ fn deployments(routes: &[Route]) -> Response {
         .into_response()
 }
 
-fn deployment(route: &Route) -> serde_json::Value {
+/// One deployment on an ingress, as it is now.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeploymentState {
+    pub name: String,
+    pub tenant: String,
+    /// `replicas` or `stateless`.
+    pub kind: &'static str,
+    pub host: Option<String>,
+    pub route: String,
+    /// Replicas up and starting (`None` for a stateless deployment: its
+    /// instances are per request).
+    pub replicas: Option<u32>,
+    pub starting: Option<u32>,
+    pub ongoing: u64,
+    pub queued: u64,
+    /// Answers so far by status class (`2xx` ... `5xx`).
+    pub requests: std::collections::BTreeMap<String, u64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// `route`'s deployment as it is now.
+pub(super) fn state(route: &Route) -> DeploymentState {
     let reading = route.target.reading();
-    let requests: serde_json::Map<String, serde_json::Value> = reading
+    let requests = reading
         .by_class
         .iter()
-        .map(|(class, n)| (class.to_string(), (*n).into()))
+        .map(|(class, n)| (class.to_string(), *n))
         .collect();
     // A stateless deployment has instances per request, no replicas.
     let (kind, replicas, starting) = match route.target {
         Target::Replicas(_) => ("replicas", Some(reading.replicas), Some(reading.starting)),
         Target::Stateless(_) => ("stateless", None, None),
     };
-    serde_json::json!({
-        "name": reading.name,
-        "tenant": route.target.tenant(),
-        "kind": kind,
-        "host": route.host,
-        "route": if route.prefix.is_empty() { "/" } else { route.prefix.as_str() },
-        "replicas": replicas,
-        "starting": starting,
-        "ongoing": reading.ongoing,
-        "queued": reading.queued,
-        "requests": requests,
-        "p50_ms": quantile_ms(&reading.latency, 0.5),
-        "p99_ms": quantile_ms(&reading.latency, 0.99),
-    })
+    DeploymentState {
+        name: reading.name.to_string(),
+        tenant: route.target.tenant().to_string(),
+        kind,
+        host: route.host.clone(),
+        route: match route.prefix.is_empty() {
+            true => "/".to_string(),
+            false => route.prefix.clone(),
+        },
+        replicas: replicas.map(|n| n as u32),
+        starting: starting.map(|n| n as u32),
+        ongoing: reading.ongoing as u64,
+        queued: reading.queued as u64,
+        requests,
+        p50_ms: quantile_ms(&reading.latency, 0.5),
+        p99_ms: quantile_ms(&reading.latency, 0.99),
+    }
 }
 
 /// The upper bound of the latency bucket holding quantile `q`, in ms

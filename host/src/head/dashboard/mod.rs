@@ -22,6 +22,7 @@
 //! ```
 
 pub(crate) mod pages;
+pub(crate) mod serve_view;
 pub mod session;
 pub(crate) mod views;
 

@@ -119,6 +119,7 @@ pub fn router(head: Arc<Head>, hosts: AllowedHosts) -> Router {
         .route("/api/nodes", get(views::nodes))
         .route("/api/actors", get(views::actors))
         .route("/api/tenants", get(views::tenants))
+        .route("/api/serve", get(super::dashboard::serve_view::serve))
         .with_state(api)
         .layer(middleware::from_fn_with_state(auth, authenticate))
         .merge(pages)

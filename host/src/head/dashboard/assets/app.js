@@ -199,6 +199,18 @@ async function tenantsView(view) {
       t.tasks, t.live_actors, quota(t.quota)]))));
 }
 
+async function serveView(view) {
+  const list = await api('/api/serve');
+  const answers = (r) => ['2xx', '3xx', '4xx', '5xx'].map((c) => `${c} ${r.requests[c] || 0}`).join(', ');
+  view.replaceChildren(el('h2', { text: 'Serve' }), table(
+    ['Deployment', 'Tenant', 'Route', 'Kept', 'Deployed', 'Ingresses', 'Replicas (starting)',
+      'Ongoing', 'Queued', 'Answers', 'p99 ms'],
+    list.map((d) => row({ 'data-deployment': `${d.tenant}/${d.name}`, class: 'deployment' }, [
+      d.name, d.tenant, `${d.host || '*'}${d.route}`, d.kept ? 'yes' : 'no', when(d.deployed_unix_ms),
+      `${d.ingresses}`, `${d.replicas} (${d.starting})`, `${d.ongoing}`, `${d.queued}`, answers(d),
+      d.p99_ms == null ? '' : `${d.p99_ms}`]))));
+}
+
 async function route() {
   clearTimeout(tasksTimer);
   // A followed log holds a stream (and one of the tenant's few): end it.
@@ -215,6 +227,7 @@ async function route() {
     else if (hash === '#/jobs') await jobsView(view);
     else if (hash === '#/actors') await actorsView(view);
     else if (hash === '#/tenants') await tenantsView(view);
+    else if (hash === '#/serve') await serveView(view);
     else await overview(view);
   } catch (e) {
     view.replaceChildren(el('p', { class: 'error', text: e.message }));
