@@ -130,6 +130,24 @@ fn dashboard_shows_each_tenant_its_own(c: &ProcCluster, acme: &str, other: &str)
     assert_eq!(names, ["b"], "{theirs}");
 }
 
+/// The worker's own `/metrics` (`--metrics-port`) carries its ingress's
+/// deployments.
+fn worker_metrics_show_its_deployments(c: &ProcCluster) {
+    let metrics = c
+        .dir
+        .join(format!("node1/metrics/{}", c.nodes[1].child.id()));
+    let url = std::fs::read_to_string(metrics).unwrap();
+    let (status, text) = get(url.trim(), None, None);
+    assert_eq!(status, 200, "{text}");
+    let answered = text
+        .lines()
+        .any(|l| l.starts_with("fabric_serve_requests_total{") && l.contains("\"hello\""));
+    assert!(
+        answered,
+        "the worker's /metrics lacks its deployments:\n{text}"
+    );
+}
+
 const ACME: &str = r#"
 [[deployment]]
 name = "hello"
@@ -211,19 +229,7 @@ async fn deployments_the_head_keeps_are_served_by_every_ingress() {
 
     another_tenants_claims(&c, &other, worker_port);
     dashboard_shows_each_tenant_its_own(&c, &acme, &other);
-    let metrics = c
-        .dir
-        .join(format!("node1/metrics/{}", c.nodes[1].child.id()));
-    let url = std::fs::read_to_string(metrics).unwrap();
-    let (status, text) = get(url.trim(), None, None);
-    assert_eq!(status, 200, "{text}");
-    let answered = text
-        .lines()
-        .any(|l| l.starts_with("fabric_serve_requests_total{") && l.contains("\"hello\""));
-    assert!(
-        answered,
-        "the worker's /metrics has its ingress's deployments:\n{text}"
-    );
+    worker_metrics_show_its_deployments(&c);
 
     // The head killed: the worker's ingress serves on.
     c.kill(0);
