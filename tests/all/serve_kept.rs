@@ -148,6 +148,36 @@ fn worker_metrics_show_its_deployments(c: &ProcCluster) {
     );
 }
 
+/// acme's `echo` deployed again with a user config: every ingress's
+/// replicas take it.
+fn a_new_user_config_reaches_every_ingress(
+    c: &ProcCluster,
+    acme: &str,
+    config: &str,
+    ports: [u16; 2],
+) {
+    let token = Some("acme-route-token-0123456789");
+    let again = config
+        .replace(
+            "token_file",
+            "user_config = { greeting = \"hey\" }\ntoken_file",
+        )
+        .split("[[deployment]]")
+        .last()
+        .map(|echo| format!("[[deployment]]{echo}"))
+        .unwrap();
+    let (out, ok) = serve_cli(c, acme, &["deploy", &c.settings_file("again.toml", &again)]);
+    assert!(ok, "{out}");
+    for port in ports {
+        let url = format!("http://127.0.0.1:{port}/echo/json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !get(&url, None, token).1.contains("\"hey\"") {
+            assert!(Instant::now() < deadline, "{:?}", get(&url, None, token));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 const ACME: &str = r#"
 [[deployment]]
 name = "hello"
@@ -249,28 +279,5 @@ async fn deployments_the_head_keeps_are_served_by_every_ingress() {
     wait_for(&format!("{worker}/a/x"), 404, None);
     assert_eq!(get(&format!("{worker}/echo/x"), None, token).0, 200);
 
-    // Deployed again with a user config: every ingress's replicas take it.
-    let again = config
-        .replace(
-            "token_file",
-            "user_config = { greeting = \"hey\" }\ntoken_file",
-        )
-        .split("[[deployment]]")
-        .last()
-        .map(|echo| format!("[[deployment]]{echo}"))
-        .unwrap();
-    let (out, ok) = serve_cli(
-        &c,
-        &acme,
-        &["deploy", &c.settings_file("again.toml", &again)],
-    );
-    assert!(ok, "{out}");
-    for port in [head_port, worker_port] {
-        let url = format!("http://127.0.0.1:{port}/echo/json");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !get(&url, None, token).1.contains("\"hey\"") {
-            assert!(Instant::now() < deadline, "{:?}", get(&url, None, token));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    a_new_user_config_reaches_every_ingress(&c, &acme, &config, [head_port, worker_port]);
 }
