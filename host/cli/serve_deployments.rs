@@ -41,10 +41,6 @@ pub trait Sources: Send + Sync {
     fn manifest(&self, d: &DeploymentConfig) -> anyhow::Result<String>;
     /// The bearer token its route wants (`None`: public).
     fn token(&self, d: &DeploymentConfig) -> anyhow::Result<Option<String>>;
-    /// Its route as these deployments serve it (as it is, unless told).
-    fn route(&self, _d: &DeploymentConfig, route: Route) -> Route {
-        route
-    }
 }
 
 /// A configuration file's deployments: their files relative to `base`
@@ -187,8 +183,7 @@ impl Deployed {
         let mut next = HashMap::new();
         let mut routes = Vec::new();
         for (d, running, _, token) in brought {
-            let route = route_for(d, running.target.clone(), token.as_deref());
-            routes.push(sources.route(d, route));
+            routes.push(route_for(d, running.target.clone(), token.as_deref()));
             next.insert(key(d), running);
         }
         started.0.clear();

@@ -16,8 +16,9 @@
 //! ingress runs its own replicas of every deployment (placed anywhere in
 //! the cluster), so `replicas` and `autoscaling` count per ingress.
 //!
-//! A tenant's routes for any host leave alone the hosts the operator
-//! reserved and the hosts other tenants' deployments name.
+//! A tenant's deployments name their hosts; the operator's (admin) may
+//! answer any host, and those routes leave alone the hosts tenants'
+//! deployments name (from the head's claims, as they are now).
 //!
 //! FILE holds `[ingress]` only (listen address, TLS, metrics token,
 //! bounds), with paths relative to it.
@@ -43,6 +44,10 @@ use crate::serve_deployments::{Deployed, OnFailure, Sources};
 
 /// How often the ingress asks the head whether its deployments changed.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// How soon a tenant's deployments that could not be applied are tried
+/// again, unless they change first.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct IngressArgs {
@@ -78,22 +83,74 @@ pub struct Follower {
 /// The ingress, and each tenant's routes on it.
 struct Routes {
     serve: Arc<Serve>,
-    by_tenant: std::sync::Mutex<BTreeMap<String, Vec<Route>>>,
+    state: std::sync::Mutex<RouteState>,
+}
+
+#[derive(Default)]
+struct RouteState {
+    by_tenant: BTreeMap<String, Vec<Route>>,
+    /// Who owns each host named by a kept deployment (from the head's
+    /// claims), and the hosts the operator reserved.
+    owners: BTreeMap<String, String>,
+    reserved: Vec<String>,
+}
+
+impl RouteState {
+    /// Every tenant's routes, each route for any host keeping off the
+    /// hosts its tenant does not own (another's, or reserved for the
+    /// admin), as the claims are now.
+    fn table(&self) -> Vec<Route> {
+        let mut all = Vec::new();
+        for (tenant, routes) in &self.by_tenant {
+            let mut not_for: Vec<String> = self
+                .owners
+                .iter()
+                .filter(|(_, owner)| *owner != tenant)
+                .map(|(host, _)| host.clone())
+                .collect();
+            if tenant != "admin" {
+                not_for.extend(self.reserved.iter().cloned());
+            }
+            let not_for: Arc<[String]> = not_for.into();
+            all.extend(
+                routes
+                    .iter()
+                    .map(|r| r.clone().not_for_hosts(not_for.clone())),
+            );
+        }
+        all
+    }
 }
 
 impl Routes {
     /// Serves `routes` for `tenant` beside every other tenant's.
     fn set(&self, tenant: &str, routes: Vec<Route>) -> anyhow::Result<()> {
-        let mut by_tenant = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = by_tenant.clone();
-        match routes.is_empty() {
-            true => next.remove(tenant),
-            false => next.insert(tenant.to_string(), routes),
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let old = match routes.is_empty() {
+            true => state.by_tenant.remove(tenant),
+            false => state.by_tenant.insert(tenant.to_string(), routes),
         };
-        let all = next.values().flatten().cloned().collect();
-        self.serve.set_routes(all)?;
-        *by_tenant = next;
+        if let Err(e) = self.serve.set_routes(state.table()) {
+            match old {
+                Some(old) => state.by_tenant.insert(tenant.to_string(), old),
+                None => state.by_tenant.remove(tenant),
+            };
+            return Err(e.into());
+        }
         Ok(())
+    }
+
+    /// Takes the head's claims and reserved hosts as they are now.
+    fn set_claims(&self, owners: BTreeMap<String, String>, reserved: Vec<String>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.owners == owners && state.reserved == reserved {
+            return;
+        }
+        state.owners = owners;
+        state.reserved = reserved;
+        if let Err(e) = self.serve.set_routes(state.table()) {
+            tracing::error!("the ingress's routes are as they were: {e}");
+        }
     }
 }
 
@@ -102,8 +159,6 @@ impl Routes {
 struct TenantSet {
     configs: Vec<DeploymentConfig>,
     records: HashMap<String, Arc<ServeRecord>>,
-    /// Hosts its routes for any host leave alone.
-    not_for: Arc<[String]>,
 }
 
 impl Follower {
@@ -124,7 +179,7 @@ impl Follower {
         eprintln!("ingress serving on {scheme}://{}", serve.address());
         let routes = Routes {
             serve: Arc::new(serve),
-            by_tenant: Default::default(),
+            state: Default::default(),
         };
         Ok(Some(Follower {
             node: node.clone(),
@@ -177,6 +232,14 @@ impl Follower {
     /// deployed again meanwhile) stays as it was here, and `set` is not
     /// held as applied, so the next tick tries again.
     async fn apply(&mut self, joined: &ClusterHandle, set: ServeSet) {
+        // The claims first, from the head's list: a host is kept from other
+        // tenants' routes even before its owner's deployment is fetched.
+        let owners = set
+            .deployments
+            .iter()
+            .filter_map(|r| Some((r.claim.host.clone()?, r.tenant.clone())))
+            .collect();
+        self.routes.set_claims(owners, set.reserved_hosts.clone());
         let mut complete = true;
         let mut records = HashMap::with_capacity(set.deployments.len());
         for r in set.deployments {
@@ -199,7 +262,7 @@ impl Follower {
             records.insert(key, record);
         }
         self.records = records;
-        let parts = tenant_sets(&self.records, &set.reserved_hosts);
+        let parts = tenant_sets(&self.records);
         let gone: Vec<String> = self
             .tenants
             .keys()
@@ -220,8 +283,12 @@ impl Follower {
     /// Hands `tenant`'s task its deployments, starting the task if needed.
     fn hand(&mut self, tenant: String, part: TenantSet) {
         let part = Arc::new(part);
-        if let Some((tx, _)) = self.tenants.get(&tenant) {
-            tx.send_replace(part);
+        // A task that ended (its tenant had nothing here) takes no more: a
+        // new one does.
+        if let Some((tx, task)) = self.tenants.get(&tenant)
+            && !task.is_finished()
+            && tx.send(part.clone()).is_ok()
+        {
             return;
         }
         let (tx, rx) = watch::channel(part);
@@ -244,21 +311,10 @@ impl Follower {
     }
 }
 
-/// Each tenant's deployments in `records`, and the hosts its routes for
-/// any host leave alone (the reserved ones and other tenants').
+/// Each tenant's deployments in `records`.
 fn tenant_sets(
     records: &HashMap<(String, String), Arc<ServeRecord>>,
-    reserved: &[String],
 ) -> HashMap<String, TenantSet> {
-    let mut owners: HashMap<&str, Vec<&str>> = HashMap::new();
-    for r in records.values() {
-        if let Some(host) = &r.claim.host {
-            owners
-                .entry(host.as_str())
-                .or_default()
-                .push(r.tenant.as_str());
-        }
-    }
     let mut parts: HashMap<String, TenantSet> = HashMap::new();
     for ((tenant, name), r) in records {
         let mut d = match DeploymentConfig::parse_one(&r.config) {
@@ -270,20 +326,7 @@ fn tenant_sets(
         };
         d.tenant = Some(tenant.clone());
         d.name = name.clone();
-        let part = parts.entry(tenant.clone()).or_insert_with(|| {
-            let mut not_for: Vec<String> = owners
-                .iter()
-                .filter(|(_, who)| who.iter().any(|t| t != tenant))
-                .map(|(host, _)| host.to_string())
-                .collect();
-            if tenant != "admin" {
-                not_for.extend(reserved.iter().cloned());
-            }
-            TenantSet {
-                not_for: not_for.into(),
-                ..TenantSet::default()
-            }
-        });
+        let part = parts.entry(tenant.clone()).or_default();
         part.configs.push(d);
         part.records.insert(name.clone(), r.clone());
     }
@@ -303,17 +346,39 @@ async fn serve_tenant(
     loop {
         let part = rx.borrow_and_update().clone();
         let kept = Kept(part.clone());
-        match deployed
+        let planned = deployed
             .plan(&node, &kept, &part.configs, OnFailure::Skip)
-            .await
-        {
+            .await;
+        let applied = match planned {
             Ok(mut plan) => match routes.set(&tenant, std::mem::take(&mut plan.routes)) {
-                Ok(()) => deployed.commit(plan),
-                Err(e) => tracing::error!(%tenant, "its routes are as they were: {e:#}"),
+                Ok(()) => {
+                    deployed.commit(plan);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(%tenant, "its routes are as they were: {e:#}");
+                    false
+                }
             },
-            Err(e) => tracing::error!(%tenant, "its deployments are as they were: {e:#}"),
+            Err(e) => {
+                tracing::error!(%tenant, "its deployments are as they were: {e:#}");
+                false
+            }
+        };
+        if part.configs.is_empty() && applied {
+            return;
         }
-        if part.configs.is_empty() || rx.changed().await.is_err() {
+        // What failed is tried again after a while, or at the next change.
+        let next = async {
+            match applied {
+                true => rx.changed().await.is_ok(),
+                false => tokio::select! {
+                    changed = rx.changed() => changed.is_ok(),
+                    _ = tokio::time::sleep(RETRY_AFTER) => true,
+                },
+            }
+        };
+        if !next.await {
             let _ = routes.set(&tenant, Vec::new());
             return;
         }
@@ -344,10 +409,6 @@ impl Sources for Kept {
 
     fn token(&self, d: &DeploymentConfig) -> anyhow::Result<Option<String>> {
         Ok(self.of(d)?.token.clone())
-    }
-
-    fn route(&self, _d: &DeploymentConfig, route: Route) -> Route {
-        route.not_for_hosts(self.0.not_for.clone())
     }
 }
 

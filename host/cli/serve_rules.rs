@@ -57,6 +57,9 @@ impl ServeRules for Rules {
         fabric_host::manifest::JobManifest::parse(&r.manifest)
             .map_err(|e| format!("its manifest: {e}"))?;
         let host = d.host.as_deref().map(dns_name).transpose()?;
+        if r.tenant != "admin" {
+            tenant_host(host.as_deref())?;
+        }
         Ok(RouteClaim {
             host,
             prefix: d.route.trim_end_matches('/').to_string(),
@@ -68,9 +71,39 @@ impl ServeRules for Rules {
     }
 }
 
+/// What a tenant's route may name: a host of its own. Only the operator's
+/// (admin) deployments answer any host, and a tenant's host names a
+/// domain: not a single label (`localhost`) nor an IP address, which are
+/// how clients reach the ingress itself.
+fn tenant_host(host: Option<&str>) -> Result<(), String> {
+    let Some(host) = host else {
+        return Err(
+            "a tenant's route names its host (`host = \"...\"`): only the \
+                    operator's deployments answer any host"
+                .into(),
+        );
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    if labels.len() < 2 || labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!(
+            "`{host}` is the ingress's own kind of name (one label or an IP address): a \
+             tenant's host is a domain name"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::dns_name;
+    use super::{dns_name, tenant_host};
+
+    #[test]
+    fn a_tenants_host_is_a_domain_name() {
+        assert!(tenant_host(Some("acme.example")).is_ok());
+        for bad in [None, Some("localhost"), Some("127.0.0.1"), Some("10.0.0.1")] {
+            assert!(tenant_host(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn hosts_are_dns_names() {

@@ -261,10 +261,13 @@ fn cluster_config(args: &StartArgs) -> anyhow::Result<ClusterConfig> {
 fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
     let mut config = cluster_config(&args)?;
     let security = config.security.clone();
-    let rules = match (args.head, args.ingress.reserved_hosts.is_empty()) {
-        (true, _) => Some(crate::serve_rules::Rules::new(
-            &args.ingress.reserved_hosts,
-        )?),
+    config.serve_rules = match (args.head, args.ingress.reserved_hosts.is_empty()) {
+        (true, _) => {
+            let rules = crate::serve_rules::Rules::new(&args.ingress.reserved_hosts)?;
+            Some(fabric_host::cluster::ServeRulesPort(std::sync::Arc::new(
+                rules,
+            )))
+        }
         (false, true) => None,
         (false, false) => anyhow::bail!("--serve-reserved-host is the head's (with --head)"),
     };
@@ -276,9 +279,6 @@ fn run_blocking(args: StartArgs) -> anyhow::Result<ExitCode> {
         let joined = fabric_host::cluster::join(&node, config)
             .await
             .context("cannot join the cluster")?;
-        if let (Some(head), Some(rules)) = (joined.head(), rules) {
-            head.set_serve_rules(std::sync::Arc::new(rules));
-        }
         let mut follower = crate::serve_follow::Follower::start(&args.ingress, &node).await?;
         if let Some(f) = &follower {
             joined.report_serve(f.report());

@@ -261,7 +261,7 @@ fn cluster_with_an_ingress() -> ProcCluster {
 /// Deploys a stateless `hello` at `/hello` as the tenant of `token`.
 fn deploy_hello(c: &ProcCluster, token: &str) {
     let deploy = format!(
-        "[[deployment]]\nname = \"hello\"\ncomponent = \"{}\"\nroute = \"/hello\"\npublic = true\n",
+        "[[deployment]]\nname = \"hello\"\ncomponent = \"{}\"\nhost = \"acme.example\"\nroute = \"/hello\"\npublic = true\n",
         programs::HTTP_PROXY
     );
     let deploy = c.settings_file("deploy.toml", &deploy);

@@ -35,11 +35,14 @@ fn get(url: &str, host: Option<&str>, token: Option<&str>) -> (u16, String) {
     (status.trim().parse().unwrap_or(0), body.to_string())
 }
 
-/// Waits until `GET url` answers `status` (within 60 s).
-fn wait_for(url: &str, status: u16, token: Option<&str>) -> String {
+/// acme's host: a tenant's routes name theirs.
+const ACME_HOST: Option<&str> = Some("acme.example");
+
+/// Waits until `GET url` (to `host`) answers `status` (within 60 s).
+fn wait_for(url: &str, host: Option<&str>, status: u16, token: Option<&str>) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (got, body) = get(url, None, token);
+        let (got, body) = get(url, host, token);
         if got == status {
             return body;
         }
@@ -62,41 +65,72 @@ fn serve_cli(c: &ProcCluster, token: &str, args: &[&str]) -> (String, bool) {
     (text, out.status.success())
 }
 
-/// Another tenant's deployments beside acme's: a route inside acme's, any
-/// path on acme's host and the operator's host are refused; its own route
-/// for any host serves, but neither the operator's host nor acme's.
+/// A deployment file of one stateless `name` at `host` (a `host = ...`
+/// line, or nothing) and `route`.
+fn proxy_file(c: &ProcCluster, name: &str, route: &str, host: &str) -> String {
+    let text = format!(
+        "[[deployment]]\nname = \"{name}\"\ncomponent = \"{}\"\nroute = \"{route}\"\n{host}public = true\n",
+        programs::HTTP_PROXY
+    );
+    c.settings_file(&format!("{name}.toml"), &text)
+}
+
+/// Another tenant's deployments beside acme's: any path on acme's host,
+/// the operator's host, a route for any host, an IP address or a port as
+/// its host are refused; its own host serves. The admin's route for any
+/// host answers any host but acme's and the other's.
 fn another_tenants_claims(c: &ProcCluster, other: &str, worker_port: u16) {
-    let write = |name: &str, route: &str, host: &str| {
-        let text = format!(
-            "[[deployment]]\nname = \"{name}\"\ncomponent = \"{}\"\nroute = \"{route}\"\n{host}public = true\n",
-            programs::HTTP_PROXY
-        );
-        c.settings_file(&format!("{name}.toml"), &text)
-    };
-    let (out, ok) = serve_cli(c, other, &["deploy", &write("inside", "/a/b", "")]);
-    assert!(!ok && out.contains("another tenant holds"), "{out}");
-    let ops = write("ops", "/", "host = \"Ops.Example\"\n");
-    let (out, ok) = serve_cli(c, other, &["deploy", &ops]);
-    assert!(!ok && out.contains("reserved by the operator"), "{out}");
-    let on_acme = write("login", "/login", "host = \"acme.example.\"\n");
-    let (out, ok) = serve_cli(c, other, &["deploy", &on_acme]);
-    assert!(!ok && out.contains("another tenant holds"), "{out}");
-    let port = write("port", "/", "host = \"b.example:80\"\n");
-    let (out, ok) = serve_cli(c, other, &["deploy", &port]);
-    assert!(!ok && out.contains("DNS name"), "{out}");
-    let (out, ok) = serve_cli(c, other, &["deploy", &write("b", "/b", "")]);
-    assert!(ok, "{out}");
-    let b = format!("http://127.0.0.1:{worker_port}/b/x");
-    wait_for(&b, 200, None);
-    for host in [
-        "ops.example",
-        "ops.example.",
-        "acme.example",
-        "ACME.example.",
-    ] {
-        assert_eq!(get(&b, Some(host), None).0, 404, "{host}");
+    let refused = [
+        (
+            "inside",
+            "/a/b",
+            "host = \"acme.example\"\n",
+            "another tenant holds",
+        ),
+        (
+            "login",
+            "/login",
+            "host = \"ACME.example.\"\n",
+            "another tenant holds",
+        ),
+        (
+            "ops",
+            "/",
+            "host = \"Ops.Example\"\n",
+            "reserved by the operator",
+        ),
+        (
+            "any",
+            "/any",
+            "",
+            "only the operator's deployments answer any host",
+        ),
+        (
+            "ip",
+            "/",
+            "host = \"127.0.0.1\"\n",
+            "a tenant's host is a domain name",
+        ),
+        ("port", "/", "host = \"b.example:80\"\n", "DNS name"),
+    ];
+    for (name, route, host, why) in refused {
+        let (out, ok) = serve_cli(c, other, &["deploy", &proxy_file(c, name, route, host)]);
+        assert!(!ok && out.contains(why), "{name}: {out}");
     }
-    assert_eq!(get(&b, Some("b.example"), None).0, 200);
+    let mine = proxy_file(c, "b", "/b", "host = \"b.example\"\n");
+    let (out, ok) = serve_cli(c, other, &["deploy", &mine]);
+    assert!(ok, "{out}");
+    let open = proxy_file(c, "open", "/", "");
+    let (out, ok) = serve_cli(c, &c.admin_token(), &["deploy", &open]);
+    assert!(ok, "{out}");
+    let url = format!("http://127.0.0.1:{worker_port}/b/x");
+    wait_for(&url, Some("b.example"), 200, None);
+    wait_for(&url, Some("anything.example"), 200, None);
+    wait_for(&url, None, 200, None);
+    // acme's host answers only acme's routes, whatever the case or dot.
+    for host in ["acme.example", "ACME.example."] {
+        wait_for(&url, Some(host), 404, None);
+    }
     let (out, _) = serve_cli(c, other, &["list"]);
     assert!(out.contains("other") && !out.contains("acme"), "{out}");
 }
@@ -128,6 +162,9 @@ fn dashboard_shows_each_tenant_its_own(c: &ProcCluster, acme: &str, other: &str)
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["b"], "{theirs}");
+    // The admin sees every tenant's, its own route for any host too.
+    let all = api.json("GET", "/api/serve", &c.admin_token(), Body::None, 200);
+    assert_eq!(all.as_array().unwrap().len(), 5, "{all}");
 }
 
 /// The worker's own `/metrics` (`--metrics-port`) carries its ingress's
@@ -171,8 +208,12 @@ fn a_new_user_config_reaches_every_ingress(
     for port in ports {
         let url = format!("http://127.0.0.1:{port}/echo/json");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !get(&url, None, token).1.contains("\"hey\"") {
-            assert!(Instant::now() < deadline, "{:?}", get(&url, None, token));
+        while !get(&url, ACME_HOST, token).1.contains("\"hey\"") {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                get(&url, ACME_HOST, token)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -182,6 +223,7 @@ const ACME: &str = r#"
 [[deployment]]
 name = "hello"
 component = "PROXY"
+host = "acme.example"
 route = "/a"
 public = true
 
@@ -196,15 +238,17 @@ public = true
 name = "echo"
 component = "ECHO"
 class = "Echo"
+host = "acme.example"
 route = "/echo"
 num_cpus = 0
 token_file = "route-token"
 "#;
 
-/// What acme deploys reaches both ingresses (a stateless route and a
-/// replica behind its token); another tenant's overlapping route and the
-/// operator's host are refused, and its route for any host leaves the
-/// operator's host alone; the head killed, the worker's ingress serves on;
+/// What acme deploys on its host reaches both ingresses (stateless routes
+/// and a replica behind its token); another tenant's claims on acme's
+/// host, the operator's, any host or an address are refused, and the
+/// admin's route for any host leaves acme's host alone; the head killed,
+/// the worker's ingress serves on;
 /// the head restarted has the deployments still, a delete reaches the
 /// worker's ingress, and a new user config reaches the replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,10 +295,10 @@ async fn deployments_the_head_keeps_are_served_by_every_ingress() {
     let token = Some("acme-route-token-0123456789");
     for port in [head_port, worker_port] {
         let base = format!("http://127.0.0.1:{port}");
-        let body = wait_for(&format!("{base}/a/x"), 200, None);
+        let body = wait_for(&format!("{base}/a/x"), ACME_HOST, 200, None);
         assert_eq!(body, "hello from wasi:http at /a/x");
-        wait_for(&format!("{base}/echo/x"), 200, token);
-        assert_eq!(get(&format!("{base}/echo/x"), None, None).0, 401);
+        wait_for(&format!("{base}/echo/x"), ACME_HOST, 200, token);
+        assert_eq!(get(&format!("{base}/echo/x"), ACME_HOST, None).0, 401);
     }
 
     another_tenants_claims(&c, &other, worker_port);
@@ -265,8 +309,8 @@ async fn deployments_the_head_keeps_are_served_by_every_ingress() {
     c.kill(0);
     std::thread::sleep(Duration::from_millis(1500));
     let worker = format!("http://127.0.0.1:{worker_port}");
-    assert_eq!(get(&format!("{worker}/a/down"), None, None).0, 200);
-    assert_eq!(get(&format!("{worker}/echo/down"), None, token).0, 200);
+    assert_eq!(get(&format!("{worker}/a/down"), ACME_HOST, None).0, 200);
+    assert_eq!(get(&format!("{worker}/echo/down"), ACME_HOST, token).0, 200);
 
     // Restarted, the head has them still; a delete reaches the worker.
     c.restart_head(&head_flags, 2);
@@ -276,8 +320,9 @@ async fn deployments_the_head_keeps_are_served_by_every_ingress() {
     assert!(!ok && out.contains("no deployment `hello`"), "{out}");
     let (out, ok) = serve_cli(&c, &acme, &["delete", "hello"]);
     assert!(ok, "{out}");
-    wait_for(&format!("{worker}/a/x"), 404, None);
-    assert_eq!(get(&format!("{worker}/echo/x"), None, token).0, 200);
+    // The admin's route for any host is kept off acme's host: a 404.
+    wait_for(&format!("{worker}/a/x"), ACME_HOST, 404, None);
+    assert_eq!(get(&format!("{worker}/echo/x"), ACME_HOST, token).0, 200);
 
     a_new_user_config_reaches_every_ingress(&c, &acme, &config, [head_port, worker_port]);
 }

@@ -95,6 +95,9 @@ pub struct ClusterConfig {
     /// Takes large objects from nodes on this machine over a local socket
     /// (see [`same_host`]) rather than TLS.
     pub local_transfers: bool,
+    /// On a head: the Serve layer's rules, so it takes deployments (set
+    /// before the head serves anyone; see `head::ServeRules`).
+    pub serve_rules: Option<ServeRulesPort>,
 }
 
 impl ClusterConfig {
@@ -112,6 +115,7 @@ impl ClusterConfig {
             state_file: None,
             ingress: IngressLimits::default(),
             local_transfers: true,
+            serve_rules: None,
         }
     }
 
@@ -129,6 +133,7 @@ impl ClusterConfig {
             state_file: None,
             ingress: IngressLimits::default(),
             local_transfers: true,
+            serve_rules: None,
         }
     }
 }
@@ -223,6 +228,16 @@ impl Cluster {
     /// The node this cluster state belongs to (alive as long as it is used).
     pub(crate) fn core(&self) -> Option<Arc<NodeCore>> {
         self.core.upgrade()
+    }
+}
+
+/// The Serve layer's rules for a head, as [`ClusterConfig`] holds them.
+#[derive(Clone)]
+pub struct ServeRulesPort(pub Arc<dyn crate::head::ServeRules>);
+
+impl std::fmt::Debug for ServeRulesPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServeRulesPort(..)")
     }
 }
 
@@ -402,12 +417,11 @@ fn start_head(node: &crate::Node, config: &ClusterConfig) -> Result<Option<Arc<H
                 heartbeat: config.heartbeat_interval,
                 node_timeout: config.node_timeout,
             };
-            Ok(Some(Head::new(
-                Arc::new(node.clone()),
-                timing,
-                tokens.clone(),
-                restored,
-            )))
+            let head = Head::new(Arc::new(node.clone()), timing, tokens.clone(), restored);
+            if let Some(rules) = &config.serve_rules {
+                head.set_serve_rules(rules.0.clone());
+            }
+            Ok(Some(head))
         }
         (None, None) => Err(NodeError::Config(
             "a head needs its client tokens (ClusterConfig::head)".into(),

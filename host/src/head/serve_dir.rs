@@ -252,11 +252,14 @@ impl ServeDirectory {
         let mut dropped = Vec::new();
         for mut r in restored {
             let key = (r.tenant.clone(), r.name.clone());
-            let checked = claim(rules.as_ref(), &mut r).and_then(|()| {
-                let arc = Arc::new(r.clone());
-                next.insert(key.clone(), arc);
-                check_claims(&next, &r)
-            });
+            let checked = r
+                .check_sizes()
+                .and_then(|()| claim(rules.as_ref(), &mut r))
+                .and_then(|()| {
+                    let arc = Arc::new(r.clone());
+                    next.insert(key.clone(), arc);
+                    check_claims(&next, &r)
+                });
             if let Err(e) = checked {
                 tracing::warn!(tenant = %r.tenant, deployment = %r.name, "a kept deployment is dropped: {e}");
                 next.remove(&key);
@@ -272,9 +275,9 @@ impl ServeDirectory {
         self.rules.get().ok_or(ServeError::Unsupported)
     }
 
-    /// Counts one change of `tenant`'s, unless it made
-    /// [`CHANGES_PER_MINUTE`] in the last minute.
-    fn pace(&self, tenant: &str) -> Result<(), ServeError> {
+    /// Whether `tenant` may change its deployments now: it made fewer than
+    /// [`CHANGES_PER_MINUTE`] changes in the last minute.
+    fn may_change(&self, tenant: &str) -> Result<(), ServeError> {
         let mut changes = self.changes.lock();
         changes.retain(|_, times| {
             while times
@@ -285,8 +288,10 @@ impl ServeDirectory {
             }
             !times.is_empty()
         });
-        let times = changes.entry(tenant.to_string()).or_default();
-        if times.len() >= CHANGES_PER_MINUTE {
+        if changes
+            .get(tenant)
+            .is_some_and(|t| t.len() >= CHANGES_PER_MINUTE)
+        {
             return Err(ServeError::Limit {
                 name: "serve-changes",
                 value: CHANGES_PER_MINUTE as u64,
@@ -295,8 +300,16 @@ impl ServeDirectory {
                 ),
             });
         }
-        times.push_back(Instant::now());
         Ok(())
+    }
+
+    /// Counts one change `tenant` made.
+    fn changed(&self, tenant: &str) {
+        let mut changes = self.changes.lock();
+        changes
+            .entry(tenant.to_string())
+            .or_default()
+            .push_back(Instant::now());
     }
 
     /// Takes back what a previous run of the head saved.
@@ -316,7 +329,7 @@ impl ServeDirectory {
         records: Vec<ServeRecord>,
     ) -> Result<Vec<Record>, ServeError> {
         let rules = self.rules()?;
-        self.pace(tenant)?;
+        self.may_change(tenant)?;
         let mut checked = Vec::with_capacity(records.len());
         for mut r in records {
             r.tenant = tenant.to_string();
@@ -341,6 +354,7 @@ impl ServeDirectory {
         }
         kept.by_key = next;
         kept.version += 1;
+        self.changed(tenant);
         Ok(checked
             .into_iter()
             .map(|r| Record::Serve(Box::new(r)))
@@ -349,8 +363,17 @@ impl ServeDirectory {
 
     /// Deletes `tenant`'s deployments `names`; answers what must be saved.
     /// Every name must be one of its deployments.
-    pub(crate) fn delete(&self, tenant: &str, names: &[String]) -> Result<Vec<Record>, ServeError> {
-        self.pace(tenant)?;
+    /// `paced`: counted among `tenant`'s changes (the admin's deletes of
+    /// a tenant's deployments are not, nor held back by them).
+    pub(crate) fn delete(
+        &self,
+        tenant: &str,
+        names: &[String],
+        paced: bool,
+    ) -> Result<Vec<Record>, ServeError> {
+        if paced {
+            self.may_change(tenant)?;
+        }
         let mut kept = self.state.lock();
         let key = |n: &String| (tenant.to_string(), n.clone());
         if let Some(n) = names.iter().find(|n| !kept.by_key.contains_key(&key(n))) {
@@ -362,6 +385,9 @@ impl ServeDirectory {
             kept.by_key.remove(&key(n));
         }
         kept.version += 1;
+        if paced {
+            self.changed(tenant);
+        }
         Ok(names
             .iter()
             .map(|n| Record::ForgetServe(tenant.to_string(), n.clone()))
@@ -467,9 +493,10 @@ impl super::Head {
         &self,
         tenant: &str,
         names: &[String],
+        paced: bool,
     ) -> Result<(), super::HeadError> {
         let _writing = self.serve.writes.lock().await;
-        let saved = self.serve.delete(tenant, names)?;
+        let saved = self.serve.delete(tenant, names, paced)?;
         self.save(saved).await
     }
 
@@ -720,8 +747,8 @@ mod tests {
             (&b"wasm"[..], "* /x")
         );
         assert!(d.fetch("b", "x", &lean.revision).is_none());
-        d.delete("a", &["x".into()]).unwrap();
-        assert!(d.delete("a", &["x".into()]).is_err());
+        d.delete("a", &["x".into()], true).unwrap();
+        assert!(d.delete("a", &["x".into()], true).is_err());
         assert!(
             d.watch(next.epoch, next.version)
                 .unwrap()

@@ -75,7 +75,8 @@ pub(crate) async fn delete(
     if request.names.is_empty() {
         return Err(Status::invalid_argument("no deployment named to delete"));
     }
-    head.serve_delete(tenant, &request.names).await?;
+    head.serve_delete(tenant, &request.names, !who.is_admin())
+        .await?;
     Ok(list_reply(head, visible(who)))
 }
 

@@ -301,6 +301,8 @@ mod humantime_serde_like {
 
 /// The most replicas, ongoing and queued requests one deployment may ask.
 pub const MAX_REPLICAS: u32 = 256;
+/// The longest route (path prefix).
+pub const MAX_ROUTE: usize = 1024;
 pub const MAX_ONGOING: u32 = 10_000;
 pub const MAX_QUEUED: u32 = 100_000;
 /// The largest `max_body` and `max_response`.
@@ -514,12 +516,16 @@ impl DeploymentConfig {
         Ok(d)
     }
 
-    /// Checks what serde cannot: ranges, the route's shape, and that the
-    /// deployment says who may call it.
-    pub fn check(&self) -> Result<(), String> {
+    /// The route's and host's shape and length.
+    fn check_route(&self) -> Result<(), String> {
         let name = &self.name;
-        if self.name.is_empty() || self.name.len() > 64 {
-            return Err("a deployment's name is 1 to 64 characters".into());
+        if self.route.len() > MAX_ROUTE {
+            return Err(format!(
+                "deployment `{name}`: route is at most {MAX_ROUTE} bytes"
+            ));
+        }
+        if self.host.as_ref().is_some_and(|h| h.len() > 253) {
+            return Err(format!("deployment `{name}`: host is at most 253 bytes"));
         }
         if !self.route.starts_with('/') {
             return Err(format!("deployment `{name}`: route must start with `/`"));
@@ -529,6 +535,17 @@ impl DeploymentConfig {
                 "deployment `{name}`: paths under `/-/` are the ingress's own"
             ));
         }
+        Ok(())
+    }
+
+    /// Checks what serde cannot: ranges, the route's shape, and that the
+    /// deployment says who may call it.
+    pub fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        if self.name.is_empty() || self.name.len() > 64 {
+            return Err("a deployment's name is 1 to 64 characters".into());
+        }
+        self.check_route()?;
         if self.replicas.is_some() && self.autoscaling.is_some() {
             return Err(format!(
                 "deployment `{name}`: `replicas` and `autoscaling` contradict each other"
