@@ -138,13 +138,15 @@ impl GateLayer {
     /// Checks the caller and, for a submission, takes what it needs.
     fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
         let who = self.head.tokens().authorize_headers(request.headers())?;
-        if request.uri().path() == SUBMIT_JOB_PATH {
-            let tenant: Arc<str> = who.tenant().into();
-            let submitting = self
-                .head
-                .submissions
+        let tenant: Arc<str> = who.tenant().into();
+        let begin = || {
+            let submissions = &self.head.submissions;
+            submissions
                 .begin(&tenant)
-                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+                .map_err(|e| Status::resource_exhausted(e.to_string()))
+        };
+        if request.uri().path() == SUBMIT_JOB_PATH {
+            let submitting = begin()?;
             let slot = self.head.reserve_job(&tenant)?;
             let admitted = Admitted { slot, submitting };
             request
@@ -152,15 +154,8 @@ impl GateLayer {
                 .insert(Ticket(Arc::new(Mutex::new(Some(admitted)))));
         }
         if request.uri().path() == SERVE_DEPLOY_PATH {
-            let tenant: Arc<str> = who.tenant().into();
-            let submitting = self
-                .head
-                .submissions
-                .begin(&tenant)
-                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
-            request
-                .extensions_mut()
-                .insert(Receiving(Arc::new(submitting)));
+            let receiving = Receiving(Arc::new(begin()?));
+            request.extensions_mut().insert(receiving);
         }
         request.extensions_mut().insert(Caller(who));
         Ok(())
