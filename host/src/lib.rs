@@ -45,5 +45,5 @@ pub use wire::error_from_pb;
 pub use fabric_runtime::{
     AppComponent, JobOptions, JobOutcome, MemoryReport, Node, NodeConfig, NodeStats, allocator,
     config, error, ids, limits, logs, manifest, object_store, outcomes, placement, quota,
-    resources, runtime, spill, task_events, tenants, toml_depth, wasi_nn,
+    resources, runtime, spill, task_events, tenants, wasi_nn,
 };

@@ -43,7 +43,6 @@ pub mod scheduler;
 pub mod spill;
 pub mod task_events;
 pub mod tenants;
-pub mod toml_depth;
 pub mod wasi_nn;
 
 pub use config::NodeConfig;
