@@ -60,8 +60,8 @@ pub struct IngressArgs {
     #[arg(long, value_name = "ADDR", requires = "ingress")]
     pub ingress_listen: Option<SocketAddr>,
 
-    /// On the head: a host only the admin's deployments may answer (a
-    /// tenant's route for any host leaves it alone). Repeatable.
+    /// On the head: a host only the admin's deployments may claim (the
+    /// ingress's own public names, say). Repeatable.
     #[arg(long = "serve-reserved-host", value_name = "HOST")]
     pub reserved_hosts: Vec<String>,
 }
