@@ -103,6 +103,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listen = args.listen.unwrap_or(config.ingress.listen);
         let routes = std::mem::take(&mut plan.routes);
         let (serve, scheme) = start_ingress(&config.ingress, &base, listen, &node, routes).await?;
+        let serve = std::sync::Arc::new(serve);
+        if let Some(joined) = &joined {
+            // The head's dashboard shows this ingress's deployments too.
+            joined.report_serve(crate::serve_follow::report(&serve));
+        }
         deployed.commit(plan);
         // Listening before the line below: a script may signal at once.
         let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;

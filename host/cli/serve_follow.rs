@@ -198,8 +198,7 @@ impl Follower {
 
     /// What the ingress runs now, as the head's dashboard shows it.
     pub fn report(&self) -> fabric_host::cluster::ServeReport {
-        let serve = self.routes.serve.clone();
-        Arc::new(move || serve.deployments().iter().map(load).collect())
+        report(&self.routes.serve)
     }
 
     /// Follows the head's deployments until dropped.
@@ -410,6 +409,17 @@ impl Sources for Kept {
     fn token(&self, d: &DeploymentConfig) -> anyhow::Result<Option<String>> {
         Ok(self.of(d)?.token.clone())
     }
+}
+
+/// What `serve` runs now, as the head's dashboard shows it (sent with the
+/// node's heartbeats; nothing once it is gone: the report does not keep
+/// the ingress listening).
+pub fn report(serve: &Arc<Serve>) -> fabric_host::cluster::ServeReport {
+    let serve = Arc::downgrade(serve);
+    Arc::new(move || match serve.upgrade() {
+        Some(serve) => serve.deployments().iter().map(load).collect(),
+        None => Vec::new(),
+    })
 }
 
 /// A deployment's state on this ingress, as the head keeps reports.
