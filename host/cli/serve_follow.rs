@@ -2,10 +2,10 @@
 //! the deployments the cluster's head keeps (`fabric serve deploy`),
 //! following them as they are deployed, replaced and deleted.
 //!
-//! The node asks the head every second whether the deployments changed
-//! (one small call when nothing did: the head sends each deployment's
-//! claim and revision), and fetches whole the ones whose revision it does
-//! not hold. Each tenant's deployments are brought in step by a task of
+//! The node keeps a watch open at the head, which answers as soon as the
+//! deployments change (or after 20 s, with nothing): each deployment's
+//! claim and revision. The node fetches whole the ones whose revision it
+//! does not hold. Each tenant's deployments are brought in step by a task of
 //! their own, as `fabric serve` does on a reload (`serve_deployments`): a
 //! replaced deployment's new replicas start before its route switches, so
 //! no request is dropped; one that cannot start here within a minute is
@@ -42,8 +42,11 @@ use tokio::task::JoinHandle;
 
 use crate::serve_deployments::{Deployed, OnFailure, Sources};
 
-/// How often the ingress asks the head whether its deployments changed.
-const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// How long the head may hold the ingress's watch when nothing changes.
+const WATCH_WAIT: Duration = Duration::from_secs(20);
+
+/// How soon the ingress asks again after the head failed it.
+const RETRY_HEAD: Duration = Duration::from_secs(1);
 
 /// How soon a tenant's deployments that could not be applied are tried
 /// again, unless they change first.
@@ -203,25 +206,28 @@ impl Follower {
 
     /// Follows the head's deployments until dropped.
     pub async fn run(&mut self, joined: &ClusterHandle) {
-        let mut tick = tokio::time::interval(WATCH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
             self.tenants.retain(|_, (_, task)| !task.is_finished());
             let (epoch, version) = self.held;
-            let set = match joined.serve_watch(epoch, version).await {
+            let set = match joined.serve_watch(epoch, version, WATCH_WAIT).await {
                 Ok(set) => set,
                 Err(e) => {
                     if !self.head_down {
                         tracing::warn!("the ingress serves what it has: {e}");
                     }
                     self.head_down = true;
+                    tokio::time::sleep(RETRY_HEAD).await;
                     continue;
                 }
             };
             self.head_down = false;
             if let Some(set) = set {
+                let held = self.held;
                 self.apply(joined, set).await;
+                if self.held == held {
+                    // Not all of it came: the head answers again at once.
+                    tokio::time::sleep(RETRY_HEAD).await;
+                }
             }
         }
     }

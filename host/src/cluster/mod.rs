@@ -297,14 +297,20 @@ impl ClusterHandle {
         &self.cluster.meters
     }
 
-    /// The Serve deployments the head keeps (without their components),
-    /// unless this node holds (`epoch`, `version`) of them already.
+    /// The Serve deployments the head keeps (their claims and revisions),
+    /// once they differ from (`epoch`, `version`), which this node holds;
+    /// `None` if they did not within `wait`.
     pub async fn serve_watch(
         &self,
         epoch: u64,
         version: u64,
+        wait: Duration,
     ) -> Result<Option<crate::head::ServeSet>, HeadCallError> {
-        let request = wasmfabric_proto::v1::ServeWatchRequest { epoch, version };
+        let request = wasmfabric_proto::v1::ServeWatchRequest {
+            epoch,
+            version,
+            wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+        };
         let reply = self
             .cluster
             .head

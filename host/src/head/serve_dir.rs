@@ -205,7 +205,12 @@ pub(crate) struct ServeDirectory {
     loads: Mutex<HashMap<NodeId, (Instant, Vec<ServeLoad>)>>,
     /// When each tenant's changes of the last minute were made.
     changes: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
+    /// Told each new version, for the watches waiting on one.
+    versions: tokio::sync::watch::Sender<u64>,
 }
+
+/// The longest a node's watch is held when nothing changes.
+pub const MAX_WATCH_WAIT: Duration = Duration::from_secs(30);
 
 /// Deploys and deletes one tenant may make in a minute: each makes every
 /// ingress fetch what changed.
@@ -233,6 +238,7 @@ impl ServeDirectory {
             writes: tokio::sync::Mutex::new(()),
             loads: Mutex::new(HashMap::new()),
             changes: Mutex::new(HashMap::new()),
+            versions: tokio::sync::watch::Sender::new(1),
         }
     }
 
@@ -268,6 +274,7 @@ impl ServeDirectory {
         }
         kept.by_key = next;
         kept.version += 1;
+        self.versions.send_replace(kept.version);
         dropped
     }
 
@@ -354,6 +361,7 @@ impl ServeDirectory {
         }
         kept.by_key = next;
         kept.version += 1;
+        self.versions.send_replace(kept.version);
         self.changed(tenant);
         Ok(checked
             .into_iter()
@@ -385,6 +393,7 @@ impl ServeDirectory {
             kept.by_key.remove(&key(n));
         }
         kept.version += 1;
+        self.versions.send_replace(kept.version);
         if paced {
             self.changed(tenant);
         }
@@ -505,7 +514,21 @@ impl super::Head {
         self.serve.list(tenant)
     }
 
-    pub(crate) fn serve_watch(&self, epoch: u64, version: u64) -> Option<ServeSet> {
+    /// What changed since (`epoch`, `version`), as soon as something does,
+    /// or `None` once `wait` (at most [`MAX_WATCH_WAIT`]) passed.
+    pub(crate) async fn serve_watch(
+        &self,
+        epoch: u64,
+        version: u64,
+        wait: Duration,
+    ) -> Option<ServeSet> {
+        // Subscribed first: a change after the look below wakes it.
+        let mut versions = self.serve.versions.subscribe();
+        if let Some(set) = self.serve.watch(epoch, version) {
+            return Some(set);
+        }
+        let wait = wait.min(MAX_WATCH_WAIT);
+        let _ = tokio::time::timeout(wait, versions.changed()).await;
         self.serve.watch(epoch, version)
     }
 
@@ -778,6 +801,30 @@ mod tests {
         let e = d.deploy("a", vec![record("x", "* /y")]).unwrap_err();
         assert!(e.to_string().contains("serve-changes"), "{e}");
         d.deploy("b", vec![record("x", "* /b")]).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_waiting_watch_hears_a_change_at_once() {
+        let head = std::sync::Arc::new(directory());
+        let first = head.watch(0, 0).unwrap();
+        let (epoch, version) = (first.epoch, first.version);
+        let waiting = {
+            let head = head.clone();
+            tokio::spawn(async move {
+                let mut versions = head.versions.subscribe();
+                if head.watch(epoch, version).is_none() {
+                    let _ = versions.changed().await;
+                }
+                head.watch(epoch, version)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        head.deploy("a", vec![record("x", "* /x")]).unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the deploy")
+            .unwrap();
+        assert_eq!(heard.unwrap().deployments.len(), 1);
     }
 
     #[test]

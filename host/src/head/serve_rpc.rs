@@ -84,9 +84,11 @@ pub(crate) fn list(head: &Head, who: &Principal) -> pb::ServeListReply {
     list_reply(head, visible(who))
 }
 
-/// A node's ingress asks what to run.
-pub(crate) fn watch(head: &Head, request: pb::ServeWatchRequest) -> pb::ServeWatchReply {
-    match head.serve_watch(request.epoch, request.version) {
+/// A node's ingress asks what to run (held until something changes, or
+/// its wait passed).
+pub(crate) async fn watch(head: &Head, request: pb::ServeWatchRequest) -> pb::ServeWatchReply {
+    let wait = std::time::Duration::from_millis(u64::from(request.wait_ms));
+    match head.serve_watch(request.epoch, request.version, wait).await {
         None => pb::ServeWatchReply::default(),
         Some(set) => pb::ServeWatchReply {
             changed: true,

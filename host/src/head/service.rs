@@ -48,7 +48,7 @@ impl HeadRpc for HeadService {
         request: Request<pb::ServeWatchRequest>,
     ) -> Result<Response<pb::ServeWatchReply>, Status> {
         self.0.count("ServeWatch");
-        let reply = super::serve_rpc::watch(&self.0, request.into_inner());
+        let reply = super::serve_rpc::watch(&self.0, request.into_inner()).await;
         Ok(Response::new(reply))
     }
 
