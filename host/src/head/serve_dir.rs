@@ -8,13 +8,13 @@
 //! routes of its deployments. A host belongs to the tenant whose
 //! deployments name it: another tenant may claim no path on it (the first
 //! to claim a host keeps it until its last deployment there is deleted;
-//! the operator reserves hosts for the admin's deployments), and the
-//! ingress keeps every other tenant's routes for any host off it. Two
-//! tenants' routes for any host may not overlap (one prefix a
-//! whole-segment prefix of the other). What a deployment's configuration
-//! means is the Serve layer's, which the head reaches through the
-//! [`ServeRules`] port; a head without one takes no deployment, and one
-//! started again checks what it kept against its (new) rules.
+//! the operator reserves hosts for the admin's deployments). The Serve
+//! layer's rules (the [`ServeRules`] port: what a deployment's
+//! configuration means) let only the operator's deployments answer any
+//! host, and every ingress keeps those routes off the hosts tenants hold;
+//! two routes for any host may not overlap (one prefix a whole-segment
+//! prefix of the other). A head without rules takes no deployment, and
+//! one started again checks what it kept against its (new) rules.
 //!
 //! ```
 //! use fabric_host::head::{RouteClaim, claims_overlap};
