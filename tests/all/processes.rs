@@ -426,7 +426,7 @@ fn assert_refused_without_rights(c: &ProcCluster, security: &std::path::Path, ma
 
 /// Waits until `fabric status` shows node `id` holding CPUs for tasks.
 fn wait_until_running_tasks(c: &ProcCluster, id: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(50);
     let busy = |status: &str| {
         status
             .lines()
@@ -444,17 +444,23 @@ fn wait_until_running_tasks(c: &ProcCluster, id: &str) {
     }
 }
 
-/// Chaos: `kill -9` of a worker in the middle of a 1,000-task job. The tasks
+/// Chaos: `kill -9` of a worker in the middle of a 2,000-task job. The tasks
 /// it was running are retried on the nodes that are left, and every one of
 /// the 1,000 results is right.
 #[test]
 fn a_worker_killed_mid_job_loses_no_results() {
-    let (mut c, mut job, lines) = chaos_job(&["1000", "20"]);
+    // Long enough (40 s of work on the head alone) that the job still runs
+    // once the worker has fetched and compiled the component, which on a
+    // loaded CI machine took longer than a 1,000-task job lasted.
+    let (mut c, mut job, lines) = chaos_job(&["2000", "20"]);
     let victim = c.nodes[1].id.clone();
-    // Let the worker take some of the work (it fetches and compiles the
-    // component first: on a loaded machine that takes seconds), then kill it.
+    // Let the worker take some of the work, then kill it.
     wait_until_running_tasks(&c, &victim);
     std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        job.try_wait().unwrap().is_none(),
+        "the job ended before the kill"
+    );
     c.kill(1);
     assert!(
         job.wait().unwrap().success(),
@@ -462,7 +468,7 @@ fn a_worker_killed_mid_job_loses_no_results() {
         c.log(0)
     );
     let out = output_of(&lines);
-    assert!(out.contains("correct 1000 of 1000"), "{out}");
+    assert!(out.contains("correct 2000 of 2000"), "{out}");
     // The killed worker did run some tasks before it died (so the kill
     // really hit the job), and the rest ran on the head.
     assert!(nodes_that_ran(&out).contains(&victim), "{out}");
