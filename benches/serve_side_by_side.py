@@ -27,9 +27,11 @@ Then floods (ours alone, `--only-flood` for just these): two stateless
 deployments of two tenants; the other tenant's p50 and p99 at one
 connection (wrk on CPU 0), alone and while `wrk -c64` (on CPU 1) floods
 the first: the goal is a p99 within 2x of the unloaded one, the flood
-shed. Two shapes of flood: on a route with one place and no queue (what
-the place serves, and 503s past it), and on a route behind a token that
-the flood does not send (401s only: the flood's refusals alone).
+shed. Three shapes of flood: on a route with one place and no queue (what
+the place serves, and 503s past it), on a route behind a token that the
+flood does not send (401s only: the flood's refusals alone), and on a
+route with 64 places (nothing refused: the flooding tenant's share of the
+node's threads is all that stands between it and the other route).
 
 Then composition (`--only-composition` for just this): a front deployment
 that answers each request with a handle call of a no-op deployment, one
@@ -352,9 +354,17 @@ def behind_token(config):
     return config.replace("public = true", 'token_file = "token"', 1)
 
 
+def many_places(config):
+    """FLOOD_CONFIG with 64 places on the flooded route: nothing refused,
+    the flood served as fast as the node's share for its tenant allows."""
+    assert "max_ongoing_requests = 1\n" in config, config
+    return config.replace("max_ongoing_requests = 1\n", "max_ongoing_requests = 64\n", 1)
+
+
 FLOODS = {
     "one place, no queue": lambda text: text,
     "every request refused (401)": behind_token,
+    "64 places (all served)": many_places,
 }
 
 

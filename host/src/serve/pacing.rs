@@ -36,6 +36,9 @@ use parking_lot::Mutex;
 /// `MAX_WAIT`, and a refused client waits no longer than its `Retry-After`.
 pub const MAX_WAIT: Duration = Duration::from_secs(1);
 
+/// The longest waits are spread over this much below [`MAX_WAIT`].
+const MAX_WAIT_SPREAD_MS: u64 = 250;
+
 /// The tenants' refusal schedules (a generic cell rate algorithm per
 /// tenant: `due` is when the tenant's next refusal may go at the rate).
 pub struct Pacer {
@@ -72,7 +75,12 @@ impl Pacer {
         if wait >= MAX_WAIT {
             // Past the longest wait the schedule does not move on: the
             // tenant's flood is as slow as its connections allow already.
-            return MAX_WAIT;
+            // The wait is spread over its last quarter: connections refused
+            // together (a flood's, opened at once) would otherwise be
+            // answered together every second, a burst of wakeups that
+            // delays every other tenant's requests at once.
+            let spread = rand::Rng::random_range(&mut rand::rng(), 0..MAX_WAIT_SPREAD_MS);
+            return MAX_WAIT - Duration::from_millis(spread);
         }
         match due.get_mut(tenant) {
             Some(at) => *at = next + interval,
@@ -153,7 +161,12 @@ mod tests {
         let pacer = Pacer::new(10); // 100 ms apart, a burst of 1
         let waits: Vec<Duration> = (0..40).map(|_| pacer.delay("a")).collect();
         assert!(waits.iter().all(|w| *w <= MAX_WAIT), "{waits:?}");
-        assert_eq!(waits[39], MAX_WAIT);
+        // The longest waits are spread, so refusals made together are not
+        // all sent together.
+        let longest = &waits[20..];
+        let spread = Duration::from_millis(MAX_WAIT_SPREAD_MS);
+        assert!(longest.iter().all(|w| *w > MAX_WAIT - spread), "{waits:?}");
+        assert!(longest.windows(2).any(|w| w[0] != w[1]), "{waits:?}");
         let entries = pacer.due.lock().len();
         assert_eq!(entries, 1);
     }

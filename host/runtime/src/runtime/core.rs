@@ -61,6 +61,8 @@ pub struct NodeCore {
     /// Per-tenant books: the tenant of every job seen, usage and quotas.
     tenants: Arc<TenantLedger>,
     task_events: crate::task_events::TaskEventLog,
+    /// The threads' shares between tenants (see [`super::cpu_share`]).
+    cpu_shares: super::cpu_share::CpuShares,
     runtime: tokio::runtime::Handle,
     config: ResolvedConfig,
     /// The cluster's port, once the node joins one.
@@ -95,6 +97,7 @@ impl NodeCore {
             starting_jobs: IdMap::default(),
             tenants,
             task_events: crate::task_events::TaskEventLog::new(config.task_events.clone()),
+            cpu_shares: super::cpu_share::CpuShares::new(runtime.metrics().num_workers()),
             runtime,
             config,
             port: OnceLock::new(),
@@ -164,6 +167,11 @@ impl NodeCore {
 
     pub fn tenants(&self) -> &Arc<TenantLedger> {
         &self.tenants
+    }
+
+    /// The threads' shares between tenants.
+    pub fn cpu_shares(&self) -> &super::cpu_share::CpuShares {
+        &self.cpu_shares
     }
 
     /// The async runtime the node's work runs on.

@@ -14,6 +14,7 @@ pub mod component;
 pub mod component_cache;
 pub(crate) mod concurrent;
 pub mod core;
+pub mod cpu_share;
 pub mod disk_cache;
 pub mod engine;
 pub mod engine_settings;

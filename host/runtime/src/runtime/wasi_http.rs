@@ -46,6 +46,7 @@ use crate::ids::JobId;
 use crate::limits::{Limits, exceeded};
 use crate::logs::{GuestOutput, LogSink, LogSource, Stream};
 use crate::runtime::NodeCore;
+use crate::runtime::cpu_share::TenantShare;
 use crate::runtime::engine::EPOCH_TICK;
 use crate::runtime::instance::{count_tick, ticks_in};
 use crate::runtime::limiter::{Limiter, MemoryCharge};
@@ -220,6 +221,9 @@ pub struct HttpService {
     account: Arc<TenantAccount>,
     books: Arc<JobBooks>,
     logs: Arc<dyn LogSink>,
+    /// Its tenant's share of the node's threads, which its instances run
+    /// within: a tenant's many requests do not take every thread.
+    cpu_share: Arc<TenantShare>,
 }
 
 impl Drop for HttpService {
@@ -252,7 +256,9 @@ impl HttpService {
         let id = JobId::random();
         let account = core.tenants().account(&tenant);
         let books = core.tenants().add_job(id, account.clone(), limits.objects);
+        let cpu_share = core.cpu_shares().tenant(&tenant);
         Ok(HttpService {
+            cpu_share,
             core,
             app,
             id,
@@ -314,11 +320,12 @@ impl HttpService {
         };
         // The instance runs on a task of its own: it may go on writing the
         // body after the response's head went back. Its store (and so its
-        // memory) goes first, then its charge, its slot and `hold`.
-        tokio::spawn(async move {
+        // memory) goes first, then its charge, its slot and `hold`. It runs
+        // within its tenant's share of the threads.
+        tokio::spawn(self.cpu_share.run(async move {
             instance.run(incoming, out, ended).await;
             drop((charge, slot, hold));
-        });
+        }));
         match answered.await {
             Ok(Ok(response)) => Ok(response.map(|body| {
                 http_body_util::BodyExt::boxed_unsync(Checked {
