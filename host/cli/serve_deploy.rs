@@ -81,7 +81,10 @@ fn read_deployments(
                 config: table.clone(),
                 component: files.component(d)?,
                 manifest: files.manifest(d)?,
-                token: files.token(d)?.unwrap_or_default(),
+                token_sha256: files
+                    .token_sha256(d)?
+                    .map(|t| bytes::Bytes::copy_from_slice(&t))
+                    .unwrap_or_default(),
                 ..Default::default()
             })
         };

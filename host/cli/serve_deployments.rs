@@ -39,8 +39,8 @@ pub trait Sources: Send + Sync {
     fn component(&self, d: &DeploymentConfig) -> anyhow::Result<bytes::Bytes>;
     /// The job manifest's text (checked; empty for none).
     fn manifest(&self, d: &DeploymentConfig) -> anyhow::Result<String>;
-    /// The bearer token its route wants (`None`: public).
-    fn token(&self, d: &DeploymentConfig) -> anyhow::Result<Option<String>>;
+    /// SHA-256 of the bearer token its route wants (`None`: public).
+    fn token_sha256(&self, d: &DeploymentConfig) -> anyhow::Result<Option<[u8; 32]>>;
 }
 
 /// A configuration file's deployments: their files relative to `base`
@@ -63,8 +63,9 @@ impl Sources for Files<'_> {
         crate::run::read_manifest(path.as_deref())
     }
 
-    fn token(&self, d: &DeploymentConfig) -> anyhow::Result<Option<String>> {
-        route_token(self.base, d)
+    fn token_sha256(&self, d: &DeploymentConfig) -> anyhow::Result<Option<[u8; 32]>> {
+        let token = route_token(self.base, d)?;
+        Ok(token.as_deref().map(fabric_host::serve::token_sha256))
     }
 }
 
@@ -141,7 +142,7 @@ impl Deployed {
                 Err(e) if on_failure == OnFailure::Skip => {
                     tracing::error!(deployment = %key(d), "cannot deploy it: {e:#}");
                     if let Some(old) = self.by_name.get(&key(d)) {
-                        let token = sources.token(&old.config).ok().flatten();
+                        let token = sources.token_sha256(&old.config).ok().flatten();
                         brought.push((d, old.clone(), None, token));
                     }
                     continue;
@@ -183,7 +184,7 @@ impl Deployed {
         let mut next = HashMap::new();
         let mut routes = Vec::new();
         for (d, running, _, token) in brought {
-            routes.push(route_for(d, running.target.clone(), token.as_deref()));
+            routes.push(route_for(d, running.target.clone(), token));
             next.insert(key(d), running);
         }
         started.0.clear();
@@ -230,7 +231,7 @@ impl Deployed {
         on_failure: OnFailure,
     ) -> Vec<anyhow::Result<BroughtUp>> {
         let up = |d| async move {
-            let token = sources.token(d)?;
+            let token = sources.token_sha256(d)?;
             let (running, reconfigure) = self.bring_up(node, sources, d).await?;
             anyhow::Ok((running, reconfigure, token))
         };
@@ -293,7 +294,7 @@ impl Deployed {
 
 /// A deployment brought up: what runs it, what reconfigures it, and its
 /// route's token.
-type BroughtUp = (Running, Option<Reconfigure>, Option<String>);
+type BroughtUp = (Running, Option<Reconfigure>, Option<[u8; 32]>);
 
 /// How long one of the head's deployments may take to start, or to take a
 /// new user config, on a node (its replicas' constructors included).
@@ -437,15 +438,16 @@ fn route_token(base: &Path, d: &DeploymentConfig) -> anyhow::Result<Option<Strin
 }
 
 /// `d`'s route to `target`.
-fn route_for(d: &DeploymentConfig, target: Target, token: Option<&str>) -> Route {
+fn route_for(d: &DeploymentConfig, target: Target, token_sha256: Option<[u8; 32]>) -> Route {
     Route::new(
         d.host.as_deref(),
         &d.route,
         target,
-        token,
+        None,
         d.max_body,
         d.max_response,
     )
+    .with_token_sha256(token_sha256)
 }
 
 /// A bearer token from `file`: its text, trimmed, at least 16 characters.

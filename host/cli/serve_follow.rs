@@ -412,8 +412,8 @@ impl Sources for Kept {
         Ok(self.of(d)?.manifest.clone())
     }
 
-    fn token(&self, d: &DeploymentConfig) -> anyhow::Result<Option<String>> {
-        Ok(self.of(d)?.token.clone())
+    fn token_sha256(&self, d: &DeploymentConfig) -> anyhow::Result<Option<[u8; 32]>> {
+        Ok(self.of(d)?.token_sha256)
     }
 }
 

@@ -51,6 +51,22 @@ fn wait_for(url: &str, host: Option<&str>, status: u16, token: Option<&str>) -> 
     }
 }
 
+/// The head's state (in `data`) keeps a route token's SHA-256, not the
+/// token: the client sends only the digest.
+fn the_token_never_reached_the_head(data: &Path, token: &[u8]) {
+    let state = std::fs::read(data.join("head.redb")).unwrap();
+    let holds = |bytes: &[u8]| state.windows(bytes.len()).any(|w| w == bytes);
+    let digest = fabric_host::serve::token_sha256(std::str::from_utf8(token).unwrap());
+    assert!(
+        holds(&digest),
+        "the deployment is kept with its token's digest"
+    );
+    assert!(
+        !holds(token),
+        "the head's state holds the route token itself"
+    );
+}
+
 /// `fabric serve ARGS` with `token`: (stdout and stderr, success).
 fn serve_cli(c: &ProcCluster, token: &str, args: &[&str]) -> (String, bool) {
     let mut all = vec!["serve"];
@@ -291,6 +307,7 @@ async fn deployments_the_head_keeps_are_served_by_every_ingress() {
     let (out, ok) = serve_cli(&c, &acme, &["deploy", &acme_file]);
     assert!(ok, "{out}");
     assert!(out.contains("deployed: hello, site, echo"), "{out}");
+    the_token_never_reached_the_head(&dir.join("node0"), b"acme-route-token-0123456789");
 
     let token = Some("acme-route-token-0123456789");
     for port in [head_port, worker_port] {

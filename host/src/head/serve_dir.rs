@@ -111,8 +111,9 @@ pub struct ServeRecord {
     pub component: Bytes,
     /// Its job manifest (TOML; empty for none).
     pub manifest: String,
-    /// The bearer token its route wants (`None`: a public route).
-    pub token: Option<String>,
+    /// SHA-256 of the bearer token its route wants (`None`: a public
+    /// route); the token itself is never sent to the head.
+    pub token_sha256: Option<[u8; 32]>,
     pub deployed_unix_ms: u64,
     /// Set by the head.
     pub claim: RouteClaim,
@@ -131,19 +132,19 @@ pub const MAX_TOKEN_BYTES: usize = 1 << 10;
 impl ServeRecord {
     /// What it holds in the head.
     fn bytes(&self) -> usize {
-        let token = self.token.as_ref().map_or(0, String::len);
+        let token = self.token_sha256.map_or(0, |t| t.len());
         self.component.len() + self.manifest.len() + self.config.len() + token
     }
 
     /// Its revision: a digest of its claim's inputs and its digest.
     fn revision_of(&self) -> String {
-        let token = self.token.as_deref().unwrap_or_default();
+        let token = self.token_sha256.as_ref().map_or(&[][..], |t| &t[..]);
         let lengths = [self.config.len() as u64, token.len() as u64];
         let parts = [
             &lengths[0].to_le_bytes()[..],
             &lengths[1].to_le_bytes(),
             self.config.as_bytes(),
-            token.as_bytes(),
+            token,
             self.digest.as_bytes(),
         ];
         crate::runtime::component::digest(&parts.concat())
@@ -164,13 +165,6 @@ impl ServeRecord {
         if self.manifest.len() > MAX_MANIFEST_BYTES {
             return too_big("manifest", MAX_MANIFEST_BYTES);
         }
-        if self
-            .token
-            .as_ref()
-            .is_some_and(|t| t.len() > MAX_TOKEN_BYTES)
-        {
-            return too_big("route token", MAX_TOKEN_BYTES);
-        }
         Ok(())
     }
 
@@ -190,6 +184,16 @@ pub struct ServeSet {
     /// Without their components' bytes ([`ServeDirectory::component`]).
     pub deployments: Vec<ServeRecord>,
     pub reserved_hosts: Vec<String>,
+}
+
+/// A checked deploy or delete: what the deployments become, and the
+/// records that make it durable.
+pub(crate) struct Change {
+    next: BTreeMap<(String, String), Arc<ServeRecord>>,
+    tenant: String,
+    /// Counted among the tenant's changes once applied.
+    paced: bool,
+    pub(crate) records: Vec<Record>,
 }
 
 /// The kept deployments, by tenant and name.
@@ -328,13 +332,14 @@ impl ServeDirectory {
         }
     }
 
-    /// Deploys `records` for `tenant` (replacing its deployments of the same
-    /// names), all or none; answers what must be saved.
+    /// Checks `records` as `tenant`'s deployments (replacing its
+    /// deployments of the same names), all or none; answers the change,
+    /// which nothing sees until it is saved and [applied](Self::apply).
     pub(crate) fn deploy(
         &self,
         tenant: &str,
         records: Vec<ServeRecord>,
-    ) -> Result<Vec<Record>, ServeError> {
+    ) -> Result<Change, ServeError> {
         let rules = self.rules()?;
         self.may_change(tenant)?;
         let mut checked = Vec::with_capacity(records.len());
@@ -350,8 +355,7 @@ impl ServeDirectory {
             }
             checked.push(r);
         }
-        let mut kept = self.state.lock();
-        let mut next = kept.by_key.clone();
+        let mut next = self.state.lock().by_key.clone();
         for r in &checked {
             next.insert((r.tenant.clone(), r.name.clone()), Arc::new(r.clone()));
         }
@@ -359,18 +363,19 @@ impl ServeDirectory {
         for r in &checked {
             check_claims(&next, r)?;
         }
-        kept.by_key = next;
-        kept.version += 1;
-        self.versions.send_replace(kept.version);
-        self.changed(tenant);
-        Ok(checked
-            .into_iter()
-            .map(|r| Record::Serve(Box::new(r)))
-            .collect())
+        Ok(Change {
+            next,
+            tenant: tenant.to_string(),
+            paced: true,
+            records: checked
+                .into_iter()
+                .map(|r| Record::Serve(Box::new(r)))
+                .collect(),
+        })
     }
 
-    /// Deletes `tenant`'s deployments `names`; answers what must be saved.
-    /// Every name must be one of its deployments.
+    /// Checks the deletion of `tenant`'s deployments `names` (each must be
+    /// one of its deployments); answers the change, to save and apply.
     /// `paced`: counted among `tenant`'s changes (the admin's deletes of
     /// a tenant's deployments are not, nor held back by them).
     pub(crate) fn delete(
@@ -378,29 +383,43 @@ impl ServeDirectory {
         tenant: &str,
         names: &[String],
         paced: bool,
-    ) -> Result<Vec<Record>, ServeError> {
+    ) -> Result<Change, ServeError> {
         if paced {
             self.may_change(tenant)?;
         }
-        let mut kept = self.state.lock();
+        let mut next = self.state.lock().by_key.clone();
         let key = |n: &String| (tenant.to_string(), n.clone());
-        if let Some(n) = names.iter().find(|n| !kept.by_key.contains_key(&key(n))) {
+        if let Some(n) = names.iter().find(|n| !next.contains_key(&key(n))) {
             return Err(ServeError::NotFound(format!(
                 "tenant `{tenant}` has no deployment `{n}`"
             )));
         }
         for n in names {
-            kept.by_key.remove(&key(n));
+            next.remove(&key(n));
         }
+        Ok(Change {
+            next,
+            tenant: tenant.to_string(),
+            paced,
+            records: names
+                .iter()
+                .map(|n| Record::ForgetServe(tenant.to_string(), n.clone()))
+                .collect(),
+        })
+    }
+
+    /// Makes a checked change (saved by now) what the nodes see. The
+    /// caller holds `writes` from the check until here, so nothing else
+    /// changed the deployments meanwhile.
+    pub(crate) fn apply(&self, change: Change) {
+        let mut kept = self.state.lock();
+        kept.by_key = change.next;
         kept.version += 1;
         self.versions.send_replace(kept.version);
-        if paced {
-            self.changed(tenant);
+        drop(kept);
+        if change.paced {
+            self.changed(&change.tenant);
         }
-        Ok(names
-            .iter()
-            .map(|n| Record::ForgetServe(tenant.to_string(), n.clone()))
-            .collect())
     }
 
     /// The deployments `tenant` keeps (every tenant's for `None`).
@@ -428,7 +447,7 @@ impl ServeDirectory {
                 config: String::new(),
                 component: Bytes::new(),
                 manifest: String::new(),
-                token: None,
+                token_sha256: None,
                 ..(**r).clone()
             })
             .collect();
@@ -494,8 +513,8 @@ impl super::Head {
         records: Vec<ServeRecord>,
     ) -> Result<(), super::HeadError> {
         let _writing = self.serve.writes.lock().await;
-        let saved = self.serve.deploy(tenant, records)?;
-        self.save(saved).await
+        let change = self.serve.deploy(tenant, records)?;
+        self.save_and_apply(change).await
     }
 
     pub(crate) async fn serve_delete(
@@ -505,8 +524,17 @@ impl super::Head {
         paced: bool,
     ) -> Result<(), super::HeadError> {
         let _writing = self.serve.writes.lock().await;
-        let saved = self.serve.delete(tenant, names, paced)?;
-        self.save(saved).await
+        let change = self.serve.delete(tenant, names, paced)?;
+        self.save_and_apply(change).await
+    }
+
+    /// Saves `change`, then makes it seen: a change the head could not
+    /// save is answered as failed and is not served, so what the nodes
+    /// serve is what a restarted head would have.
+    async fn save_and_apply(&self, mut change: Change) -> Result<(), super::HeadError> {
+        self.save(std::mem::take(&mut change.records)).await?;
+        self.serve.apply(change);
+        Ok(())
     }
 
     /// `tenant`'s deployments (every tenant's for `None`).
@@ -662,7 +690,7 @@ mod tests {
             config: route.into(),
             component: Bytes::from_static(b"wasm"),
             manifest: String::new(),
-            token: None,
+            token_sha256: None,
             deployed_unix_ms: 0,
             claim: RouteClaim {
                 host: None,
@@ -671,6 +699,43 @@ mod tests {
             digest: String::new(),
             revision: String::new(),
         }
+    }
+
+    /// Deploys as the head does once the records are saved.
+    fn deploy(
+        d: &ServeDirectory,
+        tenant: &str,
+        records: Vec<ServeRecord>,
+    ) -> Result<(), ServeError> {
+        d.apply(d.deploy(tenant, records)?);
+        Ok(())
+    }
+
+    fn delete(
+        d: &ServeDirectory,
+        tenant: &str,
+        names: &[String],
+        paced: bool,
+    ) -> Result<(), ServeError> {
+        d.apply(d.delete(tenant, names, paced)?);
+        Ok(())
+    }
+
+    #[test]
+    fn a_change_not_applied_is_not_seen_nor_counted() {
+        let d = directory();
+        let watched = d.watch(0, 0).unwrap();
+        // A save that failed: the change is dropped, never applied.
+        let change = d.deploy("a", vec![record("x", "* /x")]).unwrap();
+        assert!(matches!(&change.records[..], [Record::Serve(_)]));
+        drop(change);
+        assert!(d.watch(watched.epoch, watched.version).is_none());
+        assert_eq!(d.list(None), vec![]);
+        assert!(d.changes.lock().is_empty(), "a failed change is not paced");
+        // A delete the same: the deployment stays.
+        deploy(&d, "a", vec![record("x", "* /x")]).unwrap();
+        drop(d.delete("a", &["x".into()], true).unwrap());
+        assert_eq!(d.list(Some("a")).len(), 1);
     }
 
     fn directory() -> ServeDirectory {
@@ -682,7 +747,8 @@ mod tests {
     #[test]
     fn another_tenants_host_or_overlapping_route_is_refused_and_nothing_changes() {
         let d = directory();
-        d.deploy(
+        deploy(
+            &d,
             "a",
             vec![record("api", "* /api"), record("site", "a.example /x")],
         )
@@ -690,7 +756,7 @@ mod tests {
         let before = d.watch(0, 0).unwrap().version;
         // A route for any host inside a's, and any path on a's host.
         for route in ["* /api/v2", "* /", "a.example /", "a.example /other"] {
-            let e = d.deploy("b", vec![record("x", "* /ok"), record("y", route)]);
+            let e = deploy(&d, "b", vec![record("x", "* /ok"), record("y", route)]);
             assert!(
                 e.unwrap_err().to_string().contains("another tenant"),
                 "{route}"
@@ -701,10 +767,10 @@ mod tests {
         // Its own host may hold what a's routes for any host hold: the
         // ingress keeps a's off b's host.
         let ok = [record("x", "* /apis"), record("y", "b.example /api")];
-        d.deploy("b", ok.to_vec()).unwrap();
+        deploy(&d, "b", ok.to_vec()).unwrap();
         // Its own tenant may nest routes, not repeat one.
-        d.deploy("a", vec![record("v2", "* /api/v2")]).unwrap();
-        let e = d.deploy("a", vec![record("again", "* /api/")]).unwrap_err();
+        deploy(&d, "a", vec![record("v2", "* /api/v2")]).unwrap();
+        let e = deploy(&d, "a", vec![record("again", "* /api/")]).unwrap_err();
         assert!(e.to_string().contains("your deployment `api`"), "{e}");
     }
 
@@ -712,7 +778,8 @@ mod tests {
     fn rules_set_again_drop_what_they_now_refuse() {
         let d = ServeDirectory::new();
         d.set_rules(Arc::new(Rules(Vec::new())));
-        d.deploy(
+        deploy(
+            &d,
             "a",
             vec![record("x", "ops.example /x"), record("y", "* /y")],
         )
@@ -730,12 +797,9 @@ mod tests {
     #[test]
     fn reserved_hosts_are_the_admins() {
         let d = directory();
-        let e = d
-            .deploy("a", vec![record("x", "ops.example /")])
-            .unwrap_err();
+        let e = deploy(&d, "a", vec![record("x", "ops.example /")]).unwrap_err();
         assert!(e.to_string().contains("reserved"), "{e}");
-        d.deploy("admin", vec![record("x", "ops.example /")])
-            .unwrap();
+        deploy(&d, "admin", vec![record("x", "ops.example /")]).unwrap();
     }
 
     #[test]
@@ -744,11 +808,11 @@ mod tests {
         let many: Vec<_> = (0..=MAX_DEPLOYMENTS_PER_TENANT)
             .map(|i| record(&format!("d{i}"), &format!("* /d{i}")))
             .collect();
-        let e = d.deploy("a", many).unwrap_err();
+        let e = deploy(&d, "a", many).unwrap_err();
         assert!(e.to_string().contains("at most"), "{e}");
         let mut big = record("big", "* /big");
         big.component = Bytes::from(vec![0u8; MAX_BYTES_PER_TENANT + 1]);
-        assert!(d.deploy("a", vec![big]).is_err());
+        assert!(deploy(&d, "a", vec![big]).is_err());
     }
 
     #[test]
@@ -757,21 +821,21 @@ mod tests {
         let first = d.watch(0, 0).unwrap();
         assert!(d.watch(first.epoch, first.version).is_none());
         let mut x = record("x", "* /x");
-        x.token = Some("a-token-of-sixteen-or-more".into());
-        d.deploy("a", vec![x]).unwrap();
+        x.token_sha256 = Some([7; 32]);
+        deploy(&d, "a", vec![x]).unwrap();
         let next = d.watch(first.epoch, first.version).unwrap();
         assert_eq!(next.deployments.len(), 1);
         // The watch carries claims and revisions, nothing a tenant wrote.
         let lean = &next.deployments[0];
-        assert!(lean.component.is_empty() && lean.config.is_empty() && lean.token.is_none());
+        assert!(lean.component.is_empty() && lean.config.is_empty() && lean.token_sha256.is_none());
         let whole = d.fetch("a", "x", &lean.revision).unwrap();
         assert_eq!(
             (&whole.component[..], whole.config.as_str()),
             (&b"wasm"[..], "* /x")
         );
         assert!(d.fetch("b", "x", &lean.revision).is_none());
-        d.delete("a", &["x".into()], true).unwrap();
-        assert!(d.delete("a", &["x".into()], true).is_err());
+        delete(&d, "a", &["x".into()], true).unwrap();
+        assert!(delete(&d, "a", &["x".into()], true).is_err());
         assert!(
             d.watch(next.epoch, next.version)
                 .unwrap()
@@ -781,26 +845,25 @@ mod tests {
     }
 
     #[test]
-    fn a_token_or_table_past_its_bound_is_refused() {
+    fn a_table_or_manifest_past_its_bound_is_refused() {
         let d = directory();
         let mut x = record("x", "* /x");
-        x.token = Some("t".repeat(MAX_TOKEN_BYTES + 1));
-        assert!(d.deploy("a", vec![x]).is_err());
+        x.config.push_str(&"#".repeat(MAX_CONFIG_BYTES));
+        assert!(deploy(&d, "a", vec![x]).is_err());
         let mut y = record("y", "* /y");
         y.manifest = "#".repeat(MAX_MANIFEST_BYTES + 1);
-        assert!(d.deploy("a", vec![y]).is_err());
+        assert!(deploy(&d, "a", vec![y]).is_err());
     }
 
     #[test]
     fn a_tenants_changes_are_paced() {
         let d = directory();
         for i in 0..CHANGES_PER_MINUTE {
-            d.deploy("a", vec![record("x", &format!("* /x{i}"))])
-                .unwrap();
+            deploy(&d, "a", vec![record("x", &format!("* /x{i}"))]).unwrap();
         }
-        let e = d.deploy("a", vec![record("x", "* /y")]).unwrap_err();
+        let e = deploy(&d, "a", vec![record("x", "* /y")]).unwrap_err();
         assert!(e.to_string().contains("serve-changes"), "{e}");
-        d.deploy("b", vec![record("x", "* /b")]).unwrap();
+        deploy(&d, "b", vec![record("x", "* /b")]).unwrap();
     }
 
     #[tokio::test]
@@ -819,7 +882,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        head.deploy("a", vec![record("x", "* /x")]).unwrap();
+        deploy(&head, "a", vec![record("x", "* /x")]).unwrap();
         let heard = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("woken by the deploy")
@@ -830,6 +893,6 @@ mod tests {
     #[test]
     fn without_rules_the_head_takes_nothing() {
         let d = ServeDirectory::new();
-        assert!(d.deploy("a", vec![record("x", "* /x")]).is_err());
+        assert!(deploy(&d, "a", vec![record("x", "* /x")]).is_err());
     }
 }

@@ -230,7 +230,11 @@ pub(crate) fn serve_to_pb(d: &super::serve_dir::ServeRecord) -> pb::ServeDeploym
         config: d.config.clone(),
         component: d.component.clone(),
         manifest: d.manifest.clone(),
-        token: d.token.clone().unwrap_or_default(),
+        token: String::new(),
+        token_sha256: d
+            .token_sha256
+            .map(|t| bytes::Bytes::copy_from_slice(&t))
+            .unwrap_or_default(),
         deployed_unix_ms: d.deployed_unix_ms,
         host: d.claim.host.clone().unwrap_or_default(),
         route: d.claim.prefix.clone(),
@@ -240,17 +244,20 @@ pub(crate) fn serve_to_pb(d: &super::serve_dir::ServeRecord) -> pb::ServeDeploym
 }
 
 /// A deployment as a client or the state file sent it (the head sets its
-/// claim and digest again when a client deploys it).
+/// claim and digest again when a client deploys it). A route token sent
+/// as itself (an older client's, or an older head's state file) is kept
+/// as its SHA-256 only.
 pub(crate) fn serve_from_pb(
     d: pb::ServeDeployment,
 ) -> Result<super::serve_dir::ServeRecord, Status> {
+    let token_sha256 = route_token_sha256(&d.token, &d.token_sha256)?;
     Ok(super::serve_dir::ServeRecord {
         tenant: d.tenant,
         name: d.name,
         config: d.config,
         component: d.component,
         manifest: d.manifest,
-        token: (!d.token.is_empty()).then_some(d.token),
+        token_sha256,
         deployed_unix_ms: d.deployed_unix_ms,
         claim: super::serve_dir::RouteClaim {
             host: (!d.host.is_empty()).then_some(d.host),
@@ -259,6 +266,26 @@ pub(crate) fn serve_from_pb(
         digest: d.digest,
         revision: d.revision,
     })
+}
+
+/// The SHA-256 of a deployment's route token, from the token or from its
+/// digest (never both); `None` for a public route.
+fn route_token_sha256(token: &str, sha256: &[u8]) -> Result<Option<[u8; 32]>, Status> {
+    use super::serve_dir::MAX_TOKEN_BYTES;
+    match (token.is_empty(), sha256.len()) {
+        (true, 0) => Ok(None),
+        (true, 32) => Ok(Some(sha256.try_into().expect("32 bytes"))),
+        (false, 0) if token.len() > MAX_TOKEN_BYTES => Err(Status::invalid_argument(format!(
+            "a route token is at most {MAX_TOKEN_BYTES} bytes"
+        ))),
+        (false, 0) if token.trim().len() < 16 => Err(Status::invalid_argument(
+            "a route token is at least 16 characters",
+        )),
+        (false, 0) => Ok(Some(crate::serve::token_sha256(token))),
+        _ => Err(Status::invalid_argument(
+            "a route token comes as its SHA-256 (32 bytes) or as itself, not both",
+        )),
+    }
 }
 
 pub(crate) fn serve_summary(d: &super::serve_dir::ServeRecord) -> pb::ServeSummary {
@@ -351,5 +378,37 @@ mod tests {
             ..actor_to_pb(&actor)
         };
         assert!(actor_from_pb(bad).is_err(), "a malformed id is refused");
+    }
+
+    #[test]
+    fn a_route_token_is_kept_as_its_digest_whichever_way_it_came() {
+        let token = "a-route-token-of-16-or-more";
+        let digest = crate::serve::token_sha256(token);
+        let plain = pb::ServeDeployment {
+            name: "x".into(),
+            token: token.into(),
+            ..Default::default()
+        };
+        let kept = serve_from_pb(plain.clone()).unwrap();
+        assert_eq!(kept.token_sha256, Some(digest));
+        let sent = serve_to_pb(&kept);
+        assert!(sent.token.is_empty(), "the token itself is never sent on");
+        assert_eq!(serve_from_pb(sent).unwrap().token_sha256, Some(digest));
+        let short = pb::ServeDeployment {
+            token: "short".into(),
+            ..plain.clone()
+        };
+        assert!(serve_from_pb(short).is_err());
+        let both = pb::ServeDeployment {
+            token_sha256: digest.to_vec().into(),
+            ..plain.clone()
+        };
+        assert!(serve_from_pb(both).is_err());
+        let cut = pb::ServeDeployment {
+            token: String::new(),
+            token_sha256: digest[..31].to_vec().into(),
+            ..plain
+        };
+        assert!(serve_from_pb(cut).is_err());
     }
 }
