@@ -141,9 +141,15 @@ impl Deployed {
                 Ok(up) => up,
                 Err(e) if on_failure == OnFailure::Skip => {
                     tracing::error!(deployment = %key(d), "cannot deploy it: {e:#}");
+                    // The running one keeps its route, with its token: one
+                    // whose token cannot be read now is not served, rather
+                    // than served as public.
                     if let Some(old) = self.by_name.get(&key(d)) {
-                        let token = sources.token_sha256(&old.config).ok().flatten();
-                        brought.push((d, old.clone(), None, token));
+                        match sources.token_sha256(&old.config) {
+                            Ok(token) => brought.push((d, old.clone(), None, token)),
+                            Err(e) => tracing::error!(deployment = %key(d),
+                                "its route is not served: {e:#}"),
+                        }
                     }
                     continue;
                 }

@@ -412,8 +412,16 @@ impl Sources for Kept {
         Ok(self.of(d)?.manifest.clone())
     }
 
+    /// The digest the head sent, which must agree with the table: a route
+    /// that wants a token and came without a digest (a record from a head
+    /// this node does not understand) is not served, rather than public.
     fn token_sha256(&self, d: &DeploymentConfig) -> anyhow::Result<Option<[u8; 32]>> {
-        Ok(self.of(d)?.token_sha256)
+        let digest = self.of(d)?.token_sha256;
+        match (d.token_file.is_some(), digest.is_some()) {
+            (true, false) => anyhow::bail!("its route wants a token, and the head sent no digest"),
+            (false, true) => anyhow::bail!("its route is public, and the head sent a token digest"),
+            _ => Ok(digest),
+        }
     }
 }
 

@@ -121,7 +121,7 @@ pub struct Head {
     /// Questions about jobs' tasks being asked of the nodes.
     task_queries: task_query::TaskQueries,
     /// The Serve deployments it keeps for the nodes' ingresses.
-    serve: serve_dir::ServeDirectory,
+    serve: Arc<serve_dir::ServeDirectory>,
 }
 
 impl Head {
@@ -151,7 +151,7 @@ impl Head {
             bundle_nodes: Default::default(),
             submissions: Default::default(),
             task_queries: Default::default(),
-            serve: serve_dir::ServeDirectory::new(),
+            serve: Arc::new(serve_dir::ServeDirectory::new()),
         });
         head.restore(loaded);
         head
@@ -162,7 +162,19 @@ impl Head {
         let (n_nodes, n_actors, n_jobs) =
             (loaded.nodes.len(), loaded.actors.len(), loaded.jobs.len());
         self.restore_groups(loaded.groups);
+        // What an older head saved with a route token itself is saved
+        // again with its digest alone.
+        let plain: Vec<Record> = loaded
+            .serve
+            .iter()
+            .filter(|r| {
+                let key = (r.tenant.clone(), r.name.clone());
+                loaded.serve_plain_tokens.contains(&key)
+            })
+            .map(|r| Record::Serve(Box::new(r.clone())))
+            .collect();
         self.serve.restore(loaded.serve);
+        self.save_later(plain);
         if n_nodes + n_actors + n_jobs == 0 {
             return;
         }

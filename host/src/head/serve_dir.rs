@@ -202,9 +202,9 @@ pub(crate) struct ServeDirectory {
     epoch: u64,
     state: Mutex<Kept>,
     rules: OnceLock<Arc<dyn ServeRules>>,
-    /// Held from a change until it is saved, so saves go in the order the
-    /// changes were made.
-    writes: tokio::sync::Mutex<()>,
+    /// Held from a change's check until it is applied, so saves go in the
+    /// order the changes were made and nothing changes what was checked.
+    writes: Arc<tokio::sync::Mutex<()>>,
     /// What each node's ingress last reported, and when.
     loads: Mutex<HashMap<NodeId, (Instant, Vec<ServeLoad>)>>,
     /// When each tenant's changes of the last minute were made.
@@ -239,7 +239,7 @@ impl ServeDirectory {
                 by_key: BTreeMap::new(),
             }),
             rules: OnceLock::new(),
-            writes: tokio::sync::Mutex::new(()),
+            writes: Arc::new(tokio::sync::Mutex::new(())),
             loads: Mutex::new(HashMap::new()),
             changes: Mutex::new(HashMap::new()),
             versions: tokio::sync::watch::Sender::new(1),
@@ -512,9 +512,9 @@ impl super::Head {
         tenant: &str,
         records: Vec<ServeRecord>,
     ) -> Result<(), super::HeadError> {
-        let _writing = self.serve.writes.lock().await;
+        let writing = self.serve.writes.clone().lock_owned().await;
         let change = self.serve.deploy(tenant, records)?;
-        self.save_and_apply(change).await
+        self.save_and_apply(change, writing).await
     }
 
     pub(crate) async fn serve_delete(
@@ -523,18 +523,41 @@ impl super::Head {
         names: &[String],
         paced: bool,
     ) -> Result<(), super::HeadError> {
-        let _writing = self.serve.writes.lock().await;
+        let writing = self.serve.writes.clone().lock_owned().await;
         let change = self.serve.delete(tenant, names, paced)?;
-        self.save_and_apply(change).await
+        self.save_and_apply(change, writing).await
     }
 
     /// Saves `change`, then makes it seen: a change the head could not
     /// save is answered as failed and is not served, so what the nodes
-    /// serve is what a restarted head would have.
-    async fn save_and_apply(&self, mut change: Change) -> Result<(), super::HeadError> {
-        self.save(std::mem::take(&mut change.records)).await?;
-        self.serve.apply(change);
-        Ok(())
+    /// serve is what a restarted head would have. Both run on a task of
+    /// their own, which holds `writing` until the change is applied: a
+    /// caller that goes away (a reset stream, a deadline) once the save
+    /// is asked for leaves no saved change unapplied (unseen by the nodes,
+    /// unpaced, its claim hidden until a restart brings it back).
+    async fn save_and_apply(
+        &self,
+        mut change: Change,
+        writing: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<(), super::HeadError> {
+        let (store, serve) = (self.store.clone(), self.serve.clone());
+        let records = std::mem::take(&mut change.records);
+        let saved = tokio::spawn(async move {
+            let _writing = writing;
+            if let Some(store) = store {
+                store
+                    .save(records)
+                    .await
+                    .map_err(super::HeadError::Unsaved)?;
+            }
+            serve.apply(change);
+            Ok(())
+        });
+        saved.await.unwrap_or_else(|e| {
+            Err(super::HeadError::Unsaved(crate::error::NodeError::Config(
+                format!("the save's task ended: {e}"),
+            )))
+        })
     }
 
     /// `tenant`'s deployments (every tenant's for `None`).

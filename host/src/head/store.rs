@@ -47,6 +47,9 @@ pub struct Loaded {
     pub jobs: Vec<JobRecord>,
     pub groups: Vec<crate::runtime::groups::GroupInfo>,
     pub serve: Vec<super::serve_dir::ServeRecord>,
+    /// Which of them an older head saved with their route token itself:
+    /// the head saves them again, with its digest alone.
+    pub serve_plain_tokens: Vec<(String, String)>,
 }
 
 struct Batch {
@@ -153,6 +156,15 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
         }
         Ok(out)
     }
+    let serve = all::<pb::ServeDeployment, _>(&read.open_table(SERVE)?, |d| {
+        let plain = !d.token.is_empty();
+        wire::serve_from_pb(d).map(|r| (r, plain))
+    })?;
+    let serve_plain_tokens = serve
+        .iter()
+        .filter(|(_, plain)| *plain)
+        .map(|(r, _)| (r.tenant.clone(), r.name.clone()))
+        .collect();
     Ok(Loaded {
         nodes: all::<pb::NodeInfo, _>(&read.open_table(NODES)?, wire::node_from_pb)?,
         actors: all::<pb::ActorInfo, _>(&read.open_table(ACTORS)?, wire::actor_from_pb)?,
@@ -160,7 +172,8 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
         groups: all::<pb::GroupInfo, _>(&read.open_table(GROUPS)?, |g| {
             crate::group_wire::group_from_pb(&g)
         })?,
-        serve: all::<pb::ServeDeployment, _>(&read.open_table(SERVE)?, wire::serve_from_pb)?,
+        serve: serve.into_iter().map(|(r, _)| r).collect(),
+        serve_plain_tokens,
     })
 }
 
@@ -303,6 +316,39 @@ mod tests {
         };
         assert_eq!(reopened.actors, vec![actor]);
         assert_eq!(reopened.jobs, vec![two]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_route_token_an_older_head_saved_loads_as_its_digest_and_is_marked() {
+        let dir = std::env::temp_dir().join(format!("head-store-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("head.redb");
+        let token = "an-older-heads-route-token";
+        {
+            // What a head before the digest saved.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut serve = txn.open_table(SERVE).unwrap();
+                let old = pb::ServeDeployment {
+                    tenant: "acme".into(),
+                    name: "echo".into(),
+                    token: token.into(),
+                    ..Default::default()
+                };
+                let key = serve_key("acme", "echo");
+                serve.insert(&key[..], &old.encode_to_vec()[..]).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let (_store, loaded) = HeadStore::open(&path).unwrap();
+        let digest = crate::serve::token_sha256(token);
+        assert_eq!(loaded.serve[0].token_sha256, Some(digest));
+        assert_eq!(
+            loaded.serve_plain_tokens,
+            vec![("acme".into(), "echo".into())]
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -269,11 +269,17 @@ pub(crate) fn serve_from_pb(
 }
 
 /// The SHA-256 of a deployment's route token, from the token or from its
-/// digest (never both); `None` for a public route.
+/// digest (never both); `None` for a public route. The token's length is
+/// the client's to check where only the digest comes (`fabric serve
+/// deploy` refuses tokens under 16 characters); the empty token's digest,
+/// which a bare `Bearer` would match, is refused here.
 fn route_token_sha256(token: &str, sha256: &[u8]) -> Result<Option<[u8; 32]>, Status> {
     use super::serve_dir::MAX_TOKEN_BYTES;
     match (token.is_empty(), sha256.len()) {
         (true, 0) => Ok(None),
+        (true, 32) if sha256 == crate::serve::token_sha256("") => Err(Status::invalid_argument(
+            "a route token is at least 16 characters (this is the empty token's digest)",
+        )),
         (true, 32) => Ok(Some(sha256.try_into().expect("32 bytes"))),
         (false, 0) if token.len() > MAX_TOKEN_BYTES => Err(Status::invalid_argument(format!(
             "a route token is at most {MAX_TOKEN_BYTES} bytes"
@@ -281,7 +287,8 @@ fn route_token_sha256(token: &str, sha256: &[u8]) -> Result<Option<[u8; 32]>, St
         (false, 0) if token.trim().len() < 16 => Err(Status::invalid_argument(
             "a route token is at least 16 characters",
         )),
-        (false, 0) => Ok(Some(crate::serve::token_sha256(token))),
+        // Trimmed, as the ingress trims the token a request presents.
+        (false, 0) => Ok(Some(crate::serve::token_sha256(token.trim()))),
         _ => Err(Status::invalid_argument(
             "a route token comes as its SHA-256 (32 bytes) or as itself, not both",
         )),
@@ -404,6 +411,20 @@ mod tests {
             ..plain.clone()
         };
         assert!(serve_from_pb(both).is_err());
+        let empty = pb::ServeDeployment {
+            token: String::new(),
+            token_sha256: crate::serve::token_sha256("").to_vec().into(),
+            ..plain.clone()
+        };
+        assert!(
+            serve_from_pb(empty).is_err(),
+            "a bare `Bearer` would open it"
+        );
+        let padded = pb::ServeDeployment {
+            token: format!(" {token}\n"),
+            ..plain.clone()
+        };
+        assert_eq!(serve_from_pb(padded).unwrap().token_sha256, Some(digest));
         let cut = pb::ServeDeployment {
             token: String::new(),
             token_sha256: digest[..31].to_vec().into(),

@@ -267,8 +267,8 @@ impl Default for IngressOptions {
 /// operator says otherwise: more than clients that honour `Retry-After`
 /// make, far fewer than a flood. (At 1,000, a flood of 64 connections on
 /// a route with one place kept a few of them asking at once, enough on
-/// two cores to raise another tenant's p99 3 to 35 times; at 100 they wait
-/// their turns and it rose 1.2 to 1.5 times: benches/README.md.)
+/// two cores to raise another tenant's p99 2.8 to 17 times, median 7.7;
+/// at 100, 0.9 to 2.6 times, median 2.1: benches/README.md.)
 pub const DEFAULT_REFUSALS_PER_SECOND: u32 = 100;
 
 /// What the ingress keeps of a metrics token: its digest only.

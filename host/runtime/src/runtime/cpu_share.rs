@@ -5,15 +5,21 @@
 //!
 //! Tokio runs whatever is ready, first come first served: a tenant with 64
 //! requests in flight has 64 futures ready for every one of a tenant with
-//! one, and takes the threads (on two cores, a flood of 64 connections cut
-//! another tenant's route from 9,000 to 840 requests a second, its p99 14x).
+//! one, and takes the threads (on two cores, a flood of 64 connections on
+//! a deployment with 64 places cut another tenant's route from about
+//! 12,000 to 1,250 requests a second, its p99 8-21x: benches/README.md).
 //! A [`Shared`] future runs (is polled) only while its tenant holds fewer
 //! than its share of polls at once; past that it waits, at no cost, until
-//! one of its tenant's polls ends. The share is the node's threads divided
-//! among the tenants busy in the last [`BUSY_WITHIN`] (at least one each),
-//! so a tenant alone has every thread, and two tenants on two threads one
-//! each. Only polls count: a request waiting on I/O, a timer or another
-//! deployment holds nothing, so a tenant's waits never slow it.
+//! one of its tenant's polls ends. A tenant's share, while others were busy
+//! in the last [`BUSY_WITHIN`] too, is every thread but one for each of
+//! them, or the threads divided among them where that is more (at least
+//! one): a tenant alone has every thread, two tenants on two threads one
+//! each, and one busy tenant among ten on 16 threads seven, so the other
+//! tenants' next requests find a thread free without leaving the rest idle.
+//! Only polls count: a request waiting on I/O, a timer or another
+//! deployment holds nothing, so a tenant's waits never slow it. Where it
+//! is used: the instances of stateless (`wasi:http`) deployments' requests
+//! (replicas, tasks and actors hold the CPUs the scheduler gives them).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -102,7 +108,9 @@ impl Inner {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// The threads divided among the busy tenants, at least one.
+    /// The polls a busy tenant may have at once: the threads divided among
+    /// the busy tenants, or, where more, every thread but one for each
+    /// other busy tenant; at least one.
     fn share(&self) -> usize {
         let now = self.now_ms();
         let counted = self.counted_at.load(Ordering::Relaxed);
@@ -114,7 +122,10 @@ impl Inner {
         {
             self.recount(now);
         }
-        (self.threads / self.busy.load(Ordering::Relaxed).max(1)).max(1)
+        let busy = self.busy.load(Ordering::Relaxed).max(1);
+        (self.threads / busy)
+            .max(self.threads.saturating_sub(busy - 1))
+            .max(1)
     }
 
     fn recount(&self, now: u64) {
@@ -250,6 +261,8 @@ impl<F: Future> Future for Shared<F> {
         // Polled from within a turn of its own tenant (a shared future
         // awaiting another inline): that turn is its own.
         if IN_TURN.get() == share {
+            // Were it queued for a turn of its own, the turn goes on.
+            this.share.forget(this.id);
             return this.future.as_mut().poll(cx);
         }
         if !this.share.enter(this.id, cx.waker()) {
@@ -299,12 +312,12 @@ mod tests {
         }))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
     async fn a_busy_tenant_runs_on_its_share_of_the_threads_and_alone_on_all() {
-        let shares = CpuShares::new(4);
+        let shares = CpuShares::new(3);
         let (a, b) = (shares.tenant("a"), shares.tenant("b"));
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        // Alone, tenant a runs on all four threads at once.
+        // Alone, tenant a runs on all three threads at once.
         let alone: Vec<_> = (0..16)
             .map(|_| tokio::spawn(a.run(busy(running.clone(), most.clone(), 20))))
             .collect();
@@ -312,7 +325,7 @@ mod tests {
             t.await.unwrap();
         }
         assert!(most.load(Ordering::SeqCst) > 2, "alone: {most:?}");
-        // With tenant b busy too, a runs on at most two.
+        // With tenant b busy too, a leaves b a thread: at most two.
         most.store(0, Ordering::SeqCst);
         let stop = Arc::new(AtomicBool::new(false));
         let b_keeps_busy = keep_busy(b, stop.clone());
@@ -359,6 +372,23 @@ mod tests {
         b_keeps_busy.await.unwrap();
         assert_eq!(most.load(Ordering::SeqCst), 1);
         assert!(a.state.lock().waiting.is_empty());
+    }
+
+    #[test]
+    fn each_other_busy_tenant_keeps_a_thread() {
+        let share_with = |threads: usize, busy: usize| {
+            let shares = CpuShares::new(threads);
+            let inner = &shares.inner;
+            inner.busy.store(busy, Ordering::Relaxed);
+            inner.counted_at.store(inner.now_ms(), Ordering::Relaxed);
+            shares.share_now()
+        };
+        assert_eq!(share_with(2, 1), 2);
+        assert_eq!(share_with(2, 2), 1);
+        assert_eq!(share_with(2, 5), 1);
+        assert_eq!(share_with(4, 2), 3);
+        assert_eq!(share_with(16, 10), 7);
+        assert_eq!(share_with(16, 20), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]
