@@ -347,6 +347,7 @@ impl ClusterHandle {
             tenant: tenant.to_string(),
             name: name.to_string(),
             revision: revision.to_string(),
+            reads_token_sha256: true,
         };
         let call = |s: tonic::Status| HeadCallError(s.message().to_string());
         let reply = self

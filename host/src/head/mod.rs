@@ -173,6 +173,13 @@ impl Head {
             })
             .map(|r| Record::Serve(Box::new(r.clone())))
             .collect();
+        if !plain.is_empty() {
+            tracing::warn!(
+                deployments = plain.len(),
+                "route tokens an older head kept are saved again as their digests; \
+                 the state file's freed pages may keep the old bytes: rotate those tokens"
+            );
+        }
         self.serve.restore(loaded.serve);
         self.save_later(plain);
         if n_nodes + n_actors + n_jobs == 0 {

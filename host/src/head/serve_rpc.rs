@@ -105,6 +105,13 @@ pub(crate) fn fetch(
     request: pb::ServeFetchRequest,
 ) -> Result<pb::ServeDeployment, Status> {
     match head.serve_fetch(&request.tenant, &request.name, &request.revision) {
+        // A node that would take the missing token for a public route
+        // keeps what it runs instead (a failed fetch changes nothing).
+        Some(record) if record.token_sha256.is_some() && !request.reads_token_sha256 => {
+            Err(Status::failed_precondition(
+                "this node predates route token digests: upgrade it to serve this route",
+            ))
+        }
         Some(record) => Ok(wire::serve_to_pb(&record)),
         None => Err(Status::not_found(
             "no such deployment, or it was deployed again",

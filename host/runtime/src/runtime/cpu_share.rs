@@ -10,12 +10,14 @@
 //! 12,000 to 1,250 requests a second, its p99 8-21x: benches/README.md).
 //! A [`Shared`] future runs (is polled) only while its tenant holds fewer
 //! than its share of polls at once; past that it waits, at no cost, until
-//! one of its tenant's polls ends. A tenant's share, while others were busy
-//! in the last [`BUSY_WITHIN`] too, is every thread but one for each of
-//! them, or the threads divided among them where that is more (at least
-//! one): a tenant alone has every thread, two tenants on two threads one
-//! each, and one busy tenant among ten on 16 threads seven, so the other
-//! tenants' next requests find a thread free without leaving the rest idle.
+//! one of its tenant's polls ends. While other tenants were busy in the
+//! last [`BUSY_WITHIN`] too, a tenant is sure of the threads divided among
+//! the busy tenants (at least one), and may run on more only while a thread
+//! stays free for each other busy tenant: a tenant alone has every thread,
+//! two tenants on two threads one each, and on 16 threads a flooder beside
+//! nine quiet tenants seven, while two flooders beside a third keep two
+//! threads free for it. So another tenant's next request finds a thread
+//! free, and threads no one needs do not sit idle.
 //! Only polls count: a request waiting on I/O, a timer or another
 //! deployment holds nothing, so a tenant's waits never slow it. Where it
 //! is used: the instances of stateless (`wasi:http`) deployments' requests
@@ -48,6 +50,19 @@ pub const BUSY_WITHIN: Duration = Duration::from_millis(50);
 /// How often the busy tenants are counted again (by whoever polls).
 const RECOUNT_EVERY: Duration = Duration::from_millis(5);
 
+/// The polls each of `busy` tenants is sure of on `threads`.
+fn sure_share(threads: usize, busy: usize) -> usize {
+    (threads / busy.max(1)).max(1)
+}
+
+/// Whether a tenant with `own` polls running may start another, with
+/// `total` running in all: within its sure share, or past it into a thread
+/// that still leaves one free for each other busy tenant. Alone, a tenant
+/// never waits (nor pays for a wakeup).
+fn may_run(threads: usize, busy: usize, total: usize, own: usize) -> bool {
+    own < sure_share(threads, busy) || busy <= 1 || total + busy - 1 < threads
+}
+
 /// `TenantShare::last_busy` of a tenant that has not run yet.
 const NEVER: u64 = u64::MAX;
 
@@ -63,6 +78,8 @@ struct Inner {
     tenants: Mutex<HashMap<Arc<str>, Weak<TenantShare>>>,
     /// Tenants busy within [`BUSY_WITHIN`] at the last count (at least 1).
     busy: AtomicUsize,
+    /// Polls running now, every tenant's.
+    running: AtomicUsize,
     /// When that count was made (ms since `started`).
     counted_at: AtomicU64,
 }
@@ -76,6 +93,7 @@ impl CpuShares {
                 started: Instant::now(),
                 tenants: Mutex::new(HashMap::new()),
                 busy: AtomicUsize::new(1),
+                running: AtomicUsize::new(0),
                 counted_at: AtomicU64::new(0),
             }),
         }
@@ -97,9 +115,9 @@ impl CpuShares {
         share
     }
 
-    /// Polls a tenant may have at once now.
+    /// Polls a busy tenant is sure of now.
     pub fn share_now(&self) -> usize {
-        self.inner.share()
+        sure_share(self.inner.threads, self.inner.busy())
     }
 }
 
@@ -108,10 +126,8 @@ impl Inner {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// The polls a busy tenant may have at once: the threads divided among
-    /// the busy tenants, or, where more, every thread but one for each
-    /// other busy tenant; at least one.
-    fn share(&self) -> usize {
+    /// How many tenants are busy (counted again every [`RECOUNT_EVERY`]).
+    fn busy(&self) -> usize {
         let now = self.now_ms();
         let counted = self.counted_at.load(Ordering::Relaxed);
         if now.saturating_sub(counted) >= RECOUNT_EVERY.as_millis() as u64
@@ -122,10 +138,17 @@ impl Inner {
         {
             self.recount(now);
         }
-        let busy = self.busy.load(Ordering::Relaxed).max(1);
-        (self.threads / busy)
-            .max(self.threads.saturating_sub(busy - 1))
-            .max(1)
+        self.busy.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Whether a tenant with `own` polls running may start another now.
+    fn may_run(&self, busy: usize, own: usize) -> bool {
+        may_run(
+            self.threads,
+            busy,
+            self.running.load(Ordering::Relaxed),
+            own,
+        )
     }
 
     fn recount(&self, now: u64) {
@@ -177,16 +200,19 @@ impl TenantShare {
     fn enter(&self, id: u64, waker: &Waker) -> bool {
         self.last_busy
             .store(self.shares.now_ms(), Ordering::Relaxed);
-        let share = self.shares.share();
+        let busy = self.shares.busy();
+        let shares = &self.shares;
         let mut state = self.state.lock();
         state.woken.retain(|&w| w != id);
-        // A share of every thread bounds nothing the threads do not: a
-        // tenant alone never waits for a turn (nor pays for the wakeup).
-        if state.running < share || share >= self.shares.threads {
+        if shares.may_run(busy, state.running) {
             state.running += 1;
+            shares.running.fetch_add(1, Ordering::Relaxed);
             // A share grown since (a tenant went idle) is taken up by the
             // waiters one after another.
-            let next = (state.running < share).then(|| state.give_turn()).flatten();
+            let next = shares
+                .may_run(busy, state.running)
+                .then(|| state.give_turn())
+                .flatten();
             drop(state);
             if let Some(next) = next {
                 next.wake();
@@ -202,6 +228,7 @@ impl TenantShare {
 
     /// Ends a turn, giving the next waiter its own.
     fn leave(&self) {
+        self.shares.running.fetch_sub(1, Ordering::Relaxed);
         let mut state = self.state.lock();
         state.running -= 1;
         let next = state.give_turn();
@@ -375,20 +402,23 @@ mod tests {
     }
 
     #[test]
-    fn each_other_busy_tenant_keeps_a_thread() {
-        let share_with = |threads: usize, busy: usize| {
-            let shares = CpuShares::new(threads);
-            let inner = &shares.inner;
-            inner.busy.store(busy, Ordering::Relaxed);
-            inner.counted_at.store(inner.now_ms(), Ordering::Relaxed);
-            shares.share_now()
-        };
-        assert_eq!(share_with(2, 1), 2);
-        assert_eq!(share_with(2, 2), 1);
-        assert_eq!(share_with(2, 5), 1);
-        assert_eq!(share_with(4, 2), 3);
-        assert_eq!(share_with(16, 10), 7);
-        assert_eq!(share_with(16, 20), 1);
+    fn a_tenant_is_sure_of_its_share_and_takes_more_only_where_others_keep_a_thread() {
+        // Two threads, two busy tenants: one each, never more.
+        assert!(may_run(2, 2, 1, 0));
+        assert!(!may_run(2, 2, 1, 1));
+        // Alone: every thread and more (the threads bound it anyway).
+        assert!(may_run(2, 1, 2, 2));
+        // 16 threads, a flooder beside nine quiet tenants: seven.
+        assert!(may_run(16, 10, 6, 6));
+        assert!(!may_run(16, 10, 7, 7));
+        // Two flooders beside a third on 16: each sure of five, and both
+        // together stop where two threads are still free.
+        assert!(may_run(16, 3, 13, 7));
+        assert!(!may_run(16, 3, 14, 7));
+        // The third tenant's first poll goes in whatever the flooders hold.
+        assert!(may_run(16, 3, 16, 0));
+        assert_eq!(sure_share(16, 3), 5);
+        assert_eq!(sure_share(2, 5), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]
