@@ -67,10 +67,22 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../guest-sdk/python/fabric/errors.py"),
     ),
     (
+        "fabric/nn.py",
+        include_str!("../../guest-sdk/python/fabric/nn.py"),
+    ),
+    (
         "fabric/util.py",
         include_str!("../../guest-sdk/python/fabric/util.py"),
     ),
     ("wit/fabric.wit", include_str!("../../wit/fabric.wit")),
+    (
+        "wit/python.wit",
+        include_str!("../../guest-sdk/python/python.wit"),
+    ),
+    (
+        "wit/deps/wasi-nn/wasi-nn.wit",
+        include_str!("../../wit/deps/wasi-nn/wasi-nn.wit"),
+    ),
 ];
 
 /// The most files and bytes of Python sources one build bundles.
@@ -434,7 +446,7 @@ fn componentize(
         .arg("-q")
         .arg("-d")
         .arg(sdk.join("wit"))
-        .args(["-w", "app", "componentize"])
+        .args(["-w", "python-app", "componentize"])
         .arg("-p")
         .arg(&work)
         .arg("-p")

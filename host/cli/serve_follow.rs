@@ -81,6 +81,9 @@ pub struct Follower {
     held: (u64, u64),
     /// Whether the last call to the head failed (logged once an outage).
     head_down: bool,
+    /// The deployments the head's last answer held that this node could
+    /// not read (logged once each, until they can be read).
+    unreadable: std::collections::HashSet<(String, String)>,
 }
 
 /// The ingress, and each tenant's routes on it.
@@ -191,6 +194,7 @@ impl Follower {
             tenants: HashMap::new(),
             held: (0, 0),
             head_down: false,
+            unreadable: Default::default(),
         }))
     }
 
@@ -237,16 +241,17 @@ impl Follower {
     /// deployed again meanwhile) stays as it was here, and `set` is not
     /// held as applied, so the next tick tries again.
     async fn apply(&mut self, joined: &ClusterHandle, set: ServeSet) {
+        let mut complete = true;
+        let mut records = self.keep_unreadable(set.unreadable);
         // The claims first, from the head's list: a host is kept from other
         // tenants' routes even before its owner's deployment is fetched.
-        let owners = set
-            .deployments
-            .iter()
+        let owners = records
+            .values()
+            .map(|r| &**r)
+            .chain(&set.deployments)
             .filter_map(|r| Some((r.claim.host.clone()?, r.tenant.clone())))
             .collect();
         self.routes.set_claims(owners, set.reserved_hosts.clone());
-        let mut complete = true;
-        let mut records = HashMap::with_capacity(set.deployments.len());
         for r in set.deployments {
             let key = (r.tenant.clone(), r.name.clone());
             let held = self.records.get(&key).filter(|h| h.revision == r.revision);
@@ -283,6 +288,31 @@ impl Follower {
         if complete {
             self.held = (set.epoch, set.version);
         }
+    }
+
+    /// The deployments of the head's answer this node could not read, as
+    /// held here: each stays as it was, claim and all, and is logged once.
+    /// Asking again would read the same bytes: the set counts as applied,
+    /// and the next change at the head (a redeploy of it, or its delete)
+    /// is read afresh.
+    fn keep_unreadable(
+        &mut self,
+        unreadable: Vec<(String, String, String)>,
+    ) -> HashMap<(String, String), Arc<ServeRecord>> {
+        let mut kept = HashMap::new();
+        let mut keys = std::collections::HashSet::new();
+        for (tenant, name, why) in unreadable {
+            let key = (tenant, name);
+            if !self.unreadable.contains(&key) {
+                tracing::error!(tenant = %key.0, deployment = %key.1, "cannot read the head's record of it: {why}");
+            }
+            if let Some(old) = self.records.get(&key) {
+                kept.insert(key.clone(), old.clone());
+            }
+            keys.insert(key);
+        }
+        self.unreadable = keys;
+        kept
     }
 
     /// Hands `tenant`'s task its deployments, starting the task if needed.

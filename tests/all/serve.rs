@@ -428,7 +428,7 @@ max_wait = "1s"
 }
 
 /// [`get`] on a thread of its own, for a request that waits.
-fn get_in_background(s: &Served, path: &str) -> std::thread::JoinHandle<(u16, String)> {
+pub(crate) fn get_in_background(s: &Served, path: &str) -> std::thread::JoinHandle<(u16, String)> {
     let url = format!("{}{path}", s.base);
     std::thread::spawn(move || curl::request(Path::new(""), "GET", &url, None, Body::None))
 }

@@ -20,10 +20,15 @@ it into a call, and the end of a borrow) both delete the object's `handle`
 first, so an object whose handle moved drops nothing, and `detach()` has
 nothing left to undo.
 
-Not for resources this component exports (the runtime keeps their handle
-elsewhere) nor inside a `stream` or `future` (whose writes use what
-`detach()` returns): the WIT has neither today, and `finalize` leaves a
-class of any other module to `weakref.finalize`.
+Only for the resources of the `host` interface, which have no
+constructor: a generated constructor takes its handle over from the
+object the runtime made, through that object's finalizer (`detach()`),
+and leaves that object's `handle` in place, which a class-level `__del__`
+would drop. The resources of other interfaces (`wasi:nn`'s tensors,
+models and errors) keep `weakref.finalize`, and so do resources this
+component exports (the runtime keeps their handle elsewhere) and those
+inside a `stream` or `future` (whose writes use what `detach()` returns):
+the WIT has neither today.
 """
 
 import weakref
@@ -35,7 +40,7 @@ _DROP = componentize_py_runtime.drop_resource
 
 #: The bindings' module of the host's resources: only its classes are
 #: adopted.
-_IMPORTED = "wit_world.imports."
+_IMPORTED = "wit_world.imports.host"
 
 #: Each adopted resource class's drop function (learned from the runtime's
 #: first call for it in an instance), or None before that.
@@ -89,7 +94,7 @@ class finalize(weakref.finalize):
             kind = type(obj)
             if _DROPS.get(kind) is None:  # this instance's first handle of `kind`
                 if kind not in _DROPS:
-                    if not kind.__module__.startswith(_IMPORTED):
+                    if kind.__module__ != _IMPORTED:
                         return super().__new__(cls)
                     _adopt(kind)  # a resource the WIT gained since `install`
                 _DROPS[kind] = args[0]

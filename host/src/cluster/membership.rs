@@ -447,6 +447,7 @@ impl Cluster {
         self.lending.forget_node(node);
         self.actors.forget_places_on(node);
         self.forget_bundles_on(node);
+        self.routed.forget_node(node);
         self.fail_remote_work(node);
         self.restart_owned_actors(node);
         // Watches it had here wait for no one.

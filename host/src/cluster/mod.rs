@@ -41,6 +41,7 @@ mod objects;
 mod peers;
 mod port;
 mod quotas;
+mod routed;
 pub mod same_host;
 mod service;
 mod streams;
@@ -168,6 +169,8 @@ pub(crate) struct Cluster {
     bundles: bundles::HeldBundles,
     /// Placement groups this node saw.
     groups: groups::GroupCache,
+    /// Places this node's routers gave to calls from other nodes.
+    routed: routed::RoutedPlaces,
     /// Set once the head asked this node to drain.
     draining: std::sync::atomic::AtomicBool,
     stop: watch::Sender<bool>,
@@ -322,17 +325,13 @@ impl ClusterHandle {
         if !reply.changed {
             return Ok(None);
         }
-        let deployments = reply
-            .deployments
-            .into_iter()
-            .map(crate::head::wire_serve_from_pb)
-            .collect::<Result<_, _>>()
-            .map_err(|s| HeadCallError(s.message().to_string()))?;
+        let (deployments, unreadable) = serve_records(reply.deployments);
         Ok(Some(crate::head::ServeSet {
             epoch: reply.epoch,
             version: reply.version,
             deployments,
             reserved_hosts: reply.reserved_hosts,
+            unreadable,
         }))
     }
 
@@ -359,6 +358,25 @@ impl ClusterHandle {
             .map_err(call)?;
         crate::head::wire_serve_from_pb(reply.into_inner()).map_err(call)
     }
+}
+
+/// The deployments of a watch reply that this node can read, and those it
+/// cannot (a record this node's rules refuse: tenant, name and why). One
+/// unreadable record no longer fails the whole reply: the others, and
+/// every later change, still reach the ingress.
+fn serve_records(
+    deployments: Vec<wasmfabric_proto::v1::ServeDeployment>,
+) -> (Vec<crate::head::ServeRecord>, Vec<(String, String, String)>) {
+    let mut read = Vec::with_capacity(deployments.len());
+    let mut unreadable = Vec::new();
+    for d in deployments {
+        let (tenant, name) = (d.tenant.clone(), d.name.clone());
+        match crate::head::wire_serve_from_pb(d) {
+            Ok(record) => read.push(record),
+            Err(e) => unreadable.push((tenant, name, e.message().to_string())),
+        }
+    }
+    (read, unreadable)
 }
 
 /// Joins (or founds) a cluster: serves the node's gRPC services, registers
@@ -472,6 +490,7 @@ impl Cluster {
             lineage: Default::default(),
             jobs: Default::default(),
             bundles: Default::default(),
+            routed: Default::default(),
             groups: Default::default(),
             draining: Default::default(),
             stop,
@@ -480,5 +499,36 @@ impl Cluster {
             local,
             serve_report: std::sync::OnceLock::new(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod serve_watch_tests {
+    use wasmfabric_proto::v1 as pb;
+
+    fn record(name: &str, token_sha256: Vec<u8>) -> pb::ServeDeployment {
+        pb::ServeDeployment {
+            tenant: "t".into(),
+            name: name.into(),
+            route: "/x".into(),
+            revision: "1".into(),
+            token_sha256: token_sha256.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_record_this_node_cannot_read_is_left_out_not_the_whole_reply() {
+        let empty_token = crate::serve::token_sha256("").to_vec();
+        let (records, unreadable) = super::serve_records(vec![
+            record("good", vec![7; 32]),
+            record("bad-digest", vec![1, 2, 3]),
+            record("empty-token", empty_token),
+            record("public", Vec::new()),
+        ]);
+        let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["good", "public"]);
+        let names: Vec<&str> = unreadable.iter().map(|u| u.1.as_str()).collect();
+        assert_eq!(names, ["bad-digest", "empty-token"]);
     }
 }

@@ -19,6 +19,7 @@ use crate::runtime::actor::{ActorCall, ActorSpec};
 use crate::runtime::groups::{GroupInfo, GroupSpec};
 use crate::runtime::instance::CallResult;
 use crate::runtime::port::{ClusterPort, NodeView, PortFuture};
+use crate::runtime::routers::RoutedPlace;
 use crate::runtime::task::TaskSpec;
 use crate::runtime::task_table::TaskControl;
 
@@ -111,6 +112,26 @@ impl ClusterPort for Cluster {
 
     fn lookup_actor<'a>(&'a self, namespace: &'a str, name: &'a str) -> PortFuture<'a, ActorId> {
         Box::pin(self.lookup_named(namespace, name))
+    }
+
+    fn lookup_router<'a>(
+        &'a self,
+        node: NodeId,
+        tenant: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> PortFuture<'a, ActorId> {
+        Box::pin(Cluster::lookup_router(self, node, tenant, namespace, name))
+    }
+
+    fn place_routed<'a>(
+        &'a self,
+        node: NodeId,
+        router: ActorId,
+        tenant: &'a str,
+        caller: Option<ActorId>,
+    ) -> PortFuture<'a, RoutedPlace> {
+        Box::pin(Cluster::place_routed(self, node, router, tenant, caller))
     }
 
     fn actor_changed(

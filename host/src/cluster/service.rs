@@ -302,6 +302,30 @@ impl NodeService for Service {
         )))
     }
 
+    async fn lookup_router(
+        &self,
+        request: Request<pb::LookupRouterRequest>,
+    ) -> Result<Response<pb::LookupRouterReply>, Status> {
+        let reply = self.cluster.on_lookup_router(&request.into_inner());
+        Ok(Response::new(reply))
+    }
+
+    async fn place_routed(
+        &self,
+        request: Request<pb::PlaceRoutedRequest>,
+    ) -> Result<Response<pb::PlaceRoutedReply>, Status> {
+        let reply = self.cluster.on_place_routed(request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn release_place(
+        &self,
+        request: Request<pb::ReleasePlaceRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.cluster.on_release_place(request.into_inner())?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn release_bundles(
         &self,
         request: Request<pb::ReleaseBundlesRequest>,

@@ -184,6 +184,9 @@ pub struct ServeSet {
     /// Without their components' bytes ([`ServeDirectory::component`]).
     pub deployments: Vec<ServeRecord>,
     pub reserved_hosts: Vec<String>,
+    /// The deployments of the head's answer a node could not read, as
+    /// (tenant, name, why): a node's view only, empty on the head.
+    pub unreadable: Vec<(String, String, String)>,
 }
 
 /// A checked deploy or delete: what the deployments become, and the
@@ -460,6 +463,7 @@ impl ServeDirectory {
             version: kept.version,
             deployments,
             reserved_hosts,
+            unreadable: Vec::new(),
         })
     }
 

@@ -12,8 +12,10 @@
 //! own) is replaced. A replica calling its own deployment is given another
 //! replica (with one replica, it waits out `request_timeout`). Another
 //! tenant's deployments are not found. The names are the serve node's
-//! own: on a cluster, a replica placed on another node does not find them
-//! (its lookup is refused as not found).
+//! own: on a cluster, a replica placed on another node finds them there
+//! (its job's driver node) and asks that node for each call's place, which
+//! it gives back once the call's result is in (see
+//! `cluster/routed.rs`); the call itself goes straight to the replica.
 //!
 //! ```python
 //! import fabric

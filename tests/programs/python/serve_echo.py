@@ -116,6 +116,8 @@ class Front:
             handle = self.kept[parts[2]]
             inner = dict(request, path="/" + "/".join(parts[3:]))
             return {"via": "front", "answer": fabric.get(handle.call.remote(inner))}
+        if parts[1] == "-node":
+            return str(fabric.context().node_id)
         if parts[1] == "-claim":
             # No actor may take a name in the deployments' namespace.
             try:

@@ -20,8 +20,9 @@ use crate::object_store::ObjectRef;
 use crate::runtime::NodeCore;
 use crate::runtime::actor::{self, ActorCall, ActorRecord, ActorSpec, MAX_CONCURRENCY, Restarts};
 use crate::runtime::instance::{InstanceState, Role};
+use crate::runtime::job::Job;
 use crate::runtime::job::scoped_namespace;
-use crate::runtime::routers::{CallRouter, SERVE_NAMESPACE};
+use crate::runtime::routers::{CallRouter, RemoteRouter, SERVE_NAMESPACE, is_router_id};
 use crate::runtime::streams::OwnedStream;
 use crate::runtime::task::Reply;
 use std::sync::Arc;
@@ -241,7 +242,11 @@ async fn call(
     let exec = store.data().exec()?;
     let core = exec.core.clone();
     let tenant = exec.job.tenant.clone();
-    let router = core.routers().get(&id, &tenant);
+    // The router this handle names, and whether it is this node's.
+    let router = match core.routers().get(&id, &tenant) {
+        Some(router) => Some((router, true)),
+        None => remote_router(&core, &exec.job, id).map(|r| (r, false)),
+    };
     let caller = match &exec.role {
         Role::Actor { id, .. } => Some(*id),
         _ => None,
@@ -263,7 +268,11 @@ async fn call(
     };
     let delivered = match router {
         None => deliver(&core, id, &tenant, call).await,
-        Some(router) => deliver_routed(&core, (&*router, caller), &tenant, call, &result_ref).await,
+        Some((router, here)) => {
+            let actor = (!here).then_some(id);
+            let how = (&*router, caller, actor);
+            deliver_routed(&core, how, &tenant, call, &result_ref).await
+        }
     };
     if let Err(e) = delivered {
         core.streams().forget(result_ref.id());
@@ -274,15 +283,23 @@ async fn call(
 
 /// Hands `call` to the actor `router` places it at for `caller` (after
 /// waiting for a place, as the router bounds them), and gives the place
-/// back once the call's `result` is in.
+/// back once the call's `result` is in. A router on another node that
+/// does not know the id (`actor`: it is an actor's, see `is_router_id`)
+/// has the call delivered to that actor.
 async fn deliver_routed(
     core: &Arc<NodeCore>,
-    (router, caller): (&dyn CallRouter, Option<ActorId>),
+    (router, caller, actor): (&dyn CallRouter, Option<ActorId>, Option<ActorId>),
     tenant: &str,
     call: ActorCall,
     result: &ObjectRef,
 ) -> Result<(), FabricError> {
-    let place = router.place(caller).await?;
+    let place = match router.place(caller).await {
+        Ok(place) => place,
+        Err(FabricError::NotFound(_)) if let Some(id) = actor => {
+            return deliver(core, id, tenant, call).await;
+        }
+        Err(e) => return Err(e),
+    };
     if let Err(e) = deliver(core, place.actor, tenant, call).await {
         (place.done)(Some(&e));
         return Err(e);
@@ -294,6 +311,22 @@ async fn deliver_routed(
         done(result.failure().as_ref());
     });
     Ok(())
+}
+
+/// The router `id` names, when it is marked as one and is not here: the
+/// one the job's driver node registered (an actor of the job placed here
+/// calls its serve node's deployment).
+fn remote_router(core: &Arc<NodeCore>, job: &Job, id: ActorId) -> Option<Arc<dyn CallRouter>> {
+    if !is_router_id(id) || job.driver == core.id() || local_actor(core, id, &job.tenant).is_some()
+    {
+        return None;
+    }
+    Some(Arc::new(RemoteRouter {
+        core: core.clone(),
+        node: job.driver,
+        id,
+        tenant: job.tenant.clone(),
+    }))
 }
 
 /// Hands `call` to actor `id` of `tenant`, here or on its node.
@@ -398,11 +431,17 @@ async fn lookup(
         .map(|id| *id);
     let id = match local {
         Some(id) => id,
-        // Deployments are the serve node's own (see `runtime/routers.rs`).
+        // Deployments are their serve node's, the job's driver's (see
+        // `runtime/routers.rs`).
+        None if shown == SERVE_NAMESPACE && exec.job.driver != core.id() => {
+            let (driver, tenant) = (exec.job.driver, &exec.job.tenant);
+            core.port()
+                .lookup_router(driver, tenant, &shown, &name)
+                .await?
+        }
         None if shown == SERVE_NAMESPACE => {
             return Err(FabricError::NotFound(format!(
-                "no deployment `{name}` of this tenant is served from this node \
-                 (handles reach deployments from code on the node that runs `fabric serve`)"
+                "no deployment `{name}` of this tenant is served from this node"
             ))
             .into());
         }

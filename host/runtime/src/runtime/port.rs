@@ -29,6 +29,7 @@ use crate::runtime::NodeCore;
 use crate::runtime::actor::{self, ActorCall, ActorSpec};
 use crate::runtime::groups::{GroupInfo, GroupSpec};
 use crate::runtime::instance::CallResult;
+use crate::runtime::routers::RoutedPlace;
 use crate::runtime::task::TaskSpec;
 use crate::runtime::task_table::TaskControl;
 
@@ -117,6 +118,27 @@ pub trait ClusterPort: Send + Sync {
 
     /// Finds a named actor that is not registered here.
     fn lookup_actor<'a>(&'a self, namespace: &'a str, name: &'a str) -> PortFuture<'a, ActorId>;
+
+    /// The id of `tenant`'s router (a Serve deployment) that `node`
+    /// registered as `name` in `namespace` (as the tenant's code names it):
+    /// see [`crate::runtime::routers`].
+    fn lookup_router<'a>(
+        &'a self,
+        node: NodeId,
+        tenant: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> PortFuture<'a, ActorId>;
+
+    /// A place for one call from `caller` at one of the actors of router
+    /// `router`, which `node` registered; its `done` gives it back there.
+    fn place_routed<'a>(
+        &'a self,
+        node: NodeId,
+        router: ActorId,
+        tenant: &'a str,
+        caller: Option<ActorId>,
+    ) -> PortFuture<'a, RoutedPlace>;
 
     /// An actor living here for `owner` (the node that created it) saved a
     /// checkpoint, restarted, or died for good.
@@ -278,6 +300,30 @@ impl ClusterPort for Alone {
         let shown = crate::runtime::job::shown_namespace(namespace);
         Box::pin(std::future::ready(Err(FabricError::NotFound(format!(
             "no actor named `{name}` in namespace `{shown}`"
+        )))))
+    }
+
+    fn lookup_router<'a>(
+        &'a self,
+        _node: NodeId,
+        _tenant: &'a str,
+        _namespace: &'a str,
+        name: &'a str,
+    ) -> PortFuture<'a, ActorId> {
+        Box::pin(std::future::ready(Err(FabricError::NotFound(format!(
+            "no deployment `{name}` (this node is in no cluster)"
+        )))))
+    }
+
+    fn place_routed<'a>(
+        &'a self,
+        _node: NodeId,
+        router: ActorId,
+        _tenant: &'a str,
+        _caller: Option<ActorId>,
+    ) -> PortFuture<'a, RoutedPlace> {
+        Box::pin(std::future::ready(Err(FabricError::NotFound(format!(
+            "actor {router}"
         )))))
     }
 

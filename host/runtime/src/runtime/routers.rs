@@ -13,6 +13,19 @@
 //! the caller's backpressure), delivers the call to the actor the place
 //! names, and gives the place back once the call's result is in.
 //!
+//! On a cluster, a router lives on the node that registered it, which is
+//! the driver node of the jobs it serves. An actor of such a job placed on
+//! another node finds the router there ([`ClusterPort::lookup_router`])
+//! and asks it for each call's place ([`ClusterPort::place_routed`]); the
+//! call itself goes straight to the actor the place names. A router's id
+//! is marked ([`is_router_id`]), so a handle to it held on any node is
+//! known for one, and asked of the driver node of the job that holds it
+//! (a handle passed to another job's actor, whose driver is another node,
+//! is not found there).
+//!
+//! [`ClusterPort::lookup_router`]: crate::runtime::port::ClusterPort::lookup_router
+//! [`ClusterPort::place_routed`]: crate::runtime::port::ClusterPort::place_routed
+//!
 //! ```
 //! use fabric_runtime::runtime::routers::{CallRouter, RoutedPlace};
 //! use fabric_runtime::ids::ActorId;
@@ -42,6 +55,52 @@ use crate::runtime::port::PortFuture;
 /// The namespace Serve's deployments are found in; no actor may be named
 /// in it.
 pub const SERVE_NAMESPACE: &str = "serve";
+
+/// The top 32 bits of every router's id.
+const ROUTER_MARK: u128 = 0xfab5_e7e5 << 96;
+const MARK_BITS: u128 = 0xffff_ffff << 96;
+
+/// A new router id: random, and marked.
+fn router_id() -> ActorId {
+    ActorId::from_u128((ActorId::random().as_u128() & !MARK_BITS) | ROUTER_MARK)
+}
+
+/// Whether `id` is marked as a router's. An actor's random id is so marked
+/// once in 2^32: a call to it that the router's node does not know is
+/// then delivered as to an actor.
+pub fn is_router_id(id: ActorId) -> bool {
+    id.as_u128() & MARK_BITS == ROUTER_MARK
+}
+
+/// The id of `tenant`'s router registered on this node as `name` in the
+/// namespace the tenant's code calls `namespace`.
+pub fn find_router(core: &NodeCore, tenant: &str, namespace: &str, name: &str) -> Option<ActorId> {
+    let key = (scoped_namespace(tenant, namespace), name.to_string());
+    let id = *core.named_actors().get(&key)?;
+    core.routers().get(&id, tenant).map(|_| id)
+}
+
+/// `tenant`'s router `id`, registered on this node.
+pub fn local_router(core: &NodeCore, id: ActorId, tenant: &str) -> Option<Arc<dyn CallRouter>> {
+    core.routers().get(&id, tenant)
+}
+
+/// A router another node registered (the calling job's driver node):
+/// each place is that node's to give.
+pub(crate) struct RemoteRouter {
+    pub(crate) core: Arc<NodeCore>,
+    pub(crate) node: crate::ids::NodeId,
+    pub(crate) id: ActorId,
+    pub(crate) tenant: Arc<str>,
+}
+
+impl CallRouter for RemoteRouter {
+    fn place(&self, caller: Option<ActorId>) -> PortFuture<'_, RoutedPlace> {
+        self.core
+            .port()
+            .place_routed(self.node, self.id, &self.tenant, caller)
+    }
+}
 
 /// Chooses the actor each call to a routed name goes to.
 pub trait CallRouter: Send + Sync {
@@ -139,7 +198,7 @@ pub(crate) fn register(
             id
         }
         dashmap::Entry::Vacant(slot) => {
-            let id = ActorId::random();
+            let id = router_id();
             core.routers().by_id.insert(id, entry);
             core.routers().any.store(true, Ordering::Relaxed);
             slot.insert(id);
@@ -172,5 +231,20 @@ impl Drop for RouterRegistration {
                 held.remove();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_router_id_is_marked_and_an_actors_random_id_is_not() {
+        assert!((0..100).all(|_| is_router_id(router_id())));
+        let ids: std::collections::HashSet<_> = (0..100).map(|_| router_id()).collect();
+        assert_eq!(ids.len(), 100, "still random below the mark");
+        // One actor id in 2^32 is marked: none of these (the call path
+        // falls back to the actor when it is).
+        assert!(!(0..10_000).any(|_| is_router_id(ActorId::random())));
     }
 }
