@@ -71,11 +71,18 @@ impl Model {
     /// Loads an ONNX model (with its weights inside it) to run on the CPU.
     /// The bytes are copied to the host (`wasi:nn` takes a list it owns).
     pub fn onnx(bytes: &[u8]) -> Result<Model, NnError> {
-        let graph = graph::load(
-            &[bytes.to_vec()],
-            graph::GraphEncoding::Onnx,
-            graph::ExecutionTarget::Cpu,
-        )?;
+        Self::load(bytes, graph::ExecutionTarget::Cpu)
+    }
+
+    /// Loads an ONNX model to run on the GPU this task or replica was given
+    /// (`num_gpus`), through CUDA; refused (`UnsupportedOperation`) when it
+    /// was given none or the node's ONNX Runtime has no CUDA.
+    pub fn onnx_on_gpu(bytes: &[u8]) -> Result<Model, NnError> {
+        Self::load(bytes, graph::ExecutionTarget::Gpu)
+    }
+
+    fn load(bytes: &[u8], target: graph::ExecutionTarget) -> Result<Model, NnError> {
+        let graph = graph::load(&[bytes.to_vec()], graph::GraphEncoding::Onnx, target)?;
         let context = graph.init_execution_context()?;
         Ok(Model {
             context,

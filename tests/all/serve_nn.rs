@@ -125,7 +125,9 @@ async fn a_python_digits_classifier_serves_its_model_through_wasi_nn() {
 /// `fabric.nn` from a Python job (tests/programs/python/nn_calls.py): its
 /// refusals are typed `NnError`s, and nothing a call took on the node stays
 /// held (5,000 failed loads and 5,000 runs in one instance, past the 4,160
-/// wasi-nn resources one instance may hold); without the `nn` capability
+/// wasi-nn resources one instance may hold); a model for the GPU is refused
+/// to work given no GPU, and, on a node whose ONNX Runtime has no CUDA (the
+/// CPU wheel CI installs), to work given one; without the `nn` capability
 /// every load is refused as `SECURITY`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_job_runs_models_and_gives_back_what_each_call_took() {
@@ -149,7 +151,7 @@ async fn a_python_job_runs_models_and_gives_back_what_each_call_took() {
             .env("XDG_CACHE_HOME", crate::support::cache_dir())
             .args(["run", &wasm, "--manifest"])
             .arg(manifest)
-            .args(["--onnxruntime", &onnxruntime()])
+            .args(["--onnxruntime", &onnxruntime(), "--num-gpus", "1"])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -159,7 +161,10 @@ async fn a_python_job_runs_models_and_gives_back_what_each_call_took() {
     assert_eq!(
         run(&granted),
         "not a model: INVALID_ENCODING True\n5000 refusals: ['INVALID_ARGUMENT True']\n\
-         5000 runs: [(0,)]\nwrong type: INVALID_ARGUMENT\nclosed\n"
+         on a GPU, given none: UNSUPPORTED_OPERATION True\n\
+         on a GPU, given one: UNSUPPORTED_OPERATION: this node's ONNX Runtime cannot run \
+         models on a GPU (no CUDA execution provider: the node needs onnxruntime-gpu 1.22, \
+         CUDA 12)\n5000 runs: [(0,)]\nwrong type: INVALID_ARGUMENT\nclosed\n"
     );
     assert_eq!(
         run(&refused),
@@ -233,6 +238,8 @@ async fn wasi_nn_refuses_what_a_tenants_model_must_not_do() {
          max-model of 67108864",
         "not a model: ErrorCode::InvalidEncoding: the model is not a well-formed ONNX",
         "empty: ErrorCode::InvalidArgument: ONNX Runtime refused the model",
+        "on a GPU, given none: ErrorCode::UnsupportedOperation: this task or replica was \
+         given no GPU",
         "wrong type: ErrorCode::InvalidArgument: input `X` takes",
         "unknown input: ErrorCode::InvalidArgument: the model has no input `Y`",
         "wrong shape: ErrorCode::RuntimeError: the inference failed: Got invalid dimensions",

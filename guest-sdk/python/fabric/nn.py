@@ -117,12 +117,14 @@ class Model:
         self._context = context
 
     @classmethod
-    def onnx(cls, model_bytes):
-        """Loads an ONNX model from its bytes, to run on the CPU."""
+    def onnx(cls, model_bytes, gpu=False):
+        """Loads an ONNX model from its bytes, to run on the CPU, or with
+        `gpu=True` on the GPU this task or replica was given (`num_gpus`),
+        through CUDA (refused as `UNSUPPORTED_OPERATION` when it was given
+        none or the node's ONNX Runtime has no CUDA)."""
+        target = _graph.ExecutionTarget.GPU if gpu else _graph.ExecutionTarget.CPU
         try:
-            graph = _graph.load(
-                [bytes(model_bytes)], _graph.GraphEncoding.ONNX, _graph.ExecutionTarget.CPU
-            )
+            graph = _graph.load([bytes(model_bytes)], _graph.GraphEncoding.ONNX, target)
         except Err as e:
             raise _nn_error(e) from None
         try:

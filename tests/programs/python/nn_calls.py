@@ -19,6 +19,16 @@ def refusal(load):
         return f"{e.code.name} {isinstance(e, fabric.errors.FabricError)}"
 
 
+@fabric.remote(num_gpus=1)
+def on_a_gpu(model_bytes):
+    """Given a GPU, asks for the model on it."""
+    try:
+        nn.Model.onnx(model_bytes, gpu=True)
+        return "loaded on the GPU"
+    except nn.NnError as e:
+        return f"{e.code.name}: {e.message}"
+
+
 @fabric.main
 def main():
     print("not a model:", refusal(lambda: nn.Model.onnx(b"not a model")))
@@ -30,6 +40,8 @@ def main():
     except OSError as e:
         print("no model directory:", type(e).__name__)
         return
+    print("on a GPU, given none:", refusal(lambda: nn.Model.onnx(model_bytes, gpu=True)))
+    print("on a GPU, given one:", fabric.get(on_a_gpu.remote(model_bytes)))
     model = nn.Model.onnx(model_bytes)
     digits = set()
     for _ in range(5000):

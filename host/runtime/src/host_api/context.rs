@@ -24,16 +24,7 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
             node_id: exec.core.id().to_string(),
             task_id,
             actor_id,
-            gpu_ids: exec.lease.as_ref().map_or_else(Vec::new, |l| {
-                let demand = l.demand();
-                let asks_gpus = demand.custom.iter().any(|(n, _)| n.ends_with(":GPU"));
-                match crate::bundles::bundle_of(demand) {
-                    // Work in a bundle that asks for GPUs has its bundle's.
-                    Some((group, index)) if asks_gpus => exec.core.groups().gpu_ids(group, index),
-                    Some(_) => Vec::new(),
-                    None => l.gpu_ids().to_vec(),
-                }
-            }),
+            gpu_ids: gpu_ids(exec),
         },))
     })?;
     host.func_wrap(
@@ -52,4 +43,19 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
         },
     )?;
     Ok(())
+}
+
+/// The GPUs the running call's work was given (its lease's, or, in a
+/// bundle that asks for GPUs, its bundle's).
+pub(crate) fn gpu_ids(exec: &crate::runtime::instance::ExecContext) -> Vec<u32> {
+    exec.lease.as_ref().map_or_else(Vec::new, |l| {
+        let demand = l.demand();
+        let asks_gpus = demand.custom.iter().any(|(n, _)| n.ends_with(":GPU"));
+        match crate::bundles::bundle_of(demand) {
+            // Work in a bundle that asks for GPUs has its bundle's.
+            Some((group, index)) if asks_gpus => exec.core.groups().gpu_ids(group, index),
+            Some(_) => Vec::new(),
+            None => l.gpu_ids().to_vec(),
+        }
+    })
 }

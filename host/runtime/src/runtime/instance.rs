@@ -135,7 +135,7 @@ impl InstanceState {
     }
 
     /// Its `wasi:nn` state, the resource table its models live in, and the
-    /// call's CPU time, which their native work counts in.
+    /// call's CPU time, which their native work counts in, and GPUs.
     pub(crate) fn nn_parts(
         &mut self,
     ) -> (
@@ -143,10 +143,15 @@ impl InstanceState {
         &mut ResourceTable,
         crate::wasi_nn::CpuClock<'_>,
     ) {
+        let gpus = self
+            .exec
+            .as_ref()
+            .map_or_else(Vec::new, crate::host_api::context::gpu_ids);
         let clock = crate::wasi_nn::CpuClock {
             ticks: &mut self.ticks,
             max_ticks: self.max_ticks,
             breach: &mut self.breach,
+            gpus,
         };
         let (exec, limiter) = (&self.exec, &self.limiter);
         let nn = self.nn.get_or_insert_with(|| {

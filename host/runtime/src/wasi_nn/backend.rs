@@ -88,6 +88,8 @@ pub struct NnBackend {
     /// CPU it offers (so models cannot take every blocking thread it has),
     /// at most half of them for one tenant.
     pub(crate) places: Arc<super::places::Places>,
+    /// Whether it can run models on a GPU (see [`NnBackend::has_cuda`]).
+    cuda: std::sync::OnceLock<bool>,
 }
 
 /// The library this process loaded: ONNX Runtime is loaded once per process.
@@ -122,11 +124,23 @@ impl NnBackend {
         Ok(Arc::new(NnBackend {
             settings: settings.clone(),
             places: super::places::Places::new(places),
+            cuda: std::sync::OnceLock::new(),
         }))
     }
 
     pub fn settings(&self) -> &NnSettings {
         &self.settings
+    }
+
+    /// Whether this ONNX Runtime can run models on a GPU (the
+    /// onnxruntime-gpu build, with CUDA present), asked once.
+    pub(crate) fn has_cuda(&self) -> bool {
+        *self.cuda.get_or_init(|| {
+            use ort::execution_providers::{CUDAExecutionProvider, ExecutionProvider};
+            CUDAExecutionProvider::default()
+                .is_available()
+                .unwrap_or(false)
+        })
     }
 }
 

@@ -28,13 +28,16 @@ pub(crate) struct Loaded {
     /// Inputs and outputs by name (a model may have very many).
     pub(crate) input_index: HashMap<String, usize>,
     pub(crate) output_index: HashMap<String, usize>,
+    /// The GPU it runs on, if not the CPU: only a call given that GPU may
+    /// run it (a pooled task instance keeps its models from call to call).
+    pub(crate) gpu: Option<u32>,
     /// The model's place in the instance's bound, while a graph or an
     /// execution context on it lives.
     _held: Held,
 }
 
 impl Loaded {
-    fn new(session: Session, held: Held) -> Loaded {
+    fn new(session: Session, held: Held, gpu: Option<u32>) -> Loaded {
         let inputs: Vec<Port> = session
             .inputs
             .iter()
@@ -58,6 +61,7 @@ impl Loaded {
             inputs,
             outputs,
             session: parking_lot::Mutex::new(session),
+            gpu,
             _held: held,
         }
     }
@@ -105,7 +109,9 @@ impl NnView<'_> {
         target: ExecutionTarget,
     ) -> Result<Resource<Graph>, Error> {
         let threads = self.backend()?.settings.threads;
-        let model = self.checked_model(builders, encoding, target)?;
+        let model = self.checked_model(builders, encoding)?;
+        let gpu = self.gpu_for(target)?;
+        let gpu_memory = self.backend()?.settings.max_held;
         // A model counts twice its size: ONNX Runtime keeps the weights
         // it read and the copies its optimizations make.
         let size = model.len() as u64;
@@ -116,7 +122,8 @@ impl NnView<'_> {
         // call stops waiting for it.
         let loaded = self
             .native(None, move || {
-                session(&model, threads).map(|session| Loaded::new(session, held))
+                session(&model, threads, gpu.map(|id| (id, gpu_memory)))
+                    .map(|session| Loaded::new(session, held, gpu))
             })
             .await??;
         Ok(self.table.push(Graph(Arc::new(loaded)))?)
@@ -138,25 +145,47 @@ impl NnView<'_> {
         }
     }
 
-    /// The one builder of an ONNX model for the CPU, within the node's
-    /// bound and with no data outside it.
+    /// The GPU a model for `target` runs on: none for the CPU; for the
+    /// GPU, the first the call's work was given, when this node's ONNX
+    /// Runtime can run models with CUDA.
+    fn gpu_for(&self, target: ExecutionTarget) -> Result<Option<u32>, Error> {
+        match target {
+            ExecutionTarget::Cpu => Ok(None),
+            ExecutionTarget::Tpu => Err(Error::new(
+                ErrorCode::UnsupportedOperation,
+                "this node runs models on the CPU, or a GPU with CUDA, not a TPU",
+            )),
+            ExecutionTarget::Gpu => {
+                let Some(&gpu) = self.clock.gpus.first() else {
+                    return Err(Error::new(
+                        ErrorCode::UnsupportedOperation,
+                        "this task or replica was given no GPU: ask for one (num_gpus)",
+                    ));
+                };
+                if !self.backend()?.has_cuda() {
+                    return Err(Error::new(
+                        ErrorCode::UnsupportedOperation,
+                        "this node's ONNX Runtime cannot run models on a GPU (no CUDA \
+                         execution provider: the node needs onnxruntime-gpu 1.22, CUDA 12)",
+                    ));
+                }
+                Ok(Some(gpu))
+            }
+        }
+    }
+
+    /// The one builder of an ONNX model, within the node's bound and with
+    /// no data outside it.
     fn checked_model(
         &self,
         mut builders: Vec<Vec<u8>>,
         encoding: GraphEncoding,
-        target: ExecutionTarget,
     ) -> Result<Vec<u8>, Error> {
         let max = self.backend()?.settings.max_model;
         if !matches!(encoding, GraphEncoding::Onnx | GraphEncoding::Autodetect) {
             return Err(Error::new(
                 ErrorCode::InvalidEncoding,
                 format!("this node runs ONNX models only, not {encoding:?}"),
-            ));
-        }
-        if !matches!(target, ExecutionTarget::Cpu) {
-            return Err(Error::new(
-                ErrorCode::UnsupportedOperation,
-                format!("this node runs models on the CPU only, not {target:?}"),
             ));
         }
         if builders.len() != 1 {
@@ -177,23 +206,39 @@ impl NnView<'_> {
     }
 }
 
-/// An ONNX Runtime session for `model`, on `threads` threads, set up for
-/// a tenant's model: read as ONNX only (not ONNX Runtime's own format,
-/// whose parser `onnx_check` does not know), no constant folding (which
-/// would compute a model's constants, of any size, while it loads), no
-/// memory arena (what a run took goes back when it ends), its log quiet
-/// (its text is the model's).
-fn session(model: &[u8], threads: u16) -> Result<Session, Error> {
-    use ort::execution_providers::CPUExecutionProvider;
+/// An ONNX Runtime session for `model`, on `threads` threads (and, with
+/// `gpu`, on that GPU through CUDA, within that many bytes of its memory),
+/// set up for a tenant's model: read as ONNX only (not ONNX Runtime's own
+/// format, whose parser `onnx_check` does not know), no constant folding
+/// (which would compute a model's constants, of any size, while it
+/// loads), no memory arena on the CPU (what a run took goes back when it
+/// ends), its log quiet (its text is the model's).
+fn session(model: &[u8], threads: u16, gpu: Option<(u32, u64)>) -> Result<Session, Error> {
+    use ort::execution_providers::{
+        ArenaExtendStrategy, CPUExecutionProvider, CUDAExecutionProvider, ExecutionProviderDispatch,
+    };
     let refused =
         |e: ort::Error| Error::invalid(format!("ONNX Runtime refused the model: {}", cut(e)));
     let cpu = CPUExecutionProvider::default()
         .with_arena_allocator(false)
         .build();
+    let mut providers: Vec<ExecutionProviderDispatch> = Vec::with_capacity(2);
+    if let Some((device, memory)) = gpu {
+        // Its arena grows by what each run asks, up to the bound; a
+        // model's operators CUDA lacks run on the CPU beside it.
+        let cuda = CUDAExecutionProvider::default()
+            .with_device_id(device as i32)
+            .with_memory_limit(memory as usize)
+            .with_arena_extend_strategy(ArenaExtendStrategy::SameAsRequested)
+            .build()
+            .error_on_failure();
+        providers.push(cuda);
+    }
+    providers.push(cpu);
     Session::builder()
         .and_then(|b| b.with_config_entry("session.load_model_format", "ONNX"))
         .and_then(|b| b.with_log_level(ort::logging::LogLevel::Fatal))
-        .and_then(|b| b.with_execution_providers([cpu]))
+        .and_then(|b| b.with_execution_providers(providers))
         .and_then(|b| b.with_intra_threads(usize::from(threads)))
         .and_then(|b| b.with_inter_threads(1))
         .and_then(|b| b.with_intra_op_spinning(false))

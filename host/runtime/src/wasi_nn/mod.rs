@@ -88,6 +88,8 @@ pub(crate) struct CpuClock<'a> {
     pub(crate) ticks: &'a mut u64,
     pub(crate) max_ticks: u64,
     pub(crate) breach: &'a mut Option<FabricError>,
+    /// The GPUs the call's work was given (a model may run on the first).
+    pub(crate) gpus: Vec<u32>,
 }
 
 impl CpuClock<'_> {

@@ -22,6 +22,7 @@ pub(crate) fn attacks() -> fabric::Result<()> {
     show("too large", Model::onnx(&vec![0u8; 65 << 20]));
     show("not a model", Model::onnx(b"\x0a\x03abc this is no onnx"));
     show("empty", Model::onnx(&[]));
+    show("on a GPU, given none", Model::onnx_on_gpu(DIGITS));
     let model = Model::onnx(DIGITS).map_err(|e| fabric::Error::InvalidArgument(e.to_string()))?;
     let wrong_type = Tensor::i64(&[1, 64], &[0; 64]);
     show("wrong type", model.run(&[("X", wrong_type)]));
