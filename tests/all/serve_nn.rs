@@ -164,7 +164,8 @@ async fn a_python_job_runs_models_and_gives_back_what_each_call_took() {
          on a GPU, given none: UNSUPPORTED_OPERATION True\n\
          on a GPU, given one: UNSUPPORTED_OPERATION: this node's ONNX Runtime cannot run \
          models on a GPU (no CUDA execution provider: the node needs onnxruntime-gpu 1.22, \
-         CUDA 12)\n5000 runs: [(0,)]\nwrong type: INVALID_ARGUMENT\nclosed\n"
+         CUDA 12)\non a GPU, given half: UNSUPPORTED_OPERATION: this task or replica was \
+         given no whole GPU\n5000 runs: [(0,)]\nwrong type: INVALID_ARGUMENT\nclosed\n"
     );
     assert_eq!(
         run(&refused),
@@ -239,7 +240,7 @@ async fn wasi_nn_refuses_what_a_tenants_model_must_not_do() {
         "not a model: ErrorCode::InvalidEncoding: the model is not a well-formed ONNX",
         "empty: ErrorCode::InvalidArgument: ONNX Runtime refused the model",
         "on a GPU, given none: ErrorCode::UnsupportedOperation: this task or replica was \
-         given no GPU",
+         given no whole GPU",
         "wrong type: ErrorCode::InvalidArgument: input `X` takes",
         "unknown input: ErrorCode::InvalidArgument: the model has no input `Y`",
         "wrong shape: ErrorCode::RuntimeError: the inference failed: Got invalid dimensions",

@@ -29,6 +29,16 @@ def on_a_gpu(model_bytes):
         return f"{e.code.name}: {e.message}"
 
 
+@fabric.remote(num_gpus=0.5)
+def on_half_a_gpu(model_bytes):
+    """Given half a GPU (shared by fractions), asks for the model on it."""
+    try:
+        nn.Model.onnx(model_bytes, gpu=True)
+        return "loaded on the GPU"
+    except nn.NnError as e:
+        return f"{e.code.name}: {e.message.split(':')[0]}"
+
+
 @fabric.main
 def main():
     print("not a model:", refusal(lambda: nn.Model.onnx(b"not a model")))
@@ -42,6 +52,7 @@ def main():
         return
     print("on a GPU, given none:", refusal(lambda: nn.Model.onnx(model_bytes, gpu=True)))
     print("on a GPU, given one:", fabric.get(on_a_gpu.remote(model_bytes)))
+    print("on a GPU, given half:", fabric.get(on_half_a_gpu.remote(model_bytes)))
     model = nn.Model.onnx(model_bytes)
     digits = set()
     for _ in range(5000):

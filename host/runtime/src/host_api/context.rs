@@ -45,6 +45,30 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
     Ok(())
 }
 
+/// The GPUs the running call's work holds whole (a model is put on a GPU
+/// only for work that has it to itself, never on one shared by fractions):
+/// its lease's when it asks for one or more, or, in a bundle, its
+/// bundle's when it asks for one or more.
+pub(crate) fn whole_gpu_ids(exec: &crate::runtime::instance::ExecContext) -> Vec<u32> {
+    const ONE: i64 = 10_000;
+    let Some(l) = exec.lease.as_ref() else {
+        return Vec::new();
+    };
+    let demand = l.demand();
+    let bundle_gpus = demand
+        .custom
+        .iter()
+        .filter(|(n, _)| n.ends_with(":GPU"))
+        .map(|(_, amount)| *amount)
+        .max();
+    match bundle_gpus {
+        Some(amount) if amount >= ONE => gpu_ids(exec),
+        Some(_) => Vec::new(),
+        None if demand.gpu >= ONE => l.gpu_ids().to_vec(),
+        None => Vec::new(),
+    }
+}
+
 /// The GPUs the running call's work was given (its lease's, or, in a
 /// bundle that asks for GPUs, its bundle's).
 pub(crate) fn gpu_ids(exec: &crate::runtime::instance::ExecContext) -> Vec<u32> {

@@ -135,7 +135,8 @@ impl InstanceState {
     }
 
     /// Its `wasi:nn` state, the resource table its models live in, and the
-    /// call's CPU time, which their native work counts in, and GPUs.
+    /// call's CPU time, which their native work counts in, and its work
+    /// (whose GPUs a model may run on).
     pub(crate) fn nn_parts(
         &mut self,
     ) -> (
@@ -143,15 +144,11 @@ impl InstanceState {
         &mut ResourceTable,
         crate::wasi_nn::CpuClock<'_>,
     ) {
-        let gpus = self
-            .exec
-            .as_ref()
-            .map_or_else(Vec::new, crate::host_api::context::gpu_ids);
         let clock = crate::wasi_nn::CpuClock {
             ticks: &mut self.ticks,
             max_ticks: self.max_ticks,
             breach: &mut self.breach,
-            gpus,
+            exec: self.exec.as_ref(),
         };
         let (exec, limiter) = (&self.exec, &self.limiter);
         let nn = self.nn.get_or_insert_with(|| {

@@ -28,8 +28,8 @@ pub(crate) struct Loaded {
     /// Inputs and outputs by name (a model may have very many).
     pub(crate) input_index: HashMap<String, usize>,
     pub(crate) output_index: HashMap<String, usize>,
-    /// The GPU it runs on, if not the CPU: only a call given that GPU may
-    /// run it (a pooled task instance keeps its models from call to call).
+    /// The GPU it runs on, if not the CPU: only a call whose work still
+    /// holds that GPU may run it (an actor's bundle may have been removed).
     pub(crate) gpu: Option<u32>,
     /// The model's place in the instance's bound, while a graph or an
     /// execution context on it lives.
@@ -156,10 +156,11 @@ impl NnView<'_> {
                 "this node runs models on the CPU, or a GPU with CUDA, not a TPU",
             )),
             ExecutionTarget::Gpu => {
-                let Some(&gpu) = self.clock.gpus.first() else {
+                let Some(&gpu) = self.clock.gpus().first() else {
                     return Err(Error::new(
                         ErrorCode::UnsupportedOperation,
-                        "this task or replica was given no GPU: ask for one (num_gpus)",
+                        "this task or replica was given no whole GPU: ask for one \
+                         (num_gpus = 1; a model is not put on a GPU shared by fractions)",
                     ));
                 };
                 if !self.backend()?.has_cuda() {
@@ -214,6 +215,7 @@ impl NnView<'_> {
 /// loads), no memory arena on the CPU (what a run took goes back when it
 /// ends), its log quiet (its text is the model's).
 fn session(model: &[u8], threads: u16, gpu: Option<(u32, u64)>) -> Result<Session, Error> {
+    use ort::execution_providers::cuda::CuDNNConvAlgorithmSearch;
     use ort::execution_providers::{
         ArenaExtendStrategy, CPUExecutionProvider, CUDAExecutionProvider, ExecutionProviderDispatch,
     };
@@ -226,20 +228,38 @@ fn session(model: &[u8], threads: u16, gpu: Option<(u32, u64)>) -> Result<Sessio
     if let Some((device, memory)) = gpu {
         // Its arena grows by what each run asks, up to the bound; a
         // model's operators CUDA lacks run on the CPU beside it.
+        // cuDNN's exhaustive search of convolution algorithms takes its
+        // workspace outside the arena's limit (gigabytes): a heuristic
+        // choice, with no maximal workspace, keeps within it.
         let cuda = CUDAExecutionProvider::default()
             .with_device_id(device as i32)
             .with_memory_limit(memory as usize)
             .with_arena_extend_strategy(ArenaExtendStrategy::SameAsRequested)
+            .with_conv_algorithm_search(CuDNNConvAlgorithmSearch::Heuristic)
+            .with_conv_max_workspace(false)
             .build()
             .error_on_failure();
         providers.push(cuda);
     }
     providers.push(cpu);
-    Session::builder()
+    let on_gpu = gpu.is_some();
+    let quiet = Session::builder()
         .and_then(|b| b.with_config_entry("session.load_model_format", "ONNX"))
         .and_then(|b| b.with_log_level(ort::logging::LogLevel::Fatal))
-        .and_then(|b| b.with_execution_providers(providers))
-        .and_then(|b| b.with_intra_threads(usize::from(threads)))
+        .map_err(|e| Error::runtime(format!("ONNX Runtime: {}", cut(e))))?;
+    let placed = quiet
+        .with_execution_providers(providers)
+        .map_err(|_| match on_gpu {
+            // CUDA, cuDNN or the driver is missing here (the library the GPU
+            // wheel ships lists CUDA even then).
+            true => Error::new(
+                ErrorCode::UnsupportedOperation,
+                "this node's ONNX Runtime could not start CUDA for this model",
+            ),
+            false => Error::runtime("ONNX Runtime could not start its CPU provider"),
+        })?;
+    placed
+        .with_intra_threads(usize::from(threads))
         .and_then(|b| b.with_inter_threads(1))
         .and_then(|b| b.with_intra_op_spinning(false))
         .and_then(|b| b.with_memory_pattern(false))

@@ -64,7 +64,7 @@ impl NnView<'_> {
         for (name, tensor) in inputs {
             taken.push((name, self.table.delete(tensor)?));
         }
-        if let Some(gpu) = graph.gpu.filter(|g| !self.clock.gpus.contains(g)) {
+        if let Some(gpu) = graph.gpu.filter(|g| !self.clock.gpus().contains(g)) {
             return Err(Error::new(
                 ErrorCode::UnsupportedOperation,
                 format!("this model runs on GPU {gpu}, which this call was not given"),

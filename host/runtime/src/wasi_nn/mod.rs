@@ -88,8 +88,17 @@ pub(crate) struct CpuClock<'a> {
     pub(crate) ticks: &'a mut u64,
     pub(crate) max_ticks: u64,
     pub(crate) breach: &'a mut Option<FabricError>,
-    /// The GPUs the call's work was given (a model may run on the first).
-    pub(crate) gpus: Vec<u32>,
+    /// The call's work: a model may run on the first GPU it holds whole.
+    pub(crate) exec: Option<&'a crate::runtime::instance::ExecContext>,
+}
+
+impl CpuClock<'_> {
+    /// The GPUs the call's work holds whole (read only by GPU models:
+    /// every other `wasi:nn` call leaves the lease alone).
+    pub(crate) fn gpus(&self) -> Vec<u32> {
+        self.exec
+            .map_or_else(Vec::new, crate::host_api::context::whole_gpu_ids)
+    }
 }
 
 impl CpuClock<'_> {
