@@ -47,8 +47,9 @@ use crate::wire::{actor_id, error_from_pb, error_to_pb, id_bytes, node_id, rpc_f
 const MAX_EARLY_RELEASES: usize = 4096;
 const EARLY_RELEASE_KEPT: Duration = Duration::from_secs(600);
 
-/// Releases this node may still owe one node before it asks that node for
-/// more places (each is a task sending it until the node answers).
+/// Releases to one node that failed and are being sent again (each a
+/// task, until the node answers) before this node asks it for no more
+/// places: releases on their way, however many, are not counted.
 const MAX_OWED_RELEASES: usize = 1024;
 
 /// How long the caller's node waits for one `ReleasePlace` answer.
@@ -60,11 +61,12 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct RoutedPlaces {
     /// The places given here to other nodes' calls.
     given: Mutex<Places>,
-    /// The releases this node owes other nodes' routers.
+    /// The releases to other nodes' routers that failed and are being
+    /// sent again.
     owed: OwedReleases,
 }
 
-/// The releases this node is still sending, by the node they go to.
+/// The releases this node is sending again, by the node they go to.
 #[derive(Default)]
 struct OwedReleases(Mutex<HashMap<NodeId, usize>>);
 
@@ -187,6 +189,31 @@ impl Drop for Lease {
     }
 }
 
+/// A release that failed once and is being sent again, counted against
+/// its node until it ends.
+struct Owed {
+    cluster: Weak<Cluster>,
+    node: NodeId,
+}
+
+impl Owed {
+    fn new(c: &Cluster, node: NodeId) -> Owed {
+        c.routed.owed.add(node);
+        Owed {
+            cluster: c.me.clone(),
+            node,
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if let Some(c) = self.cluster.upgrade() {
+            c.routed.owed.settle(self.node);
+        }
+    }
+}
+
 /// Whether a failed `ReleasePlace` is sent again: a node that could not
 /// be reached, or did not answer, may yet; one that refused never will.
 fn retried(code: tonic::Code) -> bool {
@@ -241,7 +268,8 @@ impl Cluster {
                 "PlaceRouted",
                 crate::error::FailureKind::System,
                 format!(
-                    "node {} has not taken back {MAX_OWED_RELEASES} places yet",
+                    "node {} has not taken back {MAX_OWED_RELEASES} places \
+                     (their releases are being sent again)",
                     node.short()
                 ),
             ));
@@ -288,44 +316,49 @@ impl Cluster {
         let Some(core) = self.core() else {
             return;
         };
-        let (me, from_node) = (self.me.clone(), id_bytes(self.id.as_u128()));
-        self.routed.owed.add(node);
+        let request = pb::ReleasePlaceRequest {
+            from_node: id_bytes(self.id.as_u128()),
+            ticket,
+            failure,
+        };
+        let me = self.me.clone();
         core.runtime().spawn(async move {
             let mut wait = Duration::from_millis(100);
+            // Counted against the node once a try failed: a release on its
+            // way is not owed.
+            let mut owed: Option<Owed> = None;
             loop {
                 let Some(c) = me.upgrade().filter(|c| c.peer_view(node).is_some()) else {
-                    if let Some(c) = me.upgrade() {
-                        c.routed.owed.settle(node);
-                    }
                     return;
                 };
-                let request = pb::ReleasePlaceRequest {
-                    from_node: from_node.clone(),
-                    ticket,
-                    failure: failure.clone(),
-                };
-                let sent = match c.peer(node) {
-                    Ok(peer) => {
-                        let mut client = peer.client();
-                        let call = client.release_place(request);
-                        match tokio::time::timeout(RELEASE_TIMEOUT, call).await {
-                            Ok(Err(s)) if retried(s.code()) => s.to_string(),
-                            // Taken, or never to be (a node without it).
-                            Ok(_) => {
-                                c.routed.owed.settle(node);
-                                return;
-                            }
-                            Err(_) => "no answer".to_string(),
-                        }
+                match c.try_release(node, request.clone()).await {
+                    Ok(()) => return,
+                    Err(why) => {
+                        tracing::debug!(node = %node.short(), error = %why, "a place's release waits");
                     }
-                    Err(e) => e.to_string(),
-                };
-                tracing::debug!(node = %node.short(), error = %sent, "a place's release waits");
+                }
+                owed.get_or_insert_with(|| Owed::new(&c, node));
                 drop(c);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
         });
+    }
+
+    /// One try of `ReleasePlace`: `Ok` once `node` took it, or refused it
+    /// for good (a node that does not know the call answers so).
+    async fn try_release(
+        &self,
+        node: NodeId,
+        request: pb::ReleasePlaceRequest,
+    ) -> Result<(), String> {
+        let peer = self.peer(node).map_err(|e| e.to_string())?;
+        let mut client = peer.client();
+        match tokio::time::timeout(RELEASE_TIMEOUT, client.release_place(request)).await {
+            Ok(Err(s)) if retried(s.code()) => Err(s.to_string()),
+            Ok(_) => Ok(()),
+            Err(_) => Err("no answer".to_string()),
+        }
     }
 
     /// The router's side of `LookupRouter`.
