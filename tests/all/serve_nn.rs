@@ -95,23 +95,28 @@ fn classifies_the_held_out_digits(s: &crate::serve::Served, replica: &str) {
     );
 }
 
+/// A manifest asking for `wasi:nn` and granting examples/digits (its
+/// `model.onnx`) read-only as `/model`.
+fn model_grant() -> String {
+    let model_dir = Path::new(REPO_ROOT)
+        .join("examples/digits")
+        .canonicalize()
+        .unwrap();
+    format!(
+        "[capabilities]\nnn = true\n[[capabilities.dir]]\nhost = {model_dir:?}\n\
+         guest = \"/model\"\nmode = \"ro\"\n"
+    )
+}
+
 /// The classifier in Python (examples/python/digits.py): its replica reads
 /// the model from the directory its manifest grants, loads it once through
 /// `fabric.nn` and answers as the Rust one does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_digits_classifier_serves_its_model_through_wasi_nn() {
     let wasm = crate::python::python_app("examples/python/digits.py").await;
-    let model_dir = Path::new(REPO_ROOT)
-        .join("examples/digits")
-        .canonicalize()
-        .unwrap();
     let dir = crate::support::unique_temp_path("py-digits");
     std::fs::create_dir_all(&dir).unwrap();
-    let manifest = format!(
-        "[capabilities]\nnn = true\n[[capabilities.dir]]\nhost = {:?}\nguest = \"/model\"\nmode = \"ro\"\n",
-        model_dir
-    );
-    std::fs::write(dir.join("digits-nn.toml"), manifest).unwrap();
+    std::fs::write(dir.join("digits-nn.toml"), model_grant()).unwrap();
     let config = format!(
         "[[deployment]]\nname = \"digits\"\ncomponent = {wasm:?}\nclass = \"Classifier\"\n\
          route = \"/digits\"\npublic = true\nmanifest = \"digits-nn.toml\"\n"
@@ -132,18 +137,10 @@ async fn a_python_digits_classifier_serves_its_model_through_wasi_nn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_job_runs_models_and_gives_back_what_each_call_took() {
     let wasm = crate::python::python_app("tests/programs/python/nn_calls.py").await;
-    let model_dir = Path::new(REPO_ROOT)
-        .join("examples/digits")
-        .canonicalize()
-        .unwrap();
     let dir = crate::support::unique_temp_path("py-nn-calls");
     std::fs::create_dir_all(&dir).unwrap();
     let granted = dir.join("granted.toml");
-    let grant = format!(
-        "[capabilities]\nnn = true\n[[capabilities.dir]]\nhost = {model_dir:?}\n\
-         guest = \"/model\"\nmode = \"ro\"\n"
-    );
-    std::fs::write(&granted, grant).unwrap();
+    std::fs::write(&granted, model_grant()).unwrap();
     let refused = dir.join("refused.toml");
     std::fs::write(&refused, "[capabilities]\nnn = false\n").unwrap();
     let run = |manifest: &Path| {
