@@ -32,6 +32,7 @@ the place serves, and 503s past it), on a route behind a token that the
 flood does not send (401s only: the flood's refusals alone), and on a
 route with 64 places (nothing refused: the flooding tenant's share of the
 node's threads is all that stands between it and the other route).
+`--flood-shapes one,401,64` picks among them (all three by default).
 
 Then composition (`--only-composition` for just this): a front deployment
 that answers each request with a handle call of a no-op deployment, one
@@ -368,12 +369,17 @@ FLOODS = {
 }
 
 
-def floods(fabric, wasm, port, duration, work):
-    """Each shape of flood in `FLOODS`: (shape, figures of `flood`)."""
+FLOOD_KEYS = dict(zip(("one", "401", "64"), FLOODS))
+
+
+def floods(fabric, wasm, port, duration, work, keys=tuple(FLOOD_KEYS)):
+    """Each shape of flood in `FLOODS` that `keys` name (see `FLOOD_KEYS`):
+    (shape, figures of `flood`)."""
     with open(os.path.join(work, "token"), "w") as f:
         f.write("a-token-the-flood-does-not-send")
-    return [(shape, flood(fabric, wasm, port, duration, work, shaped))
-            for shape, shaped in FLOODS.items()]
+    shapes = [FLOOD_KEYS[k] for k in keys]
+    return [(shape, flood(fabric, wasm, port, duration, work, FLOODS[shape]))
+            for shape in shapes]
 
 
 def flood(fabric, wasm, port, duration, work, shaped=lambda text: text):
@@ -515,6 +521,8 @@ def main():
     ap.add_argument("--only-cold-starts", action="store_true")
     ap.add_argument("--no-h2", action="store_true", help="skip the h2load and stateless rows")
     ap.add_argument("--only-flood", action="store_true")
+    ap.add_argument("--flood-shapes", default=",".join(FLOOD_KEYS),
+                    help="which floods of --only-flood: one (place), 401, 64 (places)")
     ap.add_argument("--only-composition", action="store_true")
     ap.add_argument("--only-classifier", action="store_true",
                     help="the digits classifier (benches/serve_classifier.py)")
@@ -530,7 +538,8 @@ def main():
     wasm = os.path.abspath(args.proxy_wasm)
     if args.only_flood:
         with tempfile.TemporaryDirectory() as work:
-            report_floods(floods(fabric, wasm, 18435, args.duration, work))
+            report_floods(floods(fabric, wasm, 18435, args.duration, work,
+                                 args.flood_shapes.split(",")))
         return
     python = os.path.join(args.ray_venv, "bin", "python")
     if args.only_composition:
