@@ -32,7 +32,9 @@ the place serves, and 503s past it), on a route behind a token that the
 flood does not send (401s only: the flood's refusals alone), and on a
 route with 64 places (nothing refused: the flooding tenant's share of the
 node's threads is all that stands between it and the other route).
-`--flood-shapes one,401,64` picks among them (all three by default).
+A fourth: two places, no queue (the flood's excess refused, its work
+wanting two threads at once). `--flood-shapes one,two,401,64` picks among
+them (all four by default).
 
 Then composition (`--only-composition` for just this): a front deployment
 that answers each request with a handle call of a no-op deployment, one
@@ -355,6 +357,13 @@ def behind_token(config):
     return config.replace("public = true", 'token_file = "token"', 1)
 
 
+def two_places(config):
+    """FLOOD_CONFIG with 2 places on the flooded route, still no queue:
+    the flood's excess refused, its work wanting two threads at once."""
+    assert "max_ongoing_requests = 1\n" in config, config
+    return config.replace("max_ongoing_requests = 1\n", "max_ongoing_requests = 2\n", 1)
+
+
 def many_places(config):
     """FLOOD_CONFIG with 64 places on the flooded route: nothing refused,
     the flood served as fast as the node's share for its tenant allows."""
@@ -364,12 +373,13 @@ def many_places(config):
 
 FLOODS = {
     "one place, no queue": lambda text: text,
+    "two places, no queue": two_places,
     "every request refused (401)": behind_token,
     "64 places (all served)": many_places,
 }
 
 
-FLOOD_KEYS = dict(zip(("one", "401", "64"), FLOODS))
+FLOOD_KEYS = dict(zip(("one", "two", "401", "64"), FLOODS))
 
 
 def floods(fabric, wasm, port, duration, work, keys=tuple(FLOOD_KEYS)):
@@ -522,7 +532,7 @@ def main():
     ap.add_argument("--no-h2", action="store_true", help="skip the h2load and stateless rows")
     ap.add_argument("--only-flood", action="store_true")
     ap.add_argument("--flood-shapes", default=",".join(FLOOD_KEYS),
-                    help="which floods of --only-flood: one (place), 401, 64 (places)")
+                    help="which floods of --only-flood: one, two (places), 401, 64 (places)")
     ap.add_argument("--only-composition", action="store_true")
     ap.add_argument("--only-classifier", action="store_true",
                     help="the digits classifier (benches/serve_classifier.py)")

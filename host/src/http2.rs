@@ -27,8 +27,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 
-use crate::runtime::cpu_share::{ShareCell, gated};
-
 /// Requests one HTTP/2 connection carries at once.
 pub const H2_STREAMS: u32 = 16;
 /// Request body bytes an HTTP/2 client may send ahead of the handler on
@@ -222,17 +220,12 @@ impl tower::Service<axum::http::Request<hyper::body::Incoming>> for Tracked {
         self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
         self.activity.touch();
         let in_flight = InFlight(self.activity.clone());
-        // Each stream's handling runs in the share of the tenant whose
-        // route admits it: streams for several tenants share a connection,
-        // so one stream must not name the share another's runs in.
-        let cell = Arc::new(ShareCell::default());
-        request.extensions_mut().insert(cell.clone());
         let routed = self.router.call(request);
-        Box::pin(gated(cell, async move {
+        Box::pin(async move {
             let response = routed.await;
             drop(in_flight);
             response
-        }))
+        })
     }
 }
 

@@ -25,7 +25,6 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -37,7 +36,6 @@ use tokio_rustls::rustls;
 
 use crate::error::NodeError;
 use crate::http2;
-use crate::runtime::cpu_share::{ShareCell, gated};
 
 /// What one endpoint allows its callers.
 #[derive(Clone, Debug)]
@@ -196,16 +194,11 @@ impl Accepting {
                 continue; // full
             };
             let me = self.clone();
-            // An HTTP/1 connection's own work (TLS, reading, parsing,
-            // routing) runs in the share of the tenant whose route admitted
-            // its last request, from the first on (HTTP/2 names a share per
-            // stream: `http2::serve`).
-            let cell = Arc::new(ShareCell::default());
-            tokio::spawn(gated(cell.clone(), async move {
+            tokio::spawn(async move {
                 let _slots = (slot, address_slot);
                 let lifetime = me.bounds.lifetime;
-                let _ = tokio::time::timeout(lifetime, me.connection(tcp, cell)).await;
-            }));
+                let _ = tokio::time::timeout(lifetime, me.connection(tcp)).await;
+            });
         }
     }
 
@@ -222,7 +215,7 @@ impl Accepting {
         })
     }
 
-    async fn connection(self, tcp: TcpStream, cell: Arc<ShareCell>) {
+    async fn connection(self, tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
         let idle = self.bounds.headers;
         match &self.tls {
@@ -235,63 +228,34 @@ impl Accepting {
                 let io = TokioIo::new(stream);
                 match (self.bounds.versions, h2) {
                     (Versions::Http1And2, true) => http2::serve(io, self.router, idle).await,
-                    _ => self.http1(io, cell).await,
+                    _ => self.http1(io).await,
                 }
             }
             None => match self.bounds.versions {
-                Versions::Http1 => self.http1(TokioIo::new(tcp), cell).await,
+                Versions::Http1 => self.http1(TokioIo::new(tcp)).await,
                 // h2c with prior knowledge, told by the client's first bytes
                 // (no `Upgrade: h2c`), which must come within the bound on
                 // a request's head.
                 Versions::Http1And2 => match http2::starts_with_preface(&tcp, idle).await {
                     Some(true) => http2::serve(TokioIo::new(tcp), self.router, idle).await,
-                    Some(false) => self.http1(TokioIo::new(tcp), cell).await,
+                    Some(false) => self.http1(TokioIo::new(tcp)).await,
                     None => {}
                 },
             },
         }
     }
 
-    async fn http1<I>(&self, io: I, cell: Arc<ShareCell>)
+    async fn http1<I>(&self, io: I)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let service = TowerToHyperService::new(OnConnection {
-            router: self.router.clone(),
-            cell,
-        });
+        let service = TowerToHyperService::new(self.router.clone());
         let _ = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.bounds.headers)
             .max_buf_size(16 << 10)
             .serve_connection(io, service)
             .await;
-    }
-}
-
-/// `router`, each request carrying its connection's [`ShareCell`] for the
-/// handler that admits it to set.
-#[derive(Clone)]
-struct OnConnection {
-    router: Router,
-    cell: Arc<ShareCell>,
-}
-
-impl<B> tower::Service<axum::http::Request<B>> for OnConnection
-where
-    Router: tower::Service<axum::http::Request<B>>,
-{
-    type Response = <Router as tower::Service<axum::http::Request<B>>>::Response;
-    type Error = <Router as tower::Service<axum::http::Request<B>>>::Error;
-    type Future = <Router as tower::Service<axum::http::Request<B>>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        tower::Service::<axum::http::Request<B>>::poll_ready(&mut self.router, cx)
-    }
-
-    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
-        request.extensions_mut().insert(self.cell.clone());
-        self.router.call(request)
     }
 }
 

@@ -20,7 +20,6 @@ use tokio::time::Instant;
 
 use crate::error::FabricError;
 use crate::ids::ActorId;
-use crate::runtime::cpu_share::TenantShare;
 use crate::runtime::routers::RouterRegistration;
 use crate::runtime::service::{Pending, Service, ServiceActor};
 use crate::serve::config::{AutoscalingConfig, BatchConfig};
@@ -106,9 +105,6 @@ pub struct Deployment {
     /// Its name among the tenant's deployment handles (see
     /// [`super::handles`]), while it runs.
     pub(super) handle: Mutex<Option<RouterRegistration>>,
-    /// Its tenant's share of the node's threads, which the ingress's work
-    /// for its requests runs in.
-    pub(super) cpu_share: Arc<TenantShare>,
 }
 
 /// A replica's answer: the handler's encoded value, still charged to the
@@ -144,7 +140,6 @@ impl Deployment {
     pub async fn start(service: Service, plan: DeploymentPlan) -> Result<Arc<Self>, FabricError> {
         let deployment = Arc::new(Deployment {
             name: plan.name,
-            cpu_share: service.cpu_share(),
             service,
             concurrent: plan.replica.policy.max_concurrency > 0,
             batch: plan.batch,

@@ -65,7 +65,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::NodeError;
 use crate::https::{self, Bounds, Endpoint};
-use crate::runtime::cpu_share::{ShareCell, TenantShare};
 use deployment::{Deployment, ServeError};
 use stateless::Stateless;
 use value::Incoming;
@@ -100,14 +99,6 @@ impl Target {
         match self {
             Target::Replicas(d) => d.tenant(),
             Target::Stateless(d) => d.tenant(),
-        }
-    }
-
-    /// Its tenant's share of the node's threads.
-    fn cpu_share(&self) -> &Arc<TenantShare> {
-        match self {
-            Target::Replicas(d) => &d.cpu_share,
-            Target::Stateless(d) => d.cpu_share(),
         }
     }
 
@@ -477,13 +468,6 @@ async fn answer(route: &Route, request: Request) -> Response {
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return refused;
-    }
-    // Admitted: the rest of this request's work (and on HTTP/1 its
-    // connection's, until another route admits one) is the route's
-    // tenant's. A request without the route's token leaves it as it was, so
-    // a token-guarded route's share is not spent on strangers' requests.
-    if let Some(cell) = request.extensions().get::<Arc<ShareCell>>() {
-        cell.set(route.target.cpu_share());
     }
     let deployment = match &route.target {
         Target::Replicas(d) => d,

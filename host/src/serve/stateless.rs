@@ -33,7 +33,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::{FabricError, FailureKind};
-use crate::runtime::cpu_share::TenantShare;
 use crate::runtime::wasi_http::{HttpBody, HttpService};
 use crate::serve::deployment::ServeError;
 use crate::serve::stats::{DeploymentReading, RequestStats};
@@ -81,12 +80,6 @@ impl Stateless {
     /// The tenant its instances run for.
     pub fn tenant(&self) -> &str {
         self.service.tenant()
-    }
-
-    /// Its tenant's share of the node's threads, which its instances and
-    /// the ingress's work for its requests run in.
-    pub fn cpu_share(&self) -> &Arc<TenantShare> {
-        self.service.cpu_share()
     }
 
     /// The deadline of a request that arrives now.

@@ -21,10 +21,7 @@
 //! Only polls count: a request waiting on I/O, a timer or another
 //! deployment holds nothing, so a tenant's waits never slow it. Where it
 //! is used: the instances of stateless (`wasi:http`) deployments' requests
-//! (replicas, tasks and actors hold the CPUs the scheduler gives them),
-//! and an ingress's own work for a connection once a request on it is
-//! admitted for a tenant's route ([`gated`]): on two cores, 64 connections
-//! of one tenant otherwise take the threads with reading and routing alone.
+//! (replicas, tasks and actors hold the CPUs the scheduler gives them).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -206,13 +203,7 @@ impl TenantShare {
         let busy = self.shares.busy();
         let shares = &self.shares;
         let mut state = self.state.lock();
-        let was_woken = match state.woken.iter().position(|&w| w == id) {
-            Some(at) => {
-                state.woken.swap_remove(at);
-                true
-            }
-            None => false,
-        };
+        state.woken.retain(|&w| w != id);
         if shares.may_run(busy, state.running) {
             state.running += 1;
             shares.running.fetch_add(1, Ordering::Relaxed);
@@ -230,9 +221,6 @@ impl TenantShare {
         }
         match state.waiting.iter_mut().find(|(w, _)| *w == id) {
             Some((_, queued)) => queued.clone_from(waker),
-            // One given a turn that another took before it polled keeps
-            // its place at the head, rather than queueing again behind all.
-            None if was_woken => state.waiting.push_front((id, waker.clone())),
             None => state.waiting.push_back((id, waker.clone())),
         }
         false
@@ -296,125 +284,33 @@ impl<F: Future> Future for Shared<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        poll_in_turn(&this.share, this.id, cx, this.future.as_mut())
+        let share = Arc::as_ptr(&this.share);
+        // Polled from within a turn of its own tenant (a shared future
+        // awaiting another inline): that turn is its own.
+        if IN_TURN.get() == share {
+            // Were it queued for a turn of its own, the turn goes on.
+            this.share.forget(this.id);
+            return this.future.as_mut().poll(cx);
+        }
+        if !this.share.enter(this.id, cx.waker()) {
+            return Poll::Pending;
+        }
+        // The turn ends however the poll does, a panic included.
+        struct Turn<'a>(&'a TenantShare, *const TenantShare);
+        impl Drop for Turn<'_> {
+            fn drop(&mut self) {
+                IN_TURN.set(self.1);
+                self.0.leave();
+            }
+        }
+        let _turn = Turn(&this.share, IN_TURN.replace(share));
+        this.future.as_mut().poll(cx)
     }
 }
 
 impl<F> Drop for Shared<F> {
     fn drop(&mut self) {
         self.share.forget(self.id);
-    }
-}
-
-/// Polls `future` (known to `share` as `id`) in a turn of `share`, or
-/// queues it for one.
-fn poll_in_turn<F: Future>(
-    share: &Arc<TenantShare>,
-    id: u64,
-    cx: &mut Context<'_>,
-    future: Pin<&mut F>,
-) -> Poll<F::Output> {
-    let ptr = Arc::as_ptr(share);
-    // Polled from within a turn of its own tenant (a shared future
-    // awaiting another inline): that turn is its own.
-    if IN_TURN.get() == ptr {
-        // Were it queued for a turn of its own, the turn goes on.
-        share.forget(id);
-        return future.poll(cx);
-    }
-    if !share.enter(id, cx.waker()) {
-        return Poll::Pending;
-    }
-    // The turn ends however the poll does, a panic included.
-    struct Turn<'a>(&'a TenantShare, *const TenantShare);
-    impl Drop for Turn<'_> {
-        fn drop(&mut self) {
-            IN_TURN.set(self.1);
-            self.0.leave();
-        }
-    }
-    let _turn = Turn(share, IN_TURN.replace(ptr));
-    future.poll(cx)
-}
-
-/// The tenant whose share a connection's own work runs in: none until a
-/// request on it is routed, then that request's tenant (the last routed
-/// one's, where a connection carries requests for several).
-///
-/// An ingress reads, parses and routes a connection's requests on the
-/// node's threads before any instance runs: a tenant flooding its route
-/// over 64 connections would otherwise take the threads with that work
-/// alone, whatever share its instances keep to.
-#[derive(Default)]
-pub struct ShareCell {
-    share: Mutex<Option<Arc<TenantShare>>>,
-}
-
-impl ShareCell {
-    /// The connection's work runs in `share` from its next poll on.
-    pub fn set(&self, share: &Arc<TenantShare>) {
-        let mut held = self.share.lock();
-        if !held.as_ref().is_some_and(|h| Arc::ptr_eq(h, share)) {
-            *held = Some(share.clone());
-        }
-    }
-
-    fn get(&self) -> Option<Arc<TenantShare>> {
-        self.share.lock().clone()
-    }
-}
-
-/// `future` (a connection's), polled within the share `cell` names when
-/// it names one, and freely before. Turns are not nested across tenants:
-/// a gated or shared future must not poll inline one of another tenant
-/// that polls one of its own (the thread knows only the innermost turn);
-/// the ingress spawns each instance's future as its own task.
-pub fn gated<F: Future>(cell: Arc<ShareCell>, future: F) -> Gated<F> {
-    Gated {
-        future: Box::pin(future),
-        cell,
-        known_as: None,
-    }
-}
-
-/// A future polled within the share its [`ShareCell`] names (see
-/// [`gated`]).
-pub struct Gated<F> {
-    future: Pin<Box<F>>,
-    cell: Arc<ShareCell>,
-    /// The share it last waited or ran in, and its id there.
-    known_as: Option<(Arc<TenantShare>, u64)>,
-}
-
-impl<F: Future> Future for Gated<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        let Some(share) = this.cell.get() else {
-            return this.future.as_mut().poll(cx);
-        };
-        let id = match &this.known_as {
-            Some((known, id)) if Arc::ptr_eq(known, &share) => *id,
-            _ => {
-                // A new tenant: a place it held in the last one's queue goes on.
-                if let Some((known, id)) = this.known_as.take() {
-                    known.forget(id);
-                }
-                let id = share.next_id.fetch_add(1, Ordering::Relaxed);
-                this.known_as = Some((share.clone(), id));
-                id
-            }
-        };
-        poll_in_turn(&share, id, cx, this.future.as_mut())
-    }
-}
-
-impl<F> Drop for Gated<F> {
-    fn drop(&mut self) {
-        if let Some((share, id)) = self.known_as.take() {
-            share.forget(id);
-        }
     }
 }
 
@@ -523,94 +419,6 @@ mod tests {
         assert!(may_run(16, 3, 16, 0));
         assert_eq!(sure_share(16, 3), 5);
         assert_eq!(sure_share(2, 5), 1);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_gated_future_runs_freely_until_its_cell_names_a_tenant() {
-        // Two threads, two busy tenants: one turn each, once named.
-        let shares = CpuShares::new(2);
-        let (a, b) = (shares.tenant("a"), shares.tenant("b"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let b_keeps_busy = keep_busy(b.clone(), stop.clone());
-        a.run(async {}).await;
-        tokio::time::sleep(RECOUNT_EVERY * 2).await;
-        let gated_run = |named: Option<&Arc<TenantShare>>, most: &Arc<AtomicUsize>| {
-            let running = Arc::new(AtomicUsize::new(0));
-            (0..8)
-                .map(|_| {
-                    let cell = Arc::new(ShareCell::default());
-                    if let Some(share) = named {
-                        cell.set(share);
-                    }
-                    tokio::spawn(gated(cell, busy(running.clone(), most.clone(), 20)))
-                })
-                .collect::<Vec<_>>()
-        };
-        // Named by no one (no request on it admitted yet): both threads.
-        let free = Arc::new(AtomicUsize::new(0));
-        for t in gated_run(None, &free) {
-            t.await.unwrap();
-        }
-        assert_eq!(free.load(Ordering::SeqCst), 2, "unnamed: both threads");
-        // Named for tenant a: one turn at a time beside busy b.
-        let named = Arc::new(AtomicUsize::new(0));
-        for t in gated_run(Some(&a), &named) {
-            t.await.unwrap();
-        }
-        assert_eq!(named.load(Ordering::SeqCst), 1, "named: its share");
-        stop.store(true, Ordering::SeqCst);
-        b_keeps_busy.await.unwrap();
-        assert_eq!((a.running(), b.running()), (0, 0));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_gated_future_renamed_while_it_waits_leaves_no_place_behind() {
-        let shares = CpuShares::new(2);
-        let (a, b) = (shares.tenant("a"), shares.tenant("b"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let b_keeps_busy = keep_busy(b.clone(), stop.clone());
-        a.run(async {}).await;
-        tokio::time::sleep(RECOUNT_EVERY * 2).await;
-        // Tenant a's turn is held; a connection named for a waits in its
-        // queue, then is named for c and runs there at once.
-        let cell = Arc::new(ShareCell::default());
-        cell.set(&a);
-        // A poll that keeps a's one turn until told (only polls count).
-        let release = Arc::new(AtomicBool::new(false));
-        let holder = tokio::spawn(a.run({
-            let release = release.clone();
-            async move {
-                while !release.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }));
-        while a.running() == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let waiter = tokio::spawn(gated(cell.clone(), async { 7 }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // Another of a's futures waits behind it.
-        let behind = tokio::spawn(a.run(async { 6 }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "a's share is held");
-        assert_eq!(a.state.lock().waiting.len(), 2);
-        cell.set(&shares.tenant("c"));
-        // Woken by a's next turn, it finds itself c's and runs; the turn
-        // it was given goes on to the one behind it.
-        release.store(true, Ordering::SeqCst);
-        holder.await.unwrap();
-        let ran = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-        assert_eq!(ran.expect("the renamed waiter ran").unwrap(), 7);
-        let next = tokio::time::timeout(Duration::from_secs(5), behind).await;
-        assert_eq!(next.expect("the turn went on").unwrap(), 6);
-        let left = {
-            let state = a.state.lock();
-            (state.waiting.len(), state.woken.len())
-        };
-        assert_eq!(left, (0, 0), "no place left in a's queue");
-        stop.store(true, Ordering::SeqCst);
-        b_keeps_busy.await.unwrap();
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -100,13 +100,6 @@ impl Service {
         &self.job.tenant
     }
 
-    /// Its tenant's share of the node's threads (see
-    /// [`super::cpu_share`]), for work done on its behalf outside its
-    /// actors (an ingress reading its requests).
-    pub fn cpu_share(&self) -> Arc<super::cpu_share::TenantShare> {
-        self.core.cpu_shares().tenant(&self.job.tenant)
-    }
-
     /// Creates an actor of the service's job, here or where it fits.
     pub async fn create_actor(&self, actor: ServiceActor) -> Result<ActorId, FabricError> {
         host_api::check_name("class", &actor.class)?;

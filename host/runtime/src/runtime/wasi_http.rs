@@ -276,12 +276,6 @@ impl HttpService {
         &self.tenant
     }
 
-    /// Its tenant's share of the node's threads, which its instances run
-    /// within (an ingress runs its requests' own work there too).
-    pub fn cpu_share(&self) -> &Arc<TenantShare> {
-        &self.cpu_share
-    }
-
     /// The component it runs.
     pub fn app(&self) -> &Arc<HttpApp> {
         &self.app
