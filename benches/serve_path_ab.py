@@ -15,9 +15,14 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import serve_side_by_side as s  # noqa: E402
 
+if len(sys.argv) != 4 or not sys.argv[3].isdigit():
+    sys.exit("usage: python3 benches/serve_path_ab.py OLD_FABRIC NEW_FABRIC ROUNDS")
 builds = [os.path.abspath(b) for b in sys.argv[1:3]]
 rounds = int(sys.argv[3])
-wasm = os.path.abspath("target/guests/wasm32-wasip2/release/http_proxy.wasm")
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+wasm = os.path.join(root, "target/guests/wasm32-wasip2/release/http_proxy.wasm")
+if not os.path.exists(wasm):
+    sys.exit(f"{wasm} is missing: `cargo test` builds it")
 CONFIG = '''
 [ingress]
 listen = "127.0.0.1:{port}"
@@ -30,11 +35,12 @@ route = "/b"
 max_ongoing_requests = 64
 public = true
 '''
-res = {(b, c): [] for b in builds for c in (1, 16)}
+# Keyed by position, so a build A/B'd against itself keeps two columns.
+res = {(i, c): [] for i in range(2) for c in (1, 16)}
 with tempfile.TemporaryDirectory() as work:
     cfg = os.path.join(work, "c.toml")
     for r in range(rounds):
-        for b in builds:
+        for i, b in enumerate(builds):
             with open(cfg, "w") as f:
                 f.write(CONFIG.format(port=18440, wasm=wasm))
             p = subprocess.Popen([b, "serve", cfg], stdout=subprocess.PIPE, text=True)
@@ -42,11 +48,11 @@ with tempfile.TemporaryDirectory() as work:
                 s.wait_for(p, "serving on", 300)
                 for c in (1, 16):
                     s.wrk("http://127.0.0.1:18440/b/x", c, 2)
-                    res[(b, c)].append(s.wrk("http://127.0.0.1:18440/b/x", c, 5)[0])
+                    res[(i, c)].append(s.wrk("http://127.0.0.1:18440/b/x", c, 5)[0])
             finally:
                 s.stop(p)
-            print(r, b, [res[(b, c)][-1] for c in (1, 16)], flush=True)
+            print(r, b, [res[(i, c)][-1] for c in (1, 16)], flush=True)
 for c in (1, 16):
-    for b in builds:
-        v = res[(b, c)]
+    for i, b in enumerate(builds):
+        v = res[(i, c)]
         print(f"c={c} {b}: median {statistics.median(v):,.0f} ({min(v):,.0f}-{max(v):,.0f})")

@@ -546,10 +546,12 @@ def main():
         return
     fabric = os.path.abspath(args.fabric)
     wasm = os.path.abspath(args.proxy_wasm)
+    shapes = args.flood_shapes.split(",")
+    if unknown := [k for k in shapes if k not in FLOOD_KEYS]:
+        ap.error(f"--flood-shapes: unknown {', '.join(unknown)} (known: {', '.join(FLOOD_KEYS)})")
     if args.only_flood:
         with tempfile.TemporaryDirectory() as work:
-            report_floods(floods(fabric, wasm, 18435, args.duration, work,
-                                 args.flood_shapes.split(",")))
+            report_floods(floods(fabric, wasm, 18435, args.duration, work, shapes))
         return
     python = os.path.join(args.ray_venv, "bin", "python")
     if args.only_composition:
