@@ -50,7 +50,7 @@ pub(crate) fn add_to_linker(host: &mut LinkerInstance<'_, InstanceState>) -> was
 /// its lease's when it asks for one or more, or, in a bundle, its
 /// bundle's when it asks for one or more.
 pub(crate) fn whole_gpu_ids(exec: &crate::runtime::instance::ExecContext) -> Vec<u32> {
-    const ONE: i64 = 10_000;
+    use crate::resources::UNIT;
     let Some(l) = exec.lease.as_ref() else {
         return Vec::new();
     };
@@ -62,9 +62,9 @@ pub(crate) fn whole_gpu_ids(exec: &crate::runtime::instance::ExecContext) -> Vec
         .map(|(_, amount)| *amount)
         .max();
     match bundle_gpus {
-        Some(amount) if amount >= ONE => gpu_ids(exec),
+        Some(amount) if amount >= UNIT => gpu_ids(exec),
         Some(_) => Vec::new(),
-        None if demand.gpu >= ONE => l.gpu_ids().to_vec(),
+        None if demand.gpu >= UNIT => l.gpu_ids().to_vec(),
         None => Vec::new(),
     }
 }
